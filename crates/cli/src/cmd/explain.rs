@@ -1,0 +1,14 @@
+//! `rampart explain`.
+
+use crate::Outcome;
+
+/// Arguments of `rampart explain`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Policy file.
+    pub(crate) policy: std::path::PathBuf,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("`rampart explain` is not built yet ({})", args.policy.display())
+}

@@ -1,0 +1,92 @@
+//! `rampart`: the one binary. A thin shell over the library crates: it parses arguments,
+//! reads files, talks to the kernel through the shell crates, and maps every outcome to an exit
+//! code in one place ([`Outcome::exit_code`]): 0 ok, 1 findings or blocked, 2 invalid input or
+//! error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// What a subcommand concluded, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Everything as expected.
+    Clean,
+    /// The command ran and found something the user must look at (findings, blocked flows,
+    /// failed scenarios, a refused apply).
+    Findings,
+}
+
+impl Outcome {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Clean => ExitCode::from(0),
+            Outcome::Findings => ExitCode::from(1),
+        }
+    }
+}
+
+/// Exit code for invalid input and every other error.
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Filter network traffic (ATT&CK M1037) from one declarative policy, and prove it.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a policy and analyse it: shadowed and redundant rules, IPv4/IPv6 gaps, risky accepts.
+    Check(cmd::check::Args),
+    /// ATT&CK M1037 coverage of a policy: terminal table, JSON or an ATT&CK Navigator layer.
+    Coverage(cmd::coverage::Args),
+    /// Compile a policy to an nftables ruleset (printed, not applied).
+    Compile(cmd::compile::Args),
+    /// Replay a pcap/pcapng capture through the policy and report verdicts per flow, rule and technique.
+    Simulate(cmd::simulate::Args),
+    /// Explain the verdict for one flow, rule by rule.
+    Explain(cmd::explain::Args),
+    /// Benchmarks (ClassBench classification).
+    #[command(subcommand)]
+    Bench(cmd::bench::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cmd::check::run(args),
+        Command::Coverage(args) => cmd::coverage::run(args),
+        Command::Compile(args) => cmd::compile::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
+        Command::Bench(command) => cmd::bench::run(command),
+    };
+    match result {
+        Ok(outcome) => outcome.exit_code(),
+        Err(err) => {
+            // A closed pipe (`rampart ... | head`) is not an error worth a message.
+            if is_broken_pipe(&err) {
+                return ExitCode::from(0);
+            }
+            eprintln!("rampart: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,645 @@
+//! The Rampart intermediate representation: the one resolved, validated form of a policy that
+//! every backend consumes (analysis, the userspace engine, the nftables emitter, coverage, the
+//! lab). It owns the *meaning* of a policy and nothing else: no parsing, no I/O, no clock.
+//!
+//! Semantics every consumer must implement identically (the engine and the nft emitter are
+//! tested against each other on this):
+//!
+//! * A packet is evaluated in exactly one [`Direction`]: `Ingress` (to this host; nft `input`),
+//!   `Egress` (from this host; nft `output`), `Forward` (through it; nft `forward`).
+//! * Stateful prelude per direction (when [`Defaults::stateful`] is true): conntrack state
+//!   `invalid` → drop; `established` or `related` → accept. Only packets of state `new` (or
+//!   untracked) reach the rules.
+//! * Then the rules of that direction, in [`Policy::rules`] order; the first rule whose every
+//!   field matches decides. A rule with a [`Limit`] matches only while its budget allows
+//!   (pf/nft `limit rate` semantics: over the limit the packet falls through to later rules).
+//! * No rule matched: the direction's default ([`Defaults`]).
+//! * Field semantics: an empty list means "any". Within one list, elements are OR-ed; different
+//!   fields are AND-ed. See [`Peer`] for how zones, sets and networks match and [`L4Match`] for
+//!   protocols and ports.
+//!
+//! Everything here is plain data with `serde::Serialize`, so `--json` output and golden files are
+//! a serialisation away.
+
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::net::IpAddr;
+
+pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+/// A place in a policy source file. `line` and `col` are 1-based; `col` counts characters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceLoc {
+    /// The file as the user named it (relative paths stay relative).
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub col: u32,
+}
+
+impl fmt::Display for SourceLoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// An ATT&CK technique id such as `T1187` or `T1557.001` (validated against the seed catalogue
+/// by the policy crate before it gets here).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TechniqueId(pub String);
+
+impl fmt::Display for TechniqueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Index of a zone in [`Policy::zones`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ZoneId(pub u32);
+
+/// Index of an address set in [`Policy::sets`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SetId(pub u32);
+
+/// Index of a rule in [`Policy::rules`]; also its evaluation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RuleId(pub u32);
+
+/// The whole resolved policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Zones, indexed by [`ZoneId`].
+    pub zones: Vec<Zone>,
+    /// Named address sets, indexed by [`SetId`].
+    pub sets: Vec<AddressSet>,
+    /// All rules of all directions in evaluation order, indexed by [`RuleId`]. Rules of one
+    /// direction never affect packets of another.
+    pub rules: Vec<Rule>,
+    /// Default verdicts and the stateful prelude.
+    pub defaults: Defaults,
+    /// Userspace components the policy enables (DNS filter, WAF, ...), for coverage and the daemon.
+    pub components: Vec<Component>,
+    /// Profiles that were expanded into rules, for reporting.
+    pub profiles: Vec<ProfileUse>,
+}
+
+impl Policy {
+    /// The zone with this id.
+    pub fn zone(&self, id: ZoneId) -> &Zone {
+        &self.zones[id.0 as usize]
+    }
+
+    /// The set with this id.
+    pub fn set(&self, id: SetId) -> &AddressSet {
+        &self.sets[id.0 as usize]
+    }
+
+    /// The rule with this id.
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0 as usize]
+    }
+
+    /// The zone named `name`.
+    pub fn zone_by_name(&self, name: &str) -> Option<ZoneId> {
+        self.zones
+            .iter()
+            .position(|z| z.name == name)
+            .map(|i| ZoneId(i as u32))
+    }
+
+    /// The set named `name`.
+    pub fn set_by_name(&self, name: &str) -> Option<SetId> {
+        self.sets
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| SetId(i as u32))
+    }
+
+    /// Rules of one direction with their ids, in evaluation order.
+    pub fn rules_in(&self, direction: Direction) -> impl Iterator<Item = (RuleId, &Rule)> + '_ {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.direction == direction)
+            .map(|(i, r)| (RuleId(i as u32), r))
+    }
+}
+
+/// A named network segment: a set of interfaces and/or address ranges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    /// Unique name (`corp`, `dmz`, `internet`, ...).
+    pub name: String,
+    /// Interface names (exact, or a trailing `*` wildcard as in nft `iifname "br*"`). Empty: any.
+    pub interfaces: Vec<String>,
+    /// Networks of the zone, IPv4 and IPv6 together, aggregated and sorted. Empty: any address.
+    pub networks: Vec<IpNet>,
+    /// Whether the zone is trusted (internal, managed). `internet`/`guest` are not.
+    pub trusted: bool,
+    /// Whether hosts in this zone serve the public (a DMZ): their egress should be restricted.
+    pub public_facing: bool,
+    /// Free-form description.
+    pub description: Option<String>,
+    /// Where the zone was declared.
+    pub loc: SourceLoc,
+}
+
+/// A named set of addresses and prefixes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddressSet {
+    /// Unique name; also the nft set name stem.
+    pub name: String,
+    /// Resolved members after allowlist subtraction, aggregated, sorted. For feed sets this is
+    /// whatever was known at compile time (possibly empty); the feeds refresher fills the kernel
+    /// set at run time.
+    pub elements: Vec<IpNet>,
+    /// Where the members come from.
+    pub source: SetSource,
+    /// Prefixes removed from the set whatever the source says (never block these).
+    pub except: Vec<IpNet>,
+    /// Where the set was declared.
+    pub loc: SourceLoc,
+}
+
+/// Where an address set's members come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SetSource {
+    /// Listed inline in the policy.
+    Inline,
+    /// Read from a file (one address/prefix per line, `#` comments) at compile time.
+    File {
+        /// The path as written in the policy, resolved relative to the policy file.
+        path: String,
+    },
+    /// Filled by the threat-intel feeds component at run time.
+    Feed {
+        /// Feed name.
+        name: String,
+        /// `https://` URL or file path.
+        url: String,
+        /// Parser to use (`plain`, `netset`, `spamhaus`, `tor`, `ipsum`, `csv`, `stix`, ...).
+        format: String,
+        /// Refresh interval in seconds.
+        refresh_s: u64,
+    },
+}
+
+/// One side (source or destination) of a rule: OR of peers. Empty list: any.
+///
+/// Matching a [`Peer::Zone`] on the source side: the input interface matches one of the zone's
+/// interfaces (when it has any) AND the source address lies in one of its networks (when it has
+/// any). On the destination side the same with the output interface and destination address.
+/// Directions without that interface (no output interface on ingress, no input interface on
+/// egress) never match a zone that lists interfaces.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Peer {
+    /// A zone by id.
+    Zone(ZoneId),
+    /// An address set by id: the address lies in one of its elements.
+    Set(SetId),
+    /// A literal network.
+    Net(IpNet),
+}
+
+/// IANA protocol numbers the IR names.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port, inclusive.
+    pub lo: u16,
+    /// Last port, inclusive (`lo <= hi`).
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(port: u16) -> Self {
+        Self { lo: port, hi: port }
+    }
+
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// One protocol/port alternative of a rule (a rule's `services` are OR-ed).
+///
+/// * `protocol` is the IP protocol number (IPv4 protocol / IPv6 next header after extension
+///   headers). `None` means any protocol; then ports and ICMP types must be empty.
+/// * `src_ports`/`dst_ports` (only for TCP/UDP; empty: any) are OR-ed ranges.
+/// * `icmp_types` (only for ICMP/ICMPv6; empty: any type) are OR-ed. ICMP (1) only matches IPv4
+///   packets, ICMPv6 (58) only IPv6 packets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct L4Match {
+    /// Protocol number; `None` = any.
+    pub protocol: Option<u8>,
+    /// Source port ranges (TCP/UDP only). Empty: any.
+    pub src_ports: Vec<PortRange>,
+    /// Destination port ranges (TCP/UDP only). Empty: any.
+    pub dst_ports: Vec<PortRange>,
+    /// ICMP or ICMPv6 types. Empty: any.
+    pub icmp_types: Vec<u8>,
+    /// The catalogue service name this came from (`smb`, `ssh`, ...), for display.
+    pub service: Option<String>,
+}
+
+/// Which traffic a rule governs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// To this host (nft `input`).
+    Ingress,
+    /// From this host (nft `output`).
+    Egress,
+    /// Routed or bridged through this host (nft `forward`).
+    Forward,
+}
+
+impl Direction {
+    /// All directions in a fixed order.
+    pub const ALL: [Direction; 3] = [Direction::Ingress, Direction::Egress, Direction::Forward];
+
+    /// Lower-case name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Forward => "forward",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Restriction to one IP family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// IPv4 and IPv6.
+    #[default]
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+/// Conntrack states a rule may require.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtState {
+    /// First packet of a flow.
+    New,
+    /// Part of a known flow.
+    Established,
+    /// Related to a known flow (ICMP errors, FTP data).
+    Related,
+    /// Not valid for any known flow.
+    Invalid,
+    /// Not tracked.
+    Untracked,
+}
+
+/// What a rule does with a matching packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Let it through.
+    Accept,
+    /// Discard silently.
+    Drop,
+    /// Discard and tell the sender (TCP RST, ICMP port/admin unreachable).
+    Reject,
+}
+
+impl Action {
+    /// Lower-case name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "accept",
+            Action::Drop => "drop",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+/// Local socket owner constraints (egress only). OR within a list, AND across non-empty lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// Socket owner uids.
+    pub uids: Vec<u32>,
+    /// Socket owner gids.
+    pub gids: Vec<u32>,
+    /// cgroup v2 paths relative to the cgroup2 mount (e.g. `system.slice/nginx.service`).
+    pub cgroups: Vec<String>,
+}
+
+/// The unit of a rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateUnit {
+    /// Packets.
+    Packets,
+    /// Bytes.
+    Bytes,
+}
+
+/// A token-bucket rate limit: `rate` units per `per_s` seconds, bucket size `burst`.
+///
+/// Semantics (identical to nft `limit rate N/unit burst B` and per-source meters): the bucket
+/// starts full at `burst` tokens (or `rate` when `burst` is 0), refills continuously at
+/// `rate / per_s` tokens per second, and a packet that finds at least its cost (1 packet, or its
+/// length in bytes) takes it and *matches*; otherwise the rule does not match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limit {
+    /// Units per period.
+    pub rate: u64,
+    /// Period length in seconds (1, 60, 3600, 86400).
+    pub per_s: u32,
+    /// Bucket size; 0 means "same as rate".
+    pub burst: u64,
+    /// What is counted.
+    pub unit: RateUnit,
+    /// One bucket per source address (nft meter / dynamic set) instead of one shared bucket.
+    pub per_source: bool,
+}
+
+/// A calendar date (UTC), used for rule expiry. Time is an input: nothing here reads a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Date {
+    /// Year, e.g. 2026.
+    pub year: u16,
+    /// Month 1-12.
+    pub month: u8,
+    /// Day 1-31.
+    pub day: u8,
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// Where a rule came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RuleOrigin {
+    /// Written by the user.
+    User,
+    /// Expanded from a built-in profile.
+    Profile {
+        /// Profile name (`smb-egress`, ...).
+        profile: String,
+        /// Part of the profile (each profile rule has a stable part name).
+        part: String,
+    },
+}
+
+/// One filtering rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Unique, stable name (user-given, or `profile/part` for profile rules).
+    pub name: String,
+    /// Which hook the rule lives in.
+    pub direction: Direction,
+    /// Source side; empty = any.
+    pub from: Vec<Peer>,
+    /// Destination side; empty = any.
+    pub to: Vec<Peer>,
+    /// Protocol/port alternatives; empty = any traffic.
+    pub services: Vec<L4Match>,
+    /// Family restriction.
+    pub family: Family,
+    /// Required conntrack states; empty = any state that reaches the rules (normally `new`).
+    pub ct_states: Vec<CtState>,
+    /// Local owner constraints (egress only).
+    pub owner: Option<Owner>,
+    /// Rate limit: the rule matches only within it.
+    pub limit: Option<Limit>,
+    /// Per-source concurrent connection cap: the rule matches only while the source has fewer
+    /// than this many tracked connections (nft `ct count`).
+    pub conn_limit: Option<u32>,
+    /// The verdict.
+    pub action: Action,
+    /// Log matches (NFLOG, rate limited, prefix identifying the rule).
+    pub log: bool,
+    /// ATT&CK techniques this rule mitigates.
+    pub mitigates: Vec<TechniqueId>,
+    /// The rule stops applying after this date (analysis reports expired rules; backends skip
+    /// them only when told the date).
+    pub expires: Option<Date>,
+    /// Human description.
+    pub description: Option<String>,
+    /// Where the rule came from.
+    pub origin: RuleOrigin,
+    /// Where the rule is written (for profiles: where the profile is enabled).
+    pub loc: SourceLoc,
+}
+
+/// Default verdicts and the stateful prelude.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    /// Verdict for ingress packets no rule matched.
+    pub ingress: Action,
+    /// Verdict for egress packets no rule matched.
+    pub egress: Action,
+    /// Verdict for forwarded packets no rule matched.
+    pub forward: Action,
+    /// Stateful prelude on every direction: invalid → drop, established/related → accept.
+    pub stateful: bool,
+    /// Always accept loopback traffic (`iif lo` ingress, `oif lo` egress) before any rule.
+    pub allow_loopback: bool,
+    /// Accept the ICMPv6 types IPv6 cannot work without (neighbour discovery, packet too big,
+    /// ...) before any rule, in ingress and egress.
+    pub allow_icmpv6_essential: bool,
+    /// Where the defaults are declared (or the policy file when implicit).
+    pub loc: SourceLoc,
+}
+
+impl Defaults {
+    /// The default verdict of a direction.
+    pub fn for_direction(&self, direction: Direction) -> Action {
+        match direction {
+            Direction::Ingress => self.ingress,
+            Direction::Egress => self.egress,
+            Direction::Forward => self.forward,
+        }
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            ingress: Action::Drop,
+            egress: Action::Accept,
+            forward: Action::Drop,
+            stateful: true,
+            allow_loopback: true,
+            allow_icmpv6_essential: true,
+            loc: SourceLoc::default(),
+        }
+    }
+}
+
+/// ICMPv6 types accepted by [`Defaults::allow_icmpv6_essential`]: destination unreachable (1),
+/// packet too big (2), time exceeded (3), parameter problem (4), router solicitation (133),
+/// router advertisement (134), neighbour solicitation (135), neighbour advertisement (136).
+pub const ICMPV6_ESSENTIAL_TYPES: [u8; 8] = [1, 2, 3, 4, 133, 134, 135, 136];
+
+/// A userspace component the policy enables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    /// Which component.
+    pub kind: ComponentKind,
+    /// Where it is enabled in the policy.
+    pub loc: SourceLoc,
+}
+
+/// Kinds of userspace components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    /// Filtering DNS forwarder.
+    DnsFilter,
+    /// WAF reverse proxy.
+    Waf,
+    /// Egress (forward) proxy.
+    EgressProxy,
+    /// L2 guard (DHCP snooping, ARP inspection).
+    L2Guard,
+    /// Threat-intel feeds refresher.
+    Feeds,
+    /// First-payload protocol classification via NFQUEUE.
+    ProtocolClassifier,
+}
+
+impl ComponentKind {
+    /// Name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::DnsFilter => "dns_filter",
+            ComponentKind::Waf => "waf",
+            ComponentKind::EgressProxy => "egress_proxy",
+            ComponentKind::L2Guard => "l2_guard",
+            ComponentKind::Feeds => "feeds",
+            ComponentKind::ProtocolClassifier => "protocol_classifier",
+        }
+    }
+}
+
+/// A profile enabled in the policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileUse {
+    /// Profile name.
+    pub name: String,
+    /// Techniques the profile addresses.
+    pub techniques: Vec<TechniqueId>,
+    /// Rules it produced.
+    pub rules: Vec<RuleId>,
+    /// Parts the user excluded.
+    pub excluded_parts: Vec<String>,
+    /// Where it is enabled.
+    pub loc: SourceLoc,
+}
+
+/// Whether `addr` lies in `net` (family-aware; an IPv4 address never matches an IPv6 net).
+pub fn net_contains(net: &IpNet, addr: IpAddr) -> bool {
+    net.contains(&addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_contains_bounds() {
+        let r = PortRange { lo: 137, hi: 139 };
+        assert!(!r.contains(136));
+        assert!(r.contains(137));
+        assert!(r.contains(139));
+        assert!(!r.contains(140));
+        assert_eq!(r.to_string(), "137-139");
+        assert_eq!(PortRange::single(445).to_string(), "445");
+    }
+
+    #[test]
+    fn rules_in_keeps_order_and_ids() {
+        let mk = |name: &str, direction| Rule {
+            name: name.into(),
+            direction,
+            from: vec![],
+            to: vec![],
+            services: vec![],
+            family: Family::Any,
+            ct_states: vec![],
+            owner: None,
+            limit: None,
+            conn_limit: None,
+            action: Action::Accept,
+            log: false,
+            mitigates: vec![],
+            expires: None,
+            description: None,
+            origin: RuleOrigin::User,
+            loc: SourceLoc::default(),
+        };
+        let policy = Policy {
+            rules: vec![
+                mk("a", Direction::Ingress),
+                mk("b", Direction::Egress),
+                mk("c", Direction::Ingress),
+            ],
+            ..Policy::default()
+        };
+        let ingress: Vec<_> = policy
+            .rules_in(Direction::Ingress)
+            .map(|(id, r)| (id.0, r.name.clone()))
+            .collect();
+        assert_eq!(ingress, vec![(0, "a".into()), (2, "c".into())]);
+    }
+
+    #[test]
+    fn ipv4_address_never_matches_ipv6_net() {
+        let v6: IpNet = "::/0".parse().unwrap();
+        assert!(!net_contains(&v6, "192.0.2.1".parse().unwrap()));
+        let v4: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(net_contains(&v4, "192.0.2.1".parse().unwrap()));
+    }
+}
