@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod load;
 
 /// What a subcommand concluded, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,18 @@ enum Command {
     Coverage(cmd::coverage::Args),
     /// Compile a policy to an nftables ruleset (printed, not applied).
     Compile(cmd::compile::Args),
+    /// Show what applying a policy would change in the live kernel ruleset.
+    Plan(cmd::plan::Args),
+    /// Apply a policy atomically, optionally with confirm-or-rollback.
+    Apply(cmd::apply::Args),
+    /// Confirm a pending `apply --confirm`, cancelling its rollback.
+    Confirm(cmd::confirm::Args),
+    /// Restore the previously applied ruleset.
+    Rollback(cmd::rollback::Args),
+    /// Per-rule packet and byte counters, mapped back to policy rules and techniques.
+    Status(cmd::status::Args),
+    /// Follow NFLOG drops and print each with its policy rule, file:line and technique.
+    Log(cmd::log::Args),
     /// Replay a pcap/pcapng capture through the policy and report verdicts per flow, rule and technique.
     Simulate(cmd::simulate::Args),
     /// Explain the verdict for one flow, rule by rule.
@@ -66,6 +79,12 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args),
         Command::Coverage(args) => cmd::coverage::run(args),
         Command::Compile(args) => cmd::compile::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Apply(args) => cmd::apply::run(args),
+        Command::Confirm(args) => cmd::confirm::run(args),
+        Command::Rollback(args) => cmd::rollback::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Log(args) => cmd::log::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(command) => cmd::bench::run(command),

@@ -1,8 +1,14 @@
 //! One module per subcommand: `Args` (clap) and `run(args) -> anyhow::Result<Outcome>`.
 
+pub(crate) mod apply;
 pub(crate) mod bench;
 pub(crate) mod check;
 pub(crate) mod compile;
+pub(crate) mod confirm;
 pub(crate) mod coverage;
 pub(crate) mod explain;
+pub(crate) mod log;
+pub(crate) mod plan;
+pub(crate) mod rollback;
 pub(crate) mod simulate;
+pub(crate) mod status;
