@@ -1,0 +1,283 @@
+//! Playing one case with real sockets: a server thread inside the destination namespace bound to
+//! the destination address, a client thread inside the source namespace bound to the source
+//! address. An exchange counts as allowed only when the request reached the server *and* the
+//! reply reached the client, so a policy that lets one direction through but not the other is
+//! seen as blocked.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netns::{in_namespace, run_in};
+use crate::scenario::{Expectation, Traffic};
+use crate::LabError;
+
+/// How long a client waits for a connection or a reply. Why: the range is veth pairs on one
+/// machine with microsecond round trips; 800 ms is ample for an allowed flow and keeps a full
+/// run (most blocked flows wait this long once) under two minutes on two cores.
+pub const REPLY_TIMEOUT_MS: u64 = 800;
+
+/// How long a server waits for its one client before giving up (longer than the client's).
+const SERVER_WAIT_MS: u64 = REPLY_TIMEOUT_MS + 700;
+
+const REQUEST: &[u8] = b"rampart-lab request\n";
+const REPLY: &[u8] = b"rampart-lab reply\n";
+
+/// What happened to one exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// Allowed (completed) or blocked.
+    pub result: Expectation,
+    /// How it went (`reply received`, `connect timed out`, `connection refused`, ...).
+    pub detail: String,
+}
+
+/// One endpoint of an exchange.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// Full namespace name.
+    pub ns: String,
+    /// Address to bind.
+    pub addr: IpAddr,
+}
+
+/// Play `traffic` from `client` to `server` and observe the result.
+pub fn play(traffic: Traffic, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+    match traffic {
+        Traffic::Tcp(port) => play_tcp(port, client, server),
+        Traffic::Udp(port) => play_udp(port, client, server),
+        Traffic::IcmpEcho => play_icmp(client, server),
+    }
+}
+
+fn domain(addr: IpAddr) -> Domain {
+    if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    }
+}
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Spawn {
+        command: what.to_string(),
+        source,
+    }
+}
+
+fn play_tcp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+    let server_addr = SocketAddr::new(server.addr, port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server_thread = in_namespace(&server.ns, move || {
+        let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
+            .map_err(io_err("tcp server socket"))?;
+        socket.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+        socket
+            .bind(&server_addr.into())
+            .map_err(io_err("tcp server bind"))?;
+        socket.listen(4).map_err(io_err("tcp listen"))?;
+        socket.set_nonblocking(true).map_err(io_err("nonblocking"))?;
+        let _ = ready_tx.send(());
+        let deadline = std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS);
+        loop {
+            match socket.accept() {
+                Ok((conn, _)) => {
+                    conn.set_nonblocking(false).map_err(io_err("blocking"))?;
+                    conn.set_read_timeout(Some(Duration::from_millis(SERVER_WAIT_MS)))
+                        .map_err(io_err("read timeout"))?;
+                    let mut stream: std::net::TcpStream = conn.into();
+                    let mut buf = [0u8; 64];
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if buf[..n] == *REQUEST {
+                        let _ = stream.write_all(REPLY);
+                        return Ok(true);
+                    }
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(io_err("accept")(e)),
+            }
+        }
+    });
+    let server_thread = wait_ready(ready_rx, server_thread)?;
+    let client_addr = SocketAddr::new(client.addr, 0);
+    let client_thread = in_namespace(&client.ns, move || {
+        let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
+            .map_err(io_err("tcp client socket"))?;
+        socket
+            .bind(&client_addr.into())
+            .map_err(io_err("tcp client bind"))?;
+        let timeout = Duration::from_millis(REPLY_TIMEOUT_MS);
+        if let Err(e) = socket.connect_timeout(&server_addr.into(), timeout) {
+            return Ok(Observation {
+                result: Expectation::Blocked,
+                detail: connect_detail(&e),
+            });
+        }
+        let mut stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(timeout)).map_err(io_err("read timeout"))?;
+        if stream.write_all(REQUEST).is_err() {
+            return Ok(Observation {
+                result: Expectation::Blocked,
+                detail: "connection reset after connect".into(),
+            });
+        }
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        Ok(if buf[..n] == *REPLY {
+            Observation {
+                result: Expectation::Allowed,
+                detail: "connected, request and reply exchanged".into(),
+            }
+        } else {
+            Observation {
+                result: Expectation::Blocked,
+                detail: "connected but no reply".into(),
+            }
+        })
+    });
+    let observation = join(client_thread)?;
+    let _ = join(server_thread)?;
+    Ok(observation)
+}
+
+fn connect_detail(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "connect timed out".into(),
+        std::io::ErrorKind::ConnectionRefused => "connection refused (reset)".into(),
+        _ => format!("connect failed: {e}"),
+    }
+}
+
+fn play_udp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+    let server_addr = SocketAddr::new(server.addr, port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server_thread = in_namespace(&server.ns, move || {
+        let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(io_err("udp server socket"))?;
+        socket.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+        socket
+            .bind(&server_addr.into())
+            .map_err(io_err("udp server bind"))?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(SERVER_WAIT_MS)))
+            .map_err(io_err("read timeout"))?;
+        let socket: std::net::UdpSocket = socket.into();
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 64];
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if buf[..n] == *REQUEST => {
+                let _ = socket.send_to(REPLY, from);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    });
+    let server_thread = wait_ready(ready_rx, server_thread)?;
+    let client_addr = SocketAddr::new(client.addr, 0);
+    let client_thread = in_namespace(&client.ns, move || {
+        let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(io_err("udp client socket"))?;
+        socket
+            .bind(&client_addr.into())
+            .map_err(io_err("udp client bind"))?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+            .map_err(io_err("read timeout"))?;
+        let socket: std::net::UdpSocket = socket.into();
+        socket.connect(server_addr).map_err(io_err("udp connect"))?;
+        if let Err(e) = socket.send(REQUEST) {
+            return Ok(Observation {
+                result: Expectation::Blocked,
+                detail: format!("send failed: {e}"),
+            });
+        }
+        let mut buf = [0u8; 64];
+        Ok(match socket.recv(&mut buf) {
+            Ok(n) if buf[..n] == *REPLY => Observation {
+                result: Expectation::Allowed,
+                detail: "datagram and reply exchanged".into(),
+            },
+            Ok(_) => Observation {
+                result: Expectation::Blocked,
+                detail: "unexpected reply".into(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Observation {
+                result: Expectation::Blocked,
+                detail: "ICMP unreachable (rejected)".into(),
+            },
+            Err(_) => Observation {
+                result: Expectation::Blocked,
+                detail: "no reply within the timeout".into(),
+            },
+        })
+    });
+    let observation = join(client_thread)?;
+    let _ = join(server_thread)?;
+    Ok(observation)
+}
+
+fn play_icmp(client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+    // Why ping: an ICMP echo needs a raw or ping socket; iputils' ping is the real client a
+    // user would run, and the lab's dependency check installs it.
+    let wait_s = format!("{:.1}", REPLY_TIMEOUT_MS as f64 / 1000.0);
+    let family = if server.addr.is_ipv6() { "-6" } else { "-4" };
+    let result = run_in(
+        &client.ns,
+        "ping",
+        &[
+            family,
+            "-n",
+            "-q",
+            "-c",
+            "1",
+            "-W",
+            &wait_s,
+            "-I",
+            &client.addr.to_string(),
+            &server.addr.to_string(),
+        ],
+    );
+    Ok(match result {
+        Ok(_) => Observation {
+            result: Expectation::Allowed,
+            detail: "echo reply received".into(),
+        },
+        Err(LabError::CommandFailed { .. }) => Observation {
+            result: Expectation::Blocked,
+            detail: "no echo reply".into(),
+        },
+        Err(other) => return Err(other),
+    })
+}
+
+/// Wait until the server listens; when it cannot (address in use, no such address), its own
+/// error is the answer.
+fn wait_ready(
+    ready: mpsc::Receiver<()>,
+    server: std::thread::JoinHandle<Result<bool, LabError>>,
+) -> Result<std::thread::JoinHandle<Result<bool, LabError>>, LabError> {
+    match ready.recv_timeout(Duration::from_millis(SERVER_WAIT_MS)) {
+        Ok(()) => Ok(server),
+        Err(_) => Err(match join(server) {
+            Err(e) => e,
+            Ok(_) => LabError::Traffic {
+                message: "the server did not start listening".into(),
+            },
+        }),
+    }
+}
+
+fn join<T>(handle: std::thread::JoinHandle<Result<T, LabError>>) -> Result<T, LabError> {
+    handle.join().map_err(|_| LabError::Traffic {
+        message: "a traffic thread panicked".into(),
+    })?
+}
