@@ -1,0 +1,1 @@
+//! placeholder: see the crate owner issue (threat-intel feeds).
