@@ -1,0 +1,677 @@
+//! Stage 1b: the typed syntax tree of one policy file. Every key is checked against the
+//! language (unknown keys are errors with a did-you-mean), every value against its TOML type;
+//! names, addresses and services stay text until [`crate::resolve`] gives them meaning.
+
+use crate::diag::{did_you_mean, Diags, Report};
+use crate::limits::MAX_LIST_ITEMS;
+use crate::source::Span;
+use crate::syntax::{Entry, Node, NodeKind};
+
+/// A value with the span it was written at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct S<T> {
+    /// The value.
+    pub v: T,
+    /// Where it is written.
+    pub span: Span,
+}
+
+impl<T> S<T> {
+    fn new(v: T, span: Span) -> Self {
+        Self { v, span }
+    }
+}
+
+/// One policy file.
+#[derive(Clone, Debug, Default)]
+pub struct File {
+    /// `include = [...]`, paths as written.
+    pub includes: Vec<S<String>>,
+    /// `[defaults]`.
+    pub defaults: Option<DefaultsDecl>,
+    /// `[zones.NAME]` in document order.
+    pub zones: Vec<ZoneDecl>,
+    /// `[sets.NAME]`.
+    pub sets: Vec<SetDecl>,
+    /// `[services.NAME]`.
+    pub services: Vec<ServiceDecl>,
+    /// `[[rules]]`.
+    pub rules: Vec<RuleDecl>,
+    /// `[profiles.NAME]`.
+    pub profiles: Vec<ProfileDecl>,
+    /// `[components]`.
+    pub components: Option<ComponentsDecl>,
+}
+
+/// `[defaults]`.
+#[derive(Clone, Debug)]
+pub struct DefaultsDecl {
+    /// The table header.
+    pub span: Span,
+    /// `ingress = "drop"`.
+    pub ingress: Option<S<String>>,
+    /// `egress = "accept"`.
+    pub egress: Option<S<String>>,
+    /// `forward = "drop"`.
+    pub forward: Option<S<String>>,
+    /// `stateful = true`.
+    pub stateful: Option<bool>,
+    /// `allow_loopback = true`.
+    pub allow_loopback: Option<bool>,
+    /// `allow_icmpv6_essential = true`.
+    pub allow_icmpv6_essential: Option<bool>,
+}
+
+/// `[zones.NAME]`.
+#[derive(Clone, Debug)]
+pub struct ZoneDecl {
+    /// The name (the key).
+    pub name: S<String>,
+    /// `interfaces = [...]`.
+    pub interfaces: Vec<S<String>>,
+    /// `networks = [...]`.
+    pub networks: Vec<S<String>>,
+    /// `trusted = bool`.
+    pub trusted: bool,
+    /// `public_facing = bool`.
+    pub public_facing: bool,
+    /// `description = "..."`.
+    pub description: Option<S<String>>,
+}
+
+/// `[sets.NAME]`.
+#[derive(Clone, Debug)]
+pub struct SetDecl {
+    /// The name.
+    pub name: S<String>,
+    /// `elements = [...]`.
+    pub elements: Option<Vec<S<String>>>,
+    /// `file = "path"`.
+    pub file: Option<S<String>>,
+    /// `feed = { ... }`.
+    pub feed: Option<FeedDecl>,
+    /// `except = [...]`.
+    pub except: Vec<S<String>>,
+    /// `description = "..."`.
+    pub description: Option<S<String>>,
+    /// The lines of `file`, filled in by the loader (each with its span in the set file).
+    pub file_elements: Vec<S<String>>,
+}
+
+/// `feed = { url = "...", format = "...", refresh = "1h" }`.
+#[derive(Clone, Debug)]
+pub struct FeedDecl {
+    /// The inline table.
+    pub span: Span,
+    /// `url`.
+    pub url: Option<S<String>>,
+    /// `format`.
+    pub format: Option<S<String>>,
+    /// `refresh`.
+    pub refresh: Option<S<String>>,
+}
+
+/// `[services.NAME]`.
+#[derive(Clone, Debug)]
+pub struct ServiceDecl {
+    /// The name.
+    pub name: S<String>,
+    /// `ports = ["tcp/8443", "ssh", ...]`.
+    pub ports: Vec<S<String>>,
+    /// `description`.
+    pub description: Option<S<String>>,
+}
+
+/// `[[rules]]`.
+#[derive(Clone, Debug)]
+pub struct RuleDecl {
+    /// The `[[rules]]` header.
+    pub span: Span,
+    /// `name`.
+    pub name: Option<S<String>>,
+    /// `direction`.
+    pub direction: Option<S<String>>,
+    /// `from` (a string or a list).
+    pub from: Vec<S<String>>,
+    /// `to`.
+    pub to: Vec<S<String>>,
+    /// `service`.
+    pub service: Vec<S<String>>,
+    /// `action`.
+    pub action: Option<S<String>>,
+    /// `log`.
+    pub log: bool,
+    /// `counter`, with its span.
+    pub counter: Option<S<bool>>,
+    /// `mitigates`.
+    pub mitigates: Vec<S<String>>,
+    /// `expires` (TOML date or string).
+    pub expires: Option<S<String>>,
+    /// `description`.
+    pub description: Option<S<String>>,
+    /// `state`.
+    pub state: Vec<S<String>>,
+    /// `family`.
+    pub family: Option<S<String>>,
+    /// `owner = { uid, gid, cgroup }`.
+    pub owner: Option<OwnerDecl>,
+    /// `limit = { rate, burst, per_source }`.
+    pub limit: Option<LimitDecl>,
+    /// `conn_limit`.
+    pub conn_limit: Option<S<i64>>,
+}
+
+/// `owner = { uid = [...], gid = [...], cgroup = [...] }`.
+#[derive(Clone, Debug)]
+pub struct OwnerDecl {
+    /// The key `owner`.
+    pub span: Span,
+    /// Uids.
+    pub uid: Vec<S<i64>>,
+    /// Gids.
+    pub gid: Vec<S<i64>>,
+    /// cgroup paths.
+    pub cgroup: Vec<S<String>>,
+}
+
+/// `limit = { rate = "10/minute", burst = 20, per_source = true }`.
+#[derive(Clone, Debug)]
+pub struct LimitDecl {
+    /// The key `limit`.
+    pub span: Span,
+    /// `rate`.
+    pub rate: Option<S<String>>,
+    /// `burst`.
+    pub burst: Option<S<i64>>,
+    /// `per_source`.
+    pub per_source: bool,
+}
+
+/// `[profiles.NAME]`: parameters are checked by the profile itself.
+#[derive(Clone, Debug)]
+pub struct ProfileDecl {
+    /// The profile name.
+    pub name: S<String>,
+    /// Its parameters, unchecked.
+    pub params: Vec<Entry>,
+}
+
+/// `[components]`.
+#[derive(Clone, Debug)]
+pub struct ComponentsDecl {
+    /// The header.
+    pub span: Span,
+    /// `(name, enabled)` in document order.
+    pub enabled: Vec<(S<String>, bool)>,
+}
+
+/// Component keys the language knows.
+pub const COMPONENT_KEYS: &[&str] = &[
+    "dns_filter",
+    "waf",
+    "egress_proxy",
+    "l2_guard",
+    "feeds",
+    "protocol_classifier",
+];
+
+/// Reads the keys of one table, remembering which were used, so the rest can be reported.
+pub(crate) struct Fields<'a> {
+    entries: &'a [Entry],
+    used: Vec<bool>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(entries: &'a [Entry]) -> Self {
+        Self {
+            entries,
+            used: vec![false; entries.len()],
+        }
+    }
+
+    pub fn take(&mut self, key: &str) -> Option<&'a Entry> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        self.used[i] = true;
+        Some(&self.entries[i])
+    }
+
+    /// Report every key not taken as unknown (E0002), suggesting the closest allowed key.
+    pub fn finish(self, what: &str, allowed: &[&str], diags: &mut Diags) {
+        for (e, used) in self.entries.iter().zip(self.used) {
+            if !used {
+                diags.push(
+                    Report::error("E0002", format!("unknown key `{}` in {what}", e.key))
+                        .label(e.key_span, "not part of the policy language")
+                        .hint_opt(
+                            did_you_mean(&e.key, allowed.iter().copied())
+                                .or_else(|| Some(format!("allowed keys: {}", allowed.join(", ")))),
+                        ),
+                );
+            }
+        }
+    }
+}
+
+fn type_error(node: &Node, key: &str, expected: &str, diags: &mut Diags) {
+    diags.push(
+        Report::error(
+            "E0003",
+            format!(
+                "`{key}` must be {expected}, found {}",
+                node.kind.type_name()
+            ),
+        )
+        .label(node.span, format!("expected {expected}")),
+    );
+}
+
+pub(crate) fn as_str(e: &Entry, diags: &mut Diags) -> Option<S<String>> {
+    match &e.value.kind {
+        NodeKind::Str(s) => Some(S::new(s.clone(), e.value.span)),
+        _ => {
+            type_error(&e.value, &e.key, "a string", diags);
+            None
+        }
+    }
+}
+
+pub(crate) fn as_bool(e: &Entry, diags: &mut Diags) -> Option<bool> {
+    match &e.value.kind {
+        NodeKind::Bool(b) => Some(*b),
+        _ => {
+            type_error(&e.value, &e.key, "a boolean", diags);
+            None
+        }
+    }
+}
+
+pub(crate) fn as_int(e: &Entry, diags: &mut Diags) -> Option<S<i64>> {
+    match &e.value.kind {
+        NodeKind::Int(i) => Some(S::new(*i, e.value.span)),
+        _ => {
+            type_error(&e.value, &e.key, "an integer", diags);
+            None
+        }
+    }
+}
+
+pub(crate) fn as_table<'a>(e: &'a Entry, diags: &mut Diags) -> Option<&'a [Entry]> {
+    match &e.value.kind {
+        NodeKind::Table(t) => Some(t),
+        _ => {
+            type_error(&e.value, &e.key, "a table", diags);
+            None
+        }
+    }
+}
+
+fn too_many(e: &Entry, diags: &mut Diags) {
+    diags.push(
+        Report::error(
+            "E0005",
+            format!("`{}` has more than {MAX_LIST_ITEMS} entries", e.key),
+        )
+        .label(e.value.span, "list too long"),
+    );
+}
+
+/// A string or an array of strings.
+pub(crate) fn as_str_list(e: &Entry, diags: &mut Diags) -> Vec<S<String>> {
+    match &e.value.kind {
+        NodeKind::Str(s) => vec![S::new(s.clone(), e.value.span)],
+        NodeKind::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                too_many(e, diags);
+                return Vec::new();
+            }
+            let mut out = Vec::new();
+            for item in items {
+                match &item.kind {
+                    NodeKind::Str(s) => out.push(S::new(s.clone(), item.span)),
+                    _ => type_error(item, &e.key, "a string", diags),
+                }
+            }
+            out
+        }
+        _ => {
+            type_error(&e.value, &e.key, "a string or an array of strings", diags);
+            Vec::new()
+        }
+    }
+}
+
+/// An integer or an array of integers.
+pub(crate) fn as_int_list(e: &Entry, diags: &mut Diags) -> Vec<S<i64>> {
+    match &e.value.kind {
+        NodeKind::Int(i) => vec![S::new(*i, e.value.span)],
+        NodeKind::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                too_many(e, diags);
+                return Vec::new();
+            }
+            let mut out = Vec::new();
+            for item in items {
+                match &item.kind {
+                    NodeKind::Int(i) => out.push(S::new(*i, item.span)),
+                    _ => type_error(item, &e.key, "an integer", diags),
+                }
+            }
+            out
+        }
+        _ => {
+            type_error(
+                &e.value,
+                &e.key,
+                "an integer or an array of integers",
+                diags,
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// A TOML date (`2027-01-31`) or a string holding one; the text is checked later.
+fn as_date_text(e: &Entry, diags: &mut Diags) -> Option<S<String>> {
+    match &e.value.kind {
+        NodeKind::Datetime(s) | NodeKind::Str(s) => Some(S::new(s.clone(), e.value.span)),
+        _ => {
+            type_error(&e.value, &e.key, "a date (2027-01-31)", diags);
+            None
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "include",
+    "defaults",
+    "zones",
+    "sets",
+    "services",
+    "rules",
+    "profiles",
+    "components",
+];
+
+/// Build the typed tree of one file from its generic tree.
+pub(crate) fn file_from_node(root: &Node, diags: &mut Diags) -> File {
+    let mut file = File::default();
+    let NodeKind::Table(entries) = &root.kind else {
+        return file;
+    };
+    let mut f = Fields::new(entries);
+    if let Some(e) = f.take("include") {
+        file.includes = as_str_list(e, diags);
+    }
+    if let Some(e) = f.take("defaults") {
+        if let Some(t) = as_table(e, diags) {
+            file.defaults = Some(defaults(e.value.span, t, diags));
+        }
+    }
+    if let Some(e) = f.take("zones") {
+        for (name, span, t) in named_tables(e, diags) {
+            file.zones.push(zone(S::new(name, span), t, diags));
+        }
+    }
+    if let Some(e) = f.take("sets") {
+        for (name, span, t) in named_tables(e, diags) {
+            file.sets.push(set(S::new(name, span), t, diags));
+        }
+    }
+    if let Some(e) = f.take("services") {
+        for (name, span, t) in named_tables(e, diags) {
+            file.services.push(service(S::new(name, span), t, diags));
+        }
+    }
+    if let Some(e) = f.take("rules") {
+        match &e.value.kind {
+            NodeKind::Array(items) => {
+                for item in items {
+                    match &item.kind {
+                        NodeKind::Table(t) => file.rules.push(rule(item.span, t, diags)),
+                        _ => type_error(item, "rules", "a table ([[rules]])", diags),
+                    }
+                }
+            }
+            _ => type_error(&e.value, "rules", "an array of tables ([[rules]])", diags),
+        }
+    }
+    if let Some(e) = f.take("profiles") {
+        for (name, span, t) in named_tables(e, diags) {
+            file.profiles.push(ProfileDecl {
+                name: S::new(name, span),
+                params: t.to_vec(),
+            });
+        }
+    }
+    if let Some(e) = f.take("components") {
+        if let Some(t) = as_table(e, diags) {
+            let mut c = ComponentsDecl {
+                span: e.value.span,
+                enabled: Vec::new(),
+            };
+            let mut cf = Fields::new(t);
+            // Document order, so the IR lists components as written.
+            for entry in t {
+                if !COMPONENT_KEYS.contains(&entry.key.as_str()) {
+                    continue;
+                }
+                if let Some(ce) = cf.take(&entry.key) {
+                    if let Some(b) = as_bool(ce, diags) {
+                        c.enabled.push((S::new(entry.key.clone(), ce.key_span), b));
+                    }
+                }
+            }
+            cf.finish("[components]", COMPONENT_KEYS, diags);
+            file.components = Some(c);
+        }
+    }
+    f.finish("the policy file (top level)", TOP_KEYS, diags);
+    file
+}
+
+/// The sub-tables of `[zones]`, `[sets]`, ...: (name, name span, entries).
+fn named_tables<'a>(e: &'a Entry, diags: &mut Diags) -> Vec<(String, Span, &'a [Entry])> {
+    let Some(t) = as_table(e, diags) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for sub in t {
+        match &sub.value.kind {
+            NodeKind::Table(inner) => out.push((sub.key.clone(), sub.key_span, inner.as_slice())),
+            _ => type_error(
+                &sub.value,
+                &format!("{}.{}", e.key, sub.key),
+                &format!("a table ([{}.{}])", e.key, sub.key),
+                diags,
+            ),
+        }
+    }
+    out
+}
+
+fn opt_str(f: &mut Fields<'_>, key: &str, diags: &mut Diags) -> Option<S<String>> {
+    f.take(key).and_then(|e| as_str(e, diags))
+}
+
+fn opt_bool(f: &mut Fields<'_>, key: &str, diags: &mut Diags) -> Option<bool> {
+    f.take(key).and_then(|e| as_bool(e, diags))
+}
+
+fn str_list(f: &mut Fields<'_>, key: &str, diags: &mut Diags) -> Vec<S<String>> {
+    f.take(key)
+        .map(|e| as_str_list(e, diags))
+        .unwrap_or_default()
+}
+
+const DEFAULTS_KEYS: &[&str] = &[
+    "ingress",
+    "egress",
+    "forward",
+    "stateful",
+    "allow_loopback",
+    "allow_icmpv6_essential",
+];
+
+fn defaults(span: Span, t: &[Entry], diags: &mut Diags) -> DefaultsDecl {
+    let mut f = Fields::new(t);
+    let d = DefaultsDecl {
+        span,
+        ingress: opt_str(&mut f, "ingress", diags),
+        egress: opt_str(&mut f, "egress", diags),
+        forward: opt_str(&mut f, "forward", diags),
+        stateful: opt_bool(&mut f, "stateful", diags),
+        allow_loopback: opt_bool(&mut f, "allow_loopback", diags),
+        allow_icmpv6_essential: opt_bool(&mut f, "allow_icmpv6_essential", diags),
+    };
+    f.finish("[defaults]", DEFAULTS_KEYS, diags);
+    d
+}
+
+const ZONE_KEYS: &[&str] = &[
+    "interfaces",
+    "networks",
+    "trusted",
+    "public_facing",
+    "description",
+];
+
+fn zone(name: S<String>, t: &[Entry], diags: &mut Diags) -> ZoneDecl {
+    let mut f = Fields::new(t);
+    let z = ZoneDecl {
+        interfaces: str_list(&mut f, "interfaces", diags),
+        networks: str_list(&mut f, "networks", diags),
+        trusted: opt_bool(&mut f, "trusted", diags).unwrap_or(false),
+        public_facing: opt_bool(&mut f, "public_facing", diags).unwrap_or(false),
+        description: opt_str(&mut f, "description", diags),
+        name,
+    };
+    f.finish(&format!("zone `{}`", z.name.v), ZONE_KEYS, diags);
+    z
+}
+
+const SET_KEYS: &[&str] = &["elements", "file", "feed", "except", "description"];
+const FEED_KEYS: &[&str] = &["url", "format", "refresh"];
+
+fn set(name: S<String>, t: &[Entry], diags: &mut Diags) -> SetDecl {
+    let mut f = Fields::new(t);
+    let elements = f.take("elements").map(|e| as_str_list(e, diags));
+    let file = opt_str(&mut f, "file", diags);
+    let feed = f.take("feed").and_then(|e| {
+        let t = as_table(e, diags)?;
+        let mut ff = Fields::new(t);
+        let feed = FeedDecl {
+            span: e.key_span,
+            url: opt_str(&mut ff, "url", diags),
+            format: opt_str(&mut ff, "format", diags),
+            refresh: opt_str(&mut ff, "refresh", diags),
+        };
+        ff.finish("feed", FEED_KEYS, diags);
+        Some(feed)
+    });
+    let s = SetDecl {
+        elements,
+        file,
+        feed,
+        except: str_list(&mut f, "except", diags),
+        description: opt_str(&mut f, "description", diags),
+        file_elements: Vec::new(),
+        name,
+    };
+    f.finish(&format!("set `{}`", s.name.v), SET_KEYS, diags);
+    s
+}
+
+const SERVICE_KEYS: &[&str] = &["ports", "description"];
+
+fn service(name: S<String>, t: &[Entry], diags: &mut Diags) -> ServiceDecl {
+    let mut f = Fields::new(t);
+    let s = ServiceDecl {
+        ports: str_list(&mut f, "ports", diags),
+        description: opt_str(&mut f, "description", diags),
+        name,
+    };
+    f.finish(&format!("service `{}`", s.name.v), SERVICE_KEYS, diags);
+    s
+}
+
+/// Keys of a `[[rules]]` table.
+pub const RULE_KEYS: &[&str] = &[
+    "name",
+    "direction",
+    "from",
+    "to",
+    "service",
+    "action",
+    "log",
+    "counter",
+    "mitigates",
+    "expires",
+    "description",
+    "state",
+    "family",
+    "owner",
+    "limit",
+    "conn_limit",
+];
+const OWNER_KEYS: &[&str] = &["uid", "gid", "cgroup"];
+const LIMIT_KEYS: &[&str] = &["rate", "burst", "per_source"];
+
+fn rule(span: Span, t: &[Entry], diags: &mut Diags) -> RuleDecl {
+    let mut f = Fields::new(t);
+    let owner = f.take("owner").and_then(|e| owner(e, diags));
+    let limit = f.take("limit").and_then(|e| {
+        let t = as_table(e, diags)?;
+        let mut lf = Fields::new(t);
+        let l = LimitDecl {
+            span: e.key_span,
+            rate: opt_str(&mut lf, "rate", diags),
+            burst: lf.take("burst").and_then(|x| as_int(x, diags)),
+            per_source: opt_bool(&mut lf, "per_source", diags).unwrap_or(false),
+        };
+        lf.finish("limit", LIMIT_KEYS, diags);
+        Some(l)
+    });
+    let r = RuleDecl {
+        span,
+        name: opt_str(&mut f, "name", diags),
+        direction: opt_str(&mut f, "direction", diags),
+        from: str_list(&mut f, "from", diags),
+        to: str_list(&mut f, "to", diags),
+        service: str_list(&mut f, "service", diags),
+        action: opt_str(&mut f, "action", diags),
+        log: opt_bool(&mut f, "log", diags).unwrap_or(false),
+        counter: f
+            .take("counter")
+            .and_then(|e| as_bool(e, diags).map(|b| S::new(b, e.key_span))),
+        mitigates: str_list(&mut f, "mitigates", diags),
+        expires: f.take("expires").and_then(|e| as_date_text(e, diags)),
+        description: opt_str(&mut f, "description", diags),
+        state: str_list(&mut f, "state", diags),
+        family: opt_str(&mut f, "family", diags),
+        owner,
+        limit,
+        conn_limit: f.take("conn_limit").and_then(|e| as_int(e, diags)),
+    };
+    f.finish("a rule", RULE_KEYS, diags);
+    r
+}
+
+/// Parse an `owner = {...}` table (also used by profile parameters).
+pub(crate) fn owner(e: &Entry, diags: &mut Diags) -> Option<OwnerDecl> {
+    let t = as_table(e, diags)?;
+    let mut of = Fields::new(t);
+    let o = OwnerDecl {
+        span: e.key_span,
+        uid: of
+            .take("uid")
+            .map(|x| as_int_list(x, diags))
+            .unwrap_or_default(),
+        gid: of
+            .take("gid")
+            .map(|x| as_int_list(x, diags))
+            .unwrap_or_default(),
+        cgroup: str_list(&mut of, "cgroup", diags),
+    };
+    of.finish("owner", OWNER_KEYS, diags);
+    Some(o)
+}
