@@ -1,1 +1,25 @@
-//! placeholder: see the crate's owner issue.
+//! Rampart's userspace engine: the reference semantics of a policy, packet by packet. It owns
+//! bounded zero-allocation packet decoders (link layers, IPv4/IPv6, TCP/UDP/ICMP, first-payload
+//! protocol sniffers), streaming pcap/pcapng reading, a connection tracker modelled on
+//! nf_conntrack, two rule matchers built from the same IR (a linear reference and a fast
+//! interval/bit-vector classifier), token buckets, longest-prefix sets, capture replay
+//! (`simulate`), per-rule explanations and the ClassBench harness. Non-goals: touching the
+//! kernel, reading clocks (time is always a parameter) or files other than through the readers
+//! it is handed; printing (the CLI renders).
+
+#![deny(missing_docs)]
+
+pub mod classbench;
+pub mod classifier;
+pub mod conntrack;
+pub mod decode;
+pub mod engine;
+pub mod lpm;
+pub mod pcap;
+pub mod simulate;
+pub mod sniff;
+
+pub use engine::{
+    Decision, Engine, EngineOptions, Explanation, L4Meta, MatcherKind, Mismatch, OwnerInfo,
+    PacketMeta, Reason, RuleCheck,
+};

@@ -1,0 +1,449 @@
+//! ClassBench rule sets and header traces: parsing, a seeded trace generator, and the two
+//! matchers (linear reference and the fast [`Classifier`]) over them.
+//!
+//! Rule line: `@src/len<TAB>dst/len<TAB>sp_lo : sp_hi<TAB>dp_lo : dp_hi<TAB>proto/mask[<TAB>flags/mask]`
+//! (tabs or spaces, optional trailing tab and CR). Priority is line order, first match wins.
+//! Trace line: `src dst sport dport proto [flags] [filter]` as decimal integers.
+
+use crate::classifier::{BuildError, Classifier, FieldKind, RuleIntervals};
+
+/// Longest line accepted.
+// Why: real ClassBench lines are under 100 characters; 4 KiB keeps a corrupt file from
+// building one huge string per line while leaving ample room.
+pub const MAX_LINE_LEN: usize = 4096;
+
+/// One ClassBench rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CbRule {
+    /// Source network address (host bits cleared) and prefix length.
+    pub src: (u32, u8),
+    /// Destination network and prefix length.
+    pub dst: (u32, u8),
+    /// Source port range, inclusive.
+    pub sport: (u16, u16),
+    /// Destination port range, inclusive.
+    pub dport: (u16, u16),
+    /// Protocol value and mask.
+    pub proto: (u8, u8),
+}
+
+/// One trace header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CbHeader {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Protocol.
+    pub proto: u8,
+}
+
+/// Errors parsing ClassBench files.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// A line does not have the expected shape.
+    #[error("line {line}: {what}")]
+    Syntax {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
+    /// A line is longer than [`MAX_LINE_LEN`].
+    #[error("line {0} is too long")]
+    LineTooLong(usize),
+}
+
+fn syntax(line: usize, what: impl Into<String>) -> ParseError {
+    ParseError::Syntax {
+        line,
+        what: what.into(),
+    }
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+fn parse_prefix(s: &str) -> Option<(u32, u8)> {
+    let (addr, len) = s.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.trim().parse().ok()?;
+    let len: u8 = len.trim().parse().ok()?;
+    if len > 32 {
+        return None;
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some((u32::from(addr) & mask, len))
+}
+
+/// Parse a rule file. Blank lines and `#` comments are skipped.
+pub fn parse_rules(text: &str) -> Result<Vec<CbRule>, ParseError> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line_no = n + 1;
+        if raw.len() > MAX_LINE_LEN {
+            return Err(ParseError::LineTooLong(line_no));
+        }
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some(body) = line.strip_prefix('@') else {
+            return Err(syntax(line_no, "rule lines start with '@'"));
+        };
+        // Ranges are written `lo : hi`; joining them makes whitespace splitting uniform.
+        let joined = body
+            .replace(" : ", ":")
+            .replace(" :", ":")
+            .replace(": ", ":");
+        let tok: Vec<&str> = joined.split_whitespace().collect();
+        if tok.len() < 5 {
+            return Err(syntax(
+                line_no,
+                format!("expected 5 fields, got {}", tok.len()),
+            ));
+        }
+        let src = parse_prefix(tok[0]).ok_or_else(|| syntax(line_no, "bad source prefix"))?;
+        let dst = parse_prefix(tok[1]).ok_or_else(|| syntax(line_no, "bad destination prefix"))?;
+        let range = |t: &str, what: &str| -> Result<(u16, u16), ParseError> {
+            let (a, b) = t.split_once(':').ok_or_else(|| syntax(line_no, what))?;
+            let a = parse_num(a).and_then(|v| u16::try_from(v).ok());
+            let b = parse_num(b).and_then(|v| u16::try_from(v).ok());
+            match (a, b) {
+                (Some(a), Some(b)) if a <= b => Ok((a, b)),
+                _ => Err(syntax(line_no, what)),
+            }
+        };
+        let sport = range(tok[2], "bad source port range")?;
+        let dport = range(tok[3], "bad destination port range")?;
+        let (pv, pm) = tok[4]
+            .split_once('/')
+            .ok_or_else(|| syntax(line_no, "bad protocol"))?;
+        let pv = parse_num(pv).and_then(|v| u8::try_from(v).ok());
+        let pm = parse_num(pm).and_then(|v| u8::try_from(v).ok());
+        let (Some(pv), Some(pm)) = (pv, pm) else {
+            return Err(syntax(line_no, "bad protocol"));
+        };
+        out.push(CbRule {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: (pv & pm, pm),
+        });
+    }
+    Ok(out)
+}
+
+/// Parse a trace file (5 or more integer fields per line; extra fields ignored).
+pub fn parse_trace(text: &str) -> Result<Vec<CbHeader>, ParseError> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line_no = n + 1;
+        if raw.len() > MAX_LINE_LEN {
+            return Err(ParseError::LineTooLong(line_no));
+        }
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut it = line.split_whitespace().map(parse_num);
+        let mut field = |max: u64, what: &str| -> Result<u64, ParseError> {
+            match it.next().flatten() {
+                Some(v) if v <= max => Ok(v),
+                _ => Err(syntax(line_no, format!("bad {what}"))),
+            }
+        };
+        let src = field(u64::from(u32::MAX), "source address")? as u32;
+        let dst = field(u64::from(u32::MAX), "destination address")? as u32;
+        let sport = field(65535, "source port")? as u16;
+        let dport = field(65535, "destination port")? as u16;
+        let proto = field(255, "protocol")? as u8;
+        out.push(CbHeader {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+        });
+    }
+    Ok(out)
+}
+
+impl CbRule {
+    /// Whether `h` matches the rule.
+    pub fn matches(&self, h: &CbHeader) -> bool {
+        let pfx = |(net, len): (u32, u8), a: u32| {
+            len == 0 || (a >> (32 - u32::from(len))) == (net >> (32 - u32::from(len)))
+        };
+        pfx(self.src, h.src)
+            && pfx(self.dst, h.dst)
+            && self.sport.0 <= h.sport
+            && h.sport <= self.sport.1
+            && self.dport.0 <= h.dport
+            && h.dport <= self.dport.1
+            && (h.proto & self.proto.1) == self.proto.0
+    }
+
+    fn intervals(&self) -> RuleIntervals {
+        let pfx = |(net, len): (u32, u8)| {
+            let span = if len == 0 {
+                u64::from(u32::MAX)
+            } else {
+                (1u64 << (32 - len)) - 1
+            };
+            vec![(u128::from(net), u128::from(net) + u128::from(span))]
+        };
+        let proto = if self.proto.1 == 0xff {
+            vec![(u128::from(self.proto.0), u128::from(self.proto.0))]
+        } else if self.proto.1 == 0 {
+            vec![(0, 255)]
+        } else {
+            (0u16..=255)
+                .filter(|p| (*p as u8 & self.proto.1) == self.proto.0)
+                .map(|p| (u128::from(p), u128::from(p)))
+                .collect()
+        };
+        vec![
+            pfx(self.src),
+            pfx(self.dst),
+            vec![(u128::from(self.sport.0), u128::from(self.sport.1))],
+            vec![(u128::from(self.dport.0), u128::from(self.dport.1))],
+            proto,
+        ]
+    }
+}
+
+/// Linear first-match: the obviously correct answer.
+pub fn reference_match(rules: &[CbRule], h: &CbHeader) -> Option<u32> {
+    rules.iter().position(|r| r.matches(h)).map(|i| i as u32)
+}
+
+/// The fast classifier over a ClassBench rule set.
+#[derive(Clone, Debug)]
+pub struct CbClassifier {
+    inner: Classifier,
+}
+
+impl CbClassifier {
+    /// Build from rules in priority order.
+    pub fn build(rules: &[CbRule]) -> Result<Self, BuildError> {
+        let kinds = [
+            FieldKind::V4,
+            FieldKind::V4,
+            FieldKind::Direct { size: 65536 },
+            FieldKind::Direct { size: 65536 },
+            FieldKind::Direct { size: 256 },
+        ];
+        let intervals: Vec<RuleIntervals> = rules.iter().map(CbRule::intervals).collect();
+        Ok(Self {
+            inner: Classifier::build(&kinds, &intervals)?,
+        })
+    }
+
+    /// First matching rule index.
+    #[inline]
+    pub fn classify(&self, h: &CbHeader) -> Option<u32> {
+        self.inner.first_match(&[
+            u128::from(h.src),
+            u128::from(h.dst),
+            u128::from(h.sport),
+            u128::from(h.dport),
+            u128::from(h.proto),
+        ])
+    }
+
+    /// Approximate bytes of lookup structures.
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+}
+
+/// A small seeded PRNG (SplitMix64): reproducible traces without a dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        let span = hi - lo;
+        if span == u64::MAX {
+            return self.next_u64();
+        }
+        lo + self.next_u64() % (span + 1)
+    }
+}
+
+/// Generate `n` headers: 95% drawn from a random rule's space (each field at a corner of the
+/// rule's range half the time, uniformly inside it otherwise, as ClassBench's trace_generator
+/// favours corners), 5% uniformly random. Each header also returns the generating rule
+/// (`None` for random ones); like ClassBench's, it is not necessarily the first match.
+pub fn generate_trace(rules: &[CbRule], n: usize, seed: u64) -> Vec<(CbHeader, Option<u32>)> {
+    let mut rng = SplitMix64::new(seed);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if rules.is_empty() || rng.range(0, 99) < 5 {
+            let r = rng.next_u64();
+            let protos = [6u8, 17, 1, (r >> 56) as u8];
+            out.push((
+                CbHeader {
+                    src: r as u32,
+                    dst: (r >> 32) as u32,
+                    sport: rng.next_u64() as u16,
+                    dport: rng.next_u64() as u16,
+                    proto: protos[(rng.next_u64() % 4) as usize],
+                },
+                None,
+            ));
+            continue;
+        }
+        let i = rng.range(0, rules.len() as u64 - 1) as usize;
+        let rule = &rules[i];
+        let mut pick = |lo: u64, hi: u64| match rng.range(0, 3) {
+            0 => lo,
+            1 => hi,
+            _ => rng.range(lo, hi),
+        };
+        let pfx = |(net, len): (u32, u8)| {
+            let span = if len == 0 {
+                u64::from(u32::MAX)
+            } else {
+                (1u64 << (32 - len)) - 1
+            };
+            (u64::from(net), u64::from(net) + span)
+        };
+        let (s_lo, s_hi) = pfx(rule.src);
+        let (d_lo, d_hi) = pfx(rule.dst);
+        let src = pick(s_lo, s_hi) as u32;
+        let dst = pick(d_lo, d_hi) as u32;
+        let sport = pick(u64::from(rule.sport.0), u64::from(rule.sport.1)) as u16;
+        let dport = pick(u64::from(rule.dport.0), u64::from(rule.dport.1)) as u16;
+        let proto = if rule.proto.1 == 0 {
+            [6u8, 17, 1, 47][(rng.next_u64() % 4) as usize]
+        } else {
+            let free = !rule.proto.1;
+            rule.proto.0 | (rng.next_u64() as u8 & free)
+        };
+        out.push((
+            CbHeader {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+            },
+            Some(i as u32),
+        ));
+    }
+    out
+}
+
+/// Render a trace in ClassBench format (`src dst sport dport proto flags filter`, tab
+/// separated; filter is the 1-based generating rule or 0 for random headers, as ClassBench
+/// writes it).
+pub fn format_trace(trace: &[(CbHeader, Option<u32>)]) -> String {
+    let mut s = String::with_capacity(trace.len() * 48);
+    for (h, rule) in trace {
+        use std::fmt::Write;
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t0\t{}",
+            h.src,
+            h.dst,
+            h.sport,
+            h.dport,
+            h.proto,
+            rule.map_or(0, |r| r + 1)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str =
+        "@186.11.101.36/32\t20.69.109.43/32\t0 : 65535\t1521 : 1521\t0x06/0xFF\t0x1000/0x1000\t\n\
+@0.0.0.0/0\t20.69.109.0/24\t1024 : 65535\t0 : 1023\t0x11/0xFF\r\n\
+@10.0.0.0/8\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t\n";
+
+    #[test]
+    fn parses_rules_with_tabs_crlf_and_flags() {
+        let rules = parse_rules(RULES).unwrap();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0].sport, (0, 65535));
+        assert_eq!(rules[0].dport, (1521, 1521));
+        assert_eq!(rules[0].proto, (6, 0xff));
+        assert_eq!(rules[1].dst.1, 24);
+        assert_eq!(rules[2].proto, (0, 0));
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        assert!(parse_rules("186.11.101.36/32 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF").is_err());
+        assert!(parse_rules("@1.2.3.4/33\t1.2.3.4/32\t0 : 1\t0 : 1\t0x06/0xFF").is_err());
+        assert!(parse_rules("@1.2.3.4/32\t1.2.3.4/32\t5 : 1\t0 : 1\t0x06/0xFF").is_err());
+        assert!(parse_trace("1 2 3").is_err());
+        assert!(parse_trace("1 2 3 70000 6").is_err());
+    }
+
+    #[test]
+    fn parses_trace_lines() {
+        let t = parse_trace("3266998700\t1458994818\t0\t1521\t6\t268439552\t214\n").unwrap();
+        assert_eq!(t[0].src, 3_266_998_700);
+        assert_eq!(t[0].dport, 1521);
+        assert_eq!(t[0].proto, 6);
+    }
+
+    #[test]
+    fn fast_equals_reference_on_generated_trace() {
+        let rules = parse_rules(RULES).unwrap();
+        let c = CbClassifier::build(&rules).unwrap();
+        for (h, _) in generate_trace(&rules, 5000, 7) {
+            assert_eq!(c.classify(&h), reference_match(&rules, &h), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn generator_is_seeded() {
+        let rules = parse_rules(RULES).unwrap();
+        assert_eq!(
+            generate_trace(&rules, 100, 1),
+            generate_trace(&rules, 100, 1)
+        );
+        assert_ne!(
+            generate_trace(&rules, 100, 1),
+            generate_trace(&rules, 100, 2)
+        );
+        let text = format_trace(&generate_trace(&rules, 10, 1));
+        assert_eq!(parse_trace(&text).unwrap().len(), 10);
+    }
+}

@@ -1,0 +1,450 @@
+//! The fast first-match classifier: per-field elementary-interval lookup plus an aggregated bit
+//! vector (ABV) intersection.
+//!
+//! Every field's value domain is cut into elementary intervals at the rules' endpoints; each
+//! interval maps to a *class*, the bitset of rules whose interval list for that field covers it
+//! (identical bitsets are stored once). A lookup finds the class of each field (a direct table
+//! for small domains, a 16-bit index plus a short binary search for IPv4, a binary search for
+//! IPv6), then ANDs the classes' one-bit-per-64-rules summaries to find candidate words, and
+//! ANDs only those words. The lowest set bit is the first matching rule.
+//!
+//! The same code serves compiled policies (six fields, residual checks per candidate) and
+//! ClassBench rule sets (five fields). Rules are plain interval lists so the builder never
+//! needs to know where they came from.
+
+use std::collections::HashMap;
+
+/// Most fields a classifier may have.
+pub const MAX_FIELDS: usize = 8;
+
+/// The value domain of one field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Values `0..size`, looked up in a direct table (ports, protocol, ICMP type). `size` is at
+    /// most [`MAX_DIRECT_SIZE`].
+    Direct {
+        /// Number of distinct values.
+        size: u32,
+    },
+    /// 32-bit values (IPv4 addresses).
+    V4,
+    /// 128-bit values (IPv6 addresses).
+    V6,
+}
+
+/// Largest direct-table domain.
+// Why: a port field with one "absent" value is 65,537 entries; 2^17 leaves room and keeps the
+// table at 512 KiB.
+pub const MAX_DIRECT_SIZE: u32 = 1 << 17;
+
+impl FieldKind {
+    fn max_value(self) -> u128 {
+        match self {
+            FieldKind::Direct { size } => u128::from(size.clamp(1, MAX_DIRECT_SIZE)) - 1,
+            FieldKind::V4 => u128::from(u32::MAX),
+            FieldKind::V6 => u128::MAX,
+        }
+    }
+}
+
+/// One rule as the builder sees it: per field, inclusive `(lo, hi)` intervals that are OR-ed.
+/// An empty list for a field means the rule matches nothing.
+pub type RuleIntervals = Vec<Vec<(u128, u128)>>;
+
+#[derive(Clone, Debug)]
+enum FieldIndex {
+    Direct {
+        class_of: Vec<u32>,
+    },
+    V4 {
+        bounds: Vec<u32>,
+        class_of: Vec<u32>,
+        /// `idx16[h]`: index of the interval containing `h << 16`; one extra entry at the end.
+        idx16: Vec<u32>,
+    },
+    V6 {
+        bounds: Vec<u128>,
+        class_of: Vec<u32>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Field {
+    index: FieldIndex,
+    /// Class bitsets, `stride` words each: `nwords` rule words then `nsum` summary words.
+    bits: Vec<u64>,
+    max_value: u128,
+}
+
+impl Field {
+    #[inline]
+    fn class(&self, value: u128) -> usize {
+        let value = value.min(self.max_value);
+        match &self.index {
+            FieldIndex::Direct { class_of } => class_of[value as usize] as usize,
+            FieldIndex::V4 {
+                bounds,
+                class_of,
+                idx16,
+            } => {
+                let v = value as u32;
+                let h = (v >> 16) as usize;
+                let lo = idx16[h] as usize;
+                let hi = idx16[h + 1] as usize;
+                let k = bounds[lo + 1..=hi].partition_point(|&b| b <= v);
+                class_of[lo + k] as usize
+            }
+            FieldIndex::V6 { bounds, class_of } => {
+                let k = bounds.partition_point(|&b| b <= value);
+                class_of[k.saturating_sub(1)] as usize
+            }
+        }
+    }
+}
+
+/// A built classifier. Immutable; lookups take `&self`.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    fields: Vec<Field>,
+    nrules: usize,
+    nwords: usize,
+    nsum: usize,
+    stride: usize,
+}
+
+/// Errors building a classifier.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// More fields than [`MAX_FIELDS`], or none.
+    #[error("a classifier needs 1 to {MAX_FIELDS} fields, got {0}")]
+    FieldCount(usize),
+    /// A rule does not have one interval list per field.
+    #[error("rule {rule} has {got} field lists, expected {expected}")]
+    RuleShape {
+        /// Rule index.
+        rule: usize,
+        /// Lists given.
+        got: usize,
+        /// Fields of the classifier.
+        expected: usize,
+    },
+    /// A direct field's size is 0 or above [`MAX_DIRECT_SIZE`].
+    #[error("direct field size {0} out of range")]
+    DirectSize(u32),
+}
+
+impl Classifier {
+    /// Build from per-field kinds and rules in priority order (index 0 wins).
+    pub fn build(kinds: &[FieldKind], rules: &[RuleIntervals]) -> Result<Self, BuildError> {
+        if kinds.is_empty() || kinds.len() > MAX_FIELDS {
+            return Err(BuildError::FieldCount(kinds.len()));
+        }
+        for kind in kinds {
+            if let FieldKind::Direct { size } = *kind {
+                if size == 0 || size > MAX_DIRECT_SIZE {
+                    return Err(BuildError::DirectSize(size));
+                }
+            }
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if r.len() != kinds.len() {
+                return Err(BuildError::RuleShape {
+                    rule: i,
+                    got: r.len(),
+                    expected: kinds.len(),
+                });
+            }
+        }
+        let nrules = rules.len();
+        let nwords = nrules.div_ceil(64).max(1);
+        let nsum = nwords.div_ceil(64);
+        let stride = nwords + nsum;
+        let fields = kinds
+            .iter()
+            .enumerate()
+            .map(|(f, &kind)| build_field(kind, f, rules, nwords, nsum))
+            .collect();
+        Ok(Self {
+            fields,
+            nrules,
+            nwords,
+            nsum,
+            stride,
+        })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.nrules
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.nrules == 0
+    }
+
+    /// Number of fields.
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Approximate heap bytes used by the lookup structures.
+    pub fn memory_bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|f| {
+                let idx = match &f.index {
+                    FieldIndex::Direct { class_of } => class_of.len() * 4,
+                    FieldIndex::V4 {
+                        bounds,
+                        class_of,
+                        idx16,
+                    } => (bounds.len() + class_of.len() + idx16.len()) * 4,
+                    FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
+                };
+                idx + f.bits.len() * 8
+            })
+            .sum()
+    }
+
+    /// The first rule matching `key` (one value per field), if any.
+    #[inline]
+    pub fn first_match(&self, key: &[u128]) -> Option<u32> {
+        self.first_match_where(key, |_| true)
+    }
+
+    /// The first rule matching `key` for which `accept` returns true. `accept` is called for
+    /// matching rules in priority order until it accepts one.
+    #[inline]
+    pub fn first_match_where(
+        &self,
+        key: &[u128],
+        mut accept: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
+        if self.nrules == 0 || key.len() != self.fields.len() {
+            return None;
+        }
+        let nf = self.fields.len();
+        let mut rows: [&[u64]; MAX_FIELDS] = [&[]; MAX_FIELDS];
+        for (i, field) in self.fields.iter().enumerate() {
+            let class = field.class(key[i]);
+            let start = class * self.stride;
+            rows[i] = &field.bits[start..start + self.stride];
+        }
+        let rows = &rows[..nf];
+        for s in 0..self.nsum {
+            let mut summary = !0u64;
+            for row in rows {
+                summary &= row[self.nwords + s];
+            }
+            while summary != 0 {
+                let w = s * 64 + summary.trailing_zeros() as usize;
+                summary &= summary - 1;
+                let mut word = !0u64;
+                for row in rows {
+                    word &= row[w];
+                }
+                while word != 0 {
+                    let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
+                    word &= word - 1;
+                    if accept(rule) {
+                        return Some(rule);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn normalise(list: &[(u128, u128)], max: u128) -> Vec<(u128, u128)> {
+    let mut v: Vec<(u128, u128)> = list
+        .iter()
+        .filter(|(lo, hi)| lo <= hi && *lo <= max)
+        .map(|&(lo, hi)| (lo, hi.min(max)))
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
+    for (lo, hi) in v {
+        if let Some(last) = out.last_mut() {
+            if last.1 == u128::MAX || lo <= last.1 + 1 {
+                last.1 = last.1.max(hi);
+                continue;
+            }
+        }
+        out.push((lo, hi));
+    }
+    out
+}
+
+fn build_field(
+    kind: FieldKind,
+    f: usize,
+    rules: &[RuleIntervals],
+    nwords: usize,
+    nsum: usize,
+) -> Field {
+    let max = kind.max_value();
+    // Events: (position, rule, add?) — a rule enters its interval at `lo` and leaves at `hi+1`.
+    let mut events: Vec<(u128, u32, bool)> = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        for (lo, hi) in normalise(&rule[f], max) {
+            events.push((lo, r as u32, true));
+            if hi < max {
+                events.push((hi + 1, r as u32, false));
+            }
+        }
+    }
+    events.sort_unstable_by_key(|e| e.0);
+    let stride = nwords + nsum;
+    let mut bits: Vec<u64> = Vec::new();
+    let mut dedup: HashMap<Vec<u64>, u32> = HashMap::new();
+    let mut cur = vec![0u64; nwords];
+    let mut bounds: Vec<u128> = Vec::new();
+    let mut classes: Vec<u32> = Vec::new();
+    let mut start = 0u128;
+    let mut i = 0;
+    loop {
+        while i < events.len() && events[i].0 == start {
+            let (_, r, add) = events[i];
+            let (w, b) = ((r / 64) as usize, r % 64);
+            if add {
+                cur[w] |= 1 << b;
+            } else {
+                cur[w] &= !(1 << b);
+            }
+            i += 1;
+        }
+        let class = match dedup.get(&cur) {
+            Some(&c) => c,
+            None => {
+                let c = dedup.len() as u32;
+                bits.extend_from_slice(&cur);
+                let mut sum = vec![0u64; nsum];
+                for (w, word) in cur.iter().enumerate() {
+                    if *word != 0 {
+                        sum[w / 64] |= 1 << (w % 64);
+                    }
+                }
+                bits.extend_from_slice(&sum);
+                dedup.insert(cur.clone(), c);
+                c
+            }
+        };
+        if classes.last() != Some(&class) {
+            bounds.push(start);
+            classes.push(class);
+        }
+        if i == events.len() {
+            break;
+        }
+        start = events[i].0;
+    }
+    debug_assert_eq!(bits.len(), dedup.len() * stride);
+    let index = match kind {
+        FieldKind::Direct { size } => {
+            let mut class_of = vec![0u32; size as usize];
+            for (k, &b) in bounds.iter().enumerate() {
+                let end = bounds.get(k + 1).map_or(size as usize, |&n| n as usize);
+                for slot in &mut class_of[b as usize..end] {
+                    *slot = classes[k];
+                }
+            }
+            FieldIndex::Direct { class_of }
+        }
+        FieldKind::V4 => {
+            let b32: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
+            let mut idx16 = Vec::with_capacity(65537);
+            for h in 0u64..65536 {
+                let v = (h << 16) as u32;
+                idx16.push((b32.partition_point(|&b| b <= v) - 1) as u32);
+            }
+            idx16.push((b32.len() - 1) as u32);
+            FieldIndex::V4 {
+                bounds: b32,
+                class_of: classes,
+                idx16,
+            }
+        }
+        FieldKind::V6 => FieldIndex::V6 {
+            bounds,
+            class_of: classes,
+        },
+    };
+    Field {
+        index,
+        bits,
+        max_value: max,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linear(rules: &[RuleIntervals], key: &[u128]) -> Option<u32> {
+        rules
+            .iter()
+            .position(|r| {
+                r.iter()
+                    .zip(key)
+                    .all(|(list, v)| list.iter().any(|(lo, hi)| lo <= v && v <= hi))
+            })
+            .map(|i| i as u32)
+    }
+
+    #[test]
+    fn matches_linear_on_small_example() {
+        let kinds = [
+            FieldKind::V4,
+            FieldKind::Direct { size: 65537 },
+            FieldKind::V6,
+        ];
+        let rules: Vec<RuleIntervals> = vec![
+            vec![vec![(10, 20)], vec![(80, 80)], vec![(0, u128::MAX)]],
+            vec![
+                vec![(0, u128::from(u32::MAX))],
+                vec![(0, 65535)],
+                vec![(5, 5)],
+            ],
+            vec![vec![(15, 15), (30, 40)], vec![(0, 65536)], vec![(0, 9)]],
+            vec![vec![], vec![(0, 65536)], vec![(0, u128::MAX)]],
+        ];
+        let c = Classifier::build(&kinds, &rules).unwrap();
+        for a in [0u128, 10, 15, 20, 21, 30, 35, 41, u128::from(u32::MAX)] {
+            for p in [0u128, 80, 81, 65535, 65536] {
+                for z in [0u128, 5, 9, 10, u128::MAX] {
+                    let key = [a, p, z];
+                    assert_eq!(c.first_match(&key), linear(&rules, &key), "{key:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_rules_cross_word_boundaries() {
+        let kinds = [FieldKind::Direct { size: 300 }];
+        let rules: Vec<RuleIntervals> = (0..5000u128)
+            .map(|i| vec![vec![(i % 300, i % 300)]])
+            .collect();
+        let c = Classifier::build(&kinds, &rules).unwrap();
+        for v in 0..300u128 {
+            assert_eq!(c.first_match(&[v]), linear(&rules, &[v]));
+        }
+        // With a filter, the next match of the same value is 300 rules later.
+        assert_eq!(c.first_match_where(&[7], |r| r > 7), Some(307));
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert_eq!(
+            Classifier::build(&[], &[]).unwrap_err(),
+            BuildError::FieldCount(0)
+        );
+        let e = Classifier::build(&[FieldKind::V4], &[vec![]]).unwrap_err();
+        assert!(matches!(e, BuildError::RuleShape { .. }));
+        let e = Classifier::build(&[FieldKind::Direct { size: 0 }], &[]).unwrap_err();
+        assert_eq!(e, BuildError::DirectSize(0));
+    }
+}

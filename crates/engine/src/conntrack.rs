@@ -1,0 +1,786 @@
+//! A connection tracker modelled on Linux nf_conntrack: the TCP state machine with its
+//! invalid-transition and invalid-flag detection, UDP and ICMP pseudo-connections, ICMP errors
+//! as `related`, the kernel's default timeouts, and a bounded table.
+//!
+//! Like the kernel, an existing entry is updated by every packet before filtering, while a new
+//! entry is only kept ("confirmed") when the first packet is accepted: call
+//! [`Conntrack::track`] before classification and [`Conntrack::confirm`] after. Not modelled:
+//! TCP window/sequence tracking (`nf_conntrack_tcp_be_liberal=1` behaviour), helpers (FTP data
+//! is never `related`), zones and NAT.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rampart_ir::CtState;
+
+use crate::decode::{tcp_flags, Ip, Transport};
+
+/// Default table size.
+// Why: nf_conntrack_max is 262,144 on a typical 8+ GiB machine.
+pub const DEFAULT_MAX_ENTRIES: usize = 262_144;
+/// How many entries an insertion into a full table looks at to find one to evict.
+// Why: the kernel's early_drop scans a bounded number of buckets too; a small constant keeps
+// insertion O(1).
+const EVICTION_SCAN: usize = 64;
+
+const S: u64 = 1_000_000_000;
+
+/// nf_conntrack's default timeouts, in seconds.
+pub mod timeouts {
+    /// TCP SYN sent.
+    pub const TCP_SYN_SENT: u64 = 120;
+    /// TCP SYN received.
+    pub const TCP_SYN_RECV: u64 = 60;
+    /// TCP established (5 days).
+    pub const TCP_ESTABLISHED: u64 = 432_000;
+    /// TCP FIN wait.
+    pub const TCP_FIN_WAIT: u64 = 120;
+    /// TCP close wait.
+    pub const TCP_CLOSE_WAIT: u64 = 60;
+    /// TCP last ACK.
+    pub const TCP_LAST_ACK: u64 = 30;
+    /// TCP time wait.
+    pub const TCP_TIME_WAIT: u64 = 120;
+    /// TCP close.
+    pub const TCP_CLOSE: u64 = 10;
+    /// UDP before a reply.
+    pub const UDP: u64 = 30;
+    /// UDP after a reply (`udp_timeout_stream`).
+    pub const UDP_STREAM: u64 = 120;
+    /// ICMP / ICMPv6.
+    pub const ICMP: u64 = 30;
+    /// Other protocols.
+    pub const GENERIC: u64 = 600;
+}
+
+/// TCP conntrack states (kernel names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpState {
+    /// SYN_SENT.
+    SynSent,
+    /// SYN_RECV.
+    SynRecv,
+    /// ESTABLISHED.
+    Established,
+    /// FIN_WAIT.
+    FinWait,
+    /// CLOSE_WAIT.
+    CloseWait,
+    /// LAST_ACK.
+    LastAck,
+    /// TIME_WAIT.
+    TimeWait,
+    /// CLOSE.
+    Close,
+    /// SYN_SENT2 (simultaneous open).
+    SynSent2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    To(TcpState),
+    Ignore,
+    Invalid,
+}
+
+use Next::{Ignore as IG, Invalid as IV};
+use TcpState::*;
+
+const fn t(s: TcpState) -> Next {
+    Next::To(s)
+}
+
+/// `TCP[dir][packet][state]`, from nf_conntrack_proto_tcp.c `tcp_conntracks` (state order
+/// NONE, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE,
+/// SYN_SENT2; packet order syn, synack, fin, ack, rst, none).
+const TCP: [[[Next; 10]; 6]; 2] = [
+    [
+        // original
+        [
+            t(SynSent),
+            t(SynSent),
+            IG,
+            IG,
+            IG,
+            IG,
+            IG,
+            t(SynSent),
+            t(SynSent),
+            t(SynSent2),
+        ],
+        [IV, IV, t(SynRecv), IV, IV, IV, IV, IV, IV, t(SynRecv)],
+        [
+            IV,
+            IV,
+            t(FinWait),
+            t(FinWait),
+            t(LastAck),
+            t(LastAck),
+            t(LastAck),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        [
+            t(Established),
+            IV,
+            t(Established),
+            t(Established),
+            t(CloseWait),
+            t(CloseWait),
+            t(TimeWait),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        [
+            IV,
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+        ],
+        [IV; 10],
+    ],
+    [
+        // reply
+        [
+            IV,
+            t(SynSent2),
+            IV,
+            IV,
+            IV,
+            IV,
+            IV,
+            t(SynSent),
+            IV,
+            t(SynSent2),
+        ],
+        [IV, t(SynRecv), IG, IG, IG, IG, IG, IG, IG, t(SynRecv)],
+        [
+            IV,
+            IV,
+            t(FinWait),
+            t(FinWait),
+            t(LastAck),
+            t(LastAck),
+            t(LastAck),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        [
+            IV,
+            IG,
+            t(SynRecv),
+            t(Established),
+            t(CloseWait),
+            t(CloseWait),
+            t(TimeWait),
+            t(TimeWait),
+            t(Close),
+            IG,
+        ],
+        [
+            IV,
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+        ],
+        [IV; 10],
+    ],
+];
+
+fn state_index(s: Option<TcpState>) -> usize {
+    match s {
+        None => 0,
+        Some(SynSent) => 1,
+        Some(SynRecv) => 2,
+        Some(Established) => 3,
+        Some(FinWait) => 4,
+        Some(CloseWait) => 5,
+        Some(LastAck) => 6,
+        Some(TimeWait) => 7,
+        Some(Close) => 8,
+        Some(SynSent2) => 9,
+    }
+}
+
+fn tcp_timeout(s: TcpState) -> u64 {
+    use timeouts::*;
+    match s {
+        SynSent | SynSent2 => TCP_SYN_SENT,
+        SynRecv => TCP_SYN_RECV,
+        Established => TCP_ESTABLISHED,
+        FinWait => TCP_FIN_WAIT,
+        CloseWait => TCP_CLOSE_WAIT,
+        LastAck => TCP_LAST_ACK,
+        TimeWait => TCP_TIME_WAIT,
+        Close => TCP_CLOSE,
+    }
+}
+
+/// Whether nf_conntrack's `tcp_error` accepts this flag combination (PSH ignored).
+pub fn tcp_flags_valid(flags: u8) -> bool {
+    use tcp_flags::*;
+    let f = flags & !PSH & 0x3f;
+    matches!(
+        f,
+        x if x == SYN
+            || x == SYN | URG
+            || x == SYN | ACK
+            || x == RST
+            || x == RST | ACK
+            || x == FIN | ACK
+            || x == FIN | ACK | URG
+            || x == ACK
+            || x == ACK | URG
+    )
+}
+
+fn packet_index(flags: u8) -> usize {
+    use tcp_flags::*;
+    if flags & RST != 0 {
+        4
+    } else if flags & SYN != 0 {
+        if flags & ACK != 0 {
+            1
+        } else {
+            0
+        }
+    } else if flags & FIN != 0 {
+        2
+    } else if flags & ACK != 0 {
+        3
+    } else {
+        5
+    }
+}
+
+/// A connection's original-direction tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Originator.
+    pub src: IpAddr,
+    /// Responder.
+    pub dst: IpAddr,
+    /// Protocol.
+    pub proto: u8,
+    /// Source port (ICMP: query id).
+    pub sport: u16,
+    /// Destination port (ICMP: 0).
+    pub dport: u16,
+}
+
+impl Tuple {
+    fn reversed(self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            sport: self.dport,
+            dport: self.sport,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    tcp: Option<TcpState>,
+    seen_reply: bool,
+    expires_ns: u64,
+}
+
+/// The tracker's view of one packet, to be passed back to [`Conntrack::confirm`].
+#[derive(Clone, Copy, Debug)]
+pub struct Tracked {
+    /// Conntrack state for the rules.
+    pub state: CtState,
+    /// Whether the packet travels in the reply direction of its connection.
+    pub reply: bool,
+    /// The connection's tuple, if it has or would have one.
+    pub tuple: Option<Tuple>,
+    /// A new entry to insert if the packet is accepted.
+    pending: Option<(Tuple, Entry)>,
+    /// Why the state is invalid, when it is.
+    pub invalid_reason: Option<&'static str>,
+}
+
+impl Tracked {
+    fn invalid(reason: &'static str, tuple: Option<Tuple>) -> Self {
+        Self {
+            state: CtState::Invalid,
+            reply: false,
+            tuple,
+            pending: None,
+            invalid_reason: Some(reason),
+        }
+    }
+}
+
+/// Counters of the tracker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CtStats {
+    /// Entries confirmed.
+    pub inserted: u64,
+    /// Entries removed on timeout.
+    pub expired: u64,
+    /// Entries evicted from a full table.
+    pub evicted: u64,
+    /// New connections not tracked because the table was full of replied entries.
+    pub table_full: u64,
+}
+
+/// The connection table.
+#[derive(Clone, Debug)]
+pub struct Conntrack {
+    map: HashMap<Tuple, Entry>,
+    per_src: HashMap<IpAddr, u32>,
+    max_entries: usize,
+    stats: CtStats,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ENTRIES)
+    }
+}
+
+impl Conntrack {
+    /// A table holding at most `max_entries` connections.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            per_src: HashMap::new(),
+            max_entries: max_entries.max(1),
+            stats: CtStats::default(),
+        }
+    }
+
+    /// Connections tracked now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CtStats {
+        self.stats
+    }
+
+    /// Connections currently tracked with `src` as originator.
+    pub fn src_conns(&self, src: IpAddr) -> u32 {
+        self.per_src.get(&src).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, key: &Tuple) {
+        if self.map.remove(key).is_some() {
+            if let Some(c) = self.per_src.get_mut(&key.src) {
+                *c -= 1;
+                if *c == 0 {
+                    self.per_src.remove(&key.src);
+                }
+            }
+        }
+    }
+
+    /// Find the live entry for `t` in either direction, dropping it if expired.
+    fn find(&mut self, t: Tuple, now_ns: u64) -> Option<(Tuple, bool)> {
+        for (key, reply) in [(t, false), (t.reversed(), true)] {
+            if let Some(e) = self.map.get(&key) {
+                if e.expires_ns <= now_ns {
+                    self.remove(&key);
+                    self.stats.expired += 1;
+                } else {
+                    return Some((key, reply));
+                }
+            }
+        }
+        None
+    }
+
+    fn established_or_new(e: &Entry, reply: bool) -> CtState {
+        if reply || e.seen_reply {
+            CtState::Established
+        } else {
+            CtState::New
+        }
+    }
+
+    /// Look a packet up, update an existing connection, and propose a new one.
+    pub fn track(&mut self, ip: &Ip<'_>, now_ns: u64) -> Tracked {
+        let base = |sport: u16, dport: u16| Tuple {
+            src: ip.src,
+            dst: ip.dst,
+            proto: ip.protocol,
+            sport,
+            dport,
+        };
+        match &ip.l4 {
+            Transport::Tcp(tcp) => {
+                let tuple = base(tcp.src, tcp.dst);
+                if !tcp_flags_valid(tcp.flags) {
+                    return Tracked::invalid("invalid TCP flag combination", Some(tuple));
+                }
+                let idx = packet_index(tcp.flags);
+                if let Some((key, reply)) = self.find(tuple, now_ns) {
+                    let Some(entry) = self.map.get(&key).copied() else {
+                        return Tracked::invalid("conntrack entry vanished", Some(key));
+                    };
+                    let next = TCP[usize::from(reply)][idx][state_index(entry.tcp)];
+                    match next {
+                        Next::Invalid => {
+                            return Tracked::invalid("invalid TCP state transition", Some(key))
+                        }
+                        Next::Ignore => {
+                            return Tracked {
+                                state: Self::established_or_new(&entry, reply),
+                                reply,
+                                tuple: Some(key),
+                                pending: None,
+                                invalid_reason: None,
+                            }
+                        }
+                        Next::To(s) => {
+                            // A new SYN on a closed connection reopens it: the old entry goes
+                            // and the packet starts a new connection (kernel: -NF_REPEAT).
+                            if !reply
+                                && idx == 0
+                                && matches!(entry.tcp, Some(TimeWait) | Some(Close))
+                            {
+                                self.remove(&key);
+                            } else {
+                                let state = Self::established_or_new(&entry, reply);
+                                if let Some(e) = self.map.get_mut(&key) {
+                                    e.tcp = Some(s);
+                                    e.seen_reply |= reply;
+                                    e.expires_ns = now_ns + tcp_timeout(s) * S;
+                                }
+                                return Tracked {
+                                    state,
+                                    reply,
+                                    tuple: Some(key),
+                                    pending: None,
+                                    invalid_reason: None,
+                                };
+                            }
+                        }
+                    }
+                }
+                match TCP[0][idx][0] {
+                    Next::To(s) => self.propose(tuple, Some(s), tcp_timeout(s), now_ns),
+                    _ => Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
+                }
+            }
+            Transport::Udp(udp) => {
+                let tuple = base(udp.src, udp.dst);
+                self.simple(tuple, timeouts::UDP, timeouts::UDP_STREAM, now_ns)
+            }
+            Transport::Icmp(icmp) => {
+                if icmp.is_error() {
+                    let Some(inner) = icmp.inner else {
+                        return Tracked::invalid("ICMP error without a quoted packet", None);
+                    };
+                    let (sp, dp) = inner.ports.unwrap_or((0, 0));
+                    let t = Tuple {
+                        src: inner.src,
+                        dst: inner.dst,
+                        proto: inner.protocol,
+                        sport: sp,
+                        dport: if matches!(inner.protocol, 1 | 58) {
+                            0
+                        } else {
+                            dp
+                        },
+                    };
+                    return match self.find(t, now_ns) {
+                        Some((key, _)) => Tracked {
+                            state: CtState::Related,
+                            reply: false,
+                            tuple: Some(key),
+                            pending: None,
+                            invalid_reason: None,
+                        },
+                        None => Tracked::invalid("ICMP error for an unknown connection", None),
+                    };
+                }
+                let (request, reply_type) = if icmp.v6 {
+                    (
+                        matches!(icmp.icmp_type, 128 | 139),
+                        matches!(icmp.icmp_type, 129 | 140),
+                    )
+                } else {
+                    (
+                        matches!(icmp.icmp_type, 8 | 13 | 15 | 17),
+                        matches!(icmp.icmp_type, 0 | 14 | 16 | 18),
+                    )
+                };
+                let tuple = base(icmp.id.unwrap_or(0), 0);
+                if request {
+                    match self.find(tuple, now_ns) {
+                        Some((key, reply)) => self.refresh(key, reply, timeouts::ICMP, now_ns),
+                        None => self.propose(tuple, None, timeouts::ICMP, now_ns),
+                    }
+                } else if reply_type {
+                    match self.find(tuple, now_ns) {
+                        Some((key, true)) => self.refresh(key, true, timeouts::ICMP, now_ns),
+                        _ => Tracked::invalid("ICMP reply without a request", Some(tuple)),
+                    }
+                } else {
+                    Tracked::invalid("ICMP type conntrack does not track", Some(tuple))
+                }
+            }
+            Transport::Other { .. } => {
+                let tuple = base(0, 0);
+                self.simple(tuple, timeouts::GENERIC, timeouts::GENERIC, now_ns)
+            }
+            Transport::Fragment => Tracked {
+                state: CtState::Untracked,
+                reply: false,
+                tuple: None,
+                pending: None,
+                invalid_reason: None,
+            },
+        }
+    }
+
+    fn simple(&mut self, tuple: Tuple, unreplied_s: u64, replied_s: u64, now_ns: u64) -> Tracked {
+        match self.find(tuple, now_ns) {
+            Some((key, reply)) => {
+                let seen = reply || self.map.get(&key).is_some_and(|e| e.seen_reply);
+                self.refresh(
+                    key,
+                    reply,
+                    if seen { replied_s } else { unreplied_s },
+                    now_ns,
+                )
+            }
+            None => self.propose(tuple, None, unreplied_s, now_ns),
+        }
+    }
+
+    fn refresh(&mut self, key: Tuple, reply: bool, timeout_s: u64, now_ns: u64) -> Tracked {
+        let mut state = CtState::New;
+        if let Some(e) = self.map.get_mut(&key) {
+            state = Self::established_or_new(e, reply);
+            e.seen_reply |= reply;
+            e.expires_ns = now_ns + timeout_s * S;
+        }
+        Tracked {
+            state,
+            reply,
+            tuple: Some(key),
+            pending: None,
+            invalid_reason: None,
+        }
+    }
+
+    fn propose(&self, tuple: Tuple, tcp: Option<TcpState>, timeout_s: u64, now_ns: u64) -> Tracked {
+        Tracked {
+            state: CtState::New,
+            reply: false,
+            tuple: Some(tuple),
+            pending: Some((
+                tuple,
+                Entry {
+                    tcp,
+                    seen_reply: false,
+                    expires_ns: now_ns + timeout_s * S,
+                },
+            )),
+            invalid_reason: None,
+        }
+    }
+
+    /// Keep the proposed connection if the packet was accepted.
+    pub fn confirm(&mut self, tracked: &Tracked, accepted: bool) {
+        let Some((key, entry)) = tracked.pending else {
+            return;
+        };
+        if !accepted || self.map.contains_key(&key) {
+            return;
+        }
+        if self.map.len() >= self.max_entries {
+            // Early drop: an unreplied connection among the first few looked at.
+            let victim = self
+                .map
+                .iter()
+                .take(EVICTION_SCAN)
+                .find(|(_, e)| !e.seen_reply)
+                .map(|(k, _)| *k);
+            match victim {
+                Some(v) => {
+                    self.remove(&v);
+                    self.stats.evicted += 1;
+                }
+                None => {
+                    self.stats.table_full += 1;
+                    return;
+                }
+            }
+        }
+        self.map.insert(key, entry);
+        *self.per_src.entry(key.src).or_insert(0) += 1;
+        self.stats.inserted += 1;
+    }
+
+    /// Remove every entry that expired at `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) {
+        let dead: Vec<Tuple> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.expires_ns <= now_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.remove(&k);
+            self.stats.expired += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Tcp, Udp};
+    use tcp_flags::*;
+
+    fn ip(src: &str, dst: &str, l4: Transport<'static>) -> Ip<'static> {
+        Ip {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: match l4 {
+                Transport::Tcp(_) => 6,
+                Transport::Udp(_) => 17,
+                _ => 1,
+            },
+            ttl: 64,
+            len: 60,
+            frag: None,
+            has_options: false,
+            ext_headers: 0,
+            l4,
+        }
+    }
+
+    fn tcp(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Ip<'static> {
+        ip(
+            src,
+            dst,
+            Transport::Tcp(Tcp {
+                src: sp,
+                dst: dp,
+                seq: 0,
+                ack: 0,
+                flags,
+                window: 0,
+                mss: None,
+                wscale: None,
+                sack_permitted: false,
+                payload: &[],
+            }),
+        )
+    }
+
+    const A: &str = "192.0.2.5";
+    const B: &str = "203.0.113.7";
+
+    #[test]
+    fn tcp_handshake_and_teardown() {
+        let mut ct = Conntrack::default();
+        let syn = ct.track(&tcp(A, 1000, B, 80, SYN), 0);
+        assert_eq!(syn.state, CtState::New);
+        ct.confirm(&syn, true);
+        let again = ct.track(&tcp(A, 1000, B, 80, SYN), 1);
+        assert_eq!(again.state, CtState::New, "retransmitted SYN is still new");
+        let synack = ct.track(&tcp(B, 80, A, 1000, SYN | ACK), 2);
+        assert_eq!((synack.state, synack.reply), (CtState::Established, true));
+        let ack = ct.track(&tcp(A, 1000, B, 80, ACK), 3);
+        assert_eq!(ack.state, CtState::Established);
+        let fin = ct.track(&tcp(A, 1000, B, 80, FIN | ACK), 4);
+        assert_eq!(fin.state, CtState::Established);
+        assert_eq!(ct.src_conns(A.parse().unwrap()), 1);
+    }
+
+    #[test]
+    fn dropped_syn_creates_no_entry_and_synack_alone_is_invalid() {
+        let mut ct = Conntrack::default();
+        let syn = ct.track(&tcp(A, 1000, B, 80, SYN), 0);
+        ct.confirm(&syn, false);
+        assert!(ct.is_empty());
+        let synack = ct.track(&tcp(B, 80, A, 1000, SYN | ACK), 1);
+        assert_eq!(synack.state, CtState::Invalid);
+        // Mid-stream ACK is picked up as new (nf_conntrack_tcp_loose=1).
+        assert_eq!(ct.track(&tcp(A, 1001, B, 80, ACK), 2).state, CtState::New);
+    }
+
+    #[test]
+    fn invalid_flags_and_transitions() {
+        let mut ct = Conntrack::default();
+        assert_eq!(
+            ct.track(&tcp(A, 1, B, 2, SYN | FIN), 0).state,
+            CtState::Invalid
+        );
+        assert_eq!(ct.track(&tcp(A, 1, B, 2, 0), 0).state, CtState::Invalid);
+        assert_eq!(
+            ct.track(&tcp(A, 1, B, 2, FIN | PSH | URG), 0).state,
+            CtState::Invalid
+        );
+        let syn = ct.track(&tcp(A, 1, B, 2, SYN), 0);
+        ct.confirm(&syn, true);
+        // ACK from the originator while only SYN_SENT: invalid transition.
+        assert_eq!(ct.track(&tcp(A, 1, B, 2, ACK), 1).state, CtState::Invalid);
+    }
+
+    #[test]
+    fn timeouts_expire_entries() {
+        let mut ct = Conntrack::default();
+        let u = |s, sp, d, dp| {
+            ip(
+                s,
+                d,
+                Transport::Udp(Udp {
+                    src: sp,
+                    dst: dp,
+                    payload: &[],
+                }),
+            )
+        };
+        let q = ct.track(&u(A, 5000, B, 53), 0);
+        ct.confirm(&q, true);
+        assert_eq!(ct.track(&u(B, 53, A, 5000), S).state, CtState::Established);
+        // Replied UDP lives 120 s; after that the next packet is new again.
+        assert_eq!(
+            ct.track(&u(A, 5000, B, 53), 100 * S).state,
+            CtState::Established
+        );
+        assert_eq!(ct.track(&u(A, 5000, B, 53), 221 * S).state, CtState::New);
+    }
+
+    #[test]
+    fn bounded_table_evicts_unreplied() {
+        let mut ct = Conntrack::new(4);
+        for p in 0..10u16 {
+            let t = ct.track(&tcp(A, 1000 + p, B, 80, SYN), 0);
+            ct.confirm(&t, true);
+        }
+        assert_eq!(ct.len(), 4);
+        assert_eq!(ct.stats().evicted, 6);
+    }
+}

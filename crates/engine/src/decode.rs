@@ -1,0 +1,822 @@
+//! Bounded, allocation-free packet decoders: link layers (Ethernet II with up to two VLAN tags,
+//! Linux cooked SLL/SLL2, raw IP, BSD loopback), ARP, IPv4 (options, fragments), IPv6 (a
+//! bounded extension-header chain, fragments), TCP (flags, options), UDP, ICMP and ICMPv6
+//! (including the packet quoted in error messages).
+//!
+//! Every decoder borrows the input and returns either a [`Packet`] or an [`Anomaly`]: malformed
+//! input is a value, never a panic. Lengths taken from headers are checked against the bytes
+//! actually present before use.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// Most VLAN tags followed (802.1ad outer + 802.1Q inner).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Most IPv6 extension headers followed before giving up.
+// Why: RFC 8200 recommends each header at most once (Destination Options twice); 8 covers every
+// legal chain and bounds the work an attacker can make us do per packet.
+pub const MAX_EXT_HEADERS: usize = 8;
+
+/// Capture link types the decoders understand (pcap `LINKTYPE_*` numbers in [`LinkType::from_pcap`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkType {
+    /// Ethernet II (1).
+    Ethernet,
+    /// Raw IPv4 or IPv6, version from the first nibble (101; 12 and 14 on some systems).
+    Raw,
+    /// Raw IPv4 (228).
+    Ipv4,
+    /// Raw IPv6 (229).
+    Ipv6,
+    /// Linux cooked capture v1 (113).
+    Sll,
+    /// Linux cooked capture v2 (276).
+    Sll2,
+    /// BSD loopback, host-order family (0).
+    Null,
+    /// OpenBSD loopback, network-order family (108).
+    Loop,
+}
+
+impl LinkType {
+    /// Map a pcap/pcapng link type number.
+    pub fn from_pcap(linktype: u32) -> Option<Self> {
+        Some(match linktype {
+            0 => LinkType::Null,
+            1 => LinkType::Ethernet,
+            12 | 14 | 101 => LinkType::Raw,
+            108 => LinkType::Loop,
+            113 => LinkType::Sll,
+            228 => LinkType::Ipv4,
+            229 => LinkType::Ipv6,
+            276 => LinkType::Sll2,
+            _ => return None,
+        })
+    }
+}
+
+/// The layer an anomaly was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Link header.
+    Link,
+    /// VLAN tag.
+    Vlan,
+    /// ARP.
+    Arp,
+    /// IPv4.
+    Ipv4,
+    /// IPv6 (or an extension header).
+    Ipv6,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP/ICMPv6.
+    Icmp,
+}
+
+/// Why a packet could not be (fully) decoded or classified. Counted, never fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "layer")]
+#[non_exhaustive]
+pub enum Anomaly {
+    /// Fewer bytes than the header needs.
+    Truncated(Layer),
+    /// The capture's link type is not supported.
+    UnsupportedLinkType,
+    /// More than [`MAX_VLAN_TAGS`] VLAN tags.
+    TooManyVlanTags,
+    /// IP version nibble does not match the link's claim.
+    BadIpVersion,
+    /// IPv4 IHL below 5 or past the packet.
+    BadIpv4HeaderLength,
+    /// IP total/payload length smaller than the header.
+    BadIpLength,
+    /// More than [`MAX_EXT_HEADERS`] IPv6 extension headers.
+    TooManyExtensionHeaders,
+    /// TCP data offset below 5 or past the packet.
+    BadTcpHeaderLength,
+    /// UDP length field below 8.
+    BadUdpLength,
+    /// ARP with unexpected hardware/protocol sizes.
+    BadArp,
+    /// Non-first fragment whose first fragment was not seen.
+    OrphanFragment,
+    /// TCP flag combination nf_conntrack rejects (e.g. SYN+FIN, none).
+    InvalidTcpFlags,
+    /// A record of the capture file itself was malformed and skipped.
+    BadCaptureRecord,
+    /// Not IP (or ARP): nothing to classify.
+    NotIp,
+}
+
+impl Anomaly {
+    /// Stable snake_case name for counters and events.
+    pub fn name(self) -> String {
+        match self {
+            Anomaly::Truncated(l) => format!("truncated_{}", layer_name(l)),
+            other => {
+                let v = serde_json::to_value(other).unwrap_or_default();
+                v.get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("unknown")
+                    .to_owned()
+            }
+        }
+    }
+}
+
+fn layer_name(l: Layer) -> &'static str {
+    match l {
+        Layer::Link => "link",
+        Layer::Vlan => "vlan",
+        Layer::Arp => "arp",
+        Layer::Ipv4 => "ipv4",
+        Layer::Ipv6 => "ipv6",
+        Layer::Tcp => "tcp",
+        Layer::Udp => "udp",
+        Layer::Icmp => "icmp",
+    }
+}
+
+/// TCP flag bits.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+}
+
+/// A decoded packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    /// VLAN ids, outermost first; `vlan_count` are valid.
+    pub vlans: [u16; MAX_VLAN_TAGS],
+    /// Number of VLAN tags.
+    pub vlan_count: u8,
+    /// Network layer.
+    pub l3: L3<'a>,
+}
+
+/// Network layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L3<'a> {
+    /// ARP.
+    Arp(Arp),
+    /// IPv4 or IPv6.
+    Ip(Ip<'a>),
+    /// Something else (ethertype given).
+    Other {
+        /// Ethertype or link protocol.
+        ethertype: u16,
+    },
+}
+
+/// An ARP packet (Ethernet/IPv4 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arp {
+    /// 1 request, 2 reply.
+    pub op: u16,
+    /// Sender hardware address.
+    pub sender_mac: [u8; 6],
+    /// Sender protocol address.
+    pub sender_ip: Ipv4Addr,
+    /// Target hardware address.
+    pub target_mac: [u8; 6],
+    /// Target protocol address.
+    pub target_ip: Ipv4Addr,
+}
+
+/// Fragment information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Frag {
+    /// Identification (16 bits for IPv4, 32 for IPv6).
+    pub id: u32,
+    /// Offset in bytes.
+    pub offset: u32,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+/// An IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ip<'a> {
+    /// Source.
+    pub src: IpAddr,
+    /// Destination.
+    pub dst: IpAddr,
+    /// Upper-layer protocol (after IPv6 extension headers).
+    pub protocol: u8,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// Length of the IP packet per its header.
+    pub len: u32,
+    /// Present when the packet is a fragment (first or later).
+    pub frag: Option<Frag>,
+    /// IPv4 options present.
+    pub has_options: bool,
+    /// Number of IPv6 extension headers walked.
+    pub ext_headers: u8,
+    /// Transport layer.
+    pub l4: Transport<'a>,
+}
+
+/// Transport layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// TCP.
+    Tcp(Tcp<'a>),
+    /// UDP.
+    Udp(Udp<'a>),
+    /// ICMP or ICMPv6.
+    Icmp(Icmp<'a>),
+    /// A non-first fragment: no transport header.
+    Fragment,
+    /// Another protocol.
+    Other {
+        /// Bytes after the IP header(s).
+        payload: &'a [u8],
+    },
+}
+
+/// A TCP segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tcp<'a> {
+    /// Source port.
+    pub src: u16,
+    /// Destination port.
+    pub dst: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Flags (see [`tcp_flags`]).
+    pub flags: u8,
+    /// Window.
+    pub window: u16,
+    /// MSS option.
+    pub mss: Option<u16>,
+    /// Window scale option.
+    pub wscale: Option<u8>,
+    /// SACK permitted option.
+    pub sack_permitted: bool,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// A UDP datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Udp<'a> {
+    /// Source port.
+    pub src: u16,
+    /// Destination port.
+    pub dst: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// The header quoted inside an ICMP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpInner {
+    /// Source of the quoted packet.
+    pub src: IpAddr,
+    /// Destination of the quoted packet.
+    pub dst: IpAddr,
+    /// Its protocol.
+    pub protocol: u8,
+    /// Its ports (TCP/UDP) or ICMP echo id in `src_port`.
+    pub ports: Option<(u16, u16)>,
+}
+
+/// An ICMP or ICMPv6 message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icmp<'a> {
+    /// ICMPv6?
+    pub v6: bool,
+    /// Type.
+    pub icmp_type: u8,
+    /// Code.
+    pub code: u8,
+    /// Echo/timestamp/info identifier for query messages.
+    pub id: Option<u16>,
+    /// The quoted packet of an error message, when decodable.
+    pub inner: Option<IcmpInner>,
+    /// Bytes after the 4-byte header.
+    pub rest: &'a [u8],
+}
+
+impl Icmp<'_> {
+    /// Whether this is an error message that quotes another packet.
+    pub fn is_error(&self) -> bool {
+        if self.v6 {
+            self.icmp_type < 128
+        } else {
+            matches!(self.icmp_type, 3 | 4 | 5 | 11 | 12)
+        }
+    }
+}
+
+#[inline]
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(off)?, *b.get(off + 1)?]))
+}
+
+#[inline]
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn ipv6_at(b: &[u8], off: usize) -> Option<Ipv6Addr> {
+    let s: [u8; 16] = b.get(off..off + 16)?.try_into().ok()?;
+    Some(Ipv6Addr::from(s))
+}
+
+fn ipv4_at(b: &[u8], off: usize) -> Option<Ipv4Addr> {
+    be32(b, off).map(Ipv4Addr::from)
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_ARP: u16 = 0x0806;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_VLAN: u16 = 0x8100;
+const ETH_QINQ: u16 = 0x88a8;
+const ETH_QINQ_OLD: u16 = 0x9100;
+
+/// Decode one captured frame of link type `link`.
+pub fn decode(link: LinkType, data: &[u8]) -> Result<Packet<'_>, Anomaly> {
+    let mut pkt = Packet {
+        vlans: [0; MAX_VLAN_TAGS],
+        vlan_count: 0,
+        l3: L3::Other { ethertype: 0 },
+    };
+    let (ethertype, rest) = match link {
+        LinkType::Ethernet => {
+            let mut et = be16(data, 12).ok_or(Anomaly::Truncated(Layer::Link))?;
+            let mut off = 14;
+            while matches!(et, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD) {
+                if usize::from(pkt.vlan_count) == MAX_VLAN_TAGS {
+                    return Err(Anomaly::TooManyVlanTags);
+                }
+                let tci = be16(data, off).ok_or(Anomaly::Truncated(Layer::Vlan))?;
+                et = be16(data, off + 2).ok_or(Anomaly::Truncated(Layer::Vlan))?;
+                pkt.vlans[usize::from(pkt.vlan_count)] = tci & 0x0fff;
+                pkt.vlan_count += 1;
+                off += 4;
+            }
+            (et, &data[off..])
+        }
+        LinkType::Sll => {
+            let et = be16(data, 14).ok_or(Anomaly::Truncated(Layer::Link))?;
+            (et, &data[16..])
+        }
+        LinkType::Sll2 => {
+            let et = be16(data, 0).ok_or(Anomaly::Truncated(Layer::Link))?;
+            if data.len() < 20 {
+                return Err(Anomaly::Truncated(Layer::Link));
+            }
+            (et, &data[20..])
+        }
+        LinkType::Raw => {
+            let v = data.first().ok_or(Anomaly::Truncated(Layer::Link))? >> 4;
+            match v {
+                4 => (ETH_IPV4, data),
+                6 => (ETH_IPV6, data),
+                _ => return Err(Anomaly::BadIpVersion),
+            }
+        }
+        LinkType::Ipv4 => (ETH_IPV4, data),
+        LinkType::Ipv6 => (ETH_IPV6, data),
+        LinkType::Null | LinkType::Loop => {
+            let raw: [u8; 4] = data
+                .get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(Anomaly::Truncated(Layer::Link))?;
+            // Either byte order: AF_INET is 2 everywhere; AF_INET6 is 24, 28 or 30.
+            let fam = if link == LinkType::Loop {
+                u32::from_be_bytes(raw)
+            } else {
+                u32::from_le_bytes(raw).min(u32::from_be_bytes(raw))
+            };
+            let et = match fam {
+                2 => ETH_IPV4,
+                24 | 28 | 30 => ETH_IPV6,
+                other => other as u16,
+            };
+            (et, &data[4..])
+        }
+    };
+    pkt.l3 = match ethertype {
+        ETH_IPV4 => L3::Ip(decode_ipv4(rest)?),
+        ETH_IPV6 => L3::Ip(decode_ipv6(rest)?),
+        ETH_ARP => L3::Arp(decode_arp(rest)?),
+        other => L3::Other { ethertype: other },
+    };
+    Ok(pkt)
+}
+
+fn decode_arp(b: &[u8]) -> Result<Arp, Anomaly> {
+    if b.len() < 28 {
+        return Err(Anomaly::Truncated(Layer::Arp));
+    }
+    if be16(b, 0) != Some(1) || be16(b, 2) != Some(ETH_IPV4) || b[4] != 6 || b[5] != 4 {
+        return Err(Anomaly::BadArp);
+    }
+    let mac = |off: usize| -> [u8; 6] {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&b[off..off + 6]);
+        m
+    };
+    Ok(Arp {
+        op: be16(b, 6).unwrap_or(0),
+        sender_mac: mac(8),
+        sender_ip: ipv4_at(b, 14).unwrap_or(Ipv4Addr::UNSPECIFIED),
+        target_mac: mac(18),
+        target_ip: ipv4_at(b, 24).unwrap_or(Ipv4Addr::UNSPECIFIED),
+    })
+}
+
+/// Decode an IPv4 packet (header and transport).
+pub fn decode_ipv4(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
+    if b.len() < 20 {
+        return Err(Anomaly::Truncated(Layer::Ipv4));
+    }
+    if b[0] >> 4 != 4 {
+        return Err(Anomaly::BadIpVersion);
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    if ihl < 20 || ihl > b.len() {
+        return Err(Anomaly::BadIpv4HeaderLength);
+    }
+    let total = usize::from(be16(b, 2).unwrap_or(0));
+    if total < ihl {
+        return Err(Anomaly::BadIpLength);
+    }
+    // Captured bytes may be fewer (snap length) or more (Ethernet padding) than `total`.
+    let end = total.min(b.len());
+    let frag_field = be16(b, 6).unwrap_or(0);
+    let offset = u32::from(frag_field & 0x1fff) * 8;
+    let more = frag_field & 0x2000 != 0;
+    let frag = (offset != 0 || more).then_some(Frag {
+        id: u32::from(be16(b, 4).unwrap_or(0)),
+        offset,
+        more,
+    });
+    let protocol = b[9];
+    let src = IpAddr::V4(ipv4_at(b, 12).ok_or(Anomaly::Truncated(Layer::Ipv4))?);
+    let dst = IpAddr::V4(ipv4_at(b, 16).ok_or(Anomaly::Truncated(Layer::Ipv4))?);
+    let l4 = if offset != 0 {
+        Transport::Fragment
+    } else {
+        decode_transport(protocol, &b[ihl..end], false)?
+    };
+    Ok(Ip {
+        src,
+        dst,
+        protocol,
+        ttl: b[8],
+        len: total as u32,
+        frag,
+        has_options: ihl > 20,
+        ext_headers: 0,
+        l4,
+    })
+}
+
+/// Decode an IPv6 packet, walking at most [`MAX_EXT_HEADERS`] extension headers.
+pub fn decode_ipv6(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
+    if b.len() < 40 {
+        return Err(Anomaly::Truncated(Layer::Ipv6));
+    }
+    if b[0] >> 4 != 6 {
+        return Err(Anomaly::BadIpVersion);
+    }
+    let payload_len = usize::from(be16(b, 4).unwrap_or(0));
+    let end = (40 + payload_len).min(b.len());
+    let src = IpAddr::V6(ipv6_at(b, 8).ok_or(Anomaly::Truncated(Layer::Ipv6))?);
+    let dst = IpAddr::V6(ipv6_at(b, 24).ok_or(Anomaly::Truncated(Layer::Ipv6))?);
+    let mut next = b[6];
+    let mut off = 40;
+    let mut frag = None;
+    let mut count = 0u8;
+    loop {
+        match next {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                if usize::from(count) == MAX_EXT_HEADERS {
+                    return Err(Anomaly::TooManyExtensionHeaders);
+                }
+                let nh = *b.get(off).ok_or(Anomaly::Truncated(Layer::Ipv6))?;
+                let len =
+                    (usize::from(*b.get(off + 1).ok_or(Anomaly::Truncated(Layer::Ipv6))?) + 1) * 8;
+                if off + len > end {
+                    return Err(Anomaly::Truncated(Layer::Ipv6));
+                }
+                next = nh;
+                off += len;
+                count += 1;
+            }
+            // Authentication header: length in 4-byte units minus 2.
+            51 => {
+                if usize::from(count) == MAX_EXT_HEADERS {
+                    return Err(Anomaly::TooManyExtensionHeaders);
+                }
+                let nh = *b.get(off).ok_or(Anomaly::Truncated(Layer::Ipv6))?;
+                let len =
+                    (usize::from(*b.get(off + 1).ok_or(Anomaly::Truncated(Layer::Ipv6))?) + 2) * 4;
+                if off + len > end {
+                    return Err(Anomaly::Truncated(Layer::Ipv6));
+                }
+                next = nh;
+                off += len;
+                count += 1;
+            }
+            44 => {
+                if usize::from(count) == MAX_EXT_HEADERS {
+                    return Err(Anomaly::TooManyExtensionHeaders);
+                }
+                if off + 8 > end {
+                    return Err(Anomaly::Truncated(Layer::Ipv6));
+                }
+                let nh = b[off];
+                let field = be16(b, off + 2).unwrap_or(0);
+                let offset = u32::from(field >> 3) * 8;
+                frag = Some(Frag {
+                    id: be32(b, off + 4).unwrap_or(0),
+                    offset,
+                    more: field & 1 != 0,
+                });
+                next = nh;
+                off += 8;
+                count += 1;
+                if offset != 0 {
+                    return Ok(Ip {
+                        src,
+                        dst,
+                        protocol: next,
+                        ttl: b[7],
+                        len: (40 + payload_len) as u32,
+                        frag,
+                        has_options: false,
+                        ext_headers: count,
+                        l4: Transport::Fragment,
+                    });
+                }
+            }
+            _ => break,
+        }
+    }
+    let l4 = decode_transport(next, &b[off.min(end)..end], true)?;
+    Ok(Ip {
+        src,
+        dst,
+        protocol: next,
+        ttl: b[7],
+        len: (40 + payload_len) as u32,
+        frag,
+        has_options: false,
+        ext_headers: count,
+        l4,
+    })
+}
+
+fn decode_transport(protocol: u8, b: &[u8], v6: bool) -> Result<Transport<'_>, Anomaly> {
+    match protocol {
+        6 => decode_tcp(b).map(Transport::Tcp),
+        17 => {
+            if b.len() < 8 {
+                return Err(Anomaly::Truncated(Layer::Udp));
+            }
+            let len = usize::from(be16(b, 4).unwrap_or(0));
+            // Length 0 is legal for IPv6 jumbograms only; treat as "to the end".
+            if len != 0 && len < 8 {
+                return Err(Anomaly::BadUdpLength);
+            }
+            let end = if len == 0 { b.len() } else { len.min(b.len()) };
+            Ok(Transport::Udp(Udp {
+                src: be16(b, 0).unwrap_or(0),
+                dst: be16(b, 2).unwrap_or(0),
+                payload: &b[8..end],
+            }))
+        }
+        1 if !v6 => decode_icmp(b, false).map(Transport::Icmp),
+        58 if v6 => decode_icmp(b, true).map(Transport::Icmp),
+        _ => Ok(Transport::Other { payload: b }),
+    }
+}
+
+fn decode_tcp(b: &[u8]) -> Result<Tcp<'_>, Anomaly> {
+    if b.len() < 20 {
+        return Err(Anomaly::Truncated(Layer::Tcp));
+    }
+    let doff = usize::from(b[12] >> 4) * 4;
+    if doff < 20 || doff > b.len() {
+        return Err(Anomaly::BadTcpHeaderLength);
+    }
+    let mut tcp = Tcp {
+        src: be16(b, 0).unwrap_or(0),
+        dst: be16(b, 2).unwrap_or(0),
+        seq: be32(b, 4).unwrap_or(0),
+        ack: be32(b, 8).unwrap_or(0),
+        flags: b[13] & 0x3f,
+        window: be16(b, 14).unwrap_or(0),
+        mss: None,
+        wscale: None,
+        sack_permitted: false,
+        payload: &b[doff..],
+    };
+    // Options: bounded by the header length; malformed options end the walk (as Linux does).
+    let opts = &b[20..doff];
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                match (kind, len) {
+                    (2, 4) => tcp.mss = be16(opts, i + 2),
+                    (3, 3) => tcp.wscale = Some(opts[i + 2]),
+                    (4, 2) => tcp.sack_permitted = true,
+                    _ => {}
+                }
+                i += len;
+            }
+        }
+    }
+    Ok(tcp)
+}
+
+fn decode_icmp(b: &[u8], v6: bool) -> Result<Icmp<'_>, Anomaly> {
+    if b.len() < 4 {
+        return Err(Anomaly::Truncated(Layer::Icmp));
+    }
+    let mut icmp = Icmp {
+        v6,
+        icmp_type: b[0],
+        code: b[1],
+        id: None,
+        inner: None,
+        rest: &b[4..],
+    };
+    let query = if v6 {
+        matches!(icmp.icmp_type, 128 | 129 | 139 | 140)
+    } else {
+        matches!(icmp.icmp_type, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)
+    };
+    if query {
+        icmp.id = be16(b, 4);
+    }
+    if icmp.is_error() {
+        // The quoted packet starts after the 8-byte header; decode what is there.
+        if let Some(q) = b.get(8..) {
+            icmp.inner = quoted(q, v6);
+        }
+    }
+    Ok(icmp)
+}
+
+fn quoted(q: &[u8], v6: bool) -> Option<IcmpInner> {
+    let (src, dst, protocol, l4): (IpAddr, IpAddr, u8, &[u8]) = if v6 {
+        let src = ipv6_at(q, 8)?;
+        let dst = ipv6_at(q, 24)?;
+        (src.into(), dst.into(), *q.get(6)?, q.get(40..)?)
+    } else {
+        if *q.first()? >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(q[0] & 0x0f) * 4;
+        (
+            ipv4_at(q, 12)?.into(),
+            ipv4_at(q, 16)?.into(),
+            *q.get(9)?,
+            q.get(ihl.max(20)..)?,
+        )
+    };
+    let ports = match protocol {
+        6 | 17 => Some((be16(l4, 0)?, be16(l4, 2)?)),
+        1 | 58 => be16(l4, 4).map(|id| (id, 0)),
+        _ => None,
+    };
+    Some(IcmpInner {
+        src,
+        dst,
+        protocol,
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 + TCP SYN 192.0.2.5:51515 -> 203.0.113.7:445 with MSS option.
+    pub(crate) fn syn_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        let ip_start = f.len();
+        f.extend_from_slice(&[0x45, 0, 0, 44, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[192, 0, 2, 5, 203, 0, 113, 7]);
+        f.extend_from_slice(&51515u16.to_be_bytes());
+        f.extend_from_slice(&445u16.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(&[2, 4, 0x05, 0xb4]);
+        assert_eq!(f.len() - ip_start, 44);
+        f
+    }
+
+    #[test]
+    fn decodes_ethernet_ipv4_tcp_syn() {
+        let f = syn_frame();
+        let p = decode(LinkType::Ethernet, &f).unwrap();
+        let L3::Ip(ip) = p.l3 else { panic!() };
+        assert_eq!(ip.src, "192.0.2.5".parse::<IpAddr>().unwrap());
+        let Transport::Tcp(t) = ip.l4 else { panic!() };
+        assert_eq!(
+            (t.src, t.dst, t.flags, t.mss),
+            (51515, 445, tcp_flags::SYN, Some(1460))
+        );
+    }
+
+    #[test]
+    fn vlan_tags_are_followed_and_bounded() {
+        let f = syn_frame();
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x14]);
+        tagged.extend_from_slice(&f[12..]);
+        let p = decode(LinkType::Ethernet, &tagged).unwrap();
+        assert_eq!((p.vlan_count, p.vlans), (2, [10, 20]));
+        let mut three = f[..12].to_vec();
+        three.extend_from_slice(&[0x81, 0, 0, 1, 0x81, 0, 0, 2, 0x81, 0, 0, 3]);
+        three.extend_from_slice(&f[12..]);
+        assert_eq!(
+            decode(LinkType::Ethernet, &three),
+            Err(Anomaly::TooManyVlanTags)
+        );
+    }
+
+    #[test]
+    fn truncations_are_anomalies() {
+        let f = syn_frame();
+        for n in 0..f.len() {
+            let r = decode(LinkType::Ethernet, &f[..n]);
+            assert!(r.is_err(), "prefix {n} decoded");
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_chain_and_fragments() {
+        // IPv6, hop-by-hop (8 bytes) -> fragment (offset 0, M) -> UDP.
+        let mut b = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        b.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        b.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        b.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        b.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+        b.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        let plen = (b.len() - 40) as u16;
+        b[4..6].copy_from_slice(&plen.to_be_bytes());
+        let ip = decode_ipv6(&b).unwrap();
+        assert_eq!(ip.protocol, 17);
+        assert_eq!(ip.ext_headers, 2);
+        assert_eq!(ip.frag.map(|f| (f.id, f.more)), Some((9, true)));
+        assert!(matches!(ip.l4, Transport::Udp(u) if u.dst == 53));
+        // Later fragment: offset 8, no transport.
+        b[50..52].copy_from_slice(&((1u16 << 3) | 0).to_be_bytes());
+        assert_eq!(decode_ipv6(&b).unwrap().l4, Transport::Fragment);
+    }
+
+    #[test]
+    fn icmp_error_quotes_inner_tuple() {
+        let f = syn_frame();
+        let inner = &f[14..14 + 28];
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(inner);
+        let t = decode_transport(1, &icmp, false).unwrap();
+        let Transport::Icmp(i) = t else { panic!() };
+        assert!(i.is_error());
+        let inner = i.inner.unwrap();
+        assert_eq!((inner.protocol, inner.ports), (6, Some((51515, 445))));
+    }
+
+    #[test]
+    fn anomaly_names() {
+        assert_eq!(Anomaly::Truncated(Layer::Tcp).name(), "truncated_tcp");
+        assert_eq!(Anomaly::OrphanFragment.name(), "orphan_fragment");
+    }
+}

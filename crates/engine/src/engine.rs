@@ -1,0 +1,1139 @@
+//! Policy evaluation: the prelude, the two rule matchers, rate limits and explanations.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rampart_ir::{
+    Action, CtState, Date, Direction, Family, L4Match, Limit, Owner, Peer, Policy, RateUnit,
+    RuleId, ICMPV6_ESSENTIAL_TYPES,
+};
+use serde::Serialize;
+
+use crate::classifier::{Classifier, FieldKind, RuleIntervals};
+use crate::lpm::PrefixSet;
+
+/// Port value used in the classifier key when a packet has no ports.
+const NO_PORT: u128 = 65536;
+/// ICMP type value used when a packet is not ICMP/ICMPv6.
+const NO_ICMP: u128 = 256;
+/// Per-source meters keep at most this many sources per rule.
+// Why: nft dynamic sets default to 65,535 elements; beyond that an add fails and the rule does
+// not match, which is what we do too.
+pub const MAX_METER_ENTRIES: usize = 65_536;
+
+/// The transport part of a packet as the rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum L4Meta {
+    /// TCP or UDP with ports.
+    Ports {
+        /// Source port.
+        src: u16,
+        /// Destination port.
+        dst: u16,
+    },
+    /// ICMP or ICMPv6.
+    Icmp {
+        /// Type.
+        icmp_type: u8,
+        /// Code.
+        code: u8,
+    },
+    /// Nothing the rules can match on (other protocols, non-first fragments).
+    None,
+}
+
+/// Local socket owner of an egress packet (absent in captures).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OwnerInfo {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// cgroup v2 path relative to the mount.
+    pub cgroup: String,
+}
+
+/// Everything the policy can match on for one packet.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketMeta<'a> {
+    /// The hook the packet is evaluated in.
+    pub direction: Direction,
+    /// Input interface (absent on egress).
+    pub iif: Option<&'a str>,
+    /// Output interface (absent on ingress).
+    pub oif: Option<&'a str>,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address (same family as `src`).
+    pub dst: IpAddr,
+    /// IP protocol / IPv6 upper-layer next header.
+    pub protocol: u8,
+    /// Ports or ICMP type.
+    pub l4: L4Meta,
+    /// Conntrack state (`Untracked` when no tracker runs).
+    pub ct_state: CtState,
+    /// Packet length in bytes (for byte-rate limits).
+    pub len: u32,
+    /// Socket owner, when known.
+    pub owner: Option<&'a OwnerInfo>,
+    /// Connections the tracker currently holds with this source as originator (for
+    /// `conn_limit`).
+    pub src_conns: u32,
+}
+
+impl<'a> PacketMeta<'a> {
+    /// A packet with the given addresses and transport, state `new`, no interfaces.
+    pub fn new(direction: Direction, src: IpAddr, dst: IpAddr, protocol: u8, l4: L4Meta) -> Self {
+        Self {
+            direction,
+            iif: None,
+            oif: None,
+            src,
+            dst,
+            protocol,
+            l4,
+            ct_state: CtState::New,
+            len: 64,
+            owner: None,
+            src_conns: 0,
+        }
+    }
+
+    fn is_v6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+
+    fn key(&self) -> [u128; 6] {
+        let (sp, dp, icmp) = match self.l4 {
+            L4Meta::Ports { src, dst } => (u128::from(src), u128::from(dst), NO_ICMP),
+            L4Meta::Icmp { icmp_type, .. } => (NO_PORT, NO_PORT, u128::from(icmp_type)),
+            L4Meta::None => (NO_PORT, NO_PORT, NO_ICMP),
+        };
+        [
+            addr_key(self.src),
+            addr_key(self.dst),
+            u128::from(self.protocol),
+            sp,
+            dp,
+            icmp,
+        ]
+    }
+}
+
+fn addr_key(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+/// Why a verdict was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A policy rule matched.
+    Rule,
+    /// No rule matched: the direction's default.
+    Default,
+    /// Stateful prelude: conntrack state `invalid`.
+    CtInvalid,
+    /// Stateful prelude: conntrack state `established`.
+    CtEstablished,
+    /// Stateful prelude: conntrack state `related`.
+    CtRelated,
+    /// Loopback traffic accepted by `allow_loopback`.
+    Loopback,
+    /// Essential ICMPv6 accepted by `allow_icmpv6_essential`.
+    Icmpv6Essential,
+    /// A non-first IP fragment whose first fragment was never seen (the kernel's defragmenter
+    /// would hold it until it times out).
+    OrphanFragment,
+}
+
+impl Reason {
+    /// Short human text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rule => "rule",
+            Reason::Default => "default policy",
+            Reason::CtInvalid => "conntrack state invalid",
+            Reason::CtEstablished => "conntrack state established",
+            Reason::CtRelated => "conntrack state related",
+            Reason::Loopback => "loopback",
+            Reason::Icmpv6Essential => "essential ICMPv6",
+            Reason::OrphanFragment => "fragment without its first fragment",
+        }
+    }
+}
+
+/// The outcome for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Decision {
+    /// What happens to the packet.
+    pub action: Action,
+    /// The deciding rule, when a rule decided.
+    pub rule: Option<RuleId>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Which matcher evaluates the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MatcherKind {
+    /// Linear first-match over the IR, field by field.
+    Reference,
+    /// Interval lookup + bit-vector intersection ([`crate::classifier`]).
+    #[default]
+    Fast,
+}
+
+/// Options of an [`Engine`].
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Today's date: rules that expired before it are skipped. `None`: expiry is ignored.
+    pub today: Option<Date>,
+}
+
+/// The field of a rule that did not match a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mismatch {
+    /// The rule expired before [`EngineOptions::today`].
+    Expired,
+    /// Address family restriction.
+    Family,
+    /// Source side (`from`).
+    From,
+    /// Destination side (`to`).
+    To,
+    /// Protocol of every service.
+    Protocol,
+    /// Source port.
+    SrcPort,
+    /// Destination port.
+    DstPort,
+    /// ICMP type.
+    IcmpType,
+    /// Required conntrack state.
+    CtState,
+    /// Socket owner.
+    Owner,
+    /// The source already has `conn_limit` connections.
+    ConnLimit,
+    /// The rate limit's bucket is empty.
+    Limit,
+}
+
+impl Mismatch {
+    /// Field name as shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mismatch::Expired => "expires",
+            Mismatch::Family => "family",
+            Mismatch::From => "from",
+            Mismatch::To => "to",
+            Mismatch::Protocol => "protocol",
+            Mismatch::SrcPort => "source port",
+            Mismatch::DstPort => "destination port",
+            Mismatch::IcmpType => "icmp type",
+            Mismatch::CtState => "ct state",
+            Mismatch::Owner => "owner",
+            Mismatch::ConnLimit => "conn_limit",
+            Mismatch::Limit => "limit",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum IfPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl IfPattern {
+    fn new(s: &str) -> Self {
+        match s.strip_suffix('*') {
+            Some(p) => IfPattern::Prefix(p.to_owned()),
+            None => IfPattern::Exact(s.to_owned()),
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            IfPattern::Exact(e) => e == name,
+            IfPattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+fn iface_ok(patterns: &[IfPattern], iface: Option<&str>) -> bool {
+    iface.is_some_and(|name| patterns.iter().any(|p| p.matches(name)))
+}
+
+/// One alternative of a rule after expansion (from-choice × to-choice × service).
+#[derive(Clone, Debug)]
+struct Sub {
+    rule: u32,
+    iif: Option<Vec<IfPattern>>,
+    oif: Option<Vec<IfPattern>>,
+}
+
+#[derive(Clone, Debug)]
+struct Compiled {
+    classifier: Classifier,
+    subs: Vec<Sub>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens_scaled: u128,
+    last_ns: u64,
+}
+
+const NS_PER_S: u128 = 1_000_000_000;
+
+fn limit_scale(limit: &Limit) -> u128 {
+    u128::from(limit.per_s.max(1)) * NS_PER_S
+}
+
+fn limit_capacity(limit: &Limit) -> u128 {
+    let burst = if limit.burst == 0 {
+        limit.rate
+    } else {
+        limit.burst
+    };
+    u128::from(burst) * limit_scale(limit)
+}
+
+impl Bucket {
+    fn full(limit: &Limit, now_ns: u64) -> Self {
+        Self {
+            tokens_scaled: limit_capacity(limit),
+            last_ns: now_ns,
+        }
+    }
+
+    fn refill(&mut self, limit: &Limit, now_ns: u64) {
+        if now_ns > self.last_ns {
+            let elapsed = u128::from(now_ns - self.last_ns);
+            let add = elapsed.saturating_mul(u128::from(limit.rate));
+            self.tokens_scaled = self
+                .tokens_scaled
+                .saturating_add(add)
+                .min(limit_capacity(limit));
+            self.last_ns = now_ns;
+        }
+    }
+
+    fn take(&mut self, limit: &Limit, cost: u64, now_ns: u64) -> bool {
+        self.refill(limit, now_ns);
+        let cost_scaled = u128::from(cost) * limit_scale(limit);
+        if self.tokens_scaled >= cost_scaled {
+            self.tokens_scaled -= cost_scaled;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Meters {
+    shared: HashMap<u32, Bucket>,
+    per_source: HashMap<u32, HashMap<IpAddr, Bucket>>,
+}
+
+/// Per-rule data the matchers share.
+#[derive(Clone, Debug)]
+struct RuleRt {
+    active: bool,
+    ct_states: Vec<CtState>,
+    owner: Option<Owner>,
+    limit: Option<Limit>,
+    conn_limit: Option<u32>,
+}
+
+/// A compiled policy plus its rate-limit state.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    policy: Policy,
+    sets: Vec<PrefixSet>,
+    zones: Vec<(Vec<IfPattern>, PrefixSet)>,
+    rules: Vec<RuleRt>,
+    /// `[direction][family]` with family 0 = IPv4, 1 = IPv6.
+    compiled: [[Compiled; 2]; 3],
+    meters: Meters,
+    sub_count: usize,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+        Direction::Forward => 2,
+    }
+}
+
+const FULL_V4: (u128, u128) = (0, u32::MAX as u128);
+const FULL_V6: (u128, u128) = (0, u128::MAX);
+
+struct Choice {
+    ifaces: Option<Vec<IfPattern>>,
+    addrs: Vec<(u128, u128)>,
+}
+
+fn net_interval(net: &rampart_ir::IpNet, v6: bool) -> Option<(u128, u128)> {
+    match (net, v6) {
+        (rampart_ir::IpNet::V4(n), false) => Some((
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        )),
+        (rampart_ir::IpNet::V6(n), true) => {
+            Some((u128::from(n.network()), u128::from(n.broadcast())))
+        }
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Compile `policy` with default options.
+    pub fn new(policy: &Policy) -> Self {
+        Self::with_options(policy, EngineOptions::default())
+    }
+
+    /// Compile `policy`.
+    pub fn with_options(policy: &Policy, options: EngineOptions) -> Self {
+        let sets: Vec<PrefixSet> = policy
+            .sets
+            .iter()
+            .map(|s| PrefixSet::new(&s.elements, &s.except))
+            .collect();
+        let zones: Vec<(Vec<IfPattern>, PrefixSet)> = policy
+            .zones
+            .iter()
+            .map(|z| {
+                (
+                    z.interfaces.iter().map(|i| IfPattern::new(i)).collect(),
+                    PrefixSet::new(&z.networks, &[]),
+                )
+            })
+            .collect();
+        let rules: Vec<RuleRt> = policy
+            .rules
+            .iter()
+            .map(|r| RuleRt {
+                active: match (options.today, r.expires) {
+                    (Some(today), Some(exp)) => exp >= today,
+                    _ => true,
+                },
+                ct_states: r.ct_states.clone(),
+                owner: r.owner.clone(),
+                limit: r.limit.clone(),
+                conn_limit: r.conn_limit,
+            })
+            .collect();
+        let mut sub_count = 0;
+        let compiled = Direction::ALL.map(|dir| {
+            [false, true].map(|v6| {
+                let c = compile(policy, &sets, &rules, dir, v6);
+                sub_count += c.subs.len();
+                c
+            })
+        });
+        Self {
+            policy: policy.clone(),
+            sets,
+            zones,
+            rules,
+            compiled,
+            meters: Meters::default(),
+            sub_count,
+        }
+    }
+
+    /// The policy this engine was compiled from.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Number of expanded rule alternatives across all directions and families.
+    pub fn alternative_count(&self) -> usize {
+        self.sub_count
+    }
+
+    /// Approximate bytes of the fast matcher's lookup structures.
+    pub fn memory_bytes(&self) -> usize {
+        self.compiled
+            .iter()
+            .flatten()
+            .map(|c| c.classifier.memory_bytes())
+            .sum()
+    }
+
+    /// Forget all rate-limit state.
+    pub fn reset_meters(&mut self) {
+        self.meters = Meters::default();
+    }
+
+    /// Classify with the fast matcher. `now_ns` (nanoseconds, any epoch, non-decreasing)
+    /// drives the token buckets.
+    pub fn classify(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Decision {
+        self.classify_with(MatcherKind::Fast, meta, now_ns)
+    }
+
+    /// Classify with the chosen matcher.
+    pub fn classify_with(
+        &mut self,
+        kind: MatcherKind,
+        meta: &PacketMeta<'_>,
+        now_ns: u64,
+    ) -> Decision {
+        if let Some(d) = self.prelude(meta) {
+            return d;
+        }
+        let hit = match kind {
+            MatcherKind::Reference => self.reference_match(meta, now_ns),
+            MatcherKind::Fast => self.fast_match(meta, now_ns),
+        };
+        match hit {
+            Some(id) => Decision {
+                action: self.policy.rules[id as usize].action,
+                rule: Some(RuleId(id)),
+                reason: Reason::Rule,
+            },
+            None => Decision {
+                action: self.policy.defaults.for_direction(meta.direction),
+                rule: None,
+                reason: Reason::Default,
+            },
+        }
+    }
+
+    /// Loopback, essential ICMPv6, then the stateful prelude. Order documented in
+    /// docs/engine.md and mirrored by the nftables emitter.
+    fn prelude(&self, meta: &PacketMeta<'_>) -> Option<Decision> {
+        let d = &self.policy.defaults;
+        let accept = |reason| {
+            Some(Decision {
+                action: Action::Accept,
+                rule: None,
+                reason,
+            })
+        };
+        if d.allow_loopback {
+            let lo = match meta.direction {
+                Direction::Ingress => meta.iif == Some("lo"),
+                Direction::Egress => meta.oif == Some("lo"),
+                Direction::Forward => false,
+            };
+            if lo {
+                return accept(Reason::Loopback);
+            }
+        }
+        if d.allow_icmpv6_essential && meta.direction != Direction::Forward && meta.is_v6() {
+            if let L4Meta::Icmp { icmp_type, .. } = meta.l4 {
+                if meta.protocol == rampart_ir::proto::ICMPV6
+                    && ICMPV6_ESSENTIAL_TYPES.contains(&icmp_type)
+                {
+                    return accept(Reason::Icmpv6Essential);
+                }
+            }
+        }
+        if d.stateful {
+            match meta.ct_state {
+                CtState::Invalid => {
+                    return Some(Decision {
+                        action: Action::Drop,
+                        rule: None,
+                        reason: Reason::CtInvalid,
+                    })
+                }
+                CtState::Established => return accept(Reason::CtEstablished),
+                CtState::Related => return accept(Reason::CtRelated),
+                CtState::New | CtState::Untracked => {}
+            }
+        }
+        None
+    }
+
+    fn fast_match(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<u32> {
+        let fam = usize::from(meta.is_v6());
+        let key = meta.key();
+        let Self {
+            compiled,
+            rules,
+            meters,
+            ..
+        } = self;
+        let c = &compiled[dir_index(meta.direction)][fam];
+        // A rule whose dynamic checks failed fails as a whole; skip its other alternatives so
+        // its bucket is asked once, exactly as the reference matcher asks it.
+        let mut failed_rule = u32::MAX;
+        c.classifier
+            .first_match_where(&key, |s| {
+                let sub = &c.subs[s as usize];
+                if sub.rule == failed_rule {
+                    return false;
+                }
+                if let Some(p) = &sub.iif {
+                    if !iface_ok(p, meta.iif) {
+                        return false;
+                    }
+                }
+                if let Some(p) = &sub.oif {
+                    if !iface_ok(p, meta.oif) {
+                        return false;
+                    }
+                }
+                let rt = &rules[sub.rule as usize];
+                if residual_static(rt, meta).is_some() {
+                    return false;
+                }
+                if dynamic(rt, sub.rule, meters, meta, now_ns).is_some() {
+                    failed_rule = sub.rule;
+                    return false;
+                }
+                true
+            })
+            .map(|s| c.subs[s as usize].rule)
+    }
+
+    fn reference_match(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<u32> {
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            if rule.direction != meta.direction {
+                continue;
+            }
+            if self.static_mismatch(i, meta).is_some() {
+                continue;
+            }
+            if dynamic(&self.rules[i], i as u32, &mut self.meters, meta, now_ns).is_none() {
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// The first static field of rule `i` that does not match, in evaluation order.
+    fn static_mismatch(&self, i: usize, meta: &PacketMeta<'_>) -> Option<Mismatch> {
+        let rule = &self.policy.rules[i];
+        let rt = &self.rules[i];
+        if !rt.active {
+            return Some(Mismatch::Expired);
+        }
+        let fam_ok = match rule.family {
+            Family::Any => true,
+            Family::V4 => !meta.is_v6(),
+            Family::V6 => meta.is_v6(),
+        };
+        if !fam_ok {
+            return Some(Mismatch::Family);
+        }
+        if !self.side_matches(&rule.from, meta.src, meta.iif) {
+            return Some(Mismatch::From);
+        }
+        if !self.side_matches(&rule.to, meta.dst, meta.oif) {
+            return Some(Mismatch::To);
+        }
+        if let Some(m) = services_mismatch(&rule.services, meta) {
+            return Some(m);
+        }
+        residual_static(rt, meta)
+    }
+
+    fn side_matches(&self, peers: &[Peer], addr: IpAddr, iface: Option<&str>) -> bool {
+        peers.is_empty()
+            || peers.iter().any(|p| match p {
+                Peer::Net(n) => n.contains(&addr),
+                Peer::Set(s) => self
+                    .sets
+                    .get(s.0 as usize)
+                    .is_some_and(|s| s.contains(addr)),
+                Peer::Zone(z) => self.zones.get(z.0 as usize).is_some_and(|(ifs, nets)| {
+                    (ifs.is_empty() || iface_ok(ifs, iface))
+                        && (nets.is_empty() || nets.contains(addr))
+                }),
+            })
+    }
+
+    /// Explain the verdict for `meta`: every rule of its direction up to the deciding one, with
+    /// the field that did not match. Rate limits are evaluated against fresh (full) buckets and
+    /// do not consume tokens.
+    pub fn explain(&self, meta: &PacketMeta<'_>) -> Explanation {
+        let mut considered = Vec::new();
+        let prelude = self.prelude(meta);
+        let mut decision = prelude;
+        if decision.is_none() {
+            let mut meters = Meters::default();
+            for (i, rule) in self.policy.rules.iter().enumerate() {
+                if rule.direction != meta.direction {
+                    continue;
+                }
+                let mismatch = self
+                    .static_mismatch(i, meta)
+                    .or_else(|| dynamic(&self.rules[i], i as u32, &mut meters, meta, 0));
+                let detail = mismatch.map(|m| self.mismatch_detail(i, m, meta));
+                considered.push(RuleCheck {
+                    rule: RuleId(i as u32),
+                    name: rule.name.clone(),
+                    loc: rule.loc.to_string(),
+                    mismatch,
+                    detail,
+                });
+                if mismatch.is_none() {
+                    decision = Some(Decision {
+                        action: rule.action,
+                        rule: Some(RuleId(i as u32)),
+                        reason: Reason::Rule,
+                    });
+                    break;
+                }
+            }
+        }
+        let decision = decision.unwrap_or(Decision {
+            action: self.policy.defaults.for_direction(meta.direction),
+            rule: None,
+            reason: Reason::Default,
+        });
+        let techniques = decision
+            .rule
+            .map(|r| {
+                self.policy.rules[r.0 as usize]
+                    .mitigates
+                    .iter()
+                    .map(|t| t.0.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Explanation {
+            decision,
+            considered,
+            techniques,
+        }
+    }
+
+    fn mismatch_detail(&self, i: usize, m: Mismatch, meta: &PacketMeta<'_>) -> String {
+        let rule = &self.policy.rules[i];
+        let peers = |list: &[Peer]| {
+            list.iter()
+                .map(|p| match p {
+                    Peer::Net(n) => n.to_string(),
+                    Peer::Set(s) => format!(
+                        "set {}",
+                        self.policy.sets.get(s.0 as usize).map_or("?", |s| &s.name)
+                    ),
+                    Peer::Zone(z) => format!(
+                        "zone {}",
+                        self.policy.zones.get(z.0 as usize).map_or("?", |z| &z.name)
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match m {
+            Mismatch::Expired => format!(
+                "rule expired on {}",
+                rule.expires.map(|d| d.to_string()).unwrap_or_default()
+            ),
+            Mismatch::Family => format!(
+                "rule is {} only",
+                if rule.family == Family::V4 {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                }
+            ),
+            Mismatch::From => format!(
+                "source {} (iif {}) is not in [{}]",
+                meta.src,
+                meta.iif.unwrap_or("-"),
+                peers(&rule.from)
+            ),
+            Mismatch::To => format!(
+                "destination {} (oif {}) is not in [{}]",
+                meta.dst,
+                meta.oif.unwrap_or("-"),
+                peers(&rule.to)
+            ),
+            Mismatch::Protocol => format!(
+                "protocol {} is not {}",
+                proto_name(meta.protocol),
+                rule.services
+                    .iter()
+                    .map(|s| s.protocol.map_or("any".to_owned(), proto_name))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ),
+            Mismatch::SrcPort | Mismatch::DstPort => {
+                let (port, ranges): (Option<u16>, Vec<String>) = match (m, meta.l4) {
+                    (Mismatch::SrcPort, L4Meta::Ports { src, .. }) => (Some(src), vec![]),
+                    (Mismatch::DstPort, L4Meta::Ports { dst, .. }) => (Some(dst), vec![]),
+                    _ => (None, vec![]),
+                };
+                let mut ranges = ranges;
+                for s in &rule.services {
+                    let list = if m == Mismatch::SrcPort {
+                        &s.src_ports
+                    } else {
+                        &s.dst_ports
+                    };
+                    ranges.extend(list.iter().map(|r| r.to_string()));
+                }
+                format!(
+                    "{} {} is not in {{{}}}",
+                    m.as_str(),
+                    port.map_or("(none)".to_owned(), |p| p.to_string()),
+                    ranges.join(", ")
+                )
+            }
+            Mismatch::IcmpType => {
+                let t = match meta.l4 {
+                    L4Meta::Icmp { icmp_type, .. } => icmp_type.to_string(),
+                    _ => "(none)".into(),
+                };
+                let types: Vec<String> = rule
+                    .services
+                    .iter()
+                    .flat_map(|s| s.icmp_types.iter().map(|t| t.to_string()))
+                    .collect();
+                format!("icmp type {t} is not in {{{}}}", types.join(", "))
+            }
+            Mismatch::CtState => format!(
+                "ct state {:?} is not in {:?}",
+                meta.ct_state, rule.ct_states
+            )
+            .to_lowercase(),
+            Mismatch::Owner => "socket owner unknown or different".into(),
+            Mismatch::ConnLimit => format!(
+                "source has {} connections (limit {})",
+                meta.src_conns,
+                rule.conn_limit.unwrap_or(0)
+            ),
+            Mismatch::Limit => "rate limit exhausted".into(),
+        }
+    }
+}
+
+/// Protocol name for display.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        rampart_ir::proto::ICMP => "icmp".into(),
+        rampart_ir::proto::TCP => "tcp".into(),
+        rampart_ir::proto::UDP => "udp".into(),
+        rampart_ir::proto::ICMPV6 => "icmpv6".into(),
+        other => other.to_string(),
+    }
+}
+
+fn services_mismatch(services: &[L4Match], meta: &PacketMeta<'_>) -> Option<Mismatch> {
+    if services.is_empty() {
+        return None;
+    }
+    let mut best: Option<Mismatch> = None;
+    for s in services {
+        let m = service_mismatch(s, meta);
+        match m {
+            None => return None,
+            Some(Mismatch::Protocol) => {
+                best.get_or_insert(Mismatch::Protocol);
+            }
+            Some(other) => {
+                if best.is_none() || best == Some(Mismatch::Protocol) {
+                    best = Some(other);
+                }
+            }
+        }
+    }
+    best
+}
+
+fn service_mismatch(s: &L4Match, meta: &PacketMeta<'_>) -> Option<Mismatch> {
+    if let Some(p) = s.protocol {
+        let family_ok = match p {
+            rampart_ir::proto::ICMP => !meta.is_v6(),
+            rampart_ir::proto::ICMPV6 => meta.is_v6(),
+            _ => true,
+        };
+        if meta.protocol != p || !family_ok {
+            return Some(Mismatch::Protocol);
+        }
+    }
+    let ports = match meta.l4 {
+        L4Meta::Ports { src, dst } => Some((src, dst)),
+        _ => None,
+    };
+    if !s.src_ports.is_empty()
+        && !ports.is_some_and(|(sp, _)| s.src_ports.iter().any(|r| r.contains(sp)))
+    {
+        return Some(Mismatch::SrcPort);
+    }
+    if !s.dst_ports.is_empty()
+        && !ports.is_some_and(|(_, dp)| s.dst_ports.iter().any(|r| r.contains(dp)))
+    {
+        return Some(Mismatch::DstPort);
+    }
+    if !s.icmp_types.is_empty() {
+        let ok = match meta.l4 {
+            L4Meta::Icmp { icmp_type, .. } => s.icmp_types.contains(&icmp_type),
+            _ => false,
+        };
+        if !ok {
+            return Some(Mismatch::IcmpType);
+        }
+    }
+    None
+}
+
+/// Checks the classifier does not index: conntrack state and owner.
+fn residual_static(rt: &RuleRt, meta: &PacketMeta<'_>) -> Option<Mismatch> {
+    if !rt.ct_states.is_empty() && !rt.ct_states.contains(&meta.ct_state) {
+        return Some(Mismatch::CtState);
+    }
+    if let Some(owner) = &rt.owner {
+        let ok = meta.owner.is_some_and(|o| {
+            (owner.uids.is_empty() || owner.uids.contains(&o.uid))
+                && (owner.gids.is_empty() || owner.gids.contains(&o.gid))
+                && (owner.cgroups.is_empty() || owner.cgroups.iter().any(|c| *c == o.cgroup))
+        });
+        if !ok {
+            return Some(Mismatch::Owner);
+        }
+    }
+    None
+}
+
+/// Connection cap, then the token bucket (which consumes only when everything else matched).
+fn dynamic(
+    rt: &RuleRt,
+    rule: u32,
+    meters: &mut Meters,
+    meta: &PacketMeta<'_>,
+    now_ns: u64,
+) -> Option<Mismatch> {
+    if let Some(cap) = rt.conn_limit {
+        if meta.src_conns >= cap {
+            return Some(Mismatch::ConnLimit);
+        }
+    }
+    if let Some(limit) = &rt.limit {
+        let cost = match limit.unit {
+            RateUnit::Packets => 1,
+            RateUnit::Bytes => u64::from(meta.len),
+        };
+        let ok = if limit.per_source {
+            let map = meters.per_source.entry(rule).or_default();
+            if !map.contains_key(&meta.src) && map.len() >= MAX_METER_ENTRIES {
+                // Evict sources whose bucket has refilled: they are indistinguishable from new.
+                map.retain(|_, b| {
+                    let mut b2 = *b;
+                    b2.refill(limit, now_ns);
+                    b2.tokens_scaled < limit_capacity(limit)
+                });
+            }
+            if !map.contains_key(&meta.src) && map.len() >= MAX_METER_ENTRIES {
+                false
+            } else {
+                map.entry(meta.src)
+                    .or_insert_with(|| Bucket::full(limit, now_ns))
+                    .take(limit, cost, now_ns)
+            }
+        } else {
+            meters
+                .shared
+                .entry(rule)
+                .or_insert_with(|| Bucket::full(limit, now_ns))
+                .take(limit, cost, now_ns)
+        };
+        if !ok {
+            return Some(Mismatch::Limit);
+        }
+    }
+    None
+}
+
+fn side_choices(policy: &Policy, sets: &[PrefixSet], peers: &[Peer], v6: bool) -> Vec<Choice> {
+    let full = if v6 { FULL_V6 } else { FULL_V4 };
+    if peers.is_empty() {
+        return vec![Choice {
+            ifaces: None,
+            addrs: vec![full],
+        }];
+    }
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    let mut with_ifaces = Vec::new();
+    for p in peers {
+        match p {
+            Peer::Net(n) => merged.extend(net_interval(n, v6)),
+            Peer::Set(s) => {
+                if let Some(set) = sets.get(s.0 as usize) {
+                    merged.extend(if v6 {
+                        set.intervals_v6()
+                    } else {
+                        set.intervals_v4()
+                    });
+                }
+            }
+            Peer::Zone(z) => {
+                let Some(zone) = policy.zones.get(z.0 as usize) else {
+                    continue;
+                };
+                let addrs: Vec<(u128, u128)> = if zone.networks.is_empty() {
+                    vec![full]
+                } else {
+                    zone.networks
+                        .iter()
+                        .filter_map(|n| net_interval(n, v6))
+                        .collect()
+                };
+                if zone.interfaces.is_empty() {
+                    merged.extend(addrs);
+                } else if !addrs.is_empty() {
+                    with_ifaces.push(Choice {
+                        ifaces: Some(zone.interfaces.iter().map(|i| IfPattern::new(i)).collect()),
+                        addrs,
+                    });
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !merged.is_empty() {
+        out.push(Choice {
+            ifaces: None,
+            addrs: merged,
+        });
+    }
+    out.extend(with_ifaces);
+    out
+}
+
+fn compile(
+    policy: &Policy,
+    sets: &[PrefixSet],
+    rules: &[RuleRt],
+    dir: Direction,
+    v6: bool,
+) -> Compiled {
+    let kinds = [
+        if v6 { FieldKind::V6 } else { FieldKind::V4 },
+        if v6 { FieldKind::V6 } else { FieldKind::V4 },
+        FieldKind::Direct { size: 256 },
+        FieldKind::Direct { size: 65537 },
+        FieldKind::Direct { size: 65537 },
+        FieldKind::Direct { size: 257 },
+    ];
+    let port_list = |ranges: &[rampart_ir::PortRange]| -> Vec<(u128, u128)> {
+        if ranges.is_empty() {
+            vec![(0, NO_PORT)]
+        } else {
+            ranges
+                .iter()
+                .map(|r| (u128::from(r.lo), u128::from(r.hi)))
+                .collect()
+        }
+    };
+    let mut subs = Vec::new();
+    let mut intervals: Vec<RuleIntervals> = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if rule.direction != dir || !rules[i].active {
+            continue;
+        }
+        let fam_ok = match rule.family {
+            Family::Any => true,
+            Family::V4 => !v6,
+            Family::V6 => v6,
+        };
+        if !fam_ok {
+            continue;
+        }
+        let from = side_choices(policy, sets, &rule.from, v6);
+        let to = side_choices(policy, sets, &rule.to, v6);
+        let any_service = L4Match {
+            protocol: None,
+            src_ports: vec![],
+            dst_ports: vec![],
+            icmp_types: vec![],
+            service: None,
+        };
+        let services: Vec<&L4Match> = if rule.services.is_empty() {
+            vec![&any_service]
+        } else {
+            rule.services.iter().collect()
+        };
+        for f in &from {
+            for t in &to {
+                for s in &services {
+                    let proto = match s.protocol {
+                        None => vec![(0, 255)],
+                        Some(rampart_ir::proto::ICMP) if v6 => continue,
+                        Some(rampart_ir::proto::ICMPV6) if !v6 => continue,
+                        Some(p) => vec![(u128::from(p), u128::from(p))],
+                    };
+                    let icmp = if s.icmp_types.is_empty() {
+                        vec![(0, NO_ICMP)]
+                    } else {
+                        s.icmp_types
+                            .iter()
+                            .map(|&t| (u128::from(t), u128::from(t)))
+                            .collect()
+                    };
+                    subs.push(Sub {
+                        rule: i as u32,
+                        iif: f.ifaces.clone(),
+                        oif: t.ifaces.clone(),
+                    });
+                    intervals.push(vec![
+                        f.addrs.clone(),
+                        t.addrs.clone(),
+                        proto,
+                        port_list(&s.src_ports),
+                        port_list(&s.dst_ports),
+                        icmp,
+                    ]);
+                }
+            }
+        }
+    }
+    // Shapes and sizes are fixed above, so building cannot fail; fall back to an empty
+    // classifier rather than panic if that ever changes.
+    let classifier = Classifier::build(&kinds, &intervals)
+        .or_else(|_| Classifier::build(&kinds, &[]))
+        .unwrap_or_else(|_| unreachable_empty());
+    Compiled { classifier, subs }
+}
+
+#[cold]
+fn unreachable_empty() -> Classifier {
+    // Direct sizes and field counts are constants within range; an empty build cannot fail.
+    match Classifier::build(&[FieldKind::Direct { size: 1 }], &[]) {
+        Ok(c) => c,
+        Err(e) => panic!("empty classifier build failed: {e}"),
+    }
+}
+
+/// One rule looked at by [`Engine::explain`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleCheck {
+    /// The rule.
+    pub rule: RuleId,
+    /// Its name.
+    pub name: String,
+    /// Where it is written.
+    pub loc: String,
+    /// The first field that did not match; `None`: the rule matched.
+    pub mismatch: Option<Mismatch>,
+    /// Human detail of the mismatch.
+    pub detail: Option<String>,
+}
+
+/// The result of [`Engine::explain`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The verdict.
+    pub decision: Decision,
+    /// Rules of the packet's direction in order, up to and including the deciding one (empty
+    /// when the prelude decided).
+    pub considered: Vec<RuleCheck>,
+    /// Techniques of the deciding rule.
+    pub techniques: Vec<String>,
+}

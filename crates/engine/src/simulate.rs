@@ -1,0 +1,703 @@
+//! Capture replay: decode each record, track connections, classify, and account verdicts per
+//! flow, rule, technique and anomaly. Pure apart from the events sink it is handed; memory is
+//! bounded by the flow table, conntrack and fragment table limits, whatever the capture size.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rampart_events::{Event, Flow, RuleRef, Sink, Verdict};
+use rampart_ir::{Action, CtState, Direction, RuleId};
+use serde::Serialize;
+
+use crate::conntrack::{Conntrack, CtStats};
+use crate::decode::{self, Anomaly, Frag, LinkType, Transport, L3};
+use crate::engine::{proto_name, Decision, Engine, L4Meta, MatcherKind, PacketMeta, Reason};
+use crate::pcap::Record;
+use crate::sniff;
+
+/// Flows remembered for per-flow reporting and sniffing.
+// Why: ~150 bytes per flow keeps the table near 150 MiB at worst; a spoofed SYN flood beyond
+// that resets the table (counted) instead of growing without bound.
+pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
+/// Fragmented datagrams remembered.
+// Why: the kernel's ipfrag_high_thresh (4 MiB) holds a few thousand datagrams; 65,536 ids is
+// generous and bounded.
+pub const MAX_FRAG_DATAGRAMS: usize = 65_536;
+/// How long a datagram's first-fragment verdict is remembered (Linux `ipfrag_time`, 30 s).
+pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
+/// Flow samples kept for the report (all flows still go to the events sink).
+pub const MAX_FLOW_SAMPLES: usize = 10_000;
+/// Anomaly events emitted per anomaly kind (all are counted).
+pub const MAX_ANOMALY_EVENTS_PER_KIND: u64 = 100;
+
+/// How replay maps packets to hooks and interfaces.
+#[derive(Clone, Debug, Default)]
+pub struct SimConfig {
+    /// Evaluate every packet in this direction.
+    pub direction: Option<Direction>,
+    /// This host's addresses: to one = ingress, from one = egress, else forward.
+    pub local: Vec<IpNet>,
+    /// Input interface for every packet (ingress/forward).
+    pub iif: Option<String>,
+    /// Output interface for every packet (egress/forward).
+    pub oif: Option<String>,
+    /// Interface by network: a source in the network arrived on it, a destination in it
+    /// leaves by it. First match wins; overrides `iif`/`oif`.
+    pub iface_by_net: Vec<(IpNet, String)>,
+    /// Matcher to use.
+    pub matcher: MatcherKind,
+    /// Conntrack table size (0: default).
+    pub conntrack_max: usize,
+    /// Flow table size (0: default).
+    pub max_flows: usize,
+}
+
+/// Per-rule totals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuleTotals {
+    /// Rule id.
+    pub id: u32,
+    /// Rule name.
+    pub name: String,
+    /// `file:line:col`.
+    pub loc: String,
+    /// Action.
+    pub action: String,
+    /// Techniques.
+    pub techniques: Vec<String>,
+    /// Packets decided.
+    pub packets: u64,
+    /// Flows whose first verdict it gave.
+    pub flows: u64,
+}
+
+/// Per-technique totals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TechniqueTotals {
+    /// Packets blocked by rules mitigating it.
+    pub packets_blocked: u64,
+    /// Packets allowed by rules naming it.
+    pub packets_allowed: u64,
+    /// Flows blocked.
+    pub flows_blocked: u64,
+}
+
+/// One flow's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowVerdict {
+    /// First packet time, ns.
+    pub first_ts_ns: u64,
+    /// Originator.
+    pub src: IpAddr,
+    /// Originator port.
+    pub src_port: Option<u16>,
+    /// Responder.
+    pub dst: IpAddr,
+    /// Responder port.
+    pub dst_port: Option<u16>,
+    /// Protocol name.
+    pub proto: String,
+    /// Hook.
+    pub direction: Direction,
+    /// First verdict.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// Deciding rule.
+    pub rule: Option<String>,
+    /// Its location.
+    pub loc: Option<String>,
+    /// Techniques.
+    pub techniques: Vec<String>,
+    /// Application protocol from the first payload, when recognised.
+    pub app: Option<String>,
+    /// Packets seen (while the flow stayed in the table).
+    pub packets: u64,
+    /// Packets blocked.
+    pub blocked: u64,
+}
+
+/// Totals of a replay.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Records read.
+    pub packets: u64,
+    /// Bytes captured.
+    pub bytes: u64,
+    /// IP packets classified.
+    pub classified: u64,
+    /// Packets allowed.
+    pub allowed: u64,
+    /// Packets blocked.
+    pub blocked: u64,
+    /// ARP packets (not filtered by an inet ruleset).
+    pub arp: u64,
+    /// Other non-IP frames.
+    pub non_ip: u64,
+    /// Flows seen.
+    pub flows: u64,
+    /// Flows whose first packet was allowed.
+    pub flows_allowed: u64,
+    /// Flows whose first packet was blocked.
+    pub flows_blocked: u64,
+    /// Times the flow table was full and reset.
+    pub flow_table_resets: u64,
+    /// Packets by direction.
+    pub by_direction: BTreeMap<String, u64>,
+    /// Packets by decision reason.
+    pub by_reason: BTreeMap<String, u64>,
+    /// Invalid conntrack state reasons.
+    pub ct_invalid: BTreeMap<String, u64>,
+    /// Per rule that decided at least one packet, by rule id.
+    pub rules: BTreeMap<u32, RuleTotals>,
+    /// Per technique.
+    pub techniques: BTreeMap<String, TechniqueTotals>,
+    /// Flows by application protocol.
+    pub apps: BTreeMap<String, u64>,
+    /// Anomalies by kind.
+    pub anomalies: BTreeMap<String, u64>,
+    /// Conntrack counters.
+    pub conntrack: CtStats,
+    /// First flows (up to [`MAX_FLOW_SAMPLES`]).
+    pub flow_samples: Vec<FlowVerdict>,
+    /// First and last packet time, ns.
+    pub time_span_ns: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    a: (IpAddr, u16),
+    b: (IpAddr, u16),
+    proto: u8,
+}
+
+impl FlowKey {
+    fn new(src: IpAddr, sp: u16, dst: IpAddr, dp: u16, proto: u8) -> Self {
+        let (a, b) = if (src, sp) <= (dst, dp) {
+            ((src, sp), (dst, dp))
+        } else {
+            ((dst, dp), (src, sp))
+        };
+        Self { a, b, proto }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FlowState {
+    action: Action,
+    sample: Option<u32>,
+    sniffed: bool,
+}
+
+/// The replay state machine.
+#[derive(Debug)]
+pub struct Simulator {
+    engine: Engine,
+    ct: Conntrack,
+    cfg: SimConfig,
+    flows: HashMap<FlowKey, FlowState>,
+    max_flows: usize,
+    frags: HashMap<(IpAddr, IpAddr, u8, u32), (Decision, u64)>,
+    last_ts: u64,
+    report: Report,
+    anomaly_events: HashMap<String, u64>,
+}
+
+/// Errors from the events sink.
+pub type SinkError = rampart_events::EventError;
+
+fn rfc3339(ts_ns: u64) -> String {
+    let secs = ts_ns / 1_000_000_000;
+    let micros = (ts_ns % 1_000_000_000) / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant), valid for all dates after 1970.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+impl Simulator {
+    /// A replay of `engine`'s policy.
+    pub fn new(engine: Engine, cfg: SimConfig) -> Self {
+        let ct = if cfg.conntrack_max == 0 {
+            Conntrack::default()
+        } else {
+            Conntrack::new(cfg.conntrack_max)
+        };
+        let max_flows = if cfg.max_flows == 0 {
+            DEFAULT_MAX_FLOWS
+        } else {
+            cfg.max_flows
+        };
+        Self {
+            engine,
+            ct,
+            cfg,
+            flows: HashMap::new(),
+            max_flows,
+            frags: HashMap::new(),
+            last_ts: 0,
+            report: Report::default(),
+            anomaly_events: HashMap::new(),
+        }
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Finish and return the report.
+    pub fn finish(mut self) -> Report {
+        self.report.conntrack = self.ct.stats();
+        self.report
+    }
+
+    /// Record a capture-level anomaly (a skipped record).
+    pub fn capture_anomaly(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        self.anomaly(Anomaly::BadCaptureRecord, None, self.last_ts, sink)
+    }
+
+    fn anomaly(
+        &mut self,
+        a: Anomaly,
+        flow: Option<Flow>,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let name = a.name();
+        *self.report.anomalies.entry(name.clone()).or_insert(0) += 1;
+        let n = self.anomaly_events.entry(name.clone()).or_insert(0);
+        *n += 1;
+        if *n <= MAX_ANOMALY_EVENTS_PER_KIND {
+            sink.emit(&Event {
+                timestamp: rfc3339(ts),
+                event_type: "anomaly".into(),
+                component: "engine".into(),
+                flow,
+                verdict: Verdict::Alert,
+                rule: None,
+                techniques: vec![],
+                reason: name,
+                detail: serde_json::Map::new(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn direction(&self, src: IpAddr, dst: IpAddr) -> Direction {
+        if let Some(d) = self.cfg.direction {
+            return d;
+        }
+        if self.cfg.local.iter().any(|n| n.contains(&dst)) {
+            Direction::Ingress
+        } else if self.cfg.local.iter().any(|n| n.contains(&src)) {
+            Direction::Egress
+        } else {
+            Direction::Forward
+        }
+    }
+
+    fn ifaces(&self, dir: Direction, src: IpAddr, dst: IpAddr) -> (Option<&str>, Option<&str>) {
+        let by_net = |a: IpAddr| {
+            self.cfg
+                .iface_by_net
+                .iter()
+                .find(|(n, _)| n.contains(&a))
+                .map(|(_, i)| i.as_str())
+        };
+        let lo = |a: IpAddr| a.is_loopback().then_some("lo");
+        let iif = lo(src).or_else(|| by_net(src)).or(self.cfg.iif.as_deref());
+        let oif = lo(dst).or_else(|| by_net(dst)).or(self.cfg.oif.as_deref());
+        match dir {
+            Direction::Ingress => (iif, None),
+            Direction::Egress => (None, oif),
+            Direction::Forward => (iif, oif),
+        }
+    }
+
+    /// Process one capture record.
+    pub fn process(&mut self, rec: &Record<'_>, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let ts = rec.ts_ns.max(self.last_ts);
+        self.last_ts = ts;
+        self.report.packets += 1;
+        self.report.bytes += rec.data.len() as u64;
+        match &mut self.report.time_span_ns {
+            Some((_, last)) => *last = ts,
+            None => self.report.time_span_ns = Some((ts, ts)),
+        }
+        let Some(link) = LinkType::from_pcap(rec.linktype) else {
+            return self.anomaly(Anomaly::UnsupportedLinkType, None, ts, sink);
+        };
+        let pkt = match decode::decode(link, rec.data) {
+            Ok(p) => p,
+            Err(a) => return self.anomaly(a, None, ts, sink),
+        };
+        let ip = match pkt.l3 {
+            L3::Ip(ip) => ip,
+            L3::Arp(_) => {
+                self.report.arp += 1;
+                return Ok(());
+            }
+            L3::Other { .. } => {
+                self.report.non_ip += 1;
+                return Ok(());
+            }
+        };
+        let dir = self.direction(ip.src, ip.dst);
+        let (iif, oif) = self.ifaces(dir, ip.src, ip.dst);
+        let (iif, oif) = (iif.map(str::to_owned), oif.map(str::to_owned));
+        let (l4, ports, payload, udp) = match &ip.l4 {
+            Transport::Tcp(t) => (
+                L4Meta::Ports {
+                    src: t.src,
+                    dst: t.dst,
+                },
+                Some((t.src, t.dst)),
+                t.payload,
+                false,
+            ),
+            Transport::Udp(u) => (
+                L4Meta::Ports {
+                    src: u.src,
+                    dst: u.dst,
+                },
+                Some((u.src, u.dst)),
+                u.payload,
+                true,
+            ),
+            Transport::Icmp(i) => (
+                L4Meta::Icmp {
+                    icmp_type: i.icmp_type,
+                    code: i.code,
+                },
+                None,
+                &[][..],
+                false,
+            ),
+            Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None, &[][..], false),
+        };
+        let flow = Flow {
+            src_ip: ip.src,
+            src_port: ports.map(|p| p.0),
+            dest_ip: ip.dst,
+            dest_port: ports.map(|p| p.1),
+            proto: event_proto(ip.protocol),
+        };
+        let frag_key = ip.frag.map(|f: Frag| (ip.src, ip.dst, ip.protocol, f.id));
+        let decision = if matches!(ip.l4, Transport::Fragment) {
+            let known = frag_key
+                .and_then(|k| self.frags.get(&k).copied())
+                .filter(|(_, exp)| *exp > ts);
+            match known {
+                Some((d, _)) => d,
+                None => {
+                    self.anomaly(Anomaly::OrphanFragment, Some(flow.clone()), ts, sink)?;
+                    if self.engine.policy().defaults.stateful {
+                        Decision {
+                            action: Action::Drop,
+                            rule: None,
+                            reason: Reason::OrphanFragment,
+                        }
+                    } else {
+                        let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
+                        meta.iif = iif.as_deref();
+                        meta.oif = oif.as_deref();
+                        meta.ct_state = CtState::Untracked;
+                        meta.len = ip.len;
+                        self.engine.classify_with(self.cfg.matcher, &meta, ts)
+                    }
+                }
+            }
+        } else {
+            let tracked = self.ct.track(&ip, ts);
+            if let Some(r) = tracked.invalid_reason {
+                *self.report.ct_invalid.entry(r.to_owned()).or_insert(0) += 1;
+            }
+            let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
+            meta.iif = iif.as_deref();
+            meta.oif = oif.as_deref();
+            meta.ct_state = tracked.state;
+            meta.len = ip.len;
+            meta.src_conns = self.ct.src_conns(ip.src);
+            let d = self.engine.classify_with(self.cfg.matcher, &meta, ts);
+            self.ct.confirm(&tracked, d.action == Action::Accept);
+            d
+        };
+        if let (Some(k), Some(f)) = (frag_key, ip.frag) {
+            if f.offset == 0 {
+                if self.frags.len() >= MAX_FRAG_DATAGRAMS {
+                    self.frags.retain(|_, (_, exp)| *exp > ts);
+                }
+                if self.frags.len() < MAX_FRAG_DATAGRAMS {
+                    self.frags.insert(k, (decision, ts + FRAG_TIMEOUT_NS));
+                }
+            }
+        }
+        self.account(dir, &ip, ports, &flow, decision, ts, payload, udp, sink)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn account(
+        &mut self,
+        dir: Direction,
+        ip: &decode::Ip<'_>,
+        ports: Option<(u16, u16)>,
+        flow: &Flow,
+        decision: Decision,
+        ts: u64,
+        payload: &[u8],
+        udp: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let allowed = decision.action == Action::Accept;
+        let r = &mut self.report;
+        r.classified += 1;
+        if allowed {
+            r.allowed += 1;
+        } else {
+            r.blocked += 1;
+        }
+        *r.by_direction.entry(dir.as_str().to_owned()).or_insert(0) += 1;
+        *r.by_reason
+            .entry(decision.reason.as_str().to_owned())
+            .or_insert(0) += 1;
+        let policy = self.engine.policy();
+        let rule = decision.rule.map(|id| (id, &policy.rules[id.0 as usize]));
+        if let Some((id, rule)) = rule {
+            let t = r.rules.entry(id.0).or_insert_with(|| RuleTotals {
+                id: id.0,
+                name: rule.name.clone(),
+                loc: rule.loc.to_string(),
+                action: rule.action.as_str().to_owned(),
+                techniques: rule.mitigates.iter().map(|t| t.0.clone()).collect(),
+                packets: 0,
+                flows: 0,
+            });
+            t.packets += 1;
+            for tech in &rule.mitigates {
+                let e = r.techniques.entry(tech.0.clone()).or_default();
+                if allowed {
+                    e.packets_allowed += 1;
+                } else {
+                    e.packets_blocked += 1;
+                }
+            }
+        }
+        // Flow accounting.
+        let (sp, dp) = ports.unwrap_or((0, 0));
+        let key = FlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol);
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.max_flows {
+            self.flows.clear();
+            r.flow_table_resets += 1;
+        }
+        let emit;
+        let sniff_now;
+        match self.flows.get_mut(&key) {
+            None => {
+                r.flows += 1;
+                if allowed {
+                    r.flows_allowed += 1;
+                } else {
+                    r.flows_blocked += 1;
+                }
+                if let Some((id, rule)) = rule {
+                    if let Some(t) = r.rules.get_mut(&id.0) {
+                        t.flows += 1;
+                    }
+                    if !allowed {
+                        for tech in &rule.mitigates {
+                            r.techniques
+                                .entry(tech.0.clone())
+                                .or_default()
+                                .flows_blocked += 1;
+                        }
+                    }
+                }
+                let sample = if r.flow_samples.len() < MAX_FLOW_SAMPLES {
+                    r.flow_samples.push(FlowVerdict {
+                        first_ts_ns: ts,
+                        src: ip.src,
+                        src_port: ports.map(|p| p.0),
+                        dst: ip.dst,
+                        dst_port: ports.map(|p| p.1),
+                        proto: proto_name(ip.protocol),
+                        direction: dir,
+                        action: decision.action,
+                        reason: decision.reason,
+                        rule: rule.map(|(_, r)| r.name.clone()),
+                        loc: rule.map(|(_, r)| r.loc.to_string()),
+                        techniques: rule
+                            .map(|(_, r)| r.mitigates.iter().map(|t| t.0.clone()).collect())
+                            .unwrap_or_default(),
+                        app: None,
+                        packets: 0,
+                        blocked: 0,
+                    });
+                    Some((r.flow_samples.len() - 1) as u32)
+                } else {
+                    None
+                };
+                self.flows.insert(
+                    key,
+                    FlowState {
+                        action: decision.action,
+                        sample,
+                        sniffed: false,
+                    },
+                );
+                emit = true;
+                sniff_now = !payload.is_empty();
+            }
+            Some(st) => {
+                emit = st.action != decision.action;
+                st.action = decision.action;
+                sniff_now = !st.sniffed && !payload.is_empty();
+            }
+        }
+        let st = self.flows.get(&key).copied();
+        if let Some(idx) = st.and_then(|s| s.sample) {
+            if let Some(s) = r.flow_samples.get_mut(idx as usize) {
+                s.packets += 1;
+                if !allowed {
+                    s.blocked += 1;
+                }
+            }
+        }
+        if sniff_now {
+            if let Some(st) = self.flows.get_mut(&key) {
+                st.sniffed = true;
+            }
+            if let Some(info) = sniff::sniff(payload, udp, sp, dp) {
+                let name = info.name().to_owned();
+                *r.apps.entry(name.clone()).or_insert(0) += 1;
+                let app_detail = app_fields(&info);
+                if let Some(idx) = st.and_then(|s| s.sample) {
+                    if let Some(s) = r.flow_samples.get_mut(idx as usize) {
+                        s.app = Some(describe_app(&name, &app_detail));
+                    }
+                }
+                sink.emit(&Event {
+                    timestamp: rfc3339(ts),
+                    event_type: "app".into(),
+                    component: "engine".into(),
+                    flow: Some(flow.clone()),
+                    verdict: decision.action.into(),
+                    rule: None,
+                    techniques: vec![],
+                    reason: format!("first payload is {name}"),
+                    detail: app_detail,
+                })?;
+            }
+        }
+        if emit {
+            let mut detail = serde_json::Map::new();
+            detail.insert("direction".into(), dir.as_str().into());
+            detail.insert("action".into(), decision.action.as_str().into());
+            let policy = self.engine.policy();
+            let rule = decision.rule.map(|id: RuleId| {
+                let r = &policy.rules[id.0 as usize];
+                RuleRef {
+                    id,
+                    name: r.name.clone(),
+                    loc: r.loc.clone(),
+                }
+            });
+            let techniques = decision
+                .rule
+                .map(|id| policy.rules[id.0 as usize].mitigates.clone())
+                .unwrap_or_default();
+            let reason = match decision.rule {
+                Some(_) => format!("rule {}", decision.action.as_str()),
+                None if decision.reason == Reason::Default => {
+                    format!("default {} on {}", decision.action.as_str(), dir.as_str())
+                }
+                None => decision.reason.as_str().to_owned(),
+            };
+            sink.emit(&Event {
+                timestamp: rfc3339(ts),
+                event_type: "flow".into(),
+                component: "engine".into(),
+                flow: Some(flow.clone()),
+                verdict: decision.action.into(),
+                rule,
+                techniques,
+                reason,
+                detail,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn event_proto(p: u8) -> String {
+    match p {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        58 => "IPv6-ICMP".into(),
+        other => other.to_string(),
+    }
+}
+
+fn app_fields(info: &sniff::AppInfo<'_>) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = match serde_json::to_value(info) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let sniff::AppInfo::Dns { qname_wire, .. } = info {
+        let mut s = String::new();
+        sniff::dns_name(qname_wire, &mut s);
+        m.insert("qname".into(), s.into());
+    }
+    m
+}
+
+fn describe_app(name: &str, detail: &serde_json::Map<String, serde_json::Value>) -> String {
+    let extra: Vec<String> = detail
+        .iter()
+        .filter(|(k, v)| *k != "app_proto" && !v.is_null())
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    if extra.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} ({})", extra.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_epoch_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(1_764_273_600_123_456_789),
+            "2025-11-27T20:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+}
