@@ -81,6 +81,22 @@ pub fn emit(policy: &Policy, opts: &EmitOptions) -> Result<String, EmitError> {
     Emitter::new(policy, opts)?.run()
 }
 
+/// The elements of every static named set the emitter would create (zones and inline/file
+/// address sets; not feed sets, whose members change at run time), keyed by nft set name, in
+/// the canonical text nft prints (`192.0.2.1`, `198.51.100.0/24`). `rampart plan` compares
+/// these with the live sets.
+pub fn static_set_elements(
+    policy: &Policy,
+    opts: &EmitOptions,
+) -> Result<BTreeMap<String, Vec<String>>, EmitError> {
+    let e = Emitter::new(policy, opts)?;
+    Ok(e.sets
+        .iter()
+        .filter(|s| !s.feed)
+        .map(|s| (s.name.clone(), s.elements.iter().map(net_text).collect()))
+        .collect())
+}
+
 /// The comment Rampart attaches to rule `index`'s verdict: `<name> <file>:<line> <T…,T…>`,
 /// sanitised (no quotes or control characters) and cut to nft's limit on a character boundary.
 pub fn rule_comment(index: usize, rule: &Rule) -> String {
@@ -275,6 +291,8 @@ struct NftSet {
     interval: bool,
     elements: Vec<IpNet>,
     comment: String,
+    /// Filled at run time by the feeds refresher.
+    feed: bool,
 }
 
 /// Per IR set: the nft sets it became, per family.
@@ -349,6 +367,7 @@ impl<'a> Emitter<'a> {
                         "zone {} {}:{}",
                         zone.name, zone.loc.file, zone.loc.line
                     )),
+                    feed: false,
                 });
                 push_part(&mut parts, fam, name);
             }
@@ -382,6 +401,7 @@ impl<'a> Emitter<'a> {
                     interval: true,
                     elements,
                     comment: comment.clone(),
+                    feed: true,
                 });
                 push_part(&mut parts, fam, name);
                 continue;
@@ -397,6 +417,7 @@ impl<'a> Emitter<'a> {
                     interval: true,
                     elements: prefixes,
                     comment: comment.clone(),
+                    feed: false,
                 });
                 push_part(&mut parts, fam, name);
             }
@@ -408,6 +429,7 @@ impl<'a> Emitter<'a> {
                     interval: false,
                     elements: singles,
                     comment: comment.clone(),
+                    feed: false,
                 });
                 push_part(&mut parts, fam, name);
             }

@@ -13,7 +13,7 @@
 mod emit;
 pub mod plan;
 
-pub use emit::{emit, rule_comment, EmitOptions, LOG_PREFIX_STEM};
+pub use emit::{emit, rule_comment, static_set_elements, EmitOptions, LOG_PREFIX_STEM};
 
 use thiserror::Error;
 

@@ -1,11 +1,188 @@
-//! `rampart log`.
+//! `rampart log`: read NFLOG (the group Rampart's `log` rules use) and print each logged packet
+//! with its policy rule, file:line and techniques; `--json` writes EVE-shaped `rampart_events`
+//! lines instead.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rampart_events::{Event, Flow, JsonLinesSink, RuleRef, Sink, Verdict};
+use rampart_ir::{RuleId, SourceLoc, TechniqueId};
+use rampart_nft_apply::nflog::{ifname, LoggedPacket, NflogSocket};
+use rampart_nft_apply::state::{RuleMap, StateDir};
 
 use crate::Outcome;
 
 /// Arguments of `rampart log`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// NFLOG group (the `--log-group` the policy was applied with).
+    #[arg(long, default_value_t = 1037)]
+    pub(crate) group: u16,
+    /// Stop after this many packets (default: run until interrupted).
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub(crate) timeout_s: Option<u64>,
+    /// Write EVE-shaped JSON events, one per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Map rules with this policy instead of the rule map saved at apply time.
+    #[arg(long)]
+    pub(crate) policy: Option<PathBuf>,
+    /// State directory (default `$RAMPART_STATE_DIR` or `/run/rampart`).
+    #[arg(long)]
+    pub(crate) state_dir: Option<PathBuf>,
+}
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!("`rampart log` is not built yet")
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days (Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "IPv6-ICMP".into(),
+        n => n.to_string(),
+    }
+}
+
+fn event(p: &LoggedPacket, map: Option<&RuleMap>) -> Event {
+    let info = p.rule_index().and_then(|i| map.and_then(|m| m.get(i)));
+    let flow = p.headers.as_ref().map(|h| Flow {
+        src_ip: h.src,
+        src_port: h.src_port,
+        dest_ip: h.dst,
+        dest_port: h.dst_port,
+        proto: proto_name(h.protocol),
+    });
+    let verdict = match info.map(|i| i.action.as_str()) {
+        Some("accept") => Verdict::Allow,
+        Some(_) => Verdict::Block,
+        None => Verdict::Alert,
+    };
+    let mut detail = serde_json::Map::new();
+    detail.insert("prefix".into(), p.prefix.clone().into());
+    if let Some(i) = p.iif.and_then(ifname) {
+        detail.insert("in_iface".into(), i.into());
+    }
+    if let Some(o) = p.oif.and_then(ifname) {
+        detail.insert("out_iface".into(), o.into());
+    }
+    if let Some(t) = p.headers.as_ref().and_then(|h| h.icmp_type) {
+        detail.insert("icmp_type".into(), t.into());
+    }
+    Event {
+        timestamp: rfc3339_now(),
+        event_type: "flow".into(),
+        component: "nft".into(),
+        flow,
+        verdict,
+        rule: info.map(|i| RuleRef {
+            id: RuleId(i.index),
+            name: i.name.clone(),
+            loc: SourceLoc {
+                file: i.file.clone(),
+                line: i.line,
+                col: i.col,
+            },
+        }),
+        techniques: info
+            .map(|i| i.techniques.iter().cloned().map(TechniqueId).collect())
+            .unwrap_or_default(),
+        reason: match info {
+            Some(i) => format!("rule {} ({}) {}", i.name, i.direction, i.action),
+            None => format!("nflog prefix {}", p.prefix),
+        },
+        detail,
+    }
+}
+
+fn human(e: &Event) -> String {
+    let flow = e
+        .flow
+        .as_ref()
+        .map(|f| {
+            let port = |p: Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{} {}{} -> {}{}",
+                f.proto,
+                f.src_ip,
+                port(f.src_port),
+                f.dest_ip,
+                port(f.dest_port)
+            )
+        })
+        .unwrap_or_else(|| "(no IP header)".into());
+    let rule = e
+        .rule
+        .as_ref()
+        .map(|r| format!("{} {}:{}", r.name, r.loc.file, r.loc.line))
+        .unwrap_or_else(|| e.reason.clone());
+    let tech: Vec<&str> = e.techniques.iter().map(|t| t.0.as_str()).collect();
+    format!(
+        "{} {:?} {flow}  {rule}  {}",
+        e.timestamp,
+        e.verdict,
+        tech.join(",")
+    )
+}
+
+/// Runs until `--count`/`--timeout-s` or interruption.
+pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    let map = match &args.policy {
+        Some(p) => Some(RuleMap::from_policy(&crate::load::policy(p)?, "rampart")),
+        None => StateDir::resolve(args.state_dir.as_deref()).read_json("applied.json")?,
+    };
+    let mut sock = NflogSocket::bind(args.group)?;
+    sock.set_timeout(Some(Duration::from_millis(250)))?;
+    let deadline = args
+        .timeout_s
+        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let mut sink = JsonLinesSink::new(std::io::stdout().lock());
+    let mut seen = 0u64;
+    loop {
+        if args.count.is_some_and(|c| seen >= c)
+            || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            break;
+        }
+        for p in sock.recv()? {
+            let e = event(&p, map.as_ref());
+            if args.json {
+                sink.emit(&e)?;
+            } else {
+                println!("{}", human(&e));
+            }
+            seen += 1;
+            if args.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+    }
+    Ok(Outcome::Clean)
 }

@@ -1,0 +1,403 @@
+//! Apply, confirm, rollback and the detached rollback watcher.
+//!
+//! State machine (files in [`StateDir`]):
+//!
+//! ```text
+//!   apply ──check fails──▶ (unchanged)
+//!     │ snapshot live → previous.nft candidate; nft -f (atomic)
+//!     ├─ no --confirm ──▶ APPLIED
+//!     └─ --confirm T ───▶ PENDING (pending.json, watcher spawned with setsid)
+//!            ├─ rampart confirm: rename pending→confirmed ──▶ APPLIED
+//!            └─ deadline: watcher renames pending→rolling, nft -f previous.nft ──▶ ROLLED BACK
+//!   rollback (manual): cancels a pending apply, restores previous.nft, and saves the
+//!   table it replaced as the new previous.nft (so a second rollback undoes the first).
+//! ```
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rampart_nft::plan::{diff, Change, Listing};
+
+use crate::runner::Nft;
+use crate::state::{unix_now, Pending, RuleMap, StateDir};
+use crate::ApplyError;
+
+/// How to start the rollback watcher: a program and its arguments; an argument `{id}` is
+/// replaced by the apply id (also in env `RAMPART_PENDING_ID`). The CLI re-executes itself
+/// (`rampart rollback --pending {id} --state-dir DIR`).
+#[derive(Clone, Debug)]
+pub struct WatcherCommand {
+    /// Program.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+}
+
+/// The restore transaction for a listing (`None`: the table was absent).
+pub fn restore_text(table: &str, listing: Option<&str>) -> String {
+    let mut out = format!("table inet {table} {{\n}}\ndelete table inet {table}\n");
+    if let Some(l) = listing {
+        out.push_str(l);
+        if !l.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Snapshot the live table as a restore transaction that `nft -c` accepts. When the listing
+/// cannot be reloaded (nft 1.0.6 prints `socket cgroupv2` as a number it cannot parse back),
+/// fall back to the last applied transaction.
+fn snapshot(nft: &Nft, state: &StateDir, table: &str) -> Result<String, ApplyError> {
+    let live = nft.list_table(table, false)?;
+    let text = restore_text(table, live.as_deref());
+    let path = state.file("snapshot.nft");
+    state.write("snapshot.nft", &text)?;
+    match nft.check_file(&path) {
+        Ok(()) => Ok(text),
+        Err(e) => match state.read("applied.nft")? {
+            Some(applied) => {
+                state.log(&format!("snapshot not reloadable ({e}); using applied.nft"));
+                Ok(applied)
+            }
+            None => Err(ApplyError::Unrestorable(e.to_string())),
+        },
+    }
+}
+
+/// What to apply.
+#[derive(Clone, Debug)]
+pub struct ApplyRequest {
+    /// The compiled transaction.
+    pub text: String,
+    /// nft table name.
+    pub table: String,
+    /// Rule map for status and log.
+    pub map: RuleMap,
+    /// Confirm window; `None`: apply for good.
+    pub confirm: Option<Duration>,
+    /// How to start the watcher (required with `confirm`).
+    pub watcher: Option<WatcherCommand>,
+}
+
+/// Result of an apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Apply id.
+    pub id: String,
+    /// Pending confirmation deadline (unix ms), when `--confirm` was given.
+    pub pending: Option<u128>,
+    /// The watcher's pid.
+    pub watcher_pid: Option<u32>,
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Check, snapshot, apply atomically, and (with a confirm window) start the watcher.
+pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied, ApplyError> {
+    if let Some(p) = state.read_json::<Pending>("pending.json")? {
+        return Err(ApplyError::Nft {
+            action: "apply",
+            stderr: format!(
+                "apply {} is still pending confirmation; run `rampart confirm` or `rampart rollback` first",
+                p.id
+            ),
+        });
+    }
+    if req.confirm.is_some() && req.watcher.is_none() {
+        return Err(ApplyError::NoPending(Some(
+            "(a confirm window needs a watcher command)".into(),
+        )));
+    }
+    state.write("staged.nft", &req.text)?;
+    nft.check_file(&state.file("staged.nft"))?;
+    let previous = snapshot(nft, state, &req.table)?;
+    nft.apply_file(&state.file("staged.nft"))?;
+    let id = format!("{}-{}", unix_now(), std::process::id());
+    state.write("previous.nft", &previous)?;
+    state.claim("staged.nft", "applied.nft")?;
+    state.write_json("applied.json", &req.map)?;
+    let _ = std::fs::remove_file(state.file("snapshot.nft"));
+    state.log(&format!("applied {id}"));
+    let Some(window) = req.confirm else {
+        return Ok(Applied {
+            id,
+            pending: None,
+            watcher_pid: None,
+        });
+    };
+    let deadline = now_ms() + window.as_millis();
+    state.write_json(
+        "pending.json",
+        &Pending {
+            id: id.clone(),
+            deadline_unix_ms: deadline,
+            table: req.table.clone(),
+        },
+    )?;
+    let spawned = match &req.watcher {
+        Some(w) => spawn_watcher(state, w, &id),
+        None => Err(ApplyError::NoPending(Some(id.clone()))),
+    };
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(e) => {
+            // No watcher, no safety net: undo now rather than leave an unguarded apply.
+            let _ = rollback_pending(nft, state, &id);
+            return Err(e);
+        }
+    };
+    state.log(&format!(
+        "pending {id} until {deadline} (watcher pid {pid})"
+    ));
+    Ok(Applied {
+        id,
+        pending: Some(deadline),
+        watcher_pid: Some(pid),
+    })
+}
+
+fn spawn_watcher(state: &StateDir, w: &WatcherCommand, id: &str) -> Result<u32, ApplyError> {
+    let log_path = state.file("watcher.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| ApplyError::State {
+            path: log_path.display().to_string(),
+            source,
+        })?;
+    let log2 = log.try_clone().map_err(|source| ApplyError::State {
+        path: log_path.display().to_string(),
+        source,
+    })?;
+    let mut cmd = Command::new(&w.program);
+    cmd.args(
+        w.args
+            .iter()
+            .map(|a| if a == "{id}" { id } else { a.as_str() }),
+    )
+    .env("RAMPART_PENDING_ID", id)
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(log2);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; a new session
+    // means neither the applier's death nor its terminal's hangup reaches the watcher.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| ApplyError::Spawn {
+        program: w.program.display().to_string(),
+        source,
+    })?;
+    Ok(child.id())
+}
+
+/// Outcome of the watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchOutcome {
+    /// `rampart confirm` came first.
+    Confirmed,
+    /// The deadline passed; the previous table is back.
+    RolledBack,
+    /// Another apply or a manual rollback replaced this one.
+    Superseded,
+}
+
+/// Why: the watcher polls the pending file this often, so a confirm is noticed quickly.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+
+/// Wait for confirmation of apply `id`; restore the previous table at the deadline.
+pub fn watch(nft: &Nft, state: &StateDir, id: &str) -> Result<WatchOutcome, ApplyError> {
+    loop {
+        let pending = state.read_json::<Pending>("pending.json")?;
+        let Some(p) = pending else {
+            let confirmed = state
+                .read_json::<Pending>("confirmed.json")?
+                .is_some_and(|c| c.id == id);
+            return Ok(if confirmed {
+                WatchOutcome::Confirmed
+            } else {
+                WatchOutcome::Superseded
+            });
+        };
+        if p.id != id {
+            return Ok(WatchOutcome::Superseded);
+        }
+        let now = now_ms();
+        if now >= p.deadline_unix_ms {
+            return rollback_pending(nft, state, id).map(|_| WatchOutcome::RolledBack);
+        }
+        let left =
+            Duration::from_millis((p.deadline_unix_ms - now).min(u128::from(u64::MAX)) as u64);
+        std::thread::sleep(left.min(WATCH_POLL));
+    }
+}
+
+/// Claim pending `id` and restore `previous.nft`.
+fn rollback_pending(nft: &Nft, state: &StateDir, id: &str) -> Result<(), ApplyError> {
+    if !state.claim("pending.json", "rolling.json")? {
+        return Err(ApplyError::NoPending(Some(id.to_string())));
+    }
+    let result = restore_previous(nft, state);
+    let _ = std::fs::remove_file(state.file("rolling.json"));
+    match &result {
+        Ok(()) => state.log(&format!("rolled back {id}")),
+        Err(e) => state.log(&format!("rollback of {id} FAILED: {e}")),
+    }
+    result
+}
+
+fn restore_previous(nft: &Nft, state: &StateDir) -> Result<(), ApplyError> {
+    let prev_path = state.file("previous.nft");
+    if state.read("previous.nft")?.is_none() {
+        return Err(ApplyError::NoPrevious(state.root.display().to_string()));
+    }
+    nft.apply_file(&prev_path)
+}
+
+/// `rampart confirm`: make the pending apply permanent. `id`: only if it is this one.
+pub fn confirm(state: &StateDir, id: Option<&str>) -> Result<String, ApplyError> {
+    let Some(p) = state.read_json::<Pending>("pending.json")? else {
+        return Err(ApplyError::NoPending(id.map(str::to_string)));
+    };
+    if let Some(want) = id {
+        if want != p.id {
+            return Err(ApplyError::NoPending(Some(want.to_string())));
+        }
+    }
+    if !state.claim("pending.json", "confirmed.json")? {
+        return Err(ApplyError::NoPending(Some(p.id)));
+    }
+    state.log(&format!("confirmed {}", p.id));
+    Ok(p.id)
+}
+
+/// `rampart rollback`: cancel any pending apply and restore the previous table; the table it
+/// replaces becomes the new previous one.
+pub fn rollback(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyError> {
+    let prev = state
+        .read("previous.nft")?
+        .ok_or_else(|| ApplyError::NoPrevious(state.root.display().to_string()))?;
+    nft.check_file(&state.file("previous.nft"))?;
+    let current = snapshot(nft, state, table)?;
+    let cancelled = state.claim("pending.json", "rolling.json")?;
+    nft.apply_file(&state.file("previous.nft"))?;
+    state.write("previous.nft", &current)?;
+    state.write("applied.nft", &prev)?;
+    let _ = std::fs::remove_file(state.file("rolling.json"));
+    let _ = std::fs::remove_file(state.file("snapshot.nft"));
+    state.log(if cancelled {
+        "manual rollback (cancelled a pending apply)"
+    } else {
+        "manual rollback"
+    });
+    Ok(())
+}
+
+/// `rampart plan`: changes from the live table to the compiled transaction `text`. The compiled
+/// side is loaded into a scratch network namespace (`unshare -n`) and listed back, so both sides
+/// are in nft's canonical form; `wanted_elements` (from the emitter) stand in for listing the
+/// scratch sets, and live static sets are listed one by one with `-j`.
+pub fn plan(
+    nft: &Nft,
+    state: &StateDir,
+    table: &str,
+    text: &str,
+    wanted_elements: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<Change>, ApplyError> {
+    state.write("plan.nft", text)?;
+    let path = state.file("plan.nft");
+    let out = Command::new("unshare")
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "\"$0\" -f \"$1\" && \"$0\" -t list table inet \"$2\"",
+        ])
+        .arg(&nft.program)
+        .arg(&path)
+        .arg(table)
+        .output()
+        .map_err(|source| ApplyError::Spawn {
+            program: "unshare".into(),
+            source,
+        })?;
+    let _ = std::fs::remove_file(&path);
+    if !out.status.success() {
+        return Err(ApplyError::Nft {
+            action: "plan",
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let mut wanted = Listing::parse_terse(&String::from_utf8_lossy(&out.stdout));
+    for (name, elems) in wanted_elements {
+        if let Some(b) = wanted.blocks.get_mut(&format!("set {name}")) {
+            b.elements = Some(elems.iter().cloned().collect());
+        }
+    }
+    let live = match nft.list_table(table, true)? {
+        None => None,
+        Some(t) => {
+            let mut l = Listing::parse_terse(&t);
+            for name in l.static_sets() {
+                if wanted_elements.contains_key(&name) {
+                    let json = nft.list_set_json(table, &name)?;
+                    l.attach_elements(&name, &json)?;
+                }
+            }
+            Some(l)
+        }
+    };
+    Ok(diff(live.as_ref(), &wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_text_wraps_listing_or_deletes() {
+        assert_eq!(
+            restore_text("t", None),
+            "table inet t {\n}\ndelete table inet t\n"
+        );
+        let r = restore_text("t", Some("table inet t {\n}"));
+        assert!(r.ends_with("delete table inet t\ntable inet t {\n}\n"));
+    }
+
+    #[test]
+    fn confirm_and_claim_are_exclusive() {
+        let dir = std::env::temp_dir().join(format!("rampart-txn-{}", std::process::id()));
+        let state = StateDir::new(&dir);
+        let p = Pending {
+            id: "a".into(),
+            deadline_unix_ms: 0,
+            table: "t".into(),
+        };
+        state.write_json("pending.json", &p).unwrap();
+        assert!(matches!(
+            confirm(&state, Some("b")),
+            Err(ApplyError::NoPending(_))
+        ));
+        assert_eq!(confirm(&state, None).unwrap(), "a");
+        assert!(!state.claim("pending.json", "rolling.json").unwrap());
+        assert!(matches!(
+            confirm(&state, None),
+            Err(ApplyError::NoPending(None))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
