@@ -374,7 +374,9 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
     if !differing.is_empty() {
         let mut f = finding(
             "partially-shadowed",
-            Severity::Warning,
+            // Carving exceptions with an earlier rule is the normal idiom, so this is a note;
+            // the text names the rule and the part so an unintended overlap stands out.
+            Severity::Info,
             Some((id, rule)),
             None,
             format!(

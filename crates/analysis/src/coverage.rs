@@ -687,8 +687,12 @@ fn eval_query(an: &Analysis<'_>, qy: &Query, ev: &mut Evidence) -> Outcome {
                 }
             };
             if narrow {
+                // Narrow accepts are part of the allowlist design; list those that name
+                // services (an "allow everything to X" rule is not a mitigation).
                 if let Some(id) = who {
-                    ev.rules.insert(*id);
+                    if !policy.rule(*id).services.is_empty() {
+                        ev.rules.insert(*id);
+                    }
                 }
             } else {
                 any_broad = true;
@@ -710,10 +714,10 @@ fn eval_query(an: &Analysis<'_>, qy: &Query, ev: &mut Evidence) -> Outcome {
         });
         return Outcome::Unmet;
     }
-    match (any_blocked || !any_broad, any_broad) {
-        (true, false) => Outcome::Met,
-        (true, true) if any_blocked => Outcome::Partly,
-        _ => Outcome::Unmet,
+    match (any_blocked, any_broad) {
+        (_, false) => Outcome::Met,
+        (true, true) => Outcome::Partly,
+        (false, true) => Outcome::Unmet,
     }
 }
 

@@ -450,6 +450,28 @@ impl<'p> Model<'p> {
         kw: &str,
     ) -> String {
         let full = Ranges::interval(0, fam.addr_max());
+        // The side is exactly one zone: say so.
+        for z in &self.policy.zones {
+            let peer = Peer::Zone(rampart_ir::ZoneId(
+                self.policy
+                    .zones
+                    .iter()
+                    .position(|x| std::ptr::eq(x, z))
+                    .unwrap_or(0) as u32,
+            ));
+            let t = self.peer_term(&peer);
+            if !z.interfaces.is_empty()
+                && t.ifaces.intersect(universe) == *ifaces
+                && t.addrs(fam) == addrs
+            {
+                let mut detail = Vec::new();
+                if !z.networks.is_empty() {
+                    detail.push(prefixes_text(fam, addrs, 4));
+                }
+                detail.push(format!("{kw} {}", z.interfaces.join(",")));
+                return format!("{} ({})", z.name, detail.join(" "));
+            }
+        }
         let mut parts = Vec::new();
         if *addrs != full {
             parts.push(self.describe_addrs(fam, addrs));
