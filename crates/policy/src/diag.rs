@@ -236,20 +236,32 @@ impl Diags {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions, so `crop` is
+/// one edit from `corp`), for "did you mean" hints.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The closest candidate to `word`, if it is close enough to be a plausible typo.
@@ -265,7 +277,8 @@ pub(crate) fn did_you_mean<'a>(
         .filter(|c| !c.is_empty())
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= max)
-        .min_by_key(|(d, c)| (*d, c.to_string()))
+        // Ties go to the candidate with the same first letter (`htps` → `https`, not `ftps`).
+        .min_by_key(|(d, c)| (*d, c.chars().next() != word.chars().next(), c.to_string()))
         .map(|(_, c)| format!("did you mean `{c}`?"))
 }
 
@@ -281,6 +294,11 @@ mod tests {
         );
         assert_eq!(did_you_mean("internet", ["dmz", "corp"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("crop", "corp"), 1);
+        assert_eq!(
+            did_you_mean("htps", ["ftps", "https", "http"]),
+            Some("did you mean `https`?".into())
+        );
     }
 
     #[test]

@@ -875,7 +875,7 @@ pub(crate) fn resolve(
                     Report::warning(
                         "W0201",
                         format!(
-                            "zones `{}` and `{}` overlap: `{a}` and `{b}`",
+                            "zones `{}` and `{}` overlap: `{b}` and `{a}`",
                             ctx.zones[j].name, ctx.zones[i].name
                         ),
                     )
@@ -1294,6 +1294,20 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         }
     });
     let limit = r.limit.as_ref().and_then(|l| {
+        // Check burst even when the rate is bad, so both problems are reported in one run.
+        let burst = match &l.burst {
+            None => Some(0),
+            Some(b) => match u64::try_from(b.v) {
+                Ok(v) if v <= MAX_RATE => Some(v),
+                _ => {
+                    diags.push(
+                        Report::error("E0143", format!("burst `{}` is out of range", b.v))
+                            .label(b.span, format!("expected 0..={MAX_RATE}")),
+                    );
+                    None
+                }
+            },
+        };
         let Some(rate) = &l.rate else {
             diags.push(
                 Report::error("E0004", "`limit` has no `rate`").label(l.span, "missing `rate`"),
@@ -1301,23 +1315,10 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
             return None;
         };
         let (rate, per_s, unit) = parse_rate(rate, diags)?;
-        let burst = match &l.burst {
-            None => 0,
-            Some(b) => match u64::try_from(b.v) {
-                Ok(v) if v <= MAX_RATE => v,
-                _ => {
-                    diags.push(
-                        Report::error("E0143", format!("burst `{}` is out of range", b.v))
-                            .label(b.span, format!("expected 0..={MAX_RATE}")),
-                    );
-                    return None;
-                }
-            },
-        };
         Some(Limit {
             rate,
             per_s,
-            burst,
+            burst: burst?,
             unit,
             per_source: l.per_source,
         })

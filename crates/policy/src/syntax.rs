@@ -73,7 +73,14 @@ pub(crate) fn parse(file: FileId, text: &str, diags: &mut Diags) -> Option<Node>
         }
         Err(e) => {
             let range = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
+            // toml_edit's messages can span lines ("invalid array\nexpected `]`"): keep one line.
+            let message = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
             diags.push(
                 Report::error("E0001", format!("invalid TOML: {message}")).label(
                     Span::new(file, range.start, range.end.max(range.start + 1)),
