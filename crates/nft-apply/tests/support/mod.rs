@@ -1,0 +1,201 @@
+//! Namespace fixtures for the kernel tests: unique names, Drop teardown, bounded waits.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// `Some(reason)` when kernel tests cannot run here.
+pub fn unavailable() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    for tool in ["nft", "ip", "python3", "unshare"] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some(format!("{tool} not installed"));
+        }
+    }
+    None
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+pub fn must(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A set of network namespaces (and processes) removed on drop.
+pub struct Lab {
+    pub prefix: String,
+    pub namespaces: Vec<String>,
+    pub children: Vec<Child>,
+    pub dir: std::path::PathBuf,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("rn{}{}{}", tag, std::process::id() % 100000, n);
+        let dir = std::env::temp_dir().join(format!("rampart-nft-test-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab {
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    /// Create namespace `<prefix>-<name>` with lo up.
+    pub fn ns(&mut self, name: &str) -> String {
+        let ns = format!("{}-{name}", self.prefix);
+        must(&format!("ip netns add {ns}"));
+        self.namespaces.push(ns.clone());
+        must(&format!("ip -n {ns} link set lo up"));
+        ns
+    }
+
+    /// Run a shell command inside namespace `ns`.
+    pub fn exec(&self, ns: &str, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .expect("ip netns exec")
+    }
+
+    pub fn exec_ok(&self, ns: &str, cmd: &str) -> String {
+        let o = self.exec(ns, cmd);
+        assert!(
+            o.status.success(),
+            "in {ns}: `{cmd}` failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn spawn(&mut self, ns: &str, cmd: &str) -> usize {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Connect `a`:`ia` to `b`:`ib` with a veth pair.
+    pub fn veth(&self, a: &str, ia: &str, b: &str, ib: &str) {
+        // Created directly inside the namespaces: the host's interface names are never used.
+        must(&format!(
+            "ip link add {ia} netns {a} type veth peer name {ib} netns {b}"
+        ));
+        must(&format!("ip -n {a} link set {ia} up"));
+        must(&format!("ip -n {b} link set {ib} up"));
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Processes started inside the namespaces (watchers, servers) die with them: kill every
+        // pid still in each namespace before deleting it.
+        for ns in &self.namespaces {
+            let _ = sh(&format!(
+                "for p in $(ip netns pids {ns} 2>/dev/null); do kill -9 $p; done"
+            ));
+            let _ = sh(&format!("ip netns del {ns}"));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Python echo server: TCP and UDP on the given ports, every address.
+pub const SERVER_PY: &str = r#"
+import socket, sys, threading
+def tcp(port, fam):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.sendall(b"hi"); c.close()
+        except Exception:
+            pass
+def udp(port, fam):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
+    while True:
+        d, a = s.recvfrom(2048); s.sendto(d, a)
+for p in sys.argv[1:]:
+    kind, port = p.split(":")
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        threading.Thread(target=tcp if kind == "tcp" else udp, args=(int(port), fam), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// A Python prober: `probe.py tcp|udp ADDR PORT` prints ok / reset / unreach / timeout.
+pub const PROBE_PY: &str = r#"
+import socket, sys
+kind, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+s.settimeout(float(sys.argv[4]) if len(sys.argv) > 4 else 1.0)
+try:
+    if kind == "tcp":
+        s.connect((addr, port)); s.recv(2)
+    else:
+        s.connect((addr, port)); s.send(b"x"); s.recv(16)
+    print("ok")
+except ConnectionRefusedError:
+    print("reset" if kind == "tcp" else "unreach")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("unreach" if e.errno in (113, 101, 13) else "error %s" % e)
+"#;
+
+/// Wait until `f` is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
