@@ -3,6 +3,8 @@
 //! Each test builds its own namespaces (unique names, removed on drop) and skips with a printed
 //! reason when not root or tools are missing.
 
+#![allow(clippy::field_reassign_with_default)] // Why: policies are built up field by field for readability.
+
 mod support;
 
 use std::io::{BufRead, BufReader};
