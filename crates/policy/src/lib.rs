@@ -12,7 +12,9 @@
 
 pub mod ast;
 mod diag;
+pub mod fuzzing;
 pub mod limits;
+pub mod print;
 pub mod profiles;
 pub mod resolve;
 pub mod services;
@@ -22,6 +24,7 @@ pub mod syntax;
 use std::fmt;
 
 pub use diag::{render_all, Diagnostic, Label, Severity};
+pub use print::{to_toml, PrintError};
 pub use profiles::{ParamInfo, ParamKind, PartInfo, ProfileInfo};
 pub use services::NamedService;
 pub use source::{FileId, SourceFile, SourceMap, Span};

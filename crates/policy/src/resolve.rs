@@ -1354,12 +1354,7 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         direction: direction?,
         from: from.iter().map(|(p, _)| p.clone()).collect(),
         to: to.iter().map(|(p, _)| p.clone()).collect(),
-        services: dedup(
-            services
-                .iter()
-                .flat_map(|(m, _)| m.iter().cloned())
-                .collect(),
-        ),
+        services: rule_services(&services, family),
         family,
         ct_states,
         owner,
@@ -1395,6 +1390,25 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
 
 fn diags_error_count(diags: &Diags) -> usize {
     diags.error_count()
+}
+
+/// The rule's L4 alternatives, without those an explicit family makes dead (`ping` under
+/// `family = "ipv6"` keeps only its ICMPv6 part), so the IR holds no alternative that can
+/// never match.
+fn rule_services(services: &[(Vec<L4Match>, Span)], family: Family) -> Vec<L4Match> {
+    let keep = match family {
+        Family::Any => BOTH,
+        Family::V4 => V4,
+        Family::V6 => V6,
+    };
+    dedup(
+        services
+            .iter()
+            .flat_map(|(m, _)| m.iter())
+            .filter(|m| service_family(m) & keep != 0)
+            .cloned()
+            .collect(),
+    )
 }
 
 pub(crate) fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {

@@ -1,0 +1,290 @@
+//! The way back: print an IR policy as policy-language TOML. Every rule is printed as a plain
+//! `[[rules]]` entry (profile rules included, so the output is the *flattened* policy), set
+//! files are inlined, and services become literals. Loading the output gives the same policy
+//! up to source locations, service display names and rule origins; the round-trip property test
+//! relies on that.
+
+use std::fmt::Write as _;
+
+use rampart_ir::{
+    proto, Action, CtState, Direction, Family, L4Match, Peer, Policy, RateUnit, SetSource,
+};
+
+/// Why a policy cannot be printed in the policy language.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrintError {
+    /// The language has no syntax for source ports (only built-in profiles produce them).
+    #[error("rule `{rule}` matches source ports, which the policy language cannot express")]
+    SourcePorts {
+        /// The rule.
+        rule: String,
+    },
+    /// A service alternative without a protocol: only "no services" can mean any traffic.
+    #[error("rule `{rule}` has a service alternative without a protocol")]
+    AnyProtocolService {
+        /// The rule.
+        rule: String,
+    },
+    /// A peer refers to a zone or set id that does not exist.
+    #[error("rule `{rule}` refers to a zone or set that does not exist")]
+    DanglingPeer {
+        /// The rule.
+        rule: String,
+    },
+}
+
+/// The name a rule gets in flattened output: profile rules are named `profile/part`, and `/` is
+/// reserved for them, so it becomes `.` (`smb-egress.smb.egress`).
+pub fn flat_rule_name(name: &str) -> String {
+    name.replace('/', ".")
+}
+
+/// A TOML basic string.
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
+    let parts: Vec<String> = items.iter().map(f).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn action(a: Action) -> &'static str {
+    a.as_str()
+}
+
+/// The literal service syntax for one match.
+fn literal(m: &L4Match, rule: &str) -> Result<String, PrintError> {
+    if !m.src_ports.is_empty() {
+        return Err(PrintError::SourcePorts { rule: rule.into() });
+    }
+    let Some(p) = m.protocol else {
+        return Err(PrintError::AnyProtocolService { rule: rule.into() });
+    };
+    let ports = || {
+        m.dst_ports
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let types = || {
+        m.icmp_types
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let head = match p {
+        proto::TCP => Some("tcp"),
+        proto::UDP => Some("udp"),
+        132 => Some("sctp"),
+        _ => None,
+    };
+    Ok(match (head, p) {
+        (Some(h), _) if m.dst_ports.is_empty() => h.to_string(),
+        (Some(h), _) => format!("{h}/{}", ports()),
+        (None, proto::ICMP) if m.icmp_types.is_empty() => "icmp".into(),
+        (None, proto::ICMP) => format!("icmp/{}", types()),
+        (None, proto::ICMPV6) if m.icmp_types.is_empty() => "icmpv6".into(),
+        (None, proto::ICMPV6) => format!("icmpv6/{}", types()),
+        (None, p) => format!("proto/{p}"),
+    })
+}
+
+/// Print `policy` as one self-contained policy file.
+pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
+    let mut out = String::new();
+    let d = &policy.defaults;
+    let _ = writeln!(out, "[defaults]");
+    let _ = writeln!(out, "ingress = {}", q(action(d.ingress)));
+    let _ = writeln!(out, "egress = {}", q(action(d.egress)));
+    let _ = writeln!(out, "forward = {}", q(action(d.forward)));
+    let _ = writeln!(out, "stateful = {}", d.stateful);
+    let _ = writeln!(out, "allow_loopback = {}", d.allow_loopback);
+    let _ = writeln!(out, "allow_icmpv6_essential = {}", d.allow_icmpv6_essential);
+    if !policy.components.is_empty() {
+        let _ = writeln!(out, "\n[components]");
+        for c in &policy.components {
+            let _ = writeln!(out, "{} = true", c.kind.as_str());
+        }
+    }
+    for z in &policy.zones {
+        let _ = writeln!(out, "\n[zones.{}]", q(&z.name));
+        if !z.interfaces.is_empty() {
+            let _ = writeln!(out, "interfaces = {}", list(&z.interfaces, |s| q(s)));
+        }
+        if !z.networks.is_empty() {
+            let _ = writeln!(
+                out,
+                "networks = {}",
+                list(&z.networks, |n| q(&n.to_string()))
+            );
+        }
+        if z.trusted {
+            let _ = writeln!(out, "trusted = true");
+        }
+        if z.public_facing {
+            let _ = writeln!(out, "public_facing = true");
+        }
+        if let Some(desc) = &z.description {
+            let _ = writeln!(out, "description = {}", q(desc));
+        }
+    }
+    for s in &policy.sets {
+        let _ = writeln!(out, "\n[sets.{}]", q(&s.name));
+        match &s.source {
+            SetSource::Feed {
+                url,
+                format,
+                refresh_s,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "feed = {{ url = {}, format = {}, refresh = {} }}",
+                    q(url),
+                    q(format),
+                    q(&format!("{refresh_s}s"))
+                );
+            }
+            SetSource::Inline | SetSource::File { .. } => {
+                let _ = writeln!(
+                    out,
+                    "elements = {}",
+                    list(&s.elements, |n| q(&n.to_string()))
+                );
+            }
+        }
+        if !s.except.is_empty() {
+            let _ = writeln!(out, "except = {}", list(&s.except, |n| q(&n.to_string())));
+        }
+    }
+    for r in &policy.rules {
+        let peer = |p: &Peer| -> Option<String> {
+            Some(match p {
+                Peer::Zone(id) => q(&policy.zones.get(id.0 as usize)?.name),
+                Peer::Set(id) => q(&policy.sets.get(id.0 as usize)?.name),
+                Peer::Net(n) => q(&n.to_string()),
+            })
+        };
+        let peers = |ps: &[Peer]| -> Result<String, PrintError> {
+            let v: Option<Vec<String>> = ps.iter().map(peer).collect();
+            v.map(|v| format!("[{}]", v.join(", ")))
+                .ok_or_else(|| PrintError::DanglingPeer {
+                    rule: r.name.clone(),
+                })
+        };
+        let _ = writeln!(out, "\n[[rules]]");
+        let _ = writeln!(out, "name = {}", q(&flat_rule_name(&r.name)));
+        let dir = match r.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Forward => "forward",
+        };
+        let _ = writeln!(out, "direction = {}", q(dir));
+        if !r.from.is_empty() {
+            let _ = writeln!(out, "from = {}", peers(&r.from)?);
+        }
+        if !r.to.is_empty() {
+            let _ = writeln!(out, "to = {}", peers(&r.to)?);
+        }
+        if !r.services.is_empty() {
+            let lits: Result<Vec<String>, PrintError> =
+                r.services.iter().map(|m| literal(m, &r.name)).collect();
+            let _ = writeln!(out, "service = {}", list(&lits?, |s| q(s)));
+        }
+        match r.family {
+            Family::Any => {}
+            Family::V4 => {
+                let _ = writeln!(out, "family = \"ipv4\"");
+            }
+            Family::V6 => {
+                let _ = writeln!(out, "family = \"ipv6\"");
+            }
+        }
+        if !r.ct_states.is_empty() {
+            let names = r.ct_states.iter().map(|s| match s {
+                CtState::New => "new",
+                CtState::Established => "established",
+                CtState::Related => "related",
+                CtState::Invalid => "invalid",
+                CtState::Untracked => "untracked",
+            });
+            let v: Vec<String> = names.map(q).collect();
+            let _ = writeln!(out, "state = [{}]", v.join(", "));
+        }
+        if let Some(o) = &r.owner {
+            let _ = writeln!(
+                out,
+                "owner = {{ uid = {}, gid = {}, cgroup = {} }}",
+                list(&o.uids, |u| u.to_string()),
+                list(&o.gids, |g| g.to_string()),
+                list(&o.cgroups, |c| q(c))
+            );
+        }
+        if let Some(l) = &r.limit {
+            let period = match l.per_s {
+                1 => "second",
+                60 => "minute",
+                3600 => "hour",
+                _ => "day",
+            };
+            let rate = match l.unit {
+                RateUnit::Packets => format!("{}/{period}", l.rate),
+                RateUnit::Bytes => format!("{} bytes/{period}", l.rate),
+            };
+            let _ = writeln!(
+                out,
+                "limit = {{ rate = {}, burst = {}, per_source = {} }}",
+                q(&rate),
+                l.burst,
+                l.per_source
+            );
+        }
+        if let Some(c) = r.conn_limit {
+            let _ = writeln!(out, "conn_limit = {c}");
+        }
+        let _ = writeln!(out, "action = {}", q(action(r.action)));
+        if r.log {
+            let _ = writeln!(out, "log = true");
+        }
+        if !r.mitigates.is_empty() {
+            let _ = writeln!(out, "mitigates = {}", list(&r.mitigates, |t| q(&t.0)));
+        }
+        if let Some(e) = &r.expires {
+            let _ = writeln!(out, "expires = {e}");
+        }
+        if let Some(desc) = &r.description {
+            let _ = writeln!(out, "description = {}", q(desc));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_everything_toml_needs() {
+        assert_eq!(q("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+}
