@@ -1,0 +1,145 @@
+//! Bounded query log: a fixed-capacity queue between the resolver and one writer thread that
+//! appends `rampart_events::Event` JSON lines and rotates the file to `<path>.1` at `max_bytes`.
+//! When the queue is full events are dropped and counted, never blocking a query.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rampart_events::Event;
+
+use crate::config::QueryLogConfig;
+
+/// Handle to the writer.
+#[derive(Debug)]
+pub struct QueryLog {
+    tx: Option<SyncSender<Event>>,
+    thread: Option<JoinHandle<()>>,
+    /// Whether allowed queries are logged.
+    pub log_allowed: bool,
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn writer(rx: Receiver<Event>, path: PathBuf, max_bytes: u64) {
+    let Ok(file) = open(&path) else {
+        return;
+    };
+    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut out = BufWriter::new(file);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            let Ok(mut line) = serde_json::to_vec(&ev) else {
+                continue;
+            };
+            line.push(b'\n');
+            if size > 0 && size + line.len() as u64 > max_bytes {
+                let _ = out.flush();
+                let mut rotated = path.clone().into_os_string();
+                rotated.push(".1");
+                let _ = std::fs::rename(&path, rotated);
+                let Ok(f) = open(&path) else {
+                    return;
+                };
+                out = BufWriter::new(f);
+                size = 0;
+            }
+            if out.write_all(&line).is_ok() {
+                size += line.len() as u64;
+            }
+            next = rx.try_recv().ok();
+        }
+        // Queue drained: flush so readers see whole lines promptly.
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+impl QueryLog {
+    /// Starts the writer thread.
+    pub fn start(cfg: &QueryLogConfig) -> std::io::Result<Self> {
+        // Fail early if the file cannot be opened.
+        drop(open(&cfg.path)?);
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let path = cfg.path.clone();
+        let max = cfg.max_bytes.max(4096);
+        let thread = std::thread::Builder::new()
+            .name("rampart-dns-log".into())
+            .spawn(move || writer(rx, path, max))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            log_allowed: cfg.log_allowed,
+        })
+    }
+
+    /// Queues an event; returns `false` when it was dropped (queue full or writer gone).
+    pub fn try_log(&self, ev: Event) -> bool {
+        let Some(tx) = self.tx.as_ref() else {
+            return false;
+        };
+        match tx.try_send(ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Stops the writer after it drained the queue, flushing the file.
+    pub fn close(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// RFC 3339 UTC timestamp with microseconds for `t`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_809_600_123_456);
+        assert_eq!(rfc3339(t), "2026-11-27T20:00:00.123456Z");
+    }
+}

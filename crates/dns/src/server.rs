@@ -1,0 +1,888 @@
+//! The tokio shell: UDP and TCP listeners, the forwarding path, cache, detector, query log and
+//! atomic list reloads.
+//!
+//! Forwarding passes the client's original message bytes upstream; only the 16-bit id is
+//! replaced by a random one (one shared socket per upstream multiplexes queries, as numa and
+//! dnsdist do) and restored in the answer, whose question is checked against the query's.
+//! Upstreams are tried in order; one that failed `upstream_fail_threshold` times in a row is
+//! skipped for `upstream_down_ms`. Every length, count and wait is bounded by [`Limits`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use rampart_events::{Event, Flow, Verdict};
+use rampart_ir::TechniqueId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::cache::{key_of, Cache};
+use crate::config::{BlockAction, Config, Limits, UpstreamProto};
+use crate::detector::{Detection, Detector};
+use crate::engine::{sinkhole_answer, Block, Decision, Engine, Reason};
+use crate::metrics::Metrics;
+use crate::psl::PublicSuffixList;
+use crate::querylog::{rfc3339, QueryLog};
+use crate::wire::{self, rcode, Ede, Message};
+use crate::DnsError;
+
+/// Reads every list file of `cfg` and builds an engine (blocking; call off the reactor for big
+/// lists).
+pub fn load_engine(cfg: &Config) -> Result<Engine, DnsError> {
+    let mut texts = HashMap::new();
+    for l in &cfg.lists {
+        if let Some(path) = &l.path {
+            let text = std::fs::read_to_string(path).map_err(|source| DnsError::ListRead {
+                name: l.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+            texts.insert(l.name.clone(), text);
+        }
+    }
+    Engine::build(cfg, &texts)
+}
+
+fn load_psl(cfg: &Config) -> PublicSuffixList {
+    cfg.detector
+        .psl_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| PublicSuffixList::parse(&t))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(PublicSuffixList::builtin)
+}
+
+#[derive(Debug)]
+struct UpstreamState {
+    addr: SocketAddr,
+    proto: UpstreamProto,
+    udp: Option<Arc<UdpSocket>>,
+    pending: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
+    consecutive_failures: AtomicU32,
+    down_until_ms: AtomicU64,
+}
+
+struct Shared {
+    engine: ArcSwap<Engine>,
+    generation: AtomicU64,
+    limits: Limits,
+    cache: Cache,
+    detector: Mutex<Detector>,
+    upstreams: Vec<UpstreamState>,
+    inflight: Semaphore,
+    tcp_conns: Semaphore,
+    metrics: Metrics,
+    log: Option<QueryLog>,
+    started: Instant,
+    rng: Mutex<u64>,
+}
+
+/// What the server answers and how, for one query.
+struct Outcome {
+    bytes: Vec<u8>,
+    question_end: usize,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn random_u16(&self) -> u16 {
+        let Ok(mut s) = self.rng.lock() else {
+            return 0x5a5a;
+        };
+        // xorshift64*: ids only need to be unpredictable to off-path spoofers without a
+        // view of the socket; seeded from the clock and the process id.
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        (s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+    }
+
+    fn log_event(&self, ev: Event) {
+        if let Some(log) = &self.log {
+            if !log.try_log(ev) {
+                Metrics::inc(&self.metrics.log_dropped);
+            }
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    /// Bound UDP addresses (in `listen` order).
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Bound TCP addresses (in `listen` order).
+    pub tcp_addrs: Vec<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("udp", &self.udp_addrs)
+            .field("tcp", &self.tcp_addrs)
+            .finish()
+    }
+}
+
+/// Namespace for [`Server::start`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Loads the lists, binds every listener and starts serving in the current tokio runtime.
+    pub async fn start(cfg: Config) -> Result<ServerHandle, DnsError> {
+        if cfg.upstreams.is_empty() {
+            return Err(DnsError::Config("at least one upstream is required".into()));
+        }
+        if cfg.listen.is_empty() {
+            return Err(DnsError::Config(
+                "at least one listen address is required".into(),
+            ));
+        }
+        let cfg2 = cfg.clone();
+        let engine = tokio::task::spawn_blocking(move || load_engine(&cfg2))
+            .await
+            .map_err(|e| DnsError::Config(format!("list loader panicked: {e}")))??;
+        let psl = load_psl(&cfg);
+        let mut upstreams = Vec::new();
+        for u in &cfg.upstreams {
+            let udp = if u.proto == UpstreamProto::Udp {
+                let bind: SocketAddr = if u.addr.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    ([0u16; 8], 0).into()
+                };
+                let s = UdpSocket::bind(bind).await?;
+                s.connect(u.addr).await?;
+                Some(Arc::new(s))
+            } else {
+                None
+            };
+            upstreams.push(UpstreamState {
+                addr: u.addr,
+                proto: u.proto,
+                udp,
+                pending: Mutex::new(HashMap::new()),
+                consecutive_failures: AtomicU32::new(0),
+                down_until_ms: AtomicU64::new(0),
+            });
+        }
+        let log = match &cfg.query_log {
+            Some(l) => Some(QueryLog::start(l)?),
+            None => None,
+        };
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ ((std::process::id() as u64) << 32)
+            | 1;
+        let shared = Arc::new(Shared {
+            engine: ArcSwap::from_pointee(engine),
+            generation: AtomicU64::new(1),
+            limits: cfg.limits.clone(),
+            cache: Cache::new(cfg.cache.clone()),
+            detector: Mutex::new(Detector::new(cfg.detector.clone(), psl)),
+            upstreams,
+            inflight: Semaphore::new(cfg.limits.max_inflight.max(1)),
+            tcp_conns: Semaphore::new(cfg.limits.max_tcp_connections.max(1)),
+            metrics: Metrics::default(),
+            log,
+            started: Instant::now(),
+            rng: Mutex::new(seed),
+        });
+        let mut tasks = Vec::new();
+        for (i, u) in shared.upstreams.iter().enumerate() {
+            if let Some(sock) = &u.udp {
+                let sock = sock.clone();
+                let sh = shared.clone();
+                tasks.push(tokio::spawn(
+                    async move { upstream_reader(sh, i, sock).await },
+                ));
+            }
+        }
+        let mut udp_addrs = Vec::new();
+        let mut tcp_addrs = Vec::new();
+        for addr in &cfg.listen {
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = udp.local_addr()?;
+            // Same port for TCP (port 0 resolved by the UDP bind).
+            let tcp = TcpListener::bind(bound)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    addr: bound,
+                    source,
+                })?;
+            udp_addrs.push(bound);
+            tcp_addrs.push(tcp.local_addr()?);
+            let udp = Arc::new(udp);
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move { udp_loop(sh, udp).await }));
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move { tcp_loop(sh, tcp).await }));
+        }
+        Ok(ServerHandle {
+            shared,
+            udp_addrs,
+            tcp_addrs,
+            tasks,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// Re-reads every list of `cfg` and swaps the new engine in atomically. Queries in flight
+    /// finish on the engine they started with; none sees a half-built list. On error the old
+    /// lists stay. Only `lists` and `groups` are taken from `cfg`.
+    pub async fn reload(&self, cfg: &Config) -> Result<(), DnsError> {
+        let cfg = cfg.clone();
+        let built = tokio::task::spawn_blocking(move || load_engine(&cfg))
+            .await
+            .map_err(|e| DnsError::Config(format!("list loader panicked: {e}")));
+        match built {
+            Ok(Ok(engine)) => {
+                self.shared.engine.store(Arc::new(engine));
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
+                Metrics::inc(&self.shared.metrics.reloads);
+                Ok(())
+            }
+            Ok(Err(e)) | Err(e) => {
+                Metrics::inc(&self.shared.metrics.reload_failures);
+                Err(e)
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The current engine (for list statistics).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.shared.engine.load_full()
+    }
+
+    /// Stops every listener and task.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Runs a server for `cfg` until `shutdown` resolves, then stops it. This is the entry point
+/// for `rampart dns --config FILE`: `rampart_dns::serve(Config::from_toml(&text)?, ctrl_c)`.
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DnsError> {
+    let handle = Server::start(cfg).await?;
+    shutdown.await;
+    handle.shutdown();
+    Ok(())
+}
+
+async fn upstream_reader(sh: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; wire::MAX_MESSAGE_BYTES];
+    loop {
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => {
+                // ICMP port unreachable surfaces here on Linux; keep reading.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        if n < 12 {
+            continue;
+        }
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        let tx = sh.upstreams[idx]
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    }
+}
+
+async fn udp_loop(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; wire::MAX_MESSAGE_BYTES];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        Metrics::inc(&sh.metrics.queries_udp);
+        let local = sock.local_addr().unwrap_or(peer);
+        let query = buf[..n].to_vec();
+        match fast_path(&sh, &query, peer, local, "UDP") {
+            FastPath::Done(Some(out)) => {
+                let _ = sock.send_to(&fit_udp(&query, out), peer).await;
+            }
+            FastPath::Done(None) => {}
+            FastPath::Forward(ctx) => {
+                let sh = sh.clone();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    if let Some(out) = forward(&sh, ctx).await {
+                        let _ = sock.send_to(&fit_udp(&query, out), peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Truncates an answer that exceeds what the UDP client can take (512, or its EDNS size).
+fn fit_udp(query: &[u8], out: Outcome) -> Vec<u8> {
+    let limit = wire::parse(query)
+        .ok()
+        .and_then(|m| m.opt.map(|o| (o.udp_size as usize).max(512)))
+        .unwrap_or(512);
+    if out.bytes.len() > limit {
+        wire::truncate_response(&out.bytes, out.question_end)
+    } else {
+        out.bytes
+    }
+}
+
+async fn tcp_loop(sh: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = sh.tcp_conns.try_acquire() else {
+            drop(stream);
+            continue;
+        };
+        permit.forget();
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            let _ = tcp_conn(&sh, stream, peer).await;
+            sh.tcp_conns.add_permits(1);
+        });
+    }
+}
+
+async fn tcp_conn(
+    sh: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let local = stream.local_addr()?;
+    let idle = Duration::from_millis(sh.limits.tcp_idle_timeout_ms.max(1));
+    for _ in 0..sh.limits.max_queries_per_tcp_connection.max(1) {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let n = u16::from_be_bytes(len) as usize;
+        let mut query = vec![0u8; n];
+        match tokio::time::timeout(idle, stream.read_exact(&mut query)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        Metrics::inc(&sh.metrics.queries_tcp);
+        let out = match fast_path(sh, &query, peer, local, "TCP") {
+            FastPath::Done(o) => o,
+            FastPath::Forward(ctx) => forward(sh, ctx).await,
+        };
+        let Some(out) = out else {
+            return Ok(());
+        };
+        let mut framed = Vec::with_capacity(out.bytes.len() + 2);
+        framed.extend_from_slice(&(out.bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        framed.extend_from_slice(&out.bytes[..out.bytes.len().min(u16::MAX as usize)]);
+        stream.write_all(&framed).await?;
+    }
+    Ok(())
+}
+
+struct ForwardCtx {
+    query: Message,
+    bytes: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    proto: &'static str,
+    engine: Arc<Engine>,
+    generation: u64,
+    started: Instant,
+}
+
+enum FastPath {
+    Done(Option<Outcome>),
+    Forward(Box<ForwardCtx>),
+}
+
+fn event(
+    sh: &Shared,
+    peer: SocketAddr,
+    local: SocketAddr,
+    proto: &str,
+    verdict: Verdict,
+    reason: String,
+) -> Event {
+    let _ = sh;
+    Event {
+        timestamp: rfc3339(SystemTime::now()),
+        event_type: "dns".into(),
+        component: "dns".into(),
+        flow: Some(Flow {
+            src_ip: peer.ip(),
+            src_port: Some(peer.port()),
+            dest_ip: local.ip(),
+            dest_port: Some(local.port()),
+            proto: proto.into(),
+        }),
+        verdict,
+        rule: None,
+        techniques: Vec::new(),
+        reason,
+        detail: serde_json::Map::new(),
+    }
+}
+
+fn detail_query(ev: &mut Event, q: &wire::Question, group: &str) {
+    ev.detail.insert("qname".into(), q.name.as_str().into());
+    ev.detail.insert("qtype".into(), q.qtype.into());
+    ev.detail.insert("group".into(), group.into());
+}
+
+fn log_detection(sh: &Shared, peer: SocketAddr, local: SocketAddr, proto: &str, d: &Detection) {
+    Metrics::inc(&sh.metrics.tunnel_detections);
+    let mut ev = event(
+        sh,
+        peer,
+        local,
+        proto,
+        Verdict::Alert,
+        format!("dns tunnelling/exfiltration suspected under {}", d.domain),
+    );
+    ev.event_type = "anomaly".into();
+    ev.techniques = vec![
+        TechniqueId("T1048.003".into()),
+        TechniqueId("T1071.004".into()),
+        TechniqueId("T1572".into()),
+    ];
+    ev.detail.insert("domain".into(), d.domain.clone().into());
+    ev.detail.insert("rule".into(), d.rule.into());
+    ev.detail.insert("queries".into(), d.queries.into());
+    ev.detail
+        .insert("unique_subdomains".into(), d.unique.into());
+    ev.detail.insert(
+        "info_bits".into(),
+        serde_json::Value::from(d.level_bits.round()),
+    );
+    ev.detail.insert(
+        "odd_type_share".into(),
+        serde_json::Value::from(d.odd_type_share),
+    );
+    sh.log_event(ev);
+}
+
+fn block_response(engine: &Engine, query: &Message, bytes: &[u8], b: &Block) -> Outcome {
+    let g = engine.group(b.group);
+    let qtype = query.question().map_or(0, |q| q.qtype);
+    let ede = Ede {
+        code: b.ede_code,
+        text: format!("rampart: {}", b.reason.describe()),
+    };
+    let (rc, answers) = match b.action {
+        BlockAction::Nxdomain => (rcode::NXDOMAIN, Vec::new()),
+        BlockAction::Refused => (rcode::REFUSED, Vec::new()),
+        BlockAction::Sinkhole => (
+            rcode::NOERROR,
+            sinkhole_answer(g, qtype).into_iter().collect(),
+        ),
+    };
+    let out = wire::build_response(query, bytes, rc, &answers, g.block_ttl_s, Some(&ede));
+    Outcome {
+        bytes: out,
+        question_end: query.question_end,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_block(
+    sh: &Shared,
+    engine: &Engine,
+    peer: SocketAddr,
+    local: SocketAddr,
+    proto: &str,
+    q: &wire::Question,
+    b: &Block,
+    stage: &str,
+) {
+    let mut ev = event(sh, peer, local, proto, Verdict::Block, b.reason.describe());
+    ev.techniques = vec![TechniqueId(b.reason.technique().into())];
+    detail_query(&mut ev, q, &engine.group(b.group).name);
+    ev.detail.insert("stage".into(), stage.into());
+    ev.detail
+        .insert("reason_code".into(), b.reason.code().into());
+    ev.detail.insert(
+        "action".into(),
+        format!("{:?}", b.action).to_lowercase().into(),
+    );
+    ev.detail.insert("ede".into(), b.ede_code.into());
+    match &b.reason {
+        Reason::List { list, entry } => {
+            ev.detail.insert("list".into(), list.clone().into());
+            ev.detail.insert("entry".into(), entry.clone().into());
+        }
+        Reason::Regex { list, .. } | Reason::AnswerIp { list, .. } => {
+            ev.detail.insert("list".into(), list.clone().into());
+        }
+        _ => {}
+    }
+    sh.log_event(ev);
+}
+
+fn formerr(bytes: &[u8], rc: u8) -> Option<Outcome> {
+    // Echo id and opcode only; no question (it could not be parsed).
+    let head = bytes.get(..4)?;
+    if head[2] & 0x80 != 0 {
+        return None; // never answer responses (reflection loops)
+    }
+    let mut out = vec![
+        head[0],
+        head[1],
+        0x80 | (head[2] & 0x79),
+        rc,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    out[3] = rc & 0x0F;
+    Some(Outcome {
+        bytes: out,
+        question_end: 12,
+    })
+}
+
+fn fast_path(
+    sh: &Arc<Shared>,
+    bytes: &[u8],
+    peer: SocketAddr,
+    local: SocketAddr,
+    proto: &'static str,
+) -> FastPath {
+    let query = match wire::parse(bytes) {
+        Ok(q) if !q.header.is_response() => q,
+        Ok(_) => return FastPath::Done(None),
+        Err(_) => {
+            Metrics::inc(&sh.metrics.malformed);
+            return FastPath::Done(formerr(bytes, rcode::FORMERR));
+        }
+    };
+    if query.header.opcode() != 0 {
+        return FastPath::Done(Some(Outcome {
+            bytes: wire::build_response(&query, bytes, rcode::NOTIMP, &[], 0, None),
+            question_end: query.question_end,
+        }));
+    }
+    let Some(q) = query.question().cloned() else {
+        Metrics::inc(&sh.metrics.malformed);
+        return FastPath::Done(formerr(bytes, rcode::FORMERR));
+    };
+    let now_ms = sh.now_ms();
+    let engine = sh.engine.load_full();
+    let client = peer.ip();
+    let (detection, temp_block) = match sh.detector.lock() {
+        Ok(mut d) => {
+            let det = d.observe(now_ms, client, q.name.as_str(), q.qtype);
+            (det, d.temp_blocked(now_ms, q.name.as_str()))
+        }
+        Err(_) => (None, None),
+    };
+    if let Some(d) = &detection {
+        log_detection(sh, peer, local, proto, d);
+    }
+    let mut decision = engine.decide_query(client, q.name.as_str());
+    if let (
+        Decision::Allow {
+            group,
+            allowed_by: None,
+        },
+        Some(domain),
+    ) = (&decision, temp_block)
+    {
+        if engine.group(*group).tunnel_block {
+            decision = Decision::Block(Block {
+                group: *group,
+                reason: Reason::Tunnel { domain },
+                action: engine.group(*group).action,
+                ede_code: wire::ede::BLOCKED,
+            });
+        }
+    }
+    let group = match &decision {
+        Decision::Block(b) => {
+            Metrics::inc(&sh.metrics.blocked_query);
+            log_block(sh, &engine, peer, local, proto, &q, b, "query");
+            return FastPath::Done(Some(block_response(&engine, &query, bytes, b)));
+        }
+        Decision::Allow { group, .. } => *group,
+    };
+    let generation = sh.generation.load(Ordering::SeqCst);
+    if let Some(key) = key_of(&query) {
+        let qsec = bytes.get(12..query.question_end).unwrap_or(&[]);
+        if let Some(hit) = sh
+            .cache
+            .get(now_ms, &key, query.header.id, qsec, generation)
+        {
+            Metrics::inc(&sh.metrics.cache_hits);
+            Metrics::inc(&sh.metrics.allowed);
+            if sh.log.as_ref().is_some_and(|l| l.log_allowed) {
+                let mut ev = event(sh, peer, local, proto, Verdict::Allow, "cache".into());
+                detail_query(&mut ev, &q, &engine.group(group).name);
+                ev.detail.insert("cached".into(), true.into());
+                sh.log_event(ev);
+            }
+            return FastPath::Done(Some(Outcome {
+                bytes: hit.bytes,
+                question_end: hit.question_end,
+            }));
+        }
+    }
+    Metrics::inc(&sh.metrics.cache_misses);
+    FastPath::Forward(Box::new(ForwardCtx {
+        query,
+        bytes: bytes.to_vec(),
+        peer,
+        local,
+        proto,
+        engine,
+        generation,
+        started: Instant::now(),
+    }))
+}
+
+fn same_question(query: &[u8], q_end: usize, resp: &[u8]) -> bool {
+    match (query.get(4..q_end), resp.get(4..6), resp.get(12..q_end)) {
+        (Some(qd_and_rest), Some(rqd), Some(rq)) => {
+            qd_and_rest[..2] == *rqd && rq.eq_ignore_ascii_case(&query[12..q_end])
+        }
+        _ => false,
+    }
+}
+
+async fn ask_udp(
+    sh: &Shared,
+    up: &UpstreamState,
+    ctx: &ForwardCtx,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let sock = up.udp.as_ref()?;
+    let (tx, rx) = oneshot::channel();
+    let mut id = sh.random_u16();
+    {
+        let mut p = up.pending.lock().ok()?;
+        let mut tries = 0;
+        while p.contains_key(&id) {
+            id = id.wrapping_add(1);
+            tries += 1;
+            if tries > 65_535 {
+                return None;
+            }
+        }
+        p.insert(id, tx);
+    }
+    let mut out = ctx.bytes.clone();
+    out[0..2].copy_from_slice(&id.to_be_bytes());
+    if sock.send(&out).await.is_err() {
+        up.pending.lock().ok()?.remove(&id);
+        return None;
+    }
+    let got = tokio::time::timeout(timeout, rx).await;
+    let resp = match got {
+        Ok(Ok(r)) => r,
+        _ => {
+            if let Ok(mut p) = up.pending.lock() {
+                p.remove(&id);
+            }
+            return None;
+        }
+    };
+    if !same_question(&ctx.bytes, ctx.query.question_end, &resp) {
+        return None;
+    }
+    let mut resp = resp;
+    resp[0..2].copy_from_slice(&ctx.query.header.id.to_be_bytes());
+    Some(resp)
+}
+
+async fn ask_tcp(up: &UpstreamState, ctx: &ForwardCtx, timeout: Duration) -> Option<Vec<u8>> {
+    let fut = async {
+        let mut s = TcpStream::connect(up.addr).await.ok()?;
+        let mut framed = Vec::with_capacity(ctx.bytes.len() + 2);
+        framed.extend_from_slice(&(ctx.bytes.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&ctx.bytes);
+        s.write_all(&framed).await.ok()?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.ok()?;
+        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut resp).await.ok()?;
+        Some(resp)
+    };
+    let resp = tokio::time::timeout(timeout, fut).await.ok()??;
+    (resp.len() >= 12
+        && resp[0..2] == ctx.bytes[0..2]
+        && same_question(&ctx.bytes, ctx.query.question_end, &resp))
+    .then_some(resp)
+}
+
+async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
+    let Ok(_permit) = sh.inflight.try_acquire() else {
+        Metrics::inc(&sh.metrics.overload_drops);
+        return Some(Outcome {
+            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::REFUSED, &[], 0, None),
+            question_end: ctx.query.question_end,
+        });
+    };
+    let per_try = Duration::from_millis(sh.limits.upstream_timeout_ms.max(1));
+    let deadline = ctx.started + Duration::from_millis(sh.limits.query_timeout_ms.max(1));
+    let now_ms = sh.now_ms();
+    // Healthy upstreams first, in configured order; down ones only as a last resort.
+    let healthy = |i: &usize| sh.upstreams[*i].down_until_ms.load(Ordering::Relaxed) <= now_ms;
+    let mut order: Vec<usize> = (0..sh.upstreams.len()).filter(healthy).collect();
+    order.extend((0..sh.upstreams.len()).filter(|i| !healthy(i)));
+    let mut answer: Option<(Vec<u8>, usize)> = None;
+    for i in order {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let up = &sh.upstreams[i];
+        let t = per_try.min(left);
+        let mut resp = match up.proto {
+            UpstreamProto::Udp => ask_udp(sh, up, &ctx, t).await,
+            UpstreamProto::Tcp => ask_tcp(up, &ctx, t).await,
+        };
+        // A truncated UDP answer for a TCP client: fetch the full answer over TCP.
+        if ctx.proto == "TCP"
+            && resp
+                .as_ref()
+                .is_some_and(|r| r.len() > 3 && r[2] & 0x02 != 0)
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            resp = ask_tcp(up, &ctx, per_try.min(left)).await.or(resp);
+        }
+        match resp {
+            Some(r) => {
+                up.consecutive_failures.store(0, Ordering::Relaxed);
+                answer = Some((r, i));
+                break;
+            }
+            None => {
+                Metrics::inc(&sh.metrics.upstream_errors);
+                let f = up.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if f >= sh.limits.upstream_fail_threshold.max(1) {
+                    up.down_until_ms
+                        .store(sh.now_ms() + sh.limits.upstream_down_ms, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    let q = ctx.query.question().cloned()?;
+    let Some((resp, upstream)) = answer else {
+        Metrics::inc(&sh.metrics.servfail);
+        let mut ev = event(
+            sh,
+            ctx.peer,
+            ctx.local,
+            ctx.proto,
+            Verdict::Alert,
+            "all upstreams failed".into(),
+        );
+        detail_query(
+            &mut ev,
+            &q,
+            &ctx.engine.group(ctx.engine.group_of(ctx.peer.ip())).name,
+        );
+        sh.log_event(ev);
+        return Some(Outcome {
+            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::SERVFAIL, &[], 0, None),
+            question_end: ctx.query.question_end,
+        });
+    };
+    let Ok(parsed) = wire::parse(&resp) else {
+        Metrics::inc(&sh.metrics.upstream_errors);
+        return Some(Outcome {
+            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::SERVFAIL, &[], 0, None),
+            question_end: ctx.query.question_end,
+        });
+    };
+    match ctx
+        .engine
+        .check_response(ctx.peer.ip(), q.name.as_str(), &parsed)
+    {
+        Decision::Block(b) => {
+            Metrics::inc(&sh.metrics.blocked_response);
+            log_block(
+                sh,
+                &ctx.engine,
+                ctx.peer,
+                ctx.local,
+                ctx.proto,
+                &q,
+                &b,
+                "response",
+            );
+            Some(block_response(&ctx.engine, &ctx.query, &ctx.bytes, &b))
+        }
+        Decision::Allow { group, .. } => {
+            Metrics::inc(&sh.metrics.allowed);
+            if let Some(key) = key_of(&ctx.query) {
+                sh.cache
+                    .insert(sh.now_ms(), key, &resp, &parsed, ctx.generation);
+            }
+            if sh.log.as_ref().is_some_and(|l| l.log_allowed) {
+                let mut ev = event(
+                    sh,
+                    ctx.peer,
+                    ctx.local,
+                    ctx.proto,
+                    Verdict::Allow,
+                    "forwarded".into(),
+                );
+                detail_query(&mut ev, &q, &ctx.engine.group(group).name);
+                ev.detail.insert(
+                    "upstream".into(),
+                    sh.upstreams[upstream].addr.to_string().into(),
+                );
+                ev.detail.insert("rcode".into(), parsed.rcode().into());
+                ev.detail.insert(
+                    "latency_us".into(),
+                    (ctx.started.elapsed().as_micros() as u64).into(),
+                );
+                sh.log_event(ev);
+            }
+            Some(Outcome {
+                bytes: resp,
+                question_end: parsed.question_end,
+            })
+        }
+    }
+}
