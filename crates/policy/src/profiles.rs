@@ -175,7 +175,7 @@ const MAIL: ServiceSpec = ServiceSpec::Named(&[
     "pop3",
     "pop3s",
 ]);
-const FILE_XFER: ServiceSpec = ServiceSpec::Named(&["ftp", "ftps", "sftp", "tftp"]);
+const FILE_XFER: ServiceSpec = ServiceSpec::ParamOr("services", &["ftp", "ftps", "sftp", "tftp"]);
 const MQTT: ServiceSpec = ServiceSpec::Named(&["mqtt", "mqtts"]);
 const VNC: ServiceSpec = ServiceSpec::Named(&["vnc"]);
 const ADMIN: ServiceSpec = ServiceSpec::ParamOr("services", &["ssh", "rdp", "vnc", "winrm"]);
@@ -293,9 +293,15 @@ pub const PROFILES: &[ProfileInfo] = &[
     ProfileInfo {
         name: "file-transfer-egress",
         techniques: &["T1071.002"],
-        description: "FTP, FTPS, SFTP and TFTP only to trusted destinations. SFTP shares tcp/22 with SSH, so outbound SSH to untrusted destinations is denied too (exclude the `sftp` group to keep it).",
+        description: "FTP, FTPS, SFTP and TFTP only to trusted destinations. SFTP shares tcp/22 with SSH, so outbound SSH to untrusted destinations is denied too; set `services = [\"ftp\", \"ftps\", \"tftp\"]` to leave SSH alone.",
         parameters: &[
             peers("to", false, "trusted destinations (default: every zone with `trusted = true`)"),
+            ParamInfo {
+                name: "services",
+                kind: ParamKind::Services,
+                required: false,
+                description: "file-transfer services (default `[\"ftp\", \"ftps\", \"sftp\", \"tftp\"]`)",
+            },
             peers("from", false, "routed sources the forward parts apply to (default: any)"),
         ],
         parts: &[
