@@ -50,7 +50,15 @@ fn main() {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for e in &elems {
-            let _ = writeln!(out, "{}", if e.prefix_len() == 128 { e.addr().to_string() } else { e.to_string() });
+            let _ = writeln!(
+                out,
+                "{}",
+                if e.prefix_len() == 128 {
+                    e.addr().to_string()
+                } else {
+                    e.to_string()
+                }
+            );
         }
         return;
     }

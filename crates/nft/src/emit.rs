@@ -395,7 +395,8 @@ impl<'a> Emitter<'a> {
         ));
         let is_feed = matches!(set.source, SetSource::Feed { .. });
         for fam in [Fam::V4, Fam::V6] {
-            let elements = family_nets(&set.elements, fam);
+            // `except` wins whatever the source says (normally already subtracted upstream).
+            let elements = subtract(&family_nets(&set.elements, fam), &set.except);
             if is_feed {
                 // Feed sets are refilled at run time with whatever the feed holds: always an
                 // interval set per family, present even when empty.
@@ -1021,6 +1022,41 @@ fn family_nets(nets: &[IpNet], fam: Fam) -> Vec<IpNet> {
     IpNet::aggregate(&picked)
 }
 
+/// `nets` minus every prefix in `except`, as aggregated prefixes.
+fn subtract(nets: &[IpNet], except: &[IpNet]) -> Vec<IpNet> {
+    if except.is_empty() {
+        return nets.to_vec();
+    }
+    let mut work: Vec<IpNet> = nets.to_vec();
+    for ex in except.iter().map(|e| e.trunc()) {
+        let mut next = Vec::with_capacity(work.len());
+        for n in work {
+            if ex.contains(&n) {
+                continue;
+            }
+            if !n.contains(&ex) {
+                next.push(n);
+                continue;
+            }
+            // Split n into its two halves until the excluded prefix is isolated.
+            let mut cur = n;
+            while cur.prefix_len() < ex.prefix_len() {
+                let Ok(mut halves) = cur.subnets(cur.prefix_len() + 1) else {
+                    break;
+                };
+                let (Some(a), Some(b)) = (halves.next(), halves.next()) else {
+                    break;
+                };
+                let (keep, descend) = if a.contains(&ex) { (b, a) } else { (a, b) };
+                next.push(keep);
+                cur = descend;
+            }
+        }
+        work = next;
+    }
+    IpNet::aggregate(&work)
+}
+
 fn net_text(n: &IpNet) -> String {
     if n.prefix_len() == n.max_prefix_len() {
         n.addr().to_string()
@@ -1483,6 +1519,18 @@ mod tests {
         assert_eq!(meter_timeout_s(&p), 3600);
         let p = Limit { per_s: 7, ..p };
         assert!(limit_spec("r", &p).is_err());
+    }
+
+    #[test]
+    fn except_is_subtracted() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        let out = subtract(&[n("198.51.100.0/24")], &[n("198.51.100.64/26")]);
+        assert_eq!(out, vec![n("198.51.100.0/26"), n("198.51.100.128/25")]);
+        assert!(subtract(&[n("198.51.100.5/32")], &[n("198.51.100.0/24")]).is_empty());
+        assert_eq!(
+            subtract(&[n("192.0.2.0/24")], &[n("2001:db8::/32")]),
+            vec![n("192.0.2.0/24")]
+        );
     }
 
     #[test]

@@ -280,11 +280,19 @@ fn cases() -> Vec<(&'static str, Policy, EmitOptions)> {
 
     // Many prefixes of one length: a masked hash set; the few others stay in an interval set.
     let mut p = policy(vec![]);
-    let mut elems: Vec<String> = (0..300u32).map(|i| format!("2001:db8:{:x}::/48", i * 2)).collect();
+    let mut elems: Vec<String> = (0..300u32)
+        .map(|i| format!("2001:db8:{:x}::/48", i * 2))
+        .collect();
     elems.push("2001:db8:ffff::/64".into());
     elems.push("198.51.100.16/28".into());
     let refs: Vec<&str> = elems.iter().map(String::as_str).collect();
-    p.sets = vec![set("bogons", &refs, SetSource::File { path: "bogons.txt".into() })];
+    p.sets = vec![set(
+        "bogons",
+        &refs,
+        SetSource::File {
+            path: "bogons.txt".into(),
+        },
+    )];
     let mut r = rule("drop-bogons", Direction::Forward, Action::Drop);
     r.to = vec![Peer::Set(SetId(0))];
     p.rules = vec![r];
