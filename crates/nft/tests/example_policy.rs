@@ -1,0 +1,102 @@
+//! Golden test for the example policy `examples/m1037-baseline/policy.toml`, compiled through
+//! the real policy front-end. Regenerate with `UPDATE_GOLDEN=1`. When root with nft, the
+//! expected ruleset is kernel-checked (`unshare -n nft -c -f`); `socket cgroupv2` matches are
+//! stripped for that check when their cgroup does not exist on this machine (nft resolves the
+//! path at load time).
+
+use std::path::Path;
+use std::process::Command;
+
+use rampart_ir::Date;
+use rampart_nft::{emit, EmitOptions};
+
+#[test]
+fn m1037_baseline_compiles_to_the_golden_ruleset() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rel = "examples/m1037-baseline/policy.toml";
+    if !root.join(rel).exists() {
+        eprintln!("skipping: {rel} not present");
+        return;
+    }
+    // Relative path so the comments (file:line) do not depend on the checkout location.
+    std::env::set_current_dir(&root).unwrap();
+    let loaded = match rampart_policy::load_file(Path::new(rel)) {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "example policy does not load: {} diagnostics",
+            e.diagnostics.len()
+        ),
+    };
+    let opts = EmitOptions {
+        today: Some(Date {
+            year: 2026,
+            month: 11,
+            day: 27,
+        }),
+        ..EmitOptions::default()
+    };
+    let text = emit(&loaded.policy, &opts).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/example_m1037_baseline/expected.nft");
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &text).unwrap();
+    } else {
+        let want = std::fs::read_to_string(&golden).expect("golden missing: UPDATE_GOLDEN=1");
+        assert!(
+            want == text,
+            "example ruleset differs from {}:\n{text}",
+            golden.display()
+        );
+    }
+
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let nft = Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root_user || !nft {
+        eprintln!("skipping nft -c: needs root and nft");
+        return;
+    }
+    let mut checked = String::new();
+    let mut stripped = 0;
+    for line in text.lines() {
+        let mut l = line.to_string();
+        while let Some(start) = l.find("socket cgroupv2 level ") {
+            let rest = &l[start..];
+            let q1 = rest.find('"').unwrap();
+            let q2 = q1 + 1 + rest[q1 + 1..].find('"').unwrap();
+            let path = &rest[q1 + 1..q2];
+            if Path::new("/sys/fs/cgroup").join(path).exists() {
+                break;
+            }
+            l = format!("{}{}", &l[..start], &rest[q2 + 2..]);
+            stripped += 1;
+        }
+        checked.push_str(&l);
+        checked.push('\n');
+    }
+    if stripped > 0 {
+        eprintln!(
+            "note: {stripped} socket cgroupv2 match(es) stripped for nft -c (cgroup absent here)"
+        );
+    }
+    let tmp = std::env::temp_dir().join(format!("rampart-example-{}.nft", std::process::id()));
+    std::fs::write(&tmp, &checked).unwrap();
+    let out = Command::new("unshare")
+        .args(["-n", "nft", "-c", "-f"])
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        out.status.success(),
+        "nft -c rejected the example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
