@@ -317,8 +317,8 @@ pub fn diff(live: Option<&Listing>, wanted: &Listing) -> Vec<Change> {
                 }
             });
         }
-        let le = lb.elements.clone().unwrap_or_default();
-        if let Some(we) = &wb.elements {
+        let le = canonical_ranges(&lb.elements.clone().unwrap_or_default());
+        if let Some(we) = &wb.elements.as_ref().map(canonical_ranges) {
             let added: Vec<String> = we.difference(&le).cloned().collect();
             let removed: Vec<String> = le.difference(we).cloned().collect();
             if !added.is_empty() {
@@ -338,6 +338,86 @@ pub fn diff(live: Option<&Listing>, wanted: &Listing) -> Vec<Change> {
         }
     }
     out
+}
+
+/// Elements as merged address ranges, so that the kernel's auto-merged listing
+/// (`192.0.2.0-192.0.2.191`) and the emitter's prefixes (`192.0.2.0/25, 192.0.2.128/26`) compare
+/// equal. Text that is not an address, prefix or range is kept as is.
+pub fn canonical_ranges(elements: &BTreeSet<String>) -> BTreeSet<String> {
+    use std::net::IpAddr;
+    let parse_addr = |s: &str| -> Option<(bool, u128)> {
+        match s.trim().parse::<IpAddr>().ok()? {
+            IpAddr::V4(a) => Some((false, u128::from(u32::from(a)))),
+            IpAddr::V6(a) => Some((true, u128::from(a))),
+        }
+    };
+    let mut ranges: Vec<(bool, u128, u128)> = Vec::new();
+    let mut other = BTreeSet::new();
+    for e in elements {
+        let parsed = if let Some((a, len)) = e.split_once('/') {
+            parse_addr(a).and_then(|(v6, lo)| {
+                let bits = if v6 { 128u32 } else { 32 };
+                let len: u32 = len.parse().ok().filter(|l| *l <= bits)?;
+                let host = match bits - len {
+                    0 => 0,
+                    128 => u128::MAX,
+                    n => (1u128 << n) - 1,
+                };
+                Some((v6, lo & !host, lo | host))
+            })
+        } else if let Some((a, b)) = e.split_once('-') {
+            match (parse_addr(a), parse_addr(b)) {
+                (Some((v6a, lo)), Some((v6b, hi))) if v6a == v6b && lo <= hi => Some((v6a, lo, hi)),
+                _ => None,
+            }
+        } else {
+            parse_addr(e).map(|(v6, a)| (v6, a, a))
+        };
+        match parsed {
+            Some(r) => ranges.push(r),
+            None => {
+                other.insert(e.clone());
+            }
+        }
+    }
+    ranges.sort();
+    let mut merged: Vec<(bool, u128, u128)> = Vec::new();
+    for r in ranges {
+        if let Some(last) = merged.last_mut() {
+            if last.0 == r.0 && r.1 <= last.2.saturating_add(1) {
+                last.2 = last.2.max(r.2);
+                continue;
+            }
+        }
+        merged.push(r);
+    }
+    let text = |v6: bool, x: u128| -> String {
+        if v6 {
+            std::net::Ipv6Addr::from(x).to_string()
+        } else {
+            std::net::Ipv4Addr::from(x as u32).to_string()
+        }
+    };
+    for (v6, lo, hi) in merged {
+        let bits = if v6 { 128u32 } else { 32 };
+        let size = hi - lo;
+        let cidr = (size == u128::MAX || (size + 1).is_power_of_two())
+            && (size == u128::MAX || lo & size == 0);
+        let s = if lo == hi {
+            text(v6, lo)
+        } else if cidr {
+            let host_bits = if size == u128::MAX {
+                128
+            } else {
+                (size + 1).trailing_zeros()
+            };
+            format!("{}/{}", text(v6, lo), bits - host_bits)
+        } else {
+            format!("{}-{}", text(v6, lo), text(v6, hi))
+        };
+        other.insert(s);
+    }
+    other
 }
 
 /// Why: LCS is quadratic; chains longer than this are diffed as multisets instead.
@@ -408,6 +488,31 @@ mod tests {
             "+ chain input: tcp dport 2222 counter accept"
         );
         assert!(diff(Some(&live), &live).is_empty());
+    }
+
+    #[test]
+    fn ranges_merge_like_the_kernel() {
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<String>>()
+        };
+        let a = canonical_ranges(&set(&[
+            "192.0.2.0/25",
+            "192.0.2.128/26",
+            "198.51.100.1",
+            "198.51.100.2",
+        ]));
+        let b = canonical_ranges(&set(&[
+            "192.0.2.0-192.0.2.191",
+            "198.51.100.1-198.51.100.2",
+        ]));
+        assert_eq!(a, b);
+        assert!(a.contains("192.0.2.0-192.0.2.191"), "{a:?}");
+        let c = canonical_ranges(&set(&["2001:db8::/33", "2001:db8:8000::/33", "::/0"]));
+        assert_eq!(c, set(&["::/0"]));
+        let d = canonical_ranges(&set(&["192.0.2.0/24"]));
+        assert_eq!(d, set(&["192.0.2.0/24"]));
     }
 
     #[test]
