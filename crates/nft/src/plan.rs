@@ -401,8 +401,7 @@ pub fn canonical_ranges(elements: &BTreeSet<String>) -> BTreeSet<String> {
     for (v6, lo, hi) in merged {
         let bits = if v6 { 128u32 } else { 32 };
         let size = hi - lo;
-        let cidr = (size == u128::MAX || (size + 1).is_power_of_two())
-            && (size == u128::MAX || lo & size == 0);
+        let cidr = size == u128::MAX || ((size + 1).is_power_of_two() && lo & size == 0);
         let s = if lo == hi {
             text(v6, lo)
         } else if cidr {
