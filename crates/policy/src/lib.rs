@@ -256,7 +256,7 @@ impl Loader<'_> {
         for (fi, (id, f)) in self.files.iter().enumerate() {
             for (si, s) in f.sets.iter().enumerate() {
                 if let Some(path) = &s.file {
-                    if s.elements.is_none() && s.feed.is_none() {
+                    if s.elements.is_none() {
                         let name = self.sources.file(*id).name().to_string();
                         jobs.push((fi, si, join_path(&name, &path.v), path.span));
                     }

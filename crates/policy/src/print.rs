@@ -164,6 +164,14 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
                     q(format),
                     q(&format!("{refresh_s}s"))
                 );
+                // Members known at compile time (a snapshot) travel as elements.
+                if !s.elements.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "elements = {}",
+                        list(&s.elements, |n| q(&n.to_string()))
+                    );
+                }
             }
             SetSource::Inline | SetSource::File { .. } => {
                 let _ = writeln!(

@@ -896,27 +896,18 @@ pub(crate) fn resolve(
             if !claim(&mut ctx, "set", &s.name, Named::Set(id), diags) {
                 continue;
             }
-            let sources_given = [s.elements.is_some(), s.file.is_some(), s.feed.is_some()]
-                .iter()
-                .filter(|b| **b)
-                .count();
-            if sources_given != 1 {
+            // Members come from `elements` or `file` (not both); a `feed` fills the set at run
+            // time and may come with either as the members known at compile time (a snapshot).
+            let problem = match (s.elements.is_some(), s.file.is_some(), s.feed.is_some()) {
+                (true, true, _) => Some("has both `elements` and `file`"),
+                (false, false, false) => Some("has no members: give `elements`, `file` or `feed`"),
+                _ => None,
+            };
+            if let Some(problem) = problem {
                 diags.push(
-                    Report::error(
-                        "E0151",
-                        format!(
-                            "set `{}` must have exactly one of `elements`, `file`, `feed`",
-                            s.name.v
-                        ),
-                    )
-                    .label(
-                        s.name.span,
-                        if sources_given == 0 {
-                            "no members given"
-                        } else {
-                            "several sources given"
-                        },
-                    ),
+                    Report::error("E0151", format!("set `{}` {problem}", s.name.v))
+                        .label(s.name.span, "members come from one place")
+                        .hint("use `elements` or `file` for the members, optionally with a `feed`"),
                 );
             }
             let mut elements = Vec::new();
@@ -938,12 +929,13 @@ pub(crate) fn resolve(
                     Err(err) => diags.push(err.at(e.span)),
                 }
             }
-            let source = if let Some(file) = &s.file {
+            // A feed decides the run-time source; a snapshot file only seeds the elements.
+            let source = if let Some(feed) = &s.feed {
+                resolve_feed(&s.name.v, feed, diags)
+            } else if let Some(file) = &s.file {
                 SetSource::File {
                     path: file.v.clone(),
                 }
-            } else if let Some(feed) = &s.feed {
-                resolve_feed(&s.name.v, feed, diags)
             } else {
                 SetSource::Inline
             };
