@@ -315,9 +315,9 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            budget_bits: 1500.0,
+            budget_bits: 2000.0,
             drain_bits_per_s: 1.0,
-            min_unique: 12,
+            min_unique: 16,
             odd_type_weight: 2.0,
             null_unique_flag: 3,
             max_states: 65_536,
