@@ -263,6 +263,22 @@ impl CbClassifier {
         ])
     }
 
+    /// Classify a batch; `out[i]` is the first match of `headers[i]`.
+    pub fn classify_batch(&self, headers: &[CbHeader], out: &mut [Option<u32>]) {
+        const CHUNK: usize = 64;
+        let mut keys = [0u128; CHUNK * 5];
+        for (hs, os) in headers.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            for (i, h) in hs.iter().enumerate() {
+                keys[i * 5] = u128::from(h.src);
+                keys[i * 5 + 1] = u128::from(h.dst);
+                keys[i * 5 + 2] = u128::from(h.sport);
+                keys[i * 5 + 3] = u128::from(h.dport);
+                keys[i * 5 + 4] = u128::from(h.proto);
+            }
+            self.inner.first_match_batch(&keys[..hs.len() * 5], os);
+        }
+    }
+
     /// Approximate bytes of lookup structures.
     pub fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
@@ -427,8 +443,15 @@ mod tests {
     fn fast_equals_reference_on_generated_trace() {
         let rules = parse_rules(RULES).unwrap();
         let c = CbClassifier::build(&rules).unwrap();
-        for (h, _) in generate_trace(&rules, 5000, 7) {
-            assert_eq!(c.classify(&h), reference_match(&rules, &h), "{h:?}");
+        let trace: Vec<CbHeader> = generate_trace(&rules, 5000, 7)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let mut batch = vec![None; trace.len()];
+        c.classify_batch(&trace, &mut batch);
+        for (h, b) in trace.iter().zip(&batch) {
+            assert_eq!(c.classify(h), reference_match(&rules, h), "{h:?}");
+            assert_eq!(*b, reference_match(&rules, h), "{h:?}");
         }
     }
 

@@ -56,6 +56,10 @@ enum FieldIndex {
     Direct {
         class_of: Vec<u32>,
     },
+    /// Direct table with 16-bit class ids: half the cache footprint.
+    Direct16 {
+        class_of: Vec<u16>,
+    },
     V4 {
         bounds: Vec<u32>,
         class_of: Vec<u32>,
@@ -82,6 +86,7 @@ impl Field {
         let value = value.min(self.max_value);
         match &self.index {
             FieldIndex::Direct { class_of } => class_of[value as usize] as usize,
+            FieldIndex::Direct16 { class_of } => usize::from(class_of[value as usize]),
             FieldIndex::V4 {
                 bounds,
                 class_of,
@@ -196,6 +201,7 @@ impl Classifier {
             .map(|f| {
                 let idx = match &f.index {
                     FieldIndex::Direct { class_of } => class_of.len() * 4,
+                    FieldIndex::Direct16 { class_of } => class_of.len() * 2,
                     FieldIndex::V4 {
                         bounds,
                         class_of,
@@ -214,23 +220,46 @@ impl Classifier {
         self.first_match_where(key, |_| true)
     }
 
-    /// The first rule matching `key` for which `accept` returns true. `accept` is called for
-    /// matching rules in priority order until it accepts one.
+    /// First matches for a batch of keys (`keys.len() / fields` keys laid out back to back),
+    /// written to `out`. Looking all classes up before scanning lets the memory accesses of
+    /// different keys overlap.
+    pub fn first_match_batch(&self, keys: &[u128], out: &mut [Option<u32>]) {
+        const CHUNK: usize = 16;
+        let nf = self.fields.len();
+        if nf == 0 {
+            return;
+        }
+        let n = (keys.len() / nf).min(out.len());
+        let mut starts = [[0usize; MAX_FIELDS]; CHUNK];
+        let mut base = 0;
+        while base < n {
+            let m = CHUNK.min(n - base);
+            for (j, st) in starts.iter_mut().enumerate().take(m) {
+                let key = &keys[(base + j) * nf..(base + j + 1) * nf];
+                for (f, field) in self.fields.iter().enumerate() {
+                    st[f] = field.class(key[f]) * self.stride;
+                }
+            }
+            for (j, st) in starts.iter().enumerate().take(m) {
+                out[base + j] = self.scan(st, |_| true);
+            }
+            base += m;
+        }
+    }
+
     #[inline]
-    pub fn first_match_where(
+    fn scan(
         &self,
-        key: &[u128],
+        starts: &[usize; MAX_FIELDS],
         mut accept: impl FnMut(u32) -> bool,
     ) -> Option<u32> {
-        if self.nrules == 0 || key.len() != self.fields.len() {
+        if self.nrules == 0 {
             return None;
         }
         let nf = self.fields.len();
         let mut rows: [&[u64]; MAX_FIELDS] = [&[]; MAX_FIELDS];
         for (i, field) in self.fields.iter().enumerate() {
-            let class = field.class(key[i]);
-            let start = class * self.stride;
-            rows[i] = &field.bits[start..start + self.stride];
+            rows[i] = &field.bits[starts[i]..starts[i] + self.stride];
         }
         let rows = &rows[..nf];
         for s in 0..self.nsum {
@@ -255,6 +284,20 @@ impl Classifier {
             }
         }
         None
+    }
+
+    /// The first rule matching `key` for which `accept` returns true. `accept` is called for
+    /// matching rules in priority order until it accepts one.
+    #[inline]
+    pub fn first_match_where(&self, key: &[u128], accept: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.nrules == 0 || key.len() != self.fields.len() {
+            return None;
+        }
+        let mut starts = [0usize; MAX_FIELDS];
+        for (i, field) in self.fields.iter().enumerate() {
+            starts[i] = field.class(key[i]) * self.stride;
+        }
+        self.scan(&starts, accept)
     }
 }
 
@@ -351,7 +394,13 @@ fn build_field(
                     *slot = classes[k];
                 }
             }
-            FieldIndex::Direct { class_of }
+            if dedup.len() <= usize::from(u16::MAX) + 1 {
+                FieldIndex::Direct16 {
+                    class_of: class_of.iter().map(|&c| c as u16).collect(),
+                }
+            } else {
+                FieldIndex::Direct { class_of }
+            }
         }
         FieldKind::V4 => {
             let b32: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();

@@ -797,7 +797,7 @@ mod tests {
         assert_eq!(ip.frag.map(|f| (f.id, f.more)), Some((9, true)));
         assert!(matches!(ip.l4, Transport::Udp(u) if u.dst == 53));
         // Later fragment: offset 8, no transport.
-        b[50..52].copy_from_slice(&((1u16 << 3) | 0).to_be_bytes());
+        b[50..52].copy_from_slice(&(1u16 << 3).to_be_bytes());
         assert_eq!(decode_ipv6(&b).unwrap().l4, Transport::Fragment);
     }
 

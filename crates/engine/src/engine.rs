@@ -893,7 +893,7 @@ fn residual_static(rt: &RuleRt, meta: &PacketMeta<'_>) -> Option<Mismatch> {
         let ok = meta.owner.is_some_and(|o| {
             (owner.uids.is_empty() || owner.uids.contains(&o.uid))
                 && (owner.gids.is_empty() || owner.gids.contains(&o.gid))
-                && (owner.cgroups.is_empty() || owner.cgroups.iter().any(|c| *c == o.cgroup))
+                && (owner.cgroups.is_empty() || owner.cgroups.contains(&o.cgroup))
         });
         if !ok {
             return Some(Mismatch::Owner);

@@ -14,6 +14,7 @@ pub mod classifier;
 pub mod conntrack;
 pub mod decode;
 pub mod engine;
+pub mod explain;
 pub mod lpm;
 pub mod pcap;
 pub mod simulate;

@@ -216,18 +216,14 @@ fn tls(b: &[u8]) -> Option<AppInfo<'_>> {
             let len = usize::from(u16::from_be_bytes([hs[i + 2], hs[i + 3]]));
             let body = hs.get(i + 4..(i + 4 + len).min(end))?;
             match typ {
-                0 => {
-                    // server_name list: len(2) type(1)=0 name_len(2) name
-                    if body.len() >= 5 && body[2] == 0 {
-                        let n = usize::from(u16::from_be_bytes([body[3], body[4]]));
-                        sni = body.get(5..5 + n).and_then(ascii);
-                    }
+                // server_name list: len(2) type(1)=0 name_len(2) name
+                0 if body.len() >= 5 && body[2] == 0 => {
+                    let n = usize::from(u16::from_be_bytes([body[3], body[4]]));
+                    sni = body.get(5..5 + n).and_then(ascii);
                 }
-                16 => {
-                    if body.len() >= 3 {
-                        let n = usize::from(body[2]);
-                        alpn = body.get(3..3 + n).and_then(ascii);
-                    }
+                16 if body.len() >= 3 => {
+                    let n = usize::from(body[2]);
+                    alpn = body.get(3..3 + n).and_then(ascii);
                 }
                 _ => {}
             }

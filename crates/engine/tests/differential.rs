@@ -1,0 +1,269 @@
+//! Differential tests: the fast matcher and the linear reference must give the same verdict
+//! and the same deciding rule, on random policies × random packets (with rate limits, so the
+//! order in which rules are asked matters) and on ClassBench rule sets × traces.
+
+mod support;
+
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+use rampart_engine::classbench::{
+    self, generate_trace, parse_rules, reference_match, CbClassifier, CbHeader, CbRule, SplitMix64,
+};
+use rampart_engine::{Engine, EngineOptions, L4Meta, MatcherKind, OwnerInfo, PacketMeta};
+use rampart_ir::{CtState, Date, Direction};
+use support::*;
+
+fn random_meta<'a>(rng: &mut SplitMix64, owner: &'a OwnerInfo) -> PacketMeta<'a> {
+    let v6 = rng.range(0, 3) == 0;
+    let addr = |rng: &mut SplitMix64| -> IpAddr {
+        if v6 {
+            pick(rng, &V6_ADDRS).parse().unwrap()
+        } else {
+            pick(rng, &V4_ADDRS).parse().unwrap()
+        }
+    };
+    let src = addr(rng);
+    let dst = addr(rng);
+    let (protocol, l4) = match rng.range(0, 4) {
+        0 => (
+            6,
+            L4Meta::Ports {
+                src: *pick(rng, &PORTS),
+                dst: *pick(rng, &PORTS),
+            },
+        ),
+        1 => (
+            17,
+            L4Meta::Ports {
+                src: 1000 + rng.range(0, 2000) as u16,
+                dst: *pick(rng, &PORTS),
+            },
+        ),
+        2 => (
+            if v6 { 58 } else { 1 },
+            L4Meta::Icmp {
+                icmp_type: *pick(rng, &[0u8, 3, 8, 128, 129, 135, 136]),
+                code: 0,
+            },
+        ),
+        _ => (*pick(rng, &[47u8, 6, 1, 58]), L4Meta::None),
+    };
+    let mut m = PacketMeta::new(*pick(rng, &Direction::ALL), src, dst, protocol, l4);
+    m.iif = *pick(rng, &PKT_IFACES);
+    m.oif = *pick(rng, &PKT_IFACES);
+    m.ct_state = *pick(
+        rng,
+        &[
+            CtState::New,
+            CtState::New,
+            CtState::New,
+            CtState::Established,
+            CtState::Invalid,
+            CtState::Untracked,
+            CtState::Related,
+        ],
+    );
+    m.len = rng.range(40, 1500) as u32;
+    m.src_conns = rng.range(0, 5) as u32;
+    if rng.range(0, 3) == 0 {
+        m.owner = Some(owner);
+    }
+    m
+}
+
+fn check_policy(seed: u64, packets: usize) -> usize {
+    let mut rng = SplitMix64::new(seed);
+    let policy = random_policy(&mut rng);
+    let opts = EngineOptions {
+        today: Some(Date {
+            year: 2026,
+            month: 11,
+            day: 27,
+        }),
+    };
+    let mut fast = Engine::with_options(&policy, opts.clone());
+    let mut reference = Engine::with_options(&policy, opts);
+    let owner = OwnerInfo {
+        uid: 1000,
+        gid: 100,
+        cgroup: "system.slice/x.service".into(),
+    };
+    let mut now = 0u64;
+    let mut by_rule = 0;
+    for i in 0..packets {
+        let meta = random_meta(&mut rng, &owner);
+        now += rng.range(0, 400_000_000);
+        let a = fast.classify_with(MatcherKind::Fast, &meta, now);
+        let b = reference.classify_with(MatcherKind::Reference, &meta, now);
+        assert_eq!(
+            a, b,
+            "seed {seed} packet {i}: {meta:?}\npolicy: {policy:#?}"
+        );
+        by_rule += usize::from(a.rule.is_some());
+        // explain() must agree with the reference on everything but rate limits.
+        if policy.rules.iter().all(|r| r.limit.is_none()) {
+            let ex = reference.explain(&meta);
+            assert_eq!(ex.decision, b, "explain disagrees, seed {seed} packet {i}");
+        }
+    }
+    by_rule
+}
+
+#[test]
+fn fast_equals_reference_on_many_random_policies() {
+    let mut by_rule = 0;
+    for seed in 0..200 {
+        by_rule += check_policy(seed, 300);
+    }
+    // The generator must produce policies whose rules actually decide packets, or the
+    // comparison would be vacuous.
+    assert!(
+        by_rule > 5_000,
+        "only {by_rule} packets were decided by a rule"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn fast_equals_reference_prop(seed in any::<u64>()) {
+        check_policy(seed, 150);
+    }
+}
+
+fn random_cb_rules(rng: &mut SplitMix64, n: usize) -> Vec<CbRule> {
+    (0..n)
+        .map(|_| {
+            let pfx = |rng: &mut SplitMix64| {
+                let len = *pick(rng, &[0u8, 8, 16, 24, 28, 32]);
+                let a = 0xc000_0200u32 | (rng.next_u64() as u32 & 0x0000_ffff);
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                (a & mask, len)
+            };
+            let range = |rng: &mut SplitMix64| match rng.range(0, 3) {
+                0 => (0u16, 65535u16),
+                1 => {
+                    let p = *pick(rng, &PORTS);
+                    (p, p)
+                }
+                2 => (1024, 65535),
+                _ => (0, 1023),
+            };
+            CbRule {
+                src: pfx(rng),
+                dst: pfx(rng),
+                sport: range(rng),
+                dport: range(rng),
+                proto: *pick(
+                    rng,
+                    &[(6u8, 0xffu8), (17, 0xff), (0, 0), (1, 0xff), (4, 0xfc)],
+                ),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn classbench_fast_equals_reference_on_synthetic_sets() {
+    let mut rng = SplitMix64::new(42);
+    for n in [1usize, 10, 100, 700] {
+        let rules = random_cb_rules(&mut rng, n);
+        let c = CbClassifier::build(&rules).unwrap();
+        let trace: Vec<CbHeader> = generate_trace(&rules, 20_000, n as u64)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let mut batch = vec![None; trace.len()];
+        c.classify_batch(&trace, &mut batch);
+        for (h, b) in trace.iter().zip(&batch) {
+            let want = reference_match(&rules, h);
+            assert_eq!(c.classify(h), want, "{h:?}");
+            assert_eq!(*b, want, "{h:?}");
+        }
+    }
+}
+
+#[test]
+fn classbench_fast_equals_reference_on_shared_data() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/classbench");
+    if !dir.exists() {
+        eprintln!("skipping: {} not present", dir.display());
+        return;
+    }
+    for name in [
+        "acl1_1k", "fw1_1k", "ipc1_1k", "acl2_1k", "fw2_1k", "acl3_1k",
+    ] {
+        let path = dir.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("skipping: {} not present", path.display());
+            continue;
+        };
+        let rules = parse_rules(&text).unwrap();
+        let c = CbClassifier::build(&rules).unwrap();
+        for (h, _) in generate_trace(&rules, 20_000, 3) {
+            assert_eq!(c.classify(&h), reference_match(&rules, &h), "{name} {h:?}");
+        }
+    }
+    // The JiaChang trace that ships with its own rule file.
+    let rules_path = dir.join("jiachang/acl1_1k");
+    let trace_path = dir.join("jiachang/acl1_1k_trace");
+    if let (Ok(r), Ok(t)) = (
+        std::fs::read_to_string(rules_path),
+        std::fs::read_to_string(trace_path),
+    ) {
+        let rules = parse_rules(&r).unwrap();
+        let trace = classbench::parse_trace(&t).unwrap();
+        assert!(trace.len() > 10_000);
+        let c = CbClassifier::build(&rules).unwrap();
+        for h in &trace {
+            assert_eq!(c.classify(h), reference_match(&rules, h), "{h:?}");
+        }
+    }
+}
+
+#[test]
+fn policy_with_large_blocklist_set_agrees() {
+    // 200k distinct /32 and /24 prefixes in a set used by a rule; LPM set vs classifier.
+    use rampart_ir::*;
+    let mut rng = SplitMix64::new(9);
+    let mut elements = Vec::new();
+    for i in 0..200_000u32 {
+        let a = std::net::Ipv4Addr::from(
+            0xc633_0000u32.wrapping_add(rng.next_u64() as u32 & 0x00ff_ffff) ^ (i & 1),
+        );
+        let len = if i % 10 == 0 { 24 } else { 32 };
+        elements.push(IpNet::V4(Ipv4Net::new(a, len).unwrap().trunc()));
+    }
+    let mut p = Policy::default();
+    p.sets.push(AddressSet {
+        name: "blocklist".into(),
+        elements,
+        source: SetSource::Inline,
+        except: vec![],
+        loc: loc(1),
+    });
+    let mut r = rule("block", Direction::Ingress, Action::Drop);
+    r.from = vec![Peer::Set(SetId(0))];
+    p.rules.push(r);
+    p.rules
+        .push(rule("allow", Direction::Ingress, Action::Accept));
+    let mut e = Engine::new(&p);
+    for _ in 0..20_000 {
+        let src = IpAddr::V4(std::net::Ipv4Addr::from(
+            0xc633_0000u32.wrapping_add(rng.next_u64() as u32 & 0x00ff_ffff),
+        ));
+        let m = PacketMeta::new(
+            Direction::Ingress,
+            src,
+            "192.0.2.1".parse().unwrap(),
+            6,
+            L4Meta::Ports { src: 1, dst: 2 },
+        );
+        assert_eq!(
+            e.classify_with(MatcherKind::Fast, &m, 0),
+            e.classify_with(MatcherKind::Reference, &m, 0)
+        );
+    }
+}
