@@ -99,18 +99,27 @@ impl Ctx<'_> {
             match self.names.get(s) {
                 Some((Named::Zone(id), _)) => out.push((Peer::Zone(*id), item.span)),
                 Some((Named::Set(id), _)) => out.push((Peer::Set(*id), item.span)),
-                None => diags.push(
-                    Report::error("E0101", format!("unknown zone or set `{s}`"))
-                        .label(item.span, "no zone or set has this name")
-                        .hint_opt(
-                            did_you_mean(s, self.names.keys().map(String::as_str)).or_else(|| {
-                                Some(
-                                    "peers are zone names, set names, addresses/prefixes, or `any`"
-                                        .into(),
-                                )
-                            }),
-                        ),
-                ),
+                None => {
+                    // A service name in `from`/`to` is a common slip: say so.
+                    let is_service = self.services.contains_key(s) || services::lookup(s).is_some();
+                    let hint = if is_service {
+                        Some(format!(
+                            "`{s}` is a service: write it in `service`, not in `from`/`to`"
+                        ))
+                    } else {
+                        did_you_mean(s, self.names.keys().map(String::as_str)).or_else(|| {
+                            Some(
+                                "peers are zone names, set names, addresses/prefixes, or `any`"
+                                    .into(),
+                            )
+                        })
+                    };
+                    diags.push(
+                        Report::error("E0101", format!("unknown zone or set `{s}`"))
+                            .label(item.span, "no zone or set has this name")
+                            .hint_opt(hint),
+                    );
+                }
             }
         }
         out
@@ -168,10 +177,17 @@ impl Ctx<'_> {
             .iter()
             .map(|n| n.name)
             .chain(self.services.keys().map(String::as_str));
+        let hint = if self.names.contains_key(s) {
+            Some(format!(
+                "`{s}` is a zone or set: write it in `from`/`to`, not in `service`"
+            ))
+        } else {
+            did_you_mean(s, candidates)
+        };
         diags.push(
             Report::error("E0102", format!("unknown service `{s}`"))
                 .label(span, "not a built-in or declared service")
-                .hint_opt(did_you_mean(s, candidates).or_else(|| {
+                .hint_opt(hint.or_else(|| {
                     Some(
                         "write a literal such as `tcp/8443`, or declare it under [services]".into(),
                     )
@@ -1004,8 +1020,22 @@ pub(crate) fn resolve(
     let mut user: Vec<Candidate> = Vec::new();
     let mut after: Vec<Candidate> = Vec::new();
     let mut profile_uses = Vec::new();
+    let mut profile_seen: HashMap<String, Span> = HashMap::new();
     for (_, f) in files {
         for p in &f.profiles {
+            if let Some(first) = profile_seen.get(&p.name.v) {
+                diags.push(
+                    Report::error(
+                        "E0110",
+                        format!("profile `{}` is enabled more than once", p.name.v),
+                    )
+                    .label(p.name.span, "enabled again here")
+                    .label(*first, "first enabled here")
+                    .hint("merge the two tables; each profile is enabled once"),
+                );
+                continue;
+            }
+            profile_seen.insert(p.name.v.clone(), p.name.span);
             if let Some(exp) = crate::profiles::expand(&ctx, p, diags) {
                 let slot = if exp.after { &mut after } else { &mut before };
                 let start = slot.len();
@@ -1475,6 +1505,83 @@ mod tests {
         assert!(e.hint.unwrap().contains("192.0.2.0/24"));
         assert_eq!(parse_net("192.0.2.300").err().unwrap().code, "E0120");
         assert_eq!(parse_net("2001:db8::1/32").err().unwrap().code, "E0121");
+    }
+
+    #[test]
+    fn dates_respect_leap_years() {
+        let mut d = Diags::default();
+        let span = Span::new(crate::source::FileId(0), 0, 1);
+        let date = |s: &str, d: &mut Diags| parse_date(&S { v: s.into(), span }, d);
+        assert_eq!(
+            date("2028-02-29", &mut d),
+            Some(Date {
+                year: 2028,
+                month: 2,
+                day: 29
+            })
+        );
+        assert_eq!(date("2000-02-29", &mut d).map(|x| x.day), Some(29));
+        assert!(!d.has_errors());
+        assert_eq!(date("2100-02-29", &mut d), None);
+        assert_eq!(date("2027-13-01", &mut d), None);
+        assert_eq!(date("2027-1-01", &mut d), None);
+        assert_eq!(d.error_count(), 3);
+    }
+
+    #[test]
+    fn rates() {
+        let mut d = Diags::default();
+        let span = Span::new(crate::source::FileId(0), 0, 1);
+        let rate = |s: &str, d: &mut Diags| parse_rate(&S { v: s.into(), span }, d);
+        assert_eq!(rate("10/minute", &mut d), Some((10, 60, RateUnit::Packets)));
+        assert_eq!(
+            rate("2 mbytes/second", &mut d),
+            Some((2 << 20, 1, RateUnit::Bytes))
+        );
+        assert_eq!(rate("5/d", &mut d), Some((5, 86_400, RateUnit::Packets)));
+        assert!(!d.has_errors());
+        for bad in [
+            "10",
+            "x/second",
+            "10/week",
+            "10 furlongs/second",
+            "0/second",
+        ] {
+            assert_eq!(rate(bad, &mut d), None, "{bad}");
+        }
+        assert_eq!(d.error_count(), 5);
+    }
+
+    #[test]
+    fn names() {
+        let mut d = Diags::default();
+        let span = Span::new(crate::source::FileId(0), 0, 1);
+        for good in ["corp", "web-servers", "a_b.c", "Z9"] {
+            assert!(
+                check_name(
+                    "zone",
+                    &S {
+                        v: good.into(),
+                        span
+                    },
+                    &mut d
+                ),
+                "{good}"
+            );
+        }
+        for bad in ["", "9x", "any", "a/b", "a b", &"x".repeat(MAX_NAME_LEN + 1)] {
+            assert!(
+                !check_name(
+                    "zone",
+                    &S {
+                        v: bad.to_string(),
+                        span
+                    },
+                    &mut d
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
