@@ -779,6 +779,7 @@ impl Engine {
                     };
                     ranges.extend(list.iter().map(|r| r.to_string()));
                 }
+                ranges.dedup();
                 format!(
                     "{} {} is not in {{{}}}",
                     m.as_str(),
@@ -791,11 +792,12 @@ impl Engine {
                     L4Meta::Icmp { icmp_type, .. } => icmp_type.to_string(),
                     _ => "(none)".into(),
                 };
-                let types: Vec<String> = rule
+                let mut types: Vec<String> = rule
                     .services
                     .iter()
                     .flat_map(|s| s.icmp_types.iter().map(|t| t.to_string()))
                     .collect();
+                types.dedup();
                 format!("icmp type {t} is not in {{{}}}", types.join(", "))
             }
             Mismatch::CtState => format!(
