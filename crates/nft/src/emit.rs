@@ -510,11 +510,7 @@ impl<'a> Emitter<'a> {
             if !set.interval && set.elements.len() > INLINE_ELEMENTS_MAX {
                 // Presize the kernel hash table: without the hint it rehashes as it grows,
                 // which more than doubled the kernel time of a 1M-element load (docs/nft.md).
-                let _ = writeln!(
-                    body,
-                    "\t\tsize {}",
-                    set.elements.len().next_power_of_two()
-                );
+                let _ = writeln!(body, "\t\tsize {}", set.elements.len().next_power_of_two());
             }
             if set.interval {
                 let _ = writeln!(body, "\t\tflags interval");
