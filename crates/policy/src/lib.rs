@@ -72,6 +72,12 @@ fn read_bounded(path: &std::path::Path) -> Result<String, std::io::Error> {
     let mut buf = Vec::new();
     // Why: read one byte past the limit so an oversized file is detected without reading it all.
     file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
     String::from_utf8(buf).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, "file is not valid UTF-8")
     })

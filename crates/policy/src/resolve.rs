@@ -687,23 +687,46 @@ fn check_interface(i: &S<String>, diags: &mut Diags) -> bool {
 }
 
 /// Subtract `except` from `nets` exactly (splitting prefixes), then aggregate.
+///
+/// After aggregation the prefixes are disjoint and ordered by (address, length), so for each
+/// excepted prefix only a contiguous range (the prefixes inside it) and one predecessor (the
+/// prefix holding it, if any) can be affected: O((n + m) log n) instead of O(n * m).
 pub(crate) fn subtract(nets: &[IpNet], except: &[IpNet]) -> Vec<IpNet> {
-    let mut cur: Vec<IpNet> = IpNet::aggregate(&nets.to_vec());
+    use std::collections::BTreeSet;
+    let mut cur: BTreeSet<IpNet> = IpNet::aggregate(&nets.to_vec()).into_iter().collect();
     for ex in except {
-        let mut next = Vec::with_capacity(cur.len());
-        for n in cur {
-            if ex.contains(&n) {
-                continue;
-            }
-            if n.contains(ex) {
-                split_out(n, *ex, &mut next);
-            } else {
-                next.push(n);
+        let (lo, hi) = match ex {
+            IpNet::V4(n) => (
+                IpNet::V4(ipnet::Ipv4Net::new_assert(n.network(), 0)),
+                IpNet::V4(ipnet::Ipv4Net::new_assert(n.broadcast(), 32)),
+            ),
+            IpNet::V6(n) => (
+                IpNet::V6(ipnet::Ipv6Net::new_assert(n.network(), 0)),
+                IpNet::V6(ipnet::Ipv6Net::new_assert(n.broadcast(), 128)),
+            ),
+        };
+        // Prefixes that start inside `ex` lie inside it (they are disjoint from any prefix
+        // holding `ex`, and no prefix both starts inside `ex` and is larger than it).
+        let inside: Vec<IpNet> = cur
+            .range(lo..=hi)
+            .copied()
+            .filter(|n| ex.contains(n))
+            .collect();
+        for n in inside {
+            cur.remove(&n);
+        }
+        // At most one prefix holds `ex`: the last one starting at or before it.
+        if let Some(holder) = cur.range(..=*ex).next_back().copied() {
+            // `ex` itself, if present, went with the prefixes inside it.
+            if holder.contains(ex) {
+                cur.remove(&holder);
+                let mut parts = Vec::new();
+                split_out(holder, *ex, &mut parts);
+                cur.extend(parts);
             }
         }
-        cur = next;
     }
-    IpNet::aggregate(&cur)
+    IpNet::aggregate(&cur.into_iter().collect())
 }
 
 /// Push the parts of `n` that are not in `ex` (which `n` strictly contains).
@@ -1495,6 +1518,41 @@ mod tests {
             subtract(&[n("2001:db8::/32")], &[n("192.0.2.0/24")]),
             vec![n("2001:db8::/32")]
         );
+    }
+
+    /// Reference: the set of addresses of a list of IPv4 prefixes inside 192.0.2.0/24.
+    fn addrs(nets: &[IpNet]) -> Vec<u8> {
+        (0..=255u8)
+            .filter(|o| {
+                let a: IpAddr = format!("192.0.2.{o}").parse().unwrap();
+                nets.iter().any(|n| n.contains(&a))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Exact subtraction against brute force over one /24.
+        #[test]
+        fn subtract_matches_brute_force(
+            nets in proptest::collection::vec((0u8..=255, 24u8..=32), 0..8),
+            except in proptest::collection::vec((0u8..=255, 24u8..=32), 0..8),
+        ) {
+            let mk = |v: &Vec<(u8, u8)>| -> Vec<IpNet> {
+                v.iter()
+                    .map(|(o, l)| IpNet::from(ipnet::Ipv4Net::new_assert(format!("192.0.2.{o}").parse().unwrap(), *l)).trunc())
+                    .collect()
+            };
+            let (n, e) = (mk(&nets), mk(&except));
+            let got = subtract(&n, &e);
+            let want: Vec<u8> = addrs(&n).into_iter().filter(|a| !addrs(&e).contains(a)).collect();
+            proptest::prop_assert_eq!(addrs(&got), want);
+            // Aggregated: no two results overlap.
+            for (i, a) in got.iter().enumerate() {
+                for b in &got[i + 1..] {
+                    proptest::prop_assert!(!a.contains(b) && !b.contains(a));
+                }
+            }
+        }
     }
 
     #[test]
