@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::ast::{self, as_bool, as_str, as_str_list, as_table, Fields, S};
 use crate::diag::{did_you_mean, Diags, Report};
 use crate::resolve::{self, parse_net, Candidate, Ctx};
-use crate::syntax::Entry;
 
 /// What a parameter holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -638,7 +637,7 @@ pub(crate) fn expand(
     }
     let mut allowed: Vec<&str> = COMMON_PARAMS.iter().map(|(n, _)| *n).collect();
     allowed.extend(info.parameters.iter().map(|p| p.name));
-    unknown_params(f, info.name, &allowed, &decl.params, diags);
+    unknown_params(f, info.name, &allowed, diags);
     if diags.error_count() > errors_before {
         return None;
     }
@@ -784,13 +783,7 @@ pub(crate) fn expand(
     })
 }
 
-fn unknown_params(
-    f: Fields<'_>,
-    profile: &str,
-    allowed: &[&str],
-    _params: &[Entry],
-    diags: &mut Diags,
-) {
+fn unknown_params(f: Fields<'_>, profile: &str, allowed: &[&str], diags: &mut Diags) {
     let before = diags.error_count();
     f.finish(&format!("profile `{profile}`"), allowed, diags);
     // Re-code the generic unknown-key errors as unknown profile parameters.

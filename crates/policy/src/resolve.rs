@@ -1248,7 +1248,7 @@ fn missing(what: &str, span: Span, diags: &mut Diags) {
 }
 
 fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<Candidate> {
-    let before = diags_error_count(diags);
+    let before = diags.error_count();
     let name = match &r.name {
         Some(n) => {
             check_name("rule", n, diags);
@@ -1424,17 +1424,13 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         },
         diags,
     );
-    if diags_error_count(diags) > before {
+    if diags.error_count() > before {
         return None;
     }
     Some(Candidate {
         rule,
         name_span: name.span,
     })
-}
-
-fn diags_error_count(diags: &Diags) -> usize {
-    diags.error_count()
 }
 
 /// The rule's L4 alternatives, without those an explicit family makes dead (`ping` under
