@@ -14,8 +14,8 @@ use rampart_ir::{
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PrintError {
-    /// The language has no syntax for source ports (only built-in profiles produce them).
-    #[error("rule `{rule}` matches source ports, which the policy language cannot express")]
+    /// Source ports on a protocol without ports (the IR allows it; the language cannot say it).
+    #[error("rule `{rule}` matches source ports on a protocol without ports")]
     SourcePorts {
         /// The rule.
         rule: String,
@@ -72,18 +72,25 @@ fn action(a: Action) -> &'static str {
 
 /// The literal service syntax for one match.
 fn literal(m: &L4Match, rule: &str) -> Result<String, PrintError> {
-    if !m.src_ports.is_empty() {
-        return Err(PrintError::SourcePorts { rule: rule.into() });
-    }
     let Some(p) = m.protocol else {
         return Err(PrintError::AnyProtocolService { rule: rule.into() });
     };
+    let list = |v: &[rampart_ir::PortRange]| {
+        if v.is_empty() {
+            "any".to_string()
+        } else {
+            v.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
     let ports = || {
-        m.dst_ports
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        if m.src_ports.is_empty() {
+            list(&m.dst_ports)
+        } else {
+            format!("{}->{}", list(&m.src_ports), list(&m.dst_ports))
+        }
     };
     let types = || {
         m.icmp_types
@@ -98,8 +105,12 @@ fn literal(m: &L4Match, rule: &str) -> Result<String, PrintError> {
         132 => Some("sctp"),
         _ => None,
     };
+    let ported = !m.src_ports.is_empty() || !m.dst_ports.is_empty();
+    if head.is_none() && !m.src_ports.is_empty() {
+        return Err(PrintError::SourcePorts { rule: rule.into() });
+    }
     Ok(match (head, p) {
-        (Some(h), _) if m.dst_ports.is_empty() => h.to_string(),
+        (Some(h), _) if !ported => h.to_string(),
         (Some(h), _) => format!("{h}/{}", ports()),
         (None, proto::ICMP) if m.icmp_types.is_empty() => "icmp".into(),
         (None, proto::ICMP) => format!("icmp/{}", types()),

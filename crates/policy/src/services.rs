@@ -197,8 +197,9 @@ pub fn is_literal(s: &str) -> bool {
     s.contains('/') || matches!(s, "tcp" | "udp" | "sctp" | "icmp" | "icmpv6")
 }
 
-/// Parse one literal service (`tcp/22`, `udp/1000-2000`, `tcp/80,443`, `icmp/echo-request`,
-/// `icmpv6/128`, `proto/47`, or a bare `tcp`/`udp`/`sctp`/`icmp`/`icmpv6`).
+/// Parse one literal service (`tcp/22`, `udp/1000-2000`, `tcp/80,443`, `udp/67->68` (source
+/// port 67 to destination port 68), `icmp/echo-request`, `icmpv6/128`, `proto/47`, or a bare
+/// `tcp`/`udp`/`sctp`/`icmp`/`icmpv6`).
 pub fn parse_literal(s: &str) -> Result<L4Match, LiteralError> {
     let (head, tail) = match s.split_once('/') {
         Some((h, t)) => (h, Some(t)),
@@ -214,7 +215,24 @@ pub fn parse_literal(s: &str) -> Result<L4Match, LiteralError> {
     if let Some(&(_, p)) = PORT_PROTOCOLS.iter().find(|(n, _)| *n == head) {
         m.protocol = Some(p);
         if let Some(t) = tail {
-            m.dst_ports = parse_ports(t)?;
+            // `SRC->DST` names source ports too (`udp/67->68`); `any` on either side is any.
+            let (src, dst) = match t.split_once("->") {
+                Some((src, dst)) => (Some(src.trim()), dst.trim()),
+                None => (None, t),
+            };
+            let ports_or_any = |x: &str| {
+                if x == "any" {
+                    Ok(Vec::new())
+                } else {
+                    parse_ports(x)
+                }
+            };
+            if let Some(src) = src {
+                m.src_ports = ports_or_any(src)?;
+                m.dst_ports = ports_or_any(dst)?;
+            } else {
+                m.dst_ports = parse_ports(dst)?;
+            }
         }
         return Ok(m);
     }
@@ -381,6 +399,21 @@ mod tests {
         );
         assert_eq!(parse_literal("proto/gre").unwrap().protocol, Some(47));
         assert_eq!(parse_literal("udp").unwrap().dst_ports, vec![]);
+        let dhcp = parse_literal("udp/67->68").unwrap();
+        assert_eq!(
+            (dhcp.src_ports, dhcp.dst_ports),
+            (vec![PortRange::single(67)], vec![PortRange::single(68)])
+        );
+        let any_dst = parse_literal("tcp/1024-65535->any").unwrap();
+        assert_eq!(
+            any_dst.src_ports,
+            vec![PortRange {
+                lo: 1024,
+                hi: 65535
+            }]
+        );
+        assert!(any_dst.dst_ports.is_empty());
+        assert_eq!(parse_literal("udp/67->").unwrap_err().code, "E0122");
         assert_eq!(parse_literal("tcp/70000").unwrap_err().code, "E0122");
         assert_eq!(parse_literal("tcp/90-80").unwrap_err().code, "E0122");
         assert_eq!(parse_literal("tpc/80").unwrap_err().code, "E0123");

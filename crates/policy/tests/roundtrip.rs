@@ -47,6 +47,15 @@ fn golden_policies_round_trip_through_the_printer() {
     assert!(printed >= 15, "only {printed} golden policies printable");
 }
 
+#[test]
+fn baseline_example_round_trips_flattened() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/m1037-baseline/policy.toml");
+    let loaded = rampart_policy::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    rampart_policy::to_toml(&loaded.policy).expect("the baseline prints");
+    check_round_trip(&loaded.policy);
+}
+
 const ZONES: &[&str] = &["corp", "dmz", "iot", "lab"];
 const SETS: &[&str] = &["admin", "bad", "partners"];
 const IFACES: &[&str] = &["eth0", "br-corp", "veth*", "wan0"];
@@ -66,6 +75,8 @@ const SERVICES: &[&str] = &[
     "ping",
     "tcp/80,443",
     "udp/1000-2000",
+    "udp/67->68",
+    "tcp/1024-65535->any",
     "icmp/echo-request",
     "icmpv6/128",
     "proto/47",
