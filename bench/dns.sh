@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# dnsperf: rampart-dns vs Unbound (RPZ) and dnsmasq with the same blocklist, forwarding to the same
+# local stub upstream (Unbound, local-zone "bench." redirect), all on 127.0.0.1, SUT pinned to
+# core 0 and dnsperf + stub to core 1 (recipe: shared/notes/anchors.md §3.5).
+#
+# Usage: bench/dns.sh [N_DOMAINS] [SECONDS_PER_RUN]      (defaults 1000000 and 10)
+# Needs: dnsperf unbound dnsmasq-base dnsutils python3 (apt-get install dnsperf unbound dnsmasq-base).
+# Output: a markdown table on stdout and in $WORK/results.md. Runs are short and bounded; every
+# process started here is killed on exit.
+set -euo pipefail
+
+N=${1:-1000000}
+DUR=${2:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${WORK:-$(mktemp -d /tmp/rampart-dns-bench.XXXXXX)}
+DATA=${RAMPART_DOMAINS_DIR:-$ROOT/../shared/data/domains}
+SUT_PORT=5300
+STUB_PORT=5301
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+for t in dnsperf unbound dnsmasq dig python3 taskset; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install dnsperf unbound dnsmasq-base dnsutils)" >&2; exit 2; }
+done
+
+echo "# workdir $WORK, N=$N, ${DUR}s per run" >&2
+
+# ---- 1. lists and query files (seeded) ----
+python3 - "$N" "$WORK" "$DATA" <<'EOF'
+import os, random, sys
+n, work, data = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rnd = random.Random(20261127)
+names, seen = [], set()
+real = []
+for rel in ["1hosts/Pro/domains.txt", "romainmarcoux/full-domains-aa.txt", "romainmarcoux/full-domains-ab.txt",
+            "hagezi/domains/personal.txt", "hagezi/domains/fake.txt"]:
+    p = os.path.join(data, rel)
+    if os.path.exists(p):
+        for line in open(p, errors="ignore"):
+            d = line.strip().lower().rstrip(".")
+            if d and not d.startswith("#") and " " not in d and "." in d and len(d) < 200 and all(c.isalnum() or c in "-._" for c in d):
+                real.append(d)
+for d in real:
+    if len(names) >= n: break
+    if d not in seen:
+        seen.add(d); names.append(d)
+sfx = ["com", "net", "org", "info", "xyz", "co.uk", "de", "ru", "io", "top"]
+syll = ["ka", "lo", "mi", "ne", "tr", "ax", "zu", "pe", "qi", "vo", "an", "el", "or", "us", "it"]
+while len(names) < n:
+    d = "".join(rnd.choice(syll) for _ in range(rnd.randint(2, 5))) + str(rnd.randint(0, 9999))
+    if rnd.random() < .4:
+        d = rnd.choice(["ads", "track", "cdn", "t", "px", "metrics"]) + "." + d
+    d = d + "." + rnd.choice(sfx)
+    if d not in seen:
+        seen.add(d); names.append(d)
+print(f"list: {len(real)} real names available, {len(names)} used", file=sys.stderr)
+with open(f"{work}/bl.txt", "w") as f:
+    f.write("\n".join(names) + "\n")
+with open(f"{work}/bl.rpz", "w") as f:
+    f.write("$TTL 300\n@ SOA localhost. root.localhost. 1 3600 600 86400 300\n@ NS localhost.\n")
+    for d in names:
+        f.write(f"{d} CNAME .\n*.{d} CNAME .\n")
+with open(f"{work}/bl.dnsmasq.conf", "w") as f:
+    for d in names:
+        f.write(f"address=/{d}/\n")   # NXDOMAIN for the name and its subdomains
+types = ["A"] * 60 + ["AAAA"] * 30 + ["HTTPS"] * 7 + ["TXT"] * 3
+hot = [f"h{i}.bench" for i in range(1000)]
+def w(name, gen, count=200000):
+    with open(f"{work}/{name}.txt", "w") as f:
+        for i in range(count):
+            f.write(gen(i) + "\n")
+w("W1-hot", lambda i: f"{rnd.choice(hot)} A")
+w("W2-blocked", lambda i: f"{rnd.choice(names)} A")
+w("W3-blocked-sub", lambda i: f"r{rnd.randrange(10**9)}.{rnd.choice(names)} A")
+w("W4-miss", lambda i: f"m{i}x{rnd.randrange(10**6)}.bench A")
+def mix(i):
+    r = rnd.random()
+    if r < .7: q = rnd.choice(hot)
+    elif r < .8: q = rnd.choice(names)
+    elif r < .9: q = f"r{rnd.randrange(10**9)}.{rnd.choice(names)}"
+    else: q = f"m{i}x{rnd.randrange(10**6)}.bench"
+    return f"{q} {rnd.choice(types)}"
+w("W5-mix", mix)
+with open(f"{work}/canary", "w") as f:
+    f.write(names[-1] + "\n")
+EOF
+CANARY=$(cat "$WORK/canary")
+
+# ---- 2. the stub upstream ----
+cat > "$WORK/stub.conf" <<EOF
+server:
+    interface: 127.0.0.1@$STUB_PORT
+    do-daemonize: no
+    use-syslog: no
+    chroot: ""
+    username: ""
+    directory: "$WORK"
+    pidfile: ""
+    num-threads: 1
+    local-zone: "bench." redirect
+    local-data: "bench. 300 A 192.0.2.1"
+    local-data: "bench. 300 AAAA 2001:db8::1"
+EOF
+taskset -c 1 unbound -d -c "$WORK/stub.conf" >"$WORK/stub.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p $STUB_PORT x.bench A | grep -q 192.0.2.1 && break; sleep 0.1; done
+
+# ---- 3. build the rampart harness ----
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-dns}
+( cd "$ROOT" && cargo test --release -p rampart-dns --test bench_harness --no-run ) 2>"$WORK/build.log" || { cat "$WORK/build.log" >&2; exit 1; }
+HARNESS=$(grep -o '([^)]*bench_harness-[0-9a-f]*)' "$WORK/build.log" | tr -d '()' | tail -1)
+[ -x "$HARNESS" ] || { echo "harness binary not found" >&2; exit 1; }
+
+cat > "$WORK/rampart.toml" <<EOF
+listen = ["127.0.0.1:$SUT_PORT"]
+upstreams = [{ addr = "127.0.0.1:$STUB_PORT" }]
+[cache]
+max_entries = 100000
+[[lists]]
+name = "bl"
+kind = "domains"
+path = "$WORK/bl.txt"
+[[groups]]
+name = "all"
+block = ["bl"]
+[detector]
+enabled = true
+EOF
+
+cat > "$WORK/unbound-rpz.conf" <<EOF
+server:
+    interface: 127.0.0.1@$SUT_PORT
+    do-daemonize: no
+    use-syslog: no
+    chroot: ""
+    username: ""
+    directory: "$WORK"
+    pidfile: ""
+    num-threads: 1
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+    msg-cache-size: 64m
+    rrset-cache-size: 64m
+rpz:
+    name: bl.
+    zonefile: $WORK/bl.rpz
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@$STUB_PORT
+EOF
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# start_sut NAME: starts the SUT on core 0, sets SUT_PID and LOAD_S (start → canary NXDOMAIN).
+start_sut() {
+  local t0; t0=$(date +%s.%N)
+  case "$1" in
+    rampart) RAMPART_DNS_BENCH_CONFIG="$WORK/rampart.toml" RAMPART_DNS_BENCH_SECONDS=3600 \
+               taskset -c 0 "$HARNESS" --ignored --exact serve_from_env --nocapture >"$WORK/rampart.log" 2>&1 & ;;
+    unbound) taskset -c 0 unbound -d -c "$WORK/unbound-rpz.conf" >"$WORK/unbound.log" 2>&1 & ;;
+    dnsmasq) taskset -c 0 dnsmasq -k --port=$SUT_PORT --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
+               --server=127.0.0.1#$STUB_PORT --cache-size=10000 --dns-forward-max=1000 --conf-file="$WORK/bl.dnsmasq.conf" \
+               >"$WORK/dnsmasq.log" 2>&1 & ;;
+  esac
+  SUT_PID=$!
+  PIDS+=("$SUT_PID")
+  for _ in $(seq 6000); do
+    if dig +time=1 +tries=1 @127.0.0.1 -p $SUT_PORT "$CANARY" A 2>/dev/null | grep -q "status: NXDOMAIN"; then break; fi
+    sleep 0.01
+  done
+  LOAD_S=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
+}
+
+stop_sut() { kill "$SUT_PID" 2>/dev/null || true; wait "$SUT_PID" 2>/dev/null || true; sleep 0.5; }
+
+echo "| SUT | workload | QPS | lost % | avg latency ms | latency stddev ms | RSS after run MiB |" > "$WORK/results.md"
+echo "|---|---|---|---|---|---|---|" >> "$WORK/results.md"
+: > "$WORK/load.md"
+for sut in rampart unbound dnsmasq; do
+  start_sut "$sut"
+  rss0=$(rss_kib "$SUT_PID")
+  echo "| $sut | list load (start → canary NXDOMAIN) $LOAD_S s | RSS after load $((rss0 / 1024)) MiB |" >> "$WORK/load.md"
+  # Warm the hot set.
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/W1-hot.txt" -l 2 -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts >/dev/null 2>&1 || true
+  for wl in W1-hot W2-blocked W3-blocked-sub W4-miss W5-mix; do
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/$wl.txt" -l "$DUR" -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts 2>&1 || true)
+    qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
+    lost=$(echo "$out" | awk '/Queries lost/ {gsub(/[()%]/,"",$4); print $4}')
+    lat=$(echo "$out" | awk '/Average Latency/ {print $4*1000}')
+    sd=$(echo "$out" | awk '/Latency StdDev/ {print $4*1000}')
+    rss=$(rss_kib "$SUT_PID")
+    echo "| $sut | $wl | $qps | $lost | $lat | $sd | $((rss / 1024)) |" | tee -a "$WORK/results.md" >&2
+  done
+  stop_sut
+done
+cat "$WORK/load.md" "$WORK/results.md"
+grep '^bench:' "$WORK/rampart.log" || true
