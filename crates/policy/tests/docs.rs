@@ -176,3 +176,43 @@ fn every_diagnostic_code_is_documented() {
         );
     }
 }
+
+/// The TOML snippets of the "Recipes" section load together without errors or warnings (with
+/// an `internet` zone and a one-line `blocklist.txt` supplied here).
+#[test]
+fn recipes_load() {
+    let doc = std::fs::read_to_string(doc_path()).unwrap();
+    let start = doc.find("## Recipes").expect("Recipes section");
+    let end = doc[start..]
+        .find("\n## ")
+        .map_or(doc.len(), |i| start + 1 + i);
+    let section = &doc[start..end];
+    let mut policy = String::from("[zones.internet]\ninterfaces = [\"wan0\"]\n");
+    let mut blocks = 0;
+    let mut rest = section;
+    while let Some(i) = rest.find("```toml\n") {
+        let body = &rest[i + 8..];
+        let j = body.find("```").expect("closed block");
+        policy.push('\n');
+        policy.push_str(&body[..j]);
+        rest = &body[j + 3..];
+        blocks += 1;
+    }
+    assert!(blocks >= 4, "{blocks} recipe blocks");
+    let mut read = |name: &str| match name {
+        "recipes.toml" => Ok(policy.clone()),
+        "blocklist.txt" => Ok("198.51.100.66\n".to_string()),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            other.to_string(),
+        )),
+    };
+    match rampart_policy::load_with("recipes.toml", &mut read) {
+        Ok(l) => assert!(
+            l.warnings.is_empty(),
+            "{}",
+            rampart_policy::render_all(&l.warnings, &l.sources)
+        ),
+        Err(e) => panic!("recipes do not load:\n{e}"),
+    }
+}
