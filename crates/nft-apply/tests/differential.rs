@@ -197,6 +197,11 @@ fn gen_policy(rng: &mut Rng) -> Policy {
     };
     for i in 0..24 {
         let n_svc = *rng.pick(&[0usize, 1, 1, 2]);
+        // Runs of rules with the previous rule's peers exercise the zone-pair chains.
+        let (from, to) = match p.rules.last() {
+            Some(prev) if rng.chance(40) => (prev.from.clone(), prev.to.clone()),
+            _ => (peers(rng, true), peers(rng, false)),
+        };
         p.rules.push(Rule {
             name: format!("r{i}"),
             direction: if rng.chance(90) {
@@ -204,8 +209,8 @@ fn gen_policy(rng: &mut Rng) -> Policy {
             } else {
                 Direction::Ingress
             },
-            from: peers(rng, true),
-            to: peers(rng, false),
+            from,
+            to,
             services: (0..n_svc).map(|_| service(rng)).collect(),
             family: *rng.pick(&[Family::Any, Family::Any, Family::V4, Family::V6]),
             ct_states: if rng.chance(10) {
@@ -501,6 +506,7 @@ fn kernel_verdicts_equal_engine_predictions() {
     let mut total = 0;
     let mut mismatches = Vec::new();
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let mut zone_chains = 0;
     for (round, seed) in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003]
         .into_iter()
         .enumerate()
@@ -508,6 +514,7 @@ fn kernel_verdicts_equal_engine_predictions() {
         let mut rng = Rng(seed);
         let policy = gen_policy(&mut rng);
         let text = emit(&policy, &EmitOptions::default()).expect("emit");
+        zone_chains += text.matches("\tchain forward_").count();
         let f = n.lab.write("ruleset.nft", &text);
         Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
         // Fresh conntrack per round: every flow is new (unique source ports per round too).
@@ -554,8 +561,11 @@ fn kernel_verdicts_equal_engine_predictions() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    eprintln!("differential: {total} flows, kernel == engine; observed {counts:?}");
-    // Not vacuous: every verdict kind was exercised.
+    eprintln!(
+        "differential: {total} flows, kernel == engine; observed {counts:?}; {zone_chains} zone-pair chains"
+    );
+    // Not vacuous: every verdict kind and the zone-pair chains were exercised.
+    assert!(zone_chains > 0, "no zone-pair chain generated");
     for kind in ["accept", "drop", "reject"] {
         assert!(
             counts.get(kind).copied().unwrap_or(0) >= 50,

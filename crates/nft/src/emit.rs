@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use rampart_ir::{
     proto, Action, AddressSet, CtState, Date, Direction, Family, L4Match, Limit, Peer, Policy,
-    PortRange, RateUnit, Rule, SetSource, Zone, ICMPV6_ESSENTIAL_TYPES,
+    PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, ICMPV6_ESSENTIAL_TYPES,
 };
 
 use crate::EmitError;
@@ -26,6 +26,8 @@ const MAX_ALTERNATIVES_PER_RULE: usize = 256;
 const INLINE_ELEMENTS_MAX: usize = 64;
 /// Why: firewalld PR #1544 / anchors §1.3: ≤ 5,000 elements per statement avoids ENOBUFS.
 const ELEMENTS_PER_STATEMENT: usize = 4096;
+/// Why: a zone-pair chain pays off (readability, one zone lookup) from this many rules on.
+const ZONE_CHAIN_MIN_RULES: usize = 3;
 /// Why: below this many prefixes of one length an interval set loads fast enough and keeps
 /// the ruleset to one lookup; above it, a masked hash set per length is several times faster
 /// to load (bench/nft-sets.sh).
@@ -483,19 +485,41 @@ impl<'a> Emitter<'a> {
         let mut chains: [String; 3] = Default::default();
         let mut after_table = String::new();
 
-        for (index, rule) in self.policy.rules.iter().enumerate() {
-            let chain = &mut chains[dir_index(rule.direction)];
-            if let (Some(today), Some(expires)) = (self.opts.today, rule.expires) {
-                if expires < today {
-                    let _ = writeln!(
-                        chain,
-                        "\t\t# expired {expires}: {}",
-                        rule_comment(index, rule)
-                    );
-                    continue;
+        let mut group_names: BTreeMap<String, usize> = BTreeMap::new();
+        for dir in Direction::ALL {
+            let rules: Vec<(usize, &Rule)> = self
+                .policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.direction == dir)
+                .collect();
+            let chain = &mut chains[dir_index(dir)];
+            let mut i = 0;
+            while i < rules.len() {
+                let key = zone_pair(rules[i].1);
+                let mut j = i + 1;
+                while key.is_some() && j < rules.len() && zone_pair(rules[j].1) == key {
+                    j += 1;
                 }
+                match key {
+                    Some(pair) if j - i >= ZONE_CHAIN_MIN_RULES => self.emit_zone_group(
+                        dir,
+                        pair,
+                        &rules[i..j],
+                        chain,
+                        &mut extra_chains,
+                        &mut objects,
+                        &mut group_names,
+                    )?,
+                    _ => {
+                        for (index, rule) in &rules[i..j] {
+                            self.emit_one(*index, rule, chain, &mut extra_chains, &mut objects)?;
+                        }
+                    }
+                }
+                i = j;
             }
-            self.emit_rule(index, rule, chain, &mut extra_chains, &mut objects)?;
         }
 
         // Sets.
@@ -618,6 +642,87 @@ impl<'a> Emitter<'a> {
         out.push_str("}\n");
         out.push_str(&after_table);
         Ok(out)
+    }
+
+    /// A rule, or its "expired" note.
+    fn emit_one(
+        &self,
+        index: usize,
+        rule: &Rule,
+        chain: &mut String,
+        extra: &mut String,
+        objects: &mut String,
+    ) -> Result<(), EmitError> {
+        if let (Some(today), Some(expires)) = (self.opts.today, rule.expires) {
+            if expires < today {
+                let _ = writeln!(
+                    chain,
+                    "\t\t# expired {expires}: {}",
+                    rule_comment(index, rule)
+                );
+                return Ok(());
+            }
+        }
+        self.emit_rule(index, rule, chain, extra, objects)
+    }
+
+    /// Consecutive rules with the same zone pair: one chain `<hook>_<from>_to_<to>` entered when
+    /// the pair matches, holding the rules without their peers (evaluation order unchanged: a
+    /// rule in the chain decides, or the packet returns and continues after the jump).
+    #[allow(clippy::too_many_arguments)]
+    fn emit_zone_group(
+        &self,
+        dir: Direction,
+        pair: (Option<ZoneId>, Option<ZoneId>),
+        rules: &[(usize, &Rule)],
+        chain: &mut String,
+        extra: &mut String,
+        objects: &mut String,
+        names: &mut BTreeMap<String, usize>,
+    ) -> Result<(), EmitError> {
+        let zone_name = |z: Option<ZoneId>| -> String {
+            z.and_then(|id| self.policy.zones.get(id.0 as usize))
+                .map(|z| ident(&z.name))
+                .unwrap_or_else(|| "any".into())
+        };
+        let hook = match dir {
+            Direction::Ingress => "input",
+            Direction::Egress => "output",
+            Direction::Forward => "forward",
+        };
+        let mut name = format!("{hook}_{}_to_{}", zone_name(pair.0), zone_name(pair.1));
+        let n = names.entry(name.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            name = format!("{name}_{n}");
+        }
+        let mut probe = rules[0].1.clone();
+        probe.services.clear();
+        probe.family = Family::Any;
+        probe.owner = None;
+        let alts = self.alternatives(&probe)?;
+        if alts.is_empty() {
+            for (index, rule) in rules {
+                self.emit_one(*index, rule, chain, extra, objects)?;
+            }
+            return Ok(());
+        }
+        for a in &alts {
+            let _ = writeln!(
+                chain,
+                "\t\t{}",
+                join_nonempty(&[&a.render(None), &format!("jump {name}")])
+            );
+        }
+        let mut body = String::new();
+        for (index, rule) in rules {
+            let mut inner = (*rule).clone();
+            inner.from.clear();
+            inner.to.clear();
+            self.emit_one(*index, &inner, &mut body, extra, objects)?;
+        }
+        let _ = writeln!(extra, "\tchain {name} {{\n{body}\t}}\n");
+        Ok(())
     }
 
     fn emit_rule(
@@ -997,6 +1102,22 @@ impl<'a> Emitter<'a> {
         }
         Ok(out)
     }
+}
+
+/// The zone pair of a rule whose sides are each empty or exactly one zone (not both empty).
+fn zone_pair(rule: &Rule) -> Option<(Option<ZoneId>, Option<ZoneId>)> {
+    let side = |peers: &[Peer]| -> Option<Option<ZoneId>> {
+        match peers {
+            [] => Some(None),
+            [Peer::Zone(z)] => Some(Some(*z)),
+            _ => None,
+        }
+    };
+    let pair = (side(&rule.from)?, side(&rule.to)?);
+    if pair == (None, None) {
+        return None;
+    }
+    Some(pair)
 }
 
 fn push_part(parts: &mut SetParts, fam: Fam, name: String) {

@@ -115,6 +115,30 @@ fn cases() -> Vec<(&'static str, Policy, EmitOptions)> {
     p.rules = vec![web];
     v.push(("zone_dual_stack_forward", p, o()));
 
+    // Three consecutive rules of one zone pair share a chain entered once per family.
+    let mut p = policy(vec![]);
+    p.zones = vec![
+        zone("lan", &["lan0"], &["192.0.2.0/24", "2001:db8:1::/64"]),
+        zone("dmz", &["dmz0"], &["198.51.100.0/24"]),
+    ];
+    let pair = |name: &str, port: u16, action| {
+        let mut r = rule(name, Direction::Forward, action);
+        r.from = vec![Peer::Zone(ZoneId(0))];
+        r.to = vec![Peer::Zone(ZoneId(1))];
+        r.services = vec![svc(proto::TCP, &[(port, port)])];
+        r
+    };
+    let mut other = rule("lan-any-dns", Direction::Forward, Action::Accept);
+    other.from = vec![Peer::Zone(ZoneId(0))];
+    other.services = vec![svc(proto::UDP, &[(53, 53)])];
+    p.rules = vec![
+        pair("web", 80, Action::Accept),
+        pair("tls", 443, Action::Accept),
+        pair("smb", 445, Action::Reject),
+        other,
+    ];
+    v.push(("zone_pair_chain", p, o()));
+
     // OR of peers: zone (v4 only), set (mixed singles and prefixes, both families), literal nets.
     let mut p = policy(vec![]);
     p.zones = vec![zone("lab", &[], &["198.51.100.0/24"])];
