@@ -744,7 +744,7 @@ pub(crate) fn expand(
             .find(|(k, _)| k == part.name)
             .or_else(|| overrides.iter().find(|(k, _)| k == group))
             .map_or(base, |(_, a)| *a);
-        rules.push(Candidate {
+        let candidate = Candidate {
             rule: Rule {
                 name: format!("{}/{}", info.name, part.name),
                 direction: part.direction,
@@ -768,7 +768,24 @@ pub(crate) fn expand(
                 loc: loc.clone(),
             },
             name_span: name.span,
-        });
+        };
+        // Parameters of different families can leave a part nothing to match (resolvers only
+        // IPv4, clients only IPv6): say so and leave the dead rule out of the IR.
+        if ctx.rule_families(&candidate.rule) == 0 {
+            diags.push(
+                Report::warning(
+                    "W0205",
+                    format!(
+                        "part `{}` of profile `{}` can never match (its parameters share no address family) and is left out",
+                        part.name, info.name
+                    ),
+                )
+                .label(name.span, "profile enabled here")
+                .hint("give IPv4 and IPv6 addresses for every zone, set or prefix the profile uses"),
+            );
+            continue;
+        }
+        rules.push(candidate);
     }
     Some(Expansion {
         rules,

@@ -323,6 +323,29 @@ impl Ctx<'_> {
         }
     }
 
+    /// The address families a rule can match at all (0: none), from its family, peers and
+    /// services.
+    pub fn rule_families(&self, rule: &Rule) -> u8 {
+        let fam = match rule.family {
+            Family::Any => BOTH,
+            Family::V4 => V4,
+            Family::V6 => V6,
+        };
+        let side = |peers: &[Peer]| {
+            if peers.is_empty() {
+                BOTH
+            } else {
+                peers.iter().fold(0, |m, p| m | self.peer_family(p))
+            }
+        };
+        let svc = if rule.services.is_empty() {
+            BOTH
+        } else {
+            rule.services.iter().fold(0, |m, x| m | service_family(x))
+        };
+        fam & side(&rule.from) & side(&rule.to) & svc
+    }
+
     fn peer_name(&self, peer: &Peer) -> String {
         match peer {
             Peer::Zone(id) => self.zones[id.0 as usize].name.clone(),
