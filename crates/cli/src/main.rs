@@ -68,6 +68,8 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Explain the verdict for one flow, rule by rule.
     Explain(cmd::explain::Args),
+    /// Play the ATT&CK range in network namespaces against a policy and score it per technique.
+    Lab(cmd::lab::Args),
     /// Benchmarks (ClassBench classification).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::log::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
         Command::Bench(command) => cmd::bench::run(command),
     };
     match result {

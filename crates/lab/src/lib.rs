@@ -89,6 +89,10 @@ pub struct LabRun<'a> {
     pub policy_name: String,
     /// Leave the range up afterwards.
     pub keep: bool,
+    /// cgroup v2 directory (e.g. `/sys/fs/cgroup/unified`) and the cgroups the ruleset's owner
+    /// matches name, relative to it. nft resolves them when the ruleset loads, so missing ones
+    /// are created for the run and removed afterwards.
+    pub cgroups: Option<(std::path::PathBuf, Vec<String>)>,
     /// Progress lines (one per case) go here.
     pub progress: Option<&'a mut dyn Write>,
 }
@@ -119,7 +123,12 @@ pub fn check_requirements() -> Result<(), LabError> {
             "rampart lab must run as root (it creates network namespaces)".into(),
         ));
     }
-    for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")] {
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("ping", "iputils-ping"),
+        ("nsenter", "util-linux"),
+    ] {
         let found = std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
             .unwrap_or(false)
@@ -144,6 +153,10 @@ impl LabRun<'_> {
         if self.keep {
             namespaces.keep();
         }
+        let _cgroups = match &self.cgroups {
+            Some((root, paths)) => Some(CgroupGuard::create(root, paths)?),
+            None => None,
+        };
         let gw = Topology::gateway_ns();
         load_ruleset(&gw, self.ruleset)?;
         let mut results = Vec::new();
@@ -169,7 +182,11 @@ impl LabRun<'_> {
             }
         }
         drop(namespaces);
-        Ok(Scoreboard::new(self.policy_name.clone(), &self.scenarios, results))
+        Ok(Scoreboard::new(
+            self.policy_name.clone(),
+            &self.scenarios,
+            results,
+        ))
     }
 
     fn play_case(
@@ -184,37 +201,61 @@ impl LabRun<'_> {
             file: format!("{}.toml", scenario.id),
             message: format!("unknown host `{name}`"),
         };
-        let client = self
-            .topology
-            .host(&case.from, "")
-            .ok_or_else(|| unknown(&case.from))?;
-        let server = self
-            .topology
-            .host(&case.to, &client.segment)
-            .ok_or_else(|| unknown(&case.to))?;
+        // `gw` stands for the gateway's address on the other side's segment, so the gateway
+        // itself can be the client (its own egress) or the server (its ingress).
+        let (client, server) = if case.from == topology::GATEWAY {
+            let server = self
+                .topology
+                .host(&case.to, "")
+                .ok_or_else(|| unknown(&case.to))?;
+            let client = self
+                .topology
+                .host(topology::GATEWAY, &server.segment)
+                .ok_or_else(|| unknown(&case.from))?;
+            (client, server)
+        } else {
+            let client = self
+                .topology
+                .host(&case.from, "")
+                .ok_or_else(|| unknown(&case.from))?;
+            let server = self
+                .topology
+                .host(&case.to, &client.segment)
+                .ok_or_else(|| unknown(&case.to))?;
+            (client, server)
+        };
         let traffic = Traffic::parse(&case.traffic).ok_or_else(|| unknown(&case.traffic))?;
         let (Some(client_addr), Some(server_addr)) = (client.addr(v6), server.addr(v6)) else {
             return Err(LabError::Scenario {
                 file: format!("{}.toml", scenario.id),
-                message: format!("case `{}`: a host has no {} address", case.name, family_label(family)),
+                message: format!(
+                    "case `{}`: a host has no {} address",
+                    case.name,
+                    family_label(family)
+                ),
             });
         };
+        let client_end = Endpoint {
+            ns: client.ns.clone(),
+            addr: client_addr,
+        };
+        let server_end = Endpoint {
+            ns: server.ns.clone(),
+            addr: server_addr,
+        };
         let before = counters(gw)?;
-        let observation = traffic::play(
-            traffic,
-            &Endpoint {
-                ns: client.ns.clone(),
-                addr: client_addr,
-            },
-            &Endpoint {
-                ns: server.ns.clone(),
-                addr: server_addr,
-            },
-        )?;
+        let mut observation =
+            traffic::play(traffic, &client_end, &server_end, traffic::FIRST_WAIT_MS)?;
+        if observation.result != case.expect && case.expect == scenario::Expectation::Allowed {
+            observation = traffic::play(traffic, &client_end, &server_end, traffic::RETRY_WAIT_MS)?;
+            observation.detail.push_str(" (on a patient retry)");
+        }
         let after = counters(gw)?;
         let mut evidence: Vec<Evidence> = after
             .iter()
-            .filter(|(key, (packets, _))| before.get(*key).map_or(*packets > 0, |(b, _)| packets > b))
+            .filter(|(key, (packets, _))| {
+                before.get(*key).map_or(*packets > 0, |(b, _)| packets > b)
+            })
             .filter(|(_, (_, comment))| !comment.is_empty())
             .map(|((chain, handle), (_, comment))| Evidence {
                 chain: chain.clone(),
@@ -223,6 +264,7 @@ impl LabRun<'_> {
             })
             .collect();
         evidence.sort_by_key(|e| e.handle);
+        let evidence = focus_evidence(evidence);
         Ok(CaseResult {
             scenario: scenario.id.clone(),
             techniques: scenario.techniques.clone(),
@@ -239,6 +281,20 @@ impl LabRun<'_> {
     }
 }
 
+/// Keep what explains the verdict: the policy rules whose counters moved (comments `#N …`);
+/// when none did, the chain defaults that did. Counters moved by background traffic of the range
+/// (IPv6 multicast listener reports, the established/related prelude) are left out.
+fn focus_evidence(moved: Vec<Evidence>) -> Vec<Evidence> {
+    let (rules, rest): (Vec<Evidence>, Vec<Evidence>) =
+        moved.into_iter().partition(|e| e.comment.starts_with('#'));
+    if !rules.is_empty() {
+        return rules;
+    }
+    rest.into_iter()
+        .filter(|e| e.comment.starts_with("rampart default"))
+        .collect()
+}
+
 fn family_label(family: FamilyName) -> &'static str {
     match family {
         FamilyName::Ipv4 => "IPv4",
@@ -246,9 +302,53 @@ fn family_label(family: FamilyName) -> &'static str {
     }
 }
 
+/// cgroups created for a run, removed (deepest first) when dropped; pre-existing ones are
+/// never touched.
+struct CgroupGuard {
+    created: Vec<std::path::PathBuf>,
+}
+
+impl CgroupGuard {
+    fn create(root: &std::path::Path, paths: &[String]) -> Result<Self, LabError> {
+        let mut guard = CgroupGuard {
+            created: Vec::new(),
+        };
+        for path in paths {
+            let mut dir = root.to_path_buf();
+            for part in path.split('/').filter(|p| !p.is_empty() && *p != "..") {
+                dir.push(part);
+                if !dir.exists() {
+                    std::fs::create_dir(&dir).map_err(|source| LabError::Spawn {
+                        command: format!("mkdir {}", dir.display()),
+                        source,
+                    })?;
+                    guard.created.push(dir.clone());
+                }
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// nft inside the gateway through `nsenter`, not `ip netns exec`: the latter remounts `/sys`
+/// and hides the cgroup2 mount that nft needs to resolve `socket cgroupv2` paths.
+fn nft_in(gw: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("nsenter");
+    command.arg(format!("--net=/run/netns/{gw}")).arg("nft");
+    command
+}
+
 fn load_ruleset(gw: &str, ruleset: &str) -> Result<(), LabError> {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", gw, "nft", "-f", "-"])
+    let mut child = nft_in(gw)
+        .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -282,7 +382,19 @@ fn load_ruleset(gw: &str, ruleset: &str) -> Result<(), LabError> {
 type Counters = BTreeMap<(String, u64), (u64, String)>;
 
 fn counters(gw: &str) -> Result<Counters, LabError> {
-    let output = netns::run_in(gw, "nft", &["-j", "list", "ruleset"])?;
+    let output = nft_in(gw)
+        .args(["-j", "list", "ruleset"])
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: "nft -j list ruleset (in the gateway)".into(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(LabError::CommandFailed {
+            command: "nft -j list ruleset (in the gateway)".into(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
     Ok(parse_counters(&output.stdout))
 }
 
@@ -296,7 +408,9 @@ pub fn parse_counters(json: &[u8]) -> Counters {
         return counters;
     };
     for item in items {
-        let Some(rule) = item.get("rule") else { continue };
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
         let chain = format!(
             "{} {} {}",
             rule["family"].as_str().unwrap_or(""),
@@ -320,6 +434,32 @@ pub fn parse_counters(json: &[u8]) -> Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(comment: &str) -> Evidence {
+        Evidence {
+            chain: "inet rampart forward".into(),
+            handle: 1,
+            comment: comment.into(),
+        }
+    }
+
+    #[test]
+    fn evidence_prefers_policy_rules_then_defaults() {
+        let moved = vec![
+            ev("rampart prelude: established,related"),
+            ev("#3 smb-egress/smb.forward p.toml:9 T1187"),
+            ev("rampart default egress drop"),
+        ];
+        let kept = focus_evidence(moved);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].comment.starts_with("#3"));
+        let kept = focus_evidence(vec![
+            ev("rampart prelude: established,related"),
+            ev("rampart default forward drop"),
+        ]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].comment, "rampart default forward drop");
+    }
 
     #[test]
     fn counters_are_read_from_nft_json() {

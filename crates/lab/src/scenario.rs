@@ -11,21 +11,63 @@ pub const CASES_PER_SCENARIO_MAX: usize = 16;
 
 /// The scenarios shipped with Rampart, embedded so the binary runs the lab from anywhere.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("admin-ingress.toml", include_str!("../../../lab/scenarios/admin-ingress.toml")),
-    ("anonymity.toml", include_str!("../../../lab/scenarios/anonymity.toml")),
-    ("cloud-metadata.toml", include_str!("../../../lab/scenarios/cloud-metadata.toml")),
-    ("dns-resolvers.toml", include_str!("../../../lab/scenarios/dns-resolvers.toml")),
-    ("file-transfer.toml", include_str!("../../../lab/scenarios/file-transfer.toml")),
-    ("known-bad.toml", include_str!("../../../lab/scenarios/known-bad.toml")),
-    ("legacy-name-resolution.toml", include_str!("../../../lab/scenarios/legacy-name-resolution.toml")),
-    ("mail-egress.toml", include_str!("../../../lab/scenarios/mail-egress.toml")),
-    ("mqtt.toml", include_str!("../../../lab/scenarios/mqtt.toml")),
-    ("public-server-egress.toml", include_str!("../../../lab/scenarios/public-server-egress.toml")),
+    (
+        "admin-ingress.toml",
+        include_str!("../../../lab/scenarios/admin-ingress.toml"),
+    ),
+    (
+        "anonymity.toml",
+        include_str!("../../../lab/scenarios/anonymity.toml"),
+    ),
+    (
+        "cloud-metadata.toml",
+        include_str!("../../../lab/scenarios/cloud-metadata.toml"),
+    ),
+    (
+        "dns-resolvers.toml",
+        include_str!("../../../lab/scenarios/dns-resolvers.toml"),
+    ),
+    (
+        "file-transfer.toml",
+        include_str!("../../../lab/scenarios/file-transfer.toml"),
+    ),
+    (
+        "known-bad.toml",
+        include_str!("../../../lab/scenarios/known-bad.toml"),
+    ),
+    (
+        "legacy-name-resolution.toml",
+        include_str!("../../../lab/scenarios/legacy-name-resolution.toml"),
+    ),
+    (
+        "mail-egress.toml",
+        include_str!("../../../lab/scenarios/mail-egress.toml"),
+    ),
+    (
+        "mqtt.toml",
+        include_str!("../../../lab/scenarios/mqtt.toml"),
+    ),
+    (
+        "public-server-egress.toml",
+        include_str!("../../../lab/scenarios/public-server-egress.toml"),
+    ),
     ("rdp.toml", include_str!("../../../lab/scenarios/rdp.toml")),
-    ("segmentation.toml", include_str!("../../../lab/scenarios/segmentation.toml")),
-    ("smb-egress.toml", include_str!("../../../lab/scenarios/smb-egress.toml")),
-    ("snmp-management.toml", include_str!("../../../lab/scenarios/snmp-management.toml")),
-    ("stateful-ingress.toml", include_str!("../../../lab/scenarios/stateful-ingress.toml")),
+    (
+        "segmentation.toml",
+        include_str!("../../../lab/scenarios/segmentation.toml"),
+    ),
+    (
+        "smb-egress.toml",
+        include_str!("../../../lab/scenarios/smb-egress.toml"),
+    ),
+    (
+        "snmp-management.toml",
+        include_str!("../../../lab/scenarios/snmp-management.toml"),
+    ),
+    (
+        "stateful-ingress.toml",
+        include_str!("../../../lab/scenarios/stateful-ingress.toml"),
+    ),
     ("vnc.toml", include_str!("../../../lab/scenarios/vnc.toml")),
 ];
 
@@ -130,7 +172,9 @@ impl Scenario {
         }
         for technique in &scenario.techniques {
             if rampart_attack::lookup(technique).is_none() {
-                return Err(bad(format!("technique {technique} is not an M1037 technique")));
+                return Err(bad(format!(
+                    "technique {technique} is not an M1037 technique"
+                )));
             }
         }
         for case in &scenario.cases {
@@ -168,17 +212,26 @@ mod tests {
         assert_eq!(scenarios.len(), BUILTIN.len());
         for scenario in &scenarios {
             let file_stem = format!("{}.toml", scenario.id);
-            assert!(BUILTIN.iter().any(|(f, _)| *f == file_stem), "{}", scenario.id);
+            assert!(
+                BUILTIN.iter().any(|(f, _)| *f == file_stem),
+                "{}",
+                scenario.id
+            );
             for case in &scenario.cases {
-                let client = topology
-                    .host(&case.from, "")
-                    .unwrap_or_else(|| panic!("{}: unknown host {}", scenario.id, case.from));
-                assert!(
-                    topology.host(&case.to, &client.segment).is_some(),
-                    "{}: unknown host {}",
-                    scenario.id,
-                    case.to
-                );
+                for (a, b) in [(&case.from, &case.to), (&case.to, &case.from)] {
+                    if a == "gw" {
+                        continue;
+                    }
+                    let host = topology
+                        .host(a, "")
+                        .unwrap_or_else(|| panic!("{}: unknown host {a}", scenario.id));
+                    assert!(
+                        topology.host(b, &host.segment).is_some(),
+                        "{}: unknown host {b}",
+                        scenario.id
+                    );
+                }
+                assert!(case.from != "gw" || case.to != "gw", "{}", scenario.id);
             }
         }
     }

@@ -179,8 +179,8 @@ impl Scoreboard {
         let _ = writeln!(out, "Rampart lab scoreboard — policy {}\n", self.policy);
         let _ = writeln!(
             out,
-            "{:<4}  {:<22}  {:<4}  {:<8}  {:<8}  {}",
-            "", "scenario", "fam", "expected", "observed", "case / evidence"
+            "{:<4}  {:<22}  {:<4}  {:<8}  {:<8}  case / evidence",
+            "", "scenario", "fam", "expected", "observed"
         );
         for case in &self.cases {
             let mark = if case.passed() {
@@ -193,7 +193,11 @@ impl Scoreboard {
                 out,
                 "{mark}{pad}    {:<22}  {:<4}  {:<8}  {:<8}  {} ({} -> {}, {})",
                 case.scenario,
-                if case.family == FamilyName::Ipv6 { "v6" } else { "v4" },
+                if case.family == FamilyName::Ipv6 {
+                    "v6"
+                } else {
+                    "v4"
+                },
                 expectation(case.expected),
                 expectation(case.observed),
                 case.case,
@@ -202,7 +206,7 @@ impl Scoreboard {
                 case.traffic
             );
             let evidence = if case.evidence.is_empty() {
-                format!("{}; no rule counter moved (chain policy decided)", case.detail)
+                format!("{}; no rule counter moved", case.detail)
             } else {
                 let rules: Vec<&str> = case.evidence.iter().map(|e| e.comment.as_str()).collect();
                 format!("{}; rule: {}", case.detail, rules.join(" | "))
@@ -219,9 +223,18 @@ impl Scoreboard {
             let detail = if row.played == 0 {
                 String::new()
             } else {
-                format!("{}/{} cases; {}", row.passed, row.played, row.scenarios.join(", "))
+                format!(
+                    "{}/{} cases; {}",
+                    row.passed,
+                    row.played,
+                    row.scenarios.join(", ")
+                )
             };
-            let _ = writeln!(out, "  {:<10} {:<55} {}  {}", row.id, row.name, status, detail);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<55} {}  {}",
+                row.id, row.name, status, detail
+            );
         }
         let proven = self
             .techniques
@@ -277,7 +290,7 @@ impl Scoreboard {
         out.push_str("</div>\n<h2>Cases</h2>\n<table>\n<tr><th></th><th>scenario</th><th>case</th><th>family</th><th>flow</th><th>expected</th><th>observed</th><th>evidence</th></tr>\n");
         for case in &self.cases {
             let evidence = if case.evidence.is_empty() {
-                "no rule counter moved (chain policy decided)".to_string()
+                "no rule counter moved".to_string()
             } else {
                 case.evidence
                     .iter()

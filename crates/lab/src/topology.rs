@@ -209,11 +209,7 @@ impl Topology {
         gw: &str,
         namespaces: &mut Namespaces,
     ) -> Result<(), LabError> {
-        run_in(
-            gw,
-            "ip",
-            &["link", "add", &segment.iface, "type", "bridge"],
-        )?;
+        run_in(gw, "ip", &["link", "add", &segment.iface, "type", "bridge"])?;
         for (index, spec) in segment.hosts.iter().enumerate() {
             let ns = namespaces.add(&spec.name)?;
             let port = format!("{}p{}", segment.iface, index + 1);
@@ -294,8 +290,8 @@ mod tests {
         let web = topology.host("public-web", "corp").unwrap();
         assert_eq!(web.ns, "rlab-internet");
         let gw = topology.host("gw", "admin").unwrap();
-        assert_eq!(gw.v4, Some("192.0.2.97".parse().unwrap()));
-        assert_eq!(gw.v6, Some("2001:db8:ad::1".parse().unwrap()));
+        assert_eq!(gw.v4, Some("192.0.2.193".parse().unwrap()));
+        assert_eq!(gw.v6, Some("2001:db8:40::1".parse().unwrap()));
     }
 
     #[test]

@@ -15,13 +15,22 @@ use crate::netns::{in_namespace, run_in};
 use crate::scenario::{Expectation, Traffic};
 use crate::LabError;
 
-/// How long a client waits for a connection or a reply. Why: the range is veth pairs on one
-/// machine with microsecond round trips; 800 ms is ample for an allowed flow and keeps a full
-/// run (most blocked flows wait this long once) under two minutes on two cores.
-pub const REPLY_TIMEOUT_MS: u64 = 800;
+/// How long a first attempt waits for a TCP handshake, a UDP reply or an echo reply. Why: the
+/// range is veth pairs on one machine with microsecond round trips, and a TCP handshake
+/// completes in the kernel whatever the scheduler does; every dropped flow waits this long
+/// once, so it sets the lab's run time (about 60 blocked flows).
+pub const FIRST_WAIT_MS: u64 = 500;
 
-/// How long a server waits for its one client before giving up (longer than the client's).
-const SERVER_WAIT_MS: u64 = REPLY_TIMEOUT_MS + 700;
+/// How long a retry waits. A flow expected to pass that did not is played once more with this
+/// patience, so a loaded machine cannot make an allowed flow look blocked.
+pub const RETRY_WAIT_MS: u64 = 2_000;
+
+/// How long a client waits for the reply once a TCP connection stands: only allowed (or
+/// payload-filtered) flows get here, so patience costs nothing in the common case.
+const REPLY_AFTER_CONNECT_MS: u64 = 2_000;
+
+/// How long a server waits for its one client (longer than any client wait).
+const SERVER_WAIT_MS: u64 = RETRY_WAIT_MS + REPLY_AFTER_CONNECT_MS + 500;
 
 const REQUEST: &[u8] = b"rampart-lab request\n";
 const REPLY: &[u8] = b"rampart-lab reply\n";
@@ -44,12 +53,18 @@ pub struct Endpoint {
     pub addr: IpAddr,
 }
 
-/// Play `traffic` from `client` to `server` and observe the result.
-pub fn play(traffic: Traffic, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+/// Play `traffic` from `client` to `server`, waiting `wait_ms` for the handshake, datagram
+/// reply or echo reply, and observe the result.
+pub fn play(
+    traffic: Traffic,
+    client: &Endpoint,
+    server: &Endpoint,
+    wait_ms: u64,
+) -> Result<Observation, LabError> {
     match traffic {
-        Traffic::Tcp(port) => play_tcp(port, client, server),
-        Traffic::Udp(port) => play_udp(port, client, server),
-        Traffic::IcmpEcho => play_icmp(client, server),
+        Traffic::Tcp(port) => play_tcp(port, client, server, wait_ms),
+        Traffic::Udp(port) => play_udp(port, client, server, wait_ms),
+        Traffic::IcmpEcho => play_icmp(client, server, wait_ms),
     }
 }
 
@@ -68,18 +83,27 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> LabError + '_ {
     }
 }
 
-fn play_tcp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+fn play_tcp(
+    port: u16,
+    client: &Endpoint,
+    server: &Endpoint,
+    wait_ms: u64,
+) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let (ready_tx, ready_rx) = mpsc::channel();
     let server_thread = in_namespace(&server.ns, move || {
         let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
             .map_err(io_err("tcp server socket"))?;
-        socket.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("SO_REUSEADDR"))?;
         socket
             .bind(&server_addr.into())
             .map_err(io_err("tcp server bind"))?;
         socket.listen(4).map_err(io_err("tcp listen"))?;
-        socket.set_nonblocking(true).map_err(io_err("nonblocking"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io_err("nonblocking"))?;
         let _ = ready_tx.send(());
         let deadline = std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS);
         loop {
@@ -115,15 +139,17 @@ fn play_tcp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observati
         socket
             .bind(&client_addr.into())
             .map_err(io_err("tcp client bind"))?;
-        let timeout = Duration::from_millis(REPLY_TIMEOUT_MS);
-        if let Err(e) = socket.connect_timeout(&server_addr.into(), timeout) {
+        if let Err(e) = socket.connect_timeout(&server_addr.into(), Duration::from_millis(wait_ms))
+        {
             return Ok(Observation {
                 result: Expectation::Blocked,
                 detail: connect_detail(&e),
             });
         }
         let mut stream: std::net::TcpStream = socket.into();
-        stream.set_read_timeout(Some(timeout)).map_err(io_err("read timeout"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(REPLY_AFTER_CONNECT_MS)))
+            .map_err(io_err("read timeout"))?;
         if stream.write_all(REQUEST).is_err() {
             return Ok(Observation {
                 result: Expectation::Blocked,
@@ -157,13 +183,20 @@ fn connect_detail(e: &std::io::Error) -> String {
     }
 }
 
-fn play_udp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+fn play_udp(
+    port: u16,
+    client: &Endpoint,
+    server: &Endpoint,
+    wait_ms: u64,
+) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let (ready_tx, ready_rx) = mpsc::channel();
     let server_thread = in_namespace(&server.ns, move || {
         let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
             .map_err(io_err("udp server socket"))?;
-        socket.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("SO_REUSEADDR"))?;
         socket
             .bind(&server_addr.into())
             .map_err(io_err("udp server bind"))?;
@@ -190,7 +223,7 @@ fn play_udp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observati
             .bind(&client_addr.into())
             .map_err(io_err("udp client bind"))?;
         socket
-            .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+            .set_read_timeout(Some(Duration::from_millis(wait_ms)))
             .map_err(io_err("read timeout"))?;
         let socket: std::net::UdpSocket = socket.into();
         socket.connect(server_addr).map_err(io_err("udp connect"))?;
@@ -225,10 +258,10 @@ fn play_udp(port: u16, client: &Endpoint, server: &Endpoint) -> Result<Observati
     Ok(observation)
 }
 
-fn play_icmp(client: &Endpoint, server: &Endpoint) -> Result<Observation, LabError> {
+fn play_icmp(client: &Endpoint, server: &Endpoint, wait_ms: u64) -> Result<Observation, LabError> {
     // Why ping: an ICMP echo needs a raw or ping socket; iputils' ping is the real client a
     // user would run, and the lab's dependency check installs it.
-    let wait_s = format!("{:.1}", REPLY_TIMEOUT_MS as f64 / 1000.0);
+    let wait_s = format!("{:.1}", wait_ms as f64 / 1000.0);
     let family = if server.addr.is_ipv6() { "-6" } else { "-4" };
     let result = run_in(
         &client.ns,

@@ -89,6 +89,7 @@ fn range_plays_real_traffic_through_the_gateway() {
         ruleset: RULESET,
         policy_name: "selftest".into(),
         keep: false,
+        cgroups: None,
         progress: None,
     }
     .run()

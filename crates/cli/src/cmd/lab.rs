@@ -1,0 +1,166 @@
+//! `rampart lab`: play the ATT&CK range against a policy and print the scoreboard.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rampart_lab::scenario::Scenario;
+use rampart_lab::topology::{Topology, DEFAULT_TOPOLOGY};
+use rampart_lab::LabRun;
+
+use crate::Outcome;
+
+/// The policy played when none is given.
+const DEFAULT_POLICY: &str = "examples/m1037-baseline/policy.toml";
+
+/// Arguments of `rampart lab`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// Policy to play (default: the M1037 baseline example).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Play only these scenarios (ids; repeatable).
+    #[arg(long = "only", value_name = "SCENARIO")]
+    only: Vec<String>,
+    /// Extra scenario files or directories to play after the built-in ones.
+    #[arg(long = "scenarios", value_name = "PATH")]
+    scenarios: Vec<PathBuf>,
+    /// Print the scoreboard as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the scoreboard as an HTML page.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Leave the range up afterwards for exploration (`rampart lab down` removes it).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Remove a range left up by `--keep` or by a killed run.
+    Down,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    if let Some(Action::Down) = args.action {
+        let removed = rampart_lab::netns::teardown_all()?;
+        println!("removed {} lab namespaces", removed.len());
+        return Ok(Outcome::Clean);
+    }
+    let policy_path = args.policy.unwrap_or_else(default_policy);
+    let policy = crate::load::policy(&policy_path)?;
+    let options = rampart_nft::EmitOptions {
+        cgroup2_prefix: crate::load::cgroup2_prefix(),
+        ..rampart_nft::EmitOptions::default()
+    };
+    let ruleset = rampart_nft::emit(&policy, &options)
+        .with_context(|| format!("cannot compile {}", policy_path.display()))?;
+    let mut scenarios = Scenario::builtin()?;
+    for path in &args.scenarios {
+        scenarios.extend(read_scenarios(path)?);
+    }
+    if !args.only.is_empty() {
+        for id in &args.only {
+            anyhow::ensure!(
+                scenarios.iter().any(|s| &s.id == id),
+                "no scenario `{id}` (known: {})",
+                scenarios
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        scenarios.retain(|s| args.only.contains(&s.id));
+    }
+    let mut stderr = std::io::stderr();
+    eprintln!(
+        "rampart lab: building the range and playing {} scenarios against {}",
+        scenarios.len(),
+        policy_path.display()
+    );
+    let board = LabRun {
+        topology: Topology::parse(DEFAULT_TOPOLOGY)?,
+        scenarios,
+        ruleset: &ruleset,
+        policy_name: policy_path.display().to_string(),
+        keep: args.keep,
+        cgroups: Some((cgroup2_root(), owner_cgroups(&policy))),
+        progress: Some(&mut stderr),
+    }
+    .run()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&board)?);
+    } else {
+        print!("{}", board.render_text(std::io::stdout().is_terminal()));
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, board.render_html())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("rampart lab: HTML scoreboard written to {}", path.display());
+    }
+    if args.keep {
+        eprintln!(
+            "rampart lab: the range is still up (namespaces rlab-*); `rampart lab down` removes it"
+        );
+    }
+    Ok(if board.all_passed() {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+fn cgroup2_root() -> PathBuf {
+    Path::new("/sys/fs/cgroup").join(crate::load::cgroup2_prefix())
+}
+
+/// Every cgroup the policy's owner matches name.
+fn owner_cgroups(policy: &rampart_ir::Policy) -> Vec<String> {
+    let mut cgroups: Vec<String> = policy
+        .rules
+        .iter()
+        .filter_map(|r| r.owner.as_ref())
+        .flat_map(|o| o.cgroups.iter().cloned())
+        .collect();
+    cgroups.sort();
+    cgroups.dedup();
+    cgroups
+}
+
+/// The baseline example: relative to the working directory when run from a checkout, else next
+/// to the sources this binary was built from.
+fn default_policy() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_POLICY);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(DEFAULT_POLICY)
+}
+
+fn read_scenarios(path: &Path) -> anyhow::Result<Vec<Scenario>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            Ok(Scenario::parse(&file.display().to_string(), &text)?)
+        })
+        .collect()
+}
