@@ -612,3 +612,103 @@ fn nflog_reader_attributes_logged_drops() {
     assert_eq!(lines[0], "rampart:0: 192.0.2.2 198.51.100.2 17 5355");
     assert_eq!(lines[1], "rampart:0: 2001:db8:1::2 2001:db8:2::2 17 5355");
 }
+
+#[test]
+fn limits_conn_caps_and_meters_in_the_kernel() {
+    skip_unless_kernel!();
+    let mut t = topo("lim", "tcp:7100 udp:9000 udp:9001");
+    let lan = vec![Peer::Zone(ZoneId(0))];
+    let mut p = router_policy();
+    // At most 2 concurrent connections per source to 7100.
+    let mut conns = rule("conn-cap", Direction::Forward, Action::Accept);
+    conns.from = lan.clone();
+    conns.services = vec![tcp(7100)];
+    conns.conn_limit = Some(2);
+    // 3 packets per source per minute to udp 9000.
+    let mut meter = rule("udp-meter", Direction::Forward, Action::Accept);
+    meter.from = lan.clone();
+    meter.services = vec![udp(9000)];
+    meter.limit = Some(Limit {
+        rate: 3,
+        per_s: 60,
+        burst: 0,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    // 4 packets per minute to udp 9001 shared by IPv4 and IPv6 (two nft alternatives).
+    let mut shared = rule("udp-shared", Direction::Forward, Action::Accept);
+    shared.from = lan;
+    shared.services = vec![udp(9001)];
+    shared.limit = Some(Limit {
+        rate: 4,
+        per_s: 60,
+        burst: 0,
+        unit: RateUnit::Packets,
+        per_source: false,
+    });
+    p.rules.extend([conns, meter, shared]);
+    t.apply(&t.rtr, &emit(&p, &EmitOptions::default()).unwrap());
+    t.lab.exec_ok(&t.cli, "ip addr add 192.0.2.3/24 dev eth0");
+
+    // Connection cap: two held connections pass, the third is dropped (default drop).
+    let hold = t.lab.write("hold.py", HOLD_PY);
+    let cli = t.cli.clone();
+    let idx = t.lab.spawn(
+        &cli,
+        &format!("python3 {} 198.51.100.2 7100 3", hold.display()),
+    );
+    let out = t.lab.children[idx].stdout.take().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        got.push(l.trim().to_string());
+    }
+    assert_eq!(got, vec!["ok", "ok", "timeout"], "conn cap");
+    // Another source is not affected by the first one's connections.
+    let other = t.lab.exec_ok(
+        &t.cli,
+        "python3 -c \"import socket; s=socket.create_connection(('198.51.100.2',7100),0.7,('192.0.2.3',0)); print(s.recv(2).decode())\"",
+    );
+    assert_eq!(other.trim(), "hi");
+
+    // Per-source meter: 3 pass from 192.0.2.2, the 4th does not; 192.0.2.3 has its own bucket.
+    let send = |src: &str, dst: &str, port: u16| -> String {
+        t.lab
+            .exec_ok(
+                &t.cli,
+                &format!(
+                    "python3 -c \"import socket,sys; f=socket.AF_INET6 if ':' in '{dst}' else socket.AF_INET; s=socket.socket(f,socket.SOCK_DGRAM); s.bind(('{src}',0)); s.settimeout(0.5); s.sendto(b'x',('{dst}',{port}));\ntry:\n  s.recv(4); print('ok')\nexcept Exception: print('timeout')\""
+                ),
+            )
+            .trim()
+            .to_string()
+    };
+    let a: Vec<String> = (0..4)
+        .map(|_| send("192.0.2.2", "198.51.100.2", 9000))
+        .collect();
+    assert_eq!(a, vec!["ok", "ok", "ok", "timeout"], "per-source meter");
+    assert_eq!(
+        send("192.0.2.3", "198.51.100.2", 9000),
+        "ok",
+        "other source, own bucket"
+    );
+    // Shared limit: 4 in total across IPv4 and IPv6, then nothing.
+    let b: Vec<String> = [
+        ("192.0.2.2", "198.51.100.2"),
+        ("2001:db8:1::2", "2001:db8:2::2"),
+        ("192.0.2.3", "198.51.100.2"),
+        ("2001:db8:1::2", "2001:db8:2::2"),
+        ("192.0.2.2", "198.51.100.2"),
+        ("2001:db8:1::2", "2001:db8:2::2"),
+    ]
+    .iter()
+    .map(|(s, d)| send(s, d, 9001))
+    .collect();
+    assert_eq!(
+        b,
+        vec!["ok", "ok", "ok", "ok", "timeout", "timeout"],
+        "shared limit"
+    );
+}

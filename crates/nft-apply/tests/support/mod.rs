@@ -146,10 +146,15 @@ def tcp(port, fam):
     if fam == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port)); s.listen(64)
+    held = []
     while True:
         c, _ = s.accept()
         try:
-            c.sendall(b"hi"); c.close()
+            c.sendall(b"hi")
+            if port >= 7100 and port < 7200:
+                held.append(c)  # "hold" ports keep connections open (connection-limit tests)
+            else:
+                c.close()
         except Exception:
             pass
 def udp(port, fam):
@@ -199,3 +204,21 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Opens N TCP connections to ADDR:PORT from this namespace and keeps them open until stdin
+/// closes; prints one line per connection: ok / timeout / reset.
+pub const HOLD_PY: &str = r#"
+import socket, sys
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+keep = []
+for i in range(n):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(0.7)
+    try:
+        s.connect((addr, port)); s.recv(2); print("ok", flush=True); keep.append(s)
+    except socket.timeout:
+        print("timeout", flush=True)
+    except ConnectionRefusedError:
+        print("reset", flush=True)
+sys.stdin.read()
+"#;
