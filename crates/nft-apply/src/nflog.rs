@@ -298,8 +298,14 @@ impl NflogSocket {
         if ty == NLMSG_ERROR {
             let code = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
             if code != 0 {
+                // The kernel allows one listener per group: EPERM/EBUSY mean it is taken.
+                let hint = if -code == libc::EPERM || -code == libc::EBUSY {
+                    " (the group already has a listener: another `rampart log`, ulogd, ...)"
+                } else {
+                    ""
+                };
                 return Err(ApplyError::Netlink(format!(
-                    "NFLOG config refused: {}",
+                    "NFLOG config refused: {}{hint}",
                     std::io::Error::from_raw_os_error(-code)
                 )));
             }
