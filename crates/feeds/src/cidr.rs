@@ -183,13 +183,28 @@ impl FamilyRanges {
     /// Build from prefixes (any order, duplicates and overlaps allowed).
     pub fn from_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> Self {
         let mut out = FamilyRanges::default();
+        // Why: IPv4 ranges packed into one u64 (start << 32 | end) sort about three times faster
+        // than 32-byte u128 pairs, and feeds are mostly IPv4.
+        let mut packed: Vec<u64> = Vec::new();
         for n in nets {
-            let (fam, r) = net_range(n);
-            match fam {
-                Fam::V4 => out.v4.push(r),
-                Fam::V6 => out.v6.push(r),
+            match n {
+                IpNet::V4(v4) => {
+                    let v4 = v4.trunc();
+                    let s = u32::from(v4.network()) as u64;
+                    let e = u32::from(v4.broadcast()) as u64;
+                    packed.push((s << 32) | e);
+                }
+                IpNet::V6(_) => out.v6.push(net_range(n).1),
             }
         }
+        packed.sort_unstable();
+        out.v4 = packed
+            .iter()
+            .map(|p| Range {
+                start: (p >> 32) as u128,
+                end: (p & 0xffff_ffff) as u128,
+            })
+            .collect();
         merge_ranges(&mut out.v4);
         merge_ranges(&mut out.v6);
         out
@@ -311,13 +326,21 @@ pub fn subtract(feed: &FamilyRanges, allow: &FamilyRanges) -> (FamilyRanges, Sub
         if !removed.is_empty() {
             // Per-prefix records: walk the aggregated prefixes of the original ranges that
             // intersect the allowlist.
+            let allow_r = allow.of(fam);
             let mut originals = Vec::new();
+            let mut j = 0usize;
             for r in feed.of(fam) {
-                range_to_nets(fam, *r, &mut originals);
+                // Only feed ranges that meet the allowlist need per-prefix records.
+                while j < allow_r.len() && allow_r[j].end < r.start {
+                    j += 1;
+                }
+                if j < allow_r.len() && allow_r[j].start <= r.end {
+                    range_to_nets(fam, *r, &mut originals);
+                }
             }
             for o in originals {
                 let (_, orng) = net_range(&o);
-                let (k, rm) = subtract_ranges(&[orng], allow.of(fam));
+                let (k, rm) = subtract_ranges(&[orng], allow_r);
                 if rm.is_empty() {
                     continue;
                 }

@@ -167,22 +167,32 @@ type LineResult = Result<Outcome, LineReason>;
 
 /// Parse an IP address, prefix or inclusive range `a-b` into prefixes.
 pub fn parse_ip_token(token: &str) -> Result<Vec<IpNet>, LineReason> {
+    let mut v = Vec::new();
+    parse_ip_into(token, &mut v)?;
+    Ok(v)
+}
+
+/// [`parse_ip_token`] appending to `out` (no allocation for the common single entry).
+pub fn parse_ip_into(token: &str, out: &mut Vec<IpNet>) -> Result<(), LineReason> {
     let t = token.trim();
     if t.is_empty() {
         return Err(LineReason::BadAddress(String::new()));
     }
-    if let Ok(n) = t.parse::<IpNet>() {
-        return Ok(vec![n.trunc()]);
-    }
-    if let Ok(a) = t.parse::<IpAddr>() {
-        return Ok(vec![IpNet::from(a)]);
-    }
-    if let Some((a, b)) = t.split_once('-') {
+    if t.contains('/') {
+        if let Ok(n) = t.parse::<IpNet>() {
+            out.push(n.trunc());
+            return Ok(());
+        }
+    } else if let Ok(a) = t.parse::<IpAddr>() {
+        out.push(IpNet::from(a));
+        return Ok(());
+    } else if let Some((a, b)) = t.split_once('-') {
         if let (Ok(a), Ok(b)) = (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
             if let Some(v) = crate::cidr::range_cover(a, b) {
                 // Why: a hostile "0.0.0.0-255.255.255.255"-style range is at most 62 prefixes
                 // (v4) or 254 (v6), so the output stays bounded.
-                return Ok(v);
+                out.extend(v);
+                return Ok(());
             }
         }
     }
@@ -443,11 +453,10 @@ fn ip_plain(line: &str, out: &mut Parsed) -> LineResult {
     }
     let mut toks = t.split_whitespace();
     let first = toks.next().unwrap_or_default();
-    let nets = parse_ip_token(first)?;
     if toks.next().is_some() {
         return Err(LineReason::TrailingText);
     }
-    out.nets.extend(nets);
+    parse_ip_into(first, &mut out.nets)?;
     Ok(Outcome::Used)
 }
 
