@@ -582,13 +582,9 @@ impl<'a> Emitter<'a> {
                 body,
                 "\t\ttype filter hook {hook} priority filter; policy {policy_kw};"
             );
-            if defaults.stateful {
-                let _ = writeln!(
-                    body,
-                    "\t\tct state invalid counter drop comment \"rampart prelude: invalid\""
-                );
-                let _ = writeln!(body, "\t\tct state established,related counter accept comment \"rampart prelude: established,related\"");
-            }
+            // Order as in the engine: loopback and essential ICMPv6 are accepted before the
+            // stateful prelude ("always"), so an invalid-state packet on lo or an unsolicited
+            // packet-too-big still passes; then invalid → drop, established/related → accept.
             if defaults.allow_loopback {
                 match dir {
                     Direction::Ingress => {
@@ -609,6 +605,13 @@ impl<'a> Emitter<'a> {
                     "\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type {{ {} }} accept comment \"rampart: icmpv6 essential\"",
                     types.join(", ")
                 );
+            }
+            if defaults.stateful {
+                let _ = writeln!(
+                    body,
+                    "\t\tct state invalid counter drop comment \"rampart prelude: invalid\""
+                );
+                let _ = writeln!(body, "\t\tct state established,related counter accept comment \"rampart prelude: established,related\"");
             }
             body.push_str(&chains[dir_index(dir)]);
             let dflt_comment = format!("rampart default {} {}", dir.as_str(), default.as_str());
