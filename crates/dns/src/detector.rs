@@ -18,7 +18,7 @@ use crate::psl::PublicSuffixList;
 use crate::wire::rtype;
 
 /// Recent subdomain hashes remembered per state (repeats add no information).
-pub const RECENT_RING: usize = 64;
+pub const RECENT_RING: usize = 16;
 /// Most temporary blocks held at once.
 pub const MAX_TEMP_BLOCKS: usize = 4096;
 

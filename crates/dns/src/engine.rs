@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
-use regex::{RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder, RegexSetBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::config::{BlockAction, Config, GroupConfig, ListKind};
 use crate::domainset::{DomainSet, DomainSetBuilder};
@@ -167,9 +169,118 @@ pub enum Decision {
     Block(Block),
 }
 
+/// A regex list with a required-literal prefilter: an Aho-Corasick automaton over literals of
+/// which every match must contain one (prefix or suffix literal sets from `regex-syntax`), so a
+/// name only runs the few regexes whose literal it contains. Patterns without a usable literal
+/// (shorter than 2 bytes, or an unbounded set) are always run.
 struct RegexList {
     name: String,
-    set: RegexSet,
+    patterns: Vec<String>,
+    regexes: Vec<Regex>,
+    prefilter: Option<AhoCorasick>,
+    literal_owner: Vec<u32>,
+    always: Vec<u32>,
+}
+
+/// Literals of which every match of `pattern` contains at least one, if there is a usable set.
+fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let mut best: Option<Vec<Vec<u8>>> = None;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let mut ex = Extractor::new();
+        ex.kind(kind).limit_total(64);
+        let seq = ex.extract(&hir);
+        let Some(lits) = seq.literals() else { continue };
+        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < 2) {
+            continue;
+        }
+        let v: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+        let shortest = v.iter().map(Vec::len).min().unwrap_or(0);
+        let better = match &best {
+            None => true,
+            Some(b) => shortest > b.iter().map(Vec::len).min().unwrap_or(0),
+        };
+        if better {
+            best = Some(v);
+        }
+    }
+    best
+}
+
+impl RegexList {
+    fn build(name: &str, patterns: Vec<String>) -> Result<Self, DnsError> {
+        // Validate all at once with the size caps, then compile singly for candidate runs.
+        RegexSetBuilder::new(&patterns)
+            .size_limit(MAX_REGEX_BYTES)
+            .dfa_size_limit(MAX_REGEX_BYTES)
+            .build()
+            .map_err(|e| DnsError::Config(format!("regex list {name}: {e}")))?;
+        let mut regexes = Vec::with_capacity(patterns.len());
+        let mut literals = Vec::new();
+        let mut literal_owner = Vec::new();
+        let mut always = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let re = RegexBuilder::new(p)
+                .size_limit(MAX_REGEX_BYTES / 16)
+                .build()
+                .map_err(|e| DnsError::Config(format!("regex list {name}: {e}")))?;
+            regexes.push(re);
+            match required_literals(p) {
+                Some(lits) => {
+                    for l in lits {
+                        literals.push(l);
+                        literal_owner.push(i as u32);
+                    }
+                }
+                None => always.push(i as u32),
+            }
+        }
+        let prefilter = if literals.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::Standard)
+                    .build(&literals)
+                    .map_err(|e| DnsError::Config(format!("regex list {name}: prefilter: {e}")))?,
+            )
+        };
+        Ok(Self {
+            name: name.to_string(),
+            patterns,
+            regexes,
+            prefilter,
+            literal_owner,
+            always,
+        })
+    }
+
+    /// Index of the lowest-numbered pattern matching `name`.
+    fn first_match(&self, name: &str) -> Option<usize> {
+        let mut cands: Vec<u32> = self.always.clone();
+        if let Some(ac) = &self.prefilter {
+            for m in ac.find_overlapping_iter(name) {
+                cands.push(self.literal_owner[m.pattern().as_usize()]);
+            }
+        }
+        if cands.is_empty() {
+            return None;
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        cands
+            .into_iter()
+            .map(|i| i as usize)
+            .find(|&i| self.regexes[i].is_match(name))
+    }
+
+    /// Patterns run for every name (no usable literal).
+    fn unfiltered(&self) -> usize {
+        self.always.len()
+    }
 }
 
 struct IpList {
@@ -352,7 +463,12 @@ impl Engine {
             let inline = l.entries.join("\n");
             match l.kind {
                 ListKind::Domains => {
-                    let mut b = DomainSetBuilder::new();
+                    // Upper bounds: one name per line, names no longer than their lines.
+                    let lines = file_text.lines().count() + l.entries.len();
+                    let mut b = DomainSetBuilder::with_capacity(
+                        lines.min(l.max_entries),
+                        file_text.len() + inline.len(),
+                    );
                     let mut st = ParseStats::default();
                     for text in [file_text, inline.as_str()] {
                         let left = l.max_entries.saturating_sub(st.names);
@@ -388,23 +504,16 @@ impl Engine {
                         }
                         pats.push(p.to_string());
                     }
-                    let set = RegexSetBuilder::new(&pats)
-                        .size_limit(MAX_REGEX_BYTES)
-                        .dfa_size_limit(MAX_REGEX_BYTES)
-                        .build()
-                        .map_err(|e| DnsError::Config(format!("regex list {}: {e}", l.name)))?;
+                    let rl = RegexList::build(&l.name, pats)?;
                     stats.push(ListStats {
                         name: l.name.clone(),
-                        entries: pats.len(),
+                        entries: rl.patterns.len(),
                         malformed: 0,
                         over_cap: over,
                         heap_bytes: 0,
                     });
                     index.insert(&l.name, (ListKind::Regex, regex_lists.len()));
-                    regex_lists.push(RegexList {
-                        name: l.name.clone(),
-                        set,
-                    });
+                    regex_lists.push(rl);
                 }
                 ListKind::Ips => {
                     let mut ranges = Vec::new();
@@ -523,6 +632,14 @@ impl Engine {
         &self.stats
     }
 
+    /// For each regex list: (name, patterns, patterns without a literal prefilter).
+    pub fn regex_prefilter_stats(&self) -> Vec<(String, usize, usize)> {
+        self.regex_lists
+            .iter()
+            .map(|r| (r.name.clone(), r.patterns.len(), r.unfiltered()))
+            .collect()
+    }
+
     /// The group index for a client.
     pub fn group_of(&self, client: IpAddr) -> usize {
         self.groups
@@ -544,7 +661,7 @@ impl Engine {
             }
         }
         for &i in &g.allow_regex {
-            if self.regex_lists[i].set.is_match(name) {
+            if self.regex_lists[i].first_match(name).is_some() {
                 return Some(self.regex_lists[i].name.clone());
             }
         }
@@ -566,10 +683,10 @@ impl Engine {
         }
         for &i in &g.block_regex {
             let rl = &self.regex_lists[i];
-            if let Some(p) = rl.set.matches(name).iter().next() {
+            if let Some(p) = rl.first_match(name) {
                 return Some(Reason::Regex {
                     list: rl.name.clone(),
-                    pattern: rl.set.patterns().get(p).cloned().unwrap_or_default(),
+                    pattern: rl.patterns.get(p).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -839,6 +956,41 @@ mod tests {
         );
         let fine = answer(&[("www.example.com", 1, vec![192, 0, 2, 80])]);
         assert!(blocked(&e.check_response(corp, "www.example.com", &fine)).is_none());
+    }
+
+    #[test]
+    fn regex_prefilter_matches_like_a_plain_scan() {
+        let pats: Vec<String> = [
+            "^ad[0-9]+\\.",
+            "(^|\\.)doubleclick\\.net$",
+            "track(er|ing)",
+            "^[a-z]{40,}\\.",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rl = RegexList::build("t", pats.clone()).unwrap();
+        assert_eq!(
+            rl.unfiltered(),
+            2,
+            "the {{40,}} class and the 1-byte literal run always"
+        );
+        let plain: Vec<Regex> = pats.iter().map(|p| Regex::new(p).unwrap()).collect();
+        let names = [
+            "ad1.example",
+            "ad.example",
+            "a.doubleclick.net",
+            "doubleclick.net.evil",
+            "mytracking.example",
+            "tracer.example",
+            &"q".repeat(45),
+            "www.example",
+        ];
+        for n in names {
+            let want = plain.iter().position(|r| r.is_match(n));
+            assert_eq!(rl.first_match(n), want, "{n}");
+        }
     }
 
     #[test]

@@ -89,6 +89,14 @@ struct Outcome {
     question_end: usize,
 }
 
+/// Largest UDP answer the client accepts: its EDNS size (at least 512), else 512.
+fn udp_limit(query: &Message) -> usize {
+    query
+        .opt
+        .as_ref()
+        .map_or(512, |o| (o.udp_size as usize).max(512))
+}
+
 impl Shared {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -323,25 +331,28 @@ async fn upstream_reader(sh: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {
 
 async fn udp_loop(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; wire::MAX_MESSAGE_BYTES];
+    let Ok(local) = sock.local_addr() else {
+        return;
+    };
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(v) => v,
             Err(_) => continue,
         };
         Metrics::inc(&sh.metrics.queries_udp);
-        let local = sock.local_addr().unwrap_or(peer);
-        let query = buf[..n].to_vec();
-        match fast_path(&sh, &query, peer, local, "UDP") {
-            FastPath::Done(Some(out)) => {
-                let _ = sock.send_to(&fit_udp(&query, out), peer).await;
+        let query = &buf[..n];
+        match fast_path(&sh, query, peer, local, "UDP") {
+            FastPath::Done(Some(out), limit) => {
+                let _ = sock.send_to(&fit_udp(limit, out), peer).await;
             }
-            FastPath::Done(None) => {}
+            FastPath::Done(None, _) => {}
             FastPath::Forward(ctx) => {
                 let sh = sh.clone();
                 let sock = sock.clone();
+                let limit = udp_limit(&ctx.query);
                 tokio::spawn(async move {
                     if let Some(out) = forward(&sh, ctx).await {
-                        let _ = sock.send_to(&fit_udp(&query, out), peer).await;
+                        let _ = sock.send_to(&fit_udp(limit, out), peer).await;
                     }
                 });
             }
@@ -350,11 +361,7 @@ async fn udp_loop(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
 }
 
 /// Truncates an answer that exceeds what the UDP client can take (512, or its EDNS size).
-fn fit_udp(query: &[u8], out: Outcome) -> Vec<u8> {
-    let limit = wire::parse(query)
-        .ok()
-        .and_then(|m| m.opt.map(|o| (o.udp_size as usize).max(512)))
-        .unwrap_or(512);
+fn fit_udp(limit: usize, out: Outcome) -> Vec<u8> {
     if out.bytes.len() > limit {
         wire::truncate_response(&out.bytes, out.question_end)
     } else {
@@ -401,7 +408,7 @@ async fn tcp_conn(
         }
         Metrics::inc(&sh.metrics.queries_tcp);
         let out = match fast_path(sh, &query, peer, local, "TCP") {
-            FastPath::Done(o) => o,
+            FastPath::Done(o, _) => o,
             FastPath::Forward(ctx) => forward(sh, ctx).await,
         };
         let Some(out) = out else {
@@ -427,7 +434,8 @@ struct ForwardCtx {
 }
 
 enum FastPath {
-    Done(Option<Outcome>),
+    /// Answered without upstream (or dropped), with the client's UDP size limit.
+    Done(Option<Outcome>, usize),
     Forward(Box<ForwardCtx>),
 }
 
@@ -467,6 +475,9 @@ fn detail_query(ev: &mut Event, q: &wire::Question, group: &str) {
 
 fn log_detection(sh: &Shared, peer: SocketAddr, local: SocketAddr, proto: &str, d: &Detection) {
     Metrics::inc(&sh.metrics.tunnel_detections);
+    if sh.log.is_none() {
+        return;
+    }
     let mut ev = event(
         sh,
         peer,
@@ -590,21 +601,24 @@ fn fast_path(
 ) -> FastPath {
     let query = match wire::parse(bytes) {
         Ok(q) if !q.header.is_response() => q,
-        Ok(_) => return FastPath::Done(None),
+        Ok(_) => return FastPath::Done(None, 512),
         Err(_) => {
             Metrics::inc(&sh.metrics.malformed);
-            return FastPath::Done(formerr(bytes, rcode::FORMERR));
+            return FastPath::Done(formerr(bytes, rcode::FORMERR), 512);
         }
     };
     if query.header.opcode() != 0 {
-        return FastPath::Done(Some(Outcome {
-            bytes: wire::build_response(&query, bytes, rcode::NOTIMP, &[], 0, None),
-            question_end: query.question_end,
-        }));
+        return FastPath::Done(
+            Some(Outcome {
+                bytes: wire::build_response(&query, bytes, rcode::NOTIMP, &[], 0, None),
+                question_end: query.question_end,
+            }),
+            udp_limit(&query),
+        );
     }
     let Some(q) = query.question().cloned() else {
         Metrics::inc(&sh.metrics.malformed);
-        return FastPath::Done(formerr(bytes, rcode::FORMERR));
+        return FastPath::Done(formerr(bytes, rcode::FORMERR), 512);
     };
     let now_ms = sh.now_ms();
     let engine = sh.engine.load_full();
@@ -641,7 +655,10 @@ fn fast_path(
         Decision::Block(b) => {
             Metrics::inc(&sh.metrics.blocked_query);
             log_block(sh, &engine, peer, local, proto, &q, b, "query");
-            return FastPath::Done(Some(block_response(&engine, &query, bytes, b)));
+            return FastPath::Done(
+                Some(block_response(&engine, &query, bytes, b)),
+                udp_limit(&query),
+            );
         }
         Decision::Allow { group, .. } => *group,
     };
@@ -660,10 +677,13 @@ fn fast_path(
                 ev.detail.insert("cached".into(), true.into());
                 sh.log_event(ev);
             }
-            return FastPath::Done(Some(Outcome {
-                bytes: hit.bytes,
-                question_end: hit.question_end,
-            }));
+            return FastPath::Done(
+                Some(Outcome {
+                    bytes: hit.bytes,
+                    question_end: hit.question_end,
+                }),
+                udp_limit(&query),
+            );
         }
     }
     Metrics::inc(&sh.metrics.cache_misses);
@@ -808,20 +828,22 @@ async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
     let q = ctx.query.question().cloned()?;
     let Some((resp, upstream)) = answer else {
         Metrics::inc(&sh.metrics.servfail);
-        let mut ev = event(
-            sh,
-            ctx.peer,
-            ctx.local,
-            ctx.proto,
-            Verdict::Alert,
-            "all upstreams failed".into(),
-        );
-        detail_query(
-            &mut ev,
-            &q,
-            &ctx.engine.group(ctx.engine.group_of(ctx.peer.ip())).name,
-        );
-        sh.log_event(ev);
+        if sh.log.is_some() {
+            let mut ev = event(
+                sh,
+                ctx.peer,
+                ctx.local,
+                ctx.proto,
+                Verdict::Alert,
+                "all upstreams failed".into(),
+            );
+            detail_query(
+                &mut ev,
+                &q,
+                &ctx.engine.group(ctx.engine.group_of(ctx.peer.ip())).name,
+            );
+            sh.log_event(ev);
+        }
         return Some(Outcome {
             bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::SERVFAIL, &[], 0, None),
             question_end: ctx.query.question_end,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rampart_dns::config::{GroupConfig, ListConfig, ListKind};
 use rampart_dns::engine::Engine;
-use rampart_dns::server::load_engine;
 use rampart_dns::{Config, Server};
 
 fn rss_kib() -> u64 {
@@ -90,14 +89,6 @@ fn serve_from_env() {
     let text = std::fs::read_to_string(&path).unwrap();
     let cfg = Config::from_toml(&text).unwrap();
     let rss0 = rss_kib();
-    let t = Instant::now();
-    let engine = load_engine(&cfg).unwrap();
-    let load = t.elapsed();
-    let entries: usize = engine.list_stats().iter().map(|s| s.entries).sum();
-    let heap: usize = engine.list_stats().iter().map(|s| s.heap_bytes).sum();
-    let rss1 = rss_kib();
-    drop(engine);
-    println!("bench: lists {entries} entries, heap {heap} B, load {:.3} s, rss before {rss0} KiB after {rss1} KiB", load.as_secs_f64());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,10 +96,15 @@ fn serve_from_env() {
     rt.block_on(async move {
         let t = Instant::now();
         let srv = Server::start(cfg.clone()).await.unwrap();
+        let load = t.elapsed();
+        let engine = srv.engine();
+        let entries: usize = engine.list_stats().iter().map(|s| s.entries).sum();
+        let heap: usize = engine.list_stats().iter().map(|s| s.heap_bytes).sum();
+        drop(engine);
         println!(
-            "bench: serving on {:?} after {:.3} s, rss {} KiB",
+            "bench: serving on {:?}: lists {entries} entries, heap {heap} B, started (lists loaded) in {:.3} s, rss before {rss0} KiB, after {} KiB",
             srv.udp_addrs,
-            t.elapsed().as_secs_f64(),
+            load.as_secs_f64(),
             rss_kib()
         );
         let reload_every = std::env::var("RAMPART_DNS_BENCH_RELOAD_S")
