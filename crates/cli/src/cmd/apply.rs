@@ -105,11 +105,12 @@ fn guarded_flows(args: &Args) -> anyhow::Result<Vec<(String, Flow)>> {
     for k in &args.keep_reachable {
         let (addr, port) = parse_keep(k)?;
         let (dev, src) = route_to(addr);
-        let local = src.unwrap_or(if addr.is_ipv4() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
-        });
+        // The local address the peer would connect to: the one the kernel would answer from.
+        let Some(local) = src else {
+            anyhow::bail!(
+                "--keep-reachable {k}: no route to {addr} (`ip route get` gave no source address)"
+            );
+        };
         v.push((
             format!("--keep-reachable {k}"),
             Flow {
