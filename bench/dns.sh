@@ -101,6 +101,7 @@ server:
     local-zone: "bench." redirect
     local-data: "bench. 300 A 192.0.2.1"
     local-data: "bench. 300 AAAA 2001:db8::1"
+    local-data: "bench. 300 SOA ns.bench. host.bench. 1 3600 600 86400 300"
 EOF
 taskset -c 1 unbound -d -c "$WORK/stub.conf" >"$WORK/stub.log" 2>&1 &
 PIDS+=($!)

@@ -45,8 +45,8 @@ load_in_netns() { # name file [second-file]
 echo "== 2. all shared feeds: aggregated (one table, interval set per family) vs naive (raw lines, one set per feed)"
 mapfile -t FEEDS < <(find "$DATA/feeds" -type f \( -name '*.netset' -o -name '*.ipset' -o -name '*.txt' -o -name '*.lst' \) | sort)
 "$BIN" scripts "$OUT" "${FEEDS[@]}"
-echo "elements in aggregated.nft: $(grep -o ',' "$OUT/aggregated.nft" | wc -l)+; naive.nft: $(grep -o ',' "$OUT/naive.nft" | wc -l)+"
-load_in_netns aggregated "$OUT/aggregated.nft"
+load_in_netns aggregated-interval-only "$OUT/aggregated.nft"
+load_in_netns aggregated-split "$OUT/aggregated_split.nft"
 load_in_netns naive "$OUT/naive.nft"
 
 echo "== 3. refresh with 1% churn on a 1M-address set (Split layout: hash set for singles)"

@@ -3,6 +3,32 @@
 //! is a small fallback for tests and hosts without the package.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a as a `Hasher`: the PSL table is fixed data from a file, so hash flooding through
+/// lookups can only lengthen probes among its ~10k entries; SipHash's cost is not needed here.
+#[derive(Default)]
+pub struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastSet = HashSet<String, BuildHasherDefault<FnvHasher>>;
 
 /// Where Debian's `publicsuffix` package installs the list.
 pub const DEBIAN_PSL_PATH: &str = "/usr/share/publicsuffix/public_suffix_list.dat";
@@ -12,9 +38,9 @@ const BUILTIN: &str = "com\nnet\norg\nedu\ngov\nio\nde\nfr\nuk\nco.uk\nac.uk\njp
 /// A parsed list.
 #[derive(Clone, Debug, Default)]
 pub struct PublicSuffixList {
-    rules: HashSet<String>,
-    wildcards: HashSet<String>,
-    exceptions: HashSet<String>,
+    rules: FastSet,
+    wildcards: FastSet,
+    exceptions: FastSet,
 }
 
 impl PublicSuffixList {
