@@ -76,6 +76,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => cmd::check::run(args),
@@ -102,6 +103,17 @@ fn main() -> ExitCode {
             eprintln!("rampart: {err:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `rampart … | head` would make every `print!` panic once `head`
+/// exits. Restoring the default makes a closed pipe end the process quietly, as it does for
+/// other Unix tools.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in `main`, before any thread exists; setting a signal's
+    // disposition to SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
