@@ -126,12 +126,22 @@ fn scripts(args: &[String]) {
         table_decl("agg", &sets) + &p.script,
     )
     .unwrap();
+    let split_sets = feed_sets("aggs", "all", Layout::Split);
+    let ks = KernelContents::layout(&norm, &split_sets);
+    let ps = plan(None, &ks, &SyncOptions::default());
+    std::fs::write(
+        out.join("aggregated_split.nft"),
+        table_decl("aggs", &split_sets) + &ps.script,
+    )
+    .unwrap();
     std::fs::write(out.join("naive.nft"), naive).unwrap();
     println!(
-        "feeds={} raw_entries={raw} aggregated_prefixes={} kernel_elements={} parse_aggregate_plan_ms={} peak_rss_kb={}",
+        "feeds={} raw_entries={raw} aggregated_prefixes={} interval_only_elements={} split_elements={} (singles {}) parse_aggregate_plan_ms={} peak_rss_kb={}",
         args.len() - 1,
         norm.len(),
         k.elements(),
+        ks.elements(),
+        norm.singles.len(),
         t_build.as_millis(),
         vm_hwm_kb()
     );

@@ -19,6 +19,7 @@ pub mod domain;
 pub mod event;
 pub mod format;
 pub mod parse;
+pub mod runner;
 pub mod source;
 mod stix;
 pub mod sync;

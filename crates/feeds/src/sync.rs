@@ -121,8 +121,21 @@ impl KernelContents {
                 (Fam::V4, false, _) => &norm.singles.v4,
                 (Fam::V6, false, _) => &norm.singles.v6,
             };
-            let ranges = FamilyRanges::from_nets(nets);
-            out.sets.push((s.clone(), ranges.of(s.fam).to_vec()));
+            let ranges = if s.interval {
+                FamilyRanges::from_nets(nets).of(s.fam).to_vec()
+            } else {
+                // A hash set holds single addresses: adjacent singles (e.g. .5 and .6, which no
+                // prefix covers alone) must stay separate elements, never a range.
+                let mut v: Vec<Range> = nets
+                    .iter()
+                    .map(|n| cidr::net_range(n).1)
+                    .filter(|r| r.start == r.end)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            out.sets.push((s.clone(), ranges));
         }
         out
     }
@@ -462,6 +475,19 @@ mod tests {
         assert!(plan(Some(&old), &new, &opts)
             .script
             .starts_with("flush set"));
+    }
+
+    #[test]
+    fn hash_sets_never_get_ranges() {
+        // .5 and .6 are adjacent but not one prefix: two singles, not `a-b` (nft rejects ranges
+        // in a set without `flags interval`).
+        let sets = feed_sets("t", "f", Layout::Split);
+        let k = KernelContents::layout(&norm(&["192.0.2.5", "192.0.2.6"]), &sets);
+        let p = plan(None, &k, &SyncOptions::default());
+        assert!(p
+            .script
+            .contains("add element inet t set_f_v4_hosts { 192.0.2.5, 192.0.2.6 }"));
+        assert!(!p.script.contains('-'));
     }
 
     #[test]

@@ -210,15 +210,10 @@ fn version(i: u32) -> Vec<IpNet> {
     nets
 }
 
-fn run_phase(tag: &str, layout: Layout, atomic: bool) -> Option<u64> {
-    let ns = setup(tag)?;
-    let nft = NftRunner {
-        netns: Some(ns.a.clone()),
-    };
-    let table = "rfeeds";
-    let sets = feed_sets(table, "f", layout);
+/// The test table: the feed's sets and an output chain dropping to each of them.
+fn table_decl(table: &str, sets: &[rampart_feeds::sync::SetRef]) -> String {
     let mut decl = format!("table inet {table} {{\n");
-    for s in &sets {
+    for s in sets {
         let ty = if s.set.contains("_v4") {
             "ipv4_addr"
         } else {
@@ -234,7 +229,7 @@ fn run_phase(tag: &str, layout: Layout, atomic: bool) -> Option<u64> {
     decl.push_str(
         "  chain output {\n    type filter hook output priority filter; policy accept;\n",
     );
-    for s in &sets {
+    for s in sets {
         let m = if s.set.contains("_v4") {
             "ip daddr"
         } else {
@@ -243,7 +238,17 @@ fn run_phase(tag: &str, layout: Layout, atomic: bool) -> Option<u64> {
         decl.push_str(&format!("    {m} @{} counter drop\n", s.set));
     }
     decl.push_str("  }\n}\n");
-    nft.apply(&decl).expect("load table");
+    decl
+}
+
+fn run_phase(tag: &str, layout: Layout, atomic: bool) -> Option<u64> {
+    let ns = setup(tag)?;
+    let nft = NftRunner {
+        netns: Some(ns.a.clone()),
+    };
+    let table = "rfeeds";
+    let sets = feed_sets(table, "f", layout);
+    nft.apply(&table_decl(table, &sets)).expect("load table");
 
     // Initial load before any traffic, like a daemon start.
     let opts = SyncOptions {
@@ -342,4 +347,102 @@ fn non_atomic_refresh_is_caught() {
             "a non-atomic refresh should leak listed packets"
         );
     }
+}
+
+fn list_set(ns: &str, table: &str, set: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "set", "inet", table, set,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The runner end to end with a file source: load, refuse a shrunken version while the kernel
+/// keeps the last good contents, accept the next one, and reload from the cache after a
+/// "restart".
+#[test]
+fn runner_keeps_last_good_in_the_kernel() {
+    use rampart_feeds::event::RefreshStatus;
+    use rampart_feeds::runner::FeedRunner;
+    use rampart_feeds::source::{Cache, FeedSpec};
+
+    if !kernel_test_possible() {
+        return;
+    }
+    let Some(ns) = setup("run") else { return };
+    let nft = NftRunner {
+        netns: Some(ns.a.clone()),
+    };
+    let table = "rfeeds";
+    nft.apply(&table_decl(
+        table,
+        &feed_sets(table, "f", Layout::IntervalOnly),
+    ))
+    .expect("load table");
+    let dir = std::env::temp_dir().join(format!("rfeeds-runner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let feed = dir.join("f.netset");
+    let write = |n: u8| {
+        let mut s = String::from("203.0.113.0/24\n");
+        for i in 0..n {
+            s.push_str(&format!("198.51.100.{i}\n"));
+        }
+        std::fs::write(&feed, s).unwrap();
+    };
+    let spec = FeedSpec {
+        name: "f".into(),
+        url: feed.display().to_string(),
+        format: rampart_feeds::Format::Plain,
+        refresh_s: 0,
+        max_shrink_pct: 50,
+        allow: vec!["198.51.100.7/32".parse().unwrap()],
+    };
+    let cache = Cache::new(dir.join("cache"));
+    let mut runner = FeedRunner::new(spec.clone(), table, Layout::IntervalOnly, nft.clone());
+    // Three ranges: any change is a large ratio; allow deltas so both paths run.
+    runner.opts.max_delta_ratio = 1.0;
+
+    write(100);
+    let e = runner.tick(&cache, 1, false);
+    assert_eq!(e.status, RefreshStatus::Updated);
+    assert_eq!(e.sync_mode, "full");
+    assert_eq!(e.subtracted, 1);
+    let listed = list_set(&ns.a, table, "set_f_v4");
+    assert!(listed.contains("198.51.100.0-198.51.100.6"), "{listed}");
+    assert!(listed.contains("198.51.100.8-198.51.100.99"), "{listed}");
+    assert!(
+        !listed.contains("timeout") && !listed.contains("expires"),
+        "{listed}"
+    );
+
+    write(10);
+    let e = runner.tick(&cache, 2, false);
+    assert!(
+        matches!(e.status, RefreshStatus::Refused { .. }),
+        "{:?}",
+        e.status
+    );
+    assert!(list_set(&ns.a, table, "set_f_v4").contains("198.51.100.8-198.51.100.99"));
+
+    write(80);
+    let e = runner.tick(&cache, 3, false);
+    assert_eq!(e.status, RefreshStatus::Updated);
+    assert!(
+        e.sync_mode == "delta" || e.sync_mode == "mixed",
+        "{}",
+        e.sync_mode
+    );
+    let listed = list_set(&ns.a, table, "set_f_v4");
+    assert!(listed.contains("198.51.100.8-198.51.100.79"), "{listed}");
+
+    // Restart: nothing known about the kernel; the cached version is loaded in full.
+    let mut runner = FeedRunner::new(spec, table, Layout::IntervalOnly, nft);
+    let e = runner.tick(&cache, 4, false);
+    assert_eq!(e.status, RefreshStatus::NotModified);
+    assert_eq!(e.sync_mode, "full");
+    assert!(list_set(&ns.a, table, "set_f_v4").contains("198.51.100.8-198.51.100.79"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
