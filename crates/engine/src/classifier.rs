@@ -75,7 +75,9 @@ enum FieldIndex {
 #[derive(Clone, Debug)]
 struct Field {
     index: FieldIndex,
-    /// Class bitsets, `stride` words each: `nwords` rule words then `nsum` summary words.
+    /// Class bitsets, `stride` words each: `nsum` summary words (bit i: rule word i is
+    /// non-zero) then `nwords` rule words. Summary first so one cache line serves both the
+    /// summary and the first rule words.
     bits: Vec<u64>,
     max_value: u128,
 }
@@ -112,7 +114,6 @@ impl Field {
 pub struct Classifier {
     fields: Vec<Field>,
     nrules: usize,
-    nwords: usize,
     nsum: usize,
     stride: usize,
 }
@@ -173,7 +174,6 @@ impl Classifier {
         Ok(Self {
             fields,
             nrules,
-            nwords,
             nsum,
             stride,
         })
@@ -240,6 +240,12 @@ impl Classifier {
                     st[f] = field.class(key[f]) * self.stride;
                 }
             }
+            // Touch every row's summary line before scanning so the misses overlap.
+            for st in starts.iter().take(m) {
+                for (f, field) in self.fields.iter().enumerate() {
+                    prefetch(&field.bits[st[f]]);
+                }
+            }
             for (j, st) in starts.iter().enumerate().take(m) {
                 out[base + j] = self.scan(st, |_| true);
             }
@@ -265,14 +271,23 @@ impl Classifier {
         for s in 0..self.nsum {
             let mut summary = !0u64;
             for row in rows {
-                summary &= row[self.nwords + s];
+                summary &= row[s];
             }
             while summary != 0 {
                 let w = s * 64 + summary.trailing_zeros() as usize;
                 summary &= summary - 1;
-                let mut word = !0u64;
-                for row in rows {
-                    word &= row[w];
+                // The first two fields are the most selective in practice (addresses): test
+                // them alone first and skip the other rows' loads when they already exclude.
+                let i = self.nsum + w;
+                let mut word = rows[0][i];
+                if let Some(r1) = rows.get(1) {
+                    word &= r1[i];
+                }
+                if word == 0 {
+                    continue;
+                }
+                for row in rows.iter().skip(2) {
+                    word &= row[i];
                 }
                 while word != 0 {
                     let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
@@ -299,6 +314,19 @@ impl Classifier {
         }
         self.scan(&starts, accept)
     }
+}
+
+#[inline(always)]
+fn prefetch(p: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a hint: it never
+        // faults or reads into program state, and `p` comes from a live reference anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const u64).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn normalise(list: &[(u128, u128)], max: u128) -> Vec<(u128, u128)> {
@@ -363,7 +391,6 @@ fn build_field(
             Some(&c) => c,
             None => {
                 let c = dedup.len() as u32;
-                bits.extend_from_slice(&cur);
                 let mut sum = vec![0u64; nsum];
                 for (w, word) in cur.iter().enumerate() {
                     if *word != 0 {
@@ -371,6 +398,7 @@ fn build_field(
                     }
                 }
                 bits.extend_from_slice(&sum);
+                bits.extend_from_slice(&cur);
                 dedup.insert(cur.clone(), c);
                 c
             }

@@ -41,6 +41,9 @@ pub(crate) struct ClassbenchArgs {
     /// Classify the trace this many times for the timing (results from the first pass).
     #[arg(long, default_value_t = 1)]
     iter: u32,
+    /// Headers per batch (0: one lookup at a time, no batching).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
     /// Also check every result against the reference matcher and fail on a mismatch.
     #[arg(long)]
     verify: bool,
@@ -93,10 +96,19 @@ fn classbench_cmd(args: ClassbenchArgs) -> anyhow::Result<Outcome> {
     let mut checksum = 0u64;
     for pass in 0..iters {
         match &fast {
+            Some(c) if args.batch == 0 => {
+                for (slot, h) in results.iter_mut().zip(&trace) {
+                    let r = c.classify(h).map_or(-1, i64::from);
+                    checksum = checksum.wrapping_add(r as u64);
+                    if pass == 0 {
+                        *slot = r;
+                    }
+                }
+            }
             Some(c) => {
-                // Batches of 256 headers, as dpdk-test-acl's default --tracestep.
-                let mut out = vec![None; 256];
-                for (chunk, slots) in trace.chunks(256).zip(results.chunks_mut(256)) {
+                // Batches of 256 headers by default, as dpdk-test-acl's default --tracestep.
+                let mut out = vec![None; args.batch];
+                for (chunk, slots) in trace.chunks(args.batch).zip(results.chunks_mut(args.batch)) {
                     c.classify_batch(chunk, &mut out[..chunk.len()]);
                     for (slot, r) in slots.iter_mut().zip(&out) {
                         let r = r.map_or(-1, i64::from);
