@@ -28,6 +28,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/dns-resolvers.toml"),
     ),
     (
+        "encrypted-exfil.toml",
+        include_str!("../../../lab/scenarios/encrypted-exfil.toml"),
+    ),
+    (
         "file-transfer.toml",
         include_str!("../../../lab/scenarios/file-transfer.toml"),
     ),
