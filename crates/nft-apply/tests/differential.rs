@@ -63,11 +63,22 @@ fn srv_addr(v6: bool, i: u8) -> IpAddr {
     }
 }
 
+fn rtr_addr(v6: bool, i: u8) -> IpAddr {
+    if v6 {
+        format!("2001:db8:1::{:x}", u16::from(i) + 0x100)
+            .parse()
+            .unwrap()
+    } else {
+        format!("192.0.2.{}", i + 100).parse().unwrap()
+    }
+}
+
 const PORTS: [u16; 8] = [22, 53, 80, 123, 443, 8000, 8005, 9999];
 
-fn gen_policy(rng: &mut Rng) -> Policy {
+fn gen_policy(rng: &mut Rng, ingress: bool) -> Policy {
     let mut p = Policy::default();
     p.defaults.forward = *rng.pick(&[Action::Drop, Action::Accept, Action::Reject]);
+    p.defaults.ingress = *rng.pick(&[Action::Drop, Action::Accept, Action::Reject]);
     let z = |name: &str, ifaces: &[&str], nets: &[&str]| Zone {
         name: name.into(),
         interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
@@ -204,10 +215,10 @@ fn gen_policy(rng: &mut Rng) -> Policy {
         };
         p.rules.push(Rule {
             name: format!("r{i}"),
-            direction: if rng.chance(90) {
-                Direction::Forward
-            } else {
-                Direction::Ingress
+            direction: match (ingress, rng.chance(90)) {
+                (true, _) => Direction::Ingress,
+                (false, true) => Direction::Forward,
+                (false, false) => Direction::Ingress,
             },
             from,
             to,
@@ -231,6 +242,19 @@ fn gen_policy(rng: &mut Rng) -> Policy {
             origin: RuleOrigin::User,
             loc: SourceLoc::default(),
         });
+    }
+    // A guaranteed run of lan → dmz rules (a zone-pair chain), at a random place.
+    if !ingress {
+        let at = rng.below(p.rules.len() as u64 + 1) as usize;
+        for k in 0..3 {
+            let mut r = p.rules[k].clone();
+            r.name = format!("pair{k}");
+            r.direction = Direction::Forward;
+            r.from = vec![Peer::Zone(ZoneId(0))];
+            r.to = vec![Peer::Zone(ZoneId(1))];
+            r.services = vec![service(rng)];
+            p.rules.insert(at + k, r);
+        }
     }
     p
 }
@@ -417,6 +441,15 @@ fn setup() -> Net3 {
         warm.push(format!("ping -6 -c1 -W1 {} >/dev/null", cli_addr(true, i)));
     }
     let _ = lab.exec(&rtr, &warm.join("; "));
+    let mut cmds_r = vec![];
+    for i in 0..HOSTS {
+        cmds_r.push(format!("ip addr add {}/24 dev lan0", rtr_addr(false, i)));
+        cmds_r.push(format!(
+            "ip -6 addr add {}/64 dev lan0 nodad",
+            rtr_addr(true, i)
+        ));
+    }
+    lab.exec_ok(&rtr, &cmds_r.join(" && "));
     lab.write("capture.py", CAPTURE_PY);
     lab.write("send.py", SEND_PY);
     Net3 { lab, cli, rtr, srv }
@@ -516,7 +549,7 @@ fn kernel_verdicts_equal_engine_predictions() {
         .enumerate()
     {
         let mut rng = Rng(seed);
-        let policy = gen_policy(&mut rng);
+        let policy = gen_policy(&mut rng, false);
         let text = emit(&policy, &EmitOptions::default()).expect("emit");
         zone_chains += text.matches("\tchain forward_").count();
         let f = n.lab.write("ruleset.nft", &text);
@@ -573,6 +606,153 @@ fn kernel_verdicts_equal_engine_predictions() {
     for kind in ["accept", "drop", "reject"] {
         assert!(
             counts.get(kind).copied().unwrap_or(0) >= 50,
+            "too few {kind}: {counts:?}"
+        );
+    }
+}
+
+const TOOL: &str = env!("CARGO_BIN_EXE_rampart-nft-tool");
+
+/// Ingress to the router itself. "Accepted" is observed by a second table whose input chain
+/// runs after Rampart's (priority 100) and NFLOGs every new packet reaching it: a packet Rampart
+/// dropped or rejected never gets there (a drop in any base chain is final).
+#[test]
+fn kernel_ingress_verdicts_equal_engine_predictions() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let mut n = setup();
+    let mut total = 0;
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let mut mismatches = Vec::new();
+    for (round, seed) in [0x1e55_0001u64, 0x1e55_0002].into_iter().enumerate() {
+        let mut rng = Rng(seed);
+        let mut policy = gen_policy(&mut rng, true);
+        // Destination peers of the ingress rules: the router's own addresses, not the server's.
+        for r in &mut policy.rules {
+            for p in &mut r.to {
+                if let Peer::Net(net) = p {
+                    let v6 = net.addr().is_ipv6();
+                    let i = rng.below(u64::from(HOSTS)) as u8;
+                    *p = Peer::Net(
+                        IpNet::new(rtr_addr(v6, i), net.prefix_len())
+                            .unwrap()
+                            .trunc(),
+                    );
+                }
+            }
+        }
+        let text = emit(&policy, &EmitOptions::default()).expect("emit");
+        let observe_table = "table inet observe {\n chain in {\n  type filter hook input priority 100; policy accept;\n  ct state new log group 77 prefix \"seen\"\n }\n}\n";
+        let f = n
+            .lab
+            .write("ruleset.nft", &format!("{text}{observe_table}"));
+        Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
+        let mut flows = gen_flows(&mut rng, 1000, 30000 + (round as u16) * 1500);
+        flows.retain(|f| matches!(f.proto, proto::TCP | proto::UDP));
+        for f in &mut flows {
+            f.dst = rtr_addr(f.dst.is_ipv6(), rng.below(u64::from(HOSTS)) as u8);
+        }
+        let rtr = n.rtr.clone();
+        let idx = n.lab.spawn(&rtr, &format!("{TOOL} log 77 1000000 7000"));
+        let out = n.lab.children[idx].stdout.take().unwrap();
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let list: String = flows
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {} {} {} {} {}\n",
+                    f.id, f.proto, f.src, f.dst, f.sport, f.dport, f.icmp_type
+                )
+            })
+            .collect();
+        let file = n.lab.write("flows.txt", &list);
+        let send = n.lab.dir.join("send.py");
+        let errs = n.lab.exec_ok(
+            &n.cli,
+            &format!("python3 {} {}", send.display(), file.display()),
+        );
+        let mut seen = std::collections::HashSet::new();
+        for l in reader.lines() {
+            // `seen <src> <dst> <proto> <dport> sport <sport>`
+            let l = l.unwrap();
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() == 7 {
+                seen.insert(format!("{} {} {} {} {}", w[3], w[1], w[2], w[6], w[4]));
+            }
+        }
+        let _ = n.lab.children[idx].wait();
+        let errs: HashMap<usize, String> = errs
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.parse().ok()?, w.next()?.to_string()))
+            })
+            .collect();
+        let mut engine = Engine::new(&policy);
+        for f in &flows {
+            let key = format!("{} {} {} {} {}", f.proto, f.src, f.dst, f.sport, f.dport);
+            let kernel = if seen.contains(&key) {
+                Seen::Accept
+            } else if matches!(
+                errs.get(&f.id).map(String::as_str),
+                Some("reset" | "unreach")
+            ) {
+                Seen::Reject
+            } else {
+                Seen::Drop
+            };
+            let mut meta = PacketMeta::new(
+                Direction::Ingress,
+                f.src,
+                f.dst,
+                f.proto,
+                L4Meta::Ports {
+                    src: f.sport,
+                    dst: f.dport,
+                },
+            );
+            meta.iif = Some("lan0");
+            let want = engine.classify(&meta, 0).action;
+            let agree = matches!(
+                (want, kernel),
+                (Action::Accept, Seen::Accept)
+                    | (Action::Drop, Seen::Drop)
+                    | (Action::Reject, Seen::Reject)
+            );
+            total += 1;
+            *counts
+                .entry(match kernel {
+                    Seen::Accept => "accept",
+                    Seen::Drop => "drop",
+                    Seen::Reject => "reject",
+                })
+                .or_default() += 1;
+            if !agree {
+                mismatches.push(format!(
+                    "round {round}: {f:?}: engine {want:?}, kernel {kernel:?}"
+                ));
+            }
+        }
+        if !mismatches.is_empty() {
+            std::fs::write("/tmp/rampart-differential-ingress.nft", &text).ok();
+            break;
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {total} ingress flows differ (ruleset in /tmp/rampart-differential-ingress.nft):\n{}",
+        mismatches.len(),
+        mismatches.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("differential ingress: {total} flows, kernel == engine; observed {counts:?}");
+    for kind in ["accept", "drop", "reject"] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) >= 30,
             "too few {kind}: {counts:?}"
         );
     }

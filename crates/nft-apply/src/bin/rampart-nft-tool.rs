@@ -97,8 +97,12 @@ fn run(args: &[String]) -> Result<(), String> {
             while seen < count && std::time::Instant::now() < deadline {
                 for p in sock.recv().map_err(|e| e.to_string())? {
                     let h = p.headers.as_ref();
+                    let sport = h
+                        .and_then(|h| h.src_port)
+                        .map(|p| format!(" sport {p}"))
+                        .unwrap_or_default();
                     println!(
-                        "{} {} {} {} {}",
+                        "{} {} {} {} {}{sport}",
                         p.prefix,
                         h.map(|h| h.src.to_string()).unwrap_or_default(),
                         h.map(|h| h.dst.to_string()).unwrap_or_default(),
