@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 
-use rampart_engine::{Engine, L4Meta, PacketMeta};
+use rampart_engine::{Engine, L4Meta, OwnerInfo, PacketMeta};
 use rampart_ir::*;
 use rampart_nft::{emit, EmitOptions};
 use rampart_nft_apply::runner::Nft;
@@ -750,6 +750,230 @@ fn kernel_ingress_verdicts_equal_engine_predictions() {
         mismatches.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
     );
     eprintln!("differential ingress: {total} flows, kernel == engine; observed {counts:?}");
+    for kind in ["accept", "drop", "reject"] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) >= 30,
+            "too few {kind}: {counts:?}"
+        );
+    }
+}
+
+/// Like SEND_PY for TCP/UDP only, tolerant of local errors at send time (a drop in the output
+/// hook fails `send` with EPERM).
+const SEND_EGRESS_PY: &str = r#"
+import socket, sys, time, errno
+socks = []; early = {}
+for line in open(sys.argv[1]):
+    i, proto, src, dst, sport, dport, itype = line.split()
+    i, proto, sport, dport = int(i), int(proto), int(sport), int(dport)
+    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM if proto == 6 else socket.SOCK_DGRAM); s.setblocking(False)
+    try:
+        s.bind((src, sport))
+        if proto == 6:
+            r = s.connect_ex((dst, dport))
+            if r not in (0, errno.EINPROGRESS): early[i] = r
+        else:
+            s.connect((dst, dport)); s.send(b"x")
+    except OSError as e:
+        early[i] = e.errno
+    socks.append((i, s, proto))
+    time.sleep(0.002)
+time.sleep(1.5)
+for i, s, proto in socks:
+    err = early.get(i) or s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    # A local reject fails the send with EPERM *and* queues the ICMP error it generated.
+    if proto == 17 and err in (0, errno.EPERM):
+        try:
+            s.recv(16)
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            err = e.errno
+    r = "none"
+    if err == errno.ECONNREFUSED: r = "reset"
+    elif err in (errno.EHOSTUNREACH, errno.EACCES, errno.ENETUNREACH): r = "unreach"
+    elif err == errno.EPERM: r = "eperm"
+    print(i, r)
+"#;
+
+/// Egress from the client itself, with socket owners: flows are sent by three uids (0, 1000,
+/// 2000, each with the same gid) through `setpriv`; the ruleset runs in the client namespace.
+/// Kernel verdict: arrived at the server → accept; TCP reset / ICMP error → reject; else drop
+/// (an output-hook drop shows as EPERM or as silence).
+#[test]
+fn kernel_egress_with_owners_equals_engine_predictions() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/setpriv").exists()
+        || !std::path::Path::new("/usr/bin/python3").exists()
+    {
+        eprintln!("skipping: needs /usr/bin/setpriv and /usr/bin/python3");
+        return;
+    }
+    let mut n = setup();
+    n.lab.write("send_egress.py", SEND_EGRESS_PY);
+    // The server answers nothing but must not reject either: accept is "arrived".
+    let mut total = 0;
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let mut mismatches = Vec::new();
+    let uids = [0u32, 1000, 2000];
+    for (round, seed) in [0xe9e5_0001u64, 0xe9e5_0002].into_iter().enumerate() {
+        let mut rng = Rng(seed);
+        let mut policy = gen_policy(&mut rng, true);
+        policy.defaults.egress = *rng.pick(&[Action::Drop, Action::Accept, Action::Reject]);
+        policy.zones.push(Zone {
+            name: "up".into(),
+            interfaces: vec!["eth0".into()],
+            networks: vec![net("198.51.100.0/24"), net("2001:db8:2::/64")],
+            trusted: false,
+            public_facing: false,
+            description: None,
+            loc: SourceLoc::default(),
+        });
+        let up = ZoneId(policy.zones.len() as u32 - 1);
+        for r in &mut policy.rules {
+            r.direction = Direction::Egress;
+            if rng.chance(30) {
+                r.to = vec![Peer::Zone(up)];
+            }
+            r.owner = match rng.below(4) {
+                0 => Some(Owner {
+                    uids: vec![*rng.pick(&uids)],
+                    gids: vec![],
+                    cgroups: vec![],
+                }),
+                1 => Some(Owner {
+                    uids: vec![],
+                    gids: vec![*rng.pick(&uids), *rng.pick(&uids)],
+                    cgroups: vec![],
+                }),
+                _ => None,
+            };
+        }
+        let text = emit(&policy, &EmitOptions::default()).expect("emit");
+        let f = n.lab.write("ruleset.nft", &text);
+        Nft::in_netns(&n.cli).apply_file(&f).expect("apply");
+        let mut flows = gen_flows(&mut rng, 900, 40000 + (round as u16) * 1500);
+        flows.retain(|f| matches!(f.proto, proto::TCP | proto::UDP));
+        let owner_of = |f: &FlowSpec| uids[f.id % uids.len()];
+
+        let cap = n.lab.dir.join("capture.py");
+        let srv = n.srv.clone();
+        let idx = n.lab.spawn(&srv, &format!("python3 {} 120", cap.display()));
+        let out = n.lab.children[idx].stdout.take().unwrap();
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let mut errs: HashMap<usize, String> = HashMap::new();
+        for uid in uids {
+            let list: String = flows
+                .iter()
+                .filter(|f| owner_of(f) == uid)
+                .map(|f| {
+                    format!(
+                        "{} {} {} {} {} {} 0\n",
+                        f.id, f.proto, f.src, f.dst, f.sport, f.dport
+                    )
+                })
+                .collect();
+            let file = n.lab.write(&format!("flows-{uid}.txt"), &list);
+            let send = n.lab.dir.join("send_egress.py");
+            let o = n.lab.exec_ok(
+                &n.cli,
+                &format!(
+                    "setpriv --reuid={uid} --regid={uid} --clear-groups /usr/bin/python3 {} {}",
+                    send.display(),
+                    file.display()
+                ),
+            );
+            for l in o.lines() {
+                let mut w = l.split_whitespace();
+                if let (Some(i), Some(r)) = (w.next().and_then(|i| i.parse().ok()), w.next()) {
+                    errs.insert(i, r.to_string());
+                }
+            }
+        }
+        let pid = n.lab.children[idx].id();
+        must(&format!("kill -TERM {pid}"));
+        let mut arrived = std::collections::HashSet::new();
+        for l in reader.lines() {
+            arrived.insert(l.unwrap());
+        }
+        let _ = n.lab.children[idx].wait();
+        let mut engine = Engine::new(&policy);
+        for f in &flows {
+            let key = format!("{} {} {} {} {} 0", f.proto, f.src, f.dst, f.sport, f.dport);
+            let kernel = if arrived.contains(&key) {
+                Seen::Accept
+            } else if matches!(
+                errs.get(&f.id).map(String::as_str),
+                Some("reset" | "unreach")
+            ) {
+                Seen::Reject
+            } else {
+                Seen::Drop
+            };
+            let uid = owner_of(f);
+            let owner = OwnerInfo {
+                uid,
+                gid: uid,
+                cgroup: String::new(),
+            };
+            let mut meta = PacketMeta::new(
+                Direction::Egress,
+                f.src,
+                f.dst,
+                f.proto,
+                L4Meta::Ports {
+                    src: f.sport,
+                    dst: f.dport,
+                },
+            );
+            meta.oif = Some("eth0");
+            meta.owner = Some(&owner);
+            let want = engine.classify(&meta, 0).action;
+            let agree = matches!(
+                (want, kernel),
+                (Action::Accept, Seen::Accept)
+                    | (Action::Drop, Seen::Drop)
+                    | (Action::Reject, Seen::Reject)
+            );
+            total += 1;
+            *counts
+                .entry(match kernel {
+                    Seen::Accept => "accept",
+                    Seen::Drop => "drop",
+                    Seen::Reject => "reject",
+                })
+                .or_default() += 1;
+            if !agree {
+                mismatches.push(format!(
+                    "round {round}: uid {uid} {f:?}: engine {want:?}, kernel {kernel:?} ({:?})",
+                    errs.get(&f.id)
+                ));
+            }
+        }
+        if !mismatches.is_empty() {
+            std::fs::write("/tmp/rampart-differential-egress.nft", &text).ok();
+            break;
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {total} egress flows differ (ruleset in /tmp/rampart-differential-egress.nft):\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("differential egress: {total} flows, kernel == engine; observed {counts:?}");
     for kind in ["accept", "drop", "reject"] {
         assert!(
             counts.get(kind).copied().unwrap_or(0) >= 30,
