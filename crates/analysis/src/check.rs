@@ -1,6 +1,7 @@
 //! `rampart check`: findings about a policy (shadowing, redundancy, IPv4-only scope, risky
 //! accepts, public-facing egress, expiry, risky defaults).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use rampart_ir::{
@@ -9,7 +10,7 @@ use rampart_ir::{
 };
 use serde::Serialize;
 
-use crate::engine::{limited, Analysis, MAX_CUBES};
+use crate::engine::{limited, Analysis, EXACT_CUBES, MAX_CUBES};
 use crate::model::{net_to_ranges, Model, Term};
 use crate::space::{Dim, Fam, Ranges, Region};
 
@@ -18,6 +19,9 @@ pub const EXPIRY_NOTICE_DAYS: i64 = 14;
 
 /// Parts of a region spelled out per overlap, at most.
 const MAX_PARTS_SHOWN: usize = 3;
+
+/// Overlapping rules spelled out per finding, at most (the rest are counted).
+const MAX_OVERLAPS_SHOWN: usize = 8;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -67,8 +71,10 @@ pub enum Detail {
     None,
     /// Rules (or the default) that decide parts of this rule.
     Overlaps {
-        /// The overlaps in evaluation order.
+        /// The overlaps in evaluation order (at most a few, see `more_rules`).
         overlaps: Vec<Overlap>,
+        /// How many further rules overlap and are not listed.
+        more_rules: usize,
     },
     /// Expiry date.
     Expiry {
@@ -153,7 +159,10 @@ impl Report {
             out.push_str(&f.message);
             out.push('\n');
             match &f.detail {
-                Detail::Overlaps { overlaps } => {
+                Detail::Overlaps {
+                    overlaps,
+                    more_rules,
+                } => {
                     for o in overlaps {
                         let verb = past_tense(o.action);
                         for p in &o.part {
@@ -166,6 +175,9 @@ impl Report {
                         if o.more > 0 {
                             let _ = writeln!(out, "    ... and {} more part(s) of it", o.more);
                         }
+                    }
+                    if *more_rules > 0 {
+                        let _ = writeln!(out, "    ... and {more_rules} more rule(s)");
                     }
                 }
                 Detail::Expiry { expires, days_left } => {
@@ -285,6 +297,7 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
     let m = &an.model;
     let facts = &an.facts[id.0 as usize];
     let dir = rule.direction;
+    let policy = m.policy;
     if facts.empty {
         out.push(finding(
             "empty-match",
@@ -299,40 +312,53 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
         ));
         return;
     }
-    let Some(effective) = &facts.effective else {
+    if facts.effective.is_none() && !facts.live_witness {
         let mut f = finding(
             "analysis-limit",
             Severity::Info,
             Some((id, rule)),
             None,
             format!(
-                "shadowing not decided: the overlap with earlier rules needs more than {MAX_CUBES} \
-                 boxes; results for this rule are incomplete"
+                "shadowing not decided: the remainder after earlier rules needs more than \
+                 {EXACT_CUBES} boxes and no uncovered packet was found; results for this rule \
+                 are incomplete"
             ),
             Detail::None,
         );
-        f.related = facts.hits.iter().map(|h| h.rule).collect();
+        f.related = facts.hits.clone();
         out.push(f);
         return;
-    };
-    let overlaps: Vec<Overlap> = facts
-        .hits
-        .iter()
-        .map(|h| overlap_of(m, dir, Some(h.rule), &h.part))
-        .collect();
-    let related: Vec<RuleId> = facts.hits.iter().map(|h| h.rule).collect();
-    if effective.is_empty() {
-        let differing: Vec<&Overlap> = overlaps
+    }
+    // Unknown remainder but proven live: what follows works on the rule's whole region,
+    // which is a superset of what it decides (sound for the redundancy check).
+    let effective = facts.effective.as_ref().unwrap_or_else(|| m.region(id));
+    let names = |os: &[(RuleId, &Region)]| {
+        let mut v: Vec<String> = os
             .iter()
-            .filter(|o| o.action != rule.action)
+            .take(MAX_OVERLAPS_SHOWN)
+            .map(|(h, _)| format!("`{}`", policy.rule(*h).name))
             .collect();
-        let names = |os: &[&Overlap]| {
-            os.iter()
-                .map(|o| format!("`{}`", o.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let all: Vec<&Overlap> = overlaps.iter().collect();
+        if os.len() > MAX_OVERLAPS_SHOWN {
+            v.push(format!("and {} more", os.len() - MAX_OVERLAPS_SHOWN));
+        }
+        v.join(", ")
+    };
+    let describe = |os: &[(RuleId, &Region)]| Detail::Overlaps {
+        overlaps: os
+            .iter()
+            .take(MAX_OVERLAPS_SHOWN)
+            .map(|(h, part)| overlap_of(m, dir, Some(*h), part))
+            .collect(),
+        more_rules: os.len().saturating_sub(MAX_OVERLAPS_SHOWN),
+    };
+    if effective.is_empty() {
+        let parts = an.hit_parts(id);
+        let all: Vec<(RuleId, &Region)> = parts.iter().map(|(h, p)| (*h, p)).collect();
+        let differing: Vec<(RuleId, &Region)> = all
+            .iter()
+            .copied()
+            .filter(|(h, _)| policy.rule(*h).action != rule.action)
+            .collect();
         let mut f = if differing.is_empty() {
             finding(
                 "redundant",
@@ -345,7 +371,7 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
                     past_tense(rule.action).trim_start_matches("already "),
                     names(&all)
                 ),
-                Detail::Overlaps { overlaps },
+                describe(&all),
             )
         } else {
             finding(
@@ -360,16 +386,19 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
                     names(&differing),
                     rule.action.as_str()
                 ),
-                Detail::Overlaps { overlaps },
+                describe(&all),
             )
         };
-        f.related = related;
+        f.related = facts.hits.clone();
         out.push(f);
         return;
     }
-    let differing: Vec<Overlap> = overlaps
-        .into_iter()
-        .filter(|o| o.action != rule.action)
+    // Only the differing hits are reported for a live rule; their parts were kept.
+    let differing: Vec<(RuleId, &Region)> = facts
+        .hits
+        .iter()
+        .zip(&facts.differing_parts)
+        .filter_map(|(h, p)| p.as_ref().map(|p| (*h, p)))
         .collect();
     if !differing.is_empty() {
         let mut f = finding(
@@ -382,17 +411,11 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
             format!(
                 "is partially shadowed: part of what it would {} is decided earlier by {}",
                 rule.action.as_str(),
-                differing
-                    .iter()
-                    .map(|o| format!("`{}` ({})", o.name, o.action.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names(&differing)
             ),
-            Detail::Overlaps {
-                overlaps: differing.clone(),
-            },
+            describe(&differing),
         );
-        f.related = differing.iter().filter_map(|o| o.rule).collect();
+        f.related = differing.iter().map(|(h, _)| *h).collect();
         out.push(f);
     }
     redundant_by_later(an, id, rule, effective, out);
@@ -413,12 +436,13 @@ fn redundant_by_later(
     let hull = &an.hulls[id.0 as usize];
     let mut remaining = effective.clone();
     let mut covering: Vec<(Option<RuleId>, Region)> = Vec::new();
-    for (lid, later) in policy.rules_in(dir).filter(|(l, _)| l.0 > id.0) {
+    for &lid in an.later(id) {
         if !hull.overlaps(&an.hulls[lid.0 as usize]) {
             continue;
         }
+        let later = policy.rule(lid);
         let lr = owner_relaxed(m, rule, later, m.region(lid));
-        if !remaining.overlaps(&lr) {
+        if !remaining.overlaps(lr.as_ref()) {
             continue;
         }
         if later.action != rule.action {
@@ -432,9 +456,8 @@ fn redundant_by_later(
         if part.is_empty() {
             continue;
         }
-        match remaining.subtract(exact, MAX_CUBES) {
-            Ok(r) => remaining = r,
-            Err(_) => return,
+        if remaining.subtract_in_place(exact, MAX_CUBES).is_err() {
+            return;
         }
         covering.push((Some(lid), part));
         if remaining.is_empty() {
@@ -449,15 +472,20 @@ fn redundant_by_later(
     }
     let overlaps: Vec<Overlap> = covering
         .iter()
+        .take(MAX_OVERLAPS_SHOWN)
         .map(|(r, part)| overlap_of(m, dir, *r, part))
         .collect();
-    let who: Vec<String> = overlaps
+    let more_rules = covering.len().saturating_sub(MAX_OVERLAPS_SHOWN);
+    let mut who: Vec<String> = overlaps
         .iter()
         .map(|o| match o.rule {
             Some(_) => format!("rule `{}`", o.name),
             None => format!("the {} default", o.name),
         })
         .collect();
+    if more_rules > 0 {
+        who.push(format!("{more_rules} more rule(s)"));
+    }
     let mut f = finding(
         "redundant",
         Severity::Warning,
@@ -468,7 +496,10 @@ fn redundant_by_later(
             who.join(" and "),
             rule.action.as_str()
         ),
-        Detail::Overlaps { overlaps },
+        Detail::Overlaps {
+            overlaps,
+            more_rules,
+        },
     );
     f.related = covering.iter().filter_map(|(r, _)| *r).collect();
     out.push(f);
@@ -476,7 +507,7 @@ fn redundant_by_later(
 
 /// Owners are opaque atoms, so two different owner constraints look disjoint; when deciding
 /// whether a different-verdict rule *may* intersect, treat them as overlapping.
-fn owner_relaxed(m: &Model<'_>, a: &Rule, b: &Rule, region: &Region) -> Region {
+fn owner_relaxed<'r>(m: &Model<'_>, a: &Rule, b: &Rule, region: &'r Region) -> Cow<'r, Region> {
     match (&a.owner, &b.owner) {
         (Some(x), Some(y)) if x != y => {
             let full = m.universe(b.direction);
@@ -489,9 +520,9 @@ fn owner_relaxed(m: &Model<'_>, a: &Rule, b: &Rule, region: &Region) -> Region {
             for c in &mut r.cubes {
                 c.dims[Dim::Owner as usize] = owner_full.clone();
             }
-            r
+            Cow::Owned(r)
         }
-        _ => region.clone(),
+        _ => Cow::Borrowed(region),
     }
 }
 

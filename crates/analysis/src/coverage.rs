@@ -8,8 +8,10 @@
 //! internet, or one that is fully shadowed, provides nothing; an untagged rule that blocks the
 //! traffic does.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use rampart_attack::{Technique, TECHNIQUES};
 use rampart_ir::{
@@ -19,7 +21,7 @@ use rampart_ir::{
 use serde::Serialize;
 
 use crate::check::svc;
-use crate::engine::{limited, Analysis};
+use crate::engine::{limited, Analysis, Decision};
 use crate::model::{Model, Term};
 use crate::space::{Dim, Ranges, Region};
 
@@ -138,7 +140,7 @@ pub struct CoverageSummary {
 }
 
 /// Which packets a query is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     /// Any address/interface.
     Any,
@@ -637,19 +639,47 @@ fn narrow_side(m: &Model<'_>, peers: &[Peer]) -> bool {
     })
 }
 
-fn eval_query(an: &Analysis<'_>, qy: &Query, ev: &mut Evidence) -> Outcome {
+/// A traffic question without its expectation: direction, sides, services.
+type QueryKey = (Direction, Side, Side, Vec<Svc>);
+
+/// Shared state of one coverage run: the analysis and a cache of decided queries (many
+/// techniques ask the same traffic question).
+struct Ctx<'a, 'p> {
+    an: &'a Analysis<'p>,
+    cache: RefCell<HashMap<QueryKey, Rc<Decision>>>,
+}
+
+impl Ctx<'_, '_> {
+    fn decide(&self, dir: Direction, qy: &Query) -> Option<Rc<Decision>> {
+        let key = (dir, qy.src, qy.dst, qy.svcs.to_vec());
+        if let Some(d) = self.cache.borrow().get(&key) {
+            return Some(d.clone());
+        }
+        let region = query_region(&self.an.model, dir, qy);
+        let d = if region.is_empty() {
+            None
+        } else {
+            Some(Rc::new(self.an.decide(dir, &region)))
+        };
+        if let Some(d) = &d {
+            self.cache.borrow_mut().insert(key, d.clone());
+        }
+        d
+    }
+}
+
+fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
+    let an = cx.an;
     let m = &an.model;
     let policy = m.policy;
     let mut any_blocked = false;
     let mut any_broad = false;
     let mut any_region = false;
     for &dir in qy.dirs {
-        let region = query_region(m, dir, qy);
-        if region.is_empty() {
+        let Some(d) = cx.decide(dir, qy) else {
             continue;
-        }
+        };
         any_region = true;
-        let d = an.decide(dir, &region);
         if d.unknown {
             ev.notes.push(format!("{dir}: too complex to decide"));
             any_broad = true;
@@ -725,11 +755,12 @@ fn live(an: &Analysis<'_>, id: RuleId) -> bool {
     !an.facts[id.0 as usize].dead()
 }
 
-fn eval_check(an: &Analysis<'_>, c: &Check, ev: &mut Evidence) -> Outcome {
+fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
+    let an = cx.an;
     let policy = an.model.policy;
     let d = &policy.defaults;
     match c {
-        Check::Traffic(qy) => eval_query(an, qy, ev),
+        Check::Traffic(qy) => eval_query(cx, qy, ev),
         Check::RateLimits => {
             let ids: Vec<RuleId> = (0..policy.rules.len() as u32)
                 .map(RuleId)
@@ -859,13 +890,14 @@ fn rule_ref(policy: &Policy, id: RuleId) -> RuleRef {
     }
 }
 
-fn own_coverage(an: &Analysis<'_>, t: &Technique, rq: &Requirement) -> TechniqueCoverage {
+fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueCoverage {
+    let an = cx.an;
     let policy = an.model.policy;
     let mut ev = Evidence::default();
     let outcomes: Vec<Outcome> = rq
         .checks
         .iter()
-        .map(|c| eval_check(an, c, &mut ev))
+        .map(|c| eval_check(cx, c, &mut ev))
         .collect();
     let rule_status = if outcomes.is_empty() || outcomes.iter().all(|o| *o == Outcome::Met) {
         Status::Enforced
@@ -938,6 +970,10 @@ fn own_coverage(an: &Analysis<'_>, t: &Technique, rq: &Requirement) -> Technique
 /// Coverage of every catalogue technique.
 pub fn coverage(policy: &Policy) -> Coverage {
     let an = Analysis::new(policy);
+    let cx = Ctx {
+        an: &an,
+        cache: RefCell::new(HashMap::new()),
+    };
     let mut techniques: Vec<TechniqueCoverage> = Vec::with_capacity(TECHNIQUES.len());
     for t in TECHNIQUES {
         let rq = requirement(t.id).unwrap_or(Requirement {
@@ -946,7 +982,7 @@ pub fn coverage(policy: &Policy) -> Coverage {
             cap: None,
             why: "no requirement known",
         });
-        techniques.push(own_coverage(&an, t, &rq));
+        techniques.push(own_coverage(&cx, t, &rq));
     }
     // Parents: own requirement (when it has checks or components) combined with sub-techniques.
     for i in 0..techniques.len() {

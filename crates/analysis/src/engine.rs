@@ -4,51 +4,136 @@
 use rampart_ir::{Action, Direction, Policy, RuleId};
 
 use crate::model::Model;
-use crate::space::{Dim, Region};
+use crate::space::{Cube, Dim, Fam, Ranges, Region};
 
 /// Cap on the number of cubes any intermediate region of one rule's analysis may hold. Beyond
 /// it the analysis of that rule gives up and says so (finding `analysis-limit`) instead of
 /// spending unbounded time and memory.
 pub const MAX_CUBES: usize = 4096;
 
-/// Cheap bounding box of a rule per family: src, dst, proto, dport hulls.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Hull {
-    fams: [Option<[(u128, u128); 4]>; 2],
+/// Beyond this many cubes a rule's exact remainder is abandoned; a witness search then tries
+/// to prove the rule live (a packet it matches that no earlier rule matches).
+pub const EXACT_CUBES: usize = 512;
+
+/// Cap on the undecided remainder of a coverage query; beyond it the query is reported as
+/// "too complex to decide" (counted as not met) instead of walking on.
+pub const DECIDE_CUBES: usize = 1024;
+
+/// Candidate packets tried by the witness search.
+const WITNESS_TRIES: usize = 8;
+
+/// With more overlapping earlier rules than this, a witness search runs before the exact
+/// remainder is computed.
+pub const EXACT_CANDIDATES: usize = 64;
+
+/// Work budget (cube comparisons) for one rule's exact remainder; beyond it the witness
+/// search takes over. Small policies never get near it.
+pub const SHADOW_WORK: usize = 50_000;
+
+/// Work budget (cube comparisons) for one coverage query.
+pub const DECIDE_WORK: usize = 2_000_000;
+
+/// Looks for a packet of `region` that none of `earlier` matches, trying corners of the cubes
+/// of `region` and of the partly subtracted `remaining`. Exact when it says yes.
+fn find_witness(
+    model: &Model<'_>,
+    hulls: &[Hull],
+    region: &Region,
+    remaining: &Region,
+    earlier: &[RuleId],
+) -> bool {
+    let corners = remaining
+        .cubes
+        .iter()
+        .chain(&region.cubes)
+        .flat_map(|c| [corner(c, false), corner(c, true)])
+        .take(WITNESS_TRIES);
+    for p in corners {
+        let Some(p) = p else { continue };
+        if !region.cubes.iter().any(|c| p.is_subset(c)) {
+            continue;
+        }
+        let point = Region { cubes: vec![p] };
+        let phull = Hull::of(&point);
+        let p = &point.cubes[0];
+        if !earlier.iter().any(|e| {
+            phull.overlaps(&hulls[e.0 as usize])
+                && model.region(*e).cubes.iter().any(|c| p.is_subset(c))
+        }) {
+            return true;
+        }
+    }
+    false
 }
+
+/// The lowest (or highest) point of a cube, as a one-point cube.
+fn corner(c: &Cube, high: bool) -> Option<Cube> {
+    let mut p = c.clone();
+    for d in &mut p.dims {
+        let v = if high { d.hull()?.1 } else { d.hull()?.0 };
+        *d = Ranges::single(v);
+    }
+    Some(p)
+}
+
+/// Cheap bounding box of a rule: for IPv4 the src, dst, proto and dport hulls packed as
+/// `u32` (small, so scanning thousands stays in cache), for IPv6 the same as `u128`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hull {
+    v4: Option<[u32; 8]>,
+    v6: Option<Box<[(u128, u128); 4]>>,
+}
+
+const HULL_DIMS: [Dim; 4] = [Dim::Src, Dim::Dst, Dim::Proto, Dim::Dport];
 
 impl Hull {
     pub(crate) fn of(region: &Region) -> Hull {
-        let mut h = Hull::default();
+        let mut v4: Option<[(u128, u128); 4]> = None;
+        let mut v6: Option<[(u128, u128); 4]> = None;
         for c in &region.cubes {
-            let slot = &mut h.fams[c.fam as usize];
-            let dims = [Dim::Src, Dim::Dst, Dim::Proto, Dim::Dport];
-            let mut b = [(0u128, 0u128); 4];
-            for (k, d) in dims.iter().enumerate() {
-                b[k] = c.get(*d).hull().unwrap_or((1, 0));
-            }
+            let slot = if c.fam == Fam::V4 { &mut v4 } else { &mut v6 };
+            let b: [(u128, u128); 4] =
+                std::array::from_fn(|k| c.get(HULL_DIMS[k]).hull().unwrap_or((1, 0)));
             *slot = Some(match slot.take() {
                 None => b,
                 Some(old) => std::array::from_fn(|k| (old[k].0.min(b[k].0), old[k].1.max(b[k].1))),
             });
         }
-        h
+        Hull {
+            // Every IPv4 dimension value fits in u32 (addresses, protocol, ports).
+            v4: v4.map(|h| {
+                std::array::from_fn(|i| {
+                    let (lo, hi) = h[i / 2];
+                    (if i % 2 == 0 { lo } else { hi }) as u32
+                })
+            }),
+            v6: v6.map(Box::new),
+        }
     }
 
     #[inline]
     pub(crate) fn overlaps(&self, o: &Hull) -> bool {
-        self.fams.iter().zip(&o.fams).any(|(a, b)| match (a, b) {
-            (Some(a), Some(b)) => a.iter().zip(b).all(|(x, y)| x.0 <= y.1 && y.0 <= x.1),
+        if let (Some(a), Some(b)) = (&self.v4, &o.v4) {
+            if a[0] <= b[1]
+                && b[0] <= a[1]
+                && a[2] <= b[3]
+                && b[2] <= a[3]
+                && a[4] <= b[5]
+                && b[4] <= a[5]
+                && a[6] <= b[7]
+                && b[6] <= a[7]
+            {
+                return true;
+            }
+        }
+        match (&self.v6, &o.v6) {
+            (Some(a), Some(b)) => a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.0 <= y.1 && y.0 <= x.1),
             _ => false,
-        })
+        }
     }
-}
-
-/// One earlier rule taking part of a later rule's region.
-#[derive(Clone, Debug)]
-pub(crate) struct Hit {
-    pub rule: RuleId,
-    pub part: Region,
 }
 
 /// What analysis learned about one rule.
@@ -57,10 +142,17 @@ pub(crate) struct RuleFacts {
     /// The part of the rule's region no earlier (unlimited) rule decides; `None` when the
     /// computation hit [`MAX_CUBES`].
     pub effective: Option<Region>,
-    /// Earlier rules that take part of this rule's region, in order, with the part each takes.
-    pub hits: Vec<Hit>,
+    /// Earlier rules that take part of this rule's region, in order (parts are recomputed on
+    /// demand by [`Analysis::hit_parts`], only for rules that get reported).
+    pub hits: Vec<RuleId>,
+    /// The part each hit with a *different* verdict takes (same order as `hits`; `None` for
+    /// same-verdict hits), kept because partial-shadowing reports need exactly those.
+    pub differing_parts: Vec<Option<Region>>,
     /// The rule's own region is empty (it can never match anything).
     pub empty: bool,
+    /// `effective` is unknown but a packet was found that this rule decides (so it is
+    /// certainly not fully shadowed).
+    pub live_witness: bool,
 }
 
 impl RuleFacts {
@@ -73,6 +165,8 @@ impl RuleFacts {
 /// Per-direction index of rules with their hulls.
 pub(crate) struct Analysis<'p> {
     pub model: Model<'p>,
+    /// Rule ids per direction (indexed by `Direction as usize`), in order.
+    pub by_dir: [Vec<RuleId>; 3],
     pub facts: Vec<RuleFacts>,
     pub hulls: Vec<Hull>,
 }
@@ -89,14 +183,23 @@ impl<'p> Analysis<'p> {
             .map(|i| Hull::of(model.region(RuleId(i as u32))))
             .collect();
         let mut facts = vec![RuleFacts::default(); policy.rules.len()];
-        for dir in Direction::ALL {
-            let ids: Vec<RuleId> = policy.rules_in(dir).map(|(id, _)| id).collect();
+        let by_dir: [Vec<RuleId>; 3] = std::array::from_fn(|d| {
+            policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.direction as usize == d)
+                .map(|(i, _)| RuleId(i as u32))
+                .collect()
+        });
+        for ids in &by_dir {
             for (k, &id) in ids.iter().enumerate() {
                 facts[id.0 as usize] = Self::shadow_one(&model, &hulls, &ids[..k], id);
             }
         }
         Analysis {
             model,
+            by_dir,
             facts,
             hulls,
         }
@@ -108,34 +211,77 @@ impl<'p> Analysis<'p> {
             return RuleFacts {
                 effective: Some(Region::default()),
                 hits: vec![],
+                differing_parts: vec![],
                 empty: true,
+                live_witness: false,
             };
         }
         let hull = &hulls[id.0 as usize];
+        let policy = model.policy;
+        // Earlier rules that can take part of this one: a limited rule may not match, so it
+        // never shadows anything.
+        let candidates: Vec<RuleId> = earlier
+            .iter()
+            .copied()
+            .filter(|e| hull.overlaps(&hulls[e.0 as usize]) && !limited(policy, *e))
+            .collect();
+        // Many overlapping earlier rules: first look for a packet of this rule none of them
+        // matches (cheap). Found: the rule is live, and the exact remainder is skipped.
+        if candidates.len() > EXACT_CANDIDATES
+            && find_witness(model, hulls, region, region, &candidates)
+        {
+            return Self::fallback(
+                model,
+                hulls,
+                id,
+                region,
+                &candidates,
+                0,
+                vec![],
+                vec![],
+                Some(true),
+            );
+        }
         let mut remaining = region.clone();
         let mut hits = Vec::new();
-        for &e in earlier {
-            if !hull.overlaps(&hulls[e.0 as usize]) || limited(model.policy, e) {
-                // A rule with a limit may not match, so it never shadows anything.
-                continue;
-            }
+        let mut parts = Vec::new();
+        let mut work = 0usize;
+        let differs = |e: RuleId| policy.rule(e).action != policy.rule(id).action;
+        for (k, &e) in candidates.iter().enumerate() {
             let er = model.region(e);
+            work += remaining.cubes.len() * er.cubes.len();
+            if work > SHADOW_WORK {
+                return Self::fallback(
+                    model,
+                    hulls,
+                    id,
+                    &remaining,
+                    &candidates,
+                    k,
+                    hits,
+                    parts,
+                    None,
+                );
+            }
             if !remaining.overlaps(er) {
                 continue;
             }
-            let part = remaining.intersect(er);
-            match remaining.subtract(er, MAX_CUBES) {
-                Ok(r) => remaining = r,
-                Err(_) => {
-                    hits.push(Hit { rule: e, part });
-                    return RuleFacts {
-                        effective: None,
-                        hits,
-                        empty: false,
-                    };
-                }
+            let part = differs(e).then(|| remaining.intersect(er));
+            hits.push(e);
+            parts.push(part);
+            if remaining.subtract_in_place(er, EXACT_CUBES).is_err() {
+                return Self::fallback(
+                    model,
+                    hulls,
+                    id,
+                    &remaining,
+                    &candidates,
+                    k + 1,
+                    hits,
+                    parts,
+                    None,
+                );
             }
-            hits.push(Hit { rule: e, part });
             if remaining.is_empty() {
                 break;
             }
@@ -143,8 +289,75 @@ impl<'p> Analysis<'p> {
         RuleFacts {
             effective: Some(remaining),
             hits,
+            differing_parts: parts,
             empty: false,
+            live_witness: false,
         }
+    }
+
+    /// The exact remainder got too expensive: prove the rule live with a witness packet if
+    /// possible, and record the remaining overlaps against the rule's whole region.
+    #[allow(clippy::too_many_arguments)]
+    fn fallback(
+        model: &Model<'_>,
+        hulls: &[Hull],
+        id: RuleId,
+        remaining: &Region,
+        candidates: &[RuleId],
+        next: usize,
+        mut hits: Vec<RuleId>,
+        mut parts: Vec<Option<Region>>,
+        live: Option<bool>,
+    ) -> RuleFacts {
+        let policy = model.policy;
+        let region = model.region(id);
+        let live =
+            live.unwrap_or_else(|| find_witness(model, hulls, region, remaining, candidates));
+        for &e in &candidates[next..] {
+            let er = model.region(e);
+            if region.overlaps(er) {
+                hits.push(e);
+                let differs = policy.rule(e).action != policy.rule(id).action;
+                parts.push(differs.then(|| region.intersect(er)));
+            }
+        }
+        RuleFacts {
+            effective: None,
+            hits,
+            differing_parts: parts,
+            empty: false,
+            live_witness: live,
+        }
+    }
+
+    /// The part of a rule each of its hits takes: replayed exactly when the remainder was
+    /// computed, else the overlap with the rule's whole region.
+    pub(crate) fn hit_parts(&self, id: RuleId) -> Vec<(RuleId, Region)> {
+        let facts = &self.facts[id.0 as usize];
+        let region = self.model.region(id);
+        let mut out = Vec::with_capacity(facts.hits.len());
+        let mut remaining = facts.effective.as_ref().map(|_| region.clone());
+        for &e in &facts.hits {
+            let er = self.model.region(e);
+            match remaining.as_mut() {
+                Some(rem) => {
+                    out.push((e, rem.intersect(er)));
+                    if rem.subtract_in_place(er, MAX_CUBES).is_err() {
+                        remaining = None;
+                    }
+                }
+                None => out.push((e, region.intersect(er))),
+            }
+        }
+        out
+    }
+
+    /// Rules of the same direction after `id`, in order.
+    pub(crate) fn later(&self, id: RuleId) -> &[RuleId] {
+        let dir = self.model.policy.rule(id).direction;
+        let list = &self.by_dir[dir as usize];
+        let pos = list.partition_point(|r| r.0 <= id.0);
+        &list[pos..]
     }
 
     /// The region a rule decides: effective when known, else its whole region.
@@ -161,6 +374,7 @@ impl<'p> Analysis<'p> {
         let mut d = Decision::default();
         let qhull = Hull::of(query);
         let mut remaining = query.clone();
+        let mut work = 0usize;
         for (id, rule) in policy.rules_in(dir) {
             if remaining.is_empty() {
                 break;
@@ -169,6 +383,11 @@ impl<'p> Analysis<'p> {
                 continue;
             }
             let rr = self.model.region(id);
+            work += remaining.cubes.len() * rr.cubes.len();
+            if work > DECIDE_WORK {
+                d.unknown = true;
+                return d;
+            }
             if !remaining.overlaps(rr) {
                 continue;
             }
@@ -185,12 +404,9 @@ impl<'p> Analysis<'p> {
                 Action::Accept => d.accepted.push((Some(id), part)),
                 Action::Drop | Action::Reject => d.blocked.push((Some(id), part)),
             }
-            match remaining.subtract(rr, MAX_CUBES) {
-                Ok(r) => remaining = r,
-                Err(_) => {
-                    d.unknown = true;
-                    return d;
-                }
+            if remaining.subtract_in_place(rr, DECIDE_CUBES).is_err() {
+                d.unknown = true;
+                return d;
             }
         }
         if !remaining.is_empty() {
@@ -215,17 +431,18 @@ pub(crate) struct Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::space::{Cube, Dim};
     use proptest::prelude::*;
     use rampart_ir::*;
 
     #[test]
     fn hull_overlap_is_per_family() {
         let a = Hull {
-            fams: [Some([(0, 10); 4]), None],
+            v4: Some([0, 10, 0, 10, 0, 10, 0, 10]),
+            v6: None,
         };
         let b = Hull {
-            fams: [None, Some([(0, 10); 4])],
+            v4: None,
+            v6: Some(Box::new([(0, 10); 4])),
         };
         assert!(!a.overlaps(&b));
         assert!(a.overlaps(&a));

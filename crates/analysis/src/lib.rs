@@ -23,5 +23,5 @@ pub use coverage::{
     coverage, navigator_layer, requirement, Check, ComponentRef, Coverage, CoverageSummary, Expect,
     Query, Requirement, RuleRef, Side, Status, Svc, TechniqueCoverage, NON_TCP_UDP,
 };
-pub use engine::MAX_CUBES;
+pub use engine::{EXACT_CUBES, MAX_CUBES};
 pub use model::Model;

@@ -6,6 +6,8 @@
 //! Subtraction of a cube from a cube splits along one dimension at a time, so the result is
 //! exact and has at most one piece per dimension.
 
+use smallvec::{smallvec, SmallVec};
+
 /// Dimensions of the packet space, in the order cube subtraction splits them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dim {
@@ -80,14 +82,16 @@ impl Fam {
     }
 }
 
+type Ivs = SmallVec<[(u128, u128); 1]>;
+
 /// A finite union of inclusive intervals, kept sorted, disjoint and non-adjacent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Ranges(Vec<(u128, u128)>);
+pub struct Ranges(Ivs);
 
 impl Ranges {
     /// The empty set.
     pub fn empty() -> Self {
-        Ranges(Vec::new())
+        Ranges(SmallVec::new())
     }
 
     /// The interval `[lo, hi]` (empty when `lo > hi`).
@@ -95,20 +99,20 @@ impl Ranges {
         if lo > hi {
             Self::empty()
         } else {
-            Ranges(vec![(lo, hi)])
+            Ranges(smallvec![(lo, hi)])
         }
     }
 
     /// A single value.
     pub fn single(v: u128) -> Self {
-        Ranges(vec![(v, v)])
+        Ranges(smallvec![(v, v)])
     }
 
     /// Normalises arbitrary intervals (any order, overlapping; `lo > hi` ones are dropped).
     pub fn from_intervals<I: IntoIterator<Item = (u128, u128)>>(it: I) -> Self {
-        let mut v: Vec<(u128, u128)> = it.into_iter().filter(|(l, h)| l <= h).collect();
+        let mut v: Ivs = it.into_iter().filter(|(l, h)| l <= h).collect();
         v.sort_unstable();
-        let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
+        let mut out: Ivs = SmallVec::with_capacity(v.len());
         for (lo, hi) in v {
             if let Some(last) = out.last_mut() {
                 // Merge overlapping and adjacent intervals (`last.1 + 1 >= lo` without overflow).
@@ -174,7 +178,7 @@ impl Ranges {
     /// Set intersection.
     pub fn intersect(&self, other: &Ranges) -> Ranges {
         let (a, b) = (&self.0, &other.0);
-        let mut out = Vec::new();
+        let mut out = Ivs::new();
         let (mut i, mut j) = (0, 0);
         while i < a.len() && j < b.len() {
             let lo = a[i].0.max(b[j].0);
@@ -193,7 +197,7 @@ impl Ranges {
 
     /// Set difference `self \ other`.
     pub fn subtract(&self, other: &Ranges) -> Ranges {
-        let mut out = Vec::new();
+        let mut out = Ivs::new();
         let b = &other.0;
         let mut j = 0;
         for &(lo, hi) in &self.0 {
@@ -366,24 +370,36 @@ impl Region {
 
     /// `self \ other`, failing when an intermediate result exceeds `limit` cubes.
     pub fn subtract(&self, other: &Region, limit: usize) -> Result<Region, TooComplex> {
-        let mut cur = self.cubes.clone();
+        let mut r = self.clone();
+        r.subtract_in_place(other, limit)?;
+        Ok(r)
+    }
+
+    /// `self = self \ other`; on `Err` (more than `limit` cubes) `self` is left partly
+    /// subtracted and must not be used as a result.
+    pub fn subtract_in_place(&mut self, other: &Region, limit: usize) -> Result<(), TooComplex> {
+        let mut pieces = Vec::new();
         for b in &other.cubes {
-            if !cur.iter().any(|a| a.overlaps(b)) {
-                continue;
-            }
-            let mut next = Vec::with_capacity(cur.len() + NDIM);
-            for a in &cur {
-                a.subtract_into(b, &mut next);
-                if next.len() > limit {
-                    return Err(TooComplex { limit });
+            // Only cubes the subtrahend touches are taken out and split; the others stay in
+            // place (cubes are large, moving all of them each time dominated the run time).
+            let mut i = 0;
+            while i < self.cubes.len() {
+                if self.cubes[i].overlaps(b) {
+                    let a = self.cubes.swap_remove(i);
+                    a.subtract_into(b, &mut pieces);
+                } else {
+                    i += 1;
                 }
             }
-            cur = next;
-            if cur.is_empty() {
+            self.cubes.append(&mut pieces);
+            if self.cubes.len() > limit {
+                return Err(TooComplex { limit });
+            }
+            if self.cubes.is_empty() {
                 break;
             }
         }
-        Ok(Region { cubes: cur })
+        Ok(())
     }
 
     /// Union (concatenation).

@@ -315,7 +315,7 @@ fn small_org_findings_name_the_right_rules() {
     let shadowed = r.findings.iter().find(|f| f.code == "shadowed").unwrap();
     assert_eq!(shadowed.severity, Severity::Error);
     assert_eq!(shadowed.loc.to_string(), "policy.toml:10:1");
-    let Detail::Overlaps { overlaps } = &shadowed.detail else {
+    let Detail::Overlaps { overlaps, .. } = &shadowed.detail else {
         panic!("shadowed without overlaps")
     };
     assert_eq!(overlaps[0].name, "smb-egress/block");
