@@ -3,7 +3,9 @@
 # local stub upstream (Unbound, local-zone "bench." redirect), all on 127.0.0.1, SUT pinned to
 # core 0 and dnsperf + stub to core 1 (recipe: shared/notes/anchors.md §3.5).
 #
-# Usage: bench/dns.sh [N_DOMAINS] [SECONDS_PER_RUN]      (defaults 1000000 and 10)
+# Usage: bench/dns.sh [N_DOMAINS] [SECONDS_PER_RUN] [ROUNDS]   (defaults 1000000, 10, 1)
+# With ROUNDS > 1 the SUTs are interleaved round by round (background load on a shared machine
+# then hits all of them alike) and the summary reports the median QPS per SUT and workload.
 # Needs: dnsperf unbound dnsmasq-base dnsutils python3 (apt-get install dnsperf unbound dnsmasq-base).
 # Output: a markdown table on stdout and in $WORK/results.md. Runs are short and bounded; every
 # process started here is killed on exit.
@@ -11,6 +13,7 @@ set -euo pipefail
 
 N=${1:-1000000}
 DUR=${2:-10}
+ROUNDS=${3:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$(mktemp -d /tmp/rampart-dns-bench.XXXXXX)}
 DATA=${RAMPART_DOMAINS_DIR:-$ROOT/../shared/data/domains}
@@ -175,13 +178,14 @@ start_sut() {
 
 stop_sut() { kill "$SUT_PID" 2>/dev/null || true; wait "$SUT_PID" 2>/dev/null || true; sleep 0.5; }
 
-echo "| SUT | workload | QPS | lost % | avg latency ms | latency stddev ms | RSS after run MiB |" > "$WORK/results.md"
-echo "|---|---|---|---|---|---|---|" >> "$WORK/results.md"
+echo "| round | SUT | workload | QPS | lost % | avg latency ms | latency stddev ms | RSS after run MiB |" > "$WORK/results.md"
+echo "|---|---|---|---|---|---|---|---|" >> "$WORK/results.md"
 : > "$WORK/load.md"
+for round in $(seq "$ROUNDS"); do
 for sut in rampart unbound dnsmasq; do
   start_sut "$sut"
   rss0=$(rss_kib "$SUT_PID")
-  echo "| $sut | list load (start → canary NXDOMAIN) $LOAD_S s | RSS after load $((rss0 / 1024)) MiB |" >> "$WORK/load.md"
+  echo "| $round | $sut | list load (start → canary NXDOMAIN) $LOAD_S s | RSS after load $((rss0 / 1024)) MiB |" >> "$WORK/load.md"
   # Warm the hot set.
   taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/W1-hot.txt" -l 2 -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts >/dev/null 2>&1 || true
   for wl in W1-hot W2-blocked W3-blocked-sub W4-miss W5-mix; do
@@ -191,9 +195,30 @@ for sut in rampart unbound dnsmasq; do
     lat=$(echo "$out" | awk '/Average Latency/ {print $4*1000}')
     sd=$(echo "$out" | awk '/Latency StdDev/ {print $4*1000}')
     rss=$(rss_kib "$SUT_PID")
-    echo "| $sut | $wl | $qps | $lost | $lat | $sd | $((rss / 1024)) |" | tee -a "$WORK/results.md" >&2
+    echo "| $round | $sut | $wl | $qps | $lost | $lat | $sd | $((rss / 1024)) |" | tee -a "$WORK/results.md" >&2
   done
   stop_sut
 done
+done
 cat "$WORK/load.md" "$WORK/results.md"
+echo
+echo "Median QPS over $ROUNDS round(s):"
+python3 - "$WORK/results.md" <<'PY'
+import statistics, sys
+rows = [l.strip().strip('|').split('|') for l in open(sys.argv[1]) if l.startswith('| ') and not l.startswith('| round')]
+qps = {}
+for r in rows:
+    r = [c.strip() for c in r]
+    try:
+        qps.setdefault((r[2], r[1]), []).append(float(r[3]))
+    except ValueError:
+        pass
+suts = ["rampart", "unbound", "dnsmasq"]
+print("| workload | " + " | ".join(suts) + " | rampart / unbound |")
+print("|---|" + "---|" * (len(suts) + 1))
+for wl in sorted({k[0] for k in qps}):
+    med = {s: statistics.median(qps.get((wl, s), [0])) for s in suts}
+    ratio = med["rampart"] / med["unbound"] if med["unbound"] else 0
+    print(f"| {wl} | " + " | ".join(f"{med[s]:.0f}" for s in suts) + f" | {ratio:.2f} |")
+PY
 grep '^bench:' "$WORK/rampart.log" || true

@@ -129,8 +129,10 @@ impl DomainSetBuilder {
             prev = Some((h, off, len));
         }
         set.offsets.push(set.arena.len() as u32);
-        // About one entry per slot; 2^4 ..= 2^24 slots.
-        let bits = (usize::BITS - set.hashes.len().max(1).leading_zeros()).clamp(4, 24);
+        // One to two entries per slot (2–4 bytes per entry); 2^4 ..= 2^24 slots.
+        let bits = (usize::BITS - set.hashes.len().max(1).leading_zeros())
+            .saturating_sub(1)
+            .clamp(4, 24);
         let slots = 1usize << bits;
         let mut radix = Vec::with_capacity(slots + 1);
         let mut i = 0usize;
@@ -164,7 +166,8 @@ impl DomainSet {
 
     /// Heap bytes used by the set.
     pub fn heap_bytes(&self) -> usize {
-        self.hashes.capacity() * 8
+        self.radix.capacity() * 4
+            + self.hashes.capacity() * 8
             + self.offsets.capacity() * 4
             + self.flags.capacity()
             + self.arena.capacity()

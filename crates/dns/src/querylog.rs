@@ -136,6 +136,55 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn ev(i: u32) -> Event {
+        Event {
+            timestamp: rfc3339(UNIX_EPOCH),
+            event_type: "dns".into(),
+            component: "dns".into(),
+            flow: None,
+            verdict: rampart_events::Verdict::Block,
+            rule: None,
+            techniques: Vec::new(),
+            reason: format!("event {i} {}", "x".repeat(100)),
+            detail: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn rotates_at_the_byte_cap_and_never_blocks() {
+        let dir = std::env::temp_dir().join(format!("rampart-dns-qlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.jsonl");
+        let cfg = QueryLogConfig {
+            path: path.clone(),
+            max_bytes: 4096,
+            log_allowed: false,
+            queue: 4,
+        };
+        let mut log = QueryLog::start(&cfg).unwrap();
+        let mut accepted = 0;
+        for i in 0..200 {
+            if log.try_log(ev(i)) {
+                accepted += 1;
+            } else {
+                // Queue full: the caller moves on; give the writer a moment.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        log.close();
+        assert!(accepted > 0);
+        let cur = std::fs::metadata(&path).unwrap().len();
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        let old = std::fs::metadata(&rotated).map(|m| m.len()).unwrap_or(0);
+        assert!(cur <= 4096 && old <= 4096, "{cur} {old}");
+        assert!(old > 0, "rotation happened");
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let _: Event = serde_json::from_str(line).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
