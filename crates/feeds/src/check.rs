@@ -144,6 +144,21 @@ pub fn check_file(
     Ok(report(&name, format, detected, parsed, allow))
 }
 
+/// `rampart feeds show NAME`: the cached last good version of a feed, its metadata and its
+/// check report (`None` when nothing is cached).
+pub fn show(
+    cache: &crate::source::Cache,
+    name: &str,
+    format: &Format,
+    allow: &[ipnet::IpNet],
+) -> Option<(crate::source::CacheMeta, CheckReport)> {
+    let meta = cache.meta(name)?;
+    let data = cache.data(name)?;
+    let url = meta.url.clone();
+    let report = check_bytes(&data, &url, Some(format.clone()), allow)?;
+    Some((meta, report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +181,25 @@ mod tests {
         );
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].line, 5);
+    }
+
+    #[test]
+    fn show_reads_the_cache() {
+        let dir = std::env::temp_dir().join(format!("rampart-feeds-show-{}", std::process::id()));
+        let cache = crate::source::Cache::new(&dir);
+        assert!(show(&cache, "x", &Format::Plain, &[]).is_none());
+        let meta = crate::source::CacheMeta {
+            url: "https://feeds.example/x".into(),
+            entries: 2,
+            ..Default::default()
+        };
+        cache.store("x", b"192.0.2.1\n192.0.2.2\n", &meta).unwrap();
+        let (m, r) = show(&cache, "x", &Format::Plain, &[]).unwrap();
+        assert_eq!(m.entries, 2);
+        assert_eq!(r.file, "https://feeds.example/x");
+        // .1 and .2 are adjacent but not one prefix.
+        assert_eq!(r.v4_elements, 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

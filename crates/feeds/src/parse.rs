@@ -269,9 +269,10 @@ impl<'f> LineParser<'f> {
             self.header_pending = false;
             return Ok(Outcome::Ignored);
         }
-        let field = t
-            .split(delimiter)
-            .nth(column - 1)
+        // `column` is 1-based; 0 (only constructible directly, not via `FromStr`) never matches.
+        let field = column
+            .checked_sub(1)
+            .and_then(|i| t.split(delimiter).nth(i))
             .ok_or(LineReason::MissingColumn(column))?;
         let field = field.trim().trim_matches('"').trim();
         // abuse.ch CSVs put `ip:port` in one column.

@@ -31,7 +31,9 @@ fn corpus_reports_match_golden() {
         }
         match std::fs::read_to_string(&golden) {
             Ok(want) if want == text => {}
-            Ok(want) => failures.push(format!("{name}: differs\n--- want\n{want}\n+++ got\n{text}")),
+            Ok(want) => failures.push(format!(
+                "{name}: differs\n--- want\n{want}\n+++ got\n{text}"
+            )),
             Err(_) => failures.push(format!("{name}: missing {}", golden.display())),
         }
     }
