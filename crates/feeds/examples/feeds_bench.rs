@@ -181,6 +181,11 @@ fn churn(args: &[String]) {
             .collect()
     };
     let (old_nets, new_nets) = (to_nets(&old), to_nets(&new));
+    // The new version as a feed file, to time the whole Rust side of a refresh.
+    let mut new_text = String::with_capacity(new.len() * 16);
+    for n in &new_nets {
+        let _ = writeln!(new_text, "{}", n.addr());
+    }
     let sets = feed_sets("bench", "churn", Layout::Split);
     let old_k = KernelContents::layout(&normalize(&old_nets, &[]), &sets);
     let opts = SyncOptions::default();
@@ -191,6 +196,12 @@ fn churn(args: &[String]) {
     let delta = plan(Some(&old_k), &new_k, &opts);
     let t_delta = t.elapsed();
     let full = plan(None, &new_k, &opts);
+    let t = Instant::now();
+    let parsed = parse_bytes(new_text.as_bytes(), &Format::Plain, "new");
+    let k2 = KernelContents::layout(&normalize(&parsed.nets, &[]), &sets);
+    let p2 = plan(Some(&old_k), &k2, &opts);
+    let t_e2e = t.elapsed();
+    assert_eq!(p2.script, delta.script);
     std::fs::write(
         out.join("load.nft"),
         table_decl("bench", &sets) + &load.script,
@@ -199,7 +210,7 @@ fn churn(args: &[String]) {
     std::fs::write(out.join("delta.nft"), &delta.script).unwrap();
     std::fs::write(out.join("full.nft"), &full.script).unwrap();
     println!(
-        "churn set={} new={} mode={} added={} removed={} normalize_ms={} normalize_plan_ms={} peak_rss_kb={}",
+        "churn set={} new={} mode={} added={} removed={} normalize_ms={} normalize_plan_ms={} parse_normalize_plan_ms={} peak_rss_kb={}",
         old_k.elements(),
         new_k.elements(),
         delta.mode_name(),
@@ -207,6 +218,7 @@ fn churn(args: &[String]) {
         delta.removed,
         t_norm.as_millis(),
         t_delta.as_millis(),
+        t_e2e.as_millis(),
         vm_hwm_kb()
     );
 }

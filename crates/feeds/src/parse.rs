@@ -566,7 +566,11 @@ fn hosts(line: &str, out: &mut Parsed) -> LineResult {
     let mut names = 0;
     for name in toks {
         names += 1;
-        if HOSTS_LOCAL_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
+        // `0.0.0.0 0.0.0.0` (StevenBlack's header) and the machine's own names are not
+        // blocked domains.
+        if HOSTS_LOCAL_NAMES.contains(&name.to_ascii_lowercase().as_str())
+            || name.parse::<IpAddr>().is_ok()
+        {
             filtered = true;
             continue;
         }
@@ -988,13 +992,13 @@ mod tests {
     fn hosts_forms() {
         let r = p(
             "hosts",
-            "127.0.0.1 localhost\n::1 ip6-localhost\n0.0.0.0 Ads.Example.com tracker.example.com # c\n:: v6.example.org\n192.0.2.1 redirect.example\n0.0.0.0\n",
+            "127.0.0.1 localhost\n::1 ip6-localhost\n0.0.0.0 0.0.0.0\n0.0.0.0 Ads.Example.com tracker.example.com # c\n:: v6.example.org\n192.0.2.1 redirect.example\n0.0.0.0\n",
         );
         assert_eq!(
             names(&r).into_iter().map(|x| x.0).collect::<Vec<_>>(),
             ["ads.example.com", "tracker.example.com", "v6.example.org"]
         );
-        assert_eq!(r.stats.filtered, 2);
+        assert_eq!(r.stats.filtered, 3);
         assert_eq!(r.stats.unsupported, 1);
         assert_eq!(r.stats.rejected, 1);
     }
