@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub conntrack_max: usize,
     /// Flow table size (0: default).
     pub max_flows: usize,
+    /// Skip building events (when nobody reads them); counters are unaffected.
+    pub no_events: bool,
 }
 
 /// Per-rule totals.
@@ -190,9 +192,43 @@ struct FlowState {
     sniffed: bool,
 }
 
+#[derive(Clone, Copy, Debug, Default)]
+struct RuleCounter {
+    allowed: u64,
+    blocked: u64,
+    flows: u64,
+    flows_blocked: u64,
+}
+
+const REASONS: [Reason; 8] = [
+    Reason::Rule,
+    Reason::Default,
+    Reason::CtInvalid,
+    Reason::CtEstablished,
+    Reason::CtRelated,
+    Reason::Loopback,
+    Reason::Icmpv6Essential,
+    Reason::OrphanFragment,
+];
+
+fn reason_index(r: Reason) -> usize {
+    REASONS.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+        Direction::Forward => 2,
+    }
+}
+
 /// The replay state machine.
 #[derive(Debug)]
 pub struct Simulator {
+    rule_counters: Vec<RuleCounter>,
+    by_direction: [u64; 3],
+    by_reason: [u64; REASONS.len()],
     engine: Engine,
     ct: Conntrack,
     cfg: SimConfig,
@@ -245,6 +281,9 @@ impl Simulator {
             cfg.max_flows
         };
         Self {
+            rule_counters: vec![RuleCounter::default(); engine.policy().rules.len()],
+            by_direction: [0; 3],
+            by_reason: [0; REASONS.len()],
             engine,
             ct,
             cfg,
@@ -265,6 +304,43 @@ impl Simulator {
     /// Finish and return the report.
     pub fn finish(mut self) -> Report {
         self.report.conntrack = self.ct.stats();
+        let r = &mut self.report;
+        for (i, n) in self.by_direction.iter().enumerate() {
+            if *n > 0 {
+                r.by_direction
+                    .insert(Direction::ALL[i].as_str().to_owned(), *n);
+            }
+        }
+        for (i, n) in self.by_reason.iter().enumerate() {
+            if *n > 0 {
+                r.by_reason.insert(REASONS[i].as_str().to_owned(), *n);
+            }
+        }
+        let policy = self.engine.policy();
+        for (id, c) in self.rule_counters.iter().enumerate() {
+            if c.allowed + c.blocked == 0 {
+                continue;
+            }
+            let rule = &policy.rules[id];
+            r.rules.insert(
+                id as u32,
+                RuleTotals {
+                    id: id as u32,
+                    name: rule.name.clone(),
+                    loc: rule.loc.to_string(),
+                    action: rule.action.as_str().to_owned(),
+                    techniques: rule.mitigates.iter().map(|t| t.0.clone()).collect(),
+                    packets: c.allowed + c.blocked,
+                    flows: c.flows,
+                },
+            );
+            for tech in &rule.mitigates {
+                let t = r.techniques.entry(tech.0.clone()).or_default();
+                t.packets_allowed += c.allowed;
+                t.packets_blocked += c.blocked;
+                t.flows_blocked += c.flows_blocked;
+            }
+        }
         self.report
     }
 
@@ -313,24 +389,6 @@ impl Simulator {
         }
     }
 
-    fn ifaces(&self, dir: Direction, src: IpAddr, dst: IpAddr) -> (Option<&str>, Option<&str>) {
-        let by_net = |a: IpAddr| {
-            self.cfg
-                .iface_by_net
-                .iter()
-                .find(|(n, _)| n.contains(&a))
-                .map(|(_, i)| i.as_str())
-        };
-        let lo = |a: IpAddr| a.is_loopback().then_some("lo");
-        let iif = lo(src).or_else(|| by_net(src)).or(self.cfg.iif.as_deref());
-        let oif = lo(dst).or_else(|| by_net(dst)).or(self.cfg.oif.as_deref());
-        match dir {
-            Direction::Ingress => (iif, None),
-            Direction::Egress => (None, oif),
-            Direction::Forward => (iif, oif),
-        }
-    }
-
     /// Process one capture record.
     pub fn process(&mut self, rec: &Record<'_>, sink: &mut dyn Sink) -> Result<(), SinkError> {
         let ts = rec.ts_ns.max(self.last_ts);
@@ -360,8 +418,6 @@ impl Simulator {
             }
         };
         let dir = self.direction(ip.src, ip.dst);
-        let (iif, oif) = self.ifaces(dir, ip.src, ip.dst);
-        let (iif, oif) = (iif.map(str::to_owned), oif.map(str::to_owned));
         let (l4, ports, payload, udp) = match &ip.l4 {
             Transport::Tcp(t) => (
                 L4Meta::Ports {
@@ -392,7 +448,7 @@ impl Simulator {
             ),
             Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None, &[][..], false),
         };
-        let flow = Flow {
+        let flow = || Flow {
             src_ip: ip.src,
             src_port: ports.map(|p| p.0),
             dest_ip: ip.dst,
@@ -407,7 +463,7 @@ impl Simulator {
             match known {
                 Some((d, _)) => d,
                 None => {
-                    self.anomaly(Anomaly::OrphanFragment, Some(flow.clone()), ts, sink)?;
+                    self.anomaly(Anomaly::OrphanFragment, Some(flow()), ts, sink)?;
                     if self.engine.policy().defaults.stateful {
                         Decision {
                             action: Action::Drop,
@@ -415,9 +471,10 @@ impl Simulator {
                             reason: Reason::OrphanFragment,
                         }
                     } else {
+                        let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
                         let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
-                        meta.iif = iif.as_deref();
-                        meta.oif = oif.as_deref();
+                        meta.iif = iif;
+                        meta.oif = oif;
                         meta.ct_state = CtState::Untracked;
                         meta.len = ip.len;
                         self.engine.classify_with(self.cfg.matcher, &meta, ts)
@@ -429,9 +486,10 @@ impl Simulator {
             if let Some(r) = tracked.invalid_reason {
                 *self.report.ct_invalid.entry(r.to_owned()).or_insert(0) += 1;
             }
+            let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
             let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
-            meta.iif = iif.as_deref();
-            meta.oif = oif.as_deref();
+            meta.iif = iif;
+            meta.oif = oif;
             meta.ct_state = tracked.state;
             meta.len = ip.len;
             meta.src_conns = self.ct.src_conns(ip.src);
@@ -458,7 +516,7 @@ impl Simulator {
         dir: Direction,
         ip: &decode::Ip<'_>,
         ports: Option<(u16, u16)>,
-        flow: &Flow,
+        flow: &dyn Fn() -> Flow,
         decision: Decision,
         ts: u64,
         payload: &[u8],
@@ -473,30 +531,18 @@ impl Simulator {
         } else {
             r.blocked += 1;
         }
-        *r.by_direction.entry(dir.as_str().to_owned()).or_insert(0) += 1;
-        *r.by_reason
-            .entry(decision.reason.as_str().to_owned())
-            .or_insert(0) += 1;
+        self.by_direction[dir_index(dir)] += 1;
+        self.by_reason[reason_index(decision.reason)] += 1;
         let policy = self.engine.policy();
         let rule = decision.rule.map(|id| (id, &policy.rules[id.0 as usize]));
-        if let Some((id, rule)) = rule {
-            let t = r.rules.entry(id.0).or_insert_with(|| RuleTotals {
-                id: id.0,
-                name: rule.name.clone(),
-                loc: rule.loc.to_string(),
-                action: rule.action.as_str().to_owned(),
-                techniques: rule.mitigates.iter().map(|t| t.0.clone()).collect(),
-                packets: 0,
-                flows: 0,
-            });
-            t.packets += 1;
-            for tech in &rule.mitigates {
-                let e = r.techniques.entry(tech.0.clone()).or_default();
-                if allowed {
-                    e.packets_allowed += 1;
-                } else {
-                    e.packets_blocked += 1;
-                }
+        if let Some(c) = decision
+            .rule
+            .and_then(|id| self.rule_counters.get_mut(id.0 as usize))
+        {
+            if allowed {
+                c.allowed += 1;
+            } else {
+                c.blocked += 1;
             }
         }
         // Flow accounting.
@@ -516,17 +562,13 @@ impl Simulator {
                 } else {
                     r.flows_blocked += 1;
                 }
-                if let Some((id, rule)) = rule {
-                    if let Some(t) = r.rules.get_mut(&id.0) {
-                        t.flows += 1;
-                    }
+                if let Some(c) = decision
+                    .rule
+                    .and_then(|id| self.rule_counters.get_mut(id.0 as usize))
+                {
+                    c.flows += 1;
                     if !allowed {
-                        for tech in &rule.mitigates {
-                            r.techniques
-                                .entry(tech.0.clone())
-                                .or_default()
-                                .flows_blocked += 1;
-                        }
+                        c.flows_blocked += 1;
                     }
                 }
                 let sample = if r.flow_samples.len() < MAX_FLOW_SAMPLES {
@@ -592,20 +634,22 @@ impl Simulator {
                         s.app = Some(describe_app(&name, &app_detail));
                     }
                 }
-                sink.emit(&Event {
-                    timestamp: rfc3339(ts),
-                    event_type: "app".into(),
-                    component: "engine".into(),
-                    flow: Some(flow.clone()),
-                    verdict: decision.action.into(),
-                    rule: None,
-                    techniques: vec![],
-                    reason: format!("first payload is {name}"),
-                    detail: app_detail,
-                })?;
+                if !self.cfg.no_events {
+                    sink.emit(&Event {
+                        timestamp: rfc3339(ts),
+                        event_type: "app".into(),
+                        component: "engine".into(),
+                        flow: Some(flow()),
+                        verdict: decision.action.into(),
+                        rule: None,
+                        techniques: vec![],
+                        reason: format!("first payload is {name}"),
+                        detail: app_detail,
+                    })?;
+                }
             }
         }
-        if emit {
+        if emit && !self.cfg.no_events {
             let mut detail = serde_json::Map::new();
             detail.insert("direction".into(), dir.as_str().into());
             detail.insert("action".into(), decision.action.as_str().into());
@@ -633,7 +677,7 @@ impl Simulator {
                 timestamp: rfc3339(ts),
                 event_type: "flow".into(),
                 component: "engine".into(),
-                flow: Some(flow.clone()),
+                flow: Some(flow()),
                 verdict: decision.action.into(),
                 rule,
                 techniques,
@@ -642,6 +686,28 @@ impl Simulator {
             })?;
         }
         Ok(())
+    }
+}
+
+fn ifaces(
+    cfg: &SimConfig,
+    dir: Direction,
+    src: IpAddr,
+    dst: IpAddr,
+) -> (Option<&str>, Option<&str>) {
+    let by_net = |a: IpAddr| {
+        cfg.iface_by_net
+            .iter()
+            .find(|(n, _)| n.contains(&a))
+            .map(|(_, i)| i.as_str())
+    };
+    let lo = |a: IpAddr| a.is_loopback().then_some("lo");
+    let iif = lo(src).or_else(|| by_net(src)).or(cfg.iif.as_deref());
+    let oif = lo(dst).or_else(|| by_net(dst)).or(cfg.oif.as_deref());
+    match dir {
+        Direction::Ingress => (iif, None),
+        Direction::Egress => (None, oif),
+        Direction::Forward => (iif, oif),
     }
 }
 

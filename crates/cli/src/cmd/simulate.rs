@@ -95,6 +95,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         } else {
             MatcherKind::Fast
         },
+        no_events: args.events.is_none(),
         ..SimConfig::default()
     };
     let file = std::fs::File::open(&args.pcap)
