@@ -225,6 +225,20 @@ pub fn check(policy: &Policy, today: Date) -> Report {
         public_facing_finding(&an, id, rule, &mut findings);
         expiry_finding(id, rule, today, &mut findings);
     }
+    // Profiles state explicit denies on purpose (their own counters, log prefixes and
+    // technique tags), so their redundancies are notes; user rules keep the warning.
+    for f in &mut findings {
+        if f.code == "redundant" {
+            if let Some(id) = f.rule {
+                if matches!(
+                    policy.rule(id).origin,
+                    rampart_ir::RuleOrigin::Profile { .. }
+                ) {
+                    f.severity = Severity::Info;
+                }
+            }
+        }
+    }
     let mut summary = Summary::default();
     for f in &findings {
         match f.severity {

@@ -536,6 +536,8 @@ enum Outcome {
 
 #[derive(Default)]
 struct Evidence {
+    /// The technique being evaluated.
+    tech: &'static str,
     rules: BTreeSet<RuleId>,
     defaults: BTreeSet<String>,
     notes: Vec<String>,
@@ -688,7 +690,15 @@ fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
             any_blocked = true;
             match who {
                 Some(id) => {
-                    ev.rules.insert(*id);
+                    // For "all traffic" questions every service-specific deny blocks a
+                    // sliver; list only blanket denies and rules tagged with the technique.
+                    let r = policy.rule(*id);
+                    if !qy.svcs.is_empty()
+                        || r.services.is_empty()
+                        || r.mitigates.iter().any(|m| m.0 == ev.tech)
+                    {
+                        ev.rules.insert(*id);
+                    }
                 }
                 None => {
                     ev.defaults.insert(format!(
@@ -893,7 +903,10 @@ fn rule_ref(policy: &Policy, id: RuleId) -> RuleRef {
 fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueCoverage {
     let an = cx.an;
     let policy = an.model.policy;
-    let mut ev = Evidence::default();
+    let mut ev = Evidence {
+        tech: t.id,
+        ..Evidence::default()
+    };
     let outcomes: Vec<Outcome> = rq
         .checks
         .iter()

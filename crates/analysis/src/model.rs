@@ -45,6 +45,9 @@ pub struct Model<'p> {
     owners: Vec<Owner>,
     /// Every rule's region, indexed by rule id.
     regions: Vec<Region>,
+    /// Routing assumption per family (index `Fam as usize`): destination ranges and the output
+    /// interfaces packets to them can leave through (see [`Model::new`]).
+    routes: [Vec<(Ranges, Ranges)>; 2],
 }
 
 fn ct_atom(s: CtState) -> u128 {
@@ -105,9 +108,54 @@ impl<'p> Model<'p> {
             wild,
             owners,
             regions: Vec::new(),
+            routes: [Vec::new(), Vec::new()],
         };
+        m.routes = [Fam::V4, Fam::V6].map(|fam| m.build_routes(fam));
         m.regions = policy.rules.iter().map(|r| m.build_region(r)).collect();
         m
+    }
+
+    /// Routing assumption: a packet to an address of a zone that lists interfaces and
+    /// networks leaves through one of that zone's interfaces (routes follow the zone map, as
+    /// on a gateway whose zones are its attached networks). Addresses in no such zone may
+    /// leave anywhere. Without this, a rule "to zone dmz" could never shadow a rule "to a set
+    /// inside dmz", because the set's packets might in theory leave through another port.
+    fn build_routes(&self, fam: Fam) -> Vec<(Ranges, Ranges)> {
+        let mut routes = Vec::new();
+        let mut routed = Ranges::empty();
+        for (i, z) in self.policy.zones.iter().enumerate() {
+            if z.interfaces.is_empty() || z.networks.is_empty() {
+                continue;
+            }
+            let t = self.peer_term(&Peer::Zone(rampart_ir::ZoneId(i as u32)));
+            let nets = t.addrs(fam).clone();
+            if nets.is_empty() {
+                continue;
+            }
+            routed = routed.union(&nets);
+            routes.push((nets, t.ifaces));
+        }
+        let rest = Ranges::interval(0, fam.addr_max()).subtract(&routed);
+        if !rest.is_empty() {
+            routes.push((rest, self.all_ifaces()));
+        }
+        routes
+    }
+
+    /// Applies the routing assumption to a cube of a direction with an output interface.
+    fn routed(&self, dir: Direction, c: Cube, out: &mut Vec<Cube>) {
+        if dir == Direction::Ingress || c.is_empty() {
+            out.push(c);
+            return;
+        }
+        for (dst, oif) in &self.routes[c.fam as usize] {
+            let mut piece = c.clone();
+            piece.dims[Dim::Dst as usize] = c.get(Dim::Dst).intersect(dst);
+            piece.dims[Dim::Oif as usize] = c.get(Dim::Oif).intersect(oif);
+            if !piece.is_empty() {
+                out.push(piece);
+            }
+        }
     }
 
     /// The region of a rule.
@@ -289,12 +337,11 @@ impl<'p> Model<'p> {
 
     /// The whole space of packets reaching the rules of a direction, one cube per family.
     pub fn universe(&self, dir: Direction) -> Region {
-        Region::new(
-            Fam::BOTH
-                .iter()
-                .map(|&fam| self.cube(dir, fam, None, None, None))
-                .collect(),
-        )
+        let mut cubes = Vec::new();
+        for fam in Fam::BOTH {
+            self.routed(dir, self.cube(dir, fam, None, None, None), &mut cubes);
+        }
+        Region::new(cubes)
     }
 
     /// A cube of a direction: universe restricted by optional (iif, src), (oif, dst) and
@@ -367,7 +414,7 @@ impl<'p> Model<'p> {
                             Some((&d.ifaces, d.addrs(fam))),
                             Some(svc),
                         );
-                        cubes.push(c);
+                        self.routed(dir, c, &mut cubes);
                     }
                 }
             }
@@ -451,18 +498,18 @@ impl<'p> Model<'p> {
     ) -> String {
         let full = Ranges::interval(0, fam.addr_max());
         // The side is exactly one zone: say so.
-        for z in &self.policy.zones {
-            let peer = Peer::Zone(rampart_ir::ZoneId(
-                self.policy
-                    .zones
-                    .iter()
-                    .position(|x| std::ptr::eq(x, z))
-                    .unwrap_or(0) as u32,
-            ));
-            let t = self.peer_term(&peer);
+        for (i, z) in self.policy.zones.iter().enumerate() {
+            let t = self.peer_term(&Peer::Zone(rampart_ir::ZoneId(i as u32)));
+            // An interface-only zone on the output side covers the addresses routed to no
+            // other zone (see `build_routes`).
+            let unrouted = kw == "oif"
+                && z.networks.is_empty()
+                && self.routes[fam as usize]
+                    .last()
+                    .is_some_and(|(rest, oif)| *oif == self.all_ifaces() && rest == addrs);
             if !z.interfaces.is_empty()
                 && t.ifaces.intersect(universe) == *ifaces
-                && t.addrs(fam) == addrs
+                && (t.addrs(fam) == addrs || unrouted)
             {
                 let mut detail = Vec::new();
                 if !z.networks.is_empty() {
@@ -544,8 +591,23 @@ fn describe_owner(o: &Owner) -> String {
     parts.join(" ")
 }
 
-/// Prefix list text, at most `max` prefixes then `(+N more)`.
+/// Prefix list text, at most `max` prefixes then `(+N more)`; a set that is most of the
+/// address space is written as `any except ...`.
 pub(crate) fn prefixes_text(fam: Fam, addrs: &Ranges, max: usize) -> String {
+    let complement = Ranges::interval(0, fam.addr_max()).subtract(addrs);
+    let count = |r: &Ranges| -> usize {
+        r.intervals()
+            .iter()
+            .map(|&(l, h)| range_to_prefixes(l, h, fam.bits()).len())
+            .sum()
+    };
+    if !complement.is_empty() && !addrs.is_empty() && count(&complement) < count(addrs) {
+        return format!("any except {}", plain_prefixes_text(fam, &complement, max));
+    }
+    plain_prefixes_text(fam, addrs, max)
+}
+
+fn plain_prefixes_text(fam: Fam, addrs: &Ranges, max: usize) -> String {
     let mut all = Vec::new();
     for &(lo, hi) in addrs.intervals() {
         for (net, len) in range_to_prefixes(lo, hi, fam.bits()) {
