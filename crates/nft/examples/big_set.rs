@@ -10,8 +10,8 @@
 //! Deterministic: a fixed xorshift seed.
 
 use rampart_ir::{
-    Action, AddressSet, Direction, Family, IpNet, Ipv4Net, Ipv6Net, Peer, Policy, Rule, RuleOrigin, SetId,
-    SetSource, SourceLoc,
+    Action, AddressSet, Direction, Family, IpNet, Ipv4Net, Ipv6Net, Peer, Policy, Rule, RuleOrigin,
+    SetId, SetSource, SourceLoc,
 };
 
 /// IPv4 variant: singles in 240.0.0.0/5 and /24 prefixes in 248.0.0.0/5 (the reserved,
