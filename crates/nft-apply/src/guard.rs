@@ -199,9 +199,11 @@ fn service_matches(s: &L4Match, flow: &Flow) -> bool {
 /// of a *new* SSH connection from the same client to the same server port.
 pub fn ssh_flow(ssh_connection: &str, iif: Option<String>) -> Option<Flow> {
     let mut it = ssh_connection.split_whitespace();
-    let client: IpAddr = it.next()?.parse().ok()?;
+    // Link-local addresses carry a zone (`fe80::1%eth0`): the zone is not part of the address.
+    let addr = |s: &str| s.split('%').next().and_then(|a| a.parse::<IpAddr>().ok());
+    let client: IpAddr = addr(it.next()?)?;
     let cport: u16 = it.next()?.parse().ok()?;
-    let server: IpAddr = it.next()?.parse().ok()?;
+    let server: IpAddr = addr(it.next()?)?;
     let sport: u16 = it.next()?.parse().ok()?;
     Some(Flow {
         direction: Direction::Ingress,
@@ -345,5 +347,7 @@ mod tests {
     fn ssh_connection_parse_rejects_garbage() {
         assert!(ssh_flow("nope", None).is_none());
         assert!(ssh_flow("2001:db8::1 1 2001:db8::2 22", None).is_some());
+        let ll = ssh_flow("fe80::1%eth0 5000 fe80::2%eth0 22", None).unwrap();
+        assert_eq!(ll.src, "fe80::1".parse::<IpAddr>().unwrap());
     }
 }

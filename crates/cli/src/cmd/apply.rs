@@ -98,8 +98,13 @@ fn guarded_flows(args: &Args) -> anyhow::Result<Vec<(String, Flow)>> {
     if let Ok(ssh) = std::env::var("SSH_CONNECTION") {
         let client = ssh.split_whitespace().next().and_then(|c| c.parse().ok());
         let iif = client.and_then(|c| route_to(c).0);
-        if let Some(f) = guard::ssh_flow(&ssh, iif) {
-            v.push((format!("this SSH session (SSH_CONNECTION={ssh})"), f));
+        match guard::ssh_flow(&ssh, iif) {
+            Some(f) => v.push((format!("this SSH session (SSH_CONNECTION={ssh})"), f)),
+            // Never skip the guard silently: an unreadable session is a refusal unless --force.
+            None if !args.force => anyhow::bail!(
+                "cannot read SSH_CONNECTION `{ssh}` to check this session is kept; use --keep-reachable ADDR[:PORT] and --force"
+            ),
+            None => eprintln!("rampart: cannot read SSH_CONNECTION `{ssh}`; --force given"),
         }
     }
     for k in &args.keep_reachable {
