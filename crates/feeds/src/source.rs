@@ -263,6 +263,8 @@ pub fn fetch(url: &str, meta: Option<&CacheMeta>) -> Result<Fetched, SourceError
         if !loopback_host(rest) {
             return Err(SourceError::Scheme(url.chars().take(200).collect()));
         }
+    } else if url.contains("://") && !url.starts_with("https://") && !url.starts_with("file://") {
+        return Err(SourceError::Scheme(url.chars().take(200).collect()));
     } else if !url.starts_with("https://") {
         let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
         let f = fs::File::open(path).map_err(io_err(path))?;
@@ -452,7 +454,11 @@ pub fn refresh(spec: &FeedSpec, cache: &Cache, now_unix: u64, force: bool) -> Re
         return kept(RefreshStatus::NotModified, &meta_next);
     }
     let parsed = parse_bytes(&data, &spec.format, &spec.url);
-    let previous = meta.as_ref().map(|m| m.entries);
+    // A new URL is a new feed: the old entry count says nothing about it.
+    let previous = meta
+        .as_ref()
+        .filter(|m| m.url == spec.url)
+        .map(|m| m.entries);
     if let Err(refusal) = sanity(&parsed, previous, spec.max_shrink_pct) {
         meta_next.last_refusal = Some(refusal.to_string());
         let mut r = kept(
@@ -539,6 +545,10 @@ mod tests {
     fn plain_http_only_to_loopback() {
         assert!(matches!(
             fetch("http://feeds.example.com/x", None),
+            Err(SourceError::Scheme(_))
+        ));
+        assert!(matches!(
+            fetch("ftp://feeds.example.com/x", None),
             Err(SourceError::Scheme(_))
         ));
         assert!(loopback_host("127.0.0.1:8080/x"));
