@@ -10,6 +10,15 @@ use rampart_feeds::event::RefreshStatus;
 use rampart_feeds::source::{refresh, Cache, FeedSpec};
 use rampart_feeds::Format;
 
+/// Removes a temporary directory when the test ends, pass or fail.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[derive(Default)]
 struct Served {
     body: Vec<u8>,
@@ -89,6 +98,7 @@ fn refresh_cycle_with_conditional_requests_and_sanity_checks() {
     let url = serve(state.clone());
     let dir = std::env::temp_dir().join(format!("rampart-feeds-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = TempDir(dir.clone());
     let cache = Cache::new(&dir);
     let spec = FeedSpec {
         name: "test".into(),
@@ -179,6 +189,7 @@ fn file_sources_and_identical_content() {
     let dir = std::env::temp_dir().join(format!("rampart-feeds-file-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
     let feed = dir.join("feed.netset");
     std::fs::write(&feed, list(10)).unwrap();
     let cache = Cache::new(dir.join("cache"));

@@ -18,6 +18,15 @@ use rampart_feeds::sync::{feed_sets, plan, KernelContents, Layout, NftRunner, Sy
 
 const PORT: u16 = 9;
 
+/// Removes a temporary directory when the test ends, pass or fail.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -384,6 +393,7 @@ fn runner_keeps_last_good_in_the_kernel() {
     let dir = std::env::temp_dir().join(format!("rfeeds-runner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
     let feed = dir.join("f.netset");
     let write = |n: u8| {
         let mut s = String::from("203.0.113.0/24\n");
