@@ -486,8 +486,12 @@ pub struct Defaults {
     pub stateful: bool,
     /// Always accept loopback traffic (`iif lo` ingress, `oif lo` egress) before any rule.
     pub allow_loopback: bool,
-    /// Accept the ICMPv6 types IPv6 cannot work without (neighbour discovery, packet too big,
-    /// ...) before any rule, in ingress and egress.
+    /// Accept the ICMPv6 types IPv6 cannot work without before any rule:
+    /// [`ICMPV6_ESSENTIAL_TYPES`] in ingress and egress, and in forward only neighbour discovery
+    /// ([`ICMPV6_NEIGHBOUR_DISCOVERY_TYPES`]). Why forward: with `br_netfilter`, frames bridged
+    /// between two ports of a bridge cross the forward hook, so a forward default drop would
+    /// silently break IPv6 on every bridge; neighbour discovery is link-local (hop limit 255)
+    /// and never routed, so accepting it on forward lets nothing through a router.
     pub allow_icmpv6_essential: bool,
     /// Where the defaults are declared (or the policy file when implicit).
     pub loc: SourceLoc,
@@ -522,6 +526,11 @@ impl Default for Defaults {
 /// packet too big (2), time exceeded (3), parameter problem (4), router solicitation (133),
 /// router advertisement (134), neighbour solicitation (135), neighbour advertisement (136).
 pub const ICMPV6_ESSENTIAL_TYPES: [u8; 8] = [1, 2, 3, 4, 133, 134, 135, 136];
+
+/// ICMPv6 neighbour discovery types accepted on forward by [`Defaults::allow_icmpv6_essential`]:
+/// router solicitation (133), router advertisement (134), neighbour solicitation (135),
+/// neighbour advertisement (136).
+pub const ICMPV6_NEIGHBOUR_DISCOVERY_TYPES: [u8; 4] = [133, 134, 135, 136];
 
 /// A userspace component the policy enables.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use rampart_ir::{
     proto, Action, AddressSet, CtState, Date, Direction, Family, L4Match, Limit, Peer, Policy,
     PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, ICMPV6_ESSENTIAL_TYPES,
+    ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
 };
 
 use crate::EmitError;
@@ -598,11 +599,17 @@ impl<'a> Emitter<'a> {
                     Direction::Forward => {}
                 }
             }
-            if defaults.allow_icmpv6_essential && dir != Direction::Forward {
-                let types: Vec<String> = ICMPV6_ESSENTIAL_TYPES.iter().map(u8::to_string).collect();
+            if defaults.allow_icmpv6_essential {
+                // Forward sees only bridged neighbour discovery (see the IR's Defaults doc).
+                let (types, what): (&[u8], &str) = if dir == Direction::Forward {
+                    (&ICMPV6_NEIGHBOUR_DISCOVERY_TYPES, "bridged neighbour discovery")
+                } else {
+                    (&ICMPV6_ESSENTIAL_TYPES, "icmpv6 essential")
+                };
+                let types: Vec<String> = types.iter().map(u8::to_string).collect();
                 let _ = writeln!(
                     body,
-                    "\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type {{ {} }} accept comment \"rampart: icmpv6 essential\"",
+                    "\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type {{ {} }} accept comment \"rampart: {what}\"",
                     types.join(", ")
                 );
             }
