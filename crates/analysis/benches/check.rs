@@ -156,13 +156,16 @@ fn generated() -> Vec<Rule> {
     out
 }
 
-fn policy() -> (Policy, &'static str) {
+fn policy() -> (Policy, String) {
     let path = std::env::var("RAMPART_CLASSBENCH").unwrap_or_else(|_| DEFAULT_PATH.into());
     let (rules, what) = match std::fs::read_to_string(&path) {
-        Ok(text) => (parse_classbench(&text), "classbench acl1_10k"),
+        Ok(text) => {
+            let name = path.rsplit('/').next().unwrap_or("classbench");
+            (parse_classbench(&text), format!("classbench {name}"))
+        }
         Err(e) => {
             eprintln!("skipping ClassBench ({path}: {e}); using a generated policy");
-            (generated(), "generated")
+            (generated(), "generated".to_string())
         }
     };
     (

@@ -447,13 +447,9 @@ fn redundant_by_later(
     let m = &an.model;
     let policy = m.policy;
     let dir = rule.direction;
-    let hull = &an.hulls[id.0 as usize];
     let mut remaining = effective.clone();
     let mut covering: Vec<(Option<RuleId>, Region)> = Vec::new();
-    for &lid in an.later(id) {
-        if !hull.overlaps(&an.hulls[lid.0 as usize]) {
-            continue;
-        }
+    for lid in an.later_overlapping(id) {
         let later = policy.rule(lid);
         let lr = owner_relaxed(m, rule, later, m.region(lid));
         if !remaining.overlaps(lr.as_ref()) {

@@ -136,6 +136,111 @@ impl Hull {
     }
 }
 
+/// Bounding boxes of one direction's rules in struct-of-arrays form, so the prefilter over
+/// thousands of rules is a tight, vectorisable loop of `u32` comparisons.
+pub(crate) struct HullIndex {
+    ids: Vec<RuleId>,
+    /// Per IPv4 hull dimension (src, dst, proto, dport): lows and highs; a rule without an
+    /// IPv4 part gets the empty interval `[1, 0]`.
+    lo: [Vec<u32>; 4],
+    hi: [Vec<u32>; 4],
+    /// Positions of rules with an IPv6 part (checked the slow way).
+    v6: Vec<usize>,
+}
+
+impl HullIndex {
+    pub(crate) fn new(ids: &[RuleId], hulls: &[Hull]) -> Self {
+        let mut lo: [Vec<u32>; 4] = std::array::from_fn(|_| Vec::with_capacity(ids.len()));
+        let mut hi: [Vec<u32>; 4] = std::array::from_fn(|_| Vec::with_capacity(ids.len()));
+        let mut v6 = Vec::new();
+        for (pos, id) in ids.iter().enumerate() {
+            let h = &hulls[id.0 as usize];
+            for k in 0..4 {
+                let (l, u) = h.v4.map_or((1, 0), |b| (b[2 * k], b[2 * k + 1]));
+                lo[k].push(l);
+                hi[k].push(u);
+            }
+            if h.v6.is_some() {
+                v6.push(pos);
+            }
+        }
+        HullIndex {
+            ids: ids.to_vec(),
+            lo,
+            hi,
+            v6,
+        }
+    }
+
+    /// Rules at positions `range` whose hull overlaps `q`, in order.
+    pub(crate) fn query(
+        &self,
+        q: &Hull,
+        range: std::ops::Range<usize>,
+        hulls: &[Hull],
+    ) -> Vec<RuleId> {
+        let mut out = Vec::new();
+        let range = range.start.min(self.ids.len())..range.end.min(self.ids.len());
+        if let Some(b) = q.v4 {
+            let (l, h) = (&self.lo, &self.hi);
+            let mut i = range.start;
+            // 32 rules at a time into a bit mask: the comparisons vectorise, the pushes are
+            // rare.
+            while i < range.end {
+                let end = (i + 32).min(range.end);
+                let mut mask = 0u32;
+                for j in i..end {
+                    let ok = (l[0][j] <= b[1])
+                        & (b[0] <= h[0][j])
+                        & (l[1][j] <= b[3])
+                        & (b[2] <= h[1][j])
+                        & (l[2][j] <= b[5])
+                        & (b[4] <= h[2][j])
+                        & (l[3][j] <= b[7])
+                        & (b[6] <= h[3][j]);
+                    mask |= u32::from(ok) << (j - i);
+                }
+                while mask != 0 {
+                    let bit = mask.trailing_zeros() as usize;
+                    out.push(self.ids[i + bit]);
+                    mask &= mask - 1;
+                }
+                i = end;
+            }
+        }
+        if q.v6.is_some() {
+            let start = self.v6.partition_point(|&p| p < range.start);
+            let mut extra = false;
+            for &p in &self.v6[start..] {
+                if p >= range.end {
+                    break;
+                }
+                let id = self.ids[p];
+                let o = &hulls[id.0 as usize];
+                if let (Some(a), Some(b)) = (&q.v6, &o.v6) {
+                    if a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x.0 <= y.1 && y.0 <= x.1)
+                    {
+                        out.push(id);
+                        extra = true;
+                    }
+                }
+            }
+            if extra {
+                out.sort_unstable();
+                out.dedup();
+            }
+        }
+        out
+    }
+
+    /// Position of a rule in the direction's list.
+    pub(crate) fn position(&self, id: RuleId) -> usize {
+        self.ids.partition_point(|r| r.0 < id.0)
+    }
+}
+
 /// What analysis learned about one rule.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RuleFacts {
@@ -165,8 +270,8 @@ impl RuleFacts {
 /// Per-direction index of rules with their hulls.
 pub(crate) struct Analysis<'p> {
     pub model: Model<'p>,
-    /// Rule ids per direction (indexed by `Direction as usize`), in order.
-    pub by_dir: [Vec<RuleId>; 3],
+    /// Hull prefilter per direction.
+    pub index: [HullIndex; 3],
     pub facts: Vec<RuleFacts>,
     pub hulls: Vec<Hull>,
 }
@@ -192,19 +297,22 @@ impl<'p> Analysis<'p> {
                 .map(|(i, _)| RuleId(i as u32))
                 .collect()
         });
-        for ids in &by_dir {
+        let index: [HullIndex; 3] = std::array::from_fn(|d| HullIndex::new(&by_dir[d], &hulls));
+        for (d, ids) in by_dir.iter().enumerate() {
             for (k, &id) in ids.iter().enumerate() {
-                facts[id.0 as usize] = Self::shadow_one(&model, &hulls, &ids[..k], id);
+                let earlier = index[d].query(&hulls[id.0 as usize], 0..k, &hulls);
+                facts[id.0 as usize] = Self::shadow_one(&model, &hulls, &earlier, id);
             }
         }
         Analysis {
             model,
-            by_dir,
+            index,
             facts,
             hulls,
         }
     }
 
+    /// `earlier`: the earlier rules of the direction whose hull overlaps this rule's.
     fn shadow_one(model: &Model<'_>, hulls: &[Hull], earlier: &[RuleId], id: RuleId) -> RuleFacts {
         let region = model.region(id);
         if region.is_empty() {
@@ -216,14 +324,13 @@ impl<'p> Analysis<'p> {
                 live_witness: false,
             };
         }
-        let hull = &hulls[id.0 as usize];
         let policy = model.policy;
         // Earlier rules that can take part of this one: a limited rule may not match, so it
         // never shadows anything.
         let candidates: Vec<RuleId> = earlier
             .iter()
             .copied()
-            .filter(|e| hull.overlaps(&hulls[e.0 as usize]) && !limited(policy, *e))
+            .filter(|e| !limited(policy, *e))
             .collect();
         // Many overlapping earlier rules: first look for a packet of this rule none of them
         // matches (cheap). Found: the rule is live, and the exact remainder is skipped.
@@ -352,12 +459,12 @@ impl<'p> Analysis<'p> {
         out
     }
 
-    /// Rules of the same direction after `id`, in order.
-    pub(crate) fn later(&self, id: RuleId) -> &[RuleId] {
-        let dir = self.model.policy.rule(id).direction;
-        let list = &self.by_dir[dir as usize];
-        let pos = list.partition_point(|r| r.0 <= id.0);
-        &list[pos..]
+    /// Rules of the same direction after `id` whose hull overlaps its hull, in order.
+    pub(crate) fn later_overlapping(&self, id: RuleId) -> Vec<RuleId> {
+        let d = self.model.policy.rule(id).direction as usize;
+        let idx = &self.index[d];
+        let pos = idx.position(id) + 1;
+        idx.query(&self.hulls[id.0 as usize], pos..usize::MAX, &self.hulls)
     }
 
     /// The region a rule decides: effective when known, else its whole region.
@@ -375,12 +482,10 @@ impl<'p> Analysis<'p> {
         let qhull = Hull::of(query);
         let mut remaining = query.clone();
         let mut work = 0usize;
-        for (id, rule) in policy.rules_in(dir) {
+        for id in self.index[dir as usize].query(&qhull, 0..usize::MAX, &self.hulls) {
+            let rule = policy.rule(id);
             if remaining.is_empty() {
                 break;
-            }
-            if !qhull.overlaps(&self.hulls[id.0 as usize]) {
-                continue;
             }
             let rr = self.model.region(id);
             work += remaining.cubes.len() * rr.cubes.len();
