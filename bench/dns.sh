@@ -222,3 +222,21 @@ for wl in sorted({k[0] for k in qps}):
     print(f"| {wl} | " + " | ".join(f"{med[s]:.0f}" for s in suts) + f" | {ratio:.2f} |")
 PY
 grep '^bench:' "$WORK/rampart.log" || true
+
+# ---- reload under load (rampart only): W5 paced at RELOAD_QPS while the whole list is rebuilt
+# and swapped every 2 s; any lost query is a failure of the atomic-swap claim.
+RELOAD_QPS=${RELOAD_QPS:-5000}
+RAMPART_DNS_BENCH_CONFIG="$WORK/rampart.toml" RAMPART_DNS_BENCH_SECONDS=14 RAMPART_DNS_BENCH_RELOAD_S=2 \
+  taskset -c 0 "$HARNESS" --ignored --exact serve_from_env --nocapture >"$WORK/rampart-reload.log" 2>&1 &
+SUT_PID=$!
+PIDS+=("$SUT_PID")
+for _ in $(seq 600); do
+  dig +time=1 +tries=1 @127.0.0.1 -p $SUT_PORT "$CANARY" A 2>/dev/null | grep -q "status: NXDOMAIN" && break
+  sleep 0.01
+done
+out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/W5-mix.txt" -l 10 -c 8 -T 1 -Q "$RELOAD_QPS" -t 2 2>&1 || true)
+wait "$SUT_PID" 2>/dev/null || true
+echo
+echo "Reload under load (rampart, W5 at $RELOAD_QPS q/s, full 1M-list reload every 2 s):"
+echo "$out" | grep -E "Queries (sent|completed|lost)|Average Latency|Latency StdDev"
+grep -E "^bench: (reload|peak)" "$WORK/rampart-reload.log" | sort | uniq -c | sed 's/^/  /'
