@@ -28,7 +28,7 @@ pub const EXACT_CANDIDATES: usize = 64;
 
 /// Work budget (cube comparisons) for one rule's exact remainder; beyond it the witness
 /// search takes over. Small policies never get near it.
-pub const SHADOW_WORK: usize = 50_000;
+pub const SHADOW_WORK: usize = 200_000;
 
 /// Work budget (cube comparisons) for one coverage query.
 pub const DECIDE_WORK: usize = 2_000_000;
