@@ -2,7 +2,10 @@
 # ClassBench: Rampart's fast classifier vs its linear reference vs DPDK's rte_acl
 # (dpdk-test-acl), on the same rule files and traces. A benchmark, not a test: run it on an idle
 # machine. Usage: bench/classbench.sh [DATA_DIR] (default ../shared/data/classbench).
-# Env: HEADERS (trace length, 100000), SEED (1), ITER (timing passes, 20), SETS, ALGS, RAMPART.
+# Env: HEADERS (trace length, 100000), SEED (1), ITER (timing passes, 20), SETS, ALGS, RAMPART,
+# DPDK_LCORE (0). On a shared machine, pin and prioritise the whole run so both classifiers get
+# a core to themselves: `chrt -f 50 taskset -c 1 env DPDK_LCORE=1 bench/classbench.sh`.
+# dpdk-test-acl rebuilds its tries for every run; on fw sets that build takes minutes.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,7 +33,7 @@ if [ -z "$rampart" ]; then
 fi
 
 dpdk() { # rules trace alg verbose [extra]
-  dpdk-test-acl --no-huge -m 1024 --no-pci -l 0 --force-max-simd-bitwidth=512 -- \
+  dpdk-test-acl --no-huge -m 1024 --no-pci -l "${DPDK_LCORE:-0}" --force-max-simd-bitwidth=512 -- \
     --rulesf="$1" --tracef="$2" --tracenum="$headers" --rulenum=131072 \
     --alg="$3" --verbose="$4" "${@:5}" 2>&1
 }
