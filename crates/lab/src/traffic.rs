@@ -6,7 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -31,6 +32,9 @@ const REPLY_AFTER_CONNECT_MS: u64 = 2_000;
 
 /// How long a server waits for its one client (longer than any client wait).
 const SERVER_WAIT_MS: u64 = RETRY_WAIT_MS + REPLY_AFTER_CONNECT_MS + 500;
+
+/// How often a waiting server looks at its stop flag.
+const SERVER_POLL_MS: u64 = 10;
 
 const REQUEST: &[u8] = b"rampart-lab request\n";
 const REPLY: &[u8] = b"rampart-lab reply\n";
@@ -91,6 +95,8 @@ fn play_tcp(
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let (ready_tx, ready_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_stop = Arc::clone(&stop);
     let server_thread = in_namespace(&server.ns, move || {
         let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
             .map_err(io_err("tcp server socket"))?;
@@ -122,10 +128,11 @@ fn play_tcp(
                     return Ok(false);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if std::time::Instant::now() >= deadline {
+                    if server_stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
+                    {
                         return Ok(false);
                     }
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_millis(SERVER_POLL_MS));
                 }
                 Err(e) => return Err(io_err("accept")(e)),
             }
@@ -170,9 +177,12 @@ fn play_tcp(
             }
         })
     });
-    let observation = join(client_thread)?;
+    let observation = join(client_thread);
+    // The client has its answer: a server still waiting for a flow the firewall dropped
+    // stops now instead of at its own deadline.
+    stop.store(true, Ordering::Relaxed);
     let _ = join(server_thread)?;
-    Ok(observation)
+    observation
 }
 
 fn connect_detail(e: &std::io::Error) -> String {
@@ -191,6 +201,8 @@ fn play_udp(
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let (ready_tx, ready_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_stop = Arc::clone(&stop);
     let server_thread = in_namespace(&server.ns, move || {
         let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
             .map_err(io_err("udp server socket"))?;
@@ -200,18 +212,28 @@ fn play_udp(
         socket
             .bind(&server_addr.into())
             .map_err(io_err("udp server bind"))?;
+        // Short reads so the stop flag is seen promptly.
         socket
-            .set_read_timeout(Some(Duration::from_millis(SERVER_WAIT_MS)))
+            .set_read_timeout(Some(Duration::from_millis(SERVER_POLL_MS)))
             .map_err(io_err("read timeout"))?;
         let socket: std::net::UdpSocket = socket.into();
         let _ = ready_tx.send(());
+        let deadline = std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS);
         let mut buf = [0u8; 64];
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) if buf[..n] == *REQUEST => {
-                let _ = socket.send_to(REPLY, from);
-                Ok(true)
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) if buf[..n] == *REQUEST => {
+                    let _ = socket.send_to(REPLY, from);
+                    return Ok(true);
+                }
+                Ok(_) => return Ok(false),
+                Err(_) => {
+                    if server_stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
+                    {
+                        return Ok(false);
+                    }
+                }
             }
-            _ => Ok(false),
         }
     });
     let server_thread = wait_ready(ready_rx, server_thread)?;
@@ -253,9 +275,12 @@ fn play_udp(
             },
         })
     });
-    let observation = join(client_thread)?;
+    let observation = join(client_thread);
+    // The client has its answer: a server still waiting for a flow the firewall dropped
+    // stops now instead of at its own deadline.
+    stop.store(true, Ordering::Relaxed);
     let _ = join(server_thread)?;
-    Ok(observation)
+    observation
 }
 
 fn play_icmp(client: &Endpoint, server: &Endpoint, wait_ms: u64) -> Result<Observation, LabError> {
