@@ -530,3 +530,102 @@ fn validate_layer(v: &serde_json::Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[test]
+fn owners_conntrack_and_limits_are_treated_conservatively() {
+    use rampart_ir::{CtState, Owner};
+    let mut b = B::new();
+    let internet = b.zone("internet", &["eth0"], &[], false);
+    let root = Owner {
+        uids: vec![0],
+        gids: vec![],
+        cgroups: vec![],
+    };
+    let web = Owner {
+        uids: vec![],
+        gids: vec![33],
+        cgroups: vec![],
+    };
+    b.rule(
+        "root-https",
+        Direction::Egress,
+        vec![],
+        vec![internet.clone()],
+        vec![tcp(443)],
+        Action::Accept,
+    )
+    .owner = Some(root.clone());
+    // Same owner, same packets: covered.
+    b.rule(
+        "root-https-again",
+        Direction::Egress,
+        vec![],
+        vec![internet.clone()],
+        vec![tcp(443)],
+        Action::Drop,
+    )
+    .owner = Some(root);
+    // A different owner constraint may match other sockets: not shadowed.
+    b.rule(
+        "web-https",
+        Direction::Egress,
+        vec![],
+        vec![internet.clone()],
+        vec![tcp(443)],
+        Action::Drop,
+    )
+    .owner = Some(web);
+    // No owner constraint: more than any owner-scoped rule covers.
+    b.rule(
+        "any-https",
+        Direction::Egress,
+        vec![],
+        vec![internet.clone()],
+        vec![tcp(443)],
+        Action::Drop,
+    );
+    // Only established packets: the stateful prelude accepts them before any rule.
+    b.rule(
+        "established-only",
+        Direction::Ingress,
+        vec![],
+        vec![],
+        vec![tcp(22)],
+        Action::Accept,
+    )
+    .ct_states = vec![CtState::Established];
+    b.rule(
+        "limited-accept",
+        Direction::Ingress,
+        vec![internet.clone()],
+        vec![],
+        vec![tcp(80)],
+        Action::Accept,
+    )
+    .limit = Some(Limit {
+        rate: 10,
+        per_s: 1,
+        burst: 0,
+        unit: RateUnit::Packets,
+        per_source: false,
+    });
+    b.rule(
+        "http-accept",
+        Direction::Ingress,
+        vec![internet],
+        vec![],
+        vec![tcp(80)],
+        Action::Accept,
+    );
+    let p = b.build();
+    let r = check(&p, TODAY);
+    assert_eq!(codes_for(&r, &p, "root-https-again"), ["shadowed"]);
+    assert!(!codes_for(&r, &p, "web-https").contains(&"shadowed"));
+    assert!(!codes_for(&r, &p, "any-https").contains(&"shadowed"));
+    assert!(!codes_for(&r, &p, "any-https").contains(&"redundant"));
+    assert_eq!(codes_for(&r, &p, "established-only"), ["empty-match"]);
+    // The limited accept may not match, so the unlimited one still decides...
+    assert!(codes_for(&r, &p, "http-accept").is_empty());
+    // ...and the limited one is redundant: the later accept takes whatever it lets through.
+    assert_eq!(codes_for(&r, &p, "limited-accept"), ["redundant"]);
+}
