@@ -58,6 +58,18 @@ impl Namespaces {
         run("ip", &["netns", "add", &name])?;
         self.names.push(name.clone());
         run_in(&name, "ip", &["link", "set", "lo", "up"])?;
+        // Why: duplicate address detection keeps every new link-local address tentative for
+        // about a second, so the first IPv6 flows of a fresh range would stall and look
+        // blocked. These are this namespace's own sysctls; the host's are untouched.
+        run_in(
+            &name,
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        )?;
         Ok(name)
     }
 

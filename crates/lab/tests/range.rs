@@ -7,19 +7,19 @@ use rampart_lab::scenario::{Expectation, Scenario};
 use rampart_lab::topology::{Topology, DEFAULT_TOPOLOGY};
 use rampart_lab::{check_requirements, LabRun};
 
-const RULESET: &str = r#"
+const RULESET: &str = r##"
 table inet rampart {
     chain forward {
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
-        tcp dport 445 counter drop comment "test-smb-drop"
-        udp dport 137 counter reject comment "test-netbios-reject"
-        iifname "wan0" icmp type echo-request counter drop comment "test-icmp4-in"
-        iifname "wan0" icmpv6 type echo-request counter drop comment "test-icmp6-in"
-        tcp dport 80 counter accept comment "test-web"
+        tcp dport 445 counter drop comment "#0 test-smb-drop"
+        udp dport 137 counter reject comment "#1 test-netbios-reject"
+        iifname "wan0" icmp type echo-request counter drop comment "#2 test-icmp4-in"
+        iifname "wan0" icmpv6 type echo-request counter drop comment "#3 test-icmp6-in"
+        tcp dport 80 counter accept comment "#4 test-web"
     }
 }
-"#;
+"##;
 
 const SCENARIO: &str = r#"
 id = "range-selftest"
@@ -104,7 +104,7 @@ fn range_plays_real_traffic_through_the_gateway() {
         .unwrap();
     assert_eq!(smb.observed, Expectation::Blocked);
     assert!(
-        smb.evidence.iter().any(|e| e.comment == "test-smb-drop"),
+        smb.evidence.iter().any(|e| e.comment == "#0 test-smb-drop"),
         "{report}"
     );
     let reject = board
@@ -113,6 +113,15 @@ fn range_plays_real_traffic_through_the_gateway() {
         .find(|c| c.case.starts_with("udp blocked"))
         .unwrap();
     assert!(reject.detail.contains("unreachable"), "{report}");
+    assert!(
+        reject.evidence.iter().any(|e| e.comment == "#1 test-netbios-reject"),
+        "{report}"
+    );
+    // Fresh namespaces must not need a second chance: a first attempt that fails for a flow
+    // the ruleset allows would mean a blocked expectation could pass for the wrong reason.
+    for case in &board.cases {
+        assert!(!case.detail.contains("retry"), "{report}");
+    }
     // Nothing is left behind.
     let left = std::process::Command::new("ip")
         .args(["netns", "list"])
