@@ -114,7 +114,10 @@ fn range_plays_real_traffic_through_the_gateway() {
         .unwrap();
     assert!(reject.detail.contains("unreachable"), "{report}");
     assert!(
-        reject.evidence.iter().any(|e| e.comment == "#1 test-netbios-reject"),
+        reject
+            .evidence
+            .iter()
+            .any(|e| e.comment == "#1 test-netbios-reject"),
         "{report}"
     );
     // Fresh namespaces must not need a second chance: a first attempt that fails for a flow
