@@ -68,6 +68,9 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Explain the verdict for one flow, rule by rule.
     Explain(cmd::explain::Args),
+    /// Threat-intel feeds: check files, list, refresh into the kernel, show the cache.
+    #[command(subcommand)]
+    Feeds(cmd::feeds::Command),
     /// Play the ATT&CK range in network namespaces against a policy and score it per technique.
     Lab(cmd::lab::Args),
     /// Benchmarks (ClassBench classification).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::log::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Feeds(command) => cmd::feeds::run(command),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Bench(command) => cmd::bench::run(command),
     };

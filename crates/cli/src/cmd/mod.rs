@@ -7,6 +7,7 @@ pub(crate) mod compile;
 pub(crate) mod confirm;
 pub(crate) mod coverage;
 pub(crate) mod explain;
+pub(crate) mod feeds;
 pub(crate) mod lab;
 pub(crate) mod log;
 pub(crate) mod plan;
