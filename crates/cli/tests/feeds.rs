@@ -3,7 +3,6 @@
 //! kernel set, a shrunken new version is refused and the last good one stays enforced, and the
 //! policy's own networks are never put in the set. Needs root and nft; skips otherwise.
 
-use std::path::Path;
 use std::process::Command;
 
 struct Netns(String);
