@@ -45,7 +45,9 @@ pub fn lookup(id: &str) -> Option<&'static Technique> {
 
 /// Sub-techniques of a parent technique listed in the catalogue.
 pub fn sub_techniques(parent: &str) -> impl Iterator<Item = &'static Technique> + '_ {
-    TECHNIQUES.iter().filter(move |t| t.parent() == Some(parent))
+    TECHNIQUES
+        .iter()
+        .filter(move |t| t.parent() == Some(parent))
 }
 
 /// The catalogue ids closest to `id` by edit distance, for "did you mean" hints (at most 3,

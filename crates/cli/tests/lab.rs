@@ -49,7 +49,10 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         .iter()
         .filter(|t| t["status"] == "not_yet_addressed")
         .count();
-    let proven = techniques.iter().filter(|t| t["status"] == "proven").count();
+    let proven = techniques
+        .iter()
+        .filter(|t| t["status"] == "proven")
+        .count();
     assert!(proven >= 25, "{proven} techniques proven");
     assert_eq!(open + proven, 50, "no technique failed");
     let page = std::fs::read_to_string(&html).expect("HTML scoreboard written");

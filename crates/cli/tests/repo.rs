@@ -14,7 +14,9 @@ fn workspace_root() -> PathBuf {
 
 fn members() -> Vec<String> {
     let manifest = fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
-    let start = manifest.find("members = [").expect("workspace members list");
+    let start = manifest
+        .find("members = [")
+        .expect("workspace members list");
     let end = start + manifest[start..].find(']').unwrap();
     manifest[start..end]
         .lines()
@@ -32,7 +34,10 @@ fn architecture_map_names_every_workspace_member() {
         .iter()
         .filter(|m| !map.contains(&format!("`{m}`")))
         .collect();
-    assert!(missing.is_empty(), "ARCHITECTURE.md does not mention {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md does not mention {missing:?}"
+    );
 }
 
 #[test]
@@ -46,7 +51,11 @@ fn every_crate_has_a_crate_doc() {
             .unwrap_or_else(|| panic!("{member} has no lib.rs or main.rs"));
         let text = fs::read_to_string(&root).unwrap();
         let first = text.lines().next().unwrap_or("");
-        assert!(first.starts_with("//!"), "{} must open with a //! crate doc", root.display());
+        assert!(
+            first.starts_with("//!"),
+            "{} must open with a //! crate doc",
+            root.display()
+        );
         assert!(
             !text.contains("placeholder"),
             "{} still carries a placeholder doc",

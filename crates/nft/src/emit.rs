@@ -602,7 +602,10 @@ impl<'a> Emitter<'a> {
             if defaults.allow_icmpv6_essential {
                 // Forward sees only bridged neighbour discovery (see the IR's Defaults doc).
                 let (types, what): (&[u8], &str) = if dir == Direction::Forward {
-                    (&ICMPV6_NEIGHBOUR_DISCOVERY_TYPES, "bridged neighbour discovery")
+                    (
+                        &ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
+                        "bridged neighbour discovery",
+                    )
                 } else {
                     (&ICMPV6_ESSENTIAL_TYPES, "icmpv6 essential")
                 };
