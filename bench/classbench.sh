@@ -4,7 +4,8 @@
 # machine. Usage: bench/classbench.sh [DATA_DIR] (default ../shared/data/classbench).
 # Env: HEADERS (trace length, 100000), SEED (1), ITER (timing passes, 20), SETS, ALGS, RAMPART,
 # DPDK_LCORE (0). On a shared machine, pin and prioritise the whole run so both classifiers get
-# a core to themselves: `chrt -f 50 taskset -c 1 env DPDK_LCORE=1 bench/classbench.sh`.
+# a core to themselves: `nice -n -20 taskset -c 1 env DPDK_LCORE=1 bench/classbench.sh` (not a
+# SCHED_FIFO class: dpdk-test-acl's EAL threads livelock when they share one FIFO core).
 # dpdk-test-acl rebuilds its tries for every run; on fw sets that build takes minutes.
 set -euo pipefail
 
@@ -34,7 +35,7 @@ fi
 
 dpdk() { # rules trace alg verbose [extra]
   dpdk-test-acl --no-huge -m 1024 --no-pci -l "${DPDK_LCORE:-0}" --force-max-simd-bitwidth=512 -- \
-    --rulesf="$1" --tracef="$2" --tracenum="$headers" --rulenum=131072 \
+    --rulesf="$1" --tracef="$2" --tracenum="$headers" \
     --alg="$3" --verbose="$4" "${@:5}" 2>&1
 }
 
