@@ -1,11 +1,15 @@
 //! Bounded query log: a fixed-capacity queue between the resolver and one writer thread that
 //! appends `rampart_events::Event` JSON lines and rotates the file to `<path>.1` at `max_bytes`.
-//! When the queue is full events are dropped and counted, never blocking a query.
+//! When the queue is full events are dropped and counted, never blocking a query; routine
+//! events (allowed queries) already give way at half capacity, so blocks and detections keep
+//! their room.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +21,10 @@ use crate::config::QueryLogConfig;
 #[derive(Debug)]
 pub struct QueryLog {
     tx: Option<SyncSender<Event>>,
+    // Events queued and not yet written; routine (allowed-query) events are refused once the
+    // queue is half full so blocks and detections always find room.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     thread: Option<JoinHandle<()>>,
     /// Whether allowed queries are logged.
     pub log_allowed: bool,
@@ -26,7 +34,7 @@ fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn writer(rx: Receiver<Event>, path: PathBuf, max_bytes: u64) {
+fn writer(rx: Receiver<Event>, path: PathBuf, max_bytes: u64, queued: Arc<AtomicUsize>) {
     let Ok(file) = open(&path) else {
         return;
     };
@@ -35,6 +43,7 @@ fn writer(rx: Receiver<Event>, path: PathBuf, max_bytes: u64) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(ev) = next.take() {
+            queued.fetch_sub(1, Ordering::Relaxed);
             let Ok(mut line) = serde_json::to_vec(&ev) else {
                 continue;
             };
@@ -66,27 +75,40 @@ impl QueryLog {
     pub fn start(cfg: &QueryLogConfig) -> std::io::Result<Self> {
         // Fail early if the file cannot be opened.
         drop(open(&cfg.path)?);
-        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let capacity = cfg.queue.max(2);
+        let (tx, rx) = sync_channel(capacity);
         let path = cfg.path.clone();
         let max = cfg.max_bytes.max(4096);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
         let thread = std::thread::Builder::new()
             .name("rampart-dns-log".into())
-            .spawn(move || writer(rx, path, max))?;
+            .spawn(move || writer(rx, path, max, q))?;
         Ok(Self {
             tx: Some(tx),
+            queued,
+            capacity,
             thread: Some(thread),
             log_allowed: cfg.log_allowed,
         })
     }
 
     /// Queues an event; returns `false` when it was dropped (queue full or writer gone).
-    pub fn try_log(&self, ev: Event) -> bool {
+    /// Routine events (`important == false`) are dropped once the queue is half full.
+    pub fn try_log(&self, ev: Event, important: bool) -> bool {
         let Some(tx) = self.tx.as_ref() else {
             return false;
         };
+        if !important && self.queued.load(Ordering::Relaxed) >= self.capacity / 2 {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(ev) {
             Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
         }
     }
 
@@ -164,7 +186,7 @@ mod tests {
         let mut log = QueryLog::start(&cfg).unwrap();
         let mut accepted = 0;
         for i in 0..200 {
-            if log.try_log(ev(i)) {
+            if log.try_log(ev(i), i % 2 == 0) {
                 accepted += 1;
             } else {
                 // Queue full: the caller moves on; give the writer a moment.

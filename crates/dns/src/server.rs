@@ -116,7 +116,9 @@ impl Shared {
 
     fn log_event(&self, ev: Event) {
         if let Some(log) = &self.log {
-            if !log.try_log(ev) {
+            // Blocks, detections and failures are important; allowed-query records are routine.
+            let important = ev.verdict != Verdict::Allow;
+            if !log.try_log(ev, important) {
                 Metrics::inc(&self.metrics.log_dropped);
             }
         }
