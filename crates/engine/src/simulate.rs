@@ -548,13 +548,13 @@ impl Simulator {
         // Flow accounting.
         let (sp, dp) = ports.unwrap_or((0, 0));
         let key = FlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol);
-        if !self.flows.contains_key(&key) && self.flows.len() >= self.max_flows {
+        if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             self.flows.clear();
             r.flow_table_resets += 1;
         }
         let emit;
         let sniff_now;
-        match self.flows.get_mut(&key) {
+        let st = match self.flows.get_mut(&key) {
             None => {
                 r.flows += 1;
                 if allowed {
@@ -595,25 +595,25 @@ impl Simulator {
                 } else {
                     None
                 };
-                self.flows.insert(
-                    key,
-                    FlowState {
-                        action: decision.action,
-                        sample,
-                        sniffed: false,
-                    },
-                );
-                emit = true;
                 sniff_now = !payload.is_empty();
+                let st = FlowState {
+                    action: decision.action,
+                    sample,
+                    sniffed: sniff_now,
+                };
+                self.flows.insert(key, st);
+                emit = true;
+                st
             }
             Some(st) => {
                 emit = st.action != decision.action;
                 st.action = decision.action;
                 sniff_now = !st.sniffed && !payload.is_empty();
+                st.sniffed |= sniff_now;
+                *st
             }
-        }
-        let st = self.flows.get(&key).copied();
-        if let Some(idx) = st.and_then(|s| s.sample) {
+        };
+        if let Some(idx) = st.sample {
             if let Some(s) = r.flow_samples.get_mut(idx as usize) {
                 s.packets += 1;
                 if !allowed {
@@ -622,14 +622,11 @@ impl Simulator {
             }
         }
         if sniff_now {
-            if let Some(st) = self.flows.get_mut(&key) {
-                st.sniffed = true;
-            }
             if let Some(info) = sniff::sniff(payload, udp, sp, dp) {
                 let name = info.name().to_owned();
                 *r.apps.entry(name.clone()).or_insert(0) += 1;
                 let app_detail = app_fields(&info);
-                if let Some(idx) = st.and_then(|s| s.sample) {
+                if let Some(idx) = st.sample {
                     if let Some(s) = r.flow_samples.get_mut(idx as usize) {
                         s.app = Some(describe_app(&name, &app_detail));
                     }
