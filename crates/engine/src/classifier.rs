@@ -66,8 +66,8 @@ enum FieldIndex {
         class_of: Vec<u16>,
     },
     V4 {
-        bounds: Vec<u32>,
-        class_of: Vec<u32>,
+        /// (interval start, class) pairs: the class sits in the cache line the search ends on.
+        entries: Vec<(u32, u32)>,
         /// `idx16[h]`: index of the interval containing `h << 16`; one extra entry at the end.
         idx16: Vec<u32>,
         /// For /16 buckets with more than [`DENSE_BUCKET`] intervals: block number into
@@ -100,8 +100,7 @@ impl Field {
             FieldIndex::Direct { class_of } => class_of[value as usize] as usize,
             FieldIndex::Direct16 { class_of } => usize::from(class_of[value as usize]),
             FieldIndex::V4 {
-                bounds,
-                class_of,
+                entries,
                 idx16,
                 blk16,
                 idx24,
@@ -119,8 +118,8 @@ impl Field {
                         }
                     }
                 }
-                let k = bounds[lo + 1..=hi].partition_point(|&b| b <= v);
-                class_of[lo + k] as usize
+                let k = entries[lo + 1..=hi].partition_point(|&(b, _)| b <= v);
+                entries[lo + k].1 as usize
             }
             FieldIndex::V6 { bounds, class_of } => {
                 let k = bounds.partition_point(|&b| b <= value);
@@ -224,15 +223,11 @@ impl Classifier {
                     FieldIndex::Direct { class_of } => class_of.len() * 4,
                     FieldIndex::Direct16 { class_of } => class_of.len() * 2,
                     FieldIndex::V4 {
-                        bounds,
-                        class_of,
+                        entries,
                         idx16,
                         blk16,
                         idx24,
-                    } => {
-                        (bounds.len() + class_of.len() + idx16.len() + blk16.len() + idx24.len())
-                            * 4
-                    }
+                    } => entries.len() * 8 + (idx16.len() + blk16.len() + idx24.len()) * 4,
                     FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
                 };
                 idx + f.bits.len() * 8
@@ -482,8 +477,7 @@ fn build_field(
                 idx24.push(idx16[h + 1]);
             }
             FieldIndex::V4 {
-                bounds: b32,
-                class_of: classes,
+                entries: b32.iter().copied().zip(classes).collect(),
                 idx16,
                 blk16,
                 idx24,
