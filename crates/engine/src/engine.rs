@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use rampart_ir::{
     Action, CtState, Date, Direction, Family, L4Match, Limit, Owner, Peer, Policy, RateUnit,
-    RuleId, ICMPV6_ESSENTIAL_TYPES,
+    RuleId, ICMPV6_ESSENTIAL_TYPES, ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
 };
 use serde::Serialize;
 
@@ -531,11 +531,15 @@ impl Engine {
                 return accept(Reason::Loopback);
             }
         }
-        if d.allow_icmpv6_essential && meta.direction != Direction::Forward && meta.is_v6() {
+        if d.allow_icmpv6_essential && meta.is_v6() {
             if let L4Meta::Icmp { icmp_type, .. } = meta.l4 {
-                if meta.protocol == rampart_ir::proto::ICMPV6
-                    && ICMPV6_ESSENTIAL_TYPES.contains(&icmp_type)
-                {
+                // Forward sees only bridged neighbour discovery (see the IR's Defaults doc).
+                let accepted: &[u8] = if meta.direction == Direction::Forward {
+                    &ICMPV6_NEIGHBOUR_DISCOVERY_TYPES
+                } else {
+                    &ICMPV6_ESSENTIAL_TYPES
+                };
+                if meta.protocol == rampart_ir::proto::ICMPV6 && accepted.contains(&icmp_type) {
                     return accept(Reason::Icmpv6Essential);
                 }
             }

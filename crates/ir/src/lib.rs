@@ -7,12 +7,16 @@
 //!
 //! * A packet is evaluated in exactly one [`Direction`]: `Ingress` (to this host; nft `input`),
 //!   `Egress` (from this host; nft `output`), `Forward` (through it; nft `forward`).
-//! * Stateful prelude per direction (when [`Defaults::stateful`] is true): conntrack state
-//!   `invalid` → drop; `established` or `related` → accept. Only packets of state `new` (or
-//!   untracked) reach the rules.
+//! * Prelude per direction, in this order: loopback accept ([`Defaults::allow_loopback`]);
+//!   essential ICMPv6 accept ([`Defaults::allow_icmpv6_essential`]; before the conntrack check
+//!   because conntrack does not track neighbour discovery and would call it invalid); then,
+//!   when [`Defaults::stateful`] is true, conntrack state `invalid` → drop and `established` or
+//!   `related` → accept. Only packets of state `new` (or untracked) reach the rules.
 //! * Then the rules of that direction, in [`Policy::rules`] order; the first rule whose every
 //!   field matches decides. A rule with a [`Limit`] matches only while its budget allows
 //!   (pf/nft `limit rate` semantics: over the limit the packet falls through to later rules).
+//!   Within a rule the static fields are tested first, then [`Rule::conn_limit`], then the
+//!   limit, so a token is only taken by a packet that matched everything else.
 //! * No rule matched: the direction's default ([`Defaults`]).
 //! * Field semantics: an empty list means "any". Within one list, elements are OR-ed; different
 //!   fields are AND-ed. See [`Peer`] for how zones, sets and networks match and [`L4Match`] for
