@@ -24,6 +24,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/cloud-metadata.toml"),
     ),
     (
+        "cloud-storage.toml",
+        include_str!("../../../lab/scenarios/cloud-storage.toml"),
+    ),
+    (
         "dns-resolvers.toml",
         include_str!("../../../lab/scenarios/dns-resolvers.toml"),
     ),
