@@ -87,6 +87,57 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> LabError + '_ {
     }
 }
 
+/// One exchange: `serve` runs on a thread inside the server's namespace (it reports that it
+/// listens through `ready`, and returns once served, or once `stop` is set or its own deadline
+/// passes); `ask` runs inside the client's namespace and observes. As soon as the client has its
+/// answer the server is told to stop, so a flow the firewall dropped costs only the client's wait.
+fn exchange<S, C>(
+    server_ns: &str,
+    client_ns: &str,
+    serve: S,
+    ask: C,
+) -> Result<Observation, LabError>
+where
+    S: FnOnce(mpsc::Sender<()>, Arc<AtomicBool>) -> Result<bool, LabError> + Send + 'static,
+    C: FnOnce() -> Result<Observation, LabError> + Send + 'static,
+{
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_stop = Arc::clone(&stop);
+    let server_thread = in_namespace(server_ns, move || serve(ready_tx, server_stop));
+    let server_thread = wait_ready(ready_rx, server_thread)?;
+    let observation = join(in_namespace(client_ns, ask));
+    stop.store(true, Ordering::Relaxed);
+    let _ = join(server_thread)?;
+    observation
+}
+
+/// A socket bound to `addr` (address reuse on for servers, so consecutive cases can reuse a port).
+fn bound_socket(addr: SocketAddr, tcp: bool, server: bool) -> Result<Socket, LabError> {
+    let (ty, protocol, what) = if tcp {
+        (Type::STREAM, Protocol::TCP, "tcp socket")
+    } else {
+        (Type::DGRAM, Protocol::UDP, "udp socket")
+    };
+    let socket = Socket::new(domain(addr.ip()), ty, Some(protocol)).map_err(io_err(what))?;
+    if server {
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("SO_REUSEADDR"))?;
+    }
+    socket.bind(&addr.into()).map_err(io_err("bind"))?;
+    Ok(socket)
+}
+
+/// Whether the server should give up waiting.
+fn give_up(stop: &AtomicBool, deadline: std::time::Instant) -> bool {
+    stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
+}
+
+fn server_deadline() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS)
+}
+
 fn play_tcp(
     port: u16,
     client: &Endpoint,
@@ -94,24 +145,15 @@ fn play_tcp(
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let server_stop = Arc::clone(&stop);
-    let server_thread = in_namespace(&server.ns, move || {
-        let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
-            .map_err(io_err("tcp server socket"))?;
-        socket
-            .set_reuse_address(true)
-            .map_err(io_err("SO_REUSEADDR"))?;
-        socket
-            .bind(&server_addr.into())
-            .map_err(io_err("tcp server bind"))?;
+    let client_addr = SocketAddr::new(client.addr, 0);
+    let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
+        let socket = bound_socket(server_addr, true, true)?;
         socket.listen(4).map_err(io_err("tcp listen"))?;
         socket
             .set_nonblocking(true)
             .map_err(io_err("nonblocking"))?;
-        let _ = ready_tx.send(());
-        let deadline = std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS);
+        let _ = ready.send(());
+        let deadline = server_deadline();
         loop {
             match socket.accept() {
                 Ok((conn, _)) => {
@@ -121,15 +163,14 @@ fn play_tcp(
                     let mut stream: std::net::TcpStream = conn.into();
                     let mut buf = [0u8; 64];
                     let n = stream.read(&mut buf).unwrap_or(0);
-                    if buf[..n] == *REQUEST {
+                    let served = buf[..n] == *REQUEST;
+                    if served {
                         let _ = stream.write_all(REPLY);
-                        return Ok(true);
                     }
-                    return Ok(false);
+                    return Ok(served);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if server_stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
-                    {
+                    if give_up(&stop, deadline) {
                         return Ok(false);
                     }
                     std::thread::sleep(Duration::from_millis(SERVER_POLL_MS));
@@ -137,52 +178,43 @@ fn play_tcp(
                 Err(e) => return Err(io_err("accept")(e)),
             }
         }
-    });
-    let server_thread = wait_ready(ready_rx, server_thread)?;
-    let client_addr = SocketAddr::new(client.addr, 0);
-    let client_thread = in_namespace(&client.ns, move || {
-        let socket = Socket::new(domain(server_addr.ip()), Type::STREAM, Some(Protocol::TCP))
-            .map_err(io_err("tcp client socket"))?;
-        socket
-            .bind(&client_addr.into())
-            .map_err(io_err("tcp client bind"))?;
+    };
+    let ask = move || {
+        let socket = bound_socket(client_addr, true, false)?;
         if let Err(e) = socket.connect_timeout(&server_addr.into(), Duration::from_millis(wait_ms))
         {
-            return Ok(Observation {
-                result: Expectation::Blocked,
-                detail: connect_detail(&e),
-            });
+            return Ok(blocked(connect_detail(&e)));
         }
         let mut stream: std::net::TcpStream = socket.into();
         stream
             .set_read_timeout(Some(Duration::from_millis(REPLY_AFTER_CONNECT_MS)))
             .map_err(io_err("read timeout"))?;
         if stream.write_all(REQUEST).is_err() {
-            return Ok(Observation {
-                result: Expectation::Blocked,
-                detail: "connection reset after connect".into(),
-            });
+            return Ok(blocked("connection reset after connect".into()));
         }
         let mut buf = [0u8; 64];
         let n = stream.read(&mut buf).unwrap_or(0);
         Ok(if buf[..n] == *REPLY {
-            Observation {
-                result: Expectation::Allowed,
-                detail: "connected, request and reply exchanged".into(),
-            }
+            allowed("connected, request and reply exchanged")
         } else {
-            Observation {
-                result: Expectation::Blocked,
-                detail: "connected but no reply".into(),
-            }
+            blocked("connected but no reply".into())
         })
-    });
-    let observation = join(client_thread);
-    // The client has its answer: a server still waiting for a flow the firewall dropped
-    // stops now instead of at its own deadline.
-    stop.store(true, Ordering::Relaxed);
-    let _ = join(server_thread)?;
-    observation
+    };
+    exchange(&server.ns, &client.ns, serve, ask)
+}
+
+fn allowed(detail: &str) -> Observation {
+    Observation {
+        result: Expectation::Allowed,
+        detail: detail.into(),
+    }
+}
+
+fn blocked(detail: String) -> Observation {
+    Observation {
+        result: Expectation::Blocked,
+        detail,
+    }
 }
 
 fn connect_detail(e: &std::io::Error) -> String {
@@ -200,25 +232,16 @@ fn play_udp(
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let server_stop = Arc::clone(&stop);
-    let server_thread = in_namespace(&server.ns, move || {
-        let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
-            .map_err(io_err("udp server socket"))?;
-        socket
-            .set_reuse_address(true)
-            .map_err(io_err("SO_REUSEADDR"))?;
-        socket
-            .bind(&server_addr.into())
-            .map_err(io_err("udp server bind"))?;
+    let client_addr = SocketAddr::new(client.addr, 0);
+    let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
+        let socket = bound_socket(server_addr, false, true)?;
         // Short reads so the stop flag is seen promptly.
         socket
             .set_read_timeout(Some(Duration::from_millis(SERVER_POLL_MS)))
             .map_err(io_err("read timeout"))?;
         let socket: std::net::UdpSocket = socket.into();
-        let _ = ready_tx.send(());
-        let deadline = std::time::Instant::now() + Duration::from_millis(SERVER_WAIT_MS);
+        let _ = ready.send(());
+        let deadline = server_deadline();
         let mut buf = [0u8; 64];
         loop {
             match socket.recv_from(&mut buf) {
@@ -227,60 +250,32 @@ fn play_udp(
                     return Ok(true);
                 }
                 Ok(_) => return Ok(false),
-                Err(_) => {
-                    if server_stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
-                    {
-                        return Ok(false);
-                    }
-                }
+                Err(_) if give_up(&stop, deadline) => return Ok(false),
+                Err(_) => {}
             }
         }
-    });
-    let server_thread = wait_ready(ready_rx, server_thread)?;
-    let client_addr = SocketAddr::new(client.addr, 0);
-    let client_thread = in_namespace(&client.ns, move || {
-        let socket = Socket::new(domain(server_addr.ip()), Type::DGRAM, Some(Protocol::UDP))
-            .map_err(io_err("udp client socket"))?;
-        socket
-            .bind(&client_addr.into())
-            .map_err(io_err("udp client bind"))?;
+    };
+    let ask = move || {
+        let socket = bound_socket(client_addr, false, false)?;
         socket
             .set_read_timeout(Some(Duration::from_millis(wait_ms)))
             .map_err(io_err("read timeout"))?;
         let socket: std::net::UdpSocket = socket.into();
         socket.connect(server_addr).map_err(io_err("udp connect"))?;
         if let Err(e) = socket.send(REQUEST) {
-            return Ok(Observation {
-                result: Expectation::Blocked,
-                detail: format!("send failed: {e}"),
-            });
+            return Ok(blocked(format!("send failed: {e}")));
         }
         let mut buf = [0u8; 64];
         Ok(match socket.recv(&mut buf) {
-            Ok(n) if buf[..n] == *REPLY => Observation {
-                result: Expectation::Allowed,
-                detail: "datagram and reply exchanged".into(),
-            },
-            Ok(_) => Observation {
-                result: Expectation::Blocked,
-                detail: "unexpected reply".into(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Observation {
-                result: Expectation::Blocked,
-                detail: "ICMP unreachable (rejected)".into(),
-            },
-            Err(_) => Observation {
-                result: Expectation::Blocked,
-                detail: "no reply within the timeout".into(),
-            },
+            Ok(n) if buf[..n] == *REPLY => allowed("datagram and reply exchanged"),
+            Ok(_) => blocked("unexpected reply".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                blocked("ICMP unreachable (rejected)".into())
+            }
+            Err(_) => blocked("no reply within the timeout".into()),
         })
-    });
-    let observation = join(client_thread);
-    // The client has its answer: a server still waiting for a flow the firewall dropped
-    // stops now instead of at its own deadline.
-    stop.store(true, Ordering::Relaxed);
-    let _ = join(server_thread)?;
-    observation
+    };
+    exchange(&server.ns, &client.ns, serve, ask)
 }
 
 fn play_icmp(client: &Endpoint, server: &Endpoint, wait_ms: u64) -> Result<Observation, LabError> {
