@@ -625,32 +625,29 @@ fn fast_path(
     let now_ms = sh.now_ms();
     let engine = sh.engine.load_full();
     let client = peer.ip();
-    let (detection, temp_block) = match sh.detector.lock() {
-        Ok(mut d) => {
-            let det = d.observe(now_ms, client, q.name.as_str(), q.qtype);
-            (det, d.temp_blocked(now_ms, q.name.as_str()))
-        }
-        Err(_) => (None, None),
-    };
-    if let Some(d) = &detection {
-        log_detection(sh, peer, local, proto, d);
-    }
     let mut decision = engine.decide_query(client, q.name.as_str());
-    if let (
-        Decision::Allow {
-            group,
-            allowed_by: None,
-        },
-        Some(domain),
-    ) = (&decision, temp_block)
-    {
-        if engine.group(*group).tunnel_block {
-            decision = Decision::Block(Block {
-                group: *group,
-                reason: Reason::Tunnel { domain },
-                action: engine.group(*group).action,
-                ede_code: wire::ede::BLOCKED,
-            });
+    // Only queries that will leave the resolver can carry data out: names the lists already
+    // block are not scored (this also keeps list-blocked floods from churning detector state).
+    if let Decision::Allow { group, allowed_by } = &decision {
+        let (detection, temp_block) = match sh.detector.lock() {
+            Ok(mut d) => {
+                let det = d.observe(now_ms, client, q.name.as_str(), q.qtype);
+                (det, d.temp_blocked(now_ms, q.name.as_str()))
+            }
+            Err(_) => (None, None),
+        };
+        if let Some(d) = &detection {
+            log_detection(sh, peer, local, proto, d);
+        }
+        if let (None, Some(domain)) = (allowed_by, temp_block) {
+            if engine.group(*group).tunnel_block {
+                decision = Decision::Block(Block {
+                    group: *group,
+                    reason: Reason::Tunnel { domain },
+                    action: engine.group(*group).action,
+                    ede_code: wire::ede::BLOCKED,
+                });
+            }
         }
     }
     let group = match &decision {
