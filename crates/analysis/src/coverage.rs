@@ -103,11 +103,21 @@ pub struct TechniqueCoverage {
     /// Status.
     #[serde(flatten)]
     pub status: Status,
-    /// Rules that block (or narrowly allow) the technique's traffic.
-    pub rules: Vec<RuleRef>,
-    /// Default verdicts that block part of it (`forward drop`, ...).
+    /// Rules that do the technique's job: rules that block (or narrowly allow) part of its
+    /// traffic *and* are tagged for it (`mitigates`, or their profile's techniques, names the
+    /// technique, its parent or one of its sub-techniques), plus rules a non-traffic check
+    /// selects (rate-limited, feed-drop, owner-scoped egress rules).
+    pub primary_rules: Vec<RuleRef>,
+    /// Rules that block (or narrowly allow) part of the technique's traffic without being
+    /// tagged for it (a metadata-API deny that also drops a sliver of DHCP, ...). They count
+    /// for the status exactly like primary rules; they are listed apart so the reader can tell
+    /// which rules were written for the technique.
+    pub incidental_rules: Vec<RuleRef>,
+    /// Default verdicts that block part of it (`forward drop`, ...) or that a check names
+    /// (stateful default-deny). Always primary: a direction's default is the policy's own
+    /// answer for that direction.
     pub defaults: Vec<String>,
-    /// Components that provide part of it.
+    /// Components that provide part of it (only those the requirement names).
     pub components: Vec<ComponentRef>,
     /// Rules tagged with this technique that provide nothing for it, with the reason.
     pub tagged_without_effect: Vec<String>,
@@ -538,9 +548,37 @@ enum Outcome {
 struct Evidence {
     /// The technique being evaluated.
     tech: &'static str,
+    /// Rules that decide part of a traffic query (primary or incidental).
     rules: BTreeSet<RuleId>,
+    /// Rules a non-traffic check selects by their own properties: always primary.
+    named: BTreeSet<RuleId>,
     defaults: BTreeSet<String>,
     notes: Vec<String>,
+    /// Per traffic query that was (partly) met: the rules listed for it and whether a default
+    /// decided part of it.
+    decided: Vec<(BTreeSet<RuleId>, bool)>,
+}
+
+/// Parent id of a sub-technique id (`T1557.003` → `T1557`).
+fn parent_id(id: &str) -> Option<&str> {
+    id.split_once('.').map(|(p, _)| p)
+}
+
+/// Whether a technique tag concerns `tech`: the technique itself, its parent or one of its
+/// sub-techniques. Siblings do not count (`T1557.001` is not a tag for `T1557.003`).
+fn tag_concerns(tag: &str, tech: &str) -> bool {
+    tag == tech || parent_id(tech) == Some(tag) || parent_id(tag) == Some(tech)
+}
+
+/// Whether rule `id` is tagged for `tech`, through its own `mitigates` or through the
+/// techniques of the profile that produced it.
+fn tagged_for(policy: &Policy, id: RuleId, tech: &str) -> bool {
+    let r = policy.rule(id);
+    r.mitigates.iter().any(|m| tag_concerns(&m.0, tech))
+        || policy
+            .profiles
+            .iter()
+            .any(|p| p.rules.contains(&id) && p.techniques.iter().any(|m| tag_concerns(&m.0, tech)))
 }
 
 fn side_terms(m: &Model<'_>, side: Side) -> (Vec<Term>, Vec<Term>) {
@@ -677,6 +715,8 @@ fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
     let mut any_blocked = false;
     let mut any_broad = false;
     let mut any_region = false;
+    let mut listed: BTreeSet<RuleId> = BTreeSet::new();
+    let mut by_default = false;
     for &dir in qy.dirs {
         let Some(d) = cx.decide(dir, qy) else {
             continue;
@@ -691,16 +731,16 @@ fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
             match who {
                 Some(id) => {
                     // For "all traffic" questions every service-specific deny blocks a
-                    // sliver; list only blanket denies and rules tagged with the technique.
-                    let r = policy.rule(*id);
+                    // sliver; list only blanket denies and rules tagged for the technique.
                     if !qy.svcs.is_empty()
-                        || r.services.is_empty()
-                        || r.mitigates.iter().any(|m| m.0 == ev.tech)
+                        || policy.rule(*id).services.is_empty()
+                        || tagged_for(policy, *id, ev.tech)
                     {
-                        ev.rules.insert(*id);
+                        listed.insert(*id);
                     }
                 }
                 None => {
+                    by_default = true;
                     ev.defaults.insert(format!(
                         "{dir} default {}",
                         policy.defaults.for_direction(dir).as_str()
@@ -731,7 +771,7 @@ fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
                 // services (an "allow everything to X" rule is not a mitigation).
                 if let Some(id) = who {
                     if !policy.rule(*id).services.is_empty() {
-                        ev.rules.insert(*id);
+                        listed.insert(*id);
                     }
                 }
             } else {
@@ -754,11 +794,16 @@ fn eval_query(cx: &Ctx<'_, '_>, qy: &Query, ev: &mut Evidence) -> Outcome {
         });
         return Outcome::Unmet;
     }
-    match (any_blocked, any_broad) {
+    let outcome = match (any_blocked, any_broad) {
         (_, false) => Outcome::Met,
         (true, true) => Outcome::Partly,
         (false, true) => Outcome::Unmet,
+    };
+    if outcome != Outcome::Unmet {
+        ev.decided.push((listed.clone(), by_default));
     }
+    ev.rules.extend(listed);
+    outcome
 }
 
 fn live(an: &Analysis<'_>, id: RuleId) -> bool {
@@ -783,7 +828,7 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                 ev.notes.push("no rate or connection limits".into());
                 Outcome::Unmet
             } else {
-                ev.rules.extend(ids);
+                ev.named.extend(ids);
                 Outcome::Met
             }
         }
@@ -821,7 +866,7 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                 });
                 Outcome::Unmet
             } else {
-                ev.rules.extend(ids);
+                ev.named.extend(ids);
                 Outcome::Met
             }
         }
@@ -846,7 +891,7 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                 ev.notes.push("no owner-scoped egress rules".into());
                 Outcome::Unmet
             } else {
-                ev.rules.extend(ids);
+                ev.named.extend(ids);
                 Outcome::Met
             }
         }
@@ -900,6 +945,45 @@ fn rule_ref(policy: &Policy, id: RuleId) -> RuleRef {
     }
 }
 
+/// The first `shown` items joined, then `+N more`.
+fn abbreviate(items: &[String], shown: usize) -> String {
+    let mut out = items
+        .iter()
+        .take(shown)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > shown {
+        let _ = write!(out, ", +{} more", items.len() - shown);
+    }
+    out
+}
+
+/// Splits the rules providing part of `tech` into primary (named by a check, or tagged for the
+/// technique) and incidental (the rest of `deciding`), each in rule order.
+fn split_rules(
+    policy: &Policy,
+    tech: &str,
+    named: &BTreeSet<RuleId>,
+    deciding: &BTreeSet<RuleId>,
+) -> (Vec<RuleRef>, Vec<RuleRef>) {
+    let primary: BTreeSet<RuleId> = named
+        .iter()
+        .copied()
+        .chain(
+            deciding
+                .iter()
+                .copied()
+                .filter(|&id| tagged_for(policy, id, tech)),
+        )
+        .collect();
+    let incidental = deciding.iter().filter(|id| !primary.contains(id));
+    (
+        primary.iter().map(|&id| rule_ref(policy, id)).collect(),
+        incidental.map(|&id| rule_ref(policy, id)).collect(),
+    )
+}
+
 fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueCoverage {
     let an = cx.an;
     let policy = an.model.policy;
@@ -951,12 +1035,38 @@ fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueC
     if !ev.notes.is_empty() {
         let _ = write!(rationale, "; {}", ev.notes.join("; "));
     }
+    // A query (partly) met only through rules written for something else: the status is
+    // right (the traffic is decided), but nothing in the policy was meant for this technique.
+    let untagged_only: BTreeSet<RuleId> = ev
+        .decided
+        .iter()
+        .filter(|(ids, by_default)| {
+            !by_default && !ids.is_empty() && !ids.iter().any(|&id| tagged_for(policy, id, t.id))
+        })
+        .flat_map(|(ids, _)| ids.iter().copied())
+        .collect();
+    if !untagged_only.is_empty() {
+        let names: Vec<String> = untagged_only
+            .iter()
+            .map(|&id| format!("`{}`", policy.rule(id).name))
+            .collect();
+        let _ = write!(
+            rationale,
+            "; its traffic is decided only by rules not tagged for it: {}",
+            abbreviate(&names, 3)
+        );
+    }
+    let (primary_rules, incidental_rules) = split_rules(policy, t.id, &ev.named, &ev.rules);
     let tagged_without_effect = policy
         .rules
         .iter()
         .enumerate()
         .map(|(i, r)| (RuleId(i as u32), r))
-        .filter(|(id, r)| r.mitigates.iter().any(|m| m.0 == t.id) && !ev.rules.contains(id))
+        .filter(|(id, r)| {
+            r.mitigates.iter().any(|m| m.0 == t.id)
+                && !ev.rules.contains(id)
+                && !ev.named.contains(id)
+        })
         .map(|(id, r)| {
             let why = if an.facts[id.0 as usize].dead() {
                 "never decides (shadowed or empty)"
@@ -972,7 +1082,8 @@ fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueC
         id: t.id,
         name: t.name,
         status,
-        rules: ev.rules.iter().map(|&id| rule_ref(policy, id)).collect(),
+        primary_rules,
+        incidental_rules,
         defaults: ev.defaults.into_iter().collect(),
         components,
         tagged_without_effect,
@@ -1020,15 +1131,19 @@ pub fn coverage(policy: &Policy) -> Coverage {
             statuses.push(techniques[i].status.clone());
         }
         let status = combine(&statuses);
-        let mut rules: Vec<RuleRef> = techniques[i].rules.clone();
+        // A sub-technique's primary rules are tagged for it or for this parent, so they stay
+        // primary here; its incidental ones become primary when tagged for this parent or a
+        // sibling sub-technique.
+        let mut named: BTreeSet<RuleId> = BTreeSet::new();
+        let mut deciding: BTreeSet<RuleId> = BTreeSet::new();
+        for &j in std::iter::once(&i).chain(&subs) {
+            named.extend(techniques[j].primary_rules.iter().map(|r| r.id));
+            deciding.extend(techniques[j].incidental_rules.iter().map(|r| r.id));
+        }
+        let (primary_rules, incidental_rules) = split_rules(policy, t.id, &named, &deciding);
         let mut comps = techniques[i].components.clone();
         let mut defaults = techniques[i].defaults.clone();
         for &j in &subs {
-            for r in &techniques[j].rules {
-                if !rules.contains(r) {
-                    rules.push(r.clone());
-                }
-            }
             for c in &techniques[j].components {
                 if !comps.contains(c) {
                     comps.push(c.clone());
@@ -1040,7 +1155,6 @@ pub fn coverage(policy: &Policy) -> Coverage {
                 }
             }
         }
-        rules.sort_by_key(|r| r.id);
         let sub_text: Vec<String> = subs
             .iter()
             .map(|&j| format!("{} {}", techniques[j].id, techniques[j].status.label()))
@@ -1056,7 +1170,8 @@ pub fn coverage(policy: &Policy) -> Coverage {
             format!("derived from sub-techniques: {}", sub_text.join(", "))
         };
         tech.status = status;
-        tech.rules = rules;
+        tech.primary_rules = primary_rules;
+        tech.incidental_rules = incidental_rules;
         tech.components = comps;
         tech.defaults = defaults;
     }
@@ -1076,52 +1191,87 @@ pub fn coverage(policy: &Policy) -> Coverage {
     }
 }
 
-fn provided_by(t: &TechniqueCoverage) -> String {
-    let mut parts: Vec<String> = t.rules.iter().map(|r| r.name.clone()).collect();
+/// Primary providers shown in the table before `+N more`.
+const PROVIDERS_SHOWN: usize = 4;
+/// The table's "provided by" column wraps at this many characters.
+const PROVIDERS_WIDTH: usize = 100;
+
+/// The "provided by" column of one technique, as wrapped lines: primary rules, components and
+/// defaults (the first [`PROVIDERS_SHOWN`], then `+N more`), then `(+M incidental)`.
+fn provided_by(t: &TechniqueCoverage) -> Vec<String> {
+    let mut parts: Vec<String> = t.primary_rules.iter().map(|r| r.name.clone()).collect();
     parts.extend(t.components.iter().map(|c| c.kind.as_str().to_string()));
     parts.extend(t.defaults.iter().cloned());
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(", ")
+    let mut tokens: Vec<String> = parts.iter().take(PROVIDERS_SHOWN).cloned().collect();
+    if parts.len() > PROVIDERS_SHOWN {
+        tokens.push(format!("+{} more", parts.len() - PROVIDERS_SHOWN));
     }
+    if tokens.is_empty() {
+        tokens.push("-".into());
+    }
+    let last = tokens.len() - 1;
+    for tok in &mut tokens[..last] {
+        tok.push(',');
+    }
+    if !t.incidental_rules.is_empty() {
+        tokens.push(format!("(+{} incidental)", t.incidental_rules.len()));
+    }
+    // Greedy wrap at token boundaries; a token longer than the width gets a line of its own.
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for tok in tokens {
+        if !cur.is_empty() && cur.chars().count() + 1 + tok.chars().count() > PROVIDERS_WIDTH {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&tok);
+    }
+    lines.push(cur);
+    lines
 }
 
 impl Coverage {
     /// Terminal table: id, name, status, provided by.
     pub fn render_table(&self) -> String {
-        let rows: Vec<[String; 4]> = self
+        let rows: Vec<([String; 3], Vec<String>)> = self
             .techniques
             .iter()
             .map(|t| {
-                [
-                    t.id.to_string(),
-                    t.name.to_string(),
-                    t.status.label(),
+                (
+                    [t.id.to_string(), t.name.to_string(), t.status.label()],
                     provided_by(t),
-                ]
+                )
             })
             .collect();
-        let header = ["ID", "TECHNIQUE", "STATUS", "PROVIDED BY"];
+        let header = ["ID", "TECHNIQUE", "STATUS"];
         let mut widths = header.map(|h| h.chars().count());
-        for r in &rows {
-            for (k, c) in r.iter().enumerate().take(3) {
+        for (r, _) in &rows {
+            for (k, c) in r.iter().enumerate() {
                 widths[k] = widths[k].max(c.chars().count());
             }
         }
+        let indent = " ".repeat(widths.iter().map(|w| w + 2).sum());
         let mut out = String::new();
-        let line = |out: &mut String, cols: [&str; 4]| {
-            for (k, c) in cols.iter().enumerate().take(3) {
+        let line = |out: &mut String, cols: [&str; 3], provided: &[String]| {
+            for (k, c) in cols.iter().enumerate() {
                 let pad = widths[k].saturating_sub(c.chars().count());
                 out.push_str(c);
                 out.push_str(&" ".repeat(pad + 2));
             }
-            out.push_str(cols[3]);
+            for (n, l) in provided.iter().enumerate() {
+                if n > 0 {
+                    out.push('\n');
+                    out.push_str(&indent);
+                }
+                out.push_str(l);
+            }
             out.push('\n');
         };
-        line(&mut out, header);
-        for r in &rows {
-            line(&mut out, [&r[0], &r[1], &r[2], &r[3]]);
+        line(&mut out, header, &["PROVIDED BY".to_string()]);
+        for (r, provided) in &rows {
+            line(&mut out, [&r[0], &r[1], &r[2]], provided);
         }
         let s = &self.summary;
         let _ = writeln!(
@@ -1145,13 +1295,20 @@ pub fn navigator_layer(cov: &Coverage, name: &str) -> serde_json::Value {
         .iter()
         .map(|t| {
             let mut comment = format!("{}: {}", t.status.label(), t.rationale);
-            if !t.rules.is_empty() {
+            if !t.primary_rules.is_empty() {
                 let rules: Vec<String> = t
-                    .rules
+                    .primary_rules
                     .iter()
                     .map(|r| format!("{} ({})", r.name, r.loc))
                     .collect();
                 let _ = write!(comment, "\nrules: {}", rules.join(", "));
+            }
+            if !t.incidental_rules.is_empty() {
+                let _ = write!(
+                    comment,
+                    "\nalso decided by {} rule(s) not tagged for it",
+                    t.incidental_rules.len()
+                );
             }
             if !t.components.is_empty() {
                 let c: Vec<String> = t
@@ -1170,7 +1327,8 @@ pub fn navigator_layer(cov: &Coverage, name: &str) -> serde_json::Value {
                 "enabled": true,
                 "metadata": [
                     {"name": "status", "value": t.status.label()},
-                    {"name": "rules", "value": t.rules.len().to_string()},
+                    {"name": "rules", "value": t.primary_rules.len().to_string()},
+                    {"name": "incidental rules", "value": t.incidental_rules.len().to_string()},
                 ],
                 "links": [],
                 "showSubtechniques": has_subs,
@@ -1244,5 +1402,222 @@ mod tests {
             combine(&[NeedsComponent(vec![ComponentKind::Waf]), NotCovered]),
             NeedsComponent(vec![ComponentKind::Waf])
         );
+    }
+
+    #[test]
+    fn tags_concern_the_technique_its_parent_and_its_subs_not_siblings() {
+        assert!(tag_concerns("T1557.003", "T1557.003"));
+        assert!(tag_concerns("T1557", "T1557.003"));
+        assert!(tag_concerns("T1557.003", "T1557"));
+        assert!(!tag_concerns("T1557.001", "T1557.003"));
+        assert!(!tag_concerns("T1552.005", "T1557.003"));
+        assert!(!tag_concerns("T1552", "T1557"));
+    }
+
+    use rampart_ir::{Component, L4Match, PortRange, Rule, RuleOrigin, TechniqueId, Zone};
+
+    fn at(line: u32) -> SourceLoc {
+        SourceLoc {
+            file: "policy.toml".into(),
+            line,
+            col: 1,
+        }
+    }
+
+    /// DHCP server replies (udp 67→68).
+    fn dhcp_reply() -> L4Match {
+        L4Match {
+            protocol: Some(proto::UDP),
+            src_ports: vec![PortRange { lo: 67, hi: 67 }],
+            dst_ports: vec![PortRange { lo: 68, hi: 68 }],
+            icmp_types: vec![],
+            service: None,
+        }
+    }
+
+    fn rule(
+        name: &str,
+        direction: Direction,
+        from: Vec<Peer>,
+        to: Vec<Peer>,
+        services: Vec<L4Match>,
+        mitigates: &[&str],
+    ) -> Rule {
+        Rule {
+            name: name.into(),
+            direction,
+            from,
+            to,
+            services,
+            family: Family::Any,
+            ct_states: vec![],
+            owner: None,
+            limit: None,
+            conn_limit: None,
+            action: Action::Drop,
+            log: false,
+            mitigates: mitigates
+                .iter()
+                .map(|m| TechniqueId(m.to_string()))
+                .collect(),
+            expires: None,
+            description: None,
+            origin: RuleOrigin::User,
+            loc: at(10),
+        }
+    }
+
+    /// A gateway with an untrusted `internet` zone, accept defaults (so only rules decide),
+    /// the L2 guard on, and a metadata-API deny (tagged T1552.005) placed before `rules`.
+    fn gateway(rules: Vec<Rule>) -> Policy {
+        let mut p = Policy::default();
+        p.defaults.ingress = Action::Accept;
+        p.defaults.forward = Action::Accept;
+        p.defaults.egress = Action::Accept;
+        p.zones.push(Zone {
+            name: "internet".into(),
+            interfaces: vec!["eth0".into()],
+            networks: vec![],
+            trusted: false,
+            public_facing: false,
+            description: None,
+            loc: at(2),
+        });
+        p.components.push(Component {
+            kind: ComponentKind::L2Guard,
+            loc: at(3),
+        });
+        let metadata: Vec<Peer> = ["169.254.169.254/32", "fd00:ec2::254/128"]
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok())
+            .map(Peer::Net)
+            .collect();
+        p.rules.push(rule(
+            "metadata-api/deny.forward",
+            Direction::Forward,
+            vec![],
+            metadata,
+            vec![],
+            &["T1552", "T1552.005"],
+        ));
+        p.rules.extend(rules);
+        p
+    }
+
+    fn names(rs: &[RuleRef]) -> Vec<&str> {
+        rs.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_rule_tagged_for_another_technique_is_incidental_a_tagged_one_primary() {
+        let p = gateway(
+            [Direction::Ingress, Direction::Forward]
+                .into_iter()
+                .map(|dir| {
+                    rule(
+                        &format!("dhcp-servers/deny.{dir}"),
+                        dir,
+                        vec![],
+                        vec![],
+                        vec![dhcp_reply()],
+                        &["T1557.003"],
+                    )
+                })
+                .collect(),
+        );
+        let cov = coverage(&p);
+        let t = |id: &str| cov.techniques.iter().find(|t| t.id == id).unwrap();
+        let dhcp = t("T1557.003");
+        assert_eq!(dhcp.status, Status::Enforced);
+        assert_eq!(
+            names(&dhcp.primary_rules),
+            ["dhcp-servers/deny.ingress", "dhcp-servers/deny.forward"]
+        );
+        // The metadata deny drops the DHCP replies addressed to 169.254.169.254: it decides
+        // a sliver of the question, but it was not written for DHCP spoofing.
+        assert_eq!(names(&dhcp.incidental_rules), ["metadata-api/deny.forward"]);
+        assert!(!dhcp.rationale.contains("not tagged for it"));
+        // The parent keeps the split; the table shows primary first, incidental as a count.
+        let parent = t("T1557");
+        assert_eq!(
+            names(&parent.incidental_rules),
+            ["metadata-api/deny.forward"]
+        );
+        assert_eq!(parent.primary_rules.len(), 2);
+        let table = cov.render_table();
+        let row = table.lines().find(|l| l.starts_with("T1557.003 ")).unwrap();
+        assert!(row.ends_with(
+            "dhcp-servers/deny.ingress, dhcp-servers/deny.forward, l2_guard (+1 incidental)"
+        ));
+        // For the metadata technique the same rule is primary.
+        assert_eq!(
+            names(&t("T1552.005").primary_rules),
+            ["metadata-api/deny.forward"]
+        );
+        assert!(t("T1552.005").incidental_rules.is_empty());
+    }
+
+    #[test]
+    fn status_from_untagged_rules_only_is_kept_and_said() {
+        let p = gateway(
+            [Direction::Ingress, Direction::Forward]
+                .into_iter()
+                .map(|dir| {
+                    rule(
+                        &format!("block-inbound.{dir}"),
+                        dir,
+                        vec![],
+                        vec![],
+                        vec![],
+                        &["T1090"],
+                    )
+                })
+                .collect(),
+        );
+        let cov = coverage(&p);
+        let dhcp = cov.techniques.iter().find(|t| t.id == "T1557.003").unwrap();
+        // The traffic really is blocked, so the status stays enforced ...
+        assert_eq!(dhcp.status, Status::Enforced);
+        assert!(dhcp.primary_rules.is_empty());
+        assert_eq!(
+            names(&dhcp.incidental_rules),
+            [
+                "metadata-api/deny.forward",
+                "block-inbound.ingress",
+                "block-inbound.forward"
+            ]
+        );
+        // ... and the rationale says nothing in the policy was written for it.
+        assert!(
+            dhcp.rationale
+                .contains("its traffic is decided only by rules not tagged for it"),
+            "{}",
+            dhcp.rationale
+        );
+    }
+
+    #[test]
+    fn provided_by_wraps_and_abbreviates() {
+        let r = |i: u32| RuleRef {
+            id: RuleId(i),
+            name: format!("a-rather-long-profile-name/part-{i:02}.forward"),
+            loc: at(i),
+        };
+        let t = TechniqueCoverage {
+            id: "T1557",
+            name: "Adversary-in-the-Middle",
+            status: Status::Partial,
+            primary_rules: (0..6).map(r).collect(),
+            incidental_rules: (6..9).map(r).collect(),
+            defaults: vec!["forward default drop".into()],
+            components: vec![],
+            tagged_without_effect: vec![],
+            rationale: String::new(),
+        };
+        let lines = provided_by(&t);
+        assert!(lines.iter().all(|l| l.chars().count() <= PROVIDERS_WIDTH));
+        let text = lines.join(" ");
+        assert!(text.contains("part-03.forward, +3 more (+3 incidental)"));
+        assert!(!text.contains("part-04"));
     }
 }

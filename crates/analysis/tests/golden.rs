@@ -343,8 +343,15 @@ fn coverage_verifies_rules_instead_of_trusting_tags() {
     let cov = coverage(&p);
     let t = |id: &str| cov.techniques.iter().find(|t| t.id == id).unwrap();
     let t1187 = t("T1187");
-    assert!(t1187.rules.iter().any(|r| r.name == "smb-egress/block"));
-    assert!(!t1187.rules.iter().any(|r| r.name == "smb-partner"));
+    assert!(t1187
+        .primary_rules
+        .iter()
+        .any(|r| r.name == "smb-egress/block"));
+    assert!(!t1187
+        .primary_rules
+        .iter()
+        .chain(&t1187.incidental_rules)
+        .any(|r| r.name == "smb-partner"));
     assert!(t1187.tagged_without_effect[0].starts_with("smb-partner"));
     // Host DNS goes only to the resolvers and the DNS filter is on, but `dmz-out` lets the dmz
     // resolve anywhere, and the rationale says so.
@@ -352,8 +359,9 @@ fn coverage_verifies_rules_instead_of_trusting_tags() {
     assert!(t("T1071.004")
         .rationale
         .contains("rule `dmz-out` accepts part of it"));
+    // `dns-resolvers` narrows DNS but is not tagged for T1071.004: incidental.
     assert!(t("T1071.004")
-        .rules
+        .incidental_rules
         .iter()
         .any(|r| r.name == "dns-resolvers"));
     // No L2 guard.
