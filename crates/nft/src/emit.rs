@@ -382,7 +382,14 @@ impl<'a> Emitter<'a> {
             self.zone_parts.push(parts);
         }
         for set in &self.policy.sets {
-            let stem = format!("set_{}", ident(&set.name));
+            // A feed set is named after its feed: `rampart-feeds` derives the kernel set names
+            // from the feed's name (`feeds::sync::feed_sets`), so the emitter must declare the
+            // same ones (the policy compiler gives both the set's name anyway).
+            let named_by = match &set.source {
+                SetSource::Feed { name, .. } => name,
+                _ => &set.name,
+            };
+            let stem = format!("set_{}", ident(named_by));
             claim(stem.clone(), &format!("set {}", set.name))?;
             let parts = self.build_address_set(set, &stem);
             self.set_parts.push(parts);
@@ -401,18 +408,29 @@ impl<'a> Emitter<'a> {
             // `except` wins whatever the source says (normally already subtracted upstream).
             let elements = subtract(&family_nets(&set.elements, fam), &set.except);
             if is_feed {
-                // Feed sets are refilled at run time with whatever the feed holds: always an
-                // interval set per family, present even when empty.
-                let name = format!("{stem}_{}", fam.suffix());
-                self.sets.push(NftSet {
-                    name: name.clone(),
-                    fam,
-                    interval: true,
-                    elements,
-                    comment: comment.clone(),
-                    feed: true,
-                });
-                push_part(&mut parts, fam, name);
+                // Feed sets are refilled at run time by `rampart-feeds` in its split layout
+                // (`feeds::sync::feed_sets(.., Layout::Split)`): per family an interval set for
+                // prefixes and a `_hosts` hash set for single addresses, both present even when
+                // empty. A compile-time snapshot is placed the way the sync places it: singles
+                // in `_hosts`, every prefix in the interval set. No masked `_pN` sets here: the
+                // sync neither fills nor flushes them, so their entries would outlive the feed.
+                let (singles, prefixes): (Vec<IpNet>, Vec<IpNet>) = elements
+                    .into_iter()
+                    .partition(|n| n.prefix_len() == n.max_prefix_len());
+                for (name, interval, elements) in [
+                    (format!("{stem}_{}", fam.suffix()), true, prefixes),
+                    (format!("{stem}_{}_hosts", fam.suffix()), false, singles),
+                ] {
+                    self.sets.push(NftSet {
+                        name: name.clone(),
+                        fam,
+                        interval,
+                        elements,
+                        comment: comment.clone(),
+                        feed: true,
+                    });
+                    push_part(&mut parts, fam, name);
+                }
                 continue;
             }
             let (singles, prefixes): (Vec<IpNet>, Vec<IpNet>) = elements
@@ -532,7 +550,9 @@ impl<'a> Emitter<'a> {
                 "ipv4_addr"
             };
             let _ = writeln!(body, "\t\ttype {ty}");
-            if !set.interval && set.elements.len() > INLINE_ELEMENTS_MAX {
+            // Not for feed sets: a declared size caps the set, and a feed may grow past its
+            // compile-time snapshot.
+            if !set.interval && !set.feed && set.elements.len() > INLINE_ELEMENTS_MAX {
                 // Presize the kernel hash table: without the hint it rehashes as it grows,
                 // which more than doubled the kernel time of a 1M-element load (docs/nft.md).
                 let _ = writeln!(body, "\t\tsize {}", set.elements.len().next_power_of_two());

@@ -277,7 +277,8 @@ fn cases() -> Vec<(&'static str, Policy, EmitOptions)> {
     });
     v.push(("expired_rules", policy(vec![old, fresh]), opts));
 
-    // Big set: elements go to `add element` statements; feed set always present per family.
+    // Big set: elements go to `add element` statements. Feed set: named after its feed, an
+    // interval and a `_hosts` set per family always present (the feeds runner's split layout).
     let mut p = policy(vec![]);
     let big: Vec<String> = (0..300u32)
         .map(|i| format!("198.51.{}.{}/32", 100 + i / 250, i % 250))

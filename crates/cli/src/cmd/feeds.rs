@@ -214,7 +214,7 @@ fn update(
         let mut runner = FeedRunner::new(
             spec,
             "rampart",
-            Layout::IntervalOnly,
+            Layout::Split,
             NftRunner {
                 netns: netns.clone(),
             },
