@@ -18,8 +18,9 @@
 //!   when the previous contents are unknown, `flush set` + `add element`.
 //!
 //! Set names follow `rampart-nft`: feed set `NAME` becomes `set_<ident(NAME)>_v4` / `_v6`
-//! (interval) in `table inet <table>`; the optional hash sets for single addresses are
-//! `set_<ident>_v4_hosts` / `_v6_hosts` (the emitter's name for singles of non-feed sets).
+//! (interval) in `table inet <table>`, where `NAME` is the feed's name; the hash sets for single
+//! addresses of [`Layout::Split`] are `set_<ident>_v4_hosts` / `_v6_hosts`. The emitter declares
+//! both kinds for every feed set (`crates/nft/tests/feed_sets.rs` checks the names agree).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -52,8 +53,8 @@ pub fn ident(name: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
-    /// One interval set per family holding everything (what `rampart-nft` emits for feed sets
-    /// today).
+    /// One interval set per family holding everything (the emitter's `_hosts` sets stay empty
+    /// and unused).
     IntervalOnly,
     /// Prefixes in the interval set, single addresses in a `_hosts` hash set per family (hash
     /// sets take deltas in constant time per element; interval sets do not with nft 1.0.6).
