@@ -68,6 +68,8 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Explain the verdict for one flow, rule by rule.
     Explain(cmd::explain::Args),
+    /// Run the filtering DNS forwarder (block lists, rebinding guard, tunnelling detection).
+    Dns(cmd::dns::Args),
     /// Threat-intel feeds: check files, list, refresh into the kernel, show the cache.
     #[command(subcommand)]
     Feeds(cmd::feeds::Command),
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::log::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Dns(args) => cmd::dns::run(args),
         Command::Feeds(command) => cmd::feeds::run(command),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Bench(command) => cmd::bench::run(command),

@@ -6,6 +6,7 @@ pub(crate) mod check;
 pub(crate) mod compile;
 pub(crate) mod confirm;
 pub(crate) mod coverage;
+pub(crate) mod dns;
 pub(crate) mod explain;
 pub(crate) mod feeds;
 pub(crate) mod lab;

@@ -1,0 +1,62 @@
+//! `rampart dns`: the filtering DNS forwarder in the foreground. It prints one JSON line with
+//! the addresses it bound (so callers that ask for port 0 learn the real ports), reloads its
+//! configuration and lists on SIGHUP — a bad configuration keeps the running one and says why —
+//! and stops on SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::Outcome;
+
+/// Arguments of `rampart dns`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Forwarder configuration (TOML; see docs/dns.md).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+fn read_config(path: &PathBuf) -> anyhow::Result<rampart_dns::Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    rampart_dns::Config::from_toml(&text)
+        .with_context(|| format!("{} is not valid", path.display()))
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    let config = read_config(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let handle = rampart_dns::Server::start(config).await?;
+        println!(
+            "{}",
+            serde_json::json!({ "event": "listening", "udp": handle.udp_addrs, "tcp": handle.tcp_addrs })
+        );
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    let reloaded = match read_config(&args.config) {
+                        Ok(config) => handle.reload(&config).await.map_err(anyhow::Error::from),
+                        Err(err) => Err(err),
+                    };
+                    match reloaded {
+                        Ok(()) => eprintln!("rampart dns: reloaded {}", args.config.display()),
+                        Err(err) => eprintln!("rampart dns: reload refused, still serving the previous configuration: {err:#}"),
+                    }
+                }
+            }
+        }
+        handle.shutdown();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(Outcome::Clean)
+}
