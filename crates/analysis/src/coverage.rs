@@ -27,7 +27,11 @@ use crate::space::{Dim, Ranges, Region};
 
 /// Coverage status of one technique.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", content = "missing_components", rename_all = "snake_case")]
+#[serde(
+    tag = "status",
+    content = "missing_components",
+    rename_all = "snake_case"
+)]
 pub enum Status {
     /// The policy fully provides what the technique's mitigation asks of L3/L4 filtering.
     Enforced,

@@ -264,6 +264,26 @@ fn small_org_coverage_golden() {
     );
 }
 
+/// A row that needs a component names the missing components and the enabled ones under
+/// different keys: with one key twice, JSON readers keep only the last and lose the other list.
+#[test]
+fn coverage_json_has_no_duplicate_keys() {
+    let p = small_org();
+    let text = serde_json::to_string(&coverage(&p)).unwrap();
+    let mut needs_component = 0;
+    for row in text.split("{\"id\":").skip(1) {
+        assert!(row.matches("\"components\":").count() <= 1, "{row}");
+        if row.contains("\"needs_component\"") {
+            needs_component += 1;
+            assert!(row.contains("\"missing_components\":"), "{row}");
+        }
+    }
+    assert!(
+        needs_component > 0,
+        "the fixture must exercise a needs-component row"
+    );
+}
+
 #[test]
 fn stateless_accept_golden() {
     let p = stateless_accept();
