@@ -82,9 +82,100 @@ pub(crate) fn cgroup2_prefix() -> String {
     }
 }
 
+/// nft resolves `socket cgroupv2` paths to cgroup ids when a ruleset loads, so a rule naming a
+/// cgroup that does not exist yet makes the whole transaction fail with nft's terse "cgroupv2
+/// path fails". Say which rule, where, and what to do instead, before anything is applied.
+pub(crate) fn require_owner_cgroups(policy: &rampart_ir::Policy) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/cgroup").join(cgroup2_prefix());
+    let missing = missing_owner_cgroups(policy, &root);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|(rule, path)| {
+            let rule = policy.rule(*rule);
+            format!(
+                "{}: rule `{}` names cgroup `{path}`, which does not exist under {}",
+                rule.loc,
+                rule.name,
+                root.display()
+            )
+        })
+        .collect();
+    anyhow::bail!(
+        "{}\nnft resolves cgroups when the ruleset loads: start the unit that creates them \
+         (or create the cgroup) before applying; nothing was changed",
+        lines.join("\n")
+    )
+}
+
+/// (rule, cgroup) pairs of owner matches whose cgroup directory is absent under `root`.
+fn missing_owner_cgroups(
+    policy: &rampart_ir::Policy,
+    root: &Path,
+) -> Vec<(rampart_ir::RuleId, String)> {
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, rule)| {
+            rule.owner
+                .iter()
+                .flat_map(|o| o.cgroups.iter())
+                .filter(|path| !root.join(path.trim_start_matches('/')).is_dir())
+                .map(move |path| (rampart_ir::RuleId(i as u32), path.clone()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_owner_cgroups_are_named_with_their_rule() {
+        let root = std::env::temp_dir().join(format!("rampart-cg-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("system.slice/present.service")).unwrap();
+        let rule = |name: &str, cgroup: &str| rampart_ir::Rule {
+            name: name.into(),
+            direction: rampart_ir::Direction::Egress,
+            from: vec![],
+            to: vec![],
+            services: vec![],
+            family: rampart_ir::Family::Any,
+            ct_states: vec![],
+            owner: Some(rampart_ir::Owner {
+                cgroups: vec![cgroup.into()],
+                ..rampart_ir::Owner::default()
+            }),
+            limit: None,
+            conn_limit: None,
+            action: rampart_ir::Action::Accept,
+            log: false,
+            mitigates: vec![],
+            expires: None,
+            description: None,
+            origin: rampart_ir::RuleOrigin::User,
+            loc: rampart_ir::SourceLoc::default(),
+        };
+        let policy = rampart_ir::Policy {
+            rules: vec![
+                rule("ok", "system.slice/present.service"),
+                rule("gone", "system.slice/absent.service"),
+            ],
+            ..rampart_ir::Policy::default()
+        };
+        let missing = missing_owner_cgroups(&policy, &root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            missing,
+            vec![(
+                rampart_ir::RuleId(1),
+                "system.slice/absent.service".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn unix_days_to_civil_dates() {

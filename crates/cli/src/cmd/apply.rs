@@ -167,6 +167,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let policy = crate::load::policy(&args.policy)?;
     let opts = args.nft.emit_options();
     let text = rampart_nft::emit(&policy, &opts)?;
+    crate::load::require_owner_cgroups(&policy)?;
     let problems = lockout_report(&policy, &args)?;
     if !problems.is_empty() {
         for p in &problems {
