@@ -1418,7 +1418,7 @@ mod tests {
         assert!(!tag_concerns("T1552", "T1557"));
     }
 
-    use rampart_ir::{Component, L4Match, PortRange, Rule, RuleOrigin, TechniqueId, Zone};
+    use rampart_ir::{Component, L4Match, PortRange, Rule, TechniqueId, Zone};
 
     fn at(line: u32) -> SourceLoc {
         SourceLoc {
@@ -1448,26 +1448,15 @@ mod tests {
         mitigates: &[&str],
     ) -> Rule {
         Rule {
-            name: name.into(),
-            direction,
             from,
             to,
             services,
-            family: Family::Any,
-            ct_states: vec![],
-            owner: None,
-            limit: None,
-            conn_limit: None,
-            action: Action::Drop,
-            log: false,
             mitigates: mitigates
                 .iter()
                 .map(|m| TechniqueId(m.to_string()))
                 .collect(),
-            expires: None,
-            description: None,
-            origin: RuleOrigin::User,
             loc: at(10),
+            ..Rule::new(name, direction, Action::Drop)
         }
     }
 

@@ -656,23 +656,14 @@ mod tests {
             any::<bool>(),
         )
             .prop_map(|(from, to, services, accept)| Rule {
-                name: "r".into(),
-                direction: Direction::Forward,
                 from,
                 to,
                 services,
-                family: Family::Any,
-                ct_states: vec![],
-                owner: None,
-                limit: None,
-                conn_limit: None,
-                action: if accept { Action::Accept } else { Action::Drop },
-                log: false,
-                mitigates: vec![],
-                expires: None,
-                description: None,
-                origin: RuleOrigin::User,
-                loc: SourceLoc::default(),
+                ..Rule::new(
+                    "r",
+                    Direction::Forward,
+                    if accept { Action::Accept } else { Action::Drop },
+                )
             })
     }
 

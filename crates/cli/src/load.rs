@@ -138,26 +138,15 @@ mod tests {
         let root = std::env::temp_dir().join(format!("rampart-cg-{}", std::process::id()));
         std::fs::create_dir_all(root.join("system.slice/present.service")).unwrap();
         let rule = |name: &str, cgroup: &str| rampart_ir::Rule {
-            name: name.into(),
-            direction: rampart_ir::Direction::Egress,
-            from: vec![],
-            to: vec![],
-            services: vec![],
-            family: rampart_ir::Family::Any,
-            ct_states: vec![],
             owner: Some(rampart_ir::Owner {
                 cgroups: vec![cgroup.into()],
                 ..rampart_ir::Owner::default()
             }),
-            limit: None,
-            conn_limit: None,
-            action: rampart_ir::Action::Accept,
-            log: false,
-            mitigates: vec![],
-            expires: None,
-            description: None,
-            origin: rampart_ir::RuleOrigin::User,
-            loc: rampart_ir::SourceLoc::default(),
+            ..rampart_ir::Rule::new(
+                name,
+                rampart_ir::Direction::Egress,
+                rampart_ir::Action::Accept,
+            )
         };
         let policy = rampart_ir::Policy {
             rules: vec![

@@ -477,6 +477,33 @@ pub struct Rule {
     pub loc: SourceLoc,
 }
 
+impl Rule {
+    /// A user rule of `direction` that matches every packet reaching the rules and applies
+    /// `action`: every list empty (any), no owner, limit, log, techniques, expiry or location.
+    /// Builders set the fields they need with struct-update syntax.
+    pub fn new(name: impl Into<String>, direction: Direction, action: Action) -> Self {
+        Self {
+            name: name.into(),
+            direction,
+            from: Vec::new(),
+            to: Vec::new(),
+            services: Vec::new(),
+            family: Family::Any,
+            ct_states: Vec::new(),
+            owner: None,
+            limit: None,
+            conn_limit: None,
+            action,
+            log: false,
+            mitigates: Vec::new(),
+            expires: None,
+            description: None,
+            origin: RuleOrigin::User,
+            loc: SourceLoc::default(),
+        }
+    }
+}
+
 /// Default verdicts and the stateful prelude.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Defaults {
@@ -614,25 +641,7 @@ mod tests {
 
     #[test]
     fn rules_in_keeps_order_and_ids() {
-        let mk = |name: &str, direction| Rule {
-            name: name.into(),
-            direction,
-            from: vec![],
-            to: vec![],
-            services: vec![],
-            family: Family::Any,
-            ct_states: vec![],
-            owner: None,
-            limit: None,
-            conn_limit: None,
-            action: Action::Accept,
-            log: false,
-            mitigates: vec![],
-            expires: None,
-            description: None,
-            origin: RuleOrigin::User,
-            loc: SourceLoc::default(),
-        };
+        let mk = |name: &str, direction| Rule::new(name, direction, Action::Accept);
         let policy = Policy {
             rules: vec![
                 mk("a", Direction::Ingress),

@@ -253,14 +253,10 @@ pub fn lockouts(policy: &Policy, flow: &Flow, today: Option<Date>) -> Vec<(Flow,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rampart_ir::{PortRange, RuleOrigin, SourceLoc, Zone, ZoneId};
+    use rampart_ir::{PortRange, SourceLoc, Zone, ZoneId};
 
     fn rule(action: Action) -> Rule {
         Rule {
-            name: "r".into(),
-            direction: Direction::Ingress,
-            from: vec![],
-            to: vec![],
             services: vec![L4Match {
                 protocol: Some(proto::TCP),
                 src_ports: vec![],
@@ -268,18 +264,7 @@ mod tests {
                 icmp_types: vec![],
                 service: None,
             }],
-            family: Family::Any,
-            ct_states: vec![],
-            owner: None,
-            limit: None,
-            conn_limit: None,
-            action,
-            log: false,
-            mitigates: vec![],
-            expires: None,
-            description: None,
-            origin: RuleOrigin::User,
-            loc: SourceLoc::default(),
+            ..Rule::new("r", Direction::Ingress, action)
         }
     }
 

@@ -214,12 +214,6 @@ fn gen_policy(rng: &mut Rng, ingress: bool) -> Policy {
             _ => (peers(rng, true), peers(rng, false)),
         };
         p.rules.push(Rule {
-            name: format!("r{i}"),
-            direction: match (ingress, rng.chance(90)) {
-                (true, _) => Direction::Ingress,
-                (false, true) => Direction::Forward,
-                (false, false) => Direction::Ingress,
-            },
             from,
             to,
             services: (0..n_svc).map(|_| service(rng)).collect(),
@@ -231,16 +225,15 @@ fn gen_policy(rng: &mut Rng, ingress: bool) -> Policy {
             } else {
                 vec![]
             },
-            owner: None,
-            limit: None,
-            conn_limit: None,
-            action: *rng.pick(&[Action::Accept, Action::Accept, Action::Drop, Action::Reject]),
-            log: false,
-            mitigates: vec![],
-            expires: None,
-            description: None,
-            origin: RuleOrigin::User,
-            loc: SourceLoc::default(),
+            ..Rule::new(
+                format!("r{i}"),
+                match (ingress, rng.chance(90)) {
+                    (true, _) => Direction::Ingress,
+                    (false, true) => Direction::Forward,
+                    (false, false) => Direction::Ingress,
+                },
+                *rng.pick(&[Action::Accept, Action::Accept, Action::Drop, Action::Reject]),
+            )
         });
     }
     // A guaranteed run of lan → dmz rules (a zone-pair chain), at a random place.

@@ -34,27 +34,13 @@ fn net(s: &str) -> IpNet {
 
 fn rule(name: &str, direction: Direction, action: Action) -> Rule {
     Rule {
-        name: name.into(),
-        direction,
-        from: vec![],
-        to: vec![],
-        services: vec![],
-        family: Family::Any,
-        ct_states: vec![],
-        owner: None,
-        limit: None,
-        conn_limit: None,
-        action,
-        log: false,
         mitigates: vec![TechniqueId("T1190".into())],
-        expires: None,
-        description: None,
-        origin: RuleOrigin::User,
         loc: SourceLoc {
             file: "test.toml".into(),
             line: 1,
             col: 1,
         },
+        ..Rule::new(name, direction, action)
     }
 }
 

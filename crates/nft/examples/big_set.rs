@@ -10,8 +10,8 @@
 //! Deterministic: a fixed xorshift seed.
 
 use rampart_ir::{
-    Action, AddressSet, Direction, Family, IpNet, Ipv4Net, Ipv6Net, Peer, Policy, Rule, RuleOrigin,
-    SetId, SetSource, SourceLoc,
+    Action, AddressSet, Direction, IpNet, Ipv4Net, Ipv6Net, Peer, Policy, Rule, SetId, SetSource,
+    SourceLoc,
 };
 
 /// IPv4 variant: singles in 240.0.0.0/5 and /24 prefixes in 248.0.0.0/5 (the reserved,
@@ -99,23 +99,8 @@ fn main() {
             loc: SourceLoc::default(),
         }],
         rules: vec![Rule {
-            name: "block".into(),
-            direction: Direction::Ingress,
             from: vec![Peer::Set(SetId(0))],
-            to: vec![],
-            services: vec![],
-            family: Family::Any,
-            ct_states: vec![],
-            owner: None,
-            limit: None,
-            conn_limit: None,
-            action: Action::Drop,
-            log: false,
-            mitigates: vec![],
-            expires: None,
-            description: None,
-            origin: RuleOrigin::User,
-            loc: SourceLoc::default(),
+            ..Rule::new("block", Direction::Ingress, Action::Drop)
         }],
         ..Policy::default()
     };

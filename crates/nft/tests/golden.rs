@@ -23,23 +23,9 @@ fn net(s: &str) -> IpNet {
 
 fn rule(name: &str, direction: Direction, action: Action) -> Rule {
     Rule {
-        name: name.into(),
-        direction,
-        from: vec![],
-        to: vec![],
-        services: vec![],
-        family: Family::Any,
-        ct_states: vec![],
-        owner: None,
-        limit: None,
-        conn_limit: None,
-        action,
-        log: false,
         mitigates: vec![TechniqueId("T1190".into())],
-        expires: None,
-        description: None,
-        origin: RuleOrigin::User,
         loc: loc(10),
+        ..Rule::new(name, direction, action)
     }
 }
 

@@ -14,23 +14,8 @@ pub fn loc(line: u32) -> SourceLoc {
 
 pub fn rule(name: &str, direction: Direction, action: Action) -> Rule {
     Rule {
-        name: name.into(),
-        direction,
-        from: vec![],
-        to: vec![],
-        services: vec![],
-        family: Family::Any,
-        ct_states: vec![],
-        owner: None,
-        limit: None,
-        conn_limit: None,
-        action,
-        log: false,
-        mitigates: vec![],
-        expires: None,
-        description: None,
-        origin: RuleOrigin::User,
         loc: loc(1),
+        ..Rule::new(name, direction, action)
     }
 }
 
