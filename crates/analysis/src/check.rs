@@ -1022,24 +1022,11 @@ fn public_facing_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut V
     ));
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-pub fn days_from_civil(d: Date) -> i64 {
-    let y = i64::from(d.year) - i64::from(d.month <= 2);
-    let m = i64::from(d.month.clamp(1, 12));
-    let day = i64::from(d.day.clamp(1, 31));
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 fn expiry_finding(id: RuleId, rule: &Rule, today: Date, out: &mut Vec<Finding>) {
     let Some(expires) = rule.expires else {
         return;
     };
-    let days_left = days_from_civil(expires) - days_from_civil(today);
+    let days_left = expires.unix_days() - today.unix_days();
     let detail = Detail::Expiry { expires, days_left };
     if expires < today {
         out.push(finding(
@@ -1062,25 +1049,5 @@ fn expiry_finding(id: RuleId, rule: &Rule, today: Date, out: &mut Vec<Finding>) 
             format!("expires on {expires}, in {days_left} day(s)"),
             detail,
         ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_days() {
-        let d = |year, month, day| Date { year, month, day };
-        assert_eq!(days_from_civil(d(1970, 1, 1)), 0);
-        assert_eq!(
-            days_from_civil(d(2000, 3, 1)) - days_from_civil(d(2000, 2, 28)),
-            2
-        );
-        assert_eq!(
-            days_from_civil(d(2027, 1, 1)) - days_from_civil(d(2026, 12, 31)),
-            1
-        );
-        assert_eq!(days_from_civil(d(2026, 11, 27)), 20_784);
     }
 }

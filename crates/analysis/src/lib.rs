@@ -16,8 +16,7 @@ mod model;
 pub mod space;
 
 pub use check::{
-    check, days_from_civil, Detail, Finding, Overlap, Report, Severity, Summary,
-    EXPIRY_NOTICE_DAYS, RISKY_SERVICES,
+    check, Detail, Finding, Overlap, Report, Severity, Summary, EXPIRY_NOTICE_DAYS, RISKY_SERVICES,
 };
 pub use coverage::{
     coverage, navigator_layer, requirement, Check, ComponentRef, Coverage, CoverageSummary, Expect,

@@ -49,25 +49,7 @@ pub(crate) fn today() -> Date {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    date_from_unix_days((secs / 86_400) as i64)
-}
-
-/// Civil date of a day count since 1970-01-01 (Howard Hinnant's days-to-civil algorithm).
-fn date_from_unix_days(days: i64) -> Date {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Date {
-        year: year as u16,
-        month: month as u8,
-        day: day as u8,
-    }
+    Date::from_unix_days((secs / 86_400) as i64)
 }
 
 /// Where nft resolves `socket cgroupv2` paths from: `/sys/fs/cgroup` itself on a pure cgroup2
@@ -164,19 +146,5 @@ mod tests {
                 "system.slice/absent.service".to_string()
             )]
         );
-    }
-
-    #[test]
-    fn unix_days_to_civil_dates() {
-        let d = |y, m, dd| Date {
-            year: y,
-            month: m,
-            day: dd,
-        };
-        assert_eq!(date_from_unix_days(0), d(1970, 1, 1));
-        assert_eq!(date_from_unix_days(59), d(1970, 3, 1));
-        assert_eq!(date_from_unix_days(11_016), d(2000, 2, 29));
-        assert_eq!(date_from_unix_days(20_784), d(2026, 11, 27));
-        assert_eq!(date_from_unix_days(20_819), d(2027, 1, 1));
     }
 }

@@ -92,6 +92,21 @@ pub struct Event {
     pub detail: serde_json::Map<String, serde_json::Value>,
 }
 
+/// RFC 3339 UTC timestamp with microseconds (`2026-11-27T20:00:00.123456Z`) for `unix_ns`
+/// nanoseconds since the epoch: the format of [`Event::timestamp`]. Time is an input.
+pub fn rfc3339_utc(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let micros = (unix_ns % 1_000_000_000) / 1_000;
+    let date = rampart_ir::Date::from_unix_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 /// Errors of the sinks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -211,6 +226,19 @@ mod tests {
         assert!(value.get("detail").is_none(), "empty detail is omitted");
         let back: Event = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_utc(1_795_809_600_123_456_789),
+            "2026-11-27T20:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_utc(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 
     #[test]

@@ -415,6 +415,41 @@ pub struct Date {
     pub day: u8,
 }
 
+impl Date {
+    /// The civil date `days` days after 1970-01-01 (proleptic Gregorian; Howard Hinnant's
+    /// days-to-civil algorithm).
+    pub fn from_unix_days(days: i64) -> Self {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self {
+            year: year as u16,
+            month: month as u8,
+            day: day as u8,
+        }
+    }
+
+    /// Days since 1970-01-01 (the inverse of [`Date::from_unix_days`]). An out-of-range month
+    /// or day is clamped to 1-12 / 1-31 rather than wrapping.
+    pub fn unix_days(self) -> i64 {
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let m = i64::from(self.month.clamp(1, 12));
+        let day = i64::from(self.day.clamp(1, 31));
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
@@ -655,6 +690,25 @@ mod tests {
             .map(|(id, r)| (id.0, r.name.clone()))
             .collect();
         assert_eq!(ingress, vec![(0, "a".into()), (2, "c".into())]);
+    }
+
+    #[test]
+    fn dates_convert_to_and_from_unix_days() {
+        let d = |year, month, day| Date { year, month, day };
+        for (days, date) in [
+            (0, d(1970, 1, 1)),
+            (59, d(1970, 3, 1)),
+            (11_016, d(2000, 2, 29)),
+            (20_784, d(2026, 11, 27)),
+            (20_819, d(2027, 1, 1)),
+        ] {
+            assert_eq!(Date::from_unix_days(days), date);
+            assert_eq!(date.unix_days(), days);
+        }
+        for days in (0..200_000).step_by(37) {
+            assert_eq!(Date::from_unix_days(days).unix_days(), days);
+        }
+        assert_eq!(d(2000, 3, 1).unix_days() - d(2000, 2, 28).unix_days(), 2);
     }
 
     #[test]

@@ -36,29 +36,10 @@ pub(crate) struct Args {
 }
 
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days (Hinnant).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        now.subsec_micros()
-    )
+    rampart_events::rfc3339_utc(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn proto_name(p: u8) -> String {
