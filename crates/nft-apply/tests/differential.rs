@@ -379,6 +379,94 @@ enum Seen {
     Drop,
 }
 
+impl Seen {
+    /// What a client saw: its probe arrived, or it got a reset/unreachable, or nothing.
+    fn of(arrived: bool, client_error: Option<&str>) -> Self {
+        if arrived {
+            Seen::Accept
+        } else if matches!(client_error, Some("reset" | "unreach")) {
+            Seen::Reject
+        } else {
+            Seen::Drop
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Seen::Accept => "accept",
+            Seen::Drop => "drop",
+            Seen::Reject => "reject",
+        }
+    }
+
+    /// The kernel did exactly what the engine predicted.
+    fn is(self, want: Action) -> bool {
+        matches!(
+            (want, self),
+            (Action::Accept, Seen::Accept)
+                | (Action::Drop, Seen::Drop)
+                | (Action::Reject, Seen::Reject)
+        )
+    }
+}
+
+/// Kernel-versus-engine bookkeeping shared by the differential tests.
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    counts: HashMap<&'static str, usize>,
+    mismatches: Vec<String>,
+}
+
+impl Tally {
+    /// Count one flow by what the kernel did; `describe` runs only for a disagreement.
+    fn record(&mut self, agree: bool, kernel: Seen, describe: impl FnOnce() -> String) {
+        self.total += 1;
+        *self.counts.entry(kernel.name()).or_default() += 1;
+        if !agree {
+            self.mismatches.push(describe());
+        }
+    }
+
+    /// After a round: keep the ruleset for inspection when it disagreed. Returns whether it did,
+    /// so the test stops there.
+    fn disagreed(&self, ruleset_path: &str, ruleset: &str) -> bool {
+        if self.mismatches.is_empty() {
+            return false;
+        }
+        std::fs::write(ruleset_path, ruleset).ok();
+        true
+    }
+
+    /// Fail with the first disagreements; else require every verdict kind at least `min_each`
+    /// times, so the comparison is not vacuous.
+    fn finish(&self, what: &str, ruleset_path: &str, min_each: usize) {
+        assert!(
+            self.mismatches.is_empty(),
+            "{} of {} {what} flows differ (ruleset in {ruleset_path}):\n{}",
+            self.mismatches.len(),
+            self.total,
+            self.mismatches
+                .iter()
+                .take(30)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        eprintln!(
+            "differential {what}: {} flows, kernel == engine; observed {:?}",
+            self.total, self.counts
+        );
+        for kind in ["accept", "drop", "reject"] {
+            assert!(
+                self.counts.get(kind).copied().unwrap_or(0) >= min_each,
+                "too few {kind}: {:?}",
+                self.counts
+            );
+        }
+    }
+}
+
 struct Net3 {
     lab: Lab,
     cli: String,
@@ -533,9 +621,7 @@ fn kernel_verdicts_equal_engine_predictions() {
         return;
     }
     let mut n = setup();
-    let mut total = 0;
-    let mut mismatches = Vec::new();
-    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let mut tally = Tally::default();
     let mut zone_chains = 0;
     for (round, seed) in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003]
         .into_iter()
@@ -554,54 +640,23 @@ fn kernel_verdicts_equal_engine_predictions() {
         for (fl, s) in flows.iter().zip(&seen) {
             let want = predict(&mut engine, fl);
             let icmp = !matches!(fl.proto, proto::TCP | proto::UDP);
-            let agree = match (want, s) {
-                (Action::Accept, Seen::Accept) => true,
-                (Action::Drop, Seen::Drop) => true,
-                (Action::Reject, Seen::Reject) => true,
-                (Action::Drop | Action::Reject, Seen::Drop | Seen::Reject) => icmp,
-                _ => false,
-            };
-            total += 1;
-            *counts
-                .entry(match s {
-                    Seen::Accept => "accept",
-                    Seen::Drop => "drop",
-                    Seen::Reject => "reject",
-                })
-                .or_default() += 1;
-            if !agree {
-                mismatches.push(format!(
-                    "round {round}: {fl:?}: engine {want:?}, kernel {s:?}"
-                ));
-            }
+            // An ICMP probe cannot tell a drop from a reject (no error comes back for either).
+            let agree = s.is(want)
+                || (icmp
+                    && matches!(want, Action::Drop | Action::Reject)
+                    && matches!(s, Seen::Drop | Seen::Reject));
+            tally.record(agree, *s, || {
+                format!("round {round}: {fl:?}: engine {want:?}, kernel {s:?}")
+            });
         }
-        if !mismatches.is_empty() {
-            std::fs::write("/tmp/rampart-differential-ruleset.nft", &text).ok();
+        if tally.disagreed("/tmp/rampart-differential-ruleset.nft", &text) {
             break;
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {total} flows differ (ruleset in /tmp/rampart-differential-ruleset.nft):\n{}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .take(30)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    eprintln!(
-        "differential: {total} flows, kernel == engine; observed {counts:?}; {zone_chains} zone-pair chains"
-    );
-    // Not vacuous: every verdict kind and the zone-pair chains were exercised.
+    tally.finish("forward", "/tmp/rampart-differential-ruleset.nft", 50);
+    eprintln!("differential forward: {zone_chains} zone-pair chains");
+    // Not vacuous: the zone-pair chains were exercised (verdict kinds are checked by finish).
     assert!(zone_chains > 0, "no zone-pair chain generated");
-    for kind in ["accept", "drop", "reject"] {
-        assert!(
-            counts.get(kind).copied().unwrap_or(0) >= 50,
-            "too few {kind}: {counts:?}"
-        );
-    }
 }
 
 const TOOL: &str = env!("CARGO_BIN_EXE_rampart-nft-tool");
@@ -616,9 +671,7 @@ fn kernel_ingress_verdicts_equal_engine_predictions() {
         return;
     }
     let mut n = setup();
-    let mut total = 0;
-    let mut counts: HashMap<&'static str, usize> = HashMap::new();
-    let mut mismatches = Vec::new();
+    let mut tally = Tally::default();
     for (round, seed) in [0x1e55_0001u64, 0x1e55_0002].into_iter().enumerate() {
         let mut rng = Rng(seed);
         let mut policy = gen_policy(&mut rng, true);
@@ -689,16 +742,7 @@ fn kernel_ingress_verdicts_equal_engine_predictions() {
         let mut engine = Engine::new(&policy);
         for f in &flows {
             let key = format!("{} {} {} {} {}", f.proto, f.src, f.dst, f.sport, f.dport);
-            let kernel = if seen.contains(&key) {
-                Seen::Accept
-            } else if matches!(
-                errs.get(&f.id).map(String::as_str),
-                Some("reset" | "unreach")
-            ) {
-                Seen::Reject
-            } else {
-                Seen::Drop
-            };
+            let kernel = Seen::of(seen.contains(&key), errs.get(&f.id).map(String::as_str));
             let mut meta = PacketMeta::new(
                 Direction::Ingress,
                 f.src,
@@ -711,44 +755,15 @@ fn kernel_ingress_verdicts_equal_engine_predictions() {
             );
             meta.iif = Some("lan0");
             let want = engine.classify(&meta, 0).action;
-            let agree = matches!(
-                (want, kernel),
-                (Action::Accept, Seen::Accept)
-                    | (Action::Drop, Seen::Drop)
-                    | (Action::Reject, Seen::Reject)
-            );
-            total += 1;
-            *counts
-                .entry(match kernel {
-                    Seen::Accept => "accept",
-                    Seen::Drop => "drop",
-                    Seen::Reject => "reject",
-                })
-                .or_default() += 1;
-            if !agree {
-                mismatches.push(format!(
-                    "round {round}: {f:?}: engine {want:?}, kernel {kernel:?}"
-                ));
-            }
+            tally.record(kernel.is(want), kernel, || {
+                format!("round {round}: {f:?}: engine {want:?}, kernel {kernel:?}")
+            });
         }
-        if !mismatches.is_empty() {
-            std::fs::write("/tmp/rampart-differential-ingress.nft", &text).ok();
+        if tally.disagreed("/tmp/rampart-differential-ingress.nft", &text) {
             break;
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {total} ingress flows differ (ruleset in /tmp/rampart-differential-ingress.nft):\n{}",
-        mismatches.len(),
-        mismatches.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
-    );
-    eprintln!("differential ingress: {total} flows, kernel == engine; observed {counts:?}");
-    for kind in ["accept", "drop", "reject"] {
-        assert!(
-            counts.get(kind).copied().unwrap_or(0) >= 30,
-            "too few {kind}: {counts:?}"
-        );
-    }
+    tally.finish("ingress", "/tmp/rampart-differential-ingress.nft", 30);
 }
 
 /// Like SEND_PY for TCP/UDP only, tolerant of local errors at send time (a drop in the output
@@ -809,9 +824,7 @@ fn kernel_egress_with_owners_equals_engine_predictions() {
     let mut n = setup();
     n.lab.write("send_egress.py", SEND_EGRESS_PY);
     // The server answers nothing but must not reject either: accept is "arrived".
-    let mut total = 0;
-    let mut counts: HashMap<&'static str, usize> = HashMap::new();
-    let mut mismatches = Vec::new();
+    let mut tally = Tally::default();
     let uids = [0u32, 1000, 2000];
     for (round, seed) in [0xe9e5_0001u64, 0xe9e5_0002].into_iter().enumerate() {
         let mut rng = Rng(seed);
@@ -900,16 +913,7 @@ fn kernel_egress_with_owners_equals_engine_predictions() {
         let mut engine = Engine::new(&policy);
         for f in &flows {
             let key = format!("{} {} {} {} {} 0", f.proto, f.src, f.dst, f.sport, f.dport);
-            let kernel = if arrived.contains(&key) {
-                Seen::Accept
-            } else if matches!(
-                errs.get(&f.id).map(String::as_str),
-                Some("reset" | "unreach")
-            ) {
-                Seen::Reject
-            } else {
-                Seen::Drop
-            };
+            let kernel = Seen::of(arrived.contains(&key), errs.get(&f.id).map(String::as_str));
             let uid = owner_of(f);
             let owner = OwnerInfo {
                 uid,
@@ -929,48 +933,16 @@ fn kernel_egress_with_owners_equals_engine_predictions() {
             meta.oif = Some("eth0");
             meta.owner = Some(&owner);
             let want = engine.classify(&meta, 0).action;
-            let agree = matches!(
-                (want, kernel),
-                (Action::Accept, Seen::Accept)
-                    | (Action::Drop, Seen::Drop)
-                    | (Action::Reject, Seen::Reject)
-            );
-            total += 1;
-            *counts
-                .entry(match kernel {
-                    Seen::Accept => "accept",
-                    Seen::Drop => "drop",
-                    Seen::Reject => "reject",
-                })
-                .or_default() += 1;
-            if !agree {
-                mismatches.push(format!(
+            tally.record(kernel.is(want), kernel, || {
+                format!(
                     "round {round}: uid {uid} {f:?}: engine {want:?}, kernel {kernel:?} ({:?})",
                     errs.get(&f.id)
-                ));
-            }
+                )
+            });
         }
-        if !mismatches.is_empty() {
-            std::fs::write("/tmp/rampart-differential-egress.nft", &text).ok();
+        if tally.disagreed("/tmp/rampart-differential-egress.nft", &text) {
             break;
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {total} egress flows differ (ruleset in /tmp/rampart-differential-egress.nft):\n{}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .take(30)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    eprintln!("differential egress: {total} flows, kernel == engine; observed {counts:?}");
-    for kind in ["accept", "drop", "reject"] {
-        assert!(
-            counts.get(kind).copied().unwrap_or(0) >= 30,
-            "too few {kind}: {counts:?}"
-        );
-    }
+    tally.finish("egress", "/tmp/rampart-differential-egress.nft", 30);
 }
