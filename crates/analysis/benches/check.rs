@@ -25,6 +25,9 @@ fn rule(i: usize, src: IpNet, dst: IpNet, services: Vec<L4Match>) -> Rule {
         owner: None,
         limit: None,
         conn_limit: None,
+        synproxy: None,
+        ban: None,
+        app: None,
         // ClassBench has no verdicts; a fixed pattern gives a mix.
         action: if i % 3 == 0 {
             Action::Drop

@@ -70,6 +70,14 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Run the filtering DNS forwarder (block lists, rebinding guard, tunnelling detection).
     Dns(cmd::dns::Args),
+    /// Run the egress (forward) proxy: per-source destination allowlists, SSRF-safe resolution, SNI checked against CONNECT.
+    Egress(cmd::egress::Args),
+    /// Run the WAF reverse proxy with the OWASP Core Rule Set.
+    Waf(cmd::waf::Args),
+    /// Run the L2 guard on a bridge: DHCP snooping, ARP inspection, poisoner detection.
+    Guard(cmd::guard::Args),
+    /// Run the NFQUEUE protocol classifier: filter protocols wherever they run, not by port.
+    Classify(cmd::classify::Args),
     /// Threat-intel feeds: check files, list, refresh into the kernel, show the cache.
     #[command(subcommand)]
     Feeds(cmd::feeds::Command),
@@ -96,6 +104,10 @@ fn main() -> ExitCode {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Dns(args) => cmd::dns::run(args),
+        Command::Egress(args) => cmd::egress::run(args),
+        Command::Waf(args) => cmd::waf::run(args),
+        Command::Guard(args) => cmd::guard::run(args),
+        Command::Classify(args) => cmd::classify::run(args),
         Command::Feeds(command) => cmd::feeds::run(command),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Bench(command) => cmd::bench::run(command),

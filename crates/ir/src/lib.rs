@@ -9,14 +9,18 @@
 //!   `Egress` (from this host; nft `output`), `Forward` (through it; nft `forward`).
 //! * Prelude per direction, in this order: loopback accept ([`Defaults::allow_loopback`]);
 //!   essential ICMPv6 accept ([`Defaults::allow_icmpv6_essential`]; before the conntrack check
-//!   because conntrack does not track neighbour discovery and would call it invalid); then,
-//!   when [`Defaults::stateful`] is true, conntrack state `invalid` → drop and `established` or
-//!   `related` → accept. Only packets of state `new` (or untracked) reach the rules.
+//!   because conntrack does not track neighbour discovery and would call it invalid); banned
+//!   source drop (ingress and forward only; see [`Ban`]); SYN proxy (see [`Synproxy`]);
+//!   application-protocol rules (see [`AppMatch`]); then, when [`Defaults::stateful`] is true,
+//!   conntrack state `invalid` → drop and `established` or `related` → accept. Only packets of
+//!   state `new` (or untracked) reach the rules.
 //! * Then the rules of that direction, in [`Policy::rules`] order; the first rule whose every
 //!   field matches decides. A rule with a [`Limit`] matches only while its budget allows
 //!   (pf/nft `limit rate` semantics: over the limit the packet falls through to later rules).
 //!   Within a rule the static fields are tested first, then [`Rule::conn_limit`], then the
 //!   limit, so a token is only taken by a packet that matched everything else.
+//!   A rule with a [`Ban`] does not fall through when its limit refuses a packet: the source
+//!   is banned and the packet dropped.
 //! * No rule matched: the direction's default ([`Defaults`]).
 //! * Field semantics: an empty list means "any". Within one list, elements are OR-ed; different
 //!   fields are AND-ed. See [`Peer`] for how zones, sets and networks match and [`L4Match`] for
@@ -404,6 +408,157 @@ pub struct Limit {
     pub per_source: bool,
 }
 
+/// SYN-flood protection for a TCP accept rule (nft `synproxy`; the kernel answers SYNs with SYN
+/// cookies and opens the connection to the server only after the client's ACK proves the
+/// handshake).
+///
+/// Semantics: valid only on `accept` rules in `ingress` or `forward` whose services are all TCP
+/// with destination ports. For packets matching the rule's static fields (zones, peers, family,
+/// TCP destination ports) the prelude step "SYN proxy" runs before the conntrack check: a bare
+/// SYN is answered by the gateway itself and creates **no** conntrack entry (so a spoofed-source
+/// flood fills nothing); the client's ACK that completes a cookie handshake creates the
+/// connection (state `established` from then on); any other untracked or invalid packet to those
+/// ports is dropped. `limit`, `conn_limit` and `ban` of the rule apply to the SYNs it proxies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Synproxy {
+    /// MSS announced in the SYN-ACK (must match what the server would say; 1460 on Ethernet).
+    pub mss: u16,
+    /// Window scale announced (0-14).
+    pub wscale: u8,
+    /// Announce and keep TCP timestamps.
+    pub timestamp: bool,
+    /// Announce SACK permitted.
+    pub sack_perm: bool,
+}
+
+impl Default for Synproxy {
+    fn default() -> Self {
+        Self {
+            mss: 1460,
+            wscale: 7,
+            timestamp: true,
+            sack_perm: true,
+        }
+    }
+}
+
+/// Auto-ban (pf `overload`, fail2ban without the log parsing): a source that exceeds the rule's
+/// per-source [`Limit`] or [`Rule::conn_limit`] is put in the policy-wide ban set for
+/// `timeout_s` seconds.
+///
+/// Semantics: valid only on `accept` rules in `ingress` or `forward` that have a per-source
+/// `limit` or a `conn_limit`. A packet that matches the rule's static fields but is refused by
+/// its `conn_limit` or `limit` adds its source address to the ban set (an address already there
+/// gets its timeout restarted) and is dropped, unless the source is in
+/// [`Defaults::never_ban`]: such a source is never banned and its refused packet falls through
+/// to later rules like any limited rule's. While banned, every ingress and forward packet from
+/// that address is dropped in the prelude, whatever its conntrack state. Bans are events
+/// (nft: NFLOG with a `ban` prefix; engine: a ban event).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ban {
+    /// How long a ban lasts, in seconds (1 s to 30 days).
+    pub timeout_s: u32,
+}
+
+/// Application protocols recognised from a packet's payload by the first-payload sniffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppProtocol {
+    /// A DNS message (header and question section parse).
+    Dns,
+    /// A TLS record (handshake, alert, change-cipher-spec or application data, TLS 1.0-1.3).
+    Tls,
+    /// An HTTP/1.x request line or status line.
+    Http,
+    /// An SSH identification string (`SSH-2.0-…`).
+    Ssh,
+    /// RDP: TPKT + X.224 connection request.
+    Rdp,
+    /// A VNC RFB protocol version banner (`RFB 003.00x`).
+    Vnc,
+    /// An MQTT CONNECT packet.
+    Mqtt,
+    /// An SMB1 message that is neither a NEGOTIATE request (multi-dialect clients open with one
+    /// and still get SMB2) nor anything from SMB2/3; this includes SMB1 NEGOTIATE responses.
+    Smb1,
+    /// An SMB2/3 message (or an SMB1 NEGOTIATE request).
+    Smb2,
+    /// A DHCP/BOOTP message.
+    Dhcp,
+    /// ICMP echo carrying a tunnel: ptunnel's magic, or a payload of at least
+    /// [`ICMP_TUNNEL_PAYLOAD_MIN_BYTES`].
+    IcmpTunnel,
+}
+
+impl AppProtocol {
+    /// Every protocol, in declaration order.
+    pub const ALL: [AppProtocol; 11] = [
+        AppProtocol::Dns,
+        AppProtocol::Tls,
+        AppProtocol::Http,
+        AppProtocol::Ssh,
+        AppProtocol::Rdp,
+        AppProtocol::Vnc,
+        AppProtocol::Mqtt,
+        AppProtocol::Smb1,
+        AppProtocol::Smb2,
+        AppProtocol::Dhcp,
+        AppProtocol::IcmpTunnel,
+    ];
+
+    /// Name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProtocol::Dns => "dns",
+            AppProtocol::Tls => "tls",
+            AppProtocol::Http => "http",
+            AppProtocol::Ssh => "ssh",
+            AppProtocol::Rdp => "rdp",
+            AppProtocol::Vnc => "vnc",
+            AppProtocol::Mqtt => "mqtt",
+            AppProtocol::Smb1 => "smb1",
+            AppProtocol::Smb2 => "smb2",
+            AppProtocol::Dhcp => "dhcp",
+            AppProtocol::IcmpTunnel => "icmp_tunnel",
+        }
+    }
+
+    /// The protocol named `name` (as written in policies).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// ICMP echo payloads of at least this many bytes are labelled [`AppProtocol::IcmpTunnel`]
+/// (Linux `ping` sends 56, Windows 32; tunnels fill the MTU).
+pub const ICMP_TUNNEL_PAYLOAD_MIN_BYTES: usize = 512;
+
+/// Packets per connection (both directions together) whose payload is inspected by
+/// application-protocol rules; later packets are not inspected.
+pub const APP_INSPECT_MAX_PACKETS: u32 = 8;
+
+/// Protocol, not port: the rule matches on what a packet's payload *is*.
+///
+/// Semantics: rules with `app` are not first-match rules for `new` packets. They form, per
+/// direction and in policy order, the prelude step "application-protocol rules", which sees
+/// every payload-carrying packet of a connection (both directions, matched against the
+/// connection's original-direction addresses, ports and zones) among the connection's first
+/// [`APP_INSPECT_MAX_PACKETS`] packets, and ICMP echo requests. The packet's payload is labelled
+/// with at most one [`AppProtocol`] (or none: unrecognised). The rule's `app` matches when the
+/// label is in `protocols` (with `negate`: when it is not, including unrecognised). The first app
+/// rule whose fields all match decides: `drop`/`reject` drops this packet and every later packet
+/// of the connection; `accept` ends inspection of the connection (later packets are not
+/// inspected). No app rule matched: the packet continues to the conntrack step. In the kernel
+/// the packets are sent to userspace over NFQUEUE; when no classifier is listening, packets to be
+/// inspected are dropped unless [`Defaults::classifier_fail_open`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppMatch {
+    /// Protocols; OR-ed.
+    pub protocols: Vec<AppProtocol>,
+    /// Match packets whose label is *not* one of `protocols`.
+    pub negate: bool,
+}
+
 /// A calendar date (UTC), used for rule expiry. Time is an input: nothing here reads a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Date {
@@ -495,6 +650,12 @@ pub struct Rule {
     /// Per-source concurrent connection cap: the rule matches only while the source has fewer
     /// than this many tracked connections (nft `ct count`).
     pub conn_limit: Option<u32>,
+    /// SYN-flood protection (TCP accept rules only).
+    pub synproxy: Option<Synproxy>,
+    /// Auto-ban of sources that exceed `limit` or `conn_limit`.
+    pub ban: Option<Ban>,
+    /// Application-protocol match: makes this an application-protocol rule (see [`AppMatch`]).
+    pub app: Option<AppMatch>,
     /// The verdict.
     pub action: Action,
     /// Log matches (NFLOG, rate limited, prefix identifying the rule).
@@ -528,6 +689,9 @@ impl Rule {
             owner: None,
             limit: None,
             conn_limit: None,
+            synproxy: None,
+            ban: None,
+            app: None,
             action,
             log: false,
             mitigates: Vec::new(),
@@ -559,6 +723,12 @@ pub struct Defaults {
     /// silently break IPv6 on every bridge; neighbour discovery is link-local (hop limit 255)
     /// and never routed, so accepting it on forward lets nothing through a router.
     pub allow_icmpv6_essential: bool,
+    /// Sources that are never banned (see [`Ban`]): management networks, monitoring, the
+    /// gateway's own upstreams.
+    pub never_ban: Vec<IpNet>,
+    /// When the NFQUEUE classifier is not running, let packets that application-protocol rules
+    /// would inspect through (`true`) instead of dropping them (`false`, the default).
+    pub classifier_fail_open: bool,
     /// Where the defaults are declared (or the policy file when implicit).
     pub loc: SourceLoc,
 }
@@ -583,6 +753,8 @@ impl Default for Defaults {
             stateful: true,
             allow_loopback: true,
             allow_icmpv6_essential: true,
+            never_ban: Vec::new(),
+            classifier_fail_open: false,
             loc: SourceLoc::default(),
         }
     }

@@ -1,0 +1,20 @@
+//! `rampart egress`: scaffold; the owning crate's engineer replaces this module with the real shell.
+
+use std::path::PathBuf;
+
+use crate::Outcome;
+
+/// Arguments of `rampart egress`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!(
+        "rampart egress is not built yet (config {})",
+        args.config.display()
+    )
+}
