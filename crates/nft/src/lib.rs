@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod app_queue;
 mod emit;
 pub mod plan;
 
