@@ -1,6 +1,6 @@
 //! Rampart's userspace engine: the reference semantics of a policy, packet by packet. It owns
 //! bounded zero-allocation packet decoders (link layers, IPv4/IPv6, TCP/UDP/ICMP, first-payload
-//! protocol sniffers), streaming pcap/pcapng reading, a connection tracker modelled on
+//! protocol sniffers and the application-protocol labeller shared with the NFQUEUE classifier), streaming pcap/pcapng reading, a connection tracker modelled on
 //! nf_conntrack, two rule matchers built from the same IR (a linear reference and a fast
 //! interval/bit-vector classifier), token buckets, longest-prefix sets, capture replay
 //! (`simulate`), per-rule explanations and the ClassBench harness. Non-goals: touching the
@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod classbench;
 pub mod classifier;
 pub mod conntrack;
