@@ -76,6 +76,8 @@ enum Command {
     Waf(cmd::waf::Args),
     /// Run the L2 guard on a bridge: DHCP snooping, ARP inspection, poisoner detection.
     Guard(cmd::guard::Args),
+    /// Run the exec jail: per-program egress (processes of named programs land in their cgroup before they run).
+    Jail(cmd::jail::Args),
     /// Run the NFQUEUE protocol classifier: filter protocols wherever they run, not by port.
     Classify(cmd::classify::Args),
     /// Threat-intel feeds: check files, list, refresh into the kernel, show the cache.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Egress(args) => cmd::egress::run(args),
         Command::Waf(args) => cmd::waf::run(args),
         Command::Guard(args) => cmd::guard::run(args),
+        Command::Jail(args) => cmd::jail::run(args),
         Command::Classify(args) => cmd::classify::run(args),
         Command::Feeds(command) => cmd::feeds::run(command),
         Command::Lab(args) => cmd::lab::run(args),

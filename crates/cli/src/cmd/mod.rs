@@ -12,6 +12,7 @@ pub(crate) mod egress;
 pub(crate) mod explain;
 pub(crate) mod feeds;
 pub(crate) mod guard;
+pub(crate) mod jail;
 pub(crate) mod lab;
 pub(crate) mod log;
 pub(crate) mod plan;
