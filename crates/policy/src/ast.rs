@@ -60,6 +60,10 @@ pub struct DefaultsDecl {
     pub allow_loopback: Option<bool>,
     /// `allow_icmpv6_essential = true`.
     pub allow_icmpv6_essential: Option<bool>,
+    /// `never_ban = [...]`: the key's span and the peers (zones, sets, addresses).
+    pub never_ban: Option<(Span, Vec<S<String>>)>,
+    /// `classifier_fail_open = false`.
+    pub classifier_fail_open: Option<bool>,
 }
 
 /// `[zones.NAME]`.
@@ -159,6 +163,40 @@ pub struct RuleDecl {
     pub limit: Option<LimitDecl>,
     /// `conn_limit`.
     pub conn_limit: Option<S<i64>>,
+    /// `synproxy = true` or `synproxy = { mss, wscale, timestamp, sack_perm }`.
+    pub synproxy: Option<SynproxyDecl>,
+    /// `ban = "10m"` or `ban = { timeout = "10m" }`.
+    pub ban: Option<BanDecl>,
+    /// `app = ["ssh", ...]` (key span, protocol names).
+    pub app: Option<(Span, Vec<S<String>>)>,
+    /// `app_not = ["dns", ...]` (key span, protocol names).
+    pub app_not: Option<(Span, Vec<S<String>>)>,
+}
+
+/// `synproxy = true` or `synproxy = { mss = 1460, wscale = 7, timestamp = true, sack_perm = true }`.
+#[derive(Clone, Debug)]
+pub struct SynproxyDecl {
+    /// The key `synproxy`.
+    pub span: Span,
+    /// `false` when written `synproxy = false` (same as leaving it out).
+    pub enabled: bool,
+    /// `mss`.
+    pub mss: Option<S<i64>>,
+    /// `wscale`.
+    pub wscale: Option<S<i64>>,
+    /// `timestamp`.
+    pub timestamp: Option<bool>,
+    /// `sack_perm`.
+    pub sack_perm: Option<bool>,
+}
+
+/// `ban = "10m"` or `ban = { timeout = "10m" }`.
+#[derive(Clone, Debug)]
+pub struct BanDecl {
+    /// The key `ban`.
+    pub span: Span,
+    /// The timeout text (`None`: the table has no `timeout`).
+    pub timeout: Option<S<String>>,
 }
 
 /// `owner = { uid = [...], gid = [...], cgroup = [...] }`.
@@ -510,6 +548,8 @@ const DEFAULTS_KEYS: &[&str] = &[
     "stateful",
     "allow_loopback",
     "allow_icmpv6_essential",
+    "never_ban",
+    "classifier_fail_open",
 ];
 
 fn defaults(span: Span, t: &[Entry], diags: &mut Diags) -> DefaultsDecl {
@@ -522,6 +562,10 @@ fn defaults(span: Span, t: &[Entry], diags: &mut Diags) -> DefaultsDecl {
         stateful: opt_bool(&mut f, "stateful", diags),
         allow_loopback: opt_bool(&mut f, "allow_loopback", diags),
         allow_icmpv6_essential: opt_bool(&mut f, "allow_icmpv6_essential", diags),
+        never_ban: f
+            .take("never_ban")
+            .map(|e| (e.key_span, as_str_list(e, diags))),
+        classifier_fail_open: opt_bool(&mut f, "classifier_fail_open", diags),
     };
     f.finish("[defaults]", DEFAULTS_KEYS, diags);
     d
@@ -612,9 +656,74 @@ pub const RULE_KEYS: &[&str] = &[
     "owner",
     "limit",
     "conn_limit",
+    "synproxy",
+    "ban",
+    "app",
+    "app_not",
 ];
 const OWNER_KEYS: &[&str] = &["uid", "gid", "cgroup"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "per_source"];
+const SYNPROXY_KEYS: &[&str] = &["mss", "wscale", "timestamp", "sack_perm"];
+const BAN_KEYS: &[&str] = &["timeout"];
+
+fn synproxy(e: &Entry, diags: &mut Diags) -> Option<SynproxyDecl> {
+    let mut d = SynproxyDecl {
+        span: e.key_span,
+        enabled: true,
+        mss: None,
+        wscale: None,
+        timestamp: None,
+        sack_perm: None,
+    };
+    match &e.value.kind {
+        NodeKind::Bool(b) => d.enabled = *b,
+        NodeKind::Table(t) => {
+            let mut sf = Fields::new(t);
+            d.mss = sf.take("mss").and_then(|x| as_int(x, diags));
+            d.wscale = sf.take("wscale").and_then(|x| as_int(x, diags));
+            d.timestamp = opt_bool(&mut sf, "timestamp", diags);
+            d.sack_perm = opt_bool(&mut sf, "sack_perm", diags);
+            sf.finish("synproxy", SYNPROXY_KEYS, diags);
+        }
+        _ => {
+            type_error(
+                &e.value,
+                "synproxy",
+                "a boolean or a table ({ mss, wscale, timestamp, sack_perm })",
+                diags,
+            );
+            return None;
+        }
+    }
+    Some(d)
+}
+
+fn ban(e: &Entry, diags: &mut Diags) -> Option<BanDecl> {
+    match &e.value.kind {
+        NodeKind::Str(s) => Some(BanDecl {
+            span: e.key_span,
+            timeout: Some(S::new(s.clone(), e.value.span)),
+        }),
+        NodeKind::Table(t) => {
+            let mut bf = Fields::new(t);
+            let timeout = opt_str(&mut bf, "timeout", diags);
+            bf.finish("ban", BAN_KEYS, diags);
+            Some(BanDecl {
+                span: e.key_span,
+                timeout,
+            })
+        }
+        _ => {
+            type_error(
+                &e.value,
+                "ban",
+                "a duration string (\"10m\") or a table ({ timeout = \"10m\" })",
+                diags,
+            );
+            None
+        }
+    }
+}
 
 fn rule(span: Span, t: &[Entry], diags: &mut Diags) -> RuleDecl {
     let mut f = Fields::new(t);
@@ -651,6 +760,12 @@ fn rule(span: Span, t: &[Entry], diags: &mut Diags) -> RuleDecl {
         owner,
         limit,
         conn_limit: f.take("conn_limit").and_then(|e| as_int(e, diags)),
+        synproxy: f.take("synproxy").and_then(|e| synproxy(e, diags)),
+        ban: f.take("ban").and_then(|e| ban(e, diags)),
+        app: f.take("app").map(|e| (e.key_span, as_str_list(e, diags))),
+        app_not: f
+            .take("app_not")
+            .map(|e| (e.key_span, as_str_list(e, diags))),
     };
     f.finish("a rule", RULE_KEYS, diags);
     r

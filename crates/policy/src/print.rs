@@ -131,6 +131,16 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
     let _ = writeln!(out, "stateful = {}", d.stateful);
     let _ = writeln!(out, "allow_loopback = {}", d.allow_loopback);
     let _ = writeln!(out, "allow_icmpv6_essential = {}", d.allow_icmpv6_essential);
+    if !d.never_ban.is_empty() {
+        let _ = writeln!(
+            out,
+            "never_ban = {}",
+            list(&d.never_ban, |n| q(&n.to_string()))
+        );
+    }
+    if d.classifier_fail_open {
+        let _ = writeln!(out, "classifier_fail_open = true");
+    }
     if !policy.components.is_empty() {
         let _ = writeln!(out, "\n[components]");
         for c in &policy.components {
@@ -281,6 +291,20 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
         if let Some(c) = r.conn_limit {
             let _ = writeln!(out, "conn_limit = {c}");
         }
+        if let Some(sp) = &r.synproxy {
+            let _ = writeln!(
+                out,
+                "synproxy = {{ mss = {}, wscale = {}, timestamp = {}, sack_perm = {} }}",
+                sp.mss, sp.wscale, sp.timestamp, sp.sack_perm
+            );
+        }
+        if let Some(b) = &r.ban {
+            let _ = writeln!(out, "ban = {}", q(&duration_text(b.timeout_s)));
+        }
+        if let Some(a) = &r.app {
+            let key = if a.negate { "app_not" } else { "app" };
+            let _ = writeln!(out, "{key} = {}", list(&a.protocols, |p| q(p.as_str())));
+        }
         let _ = writeln!(out, "action = {}", q(action(r.action)));
         if r.log {
             let _ = writeln!(out, "log = true");
@@ -298,9 +322,27 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
     Ok(out)
 }
 
+/// A duration in the largest unit that divides it exactly (`600` → `10m`).
+pub fn duration_text(seconds: u32) -> String {
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if seconds != 0 && seconds % len == 0 {
+            return format!("{}{unit}", seconds / len);
+        }
+    }
+    format!("{seconds}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_in_the_largest_exact_unit() {
+        assert_eq!(duration_text(600), "10m");
+        assert_eq!(duration_text(90), "90s");
+        assert_eq!(duration_text(7_200), "2h");
+        assert_eq!(duration_text(2 * 86_400), "2d");
+    }
 
     #[test]
     fn quoting_escapes_everything_toml_needs() {

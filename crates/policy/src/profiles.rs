@@ -4,7 +4,8 @@
 //! re-verdict. Profile rules carry `RuleOrigin::Profile` and the location of `[profiles.X]`.
 
 use rampart_ir::{
-    proto, Action, Direction, Family, L4Match, Peer, PortRange, ProfileUse, Rule, RuleOrigin,
+    proto, Action, AppMatch, AppProtocol, Ban, Direction, Family, L4Match, Limit, Peer, PortRange,
+    ProfileUse, RateUnit, Rule, RuleOrigin, Synproxy,
 };
 use serde::Serialize;
 
@@ -22,6 +23,14 @@ pub enum ParamKind {
     Services,
     /// A socket owner table `{ uid = [...], gid = [...], cgroup = [...] }`.
     Owner,
+    /// A rate like a limit's: `"20/second"`.
+    Rate,
+    /// A positive integer.
+    Count,
+    /// A duration: `"90s"`, `"10m"`, `"1h"`, `"1d"`.
+    Duration,
+    /// A boolean.
+    Bool,
 }
 
 /// A profile parameter.
@@ -65,6 +74,33 @@ pub enum ServiceSpec {
     ParamOr(&'static str, &'static [&'static str]),
     /// DHCP server-to-client replies: udp 67→68 and udp 547→546.
     DhcpServerReplies,
+    /// A required `Services` parameter.
+    Param(&'static str),
+    /// Service literals (`tcp/443`).
+    Literal(&'static [&'static str]),
+    /// TCP to every destination port except those of these catalogue services (the protocol
+    /// on a port it does not own).
+    TcpExcept(&'static [&'static str]),
+}
+
+/// What a part adds to its rule beyond addresses and services.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Protect {
+    /// Nothing.
+    None,
+    /// SYN proxy with the default parameters.
+    Synproxy,
+    /// The profile's per-source `rate`/`burst`, `conn_limit` and `ban` parameters (and a SYN
+    /// proxy when its `synproxy` parameter is true).
+    Limits,
+    /// An application-protocol match (see [`rampart_ir::AppMatch`]).
+    App {
+        /// Protocols.
+        protocols: &'static [AppProtocol],
+        /// Match every label except these.
+        negate: bool,
+    },
 }
 
 /// One part of a profile: becomes one rule named `PROFILE/PART`.
@@ -86,6 +122,10 @@ pub struct PartInfo {
     pub needs: Option<&'static str>,
     /// Whether the `owner` parameter applies to it.
     pub owner: bool,
+    /// The part is left out when this parameter is given.
+    pub unless: Option<&'static str>,
+    /// SYN proxy, limits and ban, or an application-protocol match.
+    pub protect: Protect,
     /// What it does.
     pub description: &'static str,
 }
@@ -103,6 +143,9 @@ pub struct ProfileInfo {
     pub parts: &'static [PartInfo],
     /// What it enforces.
     pub description: &'static str,
+    /// Placed after the user rules unless the user says `placement = "before"` (catch-all
+    /// parts that would otherwise swallow every user rule).
+    pub after_by_default: bool,
 }
 
 /// Parameters every profile accepts.
@@ -135,8 +178,24 @@ const fn part(
         services,
         needs: None,
         owner: false,
+        unless: None,
+        protect: Protect::None,
         description,
     }
+}
+
+const fn unless(mut p: PartInfo, param: &'static str) -> PartInfo {
+    p.unless = Some(param);
+    p
+}
+
+const fn protect(mut p: PartInfo, protect: Protect) -> PartInfo {
+    p.protect = protect;
+    p
+}
+
+const fn app(protocols: &'static [AppProtocol], negate: bool) -> Protect {
+    Protect::App { protocols, negate }
 }
 
 const fn needs(mut p: PartInfo, param: &'static str) -> PartInfo {
@@ -186,11 +245,40 @@ const BITS: ServiceSpec = ServiceSpec::Named(&["bits"]);
 const HTTPS: ServiceSpec = ServiceSpec::Named(&["https"]);
 const TUNNELS: ServiceSpec = ServiceSpec::Named(&["gre", "ipip", "ipv6-in-ipv4"]);
 const METADATA: &[&str] = &["169.254.169.254", "fd00:ec2::254"];
+const PROTECTED: ServiceSpec = ServiceSpec::Param("services");
+const DNS_PORTS: ServiceSpec = ServiceSpec::Named(&["dns"]);
+const TLS_PORTS: ServiceSpec = ServiceSpec::Literal(&["tcp/443", "tcp/853"]);
+const OFF_SSH: ServiceSpec = ServiceSpec::TcpExcept(&["ssh"]);
+const OFF_RDP: ServiceSpec = ServiceSpec::TcpExcept(&["rdp"]);
+const OFF_VNC: ServiceSpec = ServiceSpec::TcpExcept(&["vnc"]);
+const OFF_MQTT: ServiceSpec = ServiceSpec::TcpExcept(&["mqtt", "mqtts"]);
+const OFF_SMB: ServiceSpec = ServiceSpec::TcpExcept(&["smb", "netbios-ssn"]);
+const SMB_PORTS: ServiceSpec = ServiceSpec::Named(&["smb", "netbios-ssn"]);
+const PING: ServiceSpec = ServiceSpec::Named(&["ping"]);
+const APP_DNS: Protect = app(&[AppProtocol::Dns], true);
+const APP_TLS: Protect = app(&[AppProtocol::Tls], true);
+const APP_SSH: Protect = app(&[AppProtocol::Ssh], false);
+const APP_RDP: Protect = app(&[AppProtocol::Rdp], false);
+const APP_VNC: Protect = app(&[AppProtocol::Vnc], false);
+const APP_MQTT: Protect = app(&[AppProtocol::Mqtt], false);
+const APP_SMB: Protect = app(&[AppProtocol::Smb1, AppProtocol::Smb2], false);
+const APP_SMB1: Protect = app(&[AppProtocol::Smb1], false);
+const APP_ICMP_TUNNEL: Protect = app(&[AppProtocol::IcmpTunnel], false);
+
+const fn kind(name: &'static str, kind: ParamKind, description: &'static str) -> ParamInfo {
+    ParamInfo {
+        name,
+        kind,
+        required: false,
+        description,
+    }
+}
 
 /// Every built-in profile.
 pub const PROFILES: &[ProfileInfo] = &[
     ProfileInfo {
         name: "smb-egress",
+        after_by_default: false,
         techniques: &["T1187", "T1021.002", "T1570", "T1048.003"],
         description: "Drop SMB and NetBIOS (tcp/445, udp/137, udp/138, tcp/139) from this host and from routed segments towards the given destinations (normally the internet zone). WebDAV forced authentication rides on HTTP/HTTPS and cannot be told apart at L4: use the egress proxy component for it.",
         parameters: &[
@@ -210,6 +298,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "legacy-name-resolution",
+        after_by_default: false,
         techniques: &["T1557", "T1557.001"],
         description: "Drop LLMNR, NBT-NS and mDNS in every direction: the broadcast/multicast name protocols that LLMNR/NBT-NS poisoning answers.",
         parameters: &[],
@@ -227,6 +316,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "remote-admin",
+        after_by_default: false,
         techniques: &["T1021", "T1021.005", "T1219", "T1219.002"],
         description: "Remote administration (SSH, RDP, VNC, WinRM by default) reaches this host and routed segments only from the admin peers; everyone else is denied. Outbound remote-access tools (TeamViewer, AnyDesk ports) are denied.",
         parameters: &[
@@ -245,6 +335,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "dns-resolvers",
+        after_by_default: false,
         techniques: &["T1071.004", "T1048", "T1572"],
         description: "DNS, DNS over TLS and DNS over QUIC only to the designated resolvers; elsewhere denied, so DNS tunnels must pass the resolvers (and the DNS filter component).",
         parameters: &[
@@ -260,6 +351,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "public-server-egress",
+        after_by_default: false,
         techniques: &["T1190", "T1071.001", "T1105"],
         description: "New outbound connections from public-facing zones go only to the egress proxy (and `also_allow`); everything else they initiate is denied. Replies to inbound connections are unaffected (stateful prelude).",
         parameters: &[
@@ -276,6 +368,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "mail-egress",
+        after_by_default: false,
         techniques: &["T1071.003"],
         description: "SMTP, submission, IMAP and POP3 (plain and TLS) only to the trusted mail relays.",
         parameters: &[
@@ -291,6 +384,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "file-transfer-egress",
+        after_by_default: false,
         techniques: &["T1071.002"],
         description: "FTP, FTPS, SFTP and TFTP only to trusted destinations. SFTP shares tcp/22 with SSH, so outbound SSH to untrusted destinations is denied too; set `services = [\"ftp\", \"ftps\", \"tftp\"]` to leave SSH alone.",
         parameters: &[
@@ -312,6 +406,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "mqtt",
+        after_by_default: false,
         techniques: &["T1071.005"],
         description: "MQTT (1883, 8883) only to the listed brokers. MQTT on irregular ports needs the protocol classifier component.",
         parameters: &[
@@ -327,6 +422,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "vnc",
+        after_by_default: false,
         techniques: &["T1021.005"],
         description: "Block the VNC ports (5900-5903, 5800, 5500) in every direction, except inbound from `allow_from` when given.",
         parameters: &[peers("allow_from", false, "peers that may still reach VNC on this host and routed segments")],
@@ -340,6 +436,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "snmp-management",
+        after_by_default: false,
         techniques: &["T1602", "T1602.001", "T1602.002"],
         description: "SNMP, SSH, Telnet and TFTP (configuration repository protocols) reach devices only from the management peers.",
         parameters: &[
@@ -355,6 +452,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "metadata-api",
+        after_by_default: false,
         techniques: &["T1552", "T1552.005"],
         description: "The cloud instance metadata API (169.254.169.254, fd00:ec2::254) is reachable only by the listed local owners; routed access (containers, VMs) is denied.",
         parameters: &[ParamInfo { name: "owner", kind: ParamKind::Owner, required: false, description: "socket owners allowed to query it: `{ uid = [...], gid = [...], cgroup = [...] }` (default: nobody)" }],
@@ -366,6 +464,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "dhcp-servers",
+        after_by_default: false,
         techniques: &["T1557.003"],
         description: "DHCP and DHCPv6 server replies (udp 67→68, 547→546) are accepted only from the listed servers; rogue server replies are dropped.",
         parameters: &[peers("servers", true, "the legitimate DHCP/DHCPv6 servers")],
@@ -378,6 +477,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "anonymity-feeds",
+        after_by_default: false,
         techniques: &["T1090", "T1090.003"],
         description: "Drop traffic to and from anonymity networks (Tor relays and exits, open proxies) listed in sets, usually feed sets, plus the default Tor ports.",
         parameters: &[peers("sets", true, "sets of anonymity-network addresses")],
@@ -392,6 +492,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "known-bad",
+        after_by_default: false,
         techniques: &["T1071", "T1105", "T1498", "T1499"],
         description: "Drop traffic to and from known-bad addresses (C2, malware hosting, DoS sources) listed in sets, usually feed sets.",
         parameters: &[peers("sets", true, "sets of known-bad addresses")],
@@ -404,6 +505,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "telnet-legacy",
+        after_by_default: false,
         techniques: &["T1021"],
         description: "Block Telnet (tcp/23) in every direction.",
         parameters: &[],
@@ -415,6 +517,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "bits",
+        after_by_default: false,
         techniques: &["T1197"],
         description: "Servers that must not run arbitrary BITS jobs reach HTTP/HTTPS only at the allowed update servers or proxy. BITS is HTTP at L4, so this restricts all web traffic of `from`.",
         parameters: &[
@@ -430,6 +533,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "cloud-storage",
+        after_by_default: false,
         techniques: &["T1530", "T1537"],
         description: "The given hosts reach HTTPS only at the allowed cloud destinations (their own buckets/VPC endpoints), so data cannot be moved to other cloud accounts.",
         parameters: &[
@@ -445,6 +549,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     },
     ProfileInfo {
         name: "tunnel-protocols",
+        after_by_default: false,
         techniques: &["T1095", "T1572"],
         description: "Drop GRE, IP-in-IP and 6in4 (non-application tunnel protocols) across the boundary.",
         parameters: &[
@@ -454,6 +559,108 @@ pub const PROFILES: &[ProfileInfo] = &[
         parts: &[
             part("tunnels.egress", Egress, false, Any, Param("to"), TUNNELS, "tunnels from this host"),
             part("tunnels.forward", Forward, false, Param("from"), Param("to"), TUNNELS, "routed tunnels"),
+        ],
+    },
+    ProfileInfo {
+        name: "syn-flood",
+        after_by_default: false,
+        techniques: &["T1498", "T1499.001", "T1499.002"],
+        description: "Accept the given TCP services through the kernel SYN proxy: the gateway answers every SYN with a SYN cookie and opens the connection to the server only after the client's ACK proves the handshake, so a spoofed-source SYN flood fills neither the server's backlog nor the conntrack table. Legitimate clients keep connecting during the flood.",
+        parameters: &[
+            ParamInfo { name: "services", kind: ParamKind::Services, required: true, description: "the TCP services to protect, e.g. `[\"https\"]`" },
+            peers("to", false, "routed servers to protect (forward); without it the services on this host (ingress)"),
+            peers("from", false, "clients the protection (and acceptance) applies to (default: any)"),
+        ],
+        parts: &[
+            unless(protect(part("synproxy.ingress", Ingress, true, Param("from"), Any, PROTECTED, "the services on this host, through the SYN proxy"), Protect::Synproxy), "to"),
+            needs(protect(part("synproxy.forward", Forward, true, Param("from"), Param("to"), PROTECTED, "the routed servers' services, through the SYN proxy"), Protect::Synproxy), "to"),
+        ],
+    },
+    ProfileInfo {
+        name: "flood-limits",
+        after_by_default: false,
+        techniques: &["T1498.001", "T1498.002", "T1499.002", "T1499.003"],
+        description: "Accept the given services with per-source caps: new connections per second (`rate`, `burst`) and concurrent connections (`conn_limit`). A source over a cap is banned for `ban` (all its packets dropped in the prelude), except the `[defaults] never_ban` networks. With `synproxy = true` the SYNs also go through the SYN proxy.",
+        parameters: &[
+            ParamInfo { name: "services", kind: ParamKind::Services, required: true, description: "the services to protect" },
+            peers("to", false, "routed servers to protect (forward); without it the services on this host (ingress)"),
+            peers("from", false, "clients the caps apply to (default: any)"),
+            kind("rate", ParamKind::Rate, "new connections per source (default `\"20/second\"`)"),
+            kind("burst", ParamKind::Count, "bucket size per source (default 40)"),
+            kind("conn_limit", ParamKind::Count, "concurrent connections per source (default 64)"),
+            kind("ban", ParamKind::Duration, "how long a source over a cap is banned (default `\"10m\"`)"),
+            kind("synproxy", ParamKind::Bool, "also put the SYNs through the SYN proxy (TCP services only; default false)"),
+        ],
+        parts: &[
+            unless(protect(part("limit.ingress", Ingress, true, Param("from"), Any, PROTECTED, "the services on this host, capped per source"), Protect::Limits), "to"),
+            needs(protect(part("limit.forward", Forward, true, Param("from"), Param("to"), PROTECTED, "the routed servers' services, capped per source"), Protect::Limits), "to"),
+        ],
+    },
+    ProfileInfo {
+        name: "protocol-not-port",
+        after_by_default: false,
+        techniques: &["T1095", "T1572", "T1021.005", "T1071.004", "T1071.005"],
+        description: "Filter protocols by what the first payload is, not by port (application-protocol rules; needs the `protocol_classifier` component): non-DNS on port 53 and non-TLS on 443/853 (tunnels on standard ports), and SSH, RDP, VNC, MQTT and SMB on any port that is not theirs. Exclude a group (`ssh`, `vnc`, ...) to allow it on unusual ports.",
+        parameters: &[
+            peers("from", false, "routed sources the forward parts apply to (default: any)"),
+            peers("to", false, "destinations (default: any)"),
+        ],
+        parts: &[
+            protect(part("dns.egress", Egress, false, Any, Param("to"), DNS_PORTS, "non-DNS payload on port 53 from this host"), APP_DNS),
+            protect(part("dns.forward", Forward, false, Param("from"), Param("to"), DNS_PORTS, "routed non-DNS payload on port 53"), APP_DNS),
+            protect(part("tls.egress", Egress, false, Any, Param("to"), TLS_PORTS, "non-TLS payload on tcp/443 and tcp/853 from this host"), APP_TLS),
+            protect(part("tls.forward", Forward, false, Param("from"), Param("to"), TLS_PORTS, "routed non-TLS payload on tcp/443 and tcp/853"), APP_TLS),
+            protect(part("ssh.egress", Egress, false, Any, Param("to"), OFF_SSH, "SSH on a port other than 22 from this host"), APP_SSH),
+            protect(part("ssh.forward", Forward, false, Param("from"), Param("to"), OFF_SSH, "routed SSH on a port other than 22"), APP_SSH),
+            protect(part("rdp.egress", Egress, false, Any, Param("to"), OFF_RDP, "RDP on a port other than 3389 from this host"), APP_RDP),
+            protect(part("rdp.forward", Forward, false, Param("from"), Param("to"), OFF_RDP, "routed RDP on a port other than 3389"), APP_RDP),
+            protect(part("vnc.egress", Egress, false, Any, Param("to"), OFF_VNC, "VNC (RFB) on a port other than 5900-5903, 5800, 5500 from this host"), APP_VNC),
+            protect(part("vnc.forward", Forward, false, Param("from"), Param("to"), OFF_VNC, "routed VNC (RFB) on a port other than 5900-5903, 5800, 5500"), APP_VNC),
+            protect(part("mqtt.egress", Egress, false, Any, Param("to"), OFF_MQTT, "MQTT on a port other than 1883/8883 from this host"), APP_MQTT),
+            protect(part("mqtt.forward", Forward, false, Param("from"), Param("to"), OFF_MQTT, "routed MQTT on a port other than 1883/8883"), APP_MQTT),
+            protect(part("smb.egress", Egress, false, Any, Param("to"), OFF_SMB, "SMB on a port other than 445/139 from this host"), APP_SMB),
+            protect(part("smb.forward", Forward, false, Param("from"), Param("to"), OFF_SMB, "routed SMB on a port other than 445/139"), APP_SMB),
+        ],
+    },
+    ProfileInfo {
+        name: "smb1",
+        after_by_default: false,
+        techniques: &["T1021.002", "T1570"],
+        description: "M1037's example: no SMBv1. Drops SMB1 messages other than the NEGOTIATE request, and SMB1 NEGOTIATE responses, on tcp/445 and tcp/139, so an SMB1-only session dies at negotiation while multi-dialect clients still upgrade to SMB2/3 (application-protocol rules; needs the `protocol_classifier` component).",
+        parameters: &[
+            peers("from", false, "routed sources (default: any)"),
+            peers("to", false, "destinations (default: any)"),
+        ],
+        parts: &[
+            protect(part("smb1.ingress", Ingress, false, Param("from"), Any, SMB_PORTS, "SMB1 to and from this host's SMB server"), APP_SMB1),
+            protect(part("smb1.egress", Egress, false, Any, Param("to"), SMB_PORTS, "SMB1 from this host"), APP_SMB1),
+            protect(part("smb1.forward", Forward, false, Param("from"), Param("to"), SMB_PORTS, "routed SMB1"), APP_SMB1),
+        ],
+    },
+    ProfileInfo {
+        name: "icmp-tunnels",
+        after_by_default: false,
+        techniques: &["T1095", "T1572"],
+        description: "Drop ICMP echo requests that carry a tunnel: ptunnel's magic or a payload of 512 bytes or more (Linux ping sends 56, Windows 32). Ordinary pings pass to the normal rules (application-protocol rules; needs the `protocol_classifier` component).",
+        parameters: &[
+            peers("from", false, "routed sources (default: any)"),
+            peers("to", false, "destinations (default: any)"),
+        ],
+        parts: &[
+            protect(part("tunnel.ingress", Ingress, false, Param("from"), Any, PING, "ICMP tunnels to this host"), APP_ICMP_TUNNEL),
+            protect(part("tunnel.egress", Egress, false, Any, Param("to"), PING, "ICMP tunnels from this host"), APP_ICMP_TUNNEL),
+            protect(part("tunnel.forward", Forward, false, Param("from"), Param("to"), PING, "routed ICMP tunnels"), APP_ICMP_TUNNEL),
+        ],
+    },
+    ProfileInfo {
+        name: "default-deny",
+        after_by_default: true,
+        techniques: &["T1205", "T1205.001", "T1205.002"],
+        description: "Stateful default-deny made explicit: after every user rule, drop (and with `log = true`, log) whatever new ingress and forwarded traffic is left, whatever the defaults say. No packet sequence opens anything: the ruleset holds no state a port knock or magic packet could create, and replies pass only through the conntrack prelude. Placed after the user rules unless `placement = \"before\"`.",
+        parameters: &[],
+        parts: &[
+            part("deny.ingress", Ingress, false, Any, Any, ServiceSpec::Any, "anything else to this host"),
+            part("deny.forward", Forward, false, Any, Any, ServiceSpec::Any, "anything else through this host"),
         ],
     },
 ];
@@ -542,11 +749,11 @@ pub(crate) fn expand(
             }
         }
     }
-    let mut after = false;
+    let mut after = info.after_by_default;
     if let Some(e) = f.take("placement") {
         if let Some(s) = as_str(e, diags) {
             match s.v.as_str() {
-                "before" => {}
+                "before" => after = false,
                 "after" => after = true,
                 other => diags.push(param_error(
                     "E0170",
@@ -603,6 +810,10 @@ pub(crate) fn expand(
     let mut peer_params: Vec<(&'static str, Vec<Peer>)> = Vec::new();
     let mut svc_params: Vec<(&'static str, Vec<L4Match>)> = Vec::new();
     let mut owner = None;
+    let mut rate: Option<(u64, u32, RateUnit)> = None;
+    let mut counts: Vec<(&'static str, u32)> = Vec::new();
+    let mut ban_s: Option<u32> = None;
+    let mut flags: Vec<(&'static str, bool)> = Vec::new();
     for p in info.parameters {
         let Some(e) = f.take(p.name) else {
             if p.required {
@@ -631,6 +842,47 @@ pub(crate) fn expand(
             ParamKind::Owner => {
                 if let Some(o) = ast::owner(e, diags) {
                     owner = resolve::resolve_owner(&o, diags);
+                }
+            }
+            ParamKind::Rate => {
+                if let Some(text) = as_str(e, diags) {
+                    rate = resolve::parse_rate(&text, diags);
+                }
+            }
+            ParamKind::Count => {
+                if let Some(n) = ast::as_int(e, diags) {
+                    match u32::try_from(n.v) {
+                        Ok(v) if (1..=crate::limits::MAX_CONN_LIMIT).contains(&v) => {
+                            counts.push((p.name, v))
+                        }
+                        _ => diags.push(param_error(
+                            "E0170",
+                            format!("`{}` `{}` is out of range", p.name, n.v),
+                            n.span,
+                            &format!("expected 1..={}", crate::limits::MAX_CONN_LIMIT),
+                        )),
+                    }
+                }
+            }
+            ParamKind::Duration => {
+                if let Some(text) = as_str(e, diags) {
+                    match resolve::parse_duration_s(&text.v) {
+                        Some(v) if (1..=resolve::MAX_BAN_S).contains(&v) => ban_s = Some(v as u32),
+                        _ => diags.push(
+                            param_error(
+                                "E0170",
+                                format!("bad duration `{}`", text.v),
+                                text.span,
+                                "expected 1s .. 30d",
+                            )
+                            .hint("write a number with a unit: 90s, 10m, 1h, 1d"),
+                        ),
+                    }
+                }
+            }
+            ParamKind::Bool => {
+                if let Some(b) = as_bool(e, diags) {
+                    flags.push((p.name, b));
                 }
             }
         }
@@ -720,7 +972,7 @@ pub(crate) fn expand(
             excluded_parts.push(part.name.to_string());
             continue;
         }
-        if part.needs.is_some_and(|n| !given(n)) {
+        if part.needs.is_some_and(|n| !given(n)) || part.unless.is_some_and(given) {
             continue;
         }
         let services = match part.services {
@@ -732,7 +984,52 @@ pub(crate) fn expand(
                 .map(|(_, v)| v.clone())
                 .unwrap_or_else(|| named(default)),
             ServiceSpec::DhcpServerReplies => dhcp_replies(),
+            ServiceSpec::Param(n) => svc_params
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            ServiceSpec::Literal(lits) => lits
+                .iter()
+                .filter_map(|l| crate::services::parse_literal(l).ok())
+                .collect(),
+            ServiceSpec::TcpExcept(names) => tcp_except(names),
         };
+        let count = |n: &str, default: u32| {
+            counts
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map_or(default, |(_, v)| *v)
+        };
+        let (mut limit, mut conn_limit, mut synproxy, mut ban, mut app_match) =
+            (None, None, None, None, None);
+        match part.protect {
+            Protect::None => {}
+            Protect::Synproxy => synproxy = Some(Synproxy::default()),
+            Protect::Limits => {
+                let (r, per_s, unit) = rate.unwrap_or((20, 1, RateUnit::Packets));
+                limit = Some(Limit {
+                    rate: r,
+                    per_s,
+                    burst: u64::from(count("burst", 40)),
+                    unit,
+                    per_source: true,
+                });
+                conn_limit = Some(count("conn_limit", 64));
+                ban = Some(Ban {
+                    timeout_s: ban_s.unwrap_or(600),
+                });
+                if flags.iter().any(|(k, b)| *k == "synproxy" && *b) {
+                    synproxy = Some(Synproxy::default());
+                }
+            }
+            Protect::App { protocols, negate } => {
+                app_match = Some(AppMatch {
+                    protocols: protocols.to_vec(),
+                    negate,
+                })
+            }
+        }
         let base = if part.allow {
             Action::Accept
         } else {
@@ -754,11 +1051,11 @@ pub(crate) fn expand(
                 family: Family::Any,
                 ct_states: Vec::new(),
                 owner: if part.owner { owner.clone() } else { None },
-                limit: None,
-                conn_limit: None,
-                synproxy: None,
-                ban: None,
-                app: None,
+                limit,
+                conn_limit,
+                synproxy,
+                ban,
+                app: app_match,
                 action,
                 log,
                 mitigates: techniques.clone(),
@@ -787,6 +1084,23 @@ pub(crate) fn expand(
                 .hint("give IPv4 and IPv6 addresses for every zone, set or prefix the profile uses"),
             );
             continue;
+        }
+        // Parameters the profile cannot check by kind (a UDP service under a SYN proxy): the
+        // same checks as a user rule, pointing at the profile.
+        let before_check = diags.error_count();
+        resolve::check_protections(
+            &candidate.rule,
+            &resolve::Protections {
+                synproxy: None,
+                ban: None,
+                app: None,
+                services: &[],
+                rule_span: name.span,
+            },
+            diags,
+        );
+        if diags.error_count() > before_check {
+            return None;
         }
         rules.push(candidate);
     }
@@ -818,6 +1132,41 @@ fn named(names: &[&str]) -> Vec<L4Match> {
         .collect()
 }
 
+/// TCP to every port except the TCP ports of the named catalogue services.
+fn tcp_except(names: &[&str]) -> Vec<L4Match> {
+    let mut own: Vec<PortRange> = named(names)
+        .into_iter()
+        .filter(|m| m.protocol == Some(proto::TCP))
+        .flat_map(|m| m.dst_ports)
+        .collect();
+    own.sort();
+    let mut ranges = Vec::new();
+    // Port 0 is not a real destination port; start at 1.
+    let mut next: u32 = 1;
+    for r in own {
+        if u32::from(r.lo) > next {
+            ranges.push(PortRange {
+                lo: next as u16,
+                hi: r.lo - 1,
+            });
+        }
+        next = next.max(u32::from(r.hi) + 1);
+    }
+    if next <= 65_535 {
+        ranges.push(PortRange {
+            lo: next as u16,
+            hi: 65_535,
+        });
+    }
+    vec![L4Match {
+        protocol: Some(proto::TCP),
+        src_ports: Vec::new(),
+        dst_ports: ranges,
+        icmp_types: Vec::new(),
+        service: None,
+    }]
+}
+
 fn dhcp_replies() -> Vec<L4Match> {
     let m = |src: u16, dst: u16, name: &str| L4Match {
         protocol: Some(proto::UDP),
@@ -832,6 +1181,19 @@ fn dhcp_replies() -> Vec<L4Match> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_except_is_the_exact_complement() {
+        let m = &tcp_except(&["vnc"])[0];
+        let lo_hi: Vec<(u16, u16)> = m.dst_ports.iter().map(|r| (r.lo, r.hi)).collect();
+        assert_eq!(
+            lo_hi,
+            vec![(1, 5499), (5501, 5799), (5801, 5899), (5904, 65535)]
+        );
+        let ssh = &tcp_except(&["ssh"])[0];
+        assert!(!ssh.dst_ports.iter().any(|r| r.contains(22)));
+        assert!(ssh.dst_ports.iter().any(|r| r.contains(2222)));
+    }
 
     #[test]
     fn every_profile_is_well_formed() {
@@ -855,10 +1217,24 @@ mod tests {
                         assert!(p.parameters.iter().any(|x| x.name == n), "{}: {n}", p.name);
                     }
                 }
-                if let ServiceSpec::Named(ns) | ServiceSpec::ParamOr(_, ns) = part.services {
+                if let ServiceSpec::Named(ns)
+                | ServiceSpec::ParamOr(_, ns)
+                | ServiceSpec::TcpExcept(ns) = part.services
+                {
                     for n in ns {
                         assert!(crate::services::lookup(n).is_some(), "{n}");
                     }
+                }
+                if let ServiceSpec::Literal(ls) = part.services {
+                    for l in ls {
+                        assert!(crate::services::parse_literal(l).is_ok(), "{l}");
+                    }
+                }
+                if let ServiceSpec::Param(n) = part.services {
+                    assert!(p.parameters.iter().any(|x| x.name == n), "{}: {n}", p.name);
+                }
+                for n in part.needs.iter().chain(part.unless.iter()) {
+                    assert!(p.parameters.iter().any(|x| x.name == *n), "{}: {n}", p.name);
                 }
             }
         }

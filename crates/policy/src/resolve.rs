@@ -9,9 +9,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use rampart_ir::{
-    proto, Action, AddressSet, Component, ComponentKind, CtState, Date, Defaults, Direction,
-    Family, L4Match, Limit, Owner, Peer, Policy, RateUnit, Rule, RuleId, RuleOrigin, SetId,
-    SetSource, SourceLoc, TechniqueId, Zone, ZoneId,
+    proto, Action, AddressSet, AppMatch, AppProtocol, Ban, Component, ComponentKind, CtState, Date,
+    Defaults, Direction, Family, L4Match, Limit, Owner, Peer, Policy, RateUnit, Rule, RuleId,
+    RuleOrigin, SetId, SetSource, SourceLoc, Synproxy, TechniqueId, Zone, ZoneId,
 };
 
 use crate::ast::{self, S};
@@ -823,8 +823,70 @@ fn resolve_defaults(
         if let Some(b) = decl.allow_icmpv6_essential {
             d.allow_icmpv6_essential = b;
         }
+        if let Some(b) = decl.classifier_fail_open {
+            d.classifier_fail_open = b;
+        }
     }
     d
+}
+
+/// `never_ban`: zones (their networks), sets (their compile-time members) and addresses.
+fn resolve_never_ban(
+    ctx: &Ctx<'_>,
+    files: &[(FileId, ast::File)],
+    diags: &mut Diags,
+) -> Vec<IpNet> {
+    // Only the first [defaults] counts; a second one is already an error.
+    let Some((span, items)) = files
+        .iter()
+        .find_map(|(_, f)| f.defaults.as_ref())
+        .and_then(|d| d.never_ban.as_ref())
+    else {
+        return Vec::new();
+    };
+    if items.iter().any(|i| i.v == "any") {
+        diags.push(
+            Report::error("E0186", "`never_ban` cannot be `any`")
+                .label(*span, "would make every ban a no-op")
+                .hint("list the management networks, monitoring hosts and upstreams that must never be banned"),
+        );
+        return Vec::new();
+    }
+    let mut nets = Vec::new();
+    for (peer, pspan) in ctx.peers(items, diags) {
+        match peer {
+            Peer::Net(n) => nets.push(n),
+            Peer::Zone(id) => {
+                let z = &ctx.zones[id.0 as usize];
+                if z.networks.is_empty() {
+                    diags.push(
+                        Report::error(
+                            "E0186",
+                            format!("zone `{}` has no networks to exempt from bans", z.name),
+                        )
+                        .label(pspan, "bans are by source address")
+                        .hint("give the zone `networks`, or list the addresses here"),
+                    );
+                }
+                nets.extend(z.networks.iter().copied());
+            }
+            Peer::Set(id) => {
+                let s = &ctx.sets[id.0 as usize];
+                if matches!(s.source, SetSource::Feed { .. }) {
+                    diags.push(
+                        Report::error(
+                            "E0186",
+                            format!("feed set `{}` cannot be used in `never_ban`", s.name),
+                        )
+                        .label(pspan, "its members change at run time")
+                        .hint("the ban exemptions are fixed when the policy is compiled: use an inline or file set"),
+                    );
+                }
+                nets.extend(s.elements.iter().copied());
+            }
+        }
+    }
+    IpNet::aggregate(&nets)
 }
 
 /// Resolve every file (in include-expanded order) into a policy.
@@ -833,7 +895,7 @@ pub(crate) fn resolve(
     sources: &SourceMap,
     diags: &mut Diags,
 ) -> Policy {
-    let defaults = resolve_defaults(files, sources, diags);
+    let mut defaults = resolve_defaults(files, sources, diags);
     let mut ctx = Ctx {
         sources,
         zones: Vec::new(),
@@ -1019,6 +1081,8 @@ pub(crate) fn resolve(
         }
     }
 
+    let never_ban = resolve_never_ban(&ctx, files, diags);
+
     for (_, f) in files {
         for s in &f.services {
             if !check_name("service", &s.name, diags) {
@@ -1108,7 +1172,11 @@ pub(crate) fn resolve(
     let mut seen: HashMap<String, Span> = HashMap::new();
     let before_len = before.len();
     let user_len = user.len();
+    let mut app_spans: Vec<Span> = Vec::new();
     for c in before.into_iter().chain(user).chain(after) {
+        if c.rule.app.is_some() {
+            app_spans.push(c.name_span);
+        }
         if let Some(prev) = seen.get(&c.rule.name) {
             diags.push(
                 Report::error("E0110", format!("duplicate rule name `{}`", c.rule.name))
@@ -1160,6 +1228,8 @@ pub(crate) fn resolve(
         }
     }
 
+    defaults.never_ban = never_ban;
+    classifier_warning(&rules, &app_spans, &components, &defaults, diags);
     Policy {
         zones: ctx.zones,
         sets: ctx.sets,
@@ -1168,6 +1238,45 @@ pub(crate) fn resolve(
         components,
         profiles,
     }
+}
+
+/// Application-protocol rules without the classifier component: say what happens to the
+/// traffic they inspect, which depends on `classifier_fail_open`.
+fn classifier_warning(
+    rules: &[Rule],
+    app_spans: &[Span],
+    components: &[Component],
+    defaults: &Defaults,
+    diags: &mut Diags,
+) {
+    let count = rules.iter().filter(|r| r.app.is_some()).count();
+    let Some(first) = app_spans.first() else {
+        return;
+    };
+    if count == 0
+        || components
+            .iter()
+            .any(|c| c.kind == ComponentKind::ProtocolClassifier)
+    {
+        return;
+    }
+    let consequence = if defaults.classifier_fail_open {
+        "with `classifier_fail_open = true` the packets they inspect pass uninspected, so these rules do nothing"
+    } else {
+        "with `classifier_fail_open = false` (the default) every packet they must inspect is dropped while no classifier runs, so those connections fail"
+    };
+    diags.push(
+        Report::warning(
+            "W0209",
+            format!(
+                "{count} application-protocol rule(s) but `[components] protocol_classifier` is not enabled"
+            ),
+        )
+        .label(*first, "first application-protocol rule")
+        .hint(format!(
+            "{consequence}; enable `protocol_classifier = true` under [components] and run `rampart classify`"
+        )),
+    );
 }
 
 fn first_overlap(a: &[(IpNet, Span)], b: &[(IpNet, Span)]) -> Option<(IpNet, Span, IpNet, Span)> {
@@ -1248,7 +1357,7 @@ fn resolve_feed(name: &str, feed: &ast::FeedDecl, diags: &mut Diags) -> SetSourc
     }
 }
 
-fn parse_duration_s(s: &str) -> Option<u64> {
+pub(crate) fn parse_duration_s(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
@@ -1404,6 +1513,12 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
                 None
             }
         });
+    let synproxy = r.synproxy.as_ref().and_then(|d| resolve_synproxy(d, diags));
+    let ban = r.ban.as_ref().and_then(|b| resolve_ban(b, diags));
+    let app = resolve_app(r, diags);
+    if app.is_some() {
+        app_rule_restrictions(r, diags);
+    }
     let mitigates = techniques(&r.mitigates, diags);
     let expires = r.expires.as_ref().and_then(|d| parse_date(d, diags));
     if let Some(c) = &r.counter {
@@ -1428,9 +1543,9 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         owner,
         limit,
         conn_limit,
-        synproxy: None,
-        ban: None,
-        app: None,
+        synproxy,
+        ban,
+        app,
         action: action?,
         log: r.log,
         mitigates,
@@ -1450,6 +1565,17 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         },
         diags,
     );
+    check_protections(
+        &rule,
+        &Protections {
+            synproxy: r.synproxy.as_ref().map(|s| s.span),
+            ban: r.ban.as_ref().map(|b| b.span),
+            app: r.app.as_ref().or(r.app_not.as_ref()).map(|(s, _)| *s),
+            services: &services,
+            rule_span: r.span,
+        },
+        diags,
+    );
     if diags.error_count() > before {
         return None;
     }
@@ -1457,6 +1583,345 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
         rule,
         name_span: name.span,
     })
+}
+
+/// Where a rule's DoS and application-protocol keys are written, for [`check_protections`].
+/// Profile rules point every span at the profile's header.
+pub(crate) struct Protections<'x> {
+    pub synproxy: Option<Span>,
+    pub ban: Option<Span>,
+    pub app: Option<Span>,
+    pub services: &'x [(Vec<L4Match>, Span)],
+    pub rule_span: Span,
+}
+
+/// Check the combinations the IR allows for `synproxy`, `ban` and `app` (see the IR docs of
+/// [`Synproxy`], [`Ban`] and [`AppMatch`]): SYN proxy only on TCP accept rules with destination
+/// ports in ingress/forward; ban only on accept rules in ingress/forward that have a
+/// per-source limit or a connection cap; application protocols the rule's services can carry.
+pub(crate) fn check_protections(rule: &Rule, at: &Protections<'_>, diags: &mut Diags) {
+    let span_of_service = |m: &L4Match| {
+        at.services
+            .iter()
+            .find(|(ms, _)| ms.contains(m))
+            .map(|(_, s)| *s)
+    };
+    if rule.synproxy.is_some() {
+        let key = at.synproxy.unwrap_or(at.rule_span);
+        let problem = if rule.direction == Direction::Egress {
+            Some((
+                "`synproxy` applies only to ingress and forward rules".to_string(),
+                "the SYN proxy answers connections coming in; set `direction = \"ingress\"` or `\"forward\"`".to_string(),
+            ))
+        } else if rule.action != Action::Accept {
+            Some((
+                format!("`synproxy` on a `{}` rule", rule.action.as_str()),
+                "the SYN proxy completes handshakes the rule accepts; use it on `action = \"accept\"`".into(),
+            ))
+        } else if rule.services.is_empty() {
+            Some((
+                "`synproxy` needs TCP services with destination ports".into(),
+                "name the protected services, e.g. `service = [\"https\"]`".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some((msg, hint)) = problem {
+            diags.push(
+                Report::error("E0180", msg)
+                    .label(key, "SYN proxy cannot apply here")
+                    .hint(hint),
+            );
+        } else {
+            for m in &rule.services {
+                if m.protocol != Some(proto::TCP) || m.dst_ports.is_empty() {
+                    let mut r = Report::error(
+                        "E0180",
+                        format!(
+                            "`synproxy` needs TCP services with destination ports, not `{}`",
+                            service_display(m)
+                        ),
+                    )
+                    .label(key, "SYN proxy set here");
+                    if let Some(s) = span_of_service(m) {
+                        r = r.label(s, "not TCP with destination ports");
+                    }
+                    diags.push(r.hint(
+                        "SYN cookies exist only for TCP: name TCP ports (`tcp/443`, not `https`, which includes QUIC on udp/443) and put other protocols in a rule of their own",
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    if rule.ban.is_some() {
+        let key = at.ban.unwrap_or(at.rule_span);
+        let per_source_limit = rule.limit.as_ref().is_some_and(|l| l.per_source);
+        let problem = if rule.direction == Direction::Egress {
+            Some((
+                "`ban` applies only to ingress and forward rules".to_string(),
+                "bans drop sources coming in; egress has no outside source to ban".to_string(),
+            ))
+        } else if rule.action != Action::Accept {
+            Some((
+                format!("`ban` on a `{}` rule", rule.action.as_str()),
+                "a source is banned when it exceeds what an accept rule allows; use `action = \"accept\"`".into(),
+            ))
+        } else if rule.limit.is_some() && !per_source_limit && rule.conn_limit.is_none() {
+            Some((
+                "`ban` needs a per-source limit or a `conn_limit`; this limit is shared".into(),
+                "a shared bucket would ban whichever source finds it empty: set `per_source = true` in `limit`".into(),
+            ))
+        } else if !per_source_limit && rule.conn_limit.is_none() {
+            Some((
+                "`ban` needs a per-source limit or a `conn_limit`".into(),
+                "add `limit = { rate = \"20/second\", burst = 40, per_source = true }` or `conn_limit = 50`: a source over it is banned".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some((msg, hint)) = problem {
+            diags.push(
+                Report::error("E0182", msg)
+                    .label(key, "nothing to ban on")
+                    .hint(hint),
+            );
+        }
+    }
+    if let Some(app) = &rule.app {
+        let key = at.app.unwrap_or(at.rule_span);
+        // A protocol the rule's services can never carry: ICMP tunnels ride ICMP echo, the
+        // other protocols TCP or UDP payloads.
+        let carries = |p: AppProtocol| {
+            rule.services.is_empty()
+                || rule.services.iter().any(|m| match m.protocol {
+                    None => true,
+                    Some(proto::ICMP) | Some(proto::ICMPV6) => p == AppProtocol::IcmpTunnel,
+                    Some(proto::TCP) | Some(proto::UDP) => p != AppProtocol::IcmpTunnel,
+                    Some(_) => false,
+                })
+        };
+        if !app.negate {
+            let dead: Vec<&str> = app
+                .protocols
+                .iter()
+                .filter(|p| !carries(**p))
+                .map(|p| p.as_str())
+                .collect();
+            if !dead.is_empty() {
+                diags.push(
+                    Report::warning(
+                        "W0208",
+                        format!(
+                            "rule `{}` can never see {} on its services",
+                            rule.name,
+                            dead.iter()
+                                .map(|d| format!("`{d}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .label(key, "protocol not carried by the services")
+                    .hint("`icmp_tunnel` is ICMP echo; every other protocol is TCP or UDP payload"),
+                );
+            }
+        }
+    }
+}
+
+fn service_display(m: &L4Match) -> String {
+    let p = match m.protocol {
+        Some(proto::TCP) => "tcp".to_string(),
+        Some(proto::UDP) => "udp".to_string(),
+        Some(proto::ICMP) => "icmp".to_string(),
+        Some(proto::ICMPV6) => "icmpv6".to_string(),
+        Some(p) => format!("proto/{p}"),
+        None => "any protocol".to_string(),
+    };
+    match (&m.service, m.dst_ports.is_empty()) {
+        (Some(name), _) => format!("{name} ({p})"),
+        (None, true) => p,
+        (None, false) => format!(
+            "{p}/{}",
+            m.dst_ports
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// Longest ban, in seconds (30 days).
+pub const MAX_BAN_S: u64 = 30 * 86_400;
+
+fn resolve_synproxy(d: &ast::SynproxyDecl, diags: &mut Diags) -> Option<Synproxy> {
+    if !d.enabled {
+        return None;
+    }
+    let mut s = Synproxy::default();
+    if let Some(m) = &d.mss {
+        match u16::try_from(m.v) {
+            Ok(v) if v >= 536 => s.mss = v,
+            _ => diags.push(
+                Report::error("E0181", format!("synproxy mss `{}` is out of range", m.v))
+                    .label(m.span, "expected 536..=65535")
+                    .hint("use the server's own MSS: 1460 on Ethernet, 1440 for IPv6"),
+            ),
+        }
+    }
+    if let Some(w) = &d.wscale {
+        match u8::try_from(w.v) {
+            Ok(v) if v <= 14 => s.wscale = v,
+            _ => diags.push(
+                Report::error(
+                    "E0181",
+                    format!("synproxy wscale `{}` is out of range", w.v),
+                )
+                .label(w.span, "expected 0..=14")
+                .hint("use the server's own window scale (Linux: 7)"),
+            ),
+        }
+    }
+    if let Some(b) = d.timestamp {
+        s.timestamp = b;
+    }
+    if let Some(b) = d.sack_perm {
+        s.sack_perm = b;
+    }
+    Some(s)
+}
+
+fn resolve_ban(b: &ast::BanDecl, diags: &mut Diags) -> Option<Ban> {
+    let Some(t) = &b.timeout else {
+        diags.push(
+            Report::error("E0004", "`ban` has no `timeout`").label(b.span, "missing `timeout`"),
+        );
+        return None;
+    };
+    match parse_duration_s(&t.v) {
+        Some(s) if (1..=MAX_BAN_S).contains(&s) => Some(Ban {
+            timeout_s: s as u32,
+        }),
+        _ => {
+            diags.push(
+                Report::error("E0183", format!("bad ban timeout `{}`", t.v))
+                    .label(t.span, "expected 1s .. 30d")
+                    .hint("write a number with a unit: 90s, 10m, 1h, 1d (between 1s and 30d)"),
+            );
+            None
+        }
+    }
+}
+
+/// Parse application protocol names (E0184 with did-you-mean for unknown ones).
+pub(crate) fn app_protocols(items: &[S<String>], diags: &mut Diags) -> Option<Vec<AppProtocol>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        match AppProtocol::from_name(item.v.trim()) {
+            Some(p) => {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+            None => {
+                ok = false;
+                let known = || AppProtocol::ALL.iter().map(|p| p.as_str());
+                let hint = if item.v.starts_with('!') {
+                    Some("negate with `app_not = [...]` instead of `!`".to_string())
+                } else {
+                    did_you_mean(item.v.trim(), known()).or_else(|| {
+                        Some(format!(
+                            "protocols: {}",
+                            known().collect::<Vec<_>>().join(", ")
+                        ))
+                    })
+                };
+                diags.push(
+                    Report::error(
+                        "E0184",
+                        format!("unknown application protocol `{}`", item.v),
+                    )
+                    .label(item.span, "not a protocol the classifier recognises")
+                    .hint_opt(hint),
+                );
+            }
+        }
+    }
+    out.sort();
+    ok.then_some(out)
+}
+
+fn resolve_app(r: &ast::RuleDecl, diags: &mut Diags) -> Option<AppMatch> {
+    let (list, negate) = match (&r.app, &r.app_not) {
+        (None, None) => return None,
+        (Some(a), Some(n)) => {
+            diags.push(
+                Report::error("E0185", "a rule has either `app` or `app_not`, not both")
+                    .label(n.0, "`app_not` here")
+                    .label(a.0, "`app` here")
+                    .hint("`app` matches the listed protocols, `app_not` everything else; write two rules for both"),
+            );
+            return None;
+        }
+        (Some(a), None) => (a, false),
+        (None, Some(n)) => (n, true),
+    };
+    if list.1.is_empty() {
+        let key = if negate { "app_not" } else { "app" };
+        diags.push(
+            Report::error("E0185", format!("`{key}` lists no protocol"))
+                .label(list.0, "empty list")
+                .hint("list protocols such as `[\"ssh\", \"rdp\"]`, or remove the key"),
+        );
+        return None;
+    }
+    let protocols = app_protocols(&list.1, diags)?;
+    Some(AppMatch { protocols, negate })
+}
+
+/// Application-protocol rules run in the prelude over the first packets of every connection
+/// (IR: [`AppMatch`]): keys that need first-match position or a socket are refused there.
+fn app_rule_restrictions(r: &ast::RuleDecl, diags: &mut Diags) {
+    let app_span = r.app.as_ref().or(r.app_not.as_ref()).map(|(s, _)| *s);
+    let mut refuse = |what: &str, span: Span, why: &str| {
+        let mut rep = Report::error(
+            "E0185",
+            format!("`{what}` cannot be used on an application-protocol rule"),
+        )
+        .label(span, why);
+        if let Some(a) = app_span {
+            rep = rep.label(a, "this makes it an application-protocol rule");
+        }
+        diags.push(rep.hint(
+            "application-protocol rules run before the conntrack check on the first packets of every connection; put the other keys on a normal rule",
+        ));
+    };
+    if let Some(s) = r.state.first() {
+        refuse(
+            "state",
+            s.span,
+            "app rules see every state of the first packets",
+        );
+    }
+    if let Some(l) = &r.limit {
+        refuse("limit", l.span, "not defined for app rules");
+    }
+    if let Some(c) = &r.conn_limit {
+        refuse("conn_limit", c.span, "not defined for app rules");
+    }
+    if let Some(s) = &r.synproxy {
+        if s.enabled {
+            refuse("synproxy", s.span, "not defined for app rules");
+        }
+    }
+    if let Some(b) = &r.ban {
+        refuse("ban", b.span, "not defined for app rules");
+    }
+    if let Some(o) = &r.owner {
+        refuse("owner", o.span, "not defined for app rules");
+    }
 }
 
 /// The rule's L4 alternatives, without those an explicit family makes dead (`ping` under

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use rampart_policy::profiles::{PeerSpec, ServiceSpec, COMMON_PARAMS};
+use rampart_policy::profiles::{PeerSpec, Protect, ServiceSpec, COMMON_PARAMS};
 
 const BEGIN: &str =
     "<!-- BEGIN GENERATED REFERENCE (crates/policy/tests/docs.rs; UPDATE_GOLDEN=1 regenerates) -->";
@@ -31,6 +31,29 @@ fn services(s: ServiceSpec) -> String {
         ServiceSpec::Named(n) => n.join(", "),
         ServiceSpec::ParamOr(p, n) => format!("`{p}` (default: {})", n.join(", ")),
         ServiceSpec::DhcpServerReplies => "udp 67→68, udp 547→546".into(),
+        ServiceSpec::Param(p) => format!("`{p}`"),
+        ServiceSpec::Literal(l) => l.join(", "),
+        ServiceSpec::TcpExcept(n) => format!("tcp except {}", n.join(", ")),
+    }
+}
+
+fn protect(p: Protect) -> String {
+    match p {
+        Protect::None => String::new(),
+        Protect::Synproxy => ", SYN proxy".into(),
+        Protect::Limits => {
+            ", per-source `rate`/`burst`, `conn_limit`, `ban` (SYN proxy with `synproxy = true`)"
+                .into()
+        }
+        Protect::App { protocols, negate } => format!(
+            ", {} = [{}]",
+            if negate { "app_not" } else { "app" },
+            protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -86,6 +109,9 @@ fn generate() -> String {
             })
             .collect();
         let _ = writeln!(out, "Techniques: {}.\n", techniques.join("; "));
+        if p.after_by_default {
+            let _ = writeln!(out, "Placed after the user rules by default.\n");
+        }
         if p.parameters.is_empty() {
             let _ = writeln!(out, "Parameters: none besides the common ones.\n");
         } else {
@@ -114,9 +140,13 @@ fn generate() -> String {
             if let Some(n) = part.needs {
                 verdict += &format!(" (only with `{n}`)");
             }
+            if let Some(n) = part.unless {
+                verdict += &format!(" (only without `{n}`)");
+            }
             if part.owner {
                 verdict += ", owner = `owner`";
             }
+            verdict += &protect(part.protect);
             let _ = writeln!(
                 out,
                 "| `{}` | {} | {} | {} | {} | {} |",

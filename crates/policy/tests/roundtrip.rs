@@ -124,18 +124,28 @@ prop_compose! {
         uid in prop::option::of(0u32..2000),
         day in prop::option::of(1u8..=28),
         state in pick(&["new", "established", "related"]),
+        extra in prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
     ) -> String {
+        // App rules refuse state, limits, bans and owners: leave those out for them.
+        let app = extra >= 3;
         let mut s = format!("direction = \"{dir}\"\naction = \"{action}\"\nfamily = \"{family}\"\nlog = {log}\n");
         if !from.is_empty() { s += &format!("from = {}\n", qlist(&from)); }
         if !to.is_empty() { s += &format!("to = {}\n", qlist(&to)); }
         if !svc.is_empty() { s += &format!("service = {}\n", qlist(&svc)); }
         if !tech.is_empty() { s += &format!("mitigates = {}\n", qlist(&tech)); }
-        if !state.is_empty() { s += &format!("state = {}\n", qlist(&state)); }
-        if let Some((rate, per, burst, ps)) = limit {
+        if !state.is_empty() && !app { s += &format!("state = {}\n", qlist(&state)); }
+        if let (Some((rate, per, burst, ps)), false) = (limit, app) {
             s += &format!("limit = {{ rate = \"{rate}/{per}\", burst = {burst}, per_source = {ps} }}\n");
         }
-        if let Some(c) = conn { s += &format!("conn_limit = {c}\n"); }
-        if let (Some(u), "egress") = (uid, dir) { s += &format!("owner = {{ uid = [{u}] }}\n"); }
+        if let (Some(c), false) = (conn, app) { s += &format!("conn_limit = {c}\n"); }
+        if let (Some(u), "egress", false) = (uid, dir, app) { s += &format!("owner = {{ uid = [{u}] }}\n"); }
+        match extra {
+            1 => s += "synproxy = { mss = 1400, wscale = 5, timestamp = false, sack_perm = true }\n",
+            2 => s += "ban = \"10m\"\n",
+            3 => s += "app = [\"ssh\", \"dns\"]\n",
+            4 => s += "app_not = [\"tls\"]\n",
+            _ => {}
+        }
         if let Some(d) = day { s += &format!("expires = 2027-03-{d:02}\n"); }
         s
     }
@@ -147,8 +157,11 @@ prop_compose! {
         sets in prop::collection::vec((pick(NETS), pick(NETS)), SETS.len()),
         rules in prop::collection::vec(rule(), 0..6),
         egress in prop::sample::select(vec!["accept", "drop"]),
+        never_ban in pick(NETS),
+        fail_open in any::<bool>(),
     ) -> String {
-        let mut s = format!("[defaults]\negress = \"{egress}\"\n");
+        let mut s = format!("[defaults]\negress = \"{egress}\"\nclassifier_fail_open = {fail_open}\n");
+        if !never_ban.is_empty() { s += &format!("never_ban = {}\n", qlist(&never_ban)); }
         for (i, z) in zones.iter().enumerate() {
             s += &format!("\n[zones.{}]\n{z}", ZONES[i]);
         }
