@@ -50,9 +50,15 @@ pub enum UpstreamProto {
     /// UDP, retrying over TCP when the answer is truncated.
     #[default]
     Udp,
-    /// TCP only.
+    /// TCP only, on a reused, pipelined connection.
     Tcp,
+    /// DNS over TLS (RFC 7858), on a reused, pipelined connection; the certificate is checked
+    /// against `ca_file` and `tls_name`.
+    Dot,
 }
+
+/// CA bundle used for DoT upstreams without `ca_file` (Debian's `ca-certificates`).
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// One upstream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +69,25 @@ pub struct UpstreamConfig {
     /// Transport.
     #[serde(default)]
     pub proto: UpstreamProto,
+    /// DoT: the name the server's certificate must carry (also sent as SNI). Without it the
+    /// certificate must carry the address as an IP SAN.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    /// DoT: PEM file of the CAs to trust (default [`DEFAULT_CA_FILE`]).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// A UDP upstream at `addr`.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            proto: UpstreamProto::Udp,
+            tls_name: None,
+            ca_file: None,
+        }
+    }
 }
 
 /// Limits on everything that grows with traffic.

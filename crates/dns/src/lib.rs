@@ -1,9 +1,9 @@
 //! `rampart-dns` owns Rampart's filtering DNS forwarder: a bounded wire codec ([`wire`]), the
 //! pure decision engine over domain/regex/IP lists with per-client policy groups and response
 //! checks ([`engine`]), the tunnelling/exfiltration detector ([`detector`]), and the tokio shell
-//! that listens on UDP/TCP, forwards the client's original bytes to upstreams with failover,
-//! caches answers and swaps lists atomically ([`server`]). Non-goals: recursion, DNSSEC
-//! validation, serving DoT/DoH, list download and the rich list formats (owned by
+//! that listens on UDP/TCP, forwards the client's original bytes to UDP, TCP and DoT upstreams
+//! ([`stream`]) with failover, caches answers and swaps lists atomically ([`server`]).
+//! Non-goals: recursion, DNSSEC validation, serving DoT/DoH, list download and the rich list formats (owned by
 //! `rampart-feeds`; [`lists`] is a minimal stand-in), and nftables forced-DNS rules (compiled by
 //! the nft backend).
 
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod psl;
 pub mod querylog;
 pub mod server;
+pub mod stream;
 pub mod wire;
 
 pub use config::Config;

@@ -41,6 +41,7 @@ counters! {
     cache_hits => "Answers served from cache.",
     cache_misses => "Queries forwarded upstream.",
     upstream_errors => "Upstream attempts that failed (timeout, socket error, bad reply).",
+    upstream_connections => "TCP and DoT connections opened to upstreams (each carries many queries).",
     servfail => "SERVFAIL answers after every upstream failed.",
     overload_drops => "Queries refused because max_inflight was reached.",
     tunnel_detections => "Tunnelling/exfiltration detections.",
@@ -67,6 +68,6 @@ mod tests {
         let text = m.render();
         assert!(text.contains("rampart_dns_cache_hits 1\n"));
         assert!(text.contains("# TYPE rampart_dns_reloads counter"));
-        assert_eq!(m.snapshot().len(), 15);
+        assert_eq!(m.snapshot().len(), 16);
     }
 }

@@ -22,12 +22,13 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::cache::{key_of, Cache};
-use crate::config::{BlockAction, Config, Limits, UpstreamProto};
+use crate::config::{BlockAction, Config, Limits, UpstreamProto, DEFAULT_CA_FILE};
 use crate::detector::{Detection, Detector};
 use crate::engine::{sinkhole_answer, Block, Decision, Engine, Reason};
 use crate::metrics::Metrics;
 use crate::psl::PublicSuffixList;
 use crate::querylog::{rfc3339, QueryLog};
+use crate::stream::{self, StreamUpstream, Transport};
 use crate::wire::{self, rcode, Ede, Message};
 use crate::DnsError;
 
@@ -63,6 +64,8 @@ struct UpstreamState {
     addr: SocketAddr,
     proto: UpstreamProto,
     udp: Option<Arc<UdpSocket>>,
+    // TCP (also the truncation fallback of a UDP upstream) or DoT; connects lazily.
+    stream: StreamUpstream,
     pending: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
     consecutive_failures: AtomicU32,
     down_until_ms: AtomicU64,
@@ -178,10 +181,21 @@ impl Server {
             } else {
                 None
             };
+            let transport = if u.proto == UpstreamProto::Dot {
+                let ca = u.ca_file.clone().unwrap_or_else(|| DEFAULT_CA_FILE.into());
+                Transport::Tls {
+                    connector: stream::tls_connector(&ca)?,
+                    name: stream::server_name(u.tls_name.as_deref(), u.addr)?,
+                }
+            } else {
+                Transport::Tcp
+            };
+            let idle = Duration::from_millis(cfg.limits.tcp_idle_timeout_ms.max(1));
             upstreams.push(UpstreamState {
                 addr: u.addr,
                 proto: u.proto,
                 udp,
+                stream: StreamUpstream::new(u.addr, transport, idle),
                 pending: Mutex::new(HashMap::new()),
                 consecutive_failures: AtomicU32::new(0),
                 down_until_ms: AtomicU64::new(0),
@@ -752,24 +766,26 @@ async fn ask_udp(
     Some(resp)
 }
 
-async fn ask_tcp(up: &UpstreamState, ctx: &ForwardCtx, timeout: Duration) -> Option<Vec<u8>> {
-    let fut = async {
-        let mut s = TcpStream::connect(up.addr).await.ok()?;
-        let mut framed = Vec::with_capacity(ctx.bytes.len() + 2);
-        framed.extend_from_slice(&(ctx.bytes.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&ctx.bytes);
-        s.write_all(&framed).await.ok()?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).await.ok()?;
-        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut resp).await.ok()?;
-        Some(resp)
-    };
-    let resp = tokio::time::timeout(timeout, fut).await.ok()??;
-    (resp.len() >= 12
-        && resp[0..2] == ctx.bytes[0..2]
-        && same_question(&ctx.bytes, ctx.query.question_end, &resp))
-    .then_some(resp)
+async fn ask_stream(
+    sh: &Shared,
+    up: &UpstreamState,
+    ctx: &ForwardCtx,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let before = up.stream.connects();
+    let resp = up.stream.query(&ctx.bytes, sh.random_u16(), timeout).await;
+    let opened = up.stream.connects() - before;
+    if opened > 0 {
+        sh.metrics
+            .upstream_connections
+            .fetch_add(opened, Ordering::Relaxed);
+    }
+    let mut resp = resp?;
+    if !same_question(&ctx.bytes, ctx.query.question_end, &resp) {
+        return None;
+    }
+    resp[0..2].copy_from_slice(&ctx.query.header.id.to_be_bytes());
+    Some(resp)
 }
 
 async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
@@ -797,7 +813,7 @@ async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
         let t = per_try.min(left);
         let mut resp = match up.proto {
             UpstreamProto::Udp => ask_udp(sh, up, &ctx, t).await,
-            UpstreamProto::Tcp => ask_tcp(up, &ctx, t).await,
+            UpstreamProto::Tcp | UpstreamProto::Dot => ask_stream(sh, up, &ctx, t).await,
         };
         // A truncated UDP answer for a TCP client: fetch the full answer over TCP.
         if ctx.proto == "TCP"
@@ -806,7 +822,7 @@ async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
                 .is_some_and(|r| r.len() > 3 && r[2] & 0x02 != 0)
         {
             let left = deadline.saturating_duration_since(Instant::now());
-            resp = ask_tcp(up, &ctx, per_try.min(left)).await.or(resp);
+            resp = ask_stream(sh, up, &ctx, per_try.min(left)).await.or(resp);
         }
         match resp {
             Some(r) => {

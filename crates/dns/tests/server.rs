@@ -152,6 +152,8 @@ fn config(upstreams: Vec<SocketAddr>) -> Config {
     cfg.upstreams = upstreams
         .into_iter()
         .map(|addr| UpstreamConfig {
+            tls_name: None,
+            ca_file: None,
             addr,
             proto: UpstreamProto::Udp,
         })
@@ -351,6 +353,41 @@ async fn query_and_response_checks_over_udp_and_tcp() {
     assert!(snap["blocked_response"] >= 2);
     assert!(snap["cache_hits"] >= 4);
     assert_eq!(snap["malformed"], 1);
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_upstream_reuses_one_connection_and_tc_fallback_uses_tcp() {
+    let stub = start_stub().await;
+    let mut cfg = config(vec![stub.addr]);
+    cfg.upstreams[0].proto = UpstreamProto::Tcp;
+    cfg.cache.max_entries = 0;
+    let srv = Server::start(cfg).await.unwrap();
+    let addr = srv.udp_addrs[0];
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        tasks.push(tokio::spawn(async move {
+            udp_ask(addr, &format!("t{i}.example"), rtype::A, None).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().answers.len(), 1);
+    }
+    let snap: std::collections::HashMap<_, _> = srv.metrics().snapshot().into_iter().collect();
+    assert_eq!(
+        snap["upstream_connections"], 1,
+        "one pipelined TCP connection"
+    );
+    assert_eq!(stub.queries.load(Ordering::SeqCst), 50);
+    srv.shutdown();
+
+    // UDP upstream, TCP client, answer too big for UDP: the full answer comes over TCP.
+    let srv = Server::start(config(vec![stub.addr])).await.unwrap();
+    let r = tcp_ask(srv.tcp_addrs[0], "big.example", rtype::TXT)
+        .await
+        .unwrap();
+    assert_eq!(r.answers.len(), 8);
+    assert!(!r.header.tc());
     srv.shutdown();
 }
 
