@@ -2,23 +2,175 @@
 //! application-protocol rules ([`rampart_ir::AppMatch`]).
 //!
 //! This kernel has no nft `queue` statement, so the ruleset *marks* the packets that
-//! application-protocol rules must inspect and one `iptables-nft` rule (installed by
-//! `rampart-nft-apply` next to the table) queues packets carrying that mark:
-//! `iptables-nft -A <chain> -m mark --mark INSPECT_MARK/MARK_MASK -j NFQUEUE --queue-num
-//! QUEUE_NUM [--queue-bypass]` (`--queue-bypass` when the policy fails open). The classifier
-//! marks a connection it blocked with `BLOCKED_CT_MARK` in the conntrack mark, and the ruleset
-//! drops packets of such connections before anything else in the application step.
+//! application-protocol rules must inspect and `iptables-nft`/`ip6tables-nft` rules (installed
+//! by `rampart-nft-apply` next to the table, see [`queue_rules`]) queue packets carrying that
+//! mark: `-t security -A INPUT|FORWARD|OUTPUT -m mark --mark INSPECT_MARK/MARK_MASK -m comment
+//! --comment rampart-nfq:<table> -j NFQUEUE --queue-num QUEUE_NUM [--queue-bypass]`
+//! (`--queue-bypass` when the policy fails open). The `security` table's chains run at
+//! priority 150, after Rampart's filter chains (priority 0), so only packets Rampart did not
+//! drop are queued. The classifier marks a connection it blocked with `BLOCKED_CT_MARK` in the
+//! conntrack mark, and the ruleset drops packets of such connections before anything else in
+//! the application step; `ACCEPTED_CT_MARK` ends inspection of a connection.
+//!
+//! How the ruleset marks (chain `app_<hook>`, jumped to from each base chain after the SYN
+//! proxy step and before the conntrack step):
+//! 1. `ct mark & MARK_MASK == BLOCKED_CT_MARK` → drop; `== ACCEPTED_CT_MARK` → return.
+//! 2. The first packet of a TCP/UDP connection (`ct state new`, original direction) matching an
+//!    application-protocol rule's static fields (zones, peers, family, services; in the rule's
+//!    direction) gets `INSPECT_CT_MARK` in the conntrack mark; the connection is a candidate
+//!    from then on, in both directions and whichever hook its replies cross.
+//! 3. ICMP/ICMPv6 echo requests matching such a rule get `INSPECT_MARK` (every one of them).
+//! 4. Payload-carrying TCP/UDP packets of candidate connections among the connection's first
+//!    [`rampart_ir::APP_INSPECT_MAX_PACKETS`] packets (`ct packets`, both directions, needs
+//!    `net.netfilter.nf_conntrack_acct = 1`, which `rampart-nft-apply` sets) get `INSPECT_MARK`.
+//!
+//! The classifier decides which application rule applies from the queued packet and the
+//! conntrack original tuple; the ruleset only says "inspect". Note for the classifier: a
+//! queued reply-direction packet carries the connection's addresses swapped.
 //!
 //! Only the bits in [`MARK_MASK`] are Rampart's; the others are left to whoever else uses marks
 //! (Docker, WireGuard, policy routing).
+
+use rampart_ir::Policy;
+
+use crate::EmitOptions;
 
 /// Bits of the packet mark and conntrack mark that Rampart uses.
 pub const MARK_MASK: u32 = 0x00f0_0000;
 /// Packet mark: "send to the classifier".
 pub const INSPECT_MARK: u32 = 0x0010_0000;
+/// Conntrack mark: "this connection matched an application-protocol rule's static fields;
+/// its first payload packets go to the classifier" (set by the ruleset, never by the
+/// classifier; the classifier overwrites it with one of the two below).
+pub const INSPECT_CT_MARK: u32 = 0x0010_0000;
 /// Conntrack mark: "the classifier blocked this connection".
 pub const BLOCKED_CT_MARK: u32 = 0x0020_0000;
 /// Conntrack mark: "the classifier accepted this connection; stop inspecting it".
 pub const ACCEPTED_CT_MARK: u32 = 0x0030_0000;
 /// The NFQUEUE number the classifier listens on.
 pub const QUEUE_NUM: u16 = 4210;
+/// The iptables table the queue rules live in (priority 150: after Rampart's filter chains).
+pub const QUEUE_TABLE: &str = "security";
+
+/// One iptables-nft rule that queues marked packets.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct QueueRule {
+    /// `ip6tables-nft` (IPv6) rather than `iptables-nft` (IPv4).
+    pub v6: bool,
+    /// The rule as `iptables -S` prints it: `-A CHAIN …` (in table [`QUEUE_TABLE`]).
+    pub spec: String,
+}
+
+/// The comment that identifies Rampart's queue rules for table `table` (no spaces, so
+/// `iptables -S` prints it unquoted and listings compare byte for byte).
+pub fn queue_comment(table: &str) -> String {
+    format!("rampart-nfq:{table}")
+}
+
+/// The queue rules `policy` needs: none without (live) application-protocol rules; else one
+/// per family and hook (INPUT, FORWARD, OUTPUT: a connection's replies cross another hook than
+/// its first packet), with `--queue-bypass` when the policy fails open.
+pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
+    let live = policy.rules.iter().any(|r| {
+        r.app.is_some() && !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t)
+    });
+    if !live {
+        return Vec::new();
+    }
+    let bypass = if policy.defaults.classifier_fail_open {
+        " --queue-bypass"
+    } else {
+        ""
+    };
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for chain in ["INPUT", "FORWARD", "OUTPUT"] {
+            out.push(QueueRule {
+                v6,
+                spec: format!(
+                    "-A {chain} -m mark --mark 0x{INSPECT_MARK:x}/0x{MARK_MASK:x} -m comment --comment {} -j NFQUEUE --queue-num {QUEUE_NUM}{bypass}",
+                    queue_comment(&opts.table)
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Kernel settings a policy needs, as (sysctl name, value): the SYN proxy needs SYN cookies
+/// and strict TCP pickup (`nf_conntrack_tcp_loose = 0`, else conntrack adopts the cookie ACK
+/// as a mid-stream connection and the proxy never sees it); application-protocol rules need
+/// conntrack accounting (`ct packets`). Network-namespace local: `rampart-nft-apply` sets them
+/// only where it applies the table.
+pub fn required_sysctls(policy: &Policy, opts: &EmitOptions) -> Vec<(String, String)> {
+    let live =
+        |r: &rampart_ir::Rule| !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t);
+    let mut out = Vec::new();
+    if policy.rules.iter().any(|r| r.synproxy.is_some() && live(r)) {
+        out.push(("net.ipv4.tcp_syncookies".to_string(), "1".to_string()));
+        out.push((
+            "net.netfilter.nf_conntrack_tcp_loose".to_string(),
+            "0".to_string(),
+        ));
+    }
+    if policy.rules.iter().any(|r| r.app.is_some() && live(r)) {
+        out.push((
+            "net.netfilter.nf_conntrack_acct".to_string(),
+            "1".to_string(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_ir::{Action, AppMatch, AppProtocol, Direction, Rule};
+
+    #[test]
+    fn marks_do_not_overlap_and_stay_in_the_mask() {
+        for m in [
+            INSPECT_MARK,
+            INSPECT_CT_MARK,
+            BLOCKED_CT_MARK,
+            ACCEPTED_CT_MARK,
+        ] {
+            assert_eq!(m & !MARK_MASK, 0);
+        }
+        let ct = [INSPECT_CT_MARK, BLOCKED_CT_MARK, ACCEPTED_CT_MARK];
+        for (i, a) in ct.iter().enumerate() {
+            for b in &ct[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn queue_rules_follow_app_rules_and_fail_open() {
+        let mut p = Policy::default();
+        let opts = EmitOptions::default();
+        assert!(queue_rules(&p, &opts).is_empty());
+        assert!(required_sysctls(&p, &opts).is_empty());
+        let mut r = Rule::new("dns-only", Direction::Forward, Action::Drop);
+        r.app = Some(AppMatch {
+            protocols: vec![AppProtocol::Dns],
+            negate: true,
+        });
+        p.rules.push(r);
+        let q = queue_rules(&p, &opts);
+        assert_eq!(q.len(), 6);
+        assert!(q.iter().all(|r| !r.spec.contains("bypass")));
+        assert_eq!(
+            q[0].spec,
+            "-A INPUT -m mark --mark 0x100000/0xf00000 -m comment --comment rampart-nfq:rampart -j NFQUEUE --queue-num 4210"
+        );
+        p.defaults.classifier_fail_open = true;
+        assert!(queue_rules(&p, &opts)
+            .iter()
+            .all(|r| r.spec.ends_with(" --queue-bypass")));
+        assert_eq!(
+            required_sysctls(&p, &opts),
+            vec![("net.netfilter.nf_conntrack_acct".into(), "1".into())]
+        );
+    }
+}

@@ -6,14 +6,24 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use rampart_ir::{
     proto, Action, AddressSet, CtState, Date, Direction, Family, L4Match, Limit, Peer, Policy,
-    PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, ICMPV6_ESSENTIAL_TYPES,
-    ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
+    PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, APP_INSPECT_MAX_PACKETS,
+    ICMPV6_ESSENTIAL_TYPES, ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
 };
 
+use crate::app_queue::{
+    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_CT_MARK, INSPECT_MARK, MARK_MASK,
+};
 use crate::EmitError;
 
 /// Every NFLOG prefix Rampart emits starts with this, followed by the rule index and `:`.
 pub const LOG_PREFIX_STEM: &str = "rampart:";
+/// NFLOG prefix stem of a ban (a source put in `ban_v4`/`ban_v6`), followed by the rule index
+/// and `:`; logged once per ban, since a banned source is dropped before it reaches the rule.
+pub const BAN_LOG_PREFIX_STEM: &str = "rampart:ban:";
+/// Why: the IR bounds ban timeouts to 1 s … 30 days.
+const BAN_TIMEOUT_MAX_S: u32 = 30 * 86_400;
+/// TCP flags test for a bare SYN (no ACK, RST or FIN).
+const BARE_SYN: &str = "tcp flags & (fin | syn | rst | ack) == syn";
 
 /// Why: nft 1.0.6 refuses comments of 128 bytes or more (`NFTNL_UDATA_COMMENT_MAXLEN`).
 const COMMENT_MAX_BYTES: usize = 127;
@@ -102,6 +112,20 @@ pub fn static_set_elements(
         .filter(|s| !s.feed)
         .map(|s| (s.name.clone(), s.elements.iter().map(net_text).collect()))
         .collect())
+}
+
+/// Names of the feed sets the emitter declares (filled at run time by `rampart-feeds`), sorted.
+/// `rampart plan` counts their live elements instead of diffing them.
+pub fn feed_sets(policy: &Policy, opts: &EmitOptions) -> Result<Vec<String>, EmitError> {
+    let e = Emitter::new(policy, opts)?;
+    let mut v: Vec<String> = e
+        .sets
+        .iter()
+        .filter(|s| s.feed)
+        .map(|s| s.name.clone())
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 /// The comment Rampart attaches to rule `index`'s verdict: `<name> <file>:<line> <T…,T…>`,
@@ -340,6 +364,26 @@ impl<'a> Emitter<'a> {
             set_parts: Vec::new(),
         };
         e.build_sets()?;
+        e.validate_features()?;
+        if e.ban_used() {
+            for fam in [Fam::V4, Fam::V6] {
+                let elements = family_nets(&policy.defaults.never_ban, fam);
+                if elements.is_empty() {
+                    continue;
+                }
+                e.sets.push(NftSet {
+                    name: format!("never_ban_{}", fam.suffix()),
+                    fam,
+                    interval: true,
+                    elements,
+                    comment: sanitize_comment(&format!(
+                        "never banned {}:{}",
+                        policy.defaults.loc.file, policy.defaults.loc.line
+                    )),
+                    feed: false,
+                });
+            }
+        }
         Ok(e)
     }
 
@@ -511,7 +555,9 @@ impl<'a> Emitter<'a> {
                 .rules
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.direction == dir)
+                // Application-protocol rules are not first-match rules: they live in the
+                // prelude's application step (`app_<hook>`).
+                .filter(|(_, r)| r.direction == dir && r.app.is_none())
                 .collect();
             let chain = &mut chains[dir_index(dir)];
             let mut i = 0;
@@ -582,8 +628,36 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        body.push_str(&self.ban_objects());
         body.push_str(&objects);
         body.push_str(&extra_chains);
+
+        let mut synproxy_base: [String; 3] = Default::default();
+        let mut notrack = String::new();
+        for dir in [Direction::Ingress, Direction::Forward] {
+            let (base, pre) = self.synproxy_step(dir, &mut body)?;
+            synproxy_base[dir_index(dir)] = base;
+            notrack.push_str(&pre);
+        }
+        if !notrack.is_empty() {
+            // SYNs the proxy answers must not create conntrack entries (a spoofed flood would
+            // fill the table): untracked from the start, before conntrack runs.
+            let _ = writeln!(
+                body,
+                "\tchain synproxy_notrack {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{notrack}\t}}\n"
+            );
+        }
+        let app = self.app_used();
+        if app {
+            for (dir, hook) in [
+                (Direction::Ingress, "input"),
+                (Direction::Egress, "output"),
+                (Direction::Forward, "forward"),
+            ] {
+                body.push_str(&self.app_chain(dir, hook)?);
+            }
+        }
+        let synproxy_ports = self.synproxy_ports();
 
         let defaults = &self.policy.defaults;
         for dir in Direction::ALL {
@@ -635,6 +709,29 @@ impl<'a> Emitter<'a> {
                     "\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type {{ {} }} accept comment \"rampart: {what}\"",
                     types.join(", ")
                 );
+            }
+            if dir != Direction::Egress && self.ban_used() {
+                for fam in [Fam::V4, Fam::V6] {
+                    let _ = writeln!(
+                        body,
+                        "\t\t{} saddr @ban_{} counter drop comment \"rampart prelude: banned source\"",
+                        fam.addr_kw(),
+                        fam.suffix()
+                    );
+                }
+            }
+            if dir == Direction::Egress && !synproxy_ports.is_empty() {
+                // The proxy opens the server side of a verified connection with a SYN from
+                // the client's address, sent through the output hook: let it out.
+                let _ = writeln!(
+                    body,
+                    "\t\tfib saddr type != local tcp dport {} {BARE_SYN} ct state new counter accept comment \"rampart prelude: synproxy to server\"",
+                    ports_text(&synproxy_ports)
+                );
+            }
+            body.push_str(&synproxy_base[dir_index(dir)]);
+            if app {
+                let _ = writeln!(body, "\t\tjump app_{hook}");
             }
             if defaults.stateful {
                 let _ = writeln!(
@@ -807,6 +904,11 @@ impl<'a> Emitter<'a> {
             for g in &gate {
                 let _ = writeln!(extra, "\t\t{g} goto {verdict_chain}");
             }
+            // Refused by the limit or the connection cap: ban the source and drop (never-ban
+            // sources fall through to later rules, as for any limited rule).
+            for b in self.ban_lines(index, rule) {
+                let _ = writeln!(extra, "\t\t{b}");
+            }
             let _ = writeln!(extra, "\t}}\n");
         }
         let _ = writeln!(extra, "\tchain {verdict_chain} {{");
@@ -849,8 +951,19 @@ impl<'a> Emitter<'a> {
         rule: &Rule,
         objects: &mut String,
     ) -> Result<Vec<String>, EmitError> {
+        let (lines, objs) = self.gate_parts(index, rule)?;
+        objects.push_str(&objs);
+        Ok(lines)
+    }
+
+    /// The gate statements and the stateful objects they use (declared once, by the rule's
+    /// own gate; the SYN proxy step of the same rule reuses the statements, so both share one
+    /// bucket and one connection counter per source).
+    fn gate_parts(&self, index: usize, rule: &Rule) -> Result<(Vec<String>, String), EmitError> {
+        let mut objects = String::new();
+        let objects = &mut objects;
         if rule.limit.is_none() && rule.conn_limit.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), String::new()));
         }
         let mut shared_limit = None;
         let mut meter_stmt = None;
@@ -871,7 +984,7 @@ impl<'a> Emitter<'a> {
         }
         let per_family = meter_stmt.is_some() || rule.conn_limit.is_some();
         if !per_family {
-            return Ok(shared_limit.into_iter().collect());
+            return Ok((shared_limit.into_iter().collect(), objects.clone()));
         }
         let mut out = Vec::new();
         for fam in [Fam::V4, Fam::V6] {
@@ -905,7 +1018,321 @@ impl<'a> Emitter<'a> {
             }
             out.push(parts.join(" "));
         }
+        Ok((out, objects.clone()))
+    }
+
+    /// Whether a rule is emitted at all (not expired as of `opts.today`).
+    fn is_live(&self, rule: &Rule) -> bool {
+        !matches!((self.opts.today, rule.expires), (Some(today), Some(exp)) if exp < today)
+    }
+
+    fn ban_used(&self) -> bool {
+        self.policy
+            .rules
+            .iter()
+            .any(|r| r.ban.is_some() && self.is_live(r))
+    }
+
+    /// Check SYN proxy, ban and application-protocol rules against the IR's constraints.
+    fn validate_features(&self) -> Result<(), EmitError> {
+        for rule in &self.policy.rules {
+            let in_or_fwd = matches!(rule.direction, Direction::Ingress | Direction::Forward);
+            if let Some(sp) = &rule.synproxy {
+                let bad = |reason| EmitError::BadSynproxy {
+                    rule: rule.name.clone(),
+                    reason,
+                };
+                if rule.action != Action::Accept {
+                    return Err(bad("needs an accept rule"));
+                }
+                if !in_or_fwd {
+                    return Err(bad("only works on ingress and forward rules"));
+                }
+                let tcp_ports = !rule.services.is_empty()
+                    && rule
+                        .services
+                        .iter()
+                        .all(|s| s.protocol == Some(proto::TCP) && !s.dst_ports.is_empty());
+                if !tcp_ports {
+                    return Err(bad(
+                        "needs every service to be TCP with destination ports (a SYN proxy cannot answer for UDP or any port)",
+                    ));
+                }
+                if rule.app.is_some() {
+                    return Err(bad("cannot be combined with an application-protocol match"));
+                }
+                if sp.mss < 536 || sp.wscale > 14 {
+                    return Err(bad("parameters out of range (mss 536-65535, wscale 0-14)"));
+                }
+            }
+            if let Some(ban) = &rule.ban {
+                let bad = |reason| EmitError::BadBan {
+                    rule: rule.name.clone(),
+                    reason,
+                };
+                if rule.action != Action::Accept || !in_or_fwd {
+                    return Err(bad("needs an accept rule in ingress or forward"));
+                }
+                let per_source = rule.limit.as_ref().is_some_and(|l| l.per_source);
+                if !per_source && rule.conn_limit.is_none() {
+                    return Err(bad(
+                        "needs a per-source limit or a connection cap to ban on",
+                    ));
+                }
+                if ban.timeout_s == 0 || ban.timeout_s > BAN_TIMEOUT_MAX_S {
+                    return Err(bad("timeout must be between 1 s and 30 days"));
+                }
+            }
+            if let Some(app) = &rule.app {
+                let bad = |reason| EmitError::BadAppRule {
+                    rule: rule.name.clone(),
+                    reason,
+                };
+                if app.protocols.is_empty() && !app.negate {
+                    return Err(bad("lists no protocol, so it never matches"));
+                }
+                if rule.limit.is_some() || rule.conn_limit.is_some() || rule.ban.is_some() {
+                    return Err(bad(
+                        "cannot carry a limit, connection cap or ban (the classifier decides per connection)",
+                    ));
+                }
+                if rule.owner.as_ref().is_some_and(|o| {
+                    !(o.uids.is_empty() && o.gids.is_empty() && o.cgroups.is_empty())
+                }) {
+                    return Err(bad(
+                        "cannot carry an owner match (reply packets have no local owner)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ban statements of rule `index` (one per family), or none when it has no ban.
+    fn ban_lines(&self, index: usize, rule: &Rule) -> Vec<String> {
+        let Some(ban) = &rule.ban else {
+            return Vec::new();
+        };
+        let comment = rule_comment(index, rule);
+        let mut out = Vec::new();
+        for fam in [Fam::V4, Fam::V6] {
+            let kw = fam.addr_kw();
+            let exempt = if family_nets(&self.policy.defaults.never_ban, fam).is_empty() {
+                String::new()
+            } else {
+                format!("{kw} saddr != @never_ban_{} ", fam.suffix())
+            };
+            out.push(format!(
+                "meta nfproto {} {exempt}update @ban_{} {{ {kw} saddr timeout {}s }} log group {} prefix \"{BAN_LOG_PREFIX_STEM}{index}:\" counter drop comment \"{comment}\"",
+                if fam == Fam::V4 { "ipv4" } else { "ipv6" },
+                fam.suffix(),
+                ban.timeout_s,
+                self.opts.log_group
+            ));
+        }
+        out
+    }
+
+    /// Objects of the ban feature: the dynamic ban sets.
+    fn ban_objects(&self) -> String {
+        let mut out = String::new();
+        if !self.ban_used() {
+            return out;
+        }
+        for fam in [Fam::V4, Fam::V6] {
+            let ty = if fam == Fam::V6 {
+                "ipv6_addr"
+            } else {
+                "ipv4_addr"
+            };
+            let _ = writeln!(
+                out,
+                "\tset ban_{} {{\n\t\ttype {ty}\n\t\tsize {}\n\t\tflags dynamic,timeout\n\t\tcomment \"rampart auto-ban: sources over a rule's limit\"\n\t}}\n",
+                fam.suffix(),
+                self.opts.meter_size
+            );
+        }
+        out
+    }
+
+    /// The SYN proxy step of `dir`'s base chain, the raw-priority notrack rules for it, and its
+    /// gate chains. Returns (base-chain lines, prerouting lines).
+    fn synproxy_step(
+        &self,
+        dir: Direction,
+        extra: &mut String,
+    ) -> Result<(String, String), EmitError> {
+        let mut base = String::new();
+        let mut pre = String::new();
+        for (index, rule) in self.policy.rules.iter().enumerate() {
+            let Some(sp) = &rule.synproxy else { continue };
+            if rule.direction != dir || !self.is_live(rule) {
+                continue;
+            }
+            let comment = rule_comment(index, rule);
+            let mut statik = rule.clone();
+            statik.ct_states.clear();
+            let alts = self.alternatives(&statik)?;
+            let mut stmt = format!("synproxy mss {} wscale {}", sp.mss, sp.wscale);
+            if sp.timestamp {
+                stmt.push_str(" timestamp");
+            }
+            if sp.sack_perm {
+                stmt.push_str(" sack-perm");
+            }
+            let (gate, _) = self.gate_parts(index, rule)?;
+            let gated = !gate.is_empty();
+            if gated {
+                let _ = writeln!(extra, "\tchain synproxy_{index} {{");
+                for g in &gate {
+                    let _ = writeln!(extra, "\t\t{g} {stmt} comment \"{comment}\"");
+                }
+                for b in self.ban_lines(index, rule) {
+                    let _ = writeln!(extra, "\t\t{b}");
+                }
+                let _ = writeln!(
+                    extra,
+                    "\t\tcounter drop comment \"rampart synproxy #{index}: SYN over the limit\""
+                );
+                let _ = writeln!(extra, "\t}}\n");
+            }
+            let local = match dir {
+                Direction::Ingress => "fib daddr type local",
+                _ => "fib daddr type != local",
+            };
+            let lo = if self.policy.defaults.allow_loopback {
+                "iif != \"lo\" "
+            } else {
+                ""
+            };
+            for a in &alts {
+                // Before routing there is no output interface: a destination zone's interfaces
+                // are matched on the route the kernel will pick.
+                let mut routed = a.clone();
+                routed.oif = a
+                    .oif
+                    .as_ref()
+                    .map(|o| o.replacen("oifname", "fib daddr oifname", 1));
+                let _ = writeln!(
+                    pre,
+                    "\t\t{lo}{local} {} {BARE_SYN} notrack comment \"{comment}\"",
+                    routed.render(None)
+                );
+                let m = a.render(Some("ct state invalid,untracked"));
+                if gated {
+                    let _ = writeln!(base, "\t\t{m} {BARE_SYN} jump synproxy_{index}");
+                }
+                let _ = writeln!(base, "\t\t{m} {stmt} comment \"{comment}\"");
+                let _ = writeln!(
+                    base,
+                    "\t\t{m} counter drop comment \"rampart synproxy #{index}: not a handshake\""
+                );
+            }
+        }
+        Ok((base, pre))
+    }
+
+    /// Destination ports of every live SYN proxy rule (for the output-chain accept of the SYN
+    /// the proxy sends to the server on behalf of a verified client).
+    fn synproxy_ports(&self) -> Vec<PortRange> {
+        let mut v = Vec::new();
+        for rule in &self.policy.rules {
+            if rule.synproxy.is_some() && self.is_live(rule) {
+                for s in &rule.services {
+                    v.extend(s.dst_ports.iter().copied());
+                }
+            }
+        }
+        normalize_ports(&v)
+    }
+
+    /// The application-protocol step of `dir`: chain `app_<hook>` (returns its text).
+    fn app_chain(&self, dir: Direction, hook: &str) -> Result<String, EmitError> {
+        let field = !MARK_MASK;
+        let mut out = String::new();
+        let _ = writeln!(out, "\tchain app_{hook} {{");
+        let _ = writeln!(
+            out,
+            "\t\tct mark & 0x{MARK_MASK:08x} == 0x{BLOCKED_CT_MARK:08x} counter drop comment \"rampart app: connection blocked by the classifier\""
+        );
+        let _ = writeln!(
+            out,
+            "\t\tct mark & 0x{MARK_MASK:08x} == 0x{ACCEPTED_CT_MARK:08x} return"
+        );
+        let set_ct = format!("ct mark set ct mark & 0x{field:08x} | 0x{INSPECT_CT_MARK:08x}");
+        let set_pkt = format!("meta mark set meta mark & 0x{field:08x} | 0x{INSPECT_MARK:08x}");
+        for (index, rule) in self.policy.rules.iter().enumerate() {
+            if rule.app.is_none() || rule.direction != dir || !self.is_live(rule) {
+                continue;
+            }
+            let comment = rule_comment(index, rule);
+            let mut statik = rule.clone();
+            statik.ct_states.clear();
+            // Connections: TCP/UDP services of the rule (all of them when it lists none).
+            let mut conns = statik.clone();
+            conns.services = if rule.services.is_empty() {
+                vec![any_port(proto::TCP), any_port(proto::UDP)]
+            } else {
+                rule.services
+                    .iter()
+                    .filter(|s| matches!(s.protocol, Some(proto::TCP) | Some(proto::UDP) | None))
+                    .map(|s| match s.protocol {
+                        None => vec![any_port(proto::TCP), any_port(proto::UDP)],
+                        Some(_) => vec![s.clone()],
+                    })
+                    .collect::<Vec<_>>()
+                    .concat()
+            };
+            if !conns.services.is_empty() {
+                for a in self.alternatives(&conns)? {
+                    let _ = writeln!(
+                        out,
+                        "\t\t{} {set_ct} comment \"{comment}\"",
+                        a.render(Some("ct state new ct direction original"))
+                    );
+                }
+            }
+            // ICMP echo requests: every one is inspected (tunnels keep one echo id).
+            let mut echo = statik;
+            echo.services = Vec::new();
+            let admits = |p: u8, t: u8| {
+                rule.services.is_empty()
+                    || rule.services.iter().any(|s| {
+                        s.protocol.is_none()
+                            || (s.protocol == Some(p)
+                                && (s.icmp_types.is_empty() || s.icmp_types.contains(&t)))
+                    })
+            };
+            if admits(proto::ICMP, 8) {
+                echo.services.push(icmp_type(proto::ICMP, 8));
+            }
+            if admits(proto::ICMPV6, 128) {
+                echo.services.push(icmp_type(proto::ICMPV6, 128));
+            }
+            if !echo.services.is_empty() {
+                for a in self.alternatives(&echo)? {
+                    let _ = writeln!(
+                        out,
+                        "\t\t{} {set_pkt} comment \"{comment}\"",
+                        a.render(None)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\t\tct mark & 0x{MARK_MASK:08x} == 0x{INSPECT_CT_MARK:08x} ct packets < {} meta l4proto {{ tcp, udp }} @ih,0,8 >= 0 {set_pkt} comment \"rampart app: payload to inspect\"",
+            APP_INSPECT_MAX_PACKETS + 1
+        );
+        let _ = writeln!(out, "\t}}\n");
         Ok(out)
+    }
+
+    fn app_used(&self) -> bool {
+        self.policy
+            .rules
+            .iter()
+            .any(|r| r.app.is_some() && self.is_live(r))
     }
 
     fn alternatives(&self, rule: &Rule) -> Result<Vec<Cond>, EmitError> {
@@ -1134,6 +1561,23 @@ impl<'a> Emitter<'a> {
             });
         }
         Ok(out)
+    }
+}
+
+fn any_port(protocol: u8) -> L4Match {
+    L4Match {
+        protocol: Some(protocol),
+        src_ports: Vec::new(),
+        dst_ports: Vec::new(),
+        icmp_types: Vec::new(),
+        service: None,
+    }
+}
+
+fn icmp_type(protocol: u8, t: u8) -> L4Match {
+    L4Match {
+        icmp_types: vec![t],
+        ..any_port(protocol)
     }
 }
 

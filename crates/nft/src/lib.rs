@@ -14,7 +14,10 @@ pub mod app_queue;
 mod emit;
 pub mod plan;
 
-pub use emit::{emit, rule_comment, static_set_elements, EmitOptions, LOG_PREFIX_STEM};
+pub use emit::{
+    emit, feed_sets, rule_comment, static_set_elements, EmitOptions, BAN_LOG_PREFIX_STEM,
+    LOG_PREFIX_STEM,
+};
 
 use thiserror::Error;
 
@@ -148,4 +151,30 @@ pub enum EmitError {
     /// The table name is not a plain nft identifier.
     #[error("table name `{0}` is not a plain identifier")]
     BadTableName(String),
+    /// A SYN proxy on a rule it cannot apply to (not a TCP `accept` rule with destination ports
+    /// in ingress or forward), or with parameters the kernel refuses.
+    #[error("rule `{rule}`: synproxy {reason}")]
+    BadSynproxy {
+        /// Rule name.
+        rule: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An auto-ban on a rule it cannot apply to (not an `accept` rule in ingress or forward
+    /// with a per-source limit or a connection cap), or a timeout out of range.
+    #[error("rule `{rule}`: ban {reason}")]
+    BadBan {
+        /// Rule name.
+        rule: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An application-protocol rule with a feature the NFQUEUE path cannot honour.
+    #[error("rule `{rule}`: application-protocol match {reason}")]
+    BadAppRule {
+        /// Rule name.
+        rule: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }

@@ -337,6 +337,92 @@ fn cases() -> Vec<(&'static str, Policy, EmitOptions)> {
     t.services = vec![svc(proto::TCP, &[]), svc(proto::TCP, &[(25, 25)])];
     v.push(("services_merge", policy(vec![r, t]), o()));
 
+    // SYN proxy: an ingress web service and a forwarded one into a zone with an interface
+    // (matched on the route in prerouting), one of them gated by a per-source limit with a ban.
+    let mut p = policy(vec![]);
+    p.zones = vec![
+        zone("lan", &["lan0"], &["192.0.2.0/24", "2001:db8:1::/64"]),
+        zone("dmz", &["dmz0"], &["198.51.100.0/24"]),
+    ];
+    let mut web = rule("web-in", Direction::Ingress, Action::Accept);
+    web.services = vec![svc(proto::TCP, &[(80, 80), (443, 443)])];
+    web.synproxy = Some(Synproxy::default());
+    let mut fwd = rule("dmz-web", Direction::Forward, Action::Accept);
+    fwd.from = vec![Peer::Zone(ZoneId(0))];
+    fwd.to = vec![Peer::Zone(ZoneId(1))];
+    fwd.services = vec![svc(proto::TCP, &[(8080, 8080)])];
+    fwd.synproxy = Some(Synproxy {
+        mss: 1400,
+        wscale: 5,
+        timestamp: false,
+        sack_perm: true,
+    });
+    fwd.limit = Some(Limit {
+        rate: 20,
+        per_s: 1,
+        burst: 40,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    fwd.ban = Some(Ban { timeout_s: 60 });
+    p.rules = vec![web, fwd];
+    v.push(("synproxy", p, o()));
+
+    // Auto-ban: per-source limit and connection cap; never_ban exempts a v4 network.
+    let mut p = policy(vec![]);
+    p.defaults.never_ban = vec![net("192.0.2.0/28"), net("2001:db8:ff::/48")];
+    let mut ssh = rule("ssh", Direction::Ingress, Action::Accept);
+    ssh.services = vec![svc(proto::TCP, &[(22, 22)])];
+    ssh.limit = Some(Limit {
+        rate: 5,
+        per_s: 60,
+        burst: 10,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    ssh.ban = Some(Ban { timeout_s: 600 });
+    let mut web = rule("web-conns", Direction::Forward, Action::Accept);
+    web.services = vec![svc(proto::TCP, &[(80, 80)])];
+    web.conn_limit = Some(50);
+    web.ban = Some(Ban { timeout_s: 30 });
+    p.rules = vec![ssh, web];
+    v.push(("ban", p, o()));
+
+    // Application-protocol rules: only DNS on udp/tcp 53 outbound; no SMB1 forwarded; ICMP
+    // tunnels dropped; fail closed (the default) and open.
+    let mut p = policy(vec![]);
+    p.zones = vec![zone("lan", &["lan0"], &["192.0.2.0/24"])];
+    let mut dns = rule("dns-must-be-dns", Direction::Egress, Action::Drop);
+    dns.services = vec![svc(proto::UDP, &[(53, 53)]), svc(proto::TCP, &[(53, 53)])];
+    dns.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Dns],
+        negate: true,
+    });
+    let mut smb1 = rule("no-smb1", Direction::Forward, Action::Reject);
+    smb1.from = vec![Peer::Zone(ZoneId(0))];
+    smb1.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Smb1],
+        negate: false,
+    });
+    let mut tun = rule("icmp-tunnels", Direction::Ingress, Action::Drop);
+    tun.services = vec![L4Match {
+        icmp_types: vec![8],
+        ..svc(proto::ICMP, &[])
+    }];
+    tun.app = Some(AppMatch {
+        protocols: vec![AppProtocol::IcmpTunnel],
+        negate: false,
+    });
+    let ssh = {
+        let mut r = rule("ssh", Direction::Ingress, Action::Accept);
+        r.services = vec![svc(proto::TCP, &[(22, 22)])];
+        r
+    };
+    p.rules = vec![dns, smb1, tun, ssh];
+    v.push(("app_rules", p.clone(), o()));
+    p.defaults.classifier_fail_open = true;
+    v.push(("app_rules_fail_open", p, o()));
+
     v
 }
 
@@ -418,6 +504,71 @@ fn must_fail() -> Vec<(&'static str, Policy)> {
     let mut r = rule("port-range-backwards", Direction::Ingress, Action::Accept);
     r.services = vec![svc(proto::TCP, &[(90, 80)])];
     v.push(("fail_port_range", policy(vec![r])));
+
+    let mut r = rule("synproxy-udp", Direction::Ingress, Action::Accept);
+    r.services = vec![svc(proto::UDP, &[(53, 53)])];
+    r.synproxy = Some(Synproxy::default());
+    v.push(("fail_synproxy_udp", policy(vec![r])));
+
+    let mut r = rule("synproxy-any-port", Direction::Ingress, Action::Accept);
+    r.services = vec![svc(proto::TCP, &[])];
+    r.synproxy = Some(Synproxy::default());
+    v.push(("fail_synproxy_no_ports", policy(vec![r])));
+
+    let mut r = rule("synproxy-egress", Direction::Egress, Action::Accept);
+    r.services = vec![svc(proto::TCP, &[(80, 80)])];
+    r.synproxy = Some(Synproxy::default());
+    v.push(("fail_synproxy_egress", policy(vec![r])));
+
+    let mut r = rule("synproxy-drop", Direction::Ingress, Action::Drop);
+    r.services = vec![svc(proto::TCP, &[(80, 80)])];
+    r.synproxy = Some(Synproxy::default());
+    v.push(("fail_synproxy_drop", policy(vec![r])));
+
+    let mut r = rule("synproxy-wscale", Direction::Ingress, Action::Accept);
+    r.services = vec![svc(proto::TCP, &[(80, 80)])];
+    r.synproxy = Some(Synproxy {
+        wscale: 15,
+        ..Synproxy::default()
+    });
+    v.push(("fail_synproxy_wscale", policy(vec![r])));
+
+    let mut r = rule("ban-without-limit", Direction::Ingress, Action::Accept);
+    r.ban = Some(Ban { timeout_s: 60 });
+    v.push(("fail_ban_without_limit", policy(vec![r])));
+
+    let mut r = rule("ban-shared-limit", Direction::Ingress, Action::Accept);
+    r.limit = Some(Limit {
+        rate: 5,
+        per_s: 1,
+        burst: 0,
+        unit: RateUnit::Packets,
+        per_source: false,
+    });
+    r.ban = Some(Ban { timeout_s: 60 });
+    v.push(("fail_ban_shared_limit", policy(vec![r])));
+
+    let mut r = rule("ban-forever", Direction::Ingress, Action::Accept);
+    r.conn_limit = Some(10);
+    r.ban = Some(Ban {
+        timeout_s: 31 * 86_400,
+    });
+    v.push(("fail_ban_timeout", policy(vec![r])));
+
+    let mut r = rule("app-empty", Direction::Ingress, Action::Drop);
+    r.app = Some(AppMatch {
+        protocols: vec![],
+        negate: false,
+    });
+    v.push(("fail_app_no_protocols", policy(vec![r])));
+
+    let mut r = rule("app-limited", Direction::Ingress, Action::Drop);
+    r.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Ssh],
+        negate: false,
+    });
+    r.conn_limit = Some(3);
+    v.push(("fail_app_with_limit", policy(vec![r])));
     v
 }
 
