@@ -221,8 +221,12 @@ pub fn check(policy: &Policy, today: Date) -> Report {
         let id = RuleId(i as u32);
         shadow_findings(&an, id, rule, &mut findings);
         ipv4_only_finding(&an, id, rule, &mut findings);
-        risky_accept_finding(&an, id, rule, &mut findings);
-        public_facing_finding(&an, id, rule, &mut findings);
+        // An application-protocol `accept` exempts a connection from later app rules; it
+        // opens nothing, so the accept checks do not apply to it.
+        if rule.app.is_none() {
+            risky_accept_finding(&an, id, rule, &mut findings);
+            public_facing_finding(&an, id, rule, &mut findings);
+        }
         expiry_finding(id, rule, today, &mut findings);
     }
     // Profiles state explicit denies on purpose (their own counters, log prefixes and
@@ -432,7 +436,11 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
         f.related = differing.iter().map(|(h, _)| *h).collect();
         out.push(f);
     }
-    redundant_by_later(an, id, rule, effective, out);
+    // An app rule that matches nothing falls through to the conntrack step and the normal
+    // rules, not to a default verdict: "redundant by later rules" has no meaning for it.
+    if rule.app.is_none() {
+        redundant_by_later(an, id, rule, effective, out);
+    }
 }
 
 /// A rule is redundant when the rules after it (or the default) decide everything it decides
@@ -717,13 +725,32 @@ fn ipv4_only_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<F
         return;
     }
     let verb = format!("{}s", rule.action.as_str());
+    let app = match &rule.app {
+        None => String::new(),
+        Some(a) => format!(
+            "{}{} payloads on ",
+            if a.negate { "non-" } else { "" },
+            a.protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
+    };
     let what = format!(
-        "{verb} {} from {} to {}",
+        "{verb} {app}{} from {} to {}",
         services_text(&rule.services),
         side_text(policy, &rule.from),
         side_text(policy, &rule.to)
     );
-    let default = policy.defaults.for_direction(rule.direction).as_str();
+    let default = if rule.app.is_some() {
+        "is not inspected by it".to_string()
+    } else {
+        format!(
+            "falls to the default ({})",
+            policy.defaults.for_direction(rule.direction).as_str()
+        )
+    };
     if rule.family == Family::V4 {
         let from = m.side_terms(&rule.from);
         let to = m.side_terms(&rule.to);
@@ -732,7 +759,16 @@ fn ipv4_only_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<F
             let counterpart = Region::new(
                 policy
                     .rules_in(rule.direction)
-                    .filter(|(l, r)| *l != id && r.action == rule.action && !limited(policy, *l))
+                    .filter(|(l, r)| {
+                        *l != id
+                            && r.action == rule.action
+                            && !limited(policy, *l)
+                            && match (&r.app, &rule.app) {
+                                (None, None) => true,
+                                (Some(a), Some(b)) => crate::engine::app_covers(a, b),
+                                _ => false,
+                            }
+                    })
                     .flat_map(|(l, _)| m.region(l).cubes.iter().filter(|c| c.fam == Fam::V6))
                     .cloned()
                     .collect(),
@@ -749,7 +785,7 @@ fn ipv4_only_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<F
                 None,
                 format!(
                     "{what} over IPv4 only (family = ipv4) and no other rule covers the IPv6 \
-                     side; IPv6 traffic {} falls to the default ({default})",
+                     side; IPv6 traffic {} {default}",
                     from_phrase(policy, rule)
                 ),
                 Detail::Scope {
@@ -800,8 +836,7 @@ fn ipv4_only_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<F
         Some((id, rule)),
         None,
         format!(
-            "{what} over IPv4 only ({} has no IPv6 addresses); IPv6 traffic {} falls to the \
-             default ({default})",
+            "{what} over IPv4 only ({} has no IPv6 addresses); IPv6 traffic {} {default}",
             culprits.join(", "),
             from_phrase(policy, rule)
         ),

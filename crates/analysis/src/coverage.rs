@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use rampart_attack::{Technique, TECHNIQUES};
 use rampart_ir::{
-    proto, Action, ComponentKind, Direction, Family, IpNet, Peer, Policy, RuleId, SetSource,
-    SourceLoc,
+    proto, Action, AppProtocol, ComponentKind, Direction, Family, IpNet, Peer, Policy, RuleId,
+    SetSource, SourceLoc,
 };
 use serde::Serialize;
 
@@ -221,6 +221,32 @@ pub enum Check {
     OwnerEgress,
     /// Forward default not accept.
     ForwardDefaultDrop,
+    /// A live SYN-proxy accept rule (ingress or forward).
+    Synproxy,
+    /// A live rule that bans sources over its limits.
+    Bans,
+    /// A live drop/reject application-protocol rule that matches one of these payload labels,
+    /// with the protocol classifier component enabled. `required: false` only lists the rules
+    /// as providers without changing the status.
+    App {
+        /// Labels any of which the rule must match.
+        labels: &'static [AppProtocol],
+        /// Whether the status depends on it.
+        required: bool,
+    },
+}
+
+impl Check {
+    /// Whether the technique's status depends on this check.
+    fn required(&self) -> bool {
+        !matches!(
+            self,
+            Check::App {
+                required: false,
+                ..
+            }
+        )
+    }
 }
 
 /// What a technique requires.
@@ -286,8 +312,8 @@ const WEB: &[Svc] = &[tcp(80), tcp(443), udp(443)];
 const DNS: &[Svc] = &[udp(53), tcp(53), tcp(853), udp(853)];
 const SMB_NB: &[Svc] = &[tcp(445), tcp(139), udp(137), udp(138)];
 const VNC: &[Svc] = &[tcp(5900), tcp(5800), tcp(5500)];
-const DOS_CAP: &str = "floods need rate limits, SYN cookies/synproxy and upstream filtering; \
-                       the DoS protections are not modelled yet";
+const DOS_CAP: &str = "application-layer floods (many requests on few connections) need \
+                       request limits in the WAF; connection caps bound only connections";
 const DL: ComponentKind = ComponentKind::DnsFilter;
 const EP: ComponentKind = ComponentKind::EgressProxy;
 
@@ -345,10 +371,13 @@ const TABLE: &[(&[&str], Requirement)] = &[
             "DNS/DoT only to the designated resolvers, which filter names (DNS filter)",
         )),
         (&["T1071.005"], req(
-            &[q(OUT, Any, Untrusted, &[tcp(1883), tcp(8883)], NarrowDestinations)],
+            &[
+                q(OUT, Any, Untrusted, &[tcp(1883), tcp(8883)], NarrowDestinations),
+                Check::App { labels: &[AppProtocol::Mqtt], required: true },
+            ],
             &[],
-            Some("MQTT on irregular ports needs first-payload classification"),
-            "MQTT egress only to allowlisted brokers",
+            None,
+            "MQTT egress only to allowlisted brokers, and MQTT on irregular ports dropped by its payload",
         )),
         (&["T1197"], req(
             &[q(OUT, Any, Untrusted, WEB, NarrowDestinations)],
@@ -375,11 +404,24 @@ const TABLE: &[(&[&str], Requirement)] = &[
             None,
             "config-repository protocols (TFTP, telnet, NETCONF, SNMP) from outside blocked",
         )),
-        (&["T1499", "T1499.001", "T1499.002", "T1499.003"], req(
-            &[Check::RateLimits],
+        (&["T1499"], req(&[], &[], None, "derived from its sub-techniques")),
+        (&["T1499.001"], req(
+            &[Check::Synproxy, Check::Bans],
+            &[],
+            None,
+            "SYN proxy (SYN cookies) on exposed TCP services; flooding sources auto-banned",
+        )),
+        (&["T1499.002"], req(
+            &[Check::RateLimits, Check::Bans],
+            &[],
+            None,
+            "per-source connection rate/concurrency caps on exposed services, with auto-ban",
+        )),
+        (&["T1499.003"], req(
+            &[Check::RateLimits, Check::Bans],
             &[],
             Some(DOS_CAP),
-            "rate or connection limits on ingress/forward",
+            "per-source caps with auto-ban bound connection floods",
         )),
         (&["T1499.004"], req(
             &[Check::Stateful, Check::RateLimits],
@@ -387,11 +429,12 @@ const TABLE: &[(&[&str], Requirement)] = &[
             Some(DOS_CAP),
             "stateful filtering drops invalid packets; limits bound exploitation attempts",
         )),
-        (&["T1498", "T1498.001"], req(
-            &[Check::RateLimits],
+        (&["T1498"], req(&[], &[], None, "derived from its sub-techniques")),
+        (&["T1498.001"], req(
+            &[Check::RateLimits, Check::Bans, Check::Synproxy],
             &[],
             Some("volumetric floods must be filtered upstream (ISP/CDN)"),
-            "rate limits on ingress/forward",
+            "per-source limits with auto-ban and a SYN proxy on ingress/forward",
         )),
         (&["T1498.002"], req(
             &[
@@ -409,10 +452,11 @@ const TABLE: &[(&[&str], Requirement)] = &[
                     Blocked,
                 ),
                 Check::RateLimits,
+                Check::Bans,
             ],
             &[],
             Some("volumetric floods must be filtered upstream (ISP/CDN)"),
-            "unsolicited reflector replies (chargen, NTP, CLDAP, SSDP, memcached) blocked",
+            "unsolicited reflector replies (chargen, NTP, CLDAP, SSDP, memcached) blocked; limits with auto-ban",
         )),
         (&["T1048", "T1048.001", "T1048.002", "T1048.003"], req(
             &[q(OUT, Any, Untrusted, &[], Allowlisted)],
@@ -451,16 +495,22 @@ const TABLE: &[(&[&str], Requirement)] = &[
             "the host filters what it forwards (default drop, stateful)",
         )),
         (&["T1095"], req(
-            &[q(OUT, Any, Untrusted, NON_TCP_UDP, Allowlisted)],
+            &[
+                q(OUT, Any, Untrusted, NON_TCP_UDP, Allowlisted),
+                Check::App { labels: &[AppProtocol::IcmpTunnel], required: false },
+            ],
             &[],
             None,
             "non-TCP/UDP protocols (ICMP, GRE, raw IP) do not leave unless explicitly allowed",
         )),
         (&["T1572"], req(
-            &[q(OUT, Any, Untrusted, DNS, NarrowDestinations)],
+            &[
+                q(OUT, Any, Untrusted, DNS, NarrowDestinations),
+                Check::App { labels: &[AppProtocol::Ssh, AppProtocol::IcmpTunnel], required: true },
+            ],
             &[&[DL]],
             None,
-            "DNS only via designated resolvers with the DNS filter against DNS tunnels",
+            "DNS only via designated resolvers with the DNS filter against DNS tunnels; tunnels on standard ports (non-DNS on 53, non-TLS on 443, ICMP tunnels) dropped by payload",
         )),
         (&["T1090"], req(
             &[Check::FeedDrop { tor: false }],
@@ -488,13 +538,19 @@ const TABLE: &[(&[&str], Requirement)] = &[
         )),
         (&["T1021"], req(&[], &[], None, "derived from its sub-techniques")),
         (&["T1021.002"], req(
-            &[q(INTO, Any, Any, &[tcp(445), tcp(139)], NarrowSources)],
+            &[
+                q(INTO, Any, Any, &[tcp(445), tcp(139)], NarrowSources),
+                Check::App { labels: &[AppProtocol::Smb1], required: false },
+            ],
             &[],
             None,
             "SMB accepted only from allowlisted sources",
         )),
         (&["T1021.005"], req(
-            &[q(INTO, Any, Any, VNC, NarrowSources)],
+            &[
+                q(INTO, Any, Any, VNC, NarrowSources),
+                Check::App { labels: &[AppProtocol::Vnc], required: false },
+            ],
             &[],
             None,
             "VNC ports 5900/5800/5500 blocked or allowed only from allowlisted sources",
@@ -899,6 +955,68 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                 Outcome::Met
             }
         }
+        Check::Synproxy => {
+            let ids: Vec<RuleId> = (0..policy.rules.len() as u32)
+                .map(RuleId)
+                .filter(|&id| {
+                    let r = policy.rule(id);
+                    r.synproxy.is_some() && r.action == Action::Accept && live(an, id)
+                })
+                .collect();
+            if ids.is_empty() {
+                ev.notes.push("no SYN proxy on any service".into());
+                Outcome::Unmet
+            } else {
+                ev.named.extend(ids);
+                Outcome::Met
+            }
+        }
+        Check::Bans => {
+            let ids: Vec<RuleId> = (0..policy.rules.len() as u32)
+                .map(RuleId)
+                .filter(|&id| policy.rule(id).ban.is_some() && live(an, id))
+                .collect();
+            if ids.is_empty() {
+                ev.notes.push("no auto-ban on any limit".into());
+                Outcome::Unmet
+            } else {
+                ev.named.extend(ids);
+                Outcome::Met
+            }
+        }
+        Check::App { labels, .. } => {
+            let ids: Vec<RuleId> = (0..policy.rules.len() as u32)
+                .map(RuleId)
+                .filter(|&id| {
+                    let r = policy.rule(id);
+                    r.action != Action::Accept
+                        && live(an, id)
+                        && r.app.as_ref().is_some_and(|a| {
+                            labels.iter().any(|l| a.protocols.contains(l) != a.negate)
+                        })
+                })
+                .collect();
+            let classifier = policy
+                .components
+                .iter()
+                .any(|c| c.kind == ComponentKind::ProtocolClassifier);
+            let names: Vec<&str> = labels.iter().map(|l| l.as_str()).collect();
+            if ids.is_empty() {
+                ev.notes.push(format!(
+                    "no application-protocol rule drops {} payloads",
+                    names.join("/")
+                ));
+                Outcome::Unmet
+            } else if !classifier {
+                ev.notes.push(
+                    "application-protocol rules need the protocol_classifier component".into(),
+                );
+                Outcome::Unmet
+            } else {
+                ev.named.extend(ids);
+                Outcome::Met
+            }
+        }
         Check::ForwardDefaultDrop => {
             if d.forward != Action::Accept {
                 ev.defaults
@@ -998,7 +1116,17 @@ fn own_coverage(cx: &Ctx<'_, '_>, t: &Technique, rq: &Requirement) -> TechniqueC
     let outcomes: Vec<Outcome> = rq
         .checks
         .iter()
-        .map(|c| eval_check(cx, c, &mut ev))
+        .filter_map(|c| {
+            let notes = ev.notes.len();
+            let o = eval_check(cx, c, &mut ev);
+            if c.required() {
+                Some(o)
+            } else {
+                // Optional: its rules are listed when present, its absence is no gap.
+                ev.notes.truncate(notes);
+                None
+            }
+        })
         .collect();
     let rule_status = if outcomes.is_empty() || outcomes.iter().all(|o| *o == Outcome::Met) {
         Status::Enforced

@@ -1,7 +1,7 @@
 //! The per-rule analysis shared by `check` and `coverage`: each rule's effective region (what
 //! it really decides after earlier rules) and which earlier rules take which part of it.
 
-use rampart_ir::{Action, Direction, Policy, RuleId};
+use rampart_ir::{Action, AppMatch, Direction, Policy, RuleId};
 
 use crate::model::Model;
 use crate::space::{Cube, Dim, Fam, Ranges, Region};
@@ -284,6 +284,17 @@ pub(crate) fn limited(policy: &Policy, id: RuleId) -> bool {
     r.limit.is_some() || r.conn_limit.is_some()
 }
 
+/// Whether every payload label application match `b` matches is also matched by `a`. Labels
+/// are one of the protocols or "unrecognised"; a negated match also matches unrecognised.
+pub(crate) fn app_covers(a: &AppMatch, b: &AppMatch) -> bool {
+    match (a.negate, b.negate) {
+        (false, false) => b.protocols.iter().all(|p| a.protocols.contains(p)),
+        (true, false) => !b.protocols.iter().any(|p| a.protocols.contains(p)),
+        (true, true) => a.protocols.iter().all(|p| b.protocols.contains(p)),
+        (false, true) => false,
+    }
+}
+
 impl<'p> Analysis<'p> {
     pub(crate) fn new(policy: &'p Policy) -> Self {
         let model = Model::new(policy);
@@ -291,12 +302,14 @@ impl<'p> Analysis<'p> {
             .map(|i| Hull::of(model.region(RuleId(i as u32))))
             .collect();
         let mut facts = vec![RuleFacts::default(); policy.rules.len()];
+        // Application-protocol rules are their own prelude list per direction: they never
+        // shadow or are shadowed by the first-match rules, only each other.
         let by_dir: [Vec<RuleId>; 3] = std::array::from_fn(|d| {
             policy
                 .rules
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.direction as usize == d)
+                .filter(|(_, r)| r.direction as usize == d && r.app.is_none())
                 .map(|(i, _)| RuleId(i as u32))
                 .collect()
         });
@@ -304,6 +317,34 @@ impl<'p> Analysis<'p> {
         for (d, ids) in by_dir.iter().enumerate() {
             for (k, &id) in ids.iter().enumerate() {
                 let earlier = index[d].query(&hulls[id.0 as usize], 0..k, &hulls);
+                facts[id.0 as usize] = Self::shadow_one(&model, &hulls, &earlier, id);
+            }
+        }
+        for d in Direction::ALL {
+            let apps: Vec<RuleId> = policy
+                .rules_in(d)
+                .filter(|(_, r)| r.app.is_some())
+                .map(|(id, _)| id)
+                .collect();
+            for (k, &id) in apps.iter().enumerate() {
+                let Some(mine) = policy.rule(id).app.as_ref() else {
+                    continue;
+                };
+                // An earlier app rule takes part of this one only where it matches every
+                // label this one matches (exact in the label dimension, so shadowing stays
+                // sound); overlaps with a partly different label set are not reported.
+                let earlier: Vec<RuleId> = apps[..k]
+                    .iter()
+                    .copied()
+                    .filter(|e| {
+                        policy
+                            .rule(*e)
+                            .app
+                            .as_ref()
+                            .is_some_and(|a| app_covers(a, mine))
+                            && hulls[e.0 as usize].overlaps(&hulls[id.0 as usize])
+                    })
+                    .collect();
                 facts[id.0 as usize] = Self::shadow_one(&model, &hulls, &earlier, id);
             }
         }
@@ -485,6 +526,8 @@ impl<'p> Analysis<'p> {
         let qhull = Hull::of(query);
         let mut remaining = query.clone();
         let mut work = 0usize;
+        // The index holds first-match rules only: application-protocol rules inspect payloads
+        // of established connections and never decide a new connection's first packet.
         for id in self.index[dir as usize].query(&qhull, 0..usize::MAX, &self.hulls) {
             let rule = policy.rule(id);
             if remaining.is_empty() {
