@@ -14,6 +14,9 @@
 
 pub mod core;
 pub mod flow;
+pub mod metrics;
+pub mod netlink;
+pub mod shell;
 pub mod table;
 
 pub use crate::core::{
@@ -21,3 +24,14 @@ pub use crate::core::{
     PacketIn, Verdict,
 };
 pub use flow::{Tuple, L4};
+
+/// The engine's payload labeller ([`rampart_engine::app::label`]), the one the classifier uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineLabeller;
+
+impl Labeller for EngineLabeller {
+    fn label(&self, ip: &rampart_engine::decode::Ip<'_>) -> Option<rampart_ir::AppProtocol> {
+        let (l4, payload) = rampart_engine::app::transport_payload(&ip.l4)?;
+        rampart_engine::app::label(l4, payload)
+    }
+}

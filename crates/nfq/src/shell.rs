@@ -1,0 +1,597 @@
+//! The I/O shell: two netlink sockets (the queue, and ctnetlink for orientation look-ups and
+//! conntrack marks), interface names, and the receive → classify → verdict → mark loop. All
+//! decisions are the pure core's; this module only moves bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rampart_events::Sink;
+use rampart_nft::app_queue::MARK_MASK;
+
+use crate::core::{tuple_of, Classifier, Hook, Labeller, Orientation, PacketIn, Verdict};
+use crate::flow::Tuple;
+use crate::netlink::{self, Message, NfVerdict};
+
+/// Shell failures (setting up the queue; the packet loop itself counts errors and goes on).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShellError {
+    /// A socket call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The kernel refused a queue configuration request.
+    #[error("the kernel refused {what} for queue {queue}: {source}")]
+    Refused {
+        /// Which request.
+        what: &'static str,
+        /// Queue number.
+        queue: u16,
+        /// The errno as an error.
+        source: io::Error,
+    },
+}
+
+/// How to bind the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Queue number.
+    pub queue: u16,
+    /// Bytes copied per packet (from the IP header).
+    pub copy_range: u32,
+    /// Most packets waiting in the kernel queue.
+    pub max_len: u32,
+    /// Accept instead of drop when the queue overflows (`NFQA_CFG_F_FAIL_OPEN`).
+    pub fail_open: bool,
+}
+
+impl QueueOptions {
+    /// Defaults for queue `queue`.
+    pub fn new(queue: u16, fail_open: bool) -> Self {
+        // Why: the labeller reads at most 2048 payload bytes; 4096 covers IPv6 + TCP options in
+        // front of that. 4096 queued packets is the kernel default (NFQNL_QMAX_DEFAULT 1024)
+        // times four, for bursts of new connections.
+        Self {
+            queue,
+            copy_range: 4096,
+            max_len: 4096,
+            fail_open,
+        }
+    }
+}
+
+/// A netlink socket of the `NETLINK_NETFILTER` family.
+#[derive(Debug)]
+pub struct NlSocket {
+    fd: OwnedFd,
+}
+
+impl NlSocket {
+    /// Open and bind one.
+    pub fn open(rcvbuf_bytes: usize) -> io::Result<Self> {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                netlink::NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain data; zeroed is its "any" value.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: addr is a valid sockaddr_nl of the given length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = Self { fd };
+        if rcvbuf_bytes > 0 {
+            let size = rcvbuf_bytes.min(i32::MAX as usize) as libc::c_int;
+            // Why: FORCE (root) lifts the rmem_max cap; fall back to the capped option.
+            if sock
+                .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+                .is_err()
+            {
+                let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, size);
+            }
+        }
+        Ok(sock)
+    }
+
+    fn setsockopt(&self, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: value is a c_int living across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Send one message to the kernel.
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: msg is a valid buffer of msg.len() bytes.
+        let rc = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wait up to `timeout_ms` for data; `Ok(false)` on timeout or a signal.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(rc > 0)
+    }
+
+    /// Receive one datagram into `buf`; returns its length (0 when it would block).
+    pub fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
+        let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+        let rc = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(rc as usize)
+    }
+
+    /// Send a request and wait for its acknowledgement; `Ok(Some(msg))` hands back a
+    /// conntrack answer that came before the ack. Packets arriving meanwhile are not expected
+    /// on this socket (callers use one socket per role).
+    fn request(&self, msg: &[u8], seq: u32, buf: &mut [u8]) -> io::Result<Option<Option<Tuple>>> {
+        self.send(msg)?;
+        let mut answer = None;
+        // Why: a bounded number of datagrams; the kernel answers with at most two.
+        for _ in 0..16 {
+            if !self.wait(1000)? {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer"));
+            }
+            let n = self.recv(buf, true)?;
+            for m in netlink::messages(&buf[..n]) {
+                match m {
+                    Ok(Message::Ack { seq: s, errno }) if s == seq => {
+                        if errno != 0 {
+                            return Err(io::Error::from_raw_os_error(errno));
+                        }
+                        return Ok(answer);
+                    }
+                    Ok(Message::Conntrack { seq: s, orig }) if s == seq => answer = Some(orig),
+                    _ => {}
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no netlink acknowledgement",
+        ))
+    }
+}
+
+/// ctnetlink: orientation look-ups and conntrack marks.
+#[derive(Debug)]
+pub struct Conntrack {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// What a conntrack look-up said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The connection, with its original tuple.
+    Found(Tuple),
+    /// Not (yet) in the table: an unconfirmed first packet.
+    Missing,
+}
+
+impl Conntrack {
+    /// Open a ctnetlink socket.
+    pub fn open() -> io::Result<Self> {
+        Ok(Self {
+            sock: NlSocket::open(0)?,
+            seq: 1,
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    /// The connection a packet with tuple `t` belongs to.
+    pub fn lookup(&mut self, t: &Tuple) -> io::Result<Lookup> {
+        let seq = self.next_seq();
+        match self
+            .sock
+            .request(&netlink::ct_get(t, seq), seq, &mut self.buf)
+        {
+            Ok(Some(Some(orig))) => Ok(Lookup::Found(orig)),
+            Ok(_) => Ok(Lookup::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Lookup::Missing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set Rampart's mark bits on the connection `t` belongs to; `Ok(false)` when it is not in
+    /// the table (an unconfirmed connection whose first packet was dropped).
+    pub fn set_mark(&mut self, t: &Tuple, mark: u32) -> io::Result<bool> {
+        let seq = self.next_seq();
+        match self.sock.request(
+            &netlink::ct_set_mark(t, mark, MARK_MASK, seq),
+            seq,
+            &mut self.buf,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A bound NFQUEUE.
+#[derive(Debug)]
+pub struct Queue {
+    sock: NlSocket,
+    options: QueueOptions,
+}
+
+impl Queue {
+    /// Bind queue `options.queue` in the current network namespace.
+    pub fn bind(options: QueueOptions) -> Result<Self, ShellError> {
+        let io_err = |what| move |source| ShellError::Io { what, source };
+        // Why: 8 MiB holds ~2000 full copies; bursts beyond that fail open or closed per flag.
+        let sock = NlSocket::open(8 << 20).map_err(io_err("cannot open a netlink socket"))?;
+        let mut buf = vec![0u8; 8192];
+        let refused = |what| {
+            move |source| ShellError::Refused {
+                what,
+                queue: options.queue,
+                source,
+            }
+        };
+        sock.request(
+            &netlink::config_cmd(options.queue, netlink::CMD_BIND, 1),
+            1,
+            &mut buf,
+        )
+        .map_err(refused("the bind"))?;
+        let mut flags = netlink::CFG_F_GSO;
+        if options.fail_open {
+            flags |= netlink::CFG_F_FAIL_OPEN;
+        }
+        sock.request(
+            &netlink::config_params(
+                options.queue,
+                options.copy_range,
+                options.max_len,
+                flags,
+                netlink::CFG_F_GSO | netlink::CFG_F_FAIL_OPEN,
+                2,
+            ),
+            2,
+            &mut buf,
+        )
+        .map_err(refused("copy mode and flags"))?;
+        Ok(Self { sock, options })
+    }
+
+    /// The options it was bound with.
+    pub fn options(&self) -> QueueOptions {
+        self.options
+    }
+
+    /// Unbind (the kernel does it too when the socket closes).
+    pub fn unbind(&self) -> io::Result<()> {
+        self.sock.send(&netlink::config_cmd(
+            self.options.queue,
+            netlink::CMD_UNBIND,
+            3,
+        ))
+    }
+}
+
+/// Counters of the shell itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShellCounters {
+    /// Messages that did not parse.
+    pub malformed: u64,
+    /// Receive errors (ENOBUFS: the kernel could not deliver; those packets were dropped or,
+    /// failing open, accepted).
+    pub recv_errors: u64,
+    /// Verdicts that could not be sent.
+    pub verdict_errors: u64,
+    /// Conntrack orientation look-ups.
+    pub ct_lookups: u64,
+    /// Look-ups that failed (not "missing").
+    pub ct_lookup_errors: u64,
+    /// Conntrack marks set.
+    pub ct_marks_set: u64,
+    /// Marks not set because the connection was not in the table (unconfirmed first packet).
+    pub ct_marks_missing: u64,
+    /// Marks that failed otherwise.
+    pub ct_mark_errors: u64,
+    /// Events that could not be written.
+    pub event_errors: u64,
+}
+
+/// Flags the caller's signal handling sets.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Stop the loop.
+    pub stop: AtomicBool,
+    /// Reload requested (the loop returns [`Stopped::Reload`]).
+    pub reload: AtomicBool,
+    /// Metrics dump requested (the loop returns [`Stopped::Dump`]).
+    pub dump: AtomicBool,
+}
+
+/// Why [`Runner::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// `stop` was set.
+    Stop,
+    /// `reload` was set (cleared on return).
+    Reload,
+    /// `dump` was set (cleared on return).
+    Dump,
+}
+
+/// Clock readings the loop takes (monotonic for the table, wall clock for events).
+pub trait Clock {
+    /// Monotonic milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Nanoseconds since the Unix epoch.
+    fn unix_ns(&self) -> u64;
+}
+
+/// The system clocks.
+#[derive(Debug)]
+pub struct SystemClock {
+    start: std::time::Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn unix_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// The packet loop.
+#[derive(Debug)]
+pub struct Runner {
+    queue: Queue,
+    ct: Option<Conntrack>,
+    buf: Vec<u8>,
+    ifnames: HashMap<u32, Option<String>>,
+    /// Shell counters.
+    pub counters: ShellCounters,
+}
+
+/// Most interface names cached (cleared when full and on reload).
+const MAX_IFNAMES: usize = 1024;
+
+impl Runner {
+    /// A runner over a bound queue; `ct` is `None` when ctnetlink is unavailable (then
+    /// orientation comes from the table alone and no conntrack marks are set).
+    pub fn new(queue: Queue, ct: Option<Conntrack>) -> Self {
+        Self {
+            queue,
+            ct,
+            // Why: one datagram holds several queued packets of up to copy_range bytes each.
+            buf: vec![0; 256 * 1024],
+            ifnames: HashMap::new(),
+            counters: ShellCounters::default(),
+        }
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Forget cached interface names (interfaces may be renamed).
+    pub fn forget_interfaces(&mut self) {
+        self.ifnames.clear();
+    }
+
+    fn ifname(&mut self, index: Option<u32>) -> Option<String> {
+        let index = index?;
+        if self.ifnames.len() >= MAX_IFNAMES {
+            self.ifnames.clear();
+        }
+        self.ifnames
+            .entry(index)
+            .or_insert_with(|| {
+                let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+                // SAFETY: name has IF_NAMESIZE bytes as if_indextoname requires.
+                let p = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+                if p.is_null() {
+                    return None;
+                }
+                // SAFETY: on success the buffer holds a NUL-terminated name.
+                let s = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+                Some(s.to_string_lossy().into_owned())
+            })
+            .clone()
+    }
+
+    /// Receive, classify and verdict packets until `control` asks otherwise.
+    pub fn run<L: Labeller>(
+        &mut self,
+        classifier: &mut Classifier<L>,
+        control: &Control,
+        clock: &dyn Clock,
+        events: &mut dyn Sink,
+    ) -> Stopped {
+        let mut last_expire_ms = clock.now_ms();
+        loop {
+            if control.stop.load(Ordering::Relaxed) {
+                return Stopped::Stop;
+            }
+            if control.reload.swap(false, Ordering::Relaxed) {
+                return Stopped::Reload;
+            }
+            if control.dump.swap(false, Ordering::Relaxed) {
+                return Stopped::Dump;
+            }
+            let now_ms = clock.now_ms();
+            if now_ms.saturating_sub(last_expire_ms) >= 1000 {
+                classifier.expire(now_ms);
+                last_expire_ms = now_ms;
+            }
+            match self.queue.sock.wait(200) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => {
+                    self.counters.recv_errors += 1;
+                    continue;
+                }
+            }
+            let n = match self.queue.sock.recv(&mut self.buf, true) {
+                Ok(0) => continue,
+                Ok(n) => n,
+                Err(_) => {
+                    self.counters.recv_errors += 1;
+                    continue;
+                }
+            };
+            // Why: the packets borrow `buf`; copy it out of self so `self` stays usable.
+            let buf = std::mem::take(&mut self.buf);
+            for m in netlink::messages(&buf[..n]) {
+                match m {
+                    Ok(Message::Packet(p)) => {
+                        self.handle(classifier, &p, clock, events);
+                    }
+                    Ok(_) => {}
+                    Err(_) => self.counters.malformed += 1,
+                }
+            }
+            self.buf = buf;
+        }
+    }
+
+    fn handle<L: Labeller>(
+        &mut self,
+        classifier: &mut Classifier<L>,
+        p: &netlink::QueuedPacket<'_>,
+        clock: &dyn Clock,
+        events: &mut dyn Sink,
+    ) {
+        let now_ms = clock.now_ms();
+        let tuple = tuple_of(p.payload);
+        let mut orientation = Orientation::Unknown;
+        if let (Some(t), Some(ct)) = (tuple, self.ct.as_mut()) {
+            if !classifier.knows(&t, now_ms) {
+                self.counters.ct_lookups += 1;
+                match ct.lookup(&t) {
+                    Ok(Lookup::Found(orig)) if orig == t => orientation = Orientation::Original,
+                    Ok(Lookup::Found(orig)) => orientation = Orientation::Reply { orig },
+                    Ok(Lookup::Missing) => orientation = Orientation::Original,
+                    Err(_) => self.counters.ct_lookup_errors += 1,
+                }
+            }
+        }
+        let iif = self.ifname(p.indev);
+        let oif = self.ifname(p.outdev);
+        let pkt = PacketIn {
+            hook: Hook::from_nf(p.hook).unwrap_or(Hook::Input),
+            iif: iif.as_deref(),
+            oif: oif.as_deref(),
+            orientation,
+            data: p.payload,
+        };
+        let d = classifier.classify(&pkt, now_ms);
+        let v = match d.verdict {
+            Verdict::Accept => NfVerdict::Accept,
+            Verdict::Drop => NfVerdict::Drop,
+        };
+        if self
+            .queue
+            .sock
+            .send(&netlink::verdict(p.queue, p.id, v))
+            .is_err()
+        {
+            self.counters.verdict_errors += 1;
+        }
+        // Why after the verdict: an accepted first packet is confirmed into the conntrack table
+        // only once it passes the rest of the hooks, which the verdict triggers synchronously.
+        if let (Some(mark), Some((orig, _)), Some(ct)) = (d.ct_mark, d.conn, self.ct.as_mut()) {
+            match ct.set_mark(&orig, mark) {
+                Ok(true) => self.counters.ct_marks_set += 1,
+                Ok(false) => self.counters.ct_marks_missing += 1,
+                Err(_) => self.counters.ct_mark_errors += 1,
+            }
+        }
+        if let Some(ev) = classifier.block_event(&d, clock.unix_ns()) {
+            if events.emit(&ev).is_err() {
+                self.counters.event_errors += 1;
+            }
+        }
+    }
+}
