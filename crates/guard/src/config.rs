@@ -1,0 +1,390 @@
+//! The guard's TOML configuration: parsed strictly (unknown keys are errors), then validated
+//! into [`Config`] with parsed addresses and bounded numbers.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::decode::{Mac, NameProtocol};
+use crate::GuardError;
+
+/// Why: Linux interface names are at most 15 bytes (IFNAMSIZ 16 with the NUL); nft `ifname`
+/// set elements have the same size.
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Why: Dell S6100 caps its snooping table at 4000 entries; a bridge with more leases than
+/// that is beyond what the guard is designed for, and the cap bounds memory and the nft set.
+pub const DEFAULT_MAX_BINDINGS: usize = 4096;
+/// Hard ceiling for `max_bindings`.
+pub const MAX_BINDINGS_LIMIT: usize = 65_536;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    bridge: Option<String>,
+    #[serde(default)]
+    trusted_ports: Vec<String>,
+    #[serde(default)]
+    untrusted_ports: Vec<String>,
+    bindings_file: PathBuf,
+    events_file: PathBuf,
+    max_bindings: Option<usize>,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    static_arp: Vec<RawStatic>,
+    gateway: Option<RawGateway>,
+    canary: Option<RawCanary>,
+    #[serde(default)]
+    block: RawBlock,
+    table: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    dhcp_per_second: Option<u32>,
+    dhcp_burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatic {
+    ip: Ipv4Addr,
+    mac: String,
+    port: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    ip: Ipv4Addr,
+    mac: String,
+    interface: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    source: Ipv4Addr,
+    interface: Option<String>,
+    interval_s: Option<u64>,
+    protocols: Option<Vec<NameProtocol>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    #[serde(default)]
+    llmnr: bool,
+    #[serde(default)]
+    nbns: bool,
+    #[serde(default)]
+    mdns: bool,
+}
+
+/// Per-port DHCP client-message rate limit (starvation guard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained client messages per second per untrusted port.
+    pub per_second: u32,
+    /// Burst allowance in messages.
+    pub burst: u32,
+}
+
+/// Why: Cisco's default DHCP snooping limit is 15 pps on access ports and most vendors accept
+/// 1–2048; 10/s with a burst of 20 lets a port's clients all renew at once after a reboot.
+pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 10,
+    burst: 20,
+};
+
+/// A static ARP entry: the pair is allowed by DAI (on `port` only, or on any port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticEntry {
+    /// Sender IP.
+    pub ip: Ipv4Addr,
+    /// Sender MAC.
+    pub mac: Mac,
+    /// Bridge port, when the entry is tied to one.
+    pub port: Option<String>,
+}
+
+/// Host mode: the gateway's IP↔MAC pin (arp-family table and a permanent neighbour entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gateway {
+    /// Gateway IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Gateway MAC.
+    pub mac: Mac,
+    /// Interface towards the gateway.
+    pub interface: String,
+}
+
+/// The poisoner canary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canary {
+    /// Local IPv4 address the queries are sent from (must be configured on `interface`).
+    pub source: Ipv4Addr,
+    /// Interface to send on (default: the bridge).
+    pub interface: String,
+    /// Seconds between rounds.
+    pub interval_s: u64,
+    /// Protocols queried each round.
+    pub protocols: Vec<NameProtocol>,
+}
+
+/// Why: a round every 30 s finds a poisoner quickly while adding three small multicast
+/// packets per interval to the segment (Respounder's default loop is of the same order).
+pub const DEFAULT_CANARY_INTERVAL_S: u64 = 30;
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bridge whose ports are guarded (bridge mode), if any.
+    pub bridge: Option<String>,
+    /// Trusted ports (DHCP servers, uplinks): no snooping or ARP checks.
+    pub trusted_ports: BTreeSet<String>,
+    /// Untrusted ports the guard watches; every port not trusted is untrusted in the kernel.
+    pub untrusted_ports: BTreeSet<String>,
+    /// Where the binding table is persisted.
+    pub bindings_file: PathBuf,
+    /// Where events are appended (JSON lines).
+    pub events_file: PathBuf,
+    /// Maximum bindings kept.
+    pub max_bindings: usize,
+    /// Per-port DHCP rate limit.
+    pub rate_limit: RateLimit,
+    /// Static ARP entries.
+    pub static_arp: Vec<StaticEntry>,
+    /// Host-mode gateway pin.
+    pub gateway: Option<Gateway>,
+    /// Poisoner canary.
+    pub canary: Option<Canary>,
+    /// Name-service protocols kept off the segment.
+    pub block: BTreeSet<NameProtocol>,
+    /// Name of the bridge table (default `rampart_guard`); the host table is `<table>_host`.
+    pub table: String,
+}
+
+fn ifname(field: &str, name: &str) -> Result<String, GuardError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFNAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(GuardError::Config(format!(
+            "{field}: {name:?} is not an interface name (1-{MAX_IFNAME_LEN} of [A-Za-z0-9_.@-])"
+        )))
+    }
+}
+
+fn mac(field: &str, text: &str) -> Result<Mac, GuardError> {
+    Mac::parse(text)
+        .filter(|m| !m.is_group() && *m != Mac::ZERO)
+        .ok_or_else(|| GuardError::Config(format!("{field}: {text:?} is not a unicast MAC")))
+}
+
+impl Config {
+    /// Parse and validate TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, GuardError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| GuardError::Config(e.to_string()))?;
+        let bridge = raw
+            .bridge
+            .as_deref()
+            .map(|b| ifname("bridge", b))
+            .transpose()?;
+        let trusted_ports = raw
+            .trusted_ports
+            .iter()
+            .map(|p| ifname("trusted_ports", p))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let untrusted_ports = raw
+            .untrusted_ports
+            .iter()
+            .map(|p| ifname("untrusted_ports", p))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if let Some(both) = trusted_ports.intersection(&untrusted_ports).next() {
+            return Err(GuardError::Config(format!(
+                "port {both:?} is listed as trusted and untrusted"
+            )));
+        }
+        if bridge.is_none() && raw.gateway.is_none() {
+            return Err(GuardError::Config(
+                "nothing to guard: set `bridge` (switch role) or `[gateway]` (host role)".into(),
+            ));
+        }
+        if bridge.is_none() && !(trusted_ports.is_empty() && untrusted_ports.is_empty()) {
+            return Err(GuardError::Config(
+                "trusted_ports/untrusted_ports need `bridge`".into(),
+            ));
+        }
+        let max_bindings = raw.max_bindings.unwrap_or(DEFAULT_MAX_BINDINGS);
+        if max_bindings == 0 || max_bindings > MAX_BINDINGS_LIMIT {
+            return Err(GuardError::Config(format!(
+                "max_bindings must be 1..={MAX_BINDINGS_LIMIT}"
+            )));
+        }
+        let rate_limit = RateLimit {
+            per_second: raw
+                .rate_limit
+                .dhcp_per_second
+                .unwrap_or(DEFAULT_RATE_LIMIT.per_second),
+            burst: raw
+                .rate_limit
+                .dhcp_burst
+                .unwrap_or(DEFAULT_RATE_LIMIT.burst),
+        };
+        if !(1..=2048).contains(&rate_limit.per_second) || !(1..=4096).contains(&rate_limit.burst) {
+            return Err(GuardError::Config(
+                "rate_limit: dhcp_per_second must be 1..=2048 and dhcp_burst 1..=4096".into(),
+            ));
+        }
+        let mut static_arp = Vec::new();
+        for s in &raw.static_arp {
+            let port = s
+                .port
+                .as_deref()
+                .map(|p| ifname("static_arp.port", p))
+                .transpose()?;
+            static_arp.push(StaticEntry {
+                ip: s.ip,
+                mac: mac("static_arp.mac", &s.mac)?,
+                port,
+            });
+        }
+        let gateway = raw
+            .gateway
+            .map(|g| -> Result<Gateway, GuardError> {
+                Ok(Gateway {
+                    ip: g.ip,
+                    mac: mac("gateway.mac", &g.mac)?,
+                    interface: ifname("gateway.interface", &g.interface)?,
+                })
+            })
+            .transpose()?;
+        let canary = match raw.canary {
+            None => None,
+            Some(c) => {
+                let interface = match (c.interface.as_deref(), bridge.as_deref()) {
+                    (Some(i), _) | (None, Some(i)) => ifname("canary.interface", i)?,
+                    (None, None) => {
+                        return Err(GuardError::Config(
+                            "canary.interface is required without `bridge`".into(),
+                        ))
+                    }
+                };
+                let interval_s = c.interval_s.unwrap_or(DEFAULT_CANARY_INTERVAL_S);
+                if !(1..=86_400).contains(&interval_s) {
+                    return Err(GuardError::Config(
+                        "canary.interval_s must be 1..=86400".into(),
+                    ));
+                }
+                let mut protocols = c.protocols.unwrap_or_else(|| {
+                    vec![NameProtocol::Llmnr, NameProtocol::Nbns, NameProtocol::Mdns]
+                });
+                protocols.sort();
+                protocols.dedup();
+                Some(Canary {
+                    source: c.source,
+                    interface,
+                    interval_s,
+                    protocols,
+                })
+            }
+        };
+        let mut block = BTreeSet::new();
+        for (on, p) in [
+            (raw.block.llmnr, NameProtocol::Llmnr),
+            (raw.block.nbns, NameProtocol::Nbns),
+            (raw.block.mdns, NameProtocol::Mdns),
+        ] {
+            if on {
+                block.insert(p);
+            }
+        }
+        let table = raw.table.unwrap_or_else(|| "rampart_guard".into());
+        if table.is_empty()
+            || table.len() > 32
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(GuardError::Config(format!(
+                "table: {table:?} must be 1-32 of [A-Za-z0-9_]"
+            )));
+        }
+        Ok(Config {
+            bridge,
+            trusted_ports,
+            untrusted_ports,
+            bindings_file: raw.bindings_file,
+            events_file: raw.events_file,
+            max_bindings,
+            rate_limit,
+            static_arp,
+            gateway,
+            canary,
+            block,
+            table,
+        })
+    }
+
+    /// True when `port` is trusted.
+    pub fn is_trusted(&self, port: &str) -> bool {
+        self.trusted_ports.contains(port)
+    }
+
+    /// Every port the guard watches (trusted and untrusted).
+    pub fn ports(&self) -> impl Iterator<Item = &String> {
+        self.trusted_ports.iter().chain(self.untrusted_ports.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+bridge = "br0"
+trusted_ports = ["p_srv"]
+untrusted_ports = ["p_cli"]
+bindings_file = "/tmp/b"
+events_file = "/tmp/e"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.rate_limit, DEFAULT_RATE_LIMIT);
+        assert_eq!(c.max_bindings, DEFAULT_MAX_BINDINGS);
+        assert_eq!(c.table, "rampart_guard");
+        assert!(c.is_trusted("p_srv") && !c.is_trusted("p_cli"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml(&format!("{MINIMAL}\nbrigde = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("brigde"), "{e}");
+        let e = Config::from_toml(&format!("{MINIMAL}\n[rate_limit]\ndhcp_pps = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("dhcp_pps"), "{e}");
+    }
+
+    #[test]
+    fn port_both_trusted_and_untrusted_is_refused() {
+        let text = MINIMAL.replace("[\"p_cli\"]", "[\"p_srv\"]");
+        assert!(Config::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn bad_names_and_macs_are_refused() {
+        assert!(Config::from_toml(&MINIMAL.replace("br0", "br0; flush ruleset")).is_err());
+        let text =
+            format!("{MINIMAL}\n[[static_arp]]\nip = \"192.0.2.1\"\nmac = \"ff:ff:ff:ff:ff:ff\"\n");
+        assert!(Config::from_toml(&text).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! Frame builders for tests, the lab and fixtures: DHCP client and server messages, ARP, and
+//! the Ethernet/IPv4/UDP framing around them. Pure; checksums are computed (IPv4) or left zero
+//! (UDP over IPv4, which RFC 768 allows).
+
+use std::net::Ipv4Addr;
+
+use crate::decode::{Mac, DHCP_MAGIC, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+
+/// A DHCP message (BOOTP layout, RFC 2131) with options 53 and the given extra options.
+pub fn dhcp(
+    op: u8,
+    kind: u8,
+    xid: u32,
+    chaddr: Mac,
+    ciaddr: Ipv4Addr,
+    yiaddr: Ipv4Addr,
+    options: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
+    let mut p = vec![0u8; 240];
+    p[0] = op;
+    p[1] = 1;
+    p[2] = 6;
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    p[10] = 0x80; // broadcast flag: answers go to ff:ff:ff:ff:ff:ff
+    p[12..16].copy_from_slice(&ciaddr.octets());
+    p[16..20].copy_from_slice(&yiaddr.octets());
+    p[28..34].copy_from_slice(&chaddr.0);
+    p[236..240].copy_from_slice(&DHCP_MAGIC);
+    p.extend_from_slice(&[53, 1, kind]);
+    for (code, value) in options {
+        p.push(*code);
+        p.push(value.len().min(255) as u8);
+        p.extend_from_slice(&value[..value.len().min(255)]);
+    }
+    p.push(255);
+    p
+}
+
+fn checksum(words: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in words.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Ethernet + IPv4 + UDP around `payload` (UDP checksum 0: "not computed").
+pub fn udp4_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&dst_mac.0);
+    f.extend_from_slice(&src_mac.0);
+    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total.min(0xffff) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&(udp_len.min(0xffff) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An Ethernet ARP frame.
+pub fn arp_frame(
+    eth_src: Mac,
+    eth_dst: Mac,
+    op: u16,
+    sender_mac: Mac,
+    sender_ip: Ipv4Addr,
+    target_mac: Mac,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst.0);
+    f.extend_from_slice(&eth_src.0);
+    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sender_mac.0);
+    f.extend_from_slice(&sender_ip.octets());
+    f.extend_from_slice(&target_mac.0);
+    f.extend_from_slice(&target_ip.octets());
+    f
+}
+
+/// The broadcast MAC.
+pub const BROADCAST: Mac = Mac([0xff; 6]);

@@ -1,0 +1,246 @@
+//! The nftables text the guard owns, emitted by pure functions: the bridge-family table
+//! (`table bridge rampart_guard`) with the DHCP/RA guard, the per-port DHCP rate limit, the
+//! DAI chain and its sets; the arp-family host table pinning the gateway; set-element updates
+//! that mirror binding-table changes; and the teardown.
+//!
+//! Why prerouting at priority -200: it runs once per frame with the ingress port as `iifname`
+//! (bridge `forward` runs once per egress port, so a rate limit there counts floods twice).
+//! Bridge tables on the target kernel have no conntrack and no `reject`, so every verdict is
+//! `drop`.
+
+use std::fmt::Write as _;
+
+use crate::bindings::{Binding, BindingTable, Change};
+use crate::config::Config;
+use crate::decode::NameProtocol;
+
+fn quoted_set<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<String> = items.map(|s| format!("\"{s}\"")).collect();
+    v.join(", ")
+}
+
+fn binding_element(b: &Binding, now_s: u64) -> Option<String> {
+    let left = b.expires_s.checked_sub(now_s).filter(|s| *s > 0)?;
+    Some(format!(
+        "\"{}\" . {} . {} timeout {}s",
+        b.port, b.mac, b.ip, left
+    ))
+}
+
+/// The bridge table, complete, as one `nft -f` transaction that replaces any previous copy
+/// (declare, delete, re-create: nft 1.0.6 has no `destroy`). `None` without a bridge.
+pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option<String> {
+    cfg.bridge.as_ref()?;
+    let t = &cfg.table;
+    let mut s = String::new();
+    let _ = writeln!(s, "table bridge {t} {{\n}}\ndelete table bridge {t}");
+    let _ = writeln!(s, "table bridge {t} {{");
+    let _ = writeln!(
+        s,
+        "\tcomment \"rampart guard: DHCP snooping, RA guard, dynamic ARP inspection\""
+    );
+    let trusted = if cfg.trusted_ports.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\t\telements = {{ {} }}",
+            quoted_set(cfg.trusted_ports.iter())
+        )
+    };
+    let _ = writeln!(s, "\tset trusted_ports {{\n\t\ttype ifname{trusted}\n\t}}");
+    let portless: Vec<String> = cfg
+        .static_arp
+        .iter()
+        .filter(|e| e.port.is_none())
+        .map(|e| format!("{} . {}", e.mac, e.ip))
+        .collect();
+    let portless = if portless.is_empty() {
+        String::new()
+    } else {
+        format!("\n\t\telements = {{ {} }}", portless.join(", "))
+    };
+    let _ = writeln!(
+        s,
+        "\tset dai_static {{\n\t\ttype ether_addr . ipv4_addr{portless}\n\t}}"
+    );
+    let mut per_port: Vec<String> = cfg
+        .static_arp
+        .iter()
+        .filter_map(|e| {
+            e.port
+                .as_ref()
+                .map(|p| format!("\"{p}\" . {} . {}", e.mac, e.ip))
+        })
+        .collect();
+    per_port.extend(bindings.iter().filter_map(|b| binding_element(b, now_s)));
+    let per_port = if per_port.is_empty() {
+        String::new()
+    } else {
+        format!("\n\t\telements = {{ {} }}", per_port.join(",\n\t\t\t     "))
+    };
+    let _ = writeln!(
+        s,
+        "\tset dai_bindings {{\n\t\ttype ifname . ether_addr . ipv4_addr\n\t\tflags timeout{per_port}\n\t}}"
+    );
+    for set in ["dhcp_rate", "dhcp6_rate"] {
+        let _ = writeln!(
+            s,
+            "\tset {set} {{\n\t\ttype ifname\n\t\tflags dynamic,timeout\n\t\ttimeout 1m\n\t}}"
+        );
+    }
+    let rl = cfg.rate_limit;
+    let untrusted = "iifname != @trusted_ports";
+    let _ = writeln!(
+        s,
+        "\tchain prerouting {{\n\t\ttype filter hook prerouting priority -200; policy accept;"
+    );
+    let rules = [
+        format!("{untrusted} ether type {{ 8021q, 8021ad }} counter drop comment \"tagged frame on an untrusted port\""),
+        format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
+        format!("{untrusted} ether type ip6 udp sport 547 counter drop comment \"DHCPv6 server message on an untrusted port\""),
+        format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert counter drop comment \"router advertisement on an untrusted port\""),
+        format!("{untrusted} ether type ip udp sport 68 udp dport 67 update @dhcp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCP client rate limit\"", rl.per_second, rl.burst),
+        format!("{untrusted} ether type ip6 udp sport 546 udp dport 547 update @dhcp6_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCPv6 client rate limit\"", rl.per_second, rl.burst),
+        format!("{untrusted} ether type arp jump dai"),
+    ];
+    for r in rules {
+        let _ = writeln!(s, "\t\t{r}");
+    }
+    for p in &cfg.block {
+        let port = p.port();
+        let ports = if *p == NameProtocol::Nbns {
+            "{ 137, 138 }".to_string()
+        } else {
+            port.to_string()
+        };
+        for fam in ["ip", "ip6"] {
+            if *p == NameProtocol::Nbns && fam == "ip6" {
+                continue; // NetBIOS has no IPv6 transport.
+            }
+            let _ = writeln!(
+                s,
+                "\t\tether type {fam} udp dport {ports} counter drop comment \"{} blocked\"",
+                p.name()
+            );
+            let _ = writeln!(
+                s,
+                "\t\tether type {fam} udp sport {ports} counter drop comment \"{} blocked\"",
+                p.name()
+            );
+        }
+    }
+    let _ = writeln!(s, "\t}}");
+    let _ = writeln!(s, "\tchain dai {{");
+    for r in [
+        "arp saddr ip 0.0.0.0 return comment \"RFC 5227 probe\"",
+        "ether saddr . arp saddr ip @dai_static arp saddr ether . arp saddr ip @dai_static return",
+        "iifname . ether saddr . arp saddr ip @dai_bindings iifname . arp saddr ether . arp saddr ip @dai_bindings return",
+        "counter drop comment \"ARP sender not bound to this port\"",
+    ] {
+        let _ = writeln!(s, "\t\t{r}");
+    }
+    let _ = writeln!(s, "\t}}\n}}");
+    Some(s)
+}
+
+/// Element updates mirroring `changes` into `dai_bindings`, as one transaction. A renewal is
+/// `add` (no error if present) + `delete` + `add` with the new timeout, because `add` of an
+/// existing element does not refresh its timeout. `None` when there is nothing to do.
+pub fn binding_updates(cfg: &Config, changes: &[Change], now_s: u64) -> Option<String> {
+    cfg.bridge.as_ref()?;
+    let t = &cfg.table;
+    let mut s = String::new();
+    let key = |b: &Binding| format!("\"{}\" . {} . {}", b.port, b.mac, b.ip);
+    for c in changes {
+        match c {
+            Change::Bind { new, old } => {
+                if let Some(old) = old {
+                    if key(old) != key(new) {
+                        let _ =
+                            writeln!(s, "add element bridge {t} dai_bindings {{ {} }}", key(old));
+                        let _ = writeln!(
+                            s,
+                            "delete element bridge {t} dai_bindings {{ {} }}",
+                            key(old)
+                        );
+                    }
+                }
+                if let Some(el) = binding_element(new, now_s) {
+                    let _ = writeln!(s, "add element bridge {t} dai_bindings {{ {} }}", key(new));
+                    let _ = writeln!(
+                        s,
+                        "delete element bridge {t} dai_bindings {{ {} }}",
+                        key(new)
+                    );
+                    let _ = writeln!(s, "add element bridge {t} dai_bindings {{ {el} }}");
+                }
+            }
+            Change::Unbind(b) => {
+                // A port-bound static entry with the same key must survive an unbind.
+                let is_static = cfg
+                    .static_arp
+                    .iter()
+                    .any(|e| e.port.as_deref() == Some(&b.port) && e.mac == b.mac && e.ip == b.ip);
+                if !is_static {
+                    let _ = writeln!(s, "add element bridge {t} dai_bindings {{ {} }}", key(b));
+                    let _ = writeln!(s, "delete element bridge {t} dai_bindings {{ {} }}", key(b));
+                }
+            }
+        }
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+/// Host role: an arp-family table dropping ARP that claims the gateway's IP with another MAC
+/// (both the Ethernet-level sender address and the ARP sender must be the pinned MAC).
+/// `None` without `[gateway]`.
+pub fn host_table(cfg: &Config) -> Option<String> {
+    let g = cfg.gateway.as_ref()?;
+    let t = format!("{}_host", cfg.table);
+    let mut s = String::new();
+    let _ = writeln!(s, "table arp {t} {{\n}}\ndelete table arp {t}");
+    let _ = writeln!(s, "table arp {t} {{");
+    let _ = writeln!(s, "\tcomment \"rampart guard: gateway ARP pin\"");
+    let _ = writeln!(
+        s,
+        "\tset pinned {{\n\t\ttype ether_addr . ipv4_addr\n\t\telements = {{ {} . {} }}\n\t}}",
+        g.mac, g.ip
+    );
+    let _ = writeln!(
+        s,
+        "\tset protected {{\n\t\ttype ipv4_addr\n\t\telements = {{ {} }}\n\t}}",
+        g.ip
+    );
+    let _ = writeln!(
+        s,
+        "\tchain input {{\n\t\ttype filter hook input priority 0; policy accept;"
+    );
+    let _ = writeln!(
+        s,
+        "\t\tiifname \"{}\" arp saddr ip @protected arp saddr ether . arp saddr ip != @pinned counter drop comment \"gateway ARP spoof\"",
+        g.interface
+    );
+    let _ = writeln!(s, "\t}}\n}}");
+    Some(s)
+}
+
+/// The teardown: deletes the tables the guard owns (declaring them first so the delete
+/// cannot fail on an absent table).
+pub fn teardown(cfg: &Config) -> String {
+    let mut s = String::new();
+    if cfg.bridge.is_some() {
+        let _ = writeln!(
+            s,
+            "table bridge {0} {{\n}}\ndelete table bridge {0}",
+            cfg.table
+        );
+    }
+    if cfg.gateway.is_some() {
+        let _ = writeln!(
+            s,
+            "table arp {0}_host {{\n}}\ndelete table arp {0}_host",
+            cfg.table
+        );
+    }
+    s
+}

@@ -1,0 +1,401 @@
+//! The I/O shell around the pure [`Guard`](crate::Guard): it applies the emitted tables with
+//! `nft -f` (one transaction each), pins the gateway's neighbour entry, reads frames from the
+//! bridge ports ([`capture`]), sends canary queries, mirrors binding changes into the kernel
+//! set, persists the table, writes events, and on stop deletes what it created.
+
+pub mod capture;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rampart_events::{JsonLinesSink, Sink};
+
+use crate::bindings::BindingTable;
+use crate::canary::Query;
+use crate::config::Config;
+use crate::decode::NameProtocol;
+use crate::engine::{Guard, Output};
+use crate::{ruleset, GuardError};
+
+/// Run `nft -f -` with `text` as one transaction.
+pub fn nft_apply(action: &str, text: &str) -> Result<(), GuardError> {
+    let fail = |stderr: String| GuardError::Nft {
+        action: action.to_string(),
+        stderr,
+    };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error shows up as nft's own failure below.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("cannot wait for nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GuardError + '_ {
+    move |source| GuardError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Load the persisted binding table; a missing file is an empty table, a malformed one an
+/// error naming the line (the file is left as it is).
+pub fn load_bindings(path: &Path, max: usize, now_s: u64) -> Result<BindingTable, GuardError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => BindingTable::from_text(&text, max, now_s).map_err(|e| match e {
+            GuardError::BindingsFile { line, reason } => GuardError::BindingsFile {
+                line,
+                reason: format!("{}: {reason}", path.display()),
+            },
+            other => other,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BindingTable::new(max)),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Persist the table: write a temporary file, fsync, keep the current file as `<path>.prev`,
+/// rename into place. A crash at any point leaves a complete file at `path` or `.prev`.
+pub fn save_bindings(path: &Path, table: &BindingTable) -> Result<(), GuardError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(table.to_text().as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    if path.exists() {
+        let prev = path.with_extension("prev");
+        std::fs::copy(path, &prev).map_err(io(&prev))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Nanoseconds since the Unix epoch (the shell is where the clock is read).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn random_u64s(n: usize) -> Vec<u64> {
+    let mut bytes = vec![0u8; n * 8];
+    let ok = File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        // Why: unpredictable names matter only against a poisoner that whitelists canary
+        // names; the clock is a weak but working fallback.
+        let t = now_ns();
+        return (0..n as u64)
+            .map(|i| t.rotate_left(17).wrapping_mul(i + 0x9e37_79b9))
+            .collect();
+    }
+    bytes
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
+/// The socket the canary sends from: bound to the configured source address and interface,
+/// multicast TTL 1 on that interface, broadcast allowed.
+struct CanarySocket {
+    socket: UdpSocket,
+}
+
+impl CanarySocket {
+    fn open(source: Ipv4Addr, interface: &str) -> Result<Self, GuardError> {
+        let what = |w: &str| format!("canary socket {w} ({source} on {interface})");
+        let socket =
+            UdpSocket::bind(SocketAddrV4::new(source, 0)).map_err(|source| GuardError::Socket {
+                what: what("bind"),
+                source,
+            })?;
+        let fd = socket.as_raw_fd();
+        let name = interface.as_bytes();
+        // SAFETY: `name` is valid for `name.len()` bytes; SO_BINDTODEVICE reads that many.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_ptr().cast(),
+                name.len() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(GuardError::Socket {
+                what: what("SO_BINDTODEVICE"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let mreq = libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr { s_addr: 0 },
+            imr_address: libc::in_addr {
+                s_addr: u32::from(source).to_be(),
+            },
+            imr_ifindex: capture::ifindex(interface)? as i32,
+        };
+        // SAFETY: `mreq` is a valid ip_mreqn and the length matches it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                std::ptr::addr_of!(mreq).cast(),
+                std::mem::size_of::<libc::ip_mreqn>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(GuardError::Socket {
+                what: what("IP_MULTICAST_IF"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let sock_err = |w: &'static str| {
+            move |source| GuardError::Socket {
+                what: w.to_string(),
+                source,
+            }
+        };
+        socket
+            .set_multicast_ttl_v4(1)
+            .map_err(sock_err("canary multicast ttl"))?;
+        socket
+            .set_broadcast(true)
+            .map_err(sock_err("canary broadcast"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(sock_err("canary nonblocking"))?;
+        Ok(Self { socket })
+    }
+
+    fn send(&self, q: &Query) -> Result<(), GuardError> {
+        let dest = match q.protocol {
+            NameProtocol::Llmnr => SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 252), 5355),
+            NameProtocol::Mdns => SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 251), 5353),
+            NameProtocol::Nbns => SocketAddrV4::new(Ipv4Addr::BROADCAST, 137),
+        };
+        self.socket
+            .send_to(&q.payload, dest)
+            .map(|_| ())
+            .map_err(|source| GuardError::Socket {
+                what: format!("canary {} query to {dest}", q.protocol.name()),
+                source,
+            })
+    }
+}
+
+/// What the guard set up, reported once it is enforcing.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Started {
+    /// Ports captured.
+    pub ports: Vec<String>,
+    /// Bindings restored from the persisted file.
+    pub bindings: usize,
+    /// nft tables owned (family and name).
+    pub tables: Vec<String>,
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Frames read from the ports.
+    pub frames: u64,
+    /// Events written.
+    pub events: u64,
+    /// Binding changes mirrored into the kernel.
+    pub binding_changes: u64,
+    /// Canary queries sent.
+    pub canary_queries: u64,
+}
+
+/// Removes the kernel state the guard created when dropped (also on error paths), so a failed
+/// start does not leave a half-configured bridge behind. A crash (SIGKILL) skips this by
+/// design: the table stays and keeps enforcing (docs/guard.md, failure semantics).
+struct KernelState<'a> {
+    cfg: &'a Config,
+    neighbour_pinned: bool,
+}
+
+impl Drop for KernelState<'_> {
+    fn drop(&mut self) {
+        let text = ruleset::teardown(self.cfg);
+        if !text.is_empty() {
+            if let Err(e) = nft_apply("teardown", &text) {
+                eprintln!("rampart guard: teardown failed: {e}");
+            }
+        }
+        if let (true, Some(g)) = (self.neighbour_pinned, &self.cfg.gateway) {
+            let _ = Command::new("ip")
+                .args(["neigh", "del", &g.ip.to_string(), "dev", &g.interface])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Why: 200 ms bounds how late expiry, canary rounds and the stop flag are noticed while
+/// keeping an idle guard asleep.
+const POLL_MS: i32 = 200;
+
+/// Run the guard until `stop` is set. `started` is called once the tables are applied and
+/// the sockets open (the CLI prints it, tests wait for it).
+pub fn run(
+    cfg: Config,
+    stop: &AtomicBool,
+    started: impl FnOnce(&Started),
+) -> Result<Summary, GuardError> {
+    let now = now_ns();
+    let table = load_bindings(&cfg.bindings_file, cfg.max_bindings, now / 1_000_000_000)?;
+    let events_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.events_file)
+        .map_err(io(&cfg.events_file))?;
+    let mut events_out = events_file;
+    // Sockets first: a missing port fails before any kernel state exists.
+    let mut sockets = Vec::new();
+    for port in cfg.ports() {
+        sockets.push(capture::PortSocket::open(port)?);
+    }
+    let canary_socket = match &cfg.canary {
+        Some(c) => Some(CanarySocket::open(c.source, &c.interface)?),
+        None => None,
+    };
+    let mut kernel = KernelState {
+        cfg: &cfg,
+        neighbour_pinned: false,
+    };
+    let mut tables = Vec::new();
+    if let Some(text) = ruleset::bridge_table(&cfg, &table, now / 1_000_000_000) {
+        nft_apply("apply bridge table", &text)?;
+        tables.push(format!("bridge {}", cfg.table));
+    }
+    if let (Some(text), Some(g)) = (ruleset::host_table(&cfg), &cfg.gateway) {
+        nft_apply("apply host table", &text)?;
+        tables.push(format!("arp {}_host", cfg.table));
+        let status = Command::new("ip")
+            .args([
+                "neigh",
+                "replace",
+                &g.ip.to_string(),
+                "lladdr",
+                &g.mac.to_string(),
+                "nud",
+                "permanent",
+                "dev",
+                &g.interface,
+            ])
+            .status()
+            .map_err(|source| GuardError::Socket {
+                what: "ip neigh replace".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(GuardError::Nft {
+                action: format!("pin neighbour {} on {}", g.ip, g.interface),
+                stderr: format!("ip neigh replace exited with {status}"),
+            });
+        }
+        kernel.neighbour_pinned = true;
+    }
+    let restored = table.len();
+    let mut guard = Guard::new(cfg.clone(), table);
+    started(&Started {
+        ports: sockets.iter().map(|s| s.port.clone()).collect(),
+        bindings: restored,
+        tables,
+    });
+
+    let mut summary = Summary::default();
+    let fds: Vec<i32> = sockets.iter().map(|s| s.raw_fd()).collect();
+    let mut buf = vec![0u8; capture::MAX_FRAME_LEN];
+    let mut last_tick_s = 0;
+    let mut next_canary_s = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let ready = capture::poll_readable(&fds, POLL_MS)?;
+        let mut batch = Output::default();
+        for i in ready {
+            let socket = &sockets[i];
+            // Drain what is queued, bounded so one busy port cannot starve the loop.
+            for _ in 0..256 {
+                let Some(n) = socket.recv(&mut buf)? else {
+                    break;
+                };
+                summary.frames += 1;
+                let out = guard.on_frame(&socket.port, &buf[..n], now_ns());
+                batch.changes.extend(out.changes);
+                batch.events.extend(out.events);
+            }
+        }
+        let now = now_ns();
+        let now_s = now / 1_000_000_000;
+        if now_s != last_tick_s {
+            last_tick_s = now_s;
+            let out = guard.tick(now);
+            batch.changes.extend(out.changes);
+            batch.events.extend(out.events);
+        }
+        if let (Some(sock), Some(c)) = (&canary_socket, &cfg.canary) {
+            if now_s >= next_canary_s {
+                next_canary_s = now_s + c.interval_s;
+                let queries = guard.canary_round(&random_u64s(c.protocols.len()), now);
+                for q in &queries {
+                    match sock.send(q) {
+                        Ok(()) => summary.canary_queries += 1,
+                        Err(e) => eprintln!("rampart guard: {e}"),
+                    }
+                }
+            }
+        }
+        if !batch.changes.is_empty() {
+            if let Some(text) = ruleset::binding_updates(&cfg, &batch.changes, now_s) {
+                // A refused update leaves the kernel set behind the table; say so and keep
+                // running (the next full apply on restart re-asserts every binding).
+                if let Err(e) = nft_apply("update dai_bindings", &text) {
+                    eprintln!("rampart guard: {e}");
+                }
+            }
+            summary.binding_changes += batch.changes.len() as u64;
+            save_bindings(&cfg.bindings_file, guard.bindings())?;
+        }
+        if !batch.events.is_empty() {
+            // One write per batch, so readers never see half a line.
+            let mut sink = JsonLinesSink::new(Vec::new());
+            for e in &batch.events {
+                sink.emit(e)?;
+            }
+            events_out
+                .write_all(&sink.into_inner()?)
+                .map_err(io(&cfg.events_file))?;
+            summary.events += batch.events.len() as u64;
+        }
+    }
+    save_bindings(&cfg.bindings_file, guard.bindings())?;
+    drop(kernel);
+    Ok(summary)
+}
