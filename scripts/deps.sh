@@ -17,11 +17,13 @@ rampart_need_rust() {
 }
 
 # Debian package for each command the tests and the lab run.
-RAMPART_PACKAGES="nft:nftables ip:iproute2 iptables-nft:iptables ping:iputils-ping nc:netcat-openbsd socat:socat python3:python3 tcpdump:tcpdump dig:dnsutils"
+RAMPART_PACKAGES="nft:nftables ip:iproute2 iptables-nft:iptables ping:iputils-ping nc:netcat-openbsd socat:socat python3:python3 tcpdump:tcpdump dig:dnsutils nsenter:util-linux sha256sum:coreutils"
+# Only the test suite needs these (the daemon's dashboard test drives headless Chromium).
+RAMPART_TEST_PACKAGES="chromium:chromium"
 
 rampart_install_packages() {
     local missing="" pair cmd pkg
-    for pair in $RAMPART_PACKAGES; do
+    for pair in $RAMPART_PACKAGES ${RAMPART_EXTRA_PACKAGES:-}; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"

@@ -70,6 +70,12 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Run the filtering DNS forwarder (block lists, rebinding guard, tunnelling detection).
     Dns(cmd::dns::Args),
+    /// Run the daemon: apply the policy, supervise its components, store events, serve metrics and the dashboard.
+    Run(cmd::run::Args),
+    /// Ask the running daemon to reload the policy (a bad policy changes nothing), or show its status.
+    Reload(cmd::reload::Args),
+    /// Query the daemon's events store by time, component, technique, source, rule and verdict.
+    Events(cmd::events::Args),
     /// Run the egress (forward) proxy: per-source destination allowlists, SSRF-safe resolution, SNI checked against CONNECT.
     Egress(cmd::egress::Args),
     /// Run the WAF reverse proxy with the OWASP Core Rule Set.
@@ -106,6 +112,9 @@ fn main() -> ExitCode {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Dns(args) => cmd::dns::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Reload(args) => cmd::reload::run(args),
+        Command::Events(args) => cmd::events::run(args),
         Command::Egress(args) => cmd::egress::run(args),
         Command::Waf(args) => cmd::waf::run(args),
         Command::Guard(args) => cmd::guard::run(args),

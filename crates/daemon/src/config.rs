@@ -1,0 +1,346 @@
+//! The run configuration: which policy, where state goes, which components run. Pure.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::DaemonError;
+
+/// Most components one daemon supervises.
+pub const MAX_COMPONENTS: usize = 32;
+/// Largest `store.max_rows`.
+pub const MAX_STORE_ROWS: u64 = 100_000_000;
+
+/// A component the daemon can run (each is `rampart <subcommand>`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    /// `rampart dns`: the filtering DNS forwarder.
+    Dns,
+    /// `rampart egress`: the egress proxy.
+    Egress,
+    /// `rampart waf`: the WAF reverse proxy.
+    Waf,
+    /// `rampart guard`: the L2 guard.
+    Guard,
+    /// `rampart jail`: per-program egress.
+    Jail,
+    /// `rampart classify`: the NFQUEUE protocol classifier (reads the policy).
+    Classify,
+    /// `rampart log`: kernel drop logs (NFLOG) as events (reads the policy).
+    Log,
+}
+
+impl ComponentKind {
+    /// The subcommand name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Dns => "dns",
+            ComponentKind::Egress => "egress",
+            ComponentKind::Waf => "waf",
+            ComponentKind::Guard => "guard",
+            ComponentKind::Jail => "jail",
+            ComponentKind::Classify => "classify",
+            ComponentKind::Log => "log",
+        }
+    }
+
+    /// Whether the component reads its own configuration file (`config` key required).
+    pub fn needs_config(self) -> bool {
+        !matches!(self, ComponentKind::Classify | ComponentKind::Log)
+    }
+
+    /// Whether the component prints a JSON line on stdout once it is serving (the daemon's
+    /// readiness signal); the others count as ready while their process runs (`log` binds its
+    /// NFLOG group before reading and exits if it cannot).
+    pub fn prints_ready_line(self) -> bool {
+        !matches!(self, ComponentKind::Log)
+    }
+
+    /// Whether SIGHUP makes the component reload in place (others are restarted on reload).
+    pub fn reloads_on_hangup(self) -> bool {
+        matches!(self, ComponentKind::Dns | ComponentKind::Classify)
+    }
+}
+
+/// One supervised component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentConfig {
+    /// Unique name (default: the kind).
+    pub name: String,
+    /// What it is.
+    pub kind: ComponentKind,
+    /// Its configuration file (absolute), for kinds that have one.
+    pub config: Option<PathBuf>,
+}
+
+/// The validated run configuration. Relative paths are resolved against the configuration
+/// file's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The policy (TOML) to apply and hand to components that read it.
+    pub policy: PathBuf,
+    /// State: the nft apply state, the events database, the components' event files, the
+    /// control socket.
+    pub state_dir: PathBuf,
+    /// nft table Rampart owns.
+    pub table: String,
+    /// Apply the policy to the kernel (off: components only, e.g. on a host whose firewall is
+    /// managed elsewhere).
+    pub apply: bool,
+    /// All events, one JSON line each (EVE-style fields).
+    pub events_jsonl: PathBuf,
+    /// Most rows kept in the events database.
+    pub store_max_rows: u64,
+    /// Oldest events kept, in days.
+    pub store_max_age_days: u32,
+    /// The HTTP listener (metrics, API, dashboard), when enabled.
+    pub http: Option<HttpConfig>,
+    /// Components, in start order.
+    pub components: Vec<ComponentConfig>,
+}
+
+/// The admin HTTP listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address; must be loopback unless `allow_non_loopback`.
+    pub listen: SocketAddr,
+    /// File holding the bearer token (first line).
+    pub token_file: PathBuf,
+}
+
+impl RunConfig {
+    /// The control socket path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
+    /// The events database path.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("events.sqlite")
+    }
+
+    /// Where component `name` writes its events.
+    pub fn component_events(&self, name: &str) -> PathBuf {
+        self.state_dir.join("events").join(format!("{name}.jsonl"))
+    }
+
+    /// Parse and validate `text`, read from a file in `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, DaemonError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| DaemonError::Config(e.to_string()))?;
+        raw.validate(base_dir)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    policy: PathBuf,
+    state_dir: Option<PathBuf>,
+    table: Option<String>,
+    apply: Option<bool>,
+    events_jsonl: Option<PathBuf>,
+    #[serde(default)]
+    store: RawStore,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    component: Vec<RawComponent>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_rows: Option<u64>,
+    max_age_days: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+    token_file: PathBuf,
+    #[serde(default)]
+    allow_non_loopback: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    kind: ComponentKind,
+    name: Option<String>,
+    config: Option<PathBuf>,
+}
+
+fn err(msg: impl Into<String>) -> DaemonError {
+    DaemonError::Config(msg.into())
+}
+
+impl Raw {
+    fn validate(self, base: &Path) -> Result<RunConfig, DaemonError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let state_dir = resolve(
+            self.state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/rampart")),
+        );
+        let table = self.table.unwrap_or_else(|| "rampart".into());
+        if table.is_empty()
+            || table.len() > 64
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(err(format!(
+                "table `{table}`: 1-64 letters, digits, '_' or '-'"
+            )));
+        }
+        let max_rows = self.store.max_rows.unwrap_or(1_000_000);
+        if max_rows == 0 || max_rows > MAX_STORE_ROWS {
+            return Err(err(format!("store.max_rows: 1 to {MAX_STORE_ROWS}")));
+        }
+        let max_age_days = self.store.max_age_days.unwrap_or(30);
+        if max_age_days == 0 || max_age_days > 3650 {
+            return Err(err("store.max_age_days: 1 to 3650"));
+        }
+        let http = match self.http {
+            None => None,
+            Some(raw) => {
+                let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+                    err(format!("http.listen `{}`: expected ADDR:PORT", raw.listen))
+                })?;
+                if !listen.ip().is_loopback() && !raw.allow_non_loopback {
+                    return Err(err(format!(
+                        "http.listen {listen} is not loopback: set http.allow_non_loopback = true to expose the admin API"
+                    )));
+                }
+                Some(HttpConfig {
+                    listen,
+                    token_file: resolve(raw.token_file),
+                })
+            }
+        };
+        if self.component.len() > MAX_COMPONENTS {
+            return Err(err(format!("at most {MAX_COMPONENTS} components")));
+        }
+        let mut names = BTreeSet::new();
+        let mut components = Vec::new();
+        for raw in self.component {
+            let name = raw.name.unwrap_or_else(|| raw.kind.as_str().to_string());
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(err(format!(
+                    "component name `{name}`: 1-32 of a-z, 0-9, '-', '_'"
+                )));
+            }
+            if !names.insert(name.clone()) {
+                return Err(err(format!(
+                    "component `{name}` is declared twice (give one a `name`)"
+                )));
+            }
+            let config = match (raw.kind.needs_config(), raw.config) {
+                (true, Some(path)) => Some(resolve(path)),
+                (true, None) => {
+                    return Err(err(format!(
+                        "component `{name}` ({}) needs `config`",
+                        raw.kind.as_str()
+                    )))
+                }
+                (false, Some(_)) => {
+                    return Err(err(format!(
+                        "component `{name}` ({}) reads the policy; it takes no `config`",
+                        raw.kind.as_str()
+                    )))
+                }
+                (false, None) => None,
+            };
+            components.push(ComponentConfig {
+                name,
+                kind: raw.kind,
+                config,
+            });
+        }
+        Ok(RunConfig {
+            policy: resolve(self.policy),
+            events_jsonl: resolve(
+                self.events_jsonl
+                    .unwrap_or_else(|| state_dir.join("events.jsonl")),
+            ),
+            state_dir,
+            table,
+            apply: self.apply.unwrap_or(true),
+            store_max_rows: max_rows,
+            store_max_age_days: max_age_days,
+            http,
+            components,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_paths_and_fills_defaults() {
+        let config = RunConfig::from_toml(
+            "policy = \"p.toml\"\nstate_dir = \"st\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\n[[component]]\nkind = \"log\"\n",
+            Path::new("/etc/rampart"),
+        )
+        .unwrap();
+        assert_eq!(config.policy, Path::new("/etc/rampart/p.toml"));
+        assert_eq!(config.state_dir, Path::new("/etc/rampart/st"));
+        assert_eq!(
+            config.events_jsonl,
+            Path::new("/etc/rampart/st/events.jsonl")
+        );
+        assert_eq!(
+            config.components[0].config.as_deref(),
+            Some(Path::new("/etc/rampart/dns.toml"))
+        );
+        assert_eq!(config.components[1].name, "log");
+        assert!(config.apply);
+        assert_eq!(
+            config.component_events("dns"),
+            Path::new("/etc/rampart/st/events/dns.jsonl")
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        RunConfig::from_toml(text, Path::new("/x"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn refuses_unsafe_or_meaningless_settings() {
+        assert!(error_of(
+            "policy = \"p\"\n[http]\nlisten = \"0.0.0.0:9477\"\ntoken_file = \"t\"\n"
+        )
+        .contains("not loopback"));
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"dns\"\n").contains("needs `config`")
+        );
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"log\"\nconfig = \"x\"\n")
+                .contains("takes no `config`")
+        );
+        assert!(error_of(
+            "policy = \"p\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"log\"\n"
+        )
+        .contains("declared twice"));
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"telnetd\"\n")
+                .contains("unknown variant")
+        );
+        assert!(error_of("policy = \"p\"\n[store]\nmax_rows = 0\n").contains("max_rows"));
+        assert!(error_of("policy = \"p\"\ncolour = 1\n").contains("unknown field"));
+        assert!(error_of("state_dir = \"x\"\n").contains("missing field `policy`"));
+    }
+}
