@@ -1,0 +1,841 @@
+//! `@detectSQLi` and `@detectXSS`, written for this project (not a libinjection port).
+//!
+//! SQLi: the input is tokenized as SQL three times — as written, as if it continued a
+//! single-quoted string and as if it continued a double-quoted one (the contexts an injected
+//! value lands in) — into a fingerprint of token classes (`s` string, `n` number, `k` keyword,
+//! `U` UNION, `E` statement verb, `f` function, `v` variable, `o` operator, `&` logic, `c`
+//! comment, `;`, `(`, `)`, `,`, `b` bare word). A fingerprint is SQLi when it contains a shape
+//! that only appears in injected SQL (a quote context broken out of and followed by SQL, UNION
+//! SELECT, stacked statements, tautologies, time-delay functions, full queries).
+//!
+//! XSS: an HTML tokenizer run in the data context and in the three attribute-value contexts
+//! flags dangerous tags, event-handler and style attributes, and URL attributes whose value is a
+//! `javascript:`/`vbscript:`/`data:` URL.
+
+/// Upper bound on tokens inspected per context (inputs are bounded by the caller too).
+const MAX_TOKENS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Str { closed: bool },
+    Num,
+    Keyword,
+    Union,
+    Verb,
+    Func,
+    Var,
+    Op,
+    Logic,
+    Comment,
+    Semi,
+    Open,
+    Close,
+    Comma,
+    Bare,
+}
+
+impl Tok {
+    fn ch(self) -> char {
+        match self {
+            Tok::Str { .. } => 's',
+            Tok::Num => 'n',
+            Tok::Keyword => 'k',
+            Tok::Union => 'U',
+            Tok::Verb => 'E',
+            Tok::Func => 'f',
+            Tok::Var => 'v',
+            Tok::Op => 'o',
+            Tok::Logic => '&',
+            Tok::Comment => 'c',
+            Tok::Semi => ';',
+            Tok::Open => '(',
+            Tok::Close => ')',
+            Tok::Comma => ',',
+            Tok::Bare => 'b',
+        }
+    }
+}
+
+const VERBS: &[&str] = &[
+    "select", "insert", "update", "delete", "drop", "create", "alter", "exec", "execute",
+    "declare", "shutdown", "truncate", "replace", "rename", "grant", "revoke", "merge", "call",
+    "handler", "load", "waitfor",
+];
+const KEYWORDS: &[&str] = &[
+    "from",
+    "where",
+    "into",
+    "values",
+    "order",
+    "group",
+    "by",
+    "having",
+    "limit",
+    "offset",
+    "table",
+    "database",
+    "as",
+    "join",
+    "inner",
+    "outer",
+    "left",
+    "right",
+    "on",
+    "set",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "null",
+    "is",
+    "distinct",
+    "all",
+    "top",
+    "procedure",
+    "delay",
+    "outfile",
+    "dumpfile",
+    "information_schema",
+    "sysobjects",
+    "syscolumns",
+    "begin",
+    "if",
+    "exists",
+    "between",
+    "escape",
+    "collate",
+    "true",
+    "false",
+    "asc",
+    "desc",
+    "column",
+    "schema",
+    "use",
+    "show",
+    "sleep",
+];
+const LOGIC: &[&str] = &["and", "or", "xor", "not", "div", "mod"];
+const OP_WORDS: &[&str] = &["like", "rlike", "regexp", "sounds", "in"];
+/// Functions whose presence after a break-out is itself the attack (time, file, error based).
+const DANGEROUS_FUNCS: &[&str] = &[
+    "sleep",
+    "benchmark",
+    "pg_sleep",
+    "load_file",
+    "extractvalue",
+    "updatexml",
+    "dbms_pipe",
+    "utl_inaddr",
+    "utl_http",
+    "xp_cmdshell",
+    "version",
+    "database",
+    "user",
+    "current_user",
+    "system_user",
+    "char",
+    "chr",
+    "concat",
+    "concat_ws",
+    "group_concat",
+    "ascii",
+    "substring",
+    "substr",
+    "mid",
+    "ord",
+    "hex",
+    "unhex",
+    "md5",
+    "count",
+    "if",
+    "ifnull",
+    "cast",
+    "convert",
+    "randomblob",
+    "row_count",
+    "exp",
+    "floor",
+    "rand",
+    "name_const",
+    "elt",
+    "make_set",
+    "geometrycollection",
+    "polygon",
+    "multipoint",
+    "json_keys",
+    "gtid_subset",
+    "schema",
+    "length",
+    "len",
+    "iif",
+    "case",
+    "nvl",
+    "coalesce",
+    "sqlite_version",
+    "@@version",
+];
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.' || b >= 0x80
+}
+
+struct Token {
+    tok: Tok,
+    word: String,
+}
+
+fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    if let Some(q) = quote {
+        // The value continues a string opened by the application.
+        let (end, closed) = scan_string(input, 0, q);
+        out.push(Token {
+            tok: Tok::Str { closed },
+            word: String::new(),
+        });
+        i = end;
+    }
+    while i < input.len() && out.len() < MAX_TOKENS {
+        let c = input[i];
+        if c.is_ascii_whitespace() || c == 0x0b || c == 0xa0 || c == 0 {
+            i += 1;
+            continue;
+        }
+        let rest = &input[i..];
+        if rest.starts_with(b"--") || c == b'#' {
+            out.push(Token {
+                tok: Tok::Comment,
+                word: String::new(),
+            });
+            while i < input.len() && input[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if rest.starts_with(b"/*") {
+            // MySQL executable comments /*! … */ are SQL: keep tokenizing inside.
+            if rest.starts_with(b"/*!") {
+                i += 3;
+                while i < input.len() && input[i].is_ascii_digit() {
+                    i += 1;
+                }
+                continue;
+            }
+            out.push(Token {
+                tok: Tok::Comment,
+                word: String::new(),
+            });
+            match input[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(p) => i = i + 2 + p + 2,
+                None => i = input.len(),
+            }
+            continue;
+        }
+        if rest.starts_with(b"*/") {
+            i += 2;
+            continue;
+        }
+        match c {
+            b'\'' | b'"' | b'`' => {
+                let (end, closed) = scan_string(input, i + 1, c);
+                let tok = if c == b'`' {
+                    Tok::Bare
+                } else {
+                    Tok::Str { closed }
+                };
+                out.push(Token {
+                    tok,
+                    word: String::new(),
+                });
+                i = end;
+            }
+            b';' => {
+                out.push(Token {
+                    tok: Tok::Semi,
+                    word: String::new(),
+                });
+                i += 1;
+            }
+            b'(' => {
+                out.push(Token {
+                    tok: Tok::Open,
+                    word: String::new(),
+                });
+                i += 1;
+            }
+            b')' => {
+                out.push(Token {
+                    tok: Tok::Close,
+                    word: String::new(),
+                });
+                i += 1;
+            }
+            b',' => {
+                out.push(Token {
+                    tok: Tok::Comma,
+                    word: String::new(),
+                });
+                i += 1;
+            }
+            b'@' => {
+                let mut j = i + 1;
+                while j < input.len() && (input[j] == b'@' || is_word(input[j])) {
+                    j += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Var,
+                    word: String::from_utf8_lossy(&input[i..j]).to_ascii_lowercase(),
+                });
+                i = j.max(i + 1);
+            }
+            b'&' | b'|' if i + 1 < input.len() && input[i + 1] == c => {
+                out.push(Token {
+                    tok: Tok::Logic,
+                    word: String::new(),
+                });
+                i += 2;
+            }
+            b'=' | b'<' | b'>' | b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'|' | b'&'
+            | b'~' | b':' => {
+                let mut j = i + 1;
+                while j < input.len() && b"=<>!".contains(&input[j]) && j - i < 3 {
+                    j += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Op,
+                    word: String::from_utf8_lossy(&input[i..j]).into_owned(),
+                });
+                i = j;
+            }
+            b'0'..=b'9' => {
+                let mut j = i;
+                while j < input.len() && (input[j].is_ascii_alphanumeric() || input[j] == b'.') {
+                    j += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Num,
+                    word: String::new(),
+                });
+                i = j;
+            }
+            b'.' if i + 1 < input.len() && input[i + 1].is_ascii_digit() => {
+                let mut j = i + 1;
+                while j < input.len() && input[j].is_ascii_digit() {
+                    j += 1;
+                }
+                out.push(Token {
+                    tok: Tok::Num,
+                    word: String::new(),
+                });
+                i = j;
+            }
+            c if is_word(c) => {
+                let mut j = i;
+                while j < input.len() && is_word(input[j]) {
+                    j += 1;
+                }
+                let word = String::from_utf8_lossy(&input[i..j]).to_ascii_lowercase();
+                let mut k = j;
+                while k < input.len() && input[k].is_ascii_whitespace() {
+                    k += 1;
+                }
+                let call = k < input.len() && input[k] == b'(';
+                let tok = classify(&word, call);
+                out.push(Token { tok, word });
+                i = j;
+            }
+            _ => {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn classify(word: &str, call: bool) -> Tok {
+    if word == "union" {
+        Tok::Union
+    } else if VERBS.contains(&word) && !call {
+        Tok::Verb
+    } else if LOGIC.contains(&word) {
+        Tok::Logic
+    } else if OP_WORDS.contains(&word) {
+        Tok::Op
+    } else if call {
+        Tok::Func
+    } else if KEYWORDS.contains(&word) {
+        Tok::Keyword
+    } else {
+        Tok::Bare
+    }
+}
+
+/// Scan a quoted string starting after the opening quote; returns (index after it, closed).
+fn scan_string(input: &[u8], mut i: usize, q: u8) -> (usize, bool) {
+    while i < input.len() {
+        if input[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if input[i] == q {
+            if i + 1 < input.len() && input[i + 1] == q {
+                i += 2;
+                continue;
+            }
+            return (i + 1, true);
+        }
+        i += 1;
+    }
+    (input.len(), false)
+}
+
+fn operand(t: Tok) -> bool {
+    matches!(
+        t,
+        Tok::Str { .. } | Tok::Num | Tok::Var | Tok::Bare | Tok::Func | Tok::Keyword
+    )
+}
+
+/// The SQL-injection shapes, on one context's tokens.
+fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
+    let t: Vec<Tok> = toks.iter().map(|x| x.tok).collect();
+    let n = t.len();
+    if n == 0 {
+        return false;
+    }
+    // Broke out of a string: the first token is the closed application string.
+    if quoted {
+        if !matches!(t[0], Tok::Str { closed: true }) || n < 2 {
+            return false;
+        }
+        let next = t[1];
+        match next {
+            Tok::Logic | Tok::Union | Tok::Semi | Tok::Verb | Tok::Comment => return true,
+            Tok::Op => {
+                // 'x'='x  /  '-sleep(5)-'  /  ' || 'a
+                return n > 2
+                    && (operand(t[2]) || matches!(t[2], Tok::Open | Tok::Op))
+                    && toks[1].word != "."
+                    && (n > 3 || matches!(t[2], Tok::Str { .. } | Tok::Func | Tok::Num));
+            }
+            Tok::Keyword => {
+                let w = toks[1].word.as_str();
+                return matches!(
+                    w,
+                    "order"
+                        | "group"
+                        | "having"
+                        | "limit"
+                        | "into"
+                        | "procedure"
+                        | "where"
+                        | "union"
+                        | "is"
+                        | "between"
+                        | "sleep"
+                        | "from"
+                ) && n > 2;
+            }
+            Tok::Close => {
+                return n > 2
+                    && matches!(
+                        t[2],
+                        Tok::Logic | Tok::Union | Tok::Semi | Tok::Comment | Tok::Verb | Tok::Close
+                    );
+            }
+            Tok::Func => {
+                return DANGEROUS_FUNCS.contains(&toks[1].word.as_str());
+            }
+            _ => return false,
+        }
+    }
+    for i in 0..n {
+        let a = t[i];
+        let b = t.get(i + 1).copied();
+        let c = t.get(i + 2).copied();
+        // UNION [ALL|DISTINCT] SELECT
+        if a == Tok::Union {
+            let mut j = i + 1;
+            while j < n && (t[j] == Tok::Keyword || t[j] == Tok::Open || t[j] == Tok::Comment) {
+                j += 1;
+            }
+            if j < n && t[j] == Tok::Verb {
+                return true;
+            }
+        }
+        // ; DROP …  (stacked statement)
+        if a == Tok::Semi && b == Some(Tok::Verb) {
+            return true;
+        }
+        // Time-delay or file functions anywhere after something SQL-like.
+        if a == Tok::Func
+            && matches!(
+                toks[i].word.as_str(),
+                "sleep"
+                    | "benchmark"
+                    | "pg_sleep"
+                    | "load_file"
+                    | "extractvalue"
+                    | "updatexml"
+                    | "xp_cmdshell"
+                    | "dbms_pipe.receive_message"
+                    | "utl_inaddr.get_host_address"
+            )
+        {
+            return true;
+        }
+        if a == Tok::Verb && toks[i].word == "waitfor" && b == Some(Tok::Keyword) {
+            return true;
+        }
+        // SELECT … FROM / SELECT f(…) / INSERT INTO / DROP TABLE
+        if a == Tok::Verb {
+            let w = toks[i].word.as_str();
+            let rest = &toks[i + 1..];
+            let has = |kw: &str| rest.iter().take(64).any(|x| x.word == kw);
+            let hit = match w {
+                "select" => {
+                    has("from")
+                        || rest
+                            .first()
+                            .is_some_and(|x| matches!(x.tok, Tok::Func | Tok::Var | Tok::Num))
+                            && (i == 0 || t[i - 1] != Tok::Bare)
+                }
+                "insert" | "replace" => has("into") && has("values"),
+                "delete" => has("from") && i + 1 < n,
+                "drop" | "create" | "alter" | "truncate" => rest.first().is_some_and(|x| {
+                    matches!(
+                        x.word.as_str(),
+                        "table"
+                            | "database"
+                            | "procedure"
+                            | "user"
+                            | "schema"
+                            | "view"
+                            | "function"
+                    )
+                }),
+                "exec" | "execute" => rest.first().is_some_and(|x| {
+                    x.word.starts_with("xp_") || x.word.starts_with("sp_") || x.tok == Tok::Open
+                }),
+                "shutdown" => i > 0,
+                "declare" => rest.first().is_some_and(|x| x.tok == Tok::Var),
+                _ => false,
+            };
+            if hit {
+                return true;
+            }
+        }
+        // Tautology after a value: 1 OR 1=1, x' … handled above; 1) OR (1=1
+        if matches!(a, Tok::Num | Tok::Close | Tok::Var)
+            && b == Some(Tok::Logic)
+            && c.is_some_and(|c| {
+                matches!(
+                    c,
+                    Tok::Num | Tok::Open | Tok::Str { .. } | Tok::Var | Tok::Func
+                )
+            })
+        {
+            let rest = &t[i + 2..];
+            let cmp =
+                rest.iter().take(6).any(|x| *x == Tok::Op) || rest.first() == Some(&Tok::Func);
+            if cmp || rest.len() == 1 && i == 0 {
+                return true;
+            }
+        }
+        // 1 -- / 1# : a number then a comment ending the statement after logic or a close.
+        if a == Tok::Close && b == Some(Tok::Comment) && i > 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Detect SQL injection; returns the fingerprint of the context that matched.
+pub fn detect_sqli(input: &[u8]) -> Option<String> {
+    let input = &input[..input.len().min(64 * 1024)];
+    for (quote, quoted) in [(None, false), (Some(b'\''), true), (Some(b'"'), true)] {
+        if quoted && !input.contains(&quote.unwrap_or(0)) {
+            continue;
+        }
+        let toks = tokenize(input, quote);
+        if sqli_shape(&toks, quoted) {
+            return Some(toks.iter().take(8).map(|t| t.tok.ch()).collect());
+        }
+    }
+    None
+}
+
+const BAD_TAGS: &[&str] = &[
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "meta", "link", "style",
+    "base", "svg", "math", "xml", "xss", "import", "vmlframe", "isindex", "animate", "set",
+    "handler", "listener", "template", "form", "video", "audio", "source", "img", "image", "body",
+    "marquee", "details", "input", "button", "textarea", "select", "keygen", "portal", "a",
+];
+const URL_ATTRS: &[&str] = &[
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "data",
+    "xlink:href",
+    "background",
+    "lowsrc",
+    "dynsrc",
+    "from",
+    "to",
+    "values",
+    "by",
+    "poster",
+    "codebase",
+    "srcdoc",
+    "folder",
+    "content",
+    "attributename",
+    "xmlns",
+    "code",
+    "archive",
+    "classid",
+    "lang",
+    "location",
+    "sandbox",
+];
+
+fn dangerous_url(v: &[u8]) -> bool {
+    let cleaned: Vec<u8> = v
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace() && *b > 0x20 && *b != 0x7f)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    cleaned.starts_with(b"javascript:")
+        || cleaned.starts_with(b"vbscript:")
+        || cleaned.starts_with(b"data:")
+        || cleaned.starts_with(b"livescript:")
+        || cleaned.starts_with(b"mocha:")
+}
+
+/// Parse attributes from `i` until `>`; returns true on a dangerous attribute.
+fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
+    let n = input.len();
+    loop {
+        while i < n && (input[i].is_ascii_whitespace() || input[i] == b'/' || input[i] == 0) {
+            i += 1;
+        }
+        if i >= n || input[i] == b'>' {
+            return false;
+        }
+        let start = i;
+        while i < n
+            && !input[i].is_ascii_whitespace()
+            && input[i] != b'='
+            && input[i] != b'>'
+            && (i == start || input[i] != b'/')
+        {
+            i += 1;
+        }
+        let name: Vec<u8> = input[start..i].to_ascii_lowercase();
+        while i < n && input[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut value: &[u8] = b"";
+        if i < n && input[i] == b'=' {
+            i += 1;
+            while i < n && input[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < n && (input[i] == b'"' || input[i] == b'\'' || input[i] == b'`') {
+                let q = input[i];
+                let vs = i + 1;
+                i = vs;
+                while i < n && input[i] != q {
+                    i += 1;
+                }
+                value = &input[vs..i.min(n)];
+                i += 1;
+            } else {
+                let vs = i;
+                while i < n && !input[i].is_ascii_whitespace() && input[i] != b'>' {
+                    i += 1;
+                }
+                value = &input[vs..i];
+            }
+        }
+        if name.len() > 2
+            && name.starts_with(b"on")
+            && name[2..].iter().all(u8::is_ascii_alphabetic)
+        {
+            return true;
+        }
+        if name == b"style" && (tag_is_bad || !value.is_empty()) {
+            return true;
+        }
+        let name_s = String::from_utf8_lossy(&name);
+        if URL_ATTRS.contains(&name_s.as_ref()) && dangerous_url(value) {
+            return true;
+        }
+        if name.is_empty() {
+            i += 1;
+        }
+    }
+}
+
+fn xss_from(input: &[u8], start: usize) -> bool {
+    let n = input.len();
+    let mut i = start;
+    while i < n {
+        if input[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if j < n && input[j] == b'/' {
+            j += 1;
+        }
+        if j < n && input[j] == b'!' {
+            // Comments and doctype: IE conditional comments and `<!-- … -->` hiding markup.
+            let rest = input[j..].to_ascii_lowercase();
+            if rest.starts_with(b"![cdata[")
+                || rest.starts_with(b"!--[if")
+                || rest.starts_with(b"!--<")
+                || rest.windows(6).any(|w| w == b"import")
+                || rest.starts_with(b"!entity")
+                || rest.starts_with(b"!doctype")
+            {
+                return true;
+            }
+            i = j;
+            continue;
+        }
+        if j < n && input[j] == b'?' {
+            let rest = input[j..].to_ascii_lowercase();
+            if rest.starts_with(b"?xml") || rest.starts_with(b"?import") {
+                return true;
+            }
+        }
+        let ts = j;
+        while j < n && (input[j].is_ascii_alphanumeric() || input[j] == b':' || input[j] == b'-') {
+            j += 1;
+        }
+        if j == ts {
+            i += 1;
+            continue;
+        }
+        let tag = String::from_utf8_lossy(&input[ts..j]).to_ascii_lowercase();
+        let local = tag.rsplit(':').next().unwrap_or(&tag).to_string();
+        let bad = BAD_TAGS.contains(&local.as_str());
+        let strong_bad = matches!(
+            local.as_str(),
+            "script"
+                | "iframe"
+                | "frame"
+                | "frameset"
+                | "object"
+                | "embed"
+                | "applet"
+                | "meta"
+                | "base"
+                | "xss"
+                | "import"
+                | "vmlframe"
+                | "isindex"
+                | "handler"
+                | "listener"
+                | "style"
+                | "svg"
+                | "math"
+                | "xml"
+                | "link"
+                | "portal"
+        );
+        if strong_bad {
+            return true;
+        }
+        if attrs_dangerous(input, j, bad) {
+            return true;
+        }
+        i = j;
+    }
+    false
+}
+
+/// Detect cross-site scripting.
+pub fn detect_xss(input: &[u8]) -> bool {
+    let input = &input[..input.len().min(64 * 1024)];
+    if xss_from(input, 0) {
+        return true;
+    }
+    // Attribute-value contexts: the value closes the application's quote and adds attributes.
+    for q in [b'"', b'\'', b'`'] {
+        if let Some(p) = input.iter().position(|b| *b == q) {
+            if attrs_dangerous(input, p + 1, false) {
+                return true;
+            }
+        }
+    }
+    // Unquoted attribute value context: `x onerror=alert(1)` / a bare javascript: URL.
+    if let Some(p) = input.iter().position(|b| b.is_ascii_whitespace()) {
+        if attrs_dangerous(input, p + 1, false) {
+            return true;
+        }
+    }
+    dangerous_url(input) && input.len() > 11 && input.iter().any(|b| *b == b'(' || *b == b'`')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqli_examples() {
+        for s in [
+            "1' or '1'='1",
+            "1 OR 1=1",
+            "' union select 1,2,3--",
+            "1; drop table users",
+            "admin'--",
+            "1 and sleep(5)",
+            "x' AND extractvalue(1,concat(0x5c,user()))-- -",
+            "1) or (1=1",
+            "SELECT password FROM users",
+        ] {
+            assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
+        }
+        for s in [
+            "O'Brien",
+            "hello world",
+            "it's a nice day",
+            "select a product",
+            "1-2",
+            "rock and roll",
+            "2024-01-01",
+            "john@example.com",
+        ] {
+            assert!(detect_sqli(s.as_bytes()).is_none(), "false positive {s}");
+        }
+    }
+
+    #[test]
+    fn xss_examples() {
+        for s in [
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(1)>",
+            "\" onmouseover=\"alert(1)",
+            "<a href=\"javascript:alert(1)\">x</a>",
+            "<svg/onload=alert(1)>",
+            "javascript:alert(1)",
+        ] {
+            assert!(detect_xss(s.as_bytes()), "missed {s}");
+        }
+        for s in [
+            "a < b and c > d",
+            "hello",
+            "<b>bold</b>",
+            "x=1&y=2",
+            "onion rings",
+        ] {
+            assert!(!detect_xss(s.as_bytes()), "false positive {s}");
+        }
+    }
+}

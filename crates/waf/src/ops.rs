@@ -1,0 +1,442 @@
+//! SecLang operators (`@rx`, `@pm`, `@eq`, …). Regexes use the linear-time `regex` crate in byte
+//! mode with ModSecurity's flags (dot matches newline, multi-line anchors); a pattern it cannot
+//! compile is a load error naming the rule's file and line.
+
+use std::net::IpAddr;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use ipnet::IpNet;
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::injection;
+use crate::rules::{DataFiles, MacroText};
+
+/// Operator load errors.
+#[derive(Debug)]
+pub enum OpError {
+    /// Regex did not compile: (pattern, message).
+    Regex(String, String),
+    /// Anything else.
+    Other(String),
+}
+
+/// Compiled operator kinds.
+#[derive(Debug, Clone)]
+pub enum OpKind {
+    /// `@rx`
+    Rx(Regex),
+    /// `@pm` / `@pmFromFile` (phrases, ASCII case-insensitive).
+    Pm(AhoCorasick),
+    /// `@beginsWith`
+    BeginsWith(MacroText),
+    /// `@endsWith`
+    EndsWith(MacroText),
+    /// `@contains`
+    Contains(MacroText),
+    /// `@containsWord`
+    ContainsWord(MacroText),
+    /// `@streq`
+    StrEq(MacroText),
+    /// `@within`
+    Within(MacroText),
+    /// `@eq`
+    Eq(MacroText),
+    /// `@ge`
+    Ge(MacroText),
+    /// `@gt`
+    Gt(MacroText),
+    /// `@le`
+    Le(MacroText),
+    /// `@lt`
+    Lt(MacroText),
+    /// `@ipMatch` / `@ipMatchFromFile`
+    IpMatch(Vec<IpNet>),
+    /// `@validateByteRange`
+    ValidateByteRange(Box<[bool; 256]>),
+    /// `@validateUrlEncoding`
+    ValidateUrlEncoding,
+    /// `@validateUtf8Encoding`
+    ValidateUtf8Encoding,
+    /// `@unconditionalMatch`
+    Unconditional,
+    /// `@noMatch`
+    NoMatch,
+    /// `@detectSQLi`
+    DetectSqli,
+    /// `@detectXSS`
+    DetectXss,
+}
+
+/// An operator with its negation flag.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// `!@…`
+    pub negated: bool,
+    /// Name as written (for logs).
+    pub name: String,
+    /// Compiled kind.
+    pub kind: OpKind,
+}
+
+/// Expands macros at evaluation time.
+pub trait Expand {
+    /// Expand `m` to bytes.
+    fn expand(&self, m: &MacroText) -> Vec<u8>;
+}
+
+/// Compile a regex with ModSecurity's flags.
+pub fn compile_rx(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .size_limit(256 << 20)
+        .dfa_size_limit(8 << 20)
+        .build()
+        .or_else(|_| {
+            // `\x{…}` above 0xFF and literal non-ASCII need Unicode mode.
+            RegexBuilder::new(pattern)
+                .unicode(true)
+                .dot_matches_new_line(true)
+                .multi_line(true)
+                .size_limit(256 << 20)
+                .dfa_size_limit(8 << 20)
+                .build()
+        })
+        .map_err(|e| e.to_string())
+}
+
+fn pm_automaton(phrases: &[String]) -> Result<AhoCorasick, OpError> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(phrases)
+        .map_err(|e| OpError::Other(format!("phrase set: {e}")))
+}
+
+fn data_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn parse_ip(s: &str) -> Option<IpNet> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n);
+    }
+    s.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+impl Operator {
+    /// Parse `!@rx pattern` (no `@` means `@rx`).
+    pub fn parse(text: &str, file: &str, data: &dyn DataFiles) -> Result<Self, OpError> {
+        let (negated, rest) = match text.strip_prefix('!') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (name, param) = match rest.strip_prefix('@') {
+            Some(r) => match r.find(|c: char| c.is_whitespace()) {
+                Some(i) => (r[..i].to_string(), r[i..].trim_start().to_string()),
+                None => (r.to_string(), String::new()),
+            },
+            None => ("rx".to_string(), rest.to_string()),
+        };
+        let lname = name.to_ascii_lowercase();
+        let m = || MacroText::parse(&param);
+        let kind = match lname.as_str() {
+            "rx" => OpKind::Rx(compile_rx(&param).map_err(|e| OpError::Regex(param.clone(), e))?),
+            "pm" => {
+                let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
+                if phrases.is_empty() {
+                    return Err(OpError::Other("@pm needs phrases".into()));
+                }
+                OpKind::Pm(pm_automaton(&phrases)?)
+            }
+            "pmfromfile" | "pmf" => {
+                let mut phrases = Vec::new();
+                for f in param.split_whitespace() {
+                    let text = data.read(file, f).ok_or_else(|| {
+                        OpError::Other(format!("@{name}: cannot read data file {f}"))
+                    })?;
+                    phrases.extend(data_lines(&text).map(str::to_string));
+                }
+                if phrases.is_empty() {
+                    return Err(OpError::Other(format!("@{name}: no phrases in {param}")));
+                }
+                OpKind::Pm(pm_automaton(&phrases)?)
+            }
+            "beginswith" => OpKind::BeginsWith(m()),
+            "endswith" => OpKind::EndsWith(m()),
+            "contains" => OpKind::Contains(m()),
+            "containsword" => OpKind::ContainsWord(m()),
+            "streq" => OpKind::StrEq(m()),
+            "within" => OpKind::Within(m()),
+            "eq" => OpKind::Eq(m()),
+            "ge" => OpKind::Ge(m()),
+            "gt" => OpKind::Gt(m()),
+            "le" => OpKind::Le(m()),
+            "lt" => OpKind::Lt(m()),
+            "ipmatch" | "ipmatchfromfile" | "ipmatchf" => {
+                let mut nets = Vec::new();
+                let words: Vec<String> = if lname == "ipmatch" {
+                    param
+                        .split([',', ' '])
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                } else {
+                    let text = data.read(file, param.trim()).ok_or_else(|| {
+                        OpError::Other(format!("@{name}: cannot read data file {param}"))
+                    })?;
+                    data_lines(&text).map(str::to_string).collect()
+                };
+                for w in words {
+                    nets.push(
+                        parse_ip(w.trim())
+                            .ok_or_else(|| OpError::Other(format!("@{name}: bad address {w}")))?,
+                    );
+                }
+                OpKind::IpMatch(nets)
+            }
+            "validatebyterange" => {
+                let mut allowed = Box::new([false; 256]);
+                for part in param.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (a, b) = part.split_once('-').unwrap_or((part, part));
+                    let a: u8 = a
+                        .trim()
+                        .parse()
+                        .map_err(|_| OpError::Other(format!("bad byte range {part}")))?;
+                    let b: u8 = b
+                        .trim()
+                        .parse()
+                        .map_err(|_| OpError::Other(format!("bad byte range {part}")))?;
+                    for v in a.min(b)..=a.max(b) {
+                        allowed[usize::from(v)] = true;
+                    }
+                }
+                OpKind::ValidateByteRange(allowed)
+            }
+            "validateurlencoding" => OpKind::ValidateUrlEncoding,
+            "validateutf8encoding" => OpKind::ValidateUtf8Encoding,
+            "unconditionalmatch" => OpKind::Unconditional,
+            "nomatch" => OpKind::NoMatch,
+            "detectsqli" => OpKind::DetectSqli,
+            "detectxss" => OpKind::DetectXss,
+            _ => return Err(OpError::Other(format!("unsupported operator @{name}"))),
+        };
+        Ok(Self {
+            negated,
+            name,
+            kind,
+        })
+    }
+
+    /// Evaluate on one value; `captures` receives TX.0–9 for `@rx` when requested. Returns the
+    /// match decision after negation, and the matched text (for `MATCHED_VAR`-style logging).
+    pub fn eval(
+        &self,
+        value: &[u8],
+        env: &dyn Expand,
+        captures: Option<&mut Vec<Vec<u8>>>,
+    ) -> bool {
+        let m = self.raw_eval(value, env, captures);
+        m != self.negated
+    }
+
+    fn raw_eval(
+        &self,
+        value: &[u8],
+        env: &dyn Expand,
+        captures: Option<&mut Vec<Vec<u8>>>,
+    ) -> bool {
+        let num = |m: &MacroText| -> (i64, i64) { (to_int(value), to_int(&env.expand(m))) };
+        match &self.kind {
+            OpKind::Rx(re) => match captures {
+                Some(caps) => match re.captures(value) {
+                    Some(c) => {
+                        caps.clear();
+                        for i in 0..c.len().min(10) {
+                            caps.push(c.get(i).map(|m| m.as_bytes().to_vec()).unwrap_or_default());
+                        }
+                        true
+                    }
+                    None => false,
+                },
+                None => re.is_match(value),
+            },
+            OpKind::Pm(ac) => match ac.find(value) {
+                Some(mt) => {
+                    if let Some(caps) = captures {
+                        caps.clear();
+                        caps.push(value[mt.start()..mt.end()].to_vec());
+                    }
+                    true
+                }
+                None => false,
+            },
+            OpKind::BeginsWith(m) => value.starts_with(&env.expand(m)),
+            OpKind::EndsWith(m) => value.ends_with(&env.expand(m)),
+            OpKind::Contains(m) => contains(value, &env.expand(m)),
+            OpKind::ContainsWord(m) => contains_word(value, &env.expand(m)),
+            OpKind::StrEq(m) => value == env.expand(m).as_slice(),
+            OpKind::Within(m) => {
+                let hay = env.expand(m);
+                value.is_empty() || contains(&hay, value)
+            }
+            OpKind::Eq(m) => {
+                let (a, b) = num(m);
+                a == b
+            }
+            OpKind::Ge(m) => {
+                let (a, b) = num(m);
+                a >= b
+            }
+            OpKind::Gt(m) => {
+                let (a, b) = num(m);
+                a > b
+            }
+            OpKind::Le(m) => {
+                let (a, b) = num(m);
+                a <= b
+            }
+            OpKind::Lt(m) => {
+                let (a, b) = num(m);
+                a < b
+            }
+            OpKind::IpMatch(nets) => match std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            {
+                Some(ip) => nets.iter().any(|n| n.contains(&ip)),
+                None => false,
+            },
+            OpKind::ValidateByteRange(allowed) => value.iter().any(|b| !allowed[usize::from(*b)]),
+            OpKind::ValidateUrlEncoding => !valid_url_encoding(value),
+            OpKind::ValidateUtf8Encoding => std::str::from_utf8(value).is_err(),
+            OpKind::Unconditional => true,
+            OpKind::NoMatch => false,
+            OpKind::DetectSqli => match injection::detect_sqli(value) {
+                Some(fp) => {
+                    if let Some(caps) = captures {
+                        caps.clear();
+                        caps.push(fp.into_bytes());
+                    }
+                    true
+                }
+                None => false,
+            },
+            OpKind::DetectXss => injection::detect_xss(value),
+        }
+    }
+}
+
+/// ModSecurity's integer conversion: leading optional sign and digits, anything else is 0.
+pub fn to_int(v: &[u8]) -> i64 {
+    let s = std::str::from_utf8(v).unwrap_or("").trim();
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        if c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+')) {
+            end = i + 1;
+        } else {
+            break;
+        }
+    }
+    s[..end].parse().unwrap_or(0)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn contains_word(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            let before = i == 0 || !word(hay[i - 1]);
+            let after = i + needle.len() == hay.len() || !word(hay[i + needle.len()]);
+            if before && after {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn valid_url_encoding(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            if i + 2 >= v.len() || !v[i + 1].is_ascii_hexdigit() || !v[i + 2].is_ascii_hexdigit() {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl Expand for NoEnv {
+        fn expand(&self, m: &MacroText) -> Vec<u8> {
+            m.literal().unwrap_or_default().into_bytes()
+        }
+    }
+
+    fn op(s: &str) -> Operator {
+        Operator::parse(s, "t.conf", &|_: &str, _: &str| {
+            Some("foo\n# c\nbar\n".to_string())
+        })
+        .unwrap()
+    }
+
+    fn ev(o: &str, v: &str) -> bool {
+        op(o).eval(v.as_bytes(), &NoEnv, None)
+    }
+
+    #[test]
+    fn operators() {
+        assert!(ev("@rx ^a.c$", "a\nc"));
+        assert!(ev("!@rx ^x", "abc"));
+        assert!(ev("@pm Foo baz", "xxFOOxx"));
+        assert!(ev("@pmFromFile x.data", "a BAR b"));
+        assert!(!ev("@pmFromFile x.data", "# c"));
+        assert!(ev("@within GET POST", "GET"));
+        assert!(!ev("@within GET POST", "PUT"));
+        assert!(ev("@eq 0", "abc"));
+        assert!(ev("@lt 5", "4"));
+        assert!(ev("@ge 5", "5"));
+        assert!(ev("@ipMatch 192.0.2.0/24,2001:db8::1", "192.0.2.7"));
+        assert!(!ev("@ipMatch 192.0.2.0/24", "198.51.100.1"));
+        assert!(ev("@validateByteRange 32-126", "a\x01"));
+        assert!(!ev("@validateByteRange 32-126", "abc"));
+        assert!(ev("@validateUrlEncoding", "a%zz"));
+        assert!(!ev("@validateUrlEncoding", "a%41"));
+        assert!(ev("@containsWord select", "a select b"));
+        assert!(!ev("@containsWord select", "selection"));
+        assert!(ev("@beginsWith ab", "abc"));
+        assert!(ev("@endsWith bc", "abc"));
+        assert!(ev("@streq abc", "abc"));
+        let mut caps = Vec::new();
+        assert!(op("@rx (b)(c)").eval(b"abc", &NoEnv, Some(&mut caps)));
+        assert_eq!(caps, vec![b"bc".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert!(Operator::parse("@rx (", "t", &|_: &str, _: &str| None).is_err());
+        assert!(Operator::parse("@bogus x", "t", &|_: &str, _: &str| None).is_err());
+    }
+
+    #[test]
+    fn utf8_validation() {
+        assert!(op("@validateUtf8Encoding").eval(b"a\xff", &NoEnv, None));
+        assert!(!op("@validateUtf8Encoding").eval("é".as_bytes(), &NoEnv, None));
+    }
+}

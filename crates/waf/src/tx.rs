@@ -1,0 +1,1073 @@
+//! The evaluator: one [`Transaction`] per request, run phase by phase over a [`RuleSet`].
+//! Pure: the request and response come in as data, the result goes out as data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::body::{self, Request, Response};
+use crate::ops::Expand;
+use crate::rules::{
+    in_ranges, tag_matches, Ctl, Disruptive, EngineMode, IdRanges, Item, KeySel, MacroPart,
+    MacroText, Rule, RuleSet, SetVarOp, Target,
+};
+use crate::transform::Transform;
+
+/// Longest matched-data excerpt kept in a [`MatchedRule`].
+pub const MATCHED_DATA_MAX_BYTES: usize = 200;
+
+/// One rule that matched (the whole chain).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MatchedRule {
+    /// Rule id.
+    pub id: u64,
+    /// Phase.
+    pub phase: u8,
+    /// Expanded `msg`.
+    pub msg: String,
+    /// Expanded `logdata` (truncated).
+    pub logdata: String,
+    /// Severity number.
+    pub severity: Option<u8>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Whether the rule logs (`log`/`nolog`).
+    pub logged: bool,
+    /// Name of the last matched variable.
+    pub matched_var_name: String,
+    /// Value of the last matched variable (truncated).
+    pub matched_data: String,
+}
+
+/// A disruptive action that took effect.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Intervention {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Rule that decided.
+    pub rule_id: u64,
+    /// Phase it happened in.
+    pub phase: u8,
+    /// The action.
+    pub action: Disruptive,
+}
+
+/// Per-transaction inputs that are not part of the request.
+#[derive(Debug, Clone, Default)]
+pub struct TxOptions {
+    /// `UNIQUE_ID`.
+    pub unique_id: String,
+    /// Request start, milliseconds since the epoch (`TIME_EPOCH`); time is a parameter.
+    pub now_ms: u64,
+}
+
+type Pairs = Vec<(String, Vec<u8>)>;
+
+/// Values of the request/response variables.
+#[derive(Debug, Default)]
+struct Vars {
+    args_get: Pairs,
+    args_post: Pairs,
+    headers: Pairs,
+    cookies: Pairs,
+    files: Pairs,
+    files_sizes: Pairs,
+    part_headers: Pairs,
+    xml: Option<body::Xml>,
+    resp_headers: Pairs,
+    scalars: HashMap<&'static str, Vec<u8>>,
+    env: Pairs,
+}
+
+/// A transaction.
+pub struct Transaction<'r> {
+    rs: &'r RuleSet,
+    markers: &'r HashMap<String, usize>,
+    engine: EngineMode,
+    request_body_access: bool,
+    body_processor: Option<String>,
+    removed_ids: Vec<IdRanges>,
+    removed_tags: Vec<String>,
+    removed_targets_by_id: Vec<(IdRanges, Target)>,
+    removed_targets_by_tag: Vec<(String, Target)>,
+    vars: Vars,
+    tx: BTreeMap<String, Vec<u8>>,
+    persistent: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    matched_var: (String, Vec<u8>),
+    matched_vars: Vec<(String, Vec<u8>)>,
+    current_rule: (u64, String),
+    /// Rules that matched, in order.
+    pub matched: Vec<MatchedRule>,
+    /// The disruptive action that took effect, if any.
+    pub intervention: Option<Intervention>,
+    allowed: bool,
+    phase_done: u8,
+}
+
+/// Compiled rule set plus its marker index, shared across transactions.
+#[derive(Debug)]
+pub struct Engine {
+    /// Rules.
+    pub rules: RuleSet,
+    markers: HashMap<String, usize>,
+}
+
+impl Engine {
+    /// Wrap a loaded rule set.
+    pub fn new(rules: RuleSet) -> Self {
+        let markers = rules.marker_index();
+        Self { rules, markers }
+    }
+
+    /// Start a transaction for `req`.
+    pub fn transaction(&self, req: &Request, opts: &TxOptions) -> Transaction<'_> {
+        Transaction::new(&self.rules, &self.markers, req, opts)
+    }
+}
+
+fn content_type_main(v: &[u8]) -> String {
+    let s = String::from_utf8_lossy(v).to_ascii_lowercase();
+    s.split(';').next().unwrap_or("").trim().to_string()
+}
+
+fn truncate(v: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&v[..v.len().min(max)]).into_owned()
+}
+
+impl<'r> Transaction<'r> {
+    fn new(
+        rs: &'r RuleSet,
+        markers: &'r HashMap<String, usize>,
+        req: &Request,
+        opts: &TxOptions,
+    ) -> Self {
+        let mut vars = Vars::default();
+        let target = req.target.clone();
+        // Absolute-form targets: REQUEST_URI drops scheme and authority.
+        let uri: Vec<u8> = {
+            let lower = target.to_ascii_lowercase();
+            if lower.starts_with(b"http://") || lower.starts_with(b"https://") {
+                let after = &target[lower.iter().position(|b| *b == b':').unwrap_or(0) + 3..];
+                match after.iter().position(|b| *b == b'/') {
+                    Some(p) => after[p..].to_vec(),
+                    None => b"/".to_vec(),
+                }
+            } else {
+                target.clone()
+            }
+        };
+        let (path, query) = match uri.iter().position(|b| *b == b'?') {
+            Some(p) => (&uri[..p], Some(&uri[p + 1..])),
+            None => (&uri[..], None),
+        };
+        // A fragment never reaches a server, but test clients may send one: it ends the path.
+        let path = match path.iter().position(|b| *b == b'#') {
+            Some(p) => &path[..p],
+            None => path,
+        };
+        let filename = crate::transform::url_decode(path, false);
+        let basename = match filename.iter().rposition(|b| *b == b'/' || *b == b'\\') {
+            Some(p) => filename[p + 1..].to_vec(),
+            None => filename.clone(),
+        };
+        if let Some(q) = query {
+            body::parse_urlencoded(q, &mut vars.args_get);
+            vars.args_get.truncate(rs.arguments_limit);
+        }
+        let s = &mut vars.scalars;
+        s.insert("REQUEST_METHOD", req.method.as_bytes().to_vec());
+        s.insert("REQUEST_PROTOCOL", req.protocol.as_bytes().to_vec());
+        let mut line = req.method.as_bytes().to_vec();
+        line.push(b' ');
+        line.extend_from_slice(&target);
+        line.push(b' ');
+        line.extend_from_slice(req.protocol.as_bytes());
+        s.insert("REQUEST_LINE", line);
+        s.insert("REQUEST_URI", uri.clone());
+        s.insert("REQUEST_URI_RAW", target.clone());
+        s.insert("REQUEST_FILENAME", filename);
+        s.insert("REQUEST_BASENAME", basename);
+        s.insert(
+            "QUERY_STRING",
+            query.map(<[u8]>::to_vec).unwrap_or_default(),
+        );
+        s.insert("REMOTE_ADDR", req.remote_addr.as_bytes().to_vec());
+        s.insert("REMOTE_HOST", req.remote_addr.as_bytes().to_vec());
+        s.insert("REMOTE_PORT", req.remote_port.to_string().into_bytes());
+        s.insert("SERVER_PORT", req.server_port.to_string().into_bytes());
+        s.insert("SERVER_ADDR", b"127.0.0.1".to_vec());
+        s.insert("UNIQUE_ID", opts.unique_id.as_bytes().to_vec());
+        s.insert("TIME_EPOCH", (opts.now_ms / 1000).to_string().into_bytes());
+        s.insert("DURATION", b"0".to_vec());
+        s.insert("REQBODY_ERROR", b"0".to_vec());
+        s.insert("REQBODY_PROCESSOR_ERROR", b"0".to_vec());
+        s.insert("MULTIPART_STRICT_ERROR", b"0".to_vec());
+        s.insert("MULTIPART_UNMATCHED_BOUNDARY", b"0".to_vec());
+        s.insert("INBOUND_DATA_ERROR", b"0".to_vec());
+        s.insert("OUTBOUND_DATA_ERROR", b"0".to_vec());
+        let mut full_len = 0usize;
+        for (k, v) in &req.headers {
+            full_len += k.len() + v.len() + 4;
+            vars.headers.push((k.clone(), v.clone()));
+            if k.eq_ignore_ascii_case("cookie") {
+                for c in v.split(|b| *b == b';') {
+                    let c = c.strip_prefix(b" ").unwrap_or(c);
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let (name, val) = match c.iter().position(|b| *b == b'=') {
+                        Some(p) => (&c[..p], &c[p + 1..]),
+                        None => (c, &b""[..]),
+                    };
+                    vars.cookies.push((
+                        String::from_utf8_lossy(name).trim().to_string(),
+                        val.to_vec(),
+                    ));
+                }
+            }
+            if k.eq_ignore_ascii_case("host") {
+                let host = v.split(|b| *b == b':').next().unwrap_or(b"").to_vec();
+                vars.scalars.insert("SERVER_NAME", host);
+            }
+        }
+        vars.scalars.insert(
+            "FULL_REQUEST_LENGTH",
+            (full_len + req.body.len()).to_string().into_bytes(),
+        );
+        let ct = req
+            .header("content-type")
+            .map(content_type_main)
+            .unwrap_or_default();
+        let processor = match ct.as_str() {
+            "application/x-www-form-urlencoded" => Some("URLENCODED".to_string()),
+            "multipart/form-data" => Some("MULTIPART".to_string()),
+            _ => None,
+        };
+        let mut t = Self {
+            rs,
+            markers,
+            engine: rs.engine,
+            request_body_access: rs.request_body_access,
+            body_processor: processor,
+            removed_ids: Vec::new(),
+            removed_tags: Vec::new(),
+            removed_targets_by_id: Vec::new(),
+            removed_targets_by_tag: Vec::new(),
+            vars,
+            tx: BTreeMap::new(),
+            persistent: HashMap::new(),
+            matched_var: (String::new(), Vec::new()),
+            matched_vars: Vec::new(),
+            current_rule: (0, String::new()),
+            matched: Vec::new(),
+            intervention: None,
+            allowed: false,
+            phase_done: 0,
+        };
+        t.stash_body(req);
+        t
+    }
+
+    fn stash_body(&mut self, req: &Request) {
+        let limit = self.rs.request_body_limit_bytes;
+        let b = &req.body[..req.body.len().min(limit)];
+        self.vars.scalars.insert("REQUEST_BODY", b.to_vec());
+        self.vars.scalars.insert(
+            "REQUEST_BODY_LENGTH",
+            req.body.len().to_string().into_bytes(),
+        );
+        self.vars.scalars.insert(
+            "REQBODY_PROCESSOR",
+            self.body_processor.clone().unwrap_or_default().into_bytes(),
+        );
+    }
+
+    /// Run phases 1 and 2 on the request (body processed between them).
+    pub fn process_request(&mut self, req: &Request) {
+        self.run_phase(1);
+        if self.intervention.is_none() {
+            self.process_body(req);
+            self.run_phase(2);
+        }
+    }
+
+    fn process_body(&mut self, req: &Request) {
+        let ct_raw = req.header("content-type").unwrap_or(b"").to_vec();
+        let ct = content_type_main(&ct_raw);
+        if self.body_processor.is_none() {
+            // JSON and XML are parsed by content type, as ModSecurity's recommended
+            // configuration (rules 200000/200001) does.
+            if ct.contains("json") {
+                self.body_processor = Some("JSON".into());
+            } else if ct.ends_with("/xml") || ct.ends_with("+xml") {
+                self.body_processor = Some("XML".into());
+            }
+        }
+        self.vars.scalars.insert(
+            "REQBODY_PROCESSOR",
+            self.body_processor.clone().unwrap_or_default().into_bytes(),
+        );
+        if !self.request_body_access || req.body.is_empty() {
+            return;
+        }
+        let limit = self.rs.request_body_limit_bytes;
+        let b = &req.body[..req.body.len().min(limit)];
+        let mut error: Option<String> = None;
+        match self.body_processor.as_deref() {
+            Some("URLENCODED") => body::parse_urlencoded(b, &mut self.vars.args_post),
+            Some("MULTIPART") => {
+                let boundary = body::header_param(&ct_raw, "boundary").unwrap_or_default();
+                let m = body::parse_multipart(b, &boundary);
+                self.vars.args_post.extend(m.args);
+                let mut combined = 0usize;
+                for (name, fname, size) in m.files {
+                    combined += size;
+                    self.vars.files.push((name.clone(), fname));
+                    self.vars
+                        .files_sizes
+                        .push((name, size.to_string().into_bytes()));
+                }
+                self.vars
+                    .scalars
+                    .insert("FILES_COMBINED_SIZE", combined.to_string().into_bytes());
+                self.vars.part_headers = m.part_headers;
+                if let Some(e) = m.error {
+                    self.vars
+                        .scalars
+                        .insert("MULTIPART_STRICT_ERROR", b"1".to_vec());
+                    error = Some(e);
+                }
+            }
+            Some("JSON") => {
+                if let Err(e) = body::parse_json(b, &mut self.vars.args_post) {
+                    error = Some(e);
+                }
+            }
+            Some("XML") => match body::parse_xml(b) {
+                Ok(x) => self.vars.xml = Some(x),
+                Err(e) => error = Some(e),
+            },
+            _ => {}
+        }
+        self.vars.args_post.truncate(self.rs.arguments_limit);
+        if let Some(e) = error {
+            self.vars.scalars.insert("REQBODY_ERROR", b"1".to_vec());
+            self.vars
+                .scalars
+                .insert("REQBODY_PROCESSOR_ERROR", b"1".to_vec());
+            self.vars
+                .scalars
+                .insert("REQBODY_ERROR_MSG", e.into_bytes());
+        }
+        let combined: usize = self
+            .vars
+            .args_get
+            .iter()
+            .chain(self.vars.args_post.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        self.vars
+            .scalars
+            .insert("ARGS_COMBINED_SIZE", combined.to_string().into_bytes());
+    }
+
+    /// Run phases 3 and 4 on the response.
+    pub fn process_response(&mut self, resp: &Response) {
+        if self.intervention.is_some() {
+            return;
+        }
+        let s = &mut self.vars.scalars;
+        s.insert("RESPONSE_STATUS", resp.status.to_string().into_bytes());
+        s.insert("STATUS", resp.status.to_string().into_bytes());
+        s.insert("RESPONSE_PROTOCOL", resp.protocol.as_bytes().to_vec());
+        s.insert(
+            "STATUS_LINE",
+            format!("{} {}", resp.protocol, resp.status).into_bytes(),
+        );
+        self.vars.resp_headers = resp.headers.clone();
+        let ct = resp
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.vars
+            .scalars
+            .insert("RESPONSE_CONTENT_TYPE", ct.clone());
+        self.vars.scalars.insert(
+            "RESPONSE_CONTENT_LENGTH",
+            resp.body.len().to_string().into_bytes(),
+        );
+        self.run_phase(3);
+        if self.intervention.is_some() {
+            return;
+        }
+        let main = content_type_main(&ct);
+        if self.rs.response_body_access
+            && (self.rs.response_mime_types.contains(&main)
+                || (main.is_empty() && !resp.body.is_empty()))
+        {
+            let limit = self.rs.response_body_limit_bytes;
+            self.vars.scalars.insert(
+                "RESPONSE_BODY",
+                resp.body[..resp.body.len().min(limit)].to_vec(),
+            );
+        }
+        self.run_phase(4);
+    }
+
+    /// Run phase 5.
+    pub fn finish(&mut self) {
+        let saved = self.intervention.take();
+        self.allowed = false;
+        self.run_phase(5);
+        if saved.is_some() {
+            self.intervention = saved;
+        }
+    }
+
+    /// A TX variable's value.
+    pub fn tx_var(&self, key: &str) -> Option<&[u8]> {
+        self.tx.get(&key.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+
+    /// The engine mode in force (after `ctl:ruleEngine`).
+    pub fn engine_mode(&self) -> EngineMode {
+        self.engine
+    }
+
+    fn rule_removed(&self, rule: &Rule) -> bool {
+        let id = rule.id();
+        self.removed_ids.iter().any(|r| in_ranges(r, id))
+            || self
+                .removed_tags
+                .iter()
+                .any(|sel| rule.actions.tags.iter().any(|t| tag_matches(sel, t)))
+    }
+
+    fn run_phase(&mut self, phase: u8) {
+        if self.engine == EngineMode::Off || self.phase_done >= phase {
+            return;
+        }
+        self.phase_done = phase;
+        if self.allowed && phase < 5 {
+            return;
+        }
+        let rs = self.rs;
+        let mut i = 0;
+        let mut skip = 0u32;
+        while i < rs.items.len() {
+            let Item::Rule(rule) = &rs.items[i] else {
+                i += 1;
+                continue;
+            };
+            if rule.actions.phase != phase {
+                i += 1;
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                i += 1;
+                continue;
+            }
+            if self.rule_removed(rule) {
+                i += 1;
+                continue;
+            }
+            let matched = self.eval_chain(rule);
+            if !matched {
+                i += 1;
+                continue;
+            }
+            self.record(rule, phase);
+            if self.engine == EngineMode::Off {
+                return;
+            }
+            let a = &rule.actions;
+            match a.disruptive {
+                Some(Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect)
+                    if self.engine == EngineMode::On && phase < 5 =>
+                {
+                    let action = a.disruptive.unwrap_or(Disruptive::Deny);
+                    self.intervention = Some(Intervention {
+                        status: a.status.unwrap_or(if action == Disruptive::Redirect {
+                            302
+                        } else {
+                            403
+                        }),
+                        rule_id: rule.id(),
+                        phase,
+                        action,
+                    });
+                    return;
+                }
+                Some(Disruptive::Allow) if self.engine == EngineMode::On => {
+                    self.allowed = true;
+                    return;
+                }
+                _ => {}
+            }
+            if let Some(marker) = &a.skip_after {
+                match self.markers.get(marker) {
+                    Some(&idx) if idx > i => {
+                        i = idx + 1;
+                        continue;
+                    }
+                    // A marker behind us or missing: skip to the end of the phase.
+                    _ => return,
+                }
+            }
+            skip = a.skip;
+            i += 1;
+        }
+    }
+
+    fn record(&mut self, rule: &Rule, phase: u8) {
+        let a = &rule.actions;
+        self.current_rule = (rule.id(), String::new());
+        let msg = a
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m)).into_owned())
+            .unwrap_or_default();
+        self.current_rule.1 = msg.clone();
+        let logdata = a
+            .logdata
+            .as_ref()
+            .map(|m| truncate(&self.expand(m), 512))
+            .unwrap_or_default();
+        self.matched.push(MatchedRule {
+            id: rule.id(),
+            phase,
+            msg,
+            logdata,
+            severity: a.severity,
+            tags: a.tags.clone(),
+            logged: a.log != Some(false),
+            matched_var_name: self.matched_var.0.clone(),
+            matched_data: truncate(&self.matched_var.1, MATCHED_DATA_MAX_BYTES),
+        });
+    }
+
+    /// Evaluate a chain; true when every link matched.
+    fn eval_chain(&mut self, rule: &'r Rule) -> bool {
+        self.current_rule = (rule.id(), String::new());
+        self.matched_vars.clear();
+        let starter_id = rule.id();
+        let starter_tags = &rule.actions.tags;
+        let mut link: &'r Rule = rule;
+        loop {
+            if !self.eval_link(link, starter_id, starter_tags) {
+                return false;
+            }
+            match &link.chained {
+                Some(next) => link = next,
+                None => return true,
+            }
+        }
+    }
+
+    fn target_excluded(
+        &self,
+        rule: &Rule,
+        starter_id: u64,
+        tags: &[String],
+        coll: &str,
+        key: &str,
+    ) -> bool {
+        rule.targets
+            .iter()
+            .any(|t| t.exclude && t.excludes(coll, key))
+            || self
+                .removed_targets_by_id
+                .iter()
+                .any(|(r, t)| in_ranges(r, starter_id) && t.excludes(coll, key))
+            || self
+                .removed_targets_by_tag
+                .iter()
+                .any(|(sel, t)| tags.iter().any(|tg| tag_matches(sel, tg)) && t.excludes(coll, key))
+    }
+
+    /// Gather (name, value) for a target, honouring exclusions.
+    fn gather(
+        &self,
+        rule: &Rule,
+        starter_id: u64,
+        tags: &[String],
+        t: &Target,
+        prev_matched: &[(String, Vec<u8>)],
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        let name = t.name.as_str();
+        let sel = t.key.as_ref();
+        let start = out.len();
+        let keyed = |pairs: &[(String, Vec<u8>)],
+                     coll: &str,
+                     names: bool,
+                     out: &mut Vec<(String, Vec<u8>)>| {
+            for (k, v) in pairs {
+                if sel.is_some_and(|s| !s.matches(k)) {
+                    continue;
+                }
+                if self.target_excluded(rule, starter_id, tags, coll, k) {
+                    continue;
+                }
+                let value = if names {
+                    k.as_bytes().to_vec()
+                } else {
+                    v.clone()
+                };
+                out.push((format!("{coll}:{k}"), value));
+            }
+        };
+        let v = &self.vars;
+        match name {
+            "ARGS" => {
+                keyed(&v.args_get, "ARGS", false, out);
+                keyed(&v.args_post, "ARGS", false, out);
+            }
+            "ARGS_GET" => keyed(&v.args_get, name, false, out),
+            "ARGS_POST" => keyed(&v.args_post, name, false, out),
+            "ARGS_NAMES" => {
+                keyed(&v.args_get, name, true, out);
+                keyed(&v.args_post, name, true, out);
+            }
+            "ARGS_GET_NAMES" => keyed(&v.args_get, name, true, out),
+            "ARGS_POST_NAMES" => keyed(&v.args_post, name, true, out),
+            "REQUEST_HEADERS" => keyed(&v.headers, name, false, out),
+            "REQUEST_HEADERS_NAMES" => keyed(&v.headers, name, true, out),
+            "REQUEST_COOKIES" => keyed(&v.cookies, name, false, out),
+            "REQUEST_COOKIES_NAMES" => keyed(&v.cookies, name, true, out),
+            "FILES" => keyed(&v.files, name, false, out),
+            "FILES_NAMES" => keyed(&v.files, name, true, out),
+            "FILES_SIZES" => keyed(&v.files_sizes, name, false, out),
+            "MULTIPART_PART_HEADERS" => keyed(&v.part_headers, name, false, out),
+            "RESPONSE_HEADERS" => keyed(&v.resp_headers, name, false, out),
+            "RESPONSE_HEADERS_NAMES" => keyed(&v.resp_headers, name, true, out),
+            "ENV" => keyed(&v.env, name, false, out),
+            "MATCHED_VARS" => keyed(prev_matched, name, false, out),
+            "MATCHED_VARS_NAMES" => {
+                for (k, _) in prev_matched {
+                    if sel.is_none_or(|s| s.matches(k)) {
+                        out.push((format!("MATCHED_VARS_NAMES:{k}"), k.as_bytes().to_vec()));
+                    }
+                }
+            }
+            "MATCHED_VAR" => {
+                if !self.matched_var.0.is_empty() {
+                    out.push(("MATCHED_VAR".into(), self.matched_var.1.clone()));
+                }
+            }
+            "MATCHED_VAR_NAME" => {
+                if !self.matched_var.0.is_empty() {
+                    out.push((
+                        "MATCHED_VAR_NAME".into(),
+                        self.matched_var.0.as_bytes().to_vec(),
+                    ));
+                }
+            }
+            "TX" => {
+                for (k, val) in &self.tx {
+                    if sel.is_some_and(|s| !s.matches(k)) {
+                        continue;
+                    }
+                    if self.target_excluded(rule, starter_id, tags, "TX", k) {
+                        continue;
+                    }
+                    out.push((format!("TX:{k}"), val.clone()));
+                }
+            }
+            "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" => {
+                if let Some(m) = self.persistent.get(name) {
+                    for (k, val) in m {
+                        if sel.is_none_or(|s| s.matches(k)) {
+                            out.push((format!("{name}:{k}"), val.clone()));
+                        }
+                    }
+                }
+            }
+            "XML" => {
+                if let Some(x) = &v.xml {
+                    let xpath = match sel {
+                        Some(KeySel::XPath(p)) => p.as_str(),
+                        _ => "/*",
+                    };
+                    if xpath.contains('@') {
+                        for a in &x.attrs {
+                            out.push((format!("XML:{xpath}"), a.clone()));
+                        }
+                    } else {
+                        out.push((format!("XML:{xpath}"), x.text.clone()));
+                    }
+                }
+            }
+            "RULE" => {
+                let val = match sel {
+                    Some(KeySel::Name(k)) if k == "id" => self.current_rule.0.to_string(),
+                    Some(KeySel::Name(k)) if k == "msg" => self.current_rule.1.clone(),
+                    _ => String::new(),
+                };
+                out.push(("RULE".into(), val.into_bytes()));
+            }
+            "GEO" => {}
+            scalar => {
+                if let Some(val) = v.scalars.get(scalar) {
+                    if !self.target_excluded(rule, starter_id, tags, scalar, "") {
+                        out.push((scalar.to_string(), val.clone()));
+                    }
+                }
+            }
+        }
+        if t.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            out.push((format!("&{name}"), n.to_string().into_bytes()));
+        }
+    }
+
+    fn eval_link(&mut self, link: &'r Rule, starter_id: u64, tags: &'r [String]) -> bool {
+        let Some(op) = &link.op else {
+            // SecAction: always matches.
+            self.run_link_actions(link);
+            return true;
+        };
+        let prev = std::mem::take(&mut self.matched_vars);
+        let mut values: Vec<(String, Vec<u8>)> = Vec::new();
+        for t in link.targets.iter().filter(|t| !t.exclude) {
+            self.gather(link, starter_id, tags, t, &prev, &mut values);
+        }
+        let mut any = false;
+        let mut new_matched: Vec<(String, Vec<u8>)> = Vec::new();
+        let transforms = &link.actions.transforms;
+        for (name, value) in values {
+            let candidates = transformed(&value, transforms, link.actions.multi_match);
+            for cand in candidates {
+                let mut caps = Vec::new();
+                let want_caps = link.actions.capture;
+                let hit = op.eval(
+                    &cand,
+                    &*self,
+                    if want_caps { Some(&mut caps) } else { None },
+                );
+                if hit {
+                    any = true;
+                    if want_caps && !caps.is_empty() {
+                        for (i, c) in caps.iter().enumerate() {
+                            self.tx.insert(i.to_string(), c.clone());
+                        }
+                    } else if want_caps && matches!(op.kind, crate::ops::OpKind::Rx(_)) {
+                        // unreachable by construction; keep captures untouched
+                    }
+                    self.matched_var = (name.clone(), cand.clone());
+                    new_matched.push((name.clone(), cand.clone()));
+                    // Non-disruptive actions run once per matched value (ModSecurity v3).
+                    self.run_setvars(link);
+                    break;
+                }
+            }
+        }
+        if any {
+            self.matched_vars = new_matched;
+            self.run_ctls(link);
+        } else {
+            self.matched_vars = prev;
+        }
+        any
+    }
+
+    fn run_link_actions(&mut self, link: &Rule) {
+        self.run_setvars(link);
+        self.run_ctls(link);
+    }
+
+    fn run_setvars(&mut self, link: &Rule) {
+        for sv in &link.actions.setvars {
+            let key = String::from_utf8_lossy(&self.expand(&sv.key)).to_ascii_lowercase();
+            let new_val = match &sv.op {
+                SetVarOp::Delete => None,
+                SetVarOp::Set(m) => Some(self.expand(m)),
+                SetVarOp::Add(m) | SetVarOp::Sub(m) => {
+                    let delta = crate::ops::to_int(&self.expand(m));
+                    let cur = self
+                        .coll_get(&sv.collection, &key)
+                        .map(|v| crate::ops::to_int(v))
+                        .unwrap_or(0);
+                    let v = if matches!(sv.op, SetVarOp::Add(_)) {
+                        cur.saturating_add(delta)
+                    } else {
+                        cur.saturating_sub(delta)
+                    };
+                    Some(v.to_string().into_bytes())
+                }
+            };
+            let store = if sv.collection == "TX" {
+                &mut self.tx
+            } else {
+                self.persistent.entry(sv.collection.clone()).or_default()
+            };
+            match new_val {
+                Some(v) => {
+                    store.insert(key, v);
+                }
+                None => {
+                    store.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn coll_get(&self, coll: &str, key: &str) -> Option<&Vec<u8>> {
+        if coll == "TX" {
+            self.tx.get(key)
+        } else {
+            self.persistent.get(coll).and_then(|m| m.get(key))
+        }
+    }
+
+    fn run_ctls(&mut self, link: &Rule) {
+        for c in &link.actions.ctls {
+            match c {
+                Ctl::RuleEngine(m) => self.engine = *m,
+                Ctl::RuleRemoveById(r) => self.removed_ids.push(r.clone()),
+                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(t.clone()),
+                Ctl::RuleRemoveTargetById(r, t) => {
+                    self.removed_targets_by_id.push((r.clone(), t.clone()))
+                }
+                Ctl::RuleRemoveTargetByTag(tag, t) => {
+                    self.removed_targets_by_tag.push((tag.clone(), t.clone()))
+                }
+                Ctl::RequestBodyProcessor(p) => {
+                    self.body_processor = Some(p.clone());
+                    self.vars
+                        .scalars
+                        .insert("REQBODY_PROCESSOR", p.clone().into_bytes());
+                }
+                Ctl::RequestBodyAccess(on) => self.request_body_access = *on,
+                Ctl::ForceRequestBodyVariable(_) | Ctl::Ignored => {}
+            }
+        }
+    }
+
+    fn lookup_macro(&self, name: &str, key: Option<&str>) -> Vec<u8> {
+        match (name, key) {
+            ("TX", Some(k)) => self
+                .tx
+                .get(&k.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default(),
+            ("MATCHED_VAR", None) => self.matched_var.1.clone(),
+            ("MATCHED_VAR_NAME", None) => self.matched_var.0.as_bytes().to_vec(),
+            ("RULE", Some(k)) => match k.to_ascii_lowercase().as_str() {
+                "id" => self.current_rule.0.to_string().into_bytes(),
+                "msg" => self.current_rule.1.clone().into_bytes(),
+                _ => Vec::new(),
+            },
+            (coll @ ("IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE"), Some(k)) => self
+                .persistent
+                .get(coll)
+                .and_then(|m| m.get(&k.to_ascii_lowercase()))
+                .cloned()
+                .unwrap_or_default(),
+            (coll, key) => {
+                let pairs: Option<&Pairs> = match coll {
+                    "REQUEST_HEADERS" => Some(&self.vars.headers),
+                    "REQUEST_COOKIES" => Some(&self.vars.cookies),
+                    "ARGS" | "ARGS_GET" => Some(&self.vars.args_get),
+                    "ARGS_POST" => Some(&self.vars.args_post),
+                    "RESPONSE_HEADERS" => Some(&self.vars.resp_headers),
+                    _ => None,
+                };
+                match (pairs, key) {
+                    (Some(p), Some(k)) => p
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| {
+                            (coll == "ARGS")
+                                .then(|| {
+                                    self.vars
+                                        .args_post
+                                        .iter()
+                                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                                        .map(|(_, v)| v.clone())
+                                })
+                                .flatten()
+                        })
+                        .unwrap_or_default(),
+                    _ => self.vars.scalars.get(coll).cloned().unwrap_or_default(),
+                }
+            }
+        }
+    }
+}
+
+impl Expand for Transaction<'_> {
+    fn expand(&self, m: &MacroText) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in &m.parts {
+            match p {
+                MacroPart::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                MacroPart::Var { name, key } => {
+                    out.extend_from_slice(&self.lookup_macro(name, key.as_deref()))
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The values an operator sees: the fully transformed value, or with `multiMatch` the original
+/// and every intermediate value that changed.
+fn transformed(value: &[u8], ts: &[Transform], multi: bool) -> Vec<Vec<u8>> {
+    if !multi {
+        let mut v = value.to_vec();
+        for t in ts {
+            v = t.apply(&v);
+        }
+        return vec![v];
+    }
+    let mut out = vec![value.to_vec()];
+    let mut v = value.to_vec();
+    for t in ts {
+        let n = t.apply(&v);
+        if n != v {
+            out.push(n.clone());
+        }
+        v = n;
+    }
+    out
+}
+
+/// Evaluate a whole request (and optional response) and return the finished transaction's
+/// results; convenience for tests and the regression runner.
+pub fn evaluate(
+    engine: &Engine,
+    req: &Request,
+    resp: Option<&Response>,
+    opts: &TxOptions,
+) -> (Vec<MatchedRule>, Option<Intervention>) {
+    let mut tx = engine.transaction(req, opts);
+    tx.process_request(req);
+    if let Some(r) = resp {
+        tx.process_response(r);
+    }
+    tx.finish();
+    (tx.matched, tx.intervention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(text: &str) -> Engine {
+        let mut rs = RuleSet::new();
+        rs.add_text("t.conf", text, &|_: &str, _: &str| None)
+            .unwrap();
+        rs.finish().unwrap();
+        Engine::new(rs)
+    }
+
+    fn get(uri: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            target: uri.as_bytes().to_vec(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("Host".into(), b"example.test".to_vec())],
+            ..Request::default()
+        }
+    }
+
+    fn ids(e: &Engine, r: &Request) -> Vec<u64> {
+        evaluate(e, r, None, &TxOptions::default())
+            .0
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[test]
+    fn args_transform_chain_and_score() {
+        let e = engine(
+            r#"
+SecRuleEngine On
+SecRule ARGS "@rx <script" "id:1,phase:2,pass,t:none,t:lowercase,setvar:tx.score=+5,msg:'XSS in %{MATCHED_VAR_NAME}'"
+SecRule TX:score "@ge 5" "id:2,phase:2,deny,status:403"
+"#,
+        );
+        let (m, i) = evaluate(&e, &get("/?a=%3CSCRIPT%3E"), None, &TxOptions::default());
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(m[0].msg, "XSS in ARGS:a");
+        assert_eq!(i.unwrap().status, 403);
+        assert!(ids(&e, &get("/?a=hello")).is_empty());
+    }
+
+    #[test]
+    fn exclusions_skip_and_ctl() {
+        let e = engine(
+            r#"
+SecRule REQUEST_FILENAME "@streq /admin" "id:10,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20;ARGS:pw"
+SecRule ARGS|!ARGS:safe "@contains evil" "id:20,phase:2,pass"
+SecRule ARGS "@contains skip" "id:30,phase:2,pass,skipAfter:END"
+SecRule ARGS "@contains skip" "id:31,phase:2,pass"
+SecMarker END
+SecRule &ARGS "@eq 2" "id:40,phase:2,pass,chain"
+  SecRule ARGS_NAMES "@streq b" "t:none"
+"#,
+        );
+        assert_eq!(ids(&e, &get("/x?safe=evil")), Vec::<u64>::new());
+        assert_eq!(ids(&e, &get("/x?pw=evil")), vec![20]);
+        assert_eq!(ids(&e, &get("/admin?pw=evil")), vec![10]);
+        assert_eq!(ids(&e, &get("/x?a=skip&b=1")), vec![30, 40]);
+    }
+
+    #[test]
+    fn detection_only_does_not_block() {
+        let e =
+            engine("SecRuleEngine DetectionOnly\nSecRule ARGS \"@rx x\" \"id:1,phase:1,deny\"\n");
+        let (m, i) = evaluate(&e, &get("/?a=x"), None, &TxOptions::default());
+        assert_eq!(m.len(), 1);
+        assert!(i.is_none());
+    }
+
+    #[test]
+    fn captures_and_macros() {
+        let e = engine(
+            r#"
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:1,phase:1,pass,capture,t:lowercase,setvar:'tx.h_%{tx.0}=/%{tx.0}/',chain"
+  SecRule TX:/^h_/ "@within /host/ /x-bad/" "setvar:tx.hit=%{MATCHED_VAR}"
+"#,
+        );
+        let mut r = get("/");
+        r.headers.push(("X-Bad".into(), b"1".to_vec()));
+        let mut tx = e.transaction(&r, &TxOptions::default());
+        tx.process_request(&r);
+        assert_eq!(tx.matched.len(), 1);
+        assert_eq!(tx.tx_var("h_x-bad"), Some(&b"/x-bad/"[..]));
+        assert!(tx.tx_var("hit").is_some());
+    }
+
+    #[test]
+    fn bodies() {
+        let e = engine(
+            "SecRule ARGS_POST:a \"@streq 1\" \"id:1,phase:2,pass\"\nSecRule ARGS:json.k \"@streq v\" \"id:2,phase:2,pass\"\nSecRule FILES \"@endsWith .php\" \"id:3,phase:2,pass\"\n",
+        );
+        let mut r = get("/");
+        r.method = "POST".into();
+        r.headers.push((
+            "Content-Type".into(),
+            b"application/x-www-form-urlencoded".to_vec(),
+        ));
+        r.body = b"a=1".to_vec();
+        assert_eq!(ids(&e, &r), vec![1]);
+        r.headers.pop();
+        r.headers
+            .push(("Content-Type".into(), b"application/json".to_vec()));
+        r.body = br#"{"k":"v"}"#.to_vec();
+        assert_eq!(ids(&e, &r), vec![2]);
+        r.headers.pop();
+        r.headers.push((
+            "Content-Type".into(),
+            b"multipart/form-data; boundary=b".to_vec(),
+        ));
+        r.body = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.php\"\r\n\r\nx\r\n--b--\r\n".to_vec();
+        assert_eq!(ids(&e, &r), vec![3]);
+    }
+}
