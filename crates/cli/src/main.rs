@@ -39,7 +39,7 @@ const EXIT_ERROR: u8 = 2;
     about = "Filter network traffic (ATT&CK M1037) from one declarative policy, and prove it.",
     propagate_version = true
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +91,10 @@ enum Command {
     Feeds(cmd::feeds::Command),
     /// Play the ATT&CK range in network namespaces against a policy and score it per technique.
     Lab(cmd::lab::Args),
+    /// Shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(cmd::completions::Args),
+    /// Write man pages for rampart and every subcommand.
+    Man(cmd::man::Args),
     /// Benchmarks (ClassBench classification).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
         Command::Classify(args) => cmd::classify::run(args),
         Command::Feeds(command) => cmd::feeds::run(command),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::Completions(args) => cmd::completions::run(args),
+        Command::Man(args) => cmd::man::run(args),
         Command::Bench(command) => cmd::bench::run(command),
     };
     match result {
