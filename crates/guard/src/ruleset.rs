@@ -130,6 +130,16 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         }
     }
     let _ = writeln!(s, "\t}}");
+    // Client messages go only towards trusted ports (Cisco semantics): a rogue server on an
+    // untrusted port never even sees the DISCOVER it would answer, and clients do not learn
+    // each other's requests.
+    let _ = writeln!(
+        s,
+        "\tchain forward {{\n\t\ttype filter hook forward priority -200; policy accept;"
+    );
+    let _ = writeln!(s, "\t\toifname != @trusted_ports ether type ip udp sport 68 udp dport 67 counter drop comment \"DHCP client message towards an untrusted port\"");
+    let _ = writeln!(s, "\t\toifname != @trusted_ports ether type ip6 udp sport 546 udp dport 547 counter drop comment \"DHCPv6 client message towards an untrusted port\"");
+    let _ = writeln!(s, "\t}}");
     let _ = writeln!(s, "\tchain dai {{");
     for r in [
         "arp saddr ip 0.0.0.0 return comment \"RFC 5227 probe\"",
