@@ -332,6 +332,24 @@ impl Queue {
         self.options
     }
 
+    /// Change fail-open on the live queue. Not waited for: the acknowledgement arrives among
+    /// the packets and the loop skips it (waiting here would strand queued packets).
+    pub fn set_fail_open(&mut self, fail_open: bool) -> io::Result<()> {
+        self.options.fail_open = fail_open;
+        let mut flags = netlink::CFG_F_GSO;
+        if fail_open {
+            flags |= netlink::CFG_F_FAIL_OPEN;
+        }
+        self.sock.send(&netlink::config_params(
+            self.options.queue,
+            self.options.copy_range,
+            self.options.max_len,
+            flags,
+            netlink::CFG_F_GSO | netlink::CFG_F_FAIL_OPEN,
+            4,
+        ))
+    }
+
     /// Unbind (the kernel does it too when the socket closes).
     pub fn unbind(&self) -> io::Result<()> {
         self.sock.send(&netlink::config_cmd(
@@ -453,6 +471,16 @@ impl Runner {
     /// The queue.
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// The queue, to reconfigure it.
+    pub fn queue_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+
+    /// Whether conntrack (orientation look-ups, marks) is in use.
+    pub fn has_conntrack(&self) -> bool {
+        self.ct.is_some()
     }
 
     /// Forget cached interface names (interfaces may be renamed).

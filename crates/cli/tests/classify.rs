@@ -1,0 +1,736 @@
+//! `rampart classify` end to end over a real NFQUEUE, in two network namespaces this test
+//! creates (and always removes): `cli` (198.51.100.1) and `srv` (198.51.100.2) joined by a veth
+//! pair. In `srv` the test installs what the emitted ruleset and nft-apply install per
+//! `rampart_nft::app_queue`: an nft table that marks packets of the application rules'
+//! connections for inspection (both directions) and drops connections whose conntrack mark says
+//! "blocked", plus one `iptables-nft ... -m mark --mark M -j NFQUEUE` rule per hook (this kernel
+//! has no nft `queue`).
+//!
+//! With the real binary bound to the queue, real sockets show: an SSH banner on 8080 is dropped
+//! while HTTP on 8080 passes; HTTP on 443 is dropped while a TLS ClientHello passes; a non-DNS
+//! payload on udp/53 is dropped while a DNS query is answered; an SMB1 non-negotiate command is
+//! dropped while an SMB2 NEGOTIATE passes; a tunnel-size ICMP echo is dropped while a normal ping
+//! passes. Each block is one event naming the rule, label and technique, the kernel drops the
+//! rest of the connection by its conntrack mark, SIGHUP reloads (a broken policy is refused and
+//! the old one kept), and with no classifier running the queue fails closed or open as the
+//! policy says.
+//!
+//! Needs root, `ip`, `nft`, `iptables-nft` and `ping` (iputils-ping); skips with a printed
+//! reason otherwise.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rampart_nft::app_queue::{
+    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_MARK, MARK_MASK, QUEUE_NUM,
+};
+
+const CLI_IP: &str = "198.51.100.1";
+const SRV_IP: &str = "198.51.100.2";
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ns_sh(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend_from_slice(args);
+    String::from_utf8_lossy(&sh("ip", &full).stdout).into_owned()
+}
+
+fn ns_sh_stdin(ns: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdin}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The two namespaces; deleted on drop (also when an assertion fails).
+struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    fn ns(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    fn build() -> Self {
+        let topo = Topology {
+            prefix: format!("rnfq{}", std::process::id()),
+        };
+        for n in ["cli", "srv"] {
+            sh("ip", &["netns", "add", &topo.ns(n)]);
+            ns_sh(&topo.ns(n), &["ip", "link", "set", "lo", "up"]);
+        }
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &topo.ns("cli"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &topo.ns("srv"),
+            ],
+        );
+        for (n, ip) in [("cli", CLI_IP), ("srv", SRV_IP)] {
+            ns_sh(
+                &topo.ns(n),
+                &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            );
+            ns_sh(&topo.ns(n), &["ip", "link", "set", "eth0", "up"]);
+        }
+        topo
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for n in ["cli", "srv"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .status();
+        }
+    }
+}
+
+/// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// What the ruleset and nft-apply put in the kernel for application rules on ports 8080, 443,
+/// 445 (TCP), 53 (UDP) and ICMP echo, ingress: mark for inspection in both directions, drop
+/// connections the classifier blocked, skip those it released.
+fn install_marking(ns: &str) {
+    let keep = !MARK_MASK;
+    let ruleset = format!(
+        "table inet rampart_app_test {{
+  chain in {{
+    type filter hook input priority -10; policy accept;
+    ct mark & {MARK_MASK:#010x} == {BLOCKED_CT_MARK:#010x} counter drop
+    ct mark & {MARK_MASK:#010x} == {ACCEPTED_CT_MARK:#010x} counter return
+    tcp dport {{ 8080, 443, 445 }} meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+    udp dport 53 meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+    icmp type echo-request meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+  }}
+  chain out {{
+    type filter hook output priority -10; policy accept;
+    ct mark & {MARK_MASK:#010x} == {BLOCKED_CT_MARK:#010x} counter drop
+    ct mark & {MARK_MASK:#010x} == {ACCEPTED_CT_MARK:#010x} counter return
+    ct direction reply meta l4proto tcp ct original proto-dst {{ 8080, 443, 445 }} meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+    ct direction reply meta l4proto udp ct original proto-dst 53 meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+  }}
+}}
+"
+    );
+    ns_sh_stdin(ns, &["nft", "-f", "-"], &ruleset);
+}
+
+/// The one iptables-nft NFQUEUE rule per hook; `--queue-bypass` when the policy fails open.
+fn install_queue_rules(ns: &str, fail_open: bool) {
+    for chain in ["INPUT", "OUTPUT"] {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", ns, "iptables-nft", "-F", chain])
+            .status();
+        let mark = format!("{INSPECT_MARK:#x}/{MARK_MASK:#x}");
+        let queue = QUEUE_NUM.to_string();
+        let mut args = vec![
+            "iptables-nft",
+            "-A",
+            chain,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+        ];
+        if fail_open {
+            args.push("--queue-bypass");
+        }
+        ns_sh(ns, &args);
+    }
+}
+
+/// Packets the kernel dropped because the classifier marked their connection blocked.
+fn blocked_drops(ns: &str) -> u64 {
+    let text = ns_sh(ns, &["nft", "list", "table", "inet", "rampart_app_test"]);
+    text.lines()
+        .filter(|l| l.contains(&format!("{BLOCKED_CT_MARK:#010x} counter packets")))
+        .filter_map(|l| {
+            let after = l.split("counter packets ").nth(1)?;
+            after.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// TCP and UDP servers in `srv`, stopped on drop.
+struct Servers {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(120));
+    }
+}
+
+/// What a TCP server answers: given the client's first bytes (`None`: the client said nothing
+/// for 300 ms), what to send.
+type Answer = fn(Option<&[u8]>) -> Vec<u8>;
+
+fn answer_8080(first: Option<&[u8]>) -> Vec<u8> {
+    match first {
+        // An SSH server speaks first.
+        None => b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec(),
+        Some(_) => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    }
+}
+
+fn answer_443(first: Option<&[u8]>) -> Vec<u8> {
+    // A TLS alert record (handshake_failure): TLS in the reply direction too.
+    first
+        .map(|_| vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+        .unwrap_or_default()
+}
+
+fn answer_445(first: Option<&[u8]>) -> Vec<u8> {
+    first.map(|_| smb2_negotiate(true)).unwrap_or_default()
+}
+
+fn start_servers(ns: &str) -> Servers {
+    let stop = Arc::new(AtomicBool::new(false));
+    for (port, answer) in [
+        (8080u16, answer_8080 as Answer),
+        (443, answer_443),
+        (445, answer_445),
+    ] {
+        let stop = Arc::clone(&stop);
+        let listener = in_ns(ns, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                    let mut buf = [0u8; 4096];
+                    let first = match conn.read(&mut buf) {
+                        Ok(n) if n > 0 => Some(buf[..n].to_vec()),
+                        _ => None,
+                    };
+                    let _ = conn.write_all(&answer(first.as_deref()));
+                    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    let _ = conn.read(&mut buf);
+                });
+            }
+        });
+    }
+    let udp = in_ns(ns, || UdpSocket::bind("0.0.0.0:53").unwrap());
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let udp_stop = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !udp_stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                continue;
+            };
+            // Echo with the QR bit set: a DNS answer for a DNS query.
+            let mut answer = buf[..n].to_vec();
+            if answer.len() > 2 {
+                answer[2] |= 0x80;
+            }
+            let _ = udp.send_to(&answer, from);
+        }
+    });
+    Servers { stop }
+}
+
+/// Connect from `cli`, send `send` (if any), and return what came back within 1.5 s.
+fn tcp_exchange(ns: &str, port: u16, send: &'static [u8]) -> Result<Vec<u8>, String> {
+    in_ns(ns, move || {
+        let addr: SocketAddr = format!("{SRV_IP}:{port}").parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        if !send.is_empty() {
+            s.write_all(send).map_err(|e| format!("send: {e}"))?;
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        let _ = s.shutdown(Shutdown::Both);
+        buf.truncate(n);
+        Ok(buf)
+    })
+}
+
+fn udp_exchange(ns: &str, port: u16, send: Vec<u8>) -> Result<Vec<u8>, String> {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        s.send_to(&send, (SRV_IP, port))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        Ok(buf[..n].to_vec())
+    })
+}
+
+fn ping(ns: &str, size: usize) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-s",
+            &size.to_string(),
+            SRV_IP,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// A TLS 1.2 ClientHello record for `www.example.com` (one cipher suite, SNI extension).
+fn client_hello() -> &'static [u8] {
+    static HELLO: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    HELLO.get_or_init(|| {
+        let host = b"www.example.com";
+        let mut sni = Vec::new();
+        sni.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(host.len() as u16).to_be_bytes());
+        sni.extend_from_slice(host);
+        let mut ext = vec![0, 0];
+        ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&sni);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[0x5a; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0xc0, 0x2f, 1, 0]);
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![1, 0];
+        hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 0x03, 0x01];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    })
+}
+
+/// NetBIOS session header + SMB2 header (StructureSize 64) + a NEGOTIATE body.
+fn smb2_negotiate(response: bool) -> Vec<u8> {
+    let mut smb = vec![0xfe, b'S', b'M', b'B', 64, 0];
+    smb.resize(64, 0);
+    smb[16] = if response { 1 } else { 0 }; // flags: server-to-redirector
+    smb.extend_from_slice(&[36, 0, 1, 0]); // StructureSize 36, one dialect
+    smb.resize(64 + 36, 0);
+    smb.extend_from_slice(&[0x02, 0x02]); // SMB 2.0.2
+    let mut msg = vec![0, 0];
+    msg.extend_from_slice(&(smb.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&smb);
+    msg
+}
+
+/// NetBIOS session header + an SMB1 SESSION_SETUP_ANDX request (command 0x73).
+fn smb1_session_setup() -> &'static [u8] {
+    static MSG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    MSG.get_or_init(|| {
+        let mut smb = vec![0xff, b'S', b'M', b'B', 0x73, 0, 0, 0, 0, 0x18];
+        smb.resize(32, 0);
+        smb.extend_from_slice(&[0; 27]);
+        let mut msg = vec![0, 0];
+        msg.extend_from_slice(&(smb.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&smb);
+        msg
+    })
+}
+
+/// The classifier process.
+struct Classify {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Classify {
+    fn start(
+        ns: &str,
+        policy: &Path,
+        events: &Path,
+        stderr: &Path,
+    ) -> (Classify, serde_json::Value) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_rampart"))
+            .args(["classify", "--policy"])
+            .arg(policy)
+            .arg("--events")
+            .arg(events)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let bound: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "{line}{}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            )
+        });
+        assert_eq!(bound["event"], "bound", "{line}");
+        (Classify { child, stdout }, bound)
+    }
+
+    fn signal(&self, sig: i32) {
+        // `ip netns exec` execs the binary, so the child pid is the classifier's.
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then the `stopped` line.
+    fn stop(mut self) -> serde_json::Value {
+        self.signal(libc::SIGTERM);
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "classify exit {status}");
+        serde_json::from_str(&line).expect(&line)
+    }
+}
+
+impl Drop for Classify {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect()
+}
+
+fn wait_for(what: &str, ms: u64, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const POLICY: &str = r#"
+[defaults]
+ingress = "accept"
+classifier_fail_open = false
+
+[components]
+protocol_classifier = true
+
+[[rules]]
+name = "no-ssh-on-8080"
+direction = "ingress"
+service = "tcp/8080"
+app = ["ssh"]
+action = "drop"
+mitigates = ["T1572"]
+
+[[rules]]
+name = "tls-only-on-443"
+direction = "ingress"
+service = "tcp/443"
+app_not = ["tls"]
+action = "drop"
+mitigates = ["T1572"]
+
+[[rules]]
+name = "dns-only-on-53"
+direction = "ingress"
+service = "udp/53"
+app_not = ["dns"]
+action = "drop"
+mitigates = ["T1572"]
+
+[[rules]]
+name = "no-smb1"
+direction = "ingress"
+service = "tcp/445"
+app = ["smb1"]
+action = "drop"
+mitigates = ["T1021.002"]
+
+[[rules]]
+name = "no-icmp-tunnels"
+direction = "ingress"
+service = "icmp"
+app = ["icmp_tunnel"]
+action = "drop"
+mitigates = ["T1095"]
+"#;
+
+fn skip_reason() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Some("needs root".into());
+    }
+    for tool in ["ip", "nft", "iptables-nft", "ping"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+            || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).exists());
+        if !found {
+            return Some(format!("needs {tool}"));
+        }
+    }
+    None
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rampart-classify-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = workdir();
+    let topo = Topology::build();
+    let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
+    install_marking(&srv);
+    install_queue_rules(&srv, false);
+    let _servers = start_servers(&srv);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let events_path = dir.join("events.jsonl");
+    let stderr_path = dir.join("stderr.txt");
+    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
+    assert_eq!(bound["queue"], QUEUE_NUM);
+    assert_eq!(bound["app_rules"], 5);
+    assert_eq!(bound["fail_open"], false);
+    assert_eq!(bound["conntrack"], true);
+
+    // Port 8080: HTTP passes, an SSH banner (server speaks first) does not.
+    let http = tcp_exchange(&cli, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        http.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
+        "{http:?}"
+    );
+    let ssh = tcp_exchange(&cli, 8080, b"");
+    assert!(ssh.is_err(), "SSH banner on 8080 got through: {ssh:?}");
+
+    // Port 443: a ClientHello passes (and the TLS answer comes back), HTTP does not.
+    let tls = tcp_exchange(&cli, 443, client_hello());
+    assert_eq!(tls, Ok(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]));
+    let http443 = tcp_exchange(&cli, 443, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(http443.is_err(), "HTTP on 443 got through: {http443:?}");
+
+    // udp/53: a DNS query is answered; a tunnel's raw payload is not.
+    let query = dns_query("www.example.com");
+    let answer = udp_exchange(&cli, 53, query.clone());
+    assert!(
+        answer
+            .as_ref()
+            .is_ok_and(|a| a.len() == query.len() && a[2] & 0x80 != 0),
+        "{answer:?}"
+    );
+    let junk = udp_exchange(
+        &cli,
+        53,
+        b"\x00\x00tunnelled-bytes-not-a-dns-message".to_vec(),
+    );
+    assert!(junk.is_err(), "non-DNS on udp/53 got through: {junk:?}");
+
+    // tcp/445: SMB2 NEGOTIATE passes; an SMB1 non-negotiate command does not.
+    static SMB2_REQ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let smb2 = tcp_exchange(&cli, 445, SMB2_REQ.get_or_init(|| smb2_negotiate(false)));
+    assert!(
+        smb2.as_ref().is_ok_and(|b| b.get(4..8) == Some(b"\xfeSMB")),
+        "{smb2:?}"
+    );
+    let smb1 = tcp_exchange(&cli, 445, smb1_session_setup());
+    assert!(smb1.is_err(), "SMB1 got through: {smb1:?}");
+
+    // ICMP: a normal ping passes, a tunnel-size echo does not.
+    assert!(ping(&cli, 56), "normal ping failed");
+    assert!(!ping(&cli, 600), "600-byte echo got through");
+
+    // One event per blocked connection, naming rule, label and technique.
+    wait_for("5 block events", 3000, || events(&events_path).len() >= 5);
+    let evs = events(&events_path);
+    let mut got: Vec<(String, String)> = evs
+        .iter()
+        .map(|e| {
+            assert_eq!(e["component"], "nfq");
+            assert_eq!(e["verdict"], "block");
+            assert_eq!(e["src_ip"], CLI_IP, "{e}");
+            assert!(
+                e["techniques"].as_array().is_some_and(|t| !t.is_empty()),
+                "{e}"
+            );
+            (
+                e["rule"]["name"].as_str().unwrap().to_string(),
+                e["detail"]["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("dns-only-on-53", "unrecognised"),
+        ("no-icmp-tunnels", "icmp_tunnel"),
+        ("no-smb1", "smb1"),
+        ("no-ssh-on-8080", "ssh"),
+        ("tls-only-on-443", "http"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want, "{evs:#?}");
+    // The kernel dropped later packets of blocked TCP connections by their conntrack mark
+    // (the client's retransmissions), without asking the classifier again.
+    assert!(
+        blocked_drops(&srv) > 0,
+        "no packet hit the blocked-connection drop"
+    );
+
+    // SIGHUP with a broken policy: refused, the old policy keeps blocking.
+    std::fs::write(&policy, "[[rules]]\nname = 1\n").unwrap();
+    classify.signal(libc::SIGHUP);
+    wait_for("the reload refusal", 3000, || {
+        std::fs::read_to_string(&stderr_path)
+            .unwrap_or_default()
+            .contains("reload refused")
+    });
+    assert!(
+        tcp_exchange(&cli, 8080, b"").is_err(),
+        "SSH on 8080 passed after a refused reload"
+    );
+    // SIGHUP with a policy that allows SSH on 8080: the banner now comes through.
+    std::fs::write(
+        &policy,
+        POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]"),
+    )
+    .unwrap();
+    classify.signal(libc::SIGHUP);
+    wait_for("the reload", 3000, || {
+        std::fs::read_to_string(&stderr_path)
+            .unwrap_or_default()
+            .contains("reloaded")
+    });
+    let ssh = tcp_exchange(&cli, 8080, b"");
+    assert!(
+        ssh.as_ref().is_ok_and(|b| b.starts_with(b"SSH-2.0-")),
+        "{ssh:?}"
+    );
+
+    let stopped = classify.stop();
+    let stats = &stopped["stats"];
+    assert_eq!(stopped["event"], "stopped");
+    assert!(stats["dropped"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(stats["ct_marks_set"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["malformed"], 0);
+    assert_eq!(stats["verdict_errors"], 0);
+
+    // No classifier: the queue fails closed (policy default) ...
+    assert!(
+        tcp_exchange(&cli, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err(),
+        "fail-closed queue let traffic through with no classifier"
+    );
+    // ... or open, when the policy says `classifier_fail_open = true` (nft-apply then installs
+    // the NFQUEUE rule with --queue-bypass).
+    install_queue_rules(&srv, true);
+    let open = tcp_exchange(&cli, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        open.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
+        "{open:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
