@@ -423,6 +423,31 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
         "{failed} DNS queries failed during reloads ({answered} answered)"
     );
 
+    // Each component keeps only the capabilities it needs: the DNS forwarder may bind
+    // privileged ports (CAP_NET_BIND_SERVICE, bit 10) and nothing else; the NFLOG reader only
+    // has CAP_NET_ADMIN (bit 12).
+    let components = status(&run_config)["components"].clone();
+    for (index, expected) in [(0, 1u64 << 10), (1, 1u64 << 12)] {
+        let pid = components[index]["pid"].as_u64().unwrap();
+        let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            let line = proc_status.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(
+            field("CapBnd:"),
+            expected,
+            "{}: {proc_status}",
+            components[index]["name"]
+        );
+        assert_eq!(
+            field("CapEff:") & !expected,
+            0,
+            "{} has effective capabilities beyond its set",
+            components[index]["name"]
+        );
+    }
+
     // A killed component is restarted and the failure is an event.
     let dns_pid = status(&run_config)["components"][0]["pid"]
         .as_u64()

@@ -61,6 +61,28 @@ impl ComponentKind {
         !matches!(self, ComponentKind::Log)
     }
 
+    /// The Linux capabilities the component keeps (numbers from `linux/capability.h`); every
+    /// other capability is dropped from its bounding set before it runs, so a compromised DNS
+    /// forwarder cannot, say, rewrite the ruleset or trace processes.
+    pub fn capabilities(self) -> &'static [u32] {
+        const DAC_READ_SEARCH: u32 = 2;
+        const NET_BIND_SERVICE: u32 = 10;
+        const NET_ADMIN: u32 = 12;
+        const NET_RAW: u32 = 13;
+        const SYS_PTRACE: u32 = 19;
+        const SYS_ADMIN: u32 = 21;
+        match self {
+            // Sockets on privileged ports; nothing else.
+            ComponentKind::Dns | ComponentKind::Egress | ComponentKind::Waf => &[NET_BIND_SERVICE],
+            // Its own bridge-family table (nft) and packet sockets.
+            ComponentKind::Guard => &[NET_ADMIN, NET_RAW],
+            // fanotify (SYS_ADMIN), other users' /proc/PID/exe (SYS_PTRACE, DAC_READ_SEARCH).
+            ComponentKind::Jail => &[SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH],
+            // NFQUEUE / NFLOG netlink and conntrack marks.
+            ComponentKind::Classify | ComponentKind::Log => &[NET_ADMIN],
+        }
+    }
+
     /// Whether SIGHUP makes the component reload in place (others are restarted on reload).
     pub fn reloads_on_hangup(self) -> bool {
         matches!(self, ComponentKind::Dns | ComponentKind::Classify)

@@ -364,6 +364,17 @@ fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Every capability this kernel knows except `keep`.
+fn capabilities_to_drop(keep: &[u32]) -> std::io::Result<Vec<u32>> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")?
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other("unreadable /proc/sys/kernel/cap_last_cap"))?;
+    Ok((0..=last.min(63))
+        .filter(|cap| !keep.contains(cap))
+        .collect())
+}
+
 fn start(
     exe: &PathBuf,
     spec: &Spec,
@@ -378,6 +389,19 @@ fn start(
     let mut command = Command::new(exe);
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
+    }
+    let drop = capabilities_to_drop(spec.kind.capabilities())?;
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe, on data prepared before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            for &cap in &drop {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let mut child = command
         .args(&spec.args)
