@@ -56,9 +56,10 @@ impl Topology {
         format!("{}{short}", self.prefix)
     }
 
-    fn build() -> Self {
+    /// `tag` keeps the namespaces of tests running in parallel (same pid) apart.
+    fn build(tag: &str) -> Self {
         let topo = Topology {
-            prefix: format!("rgd{}", std::process::id()),
+            prefix: format!("rgd{}{tag}", std::process::id()),
         };
         for n in ["sw", "srv", "rog", "cli"] {
             sh("ip", &["netns", "add", &topo.ns(n)]);
@@ -486,7 +487,7 @@ fn guard_stops_rogue_dhcp_arp_spoofing_and_poisoners_and_keeps_bindings_across_r
     let dir: PathBuf = std::env::temp_dir().join(format!("rampart-guard-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let topo = Topology::build();
+    let topo = Topology::build("b");
     let mut procs = Procs::default();
     let (sw, srv, rog, cli) = (
         topo.ns("sw"),
@@ -791,5 +792,119 @@ llmnr = true
     responder.join().unwrap();
     drop(procs);
     drop(topo);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn host_role_pins_the_gateway_neighbour_and_reports_the_spoof() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("rampart-guard-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A plain bridge (no guard on it): the guard protects the victim host itself.
+    let topo = Topology::build("h");
+    let (rog, cli) = (topo.ns("rog"), topo.ns("cli"));
+    let victim_ip = Ipv4Addr::new(192, 0, 2, 10);
+    ns_sh(&cli, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    let events_file = dir.join("events.jsonl");
+    let config = dir.join("guard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bindings_file = \"{}\"\nevents_file = \"{}\"\n[gateway]\nip = \"192.0.2.1\"\nmac = \"{SRV_MAC}\"\ninterface = \"eth0\"\n",
+            dir.join("bindings").display(),
+            events_file.display()
+        ),
+    )
+    .unwrap();
+    let (guard, started) = Guard::start(&cli, &config);
+    assert_eq!(started["tables"][0], "arp rampart_guard_host", "{started}");
+    assert!(
+        neigh_mac(&cli, "192.0.2.1").contains("PERMANENT"),
+        "{}",
+        neigh_mac(&cli, "192.0.2.1")
+    );
+    poke(&cli, GW);
+    spoof_gateway(&rog, victim_ip);
+    poke(&cli, GW);
+    let entry = neigh_mac(&cli, "192.0.2.1");
+    assert!(entry.contains(&SRV_MAC.to_string()), "poisoned: {entry}");
+    let counters = ns_sh(&cli, &["nft", "list", "table", "arp", "rampart_guard_host"]);
+    assert!(
+        !counters.contains("counter packets 0 "),
+        "host table dropped nothing:\n{counters}"
+    );
+    let e = wait_event(&events_file, "gateway_arp_spoof", 3000, |_| true);
+    assert_eq!(e["detail"]["arp_sender_mac"], ROG_MAC.to_string());
+    guard.stop();
+    // Stopped: the pin and the table are gone; the same spoof now poisons the entry.
+    assert!(!ns_sh(&cli, &["nft", "list", "tables"]).contains("rampart_guard_host"));
+    poke(&cli, GW);
+    std::thread::sleep(Duration::from_millis(1200));
+    spoof_gateway(&rog, victim_ip);
+    poke(&cli, GW);
+    let entry = neigh_mac(&cli, "192.0.2.1");
+    assert!(
+        entry.contains(&ROG_MAC.to_string()),
+        "spoof did not work without the guard: {entry}"
+    );
+    drop(topo);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs without root: configuration mistakes and a corrupt binding file stop the guard before
+/// it touches the kernel, with exit code 2 and a message naming the key or the line; the
+/// corrupt file is left as it was.
+#[test]
+fn bad_configuration_and_corrupt_bindings_are_errors_naming_the_place() {
+    let dir = std::env::temp_dir().join(format!("rampart-guard-cfg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["guard", "--print-ruleset", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let bindings = dir.join("bindings");
+    let base = format!(
+        "bridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\nbindings_file = \"{}\"\nevents_file = \"{}\"\n",
+        bindings.display(),
+        dir.join("events").display()
+    );
+    let config = dir.join("guard.toml");
+    std::fs::write(&config, format!("{base}trusted_port = [\"x\"]\n")).unwrap();
+    let out = run(&config);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trusted_port"),
+        "{out:?}"
+    );
+
+    std::fs::write(&config, &base).unwrap();
+    let out = run(&config);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("table bridge rampart_guard {"), "{text}");
+
+    let corrupt = "# rampart-guard bindings v1\n02:00:00:00:00:0c 192.0.2.100 p_cli 99999999999\n02:00:00:00:00:0d 192.0.2.300 p_cli 99999999999\n";
+    std::fs::write(&bindings, corrupt).unwrap();
+    let out = run(&config);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("bad IPv4"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&bindings).unwrap(),
+        corrupt,
+        "corrupt file must be kept"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -142,6 +142,52 @@ impl Guard {
             .round(&protocols, random, now_ns / 1_000_000_000)
     }
 
+    /// Host role: one frame received on the gateway's interface. ARP claiming the gateway's
+    /// IP with another MAC is what the host table drops (event `gateway_arp_spoof`); other ARP
+    /// feeds the station table (arpwatch events).
+    pub fn on_host_frame(&mut self, interface: &str, frame: &[u8], now_ns: u64) -> Output {
+        let mut out = Output::default();
+        let Some(gw) = self.cfg.gateway.clone() else {
+            return out;
+        };
+        let Some(eth) = decode::ethernet(frame) else {
+            return out;
+        };
+        if eth.ethertype != decode::ETHERTYPE_ARP || eth.vlan_count > 0 {
+            return out;
+        }
+        let Some(arp) = decode::arp(eth.payload) else {
+            return out;
+        };
+        if arp.sender_ip == gw.ip && arp.sender_mac != gw.mac {
+            self.emit_once(
+                &mut out,
+                now_ns,
+                format!("gw-spoof/{}", arp.sender_mac),
+                Ev {
+                    kind: "gateway_arp_spoof",
+                    verdict: Verdict::Block,
+                    technique: "T1557.002",
+                    reason: format!(
+                        "ARP claims gateway {} is at {} (pinned {}): dropped",
+                        gw.ip, arp.sender_mac, gw.mac
+                    ),
+                    port: interface,
+                    mac: Some(eth.src),
+                    flow: None,
+                    extra: vec![
+                        ("ip", json!(gw.ip.to_string())),
+                        ("arp_sender_mac", json!(arp.sender_mac.to_string())),
+                        ("bound_mac", json!(gw.mac.to_string())),
+                    ],
+                },
+            );
+            return out;
+        }
+        self.track_station(&mut out, interface, &arp, now_ns);
+        out
+    }
+
     /// One frame captured on bridge `port` (ingress direction).
     pub fn on_frame(&mut self, port: &str, frame: &[u8], now_ns: u64) -> Output {
         let mut out = Output::default();
@@ -277,6 +323,11 @@ impl Guard {
         }
         // Only ARP the kernel let through reaches the station table: dropped spoofs have their
         // own event and must not make the real owner look like a flip-flop afterwards.
+        self.track_station(out, port, arp, now_ns);
+    }
+
+    fn track_station(&mut self, out: &mut Output, port: &str, arp: &decode::Arp, now_ns: u64) {
+        let now_s = now_ns / 1_000_000_000;
         let Some(change) = self.stations.observe(arp.sender_ip, arp.sender_mac, now_s) else {
             return;
         };

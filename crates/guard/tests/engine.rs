@@ -266,3 +266,28 @@ fn bindings_expire_on_tick() {
     assert_eq!(kinds(&out), ["dhcp_binding_expired"]);
     assert!(g.bindings().is_empty());
 }
+
+#[test]
+fn host_role_reports_gateway_spoof_only() {
+    let cfg = Config::from_toml(
+        "bindings_file = \"/x\"\nevents_file = \"/y\"\n[gateway]\nip = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\ninterface = \"eth0\"\n",
+    )
+    .unwrap();
+    let mut g = Guard::new(cfg, BindingTable::new(4));
+    let spoof = arp_frame(ROG, CLI, ARP_REPLY, ROG, GW_IP, CLI, LEASE_IP);
+    let out = g.on_host_frame("eth0", &spoof, T0);
+    assert_eq!(kinds(&out), ["gateway_arp_spoof"]);
+    assert_eq!(out.events[0].detail["bound_mac"], "02:00:00:00:00:01");
+    let real = arp_frame(SRV, CLI, ARP_REPLY, SRV, GW_IP, CLI, LEASE_IP);
+    assert_eq!(kinds(&g.on_host_frame("eth0", &real, T0)), ["new_station"]);
+    let other = arp_frame(
+        ROG,
+        BROADCAST,
+        ARP_REQUEST,
+        ROG,
+        Ipv4Addr::new(192, 0, 2, 66),
+        Mac::ZERO,
+        LEASE_IP,
+    );
+    assert_eq!(kinds(&g.on_host_frame("eth0", &other, T0)), ["new_station"]);
+}

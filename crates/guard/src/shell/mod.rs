@@ -282,6 +282,16 @@ pub fn run(
     for port in cfg.ports() {
         sockets.push(capture::PortSocket::open(port)?);
     }
+    // Host role: the gateway's interface is read too (gateway spoof and station events),
+    // unless it is already a bridge port.
+    if let Some(g) = cfg
+        .gateway
+        .as_ref()
+        .filter(|g| !cfg.ports().any(|p| *p == g.interface))
+    {
+        sockets.push(capture::PortSocket::open(&g.interface)?);
+    }
+    let host_interface = cfg.gateway.as_ref().map(|g| g.interface.clone());
     let canary_socket = match &cfg.canary {
         Some(c) => Some(CanarySocket::open(c.source, &c.interface)?),
         None => None,
@@ -347,7 +357,13 @@ pub fn run(
                     break;
                 };
                 summary.frames += 1;
-                let out = guard.on_frame(&socket.port, &buf[..n], now_ns());
+                let out = if host_interface.as_deref() == Some(socket.port.as_str())
+                    && !cfg.ports().any(|p| *p == socket.port)
+                {
+                    guard.on_host_frame(&socket.port, &buf[..n], now_ns())
+                } else {
+                    guard.on_frame(&socket.port, &buf[..n], now_ns())
+                };
                 batch.changes.extend(out.changes);
                 batch.events.extend(out.events);
             }
