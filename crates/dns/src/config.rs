@@ -156,7 +156,7 @@ impl Default for CacheConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListKind {
-    /// Domain names (plain, hosts, `*.x`, `=x`, `||x^`).
+    /// Domain names (plain, hosts, `*.x`, `=x`, `||x^`, or a feeds format: see `format`).
     Domains,
     /// Regular expressions over the normalised name (Rust `regex` syntax), one per line.
     Regex,
@@ -181,6 +181,11 @@ pub struct ListConfig {
     /// Cap on entries taken from this list.
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// `domains` lists: `auto` (default; Rampart's mixed line syntax) or a `rampart-feeds`
+    /// domain format (`hosts`, `domains`, `domains:subtree`, `wildcard`, `adblock`, `dnsmasq`,
+    /// `unbound`, `rpz`, `stix`). See [`crate::lists`].
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 fn default_max_entries() -> usize {

@@ -1,10 +1,15 @@
 //! A compact, immutable set of domain names with exact and subdomain matching.
 //!
-//! Layout (no per-entry allocation): a sorted `Vec<u64>` of FNV-1a hashes, a parallel `Vec<u32>`
-//! of offsets into one byte arena holding the names in hash order (length = next offset minus
-//! this one), and one flag byte per entry. A lookup hashes each suffix of the query name and
-//! binary-searches; equal hashes are confirmed against the arena, so the set is exact. Cost is
-//! 13 bytes per entry plus the name bytes (about 30 B per domain on real lists).
+//! Layout (no per-entry allocation): one sorted `Vec` of 12-byte entries (the top 32 bits of
+//! the name's FNV-1a hash, the name's offset into one byte arena, its length and its match
+//! flags) and the arena of names. A lookup hashes each suffix of the query name, finds the
+//! hash through a radix table over the top hash bits and binary search, and confirms equal
+//! hashes against the arena, so the set is exact. Cost: 12 bytes per entry, 2–4 for the radix
+//! table, plus the name bytes (about 37 B per domain on real lists).
+//!
+//! The builder's vectors *are* the final representation: [`DomainSetBuilder::build`] sorts and
+//! de-duplicates them in place and frees their slack, so building a set never holds a second
+//! copy of the names (the build peak is the final size plus the radix table).
 
 /// Entry flag: the name itself matches.
 pub const MATCH_EXACT: u8 = 1;
@@ -22,24 +27,33 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+fn hash32(bytes: &[u8]) -> u32 {
+    (fnv1a(bytes) >> 32) as u32
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    hash: u32,
+    off: u32,
+    len: u8,
+    flags: u8,
+}
+
 /// A built set.
 #[derive(Clone, Debug, Default)]
 pub struct DomainSet {
     // radix[b] = first entry whose hash has top `radix_bits` bits >= b (len 2^bits + 1): a
-    // lookup touches one radix slot and about one hash instead of ~log2(n) cache misses.
+    // lookup touches one radix slot and about one entry instead of ~log2(n) cache misses.
     radix: Vec<u32>,
     radix_bits: u32,
-    hashes: Vec<u64>,
-    offsets: Vec<u32>,
-    flags: Vec<u8>,
+    entries: Vec<Entry>,
     arena: Vec<u8>,
 }
 
 /// Collects names, then builds a [`DomainSet`].
 #[derive(Debug, Default)]
 pub struct DomainSetBuilder {
-    // (hash, offset, len, flags) into `arena`.
-    index: Vec<(u64, u32, u8, u8)>,
+    entries: Vec<Entry>,
     arena: Vec<u8>,
 }
 
@@ -58,17 +72,18 @@ impl DomainSetBuilder {
         Self::default()
     }
 
-    /// An empty builder sized for about `names` names of `bytes` total bytes (avoids the
-    /// doubling slack of growing vectors, which dominates the build peak on big lists).
+    /// An empty builder with room for `names` names of `bytes` total bytes. Over-estimates are
+    /// cheap (untouched capacity is never paged in, and `build` returns the slack); growing by
+    /// doubling instead can copy the vectors mid-build.
     pub fn with_capacity(names: usize, bytes: usize) -> Self {
         Self {
-            index: Vec::with_capacity(names),
+            entries: Vec::with_capacity(names),
             arena: Vec::with_capacity(bytes),
         }
     }
 
-    /// Adds a normalised name (see [`crate::lists::normalise_domain`]) with `flags`. Names over
-    /// 253 bytes or past a 4 GiB arena are ignored and reported as `false`.
+    /// Adds a normalised name (lower case, no trailing dot) with `flags`. Empty names, names
+    /// over 253 bytes or past a 4 GiB arena are ignored and reported as `false`.
     pub fn insert(&mut self, name: &str, flags: u8) -> bool {
         let bytes = name.as_bytes();
         if bytes.is_empty() || bytes.len() > 253 || flags == 0 {
@@ -81,115 +96,113 @@ impl DomainSetBuilder {
             return false;
         }
         self.arena.extend_from_slice(bytes);
-        self.index
-            .push((fnv1a(bytes), off, bytes.len() as u8, flags));
+        self.entries.push(Entry {
+            hash: hash32(bytes),
+            off,
+            len: bytes.len() as u8,
+            flags,
+        });
         true
     }
 
     /// Number of names inserted (before de-duplication).
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.entries.len()
     }
 
     /// Whether nothing was inserted.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Sorts, merges duplicates (flags OR-ed) and lays out the final arena.
-    pub fn build(mut self) -> DomainSet {
-        let arena = std::mem::take(&mut self.arena);
-        let name = |off: u32, len: u8| &arena[off as usize..off as usize + len as usize];
-        self.index.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| name(a.1, a.2).cmp(name(b.1, b.2)))
-        });
-        let mut set = DomainSet {
-            radix: Vec::new(),
-            radix_bits: 0,
-            hashes: Vec::with_capacity(self.index.len()),
-            offsets: Vec::with_capacity(self.index.len() + 1),
-            flags: Vec::with_capacity(self.index.len()),
-            arena: Vec::with_capacity(arena.len()),
-        };
-        let mut prev: Option<(u64, u32, u8)> = None;
-        for &(h, off, len, fl) in &self.index {
-            if let Some((ph, poff, plen)) = prev {
-                if ph == h && name(poff, plen) == name(off, len) {
-                    if let Some(last) = set.flags.last_mut() {
-                        *last |= fl;
+    /// Sorts and merges duplicates (flags OR-ed) in place, frees the slack and adds the radix
+    /// table. The bytes of duplicate names stay in the arena (they are rare in real lists).
+    pub fn build(self) -> DomainSet {
+        let Self {
+            mut entries,
+            mut arena,
+        } = self;
+        {
+            let name = |e: &Entry| &arena[e.off as usize..e.off as usize + e.len as usize];
+            entries.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| name(a).cmp(name(b))));
+            let mut w = 0usize;
+            for r in 0..entries.len() {
+                if w > 0 {
+                    let prev = entries[w - 1];
+                    if prev.hash == entries[r].hash && name(&prev) == name(&entries[r]) {
+                        entries[w - 1].flags |= entries[r].flags;
+                        continue;
                     }
-                    continue;
                 }
+                entries[w] = entries[r];
+                w += 1;
             }
-            set.hashes.push(h);
-            set.offsets.push(set.arena.len() as u32);
-            set.flags.push(fl);
-            set.arena.extend_from_slice(name(off, len));
-            prev = Some((h, off, len));
+            entries.truncate(w);
         }
-        set.offsets.push(set.arena.len() as u32);
+        entries.shrink_to_fit();
+        arena.shrink_to_fit();
         // One to two entries per slot (2–4 bytes per entry); 2^4 ..= 2^24 slots.
-        let bits = (usize::BITS - set.hashes.len().max(1).leading_zeros())
+        let bits = (usize::BITS - entries.len().max(1).leading_zeros())
             .saturating_sub(1)
             .clamp(4, 24);
         let slots = 1usize << bits;
         let mut radix = Vec::with_capacity(slots + 1);
         let mut i = 0usize;
         for b in 0..slots {
-            while i < set.hashes.len() && ((set.hashes[i] >> (64 - bits)) as usize) < b {
+            while i < entries.len() && ((entries[i].hash >> (32 - bits)) as usize) < b {
                 i += 1;
             }
             radix.push(i as u32);
         }
-        radix.push(set.hashes.len() as u32);
-        set.radix = radix;
-        set.radix_bits = bits;
-        set.hashes.shrink_to_fit();
-        set.offsets.shrink_to_fit();
-        set.flags.shrink_to_fit();
-        set.arena.shrink_to_fit();
-        set
+        radix.push(entries.len() as u32);
+        DomainSet {
+            radix,
+            radix_bits: bits,
+            entries,
+            arena,
+        }
     }
 }
 
 impl DomainSet {
     /// Number of distinct names.
     pub fn len(&self) -> usize {
-        self.hashes.len()
+        self.entries.len()
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.entries.is_empty()
     }
 
     /// Heap bytes used by the set.
     pub fn heap_bytes(&self) -> usize {
         self.radix.capacity() * 4
-            + self.hashes.capacity() * 8
-            + self.offsets.capacity() * 4
-            + self.flags.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.arena.capacity()
     }
 
-    fn entry(&self, i: usize) -> &[u8] {
-        let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
-        &self.arena[a..b]
+    fn name(&self, e: &Entry) -> &[u8] {
+        self.arena
+            .get(e.off as usize..e.off as usize + e.len as usize)
+            .unwrap_or(&[])
     }
 
     fn find(&self, name: &[u8]) -> Option<(usize, u8)> {
-        let h = fnv1a(name);
-        let b = (h >> (64 - self.radix_bits)) as usize;
+        let h = hash32(name);
+        let b = (h >> (32 - self.radix_bits)) as usize;
         let (lo, hi) = match (self.radix.get(b), self.radix.get(b + 1)) {
             (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
-            _ => (0, self.hashes.len()),
+            _ => (0, self.entries.len()),
         };
-        let bucket = &self.hashes[lo..hi];
-        let mut i = lo + bucket.partition_point(|&x| x < h);
-        while i < hi && self.hashes[i] == h {
-            if self.entry(i) == name {
-                return Some((i, self.flags[i]));
+        let bucket = self.entries.get(lo..hi)?;
+        let mut i = bucket.partition_point(|e| e.hash < h);
+        while let Some(e) = bucket.get(i) {
+            if e.hash != h {
+                break;
+            }
+            if self.name(e) == name {
+                return Some((lo + i, e.flags));
             }
             i += 1;
         }
@@ -198,7 +211,7 @@ impl DomainSet {
 
     /// Whether `name` (normalised, no trailing dot) or one of its parents matches.
     pub fn lookup(&self, name: &str) -> Option<SetMatch<'_>> {
-        if self.hashes.is_empty() || name.is_empty() {
+        if self.entries.is_empty() || name.is_empty() {
             return None;
         }
         let bytes = name.as_bytes();
@@ -221,7 +234,11 @@ impl DomainSet {
 
     fn to_match(&self, i: usize, via_parent: bool) -> SetMatch<'_> {
         SetMatch {
-            entry: std::str::from_utf8(self.entry(i)).unwrap_or(""),
+            entry: self
+                .entries
+                .get(i)
+                .and_then(|e| std::str::from_utf8(self.name(e)).ok())
+                .unwrap_or(""),
             via_parent,
         }
     }
@@ -265,5 +282,37 @@ mod tests {
         }
         assert!(s.lookup("n20000.example.com").is_none());
         assert!(s.heap_bytes() < 20_000 * 35);
+    }
+
+    #[test]
+    fn colliding_32_bit_hashes_are_told_apart_by_name() {
+        // Names whose 32-bit hashes collide must both be found, and neither may answer for
+        // the other: search a small space for a real collision.
+        let mut seen = std::collections::HashMap::new();
+        let mut pair = None;
+        // About 10 colliding pairs are expected among 300k names (birthday bound on 32 bits).
+        for i in 0..300_000u32 {
+            let n = format!("c{i}.example");
+            let h = hash32(n.as_bytes());
+            if let Some(prev) = seen.insert(h, n.clone()) {
+                pair = Some((prev, n));
+                break;
+            }
+        }
+        let (a, b) = pair.expect("a 32-bit collision within 300k names");
+        let mut bld = DomainSetBuilder::new();
+        bld.insert(&a, MATCH_EXACT);
+        let s = bld.build();
+        assert!(s.lookup(&a).is_some());
+        assert!(s.lookup(&b).is_none());
+        let mut bld = DomainSetBuilder::new();
+        bld.insert(&a, MATCH_EXACT);
+        bld.insert(&b, MATCH_SUBDOMAINS);
+        bld.insert(&a, MATCH_SUBDOMAINS);
+        let s = bld.build();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.lookup(&format!("x.{a}")).unwrap().entry, a);
+        assert!(s.lookup(&b).is_none(), "b is subdomains-only");
+        assert_eq!(s.lookup(&format!("y.{b}")).unwrap().entry, b);
     }
 }

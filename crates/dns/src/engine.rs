@@ -8,6 +8,7 @@
 //! are checked against blocked prefixes and the rebinding guard.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aho_corasick::AhoCorasick;
@@ -15,9 +16,9 @@ use ipnet::IpNet;
 use regex::{Regex, RegexBuilder, RegexSetBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
-use crate::config::{BlockAction, Config, GroupConfig, ListKind};
+use crate::config::{BlockAction, Config, GroupConfig, ListConfig, ListKind};
 use crate::domainset::{DomainSet, DomainSetBuilder};
-use crate::lists::{normalise_domain, parse_text, ParseStats};
+use crate::lists::{read_list, ListFormat, ParseStats};
 use crate::wire::{self, Message, RData};
 use crate::DnsError;
 
@@ -283,6 +284,53 @@ impl RegexList {
     }
 }
 
+/// A domain list: its names, minus its own exceptions.
+struct DomainList {
+    name: String,
+    set: DomainSet,
+    except: DomainSet,
+}
+
+impl DomainList {
+    fn lookup(&self, name: &str) -> Option<crate::domainset::SetMatch<'_>> {
+        let m = self.set.lookup(name)?;
+        if !self.except.is_empty() && self.except.lookup(name).is_some() {
+            return None;
+        }
+        Some(m)
+    }
+}
+
+/// Opens a list's file for [`Engine::build_with`]: a reader and its size in bytes (a capacity
+/// hint), or `None` when the list has no file.
+pub type ListOpener<'a> =
+    dyn FnMut(&ListConfig) -> Result<Option<(Box<dyn BufRead + 'a>, u64)>, DnsError> + 'a;
+
+/// Lines of a regex or IP list, then its inline entries; `None` for a line that is too long
+/// or not UTF-8 (never buffered whole).
+fn for_each_line(
+    reader: Option<Box<dyn BufRead + '_>>,
+    inline: &[String],
+    mut f: impl FnMut(Option<&str>),
+) -> Result<(), DnsError> {
+    if let Some(mut r) = reader {
+        let mut buf = Vec::new();
+        while let Some(too_long) =
+            crate::lists::next_line(&mut r, &mut buf, crate::lists::MAX_FEED_LINE_BYTES)
+                .map_err(|e| DnsError::Config(format!("reading list: {e}")))?
+        {
+            match std::str::from_utf8(&buf) {
+                Ok(line) if !too_long => f(Some(line)),
+                _ => f(None),
+            }
+        }
+    }
+    for e in inline {
+        f(Some(e));
+    }
+    Ok(())
+}
+
 struct IpList {
     name: String,
     // Merged, sorted inclusive ranges in a v6 space where IPv4 maps to ::ffff:a.b.c.d.
@@ -310,13 +358,15 @@ pub struct ListStats {
     pub malformed: usize,
     /// Entries over the cap.
     pub over_cap: usize,
+    /// Exception names (explicit feed formats: AdBlock `@@`, RPZ passthru, ...).
+    pub exceptions: usize,
     /// Heap bytes of the compiled structure (domain lists only; 0 otherwise).
     pub heap_bytes: usize,
 }
 
 /// The compiled filter.
 pub struct Engine {
-    domain_lists: Vec<(String, DomainSet)>,
+    domain_lists: Vec<DomainList>,
     regex_lists: Vec<RegexList>,
     ip_lists: Vec<IpList>,
     groups: Vec<Group>,
@@ -445,10 +495,23 @@ fn name_under(name: &str, suffix: &str) -> bool {
 }
 
 impl Engine {
-    /// Builds an engine. `texts` maps list name → file content (the shell reads files; inline
-    /// `entries` are added here). Unknown list references and bad regexes are errors, malformed
-    /// lines are counted.
+    /// Builds an engine. `texts` maps list name → file content (inline `entries` are added
+    /// here). Unknown list references and bad regexes are errors, malformed lines are counted.
     pub fn build(cfg: &Config, texts: &HashMap<String, String>) -> Result<Self, DnsError> {
+        Self::build_with(cfg, &mut |l: &ListConfig| {
+            Ok(texts.get(&l.name).map(|t| {
+                (
+                    Box::new(t.as_bytes()) as Box<dyn BufRead + '_>,
+                    t.len() as u64,
+                )
+            }))
+        })
+    }
+
+    /// Builds an engine, streaming each list's file from `open` (the shell opens files; this
+    /// stays free of I/O of its own). Domain lists go straight from the feeds parsers into the
+    /// compact set, so the text is never held whole.
+    pub fn build_with(cfg: &Config, open: &mut ListOpener<'_>) -> Result<Self, DnsError> {
         let mut domain_lists = Vec::new();
         let mut regex_lists = Vec::new();
         let mut ip_lists = Vec::new();
@@ -459,57 +522,96 @@ impl Engine {
             if index.contains_key(l.name.as_str()) {
                 return Err(DnsError::Config(format!("list {} defined twice", l.name)));
             }
-            let file_text = texts.get(&l.name).map(String::as_str).unwrap_or("");
-            let inline = l.entries.join("\n");
+            if l.format.is_some() && l.kind != ListKind::Domains {
+                return Err(DnsError::Config(format!(
+                    "list {}: format applies to domains lists only",
+                    l.name
+                )));
+            }
+            let opened = open(l)?;
             match l.kind {
                 ListKind::Domains => {
-                    // Upper bounds: one name per line, names no longer than their lines.
-                    let lines = file_text.lines().count() + l.entries.len();
-                    let mut b = DomainSetBuilder::with_capacity(
-                        lines.min(l.max_entries),
-                        file_text.len() + inline.len(),
-                    );
-                    let mut st = ParseStats::default();
-                    for text in [file_text, inline.as_str()] {
-                        let left = l.max_entries.saturating_sub(st.names);
-                        let s = parse_text(text, left, |n, f| {
+                    let format = match &l.format {
+                        Some(f) => ListFormat::parse(f)
+                            .map_err(|e| DnsError::Config(format!("list {}: {e}", l.name)))?,
+                        None => ListFormat::Auto,
+                    };
+                    let inline: usize = l.entries.iter().map(|e| e.len() + 1).sum();
+                    let file_bytes = opened.as_ref().map_or(0, |(_, n)| *n as usize);
+                    // Upper bounds (a name plus its line end takes at least 2 bytes), so the
+                    // builder never grows by copying; untouched capacity costs no memory.
+                    let names = (file_bytes / 2 + l.entries.len()).min(l.max_entries);
+                    let mut b = DomainSetBuilder::with_capacity(names, file_bytes + inline);
+                    let mut except = DomainSetBuilder::new();
+                    let mut sink = |n: &str, f: u8, allow: bool| {
+                        if allow {
+                            except.insert(n, f);
+                        } else {
                             b.insert(n, f);
-                        });
-                        st.names += s.names;
-                        st.malformed += s.malformed;
-                        st.over_cap += s.over_cap;
+                        }
+                    };
+                    let mut st = ParseStats::default();
+                    if let Some((reader, _)) = opened {
+                        st = read_list(reader, &format, l.max_entries, &mut sink).map_err(
+                            |source| DnsError::ListRead {
+                                name: l.name.clone(),
+                                path: l
+                                    .path
+                                    .as_ref()
+                                    .map_or_else(String::new, |p| p.display().to_string()),
+                                source,
+                            },
+                        )?;
                     }
+                    let left = l.max_entries.saturating_sub(st.names + st.exceptions);
+                    let s2 =
+                        crate::lists::parse_text(&l.entries.join("\n"), &format, left, &mut sink);
+                    st.names += s2.names;
+                    st.exceptions += s2.exceptions;
+                    st.malformed += s2.malformed;
+                    st.over_cap += s2.over_cap;
                     let set = b.build();
+                    let except = except.build();
                     stats.push(ListStats {
                         name: l.name.clone(),
                         entries: set.len(),
                         malformed: st.malformed,
                         over_cap: st.over_cap,
-                        heap_bytes: set.heap_bytes(),
+                        exceptions: except.len(),
+                        heap_bytes: set.heap_bytes() + except.heap_bytes(),
                     });
                     index.insert(&l.name, (ListKind::Domains, domain_lists.len()));
-                    domain_lists.push((l.name.clone(), set));
+                    domain_lists.push(DomainList {
+                        name: l.name.clone(),
+                        set,
+                        except,
+                    });
                 }
                 ListKind::Regex => {
                     let mut pats = Vec::new();
                     let mut over = 0;
-                    for line in file_text.lines().chain(inline.lines()) {
-                        let p = line.trim();
+                    let mut malformed = 0;
+                    let cap = MAX_REGEX_PATTERNS.min(l.max_entries);
+                    for_each_line(opened.map(|(r, _)| r), &l.entries, |line| {
+                        let p = line.unwrap_or("\u{0}").trim();
                         if p.is_empty() || p.starts_with('#') {
-                            continue;
+                            return;
                         }
-                        if pats.len() >= MAX_REGEX_PATTERNS.min(l.max_entries) || p.len() > 1024 {
+                        if p.len() > 1024 || line.is_none() {
+                            malformed += 1;
+                        } else if pats.len() >= cap {
                             over += 1;
-                            continue;
+                        } else {
+                            pats.push(p.to_string());
                         }
-                        pats.push(p.to_string());
-                    }
+                    })?;
                     let rl = RegexList::build(&l.name, pats)?;
                     stats.push(ListStats {
                         name: l.name.clone(),
                         entries: rl.patterns.len(),
-                        malformed: 0,
+                        malformed,
                         over_cap: over,
+                        exceptions: 0,
                         heap_bytes: 0,
                     });
                     index.insert(&l.name, (ListKind::Regex, regex_lists.len()));
@@ -519,10 +621,14 @@ impl Engine {
                     let mut ranges = Vec::new();
                     let mut malformed = 0;
                     let mut over = 0;
-                    for line in file_text.lines().chain(inline.lines()) {
+                    for_each_line(opened.map(|(r, _)| r), &l.entries, |line| {
+                        let Some(line) = line else {
+                            malformed += 1;
+                            return;
+                        };
                         let t = line.split('#').next().unwrap_or("").trim();
                         if t.is_empty() {
-                            continue;
+                            return;
                         }
                         let net = t
                             .parse::<IpNet>()
@@ -533,13 +639,14 @@ impl Engine {
                             Some(n) => ranges.push(net_range(&n)),
                             None => malformed += 1,
                         }
-                    }
+                    })?;
                     let ranges = merge_ranges(ranges);
                     stats.push(ListStats {
                         name: l.name.clone(),
                         entries: ranges.len(),
                         malformed,
                         over_cap: over,
+                        exceptions: 0,
                         heap_bytes: ranges.capacity() * 32,
                     });
                     index.insert(&l.name, (ListKind::Ips, ip_lists.len()));
@@ -575,7 +682,7 @@ impl Engine {
                 rebinding_allow: g
                     .rebinding_allow
                     .iter()
-                    .filter_map(|s| normalise_domain(s))
+                    .filter_map(|s| rampart_feeds::normalize_domain(s).ok())
                     .collect(),
             };
             for n in &g.block {
@@ -655,9 +762,9 @@ impl Engine {
 
     fn allowed_by(&self, g: &Group, name: &str) -> Option<String> {
         for &i in &g.allow_domains {
-            let (ln, set) = &self.domain_lists[i];
-            if set.lookup(name).is_some() {
-                return Some(ln.clone());
+            let l = &self.domain_lists[i];
+            if l.lookup(name).is_some() {
+                return Some(l.name.clone());
             }
         }
         for &i in &g.allow_regex {
@@ -673,10 +780,10 @@ impl Engine {
             return Some(Reason::DohBootstrap);
         }
         for &i in &g.block_domains {
-            let (ln, set) = &self.domain_lists[i];
-            if let Some(m) = set.lookup(name) {
+            let l = &self.domain_lists[i];
+            if let Some(m) = l.lookup(name) {
                 return Some(Reason::List {
-                    list: ln.clone(),
+                    list: l.name.clone(),
                     entry: m.entry.to_string(),
                 });
             }
@@ -805,11 +912,11 @@ pub fn sinkhole_answer(g: &GroupConfig, qtype: u16) -> Option<wire::SynthAnswer>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ListConfig;
     use std::net::Ipv6Addr;
 
     fn list(name: &str, kind: ListKind, entries: &[&str]) -> ListConfig {
         ListConfig {
+            format: None,
             name: name.into(),
             kind,
             path: None,
@@ -1034,5 +1141,57 @@ mod tests {
         "#;
         let cfg = Config::from_toml(toml).unwrap();
         assert!(Engine::build(&cfg, &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn feed_formats_with_exceptions_and_streamed_files() {
+        let toml = r#"
+            listen = ["127.0.0.1:0"]
+            upstreams = [{ addr = "127.0.0.1:53" }]
+            [[lists]]
+            name = "ag"
+            kind = "domains"
+            format = "adblock"
+            entries = ["||ads.example^", "@@||ok.ads.example^"]
+            [[lists]]
+            name = "hosts"
+            kind = "domains"
+            format = "hosts"
+            [[groups]]
+            name = "all"
+            block = ["ag", "hosts"]
+        "#;
+        let cfg = Config::from_toml(toml).unwrap();
+        let texts = HashMap::from([(
+            "hosts".to_string(),
+            "0.0.0.0 h.example\n0.0.0.0 localhost\n".to_string(),
+        )]);
+        let e = Engine::build(&cfg, &texts).unwrap();
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(blocked(&e.decide_query(c, "x.ads.example")).is_some());
+        assert!(
+            blocked(&e.decide_query(c, "ok.ads.example")).is_none(),
+            "the list's own @@ exception"
+        );
+        assert!(blocked(&e.decide_query(c, "a.ok.ads.example")).is_none());
+        assert!(blocked(&e.decide_query(c, "h.example")).is_some());
+        assert!(
+            blocked(&e.decide_query(c, "a.h.example")).is_none(),
+            "feeds' hosts format is exact"
+        );
+        let st = e.list_stats();
+        assert_eq!((st[0].entries, st[0].exceptions), (1, 1));
+        assert_eq!(st[1].entries, 1);
+
+        let mut bad = cfg.clone();
+        bad.lists[0].format = Some("spamhaus".into());
+        assert!(Engine::build(&bad, &texts).is_err(), "IP formats refused");
+        let mut bad = cfg.clone();
+        bad.lists.push(list("r", ListKind::Regex, &["x"]));
+        bad.lists[2].format = Some("adblock".into());
+        assert!(
+            Engine::build(&bad, &texts).is_err(),
+            "format on a regex list"
+        );
     }
 }

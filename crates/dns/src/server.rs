@@ -32,21 +32,23 @@ use crate::stream::{self, StreamUpstream, Transport};
 use crate::wire::{self, rcode, Ede, Message};
 use crate::DnsError;
 
-/// Reads every list file of `cfg` and builds an engine (blocking; call off the reactor for big
-/// lists).
+/// Streams every list file of `cfg` into a new engine (blocking; call off the reactor for big
+/// lists). Files are read through a 64 KiB buffer, never whole.
 pub fn load_engine(cfg: &Config) -> Result<Engine, DnsError> {
-    let mut texts = HashMap::new();
-    for l in &cfg.lists {
-        if let Some(path) = &l.path {
-            let text = std::fs::read_to_string(path).map_err(|source| DnsError::ListRead {
-                name: l.name.clone(),
-                path: path.display().to_string(),
-                source,
-            })?;
-            texts.insert(l.name.clone(), text);
-        }
-    }
-    Engine::build(cfg, &texts)
+    Engine::build_with(cfg, &mut |l: &crate::config::ListConfig| {
+        let Some(path) = &l.path else {
+            return Ok(None);
+        };
+        let err = |source| DnsError::ListRead {
+            name: l.name.clone(),
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        let reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        Ok(Some((Box::new(reader) as Box<dyn std::io::BufRead>, size)))
+    })
 }
 
 fn load_psl(cfg: &Config) -> PublicSuffixList {
@@ -772,15 +774,15 @@ async fn ask_stream(
     ctx: &ForwardCtx,
     timeout: Duration,
 ) -> Option<Vec<u8>> {
-    let before = up.stream.connects();
-    let resp = up.stream.query(&ctx.bytes, sh.random_u16(), timeout).await;
-    let opened = up.stream.connects() - before;
-    if opened > 0 {
-        sh.metrics
-            .upstream_connections
-            .fetch_add(opened, Ordering::Relaxed);
-    }
-    let mut resp = resp?;
+    let mut resp = up
+        .stream
+        .query(
+            &ctx.bytes,
+            sh.random_u16(),
+            timeout,
+            &sh.metrics.upstream_connections,
+        )
+        .await?;
     if !same_question(&ctx.bytes, ctx.query.question_end, &resp) {
         return None;
     }

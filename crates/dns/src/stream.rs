@@ -156,14 +156,21 @@ impl StreamUpstream {
 
     /// Sends `query` (a whole DNS message; its id is replaced on the wire) and returns the raw
     /// answer, whose id is the one used on the wire, or `None` on failure or after `timeout`.
-    /// `id_hint` seeds the id choice (pass a random value).
-    pub async fn query(&self, query: &[u8], id_hint: u16, timeout: Duration) -> Option<Vec<u8>> {
+    /// `id_hint` seeds the id choice (pass a random value). A connection opened for it is also
+    /// counted in `opened`.
+    pub async fn query(
+        &self,
+        query: &[u8],
+        id_hint: u16,
+        timeout: Duration,
+        opened: &AtomicU64,
+    ) -> Option<Vec<u8>> {
         if query.len() < 12 || query.len() > u16::MAX as usize {
             return None;
         }
         let deadline = Instant::now() + timeout;
         for _ in 0..2 {
-            match self.attempt(query, id_hint, deadline).await {
+            match self.attempt(query, id_hint, deadline, opened).await {
                 Ok(resp) => return Some(resp),
                 Err(Attempt::ConnectionLost) if Instant::now() < deadline => continue,
                 Err(_) => return None,
@@ -177,8 +184,12 @@ impl StreamUpstream {
         query: &[u8],
         id_hint: u16,
         deadline: Instant,
+        opened: &AtomicU64,
     ) -> Result<Vec<u8>, Attempt> {
-        let conn = self.connection(deadline).await.ok_or(Attempt::Failed)?;
+        let conn = self
+            .connection(deadline, opened)
+            .await
+            .ok_or(Attempt::Failed)?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut p = conn.pending.lock().map_err(|_| Attempt::Failed)?;
@@ -228,7 +239,7 @@ impl StreamUpstream {
     }
 
     /// The live connection, or a new one (one connect at a time; others wait for it).
-    async fn connection(&self, deadline: Instant) -> Option<Arc<Conn>> {
+    async fn connection(&self, deadline: Instant, opened: &AtomicU64) -> Option<Arc<Conn>> {
         let mut slot = tokio::time::timeout_at(deadline, self.slot.lock())
             .await
             .ok()?;
@@ -262,6 +273,7 @@ impl StreamUpstream {
             }
         }
         self.connects.fetch_add(1, Ordering::Relaxed);
+        opened.fetch_add(1, Ordering::Relaxed);
         *slot = Some(conn.clone());
         Some(conn)
     }

@@ -14,15 +14,29 @@ use rampart_dns::config::{GroupConfig, ListConfig, ListKind};
 use rampart_dns::engine::Engine;
 use rampart_dns::{Config, Server};
 
-fn rss_kib() -> u64 {
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// Peak RSS since start or since the last [`reset_hwm`].
+fn hwm_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Resets VmHWM to the current RSS (`clear_refs` value 5, Linux ≥ 4.0).
+fn reset_hwm() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 #[test]
@@ -47,6 +61,7 @@ fn domain_set_memory_and_load_time() {
     }
     let mut cfg = Config::from_toml("listen = [\"127.0.0.1:0\"]\nupstreams = []\n").unwrap();
     cfg.lists = vec![ListConfig {
+        format: None,
         name: "big".into(),
         kind: ListKind::Domains,
         path: None,
@@ -115,13 +130,24 @@ fn serve_from_env() {
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(reload_every.unwrap_or(1))).await;
             if reload_every.is_some() {
+                // VmHWM reset just before the reload: the high-water mark after it is the
+                // reload's own peak (old engine + new engine + whatever traffic holds).
+                let reset = reset_hwm();
+                let before = rss_kib();
                 let t = Instant::now();
                 srv.reload(&cfg).await.unwrap();
-                println!("bench: reload {:.3} s", t.elapsed().as_secs_f64());
+                let took = t.elapsed().as_secs_f64();
+                let hwm = hwm_kib();
+                println!(
+                    "bench: reload {took:.3} s, rss before {before} KiB, peak {hwm} KiB (+{} KiB){}, rss after {} KiB",
+                    hwm.saturating_sub(before),
+                    if reset { "" } else { " [VmHWM not reset: peak since start]" },
+                    rss_kib()
+                );
             }
-            peak = peak.max(rss_kib());
+            peak = peak.max(hwm_kib());
         }
-        println!("bench: peak rss {peak} KiB");
+        println!("bench: peak rss (VmHWM) {peak} KiB");
         for (k, v) in srv.metrics().snapshot() {
             println!("bench: metric {k} {v}");
         }

@@ -139,6 +139,7 @@ async fn start_stub() -> Stub {
 
 fn list(name: &str, kind: ListKind, entries: &[&str]) -> ListConfig {
     ListConfig {
+        format: None,
         name: name.into(),
         kind,
         path: None,
