@@ -410,9 +410,10 @@ pub fn parse_raw_request(raw: &[u8]) -> Result<Request, RawError> {
             .header("content-length")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
+        // Without Content-Length or chunked coding a request has no body (RFC 9112 6.3).
         req.body = match len {
             Some(n) => rest[..n.min(rest.len())].to_vec(),
-            None => rest.to_vec(),
+            None => Vec::new(),
         };
     }
     Ok(req)
@@ -458,6 +459,134 @@ pub fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, RawError> {
             .or_else(|| data.strip_prefix(b"\n"))
             .unwrap_or(data);
     }
+}
+
+/// Why the HTTP front end refuses a request with 400 before any rule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrontReject {
+    /// Request line not `METHOD SP TARGET SP HTTP/x.y`, or a method with non-token bytes.
+    #[error("malformed request line")]
+    RequestLine,
+    /// Version not `HTTP/d[.d]` with major ≥ 1.
+    #[error("unsupported HTTP version")]
+    Version,
+    /// Target not origin-, absolute-, authority- (CONNECT) or asterisk-form, or has a fragment.
+    #[error("malformed request target")]
+    Target,
+    /// Header name with non-token bytes, or a value with CR/LF/NUL.
+    #[error("malformed header")]
+    Header,
+    /// Empty or malformed Host.
+    #[error("malformed Host header")]
+    Host,
+    /// Both Content-Length and Transfer-Encoding (request smuggling guard).
+    #[error("both Content-Length and Transfer-Encoding")]
+    ContentLengthAndChunked,
+    /// Several different Content-Length values.
+    #[error("conflicting Content-Length headers")]
+    ContentLength,
+    /// Obsolete line folding.
+    #[error("obsolete header line folding")]
+    ObsFold,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Strict checks a front-end server applies to raw request bytes (what Apache/nginx answer 400
+/// to), including the request-smuggling guards.
+pub fn front_check(raw: &[u8]) -> Result<(), FrontReject> {
+    let head_end = find(raw, b"\r\n\r\n").map_or(raw.len(), |p| p + 2);
+    let head = &raw[..head_end];
+    let mut lines = head.split(|b| *b == b'\n');
+    let line = lines.next().unwrap_or(b"");
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let (method, target, version) = match parts.as_slice() {
+        [m, t, v] => (*m, *t, Some(*v)),
+        [m, t] => (*m, *t, None),
+        _ => return Err(FrontReject::RequestLine),
+    };
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) || target.is_empty() {
+        return Err(FrontReject::RequestLine);
+    }
+    if let Some(v) = version {
+        let ok = v.len() >= 6
+            && v.starts_with(b"HTTP/")
+            && v[5].is_ascii_digit()
+            && v[5] != b'0'
+            && match &v[6..] {
+                [] => true,
+                [b'.', d] => d.is_ascii_digit(),
+                _ => false,
+            };
+        if !ok {
+            return Err(FrontReject::Version);
+        }
+    }
+    let connect = method == b"CONNECT";
+    let target_ok = if connect {
+        let s = String::from_utf8_lossy(target);
+        s.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+        })
+    } else {
+        target == b"*"
+            || target.starts_with(b"/")
+            || target.to_ascii_lowercase().starts_with(b"http://")
+            || target.to_ascii_lowercase().starts_with(b"https://")
+    };
+    if !target_ok || target.contains(&b'#') {
+        return Err(FrontReject::Target);
+    }
+    let mut content_lengths: Vec<&[u8]> = Vec::new();
+    let mut chunked = false;
+    for l in lines {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        if l.is_empty() {
+            continue;
+        }
+        if l[0] == b' ' || l[0] == b'\t' {
+            return Err(FrontReject::ObsFold);
+        }
+        let Some(p) = l.iter().position(|b| *b == b':') else {
+            return Err(FrontReject::Header);
+        };
+        let (name, value) = (&l[..p], trim_bytes(&l[p + 1..]));
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+            return Err(FrontReject::Header);
+        }
+        if value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(FrontReject::Header);
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            let ok = !value.is_empty()
+                && value
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]~!$&'()*+,;=".contains(b));
+            if !ok {
+                return Err(FrontReject::Host);
+            }
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_lengths.push(value);
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        }
+    }
+    if chunked && !content_lengths.is_empty() {
+        return Err(FrontReject::ContentLengthAndChunked);
+    }
+    if content_lengths.windows(2).any(|w| w[0] != w[1])
+        || content_lengths
+            .iter()
+            .any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit))
+    {
+        return Err(FrontReject::ContentLength);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -506,5 +635,37 @@ mod tests {
         assert_eq!(r.body, b"abc");
         assert_eq!(r.header("host"), Some(&b"x"[..]));
         assert_eq!(parse_raw_request(b"GET").unwrap_err(), RawError::Incomplete);
+    }
+
+    #[test]
+    fn front_checks() {
+        let ok = b"GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\n\r\n";
+        assert_eq!(front_check(ok), Ok(()));
+        let cases: &[(&[u8], FrontReject)] = &[
+            (b"\tGET / HTTP/1.1\r\nHost: x\r\n\r\n", FrontReject::RequestLine),
+            (b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", FrontReject::Version),
+            (b"GET / JUNK/1.0\r\nHost: x\r\n\r\n", FrontReject::Version),
+            (b"GET /#frag HTTP/1.1\r\nHost: x\r\n\r\n", FrontReject::Target),
+            (b"CONNECT example.test HTTP/1.1\r\nHost: x\r\n\r\n", FrontReject::Target),
+            (b"GET / HTTP/1.1\r\nHost: x%1F\r\n\r\n", FrontReject::Host),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n", FrontReject::Header),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n", FrontReject::ObsFold),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                FrontReject::ContentLengthAndChunked,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                FrontReject::ContentLength,
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                front_check(raw),
+                Err(*want),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 }

@@ -237,6 +237,21 @@ pub fn log_text(matched: &[MatchedRule]) -> String {
 pub fn run_case(engine: &Engine, case: &Case) -> CaseResult {
     let mut failures = Vec::new();
     for (si, stage) in case.stages.iter().enumerate() {
+        if crate::body::front_check(&stage.raw).is_err() {
+            // The front end answers 400 before any rule runs, as the reference servers do.
+            if !stage.expect.status.is_empty() && !stage.expect.status.contains(&400) {
+                failures.push(format!(
+                    "stage {si}: rejected with 400, expected {:?}",
+                    stage.expect.status
+                ));
+            }
+            for id in &stage.expect.expect_ids {
+                failures.push(format!(
+                    "stage {si}: rejected with 400 before rules; expected {id}"
+                ));
+            }
+            continue;
+        }
         let req = match parse_raw_request(&stage.raw) {
             Ok(mut r) => {
                 r.remote_addr = "127.0.0.1".into();

@@ -1043,6 +1043,11 @@ pub fn tag_matches(selector: &str, tag: &str) -> bool {
     if selector == tag {
         return true;
     }
+    if !selector.contains([
+        '\\', '.', '+', '*', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$',
+    ]) {
+        return false;
+    }
     match Regex::new(selector) {
         Ok(re) => re.is_match(tag.as_bytes()),
         Err(_) => false,

@@ -84,6 +84,7 @@ pub struct Transaction<'r> {
     engine: EngineMode,
     request_body_access: bool,
     body_processor: Option<String>,
+    force_body_variable: bool,
     removed_ids: Vec<IdRanges>,
     removed_tags: Vec<String>,
     removed_targets_by_id: Vec<(IdRanges, Target)>,
@@ -239,6 +240,10 @@ impl<'r> Transaction<'r> {
         let processor = match ct.as_str() {
             "application/x-www-form-urlencoded" => Some("URLENCODED".to_string()),
             "multipart/form-data" => Some("MULTIPART".to_string()),
+            // JSON and XML are parsed by content type, as ModSecurity's recommended
+            // configuration (its rules 200000/200001, phase 1) does.
+            c if c.contains("json") => Some("JSON".to_string()),
+            c if c.ends_with("/xml") || c.ends_with("+xml") => Some("XML".to_string()),
             _ => None,
         };
         let mut t = Self {
@@ -247,6 +252,7 @@ impl<'r> Transaction<'r> {
             engine: rs.engine,
             request_body_access: rs.request_body_access,
             body_processor: processor,
+            force_body_variable: false,
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             removed_targets_by_id: Vec::new(),
@@ -267,9 +273,6 @@ impl<'r> Transaction<'r> {
     }
 
     fn stash_body(&mut self, req: &Request) {
-        let limit = self.rs.request_body_limit_bytes;
-        let b = &req.body[..req.body.len().min(limit)];
-        self.vars.scalars.insert("REQUEST_BODY", b.to_vec());
         self.vars.scalars.insert(
             "REQUEST_BODY_LENGTH",
             req.body.len().to_string().into_bytes(),
@@ -291,16 +294,6 @@ impl<'r> Transaction<'r> {
 
     fn process_body(&mut self, req: &Request) {
         let ct_raw = req.header("content-type").unwrap_or(b"").to_vec();
-        let ct = content_type_main(&ct_raw);
-        if self.body_processor.is_none() {
-            // JSON and XML are parsed by content type, as ModSecurity's recommended
-            // configuration (rules 200000/200001) does.
-            if ct.contains("json") {
-                self.body_processor = Some("JSON".into());
-            } else if ct.ends_with("/xml") || ct.ends_with("+xml") {
-                self.body_processor = Some("XML".into());
-            }
-        }
         self.vars.scalars.insert(
             "REQBODY_PROCESSOR",
             self.body_processor.clone().unwrap_or_default().into_bytes(),
@@ -310,6 +303,13 @@ impl<'r> Transaction<'r> {
         }
         let limit = self.rs.request_body_limit_bytes;
         let b = &req.body[..req.body.len().min(limit)];
+        // ModSecurity fills REQUEST_BODY for URL-encoded bodies, or when a rule forces it
+        // (CRS 901340 does for bodies no processor understands); XML, JSON and multipart
+        // bodies are inspected through their parsed variables instead.
+        let force = self.force_body_variable;
+        if force || self.body_processor.as_deref() == Some("URLENCODED") {
+            self.vars.scalars.insert("REQUEST_BODY", b.to_vec());
+        }
         let mut error: Option<String> = None;
         match self.body_processor.as_deref() {
             Some("URLENCODED") => body::parse_urlencoded(b, &mut self.vars.args_post),
@@ -841,7 +841,8 @@ impl<'r> Transaction<'r> {
                         .insert("REQBODY_PROCESSOR", p.clone().into_bytes());
                 }
                 Ctl::RequestBodyAccess(on) => self.request_body_access = *on,
-                Ctl::ForceRequestBodyVariable(_) | Ctl::Ignored => {}
+                Ctl::ForceRequestBodyVariable(on) => self.force_body_variable = *on,
+                Ctl::Ignored => {}
             }
         }
     }
