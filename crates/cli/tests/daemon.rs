@@ -180,17 +180,28 @@ fn ruleset(ns: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn policy_text(extra_rule: &str) -> String {
+fn policy_text(feed: &Path, extra_rule: &str) -> String {
+    let feed = feed.display();
     format!(
         r#"
 [zones.lan]
 interfaces = ["gw0"]
 networks = ["192.0.2.0/24"]
 
+[sets.known-bad]
+feed = {{ url = "{feed}", format = "plain", refresh = "1h" }}
+
 [defaults]
 ingress = "drop"
 egress = "accept"
 forward = "drop"
+
+[[rules]]
+name = "known-bad-in"
+direction = "ingress"
+from = "known-bad"
+action = "drop"
+mitigates = ["T1105"]
 
 [[rules]]
 name = "discard-probe"
@@ -270,7 +281,13 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     upstream(&gw, stop_upstream.clone());
 
     let policy = dir.join("policy.toml");
-    std::fs::write(&policy, policy_text("")).unwrap();
+    let feed = dir.join("known-bad.txt");
+    std::fs::write(
+        &feed,
+        "# test feed\n203.0.113.66\n203.0.113.67\n198.51.100.0/28\n",
+    )
+    .unwrap();
+    std::fs::write(&policy, policy_text(&feed, "")).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     std::fs::write(
         dir.join("dns.toml"),
@@ -280,7 +297,7 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     let run_config = dir.join("run.toml");
     std::fs::write(
         &run_config,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\n[[component]]\nkind = \"log\"\n",
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"feeds\"\ninterval_s = 10\n",
     )
     .unwrap();
 
@@ -370,7 +387,7 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     for round in 0..2 {
         std::fs::write(
             &policy,
-            policy_text(&format!(
+            policy_text(&feed, &format!(
                 "\n[[rules]]\nname = \"added-{round}\"\ndirection = \"ingress\"\nfrom = \"lan\"\nservice = \"tcp/{}\"\naction = \"drop\"\nmitigates = [\"T1095\"]\n",
                 1000 + round
             )),
@@ -421,6 +438,27 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     assert_eq!(
         failed, 0,
         "{failed} DNS queries failed during reloads ({answered} answered)"
+    );
+
+    // The feed refresher ran (after start and after each reload) and its events are stored;
+    // the kernel set holds the feed.
+    let out = rampart(&[
+        "events",
+        "--config",
+        run_config.to_str().unwrap(),
+        "--component",
+        "feeds",
+        "--json",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("known-bad"),
+        "feeds events: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        ruleset(&gw).contains("203.0.113.66"),
+        "feed not loaded into the kernel set:\n{}",
+        ruleset(&gw)
     );
 
     // Each component keeps only the capabilities it needs: the DNS forwarder may bind

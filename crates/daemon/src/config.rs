@@ -33,6 +33,9 @@ pub enum ComponentKind {
     Classify,
     /// `rampart log`: kernel drop logs (NFLOG) as events (reads the policy).
     Log,
+    /// `rampart feeds update`: threat-intel feed refresh into the kernel sets, run every
+    /// `interval_s` and after each reload (reads the policy).
+    Feeds,
 }
 
 impl ComponentKind {
@@ -46,19 +49,23 @@ impl ComponentKind {
             ComponentKind::Jail => "jail",
             ComponentKind::Classify => "classify",
             ComponentKind::Log => "log",
+            ComponentKind::Feeds => "feeds",
         }
     }
 
     /// Whether the component reads its own configuration file (`config` key required).
     pub fn needs_config(self) -> bool {
-        !matches!(self, ComponentKind::Classify | ComponentKind::Log)
+        !matches!(
+            self,
+            ComponentKind::Classify | ComponentKind::Log | ComponentKind::Feeds
+        )
     }
 
     /// Whether the component prints a JSON line on stdout once it is serving (the daemon's
     /// readiness signal); the others count as ready while their process runs (`log` binds its
     /// NFLOG group before reading and exits if it cannot).
     pub fn prints_ready_line(self) -> bool {
-        !matches!(self, ComponentKind::Log)
+        !matches!(self, ComponentKind::Log | ComponentKind::Feeds)
     }
 
     /// The Linux capabilities the component keeps (numbers from `linux/capability.h`); every
@@ -80,7 +87,15 @@ impl ComponentKind {
             ComponentKind::Jail => &[SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH],
             // NFQUEUE / NFLOG netlink and conntrack marks.
             ComponentKind::Classify | ComponentKind::Log => &[NET_ADMIN],
+            // Writing the kernel sets; downloads use ordinary sockets.
+            ComponentKind::Feeds => &[NET_ADMIN],
         }
+    }
+
+    /// Whether the component is a job that runs to completion on a schedule rather than a
+    /// server that runs until stopped.
+    pub fn is_periodic(self) -> bool {
+        self == ComponentKind::Feeds
     }
 
     /// Whether SIGHUP makes the component reload in place (others are restarted on reload).
@@ -98,6 +113,8 @@ pub struct ComponentConfig {
     pub kind: ComponentKind,
     /// Its configuration file (absolute), for kinds that have one.
     pub config: Option<PathBuf>,
+    /// For periodic jobs: seconds between successful runs.
+    pub interval_s: Option<u32>,
 }
 
 /// The validated run configuration. Relative paths are resolved against the configuration
@@ -195,6 +212,7 @@ struct RawComponent {
     kind: ComponentKind,
     name: Option<String>,
     config: Option<PathBuf>,
+    interval_s: Option<u32>,
 }
 
 fn err(msg: impl Into<String>) -> DaemonError {
@@ -282,10 +300,27 @@ impl Raw {
                 }
                 (false, None) => None,
             };
+            let interval_s = match (raw.kind.is_periodic(), raw.interval_s) {
+                (true, Some(s)) if (10..=86_400).contains(&s) => Some(s),
+                (true, Some(_)) => {
+                    return Err(err(format!(
+                        "component `{name}`: interval_s must be 10 to 86400"
+                    )))
+                }
+                (true, None) => Some(300),
+                (false, Some(_)) => {
+                    return Err(err(format!(
+                        "component `{name}` ({}) runs continuously; interval_s applies to feeds",
+                        raw.kind.as_str()
+                    )))
+                }
+                (false, None) => None,
+            };
             components.push(ComponentConfig {
                 name,
                 kind: raw.kind,
                 config,
+                interval_s,
             });
         }
         Ok(RunConfig {
@@ -362,6 +397,14 @@ mod tests {
                 .contains("unknown variant")
         );
         assert!(error_of("policy = \"p\"\n[store]\nmax_rows = 0\n").contains("max_rows"));
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"feeds\"\ninterval_s = 1\n")
+                .contains("10 to 86400")
+        );
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"log\"\ninterval_s = 60\n")
+                .contains("applies to feeds")
+        );
         assert!(error_of("policy = \"p\"\ncolour = 1\n").contains("unknown field"));
         assert!(error_of("state_dir = \"x\"\n").contains("missing field `policy`"));
     }

@@ -73,6 +73,8 @@ pub struct Spec {
     pub args: Vec<OsString>,
     /// Its events.
     pub events: EventsFrom,
+    /// For periodic jobs: seconds between successful runs.
+    pub interval_s: Option<u32>,
     /// Working directory: its configuration file's directory, so relative paths in a
     /// component's configuration mean the same to the component and to the daemon.
     pub cwd: Option<PathBuf>,
@@ -87,6 +89,16 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
             let mut args: Vec<OsString> = vec![c.kind.as_str().into()];
             let events_file = config.component_events(&c.name);
             let events = match c.kind {
+                ComponentKind::Feeds => {
+                    args.extend([
+                        "update".into(),
+                        "--json".into(),
+                        "--policy".into(),
+                        config.policy.clone().into(),
+                    ]);
+                    args.extend(["--cache-dir".into(), config.state_dir.join("feeds").into()]);
+                    EventsFrom::Stdout
+                }
                 ComponentKind::Log => {
                     args.extend([
                         "--json".into(),
@@ -125,6 +137,7 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                 kind: c.kind,
                 args,
                 events,
+                interval_s: c.interval_s,
                 cwd,
             }
         })
@@ -160,8 +173,10 @@ pub struct ComponentStatus {
     pub failures: u64,
     /// The last unexpected exit.
     pub last_exit: Option<String>,
-    /// Seconds until the next restart attempt, while waiting.
+    /// Milliseconds until the next (re)start, while waiting.
     pub restart_in_ms: Option<u64>,
+    /// Periodic jobs: when the last run succeeded (unix seconds).
+    pub last_success_unix_s: Option<u64>,
 }
 
 struct Slot {
@@ -241,6 +256,14 @@ impl Supervisor {
             if let Some(child) = slot.child.as_mut() {
                 if let Ok(Some(exit)) = child.try_wait() {
                     slot.child = None;
+                    if let (true, Some(interval_s)) = (exit.success(), slot.spec.interval_s) {
+                        // A periodic job that finished: due again after its interval.
+                        slot.consecutive_failures = 0;
+                        slot.status.last_success_unix_s =
+                            Some((crate::daemon::unix_now_ns() / 1_000_000_000) as u64);
+                        slot.next_start = Some(now + Duration::from_secs(u64::from(interval_s)));
+                        continue;
+                    }
                     slot.ready.store(false, Ordering::Relaxed);
                     let uptime = slot
                         .started_at
@@ -308,8 +331,14 @@ impl Supervisor {
             .map(|slot| {
                 let mut status = slot.status.clone();
                 status.pid = slot.child.as_ref().map(Child::id);
-                status.ready = slot.child.is_some()
-                    && (slot.ready.load(Ordering::Relaxed) || !slot.spec.kind.prints_ready_line());
+                status.ready = if slot.spec.interval_s.is_some() {
+                    // A job is healthy while its last run succeeded and it is not failing now.
+                    status.last_success_unix_s.is_some() && slot.consecutive_failures == 0
+                } else {
+                    slot.child.is_some()
+                        && (slot.ready.load(Ordering::Relaxed)
+                            || !slot.spec.kind.prints_ready_line())
+                };
                 status.restart_in_ms = slot
                     .next_start
                     .map(|t| t.saturating_duration_since(now).as_millis() as u64);
@@ -322,6 +351,14 @@ impl Supervisor {
     /// (not counted as a failure) for the others.
     pub fn reload(&mut self, now: Instant) {
         for slot in &mut self.slots {
+            if slot.spec.interval_s.is_some() {
+                // Jobs run again right away: a new ruleset starts with the policy's snapshot
+                // sets, which the refresh brings back to the latest good feeds.
+                if slot.child.is_none() {
+                    slot.next_start = Some(now);
+                }
+                continue;
+            }
             let Some(child) = slot.child.as_mut() else {
                 continue;
             };
@@ -362,6 +399,30 @@ fn stop_child(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A component's stdout line as an event: event-shaped lines (with `component`) as they are;
+/// other JSON objects (e.g. `feeds update` reports) wrapped, whole, in `detail`.
+fn as_event(kind: ComponentKind, value: Value) -> Value {
+    if value.get("component").is_some() {
+        return value;
+    }
+    let mut summary = value.to_string();
+    if summary.len() > 200 {
+        let mut cut = 200;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
+    }
+    serde_json::json!({
+        "timestamp": rampart_events::rfc3339_utc(crate::daemon::unix_now_ns() as u64),
+        "event_type": kind.as_str(),
+        "component": kind.as_str(),
+        "verdict": "allow",
+        "reason": summary,
+        "detail": value,
+    })
 }
 
 /// Every capability this kernel knows except `keep`.
@@ -411,6 +472,8 @@ fn start(
         .spawn()?;
     let stdout = child.stdout.take();
     let forward = spec.events == EventsFrom::Stdout;
+    let prints_ready = spec.kind.prints_ready_line();
+    let kind = spec.kind;
     std::thread::spawn(move || {
         let Some(stdout) = stdout else { return };
         let mut reader = BufReader::new(stdout);
@@ -434,14 +497,14 @@ fn start(
             let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
-            if !ready.load(Ordering::Relaxed) {
+            if prints_ready && !ready.load(Ordering::Relaxed) {
                 ready.store(true, Ordering::Relaxed);
                 if value.get("component").is_none() {
                     continue;
                 }
             }
-            if forward && value.get("component").is_some() {
-                let _ = events.send(value);
+            if forward {
+                let _ = events.send(as_event(kind, value));
             }
         }
     });
@@ -451,6 +514,17 @@ fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdout_reports_become_events_and_events_stay_as_they_are() {
+        let event = serde_json::json!({"component": "nft", "verdict": "block"});
+        assert_eq!(as_event(ComponentKind::Log, event.clone()), event);
+        let report = serde_json::json!({"feed": "known-bad", "status": {"kind": "updated"}});
+        let wrapped = as_event(ComponentKind::Feeds, report.clone());
+        assert_eq!(wrapped["component"], "feeds");
+        assert_eq!(wrapped["detail"], report);
+        assert!(wrapped["reason"].as_str().unwrap().contains("known-bad"));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -466,7 +540,7 @@ mod tests {
     #[test]
     fn command_lines_follow_each_components_contract() {
         let config = RunConfig::from_toml(
-            "policy = \"p.toml\"\nstate_dir = \"/s\"\n[[component]]\nkind = \"dns\"\nconfig = \"d.toml\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"jail\"\nconfig = \"j.toml\"\n",
+            "policy = \"p.toml\"\nstate_dir = \"/s\"\n[[component]]\nkind = \"dns\"\nconfig = \"d.toml\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"jail\"\nconfig = \"j.toml\"\n[[component]]\nkind = \"feeds\"\ninterval_s = 60\n",
             std::path::Path::new("/etc/r"),
         )
         .unwrap();
@@ -491,5 +565,11 @@ mod tests {
             specs[2].events,
             EventsFrom::File("/s/events/jail.jsonl".into())
         );
+        assert_eq!(
+            args(3),
+            "feeds update --json --policy /etc/r/p.toml --cache-dir /s/feeds"
+        );
+        assert_eq!(specs[3].events, EventsFrom::Stdout);
+        assert_eq!(specs[3].interval_s, Some(60));
     }
 }
