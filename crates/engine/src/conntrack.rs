@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use rampart_ir::CtState;
 
 use crate::decode::{tcp_flags, Ip, Transport};
+use crate::engine::AppConnState;
 
 /// Default table size.
 // Why: nf_conntrack_max is 262,144 on a typical 8+ GiB machine.
@@ -301,6 +302,10 @@ struct Entry {
     tcp: Option<TcpState>,
     seen_reply: bool,
     expires_ns: u64,
+    /// Packets of the connection so far, both directions (nft `ct packets`).
+    packets: u32,
+    /// What application-protocol rules decided for it (nft: the conntrack mark).
+    app: AppConnState,
 }
 
 /// The tracker's view of one packet, to be passed back to [`Conntrack::confirm`].
@@ -316,6 +321,13 @@ pub struct Tracked {
     pending: Option<(Tuple, Entry)>,
     /// Why the state is invalid, when it is.
     pub invalid_reason: Option<&'static str>,
+    /// The packet belongs to an entry the table holds (it was counted in it).
+    pub has_entry: bool,
+    /// 1-based index of the packet in its connection (both directions; 1 for a proposal,
+    /// 0 when it belongs to none).
+    pub packet_index: u32,
+    /// The connection's application-protocol state.
+    pub app: AppConnState,
 }
 
 impl Tracked {
@@ -326,6 +338,9 @@ impl Tracked {
             tuple,
             pending: None,
             invalid_reason: Some(reason),
+            has_entry: false,
+            packet_index: 0,
+            app: AppConnState::Inspecting,
         }
     }
 }
@@ -423,8 +438,47 @@ impl Conntrack {
         }
     }
 
-    /// Look a packet up, update an existing connection, and propose a new one.
+    /// Look a packet up, update an existing connection (counting the packet in it), and
+    /// propose a new one.
     pub fn track(&mut self, ip: &Ip<'_>, now_ns: u64) -> Tracked {
+        let mut t = self.track_state(ip, now_ns);
+        if t.pending.is_some() {
+            t.packet_index = 1;
+        } else if matches!(t.state, CtState::New | CtState::Established) {
+            if let Some(e) = t.tuple.and_then(|k| self.map.get_mut(&k)) {
+                e.packets = e.packets.saturating_add(1);
+                t.has_entry = true;
+                t.packet_index = e.packets;
+                t.app = e.app;
+            }
+        }
+        t
+    }
+
+    /// Record what application-protocol rules decided for the connection `tuple`.
+    pub fn set_app(&mut self, tuple: Tuple, state: AppConnState) {
+        if let Some(e) = self.map.get_mut(&tuple) {
+            e.app = state;
+        }
+    }
+
+    /// Confirm the connection a SYN proxy's completing ACK creates: established, with the
+    /// server's reply seen (the proxy completed the server-side handshake).
+    pub fn confirm_established(&mut self, tracked: &Tracked) {
+        let Some((key, mut entry)) = tracked.pending else {
+            return;
+        };
+        entry.tcp = Some(TcpState::Established);
+        entry.seen_reply = true;
+        // The proposal of a bare ACK (loose pickup) already carries the established timeout.
+        let fixed = Tracked {
+            pending: Some((key, entry)),
+            ..*tracked
+        };
+        self.confirm(&fixed, true);
+    }
+
+    fn track_state(&mut self, ip: &Ip<'_>, now_ns: u64) -> Tracked {
         let base = |sport: u16, dport: u16| Tuple {
             src: ip.src,
             dst: ip.dst,
@@ -455,6 +509,9 @@ impl Conntrack {
                                 tuple: Some(key),
                                 pending: None,
                                 invalid_reason: None,
+                                has_entry: false,
+                                packet_index: 0,
+                                app: AppConnState::Inspecting,
                             }
                         }
                         Next::To(s) => {
@@ -478,6 +535,9 @@ impl Conntrack {
                                     tuple: Some(key),
                                     pending: None,
                                     invalid_reason: None,
+                                    has_entry: false,
+                                    packet_index: 0,
+                                    app: AppConnState::Inspecting,
                                 };
                             }
                         }
@@ -516,6 +576,9 @@ impl Conntrack {
                             tuple: Some(key),
                             pending: None,
                             invalid_reason: None,
+                            has_entry: false,
+                            packet_index: 0,
+                            app: AppConnState::Inspecting,
                         },
                         None => Tracked::invalid("ICMP error for an unknown connection", None),
                     };
@@ -556,6 +619,9 @@ impl Conntrack {
                 tuple: None,
                 pending: None,
                 invalid_reason: None,
+                has_entry: false,
+                packet_index: 0,
+                app: AppConnState::Inspecting,
             },
         }
     }
@@ -588,6 +654,9 @@ impl Conntrack {
             tuple: Some(key),
             pending: None,
             invalid_reason: None,
+            has_entry: false,
+            packet_index: 0,
+            app: AppConnState::Inspecting,
         }
     }
 
@@ -602,9 +671,14 @@ impl Conntrack {
                     tcp,
                     seen_reply: false,
                     expires_ns: now_ns + timeout_s * S,
+                    packets: 1,
+                    app: AppConnState::Inspecting,
                 },
             )),
             invalid_reason: None,
+            has_entry: false,
+            packet_index: 0,
+            app: AppConnState::Inspecting,
         }
     }
 

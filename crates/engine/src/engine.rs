@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use rampart_ir::{
-    Action, CtState, Date, Direction, Family, L4Match, Limit, Owner, Peer, Policy, RateUnit,
-    RuleId, ICMPV6_ESSENTIAL_TYPES, ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
+    Action, AppMatch, AppProtocol, CtState, Date, Direction, Family, L4Match, Limit, Owner, Peer,
+    Policy, RateUnit, RuleId, APP_INSPECT_MAX_PACKETS, ICMPV6_ESSENTIAL_TYPES,
+    ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
 };
 use serde::Serialize;
 
+use crate::app;
 use crate::classifier::{Classifier, FieldKind, RuleIntervals};
+use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
 /// Port value used in the classifier key when a packet has no ports.
@@ -20,6 +23,18 @@ const NO_ICMP: u128 = 256;
 // Why: nft dynamic sets default to 65,535 elements; beyond that an add fails and the rule does
 // not match, which is what we do too.
 pub const MAX_METER_ENTRIES: usize = 65_536;
+/// The ban set holds at most this many sources.
+// Why: the nft dynamic set behind it has a bounded size too; when it is full an add fails and
+// the refused packet falls through like a never-ban source's (see docs/engine.md).
+pub const MAX_BAN_ENTRIES: usize = 65_536;
+/// How long a SYN cookie the proxy sent stays valid, in nanoseconds.
+// Why: Linux accepts cookies up to MAX_SYNCOOKIE_AGE (2) minute-counter ticks old.
+pub const SYNCOOKIE_VALID_NS: u64 = 120_000_000_000;
+/// Slots of the direct-mapped table that stands in for the cookie check (a power of two).
+// Why: the kernel keeps no state per SYN; the engine must remember which handshakes it answered
+// to tell a completing ACK from a forged one, so it uses a fixed-size table (2 MiB) where a
+// colliding newer SYN overwrites an older one: constant memory under a spoofed flood.
+pub const SYNCOOKIE_SLOTS: usize = 1 << 16;
 
 /// The transport part of a packet as the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -80,6 +95,83 @@ pub struct PacketMeta<'a> {
     /// Connections the tracker currently holds with this source as originator (for
     /// `conn_limit`).
     pub src_conns: u32,
+    /// TCP flags ([`tcp_flags`]; 0 for other protocols). The SYN proxy step tells a bare SYN
+    /// and a handshake-completing ACK from other segments by them.
+    pub tcp_flags: u8,
+    /// Whether the connection tracker holds an entry this packet belongs to (a `new` packet
+    /// without one only proposes a connection). `established` and `related` imply one.
+    pub ct_entry: bool,
+    /// The payload as application-protocol rules inspect it.
+    pub payload: AppPayload<'a>,
+    /// The packet's connection as application-protocol rules see it; `None` when there is
+    /// none (invalid or untracked packets, or a caller without a tracker): not inspected.
+    pub app_conn: Option<AppConn>,
+}
+
+/// A packet's payload for application-protocol rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppPayload<'a> {
+    /// No payload to inspect.
+    None,
+    /// Raw bytes, labelled by [`app::label`] when an application-protocol rule needs them
+    /// (ICMP: the echo data after the 8-byte header).
+    Bytes {
+        /// Transport, as [`app::label`] takes it.
+        l4: app::L4,
+        /// The payload.
+        data: &'a [u8],
+    },
+    /// An already computed label (`None`: unrecognised), e.g. from `explain --app`.
+    Label(Option<AppProtocol>),
+}
+
+/// What application-protocol rules decided so far for a connection (kept with its conntrack
+/// entry; nft keeps it in the conntrack mark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "state", content = "rule", rename_all = "snake_case")]
+pub enum AppConnState {
+    /// Still inspected (within the first [`APP_INSPECT_MAX_PACKETS`] packets).
+    #[default]
+    Inspecting,
+    /// An accepting application-protocol rule ended inspection.
+    Accepted(RuleId),
+    /// A dropping application-protocol rule blocked the connection: every later packet drops.
+    Blocked(RuleId),
+}
+
+/// A packet's connection as application-protocol rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AppConn {
+    /// The packet travels in the connection's reply direction (rules are matched against the
+    /// original direction's addresses, ports, interfaces and hook).
+    pub reply: bool,
+    /// 1-based index of this packet among the connection's packets, both directions.
+    pub packet_index: u32,
+    /// Earlier decisions of application-protocol rules.
+    pub state: AppConnState,
+}
+
+impl AppConn {
+    /// The first packet of a new connection.
+    pub fn first() -> Self {
+        Self {
+            reply: false,
+            packet_index: 1,
+            state: AppConnState::Inspecting,
+        }
+    }
+}
+
+/// An application-protocol rule that matched a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AppStep {
+    /// The rule.
+    pub rule: RuleId,
+    /// The payload's label (`None`: unrecognised).
+    pub label: Option<AppProtocol>,
+    /// The rule's action: `accept` ended inspection (the packet went on to the conntrack
+    /// step and the rules), `drop`/`reject` dropped it and blocked the connection.
+    pub action: Action,
 }
 
 impl<'a> PacketMeta<'a> {
@@ -97,7 +189,35 @@ impl<'a> PacketMeta<'a> {
             len: 64,
             owner: None,
             src_conns: 0,
+            // A new TCP flow's first packet is its SYN.
+            tcp_flags: if protocol == rampart_ir::proto::TCP {
+                tcp_flags::SYN
+            } else {
+                0
+            },
+            ct_entry: false,
+            payload: AppPayload::None,
+            app_conn: None,
         }
+    }
+
+    /// The same packet seen in its connection's original direction: addresses, ports and
+    /// interfaces swapped, and the hook the original direction is evaluated in.
+    fn original_direction(&self) -> Self {
+        let mut m = *self;
+        m.src = self.dst;
+        m.dst = self.src;
+        m.iif = self.oif;
+        m.oif = self.iif;
+        if let L4Meta::Ports { src, dst } = self.l4 {
+            m.l4 = L4Meta::Ports { src: dst, dst: src };
+        }
+        m.direction = match self.direction {
+            Direction::Ingress => Direction::Egress,
+            Direction::Egress => Direction::Ingress,
+            Direction::Forward => Direction::Forward,
+        };
+        m
     }
 
     fn is_v6(&self) -> bool {
@@ -149,6 +269,22 @@ pub enum Reason {
     /// A non-first IP fragment whose first fragment was never seen (the kernel's defragmenter
     /// would hold it until it times out).
     OrphanFragment,
+    /// The source is in the ban set (`rule`: the rule that banned it).
+    Banned,
+    /// The rule's `limit` or `conn_limit` refused the packet and its `ban` banned the source.
+    Ban,
+    /// SYN proxy: a bare SYN answered by the gateway with a cookie (no conntrack entry).
+    SynproxyAnswered,
+    /// SYN proxy: the SYN-ACK of a handshake the proxy answered (sent by the gateway itself).
+    SynproxyReply,
+    /// SYN proxy: an ACK completing a cookie handshake created the connection.
+    SynproxyEstablished,
+    /// SYN proxy: another packet without a connection to the proxied ports.
+    SynproxyDrop,
+    /// An application-protocol rule matched the payload's label and dropped the packet.
+    AppRule,
+    /// An application-protocol rule blocked this connection earlier.
+    AppBlocked,
 }
 
 impl Reason {
@@ -163,6 +299,14 @@ impl Reason {
             Reason::Loopback => "loopback",
             Reason::Icmpv6Essential => "essential ICMPv6",
             Reason::OrphanFragment => "fragment without its first fragment",
+            Reason::Banned => "source banned",
+            Reason::Ban => "limit exceeded: source banned",
+            Reason::SynproxyAnswered => "SYN answered by the SYN proxy",
+            Reason::SynproxyReply => "SYN-ACK sent by the SYN proxy",
+            Reason::SynproxyEstablished => "SYN proxy handshake completed",
+            Reason::SynproxyDrop => "no connection to a SYN-proxied port",
+            Reason::AppRule => "application-protocol rule",
+            Reason::AppBlocked => "connection blocked by an application-protocol rule",
         }
     }
 }
@@ -176,6 +320,24 @@ pub struct Decision {
     pub rule: Option<RuleId>,
     /// Why.
     pub reason: Reason,
+    /// The application-protocol rule that matched this packet, if one did.
+    pub app: Option<AppStep>,
+}
+
+impl Decision {
+    fn new(action: Action, rule: Option<RuleId>, reason: Reason) -> Self {
+        Self {
+            action,
+            rule,
+            reason,
+            app: None,
+        }
+    }
+
+    /// A verdict reached before the rules (prelude) or by a rule, without an app step.
+    pub fn prelude(action: Action, reason: Reason) -> Self {
+        Self::new(action, None, reason)
+    }
 }
 
 /// Which matcher evaluates the rules.
@@ -223,6 +385,8 @@ pub enum Mismatch {
     ConnLimit,
     /// The rate limit's bucket is empty.
     Limit,
+    /// The payload's label is not what the application-protocol rule asks for.
+    App,
 }
 
 impl Mismatch {
@@ -241,6 +405,7 @@ impl Mismatch {
             Mismatch::Owner => "owner",
             Mismatch::ConnLimit => "conn_limit",
             Mismatch::Limit => "limit",
+            Mismatch::App => "app",
         }
     }
 }
@@ -352,6 +517,82 @@ struct RuleRt {
     owner: Option<Owner>,
     limit: Option<Limit>,
     conn_limit: Option<u32>,
+    ban_timeout_s: Option<u32>,
+    /// SYN proxy and application-protocol rules act in the prelude, not in the rule scan.
+    prelude_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cookie {
+    key: u64,
+    answered_ns: u64,
+    rule: u32,
+}
+
+/// Side effects of a decision, applied by `classify` and ignored by `explain`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Effect {
+    ban: Option<(IpAddr, u64, u32)>,
+    cookie: Option<Cookie>,
+}
+
+/// The rule scan's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hit {
+    Rule(u32),
+    /// The rule's limits refused the packet and its `ban` bans the source.
+    Ban(u32),
+    None,
+}
+
+/// What `explain` records while deciding.
+#[derive(Debug, Default)]
+struct Trace {
+    steps: Vec<Step>,
+    considered: Vec<RuleCheck>,
+}
+
+impl Trace {
+    fn step(&mut self, step: &'static str, rule: Option<RuleId>, detail: String) {
+        self.steps.push(Step { step, rule, detail });
+    }
+}
+
+fn app_matches(m: &AppMatch, label: Option<AppProtocol>) -> bool {
+    label.is_some_and(|l| m.protocols.contains(&l)) != m.negate
+}
+
+fn label_name(label: Option<AppProtocol>) -> &'static str {
+    label.map_or("unrecognised", AppProtocol::as_str)
+}
+
+/// Key of a handshake in the SYN cookie stand-in (never 0, the empty slot).
+fn cookie_key(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    let a = addr_key(src);
+    let b = addr_key(dst);
+    for w in [
+        a as u64,
+        (a >> 64) as u64,
+        b as u64,
+        (b >> 64) as u64,
+        (u64::from(sport) << 16) | u64::from(dport) | (u64::from(src.is_ipv6()) << 32),
+    ] {
+        h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h.max(1)
+}
+
+/// One prelude step as `explain` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    /// `banned source`, `syn proxy` or `application rules`.
+    pub step: &'static str,
+    /// The rule involved, if any.
+    pub rule: Option<RuleId>,
+    /// What happened.
+    pub detail: String,
 }
 
 /// A compiled policy plus its rate-limit state.
@@ -365,6 +606,15 @@ pub struct Engine {
     compiled: [[Compiled; 2]; 3],
     meters: Meters,
     sub_count: usize,
+    never_ban: PrefixSet,
+    /// Banned source → (ban ends at, banning rule).
+    bans: HashMap<IpAddr, (u64, u32)>,
+    /// Direct-mapped SYN cookie stand-in (empty unless a rule has `synproxy`).
+    cookies: Vec<Cookie>,
+    /// Per direction: rules with `synproxy`, in policy order.
+    synproxy_rules: [Vec<u32>; 3],
+    /// Per direction: rules with `app`, in policy order.
+    app_rules: [Vec<u32>; 3],
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -431,8 +681,29 @@ impl Engine {
                 owner: r.owner.clone(),
                 limit: r.limit.clone(),
                 conn_limit: r.conn_limit,
+                ban_timeout_s: r.ban.as_ref().map(|b| b.timeout_s),
+                prelude_only: r.app.is_some() || r.synproxy.is_some(),
             })
             .collect();
+        let by_dir = |want: fn(&rampart_ir::Rule) -> bool| {
+            Direction::ALL.map(|d| {
+                (0..policy.rules.len() as u32)
+                    .filter(|&i| {
+                        let r = &policy.rules[i as usize];
+                        r.direction == d && want(r) && rules[i as usize].active
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        };
+        // A rule with both is an application-protocol rule (the IR allows synproxy on plain
+        // TCP accept rules only).
+        let synproxy_rules = by_dir(|r| r.synproxy.is_some() && r.app.is_none());
+        let app_rules = by_dir(|r| r.app.is_some());
+        let cookies = if synproxy_rules.iter().any(|v| !v.is_empty()) {
+            vec![Cookie::default(); SYNCOOKIE_SLOTS]
+        } else {
+            Vec::new()
+        };
         let mut sub_count = 0;
         let compiled = Direction::ALL.map(|dir| {
             [false, true].map(|v6| {
@@ -449,6 +720,11 @@ impl Engine {
             compiled,
             meters: Meters::default(),
             sub_count,
+            never_ban: PrefixSet::new(&policy.defaults.never_ban, &[]),
+            bans: HashMap::new(),
+            cookies,
+            synproxy_rules,
+            app_rules,
         }
     }
 
@@ -476,8 +752,52 @@ impl Engine {
         self.meters = Meters::default();
     }
 
+    /// Whether any rule is an application-protocol rule (callers can skip building payload
+    /// views when not).
+    pub fn has_app_rules(&self) -> bool {
+        self.app_rules.iter().any(|v| !v.is_empty())
+    }
+
+    /// Whether any rule has a SYN proxy.
+    pub fn has_synproxy(&self) -> bool {
+        !self.cookies.is_empty()
+    }
+
+    /// Put `src` in the ban set from `now_ns` until `until_ns`, as if `rule` had banned it
+    /// (tests, and `explain` of a banned source). Returns false when the set is full.
+    pub fn ban(&mut self, src: IpAddr, now_ns: u64, until_ns: u64, rule: RuleId) -> bool {
+        self.insert_ban(src, until_ns, rule.0, now_ns)
+    }
+
+    /// The ban on `src` at `now_ns`: (ban ends at, banning rule).
+    pub fn banned(&self, src: IpAddr, now_ns: u64) -> Option<(u64, RuleId)> {
+        self.bans
+            .get(&src)
+            .filter(|(until, _)| *until > now_ns)
+            .map(|&(until, rule)| (until, RuleId(rule)))
+    }
+
+    /// Sources banned at `now_ns`.
+    pub fn ban_count(&self, now_ns: u64) -> usize {
+        self.bans
+            .values()
+            .filter(|(until, _)| *until > now_ns)
+            .count()
+    }
+
+    fn insert_ban(&mut self, src: IpAddr, until_ns: u64, rule: u32, now_ns: u64) -> bool {
+        if !self.bans.contains_key(&src) && self.bans.len() >= MAX_BAN_ENTRIES {
+            self.bans.retain(|_, (until, _)| *until > now_ns);
+            if self.bans.len() >= MAX_BAN_ENTRIES {
+                return false;
+            }
+        }
+        self.bans.insert(src, (until_ns, rule));
+        true
+    }
+
     /// Classify with the fast matcher. `now_ns` (nanoseconds, any epoch, non-decreasing)
-    /// drives the token buckets.
+    /// drives the token buckets, the ban set and the SYN cookies.
     pub fn classify(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Decision {
         self.classify_with(MatcherKind::Fast, meta, now_ns)
     }
@@ -489,38 +809,365 @@ impl Engine {
         meta: &PacketMeta<'_>,
         now_ns: u64,
     ) -> Decision {
-        if let Some(d) = self.prelude(meta) {
-            return d;
+        let mut meters = std::mem::take(&mut self.meters);
+        let (decision, effect) = self.decide(kind, &mut meters, meta, now_ns, None);
+        self.meters = meters;
+        if let Some((src, until, rule)) = effect.ban {
+            self.insert_ban(src, until, rule, now_ns);
+        }
+        if let Some(c) = effect.cookie {
+            if !self.cookies.is_empty() {
+                let slot = (c.key as usize) & (self.cookies.len() - 1);
+                self.cookies[slot] = c;
+            }
+        }
+        decision
+    }
+
+    /// The whole evaluation: prelude steps in the IR's order, then the rules, then the
+    /// default. Reads the ban set and cookies, returns what to add to them. With `trace`
+    /// (explain), records the prelude steps and every rule considered.
+    fn decide(
+        &self,
+        kind: MatcherKind,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        now_ns: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> (Decision, Effect) {
+        let none = Effect::default();
+        if let Some(d) = self.prelude_static(meta) {
+            return (d, none);
+        }
+        if meta.direction != Direction::Egress && !self.bans.is_empty() {
+            if let Some((until, rule)) = self.banned(meta.src, now_ns) {
+                if let Some(t) = trace.as_deref_mut() {
+                    t.step(
+                        "banned source",
+                        Some(rule),
+                        format!(
+                            "{} is banned (by rule #{} {}) for {} s more",
+                            meta.src,
+                            rule.0,
+                            self.rule_name(rule),
+                            (until - now_ns).div_ceil(1_000_000_000)
+                        ),
+                    );
+                }
+                return (
+                    Decision::new(Action::Drop, Some(rule), Reason::Banned),
+                    none,
+                );
+            }
+        }
+        if meta.protocol == rampart_ir::proto::TCP && !self.cookies.is_empty() {
+            if let Some(r) = self.synproxy_step(meters, meta, now_ns, trace.as_deref_mut()) {
+                return r;
+            }
+        }
+        let mut app_step = None;
+        if let Some(conn) = meta.app_conn {
+            match conn.state {
+                AppConnState::Blocked(rule) => {
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.step(
+                            "application rules",
+                            Some(rule).filter(|r| (r.0 as usize) < self.policy.rules.len()),
+                            format!(
+                                "connection blocked earlier by rule #{} {}",
+                                rule.0,
+                                self.rule_name(rule)
+                            ),
+                        );
+                    }
+                    // The state comes from the caller: never index with an unknown rule.
+                    let rule = ((rule.0 as usize) < self.policy.rules.len()).then_some(rule);
+                    return (Decision::new(Action::Drop, rule, Reason::AppBlocked), none);
+                }
+                AppConnState::Accepted(_) => {}
+                AppConnState::Inspecting => {
+                    if let Some(step) =
+                        self.app_step(meters, meta, conn, now_ns, trace.as_deref_mut())
+                    {
+                        if step.action != Action::Accept {
+                            return (
+                                Decision {
+                                    action: step.action,
+                                    rule: Some(step.rule),
+                                    reason: Reason::AppRule,
+                                    app: Some(step),
+                                },
+                                none,
+                            );
+                        }
+                        app_step = Some(step);
+                    }
+                }
+            }
+        }
+        if let Some(mut d) = self.prelude_conntrack(meta) {
+            d.app = app_step;
+            return (d, none);
         }
         let hit = match kind {
-            MatcherKind::Reference => self.reference_match(meta, now_ns),
-            MatcherKind::Fast => self.fast_match(meta, now_ns),
+            MatcherKind::Reference => self.reference_match(meters, meta, now_ns, trace),
+            MatcherKind::Fast => self.fast_match(meters, meta, now_ns),
         };
-        match hit {
-            Some(id) => Decision {
-                action: self.policy.rules[id as usize].action,
-                rule: Some(RuleId(id)),
-                reason: Reason::Rule,
-            },
-            None => Decision {
-                action: self.policy.defaults.for_direction(meta.direction),
-                rule: None,
-                reason: Reason::Default,
-            },
+        let (mut d, effect) = match hit {
+            Hit::Rule(id) => (
+                Decision::new(
+                    self.policy.rules[id as usize].action,
+                    Some(RuleId(id)),
+                    Reason::Rule,
+                ),
+                none,
+            ),
+            Hit::Ban(id) => (
+                Decision::new(Action::Drop, Some(RuleId(id)), Reason::Ban),
+                self.ban_effect(id, meta.src, now_ns),
+            ),
+            Hit::None => (
+                Decision::new(
+                    self.policy.defaults.for_direction(meta.direction),
+                    None,
+                    Reason::Default,
+                ),
+                none,
+            ),
+        };
+        d.app = app_step;
+        (d, effect)
+    }
+
+    fn rule_name(&self, rule: RuleId) -> &str {
+        self.policy
+            .rules
+            .get(rule.0 as usize)
+            .map_or("?", |r| r.name.as_str())
+    }
+
+    fn ban_effect(&self, rule: u32, src: IpAddr, now_ns: u64) -> Effect {
+        let timeout_s = self.rules[rule as usize].ban_timeout_s.unwrap_or(0);
+        Effect {
+            ban: Some((
+                src,
+                now_ns.saturating_add(u64::from(timeout_s) * 1_000_000_000),
+                rule,
+            )),
+            cookie: None,
         }
     }
 
-    /// Loopback, essential ICMPv6, then the stateful prelude. Order documented in
-    /// docs/engine.md and mirrored by the nftables emitter.
-    fn prelude(&self, meta: &PacketMeta<'_>) -> Option<Decision> {
-        let d = &self.policy.defaults;
-        let accept = |reason| {
-            Some(Decision {
-                action: Action::Accept,
-                rule: None,
-                reason,
-            })
+    /// Whether a packet refused by rule `rule`'s limits bans its source (instead of falling
+    /// through): the rule has `ban`, the source is not in `never_ban`, and the set has room.
+    fn bans_source(&self, rule: u32, src: IpAddr, now_ns: u64) -> bool {
+        self.rules[rule as usize].ban_timeout_s.is_some()
+            && !self.never_ban.contains(src)
+            && (self.bans.len() < MAX_BAN_ENTRIES
+                || self.bans.contains_key(&src)
+                || self.bans.values().any(|(until, _)| *until <= now_ns))
+    }
+
+    fn cookie(&self, key: u64, now_ns: u64) -> Option<Cookie> {
+        let c = *self
+            .cookies
+            .get((key as usize) & (self.cookies.len().max(1) - 1))?;
+        (c.key == key && now_ns >= c.answered_ns && now_ns - c.answered_ns <= SYNCOOKIE_VALID_NS)
+            .then_some(c)
+    }
+
+    /// The SYN proxy step (see [`rampart_ir::Synproxy`]) for a TCP packet.
+    fn synproxy_step(
+        &self,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        now_ns: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> Option<(Decision, Effect)> {
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let has_entry =
+            meta.ct_entry || matches!(meta.ct_state, CtState::Established | CtState::Related);
+        let L4Meta::Ports { src: sp, dst: dp } = meta.l4 else {
+            return None;
         };
+        if has_entry {
+            return None;
+        }
+        let flags = meta.tcp_flags & (SYN | ACK | RST | FIN);
+        let mut note = |rule: u32, detail: String| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.step("syn proxy", Some(RuleId(rule)), detail);
+            }
+        };
+        // The SYN-ACK of a handshake the proxy answered is the gateway's own (any hook).
+        if flags == SYN | ACK {
+            if let Some(c) = self.cookie(cookie_key(meta.dst, meta.src, dp, sp), now_ns) {
+                note(
+                    c.rule,
+                    "SYN-ACK of a handshake the SYN proxy answered".into(),
+                );
+                return Some((
+                    Decision::new(Action::Accept, Some(RuleId(c.rule)), Reason::SynproxyReply),
+                    Effect::default(),
+                ));
+            }
+        }
+        if meta.direction == Direction::Egress {
+            return None;
+        }
+        for &i in &self.synproxy_rules[dir_index(meta.direction)] {
+            if self.static_mismatch(i as usize, meta).is_some() {
+                continue;
+            }
+            let rule = Some(RuleId(i));
+            let key = cookie_key(meta.src, meta.dst, sp, dp);
+            if flags == SYN {
+                return Some(
+                    match dynamic(&self.rules[i as usize], i, meters, meta, now_ns) {
+                        None => {
+                            note(
+                                i,
+                                "bare SYN answered with a SYN cookie; no conntrack entry".into(),
+                            );
+                            (
+                                Decision::new(Action::Accept, rule, Reason::SynproxyAnswered),
+                                Effect {
+                                    ban: None,
+                                    cookie: Some(Cookie {
+                                        key,
+                                        answered_ns: now_ns,
+                                        rule: i,
+                                    }),
+                                },
+                            )
+                        }
+                        Some(m) if self.bans_source(i, meta.src, now_ns) => {
+                            note(i, format!("SYN refused by {}: source banned", m.as_str()));
+                            (
+                                Decision::new(Action::Drop, rule, Reason::Ban),
+                                self.ban_effect(i, meta.src, now_ns),
+                            )
+                        }
+                        Some(m) => {
+                            note(i, format!("SYN refused by {}: dropped", m.as_str()));
+                            (
+                                Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
+                                Effect::default(),
+                            )
+                        }
+                    },
+                );
+            }
+            if flags == ACK && self.cookie(key, now_ns).is_some() {
+                note(
+                    i,
+                    "ACK completes a cookie handshake: connection established".into(),
+                );
+                return Some((
+                    Decision::new(Action::Accept, rule, Reason::SynproxyEstablished),
+                    Effect::default(),
+                ));
+            }
+            note(
+                i,
+                "neither a bare SYN nor an ACK completing a cookie handshake, and no connection"
+                    .into(),
+            );
+            return Some((
+                Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
+                Effect::default(),
+            ));
+        }
+        None
+    }
+
+    /// The application-protocol step for a connection still being inspected.
+    fn app_step(
+        &self,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        conn: AppConn,
+        now_ns: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> Option<AppStep> {
+        let echo_request = match (meta.protocol, meta.l4) {
+            (rampart_ir::proto::ICMP, L4Meta::Icmp { icmp_type: 8, .. }) => !meta.is_v6(),
+            (rampart_ir::proto::ICMPV6, L4Meta::Icmp { icmp_type: 128, .. }) => meta.is_v6(),
+            _ => false,
+        };
+        let has_payload = match meta.payload {
+            AppPayload::None => false,
+            AppPayload::Label(_) => true,
+            AppPayload::Bytes { l4, data } => {
+                matches!(l4, app::L4::Tcp | app::L4::Udp) && !data.is_empty()
+            }
+        };
+        let inspected =
+            echo_request || (has_payload && conn.packet_index <= APP_INSPECT_MAX_PACKETS);
+        if !inspected {
+            return None;
+        }
+        let orig = if conn.reply {
+            meta.original_direction()
+        } else {
+            *meta
+        };
+        let rules = &self.app_rules[dir_index(orig.direction)];
+        if rules.is_empty() {
+            return None;
+        }
+        let label = match meta.payload {
+            AppPayload::Bytes { l4, data } => app::label(l4, data),
+            AppPayload::Label(l) => l,
+            AppPayload::None => None,
+        };
+        for &i in rules {
+            let Some(m) = &self.policy.rules[i as usize].app else {
+                continue;
+            };
+            let mismatch = self
+                .static_mismatch(i as usize, &orig)
+                .or_else(|| (!app_matches(m, label)).then_some(Mismatch::App))
+                .or_else(|| dynamic(&self.rules[i as usize], i, meters, &orig, now_ns));
+            if let Some(t) = trace.as_deref_mut() {
+                let detail = match mismatch {
+                    None => format!(
+                        "payload labelled {} matches: {}",
+                        label_name(label),
+                        self.policy.rules[i as usize].action.as_str()
+                    ),
+                    Some(Mismatch::App) => format!(
+                        "payload labelled {} is {}in {{{}}}",
+                        label_name(label),
+                        if m.negate { "" } else { "not " },
+                        m.protocols
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(other) => format!(
+                        "no ({}): {}",
+                        other.as_str(),
+                        self.mismatch_detail(i as usize, other, &orig)
+                    ),
+                };
+                t.step("application rules", Some(RuleId(i)), detail);
+            }
+            if mismatch.is_none() {
+                return Some(AppStep {
+                    rule: RuleId(i),
+                    label,
+                    action: self.policy.rules[i as usize].action,
+                });
+            }
+        }
+        None
+    }
+
+    /// Loopback and essential ICMPv6 (before everything else).
+    fn prelude_static(&self, meta: &PacketMeta<'_>) -> Option<Decision> {
+        let d = &self.policy.defaults;
         if d.allow_loopback {
             let lo = match meta.direction {
                 Direction::Ingress => meta.iif == Some("lo"),
@@ -528,7 +1175,7 @@ impl Engine {
                 Direction::Forward => false,
             };
             if lo {
-                return accept(Reason::Loopback);
+                return Some(Decision::prelude(Action::Accept, Reason::Loopback));
             }
         }
         if d.allow_icmpv6_essential && meta.is_v6() {
@@ -540,41 +1187,36 @@ impl Engine {
                     &ICMPV6_ESSENTIAL_TYPES
                 };
                 if meta.protocol == rampart_ir::proto::ICMPV6 && accepted.contains(&icmp_type) {
-                    return accept(Reason::Icmpv6Essential);
+                    return Some(Decision::prelude(Action::Accept, Reason::Icmpv6Essential));
                 }
-            }
-        }
-        if d.stateful {
-            match meta.ct_state {
-                CtState::Invalid => {
-                    return Some(Decision {
-                        action: Action::Drop,
-                        rule: None,
-                        reason: Reason::CtInvalid,
-                    })
-                }
-                CtState::Established => return accept(Reason::CtEstablished),
-                CtState::Related => return accept(Reason::CtRelated),
-                CtState::New | CtState::Untracked => {}
             }
         }
         None
     }
 
-    fn fast_match(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<u32> {
+    /// The stateful prelude: invalid → drop, established/related → accept.
+    fn prelude_conntrack(&self, meta: &PacketMeta<'_>) -> Option<Decision> {
+        if !self.policy.defaults.stateful {
+            return None;
+        }
+        match meta.ct_state {
+            CtState::Invalid => Some(Decision::prelude(Action::Drop, Reason::CtInvalid)),
+            CtState::Established => Some(Decision::prelude(Action::Accept, Reason::CtEstablished)),
+            CtState::Related => Some(Decision::prelude(Action::Accept, Reason::CtRelated)),
+            CtState::New | CtState::Untracked => None,
+        }
+    }
+
+    fn fast_match(&self, meters: &mut Meters, meta: &PacketMeta<'_>, now_ns: u64) -> Hit {
         let fam = usize::from(meta.is_v6());
         let key = meta.key();
-        let Self {
-            compiled,
-            rules,
-            meters,
-            ..
-        } = self;
-        let c = &compiled[dir_index(meta.direction)][fam];
+        let c = &self.compiled[dir_index(meta.direction)][fam];
         // A rule whose dynamic checks failed fails as a whole; skip its other alternatives so
         // its bucket is asked once, exactly as the reference matcher asks it.
         let mut failed_rule = u32::MAX;
-        c.classifier
+        let mut ban = false;
+        let hit = c
+            .classifier
             .first_match_where(&key, |s| {
                 let sub = &c.subs[s as usize];
                 if sub.rule == failed_rule {
@@ -590,32 +1232,73 @@ impl Engine {
                         return false;
                     }
                 }
-                let rt = &rules[sub.rule as usize];
+                let rt = &self.rules[sub.rule as usize];
                 if residual_static(rt, meta).is_some() {
                     return false;
                 }
                 if dynamic(rt, sub.rule, meters, meta, now_ns).is_some() {
+                    if self.bans_source(sub.rule, meta.src, now_ns) {
+                        ban = true;
+                        return true;
+                    }
                     failed_rule = sub.rule;
                     return false;
                 }
                 true
             })
-            .map(|s| c.subs[s as usize].rule)
+            .map(|s| c.subs[s as usize].rule);
+        match hit {
+            Some(r) if ban => Hit::Ban(r),
+            Some(r) => Hit::Rule(r),
+            None => Hit::None,
+        }
     }
 
-    fn reference_match(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<u32> {
+    fn reference_match(
+        &self,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        now_ns: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> Hit {
         for (i, rule) in self.policy.rules.iter().enumerate() {
-            if rule.direction != meta.direction {
+            if rule.direction != meta.direction || self.rules[i].prelude_only {
                 continue;
             }
-            if self.static_mismatch(i, meta).is_some() {
-                continue;
+            let id = i as u32;
+            let mismatch = self
+                .static_mismatch(i, meta)
+                .or_else(|| dynamic(&self.rules[i], id, meters, meta, now_ns));
+            let ban = mismatch.is_some_and(|m| {
+                matches!(m, Mismatch::Limit | Mismatch::ConnLimit)
+                    && self.bans_source(id, meta.src, now_ns)
+            });
+            if let Some(t) = trace.as_deref_mut() {
+                let detail = match (mismatch, ban) {
+                    (Some(m), true) => Some(format!(
+                        "{}; source banned for {} s",
+                        self.mismatch_detail(i, m, meta),
+                        self.rules[i].ban_timeout_s.unwrap_or(0)
+                    )),
+                    (Some(m), false) => Some(self.mismatch_detail(i, m, meta)),
+                    (None, _) => None,
+                };
+                t.considered.push(RuleCheck {
+                    rule: RuleId(id),
+                    name: rule.name.clone(),
+                    loc: rule.loc.to_string(),
+                    mismatch,
+                    detail,
+                });
             }
-            if dynamic(&self.rules[i], i as u32, &mut self.meters, meta, now_ns).is_none() {
-                return Some(i as u32);
+            if ban {
+                return Hit::Ban(id);
+            }
+            if mismatch.is_none() {
+                return Hit::Rule(id);
             }
         }
-        None
+        Hit::None
     }
 
     /// The first static field of rule `i` that does not match, in evaluation order.
@@ -660,45 +1343,24 @@ impl Engine {
             })
     }
 
-    /// Explain the verdict for `meta`: every rule of its direction up to the deciding one, with
-    /// the field that did not match. Rate limits are evaluated against fresh (full) buckets and
-    /// do not consume tokens.
+    /// Explain the verdict for `meta` at `now_ns = 0` (see [`Engine::explain_at`]).
     pub fn explain(&self, meta: &PacketMeta<'_>) -> Explanation {
-        let mut considered = Vec::new();
-        let prelude = self.prelude(meta);
-        let mut decision = prelude;
-        if decision.is_none() {
-            let mut meters = Meters::default();
-            for (i, rule) in self.policy.rules.iter().enumerate() {
-                if rule.direction != meta.direction {
-                    continue;
-                }
-                let mismatch = self
-                    .static_mismatch(i, meta)
-                    .or_else(|| dynamic(&self.rules[i], i as u32, &mut meters, meta, 0));
-                let detail = mismatch.map(|m| self.mismatch_detail(i, m, meta));
-                considered.push(RuleCheck {
-                    rule: RuleId(i as u32),
-                    name: rule.name.clone(),
-                    loc: rule.loc.to_string(),
-                    mismatch,
-                    detail,
-                });
-                if mismatch.is_none() {
-                    decision = Some(Decision {
-                        action: rule.action,
-                        rule: Some(RuleId(i as u32)),
-                        reason: Reason::Rule,
-                    });
-                    break;
-                }
-            }
-        }
-        let decision = decision.unwrap_or(Decision {
-            action: self.policy.defaults.for_direction(meta.direction),
-            rule: None,
-            reason: Reason::Default,
-        });
+        self.explain_at(meta, 0)
+    }
+
+    /// Explain the verdict for `meta` at `now_ns`: the prelude steps that applied (ban set,
+    /// SYN proxy, application-protocol rules), then every rule of its direction up to the
+    /// deciding one, with the field that did not match. Rate limits are evaluated against
+    /// fresh (full) buckets and do not consume tokens; nothing is banned or remembered.
+    pub fn explain_at(&self, meta: &PacketMeta<'_>, now_ns: u64) -> Explanation {
+        let mut trace = Trace::default();
+        let (decision, _) = self.decide(
+            MatcherKind::Reference,
+            &mut Meters::default(),
+            meta,
+            now_ns,
+            Some(&mut trace),
+        );
         let techniques = decision
             .rule
             .map(|r| {
@@ -711,7 +1373,8 @@ impl Engine {
             .unwrap_or_default();
         Explanation {
             decision,
-            considered,
+            steps: trace.steps,
+            considered: trace.considered,
             techniques,
         }
     }
@@ -816,6 +1479,7 @@ impl Engine {
                 rule.conn_limit.unwrap_or(0)
             ),
             Mismatch::Limit => "rate limit exhausted".into(),
+            Mismatch::App => "the payload's label does not match".into(),
         }
     }
 }
@@ -1041,7 +1705,7 @@ fn compile(
     let mut subs = Vec::new();
     let mut intervals: Vec<RuleIntervals> = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
-        if rule.direction != dir || !rules[i].active {
+        if rule.direction != dir || !rules[i].active || rules[i].prelude_only {
             continue;
         }
         let fam_ok = match rule.family {
@@ -1137,6 +1801,8 @@ pub struct RuleCheck {
 pub struct Explanation {
     /// The verdict.
     pub decision: Decision,
+    /// Prelude steps that looked at the packet (ban set, SYN proxy, application rules).
+    pub steps: Vec<Step>,
     /// Rules of the packet's direction in order, up to and including the deciding one (empty
     /// when the prelude decided).
     pub considered: Vec<RuleCheck>,

@@ -228,7 +228,7 @@ pub fn render_text(engine: &Engine, meta: &PacketMeta<'_>, ex: &Explanation) -> 
                 r.loc
             );
         }
-        (Reason::Default, _) => {
+        (Reason::Rule, None) | (Reason::Default, _) => {
             let _ = writeln!(
                 out,
                 "verdict:    {} by the {} default (no rule matched) at {}",
@@ -237,7 +237,19 @@ pub fn render_text(engine: &Engine, meta: &PacketMeta<'_>, ex: &Explanation) -> 
                 policy.defaults.loc
             );
         }
-        (reason, _) => {
+        (reason, Some(id)) => {
+            let r = &policy.rules[id.0 as usize];
+            let _ = writeln!(
+                out,
+                "verdict:    {} by {} (rule #{} {} at {})",
+                action_upper(d.action),
+                reason.as_str(),
+                id.0,
+                r.name,
+                r.loc
+            );
+        }
+        (reason, None) => {
             let _ = writeln!(
                 out,
                 "verdict:    {} before the rules: {} at {}",
@@ -256,8 +268,25 @@ pub fn render_text(engine: &Engine, meta: &PacketMeta<'_>, ex: &Explanation) -> 
             ex.techniques.join(", ")
         }
     );
+    if let Some(step) = d.app {
+        let _ = writeln!(
+            out,
+            "app:        labelled {} by rule #{} {}: {}",
+            step.label.map_or("unrecognised", |l| l.as_str()),
+            step.rule.0,
+            policy.rules[step.rule.0 as usize].name,
+            if step.action == Action::Accept {
+                "accept (inspection of the connection ends; the packet continues)"
+            } else {
+                "the connection is blocked"
+            }
+        );
+    }
+    for st in &ex.steps {
+        let _ = writeln!(out, "prelude:    {}: {}", st.step, st.detail);
+    }
     if ex.considered.is_empty() {
-        if d.reason != Reason::Rule && d.reason != Reason::Default {
+        if d.reason != Reason::Rule && d.reason != Reason::Default && d.reason != Reason::Ban {
             let _ = writeln!(out, "rules:      not reached");
         } else {
             let _ = writeln!(
@@ -281,7 +310,9 @@ pub fn render_text(engine: &Engine, meta: &PacketMeta<'_>, ex: &Explanation) -> 
         .unwrap_or(0);
     let loc_width = ex.considered.iter().map(|c| c.loc.len()).max().unwrap_or(0);
     for c in &ex.considered {
+        let banned = d.reason == Reason::Ban && d.rule == Some(c.rule);
         let outcome = match (&c.mismatch, &c.detail) {
+            (Some(m), Some(detail)) if banned => format!("BAN -> drop ({}): {detail}", m.as_str()),
             (None, _) => format!(
                 "MATCH -> {}",
                 policy.rules[c.rule.0 as usize].action.as_str()

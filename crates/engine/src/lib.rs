@@ -22,6 +22,6 @@ pub mod simulate;
 pub mod sniff;
 
 pub use engine::{
-    Decision, Engine, EngineOptions, Explanation, L4Meta, MatcherKind, Mismatch, OwnerInfo,
-    PacketMeta, Reason, RuleCheck,
+    AppConn, AppConnState, AppPayload, AppStep, Decision, Engine, EngineOptions, Explanation,
+    L4Meta, MatcherKind, Mismatch, OwnerInfo, PacketMeta, Reason, RuleCheck, Step,
 };

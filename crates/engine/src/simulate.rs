@@ -10,9 +10,13 @@ use rampart_events::{Event, Flow, RuleRef, Sink, Verdict};
 use rampart_ir::{Action, CtState, Direction, RuleId};
 use serde::Serialize;
 
+use crate::app;
 use crate::conntrack::{Conntrack, CtStats};
 use crate::decode::{self, Anomaly, Frag, LinkType, Transport, L3};
-use crate::engine::{proto_name, Decision, Engine, L4Meta, MatcherKind, PacketMeta, Reason};
+use crate::engine::{
+    proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
+    PacketMeta, Reason,
+};
 use crate::pcap::Record;
 use crate::sniff;
 
@@ -151,6 +155,8 @@ pub struct Report {
     pub by_reason: BTreeMap<String, u64>,
     /// Invalid conntrack state reasons.
     pub ct_invalid: BTreeMap<String, u64>,
+    /// Sources banned (each ban, including a banned source banned again after its ban ended).
+    pub bans: u64,
     /// Per rule that decided at least one packet, by rule id.
     pub rules: BTreeMap<u32, RuleTotals>,
     /// Per technique.
@@ -200,7 +206,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 8] = [
+const REASONS: [Reason; 16] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -209,6 +215,14 @@ const REASONS: [Reason; 8] = [
     Reason::Loopback,
     Reason::Icmpv6Essential,
     Reason::OrphanFragment,
+    Reason::Banned,
+    Reason::Ban,
+    Reason::SynproxyAnswered,
+    Reason::SynproxyReply,
+    Reason::SynproxyEstablished,
+    Reason::SynproxyDrop,
+    Reason::AppRule,
+    Reason::AppBlocked,
 ];
 
 fn reason_index(r: Reason) -> usize {
@@ -238,6 +252,7 @@ pub struct Simulator {
     last_ts: u64,
     report: Report,
     anomaly_events: HashMap<String, u64>,
+    has_app_rules: bool,
 }
 
 /// Errors from the events sink.
@@ -260,6 +275,7 @@ impl Simulator {
         } else {
             cfg.max_flows
         };
+        let has_app_rules = engine.has_app_rules();
         Self {
             rule_counters: vec![RuleCounter::default(); engine.policy().rules.len()],
             by_direction: [0; 3],
@@ -273,6 +289,7 @@ impl Simulator {
             last_ts: 0,
             report: Report::default(),
             anomaly_events: HashMap::new(),
+            has_app_rules,
         }
     }
 
@@ -322,6 +339,45 @@ impl Simulator {
             }
         }
         self.report
+    }
+
+    fn ban_event(
+        &mut self,
+        src: IpAddr,
+        d: Decision,
+        ts: u64,
+        flow: &dyn Fn() -> Flow,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        self.report.bans += 1;
+        if self.cfg.no_events {
+            return Ok(());
+        }
+        let policy = self.engine.policy();
+        let Some(id) = d.rule else {
+            return Ok(());
+        };
+        let r = &policy.rules[id.0 as usize];
+        let mut detail = serde_json::Map::new();
+        detail.insert("src_ip".into(), src.to_string().into());
+        if let Some(b) = &r.ban {
+            detail.insert("timeout_s".into(), b.timeout_s.into());
+        }
+        sink.emit(&Event {
+            timestamp: rfc3339(ts),
+            event_type: "ban".into(),
+            component: "engine".into(),
+            flow: Some(flow()),
+            verdict: Verdict::Block,
+            rule: Some(RuleRef {
+                id,
+                name: r.name.clone(),
+                loc: r.loc.clone(),
+            }),
+            techniques: r.mitigates.clone(),
+            reason: format!("source {src} exceeded the limit of rule {}", r.name),
+            detail,
+        })
     }
 
     /// Record a capture-level anomaly (a skipped record).
@@ -445,11 +501,7 @@ impl Simulator {
                 None => {
                     self.anomaly(Anomaly::OrphanFragment, Some(flow()), ts, sink)?;
                     if self.engine.policy().defaults.stateful {
-                        Decision {
-                            action: Action::Drop,
-                            rule: None,
-                            reason: Reason::OrphanFragment,
-                        }
+                        Decision::prelude(Action::Drop, Reason::OrphanFragment)
                     } else {
                         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
                         let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
@@ -471,10 +523,39 @@ impl Simulator {
             meta.iif = iif;
             meta.oif = oif;
             meta.ct_state = tracked.state;
+            meta.ct_entry = tracked.has_entry;
             meta.len = ip.len;
             meta.src_conns = self.ct.src_conns(ip.src);
+            if let Transport::Tcp(t) = &ip.l4 {
+                meta.tcp_flags = t.flags;
+            }
+            if self.has_app_rules && tracked.packet_index > 0 {
+                if let Some((l4, data)) = app::transport_payload(&ip.l4) {
+                    meta.payload = AppPayload::Bytes { l4, data };
+                }
+                meta.app_conn = Some(AppConn {
+                    reply: tracked.reply,
+                    packet_index: tracked.packet_index,
+                    state: tracked.app,
+                });
+            }
             let d = self.engine.classify_with(self.cfg.matcher, &meta, ts);
-            self.ct.confirm(&tracked, d.action == Action::Accept);
+            match d.reason {
+                // The proxy answered for the server: nothing is tracked yet.
+                Reason::SynproxyAnswered | Reason::SynproxyReply => {}
+                Reason::SynproxyEstablished => self.ct.confirm_established(&tracked),
+                _ => self.ct.confirm(&tracked, d.action == Action::Accept),
+            }
+            if let (Some(step), Some(tuple)) = (d.app, tracked.tuple) {
+                if step.action != Action::Accept {
+                    self.ct.set_app(tuple, AppConnState::Blocked(step.rule));
+                } else if d.action == Action::Accept {
+                    self.ct.set_app(tuple, AppConnState::Accepted(step.rule));
+                }
+            }
+            if d.reason == Reason::Ban {
+                self.ban_event(ip.src, d, ts, &flow, sink)?;
+            }
             d
         };
         if let (Some(k), Some(f)) = (frag_key, ip.frag) {

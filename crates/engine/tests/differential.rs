@@ -10,8 +10,11 @@ use proptest::prelude::*;
 use rampart_engine::classbench::{
     self, generate_trace, parse_rules, reference_match, CbClassifier, CbHeader, CbRule, SplitMix64,
 };
-use rampart_engine::{Engine, EngineOptions, L4Meta, MatcherKind, OwnerInfo, PacketMeta};
-use rampart_ir::{CtState, Date, Direction};
+use rampart_engine::{
+    AppConn, AppConnState, AppPayload, Engine, EngineOptions, L4Meta, MatcherKind, OwnerInfo,
+    PacketMeta, Reason,
+};
+use rampart_ir::{AppProtocol, CtState, Date, Direction, RuleId};
 use support::*;
 
 fn random_meta<'a>(rng: &mut SplitMix64, owner: &'a OwnerInfo) -> PacketMeta<'a> {
@@ -130,6 +133,127 @@ proptest! {
     fn fast_equals_reference_prop(seed in any::<u64>()) {
         check_policy(seed, 150);
     }
+
+    #[test]
+    fn fast_equals_reference_with_prelude_steps_prop(seed in any::<u64>()) {
+        check_prelude_policy(seed, 150);
+    }
+}
+
+/// A random packet plus the inputs of the prelude steps: TCP flags, whether conntrack holds
+/// an entry, a payload label and the connection's application-protocol state.
+fn random_prelude_meta<'a>(
+    rng: &mut SplitMix64,
+    owner: &'a OwnerInfo,
+    policy: &rampart_ir::Policy,
+) -> PacketMeta<'a> {
+    let nrules = policy.rules.len() as u32;
+    let mut m = random_meta(rng, owner);
+    // Aim a third of the packets at a SYN proxy rule's port and hook, so the step is exercised
+    // often enough (its other fields still vary).
+    let proxied: Vec<&rampart_ir::Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.synproxy.is_some())
+        .collect();
+    if !proxied.is_empty() && rng.range(0, 2) == 0 {
+        let r = *pick(rng, &proxied);
+        if let Some(port) = r.services.first().and_then(|s| s.dst_ports.first()) {
+            m.direction = r.direction;
+            m.protocol = 6;
+            m.l4 = L4Meta::Ports {
+                src: 40000 + rng.range(0, 3) as u16,
+                dst: port.lo,
+            };
+        }
+    }
+    m.tcp_flags = *pick(rng, &[0x02u8, 0x02, 0x10, 0x10, 0x12, 0x04, 0x18, 0x11]);
+    m.ct_entry = rng.range(0, 2) == 0;
+    if rng.range(0, 3) != 0 {
+        let labels: Vec<Option<AppProtocol>> = std::iter::once(None)
+            .chain(AppProtocol::ALL.into_iter().map(Some))
+            .collect();
+        m.payload = if rng.range(0, 4) == 0 {
+            AppPayload::None
+        } else {
+            AppPayload::Label(*pick(rng, &labels))
+        };
+        let rule = RuleId(rng.range(0, u64::from(nrules.max(1)) - 1) as u32);
+        m.app_conn = Some(AppConn {
+            reply: rng.range(0, 3) == 0,
+            packet_index: rng.range(1, 10) as u32,
+            state: match rng.range(0, 8) {
+                0 if nrules > 0 => AppConnState::Blocked(rule),
+                1 if nrules > 0 => AppConnState::Accepted(rule),
+                _ => AppConnState::Inspecting,
+            },
+        });
+    }
+    m
+}
+
+fn check_prelude_policy(seed: u64, packets: usize) -> [usize; 3] {
+    let mut rng = SplitMix64::new(seed);
+    let policy = random_prelude_policy(&mut rng);
+    let mut fast = Engine::new(&policy);
+    let mut reference = Engine::new(&policy);
+    let owner = OwnerInfo {
+        uid: 1000,
+        gid: 100,
+        cgroup: "system.slice/x.service".into(),
+    };
+    let mut now = 0u64;
+    // Packets decided by [a ban or banned source, the SYN proxy, an application rule].
+    let mut seen = [0usize; 3];
+    for i in 0..packets {
+        let meta = random_prelude_meta(&mut rng, &owner, &policy);
+        now += rng.range(0, 300_000_000);
+        // explain() sees the state before the packet, like classify, and must agree with the
+        // reference when no token bucket is involved.
+        let ex = policy
+            .rules
+            .iter()
+            .all(|r| r.limit.is_none())
+            .then(|| reference.explain_at(&meta, now));
+        let a = fast.classify_with(MatcherKind::Fast, &meta, now);
+        let b = reference.classify_with(MatcherKind::Reference, &meta, now);
+        assert_eq!(
+            a, b,
+            "seed {seed} packet {i}: {meta:?}\npolicy: {policy:#?}"
+        );
+        if let Some(ex) = ex {
+            assert_eq!(ex.decision, b, "explain disagrees, seed {seed} packet {i}");
+        }
+        match b.reason {
+            Reason::Ban | Reason::Banned => seen[0] += 1,
+            Reason::SynproxyAnswered
+            | Reason::SynproxyReply
+            | Reason::SynproxyEstablished
+            | Reason::SynproxyDrop => seen[1] += 1,
+            Reason::AppRule | Reason::AppBlocked => seen[2] += 1,
+            _ => {}
+        }
+        if b.app.is_some() {
+            seen[2] += 1;
+        }
+    }
+    seen
+}
+
+#[test]
+fn fast_equals_reference_with_bans_synproxy_and_app_rules() {
+    let mut seen = [0usize; 3];
+    for seed in 0..150 {
+        let s = check_prelude_policy(seed, 300);
+        for k in 0..3 {
+            seen[k] += s[k];
+        }
+    }
+    // Each step must actually decide packets, or the comparison would be vacuous.
+    assert!(
+        seen[0] > 30 && seen[1] > 300 && seen[2] > 1_000,
+        "decided by [ban, synproxy, app]: {seen:?}"
+    );
 }
 
 fn random_cb_rules(rng: &mut SplitMix64, n: usize) -> Vec<CbRule> {

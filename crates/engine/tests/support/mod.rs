@@ -242,3 +242,55 @@ pub const V6_ADDRS: [&str; 5] = [
     "2001:db8:2::1",
     "fe80::1",
 ];
+
+/// A random policy (as [`random_policy`]) whose rules also carry the prelude features: SYN
+/// proxy on TCP accept rules, bans on limited accept rules, application-protocol matches, and
+/// a never-ban network.
+pub fn random_prelude_policy(rng: &mut SplitMix64) -> Policy {
+    let mut p = random_policy(rng);
+    let n = p.rules.len();
+    for i in 0..n {
+        let r = &mut p.rules[i];
+        let in_or_fwd = r.direction != Direction::Egress;
+        let tcp_only = !r.services.is_empty()
+            && r.services
+                .iter()
+                .all(|s| s.protocol == Some(6) && !s.dst_ports.is_empty());
+        if in_or_fwd && r.action == Action::Accept && (tcp_only || rng.range(0, 2) == 0) {
+            if !tcp_only {
+                let lo = *pick(rng, &PORTS);
+                r.services = vec![svc(6, &[(lo, lo.saturating_add(rng.range(0, 3) as u16))])];
+            }
+            if rng.range(0, 1) == 0 {
+                r.from.clear();
+                r.to.clear();
+            }
+            r.synproxy = Some(Synproxy::default());
+        }
+        if in_or_fwd && r.action == Action::Accept && rng.range(0, 3) == 0 {
+            if r.limit.is_none() && r.conn_limit.is_none() {
+                r.limit = Some(Limit {
+                    rate: rng.range(1, 3),
+                    per_s: 1,
+                    burst: rng.range(0, 2),
+                    unit: RateUnit::Packets,
+                    per_source: true,
+                });
+            }
+            r.ban = Some(Ban {
+                timeout_s: rng.range(1, 4) as u32,
+            });
+        }
+        if r.synproxy.is_none() && rng.range(0, 4) == 0 {
+            let k = rng.range(1, 3);
+            r.app = Some(AppMatch {
+                protocols: (0..k).map(|_| *pick(rng, &AppProtocol::ALL)).collect(),
+                negate: rng.range(0, 2) == 0,
+            });
+        }
+    }
+    if rng.range(0, 1) == 1 {
+        p.defaults.never_ban = vec![net("192.0.2.0/28"), net("2001:db8::/120")];
+    }
+    p
+}

@@ -1,0 +1,565 @@
+//! The prelude steps added for DoS defence and protocol-not-port filtering: the ban set
+//! (auto-ban, never_ban, time as an input), the SYN proxy (bare SYN answered without a
+//! conntrack entry, cookie-completing ACK creates the connection, anything else dropped) and
+//! application-protocol rules (labels, inspection window, blocked/accepted connections, reply
+//! packets matched in the original direction). Checked on the engine directly, with both
+//! matchers, and end to end through `Simulator` on pcaps built here.
+
+mod support;
+
+use std::net::IpAddr;
+
+use rampart_engine::pcap::{write_pcap_header, write_pcap_record, CaptureReader};
+use rampart_engine::simulate::{Report, SimConfig, Simulator};
+use rampart_engine::{
+    AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind, PacketMeta, Reason,
+};
+use rampart_events::VecSink;
+use rampart_ir::*;
+use support::*;
+
+const S_NS: u64 = 1_000_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn both(e: &mut (Engine, Engine), m: &PacketMeta<'_>, now: u64) -> Decision {
+    let a = e.0.classify_with(MatcherKind::Fast, m, now);
+    let b = e.1.classify_with(MatcherKind::Reference, m, now);
+    assert_eq!(a, b, "fast and reference disagree on {m:?}");
+    a
+}
+
+fn engines(p: &Policy) -> (Engine, Engine) {
+    (Engine::new(p), Engine::new(p))
+}
+
+fn ssh_ban_policy() -> Policy {
+    let mut p = Policy::default();
+    let mut r = rule("ssh", Direction::Ingress, Action::Accept);
+    r.services = vec![svc(proto::TCP, &[(22, 22)])];
+    r.limit = Some(Limit {
+        rate: 2,
+        per_s: 1,
+        burst: 2,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    r.ban = Some(Ban { timeout_s: 60 });
+    p.rules.push(r);
+    p.defaults.never_ban = vec![net("198.51.100.0/24")];
+    p
+}
+
+fn new_ssh(src: &str) -> PacketMeta<'static> {
+    PacketMeta::new(
+        Direction::Ingress,
+        ip(src),
+        ip("203.0.113.7"),
+        6,
+        L4Meta::Ports {
+            src: 40000,
+            dst: 22,
+        },
+    )
+}
+
+#[test]
+fn limit_refusal_bans_the_source_until_the_timeout() {
+    let mut e = engines(&ssh_ban_policy());
+    let m = new_ssh("192.0.2.5");
+    assert_eq!(both(&mut e, &m, 0).reason, Reason::Rule);
+    assert_eq!(both(&mut e, &m, 0).reason, Reason::Rule);
+    let d = both(&mut e, &m, 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Drop, Some(RuleId(0)), Reason::Ban)
+    );
+    assert_eq!(e.0.banned(m.src, 0), Some((60 * S_NS, RuleId(0))));
+    // Banned: dropped in the prelude whatever the state, even once the bucket refilled.
+    let mut est = m;
+    est.ct_state = CtState::Established;
+    let d = both(&mut e, &est, 30 * S_NS);
+    assert_eq!((d.action, d.reason), (Action::Drop, Reason::Banned));
+    // Egress is not subject to the ban set.
+    let mut out = m;
+    out.direction = Direction::Egress;
+    assert_eq!(both(&mut e, &out, 30 * S_NS).reason, Reason::Default);
+    // Other sources are unaffected.
+    assert_eq!(
+        both(&mut e, &new_ssh("192.0.2.6"), 30 * S_NS).reason,
+        Reason::Rule
+    );
+    // The ban ends after 60 s.
+    assert_eq!(both(&mut e, &m, 60 * S_NS).reason, Reason::Rule);
+    let ex = e.1.explain_at(&m, 61 * S_NS);
+    assert_eq!(ex.decision.reason, Reason::Rule);
+}
+
+#[test]
+fn never_ban_sources_fall_through_like_any_limited_rule() {
+    let mut e = engines(&ssh_ban_policy());
+    let m = new_ssh("198.51.100.9");
+    both(&mut e, &m, 0);
+    both(&mut e, &m, 0);
+    let d = both(&mut e, &m, 0);
+    assert_eq!((d.action, d.reason), (Action::Drop, Reason::Default));
+    assert_eq!(e.0.banned(m.src, 0), None);
+    assert_eq!(both(&mut e, &m, S_NS).reason, Reason::Rule);
+}
+
+#[test]
+fn conn_limit_refusal_bans_too_and_explain_names_it() {
+    let mut p = ssh_ban_policy();
+    p.rules[0].limit = None;
+    p.rules[0].conn_limit = Some(3);
+    let mut e = engines(&p);
+    let mut m = new_ssh("192.0.2.5");
+    m.src_conns = 3;
+    let ex = e.1.explain_at(&m, 0);
+    assert_eq!(ex.decision.reason, Reason::Ban);
+    let text = rampart_engine::explain::render_text(&e.1, &m, &ex);
+    assert!(text.contains("BAN -> drop (conn_limit)"), "{text}");
+    assert!(text.contains("source banned for 60 s"), "{text}");
+    assert_eq!(both(&mut e, &m, 0).reason, Reason::Ban);
+    let ex = e.1.explain_at(&m, S_NS);
+    assert_eq!(ex.decision.reason, Reason::Banned);
+    assert!(ex.steps[0]
+        .detail
+        .contains("is banned (by rule #0 ssh) for 59 s more"));
+}
+
+fn web_synproxy_policy() -> Policy {
+    let mut p = Policy::default();
+    let mut r = rule("web", Direction::Ingress, Action::Accept);
+    r.services = vec![svc(proto::TCP, &[(80, 80)])];
+    r.synproxy = Some(Synproxy::default());
+    p.rules.push(r);
+    p
+}
+
+fn tcp_meta(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> PacketMeta<'static> {
+    let mut m = PacketMeta::new(
+        Direction::Ingress,
+        ip(src),
+        ip(dst),
+        6,
+        L4Meta::Ports { src: sp, dst: dp },
+    );
+    m.tcp_flags = flags;
+    m
+}
+
+#[test]
+fn synproxy_answers_syns_and_only_cookie_acks_open_connections() {
+    let mut e = engines(&web_synproxy_policy());
+    let syn = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 80, 0x02);
+    let d = both(&mut e, &syn, 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Accept, Some(RuleId(0)), Reason::SynproxyAnswered)
+    );
+    // The server's SYN-ACK for it is the proxy's own.
+    let mut synack = tcp_meta("203.0.113.7", 80, "192.0.2.5", 40000, 0x12);
+    synack.direction = Direction::Egress;
+    assert_eq!(both(&mut e, &synack, S_NS).reason, Reason::SynproxyReply);
+    // The completing ACK creates the connection.
+    let ack = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 80, 0x10);
+    let d = both(&mut e, &ack, 2 * S_NS);
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Accept, Reason::SynproxyEstablished)
+    );
+    // An ACK without a SYN answered first (forged, or mid-stream) is dropped, as is a RST.
+    let forged = tcp_meta("192.0.2.5", 40001, "203.0.113.7", 80, 0x10);
+    assert_eq!(both(&mut e, &forged, 2 * S_NS).reason, Reason::SynproxyDrop);
+    let rst = tcp_meta("192.0.2.5", 40002, "203.0.113.7", 80, 0x04);
+    assert_eq!(both(&mut e, &rst, 2 * S_NS).reason, Reason::SynproxyDrop);
+    // Cookies age out.
+    assert_eq!(both(&mut e, &ack, 200 * S_NS).reason, Reason::SynproxyDrop);
+    // Packets of an existing connection are not the proxy's business.
+    let mut est = ack;
+    est.ct_state = CtState::Established;
+    est.ct_entry = true;
+    assert_eq!(both(&mut e, &est, 2 * S_NS).reason, Reason::CtEstablished);
+    // Other ports go to the rules as usual.
+    let other = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 81, 0x02);
+    assert_eq!(both(&mut e, &other, 0).reason, Reason::Default);
+    let ex = e.1.explain_at(&syn, 0);
+    assert_eq!(ex.steps[0].step, "syn proxy");
+    assert!(ex.steps[0].detail.contains("SYN cookie"));
+}
+
+#[test]
+fn synproxy_limit_and_ban_apply_to_the_syns() {
+    let mut p = web_synproxy_policy();
+    p.rules[0].limit = Some(Limit {
+        rate: 1,
+        per_s: 1,
+        burst: 1,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    let mut e = engines(&p);
+    let syn = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 80, 0x02);
+    assert_eq!(both(&mut e, &syn, 0).reason, Reason::SynproxyAnswered);
+    assert_eq!(both(&mut e, &syn, 0).reason, Reason::SynproxyDrop);
+    p.rules[0].ban = Some(Ban { timeout_s: 5 });
+    let mut e = engines(&p);
+    both(&mut e, &syn, 0);
+    assert_eq!(both(&mut e, &syn, 0).reason, Reason::Ban);
+    assert_eq!(both(&mut e, &syn, S_NS).reason, Reason::Banned);
+}
+
+fn app_policy() -> Policy {
+    let mut p = Policy::default();
+    // Forward: non-DNS on udp/53 is dropped, DNS is allowed by the port rule.
+    let mut a = rule("udp53-must-be-dns", Direction::Forward, Action::Drop);
+    a.services = vec![svc(proto::UDP, &[(53, 53)])];
+    a.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Dns],
+        negate: true,
+    });
+    p.rules.push(a);
+    // Ingress: SMB1 to 445 (either direction) is dropped.
+    let mut b = rule("no-smb1", Direction::Ingress, Action::Drop);
+    b.services = vec![svc(proto::TCP, &[(445, 445)])];
+    b.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Smb1],
+        negate: false,
+    });
+    p.rules.push(b);
+    // Ingress: ICMP tunnels dropped.
+    let mut c = rule("no-icmp-tunnel", Direction::Ingress, Action::Drop);
+    c.app = Some(AppMatch {
+        protocols: vec![AppProtocol::IcmpTunnel],
+        negate: false,
+    });
+    p.rules.push(c);
+    // Forward: SSH accepted from the admin net (ends inspection), dropped elsewhere.
+    let mut d = rule("ssh-admin", Direction::Forward, Action::Accept);
+    d.from = vec![Peer::Net(net("192.0.2.0/28"))];
+    d.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Ssh],
+        negate: false,
+    });
+    p.rules.push(d);
+    let mut e = rule("no-ssh-anywhere", Direction::Forward, Action::Reject);
+    e.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Ssh],
+        negate: false,
+    });
+    p.rules.push(e);
+    let mut f = rule("dns", Direction::Forward, Action::Accept);
+    f.services = vec![svc(proto::UDP, &[(53, 53)])];
+    p.rules.push(f);
+    let mut g = rule("smb-in", Direction::Ingress, Action::Accept);
+    g.services = vec![svc(proto::TCP, &[(445, 445)])];
+    p.rules.push(g);
+    let mut h = rule("ssh-fwd", Direction::Forward, Action::Accept);
+    h.services = vec![svc(proto::TCP, &[(22, 22), (2222, 2222)])];
+    p.rules.push(h);
+    p
+}
+
+fn with_payload<'a>(mut m: PacketMeta<'a>, label: Option<AppProtocol>, idx: u32) -> PacketMeta<'a> {
+    m.payload = AppPayload::Label(label);
+    m.app_conn = Some(AppConn {
+        reply: false,
+        packet_index: idx,
+        state: AppConnState::Inspecting,
+    });
+    m
+}
+
+#[test]
+fn app_rules_drop_by_label_and_accept_continues_to_the_rules() {
+    let mut e = engines(&app_policy());
+    let udp53 = PacketMeta::new(
+        Direction::Forward,
+        ip("192.0.2.5"),
+        ip("203.0.113.53"),
+        17,
+        L4Meta::Ports { src: 5353, dst: 53 },
+    );
+    let d = both(&mut e, &with_payload(udp53, None, 1), 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Drop, Some(RuleId(0)), Reason::AppRule)
+    );
+    assert_eq!(d.app.unwrap().label, None);
+    let d = both(&mut e, &with_payload(udp53, Some(AppProtocol::Dns), 1), 0);
+    assert_eq!((d.reason, d.rule), (Reason::Rule, Some(RuleId(5))));
+    // Beyond the inspection window nothing is inspected.
+    let d = both(
+        &mut e,
+        &with_payload(udp53, None, APP_INSPECT_MAX_PACKETS + 1),
+        0,
+    );
+    assert_eq!(d.reason, Reason::Rule);
+    // No connection view (invalid/untracked): not inspected.
+    let mut bare = udp53;
+    bare.payload = AppPayload::Label(None);
+    assert_eq!(both(&mut e, &bare, 0).reason, Reason::Rule);
+
+    // SSH from the admin net: accepted by the app rule, then decided by the port rule.
+    let ssh = |src: &str| {
+        let m = PacketMeta::new(
+            Direction::Forward,
+            ip(src),
+            ip("203.0.113.7"),
+            6,
+            L4Meta::Ports {
+                src: 40000,
+                dst: 2222,
+            },
+        );
+        with_payload(m, Some(AppProtocol::Ssh), 4)
+    };
+    let d = both(&mut e, &ssh("192.0.2.5"), 0);
+    assert_eq!((d.action, d.rule), (Action::Accept, Some(RuleId(7))));
+    assert_eq!(d.app.unwrap().rule, RuleId(3));
+    let d = both(&mut e, &ssh("192.0.2.200"), 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Reject, Some(RuleId(4)), Reason::AppRule)
+    );
+    // A blocked connection's later packets drop, even established ones past the window.
+    let mut later = ssh("192.0.2.200");
+    later.ct_state = CtState::Established;
+    later.app_conn = Some(AppConn {
+        reply: true,
+        packet_index: 50,
+        state: AppConnState::Blocked(RuleId(4)),
+    });
+    let d = both(&mut e, &later, 0);
+    assert_eq!((d.action, d.reason), (Action::Drop, Reason::AppBlocked));
+    // An accepted connection is not inspected again.
+    let mut acc = ssh("192.0.2.200");
+    acc.app_conn = Some(AppConn {
+        reply: false,
+        packet_index: 5,
+        state: AppConnState::Accepted(RuleId(3)),
+    });
+    assert_eq!(both(&mut e, &acc, 0).reason, Reason::Rule);
+}
+
+#[test]
+fn reply_packets_are_matched_in_the_original_direction() {
+    let mut e = engines(&app_policy());
+    // The server (this host, 203.0.113.7:445) answers an SMB1 NEGOTIATE response: an egress
+    // packet, judged by the ingress app rule against the client→server tuple.
+    let mut reply = PacketMeta::new(
+        Direction::Egress,
+        ip("203.0.113.7"),
+        ip("192.0.2.5"),
+        6,
+        L4Meta::Ports {
+            src: 445,
+            dst: 40000,
+        },
+    );
+    reply.ct_state = CtState::Established;
+    reply.ct_entry = true;
+    reply.payload = AppPayload::Label(Some(AppProtocol::Smb1));
+    reply.app_conn = Some(AppConn {
+        reply: true,
+        packet_index: 5,
+        state: AppConnState::Inspecting,
+    });
+    let d = both(&mut e, &reply, 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Drop, Some(RuleId(1)), Reason::AppRule)
+    );
+    // SMB2 passes on to the stateful prelude.
+    reply.payload = AppPayload::Label(Some(AppProtocol::Smb2));
+    assert_eq!(both(&mut e, &reply, 0).reason, Reason::CtEstablished);
+}
+
+#[test]
+fn icmp_echo_requests_are_always_inspected() {
+    let mut e = engines(&app_policy());
+    let big = vec![0x41u8; 600];
+    let small = vec![0x10u8; 56];
+    let mut m = PacketMeta::new(
+        Direction::Ingress,
+        ip("192.0.2.5"),
+        ip("203.0.113.7"),
+        1,
+        L4Meta::Icmp {
+            icmp_type: 8,
+            code: 0,
+        },
+    );
+    m.app_conn = Some(AppConn {
+        reply: false,
+        packet_index: 100,
+        state: AppConnState::Inspecting,
+    });
+    m.payload = AppPayload::Bytes {
+        l4: rampart_engine::app::L4::Icmp { icmp_type: 8 },
+        data: &big,
+    };
+    let d = both(&mut e, &m, 0);
+    assert_eq!((d.reason, d.rule), (Reason::AppRule, Some(RuleId(2))));
+    assert_eq!(d.app.unwrap().label, Some(AppProtocol::IcmpTunnel));
+    m.payload = AppPayload::Bytes {
+        l4: rampart_engine::app::L4::Icmp { icmp_type: 8 },
+        data: &small,
+    };
+    assert_eq!(both(&mut e, &m, 0).reason, Reason::Default);
+}
+
+// ---- End to end through the simulator ----
+
+fn eth_ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn tcp(sp: u16, dp: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&sp.to_be_bytes());
+    b.extend_from_slice(&dp.to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    b.extend_from_slice(payload);
+    b
+}
+
+fn replay(p: &Policy, frames: &[Vec<u8>], matcher: MatcherKind) -> (Report, VecSink) {
+    let mut bytes = Vec::new();
+    write_pcap_header(&mut bytes, 1).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        write_pcap_record(
+            &mut bytes,
+            1_764_273_600_000_000_000 + i as u64 * 1_000_000,
+            f,
+        )
+        .unwrap();
+    }
+    let mut r = CaptureReader::new(&bytes[..]).unwrap();
+    let cfg = SimConfig {
+        local: vec![net("203.0.113.0/24")],
+        matcher,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(Engine::new(p), cfg);
+    let mut sink = VecSink::default();
+    while let Some(rec) = r.next_record().unwrap() {
+        sim.process(&rec, &mut sink).unwrap();
+    }
+    (sim.finish(), sink)
+}
+
+const C: [u8; 4] = [192, 0, 2, 5];
+const SRV: [u8; 4] = [203, 0, 113, 7];
+
+#[test]
+fn replay_synproxied_handshake_and_spoofed_flood() {
+    let (syn, synack, ack, psh) = (0x02, 0x12, 0x10, 0x18);
+    let mut frames = vec![
+        eth_ipv4(C, SRV, 6, &tcp(40000, 80, syn, &[])),
+        eth_ipv4(SRV, C, 6, &tcp(80, 40000, synack, &[])),
+        eth_ipv4(C, SRV, 6, &tcp(40000, 80, ack, &[])),
+        eth_ipv4(C, SRV, 6, &tcp(40000, 80, psh, b"GET / HTTP/1.1\r\n\r\n")),
+        eth_ipv4(SRV, C, 6, &tcp(80, 40000, psh, b"HTTP/1.1 200 OK\r\n\r\n")),
+        // Mid-stream ACK of a connection nobody proxied.
+        eth_ipv4(C, SRV, 6, &tcp(40001, 80, psh, b"x")),
+    ];
+    // A spoofed-source SYN flood: answered, nothing tracked.
+    for i in 0..200u8 {
+        frames.push(eth_ipv4(
+            [198, 51, 100, i],
+            SRV,
+            6,
+            &tcp(1000 + u16::from(i), 80, syn, &[]),
+        ));
+    }
+    let p = web_synproxy_policy();
+    for matcher in [MatcherKind::Fast, MatcherKind::Reference] {
+        let (r, _) = replay(&p, &frames, matcher);
+        let reason = |k: &str| r.by_reason.get(k).copied().unwrap_or(0);
+        assert_eq!(reason("SYN answered by the SYN proxy"), 201, "{r:#?}");
+        assert_eq!(reason("SYN-ACK sent by the SYN proxy"), 1);
+        assert_eq!(reason("SYN proxy handshake completed"), 1);
+        assert_eq!(reason("conntrack state established"), 2);
+        assert_eq!(reason("no connection to a SYN-proxied port"), 1);
+        assert_eq!(
+            r.conntrack.inserted, 1,
+            "only the completed handshake is tracked"
+        );
+        assert_eq!(r.blocked, 1);
+    }
+}
+
+#[test]
+fn replay_bans_a_flooding_source_and_emits_a_ban_event() {
+    let mut frames = Vec::new();
+    for i in 0..10u16 {
+        frames.push(eth_ipv4(C, SRV, 6, &tcp(30000 + i, 22, 0x02, &[])));
+    }
+    frames.push(eth_ipv4([192, 0, 2, 6], SRV, 6, &tcp(30000, 22, 0x02, &[])));
+    let (r, sink) = replay(&ssh_ban_policy(), &frames, MatcherKind::Fast);
+    assert_eq!(r.bans, 1);
+    assert_eq!(r.by_reason.get("limit exceeded: source banned"), Some(&1));
+    assert_eq!(r.by_reason.get("source banned"), Some(&7));
+    assert_eq!(r.allowed, 3);
+    let bans: Vec<_> = sink
+        .events
+        .iter()
+        .filter(|e| e.event_type == "ban")
+        .collect();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].detail["src_ip"], "192.0.2.5");
+}
+
+#[test]
+fn replay_blocks_non_tls_on_443_for_the_rest_of_the_connection() {
+    let mut p = Policy::default();
+    let mut a = rule("443-must-be-tls", Direction::Ingress, Action::Drop);
+    a.services = vec![svc(proto::TCP, &[(443, 443)])];
+    a.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Tls],
+        negate: true,
+    });
+    p.rules.push(a);
+    let mut b = rule("https", Direction::Ingress, Action::Accept);
+    b.services = vec![svc(proto::TCP, &[(443, 443)])];
+    p.rules.push(b);
+    let (syn, synack, ack, psh) = (0x02, 0x12, 0x10, 0x18);
+    let flow = |sp: u16, first: &[u8]| {
+        vec![
+            eth_ipv4(C, SRV, 6, &tcp(sp, 443, syn, &[])),
+            eth_ipv4(SRV, C, 6, &tcp(443, sp, synack, &[])),
+            eth_ipv4(C, SRV, 6, &tcp(sp, 443, ack, &[])),
+            eth_ipv4(C, SRV, 6, &tcp(sp, 443, psh, first)),
+            eth_ipv4(C, SRV, 6, &tcp(sp, 443, ack, &[])),
+        ]
+    };
+    let tls = [22u8, 3, 1, 0, 4, 1, 0, 0, 0];
+    let mut frames = flow(40000, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    frames.extend(flow(40001, &tls));
+    for matcher in [MatcherKind::Fast, MatcherKind::Reference] {
+        let (r, _) = replay(&p, &frames, matcher);
+        assert_eq!(
+            r.by_reason.get("application-protocol rule"),
+            Some(&1),
+            "{r:#?}"
+        );
+        assert_eq!(
+            r.by_reason
+                .get("connection blocked by an application-protocol rule"),
+            Some(&1)
+        );
+        assert_eq!(r.blocked, 2);
+        assert_eq!(r.allowed, 8);
+    }
+}
