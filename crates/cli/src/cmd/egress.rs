@@ -1,20 +1,69 @@
-//! `rampart egress`: scaffold; the owning crate's engineer replaces this module with the real shell.
+//! `rampart egress`: the egress (forward) proxy in the foreground. It prints one JSON line with
+//! the addresses it bound (so callers that ask for port 0 learn the real ports), reloads its
+//! policy and lists on SIGHUP — a bad configuration keeps the running one and says why — and
+//! stops on SIGINT or SIGTERM.
 
 use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::Outcome;
 
 /// Arguments of `rampart egress`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Configuration file (TOML).
+    /// Proxy configuration (TOML; see docs/egress.md).
     #[arg(long)]
     config: PathBuf,
 }
 
+fn read_config(path: &PathBuf) -> anyhow::Result<rampart_egress::Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    rampart_egress::Config::from_toml(&text)
+        .with_context(|| format!("{} is not valid", path.display()))
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!(
-        "rampart egress is not built yet (config {})",
-        args.config.display()
-    )
+    let config = read_config(&args.config)?;
+    // One worker thread per core the process may use (taskset pins benchmarks to one).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let handle = rampart_egress::Server::start(config).await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "listening",
+                "proxy": handle.proxy_addrs,
+                "metrics": handle.metrics_addr,
+            })
+        );
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    let reloaded = match read_config(&args.config) {
+                        Ok(config) => handle.reload(&config).await.map_err(anyhow::Error::from),
+                        Err(err) => Err(err),
+                    };
+                    match reloaded {
+                        Ok(()) => eprintln!("rampart egress: reloaded {}", args.config.display()),
+                        Err(err) => eprintln!("rampart egress: reload refused, still serving the previous policy: {err:#}"),
+                    }
+                }
+            }
+        }
+        handle.shutdown();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(Outcome::Clean)
 }

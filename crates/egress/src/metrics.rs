@@ -1,0 +1,71 @@
+//! Prometheus-text counters (lock-free atomics).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($field:ident => $help:literal),* $(,)?) => {
+        /// Counters of one proxy.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(#[doc = $help] pub $field: AtomicU64,)*
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition (`rampart_egress_` prefix).
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    let _ = writeln!(out, "# HELP rampart_egress_{} {}", stringify!($field), $help);
+                    let _ = writeln!(out, "# TYPE rampart_egress_{} counter", stringify!($field));
+                    let _ = writeln!(out, "rampart_egress_{} {}", stringify!($field), self.$field.load(Ordering::Relaxed));
+                )*
+                out
+            }
+
+            /// (name, value) pairs.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections => "Client connections accepted.",
+    connections_refused => "Client connections closed at once because max_connections was reached.",
+    requests_http => "Plain HTTP (absolute-form) requests decided.",
+    requests_connect => "CONNECT requests decided.",
+    allowed => "Requests allowed.",
+    denied => "Requests denied.",
+    reported => "Requests allowed in report-only mode that enforcement would deny.",
+    denied_address => "Requests denied because a resolved address was special-purpose or deny-listed.",
+    denied_sni => "Tunnels refused on the ClientHello (SNI mismatch, missing SNI, not TLS, malformed).",
+    bad_requests => "Malformed request heads answered 400.",
+    head_timeouts => "Clients that did not send a complete head in time.",
+    resolve_failures => "Lookups that failed or returned no address.",
+    upstream_failures => "Upstream connects or exchanges that failed.",
+    log_dropped => "Decision events dropped because the writer queue was full.",
+}
+
+impl Metrics {
+    /// Adds one.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter() {
+        let m = Metrics::default();
+        Metrics::inc(&m.denied);
+        let text = m.render();
+        assert!(text.contains("rampart_egress_denied 1\n"));
+        assert!(text.contains("# TYPE rampart_egress_allowed counter"));
+        assert_eq!(m.snapshot().len(), 14);
+    }
+}
