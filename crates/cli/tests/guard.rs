@@ -456,6 +456,63 @@ fn llmnr_lookup(ns: &str, me: Ipv4Addr, name: &'static str) -> Vec<Ipv4Addr> {
     })
 }
 
+/// Router advertisements from the rogue's link-local address that reach `eth0` of `cli`
+/// while `rog` sends three.
+fn ras_reaching(cli: &str, rog: &str) -> usize {
+    let rog = rog.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cli = cli.to_string();
+    let counter = std::thread::spawn(move || {
+        in_ns(&cli, move || {
+            // SAFETY: plain socket/bind/recv calls with checked results and valid buffers.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    i32::from((0x86ddu16).to_be()),
+                );
+                assert!(fd >= 0);
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of!(tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                ready_tx.send(()).unwrap();
+                let mut n_ra = 0;
+                let end = Instant::now() + Duration::from_millis(1200);
+                let mut buf = [0u8; 1500];
+                while Instant::now() < end {
+                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n <= 0 {
+                        continue;
+                    }
+                    if let Some(ip) =
+                        decode::ethernet(&buf[..n as usize]).and_then(|e| decode::ipv6(e.payload))
+                    {
+                        if ip.src.segments()[7] == 0x66
+                            && matches!(ip.upper, decode::Ipv6Upper::Icmpv6 { kind: 134, .. })
+                        {
+                            n_ra += 1;
+                        }
+                    }
+                }
+                libc::close(fd);
+                n_ra
+            }
+        })
+    });
+    ready_rx.recv().unwrap();
+    let ra = rampart_guard::craft::router_advertisement(ROG_MAC, "fe80::66".parse().unwrap());
+    in_ns(&rog, move || send_frames(&[ra.clone(), ra.clone(), ra], 50));
+    counter.join().unwrap()
+}
+
 fn skip_reason() -> Option<String> {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
@@ -517,6 +574,12 @@ fn guard_stops_rogue_dhcp_arp_spoofing_and_poisoners_and_keeps_bindings_across_r
     assert!(
         servers.contains(&GW) && servers.contains(&ROG_IP),
         "baseline offers {before:?}"
+    );
+
+    assert_eq!(
+        ras_reaching(&cli, &rog),
+        3,
+        "baseline: the rogue RAs reach the client"
     );
 
     let events_file = dir.join("events.jsonl");
@@ -629,6 +692,16 @@ llmnr = true
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // RA guard: router advertisements from the untrusted port never reach the client.
+    assert_eq!(
+        ras_reaching(&cli, &rog),
+        0,
+        "rogue RA reached the client through the guard"
+    );
+    let ra = wait_event(&events_file, "rogue_router_advertisement", 3000, |_| true);
+    assert_eq!(ra["detail"]["mac"], ROG_MAC.to_string());
+    assert_eq!(ra["src_ip"], "fe80::66");
 
     // ARP: the bound victim resolves the gateway; the spoof from p_rog is dropped.
     ns_sh(

@@ -2,7 +2,7 @@
 //! the Ethernet/IPv4/UDP framing around them. Pure; checksums are computed (IPv4) or left zero
 //! (UDP over IPv4, which RFC 768 allows).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::decode::{Mac, DHCP_MAGIC, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
@@ -103,6 +103,45 @@ pub fn arp_frame(
     f.extend_from_slice(&target_mac.0);
     f.extend_from_slice(&target_ip.octets());
     f
+}
+
+/// Ethernet + IPv6 (hop limit 255, no extension headers) around an upper-layer `payload` with
+/// next-header `next` (58 ICMPv6, 17 UDP). Checksums are not filled in: these frames exercise
+/// filters and decoders, not receiving stacks.
+pub fn ipv6_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54 + payload.len());
+    f.extend_from_slice(&dst_mac.0);
+    f.extend_from_slice(&src_mac.0);
+    f.extend_from_slice(&crate::decode::ETHERTYPE_IPV6.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len().min(0xffff) as u16).to_be_bytes());
+    f.push(next);
+    f.push(255);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A router advertisement (ICMPv6 134) from `src` to all-nodes, router lifetime 1800 s.
+pub fn router_advertisement(src_mac: Mac, src: Ipv6Addr) -> Vec<u8> {
+    let ra = [134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    ipv6_frame(
+        src_mac,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        src,
+        all_nodes,
+        58,
+        &ra,
+    )
 }
 
 /// The broadcast MAC.
