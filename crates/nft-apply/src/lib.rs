@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod extras;
 pub mod guard;
 pub mod nflog;
 pub mod runner;
@@ -68,6 +69,15 @@ pub enum ApplyError {
     /// A netlink operation failed.
     #[error("netlink: {0}")]
     Netlink(String),
+    /// A kernel setting the ruleset needs could not be read or set in this namespace; nothing
+    /// was applied.
+    #[error("sysctl {name}: {reason} (the ruleset needs it; nothing was applied)")]
+    Sysctl {
+        /// The sysctl.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A listing could not be parsed.
     #[error(transparent)]
     Plan(#[from] rampart_nft::plan::PlanError),

@@ -64,14 +64,18 @@ pub struct Headers {
 }
 
 impl LoggedPacket {
-    /// The rule index in a `rampart:N:` prefix.
+    /// The rule index in a `rampart:N:` prefix (or a `rampart:ban:N:` one).
     pub fn rule_index(&self) -> Option<u32> {
-        self.prefix
-            .strip_prefix(rampart_nft::LOG_PREFIX_STEM)?
-            .split(':')
-            .next()?
-            .parse()
-            .ok()
+        let rest = self
+            .prefix
+            .strip_prefix(rampart_nft::BAN_LOG_PREFIX_STEM)
+            .or_else(|| self.prefix.strip_prefix(rampart_nft::LOG_PREFIX_STEM))?;
+        rest.split(':').next()?.parse().ok()
+    }
+
+    /// Whether this is a ban (the source was just put in the ban set by the rule).
+    pub fn is_ban(&self) -> bool {
+        self.prefix.starts_with(rampart_nft::BAN_LOG_PREFIX_STEM)
     }
 }
 
@@ -421,6 +425,14 @@ mod tests {
         assert_eq!(pkts.len(), 2);
         let p = &pkts[0];
         assert_eq!(p.prefix, "rampart:3:");
+        assert_eq!(p.rule_index(), Some(3));
+        assert!(!p.is_ban());
+        let ban = LoggedPacket {
+            prefix: "rampart:ban:12:".into(),
+            ..p.clone()
+        };
+        assert_eq!(ban.rule_index(), Some(12));
+        assert!(ban.is_ban());
         assert_eq!(p.rule_index(), Some(3));
         assert_eq!(p.iif, Some(2));
         let h = p.headers.as_ref().unwrap();

@@ -33,14 +33,14 @@ impl Nft {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, program: &Path) -> Command {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.program);
+                c.args(["netns", "exec", ns]).arg(program);
                 c
             }
-            None => Command::new(&self.program),
+            None => Command::new(program),
         }
     }
 
@@ -51,7 +51,18 @@ impl Nft {
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<String, ApplyError> {
-        let mut cmd = self.command();
+        self.run_program(&self.program.clone(), action, args, stdin)
+    }
+
+    /// Run another program (`iptables-nft-restore`, `sysctl`) in the same namespace as nft.
+    pub fn run_program(
+        &self,
+        program: &Path,
+        action: &'static str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, ApplyError> {
+        let mut cmd = self.command(program);
         cmd.args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -61,7 +72,7 @@ impl Nft {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| ApplyError::Spawn {
-            program: self.program.display().to_string(),
+            program: program.display().to_string(),
             source,
         })?;
         if let Some(text) = stdin {
@@ -73,7 +84,7 @@ impl Nft {
         let out = child
             .wait_with_output()
             .map_err(|source| ApplyError::Spawn {
-                program: self.program.display().to_string(),
+                program: program.display().to_string(),
                 source,
             })?;
         if out.status.success() {

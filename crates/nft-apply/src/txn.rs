@@ -18,8 +18,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rampart_nft::app_queue::QueueRule;
 use rampart_nft::plan::{diff, Change, Listing};
 
+use crate::extras;
 use crate::runner::Nft;
 use crate::state::{unix_now, Pending, RuleMap, StateDir};
 use crate::ApplyError;
@@ -80,6 +82,12 @@ pub struct ApplyRequest {
     pub confirm: Option<Duration>,
     /// How to start the watcher (required with `confirm`).
     pub watcher: Option<WatcherCommand>,
+    /// The NFQUEUE rules the table needs (`rampart_nft::app_queue::queue_rules`); Rampart's
+    /// live queue rules are replaced by exactly these (none: removed).
+    pub queue: Vec<QueueRule>,
+    /// Sysctls the table needs in this namespace
+    /// (`rampart_nft::app_queue::required_sysctls`); the apply is refused if one cannot be set.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// Result of an apply.
@@ -119,8 +127,23 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
     state.write("staged.nft", &req.text)?;
     nft.check_file(&state.file("staged.nft"))?;
     let previous = snapshot(nft, state, &req.table)?;
-    nft.apply_file(&state.file("staged.nft"))?;
+    let mut new_queue = req.queue.clone();
+    new_queue.sort();
+    let old_queue = extras::live_queue_rules(nft, &req.table)?;
+    // Order: settings, then queue rules, then the table; each failure undoes the steps before
+    // it, so a failed apply leaves the old table, the old queue rules and the old settings.
+    let old_sysctls = extras::set_sysctls(nft, &req.sysctls)?;
+    if let Err(e) = extras::replace_queue_rules(nft, &old_queue, &new_queue) {
+        extras::restore_sysctls(nft, &old_sysctls);
+        return Err(e);
+    }
+    if let Err(e) = nft.apply_file(&state.file("staged.nft")) {
+        let _ = extras::replace_queue_rules(nft, &new_queue, &old_queue);
+        extras::restore_sysctls(nft, &old_sysctls);
+        return Err(e);
+    }
     let id = format!("{}-{}", unix_now(), std::process::id());
+    state.write_json("previous.queue.json", &old_queue)?;
     state.write("previous.nft", &previous)?;
     state.claim("staged.nft", "applied.nft")?;
     state.write_json("applied.json", &req.map)?;
@@ -251,7 +274,11 @@ fn rollback_pending(nft: &Nft, state: &StateDir, id: &str) -> Result<(), ApplyEr
     if !state.claim("pending.json", "rolling.json")? {
         return Err(ApplyError::NoPending(Some(id.to_string())));
     }
-    let result = restore_previous(nft, state);
+    let table = state
+        .read_json::<Pending>("rolling.json")?
+        .map(|p| p.table)
+        .unwrap_or_else(|| "rampart".into());
+    let result = restore_previous(nft, state, &table);
     let _ = std::fs::remove_file(state.file("rolling.json"));
     match &result {
         Ok(()) => state.log(&format!("rolled back {id}")),
@@ -260,12 +287,16 @@ fn rollback_pending(nft: &Nft, state: &StateDir, id: &str) -> Result<(), ApplyEr
     result
 }
 
-fn restore_previous(nft: &Nft, state: &StateDir) -> Result<(), ApplyError> {
+fn restore_previous(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyError> {
     let prev_path = state.file("previous.nft");
     if state.read("previous.nft")?.is_none() {
         return Err(ApplyError::NoPrevious(state.root.display().to_string()));
     }
-    nft.apply_file(&prev_path)
+    let live_queue = extras::live_queue_rules(nft, table)?;
+    nft.apply_file(&prev_path)?;
+    // A state dir from before queue rules existed has no file: the previous state had none.
+    let prev_queue: Vec<QueueRule> = state.read_json("previous.queue.json")?.unwrap_or_default();
+    extras::replace_queue_rules(nft, &live_queue, &prev_queue)
 }
 
 /// `rampart confirm`: make the pending apply permanent. `id`: only if it is this one.
@@ -293,9 +324,11 @@ pub fn rollback(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyErr
         .ok_or_else(|| ApplyError::NoPrevious(state.root.display().to_string()))?;
     nft.check_file(&state.file("previous.nft"))?;
     let current = snapshot(nft, state, table)?;
+    let current_queue = extras::live_queue_rules(nft, table)?;
     let cancelled = state.claim("pending.json", "rolling.json")?;
-    nft.apply_file(&state.file("previous.nft"))?;
+    restore_previous(nft, state, table)?;
     state.write("previous.nft", &current)?;
+    state.write_json("previous.queue.json", &current_queue)?;
     state.write("applied.nft", &prev)?;
     let _ = std::fs::remove_file(state.file("rolling.json"));
     let _ = std::fs::remove_file(state.file("snapshot.nft"));

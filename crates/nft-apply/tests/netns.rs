@@ -507,6 +507,8 @@ fn failed_apply_leaves_the_old_table_and_foreign_tables_untouched() {
         map: Default::default(),
         confirm: None,
         watcher: None,
+        queue: Vec::new(),
+        sysctls: Vec::new(),
     };
     assert!(txn::apply(&Nft::in_netns(srv), &state, &req).is_err());
     let after = Nft::in_netns(srv)

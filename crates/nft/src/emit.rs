@@ -114,18 +114,20 @@ pub fn static_set_elements(
         .collect())
 }
 
-/// Names of the feed sets the emitter declares (filled at run time by `rampart-feeds`), sorted.
-/// `rampart plan` counts their live elements instead of diffing them.
-pub fn feed_sets(policy: &Policy, opts: &EmitOptions) -> Result<Vec<String>, EmitError> {
+/// The feed sets the emitter declares (refilled at run time by `rampart-feeds`) with their
+/// compile-time snapshot elements, in the same form as [`static_set_elements`]. Applying the
+/// table replaces a feed set's live elements by this snapshot until the next refresh, so
+/// `rampart plan` shows that difference as counts (and a short sample).
+pub fn feed_set_elements(
+    policy: &Policy,
+    opts: &EmitOptions,
+) -> Result<BTreeMap<String, Vec<String>>, EmitError> {
     let e = Emitter::new(policy, opts)?;
-    let mut v: Vec<String> = e
-        .sets
+    Ok(e.sets
         .iter()
         .filter(|s| s.feed)
-        .map(|s| s.name.clone())
-        .collect();
-    v.sort();
-    Ok(v)
+        .map(|s| (s.name.clone(), s.elements.iter().map(net_text).collect()))
+        .collect())
 }
 
 /// The comment Rampart attaches to rule `index`'s verdict: `<name> <file>:<line> <T…,T…>`,
@@ -723,10 +725,16 @@ impl<'a> Emitter<'a> {
             if dir == Direction::Egress && !synproxy_ports.is_empty() {
                 // The proxy opens the server side of a verified connection with a SYN from
                 // the client's address, sent through the output hook: let it out.
+                // Its cookie SYN-ACK to the client leaves untracked-turned-invalid (conntrack
+                // cannot adopt a SYN-ACK it never saw a SYN for): let that out too.
+                let ports = ports_text(&synproxy_ports);
                 let _ = writeln!(
                     body,
-                    "\t\tfib saddr type != local tcp dport {} {BARE_SYN} ct state new counter accept comment \"rampart prelude: synproxy to server\"",
-                    ports_text(&synproxy_ports)
+                    "\t\ttcp sport {ports} tcp flags & (fin | syn | rst | ack) == syn | ack ct state invalid,untracked counter accept comment \"rampart prelude: synproxy cookie to client\""
+                );
+                let _ = writeln!(
+                    body,
+                    "\t\tfib saddr type != local tcp dport {ports} {BARE_SYN} ct state new counter accept comment \"rampart prelude: synproxy to server\""
                 );
             }
             body.push_str(&synproxy_base[dir_index(dir)]);
@@ -1215,7 +1223,7 @@ impl<'a> Emitter<'a> {
                     .map(|o| o.replacen("oifname", "fib daddr oifname", 1));
                 let _ = writeln!(
                     pre,
-                    "\t\t{lo}{local} {} {BARE_SYN} notrack comment \"{comment}\"",
+                    "\t\t{lo}{local} {} {BARE_SYN} counter notrack comment \"{comment}\"",
                     routed.render(None)
                 );
                 let m = a.render(Some("ct state invalid,untracked"));

@@ -15,7 +15,7 @@ mod emit;
 pub mod plan;
 
 pub use emit::{
-    emit, feed_sets, rule_comment, static_set_elements, EmitOptions, BAN_LOG_PREFIX_STEM,
+    emit, feed_set_elements, rule_comment, static_set_elements, EmitOptions, BAN_LOG_PREFIX_STEM,
     LOG_PREFIX_STEM,
 };
 

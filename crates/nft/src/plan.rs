@@ -317,8 +317,21 @@ pub fn diff(live: Option<&Listing>, wanted: &Listing) -> Vec<Change> {
                 }
             });
         }
-        let le = canonical_ranges(&lb.elements.clone().unwrap_or_default());
-        if let Some(we) = &wb.elements.as_ref().map(canonical_ranges) {
+        // Interval sets compare as merged ranges (the kernel lists them auto-merged); hash sets
+        // hold single elements, compared (and counted) one by one.
+        let interval = wb
+            .decl
+            .iter()
+            .any(|d| d.starts_with("flags") && d.contains("interval"));
+        let canon = |e: &BTreeSet<String>| {
+            if interval {
+                canonical_ranges(e)
+            } else {
+                e.clone()
+            }
+        };
+        let le = canon(&lb.elements.clone().unwrap_or_default());
+        if let Some(we) = &wb.elements.as_ref().map(canon) {
             let added: Vec<String> = we.difference(&le).cloned().collect();
             let removed: Vec<String> = le.difference(we).cloned().collect();
             if !added.is_empty() {

@@ -201,6 +201,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
                 state.root.display().to_string(),
             ],
         }),
+        queue: rampart_nft::app_queue::queue_rules(&policy, &opts),
+        sysctls: rampart_nft::app_queue::required_sysctls(&policy, &opts),
     };
     let applied = txn::apply(&Nft::default(), &state, &req)?;
     match applied.pending {

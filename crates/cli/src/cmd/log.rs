@@ -61,7 +61,10 @@ fn event(p: &LoggedPacket, map: Option<&RuleMap>) -> Event {
         dest_port: h.dst_port,
         proto: proto_name(h.protocol),
     });
+    // A ban line is logged once per ban by an accept rule whose limit the source exceeded:
+    // the packet is dropped and the source blocked for the ban's timeout.
     let verdict = match info.map(|i| i.action.as_str()) {
+        _ if p.is_ban() => Verdict::Block,
         Some("accept") => Verdict::Allow,
         Some(_) => Verdict::Block,
         None => Verdict::Alert,
@@ -79,7 +82,7 @@ fn event(p: &LoggedPacket, map: Option<&RuleMap>) -> Event {
     }
     Event {
         timestamp: rfc3339_now(),
-        event_type: "flow".into(),
+        event_type: if p.is_ban() { "ban" } else { "flow" }.into(),
         component: "nft".into(),
         flow,
         verdict,
@@ -96,6 +99,10 @@ fn event(p: &LoggedPacket, map: Option<&RuleMap>) -> Event {
             .map(|i| i.techniques.iter().cloned().map(TechniqueId).collect())
             .unwrap_or_default(),
         reason: match info {
+            Some(i) if p.is_ban() => format!(
+                "source banned: over the limit of rule {} ({})",
+                i.name, i.direction
+            ),
             Some(i) => format!("rule {} ({}) {}", i.name, i.direction, i.action),
             None => format!("nflog prefix {}", p.prefix),
         },

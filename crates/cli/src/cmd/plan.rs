@@ -29,7 +29,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let policy = crate::load::policy(&args.policy)?;
     let opts = args.nft.emit_options();
     let text = rampart_nft::emit(&policy, &opts)?;
-    let elements = rampart_nft::static_set_elements(&policy, &opts)?;
+    let mut elements = rampart_nft::static_set_elements(&policy, &opts)?;
+    // Feed sets too: an apply resets them to the compile-time snapshot until the next feeds
+    // refresh; the plan shows how many live elements that adds and removes (never the list).
+    let feeds = rampart_nft::feed_set_elements(&policy, &opts)?;
+    let feed_names: Vec<String> = feeds.keys().cloned().collect();
+    elements.extend(feeds);
     let state = StateDir::resolve(args.state_dir.as_deref());
     let changes =
         rampart_nft_apply::txn::plan(&Nft::default(), &state, &opts.table, &text, &elements)?;
@@ -42,6 +47,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             println!("{c}");
         }
         println!("{} change(s).", changes.len());
+        let touched_feed = changes.iter().any(|c| match c {
+            rampart_nft::plan::Change::AddElements { set, .. }
+            | rampart_nft::plan::Change::RemoveElements { set, .. } => feed_names.contains(set),
+            _ => false,
+        });
+        if touched_feed {
+            println!(
+                "Note: feed sets ({}) are reset to the policy's snapshot by apply and refilled by `rampart feeds update`.",
+                feed_names.join(", ")
+            );
+        }
     }
     Ok(Outcome::Clean)
 }

@@ -56,6 +56,8 @@ fn run(args: &[String]) -> Result<(), String> {
                         state.root.display().to_string(),
                     ],
                 }),
+                queue: Vec::new(),
+                sysctls: Vec::new(),
             };
             let applied = txn::apply(&nft, &state, &req).map_err(|e| e.to_string())?;
             println!("applied {} watcher {:?}", applied.id, applied.watcher_pid);
