@@ -82,9 +82,9 @@ impl Topology {
         format!("{}{short}", self.prefix)
     }
 
-    fn build() -> Self {
+    fn build(tag: &str) -> Self {
         let topo = Topology {
-            prefix: format!("rnfq{}", std::process::id()),
+            prefix: format!("rnfq{tag}{}", std::process::id()),
         };
         for n in ["cli", "srv"] {
             sh("ip", &["netns", "add", &topo.ns(n)]);
@@ -200,7 +200,7 @@ fn install_queue_rules(ns: &str, fail_open: bool) {
 
 /// Packets the kernel dropped because the classifier marked their connection blocked.
 fn blocked_drops(ns: &str) -> u64 {
-    let text = ns_sh(ns, &["nft", "list", "table", "inet", "rampart_app_test"]);
+    let text = ns_sh(ns, &["nft", "list", "ruleset"]);
     text.lines()
         .filter(|l| l.contains(&format!("{BLOCKED_CT_MARK:#010x} counter packets")))
         .filter_map(|l| {
@@ -569,52 +569,32 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rampart-classify-test-{}", std::process::id()));
+fn workdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rampart-classify-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-#[test]
-fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let dir = workdir();
-    let topo = Topology::build();
-    let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
-    install_marking(&srv);
-    install_queue_rules(&srv, false);
-    let _servers = start_servers(&srv);
-    let policy = dir.join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let events_path = dir.join("events.jsonl");
-    let stderr_path = dir.join("stderr.txt");
-    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
-    assert_eq!(bound["queue"], QUEUE_NUM);
-    assert_eq!(bound["app_rules"], 5);
-    assert_eq!(bound["fail_open"], false);
-    assert_eq!(bound["conntrack"], true);
-
+/// The five protocol-not-port cases against a running classifier in `srv`, and their events.
+fn protocol_cases(cli: &str, srv: &str, events_path: &Path) {
     // Port 8080: HTTP passes, an SSH banner (server speaks first) does not.
-    let http = tcp_exchange(&cli, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let http = tcp_exchange(cli, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(
         http.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
         "{http:?}"
     );
-    let ssh = tcp_exchange(&cli, 8080, b"");
+    let ssh = tcp_exchange(cli, 8080, b"");
     assert!(ssh.is_err(), "SSH banner on 8080 got through: {ssh:?}");
 
     // Port 443: a ClientHello passes (and the TLS answer comes back), HTTP does not.
-    let tls = tcp_exchange(&cli, 443, client_hello());
+    let tls = tcp_exchange(cli, 443, client_hello());
     assert_eq!(tls, Ok(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]));
-    let http443 = tcp_exchange(&cli, 443, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let http443 = tcp_exchange(cli, 443, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(http443.is_err(), "HTTP on 443 got through: {http443:?}");
 
     // udp/53: a DNS query is answered; a tunnel's raw payload is not.
     let query = dns_query("www.example.com");
-    let answer = udp_exchange(&cli, 53, query.clone());
+    let answer = udp_exchange(cli, 53, query.clone());
     assert!(
         answer
             .as_ref()
@@ -622,7 +602,7 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
         "{answer:?}"
     );
     let junk = udp_exchange(
-        &cli,
+        cli,
         53,
         b"\x00\x00tunnelled-bytes-not-a-dns-message".to_vec(),
     );
@@ -630,21 +610,21 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
 
     // tcp/445: SMB2 NEGOTIATE passes; an SMB1 non-negotiate command does not.
     static SMB2_REQ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let smb2 = tcp_exchange(&cli, 445, SMB2_REQ.get_or_init(|| smb2_negotiate(false)));
+    let smb2 = tcp_exchange(cli, 445, SMB2_REQ.get_or_init(|| smb2_negotiate(false)));
     assert!(
         smb2.as_ref().is_ok_and(|b| b.get(4..8) == Some(b"\xfeSMB")),
         "{smb2:?}"
     );
-    let smb1 = tcp_exchange(&cli, 445, smb1_session_setup());
+    let smb1 = tcp_exchange(cli, 445, smb1_session_setup());
     assert!(smb1.is_err(), "SMB1 got through: {smb1:?}");
 
     // ICMP: a normal ping passes, a tunnel-size echo does not.
-    assert!(ping(&cli, 56), "normal ping failed");
-    assert!(!ping(&cli, 600), "600-byte echo got through");
+    assert!(ping(cli, 56), "normal ping failed");
+    assert!(!ping(cli, 600), "600-byte echo got through");
 
     // One event per blocked connection, naming rule, label and technique.
-    wait_for("5 block events", 3000, || events(&events_path).len() >= 5);
-    let evs = events(&events_path);
+    wait_for("5 block events", 3000, || events(events_path).len() >= 5);
+    let evs = events(events_path);
     let mut got: Vec<(String, String)> = evs
         .iter()
         .map(|e| {
@@ -677,10 +657,34 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
     // The kernel dropped later packets of blocked TCP connections by their conntrack mark
     // (the client's retransmissions), without asking the classifier again.
     assert!(
-        blocked_drops(&srv) > 0,
+        blocked_drops(srv) > 0,
         "no packet hit the blocked-connection drop"
     );
+}
 
+#[test]
+fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = workdir("hand");
+    let topo = Topology::build("h");
+    let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
+    install_marking(&srv);
+    install_queue_rules(&srv, false);
+    let _servers = start_servers(&srv);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let events_path = dir.join("events.jsonl");
+    let stderr_path = dir.join("stderr.txt");
+    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
+    assert_eq!(bound["queue"], QUEUE_NUM);
+    assert_eq!(bound["app_rules"], 5);
+    assert_eq!(bound["fail_open"], false);
+    assert_eq!(bound["conntrack"], true);
+
+    protocol_cases(&cli, &srv, &events_path);
     // SIGHUP with a broken policy: refused, the old policy keeps blocking.
     std::fs::write(&policy, "[[rules]]\nname = 1\n").unwrap();
     classify.signal(libc::SIGHUP);
@@ -731,6 +735,63 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
     assert!(
         open.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
         "{open:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same cases with the ruleset `rampart compile` emits for the policy and the queue rules
+/// and sysctls `rampart_nft::app_queue` says nft-apply installs with it.
+#[test]
+fn classifier_works_with_the_compiled_ruleset() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = workdir("compiled");
+    let topo = Topology::build("c");
+    let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("compile")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ruleset = String::from_utf8(out.stdout).unwrap();
+    assert!(ruleset.contains("chain app_input"), "{ruleset}");
+    ns_sh_stdin(&srv, &["nft", "-f", "-"], &ruleset);
+    let ir = rampart_policy::load_file(&policy).unwrap().policy;
+    let opts = rampart_nft::EmitOptions::default();
+    for (name, value) in rampart_nft::app_queue::required_sysctls(&ir, &opts) {
+        ns_sh(&srv, &["sysctl", "-q", "-w", &format!("{name}={value}")]);
+    }
+    let rules = rampart_nft::app_queue::queue_rules(&ir, &opts);
+    assert!(!rules.is_empty());
+    for rule in rules.iter().filter(|r| !r.v6) {
+        let mut args = vec!["iptables-nft", "-t", rampart_nft::app_queue::QUEUE_TABLE];
+        args.extend(rule.spec.split_whitespace());
+        ns_sh(&srv, &args);
+    }
+    let _servers = start_servers(&srv);
+    let events_path = dir.join("events.jsonl");
+    let stderr_path = dir.join("stderr.txt");
+    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
+    assert_eq!(bound["app_rules"], 5);
+    protocol_cases(&cli, &srv, &events_path);
+    let stopped = classify.stop();
+    let stats = &stopped["stats"];
+    assert!(stats["dropped"].as_u64().unwrap() >= 5, "{stats}");
+    assert_eq!(stats["malformed"], 0);
+    // No classifier and a fail-closed policy: the emitted ruleset's candidates are not let
+    // through uninspected.
+    assert!(
+        udp_exchange(&cli, 53, dns_query("www.example.com")).is_err(),
+        "fail-closed queue let traffic through with no classifier"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
