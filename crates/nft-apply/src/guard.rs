@@ -78,11 +78,40 @@ pub fn evaluate(policy: &Policy, flow: &Flow, today: Option<Date>) -> Decision {
             reason: "icmpv6 essential".into(),
         };
     }
+    // Application-protocol rules (prelude, before the rules): a new connection they inspect
+    // depends on the classifier. Pessimistic: failing closed, it counts as dropped, since the
+    // classifier may not be running when the policy is applied.
+    if !d.classifier_fail_open {
+        for (id, rule) in policy.rules_in(flow.direction) {
+            let expired = matches!((today, rule.expires), (Some(t), Some(e)) if e < t);
+            if rule.app.is_none() || expired {
+                continue;
+            }
+            let mut statik = rule.clone();
+            statik.action = Action::Drop;
+            statik.app = None;
+            statik.ct_states.clear();
+            if rule_matches(policy, &statik, flow) {
+                return Decision {
+                    action: Action::Drop,
+                    rule: Some(id),
+                    reason: format!(
+                        "application-protocol rule `{}` ({}:{}) inspects it and fails closed (dropped whenever `rampart classify` is not running)",
+                        rule.name, rule.loc.file, rule.loc.line
+                    ),
+                };
+            }
+        }
+    }
     for (id, rule) in policy.rules_in(flow.direction) {
         if let (Some(t), Some(e)) = (today, rule.expires) {
             if e < t {
                 continue;
             }
+        }
+        // Not first-match rules: handled above.
+        if rule.app.is_some() {
+            continue;
         }
         if rule_matches(policy, rule, flow) {
             return Decision {
@@ -278,6 +307,26 @@ mod tests {
         assert_eq!(lockouts(&p, &flow(), None).len(), 1);
         p.rules.push(rule(Action::Accept));
         assert!(lockouts(&p, &flow(), None).is_empty());
+    }
+
+    #[test]
+    fn fail_closed_app_rules_on_the_flow_lock_out_unless_fail_open() {
+        let mut p = Policy::default();
+        p.rules.push(rule(Action::Accept));
+        let mut app = rule(Action::Drop);
+        app.app = Some(rampart_ir::AppMatch {
+            protocols: vec![rampart_ir::AppProtocol::Ssh],
+            negate: true,
+        });
+        p.rules.insert(0, app);
+        let l = lockouts(&p, &flow(), None);
+        assert_eq!(l.len(), 1);
+        assert!(l[0].1.reason.contains("fails closed"), "{}", l[0].1.reason);
+        p.defaults.classifier_fail_open = true;
+        assert!(
+            lockouts(&p, &flow(), None).is_empty(),
+            "an app rule is not a first-match drop"
+        );
     }
 
     #[test]
