@@ -54,6 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files::add_files(&mut rs, &[crs.join("rules/*.conf")])?;
     rs.finish()?;
     let nrules = rs.rule_count();
+    for w in &rs.warnings {
+        eprintln!("warning: {w}");
+    }
     let engine = Engine::new(rs);
     let load_ms = t0.elapsed().as_millis();
     let ovr = match std::fs::read_to_string(&overrides) {

@@ -205,6 +205,48 @@ pub struct Xml {
     pub attrs: Vec<Vec<u8>>,
 }
 
+/// Decode XML character and predefined entity references, as an XML parser reports values.
+pub fn xml_unescape(v: &[u8]) -> Vec<u8> {
+    if !v.contains(&b'&') {
+        return v.to_vec();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'&' {
+            if let Some(end) = v[i..].iter().take(12).position(|b| *b == b';') {
+                let ent = &v[i + 1..i + end];
+                let decoded: Option<Vec<u8>> = match ent {
+                    b"lt" => Some(b"<".to_vec()),
+                    b"gt" => Some(b">".to_vec()),
+                    b"amp" => Some(b"&".to_vec()),
+                    b"quot" => Some(b"\"".to_vec()),
+                    b"apos" => Some(b"'".to_vec()),
+                    [b'#', b'x' | b'X', hex @ ..] => std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .and_then(char::from_u32)
+                        .map(|c| c.to_string().into_bytes()),
+                    [b'#', dec @ ..] => std::str::from_utf8(dec)
+                        .ok()
+                        .and_then(|d| d.parse::<u32>().ok())
+                        .and_then(char::from_u32)
+                        .map(|c| c.to_string().into_bytes()),
+                    _ => None,
+                };
+                if let Some(d) = decoded {
+                    out.extend_from_slice(&d);
+                    i += end + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Parse XML leniently; errors on unbalanced markup.
 pub fn parse_xml(body: &[u8]) -> Result<Xml, String> {
     let mut x = Xml::default();
@@ -254,7 +296,7 @@ pub fn parse_xml(body: &[u8]) -> Result<Xml, String> {
                 .position(|b| *b == b'<')
                 .unwrap_or(body.len() - i);
             if depth > 0 {
-                x.text.extend_from_slice(&body[i..i + end]);
+                x.text.extend_from_slice(&xml_unescape(&body[i..i + end]));
             }
             i += end;
         }
@@ -279,7 +321,7 @@ fn collect_attrs(tag: &[u8], out: &mut Vec<Vec<u8>>) {
                     .iter()
                     .position(|b| *b == q)
                     .unwrap_or(tag.len() - j - 1);
-                out.push(tag[j + 1..j + 1 + end].to_vec());
+                out.push(xml_unescape(&tag[j + 1..j + 1 + end]));
                 i = j + 1 + end + 1;
                 continue;
             }
@@ -619,9 +661,10 @@ mod tests {
         assert_eq!(out[0], ("json.a.b.0".into(), b"1".to_vec()));
         assert_eq!(out[1], ("json.a.b.1".into(), b"x".to_vec()));
         assert!(parse_json(b"{", &mut out).is_err());
-        let x = parse_xml(b"<?xml version=\"1.0\"?><a k=\"v\">t<b>u</b></a>").unwrap();
-        assert_eq!(x.text, b"tu");
-        assert_eq!(x.attrs, vec![b"v".to_vec()]);
+        let x =
+            parse_xml(b"<?xml version=\"1.0\"?><a k=\"v&#x7B;&quot;\">t&lt;<b>u</b></a>").unwrap();
+        assert_eq!(x.text, b"t<u");
+        assert_eq!(x.attrs, vec![b"v{\"".to_vec()]);
         assert!(parse_xml(b"<a><b></a>").is_err());
     }
 

@@ -76,6 +76,8 @@ pub struct Operator {
     pub name: String,
     /// Compiled kind.
     pub kind: OpKind,
+    /// `@rx` compiled in Unicode mode (reported at load time).
+    pub unicode_regex: bool,
 }
 
 /// Expands macros at evaluation time.
@@ -84,16 +86,59 @@ pub trait Expand {
     fn expand(&self, m: &MacroText) -> Vec<u8>;
 }
 
+/// Translate PCRE-isms the `regex` crate reads differently in byte mode: `\x{HH}` (≤ 0xFF)
+/// means a byte in PCRE but a Unicode scalar to `regex`, which rejects it inside classes when
+/// Unicode is off; rewrite it to `\xHH`.
+pub fn translate_pcre(pattern: &str) -> String {
+    let b = pattern.as_bytes();
+    let mut out = String::with_capacity(pattern.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            if b[i + 1] == b'x' && i + 2 < b.len() && b[i + 2] == b'{' {
+                if let Some(close) = pattern[i + 3..].find('}') {
+                    let hex = &pattern[i + 3..i + 3 + close];
+                    if (1..=2).contains(&hex.len()) && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                        out.push_str(&format!("\\x{hex:0>2}"));
+                        i += 3 + close + 1;
+                        continue;
+                    }
+                }
+            }
+            let n = pattern[i + 1..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&pattern[i..i + 1 + n]);
+            i += 1 + n;
+            continue;
+        }
+        let ch_len = pattern[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&pattern[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
 /// Compile a regex with ModSecurity's flags.
 pub fn compile_rx(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
+    compile_rx_mode(pattern).map(|(re, _)| re)
+}
+
+/// Compile; the flag says whether Unicode mode was needed (a pattern with code points above
+/// 0xFF or literal non-ASCII text), where classes match UTF-8 sequences instead of bytes.
+pub fn compile_rx_mode(pattern: &str) -> Result<(Regex, bool), String> {
+    let pattern = translate_pcre(pattern);
+    let pattern = pattern.as_str();
+    let bytes = RegexBuilder::new(pattern)
         .unicode(false)
         .dot_matches_new_line(true)
         .multi_line(true)
         .size_limit(256 << 20)
         .dfa_size_limit(8 << 20)
-        .build()
-        .or_else(|_| {
+        .build();
+    if let Ok(re) = bytes {
+        return Ok((re, false));
+    }
+    {
+        {
             // `\x{…}` above 0xFF and literal non-ASCII need Unicode mode.
             RegexBuilder::new(pattern)
                 .unicode(true)
@@ -102,8 +147,10 @@ pub fn compile_rx(pattern: &str) -> Result<Regex, String> {
                 .size_limit(256 << 20)
                 .dfa_size_limit(8 << 20)
                 .build()
-        })
-        .map_err(|e| e.to_string())
+                .map(|re| (re, true))
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 fn pm_automaton(phrases: &[String]) -> Result<AhoCorasick, OpError> {
@@ -143,8 +190,14 @@ impl Operator {
         };
         let lname = name.to_ascii_lowercase();
         let m = || MacroText::parse(&param);
+        let mut unicode_regex = false;
         let kind = match lname.as_str() {
-            "rx" => OpKind::Rx(compile_rx(&param).map_err(|e| OpError::Regex(param.clone(), e))?),
+            "rx" => {
+                let (re, uni) =
+                    compile_rx_mode(&param).map_err(|e| OpError::Regex(param.clone(), e))?;
+                unicode_regex = uni;
+                OpKind::Rx(re)
+            }
             "pm" => {
                 let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
                 if phrases.is_empty() {
@@ -228,6 +281,7 @@ impl Operator {
             negated,
             name,
             kind,
+            unicode_regex,
         })
     }
 
@@ -432,6 +486,17 @@ mod tests {
         assert_eq!(caps, vec![b"bc".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         assert!(Operator::parse("@rx (", "t", &|_: &str, _: &str| None).is_err());
         assert!(Operator::parse("@bogus x", "t", &|_: &str, _: &str| None).is_err());
+    }
+
+    #[test]
+    fn pcre_byte_escapes() {
+        assert_eq!(
+            translate_pcre(r"[\x7f-\x{ff}]\\x{e2}\x{2019}"),
+            r"[\x7f-\xff]\\x{e2}\x{2019}"
+        );
+        let re = compile_rx(r"\x{e2}\x80[\x98\x99]|[\x{bc}]").unwrap();
+        assert!(re.is_match("\u{2019}".as_bytes()));
+        assert!(re.is_match(b"\xbc"));
     }
 
     #[test]

@@ -613,6 +613,8 @@ pub struct RuleSet {
     pub arguments_limit: usize,
     /// `SecComponentSignature` values.
     pub components: Vec<String>,
+    /// Load-time notes that are not errors (e.g. a regex that needed Unicode mode).
+    pub warnings: Vec<String>,
     /// Default actions per phase (index = phase).
     defaults: [Option<Actions>; 6],
     /// Open chain: index of item whose last link awaits its next link.
@@ -656,6 +658,7 @@ impl RuleSet {
             response_body_limit_bytes: 524_288,
             arguments_limit: 1000,
             components: Vec::new(),
+            warnings: Vec::new(),
             defaults: Default::default(),
             open_chain: false,
         }
@@ -935,7 +938,7 @@ impl RuleSet {
             for raw in seclang::split_targets(t).map_err(err)? {
                 targets.push(Target::from_raw(&raw).map_err(err)?);
             }
-            op = Some(Operator::parse(o, &d.file, data).map_err(|e| match e {
+            let parsed = Operator::parse(o, &d.file, data).map_err(|e| match e {
                 crate::ops::OpError::Regex(p, m) => LoadError::Regex {
                     file: d.file.clone(),
                     line: d.line,
@@ -943,7 +946,14 @@ impl RuleSet {
                     message: m,
                 },
                 crate::ops::OpError::Other(m) => err(m),
-            })?);
+            })?;
+            if parsed.unicode_regex {
+                self.warnings.push(format!(
+                    "{}:{}: regex compiled in Unicode mode (classes match characters, not bytes)",
+                    d.file, d.line
+                ));
+            }
+            op = Some(parsed);
         }
         let raw_actions = seclang::split_actions(actions).map_err(err)?;
         let mut a = Actions::default();
