@@ -946,3 +946,115 @@ fn kernel_egress_with_owners_equals_engine_predictions() {
     }
     tally.finish("egress", "/tmp/rampart-differential-egress.nft", 30);
 }
+
+/// The SYN proxy prelude step, kernel versus engine: the forward policies above with some TCP
+/// accept rules turned into SYN-proxy rules. A proxied SYN is answered by the router, whose
+/// SYN to the server after the client's cookie ACK is what the server's capture sees (accept);
+/// the proxy step runs before the rules, so a proxy rule overrides earlier drop/reject rules
+/// for its ports, which both sides must agree on.
+#[test]
+fn kernel_synproxy_verdicts_equal_engine_predictions() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let mut n = setup();
+    // The proxy needs strict TCP pickup in the router (rampart-nft-apply sets it on apply).
+    n.lab
+        .exec_ok(&n.rtr, "sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0");
+    let mut tally = Tally::default();
+    let mut proxied = 0;
+    for (round, seed) in [0x5e11_0001u64, 0x5e11_0002].into_iter().enumerate() {
+        let mut rng = Rng(seed);
+        let mut policy = gen_policy(&mut rng, false);
+        let mut made = 0;
+        for r in &mut policy.rules {
+            let proxyable = r.direction == Direction::Forward
+                && r.action == Action::Accept
+                && !r.services.is_empty()
+                && r.services
+                    .iter()
+                    .all(|s| s.protocol == Some(proto::TCP) && !s.dst_ports.is_empty());
+            if proxyable && (made == 0 || rng.chance(60)) {
+                r.synproxy = Some(Synproxy::default());
+                made += 1;
+            }
+        }
+        // Plus one broad proxy rule at a random place (often behind drop/reject rules for the
+        // same ports, which the prelude step overrides).
+        let mut broad = Rule::new("proxy-broad", Direction::Forward, Action::Accept);
+        broad.from = vec![rng
+            .pick(&[
+                Peer::Zone(ZoneId(0)),
+                Peer::Zone(ZoneId(3)),
+                Peer::Set(SetId(0)),
+            ])
+            .clone()];
+        broad.services = vec![L4Match {
+            protocol: Some(proto::TCP),
+            src_ports: vec![],
+            dst_ports: vec![
+                PortRange::single(*rng.pick(&PORTS)),
+                PortRange::single(*rng.pick(&PORTS)),
+                PortRange { lo: 8000, hi: 8010 },
+            ],
+            icmp_types: vec![],
+            service: None,
+        }];
+        broad.synproxy = Some(Synproxy::default());
+        let at = rng.below(policy.rules.len() as u64 + 1) as usize;
+        policy.rules.insert(at, broad);
+        made += 1;
+        assert!(made > 1, "seed {seed:x} made no SYN-proxy rule of its own");
+        let text = emit(&policy, &EmitOptions::default()).expect("emit");
+        let f = n.lab.write("ruleset.nft", &text);
+        Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
+        let flows = gen_flows(&mut rng, 600, 30000 + (round as u16) * 1000);
+        let seen = observe(&mut n, &flows);
+        let mut engine = Engine::new(&policy);
+        for (fl, s) in flows.iter().zip(&seen) {
+            let l4 = match fl.proto {
+                proto::TCP | proto::UDP => L4Meta::Ports {
+                    src: fl.sport,
+                    dst: fl.dport,
+                },
+                _ => L4Meta::Icmp {
+                    icmp_type: fl.icmp_type,
+                    code: 0,
+                },
+            };
+            let mut meta = PacketMeta::new(Direction::Forward, fl.src, fl.dst, fl.proto, l4);
+            meta.iif = Some("lan0");
+            meta.oif = Some("dmz0");
+            if fl.proto == proto::TCP {
+                meta.tcp_flags = 0x02; // a bare SYN, as connect() sends
+            }
+            let d = engine.classify(&meta, 0);
+            if d.reason == rampart_engine::Reason::SynproxyAnswered {
+                proxied += 1;
+            }
+            let want = d.action;
+            let icmp = !matches!(fl.proto, proto::TCP | proto::UDP);
+            let agree = s.is(want)
+                || (icmp
+                    && matches!(want, Action::Drop | Action::Reject)
+                    && matches!(s, Seen::Drop | Seen::Reject));
+            tally.record(agree, *s, || {
+                format!(
+                    "round {round}: {fl:?}: engine {want:?} ({:?}), kernel {s:?}",
+                    d.reason
+                )
+            });
+        }
+        if tally.disagreed("/tmp/rampart-differential-synproxy.nft", &text) {
+            break;
+        }
+    }
+    tally.finish(
+        "synproxy forward",
+        "/tmp/rampart-differential-synproxy.nft",
+        20,
+    );
+    eprintln!("differential synproxy: {proxied} flows answered by the SYN proxy");
+    assert!(proxied >= 20, "only {proxied} proxied flows");
+}
