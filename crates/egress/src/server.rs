@@ -764,9 +764,11 @@ async fn handle_http(
     }
     // Reuse the kept upstream only for the same host and port: its address was checked when
     // it was dialled, and reusing it needs no second lookup.
-    let reuse = upstream
-        .as_ref()
-        .is_some_and(|u| u.host == host && u.port == port);
+    // A kept connection the origin has meanwhile closed (or that has stray bytes) is dropped
+    // before use rather than failing the request.
+    let reuse = upstream.as_ref().is_some_and(|u| {
+        u.host == host && u.port == port && u.peer.pending().is_empty() && still_open(&u.peer.s)
+    });
     if !reuse {
         *upstream = None;
         match resolve_and_dial(sh, &policy, src, &host, port, &mut rec).await {
@@ -908,6 +910,12 @@ async fn handle_http(
         && !client_close
         && !matches!(framing, Ok(BodyLen::UntilClose))
         && !http::has_token(&resp.headers, "connection", "close")
+}
+
+/// Whether a kept upstream connection is idle and open: nothing to read, no EOF.
+fn still_open(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Emits the refusal's event and answers it; returns whether the connection stays open.
