@@ -15,7 +15,7 @@
 //! the old one kept), and with no classifier running the queue fails closed or open as the
 //! policy says.
 //!
-//! Needs root, `ip`, `nft`, `iptables-nft` and `ping` (iputils-ping); skips with a printed
+//! Needs root, `ip`, `nft`, `iptables-nft`, `ip6tables-nft` and `ping` (iputils-ping); skips with a printed
 //! reason otherwise.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,6 +33,8 @@ use rampart_nft::app_queue::{
 
 const CLI_IP: &str = "198.51.100.1";
 const SRV_IP: &str = "198.51.100.2";
+const CLI_IP6: &str = "2001:db8:4210::1";
+const SRV_IP6: &str = "2001:db8:4210::2";
 
 fn sh(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program).args(args).output().unwrap();
@@ -107,10 +109,15 @@ impl Topology {
                 &topo.ns("srv"),
             ],
         );
-        for (n, ip) in [("cli", CLI_IP), ("srv", SRV_IP)] {
+        for (n, ip, ip6) in [("cli", CLI_IP, CLI_IP6), ("srv", SRV_IP, SRV_IP6)] {
             ns_sh(
                 &topo.ns(n),
                 &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            );
+            let ip6 = format!("{ip6}/64");
+            ns_sh(
+                &topo.ns(n),
+                &["ip", "-6", "addr", "add", &ip6, "dev", "eth0", "nodad"],
             );
             ns_sh(&topo.ns(n), &["ip", "link", "set", "eth0", "up"]);
         }
@@ -253,7 +260,8 @@ fn start_servers(ns: &str) -> Servers {
         (445, answer_445),
     ] {
         let stop = Arc::clone(&stop);
-        let listener = in_ns(ns, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+        // Why "::": dual-stack (bindv6only is 0 in a new namespace), IPv4 arrives v4-mapped.
+        let listener = in_ns(ns, move || TcpListener::bind(("::", port)).unwrap());
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -300,8 +308,17 @@ fn start_servers(ns: &str) -> Servers {
 
 /// Connect from `cli`, send `send` (if any), and return what came back within 1.5 s.
 fn tcp_exchange(ns: &str, port: u16, send: &'static [u8]) -> Result<Vec<u8>, String> {
+    tcp_exchange_to(ns, SRV_IP, port, send)
+}
+
+fn tcp_exchange_to(
+    ns: &str,
+    host: &'static str,
+    port: u16,
+    send: &'static [u8],
+) -> Result<Vec<u8>, String> {
     in_ns(ns, move || {
-        let addr: SocketAddr = format!("{SRV_IP}:{port}").parse().unwrap();
+        let addr = SocketAddr::new(host.parse().unwrap(), port);
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
             .map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_millis(1500)))
@@ -431,6 +448,7 @@ impl Classify {
         policy: &Path,
         events: &Path,
         stderr: &Path,
+        extra: &[&Path],
     ) -> (Classify, serde_json::Value) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -439,6 +457,7 @@ impl Classify {
             .arg(policy)
             .arg("--events")
             .arg(events)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(stderr).unwrap())
             .spawn()
@@ -555,7 +574,7 @@ fn skip_reason() -> Option<String> {
     if !root {
         return Some("needs root".into());
     }
-    for tool in ["ip", "nft", "iptables-nft", "ping"] {
+    for tool in ["ip", "nft", "iptables-nft", "ip6tables-nft", "ping"] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
             .unwrap_or(false)
@@ -678,13 +697,28 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
     std::fs::write(&policy, POLICY).unwrap();
     let events_path = dir.join("events.jsonl");
     let stderr_path = dir.join("stderr.txt");
-    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
+    let metrics_path = dir.join("metrics.prom");
+    let (classify, bound) = Classify::start(
+        &srv,
+        &policy,
+        &events_path,
+        &stderr_path,
+        &[Path::new("--metrics"), &metrics_path],
+    );
     assert_eq!(bound["queue"], QUEUE_NUM);
     assert_eq!(bound["app_rules"], 5);
     assert_eq!(bound["fail_open"], false);
     assert_eq!(bound["conntrack"], true);
 
     protocol_cases(&cli, &srv, &events_path);
+    // SIGUSR1: Prometheus counters on request.
+    classify.signal(libc::SIGUSR1);
+    wait_for("the metrics file", 3000, || {
+        std::fs::read_to_string(&metrics_path).is_ok_and(|m| {
+            m.contains("rampart_nfq_rule_decisions_total{rule=\"no-ssh-on-8080\"} 1\n")
+                && m.contains("rampart_nfq_packets_total{verdict=\"drop\"}")
+        })
+    });
     // SIGHUP with a broken policy: refused, the old policy keeps blocking.
     std::fs::write(&policy, "[[rules]]\nname = 1\n").unwrap();
     classify.signal(libc::SIGHUP);
@@ -772,17 +806,38 @@ fn classifier_works_with_the_compiled_ruleset() {
     }
     let rules = rampart_nft::app_queue::queue_rules(&ir, &opts);
     assert!(!rules.is_empty());
-    for rule in rules.iter().filter(|r| !r.v6) {
-        let mut args = vec!["iptables-nft", "-t", rampart_nft::app_queue::QUEUE_TABLE];
+    for rule in &rules {
+        let tool = if rule.v6 {
+            "ip6tables-nft"
+        } else {
+            "iptables-nft"
+        };
+        let mut args = vec![tool, "-t", rampart_nft::app_queue::QUEUE_TABLE];
         args.extend(rule.spec.split_whitespace());
         ns_sh(&srv, &args);
     }
     let _servers = start_servers(&srv);
     let events_path = dir.join("events.jsonl");
     let stderr_path = dir.join("stderr.txt");
-    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path);
+    let (classify, bound) = Classify::start(&srv, &policy, &events_path, &stderr_path, &[]);
     assert_eq!(bound["app_rules"], 5);
     protocol_cases(&cli, &srv, &events_path);
+    // IPv6: the same classifier, ctnetlink look-ups and marks with IPv6 tuples.
+    let http6 = tcp_exchange_to(&cli, SRV_IP6, 8080, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        http6.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
+        "{http6:?}"
+    );
+    let ssh6 = tcp_exchange_to(&cli, SRV_IP6, 8080, b"");
+    assert!(
+        ssh6.is_err(),
+        "SSH banner on 8080 over IPv6 got through: {ssh6:?}"
+    );
+    wait_for("the IPv6 block event", 3000, || {
+        events(&events_path)
+            .iter()
+            .any(|e| e["src_ip"] == CLI_IP6 && e["rule"]["name"] == "no-ssh-on-8080")
+    });
     let stopped = classify.stop();
     let stats = &stopped["stats"];
     assert!(stats["dropped"].as_u64().unwrap() >= 5, "{stats}");
