@@ -14,7 +14,7 @@
 //! ```
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -187,7 +187,58 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
     })
 }
 
+/// How the watcher is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Launcher {
+    /// A transient systemd service (`systemd-run`): survives the end of the login session even
+    /// where logind kills every process of a closed session (`KillUserProcesses=yes`), which a
+    /// new session (`setsid`) does not escape.
+    Systemd,
+    /// A child in a new session (`setsid`): survives the applier's death and the terminal's
+    /// hangup.
+    Setsid,
+}
+
+/// Systemd only when it is running (`/run/systemd/system`), `systemd-run` exists, and the
+/// applier is in PID 1's network namespace: a transient unit runs in PID 1's namespaces, so from
+/// any other namespace (containers, `ip netns exec`) it would restore the wrong ruleset.
+/// `RAMPART_WATCHER=setsid|systemd` overrides the choice.
+fn pick_launcher(
+    forced: Option<&str>,
+    systemd_booted: bool,
+    has_systemd_run: bool,
+    same_netns_as_pid1: bool,
+) -> Launcher {
+    match forced {
+        Some("setsid") => Launcher::Setsid,
+        Some("systemd") => Launcher::Systemd,
+        _ if systemd_booted && has_systemd_run && same_netns_as_pid1 => Launcher::Systemd,
+        _ => Launcher::Setsid,
+    }
+}
+
+fn launcher() -> Launcher {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let same =
+        matches!((ns("/proc/self/ns/net"), ns("/proc/1/ns/net")), (Some(a), Some(b)) if a == b);
+    let has_run = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join("systemd-run").is_file())
+    });
+    pick_launcher(
+        std::env::var("RAMPART_WATCHER").ok().as_deref(),
+        Path::new("/run/systemd/system").is_dir(),
+        has_run,
+        same,
+    )
+}
+
 fn spawn_watcher(state: &StateDir, w: &WatcherCommand, id: &str) -> Result<u32, ApplyError> {
+    if launcher() == Launcher::Systemd {
+        match spawn_watcher_systemd(w, id) {
+            Ok(pid) => return Ok(pid),
+            Err(e) => state.log(&format!("systemd-run failed ({e}); using setsid")),
+        }
+    }
     let log_path = state.file("watcher.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -226,6 +277,44 @@ fn spawn_watcher(state: &StateDir, w: &WatcherCommand, id: &str) -> Result<u32, 
         source,
     })?;
     Ok(child.id())
+}
+
+/// `systemd-run --unit rampart-rollback-ID --collect …`; the watcher's pid (its unit's MainPID).
+fn spawn_watcher_systemd(w: &WatcherCommand, id: &str) -> Result<u32, ApplyError> {
+    let unit = format!(
+        "rampart-rollback-{}",
+        id.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+    );
+    let out = Command::new("systemd-run")
+        .args(["--quiet", "--collect", "--no-ask-password", "--unit", &unit])
+        .arg(format!("--setenv=RAMPART_PENDING_ID={id}"))
+        .arg(&w.program)
+        .args(
+            w.args
+                .iter()
+                .map(|a| if a == "{id}" { id } else { a.as_str() }),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ApplyError::Spawn {
+            program: "systemd-run".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ApplyError::Nft {
+            action: "watch",
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let pid = Command::new("systemctl")
+        .args(["show", "--property", "MainPID", "--value", &unit])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0);
+    Ok(pid)
 }
 
 /// Outcome of the watcher.
@@ -409,6 +498,22 @@ mod tests {
         );
         let r = restore_text("t", Some("table inet t {\n}"));
         assert!(r.ends_with("delete table inet t\ntable inet t {\n}\n"));
+    }
+
+    #[test]
+    fn watcher_uses_systemd_only_where_it_restores_the_right_namespace() {
+        assert_eq!(pick_launcher(None, true, true, true), Launcher::Systemd);
+        assert_eq!(pick_launcher(None, true, true, false), Launcher::Setsid);
+        assert_eq!(pick_launcher(None, false, true, true), Launcher::Setsid);
+        assert_eq!(pick_launcher(None, true, false, true), Launcher::Setsid);
+        assert_eq!(
+            pick_launcher(Some("setsid"), true, true, true),
+            Launcher::Setsid
+        );
+        assert_eq!(
+            pick_launcher(Some("systemd"), false, false, false),
+            Launcher::Systemd
+        );
     }
 
     #[test]
