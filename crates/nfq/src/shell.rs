@@ -103,6 +103,25 @@ impl NlSocket {
             return Err(io::Error::last_os_error());
         }
         let sock = Self { fd };
+        // Why: requests wait for their answer with a blocking recv; a kernel that never answers
+        // must not hang the loop.
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: timeout is a valid timeval living across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         if rcvbuf_bytes > 0 {
             let size = rcvbuf_bytes.min(i32::MAX as usize) as libc::c_int;
             // Why: FORCE (root) lifts the rmem_max cap; fall back to the capped option.
@@ -194,10 +213,10 @@ impl NlSocket {
         let mut answer = None;
         // Why: a bounded number of datagrams; the kernel answers with at most two.
         for _ in 0..16 {
-            if !self.wait(1000)? {
+            let n = self.recv(buf, false)?;
+            if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer"));
             }
-            let n = self.recv(buf, true)?;
             for m in netlink::messages(&buf[..n]) {
                 match m {
                     Ok(Message::Ack { seq: s, errno }) if s == seq => {
@@ -533,16 +552,15 @@ impl Runner {
                 classifier.expire(now_ms);
                 last_expire_ms = now_ms;
             }
-            match self.queue.sock.wait(200) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => {
-                    self.counters.recv_errors += 1;
+            // Why: try first, poll only when idle; under load every poll would be a wasted
+            // syscall.
+            let n = match self.queue.sock.recv(&mut self.buf, true) {
+                Ok(0) => {
+                    if self.queue.sock.wait(200).is_err() {
+                        self.counters.recv_errors += 1;
+                    }
                     continue;
                 }
-            }
-            let n = match self.queue.sock.recv(&mut self.buf, true) {
-                Ok(0) => continue,
                 Ok(n) => n,
                 Err(_) => {
                     self.counters.recv_errors += 1;
