@@ -6,6 +6,18 @@
 # Usage: bench/dns.sh [N_DOMAINS] [SECONDS_PER_RUN] [ROUNDS]   (defaults 1000000, 10, 1)
 # With ROUNDS > 1 the SUTs are interleaved round by round (background load on a shared machine
 # then hits all of them alike) and the summary reports the median QPS per SUT and workload.
+#
+# PHASES (env, default "sat reload") picks what runs:
+#   sat     max-rate saturation (dnsperf -c 8 -q 500, unpaced) per SUT and workload;
+#   step    peak QPS at < LOSS_MAX % loss (default 0.1) by -Q stepping: the rate grows x1.5 from
+#           STEP_START until a run loses more, then 3 bisections (about 5% resolution), each run
+#           STEP_SECONDS long (default 5) with -v; p50/p99/p99.9 latency of the fastest passing
+#           run, and of one run at FIXED_QPS (default 10000) for every SUT alike. Workloads:
+#           STEP_WORKLOADS (default "W1-hot W2-blocked W4-miss W5-mix"). Miss names are renamed
+#           for every run, so a cache miss stays a miss across runs;
+#   reload  rampart only: W5 paced at RELOAD_QPS while the whole list is rebuilt and swapped
+#           every 2 s; lost queries and the reload peak RSS (VmHWM reset before each reload).
+# SUTS (env, default "rampart unbound dnsmasq") picks the servers.
 # Needs: dnsperf unbound dnsmasq-base dnsutils python3 (apt-get install dnsperf unbound dnsmasq-base).
 # Output: a markdown table on stdout and in $WORK/results.md. Runs are short and bounded; every
 # process started here is killed on exit.
@@ -76,7 +88,7 @@ def w(name, gen, count=200000):
 w("W1-hot", lambda i: f"{rnd.choice(hot)} A")
 w("W2-blocked", lambda i: f"{rnd.choice(names)} A")
 w("W3-blocked-sub", lambda i: f"r{rnd.randrange(10**9)}.{rnd.choice(names)} A")
-w("W4-miss", lambda i: f"m{i}x{rnd.randrange(10**6)}.bench A")
+w("W4-miss", lambda i: f"m{i}x{rnd.randrange(10**6)}.bench A", 1000000)
 def mix(i):
     r = rnd.random()
     if r < .7: q = rnd.choice(hot)
@@ -84,7 +96,7 @@ def mix(i):
     elif r < .9: q = f"r{rnd.randrange(10**9)}.{rnd.choice(names)}"
     else: q = f"m{i}x{rnd.randrange(10**6)}.bench"
     return f"{q} {rnd.choice(types)}"
-w("W5-mix", mix)
+w("W5-mix", mix, 1000000)
 with open(f"{work}/canary", "w") as f:
     f.write(names[-1] + "\n")
 EOF
@@ -178,18 +190,95 @@ start_sut() {
 
 stop_sut() { kill "$SUT_PID" 2>/dev/null || true; wait "$SUT_PID" 2>/dev/null || true; sleep 0.5; }
 
+PHASES=${PHASES:-sat reload}
+SUTS=${SUTS:-rampart unbound dnsmasq}
+has_phase() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# Miss names get a per-run tag, so names from an earlier run are not cache hits.
+RUN_SEQ=0
+fresh_file() { # WORKLOAD -> FRESH: a copy whose miss names are unique to this run
+  RUN_SEQ=$((RUN_SEQ + 1))
+  case "$1" in
+    W4-miss|W5-mix) sed -E "s/^m([0-9]+x[0-9]+)\.bench /m\1r$RUN_SEQ.bench /" "$WORK/$1.txt" > "$WORK/run.txt"; FRESH="$WORK/run.txt" ;;
+    *) FRESH="$WORK/$1.txt" ;;
+  esac
+}
+
+# paced SUT_LABEL WORKLOAD QPS SECONDS: one dnsperf run at QPS with -v; sets P_QPS P_LOSS
+# (percent) P_P50 P_P99 P_P999 (ms).
+paced() {
+  fresh_file "$2"
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$FRESH" -l "$4" -c 8 -T 1 -q 500 -Q "$3" -t 2 -v \
+    -O suppress=timeouts > "$WORK/paced.out" 2>&1 || true
+  read -r P_QPS P_LOSS P_P50 P_P99 P_P999 < <(python3 - "$WORK/paced.out" <<'PY'
+import sys
+lat, qps, sent, lost = [], 0.0, 0, 0
+for line in open(sys.argv[1], errors="ignore"):
+    if line.startswith("> "):
+        try: lat.append(float(line.split()[-1]))
+        except ValueError: pass
+    elif "Queries per second" in line: qps = float(line.split()[3])
+    elif "Queries sent" in line: sent = int(line.split()[2])
+    elif "Queries lost" in line: lost = int(line.split()[2])
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+loss = 100.0 * lost / sent if sent else 100.0
+print(f"{qps:.0f} {loss:.4f} {pct(.5):.3f} {pct(.99):.3f} {pct(.999):.3f}")
+PY
+)
+}
+
+passes() { awk -v l="$P_LOSS" -v m="${LOSS_MAX:-0.1}" 'BEGIN { exit !(l < m) }'; }
+
+# step_search WORKLOAD: peak paced rate with loss < LOSS_MAX; sets S_* from the best passing run.
+# From STEP_START the rate grows x1.5 while runs pass (or halves while they fail, down to 500),
+# then 3 bisections between the last passing and the first failing rate.
+step_search() {
+  local rate=${STEP_START:-20000} lo=0 hi=0 mid i
+  S_RATE=0; S_QPS=0; S_LOSS=nan; S_P50=nan; S_P99=nan; S_P999=nan
+  keep() { S_RATE=$1; S_QPS=$P_QPS; S_LOSS=$P_LOSS; S_P50=$P_P50; S_P99=$P_P99; S_P999=$P_P999; }
+  step() {
+    paced x "$1" "$2" "${STEP_SECONDS:-5}"
+    echo "#   $1 -Q $2: $P_QPS q/s, lost $P_LOSS %, p50 $P_P50 ms, p99 $P_P99 ms" >&2
+    passes
+  }
+  for i in $(seq 12); do
+    if step "$1" "$rate"; then
+      keep "$rate"; lo=$rate
+      [ "$hi" -gt 0 ] && break
+      rate=$((rate * 3 / 2))
+    else
+      hi=$rate
+      [ "$lo" -gt 0 ] && break
+      rate=$((rate / 2))
+      [ "$rate" -ge 500 ] || return 0
+    fi
+  done
+  [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ] || return 0
+  for i in 1 2 3; do
+    mid=$(((lo + hi) / 2))
+    if step "$1" "$mid"; then keep "$mid"; lo=$mid; else hi=$mid; fi
+  done
+}
+
 echo "| round | SUT | workload | QPS | lost % | avg latency ms | latency stddev ms | RSS after run MiB |" > "$WORK/results.md"
 echo "|---|---|---|---|---|---|---|---|" >> "$WORK/results.md"
+echo "| round | SUT | workload | peak QPS at < ${LOSS_MAX:-0.1}% loss | lost % | p50 ms | p99 ms | p99.9 ms | p50 / p99 ms at ${FIXED_QPS:-10000} q/s | lost % at ${FIXED_QPS:-10000} |" > "$WORK/step.md"
+echo "|---|---|---|---|---|---|---|---|---|---|" >> "$WORK/step.md"
 : > "$WORK/load.md"
+if has_phase sat || has_phase step; then
 for round in $(seq "$ROUNDS"); do
-for sut in rampart unbound dnsmasq; do
+for sut in $SUTS; do
   start_sut "$sut"
   rss0=$(rss_kib "$SUT_PID")
   echo "| $round | $sut | list load (start → canary NXDOMAIN) $LOAD_S s | RSS after load $((rss0 / 1024)) MiB |" >> "$WORK/load.md"
   # Warm the hot set.
   taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/W1-hot.txt" -l 2 -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts >/dev/null 2>&1 || true
+  if has_phase sat; then
   for wl in W1-hot W2-blocked W3-blocked-sub W4-miss W5-mix; do
-    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/$wl.txt" -l "$DUR" -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts 2>&1 || true)
+    fresh_file "$wl"
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$FRESH" -l "$DUR" -c 8 -T 1 -q 500 -t 2 -O suppress=timeouts 2>&1 || true)
     qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
     lost=$(echo "$out" | awk '/Queries lost/ {gsub(/[()%]/,"",$4); print $4}')
     lat=$(echo "$out" | awk '/Average Latency/ {print $4*1000}')
@@ -197,10 +286,22 @@ for sut in rampart unbound dnsmasq; do
     rss=$(rss_kib "$SUT_PID")
     echo "| $round | $sut | $wl | $qps | $lost | $lat | $sd | $((rss / 1024)) |" | tee -a "$WORK/results.md" >&2
   done
+  fi
+  if has_phase step; then
+  for wl in ${STEP_WORKLOADS:-W1-hot W2-blocked W4-miss W5-mix}; do
+    echo "# $sut $wl: load average $(cut -d' ' -f1 /proc/loadavg)" >&2
+    step_search "$wl"
+    paced x "$wl" "${FIXED_QPS:-10000}" "${STEP_SECONDS:-5}"
+    echo "| $round | $sut | $wl | $S_QPS (-Q $S_RATE) | $S_LOSS | $S_P50 | $S_P99 | $S_P999 | $P_P50 / $P_P99 | $P_LOSS |" | tee -a "$WORK/step.md" >&2
+  done
+  fi
+  echo "| $round | $sut | VmHWM over the runs $(( $(awk '/VmHWM/ {print $2}' /proc/$SUT_PID/status 2>/dev/null || echo 0) / 1024 )) MiB |" >> "$WORK/load.md"
   stop_sut
 done
 done
-cat "$WORK/load.md" "$WORK/results.md"
+cat "$WORK/load.md"
+if has_phase sat; then
+cat "$WORK/results.md"
 echo
 echo "Median QPS over $ROUNDS round(s):"
 python3 - "$WORK/results.md" <<'PY'
@@ -221,10 +322,14 @@ for wl in sorted({k[0] for k in qps}):
     ratio = med["rampart"] / med["unbound"] if med["unbound"] else 0
     print(f"| {wl} | " + " | ".join(f"{med[s]:.0f}" for s in suts) + f" | {ratio:.2f} |")
 PY
+fi
+has_phase step && cat "$WORK/step.md"
 grep '^bench:' "$WORK/rampart.log" || true
+fi
 
 # ---- reload under load (rampart only): W5 paced at RELOAD_QPS while the whole list is rebuilt
 # and swapped every 2 s; any lost query is a failure of the atomic-swap claim.
+has_phase reload || exit 0
 RELOAD_QPS=${RELOAD_QPS:-5000}
 RAMPART_DNS_BENCH_CONFIG="$WORK/rampart.toml" RAMPART_DNS_BENCH_SECONDS=14 RAMPART_DNS_BENCH_RELOAD_S=2 \
   taskset -c 0 "$HARNESS" --ignored --exact serve_from_env --nocapture >"$WORK/rampart-reload.log" 2>&1 &
@@ -234,9 +339,10 @@ for _ in $(seq 600); do
   dig +time=1 +tries=1 @127.0.0.1 -p $SUT_PORT "$CANARY" A 2>/dev/null | grep -q "status: NXDOMAIN" && break
   sleep 0.01
 done
-out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$WORK/W5-mix.txt" -l 10 -c 8 -T 1 -Q "$RELOAD_QPS" -t 2 2>&1 || true)
+fresh_file W5-mix
+out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $SUT_PORT -d "$FRESH" -l 10 -c 8 -T 1 -Q "$RELOAD_QPS" -t 2 2>&1 || true)
 wait "$SUT_PID" 2>/dev/null || true
 echo
 echo "Reload under load (rampart, W5 at $RELOAD_QPS q/s, full 1M-list reload every 2 s):"
 echo "$out" | grep -E "Queries (sent|completed|lost)|Average Latency|Latency StdDev"
-grep -E "^bench: (reload|peak)" "$WORK/rampart-reload.log" | sort | uniq -c | sed 's/^/  /'
+grep -E "^bench: (serving|reload|peak)" "$WORK/rampart-reload.log" | sed 's/^/  /'

@@ -29,6 +29,9 @@ pub const MAX_REGEX_BYTES: usize = 32 * 1024 * 1024;
 /// Longest CNAME chain re-checked in one answer.
 pub const MAX_CNAME_CHECKS: usize = 16;
 
+/// Mozilla's DoH canary domain: a blocked query for it is always answered NXDOMAIN.
+pub const MOZILLA_CANARY: &str = "use-application-dns.net";
+
 /// Bootstrap names of well-known DoH/DoT resolvers, and Mozilla's canary domain (NXDOMAIN for
 /// it turns Firefox's automatic DoH off).
 pub const DOH_BOOTSTRAP_NAMES: &[&str] = &[
@@ -825,7 +828,17 @@ impl Engine {
             };
         }
         match self.blocked_by(g, qname) {
-            Some(r) => self.block(gi, r),
+            Some(r) => {
+                let mut d = self.block(gi, r);
+                // Firefox turns its automatic DoH off only on NXDOMAIN (or SERVFAIL) for the
+                // canary; a sinkhole address or REFUSED would leave DoH on, bypassing the filter.
+                if let Decision::Block(b) = &mut d {
+                    if qname == MOZILLA_CANARY {
+                        b.action = BlockAction::Nxdomain;
+                    }
+                }
+                d
+            }
             None => Decision::Allow {
                 group: gi,
                 allowed_by: None,
@@ -1004,6 +1017,29 @@ mod tests {
             Reason::DohBootstrap
         );
         assert!(blocked(&e.decide_query(iot, "dns.google")).is_none());
+    }
+
+    #[test]
+    fn doh_canary_is_nxdomain_whatever_the_action() {
+        for action in [BlockAction::Sinkhole, BlockAction::Refused] {
+            let mut cfg = Config::from_toml(
+                "listen = [\"127.0.0.1:0\"]\nupstreams = [{ addr = \"127.0.0.1:53\" }]\n",
+            )
+            .unwrap();
+            let mut g = GroupConfig::named("all");
+            g.block_doh_bootstrap = true;
+            g.action = action;
+            cfg.groups = vec![g];
+            let e = Engine::build(&cfg, &HashMap::new()).unwrap();
+            let c: IpAddr = "192.0.2.1".parse().unwrap();
+            let canary = e.decide_query(c, MOZILLA_CANARY);
+            assert_eq!(blocked(&canary).unwrap().action, BlockAction::Nxdomain);
+            let other = e.decide_query(c, "cloudflare-dns.com");
+            assert_eq!(blocked(&other).unwrap().action, action);
+            assert_eq!(blocked(&other).unwrap().reason.technique(), "T1572");
+            assert!(blocked(&e.decide_query(c, "mozilla.cloudflare-dns.com")).is_some());
+            assert!(blocked(&e.decide_query(c, "example.com")).is_none());
+        }
     }
 
     fn answer(records: &[(&str, u16, Vec<u8>)]) -> Message {

@@ -2,10 +2,10 @@
 //! pure decision engine over domain/regex/IP lists with per-client policy groups and response
 //! checks ([`engine`]), the tunnelling/exfiltration detector ([`detector`]), and the tokio shell
 //! that listens on UDP/TCP, forwards the client's original bytes to UDP, TCP and DoT upstreams
-//! ([`stream`]) with failover, caches answers and swaps lists atomically ([`server`]).
-//! Non-goals: recursion, DNSSEC validation, serving DoT/DoH, list download and the rich list formats (owned by
-//! `rampart-feeds`; [`lists`] is a minimal stand-in), and nftables forced-DNS rules (compiled by
-//! the nft backend).
+//! ([`stream`]) with failover, caches answers and swaps lists atomically ([`server`]); domain
+//! lists are streamed through `rampart-feeds`' parsers ([`lists`]). Non-goals: recursion,
+//! DNSSEC validation, serving DoT/DoH to clients, list download and list formats themselves
+//! (owned by `rampart-feeds`), and nftables forced-DNS rules (compiled by the nft backend).
 
 #![deny(missing_docs)]
 

@@ -628,7 +628,17 @@ fn fast_path(
     if query.header.opcode() != 0 {
         return FastPath::Done(
             Some(Outcome {
-                bytes: wire::build_response(&query, bytes, rcode::NOTIMP, &[], 0, None),
+                bytes: wire::build_response(
+                    &query,
+                    bytes,
+                    rcode::NOTIMP,
+                    &[],
+                    0,
+                    Some(&Ede {
+                        code: wire::ede::NOT_SUPPORTED,
+                        text: format!("rampart: opcode {} not supported", query.header.opcode()),
+                    }),
+                ),
                 question_end: query.question_end,
             }),
             udp_limit(&query),
@@ -794,7 +804,17 @@ async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
     let Ok(_permit) = sh.inflight.try_acquire() else {
         Metrics::inc(&sh.metrics.overload_drops);
         return Some(Outcome {
-            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::REFUSED, &[], 0, None),
+            bytes: wire::build_response(
+                &ctx.query,
+                &ctx.bytes,
+                rcode::REFUSED,
+                &[],
+                0,
+                Some(&Ede {
+                    code: wire::ede::OTHER,
+                    text: "rampart: overloaded (max_inflight queries in flight)".into(),
+                }),
+            ),
             question_end: ctx.query.question_end,
         });
     };
@@ -862,14 +882,34 @@ async fn forward(sh: &Arc<Shared>, ctx: Box<ForwardCtx>) -> Option<Outcome> {
             sh.log_event(ev);
         }
         return Some(Outcome {
-            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::SERVFAIL, &[], 0, None),
+            bytes: wire::build_response(
+                &ctx.query,
+                &ctx.bytes,
+                rcode::SERVFAIL,
+                &[],
+                0,
+                Some(&Ede {
+                    code: wire::ede::NO_REACHABLE_AUTHORITY,
+                    text: "rampart: no upstream answered".into(),
+                }),
+            ),
             question_end: ctx.query.question_end,
         });
     };
     let Ok(parsed) = wire::parse(&resp) else {
         Metrics::inc(&sh.metrics.upstream_errors);
         return Some(Outcome {
-            bytes: wire::build_response(&ctx.query, &ctx.bytes, rcode::SERVFAIL, &[], 0, None),
+            bytes: wire::build_response(
+                &ctx.query,
+                &ctx.bytes,
+                rcode::SERVFAIL,
+                &[],
+                0,
+                Some(&Ede {
+                    code: wire::ede::NETWORK_ERROR,
+                    text: "rampart: malformed upstream answer".into(),
+                }),
+            ),
             question_end: ctx.query.question_end,
         });
     };

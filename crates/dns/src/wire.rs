@@ -730,6 +730,12 @@ pub mod ede {
     pub const FILTERED: u16 = 17;
     /// Prohibited (client not authorised).
     pub const PROHIBITED: u16 = 18;
+    /// Not Supported (the operation, e.g. an opcode, is not supported).
+    pub const NOT_SUPPORTED: u16 = 21;
+    /// No Reachable Authority (every upstream failed or timed out).
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// Network Error (an upstream answered with something unusable).
+    pub const NETWORK_ERROR: u16 = 23;
 }
 
 /// Answer data for a synthesised response.

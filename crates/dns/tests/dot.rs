@@ -307,6 +307,10 @@ async fn dot_rejects_wrong_name_or_ca_and_fails_over() {
         .await
         .unwrap();
     assert_eq!(m.rcode(), 2, "SERVFAIL when the name does not verify");
+    assert_eq!(
+        wire::find_ede(&m).map(|e| e.code),
+        Some(wire::ede::NO_REACHABLE_AUTHORITY)
+    );
     assert!(metric(&wrong_name, "upstream_errors") >= 1);
     wrong_name.shutdown();
 

@@ -393,6 +393,74 @@ async fn tcp_upstream_reuses_one_connection_and_tc_fallback_uses_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ede_codes_on_every_synthesised_answer() {
+    let stub = start_stub().await;
+    let mut cfg = config(vec![stub.addr]);
+    cfg.groups[0].action = rampart_dns::config::BlockAction::Sinkhole;
+    cfg.groups[0].ede_code = wire::ede::FILTERED;
+    cfg.groups[0].block_doh_bootstrap = true;
+    let srv = Server::start(cfg).await.unwrap();
+    let addr = srv.udp_addrs[0];
+    let ede = |m: &wire::Message| wire::find_ede(m).map(|e| (e.code, e.text));
+    // List and regex blocks carry the group's code; sinkhole answers NOERROR + 0.0.0.0.
+    let r = udp_ask(addr, "x.ads.example", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!((r.rcode(), r.answers.len()), (0, 1));
+    let (code, text) = ede(&r).unwrap();
+    assert_eq!(code, wire::ede::FILTERED);
+    assert!(text.contains("list ads"), "{text}");
+    let r = udp_ask(addr, "banner1.example", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!(ede(&r).unwrap().0, wire::ede::FILTERED);
+    // DoH bootstrap: Blocked (15), sinkholed like the rest ...
+    let r = udp_ask(addr, "dns.google", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!(r.rcode(), 0);
+    let (code, text) = ede(&r).unwrap();
+    assert_eq!(code, wire::ede::BLOCKED);
+    assert!(text.contains("DoH/DoT bootstrap"), "{text}");
+    // ... except Mozilla's canary, which must be NXDOMAIN to turn Firefox's DoH off.
+    let r = udp_ask(addr, "use-application-dns.net", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!(r.rcode(), 3);
+    assert_eq!(ede(&r).unwrap().0, wire::ede::BLOCKED);
+    // Response checks: Blocked (15).
+    let r = udp_ask(addr, "rebind.example", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!(ede(&r).unwrap().0, wire::ede::BLOCKED);
+    // Unsupported opcode (STATUS): NOTIMP + Not Supported (21).
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut q = wire::build_query(77, "status.example", rtype::A, Some(1232)).unwrap();
+    q[2] |= 2 << 3;
+    sock.send_to(&q, addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = wire::parse(&buf[..n]).unwrap();
+    assert_eq!(r.rcode(), 4);
+    assert_eq!(ede(&r).unwrap().0, wire::ede::NOT_SUPPORTED);
+    srv.shutdown();
+    // Every upstream silent: SERVFAIL + No Reachable Authority (22).
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config(vec![dead.local_addr().unwrap()]);
+    cfg.limits.query_timeout_ms = 400;
+    let srv = Server::start(cfg).await.unwrap();
+    let r = udp_ask(srv.udp_addrs[0], "lost.example", rtype::A, Some(1232))
+        .await
+        .unwrap();
+    assert_eq!(r.rcode(), 2);
+    assert_eq!(ede(&r).unwrap().0, wire::ede::NO_REACHABLE_AUTHORITY);
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_second_upstream() {
     // A bound socket that never answers: the first upstream times out.
     let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
