@@ -1058,3 +1058,105 @@ fn kernel_synproxy_verdicts_equal_engine_predictions() {
     eprintln!("differential synproxy: {proxied} flows answered by the SYN proxy");
     assert!(proxied >= 20, "only {proxied} proxied flows");
 }
+
+/// Auto-ban, kernel versus engine: the generated forward policies with per-source limits (one
+/// packet a minute, bucket 1-4) and long bans on some accept rules, and a never-ban client.
+/// Flows are sent in order, 2 ms apart; the engine sees the same order at the same pace. Once a
+/// source exceeds a limit it is banned and every later flow from it (any protocol) is dropped
+/// in the prelude, which both sides must agree on flow by flow.
+#[test]
+fn kernel_ban_verdicts_equal_engine_predictions() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let mut n = setup();
+    let mut tally = Tally::default();
+    let (mut banned_drops, mut bans) = (0, 0);
+    for (round, seed) in [0xba11_0001u64, 0xba11_0002].into_iter().enumerate() {
+        let mut rng = Rng(seed);
+        let mut policy = gen_policy(&mut rng, false);
+        policy.defaults.never_ban = vec![
+            IpNet::new(cli_addr(false, 0), 32).unwrap(),
+            IpNet::new(cli_addr(true, 0), 128).unwrap(),
+        ];
+        let mut made = 0;
+        for r in &mut policy.rules {
+            if r.direction == Direction::Forward
+                && r.action == Action::Accept
+                && r.limit.is_none()
+                && (made == 0 || rng.chance(50))
+            {
+                r.limit = Some(Limit {
+                    rate: 1,
+                    per_s: 60,
+                    burst: 1 + rng.below(4),
+                    unit: RateUnit::Packets,
+                    per_source: true,
+                });
+                r.ban = Some(Ban { timeout_s: 600 });
+                made += 1;
+            }
+        }
+        assert!(made > 0, "seed {seed:x} made no ban rule");
+        let text = emit(&policy, &EmitOptions::default()).expect("emit");
+        let f = n.lab.write("ruleset.nft", &text);
+        // A fresh table: empty ban sets and meters.
+        Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
+        // Few flows (0.6 s of sending): retransmitted SYNs (after 1 s) come after every first
+        // packet, so they cannot change what the first packets met.
+        let flows = gen_flows(&mut rng, 300, 40000 + (round as u16) * 1000);
+        let seen = observe(&mut n, &flows);
+        let mut engine = Engine::new(&policy);
+        for (k, (fl, s)) in flows.iter().zip(&seen).enumerate() {
+            let l4 = match fl.proto {
+                proto::TCP | proto::UDP => L4Meta::Ports {
+                    src: fl.sport,
+                    dst: fl.dport,
+                },
+                _ => L4Meta::Icmp {
+                    icmp_type: fl.icmp_type,
+                    code: 0,
+                },
+            };
+            let mut meta = PacketMeta::new(Direction::Forward, fl.src, fl.dst, fl.proto, l4);
+            meta.iif = Some("lan0");
+            meta.oif = Some("dmz0");
+            let d = engine.classify(&meta, k as u64 * 2_000_000);
+            match d.reason {
+                rampart_engine::Reason::Banned => banned_drops += 1,
+                rampart_engine::Reason::Ban => bans += 1,
+                _ => {}
+            }
+            let want = d.action;
+            let icmp = !matches!(fl.proto, proto::TCP | proto::UDP);
+            let agree = s.is(want)
+                || (icmp
+                    && matches!(want, Action::Drop | Action::Reject)
+                    && matches!(s, Seen::Drop | Seen::Reject));
+            tally.record(agree, *s, || {
+                format!(
+                    "round {round} #{k}: {fl:?}: engine {want:?} ({:?}), kernel {s:?}",
+                    d.reason
+                )
+            });
+        }
+        if tally.disagreed("/tmp/rampart-differential-ban.nft", &text) {
+            break;
+        }
+    }
+    // Bans turn most rejects into drops, so only accept and drop are required to be common.
+    tally.finish("ban forward", "/tmp/rampart-differential-ban.nft", 0);
+    for kind in ["accept", "drop"] {
+        assert!(
+            tally.counts.get(kind).copied().unwrap_or(0) >= 20,
+            "too few {kind}: {:?}",
+            tally.counts
+        );
+    }
+    eprintln!("differential ban: {bans} bans, {banned_drops} flows from banned sources");
+    assert!(
+        bans >= 3 && banned_drops >= 20,
+        "{bans} bans, {banned_drops} banned drops"
+    );
+}
