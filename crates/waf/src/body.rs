@@ -152,7 +152,8 @@ pub fn parse_multipart(body: &[u8], boundary: &[u8]) -> Multipart {
     m
 }
 
-/// Parse JSON into `json.a.b` / `json.arr.0` arguments (Coraza's naming).
+/// Parse JSON into `json.a.b` arguments; array elements carry the array's name, as
+/// libmodsecurity names them (so `ARGS_NAMES` ends with the key the client sent).
 pub fn parse_json(body: &[u8], out: &mut Vec<(String, Vec<u8>)>) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     fn walk(
@@ -178,12 +179,8 @@ pub fn parse_json(body: &[u8], out: &mut Vec<(String, Vec<u8>)>) -> Result<(), S
                 }
             }
             serde_json::Value::Array(items) => {
-                for (i, child) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(&i.to_string());
+                for child in items {
                     walk(child, path, depth + 1, out)?;
-                    path.truncate(len);
                 }
             }
             serde_json::Value::String(s) => out.push((path.clone(), s.as_bytes().to_vec())),
@@ -546,8 +543,9 @@ pub fn front_check(raw: &[u8]) -> Result<(), FrontReject> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
     let (method, target, version) = match parts.as_slice() {
-        [m, t, v] => (*m, *t, Some(*v)),
-        [m, t] => (*m, *t, None),
+        // A request line without a version is HTTP/0.9.
+        [m, t, v] if !v.is_empty() => (*m, *t, Some(*v)),
+        [m, t, _] | [m, t] => (*m, *t, None),
         _ => return Err(FrontReject::RequestLine),
     };
     if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) || target.is_empty() {
@@ -603,10 +601,12 @@ pub fn front_check(raw: &[u8]) -> Result<(), FrontReject> {
             return Err(FrontReject::Header);
         }
         if name.eq_ignore_ascii_case(b"host") {
-            let ok = !value.is_empty()
-                && value
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]~!$&'()*+,;=".contains(b));
+            // HTTP/1.0 allows an empty Host; HTTP/1.1 does not (RFC 9112 3.2).
+            let ok = (value.is_empty() && version != Some(b"HTTP/1.1"))
+                || !value.is_empty()
+                    && value
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]~!$&'()*+,;=".contains(b));
             if !ok {
                 return Err(FrontReject::Host);
             }
@@ -658,8 +658,8 @@ mod tests {
     fn json_and_xml() {
         let mut out = Vec::new();
         parse_json(br#"{"a":{"b":[1,"x"]}}"#, &mut out).unwrap();
-        assert_eq!(out[0], ("json.a.b.0".into(), b"1".to_vec()));
-        assert_eq!(out[1], ("json.a.b.1".into(), b"x".to_vec()));
+        assert_eq!(out[0], ("json.a.b".into(), b"1".to_vec()));
+        assert_eq!(out[1], ("json.a.b".into(), b"x".to_vec()));
         assert!(parse_json(b"{", &mut out).is_err());
         let x =
             parse_xml(b"<?xml version=\"1.0\"?><a k=\"v&#x7B;&quot;\">t&lt;<b>u</b></a>").unwrap();

@@ -102,7 +102,7 @@ fn build_raw(input: &Yaml) -> Result<Vec<u8>, String> {
         if !names.iter().any(|n| n == "connection") {
             raw.extend_from_slice(b"Connection: close\r\n");
         }
-        if !data.is_empty() && !names.iter().any(|n| n == "content-length") {
+        if !names.iter().any(|n| n == "content-length") {
             raw.extend_from_slice(format!("Content-Length: {}\r\n", data.len()).as_bytes());
         }
         if !data.is_empty() && !names.iter().any(|n| n == "content-type") {
@@ -221,8 +221,8 @@ pub fn log_text(matched: &[MatchedRule]) -> String {
         s.push_str(&format!(
             "[id \"{}\"] [msg \"{}\"] [data \"{}\"] [severity \"{}\"]{}\n",
             m.id,
-            m.msg,
-            m.logdata,
+            log_escape(&m.msg),
+            log_escape(&m.logdata),
             m.severity.unwrap_or(0),
             m.tags
                 .iter()
@@ -231,6 +231,19 @@ pub fn log_text(matched: &[MatchedRule]) -> String {
         ));
     }
     s
+}
+
+/// Escape control bytes as ModSecurity's error log does (`\x0d`), so one rule is one line.
+fn log_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Run one case through the engine, directly (no sockets).
@@ -312,7 +325,7 @@ pub fn run_case(engine: &Engine, case: &Case) -> CaseResult {
         }
         if let Some(re) = &stage.expect.no_match_regex {
             if regex::Regex::new(re).is_ok_and(|r| r.is_match(&log)) {
-                failures.push(format!("stage {si}: log matches {re}"));
+                failures.push(format!("stage {si}: log matches {re} (logged {logged:?})"));
             }
         }
     }
