@@ -34,6 +34,17 @@ pub struct Config {
     /// Query log (JSON lines of `rampart_events::Event`).
     #[serde(default)]
     pub query_log: Option<QueryLogConfig>,
+    /// Prometheus scrape endpoint (plain HTTP, any path answers the counters).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Prometheus scrape endpoint settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve on (port 0 picks a free port).
+    pub listen: SocketAddr,
 }
 
 impl Config {

@@ -137,6 +137,8 @@ pub struct ServerHandle {
     pub udp_addrs: Vec<SocketAddr>,
     /// Bound TCP addresses (in `listen` order).
     pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound Prometheus endpoint, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -262,10 +264,26 @@ impl Server {
             let sh = shared.clone();
             tasks.push(tokio::spawn(async move { tcp_loop(sh, tcp).await }));
         }
+        let metrics_addr = match &cfg.metrics {
+            Some(m) => {
+                let l = TcpListener::bind(m.listen)
+                    .await
+                    .map_err(|source| DnsError::Bind {
+                        addr: m.listen,
+                        source,
+                    })?;
+                let bound = l.local_addr()?;
+                let sh = shared.clone();
+                tasks.push(tokio::spawn(async move { metrics_loop(sh, l).await }));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(ServerHandle {
             shared,
             udp_addrs,
             tcp_addrs,
+            metrics_addr,
             tasks,
         })
     }
@@ -319,6 +337,95 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     shutdown.await;
     handle.shutdown();
     Ok(())
+}
+
+/// The Prometheus text: the counters, then per-list gauges of the current lists.
+fn exposition(sh: &Shared) -> String {
+    use std::fmt::Write as _;
+    let mut out = sh.metrics.render();
+    let engine = sh.engine.load();
+    let _ = writeln!(
+        out,
+        "# HELP rampart_dns_list_entries Entries of each list after de-duplication."
+    );
+    let _ = writeln!(out, "# TYPE rampart_dns_list_entries gauge");
+    for st in engine.list_stats() {
+        let _ = writeln!(
+            out,
+            "rampart_dns_list_entries{{list=\"{}\"}} {}",
+            st.name.escape_default(),
+            st.entries
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rampart_dns_list_heap_bytes Heap bytes of each domain list."
+    );
+    let _ = writeln!(out, "# TYPE rampart_dns_list_heap_bytes gauge");
+    for st in engine.list_stats() {
+        let _ = writeln!(
+            out,
+            "rampart_dns_list_heap_bytes{{list=\"{}\"}} {}",
+            st.name.escape_default(),
+            st.heap_bytes
+        );
+    }
+    out
+}
+
+/// Most concurrent scrape connections; more are closed at once.
+const MAX_METRICS_CONNECTIONS: usize = 8;
+/// Most request bytes read from a scraper.
+const MAX_METRICS_REQUEST_BYTES: usize = 8192;
+
+async fn metrics_loop(sh: Arc<Shared>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(MAX_METRICS_CONNECTIONS));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // Read the request head (bounded in size and time); its content does not matter.
+            let mut req = Vec::with_capacity(512);
+            let mut buf = [0u8; 1024];
+            let read_head = async {
+                while req.len() < MAX_METRICS_REQUEST_BYTES {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                    if req.windows(4).any(|w| w == b"\r\n\r\n")
+                        || req.windows(2).any(|w| w == b"\n\n")
+                    {
+                        return true;
+                    }
+                }
+                false
+            };
+            let complete = tokio::time::timeout(Duration::from_secs(2), read_head)
+                .await
+                .unwrap_or(false);
+            if !complete {
+                return;
+            }
+            let body = exposition(&sh);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(body.as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+        });
+    }
 }
 
 async fn upstream_reader(sh: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {

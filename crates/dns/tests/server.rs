@@ -461,6 +461,46 @@ async fn ede_codes_on_every_synthesised_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_endpoint_serves_counters_and_list_gauges() {
+    let stub = start_stub().await;
+    let mut cfg = config(vec![stub.addr]);
+    cfg.metrics = Some(rampart_dns::config::MetricsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+    });
+    let srv = Server::start(cfg).await.unwrap();
+    let m = srv.metrics_addr.unwrap();
+    udp_ask(srv.udp_addrs[0], "x.ads.example", rtype::A, None)
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(m).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
+    assert!(body.contains("text/plain; version=0.0.4"));
+    assert!(body.contains("\nrampart_dns_queries_udp 1\n"), "{body}");
+    assert!(body.contains("\nrampart_dns_blocked_query 1\n"));
+    assert!(
+        body.contains("rampart_dns_list_entries{list=\"ads\"} 2\n"),
+        "{body}"
+    );
+    // A scraper that never finishes its request is dropped, and the endpoint keeps serving.
+    let mut idle = TcpStream::connect(m).await.unwrap();
+    idle.write_all(b"GET /").await.unwrap();
+    let mut s = TcpStream::connect(m).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut again = String::new();
+    s.read_to_string(&mut again).await.unwrap();
+    assert!(again.contains("rampart_dns_reloads 0"));
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_second_upstream() {
     // A bound socket that never answers: the first upstream times out.
     let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -35,7 +35,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         let handle = rampart_dns::Server::start(config).await?;
         println!(
             "{}",
-            serde_json::json!({ "event": "listening", "udp": handle.udp_addrs, "tcp": handle.tcp_addrs })
+            serde_json::json!({ "event": "listening", "udp": handle.udp_addrs, "tcp": handle.tcp_addrs, "metrics": handle.metrics_addr })
         );
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
