@@ -658,3 +658,237 @@ techniques = ["T1197"]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Deletes the network namespace on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let st = cmd.status().expect("run command");
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+/// Transparent mode for real: inside a private network namespace, nft redirects connections to
+/// 127.0.0.3 (standing in for "the internet") to the transparent listener; curl connects without
+/// any proxy setting. HTTP is routed by Host, TLS by SNI, and the proxy dials its own checked
+/// resolution (127.0.0.2), never the address the client picked. A direct connection to the
+/// transparent port is refused as a loop. Needs root, `ip`, `nft` and `curl`.
+#[test]
+fn egress_transparent_mode_with_nft_redirect_in_a_netns() {
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let have = |bin: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !is_root || !have("ip") || !have("nft") || !curl_available() {
+        eprintln!("skipping: needs root, ip, nft and curl");
+        return;
+    }
+    let name = format!("rampart-egress-{}", std::process::id());
+    if !Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipping: cannot create a network namespace");
+        return;
+    }
+    let ns = Netns(name.clone());
+    run_ok(Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]));
+    let ns_name = ns.0.clone();
+    // Everything below runs on a thread that entered the namespace: sockets it creates and
+    // processes it spawns live there.
+    let body = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{ns_name}")).expect("netns file");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid namespace fd; setns affects only this thread.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns");
+        transparent_body();
+    });
+    let result = body.join();
+    drop(ns);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn transparent_body() {
+    let dir = std::env::temp_dir().join(format!("rampart-egress-tp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = testkit::http_origin("127.0.0.2:0").unwrap();
+    let tls = testkit::tls_origin("127.0.0.2:0", &["good.test", "other.test"]).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, tls.cert_pem.as_ref().unwrap()).unwrap();
+    let mut answers = HashMap::new();
+    for n in ["good.test", "other.test"] {
+        answers.insert(n.to_string(), vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+    }
+    let dns = testkit::fake_dns("127.0.0.1:0", answers).unwrap();
+    let config = dir.join("egress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = ["127.0.0.1:0"]
+transparent_listen = ["127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
+[resolver]
+servers = ["{dns}"]
+[log]
+path = "{events}"
+[[sources]]
+name = "servers"
+networks = ["127.0.0.0/8"]
+allow = ["good.test:*"]
+allow_addresses = ["127.0.0.2/32"]
+"#,
+            dns = dns.addr,
+            events = dir.join("events.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["egress", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _proxy = Proxy(child);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let tport: u16 = v["transparent"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (hp, tp) = (http.addr.port(), tls.addr.port());
+    let rules = format!(
+        "table ip rampart_egress_test {{\n chain out {{\n  type nat hook output priority -100; policy accept;\n  ip daddr 127.0.0.3 tcp dport {{ {hp}, {tp} }} redirect to :{tport}\n }}\n}}\n"
+    );
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success(), "nft ruleset loads");
+    let mut cx = Ctx {
+        proxy: String::new(),
+        dir: dir.clone(),
+        events_seen: 0,
+    };
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "--noproxy",
+                "*",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // HTTP routed by Host: the client connects to 127.0.0.3, the proxy dials 127.0.0.2.
+    let out = curl(&[
+        "--resolve",
+        &format!("good.test:{hp}:127.0.0.3"),
+        &format!("http://good.test:{hp}/t"),
+    ]);
+    assert!(out.ends_with("\n200"), "{out}");
+    assert!(
+        out.contains(&format!("http method=GET target=/t host=good.test:{hp}")),
+        "{out}"
+    );
+    let ev = cx.next_event();
+    check_event(&ev, "allow", "allowed", "good.test", &[]);
+    assert_eq!(ev["detail"]["proxy_type"], "transparent_http");
+    assert_eq!(ev["dest_ip"], "127.0.0.2");
+    // TLS routed by SNI, certificate verified end to end.
+    let out = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        "--resolve",
+        &format!("good.test:{tp}:127.0.0.3"),
+        &format!("https://good.test:{tp}/s"),
+    ]);
+    assert!(out.ends_with("\n200"), "{out}");
+    let ev = cx.next_event();
+    check_event(&ev, "allow", "allowed", "good.test", &[]);
+    assert_eq!(ev["detail"]["proxy_type"], "transparent_tls");
+    assert_eq!(ev["detail"]["sni"], "good.test");
+    // A name off the allowlist, by SNI and by Host.
+    let before = (
+        tls.hits.load(Ordering::SeqCst),
+        http.hits.load(Ordering::SeqCst),
+    );
+    let out = curl(&[
+        "-k",
+        "--resolve",
+        &format!("other.test:{tp}:127.0.0.3"),
+        &format!("https://other.test:{tp}/"),
+    ]);
+    assert!(!out.ends_with("\n200"), "{out}");
+    check_event(
+        &cx.next_event(),
+        "block",
+        "host_not_allowed",
+        "other.test",
+        &["T1071.001", "T1105"],
+    );
+    let out = curl(&[
+        "--resolve",
+        &format!("other.test:{hp}:127.0.0.3"),
+        &format!("http://other.test:{hp}/"),
+    ]);
+    assert!(out.ends_with("\n403"), "{out}");
+    check_event(
+        &cx.next_event(),
+        "block",
+        "host_not_allowed",
+        "other.test",
+        &["T1071.001", "T1105"],
+    );
+    assert_eq!(
+        (
+            tls.hits.load(Ordering::SeqCst),
+            http.hits.load(Ordering::SeqCst)
+        ),
+        before
+    );
+    // Straight to the transparent port: nothing was redirected, so it would loop.
+    let mut direct = TcpStream::connect(("127.0.0.1", tport)).unwrap();
+    direct
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = direct.read_to_end(&mut sink);
+    let ev = cx.next_event();
+    assert_eq!(ev["reason"], "bad_request:transparent_loop", "{ev}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Proxy listeners (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
+    /// Transparent-mode listeners: connections redirected here by nft (`redirect`, `dnat` or
+    /// `tproxy`); TLS is routed by SNI, HTTP by Host, on the original destination port.
+    #[serde(default)]
+    pub transparent_listen: Vec<SocketAddr>,
     /// Where to serve Prometheus text metrics (`GET /metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,

@@ -51,6 +51,8 @@ struct Shared {
     metrics: Metrics,
     log: Option<EventLog>,
     conns: Arc<Semaphore>,
+    /// Every address this proxy listens on (transparent-mode loop guard).
+    own_addrs: Vec<SocketAddr>,
 }
 
 impl Shared {
@@ -75,6 +77,8 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     /// Bound proxy addresses (in `listen` order).
     pub proxy_addrs: Vec<SocketAddr>,
+    /// Bound transparent-mode addresses (in `transparent_listen` order).
+    pub transparent_addrs: Vec<SocketAddr>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -105,6 +109,22 @@ impl Server {
             }
             None => None,
         };
+        let mut listeners = Vec::new();
+        for (addrs, transparent) in [(&cfg.listen, false), (&cfg.transparent_listen, true)] {
+            for addr in addrs {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| EgressError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                let bound = l.local_addr().map_err(|source| EgressError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+                listeners.push((l, bound, transparent));
+            }
+        }
         let shared = Arc::new(Shared {
             policy: RwLock::new(Arc::new(policy)),
             limits: cfg.limits.clone(),
@@ -112,21 +132,18 @@ impl Server {
             metrics: Metrics::default(),
             log,
             conns: Arc::new(Semaphore::new(cfg.limits.max_connections.max(1))),
+            own_addrs: listeners.iter().map(|(_, a, _)| *a).collect(),
         });
         let mut tasks = Vec::new();
         let mut proxy_addrs = Vec::new();
-        for addr in &cfg.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| EgressError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-            proxy_addrs.push(l.local_addr().map_err(|source| EgressError::Bind {
-                addr: *addr,
-                source,
-            })?);
-            tasks.push(tokio::spawn(accept_loop(shared.clone(), l)));
+        let mut transparent_addrs = Vec::new();
+        for (l, bound, transparent) in listeners {
+            if transparent {
+                transparent_addrs.push(bound);
+            } else {
+                proxy_addrs.push(bound);
+            }
+            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, transparent)));
         }
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics_listen {
@@ -142,6 +159,7 @@ impl Server {
         Ok(ServerHandle {
             shared,
             proxy_addrs,
+            transparent_addrs,
             metrics_addr,
             tasks,
         })
@@ -176,7 +194,7 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(sh: Arc<Shared>, listener: TcpListener, transparent: bool) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             // Accept errors (EMFILE...) are transient; back off briefly instead of spinning.
@@ -192,7 +210,11 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let sh = sh.clone();
         tokio::spawn(async move {
-            handle_client(&sh, stream, peer).await;
+            if transparent {
+                handle_transparent(&sh, stream, peer).await;
+            } else {
+                handle_client(&sh, Peer::new(stream), peer, None).await;
+            }
             drop(permit);
         });
     }
@@ -559,8 +581,15 @@ struct Upstream {
     peer: Peer,
 }
 
-async fn handle_client(sh: &Shared, client: TcpStream, peer_addr: SocketAddr) {
-    let mut client = Peer::new(client);
+/// The request loop of one client connection. `transparent` carries the original destination
+/// for connections redirected to a transparent listener (origin-form requests, host from the
+/// Host header, port from the original destination).
+async fn handle_client(
+    sh: &Shared,
+    mut client: Peer,
+    peer_addr: SocketAddr,
+    transparent: Option<SocketAddr>,
+) {
     let mut upstream: Option<Upstream> = None;
     let lim = &sh.limits;
     for n in 0..lim.max_requests_per_connection.max(1) {
@@ -611,14 +640,22 @@ async fn handle_client(sh: &Shared, client: TcpStream, peer_addr: SocketAddr) {
         };
         client.consume(head.head_len);
         let keep = match head.target {
-            Target::Authority { .. } if head.method == "CONNECT" => {
+            Target::Authority { .. } if head.method == "CONNECT" && transparent.is_none() => {
                 Metrics::inc(&sh.metrics.requests_connect);
                 handle_connect(sh, client, peer_addr, head).await;
                 return;
             }
             _ => {
                 Metrics::inc(&sh.metrics.requests_http);
-                handle_http(sh, &mut client, peer_addr, &head, &mut upstream).await
+                handle_http(
+                    sh,
+                    &mut client,
+                    peer_addr,
+                    &head,
+                    &mut upstream,
+                    transparent,
+                )
+                .await
             }
         };
         if !keep {
@@ -711,11 +748,16 @@ async fn handle_http(
     peer_addr: SocketAddr,
     head: &RequestHead,
     upstream: &mut Option<Upstream>,
+    transparent: Option<SocketAddr>,
 ) -> bool {
     let policy = sh.policy();
     let lim = &sh.limits;
     let mut rec = Record {
-        kind: "http",
+        kind: if transparent.is_some() {
+            "transparent_http"
+        } else {
+            "http"
+        },
         method: Some(head.method.clone()),
         user_agent: head.header_text("user-agent"),
         ..Record::default()
@@ -726,11 +768,25 @@ async fn handle_http(
         || (head.minor == 0 && !http::has_token(&head.headers, "connection", "keep-alive"));
     // Refusals close the connection when a request body is still unread.
     let close_on_refusal = has_body || client_close;
-    let (host, port, path) = match &head.target {
-        Target::Absolute { host, port, path } => (host.clone(), *port, path.clone()),
-        _ => {
+    let target = match (&head.target, transparent) {
+        (Target::Absolute { host, port, path }, None) => Some((host.clone(), *port, path.clone())),
+        (Target::Origin(path), Some(orig)) => http::header_one(&head.headers, "host")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| http::parse_authority(v, Some(orig.port())).ok())
+            // The port is where the client really connected, not what Host claims.
+            .map(|(host, _)| (host, orig.port(), path.clone())),
+        _ => None,
+    };
+    let (host, port, path) = match target {
+        Some(t) => t,
+        None => {
             Metrics::inc(&sh.metrics.bad_requests);
-            let d = Decision::deny(Reason::BadRequest("not_absolute_form"), &[]);
+            let why = if transparent.is_some() {
+                "no_usable_host"
+            } else {
+                "not_absolute_form"
+            };
+            let d = Decision::deny(Reason::BadRequest(why), &[]);
             refuse_http(sh, peer_addr, client, rec, d, true).await;
             return false;
         }
@@ -1051,6 +1107,168 @@ async fn refuse_connect(
         true,
     );
     let _ = client.s.write_all(&bytes).await;
+}
+
+/// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` (linux/netfilter_ipv4.h, netfilter_ipv6.h).
+const SO_ORIGINAL_DST: libc::c_int = 80;
+
+/// The destination a redirected connection was originally sent to: `SO_ORIGINAL_DST` for nft
+/// `redirect`/`dnat`, else the socket's local address (nft `tproxy` keeps the original
+/// destination as the local address).
+fn original_dst(s: &TcpStream) -> Option<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let local = s.local_addr().ok()?;
+    let fd = s.as_raw_fd();
+    if local.is_ipv4() {
+        // SAFETY: sockaddr_in is plain old data; zeroed is a valid value.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: fd is an open socket owned by `s`; the pointer and length describe `sa`.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+            return Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sa.sin_port)));
+        }
+    } else {
+        // SAFETY: sockaddr_in6 is plain old data; zeroed is a valid value.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: fd is an open socket owned by `s`; the pointer and length describe `sa`.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            let ip = std::net::Ipv6Addr::from(sa.sin6_addr.s6_addr);
+            return Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sa.sin6_port)));
+        }
+    }
+    Some(local)
+}
+
+/// A connection redirected to a transparent listener: TLS is routed by the ClientHello's SNI
+/// (resolved and checked by the proxy, so the client's own choice of address is ignored), HTTP
+/// by the Host header; both use the original destination port.
+async fn handle_transparent(sh: &Shared, stream: TcpStream, peer_addr: SocketAddr) {
+    let lim = &sh.limits;
+    let orig = original_dst(&stream);
+    let mut client = Peer::new(stream);
+    let mut rec = Record {
+        kind: "transparent",
+        ..Record::default()
+    };
+    let Some(orig) = orig.filter(|o| !sh.own_addrs.contains(o)) else {
+        // Not redirected: a direct connection to the transparent port would loop.
+        emit(
+            sh,
+            peer_addr,
+            &rec,
+            &Decision::deny(Reason::BadRequest("transparent_loop"), &[]),
+        );
+        return;
+    };
+    rec.port = Some(orig.port());
+    let deadline = tokio::time::Instant::now() + Shared::ms(lim.client_hello_timeout_ms);
+    if client.fill(deadline).await.is_err() {
+        return;
+    }
+    if client.pending().first() != Some(&0x16) {
+        // Not TLS: serve it as HTTP (a request head that does not parse is answered 400).
+        handle_client(sh, client, peer_addr, Some(orig)).await;
+        return;
+    }
+    rec.kind = "transparent_tls";
+    let peek = loop {
+        let p = tls::peek_client_hello(client.pending());
+        if p != Peek::Incomplete
+            || client.pending().len() >= tls::MAX_CLIENT_HELLO_BYTES
+            || client.fill(deadline).await.is_err()
+        {
+            break p;
+        }
+    };
+    let policy = sh.policy();
+    let host = match &peek {
+        Peek::Hello(h) => {
+            rec.sni = h.sni.clone();
+            match h.sni.as_deref().map(http::parse_host) {
+                Some(Ok(host)) => host,
+                Some(Err(_)) => Host::Ip(orig.ip()),
+                // No SNI: the only destination known is the address the client chose.
+                None => Host::Ip(orig.ip()),
+            }
+        }
+        _ => Host::Ip(orig.ip()),
+    };
+    rec.host = Some(host.to_string());
+    let src = match policy.select_source(peer_addr.ip(), None) {
+        SourceMatch::Source(i) => {
+            rec.source = Some(policy.sources[i].name.clone());
+            i
+        }
+        SourceMatch::AuthRequired => {
+            return emit(
+                sh,
+                peer_addr,
+                &rec,
+                &Decision::deny(Reason::AuthRequired, &[]),
+            )
+        }
+        SourceMatch::NoSource => {
+            return emit(sh, peer_addr, &rec, &Decision::deny(Reason::NoSource, &[]))
+        }
+    };
+    let facts = RequestFacts {
+        connect: true,
+        method: "CONNECT",
+        host: &host,
+        port: orig.port(),
+        user_agent: None,
+        body: BodyLen::Empty,
+    };
+    let mut decision = policy.decide_request(src, &facts);
+    if decision.proceeds() {
+        let hello = policy.decide_hello(src, &host, orig.port(), &peek);
+        if hello.action != Action::Allow {
+            decision = hello;
+        }
+    }
+    if !decision.proceeds() {
+        if matches!(
+            decision.reason,
+            Reason::SniMissing
+                | Reason::NotTls
+                | Reason::MalformedClientHello
+                | Reason::SniMismatch
+        ) {
+            Metrics::inc(&sh.metrics.denied_sni);
+        }
+        return emit(sh, peer_addr, &rec, &decision);
+    }
+    let mut up = match resolve_and_dial(sh, &policy, src, &host, orig.port(), &mut rec).await {
+        Ok((s, _)) => s,
+        Err(d) => return emit(sh, peer_addr, &rec, &d),
+    };
+    emit(sh, peer_addr, &rec, &decision);
+    if up.write_all(client.pending()).await.is_err() {
+        return;
+    }
+    let n = client.pending().len();
+    client.consume(n);
+    splice(client.s, up, Shared::ms(lim.tunnel_idle_timeout_ms)).await;
 }
 
 /// Copies both directions until both end or the tunnel is idle (no bytes either way) for

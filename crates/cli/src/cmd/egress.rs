@@ -41,6 +41,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             serde_json::json!({
                 "event": "listening",
                 "proxy": handle.proxy_addrs,
+                "transparent": handle.transparent_addrs,
                 "metrics": handle.metrics_addr,
             })
         );
