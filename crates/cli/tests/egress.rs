@@ -271,6 +271,7 @@ identities = ["auditor"]
 mode = "report"
 allow = ["good.test:*"]
 allow_addresses = ["127.0.0.2/32"]
+max_upload_bytes = 4096
 
 [[sources]]
 name = "servers"
@@ -599,6 +600,27 @@ techniques = ["T1197"]
     assert_eq!(ev["detail"]["decision"], "report");
     assert_eq!(ev["detail"]["identity"], "auditor");
     assert_eq!(ev["detail"]["source"], "audit");
+    // A chunked upload over the limit is relayed whole in report mode, and reported.
+    let g = cx.curl(&[
+        "-U",
+        "auditor:hunter2",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &format!("http://good.test:{hp}/up"),
+    ]);
+    assert_eq!(g.code, "200");
+    assert!(g.body.contains("body=5000"), "{}", g.body);
+    let ev = cx.next_event();
+    check_event(
+        &ev,
+        "alert",
+        "upload_too_large",
+        "good.test",
+        &["T1048", "T1537"],
+    );
+    assert_eq!(ev["detail"]["bytes_up"], 5000);
     let g = cx.curl(&[
         "-U",
         "auditor:hunter2",
@@ -648,7 +670,7 @@ techniques = ["T1197"]
             .unwrap_or_else(|| panic!("metric {name} in {text}"))
     };
     assert_eq!(value("allowed"), 5);
-    assert_eq!(value("reported"), 1);
+    assert_eq!(value("reported"), 2);
     assert_eq!(value("denied_address"), 6);
     assert_eq!(value("denied_sni"), 4);
     assert_eq!(value("head_timeouts"), 1);

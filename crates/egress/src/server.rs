@@ -666,7 +666,6 @@ async fn handle_client(
 
 /// Source selection and authentication shared by HTTP and CONNECT. `Err` carries the refusal.
 fn identify(
-    sh: &Shared,
     policy: &Policy,
     peer: SocketAddr,
     head: &RequestHead,
@@ -678,7 +677,6 @@ fn identify(
         Err(()) => return Err(Decision::deny(Reason::AuthFailed, &[])),
     };
     rec.identity = identity.clone();
-    let _ = sh;
     match policy.select_source(peer.ip(), identity.as_deref()) {
         SourceMatch::Source(i) => {
             rec.source = Some(policy.sources[i].name.clone());
@@ -793,7 +791,7 @@ async fn handle_http(
     };
     rec.host = Some(host.to_string());
     rec.port = Some(port);
-    let src = match identify(sh, &policy, peer_addr, head, &mut rec) {
+    let src = match identify(&policy, peer_addr, head, &mut rec) {
         Ok(s) => s,
         Err(d) => return refuse_http(sh, peer_addr, client, rec, d, close_on_refusal).await,
     };
@@ -873,25 +871,35 @@ async fn handle_http(
             BodyLen::Empty | BodyLen::UntilClose => Ok(Some(0)),
             BodyLen::Length(n) => client.copy_exact(&mut up.peer.s, n, wait).await.map(Some),
             BodyLen::Chunked => {
-                let limit = policy.sources.get(src).map(|s| s.max_upload_bytes);
+                // Only enforcing sources stop the stream at the limit; report-only sources
+                // relay it whole and the total is judged afterwards.
+                let limit = policy
+                    .sources
+                    .get(src)
+                    .filter(|s| s.mode == crate::config::Mode::Enforce)
+                    .map(|s| s.max_upload_bytes);
                 client.relay_chunked(&mut up.peer.s, limit, wait).await
             }
         }
     }
     .await;
     match sent {
-        Ok(Some(n)) => rec.bytes_up = n,
-        Ok(None) => {
-            // Chunked upload went past the limit.
-            let d = policy.decide_upload_overrun(src);
-            *upstream = None;
-            if !d.proceeds() {
-                refuse_http(sh, peer_addr, client, rec, d, true).await;
-                return false;
+        Ok(Some(n)) => {
+            rec.bytes_up = n;
+            let over = policy
+                .sources
+                .get(src)
+                .is_some_and(|s| body == BodyLen::Chunked && n > s.max_upload_bytes);
+            if over && final_decision.action == Action::Allow {
+                final_decision = policy.decide_upload_overrun(src);
             }
-            // Report mode: the body was cut at the limit already; nothing sane to forward.
-            final_decision = d;
-            emit(sh, peer_addr, &rec, &final_decision);
+        }
+        Ok(None) => {
+            // Chunked upload went past an enforcing source's limit: the upstream connection is
+            // cut mid-body, so the origin never sees a complete request.
+            *upstream = None;
+            let d = policy.decide_upload_overrun(src);
+            refuse_http(sh, peer_addr, client, rec, d, true).await;
             return false;
         }
         Err(_) => {
@@ -1017,7 +1025,7 @@ async fn handle_connect(sh: &Shared, mut client: Peer, peer_addr: SocketAddr, he
         user_agent: head.header_text("user-agent"),
         ..Record::default()
     };
-    let src = match identify(sh, &policy, peer_addr, &head, &mut rec) {
+    let src = match identify(&policy, peer_addr, &head, &mut rec) {
         Ok(s) => s,
         Err(d) => return refuse_connect(sh, peer_addr, client, rec, d).await,
     };
