@@ -512,38 +512,80 @@ async fn tcp_loop(sh: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn tcp_conn(
-    sh: &Arc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) -> std::io::Result<()> {
+/// Most queries of one TCP client connection in progress at once (RFC 7766 §6.2.1.1
+/// pipelining); the connection stops reading while this many are pending.
+pub const MAX_TCP_PIPELINE: usize = 64;
+
+fn frame(out: &Outcome) -> Vec<u8> {
+    let n = out.bytes.len().min(u16::MAX as usize);
+    let mut framed = Vec::with_capacity(n + 2);
+    framed.extend_from_slice(&(n as u16).to_be_bytes());
+    framed.extend_from_slice(&out.bytes[..n]);
+    framed
+}
+
+/// One TCP client connection. Queries are pipelined: each is answered as soon as its answer is
+/// ready (possibly out of order, matched by the client through the message id), with at most
+/// [`MAX_TCP_PIPELINE`] in progress.
+async fn tcp_conn(sh: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
     let local = stream.local_addr()?;
     let idle = Duration::from_millis(sh.limits.tcp_idle_timeout_ms.max(1));
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(MAX_TCP_PIPELINE);
+    let writer = tokio::spawn(async move {
+        while let Some(framed) = rx.recv().await {
+            // A client that stops reading is dropped after the idle time.
+            match tokio::time::timeout(idle, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let slots = Arc::new(Semaphore::new(MAX_TCP_PIPELINE));
     for _ in 0..sh.limits.max_queries_per_tcp_connection.max(1) {
+        if tx.is_closed() {
+            break;
+        }
         let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+        match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
             Ok(Ok(_)) => {}
-            _ => return Ok(()),
+            _ => break,
         }
         let n = u16::from_be_bytes(len) as usize;
         let mut query = vec![0u8; n];
-        match tokio::time::timeout(idle, stream.read_exact(&mut query)).await {
+        match tokio::time::timeout(idle, rd.read_exact(&mut query)).await {
             Ok(Ok(_)) => {}
-            _ => return Ok(()),
+            _ => break,
         }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         Metrics::inc(&sh.metrics.queries_tcp);
-        let out = match fast_path(sh, &query, peer, local, "TCP") {
-            FastPath::Done(o, _) => o,
-            FastPath::Forward(ctx) => forward(sh, ctx).await,
-        };
-        let Some(out) = out else {
-            return Ok(());
-        };
-        let mut framed = Vec::with_capacity(out.bytes.len() + 2);
-        framed.extend_from_slice(&(out.bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
-        framed.extend_from_slice(&out.bytes[..out.bytes.len().min(u16::MAX as usize)]);
-        stream.write_all(&framed).await?;
+        match fast_path(sh, &query, peer, local, "TCP") {
+            FastPath::Done(out, _) => {
+                if let Some(out) = out {
+                    if tx.send(frame(&out)).await.is_err() {
+                        break;
+                    }
+                }
+                drop(permit);
+            }
+            FastPath::Forward(ctx) => {
+                let sh = sh.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Some(out) = forward(&sh, ctx).await {
+                        let _ = tx.send(frame(&out)).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
+    // Answers still in progress keep their sender; the writer ends after the last one.
+    drop(tx);
+    let _ = writer.await;
     Ok(())
 }
 

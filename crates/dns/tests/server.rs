@@ -83,7 +83,7 @@ struct Stub {
 }
 
 async fn start_stub() -> Stub {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = udp.local_addr().unwrap();
     let tcp = TcpListener::bind(addr).await.unwrap();
     let queries = Arc::new(AtomicU64::new(0));
@@ -103,6 +103,19 @@ async fn start_stub() -> Stub {
                 if r.len() > limit {
                     let m = wire::parse(&r).unwrap();
                     r = wire::truncate_response(&r, m.question_end);
+                }
+                // Names under slow.example are answered after 300 ms (pipelining tests).
+                let slow = wire::parse(&buf[..n]).ok().and_then(|m| {
+                    m.question()
+                        .map(|q| q.name.as_str().ends_with("slow.example"))
+                });
+                if slow == Some(true) {
+                    let udp = udp.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = udp.send_to(&r, peer).await;
+                    });
+                    continue;
                 }
                 let _ = udp.send_to(&r, peer).await;
             }
@@ -497,6 +510,54 @@ async fn prometheus_endpoint_serves_counters_and_list_gauges() {
     let mut again = String::new();
     s.read_to_string(&mut again).await.unwrap();
     assert!(again.contains("rampart_dns_reloads 0"));
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_clients_are_pipelined_and_answered_out_of_order() {
+    let stub = start_stub().await;
+    let mut cfg = config(vec![stub.addr]);
+    cfg.limits.upstream_timeout_ms = 1500;
+    let srv = Server::start(cfg).await.unwrap();
+    let mut s = TcpStream::connect(srv.tcp_addrs[0]).await.unwrap();
+    // One slow forwarded query, then a fast one and a blocked one, back to back.
+    let mut batch = Vec::new();
+    for (id, name) in [
+        (1u16, "a.slow.example"),
+        (2, "fast.example"),
+        (3, "x.ads.example"),
+    ] {
+        let q = wire::build_query(id, name, rtype::A, None).unwrap();
+        batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        batch.extend_from_slice(&q);
+    }
+    let t0 = std::time::Instant::now();
+    s.write_all(&batch).await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut len))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut r).await.unwrap();
+        let m = wire::parse(&r).unwrap();
+        order.push((m.header.id, m.rcode(), t0.elapsed()));
+    }
+    let ids: Vec<u16> = order.iter().map(|o| o.0).collect();
+    assert_eq!(
+        ids.last(),
+        Some(&1),
+        "the slow answer comes last: {order:?}"
+    );
+    assert!(ids.contains(&2) && ids.contains(&3));
+    let fast = order.iter().find(|o| o.0 == 2).unwrap();
+    assert!(
+        fast.2 < Duration::from_millis(250),
+        "not held behind the slow one: {order:?}"
+    );
+    assert_eq!(order.iter().find(|o| o.0 == 3).unwrap().1, 3);
     srv.shutdown();
 }
 
