@@ -68,6 +68,11 @@ NGX
 taskset -c 0 nginx -c "$work/nginx.conf"
 taskset -c 0 python3 "$here/egress/fake_dns.py" 15353 backend.test=127.0.0.1 &
 pids+=($!)
+for _ in $(seq 50); do
+  curl -s -o /dev/null http://127.0.0.1:18080/ && break
+  sleep 0.1
+done
+sleep 0.5  # the DNS responder binds within a few ms of starting
 
 # rampart egress: allowlist backend.test on the two origin ports; the origin is on loopback, a
 # denied special range, so its address is allowlisted explicitly (as the tests do).
@@ -133,7 +138,11 @@ check() {
   ok=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$port" http://backend.test:18080/)
   denied=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$port" http://other.test:18080/)
   echo "# $name: allowed -> $ok, not allowlisted -> $denied"
-  [ "$ok" = 200 ] && [ "$denied" = 403 ] || { echo "$name allowlist check failed" >&2; exit 1; }
+  if [ "$ok" != 200 ] || [ "$denied" != 403 ]; then
+    echo "$name allowlist check failed" >&2
+    tail -3 "$work/egress-events.jsonl" "$work/squid-cache.log" 2>/dev/null >&2
+    exit 1
+  fi
 }
 
 measure() {
