@@ -62,6 +62,8 @@ pub enum Change {
 #[derive(Clone, Debug, Default)]
 pub struct BindingTable {
     by_mac: BTreeMap<Mac, Binding>,
+    // Index IP → MAC; one DHCP lease per address, so one MAC per IP.
+    by_ip: BTreeMap<Ipv4Addr, Mac>,
     pending: BTreeMap<Mac, Pending>,
     max: usize,
 }
@@ -71,6 +73,7 @@ impl BindingTable {
     pub fn new(max: usize) -> Self {
         Self {
             by_mac: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
             pending: BTreeMap::new(),
             max: max.max(1),
         }
@@ -94,6 +97,17 @@ impl BindingTable {
     /// The binding of `mac`.
     pub fn of_mac(&self, mac: &Mac) -> Option<&Binding> {
         self.by_mac.get(mac)
+    }
+
+    /// The binding holding `ip`.
+    pub fn of_ip(&self, ip: Ipv4Addr) -> Option<&Binding> {
+        self.by_ip.get(&ip).and_then(|m| self.by_mac.get(m))
+    }
+
+    fn remove_mac(&mut self, mac: &Mac) -> Option<Binding> {
+        let b = self.by_mac.remove(mac)?;
+        self.by_ip.remove(&b.ip);
+        Some(b)
     }
 
     /// True when (`port`, `mac`, `ip`) is a live binding at `now_s`.
@@ -158,13 +172,14 @@ impl BindingTable {
     pub fn insert(&mut self, binding: Binding) -> Vec<Change> {
         let mut changes = Vec::new();
         let stale: Vec<Mac> = self
-            .by_mac
-            .values()
-            .filter(|b| b.ip == binding.ip && b.mac != binding.mac)
-            .map(|b| b.mac)
+            .by_ip
+            .get(&binding.ip)
+            .filter(|m| **m != binding.mac)
+            .copied()
+            .into_iter()
             .collect();
         for m in stale {
-            if let Some(b) = self.by_mac.remove(&m) {
+            if let Some(b) = self.remove_mac(&m) {
                 changes.push(Change::Unbind(b));
             }
         }
@@ -175,12 +190,16 @@ impl BindingTable {
                 .min_by_key(|b| b.expires_s)
                 .map(|b| b.mac)
             {
-                if let Some(b) = self.by_mac.remove(&victim) {
+                if let Some(b) = self.remove_mac(&victim) {
                     changes.push(Change::Unbind(b));
                 }
             }
         }
         let old = self.by_mac.insert(binding.mac, binding.clone());
+        if let Some(old) = &old {
+            self.by_ip.remove(&old.ip);
+        }
+        self.by_ip.insert(binding.ip, binding.mac);
         changes.push(Change::Bind { new: binding, old });
         changes
     }
@@ -191,7 +210,7 @@ impl BindingTable {
         self.pending.remove(mac);
         match self.by_mac.get(mac) {
             Some(b) if b.port != port => Err(b.clone()),
-            Some(_) => Ok(self.by_mac.remove(mac)),
+            Some(_) => Ok(self.remove_mac(mac)),
             None => Ok(None),
         }
     }
@@ -199,7 +218,7 @@ impl BindingTable {
     /// NAK from a trusted port: the client's lease is not valid.
     pub fn nak(&mut self, mac: &Mac) -> Option<Binding> {
         self.pending.remove(mac);
-        self.by_mac.remove(mac)
+        self.remove_mac(mac)
     }
 
     /// Remove expired bindings and stale pending requests.
@@ -213,7 +232,7 @@ impl BindingTable {
             .map(|b| b.mac)
             .collect();
         gone.into_iter()
-            .filter_map(|m| self.by_mac.remove(&m))
+            .filter_map(|m| self.remove_mac(&m))
             .map(Change::Unbind)
             .collect()
     }
@@ -270,6 +289,10 @@ impl BindingTable {
                 return Err(bad("more bindings than max_bindings"));
             }
             if expires_s > now_s {
+                if table.by_ip.contains_key(&ip) {
+                    return Err(bad("duplicate IP"));
+                }
+                table.by_ip.insert(ip, mac);
                 table.by_mac.insert(
                     mac,
                     Binding {
@@ -361,6 +384,25 @@ mod tests {
             t.iter().collect::<Vec<_>>()
         );
         assert!(BindingTable::from_text(&text, 8, 1600).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ip_index_follows_every_change() {
+        let mut t = BindingTable::new(2);
+        let other = Mac([2, 0, 0, 0, 0, 0x0d]);
+        t.note_request(MAC, "p_cli", 7, 0);
+        t.ack(MAC, IP, 7, Some(60), 0);
+        assert_eq!(t.of_ip(IP).map(|b| b.mac), Some(MAC));
+        // The address moves to another client: the first binding goes.
+        t.note_request(other, "p_cli", 8, 1);
+        let c = t.ack(other, IP, 8, Some(60), 1);
+        assert!(matches!(&c[0], Change::Unbind(b) if b.mac == MAC));
+        assert_eq!(t.of_ip(IP).map(|b| b.mac), Some(other));
+        // Renewal with a new address drops the old index entry.
+        t.note_request(other, "p_cli", 9, 2);
+        t.ack(other, Ipv4Addr::new(192, 0, 2, 101), 9, Some(60), 2);
+        assert!(t.of_ip(IP).is_none());
+        assert!(t.expire(100).len() == 1 && t.of_ip(Ipv4Addr::new(192, 0, 2, 101)).is_none());
     }
 
     #[test]

@@ -71,6 +71,55 @@ fn event(now_ns: u64, ev: Ev<'_>) -> Event {
     }
 }
 
+fn dai_drop_event<'a>(
+    verdict: &DaiVerdict,
+    arp: &decode::Arp,
+    eth_src: Mac,
+    port: &'a str,
+) -> Ev<'a> {
+    let why = match verdict {
+        DaiVerdict::DropSourceMismatch => format!(
+            "Ethernet source {eth_src} differs from ARP sender {}",
+            arp.sender_mac
+        ),
+        DaiVerdict::DropContradicts {
+            bound_mac,
+            bound_port,
+        } => format!(
+            "{} claimed by {} but bound to {bound_mac} on {bound_port}",
+            arp.sender_ip, arp.sender_mac
+        ),
+        _ => format!(
+            "{} claimed by {} has no binding on {port}",
+            arp.sender_ip, arp.sender_mac
+        ),
+    };
+    let mut extra = vec![
+        ("ip", json!(arp.sender_ip.to_string())),
+        ("arp_sender_mac", json!(arp.sender_mac.to_string())),
+        ("arp_target_ip", json!(arp.target_ip.to_string())),
+        ("arp_op", json!(arp.op)),
+    ];
+    if let DaiVerdict::DropContradicts {
+        bound_mac,
+        bound_port,
+    } = verdict
+    {
+        extra.push(("bound_mac", json!(bound_mac.to_string())));
+        extra.push(("bound_port", json!(bound_port)));
+    }
+    Ev {
+        kind: "arp_inspection_drop",
+        verdict: Verdict::Block,
+        technique: "T1557.002",
+        reason: format!("ARP dropped: {why}"),
+        port,
+        mac: Some(eth_src),
+        flow: None,
+        extra,
+    }
+}
+
 fn udp_flow(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<Flow> {
     Some(Flow {
         src_ip: src,
@@ -164,7 +213,7 @@ impl Guard {
                 &mut out,
                 now_ns,
                 format!("gw-spoof/{}", arp.sender_mac),
-                Ev {
+                || Ev {
                     kind: "gateway_arp_spoof",
                     verdict: Verdict::Block,
                     technique: "T1557.002",
@@ -198,10 +247,7 @@ impl Guard {
         if eth.vlan_count > 0 {
             // The kernel drops tagged frames from untrusted ports before any other check.
             if !trusted {
-                self.emit_once(
-                    &mut out,
-                    now_ns,
-                    format!("vlan/{port}/{}", eth.src),
+                self.emit_once(&mut out, now_ns, format!("vlan/{port}/{}", eth.src), || {
                     Ev {
                         kind: "tagged_frame_dropped",
                         verdict: Verdict::Block,
@@ -214,8 +260,8 @@ impl Guard {
                         mac: Some(eth.src),
                         flow: None,
                         extra: vec![("vlan", json!(eth.vlans[0]))],
-                    },
-                );
+                    }
+                });
             }
             return out;
         }
@@ -242,8 +288,17 @@ impl Guard {
         out
     }
 
-    fn emit_once(&mut self, out: &mut Output, now_ns: u64, key: String, mut ev: Ev<'_>) {
+    /// Emit the event `make` builds unless `key` was reported within the de-duplication
+    /// window; the event is only built when it is emitted (floods cost a lookup, not a format).
+    fn emit_once<'a>(
+        &mut self,
+        out: &mut Output,
+        now_ns: u64,
+        key: String,
+        make: impl FnOnce() -> Ev<'a>,
+    ) {
         if let Some(suppressed) = self.dedupe.admit(&key, now_ns / 1_000_000_000) {
+            let mut ev = make();
             if suppressed > 0 {
                 ev.extra.push(("suppressed", json!(suppressed)));
             }
@@ -271,54 +326,10 @@ impl Guard {
             now_s,
         );
         if !verdict.allows() {
-            let why = match &verdict {
-                DaiVerdict::DropSourceMismatch => {
-                    format!(
-                        "Ethernet source {eth_src} differs from ARP sender {}",
-                        arp.sender_mac
-                    )
-                }
-                DaiVerdict::DropContradicts {
-                    bound_mac,
-                    bound_port,
-                } => format!(
-                    "{} claimed by {} but bound to {bound_mac} on {bound_port}",
-                    arp.sender_ip, arp.sender_mac
-                ),
-                _ => format!(
-                    "{} claimed by {} has no binding on {port}",
-                    arp.sender_ip, arp.sender_mac
-                ),
-            };
-            let mut extra = vec![
-                ("ip", json!(arp.sender_ip.to_string())),
-                ("arp_sender_mac", json!(arp.sender_mac.to_string())),
-                ("arp_target_ip", json!(arp.target_ip.to_string())),
-                ("arp_op", json!(arp.op)),
-            ];
-            if let DaiVerdict::DropContradicts {
-                bound_mac,
-                bound_port,
-            } = &verdict
-            {
-                extra.push(("bound_mac", json!(bound_mac.to_string())));
-                extra.push(("bound_port", json!(bound_port)));
-            }
-            self.emit_once(
-                out,
-                now_ns,
-                format!("dai/{port}/{eth_src}/{}", arp.sender_ip),
-                Ev {
-                    kind: "arp_inspection_drop",
-                    verdict: Verdict::Block,
-                    technique: "T1557.002",
-                    reason: format!("ARP dropped: {why}"),
-                    port,
-                    mac: Some(eth_src),
-                    flow: None,
-                    extra,
-                },
-            );
+            let key = format!("dai/{port}/{eth_src}/{}", arp.sender_ip);
+            self.emit_once(out, now_ns, key, || {
+                dai_drop_event(&verdict, arp, eth_src, port)
+            });
             return;
         }
         // Only ARP the kernel let through reaches the station table: dropped spoofs have their
@@ -415,24 +426,19 @@ impl Guard {
                     extra.push(("offered_ip", json!(m.yiaddr.to_string())));
                     extra.push(("client_mac", json!(m.chaddr.to_string())));
                 }
-                self.emit_once(
-                    out,
-                    now_ns,
-                    format!("rogue-dhcp/{port}/{eth_src}"),
-                    Ev {
-                        kind: "rogue_dhcp_server",
-                        verdict: Verdict::Block,
-                        technique: "T1557.003",
-                        reason: format!(
-                            "{kind} from {} ({eth_src}) on untrusted port {port} dropped",
-                            ip.src
-                        ),
-                        port,
-                        mac: Some(eth_src),
-                        flow,
-                        extra,
-                    },
-                );
+                self.emit_once(out, now_ns, format!("rogue-dhcp/{port}/{eth_src}"), || Ev {
+                    kind: "rogue_dhcp_server",
+                    verdict: Verdict::Block,
+                    technique: "T1557.003",
+                    reason: format!(
+                        "{kind} from {} ({eth_src}) on untrusted port {port} dropped",
+                        ip.src
+                    ),
+                    port,
+                    mac: Some(eth_src),
+                    flow,
+                    extra,
+                });
                 return;
             }
             let Some(msg) = msg else { return };
@@ -459,17 +465,18 @@ impl Guard {
         }
         if udp.src_port == 68 && udp.dst_port == 67 && !trusted {
             if !self.rate.admit(port, now_ns / 1_000_000) {
+                let limit = self.cfg.rate_limit;
                 self.emit_once(
                     out,
                     now_ns,
                     format!("dhcp-rate/{port}"),
-                    Ev {
+                    || Ev {
                         kind: "dhcp_rate_exceeded",
                         verdict: Verdict::Block,
                         technique: "T1557.003",
                         reason: format!(
                             "DHCP client messages on {port} over {}/s (burst {}): dropped (starvation guard)",
-                            self.cfg.rate_limit.per_second, self.cfg.rate_limit.burst
+                            limit.per_second, limit.burst
                         ),
                         port,
                         mac: Some(eth_src),
@@ -483,25 +490,20 @@ impl Guard {
                 return;
             };
             if msg.chaddr != eth_src {
-                self.emit_once(
-                    out,
-                    now_ns,
-                    format!("chaddr/{port}/{eth_src}"),
-                    Ev {
-                        kind: "dhcp_chaddr_mismatch",
-                        verdict: Verdict::Alert,
-                        technique: "T1557.003",
-                        reason: format!(
-                            "{} with chaddr {} sent by {eth_src} on {port}",
-                            msg.kind.name(),
-                            msg.chaddr
-                        ),
-                        port,
-                        mac: Some(eth_src),
-                        flow: flow.clone(),
-                        extra: vec![("client_mac", json!(msg.chaddr.to_string()))],
-                    },
-                );
+                self.emit_once(out, now_ns, format!("chaddr/{port}/{eth_src}"), || Ev {
+                    kind: "dhcp_chaddr_mismatch",
+                    verdict: Verdict::Alert,
+                    technique: "T1557.003",
+                    reason: format!(
+                        "{} with chaddr {} sent by {eth_src} on {port}",
+                        msg.kind.name(),
+                        msg.chaddr
+                    ),
+                    port,
+                    mac: Some(eth_src),
+                    flow: flow.clone(),
+                    extra: vec![("client_mac", json!(msg.chaddr.to_string()))],
+                });
                 // Not learned: a binding for a MAC that did not send the request would let
                 // the sender claim someone else's lease.
                 return;
@@ -521,7 +523,7 @@ impl Guard {
                         out,
                         now_ns,
                         format!("foreign-release/{port}/{}", b.mac),
-                        Ev {
+                        || Ev {
                             kind: "dhcp_release_foreign_port",
                             verdict: Verdict::Alert,
                             technique: "T1557.003",
@@ -587,27 +589,25 @@ impl Guard {
             Ipv6Upper::Icmpv6 { kind, .. }
                 if kind == decode::ICMPV6_ROUTER_ADVERTISEMENT && !trusted =>
             {
-                self.emit_once(
-                    out,
-                    now_ns,
-                    format!("ra/{port}/{eth_src}"),
-                    Ev {
-                        kind: "rogue_router_advertisement",
-                        verdict: Verdict::Block,
-                        technique: "T1557",
-                        reason: format!("router advertisement from {} ({eth_src}) on untrusted port {port} dropped", ip.src),
-                        port,
-                        mac: Some(eth_src),
-                        flow: Some(Flow {
-                            src_ip: IpAddr::V6(ip.src),
-                            src_port: None,
-                            dest_ip: IpAddr::V6(ip.dst),
-                            dest_port: None,
-                            proto: "IPv6-ICMP".into(),
-                        }),
-                        extra: vec![],
-                    },
-                );
+                self.emit_once(out, now_ns, format!("ra/{port}/{eth_src}"), || Ev {
+                    kind: "rogue_router_advertisement",
+                    verdict: Verdict::Block,
+                    technique: "T1557",
+                    reason: format!(
+                        "router advertisement from {} ({eth_src}) on untrusted port {port} dropped",
+                        ip.src
+                    ),
+                    port,
+                    mac: Some(eth_src),
+                    flow: Some(Flow {
+                        src_ip: IpAddr::V6(ip.src),
+                        src_port: None,
+                        dest_ip: IpAddr::V6(ip.dst),
+                        dest_port: None,
+                        proto: "IPv6-ICMP".into(),
+                    }),
+                    extra: vec![],
+                });
             }
             Ipv6Upper::Udp(udp) => {
                 let flow = udp_flow(
@@ -632,7 +632,7 @@ impl Guard {
                         out,
                         now_ns,
                         format!("rogue-dhcp6/{port}/{eth_src}"),
-                        Ev {
+                        || Ev {
                             kind: "rogue_dhcpv6_server",
                             verdict: Verdict::Block,
                             technique: "T1557.003",

@@ -93,7 +93,7 @@ pub fn dai(
             bound_port: s.port.clone().unwrap_or_else(|| "*".into()),
         };
     }
-    if let Some(b) = bindings.iter().find(|b| b.ip == ip && b.expires_s > now_s) {
+    if let Some(b) = bindings.of_ip(ip).filter(|b| b.expires_s > now_s) {
         return DaiVerdict::DropContradicts {
             bound_mac: b.mac,
             bound_port: b.port.clone(),
