@@ -334,6 +334,14 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// SIGKILL: no teardown runs.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -456,9 +464,33 @@ fn llmnr_lookup(ns: &str, me: Ipv4Addr, name: &'static str) -> Vec<Ipv4Addr> {
     })
 }
 
-/// Router advertisements from the rogue's link-local address that reach `eth0` of `cli`
-/// while `rog` sends three.
+/// A DHCPv6 ADVERTISE (UDP 547 → 546) from the rogue's link-local address to all nodes.
+fn dhcpv6_advertise() -> Vec<u8> {
+    let body = [2u8, 0x12, 0x34, 0x56]; // ADVERTISE, transaction id
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&547u16.to_be_bytes());
+    udp.extend_from_slice(&546u16.to_be_bytes());
+    udp.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&body);
+    rampart_guard::craft::ipv6_frame(
+        ROG_MAC,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        "fe80::66".parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+        17,
+        &udp,
+    )
+}
+
 fn ras_reaching(cli: &str, rog: &str) -> usize {
+    let ra = rampart_guard::craft::router_advertisement(ROG_MAC, "fe80::66".parse().unwrap());
+    ipv6_server_frames_reaching(cli, rog, ra)
+}
+
+/// IPv6 server frames (RA, or UDP from port 547) from the rogue's link-local address that
+/// reach `eth0` of `cli` while `rog` sends `frame` three times.
+fn ipv6_server_frames_reaching(cli: &str, rog: &str, frame: Vec<u8>) -> usize {
     let rog = rog.to_string();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cli = cli.to_string();
@@ -495,9 +527,12 @@ fn ras_reaching(cli: &str, rog: &str) -> usize {
                     if let Some(ip) =
                         decode::ethernet(&buf[..n as usize]).and_then(|e| decode::ipv6(e.payload))
                     {
-                        if ip.src.segments()[7] == 0x66
-                            && matches!(ip.upper, decode::Ipv6Upper::Icmpv6 { kind: 134, .. })
-                        {
+                        let server = match ip.upper {
+                            decode::Ipv6Upper::Icmpv6 { kind, .. } => kind == 134,
+                            decode::Ipv6Upper::Udp(u) => u.src_port == 547,
+                            decode::Ipv6Upper::Other(_) => false,
+                        };
+                        if ip.src.segments()[7] == 0x66 && server {
                             n_ra += 1;
                         }
                     }
@@ -508,8 +543,9 @@ fn ras_reaching(cli: &str, rog: &str) -> usize {
         })
     });
     ready_rx.recv().unwrap();
-    let ra = rampart_guard::craft::router_advertisement(ROG_MAC, "fe80::66".parse().unwrap());
-    in_ns(&rog, move || send_frames(&[ra.clone(), ra.clone(), ra], 50));
+    in_ns(&rog, move || {
+        send_frames(&[frame.clone(), frame.clone(), frame], 50)
+    });
     counter.join().unwrap()
 }
 
@@ -702,6 +738,13 @@ llmnr = true
     let ra = wait_event(&events_file, "rogue_router_advertisement", 3000, |_| true);
     assert_eq!(ra["detail"]["mac"], ROG_MAC.to_string());
     assert_eq!(ra["src_ip"], "fe80::66");
+    let v6 = ipv6_server_frames_reaching(&cli, &rog, dhcpv6_advertise());
+    assert_eq!(
+        v6, 0,
+        "rogue DHCPv6 ADVERTISE reached the client through the guard"
+    );
+    let ev = wait_event(&events_file, "rogue_dhcpv6_server", 3000, |_| true);
+    assert_eq!(ev["detail"]["dhcpv6_type"], 2);
 
     // ARP: the bound victim resolves the gateway; the spoof from p_rog is dropped.
     ns_sh(
@@ -847,6 +890,24 @@ llmnr = true
     spoof_gateway(&rog, lease_ip);
     poke(&cli, GW);
     assert!(neigh_mac(&cli, "192.0.2.1").contains(&SRV_MAC.to_string()));
+
+    // Crash (SIGKILL): the table stays and keeps enforcing (docs/guard.md failure semantics).
+    guard.kill();
+    assert!(
+        set().contains(&element),
+        "table or set gone after a crash:\n{}",
+        set()
+    );
+    assert_eq!(ras_reaching(&cli, &rog), 0, "RA guard gone after a crash");
+    spoof_gateway(&rog, lease_ip);
+    poke(&cli, GW);
+    assert!(
+        neigh_mac(&cli, "192.0.2.1").contains(&SRV_MAC.to_string()),
+        "DAI gone after a crash"
+    );
+    // A new start replaces the crashed run's table in one transaction.
+    let (guard, started) = Guard::start(&sw, &config);
+    assert_eq!(started["bindings"], 1, "{started}");
     guard.stop();
 
     // Without the guard the same spoof poisons the victim, and LLMNR is answered: the checks
