@@ -258,6 +258,26 @@ impl Drop for KernelState<'_> {
     }
 }
 
+/// Why: a port added to the bridge is untrusted in the kernel at once; reading it within five
+/// seconds means its first DHCP exchange is almost always learned.
+const PORT_RESCAN_S: u64 = 5;
+/// Why: no real bridge has more ports; the cap bounds the directory walk.
+const MAX_BRIDGE_PORTS: usize = 4096;
+
+/// The ports of `bridge` (from sysfs `brif`), sorted.
+pub fn bridge_members(bridge: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .take(MAX_BRIDGE_PORTS)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// Why: 200 ms bounds how late expiry, canary rounds and the stop flag are noticed while
 /// keeping an idle guard asleep.
 const POLL_MS: i32 = 200;
@@ -282,12 +302,25 @@ pub fn run(
     for port in cfg.ports() {
         sockets.push(capture::PortSocket::open(port)?);
     }
+    // Bridge members the configuration does not list are untrusted in the kernel; read them
+    // too, or their clients' leases would never be learned and DAI would drop their ARP.
+    let mut bridge_ports: std::collections::BTreeSet<String> = cfg.ports().cloned().collect();
+    if let Some(bridge) = &cfg.bridge {
+        for port in bridge_members(bridge) {
+            if bridge_ports.insert(port.clone()) {
+                match capture::PortSocket::open(&port) {
+                    Ok(s) => sockets.push(s),
+                    Err(e) => eprintln!("rampart guard: unlisted port {port}: {e}"),
+                }
+            }
+        }
+    }
     // Host role: the gateway's interface is read too (gateway spoof and station events),
     // unless it is already a bridge port.
     if let Some(g) = cfg
         .gateway
         .as_ref()
-        .filter(|g| !cfg.ports().any(|p| *p == g.interface))
+        .filter(|g| !bridge_ports.contains(&g.interface))
     {
         sockets.push(capture::PortSocket::open(&g.interface)?);
     }
@@ -342,23 +375,32 @@ pub fn run(
     });
 
     let mut summary = Summary::default();
-    let fds: Vec<i32> = sockets.iter().map(|s| s.raw_fd()).collect();
     let mut buf = vec![0u8; capture::MAX_FRAME_LEN];
     let mut last_tick_s = 0;
     let mut next_canary_s = 0;
+    let mut next_rescan_s = 0;
     while !stop.load(Ordering::Relaxed) {
+        let fds: Vec<i32> = sockets.iter().map(|s| s.raw_fd()).collect();
         let ready = capture::poll_readable(&fds, POLL_MS)?;
         let mut batch = Output::default();
+        let mut gone = Vec::new();
         for i in ready {
             let socket = &sockets[i];
             // Drain what is queued, bounded so one busy port cannot starve the loop.
             for _ in 0..256 {
-                let Some(n) = socket.recv(&mut buf)? else {
-                    break;
+                let n = match socket.recv(&mut buf) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A port removed from the bridge (or deleted) must not stop the guard.
+                        eprintln!("rampart guard: {e}; no longer reading {}", socket.port);
+                        gone.push(i);
+                        break;
+                    }
                 };
                 summary.frames += 1;
                 let out = if host_interface.as_deref() == Some(socket.port.as_str())
-                    && !cfg.ports().any(|p| *p == socket.port)
+                    && !bridge_ports.contains(&socket.port)
                 {
                     guard.on_host_frame(&socket.port, &buf[..n], now_ns())
                 } else {
@@ -368,8 +410,24 @@ pub fn run(
                 batch.events.extend(out.events);
             }
         }
+        for i in gone.into_iter().rev() {
+            let s = sockets.remove(i);
+            bridge_ports.remove(&s.port);
+        }
         let now = now_ns();
         let now_s = now / 1_000_000_000;
+        if let (Some(bridge), true) = (&cfg.bridge, now_s >= next_rescan_s) {
+            next_rescan_s = now_s + PORT_RESCAN_S;
+            for port in bridge_members(bridge) {
+                if !bridge_ports.contains(&port) {
+                    if let Ok(s) = capture::PortSocket::open(&port) {
+                        eprintln!("rampart guard: new bridge port {port}, reading it");
+                        bridge_ports.insert(port);
+                        sockets.push(s);
+                    }
+                }
+            }
+        }
         if now_s != last_tick_s {
             last_tick_s = now_s;
             let out = guard.tick(now);
