@@ -166,9 +166,16 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
     );
     assert!(!queue.contains("--queue-bypass"), "fails closed:\n{queue}");
 
+    // A ban put there by hand (as the rule would) shows in the status.
+    sh("nft add element inet rampart ban_v4 { 203.0.113.7 timeout 60s }");
     let out = rampart(Some(&ns.0), &["status", "--state-dir", &state]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("web"), "{}", text(&out));
+    assert!(
+        text(&out).contains("banned sources (ban_v4): 1"),
+        "{}",
+        text(&out)
+    );
 
     // Rollback to the state before the apply: no table, no queue rules.
     let out = rampart(Some(&ns.0), &["rollback", "--state-dir", &state]);

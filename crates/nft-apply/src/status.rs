@@ -24,6 +24,27 @@ pub struct CounterRow {
     pub bytes: u64,
 }
 
+/// Sources currently banned, per ban set (`ban_v4`, `ban_v6`) present in the terse listing:
+/// (set name, element count). The ban sets are bounded (`meter_size`), so listing them is cheap.
+pub fn banned(
+    nft: &crate::runner::Nft,
+    table: &str,
+    listing: &str,
+) -> Result<Vec<(String, usize)>, crate::ApplyError> {
+    let mut out = Vec::new();
+    for set in ["ban_v4", "ban_v6"] {
+        if !listing.lines().any(|l| l.trim() == format!("set {set} {{")) {
+            continue;
+        }
+        let json = nft.list_set_json(table, set)?;
+        out.push((
+            set.to_string(),
+            rampart_nft::plan::parse_set_elements(&json)?.len(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Parse counters with comments out of a terse table listing.
 pub fn counters(listing: &str, map: Option<&RuleMap>) -> Vec<CounterRow> {
     let mut out = Vec::new();

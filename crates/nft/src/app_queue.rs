@@ -25,8 +25,13 @@
 //!    `net.netfilter.nf_conntrack_acct = 1`, which `rampart-nft-apply` sets) get `INSPECT_MARK`.
 //!
 //! The classifier decides which application rule applies from the queued packet and the
-//! conntrack original tuple; the ruleset only says "inspect". Note for the classifier: a
-//! queued reply-direction packet carries the connection's addresses swapped.
+//! conntrack original tuple; the ruleset only says "inspect". Notes for the classifier: a
+//! queued reply-direction packet carries the connection's addresses swapped; segments without
+//! payload (SYN, SYN-ACK, pure ACK, bare FIN) are never queued, so failing closed without a
+//! classifier drops the payload, not the handshake; and once a connection's first
+//! `APP_INSPECT_MAX_PACKETS` packets (both directions, retransmissions included) are used up,
+//! nothing of it is queued any more, so the classifier must decide within that window (or set
+//! `ACCEPTED_CT_MARK`/`BLOCKED_CT_MARK` itself).
 //!
 //! Only the bits in [`MARK_MASK`] are Rampart's; the others are left to whoever else uses marks
 //! (Docker, WireGuard, policy routing).

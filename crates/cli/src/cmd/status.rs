@@ -33,8 +33,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Findings);
     };
     let rows = rampart_nft_apply::status::counters(&listing, map.as_ref());
+    let banned = rampart_nft_apply::status::banned(&Nft::default(), &args.table, &listing)?;
     if args.json {
-        let out = serde_json::json!({ "table": args.table, "pending": pending, "rules": rows });
+        let bans: serde_json::Map<String, serde_json::Value> = banned
+            .iter()
+            .map(|(set, n)| (set.clone(), (*n).into()))
+            .collect();
+        let out = serde_json::json!({ "table": args.table, "pending": pending, "rules": rows, "banned": bans });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         if let Some(p) = &pending {
@@ -57,6 +62,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
                 "{:>12} {:>14}  {id}{}{loc}{tech}  [{}]",
                 r.packets, r.bytes, r.name, r.chain
             );
+        }
+        for (set, n) in &banned {
+            println!("banned sources ({set}): {n}");
         }
     }
     Ok(if pending.is_some() {
