@@ -116,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     println!(
-        "rules loaded: {nrules} in {load_ms} ms; tests: {total} in {run_ms} ms\npassed: {passed} ({:.1}%)\npassed or overridden with a reason: {} ({:.1}%)\nunexplained failures: {}\noverrides that now pass: {fixed}",
+        "rules loaded: {nrules} in {load_ms} ms; tests: {total} in {run_ms} ms\npassed: {passed} ({:.2}%)\npassed or overridden with a reason: {} ({:.2}%)\nunexplained failures: {}\noverrides that now pass: {fixed}",
         pct(passed),
         passed + covered,
         pct(passed + covered),

@@ -1,0 +1,671 @@
+//! `rampart waf`'s I/O shell: an HTTP/1.1 reverse proxy (hyper 1.x + tokio) that runs every
+//! request through the engine, routes by host and path prefix to upstream pools, enforces size
+//! and time limits and request-smuggling guards, blocks metadata-SSRF targets itself, and writes
+//! one JSON event line per request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::body::{Request, Response};
+use crate::rules::{EngineMode, RuleSet};
+use crate::tx::{Engine, TxOptions};
+use crate::{files, ssrf, LoadError};
+
+/// Size and time limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest request target.
+    pub max_uri_bytes: usize,
+    /// Largest header block (names + values).
+    pub max_header_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Largest upstream response body.
+    pub max_response_bytes: usize,
+    /// Time to receive the request head (slowloris guard).
+    pub header_timeout_ms: u64,
+    /// Time to receive the request body.
+    pub body_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 8192,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1 << 20,
+            max_response_bytes: 4 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Route name (events carry it).
+    pub name: String,
+    /// Host to match (without port); absent = any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix; absent = `/`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Upstream `host:port` addresses, used round-robin.
+    pub upstreams: Vec<SocketAddr>,
+    /// Upstream connect + response timeout.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    30_000
+}
+
+/// `rampart waf` configuration (TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// `On` (block) or `DetectionOnly`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// CRS blocking paranoia level (1–4).
+    #[serde(default = "default_pl")]
+    pub paranoia_level: u8,
+    /// Inbound anomaly threshold (CRS default 5).
+    #[serde(default)]
+    pub inbound_anomaly_threshold: Option<u32>,
+    /// SecLang files in load order (`crs-setup.conf`, `rules/*.conf`, own rules); globs allowed.
+    pub rules: Vec<PathBuf>,
+    /// Built-in metadata-SSRF protection.
+    #[serde(default = "yes")]
+    pub ssrf_protection: bool,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+}
+
+fn default_mode() -> String {
+    "On".into()
+}
+fn default_pl() -> u8 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax or schema.
+    #[error("configuration: {0}")]
+    Toml(String),
+    /// Semantically invalid.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// Rules did not load.
+    #[error(transparent)]
+    Rules(#[from] LoadError),
+}
+
+impl Config {
+    /// Parse TOML.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        if !(1..=4).contains(&c.paranoia_level) {
+            return Err(ConfigError::Invalid("paranoia_level must be 1..=4".into()));
+        }
+        if c.routes.is_empty() || c.routes.iter().any(|r| r.upstreams.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "at least one route, each with an upstream".into(),
+            ));
+        }
+        if !matches!(c.mode.as_str(), "On" | "DetectionOnly") {
+            return Err(ConfigError::Invalid("mode is On or DetectionOnly".into()));
+        }
+        Ok(c)
+    }
+
+    /// Load the rule set the configuration names, with the mode and paranoia settings applied
+    /// after the first file (CRS's crs-setup.conf) so they override its defaults.
+    pub fn load_rules(&self) -> Result<RuleSet, ConfigError> {
+        let mut rs = RuleSet::new();
+        let (first, rest) = self
+            .rules
+            .split_first()
+            .ok_or_else(|| ConfigError::Invalid("rules: at least one file".into()))?;
+        files::add_files(&mut rs, std::slice::from_ref(first))?;
+        let mut settings = format!(
+            "SecRuleEngine {}\nSecAction \"id:8800001,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level={}",
+            self.mode, self.paranoia_level
+        );
+        if let Some(t) = self.inbound_anomaly_threshold {
+            settings.push_str(&format!(",setvar:tx.inbound_anomaly_score_threshold={t}"));
+        }
+        settings.push_str("\"\n");
+        let dir = first.parent().map(PathBuf::from).unwrap_or_default();
+        files::add_inline(&mut rs, "rampart-settings.conf", &settings, &dir)?;
+        files::add_files(&mut rs, rest)?;
+        rs.finish()?;
+        Ok(rs)
+    }
+}
+
+struct State {
+    config: Config,
+    engine: Engine,
+    rr: AtomicUsize,
+    seq: AtomicU64,
+    events: Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+/// A running proxy.
+pub struct Handle {
+    /// Bound address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stop accepting.
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+/// Start the proxy; events go to `events` (one JSON object per line).
+pub async fn start(
+    config: Config,
+    events: Box<dyn std::io::Write + Send>,
+) -> Result<Handle, ConfigError> {
+    let rs = config.load_rules()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ConfigError::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let state = Arc::new(State {
+        config,
+        engine: Engine::new(rs),
+        rr: AtomicUsize::new(0),
+        seq: AtomicU64::new(0),
+        events: Mutex::new(events),
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, remote)) = listener.accept().await else {
+                continue;
+            };
+            let st = state.clone();
+            tokio::spawn(async move {
+                let header_timeout = Duration::from_millis(st.config.limits.header_timeout_ms);
+                let max_headers = st.config.limits.max_headers;
+                let svc = service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(st, req, remote).await) }
+                });
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_headers(max_headers);
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(Handle { addr, task })
+}
+
+fn simple(status: u16, body: &str) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+    r
+}
+
+fn pick_route<'a>(routes: &'a [Route], host: &str, path: &str) -> Option<&'a Route> {
+    routes.iter().find(|r| {
+        r.host
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(host))
+            && path.starts_with(r.path_prefix.as_deref().unwrap_or("/"))
+    })
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+struct Event {
+    status: u16,
+    decision: &'static str,
+    route: String,
+    reason: Option<String>,
+    ssrf: Option<&'static str>,
+}
+
+async fn handle(
+    st: Arc<State>,
+    req: hyper::Request<Incoming>,
+    remote: SocketAddr,
+) -> hyper::Response<Full<Bytes>> {
+    let lim = &st.config.limits;
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut wreq = Request {
+        method: parts.method.as_str().to_string(),
+        target: target.as_bytes().to_vec(),
+        protocol: format!("{:?}", parts.version),
+        remote_addr: remote.ip().to_string(),
+        remote_port: remote.port(),
+        server_port: st.config.listen.port(),
+        ..Request::default()
+    };
+    let mut header_bytes = 0usize;
+    for (k, v) in &parts.headers {
+        header_bytes += k.as_str().len() + v.len();
+        wreq.headers
+            .push((k.as_str().to_string(), v.as_bytes().to_vec()));
+    }
+    let host = wreq
+        .header("host")
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let path = target.split('?').next().unwrap_or("/").to_string();
+    let route = pick_route(&st.config.routes, &host, &path).cloned();
+    let route_name = route.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+    let reject = |status: u16, reason: &str, wreq: &Request| {
+        emit(
+            &st,
+            wreq,
+            &[],
+            None,
+            &Event {
+                status,
+                decision: "reject",
+                route: route_name.clone(),
+                reason: Some(reason.to_string()),
+                ssrf: None,
+            },
+        );
+        simple(status, reason)
+    };
+    if target.len() > lim.max_uri_bytes {
+        return reject(414, "request target too long", &wreq);
+    }
+    if header_bytes > lim.max_header_bytes {
+        return reject(431, "request header fields too large", &wreq);
+    }
+    let has_te = parts.headers.contains_key(hyper::header::TRANSFER_ENCODING);
+    let cls: Vec<_> = parts
+        .headers
+        .get_all(hyper::header::CONTENT_LENGTH)
+        .iter()
+        .collect();
+    if has_te && !cls.is_empty() {
+        return reject(400, "both Content-Length and Transfer-Encoding", &wreq);
+    }
+    if cls.windows(2).any(|w| w[0] != w[1]) {
+        return reject(400, "conflicting Content-Length headers", &wreq);
+    }
+    let collected = tokio::time::timeout(
+        Duration::from_millis(lim.body_timeout_ms),
+        Limited::new(body, lim.max_body_bytes).collect(),
+    )
+    .await;
+    wreq.body = match collected {
+        Ok(Ok(b)) => b.to_bytes().to_vec(),
+        Ok(Err(_)) => return reject(413, "request body too large", &wreq),
+        Err(_) => return reject(408, "request body timeout", &wreq),
+    };
+    let opts = TxOptions {
+        unique_id: format!("r{}", st.seq.fetch_add(1, Ordering::Relaxed)),
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let mut tx = st.engine.transaction(&wreq, &opts);
+    tx.process_request(&wreq);
+    let blocking = tx.engine_mode() == EngineMode::On;
+    let ssrf_hit = if st.config.ssrf_protection {
+        std::iter::once(wreq.target.as_slice())
+            .chain(wreq.headers.iter().map(|(_, v)| v.as_slice()))
+            .chain(std::iter::once(wreq.body.as_slice()))
+            .find_map(ssrf::scan)
+    } else {
+        None
+    };
+    let finish = |tx: &mut crate::tx::Transaction<'_>, ev: Event| {
+        tx.finish();
+        emit(&st, &wreq, &tx.matched, Some(tx), &ev);
+    };
+    if let Some(i) = tx.intervention.clone() {
+        finish(
+            &mut tx,
+            Event {
+                status: i.status,
+                decision: "block",
+                route: route_name,
+                reason: None,
+                ssrf: ssrf_hit,
+            },
+        );
+        return simple(i.status, "blocked by rampart waf\n");
+    }
+    if let (Some(what), true) = (ssrf_hit, blocking) {
+        finish(
+            &mut tx,
+            Event {
+                status: 403,
+                decision: "block",
+                route: route_name,
+                reason: Some(format!("metadata SSRF target: {what}")),
+                ssrf: ssrf_hit,
+            },
+        );
+        return simple(403, "blocked by rampart waf\n");
+    }
+    let Some(route) = route else {
+        finish(
+            &mut tx,
+            Event {
+                status: 404,
+                decision: "reject",
+                route: String::new(),
+                reason: Some("no route".into()),
+                ssrf: ssrf_hit,
+            },
+        );
+        return simple(404, "no route\n");
+    };
+    let upstream = route.upstreams[st.rr.fetch_add(1, Ordering::Relaxed) % route.upstreams.len()];
+    let resp = tokio::time::timeout(
+        Duration::from_millis(route.timeout_ms),
+        forward(
+            upstream,
+            &parts,
+            &target,
+            wreq.body.clone(),
+            lim.max_response_bytes,
+        ),
+    )
+    .await;
+    let resp = match resp {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            finish(
+                &mut tx,
+                Event {
+                    status: 502,
+                    decision: "error",
+                    route: route.name.clone(),
+                    reason: Some(e),
+                    ssrf: ssrf_hit,
+                },
+            );
+            return simple(502, "bad gateway\n");
+        }
+        Err(_) => {
+            finish(
+                &mut tx,
+                Event {
+                    status: 504,
+                    decision: "error",
+                    route: route.name.clone(),
+                    reason: Some("upstream timeout".into()),
+                    ssrf: ssrf_hit,
+                },
+            );
+            return simple(504, "gateway timeout\n");
+        }
+    };
+    tx.process_response(&resp);
+    if let Some(i) = tx.intervention.clone() {
+        finish(
+            &mut tx,
+            Event {
+                status: i.status,
+                decision: "block",
+                route: route.name.clone(),
+                reason: None,
+                ssrf: ssrf_hit,
+            },
+        );
+        return simple(i.status, "blocked by rampart waf\n");
+    }
+    let decision = if tx.matched.iter().any(|m| m.logged) {
+        "detect"
+    } else {
+        "allow"
+    };
+    finish(
+        &mut tx,
+        Event {
+            status: resp.status,
+            decision,
+            route: route.name.clone(),
+            reason: None,
+            ssrf: ssrf_hit,
+        },
+    );
+    let mut out = hyper::Response::new(Full::new(Bytes::from(resp.body)));
+    *out.status_mut() =
+        hyper::StatusCode::from_u16(resp.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    for (k, v) in resp.headers {
+        if HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_bytes(&v),
+        ) {
+            out.headers_mut().append(n, v);
+        }
+    }
+    out
+}
+
+async fn forward(
+    upstream: SocketAddr,
+    parts: &hyper::http::request::Parts,
+    target: &str,
+    body: Vec<u8>,
+    max_response_bytes: usize,
+) -> Result<Response, String> {
+    let stream = TcpStream::connect(upstream)
+        .await
+        .map_err(|e| format!("connect {upstream}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {upstream}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut b = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(target);
+    for (k, v) in &parts.headers {
+        if HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        b = b.header(k, v);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("upstream {upstream}: {e}"))?;
+    let (rp, rb) = resp.into_parts();
+    let body = Limited::new(rb, max_response_bytes)
+        .collect()
+        .await
+        .map_err(|_| "upstream response too large".to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok(Response {
+        status: rp.status.as_u16(),
+        protocol: format!("{:?}", rp.version),
+        headers: rp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+    })
+}
+
+/// ATT&CK techniques for a set of matched rules: T1190 for CRS attack rules, T1552.005 for
+/// metadata SSRF (CRS 934110/934120/934190 or the built-in check).
+fn techniques(matched: &[crate::tx::MatchedRule], ssrf: bool) -> Vec<&'static str> {
+    let mut t = Vec::new();
+    if matched
+        .iter()
+        .any(|m| m.logged && m.tags.iter().any(|tag| tag.starts_with("attack-")))
+    {
+        t.push("T1190");
+    }
+    if ssrf
+        || matched
+            .iter()
+            .any(|m| matches!(m.id, 934110 | 934120 | 934190))
+    {
+        t.push(ssrf::TECHNIQUE);
+    }
+    t
+}
+
+fn emit(
+    st: &State,
+    req: &Request,
+    matched: &[crate::tx::MatchedRule],
+    tx: Option<&crate::tx::Transaction<'_>>,
+    ev: &Event,
+) {
+    let score = |k: &str| {
+        tx.and_then(|t| t.tx_var(k))
+            .map(crate::ops::to_int)
+            .unwrap_or(0)
+    };
+    let logged: Vec<&crate::tx::MatchedRule> = matched.iter().filter(|m| m.logged).collect();
+    let line = serde_json::json!({
+        "event": "waf",
+        "x_crs_test": req.header("x-crs-test").map(|v| String::from_utf8_lossy(v).into_owned()),
+        "client": req.remote_addr,
+        "method": req.method,
+        "uri": String::from_utf8_lossy(&req.target[..req.target.len().min(2048)]),
+        "route": ev.route,
+        "status": ev.status,
+        "decision": ev.decision,
+        "reason": ev.reason,
+        "rule_ids": logged.iter().map(|m| m.id).collect::<Vec<_>>(),
+        "messages": logged.iter().map(|m| m.msg.as_str()).collect::<Vec<_>>(),
+        "matched": logged.iter().map(|m| serde_json::json!({
+            "id": m.id, "var": m.matched_var_name, "data": m.matched_data, "severity": m.severity,
+        })).collect::<Vec<_>>(),
+        "scores": {
+            "inbound": score("blocking_inbound_anomaly_score"),
+            "outbound": score("blocking_outbound_anomaly_score"),
+            "sql_injection": score("sql_injection_score"),
+            "xss": score("xss_score"),
+            "rce": score("rce_score"),
+            "lfi": score("lfi_score"),
+            "rfi": score("rfi_score"),
+        },
+        "ssrf_target": ev.ssrf,
+        "techniques": techniques(matched, ev.ssrf.is_some()),
+    });
+    if let Ok(mut w) = st.events.lock() {
+        let _ = writeln!(w, "{line}");
+        let _ = w.flush();
+    }
+}
+
+use std::io::Write as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        let ok = r#"
+listen = "127.0.0.1:0"
+rules = ["/x/crs-setup.conf"]
+[[routes]]
+name = "app"
+upstreams = ["127.0.0.1:9000"]
+"#;
+        let c = Config::from_toml(ok).unwrap();
+        assert_eq!(c.paranoia_level, 1);
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert!(Config::from_toml(&ok.replace("listen", "lisen")).is_err());
+        assert!(Config::from_toml(&format!("paranoia_level = 7\n{ok}")).is_err());
+    }
+
+    #[test]
+    fn routing() {
+        let r = |name: &str, host: Option<&str>, p: Option<&str>| Route {
+            name: name.into(),
+            host: host.map(str::to_string),
+            path_prefix: p.map(str::to_string),
+            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
+            timeout_ms: 1,
+        };
+        let routes = vec![
+            r("api", Some("api.example.test"), Some("/v1")),
+            r("any", None, None),
+        ];
+        assert_eq!(
+            pick_route(&routes, "api.example.test", "/v1/x")
+                .unwrap()
+                .name,
+            "api"
+        );
+        assert_eq!(
+            pick_route(&routes, "api.example.test", "/v2").unwrap().name,
+            "any"
+        );
+    }
+}
