@@ -411,6 +411,7 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
         out.push(f);
         return;
     }
+    synproxy_preempts_finding(an, id, rule, out);
     // Only the differing hits are reported for a live rule; their parts were kept.
     let differing: Vec<(RuleId, &Region)> = facts
         .hits
@@ -441,6 +442,59 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
     if rule.app.is_none() {
         redundant_by_later(an, id, rule, effective, out);
     }
+}
+
+/// A SYN proxy runs in the prelude (IR: `Synproxy`): a handshake it completes is `established`
+/// from then on and never reaches the rules, so an earlier rule that would drop part of the
+/// proxied rule's packets (a feed-set drop, a blocklist) is bypassed for that part.
+fn synproxy_preempts_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Finding>) {
+    if rule.synproxy.is_none() {
+        return;
+    }
+    let m = &an.model;
+    let policy = m.policy;
+    let region = m.region(id);
+    let earlier: Vec<(RuleId, Region)> = policy
+        .rules_in(rule.direction)
+        .take_while(|(e, _)| *e != id)
+        .filter(|(e, r)| r.app.is_none() && r.action != rule.action && !limited(policy, *e))
+        .filter_map(|(e, _)| {
+            let part = region.intersect(m.region(e));
+            (!part.is_empty()).then_some((e, part))
+        })
+        .collect();
+    if earlier.is_empty() {
+        return;
+    }
+    let names: Vec<String> = earlier
+        .iter()
+        .take(MAX_OVERLAPS_SHOWN)
+        .map(|(e, _)| format!("`{}`", policy.rule(*e).name))
+        .collect();
+    let mut f = finding(
+        "synproxy-preempts",
+        Severity::Error,
+        Some((id, rule)),
+        None,
+        format!(
+            "its SYN proxy runs before the rules, so part of what earlier rule(s) {} would {} \
+             completes the handshake through the proxy and is accepted as established",
+            names.join(", "),
+            earlier
+                .first()
+                .map_or("drop", |(e, _)| policy.rule(*e).action.as_str())
+        ),
+        Detail::Overlaps {
+            overlaps: earlier
+                .iter()
+                .take(MAX_OVERLAPS_SHOWN)
+                .map(|(e, part)| overlap_of(m, rule.direction, Some(*e), part))
+                .collect(),
+            more_rules: earlier.len().saturating_sub(MAX_OVERLAPS_SHOWN),
+        },
+    );
+    f.related = earlier.iter().map(|(e, _)| *e).collect();
+    out.push(f);
 }
 
 /// A rule is redundant when the rules after it (or the default) decide everything it decides

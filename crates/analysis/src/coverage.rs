@@ -231,6 +231,10 @@ pub enum Check {
     App {
         /// Labels any of which the rule must match.
         labels: &'static [AppProtocol],
+        /// Whether `app_not` rules count (they match these labels among everything else that
+        /// is not their protocol: "only DNS on 53" stops tunnels, but is not written against
+        /// MQTT or VNC).
+        negated: bool,
         /// Whether the status depends on it.
         required: bool,
     },
@@ -373,7 +377,7 @@ const TABLE: &[(&[&str], Requirement)] = &[
         (&["T1071.005"], req(
             &[
                 q(OUT, Any, Untrusted, &[tcp(1883), tcp(8883)], NarrowDestinations),
-                Check::App { labels: &[AppProtocol::Mqtt], required: true },
+                Check::App { labels: &[AppProtocol::Mqtt], negated: false, required: true },
             ],
             &[],
             None,
@@ -497,7 +501,7 @@ const TABLE: &[(&[&str], Requirement)] = &[
         (&["T1095"], req(
             &[
                 q(OUT, Any, Untrusted, NON_TCP_UDP, Allowlisted),
-                Check::App { labels: &[AppProtocol::IcmpTunnel], required: false },
+                Check::App { labels: &[AppProtocol::IcmpTunnel], negated: false, required: false },
             ],
             &[],
             None,
@@ -506,7 +510,7 @@ const TABLE: &[(&[&str], Requirement)] = &[
         (&["T1572"], req(
             &[
                 q(OUT, Any, Untrusted, DNS, NarrowDestinations),
-                Check::App { labels: &[AppProtocol::Ssh, AppProtocol::IcmpTunnel], required: true },
+                Check::App { labels: &[AppProtocol::Ssh, AppProtocol::IcmpTunnel], negated: true, required: true },
             ],
             &[&[DL]],
             None,
@@ -540,7 +544,7 @@ const TABLE: &[(&[&str], Requirement)] = &[
         (&["T1021.002"], req(
             &[
                 q(INTO, Any, Any, &[tcp(445), tcp(139)], NarrowSources),
-                Check::App { labels: &[AppProtocol::Smb1], required: false },
+                Check::App { labels: &[AppProtocol::Smb1], negated: false, required: false },
             ],
             &[],
             None,
@@ -549,7 +553,7 @@ const TABLE: &[(&[&str], Requirement)] = &[
         (&["T1021.005"], req(
             &[
                 q(INTO, Any, Any, VNC, NarrowSources),
-                Check::App { labels: &[AppProtocol::Vnc], required: false },
+                Check::App { labels: &[AppProtocol::Vnc], negated: false, required: false },
             ],
             &[],
             None,
@@ -984,7 +988,9 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                 Outcome::Met
             }
         }
-        Check::App { labels, .. } => {
+        Check::App {
+            labels, negated, ..
+        } => {
             let ids: Vec<RuleId> = (0..policy.rules.len() as u32)
                 .map(RuleId)
                 .filter(|&id| {
@@ -992,7 +998,8 @@ fn eval_check(cx: &Ctx<'_, '_>, c: &Check, ev: &mut Evidence) -> Outcome {
                     r.action != Action::Accept
                         && live(an, id)
                         && r.app.as_ref().is_some_and(|a| {
-                            labels.iter().any(|l| a.protocols.contains(l) != a.negate)
+                            (!a.negate || *negated)
+                                && labels.iter().any(|l| a.protocols.contains(l) != a.negate)
                         })
                 })
                 .collect();

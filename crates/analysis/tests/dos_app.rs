@@ -243,3 +243,38 @@ resolvers = ["203.0.113.53", "2001:db8:10::53"]
     assert_eq!(s, Status::NotCovered);
     assert!(why.contains("no SYN proxy"), "{why}");
 }
+
+#[test]
+fn a_syn_proxy_after_a_deny_is_reported_as_preempting_it() {
+    let p = load(&format!(
+        r#"{ZONES}
+[sets.blocklist]
+elements = ["198.51.100.66", "2001:db8:bad::/48"]
+
+[profiles.known-bad]
+sets = ["blocklist"]
+
+[[rules]]
+name = "web-in"
+direction = "forward"
+from = "internet"
+to = "dmz"
+service = "tcp/443"
+action = "accept"
+synproxy = true
+"#
+    ));
+    let f = findings_of(&p, "web-in");
+    assert!(
+        f.iter()
+            .any(|f| f.starts_with("synproxy-preempts") && f.contains("known-bad/from.forward")),
+        "{f:?}"
+    );
+    // Without the earlier deny there is nothing to pre-empt.
+    let q = load(&format!(
+        "{ZONES}\n[[rules]]\nname = \"web-in\"\ndirection = \"forward\"\nfrom = \"internet\"\nto = \"dmz\"\nservice = \"tcp/443\"\naction = \"accept\"\nsynproxy = true\n"
+    ));
+    assert!(!findings_of(&q, "web-in")
+        .iter()
+        .any(|f| f.starts_with("synproxy-preempts")));
+}

@@ -1,14 +1,20 @@
 //! `rampart lab`: an ATT&CK range in network namespaces. It builds a gateway namespace between
 //! six segments (internet, dmz, corp on a bridge, iot, admin, guest; IPv4 and IPv6 from the
-//! documentation ranges), loads a compiled ruleset into the gateway, plays each scenario's
-//! attack and legitimate twin with real sockets, reads which nftables rule counters moved as
-//! evidence, and scores the policy per technique. This crate is a shell (it runs `ip` and `nft`
-//! and opens sockets in namespaces); it does not compile policies — the caller hands it the
-//! ruleset text — and it never touches the host's own namespace, ruleset or sysctls.
+//! documentation ranges), loads a compiled ruleset into the gateway (plus what the caller says
+//! the gateway needs: sysctls, the iptables-nft NFQUEUE rules and a daemon such as the protocol
+//! classifier), plays each scenario's attack and legitimate twin with real sockets — real
+//! protocol first payloads ([`payload`]), port-knocking sequences, and SYN floods with
+//! legitimate clients measured during them ([`flood`]) — reads which nftables rule counters
+//! moved as evidence, and scores the policy per technique. This crate is a shell (it runs `ip`,
+//! `nft` and `iptables-nft` and opens sockets in namespaces); it does not compile policies —
+//! the caller hands it the ruleset text — and it never touches the host's own namespace,
+//! ruleset or sysctls.
 
 #![deny(missing_docs)]
 
+pub mod flood;
 pub mod netns;
+pub mod payload;
 pub mod scenario;
 pub mod score;
 pub mod topology;
@@ -18,10 +24,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use scenario::{FamilyName, Scenario, Traffic};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flood::FloodMeasure;
+use scenario::{FamilyName, FloodSourceKind, Scenario, Traffic};
 use score::{CaseResult, Evidence, Scoreboard};
 use topology::Topology;
-use traffic::Endpoint;
+use traffic::{Endpoint, Exchange};
 
 /// Errors of the lab.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +105,120 @@ pub struct LabRun<'a> {
     pub cgroups: Option<(std::path::PathBuf, Vec<String>)>,
     /// Progress lines (one per case) go here.
     pub progress: Option<&'a mut dyn Write>,
+    /// What the gateway needs besides the ruleset.
+    pub gateway: GatewaySetup,
+}
+
+/// What the gateway needs besides the ruleset: sysctls (SYN proxy, conntrack accounting), the
+/// iptables-nft rules that queue marked packets to the classifier, the classifier itself, and
+/// the ban sets the lab empties between scenarios.
+#[derive(Clone, Debug, Default)]
+pub struct GatewaySetup {
+    /// `(name, value)` sysctls set in the gateway namespace after the ruleset loads.
+    pub sysctls: Vec<(String, String)>,
+    /// `(ipv6, rule)`: `-A CHAIN …` rules for `iptables-nft -t <table>` (or `ip6tables-nft`).
+    pub iptables: Vec<(bool, String)>,
+    /// The iptables table of those rules.
+    pub iptables_table: String,
+    /// A program started in the gateway namespace for the run (argv), which prints one line
+    /// on stdout when it is ready: the protocol classifier when the policy has
+    /// application-protocol rules.
+    pub daemon: Option<Vec<String>>,
+    /// Ban sets as `family table set` (e.g. `inet rampart ban_v4`), flushed after every
+    /// scenario that floods, so a banned lab host does not stay banned for the next one.
+    pub ban_sets: Vec<String>,
+}
+
+/// How long a gateway daemon may take to say it is ready.
+const DAEMON_READY_MS: u64 = 10_000;
+
+/// A process started in the gateway for the run; killed (by its own pid) when dropped.
+struct Daemon {
+    child: std::process::Child,
+}
+
+impl Daemon {
+    fn start(gw: &str, argv: &[String]) -> Result<Self, LabError> {
+        use std::io::BufRead;
+        let Some((program, args)) = argv.split_first() else {
+            return Err(LabError::Requirement("empty gateway daemon command".into()));
+        };
+        let mut child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{gw}"))
+            .arg(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                command: argv.join(" "),
+                source,
+            })?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first.and_then(Result::ok));
+            // Keep draining so the daemon never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut daemon = Daemon { child };
+        match rx.recv_timeout(Duration::from_millis(DAEMON_READY_MS)) {
+            Ok(Some(_ready)) => Ok(daemon),
+            _ => {
+                let _ = daemon.child.kill();
+                let output = daemon
+                    .child
+                    .stderr
+                    .take()
+                    .map(|mut e| {
+                        let mut s = String::new();
+                        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+                        s
+                    })
+                    .unwrap_or_default();
+                Err(LabError::CommandFailed {
+                    command: argv.join(" "),
+                    stderr: format!("did not report ready: {}", output.trim()),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup_gateway(gw: &str, setup: &GatewaySetup) -> Result<Option<Daemon>, LabError> {
+    for (name, value) in &setup.sysctls {
+        netns::run_in(gw, "sysctl", &["-qw", &format!("{name}={value}")])?;
+    }
+    for (v6, rule) in &setup.iptables {
+        let program = if *v6 { "ip6tables-nft" } else { "iptables-nft" };
+        let mut args = vec!["-t", setup.iptables_table.as_str()];
+        args.extend(rule.split_whitespace());
+        netns::run_in(gw, program, &args)?;
+    }
+    setup
+        .daemon
+        .as_ref()
+        .map(|argv| Daemon::start(gw, argv))
+        .transpose()
+}
+
+fn flush_ban_sets(gw: &str, sets: &[String]) {
+    for set in sets {
+        let mut args = vec!["flush", "set"];
+        args.extend(set.split_whitespace());
+        let _ = nft_in(gw).args(&args).output();
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -159,8 +283,13 @@ impl LabRun<'_> {
         };
         let gw = Topology::gateway_ns();
         load_ruleset(&gw, self.ruleset)?;
+        let _daemon = setup_gateway(&gw, &self.gateway)?;
         let mut results = Vec::new();
         for scenario in &self.scenarios {
+            let floods = scenario.cases.iter().any(|c| c.flood.is_some());
+            if floods {
+                flush_ban_sets(&gw, &self.gateway.ban_sets);
+            }
             for case in &scenario.cases {
                 for family in &case.families {
                     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -180,7 +309,11 @@ impl LabRun<'_> {
                     results.push(result);
                 }
             }
+            if floods {
+                flush_ban_sets(&gw, &self.gateway.ban_sets);
+            }
         }
+        drop(_daemon);
         drop(namespaces);
         Ok(Scoreboard::new(
             self.policy_name.clone(),
@@ -244,10 +377,47 @@ impl LabRun<'_> {
             addr: server_addr,
         };
         let before = counters(gw)?;
-        let mut observation =
-            traffic::play(traffic, &client_end, &server_end, traffic::FIRST_WAIT_MS)?;
-        if observation.result != case.expect && case.expect == scenario::Expectation::Allowed {
-            observation = traffic::play(traffic, &client_end, &server_end, traffic::RETRY_WAIT_MS)?;
+        let exchange = Exchange {
+            traffic,
+            payload: case.payload,
+            icmp_bytes: case.icmp_bytes,
+        };
+        let knocks: Vec<Traffic> = case
+            .knock
+            .iter()
+            .filter_map(|k| Traffic::parse(k))
+            .collect();
+        if !knocks.is_empty() {
+            traffic::knock(&knocks, &client_end, &server_end)?;
+        }
+        let mut measure = None;
+        let mut observation = if let (Some(flood), Traffic::Tcp(port)) = (&case.flood, traffic) {
+            let flooder = self
+                .topology
+                .host(&flood.from, "")
+                .ok_or_else(|| unknown(&flood.from))?;
+            let flooder_addr = flooder.addr(v6).ok_or_else(|| unknown(&flood.from))?;
+            let (observation, m) = self.play_flood(
+                gw,
+                flood,
+                &flooder.ns,
+                flooder_addr,
+                &client_end,
+                &server_end,
+                port,
+                case.payload,
+            )?;
+            measure = Some(m);
+            observation
+        } else {
+            traffic::play(exchange, &client_end, &server_end, traffic::FIRST_WAIT_MS)?
+        };
+        if observation.result != case.expect
+            && case.expect == scenario::Expectation::Allowed
+            && case.flood.is_none()
+        {
+            observation =
+                traffic::play(exchange, &client_end, &server_end, traffic::RETRY_WAIT_MS)?;
             observation.detail.push_str(" (on a patient retry)");
         }
         let after = counters(gw)?;
@@ -277,8 +447,157 @@ impl LabRun<'_> {
             observed: observation.result,
             detail: observation.detail,
             evidence,
+            measure,
         })
     }
+
+    /// A flood case: SYNs from the flooder at the server's port while the client runs its
+    /// exchanges; allowed when the share that completes reaches the threshold (and, for a
+    /// single-source flood with `ban_within_ms`, the flooder was banned in time).
+    #[allow(clippy::too_many_arguments)]
+    fn play_flood(
+        &self,
+        gw: &str,
+        flood: &scenario::Flood,
+        flooder_ns: &str,
+        flooder_addr: std::net::IpAddr,
+        client: &Endpoint,
+        server: &Endpoint,
+        port: u16,
+        payload: payload::Payload,
+    ) -> Result<(traffic::Observation, FloodMeasure), LabError> {
+        use std::sync::atomic::AtomicBool;
+        let syncookies_off = flood.server_without_syncookies;
+        if syncookies_off {
+            netns::run_in(&server.ns, "sysctl", &["-qw", "net.ipv4.tcp_syncookies=0"])?;
+        }
+        let stop_server = Arc::new(AtomicBool::new(false));
+        let server_thread = flood::spawn_server(server, port, payload, Arc::clone(&stop_server))?;
+        let stop_sampler = Arc::new(AtomicBool::new(false));
+        let sampler = flood::spawn_conntrack_sampler(gw, Arc::clone(&stop_sampler));
+        let sources = match flood.sources {
+            FloodSourceKind::Random => flood::Sources::Random,
+            FloodSourceKind::Own => flood::Sources::Own(flooder_addr),
+        };
+        if flood.sources == FloodSourceKind::Random {
+            for route in flood::SPOOFED_ROUTES {
+                let family = if route.contains(':') { "-6" } else { "-4" };
+                netns::run_in(gw, "ip", &[family, "route", "replace", "blackhole", route])?;
+            }
+        }
+        let (soft0, total0) = flood::cpu_times();
+        let started = Instant::now();
+        let stop_flood = Arc::new(AtomicBool::new(false));
+        let flooder = flood::spawn_flood(
+            flooder_ns,
+            server.addr,
+            port,
+            sources,
+            flood.rate_pps,
+            flood.duration_ms,
+            Arc::clone(&stop_flood),
+        );
+        // Let the flood build up before the legitimate clients start.
+        std::thread::sleep(Duration::from_millis(100));
+        let legit = flood::spawn_legit(
+            client,
+            server,
+            port,
+            payload,
+            flood.connections,
+            flood.duration_ms.saturating_sub(300),
+        );
+        let mut banned_after_ms = None;
+        if flood.ban_within_ms.is_some() {
+            let needle = flooder_addr.to_string();
+            while started.elapsed() < Duration::from_millis(u64::from(flood.duration_ms)) {
+                if self.gateway.ban_sets.iter().any(|set| {
+                    let mut args = vec!["list", "set"];
+                    args.extend(set.split_whitespace());
+                    nft_in(gw)
+                        .args(&args)
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&needle))
+                        .unwrap_or(false)
+                }) {
+                    banned_after_ms = Some(started.elapsed().as_millis() as u64);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let legit_ok = join_lab(legit);
+        stop_flood.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = join_lab(flooder);
+        let flood_ms = started.elapsed().as_millis().max(1) as u64;
+        let (soft1, total1) = flood::cpu_times();
+        stop_sampler.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop_server.store(true, std::sync::atomic::Ordering::Relaxed);
+        let conntrack_peak = join_lab(sampler).unwrap_or(0);
+        let _ = join_lab(server_thread);
+        if syncookies_off {
+            netns::run_in(&server.ns, "sysctl", &["-qw", "net.ipv4.tcp_syncookies=1"])?;
+        }
+        if flood.sources == FloodSourceKind::Random {
+            for route in flood::SPOOFED_ROUTES {
+                let family = if route.contains(':') { "-6" } else { "-4" };
+                let _ = netns::run_in(gw, "ip", &[family, "route", "del", "blackhole", route]);
+            }
+        }
+        let legit = legit_ok?;
+        let legit_ok = legit.ok;
+        let sent = sent?;
+        let ratio = f64::from(legit_ok) / f64::from(flood.connections.max(1));
+        let softirq_pct = if total1 > total0 {
+            (soft1 - soft0) as f64 * 100.0 / (total1 - total0) as f64
+        } else {
+            0.0
+        };
+        let measure = FloodMeasure {
+            flood_packets: sent,
+            flood_pps: sent * 1000 / flood_ms.min(u64::from(flood.duration_ms)),
+            legit_attempts: flood.connections,
+            legit_ok,
+            success_ratio: ratio,
+            conntrack_peak,
+            softirq_pct,
+            banned_after_ms,
+        };
+        let ban_ok = match flood.ban_within_ms {
+            None => true,
+            Some(limit) => banned_after_ms.is_some_and(|t| t <= limit),
+        };
+        let source = match flood.sources {
+            FloodSourceKind::Random => "random sources".to_string(),
+            FloodSourceKind::Own => format!("{flooder_addr}"),
+        };
+        let mut detail = format!(
+            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed) during a SYN flood of {} pps from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
+            flood.connections,
+            ratio * 100.0,
+            legit.connect_failed,
+            legit.reply_failed,
+            measure.flood_pps,
+        );
+        if flood.ban_within_ms.is_some() {
+            match banned_after_ms {
+                Some(t) => detail.push_str(&format!("; flooder banned after {t} ms")),
+                None => detail.push_str("; flooder never banned"),
+            }
+        }
+        let result = if ratio >= flood.success_threshold && ban_ok {
+            scenario::Expectation::Allowed
+        } else {
+            scenario::Expectation::Blocked
+        };
+        Ok((traffic::Observation { result, detail }, measure))
+    }
+}
+
+fn join_lab<T>(handle: std::thread::JoinHandle<Result<T, LabError>>) -> Result<T, LabError> {
+    handle.join().map_err(|_| LabError::Traffic {
+        message: "a flood thread panicked".into(),
+    })?
 }
 
 /// Keep what explains the verdict: the policy rules whose counters moved (comments `#N …`);
@@ -289,6 +608,20 @@ fn focus_evidence(moved: Vec<Evidence>) -> Vec<Evidence> {
         moved.into_iter().partition(|e| e.comment.starts_with('#'));
     if !rules.is_empty() {
         return rules;
+    }
+    // Prelude steps that act for a policy rule (bans, the SYN proxy, the classifier's
+    // verdict), before the chain defaults.
+    const ACTING: [&str; 4] = [
+        "rampart prelude: banned",
+        "rampart synproxy",
+        "rampart app:",
+        "rampart auto-ban",
+    ];
+    let (acting, rest): (Vec<Evidence>, Vec<Evidence>) = rest
+        .into_iter()
+        .partition(|e| ACTING.iter().any(|a| e.comment.starts_with(a)));
+    if !acting.is_empty() {
+        return acting;
     }
     rest.into_iter()
         .filter(|e| e.comment.starts_with("rampart default"))

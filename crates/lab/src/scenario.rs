@@ -4,7 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::flood::{FLOOD_DURATION_MAX_MS, FLOOD_RATE_MAX_PPS, LEGIT_CONNECTIONS_MAX};
+use crate::payload::Payload;
 use crate::LabError;
+
+/// Most knock packets before one case.
+pub const KNOCKS_MAX: usize = 16;
+/// Largest ICMP echo payload a case may send (below every lab MTU).
+pub const ICMP_BYTES_MAX: u16 = 1_400;
 
 /// Upper bound on cases in one scenario file (Why: keeps one file's run under a few seconds).
 pub const CASES_PER_SCENARIO_MAX: usize = 16;
@@ -40,6 +47,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/file-transfer.toml"),
     ),
     (
+        "flood-ban.toml",
+        include_str!("../../../lab/scenarios/flood-ban.toml"),
+    ),
+    (
         "known-bad.toml",
         include_str!("../../../lab/scenarios/known-bad.toml"),
     ),
@@ -54,6 +65,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "mqtt.toml",
         include_str!("../../../lab/scenarios/mqtt.toml"),
+    ),
+    (
+        "port-knocking.toml",
+        include_str!("../../../lab/scenarios/port-knocking.toml"),
+    ),
+    (
+        "protocols-on-odd-ports.toml",
+        include_str!("../../../lab/scenarios/protocols-on-odd-ports.toml"),
     ),
     (
         "public-server-egress.toml",
@@ -75,6 +94,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "stateful-ingress.toml",
         include_str!("../../../lab/scenarios/stateful-ingress.toml"),
+    ),
+    (
+        "tunnels-on-standard-ports.toml",
+        include_str!("../../../lab/scenarios/tunnels-on-standard-ports.toml"),
     ),
     ("vnc.toml", include_str!("../../../lab/scenarios/vnc.toml")),
 ];
@@ -111,6 +134,60 @@ pub struct Case {
     /// Families to play; default both.
     #[serde(default = "both_families")]
     pub families: Vec<FamilyName>,
+    /// What the client and server say (default: the lab's own request and reply lines).
+    #[serde(default)]
+    pub payload: Payload,
+    /// ICMP echo payload size in bytes (`icmp/echo` only; default: ping's 56).
+    #[serde(default)]
+    pub icmp_bytes: Option<u16>,
+    /// Packets the client sends to the server first (`tcp/PORT` SYNs, `udp/PORT` datagrams):
+    /// a port-knocking sequence that must open nothing.
+    #[serde(default)]
+    pub knock: Vec<String>,
+    /// Play the case as a flood: a flooder sends SYNs to the server's port while the client
+    /// runs many exchanges; the case is allowed when enough of them complete.
+    #[serde(default)]
+    pub flood: Option<Flood>,
+}
+
+/// A SYN flood played during a case.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flood {
+    /// Host whose namespace sends the flood.
+    pub from: String,
+    /// `random` spoofed sources, or the flooding host's `own` address.
+    pub sources: FloodSourceKind,
+    /// SYNs per second.
+    pub rate_pps: u32,
+    /// How long the flood lasts.
+    pub duration_ms: u32,
+    /// Legitimate exchanges the client runs during the flood.
+    pub connections: u32,
+    /// The case counts as allowed when at least this share of them complete (0-1).
+    #[serde(default = "default_success")]
+    pub success_threshold: f64,
+    /// With `own` sources: the flooding address must be in a ban set within this many ms.
+    #[serde(default)]
+    pub ban_within_ms: Option<u64>,
+    /// Turn SYN cookies off in the server's namespace for the case (a server that cannot
+    /// protect itself, like many appliances), restored afterwards.
+    #[serde(default)]
+    pub server_without_syncookies: bool,
+}
+
+fn default_success() -> f64 {
+    0.99
+}
+
+/// Where flood packets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloodSourceKind {
+    /// Random spoofed sources.
+    Random,
+    /// The flooding host's own address.
+    Own,
 }
 
 fn both_families() -> Vec<FamilyName> {
@@ -195,6 +272,52 @@ impl Scenario {
             if case.families.is_empty() {
                 return Err(bad(format!("case `{}` plays no family", case.name)));
             }
+            let traffic = Traffic::parse(&case.traffic);
+            if case.icmp_bytes.is_some_and(|b| b > ICMP_BYTES_MAX)
+                || (case.icmp_bytes.is_some() && traffic != Some(Traffic::IcmpEcho))
+            {
+                return Err(bad(format!(
+                    "case `{}`: icmp_bytes is for icmp/echo, at most {ICMP_BYTES_MAX}",
+                    case.name
+                )));
+            }
+            if case.payload != Payload::Plain && traffic == Some(Traffic::IcmpEcho) {
+                return Err(bad(format!(
+                    "case `{}`: payloads are for tcp/udp traffic",
+                    case.name
+                )));
+            }
+            if case.knock.len() > KNOCKS_MAX
+                || case
+                    .knock
+                    .iter()
+                    .any(|k| !matches!(Traffic::parse(k), Some(Traffic::Tcp(_) | Traffic::Udp(_))))
+            {
+                return Err(bad(format!(
+                    "case `{}`: knock is up to {KNOCKS_MAX} tcp/PORT or udp/PORT entries",
+                    case.name
+                )));
+            }
+            if let Some(f) = &case.flood {
+                let problem = if !matches!(traffic, Some(Traffic::Tcp(_))) {
+                    Some("a flood case plays tcp/PORT".to_string())
+                } else if f.rate_pps == 0 || f.rate_pps > FLOOD_RATE_MAX_PPS {
+                    Some(format!("rate_pps is 1..={FLOOD_RATE_MAX_PPS}"))
+                } else if f.duration_ms == 0 || f.duration_ms > FLOOD_DURATION_MAX_MS {
+                    Some(format!("duration_ms is 1..={FLOOD_DURATION_MAX_MS}"))
+                } else if f.connections == 0 || f.connections > LEGIT_CONNECTIONS_MAX {
+                    Some(format!("connections is 1..={LEGIT_CONNECTIONS_MAX}"))
+                } else if !(0.0..=1.0).contains(&f.success_threshold) {
+                    Some("success_threshold is 0..=1".into())
+                } else if f.ban_within_ms.is_some() && f.sources != FloodSourceKind::Own {
+                    Some("ban_within_ms needs sources = \"own\"".into())
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    return Err(bad(format!("case `{}`: {p}", case.name)));
+                }
+            }
         }
         Ok(scenario)
     }
@@ -240,6 +363,14 @@ mod tests {
                     );
                 }
                 assert!(case.from != "gw" || case.to != "gw", "{}", scenario.id);
+                if let Some(f) = &case.flood {
+                    assert!(
+                        topology.host(&f.from, "").is_some(),
+                        "{}: {}",
+                        scenario.id,
+                        f.from
+                    );
+                }
             }
         }
     }

@@ -21,7 +21,7 @@ pub struct Evidence {
 }
 
 /// One played case.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CaseResult {
     /// Scenario id.
     pub scenario: String,
@@ -45,6 +45,9 @@ pub struct CaseResult {
     pub detail: String,
     /// Rules whose counters moved.
     pub evidence: Vec<Evidence>,
+    /// Flood cases: what was measured (legitimate success ratio, flood rate, conntrack, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measure: Option<crate::flood::FloodMeasure>,
 }
 
 impl CaseResult {
@@ -362,6 +365,7 @@ mod tests {
             observed,
             detail: "connect timed out".into(),
             evidence: vec![],
+            measure: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! reply reached the client, so a policy that lets one direction through but not the other is
 //! seen as blocked.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::flood::read_exactly;
 use crate::netns::{in_namespace, run_in};
+use crate::payload::Payload;
 use crate::scenario::{Expectation, Traffic};
 use crate::LabError;
 
@@ -26,18 +28,17 @@ pub const FIRST_WAIT_MS: u64 = 500;
 /// patience, so a loaded machine cannot make an allowed flow look blocked.
 pub const RETRY_WAIT_MS: u64 = 2_000;
 
-/// How long a client waits for the reply once a TCP connection stands: only allowed (or
-/// payload-filtered) flows get here, so patience costs nothing in the common case.
-const REPLY_AFTER_CONNECT_MS: u64 = 2_000;
+/// How long a client waits for the reply once a TCP connection stands, on a first attempt:
+/// only allowed and payload-filtered flows get here. Allowed replies arrive in milliseconds
+/// (also through the protocol classifier); a payload-filtered flow waits this long once, so it
+/// sets the cost of every "protocol, not port" case. A retry waits [`RETRY_WAIT_MS`].
+const REPLY_AFTER_CONNECT_MS: u64 = 700;
 
 /// How long a server waits for its one client (longer than any client wait).
-const SERVER_WAIT_MS: u64 = RETRY_WAIT_MS + REPLY_AFTER_CONNECT_MS + 500;
+const SERVER_WAIT_MS: u64 = RETRY_WAIT_MS + RETRY_WAIT_MS + 500;
 
 /// How often a waiting server looks at its stop flag.
 const SERVER_POLL_MS: u64 = 10;
-
-const REQUEST: &[u8] = b"rampart-lab request\n";
-const REPLY: &[u8] = b"rampart-lab reply\n";
 
 /// What happened to one exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,19 +58,59 @@ pub struct Endpoint {
     pub addr: IpAddr,
 }
 
-/// Play `traffic` from `client` to `server`, waiting `wait_ms` for the handshake, datagram
+/// What one exchange says: the traffic, the payloads, the ICMP echo size.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange {
+    /// Protocol and port.
+    pub traffic: Traffic,
+    /// Request and reply.
+    pub payload: Payload,
+    /// ICMP echo payload bytes (`None`: ping's default).
+    pub icmp_bytes: Option<u16>,
+}
+
+/// Play `exchange` from `client` to `server`, waiting `wait_ms` for the handshake, datagram
 /// reply or echo reply, and observe the result.
 pub fn play(
-    traffic: Traffic,
+    exchange: Exchange,
     client: &Endpoint,
     server: &Endpoint,
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
-    match traffic {
-        Traffic::Tcp(port) => play_tcp(port, client, server, wait_ms),
-        Traffic::Udp(port) => play_udp(port, client, server, wait_ms),
-        Traffic::IcmpEcho => play_icmp(client, server, wait_ms),
+    match exchange.traffic {
+        Traffic::Tcp(port) => play_tcp(port, exchange.payload, client, server, wait_ms),
+        Traffic::Udp(port) => play_udp(port, exchange.payload, client, server, wait_ms),
+        Traffic::IcmpEcho => play_icmp(client, server, exchange.icmp_bytes, wait_ms),
     }
+}
+
+/// Send each knock (a SYN to `tcp/PORT`, a datagram to `udp/PORT`) from `client` to `server`
+/// without waiting for answers: a port-knocking sequence.
+pub fn knock(knocks: &[Traffic], client: &Endpoint, server: &Endpoint) -> Result<(), LabError> {
+    let knocks = knocks.to_vec();
+    let (client_addr, server_addr) = (client.addr, server.addr);
+    join(in_namespace(&client.ns, move || {
+        for k in knocks {
+            match k {
+                Traffic::Tcp(port) => {
+                    let socket = bound_socket(SocketAddr::new(client_addr, 0), true, false)?;
+                    socket
+                        .set_nonblocking(true)
+                        .map_err(io_err("nonblocking"))?;
+                    // The SYN leaves with the non-blocking connect; nobody waits for an answer.
+                    let _ = socket.connect(&SocketAddr::new(server_addr, port).into());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Traffic::Udp(port) => {
+                    let socket = bound_socket(SocketAddr::new(client_addr, 0), false, false)?;
+                    let _ = socket.send_to(b"knock", &SocketAddr::new(server_addr, port).into());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Traffic::IcmpEcho => {}
+            }
+        }
+        Ok(())
+    }))
 }
 
 fn domain(addr: IpAddr) -> Domain {
@@ -140,12 +181,15 @@ fn server_deadline() -> std::time::Instant {
 
 fn play_tcp(
     port: u16,
+    payload: Payload,
     client: &Endpoint,
     server: &Endpoint,
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let client_addr = SocketAddr::new(client.addr, 0);
+    let (request, reply) = (payload.request(true), payload.reply(true));
+    let (server_request, server_reply) = (request.clone(), reply.clone());
     let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
         let socket = bound_socket(server_addr, true, true)?;
         socket.listen(4).map_err(io_err("tcp listen"))?;
@@ -161,11 +205,10 @@ fn play_tcp(
                     conn.set_read_timeout(Some(Duration::from_millis(SERVER_WAIT_MS)))
                         .map_err(io_err("read timeout"))?;
                     let mut stream: std::net::TcpStream = conn.into();
-                    let mut buf = [0u8; 64];
-                    let n = stream.read(&mut buf).unwrap_or(0);
-                    let served = buf[..n] == *REQUEST;
+                    let got = read_exactly(&mut stream, server_request.len());
+                    let served = got.as_deref() == Some(&server_request[..]);
                     if served {
-                        let _ = stream.write_all(REPLY);
+                        let _ = stream.write_all(&server_reply);
                     }
                     return Ok(served);
                 }
@@ -187,17 +230,17 @@ fn play_tcp(
         }
         let mut stream: std::net::TcpStream = socket.into();
         stream
-            .set_read_timeout(Some(Duration::from_millis(REPLY_AFTER_CONNECT_MS)))
+            .set_read_timeout(Some(Duration::from_millis(
+                REPLY_AFTER_CONNECT_MS.max(wait_ms),
+            )))
             .map_err(io_err("read timeout"))?;
-        if stream.write_all(REQUEST).is_err() {
+        if stream.write_all(&request).is_err() {
             return Ok(blocked("connection reset after connect".into()));
         }
-        let mut buf = [0u8; 64];
-        let n = stream.read(&mut buf).unwrap_or(0);
-        Ok(if buf[..n] == *REPLY {
-            allowed("connected, request and reply exchanged")
-        } else {
-            blocked("connected but no reply".into())
+        Ok(match read_exactly(&mut stream, reply.len()) {
+            Some(got) if got == reply => allowed("connected, request and reply exchanged"),
+            Some(got) if !got.is_empty() => blocked("connected but the reply was cut".into()),
+            _ => blocked("connected but no reply".into()),
         })
     };
     exchange(&server.ns, &client.ns, serve, ask)
@@ -227,12 +270,15 @@ fn connect_detail(e: &std::io::Error) -> String {
 
 fn play_udp(
     port: u16,
+    payload: Payload,
     client: &Endpoint,
     server: &Endpoint,
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
     let client_addr = SocketAddr::new(client.addr, 0);
+    let (request, reply) = (payload.request(false), payload.reply(false));
+    let (server_request, server_reply) = (request.clone(), reply.clone());
     let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
         let socket = bound_socket(server_addr, false, true)?;
         // Short reads so the stop flag is seen promptly.
@@ -242,11 +288,11 @@ fn play_udp(
         let socket: std::net::UdpSocket = socket.into();
         let _ = ready.send(());
         let deadline = server_deadline();
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; crate::payload::PAYLOAD_MAX_BYTES];
         loop {
             match socket.recv_from(&mut buf) {
-                Ok((n, from)) if buf[..n] == *REQUEST => {
-                    let _ = socket.send_to(REPLY, from);
+                Ok((n, from)) if buf[..n] == server_request[..] => {
+                    let _ = socket.send_to(&server_reply, from);
                     return Ok(true);
                 }
                 Ok(_) => return Ok(false),
@@ -262,12 +308,12 @@ fn play_udp(
             .map_err(io_err("read timeout"))?;
         let socket: std::net::UdpSocket = socket.into();
         socket.connect(server_addr).map_err(io_err("udp connect"))?;
-        if let Err(e) = socket.send(REQUEST) {
+        if let Err(e) = socket.send(&request) {
             return Ok(blocked(format!("send failed: {e}")));
         }
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; crate::payload::PAYLOAD_MAX_BYTES];
         Ok(match socket.recv(&mut buf) {
-            Ok(n) if buf[..n] == *REPLY => allowed("datagram and reply exchanged"),
+            Ok(n) if buf[..n] == reply[..] => allowed("datagram and reply exchanged"),
             Ok(_) => blocked("unexpected reply".into()),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 blocked("ICMP unreachable (rejected)".into())
@@ -278,27 +324,35 @@ fn play_udp(
     exchange(&server.ns, &client.ns, serve, ask)
 }
 
-fn play_icmp(client: &Endpoint, server: &Endpoint, wait_ms: u64) -> Result<Observation, LabError> {
+fn play_icmp(
+    client: &Endpoint,
+    server: &Endpoint,
+    icmp_bytes: Option<u16>,
+    wait_ms: u64,
+) -> Result<Observation, LabError> {
     // Why ping: an ICMP echo needs a raw or ping socket; iputils' ping is the real client a
     // user would run, and the lab's dependency check installs it.
     let wait_s = format!("{:.1}", wait_ms as f64 / 1000.0);
     let family = if server.addr.is_ipv6() { "-6" } else { "-4" };
-    let result = run_in(
-        &client.ns,
-        "ping",
-        &[
-            family,
-            "-n",
-            "-q",
-            "-c",
-            "1",
-            "-W",
-            &wait_s,
-            "-I",
-            &client.addr.to_string(),
-            &server.addr.to_string(),
-        ],
-    );
+    let size = icmp_bytes.map(|b| b.to_string());
+    let client_addr = client.addr.to_string();
+    let server_addr = server.addr.to_string();
+    let mut args = vec![
+        family,
+        "-n",
+        "-q",
+        "-c",
+        "1",
+        "-W",
+        &wait_s,
+        "-I",
+        &client_addr,
+    ];
+    if let Some(size) = &size {
+        args.extend_from_slice(&["-s", size]);
+    }
+    args.push(&server_addr);
+    let result = run_in(&client.ns, "ping", &args);
     Ok(match result {
         Ok(_) => Observation {
             result: Expectation::Allowed,

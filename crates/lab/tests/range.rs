@@ -91,6 +91,7 @@ fn range_plays_real_traffic_through_the_gateway() {
         keep: false,
         cgroups: None,
         progress: None,
+        gateway: rampart_lab::GatewaySetup::default(),
     }
     .run()
     .unwrap();

@@ -58,6 +58,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let ruleset = rampart_nft::emit(&policy, &options)
         .with_context(|| format!("cannot compile {}", policy_path.display()))?;
+    let gateway = gateway_setup(&policy, &policy_path, &options)?;
     let mut scenarios = Scenario::builtin()?;
     for path in &args.scenarios {
         scenarios.extend(read_scenarios(path)?);
@@ -90,6 +91,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         keep: args.keep,
         cgroups: Some((cgroup2_root(), owner_cgroups(&policy))),
         progress: Some(&mut stderr),
+        gateway,
     }
     .run()?;
     if args.json {
@@ -111,6 +113,50 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         Outcome::Clean
     } else {
         Outcome::Findings
+    })
+}
+
+/// What the gateway needs besides the ruleset, as `rampart apply` would set it up: the sysctls
+/// the SYN proxy and the classifier need, the iptables-nft queue rules, `rampart classify` in
+/// the gateway when the policy has application-protocol rules, and the ban sets to empty
+/// between flood scenarios.
+fn gateway_setup(
+    policy: &rampart_ir::Policy,
+    policy_path: &Path,
+    options: &rampart_nft::EmitOptions,
+) -> anyhow::Result<rampart_lab::GatewaySetup> {
+    use rampart_nft::app_queue;
+    let iptables: Vec<(bool, String)> = app_queue::queue_rules(policy, options)
+        .into_iter()
+        .map(|r| (r.v6, r.spec))
+        .collect();
+    let daemon = if iptables.is_empty() {
+        None
+    } else {
+        let exe = std::env::current_exe().context("cannot find the rampart binary")?;
+        let policy_abs = std::fs::canonicalize(policy_path)
+            .with_context(|| format!("cannot resolve {}", policy_path.display()))?;
+        Some(vec![
+            exe.display().to_string(),
+            "classify".into(),
+            "--policy".into(),
+            policy_abs.display().to_string(),
+        ])
+    };
+    let ban_sets = if policy.rules.iter().any(|r| r.ban.is_some()) {
+        ["v4", "v6"]
+            .iter()
+            .map(|f| format!("inet {} ban_{f}", options.table))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(rampart_lab::GatewaySetup {
+        sysctls: app_queue::required_sysctls(policy, options),
+        iptables,
+        iptables_table: app_queue::QUEUE_TABLE.to_string(),
+        daemon,
+        ban_sets,
     })
 }
 

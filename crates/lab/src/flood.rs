@@ -1,0 +1,509 @@
+//! Floods with legitimate clients measured during them: a raw-socket SYN sender (random
+//! spoofed sources or the flooding host's own address) paced to a packet rate, a server that
+//! answers every connection, a paced legitimate client that counts completed exchanges, and
+//! samplers for the gateway's conntrack table and the machine's softirq time. Everything runs
+//! on threads that enter the lab's namespaces; nothing touches the host's namespace.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netns::in_namespace;
+use crate::payload::{Payload, PAYLOAD_MAX_BYTES};
+use crate::traffic::Endpoint;
+use crate::LabError;
+
+/// Highest flood rate a scenario may ask for (Why: the lab shares two cores with CI).
+pub const FLOOD_RATE_MAX_PPS: u32 = 200_000;
+/// Longest flood a scenario may ask for.
+pub const FLOOD_DURATION_MAX_MS: u32 = 5_000;
+/// Most legitimate connections measured per flood case.
+pub const LEGIT_CONNECTIONS_MAX: u32 = 1_000;
+/// How long one legitimate connection may take to connect, and then to get its reply. Why 3 s:
+/// a real client retransmits a lost SYN after 1 s and a lost segment after 200 ms+; 3 s allows
+/// one such retransmission, so "completed" means what a patient user sees, not "never lost a
+/// packet".
+pub const LEGIT_WAIT_MS: u64 = 3_000;
+
+/// Spoofed IPv6 sources of a random-source flood: `2001:db8:f000::/36`, inside the
+/// documentation prefix and outside every lab segment.
+pub const RANDOM_V6_BASE: Ipv6Addr = Ipv6Addr::new(0x2001, 0x0db8, 0xf000, 0, 0, 0, 0, 0);
+/// Spoofed IPv4 sources of a random-source flood: 203.0.113.64-255, the part of TEST-NET-3 no
+/// lab segment uses (192 addresses: too few to stay under per-source limits, so IPv4 random
+/// floods also exercise bans).
+pub const RANDOM_V4_FIRST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 64);
+
+/// Routes that make the spoofed sources silent on the gateway (`blackhole`: no ICMP
+/// unreachable), as on the internet where a spoofed address's SYN-ACKs vanish. Without them
+/// the server would get an ICMP error per SYN-ACK and drop the half-open connection at once,
+/// and no flood could ever fill its SYN queue.
+pub const SPOOFED_ROUTES: [&str; 3] = ["2001:db8:f000::/36", "203.0.113.64/26", "203.0.113.128/25"];
+
+/// What one flood case measured, for the scoreboard.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FloodMeasure {
+    /// SYNs sent by the flooder.
+    pub flood_packets: u64,
+    /// Achieved flood rate, packets per second.
+    pub flood_pps: u64,
+    /// Legitimate exchanges attempted during the flood.
+    pub legit_attempts: u32,
+    /// Legitimate exchanges that completed (connect, request, reply).
+    pub legit_ok: u32,
+    /// `legit_ok / legit_attempts`.
+    pub success_ratio: f64,
+    /// Largest conntrack table size seen on the gateway during the flood.
+    pub conntrack_peak: u64,
+    /// Share of all CPU time spent in softirq during the flood, in percent (whole machine).
+    pub softirq_pct: f64,
+    /// When the flooding source appeared in a ban set, milliseconds after the flood started
+    /// (`None`: never, or not asked).
+    pub banned_after_ms: Option<u64>,
+}
+
+/// Where flood packets claim to come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Sources {
+    /// A fresh random spoofed address per packet (see [`RANDOM_V6_BASE`], [`RANDOM_V4_FIRST`]).
+    Random,
+    /// The flooding host's own address.
+    Own(IpAddr),
+}
+
+/// A small xorshift generator: the flood needs cheap variety, not cryptographic randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Rng(t | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        acc += u32::from(word);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// A TCP SYN header (20 bytes, no options) with its checksum over the pseudo header.
+fn tcp_syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> [u8; 20] {
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+    let mut acc = 0u32;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            acc = sum16(&s.octets(), acc);
+            acc = sum16(&d.octets(), acc);
+            acc += 6 + 20;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            acc = sum16(&s.octets(), acc);
+            acc = sum16(&d.octets(), acc);
+            acc += 20 + 6;
+        }
+        _ => {}
+    }
+    let csum = fold(sum16(&t, acc));
+    t[16..18].copy_from_slice(&csum.to_be_bytes());
+    t
+}
+
+/// A whole SYN packet (IP header included) from `src` to `dst`.
+pub fn syn_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> Vec<u8> {
+    let tcp = tcp_syn(src, dst, sport, dport, seq);
+    let mut p = Vec::with_capacity(60);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            // The kernel fills the IPv4 header checksum of IP_HDRINCL packets; fill it anyway
+            // so the bytes are a valid packet on their own.
+            let csum = fold(sum16(&p, 0));
+            p[10..12].copy_from_slice(&csum.to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        _ => {}
+    }
+    p.extend_from_slice(&tcp);
+    p
+}
+
+fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> LabError {
+    move |source| LabError::Spawn {
+        command: what.to_string(),
+        source,
+    }
+}
+
+/// Send SYNs to `dst:port` from namespace `ns` at `rate_pps` until `stop` is set or
+/// `duration_ms` passes; returns the number sent.
+pub fn spawn_flood(
+    ns: &str,
+    dst: IpAddr,
+    port: u16,
+    sources: Sources,
+    rate_pps: u32,
+    duration_ms: u32,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, LabError>> {
+    in_namespace(ns, move || {
+        let domain = if dst.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        // IPPROTO_RAW: the packet carries its own IP header (spoofed sources).
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+            .map_err(io_err("raw socket"))?;
+        let target: socket2::SockAddr = SocketAddr::new(dst, 0).into();
+        let mut rng = Rng::seeded();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(u64::from(duration_ms));
+        let mut sent: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let due = (now - start).as_micros() as u64 * u64::from(rate_pps) / 1_000_000;
+            while sent < due {
+                let r = rng.next();
+                let src = match sources {
+                    Sources::Own(a) => a,
+                    Sources::Random => match dst {
+                        IpAddr::V6(_) => {
+                            let base = u128::from(RANDOM_V6_BASE);
+                            // 92 random bits below the /36.
+                            let low = (u128::from(r) << 28 ^ u128::from(rng.next()))
+                                & ((1u128 << 92) - 1);
+                            IpAddr::V6(Ipv6Addr::from(base | low))
+                        }
+                        IpAddr::V4(_) => {
+                            let first = u32::from(RANDOM_V4_FIRST);
+                            IpAddr::V4(Ipv4Addr::from(first + (r % 192) as u32))
+                        }
+                    },
+                };
+                let sport = 1024 + (r >> 32) as u16 % 60_000;
+                let packet = syn_packet(src, dst, sport, port, (r >> 16) as u32);
+                // A full socket buffer under flood is expected: count only what left.
+                if socket.send_to(&packet, &target).is_ok() {
+                    sent += 1;
+                } else {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(sent)
+    })
+}
+
+/// A server in `server.ns` answering every connection on `port` with `payload`'s reply until
+/// `stop` is set.
+pub fn spawn_server(
+    server: &Endpoint,
+    port: u16,
+    payload: Payload,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<u64, LabError>>, LabError> {
+    let addr = SocketAddr::new(server.addr, port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = in_namespace(&server.ns, move || {
+        let socket = Socket::new(
+            if addr.is_ipv6() {
+                Domain::IPV6
+            } else {
+                Domain::IPV4
+            },
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(io_err("tcp socket"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("SO_REUSEADDR"))?;
+        socket.bind(&addr.into()).map_err(io_err("bind"))?;
+        // A small backlog, like an appliance: an unprotected server's SYN queue fills at once.
+        socket.listen(16).map_err(io_err("listen"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io_err("nonblocking"))?;
+        let _ = ready_tx.send(());
+        let request = Arc::new(payload.request(true));
+        let reply = Arc::new(payload.reply(true));
+        let served = Arc::new(AtomicU64::new(0));
+        let mut handlers = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match socket.accept() {
+                Ok((conn, _)) => {
+                    // One thread per connection, so a client whose request is slow (a lost
+                    // segment being retransmitted) never holds up the others.
+                    let (request, reply, served) = (
+                        Arc::clone(&request),
+                        Arc::clone(&reply),
+                        Arc::clone(&served),
+                    );
+                    handlers.push(std::thread::spawn(move || {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(LEGIT_WAIT_MS)));
+                        let mut stream: std::net::TcpStream = conn.into();
+                        if read_exactly(&mut stream, request.len()).as_deref() == Some(&request[..])
+                        {
+                            let _ = stream.write_all(&reply);
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }));
+                    // Bounded: reap finished handlers as we go.
+                    handlers.retain(|h| !h.is_finished());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(io_err("accept")(e)),
+            }
+        }
+        for h in handlers {
+            let _ = h.join();
+        }
+        let served = served.load(Ordering::Relaxed);
+        Ok(served)
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(3)) {
+        Ok(()) => Ok(handle),
+        Err(_) => Err(match handle.join() {
+            Ok(Err(e)) => e,
+            _ => LabError::Traffic {
+                message: "the flood case's server did not start".into(),
+            },
+        }),
+    }
+}
+
+/// Read `n` bytes (or what arrived before the timeout).
+pub fn read_exactly(stream: &mut std::net::TcpStream, n: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; n.min(PAYLOAD_MAX_BYTES)];
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    buf.truncate(got);
+    Some(buf)
+}
+
+/// Outcome of the legitimate exchanges of a flood case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LegitCounts {
+    /// Completed (connect, request, reply).
+    pub ok: u32,
+    /// The handshake did not complete in time.
+    pub connect_failed: u32,
+    /// Connected, but the reply did not arrive (or arrived cut).
+    pub reply_failed: u32,
+}
+
+/// `count` exchanges from `client` to `server:port`, started evenly over `spread_ms`, each on
+/// its own thread (a slow one never delays the next), each with [`LEGIT_WAIT_MS`] to connect
+/// and as long again for the reply: what a patient real client would wait.
+pub fn spawn_legit(
+    client: &Endpoint,
+    server: &Endpoint,
+    port: u16,
+    payload: Payload,
+    count: u32,
+    spread_ms: u32,
+) -> std::thread::JoinHandle<Result<LegitCounts, LabError>> {
+    let server_addr = SocketAddr::new(server.addr, port);
+    let client_addr = SocketAddr::new(client.addr, 0);
+    let ns = client.ns.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut attempts = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let due = start
+                + Duration::from_millis(
+                    u64::from(spread_ms) * u64::from(i) / u64::from(count.max(1)),
+                );
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            attempts.push(in_namespace(&ns, move || {
+                Ok(one_exchange(client_addr, server_addr, payload))
+            }));
+        }
+        let mut counts = LegitCounts::default();
+        for a in attempts {
+            match a.join() {
+                Ok(Ok(Attempt::Ok)) => counts.ok += 1,
+                Ok(Ok(Attempt::ConnectFailed)) => counts.connect_failed += 1,
+                Ok(Ok(Attempt::ReplyFailed)) => counts.reply_failed += 1,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(LabError::Traffic {
+                        message: "a legitimate client thread panicked".into(),
+                    })
+                }
+            }
+        }
+        Ok(counts)
+    })
+}
+
+enum Attempt {
+    Ok,
+    ConnectFailed,
+    ReplyFailed,
+}
+
+fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Attempt {
+    let request = payload.request(true);
+    let reply = payload.reply(true);
+    let domain = if server.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let Ok(socket) = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) else {
+        return Attempt::ConnectFailed;
+    };
+    if socket.bind(&client.into()).is_err()
+        || socket
+            .connect_timeout(&server.into(), Duration::from_millis(LEGIT_WAIT_MS))
+            .is_err()
+    {
+        return Attempt::ConnectFailed;
+    }
+    let mut stream: std::net::TcpStream = socket.into();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(LEGIT_WAIT_MS)));
+    if stream.write_all(&request).is_ok()
+        && read_exactly(&mut stream, reply.len()).as_deref() == Some(&reply[..])
+    {
+        Attempt::Ok
+    } else {
+        Attempt::ReplyFailed
+    }
+}
+
+/// Largest `nf_conntrack_count` of namespace `ns` sampled every 50 ms until `stop`.
+pub fn spawn_conntrack_sampler(
+    ns: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, LabError>> {
+    in_namespace(ns, move || {
+        let peak = AtomicU64::new(0);
+        while !stop.load(Ordering::Relaxed) {
+            // /proc/sys/net follows the reading thread's network namespace.
+            if let Ok(text) = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            {
+                if let Ok(n) = text.trim().parse::<u64>() {
+                    peak.fetch_max(n, Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(peak.load(Ordering::Relaxed))
+    })
+}
+
+/// (softirq, total) jiffies of the whole machine from `/proc/stat`.
+pub fn cpu_times() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let softirq = fields.get(6).copied().unwrap_or(0);
+    (softirq, fields.iter().take(8).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one's-complement sum over a packet with a correct checksum folds to zero.
+    fn verifies(bytes: &[u8], pseudo: u32) -> bool {
+        fold(sum16(bytes, pseudo)) == 0
+    }
+
+    #[test]
+    fn syn_packets_have_valid_checksums() {
+        let s4: IpAddr = "203.0.113.70".parse().unwrap();
+        let d4: IpAddr = "203.0.113.10".parse().unwrap();
+        let p = syn_packet(s4, d4, 40_000, 443, 7);
+        assert_eq!(p.len(), 40);
+        assert!(verifies(&p[..20], 0), "IPv4 header checksum");
+        let mut pseudo = sum16(&[203, 0, 113, 70, 203, 0, 113, 10], 0);
+        pseudo += 6 + 20;
+        assert!(verifies(&p[20..], pseudo), "TCP checksum");
+        assert_eq!(p[33], 0x02, "SYN only");
+
+        let s6: IpAddr = "2001:db8:f000::1".parse().unwrap();
+        let d6: IpAddr = "2001:db8:10::10".parse().unwrap();
+        let p = syn_packet(s6, d6, 40_000, 443, 7);
+        assert_eq!(p.len(), 60);
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (s6, d6) else {
+            unreachable!()
+        };
+        let mut pseudo = sum16(&s.octets(), 0);
+        pseudo = sum16(&d.octets(), pseudo);
+        pseudo += 20 + 6;
+        assert!(verifies(&p[40..], pseudo));
+    }
+
+    #[test]
+    fn cpu_times_read_proc_stat() {
+        let (soft, total) = cpu_times();
+        assert!(total >= soft);
+    }
+}
