@@ -1,0 +1,115 @@
+//! `rampart check` and `rampart coverage` with the real binary on the DoS and
+//! application-protocol fields: diagnostics for misuse (exit 2), the `synproxy-preempts` finding
+//! (exit 1), and coverage naming the SYN proxy, ban and app rules as providers.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn write_policy(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rampart-check-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rampart(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .output()
+        .expect("run rampart");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const ZONES: &str = r#"
+[zones.internet]
+interfaces = ["wan0"]
+
+[zones.dmz]
+interfaces = ["dmz0"]
+networks = ["203.0.113.0/26", "2001:db8:10::/64"]
+
+[sets.blocklist]
+elements = ["198.51.100.66", "2001:db8:bad::/48"]
+"#;
+
+#[test]
+fn misuse_of_synproxy_ban_and_app_is_an_error_with_its_code() {
+    let path = write_policy(
+        "misuse",
+        &format!(
+            "{ZONES}\n[[rules]]\nname = \"out\"\ndirection = \"egress\"\nservice = \"tcp/443\"\naction = \"accept\"\nsynproxy = true\n\n[[rules]]\nname = \"b\"\ndirection = \"forward\"\nservice = \"tcp/443\"\naction = \"accept\"\nban = \"10m\"\n\n[[rules]]\nname = \"a\"\ndirection = \"forward\"\napp = [\"shh\"]\naction = \"drop\"\n"
+        ),
+    );
+    let (code, _, err) = rampart(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    for needle in ["E0180", "E0182", "E0184", "did you mean `ssh`?"] {
+        assert!(err.contains(needle), "{needle} missing:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_syn_proxy_after_a_blocklist_is_a_finding_and_coverage_names_the_providers() {
+    let path = write_policy(
+        "preempt",
+        &format!(
+            r#"{ZONES}
+[components]
+protocol_classifier = true
+
+[profiles.known-bad]
+sets = ["blocklist"]
+
+[profiles.protocol-not-port]
+
+[[rules]]
+name = "web-in"
+direction = "forward"
+from = "internet"
+to = "dmz"
+service = "tcp/443"
+action = "accept"
+synproxy = true
+limit = {{ rate = "50/second", burst = 100, per_source = true }}
+ban = "10m"
+"#
+        ),
+    );
+    let p = path.to_str().unwrap();
+    let (code, out, err) = rampart(&["check", p]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("synproxy-preempts"), "{out}");
+    assert!(out.contains("known-bad/from.forward"), "{out}");
+
+    let (code, out, err) = rampart(&["coverage", "--json", p]);
+    assert!(code == Some(0) || code == Some(1), "{err}");
+    let cov: serde_json::Value = serde_json::from_str(&out).expect("coverage JSON");
+    let tech = |id: &str| {
+        cov["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let primary = |id: &str| -> Vec<String> {
+        tech(id)["primary_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(tech("T1499.001")["status"], "enforced");
+    assert!(primary("T1499.001").contains(&"web-in".to_string()));
+    assert!(primary("T1071.005")
+        .iter()
+        .any(|r| r == "protocol-not-port/mqtt.forward"));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
