@@ -132,6 +132,9 @@ pub struct GatewaySetup {
 /// How long a gateway daemon may take to say it is ready.
 const DAEMON_READY_MS: u64 = 10_000;
 
+/// How much of a gateway daemon's stderr is kept for an error message.
+const DAEMON_STDERR_TAIL_BYTES: usize = 4096;
+
 /// A process started in the gateway for the run; killed (by its own pid) when dropped.
 struct Daemon {
     child: std::process::Child,
@@ -165,19 +168,40 @@ impl Daemon {
             // Keep draining so the daemon never blocks on a full pipe.
             for _ in lines {}
         });
+        // Drain stderr too, keeping only its tail for an error message: a daemon that logs a
+        // lot must never stall on a full pipe (a stalled classifier fails closed).
+        let tail = Arc::new(std::sync::Mutex::new(
+            std::collections::VecDeque::<u8>::new(),
+        ));
+        if let Some(mut stderr) = child.stderr.take() {
+            let tail = Arc::clone(&tail);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = tail.lock() {
+                        t.extend(&buf[..n]);
+                        let excess = t.len().saturating_sub(DAEMON_STDERR_TAIL_BYTES);
+                        t.drain(..excess);
+                    }
+                }
+            });
+        }
         let mut daemon = Daemon { child };
         match rx.recv_timeout(Duration::from_millis(DAEMON_READY_MS)) {
             Ok(Some(_ready)) => Ok(daemon),
             _ => {
                 let _ = daemon.child.kill();
-                let output = daemon
-                    .child
-                    .stderr
-                    .take()
-                    .map(|mut e| {
-                        let mut s = String::new();
-                        let _ = std::io::Read::read_to_string(&mut e, &mut s);
-                        s
+                let _ = daemon.child.wait();
+                // Let the drain thread take what the daemon wrote before it died.
+                std::thread::sleep(Duration::from_millis(100));
+                let output = tail
+                    .lock()
+                    .map(|t| {
+                        String::from_utf8_lossy(&t.iter().copied().collect::<Vec<u8>>())
+                            .into_owned()
                     })
                     .unwrap_or_default();
                 Err(LabError::CommandFailed {
