@@ -107,6 +107,66 @@ fn upstream(ns: &str, stop: Arc<AtomicBool>) {
     rx.recv_timeout(Duration::from_secs(5)).unwrap();
 }
 
+/// An HTTP origin answering every request with 200 "ok".
+fn origin(ns: &str, stop: Arc<AtomicBool>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    in_netns(ns, move || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:8081").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            std::thread::spawn(move || {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// One request through the egress proxy at 127.0.0.1:3128; the status code (0: no answer).
+fn through_proxy(target: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect("127.0.0.1:3128") else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let host = target
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn query(socket: &UdpSocket, id: u16, name: &str) -> bool {
     let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.').filter(|l| !l.is_empty()) {
@@ -279,6 +339,7 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
 
     let stop_upstream = Arc::new(AtomicBool::new(false));
     upstream(&gw, stop_upstream.clone());
+    origin(&gw, stop_upstream.clone());
 
     let policy = dir.join("policy.toml");
     let feed = dir.join("known-bad.txt");
@@ -294,10 +355,15 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
         "listen = [\"127.0.0.1:5353\"]\nupstreams = [{ addr = \"127.0.0.1:5300\" }]\n[cache]\nmax_entries = 0\n[query_log]\npath = \"dns.jsonl\"\nlog_allowed = true\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("egress.toml"),
+        "listen = [\"127.0.0.1:3128\"]\n[log]\npath = \"egress.jsonl\"\n[[sources]]\nname = \"local\"\nnetworks = [\"127.0.0.0/8\"]\nallow = [\"127.0.0.1:8081\"]\nallow_addresses = [\"127.0.0.1:8081\"]\n",
+    )
+    .unwrap();
     let run_config = dir.join("run.toml");
     std::fs::write(
         &run_config,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"feeds\"\ninterval_s = 10\n",
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\n[[component]]\nkind = \"log\"\n[[component]]\nkind = \"feeds\"\ninterval_s = 10\n[[component]]\nkind = \"egress\"\nconfig = \"egress.toml\"\n",
     )
     .unwrap();
 
@@ -363,6 +429,25 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     let answered = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop_queries = Arc::new(AtomicBool::new(false));
+    let proxied_ok = Arc::new(AtomicU64::new(0));
+    let proxied_failed = Arc::new(AtomicU64::new(0));
+    let browser = {
+        let (ok, failed, stop) = (
+            proxied_ok.clone(),
+            proxied_failed.clone(),
+            stop_queries.clone(),
+        );
+        in_netns(&gw, move || {
+            while !stop.load(Ordering::Relaxed) {
+                if through_proxy("http://127.0.0.1:8081/") == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
     let querier = {
         let (answered, failed, stop) = (answered.clone(), failed.clone(), stop_queries.clone());
         in_netns(&gw, move || {
@@ -430,6 +515,24 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     std::thread::sleep(Duration::from_millis(500));
     stop_queries.store(true, Ordering::Relaxed);
     querier.join().unwrap();
+    browser.join().unwrap();
+    let (proxied_ok, proxied_failed) = (
+        proxied_ok.load(Ordering::Relaxed),
+        proxied_failed.load(Ordering::Relaxed),
+    );
+    assert!(
+        proxied_ok > 20,
+        "only {proxied_ok} requests through the egress proxy"
+    );
+    assert_eq!(
+        proxied_failed, 0,
+        "{proxied_failed} proxied requests failed during reloads ({proxied_ok} succeeded)"
+    );
+    // A destination the egress policy does not allow is refused and stored as an egress event.
+    let denied = in_netns(&gw, || through_proxy("http://127.0.0.1:8082/"))
+        .join()
+        .unwrap();
+    assert_eq!(denied, 403);
     let (answered, failed) = (
         answered.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
@@ -438,6 +541,24 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     assert_eq!(
         failed, 0,
         "{failed} DNS queries failed during reloads ({answered} answered)"
+    );
+
+    wait_for(
+        "the egress refusal in the store",
+        Duration::from_secs(5),
+        || {
+            let out = rampart(&[
+                "events",
+                "--config",
+                run_config.to_str().unwrap(),
+                "--component",
+                "egress",
+                "--verdict",
+                "block",
+                "--json",
+            ]);
+            String::from_utf8_lossy(&out.stdout).contains("8082")
+        },
     );
 
     // The feed refresher ran (after start and after each reload) and its events are stored;
@@ -465,7 +586,7 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     // privileged ports (CAP_NET_BIND_SERVICE, bit 10) and nothing else; the NFLOG reader only
     // has CAP_NET_ADMIN (bit 12).
     let components = status(&run_config)["components"].clone();
-    for (index, expected) in [(0, 1u64 << 10), (1, 1u64 << 12)] {
+    for (index, expected) in [(0, 1u64 << 10), (1, 1u64 << 12), (3, 1u64 << 10)] {
         let pid = components[index]["pid"].as_u64().unwrap();
         let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let field = |name: &str| {

@@ -100,7 +100,10 @@ impl ComponentKind {
 
     /// Whether SIGHUP makes the component reload in place (others are restarted on reload).
     pub fn reloads_on_hangup(self) -> bool {
-        matches!(self, ComponentKind::Dns | ComponentKind::Classify)
+        matches!(
+            self,
+            ComponentKind::Dns | ComponentKind::Classify | ComponentKind::Egress
+        )
     }
 }
 

@@ -116,14 +116,24 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                     if let Some(path) = &c.config {
                         args.extend(["--config".into(), path.clone().into()]);
                     }
-                    if c.kind == ComponentKind::Dns {
-                        // The forwarder writes its decisions to the query log its own
-                        // configuration names; follow that file.
-                        dns_query_log(c.config.as_deref())
-                            .map_or(EventsFrom::None, EventsFrom::File)
-                    } else {
-                        args.extend(["--events".into(), events_file.clone().into()]);
-                        EventsFrom::File(events_file)
+                    match c.kind {
+                        // These write their events where their own configuration says; follow
+                        // that file.
+                        ComponentKind::Dns => {
+                            config_events_path(c.config.as_deref(), &["query_log", "path"])
+                        }
+                        ComponentKind::Egress => {
+                            config_events_path(c.config.as_deref(), &["log", "path"])
+                        }
+                        ComponentKind::Guard => {
+                            config_events_path(c.config.as_deref(), &["events_file"])
+                        }
+                        // One event line per request on stdout, after its listening line.
+                        ComponentKind::Waf => EventsFrom::Stdout,
+                        _ => {
+                            args.extend(["--events".into(), events_file.clone().into()]);
+                            EventsFrom::File(events_file)
+                        }
                     }
                 }
             };
@@ -144,16 +154,24 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
         .collect()
 }
 
-/// The `[query_log] path` of a DNS forwarder configuration, if it has one.
-fn dns_query_log(config: Option<&std::path::Path>) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(config?).ok()?;
-    let value: toml::Value = toml::from_str(&text).ok()?;
-    let path = PathBuf::from(value.get("query_log")?.get("path")?.as_str()?);
-    if path.is_absolute() {
-        Some(path)
-    } else {
-        Some(config?.parent()?.join(path))
-    }
+/// The events file a component's configuration names at `keys` (e.g. `[query_log] path`),
+/// resolved against the configuration's directory; no file configured: no events.
+fn config_events_path(config: Option<&std::path::Path>, keys: &[&str]) -> EventsFrom {
+    let found = || -> Option<PathBuf> {
+        let config = config?;
+        let text = std::fs::read_to_string(config).ok()?;
+        let mut value: &toml::Value = &toml::from_str::<toml::Value>(&text).ok()?;
+        for key in keys {
+            value = value.get(key)?;
+        }
+        let path = PathBuf::from(value.as_str()?);
+        Some(if path.is_absolute() {
+            path
+        } else {
+            config.parent()?.join(path)
+        })
+    };
+    found().map_or(EventsFrom::None, EventsFrom::File)
 }
 
 /// What the daemon knows about one component.
