@@ -6,6 +6,7 @@
 //! Trace line: `src dst sport dport proto [flags] [filter]` as decimal integers.
 
 use crate::classifier::{BuildError, Classifier, FieldKind, RuleIntervals};
+use crate::hypersplit::{Boxes, Forest, Tree};
 
 /// Longest line accepted.
 // Why: real ClassBench lines are under 100 characters; 4 KiB keeps a corrupt file from
@@ -229,15 +230,61 @@ pub fn reference_match(rules: &[CbRule], h: &CbHeader) -> Option<u32> {
     rules.iter().position(|r| r.matches(h)).map(|i| i as u32)
 }
 
-/// The fast classifier over a ClassBench rule set.
+/// The fast classifier over a ClassBench rule set: a [`Forest`] of HyperSplit-style decision
+/// trees (batched lock-step walks) when the rule set fits its budgets, else the bit-vector
+/// [`Classifier`].
 #[derive(Clone, Debug)]
 pub struct CbClassifier {
-    inner: Classifier,
+    inner: CbInner,
+}
+
+#[derive(Clone, Debug)]
+enum CbInner {
+    Tree(Tree),
+    Forest(Forest),
+    Bits(Classifier),
+}
+
+/// Leaf entries (and nodes) a single tree may use, per rule and in all, before the grouped
+/// forest is tried.
+// Why: a single tree is the fastest lookup while it stays small (ClassBench acl sets copy each
+// rule a few times; fw1_1k's tree is ~8 MiB); wildcard-heavy 10k sets (ipc1_10k: 175 MiB)
+// explode, and the cap also bounds the time spent finding that out.
+const SINGLE_TREE_BUDGET_PER_RULE: usize = 1024;
+const SINGLE_TREE_MAX_ENTRIES: usize = 1 << 19;
+
+fn key(h: &CbHeader) -> [u32; 5] {
+    [
+        h.src,
+        h.dst,
+        u32::from(h.sport),
+        u32::from(h.dport),
+        u32::from(h.proto),
+    ]
 }
 
 impl CbClassifier {
     /// Build from rules in priority order.
     pub fn build(rules: &[CbRule]) -> Result<Self, BuildError> {
+        let intervals: Vec<RuleIntervals> = rules.iter().map(CbRule::intervals).collect();
+        let boxes = tree_boxes(&intervals);
+        let per_rule =
+            SINGLE_TREE_BUDGET_PER_RULE.min(SINGLE_TREE_MAX_ENTRIES / boxes.len().max(1));
+        if let Some(t) = Tree::build_with_budget(&boxes, per_rule) {
+            return Ok(Self {
+                inner: CbInner::Tree(t),
+            });
+        }
+        if let Some(f) = Forest::build(&boxes) {
+            return Ok(Self {
+                inner: CbInner::Forest(f),
+            });
+        }
+        Self::build_bit_vector(rules)
+    }
+
+    /// Build the bit-vector classifier only (the fallback when the tree is over budget).
+    pub fn build_bit_vector(rules: &[CbRule]) -> Result<Self, BuildError> {
         let kinds = [
             FieldKind::V4,
             FieldKind::V4,
@@ -247,42 +294,108 @@ impl CbClassifier {
         ];
         let intervals: Vec<RuleIntervals> = rules.iter().map(CbRule::intervals).collect();
         Ok(Self {
-            inner: Classifier::build(&kinds, &intervals)?,
+            inner: CbInner::Bits(Classifier::build(&kinds, &intervals)?),
         })
+    }
+
+    /// Which structure serves lookups: `"tree"`, `"forest"` or `"bit-vector"`.
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            CbInner::Tree(_) => "tree",
+            CbInner::Forest(_) => "forest",
+            CbInner::Bits(_) => "bit-vector",
+        }
     }
 
     /// First matching rule index.
     #[inline]
     pub fn classify(&self, h: &CbHeader) -> Option<u32> {
-        self.inner.first_match(&[
-            u128::from(h.src),
-            u128::from(h.dst),
-            u128::from(h.sport),
-            u128::from(h.dport),
-            u128::from(h.proto),
-        ])
+        match &self.inner {
+            CbInner::Tree(t) => t.classify(key(h)),
+            CbInner::Forest(f) => f.classify(key(h)),
+            CbInner::Bits(c) => c.first_match(&key(h).map(u128::from)),
+        }
     }
 
     /// Classify a batch; `out[i]` is the first match of `headers[i]`.
     pub fn classify_batch(&self, headers: &[CbHeader], out: &mut [Option<u32>]) {
         const CHUNK: usize = 64;
-        let mut keys = [0u128; CHUNK * 5];
-        for (hs, os) in headers.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-            for (i, h) in hs.iter().enumerate() {
-                keys[i * 5] = u128::from(h.src);
-                keys[i * 5 + 1] = u128::from(h.dst);
-                keys[i * 5 + 2] = u128::from(h.sport);
-                keys[i * 5 + 3] = u128::from(h.dport);
-                keys[i * 5 + 4] = u128::from(h.proto);
+        match &self.inner {
+            CbInner::Tree(_) | CbInner::Forest(_) => {
+                let mut keys = [[0u32; 5]; CHUNK];
+                for (hs, os) in headers.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+                    for (k, h) in keys.iter_mut().zip(hs) {
+                        *k = key(h);
+                    }
+                    match &self.inner {
+                        CbInner::Tree(t) => t.classify_batch(&keys[..hs.len()], os),
+                        CbInner::Forest(f) => f.classify_batch(&keys[..hs.len()], os),
+                        CbInner::Bits(_) => {}
+                    }
+                }
             }
-            self.inner.first_match_batch(&keys[..hs.len() * 5], os);
+            CbInner::Bits(c) => {
+                let mut keys = [0u128; CHUNK * 5];
+                for (hs, os) in headers.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+                    for (i, h) in hs.iter().enumerate() {
+                        for (f, v) in key(h).into_iter().enumerate() {
+                            keys[i * 5 + f] = u128::from(v);
+                        }
+                    }
+                    c.first_match_batch(&keys[..hs.len() * 5], os);
+                }
+            }
+        }
+    }
+
+    /// A description of the structure (trees, sizes) for diagnostics.
+    pub fn describe(&self) -> String {
+        match &self.inner {
+            CbInner::Tree(t) => format!(
+                "tree: {} nodes, depth {}, {} bytes",
+                t.node_count(),
+                t.depth(),
+                t.memory_bytes()
+            ),
+            CbInner::Forest(f) => f.describe(),
+            CbInner::Bits(c) => format!("bit-vector: {} bytes", c.memory_bytes()),
         }
     }
 
     /// Approximate bytes of lookup structures.
     pub fn memory_bytes(&self) -> usize {
-        self.inner.memory_bytes()
+        match &self.inner {
+            CbInner::Tree(t) => t.memory_bytes(),
+            CbInner::Forest(f) => f.memory_bytes(),
+            CbInner::Bits(c) => c.memory_bytes(),
+        }
     }
+}
+
+/// Every rule as boxes for the tree: the cross product of its per-field interval lists (one
+/// box for ClassBench rules, several for a protocol mask that is not a prefix).
+fn tree_boxes(intervals: &[RuleIntervals]) -> Vec<(Boxes, u32)> {
+    let mut out = Vec::with_capacity(intervals.len());
+    for (id, r) in intervals.iter().enumerate() {
+        let mut partial: Vec<Vec<(u32, u32)>> = vec![Vec::new()];
+        for field in r {
+            let mut next = Vec::with_capacity(partial.len() * field.len());
+            for p in &partial {
+                for &(lo, hi) in field {
+                    let mut q = p.clone();
+                    q.push((lo as u32, hi.min(u128::from(u32::MAX)) as u32));
+                    next.push(q);
+                }
+            }
+            partial = next;
+        }
+        for p in partial {
+            if let Ok(b) = <Boxes>::try_from(p.as_slice()) {
+                out.push((b, id as u32));
+            }
+        }
+    }
+    out
 }
 
 /// A small seeded PRNG (SplitMix64): reproducible traces without a dependency.

@@ -16,6 +16,7 @@ pub mod conntrack;
 pub mod decode;
 pub mod engine;
 pub mod explain;
+pub mod hypersplit;
 pub mod lpm;
 pub mod pcap;
 pub mod simulate;

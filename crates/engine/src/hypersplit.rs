@@ -1,0 +1,561 @@
+//! A HyperSplit-style decision tree for five-field (IPv4 5-tuple) first-match classification,
+//! the ClassBench fast path.
+//!
+//! Build: starting from the whole header space, a node holding more than [`LEAF_RULES`] rules
+//! is cut in two at the field value that best balances the rules on both sides (fewest rules
+//! on the larger side, then least replication); rules straddling the cut go to both sides.
+//! A node's rule list is cut short after the first rule covering the node's whole box (no
+//! later rule can win there). Leaves keep their rules (in priority order, each packed as
+//! 5 × (low, span) in 32 bytes) contiguously, ended by a sentinel that matches everything.
+//!
+//! Lookup: 8-byte nodes `(value, dim << 29 | left)`; the child is `left + (key[dim] > value)`.
+//! A leaf is a node that points to itself through an always-zero key field, so a batch of
+//! headers walks the tree in lock step without branches until no header moves, then each
+//! scans its leaf (first rule whose five `key - low <= span` tests pass). Walking many headers
+//! at once overlaps their cache misses.
+//!
+//! The build is bounded ([`MAX_NODES`], [`MAX_LEAF_ENTRIES`]); a rule set that would exceed the
+//! bounds (heavy replication) makes [`Tree::build`] return `None` and the caller keeps the
+//! bit-vector classifier.
+
+/// A leaf holds at most this many rules unless no cut separates them.
+// Why: 8 packed rules are 4 cache lines; deeper trees cost a dependent load per level.
+pub const LEAF_RULES: usize = 4;
+/// Deepest path.
+pub const MAX_DEPTH: u32 = 64;
+/// Node budget (8 bytes each).
+pub const MAX_NODES: usize = 1 << 22;
+/// Leaf entry budget (32 bytes each).
+pub const MAX_LEAF_ENTRIES: usize = 1 << 22;
+/// Leaf entries (and nodes) allowed per rule before a tree counts as exploded.
+// Why: replication beyond ~100 copies per rule means the cuts are not separating the rules;
+// the forest's grouping or the bit-vector classifier does better there.
+pub const BUDGET_PER_RULE: usize = 100;
+/// An address range at most this wide is "small" when rules are grouped into trees.
+// Why: CutSplit's observation: rules specific in an address field separate well on it, and
+// keeping them apart from address wildcards stops the wildcards being copied into every leaf.
+const SMALL_ADDR_SPAN: u32 = (1 << 16) - 1;
+
+const FIELDS: usize = 5;
+/// Key slot that is always zero: leaves branch on it to point at themselves.
+const ZERO_FIELD: u32 = 5;
+const CHILD_MASK: u32 = (1 << 29) - 1;
+/// Headers walked in lock step.
+const LANES: usize = 16;
+
+/// One rule (or one interval combination of a rule) as inclusive ranges per field:
+/// source, destination, source port, destination port, protocol.
+pub type Boxes = [(u32, u32); FIELDS];
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(32))]
+struct Packed {
+    lo: [u32; FIELDS],
+    span: [u32; 2],
+    /// Port and protocol spans, packed (sport, dport in u16s; proto in a u16).
+    small_span: [u16; 3],
+    _pad: u16,
+    id: u32,
+}
+
+impl Packed {
+    fn new(b: &Boxes, id: u32) -> Self {
+        Self {
+            lo: [b[0].0, b[1].0, b[2].0, b[3].0, b[4].0],
+            span: [b[0].1 - b[0].0, b[1].1 - b[1].0],
+            small_span: [
+                (b[2].1 - b[2].0) as u16,
+                (b[3].1 - b[3].0) as u16,
+                (b[4].1 - b[4].0) as u16,
+            ],
+            _pad: 0,
+            id,
+        }
+    }
+
+    #[inline(always)]
+    fn matches(&self, k: &[u32; 8]) -> bool {
+        // Non-short-circuit `&`: five independent compares, no branches.
+        (k[0].wrapping_sub(self.lo[0]) <= self.span[0])
+            & (k[1].wrapping_sub(self.lo[1]) <= self.span[1])
+            & (k[2].wrapping_sub(self.lo[2]) <= u32::from(self.small_span[0]))
+            & (k[3].wrapping_sub(self.lo[3]) <= u32::from(self.small_span[1]))
+            & (k[4].wrapping_sub(self.lo[4]) <= u32::from(self.small_span[2]))
+    }
+}
+
+/// A built tree. Immutable; lookups take `&self`.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    /// `(value, dim << 29 | left child)`; a leaf: `(leaf start, ZERO_FIELD << 29 | self)`.
+    nodes: Vec<(u32, u32)>,
+    leaves: Vec<Packed>,
+    depth: u32,
+}
+
+struct Builder<'a> {
+    rules: &'a [(Boxes, u32)],
+    nodes: Vec<(u32, u32)>,
+    leaves: Vec<Packed>,
+    depth: u32,
+    over_budget: bool,
+    budget: usize,
+}
+
+/// Field bounds of the whole header space.
+const FULL: Boxes = [
+    (0, u32::MAX),
+    (0, u32::MAX),
+    (0, 65535),
+    (0, 65535),
+    (0, 255),
+];
+
+impl Tree {
+    /// Build from `(ranges, rule id)` in priority order (ids need not be distinct: a rule may
+    /// be given as several boxes). Ranges must lie within the field domains (addresses 32
+    /// bits, ports 16, protocol 8) with `low <= high`. `None` when the tree would exceed the
+    /// node or leaf budget.
+    pub fn build(rules: &[(Boxes, u32)]) -> Option<Self> {
+        Self::build_with_budget(rules, BUDGET_PER_RULE)
+    }
+
+    /// [`Tree::build`] with at most `per_rule` leaf entries and nodes per rule (plus 4096).
+    pub fn build_with_budget(rules: &[(Boxes, u32)], per_rule: usize) -> Option<Self> {
+        for (b, _) in rules {
+            if b.iter().zip(FULL).any(|(r, f)| r.0 > r.1 || r.1 > f.1) {
+                return None;
+            }
+        }
+        let mut b = Builder {
+            rules,
+            nodes: vec![(0, 0)],
+            leaves: Vec::new(),
+            depth: 0,
+            over_budget: false,
+            budget: MAX_LEAF_ENTRIES,
+        };
+        let all: Vec<u32> = (0..rules.len() as u32).collect();
+        b.budget = (rules.len().saturating_mul(per_rule) + 4096).min(MAX_LEAF_ENTRIES);
+        b.node(0, &all, FULL, 0);
+        if b.over_budget {
+            return None;
+        }
+        Some(Self {
+            nodes: b.nodes,
+            leaves: b.leaves,
+            depth: b.depth,
+        })
+    }
+
+    /// Approximate heap bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.nodes.len() * 8 + self.leaves.len() * std::mem::size_of::<Packed>()
+    }
+
+    /// Nodes (internal and leaves).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Deepest leaf.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    #[inline(always)]
+    fn scan(&self, leaf: u32, k: &[u32; 8]) -> Option<u32> {
+        let mut i = leaf as usize;
+        loop {
+            let p = self.leaves.get(i)?;
+            if p.matches(k) {
+                return (p.id != u32::MAX).then_some(p.id);
+            }
+            i += 1;
+        }
+    }
+
+    /// First matching rule id for one key `[src, dst, sport, dport, proto]`.
+    pub fn classify(&self, key: [u32; FIELDS]) -> Option<u32> {
+        let k = [key[0], key[1], key[2], key[3], key[4], 0, 0, 0];
+        let mut cur = 0usize;
+        loop {
+            let (value, info) = self.nodes[cur];
+            let dim = (info >> 29) as usize;
+            if dim == ZERO_FIELD as usize {
+                return self.scan(value, &k);
+            }
+            cur = (info & CHILD_MASK) as usize + usize::from(k[dim] > value);
+        }
+    }
+
+    /// First matches for many keys; `out[i]` for `keys[i]`.
+    pub fn classify_batch(&self, keys: &[[u32; FIELDS]], out: &mut [Option<u32>]) {
+        for (ks, os) in keys.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            let n = ks.len();
+            let mut k = [[0u32; 8]; LANES];
+            for (slot, key) in k.iter_mut().zip(ks) {
+                slot[..FIELDS].copy_from_slice(key);
+            }
+            let mut cur = [0u32; LANES];
+            // Lock-step walk; leaves point to themselves, so extra steps are harmless.
+            loop {
+                let mut moved = 0u32;
+                for j in 0..LANES {
+                    let (value, info) = self.nodes[cur[j] as usize];
+                    let next = (info & CHILD_MASK) + u32::from(k[j][(info >> 29) as usize] > value);
+                    moved |= next ^ cur[j];
+                    cur[j] = next;
+                }
+                if moved == 0 {
+                    break;
+                }
+            }
+            // Leaves are found; fetch all their first lines before scanning any.
+            let mut start = [0u32; LANES];
+            for j in 0..n {
+                start[j] = self.nodes[cur[j] as usize].0;
+                if let Some(p) = self.leaves.get(start[j] as usize) {
+                    prefetch(p);
+                }
+            }
+            for j in 0..n {
+                os[j] = self.scan(start[j], &k[j]);
+            }
+        }
+    }
+}
+
+/// Several trees over disjoint groups of the rules (by whether the source and destination
+/// ranges are small), looked up one after the other; the lowest rule id wins.
+#[derive(Clone, Debug)]
+pub struct Forest {
+    /// Trees in order of their lowest rule id.
+    trees: Vec<(u32, Tree)>,
+}
+
+impl Forest {
+    /// Build from `(ranges, rule id)` in priority order (see [`Tree::build`]); `None` when a
+    /// group's tree exceeds its budget.
+    pub fn build(rules: &[(Boxes, u32)]) -> Option<Self> {
+        let mut groups: [Vec<(Boxes, u32)>; 4] = Default::default();
+        for r in rules {
+            let small = |f: usize| r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN;
+            groups[usize::from(small(0)) * 2 + usize::from(small(1))].push(*r);
+        }
+        let mut trees = Vec::new();
+        for g in groups.iter().filter(|g| !g.is_empty()) {
+            let min_id = g.iter().map(|r| r.1).min().unwrap_or(0);
+            trees.push((min_id, Tree::build(g)?));
+        }
+        trees.sort_by_key(|t| t.0);
+        Some(Self { trees })
+    }
+
+    /// Approximate heap bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.trees.iter().map(|t| t.1.memory_bytes()).sum()
+    }
+
+    /// Trees.
+    pub fn tree_count(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// One line per tree: lowest rule id, nodes, depth, bytes.
+    pub fn describe(&self) -> String {
+        self.trees
+            .iter()
+            .map(|(id, t)| {
+                format!(
+                    "min id {id}: {} nodes, depth {}, {} bytes",
+                    t.node_count(),
+                    t.depth(),
+                    t.memory_bytes()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// First matching rule id for one key.
+    pub fn classify(&self, key: [u32; FIELDS]) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        for (min_id, t) in &self.trees {
+            if best.is_some_and(|b| b < *min_id) {
+                break;
+            }
+            if let Some(id) = t.classify(key) {
+                best = Some(best.map_or(id, |b| b.min(id)));
+            }
+        }
+        best
+    }
+
+    /// First matches for many keys; `out[i]` for `keys[i]`. Trees are visited in order of
+    /// their lowest rule id, each only for the keys whose best match so far could still be
+    /// beaten by it.
+    pub fn classify_batch(&self, keys: &[[u32; FIELDS]], out: &mut [Option<u32>]) {
+        const CHUNK: usize = 64;
+        let mut tmp = [None; CHUNK];
+        let mut sub = [[0u32; FIELDS]; CHUNK];
+        let mut idx = [0usize; CHUNK];
+        for (ks, os) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            os.fill(None);
+            for (t_i, (min_id, t)) in self.trees.iter().enumerate() {
+                if t_i == 0 {
+                    t.classify_batch(ks, os);
+                    continue;
+                }
+                let mut m = 0;
+                for (i, o) in os.iter().enumerate() {
+                    if o.is_none_or(|b| b > *min_id) {
+                        sub[m] = ks[i];
+                        idx[m] = i;
+                        m += 1;
+                    }
+                }
+                if m == 0 {
+                    continue;
+                }
+                t.classify_batch(&sub[..m], &mut tmp[..m]);
+                for (r, &i) in tmp[..m].iter().zip(&idx[..m]) {
+                    if let Some(id) = *r {
+                        os[i] = Some(os[i].map_or(id, |b| b.min(id)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline; a prefetch is only a hint that never
+        // faults, and `p` is a live reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+impl Builder<'_> {
+    fn leaf(&mut self, at: usize, ids: &[u32]) {
+        let start = self.leaves.len() as u32;
+        for &i in ids {
+            let (b, id) = &self.rules[i as usize];
+            self.leaves.push(Packed::new(b, *id));
+        }
+        self.leaves.push(Packed::new(&FULL, u32::MAX));
+        self.nodes[at] = (start, (ZERO_FIELD << 29) | at as u32);
+        if self.leaves.len() > self.budget {
+            self.over_budget = true;
+        }
+    }
+
+    fn node(&mut self, at: usize, ids: &[u32], bx: Boxes, depth: u32) {
+        self.depth = self.depth.max(depth);
+        if self.over_budget {
+            return;
+        }
+        // Cut the list after the first rule covering the whole box.
+        let covers = |b: &Boxes| b.iter().zip(&bx).all(|(r, x)| r.0 <= x.0 && r.1 >= x.1);
+        let ids: Vec<u32> = match ids.iter().position(|&i| covers(&self.rules[i as usize].0)) {
+            Some(p) => ids[..=p].to_vec(),
+            None => ids.to_vec(),
+        };
+        if ids.len() <= LEAF_RULES || depth >= MAX_DEPTH {
+            self.leaf(at, &ids);
+            return;
+        }
+        let Some((dim, cut)) = self.best_cut(&ids, &bx) else {
+            self.leaf(at, &ids);
+            return;
+        };
+        let clip = |i: u32| {
+            let r = self.rules[i as usize].0[dim];
+            (r.0.max(bx[dim].0), r.1.min(bx[dim].1))
+        };
+        let left: Vec<u32> = ids.iter().copied().filter(|&i| clip(i).0 <= cut).collect();
+        let right: Vec<u32> = ids.iter().copied().filter(|&i| clip(i).1 > cut).collect();
+        let base = self.nodes.len();
+        if base + 2 > self.budget.min(MAX_NODES) || base + 2 > CHILD_MASK as usize {
+            self.over_budget = true;
+            return;
+        }
+        self.nodes.push((0, 0));
+        self.nodes.push((0, 0));
+        self.nodes[at] = (cut, ((dim as u32) << 29) | base as u32);
+        let mut lb = bx;
+        lb[dim].1 = cut;
+        let mut rb = bx;
+        rb[dim].0 = cut + 1;
+        self.node(base, &left, lb, depth + 1);
+        self.node(base + 1, &right, rb, depth + 1);
+    }
+
+    /// The cut `(field, value)` (left: `<= value`) minimising the larger side, then the total.
+    fn best_cut(&self, ids: &[u32], bx: &Boxes) -> Option<(usize, u32)> {
+        let n = ids.len();
+        let mut best: Option<(usize, usize, usize, u32)> = None;
+        let mut los = Vec::with_capacity(n);
+        let mut his = Vec::with_capacity(n);
+        for (dim, bd) in bx.iter().enumerate() {
+            los.clear();
+            his.clear();
+            for &i in ids {
+                let r = self.rules[i as usize].0[dim];
+                los.push(r.0.max(bd.0));
+                his.push(r.1.min(bd.1));
+            }
+            los.sort_unstable();
+            his.sort_unstable();
+            // Candidate cuts: just before a low end, or at a high end, inside the box.
+            let mut cands: Vec<u32> = los
+                .iter()
+                .filter(|&&l| l > bd.0)
+                .map(|&l| l - 1)
+                .chain(his.iter().copied().filter(|&h| h < bd.1))
+                .collect();
+            cands.sort_unstable();
+            cands.dedup();
+            for &c in &cands {
+                let left = los.partition_point(|&l| l <= c);
+                let right = n - his.partition_point(|&h| h <= c);
+                let key = (left.max(right), left + right);
+                if key.0 >= n {
+                    continue;
+                }
+                if best.is_none_or(|b| key < (b.0, b.1)) {
+                    best = Some((key.0, key.1, dim, c));
+                }
+            }
+        }
+        best.map(|(_, _, dim, c)| (dim, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classbench::{generate_trace, reference_match, CbRule, SplitMix64};
+
+    fn boxes(r: &CbRule) -> Vec<Boxes> {
+        let pfx = |(net, len): (u32, u8)| {
+            let span = if len == 0 {
+                u32::MAX
+            } else {
+                ((1u64 << (32 - len)) - 1) as u32
+            };
+            (net, net.wrapping_add(span))
+        };
+        let protos: Vec<(u32, u32)> = match r.proto.1 {
+            0xff => vec![(u32::from(r.proto.0), u32::from(r.proto.0))],
+            0 => vec![(0, 255)],
+            m => (0u32..=255)
+                .filter(|p| (*p as u8 & m) == r.proto.0)
+                .map(|p| (p, p))
+                .collect(),
+        };
+        protos
+            .into_iter()
+            .map(|p| {
+                [
+                    pfx(r.src),
+                    pfx(r.dst),
+                    (u32::from(r.sport.0), u32::from(r.sport.1)),
+                    (u32::from(r.dport.0), u32::from(r.dport.1)),
+                    p,
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agrees_with_linear_first_match_on_random_sets() {
+        let mut rng = SplitMix64::new(7);
+        for n in [0usize, 1, 5, 40, 600] {
+            let rules: Vec<CbRule> = (0..n)
+                .map(|_| {
+                    let len = [0u8, 8, 16, 24, 32][rng.range(0, 4) as usize];
+                    let net = |rng: &mut SplitMix64| {
+                        let a = 0xc000_0200u32 | (rng.next_u64() as u32 & 0xffff);
+                        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                        (a & mask, len)
+                    };
+                    let p = [22u16, 53, 80, 443][rng.range(0, 3) as usize];
+                    CbRule {
+                        src: net(&mut rng),
+                        dst: net(&mut rng),
+                        sport: if rng.range(0, 1) == 0 {
+                            (0, 65535)
+                        } else {
+                            (1024, 65535)
+                        },
+                        dport: if rng.range(0, 1) == 0 {
+                            (p, p)
+                        } else {
+                            (0, 1023)
+                        },
+                        proto: [(6u8, 0xffu8), (17, 0xff), (0, 0), (4, 0xfc)]
+                            [rng.range(0, 3) as usize],
+                    }
+                })
+                .collect();
+            let flat: Vec<(Boxes, u32)> = rules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| boxes(r).into_iter().map(move |b| (b, i as u32)))
+                .collect();
+            let t = Tree::build(&flat).unwrap();
+            let trace: Vec<_> = generate_trace(&rules, 5_000, n as u64)
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            let keys: Vec<[u32; 5]> = trace
+                .iter()
+                .map(|h| {
+                    [
+                        h.src,
+                        h.dst,
+                        u32::from(h.sport),
+                        u32::from(h.dport),
+                        u32::from(h.proto),
+                    ]
+                })
+                .collect();
+            // A forest may legitimately exceed its budget on the largest set (callers then
+            // fall back); the small ones must build.
+            let f = Forest::build(&flat);
+            assert!(f.is_some() || n > 100, "forest over budget at {n} rules");
+            let mut out = vec![None; keys.len()];
+            let mut fout = vec![None; keys.len()];
+            t.classify_batch(&keys, &mut out);
+            if let Some(f) = &f {
+                f.classify_batch(&keys, &mut fout);
+            }
+            for (((h, k), b), fb) in trace.iter().zip(&keys).zip(&out).zip(&fout) {
+                let want = reference_match(&rules, h);
+                assert_eq!(t.classify(*k), want, "{h:?}");
+                assert_eq!(*b, want, "{h:?}");
+                if let Some(f) = &f {
+                    assert_eq!(f.classify(*k), want, "forest {h:?}");
+                    assert_eq!(*fb, want, "forest {h:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_domain_ranges() {
+        let mut b = FULL;
+        b[2] = (0, 70_000);
+        assert!(Tree::build(&[(b, 0)]).is_none());
+        let mut b = FULL;
+        b[0] = (5, 4);
+        assert!(Tree::build(&[(b, 0)]).is_none());
+    }
+}
