@@ -18,7 +18,8 @@
 # Counted: packets that reached a counting chain *after* the decision (priority 10), per
 # second; CPU: the classifier's user+system time and the machine's softirq time per million
 # packets. The real ruleset queues only the first 8 packets of a connection (app_queue.rs),
-# so these are worst cases. Prints one JSON line per run and the load average.
+# so these are worst cases. Then the pure core in-process (examples/core_throughput.rs).
+# Prints one JSON line per run and the load average before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
@@ -135,4 +136,8 @@ run nfq-new
 run nfq-same -k -s 5353
 kill -INT "$CLS_PID"; wait "$CLS_PID" || true; CLS_PID=""
 tail -n 1 "$WORK/classify.out"
+# The pure core alone (no kernel): decode, table, rules, label per packet.
+if [ -z "${RAMPART_BIN:-}" ]; then
+    cargo run --release -q -p rampart-nfq --example core_throughput 2000000
+fi
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
