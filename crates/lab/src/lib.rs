@@ -276,6 +276,9 @@ pub fn check_requirements() -> Result<(), LabError> {
         ("nft", "nftables"),
         ("ping", "iputils-ping"),
         ("nsenter", "util-linux"),
+        // The NFQUEUE rules for application-protocol rules (the baseline has them).
+        ("iptables-nft", "iptables"),
+        ("ip6tables-nft", "iptables"),
     ] {
         let found = std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
