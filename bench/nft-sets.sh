@@ -11,6 +11,9 @@
 #   rampart     the emitter's output: singles in a hash set, prefixes grouped by length in masked
 #               hash sets (`ip6 saddr & ffff:ffff:ffff:ffff:: @…_p64`), rest in an interval set,
 #               elements in `add element` chunks of 4096, one `nft -f` transaction
+#   rampart-json  what `rampart apply` loads for ≥ 100k elements: the same transaction turned
+#               into nft JSON (`rampart-nft-tool to-json`: scratch-namespace round trip,
+#               verified) and loaded with `nft -j -f`; the time includes the conversion
 #   interval    the same entries in ONE interval set (what most tools do), one `nft -f`
 #   per-elem    `nft add element` one entry per command: 20 commands into the loaded set,
 #               extrapolated to N (lower bound: per-command cost grows with the set)
@@ -29,8 +32,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/rampart-nft-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-(cd "$ROOT" && cargo build -q --release -p rampart-nft --example big_set)
+(cd "$ROOT" && cargo build -q --release -p rampart-nft --example big_set && cargo build -q --release -p rampart-nft-apply --bin rampart-nft-tool)
 GEN=$TARGET/release/examples/big_set
+TOOL=$TARGET/release/rampart-nft-tool
 
 meminfo() { awk -v k="$1:" '$1==k{print $2}' /proc/meminfo; }
 
@@ -56,6 +60,7 @@ for n in $SIZES; do
   "$GEN" elements "$n" "$FAMILY" > "$WORK/elements.txt"
   echo "# $n entries ($FAMILY): $(grep '^add element' "$WORK/rampart.nft" | awk -F'{' '{print $2}' | tr ',' '\n' | wc -l) elements after aggregation (+ inline ones)"
   measure rampart "$n" "nft -f $WORK/rampart.nft"
+  measure rampart-json "$n" "$TOOL to-json $WORK/rampart.nft --min-elements 0 > $WORK/rampart.json && nft -j -f $WORK/rampart.json"
 
   {
     printf 'table inet bench {\n set s { type %s; flags interval; auto-merge; }\n}\n' "$ATYPE"

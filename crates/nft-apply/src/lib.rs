@@ -10,6 +10,7 @@
 
 pub mod extras;
 pub mod guard;
+pub mod json;
 pub mod nflog;
 pub mod runner;
 pub mod state;

@@ -109,6 +109,22 @@ impl Nft {
             .map(|_| ())
     }
 
+    /// `nft -j -c -f FILE`: kernel validation of a JSON transaction.
+    pub fn check_json_file(&self, path: &Path) -> Result<(), ApplyError> {
+        self.run(
+            "check",
+            &["-j", "-c", "-f", &path.display().to_string()],
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// `nft -j -f FILE`: one atomic transaction in JSON.
+    pub fn apply_json_file(&self, path: &Path) -> Result<(), ApplyError> {
+        self.run("apply", &["-j", "-f", &path.display().to_string()], None)
+            .map(|_| ())
+    }
+
     /// `nft list table inet NAME` (full, with set elements) or `None` when absent.
     pub fn list_table(&self, table: &str, terse: bool) -> Result<Option<String>, ApplyError> {
         let mut args = vec![];

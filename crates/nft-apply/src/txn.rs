@@ -125,7 +125,22 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
         )));
     }
     state.write("staged.nft", &req.text)?;
-    nft.check_file(&state.file("staged.nft"))?;
+    // Big transactions load faster as JSON (same table, verified; else the text is used).
+    let json = crate::json::to_json(
+        nft,
+        &req.text,
+        &req.table,
+        crate::json::JSON_MIN_ELEMENTS,
+        &state.root,
+    )?;
+    match &json {
+        Some(j) => {
+            state.write("staged.json", j)?;
+            nft.check_json_file(&state.file("staged.json"))?;
+            state.log("staged transaction loads as JSON");
+        }
+        None => nft.check_file(&state.file("staged.nft"))?,
+    }
     let previous = snapshot(nft, state, &req.table)?;
     let mut new_queue = req.queue.clone();
     new_queue.sort();
@@ -137,7 +152,12 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
         extras::restore_sysctls(nft, &old_sysctls);
         return Err(e);
     }
-    if let Err(e) = nft.apply_file(&state.file("staged.nft")) {
+    let loaded = match &json {
+        Some(_) => nft.apply_json_file(&state.file("staged.json")),
+        None => nft.apply_file(&state.file("staged.nft")),
+    };
+    let _ = std::fs::remove_file(state.file("staged.json"));
+    if let Err(e) = loaded {
         let _ = extras::replace_queue_rules(nft, &new_queue, &old_queue);
         extras::restore_sysctls(nft, &old_sysctls);
         return Err(e);

@@ -7,6 +7,7 @@
 //! rampart-nft-tool confirm --state-dir D
 //! rampart-nft-tool rollback --state-dir D [--table T]
 //! rampart-nft-tool log GROUP COUNT [TIMEOUT_MS]
+//! rampart-nft-tool to-json FILE [--table T] [--min-elements N]   # JSON form, as apply would load it
 //! ```
 //! `--hold` keeps the applying process alive after the apply (so a test can `kill -9` it).
 
@@ -80,6 +81,25 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("rollback") => txn::rollback(&nft, &state, &table).map_err(|e| e.to_string()),
+        Some("to-json") => {
+            let file = args.get(1).ok_or("to-json FILE")?;
+            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+            let min = flag(args, "--min-elements")
+                .map(|v| v.parse::<usize>())
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or(rampart_nft_apply::json::JSON_MIN_ELEMENTS);
+            let work = std::env::temp_dir();
+            match rampart_nft_apply::json::to_json(&nft, &text, &table, min, &work)
+                .map_err(|e| e.to_string())?
+            {
+                Some(json) => {
+                    println!("{json}");
+                    Ok(())
+                }
+                None => Err("stays text (below the threshold or no faithful JSON form)".into()),
+            }
+        }
         Some("log") => {
             let group: u16 = args
                 .get(1)
