@@ -278,11 +278,15 @@ fn rogue_frames(xid: u32) -> Vec<Vec<u8>> {
 }
 
 fn dnsmasq(ns: &str, dir: &Path, name: &str, extra: &str) -> Child {
+    dnsmasq_on(ns, "eth0", dir, name, extra)
+}
+
+fn dnsmasq_on(ns: &str, interface: &str, dir: &Path, name: &str, extra: &str) -> Child {
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(
         &conf,
         format!(
-            "port=0\ninterface=eth0\nbind-interfaces\nno-ping\nuser=root\nno-resolv\n\
+            "port=0\ninterface={interface}\nbind-interfaces\nno-ping\nuser=root\nno-resolv\n\
              dhcp-leasefile={}\npid-file={}\n{extra}\n",
             dir.join(format!("{name}.leases")).display(),
             dir.join(format!("{name}.pid")).display()
@@ -1101,5 +1105,89 @@ fn bad_configuration_and_corrupt_bindings_are_errors_naming_the_place() {
         corrupt,
         "corrupt file must be kept"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway role: dnsmasq runs on the bridge device itself, so its replies never enter a
+/// port. The guard reads the host's own frames into the bridge, learns the binding, and the
+/// client can then ARP through DAI.
+#[test]
+fn dhcp_server_on_the_bridge_device_is_learned() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("rampart-guard-local-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let topo = Topology::build("l");
+    let mut procs = Procs::default();
+    let (sw, cli) = (topo.ns("sw"), topo.ns("cli"));
+    procs.0.push(dnsmasq_on(
+        &sw,
+        "br0",
+        &dir,
+        "local",
+        "dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    let events_file = dir.join("events.jsonl");
+    let config = dir.join("guard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bridge = \"br0\"\nbindings_file = \"{}\"\nevents_file = \"{}\"\n",
+            dir.join("bindings").display(),
+            events_file.display()
+        ),
+    )
+    .unwrap();
+    let (guard, started) = Guard::start(&sw, &config);
+    assert_eq!(started["ports"].as_array().unwrap().len(), 3, "{started}");
+    let xid = 0x4000;
+    let offered = in_ns(&cli, move || {
+        dhcp_exchange(&discover(xid, CLI_MAC), xid, 1500)
+    });
+    assert_eq!(offered.offers.len(), 1, "{offered:?}");
+    let (sid, lease_ip) = offered.offers[0];
+    assert_eq!(sid, Ipv4Addr::new(192, 0, 2, 2));
+    let request = dhcp(
+        1,
+        3,
+        xid,
+        CLI_MAC,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &[
+            (50, lease_ip.octets().to_vec()),
+            (54, sid.octets().to_vec()),
+        ],
+    );
+    let acked = in_ns(&cli, move || dhcp_exchange(&request, xid, 1500));
+    assert_eq!(acked.acks.len(), 1, "{acked:?}");
+    let bound = wait_event(&events_file, "dhcp_binding_added", 3000, |_| true);
+    assert_eq!(bound["detail"]["port"], "p_cli");
+    assert_eq!(bound["detail"]["ip"], lease_ip.to_string());
+    ns_sh(
+        &cli,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{lease_ip}/24"),
+            "dev",
+            "eth0",
+        ],
+    );
+    poke(&cli, Ipv4Addr::new(192, 0, 2, 2));
+    let entry = neigh_mac(&cli, "192.0.2.2");
+    assert!(
+        entry.contains(&BR_MAC.to_string()),
+        "client could not ARP the gateway: {entry}"
+    );
+    guard.stop();
+    drop(procs);
+    drop(topo);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -334,9 +334,10 @@ impl Config {
         })
     }
 
-    /// True when `port` is trusted.
+    /// True when `port` is trusted. The bridge device itself is: frames read there are the
+    /// ones this host sends into the bridge (e.g. its own DHCP server's replies).
     pub fn is_trusted(&self, port: &str) -> bool {
-        self.trusted_ports.contains(port)
+        self.trusted_ports.contains(port) || self.bridge.as_deref() == Some(port)
     }
 
     /// Every port the guard watches (trusted and untrusted).

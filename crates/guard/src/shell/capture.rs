@@ -188,11 +188,24 @@ pub struct PortSocket {
     fd: OwnedFd,
     /// The port's name.
     pub port: String,
+    /// Keep only frames this host sends (the bridge device: a local DHCP server's replies);
+    /// otherwise only frames received.
+    pub outgoing: bool,
 }
 
 impl PortSocket {
-    /// Open and bind to `port` (non-blocking).
+    /// Open and bind to `port` (non-blocking), keeping frames that enter it.
     pub fn open(port: &str) -> Result<Self, GuardError> {
+        Self::open_direction(port, false)
+    }
+
+    /// Open on the bridge device, keeping the frames the host itself sends into the bridge
+    /// (replies of a DHCP server running on the bridge, the host's own ARP).
+    pub fn open_outgoing(bridge: &str) -> Result<Self, GuardError> {
+        Self::open_direction(bridge, true)
+    }
+
+    fn open_direction(port: &str, outgoing: bool) -> Result<Self, GuardError> {
         let index = ifindex(port)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // Protocol 0 receives nothing until bind(), so no frame from another interface and
@@ -230,6 +243,7 @@ impl PortSocket {
         Ok(Self {
             fd,
             port: port.to_string(),
+            outgoing,
         })
     }
 
@@ -267,7 +281,7 @@ impl PortSocket {
                 source: err,
             });
         }
-        if from.sll_pkttype == libc::PACKET_OUTGOING {
+        if (from.sll_pkttype == libc::PACKET_OUTGOING) != self.outgoing {
             return Ok(None);
         }
         // MSG_TRUNC returns the real length; the buffer holds at most its own size.

@@ -315,6 +315,11 @@ pub fn run(
             }
         }
     }
+    // The host's own frames into the bridge: a DHCP server running on the bridge device
+    // answers from here, never through a port's ingress.
+    if let Some(bridge) = &cfg.bridge {
+        sockets.push(capture::PortSocket::open_outgoing(bridge)?);
+    }
     // Host role: the gateway's interface is read too (gateway spoof and station events),
     // unless it is already a bridge port.
     if let Some(g) = cfg
@@ -369,7 +374,11 @@ pub fn run(
     let restored = table.len();
     let mut guard = Guard::new(cfg.clone(), table);
     started(&Started {
-        ports: sockets.iter().map(|s| s.port.clone()).collect(),
+        ports: sockets
+            .iter()
+            .filter(|s| !s.outgoing)
+            .map(|s| s.port.clone())
+            .collect(),
         bindings: restored,
         tables,
     });
@@ -399,7 +408,8 @@ pub fn run(
                     }
                 };
                 summary.frames += 1;
-                let out = if host_interface.as_deref() == Some(socket.port.as_str())
+                let out = if !socket.outgoing
+                    && host_interface.as_deref() == Some(socket.port.as_str())
                     && !bridge_ports.contains(&socket.port)
                 {
                     guard.on_host_frame(&socket.port, &buf[..n], now_ns())
