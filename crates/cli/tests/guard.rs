@@ -277,6 +277,21 @@ fn rogue_frames(xid: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A DHCPRELEASE of the client's lease, sent by the attacker (its own Ethernet source) to the
+/// server, as a lease-stealing attacker would.
+fn spoofed_release(lease_ip: Ipv4Addr) -> Vec<u8> {
+    let msg = dhcp(
+        1,
+        7,
+        0x5000,
+        CLI_MAC,
+        lease_ip,
+        Ipv4Addr::UNSPECIFIED,
+        &[(54, GW.octets().to_vec())],
+    );
+    udp4_frame(ROG_MAC, SRV_MAC, lease_ip, GW, 68, 67, &msg)
+}
+
 fn dnsmasq(ns: &str, dir: &Path, name: &str, extra: &str) -> Child {
     dnsmasq_on(ns, "eth0", dir, name, extra)
 }
@@ -771,6 +786,26 @@ llmnr = true
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // A spoofed RELEASE of the client's lease from p_rog never reaches the server: the lease
+    // stays in dnsmasq's lease file (checked again at the end without the guard).
+    let leases = dir.join("srv.leases");
+    let has_lease = || {
+        std::fs::read_to_string(&leases)
+            .unwrap_or_default()
+            .contains(&lease_ip.to_string())
+    };
+    let end = Instant::now() + Duration::from_secs(3);
+    while !has_lease() {
+        assert!(Instant::now() < end, "dnsmasq did not record the lease");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    in_ns(&rog, move || send_frames(&[spoofed_release(lease_ip)], 0));
+    let foreign = wait_event(&events_file, "dhcp_foreign_port_drop", 3000, |_| true);
+    assert_eq!(foreign["detail"]["client_mac"], CLI_MAC.to_string());
+    assert_eq!(foreign["detail"]["bound_port"], "p_cli");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(has_lease(), "the spoofed RELEASE freed the client's lease");
+
     // RA guard: router advertisements from the untrusted port never reach the client.
     assert_eq!(
         ras_reaching(&cli, &rog),
@@ -989,6 +1024,16 @@ llmnr = true
     }
     assert_eq!(answered, vec![ROG_IP]);
     responder.stop();
+    // And the spoofed RELEASE frees the lease.
+    in_ns(&rog, move || send_frames(&[spoofed_release(lease_ip)], 0));
+    let end = Instant::now() + Duration::from_secs(3);
+    while has_lease() {
+        assert!(
+            Instant::now() < end,
+            "spoofed RELEASE had no effect without the guard"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(procs);
     drop(topo);
     let _ = std::fs::remove_dir_all(&dir);

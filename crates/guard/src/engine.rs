@@ -464,6 +464,39 @@ impl Guard {
             return;
         }
         if udp.src_port == 68 && udp.dst_port == 67 && !trusted {
+            // Kernel rule before the rate limit: a message with a client address (RELEASE,
+            // RENEW, REBIND, INFORM) for a MAC bound to another port is dropped.
+            if let Some(msg) = decode::dhcp(udp.payload) {
+                let owner = self
+                    .bindings
+                    .of_mac(&msg.chaddr)
+                    .filter(|b| b.port != port && b.expires_s > now_s)
+                    .cloned();
+                if let (false, Some(b)) = (msg.ciaddr.is_unspecified(), owner) {
+                    self.emit_once(out, now_ns, format!("foreign/{port}/{}", b.mac), || Ev {
+                        kind: "dhcp_foreign_port_drop",
+                        verdict: Verdict::Block,
+                        technique: "T1557.003",
+                        reason: format!(
+                            "{} for {} ({}) from {port} dropped: bound on {}",
+                            msg.kind.name(),
+                            b.mac,
+                            msg.ciaddr,
+                            b.port
+                        ),
+                        port,
+                        mac: Some(eth_src),
+                        flow,
+                        extra: vec![
+                            ("client_mac", json!(b.mac.to_string())),
+                            ("ip", json!(b.ip.to_string())),
+                            ("dhcp_type", json!(msg.kind.name())),
+                            ("bound_port", json!(b.port)),
+                        ],
+                    });
+                    return;
+                }
+            }
             if !self.rate.admit(port, now_ns / 1_000_000) {
                 let limit = self.cfg.rate_limit;
                 self.emit_once(

@@ -19,6 +19,25 @@ fn quoted_set<'a>(items: impl Iterator<Item = &'a String>) -> String {
     v.join(", ")
 }
 
+/// A MAC as the 48-bit number the raw-payload sets hold.
+fn mac_number(m: &crate::decode::Mac) -> String {
+    let v = m.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    format!("0x{v:012x}")
+}
+
+fn remaining(b: &Binding, now_s: u64) -> Option<u64> {
+    b.expires_s.checked_sub(now_s).filter(|s| *s > 0)
+}
+
+fn mac_element(b: &Binding, now_s: u64) -> Option<String> {
+    remaining(b, now_s).map(|left| format!("{} timeout {left}s", mac_number(&b.mac)))
+}
+
+fn owner_element(b: &Binding, now_s: u64) -> Option<String> {
+    remaining(b, now_s)
+        .map(|left| format!("\"{}\" . {} timeout {left}s", b.port, mac_number(&b.mac)))
+}
+
 fn binding_element(b: &Binding, now_s: u64) -> Option<String> {
     let left = b.expires_s.checked_sub(now_s).filter(|s| *s > 0)?;
     Some(format!(
@@ -82,6 +101,31 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         s,
         "\tset dai_bindings {{\n\t\ttype ifname . ether_addr . ipv4_addr\n\t\tflags timeout{per_port}\n\t}}"
     );
+    // chaddr (`@th,288,48`: UDP header 8 bytes + BOOTP offset 28) of every bound client, and
+    // the port it is bound on: client messages with a client address set (RELEASE, RENEW,
+    // REBIND, INFORM) for a MAC bound elsewhere are dropped.
+    let macs: Vec<String> = bindings
+        .iter()
+        .filter_map(|b| mac_element(b, now_s))
+        .collect();
+    let owners: Vec<String> = bindings
+        .iter()
+        .filter_map(|b| owner_element(b, now_s))
+        .collect();
+    for (set, typ, elements) in [
+        ("dhcp_bound", "@th,288,48", macs),
+        ("dhcp_owner", "iifname . @th,288,48", owners),
+    ] {
+        let elements = if elements.is_empty() {
+            String::new()
+        } else {
+            format!("\n\t\telements = {{ {} }}", elements.join(",\n\t\t\t     "))
+        };
+        let _ = writeln!(
+            s,
+            "\tset {set} {{\n\t\ttypeof {typ}\n\t\tflags timeout{elements}\n\t}}"
+        );
+    }
     for set in ["dhcp_rate", "dhcp6_rate"] {
         let _ = writeln!(
             s,
@@ -99,6 +143,7 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 udp sport 547 counter drop comment \"DHCPv6 server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert counter drop comment \"router advertisement on an untrusted port\""),
+        format!("{untrusted} ether type ip udp sport 68 udp dport 67 @th,160,32 != 0 @th,288,48 @dhcp_bound iifname . @th,288,48 != @dhcp_owner counter drop comment \"DHCP release/renew for a MAC bound to another port\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 update @dhcp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCP client rate limit\"", rl.per_second, rl.burst),
         format!("{untrusted} ether type ip6 udp sport 546 udp dport 547 update @dhcp6_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCPv6 client rate limit\"", rl.per_second, rl.burst),
         format!("{untrusted} ether type arp jump dai"),
@@ -161,6 +206,35 @@ pub fn binding_updates(cfg: &Config, changes: &[Change], now_s: u64) -> Option<S
     let t = &cfg.table;
     let mut s = String::new();
     let key = |b: &Binding| format!("\"{}\" . {} . {}", b.port, b.mac, b.ip);
+    // The chaddr sets: replace (add, delete, add with timeout) or remove, like dai_bindings.
+    let owner = |s: &mut String, b: &Binding, add: bool| {
+        let keys = [
+            ("dhcp_bound", mac_number(&b.mac), mac_element(b, now_s)),
+            (
+                "dhcp_owner",
+                format!("\"{}\" . {}", b.port, mac_number(&b.mac)),
+                owner_element(b, now_s),
+            ),
+        ];
+        for (set, k, el) in keys {
+            let _ = writeln!(s, "add element bridge {t} {set} {{ {k} }}");
+            let _ = writeln!(s, "delete element bridge {t} {set} {{ {k} }}");
+            if let (true, Some(el)) = (add, el) {
+                let _ = writeln!(s, "add element bridge {t} {set} {{ {el} }}");
+            }
+        }
+    };
+    for c in changes {
+        match c {
+            Change::Bind { new, old } => {
+                if let Some(old) = old {
+                    owner(&mut s, old, false);
+                }
+                owner(&mut s, new, true);
+            }
+            Change::Unbind(b) => owner(&mut s, b, false),
+        }
+    }
     for c in changes {
         match c {
             Change::Bind { new, old } => {

@@ -151,6 +151,31 @@ fn release_from_a_foreign_port_keeps_the_binding_own_port_removes_it() {
 }
 
 #[test]
+fn release_with_client_address_from_a_foreign_port_is_dropped() {
+    let mut g = learned();
+    let msg = dhcp(
+        1,
+        7,
+        5,
+        CLI,
+        LEASE_IP,
+        Ipv4Addr::UNSPECIFIED,
+        &[(54, GW_IP.octets().to_vec())],
+    );
+    let frame = udp4_frame(ROG, SRV, LEASE_IP, GW_IP, 68, 67, &msg);
+    let out = g.on_frame("p_rog", &frame, T0 + SEC);
+    assert_eq!(kinds(&out), ["dhcp_foreign_port_drop"]);
+    assert_eq!(out.events[0].detail["bound_port"], "p_cli");
+    assert_eq!(g.bindings().len(), 1);
+    // The same release from the client's own port is honoured.
+    let frame = udp4_frame(CLI, SRV, LEASE_IP, GW_IP, 68, 67, &msg);
+    assert_eq!(
+        kinds(&g.on_frame("p_cli", &frame, T0 + SEC)),
+        ["dhcp_binding_removed"]
+    );
+}
+
+#[test]
 fn chaddr_spoofing_is_reported_and_not_learned() {
     let mut g = Guard::new(config(), BindingTable::new(16));
     let out = g.on_frame("p_rog", &client(3, 9, CLI, ROG), T0);
