@@ -193,7 +193,7 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
         let (end, closed) = scan_string(input, 0, q);
         out.push(Token {
             tok: Tok::Str { closed },
-            word: String::new(),
+            word: String::from_utf8_lossy(&input[..end.saturating_sub(1)]).into_owned(),
         });
         i = end;
     }
@@ -391,11 +391,118 @@ fn scan_string(input: &[u8], mut i: usize, q: u8) -> (usize, bool) {
     (input.len(), false)
 }
 
-fn operand(t: Tok) -> bool {
-    matches!(
-        t,
-        Tok::Str { .. } | Tok::Num | Tok::Var | Tok::Bare | Tok::Func | Tok::Keyword
-    )
+fn is_cmp(t: &Token) -> bool {
+    (t.tok == Tok::Keyword && t.word == "between")
+        || t.tok == Tok::Op
+            && matches!(
+                t.word.as_str(),
+                "=" | "<"
+                    | ">"
+                    | "<="
+                    | ">="
+                    | "!="
+                    | "<>"
+                    | "<=>"
+                    | "=="
+                    | "like"
+                    | "rlike"
+                    | "regexp"
+                    | "sounds"
+            )
+}
+
+fn is_dangerous_call(t: &Token) -> bool {
+    t.tok == Tok::Func && DANGEROUS_FUNCS.contains(&t.word.as_str())
+}
+
+fn is_real_logic(t: &Token) -> bool {
+    t.tok == Tok::Logic && !matches!(t.word.as_str(), "not" | "div" | "mod")
+}
+
+/// `SELECT … FROM`, `DROP TABLE`, `INSERT INTO … VALUES`, … starting at `toks[i]`.
+fn verb_shape(toks: &[Token], i: usize) -> bool {
+    let w = toks[i].word.as_str();
+    let rest = &toks[i + 1..];
+    let has = |kw: &str| rest.iter().take(64).any(|x| x.word == kw);
+    match w {
+        "select" => {
+            has("from")
+                || rest.first().is_some_and(|x| {
+                    (matches!(x.tok, Tok::Func | Tok::Var | Tok::Num | Tok::Open)
+                        && (x.tok != Tok::Num || rest.len() > 1))
+                        || matches!(
+                            x.word.as_str(),
+                            "case" | "null" | "distinct" | "all" | "top"
+                        )
+                })
+        }
+        "call" => rest.first().is_some_and(|x| x.tok == Tok::Func),
+        "insert" | "replace" => has("into") && has("values"),
+        "delete" => has("from") && rest.len() > 1,
+        "drop" | "create" | "alter" | "truncate" => {
+            rest.first().is_some_and(|x| {
+                matches!(
+                    x.word.as_str(),
+                    "table" | "database" | "procedure" | "user" | "schema" | "view" | "function"
+                )
+            }) && rest.len() > 1
+        }
+        "exec" | "execute" => rest.first().is_some_and(|x| {
+            x.word.starts_with("xp_") || x.word.starts_with("sp_") || x.tok == Tok::Open
+        }),
+        "shutdown" => i > 0,
+        "declare" => rest.first().is_some_and(|x| x.tok == Tok::Var),
+        "waitfor" => rest
+            .first()
+            .is_some_and(|x| x.word == "delay" || x.word == "time"),
+        _ => false,
+    }
+}
+
+fn union_select(toks: &[Token], i: usize) -> bool {
+    let mut j = i + 1;
+    while j < toks.len() && matches!(toks[j].tok, Tok::Keyword | Tok::Open | Tok::Comment) {
+        j += 1;
+    }
+    j < toks.len() && toks[j].tok == Tok::Verb && toks[j].word == "select"
+}
+
+/// After a logic operator at `toks[i]`: an operand compared, a call, a parenthesis, or a
+/// lone operand ending the input or followed by a comment.
+fn logic_tail(toks: &[Token], i: usize) -> bool {
+    let Some(a) = toks.get(i + 1) else {
+        return false;
+    };
+    if a.tok == Tok::Func || a.tok == Tok::Open {
+        return a.tok == Tok::Open || is_dangerous_call(a) || toks.get(i + 2).is_some();
+    }
+    let operand = matches!(a.tok, Tok::Num | Tok::Str { .. } | Tok::Var)
+        || (a.tok == Tok::Keyword && matches!(a.word.as_str(), "true" | "false" | "null"))
+        || a.tok == Tok::Bare;
+    if !operand {
+        return false;
+    }
+    match toks.get(i + 2) {
+        None => a.tok != Tok::Bare,
+        Some(b) if is_cmp(b) => toks.get(i + 3).is_some_and(|c| {
+            matches!(
+                c.tok,
+                Tok::Num
+                    | Tok::Str { .. }
+                    | Tok::Var
+                    | Tok::Func
+                    | Tok::Bare
+                    | Tok::Open
+                    | Tok::Keyword
+            )
+        }),
+        Some(b) => {
+            a.tok != Tok::Bare && matches!(b.tok, Tok::Comment | Tok::Semi)
+                || (b.tok == Tok::Op
+                    && b.word == "in"
+                    && toks.get(i + 3).is_some_and(|c| c.tok == Tok::Open))
+        }
+    }
 }
 
 /// The SQL-injection shapes, on one context's tokens.
@@ -405,74 +512,111 @@ fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
     if n == 0 {
         return false;
     }
-    // Broke out of a string: the first token is the closed application string.
     if quoted {
+        // Broke out of a string: the first token is the application's closed string.
         if !matches!(t[0], Tok::Str { closed: true }) || n < 2 {
             return false;
         }
-        let next = t[1];
-        match next {
-            Tok::Logic | Tok::Union | Tok::Semi | Tok::Verb | Tok::Comment => return true,
-            Tok::Op => {
-                // 'x'='x  /  '-sleep(5)-'  /  ' || 'a
-                return n > 2
-                    && (operand(t[2]) || matches!(t[2], Tok::Open | Tok::Op))
-                    && toks[1].word != "."
-                    && (n > 3 || matches!(t[2], Tok::Str { .. } | Tok::Func | Tok::Num));
-            }
-            Tok::Keyword => {
-                let w = toks[1].word.as_str();
-                return matches!(
-                    w,
-                    "order"
-                        | "group"
-                        | "having"
-                        | "limit"
-                        | "into"
-                        | "procedure"
-                        | "where"
-                        | "union"
-                        | "is"
-                        | "between"
-                        | "sleep"
-                        | "from"
-                ) && n > 2;
-            }
-            Tok::Close => {
-                return n > 2
-                    && matches!(
-                        t[2],
-                        Tok::Logic | Tok::Union | Tok::Semi | Tok::Comment | Tok::Verb | Tok::Close
-                    );
-            }
-            Tok::Func => {
-                return DANGEROUS_FUNCS.contains(&toks[1].word.as_str());
-            }
-            _ => return false,
+        // `1')))  or …`: closing the application's parentheses too.
+        let mut k = 1;
+        while k < n && t[k] == Tok::Close {
+            k += 1;
         }
+        if k >= n {
+            return false;
+        }
+        let toks = &toks[k - 1..];
+        let n = toks.len();
+        let next = &toks[1];
+        let after_is_select = |j: usize| {
+            toks.get(j).is_some_and(|x| x.tok == Tok::Open)
+                && toks
+                    .get(j + 1)
+                    .is_some_and(|x| x.tok == Tok::Verb && x.word == "select")
+        };
+        return match next.tok {
+            Tok::Comma | Tok::Open => {
+                after_is_select(1)
+                    || toks.get(2).is_some_and(|x| {
+                        x.tok == Tok::Open || x.word == "case" || is_dangerous_call(x)
+                    })
+            }
+            Tok::Semi
+                if toks.get(2).is_some_and(|x| {
+                    x.tok == Tok::Func
+                        || matches!(x.word.as_str(), "begin" | "declare" | "if" | "exec")
+                }) =>
+            {
+                true
+            }
+            Tok::Logic => is_real_logic(next) && logic_tail(toks, 1),
+            Tok::Union => union_select(toks, 1),
+            Tok::Semi => toks.get(2).is_some_and(|x| {
+                x.tok == Tok::Comment || (x.tok == Tok::Verb && verb_shape(toks, 2))
+            }),
+            Tok::Verb => verb_shape(toks, 1),
+            Tok::Comment => {
+                // `admin'--`; a measurement such as `7" #2` is not a break-out.
+                n == 2
+                    && !toks[0]
+                        .word
+                        .trim_end()
+                        .ends_with(|c: char| c.is_ascii_digit())
+            }
+            Tok::Op if is_cmp(next) => toks.get(2).is_some_and(|x| {
+                matches!(x.tok, Tok::Str { .. } | Tok::Num | Tok::Var) || is_dangerous_call(x)
+            }),
+            Tok::Op => toks.get(2).is_some_and(is_dangerous_call) || after_is_select(2),
+            Tok::Keyword => {
+                let w = next.word.as_str();
+                let after = toks.get(2);
+                match w {
+                    "order" | "group" => after.is_some_and(|x| x.word == "by"),
+                    "having" | "where" => after.is_some_and(|x| x.tok != Tok::Bare) && n > 3,
+                    "limit" => after.is_some_and(|x| x.tok == Tok::Num),
+                    "into" => after.is_some_and(|x| x.word == "outfile" || x.word == "dumpfile"),
+                    "procedure" => after.is_some_and(|x| x.tok == Tok::Func),
+                    // `') as xyz where 1=1`
+                    "as" => toks.get(3).is_some_and(|x| {
+                        matches!(
+                            x.word.as_str(),
+                            "where" | "union" | "order" | "group" | "having"
+                        )
+                    }),
+                    _ => false,
+                }
+            }
+            Tok::Close => toks.get(2).is_some_and(|x| {
+                matches!(x.tok, Tok::Union | Tok::Semi | Tok::Comment)
+                    || (is_real_logic(x) && logic_tail(toks, 2))
+            }),
+            Tok::Func => is_dangerous_call(next),
+            _ => false,
+        };
     }
     for i in 0..n {
-        let a = t[i];
-        let b = t.get(i + 1).copied();
-        let c = t.get(i + 2).copied();
-        // UNION [ALL|DISTINCT] SELECT
-        if a == Tok::Union {
-            let mut j = i + 1;
-            while j < n && (t[j] == Tok::Keyword || t[j] == Tok::Open || t[j] == Tok::Comment) {
-                j += 1;
-            }
-            if j < n && t[j] == Tok::Verb {
-                return true;
-            }
-        }
-        // ; DROP …  (stacked statement)
-        if a == Tok::Semi && b == Some(Tok::Verb) {
+        let a = &toks[i];
+        if a.tok == Tok::Union && union_select(toks, i) {
             return true;
         }
-        // Time-delay or file functions anywhere after something SQL-like.
-        if a == Tok::Func
+        if a.tok == Tok::Semi
+            && toks.get(i + 1).is_some_and(|x| {
+                (x.tok == Tok::Verb && (verb_shape(toks, i + 1) || x.word == "select"))
+                    || (i > 0 && matches!(x.word.as_str(), "begin" | "declare"))
+            })
+        {
+            return true;
+        }
+        if i == 0
+            && is_real_logic(a)
+            && logic_tail(toks, 0)
+            && (toks.get(2).is_some_and(is_cmp) || toks.get(1).is_some_and(is_dangerous_call))
+        {
+            return true;
+        }
+        if a.tok == Tok::Func
             && matches!(
-                toks[i].word.as_str(),
+                a.word.as_str(),
                 "sleep"
                     | "benchmark"
                     | "pg_sleep"
@@ -486,66 +630,31 @@ fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
         {
             return true;
         }
-        if a == Tok::Verb && toks[i].word == "waitfor" && b == Some(Tok::Keyword) {
+        if a.tok == Tok::Verb && (i == 0 || t[i - 1] != Tok::Bare) && verb_shape(toks, i) {
             return true;
         }
-        // SELECT … FROM / SELECT f(…) / INSERT INTO / DROP TABLE
-        if a == Tok::Verb {
-            let w = toks[i].word.as_str();
-            let rest = &toks[i + 1..];
-            let has = |kw: &str| rest.iter().take(64).any(|x| x.word == kw);
-            let hit = match w {
-                "select" => {
-                    has("from")
-                        || rest
-                            .first()
-                            .is_some_and(|x| matches!(x.tok, Tok::Func | Tok::Var | Tok::Num))
-                            && (i == 0 || t[i - 1] != Tok::Bare)
-                }
-                "insert" | "replace" => has("into") && has("values"),
-                "delete" => has("from") && i + 1 < n,
-                "drop" | "create" | "alter" | "truncate" => rest.first().is_some_and(|x| {
-                    matches!(
-                        x.word.as_str(),
-                        "table"
-                            | "database"
-                            | "procedure"
-                            | "user"
-                            | "schema"
-                            | "view"
-                            | "function"
-                    )
-                }),
-                "exec" | "execute" => rest.first().is_some_and(|x| {
-                    x.word.starts_with("xp_") || x.word.starts_with("sp_") || x.tok == Tok::Open
-                }),
-                "shutdown" => i > 0,
-                "declare" => rest.first().is_some_and(|x| x.tok == Tok::Var),
-                _ => false,
-            };
-            if hit {
-                return true;
-            }
-        }
-        // Tautology after a value: 1 OR 1=1, x' … handled above; 1) OR (1=1
-        if matches!(a, Tok::Num | Tok::Close | Tok::Var)
-            && b == Some(Tok::Logic)
-            && c.is_some_and(|c| {
-                matches!(
-                    c,
-                    Tok::Num | Tok::Open | Tok::Str { .. } | Tok::Var | Tok::Func
-                )
-            })
+        // Tautology after a value: 1 OR 1=1, 1) OR (1=1, @a AND sleep(1)
+        if matches!(a.tok, Tok::Num | Tok::Close | Tok::Var)
+            && toks.get(i + 1).is_some_and(is_real_logic)
         {
-            let rest = &t[i + 2..];
-            let cmp =
-                rest.iter().take(6).any(|x| *x == Tok::Op) || rest.first() == Some(&Tok::Func);
-            if cmp || rest.len() == 1 && i == 0 {
+            let rest = &toks[i + 2..];
+            let cmp = rest.iter().take(6).any(is_cmp);
+            let call = rest.first().is_some_and(is_dangerous_call);
+            let paren = rest.first().is_some_and(|x| x.tok == Tok::Open);
+            if (cmp
+                && rest.first().is_some_and(|x| {
+                    matches!(
+                        x.tok,
+                        Tok::Num | Tok::Open | Tok::Str { .. } | Tok::Var | Tok::Func
+                    )
+                }))
+                || call
+                || (paren && cmp)
+            {
                 return true;
             }
         }
-        // 1 -- / 1# : a number then a comment ending the statement after logic or a close.
-        if a == Tok::Close && b == Some(Tok::Comment) && i > 0 {
+        if a.tok == Tok::Close && toks.get(i + 1).is_some_and(|x| x.tok == Tok::Comment) && i > 0 {
             return true;
         }
     }
@@ -559,7 +668,16 @@ pub fn detect_sqli(input: &[u8]) -> Option<String> {
         if quoted && !input.contains(&quote.unwrap_or(0)) {
             continue;
         }
-        let toks = tokenize(input, quote);
+        let raw = tokenize(input, quote);
+        // Inline comments separate tokens (`/**/`); only a trailing comment is part of a shape.
+        let ends_in_comment = raw.last().is_some_and(|t| t.tok == Tok::Comment);
+        let mut toks: Vec<Token> = raw.into_iter().filter(|t| t.tok != Tok::Comment).collect();
+        if ends_in_comment {
+            toks.push(Token {
+                tok: Tok::Comment,
+                word: String::new(),
+            });
+        }
         if sqli_shape(&toks, quoted) {
             return Some(toks.iter().take(8).map(|t| t.tok.ch()).collect());
         }
@@ -640,7 +758,8 @@ fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
             i += 1;
         }
         let mut value: &[u8] = b"";
-        if i < n && input[i] == b'=' {
+        let has_value = i < n && input[i] == b'=';
+        if has_value {
             i += 1;
             while i < n && input[i].is_ascii_whitespace() {
                 i += 1;
@@ -662,13 +781,15 @@ fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
                 value = &input[vs..i];
             }
         }
-        if name.len() > 2
+        // An event handler needs a value (`onerror=…`); a word like "Online" is not one.
+        if has_value
+            && name.len() > 2
             && name.starts_with(b"on")
             && name[2..].iter().all(u8::is_ascii_alphabetic)
         {
             return true;
         }
-        if name == b"style" && (tag_is_bad || !value.is_empty()) {
+        if name == b"style" && has_value && (tag_is_bad || !value.is_empty()) {
             return true;
         }
         let name_s = String::from_utf8_lossy(&name);
