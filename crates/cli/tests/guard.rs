@@ -953,6 +953,23 @@ llmnr = true
     let stopped = guard.stop();
     assert_eq!(stopped["event"], "stopped");
     assert!(stopped["frames"].as_u64().unwrap() > 0);
+    // The kernel's own counters agree with the events.
+    let counted = &stopped["kernel_counters"];
+    for rule in [
+        "DHCP server message on an untrusted port",
+        "DHCPv6 server message on an untrusted port",
+        "router advertisement on an untrusted port",
+        "DHCP release/renew for a MAC bound to another port",
+        "DHCP client rate limit",
+        "ARP sender not bound to this port",
+        "llmnr blocked",
+    ] {
+        assert!(
+            counted[rule].as_u64().unwrap_or(0) > 0,
+            "kernel counted nothing for {rule:?}: {stopped}"
+        );
+    }
+    eprintln!("kernel counters: {counted}");
     let tables = ns_sh(&sw, &["nft", "list", "tables"]);
     assert!(
         !tables.contains("rampart_guard"),

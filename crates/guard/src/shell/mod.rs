@@ -231,6 +231,48 @@ pub struct Summary {
     pub binding_changes: u64,
     /// Canary queries sent.
     pub canary_queries: u64,
+    /// Packets counted by each commented rule of the guard's tables (all drops but the DAI
+    /// probe exemption), read just before the tables are deleted: kernel evidence to set
+    /// beside the events.
+    pub kernel_counters: std::collections::BTreeMap<String, u64>,
+}
+
+/// Packets counted per rule comment in `nft -j list table FAMILY NAME` output (rules without a
+/// comment or counter are skipped; equal comments add up).
+pub fn counters_by_comment(json: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return out;
+    };
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    for item in items {
+        let rule = &item["rule"];
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        let packets: u64 = rule["expr"]
+            .as_array()
+            .map(|exprs| {
+                exprs
+                    .iter()
+                    .filter_map(|e| e["counter"]["packets"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        *out.entry(comment.to_string()).or_insert(0) += packets;
+    }
+    out
+}
+
+fn read_counters(family: &str, table: &str) -> std::collections::BTreeMap<String, u64> {
+    Command::new("nft")
+        .args(["-j", "list", "table", family, table])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| counters_by_comment(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default()
 }
 
 /// Removes the kernel state the guard created when dropped (also on error paths), so a failed
@@ -480,6 +522,35 @@ pub fn run(
         }
     }
     save_bindings(&cfg.bindings_file, guard.bindings())?;
+    if cfg.bridge.is_some() {
+        summary
+            .kernel_counters
+            .extend(read_counters("bridge", &cfg.table));
+    }
+    if cfg.gateway.is_some() {
+        summary
+            .kernel_counters
+            .extend(read_counters("arp", &format!("{}_host", cfg.table)));
+    }
     drop(kernel);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_are_summed_per_comment() {
+        // Shape of `nft -j list table bridge rampart_guard` (nft 1.0.6), trimmed.
+        let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
+          {"table":{"family":"bridge","name":"rampart_guard","handle":1}},
+          {"rule":{"family":"bridge","table":"rampart_guard","chain":"prerouting","handle":5,
+            "comment":"DHCP server message on an untrusted port",
+            "expr":[{"match":{}},{"counter":{"packets":3,"bytes":900}},{"drop":null}]}},
+          {"rule":{"family":"bridge","table":"rampart_guard","chain":"dai","handle":9,
+            "expr":[{"counter":{"packets":7,"bytes":420}},{"drop":null}]}}]}"#;
+        let c = super::counters_by_comment(json);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["DHCP server message on an untrusted port"], 3);
+        assert!(super::counters_by_comment("not json").is_empty());
+    }
 }
