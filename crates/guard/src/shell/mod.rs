@@ -1,4 +1,4 @@
-//! The I/O shell around the pure [`Guard`](crate::Guard): it applies the emitted tables with
+//! The I/O shell around the pure [`Guard`]: it applies the emitted tables with
 //! `nft -f` (one transaction each), pins the gateway's neighbour entry, reads frames from the
 //! bridge ports ([`capture`]), sends canary queries, mirrors binding changes into the kernel
 //! set, persists the table, writes events, and on stop deletes what it created.
