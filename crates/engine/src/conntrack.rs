@@ -8,7 +8,7 @@
 //! TCP window/sequence tracking (`nf_conntrack_tcp_be_liberal=1` behaviour), helpers (FTP data
 //! is never `related`), zones and NAT.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::IpAddr;
 
 use rampart_ir::CtState;
@@ -361,8 +361,8 @@ pub struct CtStats {
 /// The connection table.
 #[derive(Clone, Debug)]
 pub struct Conntrack {
-    map: HashMap<Tuple, Entry>,
-    per_src: HashMap<IpAddr, u32>,
+    map: FastMap<Tuple, Entry>,
+    per_src: FastMap<IpAddr, u32>,
     max_entries: usize,
     stats: CtStats,
 }
@@ -377,8 +377,8 @@ impl Conntrack {
     /// A table holding at most `max_entries` connections.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            map: HashMap::new(),
-            per_src: HashMap::new(),
+            map: FastMap::default(),
+            per_src: FastMap::default(),
             max_entries: max_entries.max(1),
             stats: CtStats::default(),
         }
@@ -687,10 +687,22 @@ impl Conntrack {
         let Some((key, entry)) = tracked.pending else {
             return;
         };
-        if !accepted || self.map.contains_key(&key) {
+        if !accepted {
             return;
         }
-        if self.map.len() >= self.max_entries {
+        if self.map.len() < self.max_entries {
+            // One hash: insert unless present.
+            if let std::collections::hash_map::Entry::Vacant(v) = self.map.entry(key) {
+                v.insert(entry);
+                *self.per_src.entry(key.src).or_insert(0) += 1;
+                self.stats.inserted += 1;
+            }
+            return;
+        }
+        if self.map.contains_key(&key) {
+            return;
+        }
+        {
             // Early drop: an unreplied connection among the first few looked at.
             let victim = self
                 .map

@@ -1,6 +1,6 @@
 //! Policy evaluation: the prelude, the two rule matchers, rate limits and explanations.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::IpAddr;
 
 use rampart_ir::{
@@ -505,8 +505,8 @@ impl Bucket {
 
 #[derive(Clone, Debug, Default)]
 struct Meters {
-    shared: HashMap<u32, Bucket>,
-    per_source: HashMap<u32, HashMap<IpAddr, Bucket>>,
+    shared: FastMap<u32, Bucket>,
+    per_source: FastMap<u32, FastMap<IpAddr, Bucket>>,
 }
 
 /// Per-rule data the matchers share.
@@ -608,7 +608,7 @@ pub struct Engine {
     sub_count: usize,
     never_ban: PrefixSet,
     /// Banned source → (ban ends at, banning rule).
-    bans: HashMap<IpAddr, (u64, u32)>,
+    bans: FastMap<IpAddr, (u64, u32)>,
     /// Direct-mapped SYN cookie stand-in (empty unless a rule has `synproxy`).
     cookies: Vec<Cookie>,
     /// Per direction: rules with `synproxy`, in policy order.
@@ -721,7 +721,7 @@ impl Engine {
             meters: Meters::default(),
             sub_count,
             never_ban: PrefixSet::new(&policy.defaults.never_ban, &[]),
-            bans: HashMap::new(),
+            bans: FastMap::default(),
             cookies,
             synproxy_rules,
             app_rules,

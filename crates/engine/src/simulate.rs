@@ -19,6 +19,7 @@ use crate::engine::{
 };
 use crate::pcap::Record;
 use crate::sniff;
+use crate::FastMap;
 
 /// Flows remembered for per-flow reporting and sniffing.
 // Why: ~150 bytes per flow keeps the table near 150 MiB at worst; a spoofed SYN flood beyond
@@ -246,9 +247,9 @@ pub struct Simulator {
     engine: Engine,
     ct: Conntrack,
     cfg: SimConfig,
-    flows: HashMap<FlowKey, FlowState>,
+    flows: FastMap<FlowKey, FlowState>,
     max_flows: usize,
-    frags: HashMap<(IpAddr, IpAddr, u8, u32), (Decision, u64)>,
+    frags: FastMap<(IpAddr, IpAddr, u8, u32), (Decision, u64)>,
     last_ts: u64,
     report: Report,
     anomaly_events: HashMap<String, u64>,
@@ -283,9 +284,9 @@ impl Simulator {
             engine,
             ct,
             cfg,
-            flows: HashMap::new(),
+            flows: FastMap::default(),
             max_flows,
-            frags: HashMap::new(),
+            frags: FastMap::default(),
             last_ts: 0,
             report: Report::default(),
             anomaly_events: HashMap::new(),
@@ -615,8 +616,8 @@ impl Simulator {
         }
         let emit;
         let sniff_now;
-        let st = match self.flows.get_mut(&key) {
-            None => {
+        let st = match self.flows.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
                 r.flows += 1;
                 if allowed {
                     r.flows_allowed += 1;
@@ -662,11 +663,12 @@ impl Simulator {
                     sample,
                     sniffed: sniff_now,
                 };
-                self.flows.insert(key, st);
+                slot.insert(st);
                 emit = true;
                 st
             }
-            Some(st) => {
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let st = slot.get_mut();
                 emit = st.action != decision.action;
                 st.action = decision.action;
                 sniff_now = !st.sniffed && !payload.is_empty();

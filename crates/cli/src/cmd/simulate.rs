@@ -183,6 +183,9 @@ fn render(args: &Args, r: &Report, pcapng: bool, truncated: bool, elapsed_s: f64
     };
     let _ = writeln!(s, "directions: {}", join(&r.by_direction));
     let _ = writeln!(s, "reasons:    {}", join(&r.by_reason));
+    if r.bans > 0 {
+        let _ = writeln!(s, "bans:       {} sources banned", r.bans);
+    }
     if !r.ct_invalid.is_empty() {
         let _ = writeln!(s, "ct invalid: {}", join(&r.ct_invalid));
     }

@@ -1,0 +1,97 @@
+//! CPU-time throughput of decode, decode + classify and full replay on the `simulate` bench's
+//! workload (a development aid for loaded machines; `cargo bench --bench simulate` is the
+//! benchmark): `cargo run --release -p rampart-engine --example replay_time [PASSES]`.
+
+use std::hint::black_box;
+
+use rampart_engine::decode::{self, LinkType, L3};
+use rampart_engine::pcap::Record;
+use rampart_engine::simulate::{SimConfig, Simulator};
+use rampart_engine::{Engine, MatcherKind};
+use rampart_ir::Action;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+fn cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let passes: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let policy = common::policy();
+    let frames = common::frames();
+    let n = (frames.len() * passes) as f64;
+    let t = cpu_s();
+    let mut ip_count = 0u64;
+    for _ in 0..passes {
+        for f in &frames {
+            if let Ok(p) = decode::decode(LinkType::Ethernet, f) {
+                ip_count += u64::from(matches!(p.l3, L3::Ip(_)));
+            }
+        }
+    }
+    let decode_s = cpu_s() - t;
+    black_box(ip_count);
+    let mut engine = Engine::new(&policy);
+    let t = cpu_s();
+    let mut blocked = 0u64;
+    for _ in 0..passes {
+        for (i, f) in frames.iter().enumerate() {
+            if let Ok(decode::Packet { l3: L3::Ip(ip), .. }) = decode::decode(LinkType::Ethernet, f)
+            {
+                let d = engine.classify_with(MatcherKind::Fast, &common::meta_of(&ip), i as u64);
+                blocked += u64::from(d.action != Action::Accept);
+            }
+        }
+    }
+    let classify_s = cpu_s() - t;
+    black_box(blocked);
+    let mut sim = Simulator::new(
+        Engine::new(&policy),
+        SimConfig {
+            local: vec!["192.0.2.0/24".parse().unwrap()],
+            iif: Some("wan0".into()),
+            oif: Some("corp0".into()),
+            no_events: true,
+            ..SimConfig::default()
+        },
+    );
+    let mut sink = rampart_events::VecSink::default();
+    let mut ts = 0u64;
+    let t = cpu_s();
+    for _ in 0..passes {
+        for f in &frames {
+            ts += 1000;
+            let rec = Record {
+                ts_ns: ts,
+                linktype: 1,
+                data: f,
+                orig_len: f.len() as u32,
+            };
+            sim.process(&rec, &mut sink).unwrap();
+        }
+    }
+    let replay_s = cpu_s() - t;
+    let ns = |s: f64| s * 1e9 / n;
+    println!(
+        "decode {:.1} ns ({:.1} M/s); decode+classify {:.1} ns ({:.2} M/s; classify adds {:.1} ns = {:.0}% of decode); replay {:.1} ns ({:.2} M/s)",
+        ns(decode_s),
+        n / decode_s / 1e6,
+        ns(classify_s),
+        n / classify_s / 1e6,
+        ns(classify_s) - ns(decode_s),
+        (ns(classify_s) - ns(decode_s)) / ns(decode_s) * 100.0,
+        ns(replay_s),
+        n / replay_s / 1e6
+    );
+}
