@@ -376,15 +376,18 @@ pub fn run(
         Some(c) => Some(CanarySocket::open(c.source, &c.interface)?),
         None => None,
     };
-    let mut kernel = KernelState {
-        cfg: &cfg,
-        neighbour_pinned: false,
-    };
     let mut tables = Vec::new();
+    // The bridge table is applied before the teardown guard exists: if nft refuses it, the
+    // transaction left the kernel as it was (a crashed run's table keeps enforcing) and
+    // nothing must be deleted.
     if let Some(text) = ruleset::bridge_table(&cfg, &table, now / 1_000_000_000) {
         nft_apply("apply bridge table", &text)?;
         tables.push(format!("bridge {}", cfg.table));
     }
+    let mut kernel = KernelState {
+        cfg: &cfg,
+        neighbour_pinned: false,
+    };
     if let (Some(text), Some(g)) = (ruleset::host_table(&cfg), &cfg.gateway) {
         nft_apply("apply host table", &text)?;
         tables.push(format!("arp {}_host", cfg.table));
@@ -507,7 +510,11 @@ pub fn run(
                 }
             }
             summary.binding_changes += batch.changes.len() as u64;
-            save_bindings(&cfg.bindings_file, guard.bindings())?;
+            // Why not fatal: stopping would delete the table (fail open) over a full disk;
+            // the kernel set is current, and the next successful save catches up.
+            if let Err(e) = save_bindings(&cfg.bindings_file, guard.bindings()) {
+                eprintln!("rampart guard: cannot save bindings: {e}");
+            }
         }
         if !batch.events.is_empty() {
             // One write per batch, so readers never see half a line.
@@ -515,10 +522,12 @@ pub fn run(
             for e in &batch.events {
                 sink.emit(e)?;
             }
-            events_out
-                .write_all(&sink.into_inner()?)
-                .map_err(io(&cfg.events_file))?;
-            summary.events += batch.events.len() as u64;
+            // Why not fatal: as for the bindings, enforcement matters more than the log.
+            match sink.into_inner().map(|bytes| events_out.write_all(&bytes)) {
+                Ok(Ok(())) => summary.events += batch.events.len() as u64,
+                Ok(Err(e)) => eprintln!("rampart guard: cannot write events: {e}"),
+                Err(e) => eprintln!("rampart guard: cannot write events: {e}"),
+            }
         }
     }
     save_bindings(&cfg.bindings_file, guard.bindings())?;
