@@ -89,6 +89,7 @@ pub struct Transaction<'r> {
     removed_tags: Vec<String>,
     removed_targets_by_id: Vec<(IdRanges, Target)>,
     removed_targets_by_tag: Vec<(String, Target)>,
+    active_exclusions: Vec<Target>,
     vars: Vars,
     tx: BTreeMap<String, Vec<u8>>,
     persistent: HashMap<String, BTreeMap<String, Vec<u8>>>,
@@ -101,6 +102,52 @@ pub struct Transaction<'r> {
     pub intervention: Option<Intervention>,
     allowed: bool,
     phase_done: u8,
+    /// Transformed values by (value hash, value length, transformation list address): CRS
+    /// applies the same chains to the same values in hundreds of rules.
+    tcache: HashMap<(u64, usize, usize, usize), Vec<u8>, MixHash>,
+}
+
+/// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
+#[derive(Default, Clone, Copy)]
+struct MixHash;
+
+impl std::hash::BuildHasher for MixHash {
+    type Hasher = MixHasher;
+    fn build_hasher(&self) -> MixHasher {
+        MixHasher(0)
+    }
+}
+
+/// See [`MixHash`].
+struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// Upper bound on cached transformed values per transaction.
+const TCACHE_MAX_ENTRIES: usize = 8192;
+
+fn fnv1a(v: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in v {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Compiled rule set plus its marker index, shared across transactions.
@@ -257,6 +304,7 @@ impl<'r> Transaction<'r> {
             removed_tags: Vec::new(),
             removed_targets_by_id: Vec::new(),
             removed_targets_by_tag: Vec::new(),
+            active_exclusions: Vec::new(),
             vars,
             tx: BTreeMap::new(),
             persistent: HashMap::new(),
@@ -267,6 +315,7 @@ impl<'r> Transaction<'r> {
             intervention: None,
             allowed: false,
             phase_done: 0,
+            tcache: HashMap::with_hasher(MixHash),
         };
         t.stash_body(req);
         t
@@ -553,9 +602,10 @@ impl<'r> Transaction<'r> {
         self.matched_vars.clear();
         let starter_id = rule.id();
         let starter_tags = &rule.actions.tags;
+        self.resolve_exclusions(starter_id, starter_tags);
         let mut link: &'r Rule = rule;
         loop {
-            if !self.eval_link(link, starter_id, starter_tags) {
+            if !self.eval_link(link) {
                 return false;
             }
             match &link.chained {
@@ -565,33 +615,33 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    fn target_excluded(
-        &self,
-        rule: &Rule,
-        starter_id: u64,
-        tags: &[String],
-        coll: &str,
-        key: &str,
-    ) -> bool {
+    fn target_excluded(&self, rule: &Rule, coll: &str, key: &str) -> bool {
         rule.targets
             .iter()
             .any(|t| t.exclude && t.excludes(coll, key))
-            || self
-                .removed_targets_by_id
-                .iter()
-                .any(|(r, t)| in_ranges(r, starter_id) && t.excludes(coll, key))
-            || self
-                .removed_targets_by_tag
-                .iter()
-                .any(|(sel, t)| tags.iter().any(|tg| tag_matches(sel, tg)) && t.excludes(coll, key))
+            || self.active_exclusions.iter().any(|t| t.excludes(coll, key))
+    }
+
+    /// The runtime target exclusions (`ctl:ruleRemoveTarget*`) that apply to this chain,
+    /// resolved once per rule instead of once per value.
+    fn resolve_exclusions(&mut self, starter_id: u64, tags: &[String]) {
+        self.active_exclusions.clear();
+        for (r, t) in &self.removed_targets_by_id {
+            if in_ranges(r, starter_id) {
+                self.active_exclusions.push(t.clone());
+            }
+        }
+        for (sel, t) in &self.removed_targets_by_tag {
+            if tags.iter().any(|tg| tag_matches(sel, tg)) {
+                self.active_exclusions.push(t.clone());
+            }
+        }
     }
 
     /// Gather (name, value) for a target, honouring exclusions.
     fn gather(
         &self,
         rule: &Rule,
-        starter_id: u64,
-        tags: &[String],
         t: &Target,
         prev_matched: &[(String, Vec<u8>)],
         out: &mut Vec<(String, Vec<u8>)>,
@@ -607,7 +657,7 @@ impl<'r> Transaction<'r> {
                 if sel.is_some_and(|s| !s.matches(k)) {
                     continue;
                 }
-                if self.target_excluded(rule, starter_id, tags, coll, k) {
+                if self.target_excluded(rule, coll, k) {
                     continue;
                 }
                 let value = if names {
@@ -669,7 +719,7 @@ impl<'r> Transaction<'r> {
                     if sel.is_some_and(|s| !s.matches(k)) {
                         continue;
                     }
-                    if self.target_excluded(rule, starter_id, tags, "TX", k) {
+                    if self.target_excluded(rule, "TX", k) {
                         continue;
                     }
                     out.push((format!("TX:{k}"), val.clone()));
@@ -710,7 +760,7 @@ impl<'r> Transaction<'r> {
             "GEO" => {}
             scalar => {
                 if let Some(val) = v.scalars.get(scalar) {
-                    if !self.target_excluded(rule, starter_id, tags, scalar, "") {
+                    if !self.target_excluded(rule, scalar, "") {
                         out.push((scalar.to_string(), val.clone()));
                     }
                 }
@@ -723,7 +773,7 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    fn eval_link(&mut self, link: &'r Rule, starter_id: u64, tags: &'r [String]) -> bool {
+    fn eval_link(&mut self, link: &'r Rule) -> bool {
         let Some(op) = &link.op else {
             // SecAction: always matches.
             self.run_link_actions(link);
@@ -732,13 +782,34 @@ impl<'r> Transaction<'r> {
         let prev = std::mem::take(&mut self.matched_vars);
         let mut values: Vec<(String, Vec<u8>)> = Vec::new();
         for t in link.targets.iter().filter(|t| !t.exclude) {
-            self.gather(link, starter_id, tags, t, &prev, &mut values);
+            self.gather(link, t, &prev, &mut values);
         }
         let mut any = false;
         let mut new_matched: Vec<(String, Vec<u8>)> = Vec::new();
         let transforms = &link.actions.transforms;
         for (name, value) in values {
-            let candidates = transformed(&value, transforms, link.actions.multi_match);
+            let candidates = if link.actions.multi_match || transforms.is_empty() {
+                transformed(&value, transforms, link.actions.multi_match)
+            } else {
+                let key = (
+                    fnv1a(&value),
+                    value.len(),
+                    transforms.as_ptr() as usize,
+                    transforms.len(),
+                );
+                if let Some(v) = self.tcache.get(&key) {
+                    vec![v.clone()]
+                } else {
+                    let v = transformed(&value, transforms, false)
+                        .pop()
+                        .unwrap_or_default();
+                    if self.tcache.len() >= TCACHE_MAX_ENTRIES {
+                        self.tcache.clear();
+                    }
+                    self.tcache.insert(key, v.clone());
+                    vec![v]
+                }
+            };
             for cand in candidates {
                 let mut caps = Vec::new();
                 let want_caps = link.actions.capture;

@@ -1,0 +1,88 @@
+//! In-process cost of one transaction with CRS v4 at paranoia 1 (SecRuleEngine On): a small
+//! GET and a 10 KB urlencoded form POST, single thread. The proxy benchmark (wrk) is separate.
+//!
+//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N]`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rampart_waf::{files, Engine, Request, RuleSet, TxOptions};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut crs = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/waf/crs"
+    ));
+    let mut secs = 3u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--crs" => crs = args.next().ok_or("--crs DIR")?.into(),
+            "--seconds" => secs = args.next().ok_or("--seconds N")?.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let mut rs = RuleSet::new();
+    files::add_files(&mut rs, &[crs.join("crs-setup.conf.example")])?;
+    files::add_inline(&mut rs, "bench.conf", "SecRuleEngine On\n", &crs)?;
+    files::add_files(&mut rs, &[crs.join("rules/*.conf")])?;
+    rs.finish()?;
+    let e = Engine::new(rs);
+    let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+    let headers = vec![
+        h("Host", "localhost"),
+        h(
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        h(
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        h("Accept-Language", "en-US,en;q=0.5"),
+        h("Accept-Encoding", "gzip, deflate"),
+    ];
+    let get = Request {
+        method: "GET".into(),
+        target: b"/index.html?page=2&sort=asc".to_vec(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers.clone(),
+        remote_addr: "192.0.2.10".into(),
+        ..Request::default()
+    };
+    let mut form = String::new();
+    let mut i = 0;
+    while form.len() < 10 * 1024 {
+        form.push_str(&format!("field{i}=some+ordinary+text+value+number+{i}&"));
+        i += 1;
+    }
+    let mut post = get.clone();
+    post.method = "POST".into();
+    post.target = b"/submit".to_vec();
+    post.headers
+        .push(h("Content-Type", "application/x-www-form-urlencoded"));
+    post.headers
+        .push(h("Content-Length", &form.len().to_string()));
+    post.body = form.into_bytes();
+    for (name, req) in [("small GET", &get), ("10 KB form POST", &post)] {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            let mut tx = e.transaction(req, &TxOptions::default());
+            tx.process_request(req);
+            assert!(
+                tx.intervention.is_none(),
+                "{name} blocked: {:?}",
+                tx.matched
+            );
+            tx.finish();
+            n += 1;
+        }
+        let us = start.elapsed().as_micros() as f64 / n as f64;
+        println!(
+            "{name}: {us:.0} µs per transaction ({:.0} transactions/s on one thread)",
+            1e6 / us
+        );
+    }
+    Ok(())
+}
