@@ -943,6 +943,22 @@ llmnr = true
     let rate = wait_event(&events_file, "dhcp_rate_exceeded", 3000, |_| true);
     assert_eq!(rate["detail"]["port"], "p_rog");
 
+    // ARP flood from p_rog (valid sender pair: the static entry): over the per-port limit.
+    in_ns(&rog, || {
+        let req = arp_frame(
+            ROG_MAC,
+            BROADCAST,
+            rampart_guard::decode::ARP_REQUEST,
+            ROG_MAC,
+            ROG_IP,
+            Mac::ZERO,
+            Ipv4Addr::new(192, 0, 2, 77),
+        );
+        send_frames(&vec![req; 100], 0);
+    });
+    let arp_rate = wait_event(&events_file, "arp_rate_exceeded", 3000, |_| true);
+    assert_eq!(arp_rate["detail"]["port"], "p_rog");
+
     let kinds: Vec<String> = events(&events_file)
         .iter()
         .map(|e| format!("{}:{}", e["detail"]["kind"], e["detail"]["port"]))
@@ -962,6 +978,7 @@ llmnr = true
         "DHCP release/renew for a MAC bound to another port",
         "DHCP client rate limit",
         "ARP sender not bound to this port",
+        "ARP rate limit",
         "llmnr blocked",
     ] {
         assert!(

@@ -46,6 +46,8 @@ struct RawConfig {
 struct RawRateLimit {
     dhcp_per_second: Option<u32>,
     dhcp_burst: Option<u32>,
+    arp_per_second: Option<u32>,
+    arp_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,13 @@ pub struct RateLimit {
 pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
     per_second: 10,
     burst: 20,
+};
+
+/// Why: Cisco's DAI default is 15 ARP packets per second on untrusted ports; a burst of 30
+/// covers a host resolving its gateway, DNS servers and peers right after link-up.
+pub const DEFAULT_ARP_RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 15,
+    burst: 30,
 };
 
 /// A static ARP entry: the pair is allowed by DAI (on `port` only, or on any port).
@@ -156,6 +165,8 @@ pub struct Config {
     pub max_bindings: usize,
     /// Per-port DHCP rate limit.
     pub rate_limit: RateLimit,
+    /// Per-port ARP rate limit (untrusted ports).
+    pub arp_rate_limit: RateLimit,
     /// Static ARP entries.
     pub static_arp: Vec<StaticEntry>,
     /// Host-mode gateway pin.
@@ -244,6 +255,23 @@ impl Config {
                 "rate_limit: dhcp_per_second must be 1..=2048 and dhcp_burst 1..=4096".into(),
             ));
         }
+        let arp_rate_limit = RateLimit {
+            per_second: raw
+                .rate_limit
+                .arp_per_second
+                .unwrap_or(DEFAULT_ARP_RATE_LIMIT.per_second),
+            burst: raw
+                .rate_limit
+                .arp_burst
+                .unwrap_or(DEFAULT_ARP_RATE_LIMIT.burst),
+        };
+        if !(1..=2048).contains(&arp_rate_limit.per_second)
+            || !(1..=4096).contains(&arp_rate_limit.burst)
+        {
+            return Err(GuardError::Config(
+                "rate_limit: arp_per_second must be 1..=2048 and arp_burst 1..=4096".into(),
+            ));
+        }
         let mut static_arp = Vec::new();
         for s in &raw.static_arp {
             let port = s
@@ -326,6 +354,7 @@ impl Config {
             events_file: raw.events_file,
             max_bindings,
             rate_limit,
+            arp_rate_limit,
             static_arp,
             gateway,
             canary,

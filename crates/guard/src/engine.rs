@@ -33,6 +33,7 @@ pub struct Guard {
     bindings: BindingTable,
     stations: Stations,
     rate: RateLimiter,
+    arp_rate: RateLimiter,
     canary: Canary,
     dedupe: Dedupe,
 }
@@ -134,11 +135,13 @@ impl Guard {
     /// A guard over `cfg` starting from `bindings` (loaded from the persisted file).
     pub fn new(cfg: Config, bindings: BindingTable) -> Self {
         let rate = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
+        let arp_rate = RateLimiter::new(cfg.arp_rate_limit.per_second, cfg.arp_rate_limit.burst);
         Self {
             cfg,
             bindings,
             stations: Stations::default(),
             rate,
+            arp_rate,
             canary: Canary::default(),
             dedupe: Dedupe::default(),
         }
@@ -316,6 +319,24 @@ impl Guard {
         now_ns: u64,
     ) {
         let now_s = now_ns / 1_000_000_000;
+        // The kernel's DAI chain starts with the per-port ARP rate limit.
+        if !trusted && !self.arp_rate.admit(port, now_ns / 1_000_000) {
+            let limit = self.cfg.arp_rate_limit;
+            self.emit_once(out, now_ns, format!("arp-rate/{port}"), || Ev {
+                kind: "arp_rate_exceeded",
+                verdict: Verdict::Block,
+                technique: "T1557.002",
+                reason: format!(
+                    "ARP on {port} over {}/s (burst {}): dropped",
+                    limit.per_second, limit.burst
+                ),
+                port,
+                mac: Some(eth_src),
+                flow: None,
+                extra: vec![],
+            });
+            return;
+        }
         let verdict = inspect::dai(
             arp,
             eth_src,

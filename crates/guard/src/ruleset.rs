@@ -126,7 +126,7 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
             "\tset {set} {{\n\t\ttypeof {typ}\n\t\tflags timeout{elements}\n\t}}"
         );
     }
-    for set in ["dhcp_rate", "dhcp6_rate"] {
+    for set in ["dhcp_rate", "dhcp6_rate", "arp_rate"] {
         let _ = writeln!(
             s,
             "\tset {set} {{\n\t\ttype ifname\n\t\tflags dynamic,timeout\n\t\ttimeout 1m\n\t}}"
@@ -186,6 +186,12 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
     let _ = writeln!(s, "\t\toifname != @trusted_ports ether type ip6 udp sport 546 udp dport 547 counter drop comment \"DHCPv6 client message towards an untrusted port\"");
     let _ = writeln!(s, "\t}}");
     let _ = writeln!(s, "\tchain dai {{");
+    let arl = cfg.arp_rate_limit;
+    let _ = writeln!(
+        s,
+        "\t\tupdate @arp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"ARP rate limit\"",
+        arl.per_second, arl.burst
+    );
     for r in [
         "arp saddr ip 0.0.0.0 return comment \"RFC 5227 probe\"",
         "ether saddr . arp saddr ip @dai_static arp saddr ether . arp saddr ip @dai_static return",

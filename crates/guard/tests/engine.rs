@@ -316,3 +316,24 @@ fn host_role_reports_gateway_spoof_only() {
     );
     assert_eq!(kinds(&g.on_host_frame("eth0", &other, T0)), ["new_station"]);
 }
+
+#[test]
+fn arp_flood_trips_the_per_port_arp_limit() {
+    let mut g = learned();
+    let req = arp_frame(CLI, BROADCAST, ARP_REQUEST, CLI, LEASE_IP, Mac::ZERO, GW_IP);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen.extend(kinds(&g.on_frame("p_cli", &req, T0 + SEC)));
+    }
+    assert_eq!(
+        seen,
+        ["new_station", "arp_rate_exceeded"],
+        "burst 30 passes, then one event"
+    );
+    // Trusted ports are not limited.
+    let gw = arp_frame(SRV, BROADCAST, ARP_REQUEST, SRV, GW_IP, Mac::ZERO, LEASE_IP);
+    let trusted: Vec<String> = (0..100)
+        .flat_map(|_| kinds(&g.on_frame("p_srv", &gw, T0 + SEC)))
+        .collect();
+    assert_eq!(trusted, ["new_station"]);
+}
