@@ -40,7 +40,7 @@ dpdk() { # rules trace alg verbose [extra]
 }
 
 status=0
-printf '%-9s %6s %9s %10s %10s %12s %-10s %7s %8s %8s %6s\n' set rules build_ms ours_Mlps ref_Mlps dpdk_Mlps dpdk_alg ratio mem_MiB mism_ref mism_dp
+printf '%-9s %6s %-10s %9s %10s %10s %12s %-10s %7s %8s %8s %6s\n' set rules ours build_ms ours_Mlps ref_Mlps dpdk_Mlps dpdk_alg ratio mem_MiB mism_ref mism_dp
 for s in $sets; do
   rules="$data/$s"
   [ -f "$rules" ] || { echo "skipping $s: not found" >&2; continue; }
@@ -55,6 +55,7 @@ for s in $sets; do
   build_s="$(sed -n 's/^build: \([0-9.]*\) s.*/\1/p' <<<"$fast_out")"
   mem="$(sed -n 's/.*structures: \([0-9.]*\) MiB.*/\1/p' <<<"$fast_out")"
   nrules="$(sed -n 's/.*rules: \([0-9]*\);.*/\1/p' <<<"$fast_out")"
+  kind="$(sed -n 's/^structure: //p' <<<"$fast_out")"
   mism_ref="$(diff "$work/$s.ref" "$work/$s.fast" | grep -c '^<' || true)"
   # DPDK results (--verbose=2 prints one line per header; 4294967295 = no match).
   dpdk "$rules" "$trace" scalar 2 --iter=1 \
@@ -69,7 +70,7 @@ for s in $sets; do
     if awk -v a="$rate" -v b="$best" 'BEGIN { exit !(a > b) }'; then best="$rate"; best_alg="$alg"; fi
   done
   ratio="$(awk -v a="$fast_rate" -v b="$best" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')"
-  printf '%-9s %6s %9.1f %10.2f %10.3f %12.2f %-10s %7s %8s %8s %6s\n' "$s" "$nrules" \
+  printf '%-9s %6s %-10s %9.1f %10.2f %10.3f %12.2f %-10s %7s %8s %8s %6s\n' "$s" "$nrules" "$kind" \
     "$(awk -v b="$build_s" 'BEGIN { print b * 1000 }')" \
     "$(awk -v a="$fast_rate" 'BEGIN { print a / 1e6 }')" \
     "$(awk -v a="$ref_rate" 'BEGIN { print a / 1e6 }')" \

@@ -35,6 +35,8 @@ pub const BUDGET_PER_RULE: usize = 100;
 // Why: CutSplit's observation: rules specific in an address field separate well on it, and
 // keeping them apart from address wildcards stops the wildcards being copied into every leaf.
 const SMALL_ADDR_SPAN: u32 = (1 << 16) - 1;
+/// Leaf entries one tree of a forest may use.
+const FOREST_TREE_MAX_ENTRIES: usize = 1 << 19;
 
 const FIELDS: usize = 5;
 /// Key slot that is always zero: leaves branch on it to point at themselves.
@@ -238,18 +240,32 @@ impl Forest {
     /// Build from `(ranges, rule id)` in priority order (see [`Tree::build`]); `None` when a
     /// group's tree exceeds its budget.
     pub fn build(rules: &[(Boxes, u32)]) -> Option<Self> {
-        let mut groups: [Vec<(Boxes, u32)>; 4] = Default::default();
-        for r in rules {
-            let small = |f: usize| r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN;
-            groups[usize::from(small(0)) * 2 + usize::from(small(1))].push(*r);
+        let small = |r: &(Boxes, u32), f: usize| r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN;
+        // Fewest trees first: split on source specificity, on destination specificity, then
+        // both; the first grouping whose trees all stay within budget wins.
+        let groupings: [&dyn Fn(&(Boxes, u32)) -> usize; 3] = [
+            &|r| usize::from(small(r, 0)),
+            &|r| usize::from(small(r, 1)),
+            &|r| usize::from(small(r, 0)) * 2 + usize::from(small(r, 1)),
+        ];
+        'grouping: for group_of in groupings {
+            let mut groups: [Vec<(Boxes, u32)>; 4] = Default::default();
+            for r in rules {
+                groups[group_of(r)].push(*r);
+            }
+            let mut trees = Vec::new();
+            for g in groups.iter().filter(|g| !g.is_empty()) {
+                let min_id = g.iter().map(|r| r.1).min().unwrap_or(0);
+                let per_rule = BUDGET_PER_RULE.min(FOREST_TREE_MAX_ENTRIES / g.len());
+                match Tree::build_with_budget(g, per_rule) {
+                    Some(t) => trees.push((min_id, t)),
+                    None => continue 'grouping,
+                }
+            }
+            trees.sort_by_key(|t| t.0);
+            return Some(Self { trees });
         }
-        let mut trees = Vec::new();
-        for g in groups.iter().filter(|g| !g.is_empty()) {
-            let min_id = g.iter().map(|r| r.1).min().unwrap_or(0);
-            trees.push((min_id, Tree::build(g)?));
-        }
-        trees.sort_by_key(|t| t.0);
-        Some(Self { trees })
+        None
     }
 
     /// Approximate heap bytes.

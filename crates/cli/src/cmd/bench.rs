@@ -165,6 +165,9 @@ fn classbench_cmd(args: ClassbenchArgs) -> anyhow::Result<Outcome> {
         rules.len(),
         trace.len()
     )?;
+    if let Some(c) = &fast {
+        writeln!(out, "structure: {}", c.kind())?;
+    }
     writeln!(
         out,
         "build: {:.3} s; structures: {:.1} MiB; rss delta: {rss_delta}",
