@@ -228,6 +228,9 @@ impl Tree {
     }
 }
 
+/// Which group of a forest a rule goes to.
+type GroupOf = dyn Fn(&(Boxes, u32)) -> usize;
+
 /// Several trees over disjoint groups of the rules (by whether the source and destination
 /// ranges are small), looked up one after the other; the lowest rule id wins.
 #[derive(Clone, Debug)]
@@ -243,7 +246,7 @@ impl Forest {
         let small = |r: &(Boxes, u32), f: usize| r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN;
         // Fewest trees first: split on source specificity, on destination specificity, then
         // both; the first grouping whose trees all stay within budget wins.
-        let groupings: [&dyn Fn(&(Boxes, u32)) -> usize; 3] = [
+        let groupings: [&GroupOf; 3] = [
             &|r| usize::from(small(r, 0)),
             &|r| usize::from(small(r, 1)),
             &|r| usize::from(small(r, 0)) * 2 + usize::from(small(r, 1)),
