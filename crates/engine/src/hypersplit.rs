@@ -228,6 +228,11 @@ impl Tree {
     }
 }
 
+/// Whether rule `r`'s range in field `f` is small (see [`SMALL_ADDR_SPAN`]).
+fn small(r: &(Boxes, u32), f: usize) -> bool {
+    r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN
+}
+
 /// Which group of a forest a rule goes to.
 type GroupOf = dyn Fn(&(Boxes, u32)) -> usize;
 
@@ -243,7 +248,6 @@ impl Forest {
     /// Build from `(ranges, rule id)` in priority order (see [`Tree::build`]); `None` when a
     /// group's tree exceeds its budget.
     pub fn build(rules: &[(Boxes, u32)]) -> Option<Self> {
-        let small = |r: &(Boxes, u32), f: usize| r.0[f].1.wrapping_sub(r.0[f].0) <= SMALL_ADDR_SPAN;
         // Fewest trees first: split on source specificity, on destination specificity, then
         // both; the first grouping whose trees all stay within budget wins.
         let groupings: [&GroupOf; 3] = [
