@@ -986,7 +986,10 @@ llmnr = true
             "kernel counted nothing for {rule:?}: {stopped}"
         );
     }
-    eprintln!("kernel counters: {counted}");
+    eprintln!(
+        "kernel counters: {counted}; slowest binding → kernel set update: {} ms",
+        stopped["set_update_ms_max"]
+    );
     let tables = ns_sh(&sw, &["nft", "list", "tables"]);
     assert!(
         !tables.contains("rampart_guard"),

@@ -231,6 +231,8 @@ pub struct Summary {
     pub binding_changes: u64,
     /// Canary queries sent.
     pub canary_queries: u64,
+    /// Longest `nft -f` set update (binding change → kernel), milliseconds.
+    pub set_update_ms_max: u64,
     /// Packets counted by each commented rule of the guard's tables (all drops but the DAI
     /// probe exemption), read just before the tables are deleted: kernel evidence to set
     /// beside the events.
@@ -505,9 +507,12 @@ pub fn run(
             if let Some(text) = ruleset::binding_updates(&cfg, &batch.changes, now_s) {
                 // A refused update leaves the kernel set behind the table; say so and keep
                 // running (the next full apply on restart re-asserts every binding).
+                let started = std::time::Instant::now();
                 if let Err(e) = nft_apply("update dai_bindings", &text) {
                     eprintln!("rampart guard: {e}");
                 }
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                summary.set_update_ms_max = summary.set_update_ms_max.max(ms);
             }
             summary.binding_changes += batch.changes.len() as u64;
             // Why not fatal: stopping would delete the table (fail open) over a full disk;
