@@ -18,7 +18,9 @@ pub(crate) struct Args {
 
 fn write_page(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
-    clap_mangen::Man::new(command.clone()).title(name.to_uppercase()).render(&mut bytes)?;
+    clap_mangen::Man::new(command.clone())
+        .title(name.to_uppercase())
+        .render(&mut bytes)?;
     let path = dir.join(format!("{name}.1"));
     std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
