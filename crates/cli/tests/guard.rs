@@ -413,6 +413,42 @@ fn poke(ns: &str, ip: Ipv4Addr) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// The gateway's IPv6 link-local address (EUI-64 from `SRV_MAC`).
+const GW6: &str = "fe80::ff:fe00:1";
+
+/// Create (or refresh) the IPv6 neighbour entry for the gateway's link-local address.
+fn poke6(ns: &str) {
+    in_ns(ns, || {
+        // SAFETY: the name is a valid C string.
+        let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let to = std::net::SocketAddrV6::new(GW6.parse().unwrap(), 9, 0, index);
+        let _ = s.send_to(b"x", to);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn neigh6(ns: &str) -> String {
+    ns_sh(ns, &["ip", "-6", "neigh", "show", GW6, "dev", "eth0"])
+}
+
+/// Unsolicited neighbour advertisements (override) claiming the gateway's link-local address
+/// is at the rogue's MAC.
+fn spoof_gateway6(ns: &str) {
+    in_ns(ns, || {
+        let na = rampart_guard::craft::neighbor_advertisement(
+            ROG_MAC,
+            Mac([0x33, 0x33, 0, 0, 0, 1]),
+            "fe80::ff:fe00:66".parse().unwrap(),
+            "ff02::1".parse().unwrap(),
+            GW6.parse().unwrap(),
+            ROG_MAC,
+        );
+        send_frames(&[na.clone(), na.clone(), na], 100);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn spoof_gateway(ns: &str, victim_ip: Ipv4Addr) {
     in_ns(ns, move || {
         let unicast = arp_frame(ROG_MAC, CLI_MAC, ARP_REPLY, ROG_MAC, GW, CLI_MAC, victim_ip);
@@ -683,6 +719,7 @@ trusted_ports = ["p_srv"]
 untrusted_ports = ["p_rog"]
 bindings_file = "{}"
 events_file = "{}"
+protected_ipv6 = ["fe80::ff:fe00:1"]
 
 [rate_limit]
 dhcp_per_second = 5
@@ -856,6 +893,24 @@ llmnr = true
     assert_eq!(dai["detail"]["bound_mac"], SRV_MAC.to_string(), "{dai}");
     assert_eq!(dai["detail"]["port"], "p_rog");
 
+    // IPv6: the same spoof with neighbour advertisements for the gateway's link-local address.
+    poke6(&cli);
+    assert!(
+        neigh6(&cli).contains(&SRV_MAC.to_string()),
+        "{}",
+        neigh6(&cli)
+    );
+    spoof_gateway6(&rog);
+    poke6(&cli);
+    let entry6 = neigh6(&cli);
+    assert!(
+        entry6.contains(&SRV_MAC.to_string()) && !entry6.contains(&ROG_MAC.to_string()),
+        "IPv6 neighbour poisoned: {entry6}"
+    );
+    let nd = wait_event(&events_file, "nd_spoof_drop", 3000, |_| true);
+    assert_eq!(nd["detail"]["ip"], GW6);
+    assert_eq!(nd["detail"]["mac"], ROG_MAC.to_string());
+
     // LLMNR: the canary's made-up name is answered by the poisoner → event naming it; a
     // victim's own LLMNR lookup gets no answer (blocked on the bridge).
     let responder = poisoner(&rog, 20);
@@ -975,6 +1030,7 @@ llmnr = true
         "DHCP server message on an untrusted port",
         "DHCPv6 server message on an untrusted port",
         "router advertisement on an untrusted port",
+        "neighbour advertisement for a protected IPv6 address on an untrusted port",
         "DHCP release/renew for a MAC bound to another port",
         "DHCP client rate limit",
         "ARP sender not bound to this port",
@@ -1061,6 +1117,19 @@ llmnr = true
     }
     assert_eq!(answered, vec![ROG_IP]);
     responder.stop();
+    // And the IPv6 neighbour spoof works (the restart section flushed the entry: re-create it).
+    poke6(&cli);
+    assert!(
+        neigh6(&cli).contains(&SRV_MAC.to_string()),
+        "{}",
+        neigh6(&cli)
+    );
+    spoof_gateway6(&rog);
+    let entry6 = neigh6(&cli);
+    assert!(
+        entry6.contains(&ROG_MAC.to_string()),
+        "NA spoof did not work without the guard: {entry6}"
+    );
     // And the spoofed RELEASE frees the lease.
     in_ns(&rog, move || send_frames(&[spoofed_release(lease_ip)], 0));
     let end = Instant::now() + Duration::from_secs(3);

@@ -35,6 +35,8 @@ struct RawConfig {
     #[serde(default)]
     static_arp: Vec<RawStatic>,
     gateway: Option<RawGateway>,
+    #[serde(default)]
+    protected_ipv6: Vec<std::net::Ipv6Addr>,
     canary: Option<RawCanary>,
     #[serde(default)]
     block: RawBlock,
@@ -171,6 +173,10 @@ pub struct Config {
     pub static_arp: Vec<StaticEntry>,
     /// Host-mode gateway pin.
     pub gateway: Option<Gateway>,
+    /// IPv6 addresses only trusted ports may claim (the gateway's link-local and global
+    /// addresses): neighbour advertisements for them, and packets from them, arriving on
+    /// untrusted ports are dropped (ND spoofing guard).
+    pub protected_ipv6: BTreeSet<std::net::Ipv6Addr>,
     /// Poisoner canary.
     pub canary: Option<Canary>,
     /// Name-service protocols kept off the segment.
@@ -228,6 +234,18 @@ impl Config {
             return Err(GuardError::Config(
                 "nothing to guard: set `bridge` (switch role) or `[gateway]` (host role)".into(),
             ));
+        }
+        if bridge.is_none() && !raw.protected_ipv6.is_empty() {
+            return Err(GuardError::Config("protected_ipv6 needs `bridge`".into()));
+        }
+        if let Some(bad) = raw
+            .protected_ipv6
+            .iter()
+            .find(|a| a.is_unspecified() || a.is_multicast())
+        {
+            return Err(GuardError::Config(format!(
+                "protected_ipv6: {bad} is not a unicast address"
+            )));
         }
         if bridge.is_none() && !(trusted_ports.is_empty() && untrusted_ports.is_empty()) {
             return Err(GuardError::Config(
@@ -357,6 +375,7 @@ impl Config {
             arp_rate_limit,
             static_arp,
             gateway,
+            protected_ipv6: raw.protected_ipv6.iter().copied().collect(),
             canary,
             block,
             table,

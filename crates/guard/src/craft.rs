@@ -144,5 +144,35 @@ pub fn router_advertisement(src_mac: Mac, src: Ipv6Addr) -> Vec<u8> {
     )
 }
 
+/// The ICMPv6 checksum (RFC 4443 §2.3: over the pseudo-header and the message).
+pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+    let mut data = Vec::with_capacity(40 + message.len());
+    data.extend_from_slice(&src.octets());
+    data.extend_from_slice(&dst.octets());
+    data.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, 58]);
+    data.extend_from_slice(message);
+    checksum(&data)
+}
+
+/// An unsolicited neighbour advertisement (ICMPv6 136, override flag set) claiming `target`
+/// is at `tlla`, with a valid checksum so receiving stacks process it.
+pub fn neighbor_advertisement(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    tlla: Mac,
+) -> Vec<u8> {
+    let mut na = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    na.extend_from_slice(&target.octets());
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&tlla.0);
+    let c = icmpv6_checksum(src, dst, &na);
+    na[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(src_mac, dst_mac, src, dst, 58, &na)
+}
+
 /// The broadcast MAC.
 pub const BROADCAST: Mac = Mac([0xff; 6]);

@@ -259,6 +259,8 @@ pub enum Ipv6Upper<'a> {
         kind: u8,
         /// ICMPv6 code.
         code: u8,
+        /// Target address of a neighbour solicitation (135) or advertisement (136).
+        target: Option<Ipv6Addr>,
     },
     /// A non-first fragment or an unparsed protocol (number given).
     Other(u8),
@@ -320,6 +322,9 @@ pub fn ipv6(packet: &[u8]) -> Option<Ipv6<'_>> {
                     upper: Ipv6Upper::Icmpv6 {
                         kind: *body.first()?,
                         code: *body.get(1)?,
+                        target: matches!(body.first(), Some(135 | 136))
+                            .then(|| ipv6_at(body, 8))
+                            .flatten(),
                     },
                 })
             }
@@ -338,6 +343,9 @@ pub fn ipv6(packet: &[u8]) -> Option<Ipv6<'_>> {
         upper: Ipv6Upper::Other(next),
     })
 }
+
+/// ICMPv6 type of a neighbour advertisement.
+pub const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 
 /// ICMPv6 type of a router advertisement.
 pub const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;

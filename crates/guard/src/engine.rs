@@ -639,6 +639,40 @@ impl Guard {
         ip: &decode::Ipv6<'_>,
         now_ns: u64,
     ) {
+        if !trusted && self.cfg.protected_ipv6.contains(&ip.src) {
+            let src = ip.src;
+            self.emit_once(out, now_ns, format!("nd-src/{port}/{eth_src}/{src}"), || Ev {
+                kind: "nd_spoof_drop",
+                verdict: Verdict::Block,
+                technique: "T1557",
+                reason: format!("packet from protected {src} sent by {eth_src} on untrusted port {port} dropped"),
+                port,
+                mac: Some(eth_src),
+                flow: None,
+                extra: vec![("ip", json!(src.to_string()))],
+            });
+            return;
+        }
+        if let Ipv6Upper::Icmpv6 {
+            kind: decode::ICMPV6_NEIGHBOR_ADVERTISEMENT,
+            target: Some(target),
+            ..
+        } = ip.upper
+        {
+            if !trusted && self.cfg.protected_ipv6.contains(&target) {
+                self.emit_once(out, now_ns, format!("nd/{port}/{eth_src}/{target}"), || Ev {
+                    kind: "nd_spoof_drop",
+                    verdict: Verdict::Block,
+                    technique: "T1557",
+                    reason: format!("neighbour advertisement for protected {target} from {eth_src} on untrusted port {port} dropped"),
+                    port,
+                    mac: Some(eth_src),
+                    flow: None,
+                    extra: vec![("ip", json!(target.to_string()))],
+                });
+                return;
+            }
+        }
         match ip.upper {
             Ipv6Upper::Icmpv6 { kind, .. }
                 if kind == decode::ICMPV6_ROUTER_ADVERTISEMENT && !trusted =>

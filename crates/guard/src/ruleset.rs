@@ -126,6 +126,32 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
             "\tset {set} {{\n\t\ttypeof {typ}\n\t\tflags timeout{elements}\n\t}}"
         );
     }
+    let protected = if cfg.protected_ipv6.is_empty() {
+        String::new()
+    } else {
+        let v: Vec<String> = cfg.protected_ipv6.iter().map(|a| a.to_string()).collect();
+        format!("\n\t\telements = {{ {} }}", v.join(", "))
+    };
+    let _ = writeln!(
+        s,
+        "\tset nd_protected {{\n\t\ttypeof ip6 saddr{protected}\n\t}}"
+    );
+    // The same addresses as 128-bit numbers: nft 1.0.6 has no `icmpv6 taddr`, and a raw
+    // payload lookup needs an integer-typed set.
+    let targets = if cfg.protected_ipv6.is_empty() {
+        String::new()
+    } else {
+        let v: Vec<String> = cfg
+            .protected_ipv6
+            .iter()
+            .map(|a| format!("0x{:032x}", u128::from(*a)))
+            .collect();
+        format!("\n\t\telements = {{ {} }}", v.join(", "))
+    };
+    let _ = writeln!(
+        s,
+        "\tset nd_targets {{\n\t\ttypeof @th,64,128{targets}\n\t}}"
+    );
     for set in ["dhcp_rate", "dhcp6_rate", "arp_rate"] {
         let _ = writeln!(
             s,
@@ -143,6 +169,10 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 udp sport 547 counter drop comment \"DHCPv6 server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert counter drop comment \"router advertisement on an untrusted port\""),
+        // The NA target sits at ICMPv6 offset 8 (`@th,64,128`); a spoofed advertisement or
+        // any packet sourced from a protected address is dropped.
+        format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-advert @th,64,128 @nd_targets counter drop comment \"neighbour advertisement for a protected IPv6 address on an untrusted port\""),
+        format!("{untrusted} ether type ip6 ip6 saddr @nd_protected counter drop comment \"protected IPv6 source on an untrusted port\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 @th,160,32 != 0 @th,288,48 @dhcp_bound iifname . @th,288,48 != @dhcp_owner counter drop comment \"DHCP release/renew for a MAC bound to another port\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 update @dhcp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCP client rate limit\"", rl.per_second, rl.burst),
         format!("{untrusted} ether type ip6 udp sport 546 udp dport 547 update @dhcp6_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCPv6 client rate limit\"", rl.per_second, rl.burst),

@@ -337,3 +337,58 @@ fn arp_flood_trips_the_per_port_arp_limit() {
         .collect();
     assert_eq!(trusted, ["new_station"]);
 }
+
+#[test]
+fn neighbour_advertisement_for_a_protected_address_is_dropped_on_untrusted_ports() {
+    let cfg = Config::from_toml(
+        "bridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\nbindings_file = \"/x\"\nevents_file = \"/y\"\nprotected_ipv6 = [\"fe80::1\"]\n",
+    )
+    .unwrap();
+    let mut g = Guard::new(cfg, BindingTable::new(4));
+    let gw6: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let rog6: std::net::Ipv6Addr = "fe80::66".parse().unwrap();
+    let all: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+    let spoof = rampart_guard::craft::neighbor_advertisement(
+        ROG,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        rog6,
+        all,
+        gw6,
+        ROG,
+    );
+    let out = g.on_frame("p_rog", &spoof, T0);
+    assert_eq!(kinds(&out), ["nd_spoof_drop"]);
+    assert_eq!(out.events[0].detail["ip"], "fe80::1");
+    // The real gateway on its trusted port, and NAs for other addresses, pass.
+    let real = rampart_guard::craft::neighbor_advertisement(
+        SRV,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        gw6,
+        all,
+        gw6,
+        SRV,
+    );
+    assert!(g.on_frame("p_srv", &real, T0).events.is_empty());
+    let own = rampart_guard::craft::neighbor_advertisement(
+        ROG,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        rog6,
+        all,
+        rog6,
+        ROG,
+    );
+    assert!(g.on_frame("p_rog", &own, T0).events.is_empty());
+    // Sourcing packets from the protected address on an untrusted port is dropped too.
+    let src_spoof = rampart_guard::craft::neighbor_advertisement(
+        ROG,
+        Mac([0x33, 0x33, 0, 0, 0, 1]),
+        gw6,
+        all,
+        rog6,
+        ROG,
+    );
+    assert_eq!(
+        kinds(&g.on_frame("p_rog", &src_spoof, T0)),
+        ["nd_spoof_drop"]
+    );
+}

@@ -17,6 +17,7 @@ trusted_ports = ["p_srv", "uplink0"]
 untrusted_ports = ["p_cli", "p_rog"]
 bindings_file = "/var/lib/rampart/guard.bindings"
 events_file = "/var/log/rampart/guard.jsonl"
+protected_ipv6 = ["fe80::1", "2001:db8::1"]
 
 [rate_limit]
 dhcp_per_second = 5
