@@ -61,6 +61,31 @@ pub struct TxOptions {
 
 type Pairs = Vec<(String, Vec<u8>)>;
 
+/// Request/response collections a value can come from (by position, without copying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    ArgsGet,
+    ArgsPost,
+    Headers,
+    Cookies,
+    Files,
+    FilesSizes,
+    PartHeaders,
+    RespHeaders,
+    Env,
+}
+
+/// One value a rule inspects: a reference into a collection, or an owned value.
+enum Val {
+    Pair {
+        coll: &'static str,
+        src: Src,
+        idx: usize,
+        names: bool,
+    },
+    Owned(String, Vec<u8>),
+}
+
 /// Values of the request/response variables.
 #[derive(Debug, Default)]
 struct Vars {
@@ -105,6 +130,7 @@ pub struct Transaction<'r> {
     /// Transformed values by (value hash, value length, transformation list address): CRS
     /// applies the same chains to the same values in hundreds of rules.
     tcache: HashMap<(u64, usize, usize, usize), Vec<u8>, MixHash>,
+    tcache_bytes: usize,
 }
 
 /// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
@@ -138,8 +164,9 @@ impl std::hash::Hasher for MixHasher {
     }
 }
 
-/// Upper bound on cached transformed values per transaction.
-const TCACHE_MAX_ENTRIES: usize = 8192;
+/// Upper bounds on cached transformed values per transaction (entries, bytes).
+const TCACHE_MAX_ENTRIES: usize = 1 << 16;
+const TCACHE_MAX_BYTES: usize = 16 << 20;
 
 fn fnv1a(v: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -316,6 +343,7 @@ impl<'r> Transaction<'r> {
             allowed: false,
             phase_done: 0,
             tcache: HashMap::with_hasher(MixHash),
+            tcache_bytes: 0,
         };
         t.stash_body(req);
         t
@@ -644,71 +672,85 @@ impl<'r> Transaction<'r> {
         rule: &Rule,
         t: &Target,
         prev_matched: &[(String, Vec<u8>)],
-        out: &mut Vec<(String, Vec<u8>)>,
+        out: &mut Vec<Val>,
     ) {
         let name = t.name.as_str();
         let sel = t.key.as_ref();
         let start = out.len();
-        let keyed = |pairs: &[(String, Vec<u8>)],
-                     coll: &str,
-                     names: bool,
-                     out: &mut Vec<(String, Vec<u8>)>| {
-            for (k, v) in pairs {
+        let keyed = |src: Src, coll: &'static str, names: bool, out: &mut Vec<Val>| {
+            for (idx, (k, _)) in self.pairs(src).iter().enumerate() {
                 if sel.is_some_and(|s| !s.matches(k)) {
                     continue;
                 }
                 if self.target_excluded(rule, coll, k) {
                     continue;
                 }
-                let value = if names {
-                    k.as_bytes().to_vec()
-                } else {
-                    v.clone()
-                };
-                out.push((format!("{coll}:{k}"), value));
+                out.push(Val::Pair {
+                    coll,
+                    src,
+                    idx,
+                    names,
+                });
             }
         };
         let v = &self.vars;
         match name {
             "ARGS" => {
-                keyed(&v.args_get, "ARGS", false, out);
-                keyed(&v.args_post, "ARGS", false, out);
+                keyed(Src::ArgsGet, "ARGS", false, out);
+                keyed(Src::ArgsPost, "ARGS", false, out);
             }
-            "ARGS_GET" => keyed(&v.args_get, name, false, out),
-            "ARGS_POST" => keyed(&v.args_post, name, false, out),
+            "ARGS_GET" => keyed(Src::ArgsGet, "ARGS_GET", false, out),
+            "ARGS_POST" => keyed(Src::ArgsPost, "ARGS_POST", false, out),
             "ARGS_NAMES" => {
-                keyed(&v.args_get, name, true, out);
-                keyed(&v.args_post, name, true, out);
+                keyed(Src::ArgsGet, "ARGS_NAMES", true, out);
+                keyed(Src::ArgsPost, "ARGS_NAMES", true, out);
             }
-            "ARGS_GET_NAMES" => keyed(&v.args_get, name, true, out),
-            "ARGS_POST_NAMES" => keyed(&v.args_post, name, true, out),
-            "REQUEST_HEADERS" => keyed(&v.headers, name, false, out),
-            "REQUEST_HEADERS_NAMES" => keyed(&v.headers, name, true, out),
-            "REQUEST_COOKIES" => keyed(&v.cookies, name, false, out),
-            "REQUEST_COOKIES_NAMES" => keyed(&v.cookies, name, true, out),
-            "FILES" => keyed(&v.files, name, false, out),
-            "FILES_NAMES" => keyed(&v.files, name, true, out),
-            "FILES_SIZES" => keyed(&v.files_sizes, name, false, out),
-            "MULTIPART_PART_HEADERS" => keyed(&v.part_headers, name, false, out),
-            "RESPONSE_HEADERS" => keyed(&v.resp_headers, name, false, out),
-            "RESPONSE_HEADERS_NAMES" => keyed(&v.resp_headers, name, true, out),
-            "ENV" => keyed(&v.env, name, false, out),
-            "MATCHED_VARS" => keyed(prev_matched, name, false, out),
+            "ARGS_GET_NAMES" => keyed(Src::ArgsGet, "ARGS_GET_NAMES", true, out),
+            "ARGS_POST_NAMES" => keyed(Src::ArgsPost, "ARGS_POST_NAMES", true, out),
+            "REQUEST_HEADERS" => keyed(Src::Headers, "REQUEST_HEADERS", false, out),
+            "REQUEST_HEADERS_NAMES" => keyed(Src::Headers, "REQUEST_HEADERS_NAMES", true, out),
+            "REQUEST_COOKIES" => keyed(Src::Cookies, "REQUEST_COOKIES", false, out),
+            "REQUEST_COOKIES_NAMES" => keyed(Src::Cookies, "REQUEST_COOKIES_NAMES", true, out),
+            "FILES" => keyed(Src::Files, "FILES", false, out),
+            "FILES_NAMES" => keyed(Src::Files, "FILES_NAMES", true, out),
+            "FILES_SIZES" => keyed(Src::FilesSizes, "FILES_SIZES", false, out),
+            "MULTIPART_PART_HEADERS" => {
+                keyed(Src::PartHeaders, "MULTIPART_PART_HEADERS", false, out)
+            }
+            "RESPONSE_HEADERS" => keyed(Src::RespHeaders, "RESPONSE_HEADERS", false, out),
+            "RESPONSE_HEADERS_NAMES" => {
+                keyed(Src::RespHeaders, "RESPONSE_HEADERS_NAMES", true, out)
+            }
+            "ENV" => keyed(Src::Env, "ENV", false, out),
+            "MATCHED_VARS" => {
+                for (k, val) in prev_matched {
+                    if sel.is_some_and(|s| !s.matches(k)) {
+                        continue;
+                    }
+                    if self.target_excluded(rule, "MATCHED_VARS", k) {
+                        continue;
+                    }
+                    out.push(Val::Owned(format!("MATCHED_VARS:{k}"), val.clone()));
+                }
+            }
             "MATCHED_VARS_NAMES" => {
                 for (k, _) in prev_matched {
                     if sel.is_none_or(|s| s.matches(k)) {
-                        out.push((format!("MATCHED_VARS_NAMES:{k}"), k.as_bytes().to_vec()));
+                        out.push(Val::Owned(
+                            format!("MATCHED_VARS_NAMES:{k}"),
+                            k.as_bytes().to_vec(),
+                        ));
                     }
                 }
             }
             "MATCHED_VAR" => {
                 if !self.matched_var.0.is_empty() {
-                    out.push(("MATCHED_VAR".into(), self.matched_var.1.clone()));
+                    out.push(Val::Owned("MATCHED_VAR".into(), self.matched_var.1.clone()));
                 }
             }
             "MATCHED_VAR_NAME" => {
                 if !self.matched_var.0.is_empty() {
-                    out.push((
+                    out.push(Val::Owned(
                         "MATCHED_VAR_NAME".into(),
                         self.matched_var.0.as_bytes().to_vec(),
                     ));
@@ -722,14 +764,14 @@ impl<'r> Transaction<'r> {
                     if self.target_excluded(rule, "TX", k) {
                         continue;
                     }
-                    out.push((format!("TX:{k}"), val.clone()));
+                    out.push(Val::Owned(format!("TX:{k}"), val.clone()));
                 }
             }
             "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" => {
                 if let Some(m) = self.persistent.get(name) {
                     for (k, val) in m {
                         if sel.is_none_or(|s| s.matches(k)) {
-                            out.push((format!("{name}:{k}"), val.clone()));
+                            out.push(Val::Owned(format!("{name}:{k}"), val.clone()));
                         }
                     }
                 }
@@ -742,10 +784,10 @@ impl<'r> Transaction<'r> {
                     };
                     if xpath.contains('@') {
                         for a in &x.attrs {
-                            out.push((format!("XML:{xpath}"), a.clone()));
+                            out.push(Val::Owned(format!("XML:{xpath}"), a.clone()));
                         }
                     } else {
-                        out.push((format!("XML:{xpath}"), x.text.clone()));
+                        out.push(Val::Owned(format!("XML:{xpath}"), x.text.clone()));
                     }
                 }
             }
@@ -755,13 +797,13 @@ impl<'r> Transaction<'r> {
                     Some(KeySel::Name(k)) if k == "msg" => self.current_rule.1.clone(),
                     _ => String::new(),
                 };
-                out.push(("RULE".into(), val.into_bytes()));
+                out.push(Val::Owned("RULE".into(), val.into_bytes()));
             }
             "GEO" => {}
             scalar => {
                 if let Some(val) = v.scalars.get(scalar) {
                     if !self.target_excluded(rule, scalar, "") {
-                        out.push((scalar.to_string(), val.clone()));
+                        out.push(Val::Owned(scalar.to_string(), val.clone()));
                     }
                 }
             }
@@ -769,7 +811,66 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push((format!("&{name}"), n.to_string().into_bytes()));
+            out.push(Val::Owned(format!("&{name}"), n.to_string().into_bytes()));
+        }
+    }
+
+    fn pairs(&self, src: Src) -> &Pairs {
+        let v = &self.vars;
+        match src {
+            Src::ArgsGet => &v.args_get,
+            Src::ArgsPost => &v.args_post,
+            Src::Headers => &v.headers,
+            Src::Cookies => &v.cookies,
+            Src::Files => &v.files,
+            Src::FilesSizes => &v.files_sizes,
+            Src::PartHeaders => &v.part_headers,
+            Src::RespHeaders => &v.resp_headers,
+            Src::Env => &v.env,
+        }
+    }
+
+    fn val_bytes<'a>(&'a self, v: &'a Val) -> &'a [u8] {
+        match v {
+            Val::Pair {
+                src, idx, names, ..
+            } => match self.pairs(*src).get(*idx) {
+                Some((k, val)) => {
+                    if *names {
+                        k.as_bytes()
+                    } else {
+                        val.as_slice()
+                    }
+                }
+                None => &[],
+            },
+            Val::Owned(_, b) => b.as_slice(),
+        }
+    }
+
+    fn val_name(&self, v: &Val) -> String {
+        match v {
+            Val::Pair { coll, src, idx, .. } => {
+                let k = self.pairs(*src).get(*idx).map_or("", |(k, _)| k.as_str());
+                format!("{coll}:{k}")
+            }
+            Val::Owned(n, _) => n.clone(),
+        }
+    }
+
+    /// Cache key of a value's transformation: request collections are immutable while rules
+    /// run, so their position identifies them; other values are keyed by content.
+    fn tkey(&self, v: &Val, ts: &[Transform]) -> (u64, usize, usize, usize) {
+        match v {
+            Val::Pair {
+                src, idx, names, ..
+            } => (
+                (*src as u64) << 1 | u64::from(*names),
+                *idx,
+                ts.as_ptr() as usize,
+                ts.len() | 1 << 40,
+            ),
+            Val::Owned(_, b) => (fnv1a(b), b.len(), ts.as_ptr() as usize, ts.len()),
         }
     }
 
@@ -780,60 +881,66 @@ impl<'r> Transaction<'r> {
             return true;
         };
         let prev = std::mem::take(&mut self.matched_vars);
-        let mut values: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut values: Vec<Val> = Vec::new();
         for t in link.targets.iter().filter(|t| !t.exclude) {
             self.gather(link, t, &prev, &mut values);
         }
         let mut any = false;
         let mut new_matched: Vec<(String, Vec<u8>)> = Vec::new();
         let transforms = &link.actions.transforms;
-        for (name, value) in values {
-            let candidates = if link.actions.multi_match || transforms.is_empty() {
-                transformed(&value, transforms, link.actions.multi_match)
+        let want_caps = link.actions.capture;
+        for v in &values {
+            // (matched value, captures) when the operator matched this value.
+            let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if transforms.is_empty() {
+                let cand = self.val_bytes(v);
+                let mut caps = Vec::new();
+                op.eval(cand, &*self, want_caps.then_some(&mut caps))
+                    .then(|| (cand.to_vec(), caps))
+            } else if link.actions.multi_match {
+                let cands = transformed(self.val_bytes(v), transforms, link.actions.multi_match);
+                let mut found = None;
+                for cand in cands {
+                    let mut caps = Vec::new();
+                    if op.eval(&cand, &*self, want_caps.then_some(&mut caps)) {
+                        found = Some((cand, caps));
+                        break;
+                    }
+                }
+                found
             } else {
-                let key = (
-                    fnv1a(&value),
-                    value.len(),
-                    transforms.as_ptr() as usize,
-                    transforms.len(),
-                );
-                if let Some(v) = self.tcache.get(&key) {
-                    vec![v.clone()]
-                } else {
-                    let v = transformed(&value, transforms, false)
+                let key = self.tkey(v, transforms);
+                if !self.tcache.contains_key(&key) {
+                    let t = transformed(self.val_bytes(v), transforms, false)
                         .pop()
                         .unwrap_or_default();
-                    if self.tcache.len() >= TCACHE_MAX_ENTRIES {
+                    if self.tcache.len() >= TCACHE_MAX_ENTRIES
+                        || self.tcache_bytes + t.len() > TCACHE_MAX_BYTES
+                    {
                         self.tcache.clear();
+                        self.tcache_bytes = 0;
                     }
-                    self.tcache.insert(key, v.clone());
-                    vec![v]
+                    self.tcache_bytes += t.len();
+                    self.tcache.insert(key, t);
                 }
-            };
-            for cand in candidates {
+                let cand: &[u8] = self.tcache.get(&key).map_or(&[], Vec::as_slice);
                 let mut caps = Vec::new();
-                let want_caps = link.actions.capture;
-                let hit = op.eval(
-                    &cand,
-                    &*self,
-                    if want_caps { Some(&mut caps) } else { None },
-                );
-                if hit {
-                    any = true;
-                    if want_caps && !caps.is_empty() {
-                        for (i, c) in caps.iter().enumerate() {
-                            self.tx.insert(i.to_string(), c.clone());
-                        }
-                    } else if want_caps && matches!(op.kind, crate::ops::OpKind::Rx(_)) {
-                        // unreachable by construction; keep captures untouched
-                    }
-                    self.matched_var = (name.clone(), cand.clone());
-                    new_matched.push((name.clone(), cand.clone()));
-                    // Non-disruptive actions run once per matched value (ModSecurity v3).
-                    self.run_setvars(link);
-                    break;
+                op.eval(cand, &*self, want_caps.then_some(&mut caps))
+                    .then(|| (cand.to_vec(), caps))
+            };
+            let Some((cand, caps)) = hit else {
+                continue;
+            };
+            any = true;
+            if want_caps && !caps.is_empty() {
+                for (i, c) in caps.into_iter().enumerate() {
+                    self.tx.insert(i.to_string(), c);
                 }
             }
+            let name = self.val_name(v);
+            new_matched.push((name.clone(), cand.clone()));
+            self.matched_var = (name, cand);
+            // Non-disruptive actions run once per matched value (ModSecurity v3).
+            self.run_setvars(link);
         }
         if any {
             self.matched_vars = new_matched;
