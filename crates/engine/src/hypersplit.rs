@@ -18,6 +18,8 @@
 //! bounds (heavy replication) makes [`Tree::build`] return `None` and the caller keeps the
 //! bit-vector classifier.
 
+use crate::classifier::{Classifier, FieldKind, RuleIntervals};
+
 /// A leaf holds at most this many rules unless no cut separates them.
 // Why: 8 packed rules are 4 cache lines; deeper trees cost a dependent load per level.
 pub const LEAF_RULES: usize = 4;
@@ -240,13 +242,86 @@ type GroupOf = dyn Fn(&(Boxes, u32)) -> usize;
 /// ranges are small), looked up one after the other; the lowest rule id wins.
 #[derive(Clone, Debug)]
 pub struct Forest {
-    /// Trees in order of their lowest rule id.
-    trees: Vec<(u32, Tree)>,
+    /// Members in order of their lowest rule id.
+    trees: Vec<(u32, Member)>,
+}
+
+/// One group of a forest: a tree, or (for the group that would explode, typically rules wild
+/// in both addresses) a bit-vector classifier over the group's boxes.
+#[derive(Clone, Debug)]
+enum Member {
+    Tree(Tree),
+    Bits {
+        classifier: Classifier,
+        /// Rule id of each box.
+        ids: Vec<u32>,
+    },
+}
+
+impl Member {
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Member::Tree(t) => t.memory_bytes(),
+            Member::Bits { classifier, ids } => classifier.memory_bytes() + ids.len() * 4,
+        }
+    }
+
+    fn classify(&self, key: [u32; FIELDS]) -> Option<u32> {
+        match self {
+            Member::Tree(t) => t.classify(key),
+            Member::Bits { classifier, ids } => classifier
+                .first_match(&key.map(u128::from))
+                .and_then(|i| ids.get(i as usize).copied()),
+        }
+    }
+
+    fn classify_batch(&self, keys: &[[u32; FIELDS]], out: &mut [Option<u32>]) {
+        match self {
+            Member::Tree(t) => t.classify_batch(keys, out),
+            Member::Bits { classifier, ids } => {
+                let mut flat = [0u128; 64 * FIELDS];
+                for (ks, os) in keys.chunks(64).zip(out.chunks_mut(64)) {
+                    for (i, k) in ks.iter().enumerate() {
+                        for f in 0..FIELDS {
+                            flat[i * FIELDS + f] = u128::from(k[f]);
+                        }
+                    }
+                    classifier.first_match_batch(&flat[..ks.len() * FIELDS], os);
+                    for o in os.iter_mut() {
+                        *o = o.and_then(|i| ids.get(i as usize).copied());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bits_member(group: &[(Boxes, u32)]) -> Option<Member> {
+    let kinds = [
+        FieldKind::V4,
+        FieldKind::V4,
+        FieldKind::Direct { size: 65536 },
+        FieldKind::Direct { size: 65536 },
+        FieldKind::Direct { size: 256 },
+    ];
+    let rules: Vec<RuleIntervals> = group
+        .iter()
+        .map(|(b, _)| {
+            b.iter()
+                .map(|&(lo, hi)| vec![(u128::from(lo), u128::from(hi))])
+                .collect()
+        })
+        .collect();
+    Some(Member::Bits {
+        classifier: Classifier::build(&kinds, &rules).ok()?,
+        ids: group.iter().map(|r| r.1).collect(),
+    })
 }
 
 impl Forest {
-    /// Build from `(ranges, rule id)` in priority order (see [`Tree::build`]); `None` when a
-    /// group's tree exceeds its budget.
+    /// Build from `(ranges, rule id)` in priority order (see [`Tree::build`]). With the finest
+    /// grouping, a group whose tree exceeds its budget is served by a bit-vector classifier
+    /// over its boxes; `None` only if that cannot be built.
     pub fn build(rules: &[(Boxes, u32)]) -> Option<Self> {
         // Fewest trees first: split on source specificity, on destination specificity, then
         // both; the first grouping whose trees all stay within budget wins.
@@ -255,7 +330,9 @@ impl Forest {
             &|r| usize::from(small(r, 1)),
             &|r| usize::from(small(r, 0)) * 2 + usize::from(small(r, 1)),
         ];
-        'grouping: for group_of in groupings {
+        let last = groupings.len() - 1;
+        'grouping: for (gi, group_of) in groupings.into_iter().enumerate() {
+            let hybrid = gi == last;
             let mut groups: [Vec<(Boxes, u32)>; 4] = Default::default();
             for r in rules {
                 groups[group_of(r)].push(*r);
@@ -265,7 +342,8 @@ impl Forest {
                 let min_id = g.iter().map(|r| r.1).min().unwrap_or(0);
                 let per_rule = BUDGET_PER_RULE.min(FOREST_TREE_MAX_ENTRIES / g.len());
                 match Tree::build_with_budget(g, per_rule) {
-                    Some(t) => trees.push((min_id, t)),
+                    Some(t) => trees.push((min_id, Member::Tree(t))),
+                    None if hybrid => trees.push((min_id, bits_member(g)?)),
                     None => continue 'grouping,
                 }
             }
@@ -289,13 +367,18 @@ impl Forest {
     pub fn describe(&self) -> String {
         self.trees
             .iter()
-            .map(|(id, t)| {
-                format!(
-                    "min id {id}: {} nodes, depth {}, {} bytes",
+            .map(|(id, m)| match m {
+                Member::Tree(t) => format!(
+                    "min id {id}: tree, {} nodes, depth {}, {} bytes",
                     t.node_count(),
                     t.depth(),
                     t.memory_bytes()
-                )
+                ),
+                Member::Bits { ids, .. } => format!(
+                    "min id {id}: bit-vector, {} boxes, {} bytes",
+                    ids.len(),
+                    m.memory_bytes()
+                ),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -553,7 +636,7 @@ mod tests {
             // A forest may legitimately exceed its budget on the largest set (callers then
             // fall back); the small ones must build.
             let f = Forest::build(&flat);
-            assert!(f.is_some() || n > 100, "forest over budget at {n} rules");
+            assert!(f.is_some(), "forest failed at {n} rules");
             let mut out = vec![None; keys.len()];
             let mut fout = vec![None; keys.len()];
             t.classify_batch(&keys, &mut out);
@@ -570,6 +653,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bit_vector_members_map_boxes_back_to_rule_ids() {
+        // Rule 0 is two boxes (protocols 6 and 17), rule 1 one box; ids, not box indices, come out.
+        let mut a = FULL;
+        a[4] = (6, 6);
+        let mut b = FULL;
+        b[4] = (17, 17);
+        let mut c = FULL;
+        c[3] = (53, 53);
+        let group = [(a, 0), (b, 0), (c, 1)];
+        let m = bits_member(&group).unwrap();
+        let key = |dport: u32, proto: u32| [1, 2, 3, dport, proto];
+        assert_eq!(m.classify(key(53, 17)), Some(0));
+        assert_eq!(m.classify(key(53, 1)), Some(1));
+        assert_eq!(m.classify(key(80, 1)), None);
+        let keys = [key(53, 17), key(53, 1), key(80, 1), key(80, 6)];
+        let mut out = [None; 4];
+        m.classify_batch(&keys, &mut out);
+        assert_eq!(out, [Some(0), Some(1), None, Some(0)]);
     }
 
     #[test]
