@@ -128,6 +128,25 @@ impl Drop for Topology {
     }
 }
 
+/// A scratch directory, removed on drop (also when an assertion fails). Declared first in a
+/// test, so it outlives the processes writing into it.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Child processes killed on drop.
 #[derive(Default)]
 struct Procs(Vec<Child>);
@@ -665,9 +684,8 @@ fn guard_stops_rogue_dhcp_arp_spoofing_and_poisoners_and_keeps_bindings_across_r
         eprintln!("skipping: {why}");
         return;
     }
-    let dir: PathBuf = std::env::temp_dir().join(format!("rampart-guard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("rampart-guard");
+    let dir = scratch.0.clone();
     let topo = Topology::build("b");
     let mut procs = Procs::default();
     let (sw, srv, rog, cli) = (
@@ -1142,7 +1160,6 @@ llmnr = true
     }
     drop(procs);
     drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1151,10 +1168,8 @@ fn host_role_pins_the_gateway_neighbour_and_reports_the_spoof() {
         eprintln!("skipping: {why}");
         return;
     }
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("rampart-guard-host-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("rampart-guard-host");
+    let dir = scratch.0.clone();
     // A plain bridge (no guard on it): the guard protects the victim host itself.
     let topo = Topology::build("h");
     let (rog, cli) = (topo.ns("rog"), topo.ns("cli"));
@@ -1203,7 +1218,6 @@ fn host_role_pins_the_gateway_neighbour_and_reports_the_spoof() {
         "spoof did not work without the guard: {entry}"
     );
     drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs without root: configuration mistakes and a corrupt binding file stop the guard before
@@ -1211,9 +1225,8 @@ fn host_role_pins_the_gateway_neighbour_and_reports_the_spoof() {
 /// corrupt file is left as it was.
 #[test]
 fn bad_configuration_and_corrupt_bindings_are_errors_naming_the_place() {
-    let dir = std::env::temp_dir().join(format!("rampart-guard-cfg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("rampart-guard-cfg");
+    let dir = scratch.0.clone();
     let run = |config: &Path| {
         Command::new(env!("CARGO_BIN_EXE_rampart"))
             .args(["guard", "--print-ruleset", "--config"])
@@ -1256,7 +1269,6 @@ fn bad_configuration_and_corrupt_bindings_are_errors_naming_the_place() {
         corrupt,
         "corrupt file must be kept"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The gateway role: dnsmasq runs on the bridge device itself, so its replies never enter a
@@ -1268,10 +1280,8 @@ fn dhcp_server_on_the_bridge_device_is_learned() {
         eprintln!("skipping: {why}");
         return;
     }
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("rampart-guard-local-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("rampart-guard-local");
+    let dir = scratch.0.clone();
     let topo = Topology::build("l");
     let mut procs = Procs::default();
     let (sw, cli) = (topo.ns("sw"), topo.ns("cli"));
@@ -1340,5 +1350,4 @@ fn dhcp_server_on_the_bridge_device_is_learned() {
     guard.stop();
     drop(procs);
     drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
 }
