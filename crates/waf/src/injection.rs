@@ -720,7 +720,79 @@ const URL_ATTRS: &[&str] = &[
     "sandbox",
 ];
 
+/// Decode the HTML character references browsers accept in URL attributes, including the
+/// HTML5 named ones attackers use to hide `javascript:` (`&colon;`, `&lpar;`).
+fn html_attr_decode(v: &[u8]) -> Vec<u8> {
+    let named: &[(&[u8], u8)] = &[
+        (b"colon", b':'),
+        (b"lpar", b'('),
+        (b"rpar", b')'),
+        (b"period", b'.'),
+        (b"tab", b'\t'),
+        (b"newline", b'\n'),
+        (b"sol", b'/'),
+        (b"bsol", b'\\'),
+        (b"comma", b','),
+        (b"quot", b'"'),
+        (b"apos", b'\''),
+        (b"amp", b'&'),
+        (b"lt", b'<'),
+        (b"gt", b'>'),
+    ];
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'&' {
+            let rest = &v[i + 1..];
+            if let Some((name, b)) = named
+                .iter()
+                .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
+            {
+                out.push(*b);
+                i += 1 + name.len();
+                if v.get(i) == Some(&b';') {
+                    i += 1;
+                }
+                continue;
+            }
+            if rest.first() == Some(&b'#') {
+                let (hex, start) = match rest.get(1) {
+                    Some(b'x' | b'X') => (true, 2),
+                    _ => (false, 1),
+                };
+                let mut j = start;
+                let mut val: u32 = 0;
+                while j < rest.len() && j < start + 8 {
+                    let d = rest[j];
+                    let dv = if hex {
+                        (d as char).to_digit(16)
+                    } else {
+                        (d as char).to_digit(10)
+                    };
+                    match dv {
+                        Some(x) => val = val.saturating_mul(if hex { 16 } else { 10 }) + x,
+                        None => break,
+                    }
+                    j += 1;
+                }
+                if j > start {
+                    out.push((val & 0xff) as u8);
+                    i += 1 + j;
+                    if v.get(i) == Some(&b';') {
+                        i += 1;
+                    }
+                    continue;
+                }
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
 fn dangerous_url(v: &[u8]) -> bool {
+    let v = &html_attr_decode(v);
     let cleaned: Vec<u8> = v
         .iter()
         .copied()
@@ -754,7 +826,7 @@ fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
             i += 1;
         }
         let name: Vec<u8> = input[start..i].to_ascii_lowercase();
-        while i < n && input[i].is_ascii_whitespace() {
+        while i < n && (input[i].is_ascii_whitespace() || input[i] == b'/') {
             i += 1;
         }
         let mut value: &[u8] = b"";
@@ -782,11 +854,20 @@ fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
             }
         }
         // An event handler needs a value (`onerror=…`); a word like "Online" is not one.
+        // A namespace prefix (`x:ontimer`) does not change that.
+        let local: &[u8] = match name.iter().rposition(|b| *b == b':') {
+            Some(p) if !name.starts_with(b"xlink") && !name.starts_with(b"xmlns") => &name[p + 1..],
+            _ => &name,
+        };
         if has_value
-            && name.len() > 2
-            && name.starts_with(b"on")
-            && name[2..].iter().all(u8::is_ascii_alphabetic)
+            && local.len() > 2
+            && local.starts_with(b"on")
+            && local[2..].iter().all(u8::is_ascii_alphabetic)
         {
+            return true;
+        }
+        // SVG animation retargeting an event handler: `<set attributeName="onmouseover" to=…>`.
+        if name == b"attributename" && value.len() > 2 && value[..2].eq_ignore_ascii_case(b"on") {
             return true;
         }
         if name == b"style" && has_value && (tag_is_bad || !value.is_empty()) {
