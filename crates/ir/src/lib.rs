@@ -419,13 +419,20 @@ pub struct Limit {
 /// flood fills nothing); the client's ACK that completes a cookie handshake creates the
 /// connection (state `established` from then on); any other untracked or invalid packet to those
 /// ports is dropped. `limit`, `conn_limit` and `ban` of the rule apply to the SYNs it proxies.
+///
+/// Known limitation: because the proxy runs in the prelude, a source that an earlier rule of the
+/// direction drops (a blocklist, say) still completes the handshake through the proxy and is
+/// then accepted as established. `rampart check` reports such policies (`synproxy-preempts`).
+/// Placing the proxy at its rule's position in the rule order is the planned fix.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Synproxy {
     /// MSS announced in the SYN-ACK (must match what the server would say; 1460 on Ethernet).
     pub mss: u16,
     /// Window scale announced (0-14).
     pub wscale: u8,
-    /// Announce and keep TCP timestamps.
+    /// Announce and keep TCP timestamps. Off by default: on kernel 6.18 the server drops the
+    /// proxy's handshake ACK when timestamps are proxied (its TSecr does not echo the server's
+    /// SYN-ACK), and every connection then waits ~1 s for the server's SYN-ACK retransmission.
     pub timestamp: bool,
     /// Announce SACK permitted.
     pub sack_perm: bool,
@@ -436,7 +443,7 @@ impl Default for Synproxy {
         Self {
             mss: 1460,
             wscale: 7,
-            timestamp: true,
+            timestamp: false,
             sack_perm: true,
         }
     }

@@ -257,10 +257,12 @@ fn synproxy_serves_real_connections_and_a_spoofed_flood_creates_no_conntrack_ent
         "after the flood: {after:?}"
     );
 
-    // With the IR's default (timestamps proxied) connections still succeed, one retransmitted
-    // SYN-ACK later.
+    // With timestamps proxied, connections still succeed, one retransmitted SYN-ACK later.
     let mut ts = web_policy(true);
-    ts.rules[0].synproxy = Some(Synproxy::default());
+    ts.rules[0].synproxy = Some(Synproxy {
+        timestamp: true,
+        ..Synproxy::default()
+    });
     p.apply(&ts).unwrap();
     let t0 = Instant::now();
     let with_ts = p.conns("192.0.2.2", 80, 1, 3.0);
