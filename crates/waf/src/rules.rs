@@ -693,8 +693,9 @@ impl RuleSet {
         Ok(())
     }
 
-    /// Finish loading: an unterminated chain is an error.
-    pub fn finish(&self) -> Result<(), LoadError> {
+    /// Finish loading: an unterminated chain is an error; a `ctl:ruleRemove*ById` that names
+    /// no loaded rule is reported in [`RuleSet::warnings`] (an exclusion that can never act).
+    pub fn finish(&mut self) -> Result<(), LoadError> {
         if self.open_chain {
             if let Some(Item::Rule(r)) = self.items.last() {
                 return Err(LoadError::Syntax {
@@ -704,6 +705,28 @@ impl RuleSet {
                 });
             }
         }
+        let ids: Vec<u64> = self.rules().map(Rule::id).collect();
+        let mut notes = Vec::new();
+        for r in self.rules() {
+            let mut link = Some(r);
+            while let Some(l) = link {
+                for c in &l.actions.ctls {
+                    let (what, ranges) = match c {
+                        Ctl::RuleRemoveById(rg) => ("ruleRemoveById", rg),
+                        Ctl::RuleRemoveTargetById(rg, _) => ("ruleRemoveTargetById", rg),
+                        _ => continue,
+                    };
+                    if !ids.iter().any(|id| in_ranges(ranges, *id)) {
+                        notes.push(format!(
+                            "{}:{}: ctl:{what} names no loaded rule ({ranges:?})",
+                            l.file, l.line
+                        ));
+                    }
+                }
+                link = l.chained.as_deref();
+            }
+        }
+        self.warnings.extend(notes);
         Ok(())
     }
 
@@ -1085,6 +1108,17 @@ mod tests {
         assert_eq!(rs.rule_count(), 1);
         let r = rs.rules().next().unwrap();
         assert_eq!(r.actions.disruptive, Some(Disruptive::Pass));
+
+        let mut rs = RuleSet::new();
+        rs.add_text(
+            "e.conf",
+            "SecRule ARGS \"@rx a\" \"id:5,phase:1,pass,ctl:ruleRemoveById=5,ctl:ruleRemoveTargetById=77;ARGS:x\"\n",
+            &no_data,
+        )
+        .unwrap();
+        rs.finish().unwrap();
+        assert_eq!(rs.warnings.len(), 1, "{:?}", rs.warnings);
+        assert!(rs.warnings[0].starts_with("e.conf:1: ctl:ruleRemoveTargetById"));
         assert!(r.chained.is_some());
 
         let mut rs = RuleSet::new();

@@ -26,7 +26,15 @@ fn engine(crs: &std::path::Path) -> Engine {
     .unwrap();
     files::add_files(&mut rs, &[crs.join("rules/*.conf")]).unwrap();
     rs.finish().unwrap();
-    assert!(rs.warnings.is_empty(), "{:?}", rs.warnings);
+    // CRS v4 needs no Unicode-mode regex; the only note is the test settings' removal of
+    // 910000, a CRS 3 rule that v4 no longer has (the exclusion is reported, not silent).
+    assert!(
+        rs.warnings
+            .iter()
+            .all(|w| w.contains("ctl:ruleRemoveById names no loaded rule ([(910000, 910000)])")),
+        "{:?}",
+        rs.warnings
+    );
     Engine::new(rs)
 }
 
