@@ -121,7 +121,6 @@ start_rampart() {
   echo "rampart egress did not start" >&2; cat "$work/rampart.out" >&2; exit 1
 }
 start_squid() {
-  squid -f "$work/squid.conf" -z >/dev/null 2>&1 || true
   taskset -c 1 squid -N -f "$work/squid.conf" >"$work/squid.out" 2>&1 &
   squid_pid=$!
   pids+=("$squid_pid")
@@ -129,7 +128,7 @@ start_squid() {
     curl -s -o /dev/null -x http://127.0.0.1:13129 http://backend.test:18080/ && return
     sleep 0.1
   done
-  echo "squid did not start" >&2; cat "$work/squid-cache.log" >&2; exit 1
+  echo "squid did not start" >&2; cat "$work/squid-cache.log" "$work/squid.out" >&2; exit 1
 }
 
 check() {
