@@ -158,9 +158,13 @@ impl Detector {
     }
 
     fn exempt(&self, reg: &str) -> bool {
-        self.exempt
-            .iter()
-            .any(|e| reg == e || reg.ends_with(&format!(".{e}")))
+        // No allocation per query: `reg` equals `e` or ends with `.e`.
+        self.exempt.iter().any(|e| {
+            reg == e
+                || (reg.len() > e.len()
+                    && reg.ends_with(e.as_str())
+                    && reg.as_bytes()[reg.len() - e.len() - 1] == b'.')
+        })
     }
 
     fn evict(&mut self, now_ms: u64) {
@@ -354,6 +358,15 @@ mod tests {
                 )
                 .is_none());
         }
+    }
+
+    #[test]
+    fn exempt_zones_match_on_label_boundaries() {
+        let d = det();
+        assert!(d.exempt("spamhaus.org"));
+        assert!(d.exempt("zen.spamhaus.org"));
+        assert!(!d.exempt("notspamhaus.org"));
+        assert!(!d.exempt("spamhaus.org.example"));
     }
 
     #[test]
