@@ -306,6 +306,9 @@ struct Entry {
     packets: u32,
     /// What application-protocol rules decided for it (nft: the conntrack mark).
     app: AppConnState,
+    /// The last application protocol recognised in each direction (original, reply): an
+    /// unrecognised payload inherits it (see the IR's `AppMatch`).
+    app_labels: [Option<rampart_ir::AppProtocol>; 2],
 }
 
 /// The tracker's view of one packet, to be passed back to [`Conntrack::confirm`].
@@ -328,6 +331,8 @@ pub struct Tracked {
     pub packet_index: u32,
     /// The connection's application-protocol state.
     pub app: AppConnState,
+    /// The last application protocol recognised in this packet's direction of its connection.
+    pub app_label: Option<rampart_ir::AppProtocol>,
 }
 
 impl Tracked {
@@ -341,6 +346,7 @@ impl Tracked {
             has_entry: false,
             packet_index: 0,
             app: AppConnState::Inspecting,
+            app_label: None,
         }
     }
 }
@@ -450,9 +456,18 @@ impl Conntrack {
                 t.has_entry = true;
                 t.packet_index = e.packets;
                 t.app = e.app;
+                t.app_label = e.app_labels[usize::from(t.reply)];
             }
         }
         t
+    }
+
+    /// Record the application protocol recognised on a packet of connection `tuple` in its
+    /// original (`reply` false) or reply direction.
+    pub fn set_app_label(&mut self, tuple: Tuple, reply: bool, label: rampart_ir::AppProtocol) {
+        if let Some(e) = self.map.get_mut(&tuple) {
+            e.app_labels[usize::from(reply)] = Some(label);
+        }
     }
 
     /// Record what application-protocol rules decided for the connection `tuple`.
@@ -512,6 +527,7 @@ impl Conntrack {
                                 has_entry: false,
                                 packet_index: 0,
                                 app: AppConnState::Inspecting,
+                                app_label: None,
                             }
                         }
                         Next::To(s) => {
@@ -538,6 +554,7 @@ impl Conntrack {
                                     has_entry: false,
                                     packet_index: 0,
                                     app: AppConnState::Inspecting,
+                                    app_label: None,
                                 };
                             }
                         }
@@ -579,6 +596,7 @@ impl Conntrack {
                             has_entry: false,
                             packet_index: 0,
                             app: AppConnState::Inspecting,
+                            app_label: None,
                         },
                         None => Tracked::invalid("ICMP error for an unknown connection", None),
                     };
@@ -622,6 +640,7 @@ impl Conntrack {
                 has_entry: false,
                 packet_index: 0,
                 app: AppConnState::Inspecting,
+                app_label: None,
             },
         }
     }
@@ -657,6 +676,7 @@ impl Conntrack {
             has_entry: false,
             packet_index: 0,
             app: AppConnState::Inspecting,
+            app_label: None,
         }
     }
 
@@ -673,12 +693,14 @@ impl Conntrack {
                     expires_ns: now_ns + timeout_s * S,
                     packets: 1,
                     app: AppConnState::Inspecting,
+                    app_labels: [None, None],
                 },
             )),
             invalid_reason: None,
             has_entry: false,
             packet_index: 0,
             app: AppConnState::Inspecting,
+            app_label: None,
         }
     }
 

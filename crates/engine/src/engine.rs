@@ -149,6 +149,9 @@ pub struct AppConn {
     pub packet_index: u32,
     /// Earlier decisions of application-protocol rules.
     pub state: AppConnState,
+    /// The last application protocol recognised on this connection in this packet's direction;
+    /// an unrecognised payload inherits it.
+    pub last_label: Option<AppProtocol>,
 }
 
 impl AppConn {
@@ -158,6 +161,7 @@ impl AppConn {
             reply: false,
             packet_index: 1,
             state: AppConnState::Inspecting,
+            last_label: None,
         }
     }
 }
@@ -1116,11 +1120,14 @@ impl Engine {
         if rules.is_empty() {
             return None;
         }
-        let label = match meta.payload {
+        let own = match meta.payload {
             AppPayload::Bytes { l4, data } => app::label(l4, data),
             AppPayload::Label(l) => l,
             AppPayload::None => None,
         };
+        // Continuation segments (the rest of a certificate chain, an HTTP body) are not
+        // recognisable on their own: they keep the protocol last recognised this way.
+        let label = own.or(conn.last_label);
         for &i in rules {
             let Some(m) = &self.policy.rules[i as usize].app else {
                 continue;

@@ -538,6 +538,7 @@ impl Simulator {
                     reply: tracked.reply,
                     packet_index: tracked.packet_index,
                     state: tracked.app,
+                    last_label: tracked.app_label,
                 });
             }
             let d = self.engine.classify_with(self.cfg.matcher, &meta, ts);
@@ -546,6 +547,15 @@ impl Simulator {
                 Reason::SynproxyAnswered | Reason::SynproxyReply => {}
                 Reason::SynproxyEstablished => self.ct.confirm_established(&tracked),
                 _ => self.ct.confirm(&tracked, d.action == Action::Accept),
+            }
+            if let (Some(conn), Some(tuple)) = (meta.app_conn, tracked.tuple) {
+                let inspecting = conn.state == AppConnState::Inspecting
+                    && conn.packet_index <= rampart_ir::APP_INSPECT_MAX_PACKETS;
+                if let (true, AppPayload::Bytes { l4, data }) = (inspecting, meta.payload) {
+                    if let Some(label) = app::label(l4, data) {
+                        self.ct.set_app_label(tuple, conn.reply, label);
+                    }
+                }
             }
             if let (Some(step), Some(tuple)) = (d.app, tracked.tuple) {
                 if step.action != Action::Accept {

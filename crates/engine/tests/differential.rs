@@ -187,6 +187,8 @@ fn random_prelude_meta<'a>(
                 1 if nrules > 0 => AppConnState::Accepted(rule),
                 _ => AppConnState::Inspecting,
             },
+            // Exercise label inheritance too: the matchers must agree on it.
+            last_label: *pick(rng, &labels),
         });
     }
     m

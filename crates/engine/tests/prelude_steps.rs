@@ -269,6 +269,7 @@ fn with_payload<'a>(mut m: PacketMeta<'a>, label: Option<AppProtocol>, idx: u32)
         reply: false,
         packet_index: idx,
         state: AppConnState::Inspecting,
+        last_label: None,
     });
     m
 }
@@ -332,6 +333,7 @@ fn app_rules_drop_by_label_and_accept_continues_to_the_rules() {
         reply: true,
         packet_index: 50,
         state: AppConnState::Blocked(RuleId(4)),
+        last_label: None,
     });
     let d = both(&mut e, &later, 0);
     assert_eq!((d.action, d.reason), (Action::Drop, Reason::AppBlocked));
@@ -341,6 +343,7 @@ fn app_rules_drop_by_label_and_accept_continues_to_the_rules() {
         reply: false,
         packet_index: 5,
         state: AppConnState::Accepted(RuleId(3)),
+        last_label: None,
     });
     assert_eq!(both(&mut e, &acc, 0).reason, Reason::Rule);
 }
@@ -367,6 +370,7 @@ fn reply_packets_are_matched_in_the_original_direction() {
         reply: true,
         packet_index: 5,
         state: AppConnState::Inspecting,
+        last_label: None,
     });
     let d = both(&mut e, &reply, 0);
     assert_eq!(
@@ -397,6 +401,7 @@ fn icmp_echo_requests_are_always_inspected() {
         reply: false,
         packet_index: 100,
         state: AppConnState::Inspecting,
+        last_label: None,
     });
     m.payload = AppPayload::Bytes {
         l4: rampart_engine::app::L4::Icmp { icmp_type: 8 },
@@ -561,5 +566,49 @@ fn replay_blocks_non_tls_on_443_for_the_rest_of_the_connection() {
         );
         assert_eq!(r.blocked, 2);
         assert_eq!(r.allowed, 8);
+    }
+}
+
+#[test]
+fn continuation_segments_keep_the_protocol_last_recognised_in_their_direction() {
+    // `app_not = ["tls"]` on 443: a TLS server's certificate chain spans several segments, and
+    // those after the first start mid-record (unrecognisable alone). They inherit `tls` from the
+    // server's earlier record and pass; a connection whose first payload is not TLS is blocked.
+    let mut p = Policy::default();
+    let mut a = rule("443-must-be-tls", Direction::Ingress, Action::Drop);
+    a.services = vec![svc(proto::TCP, &[(443, 443)])];
+    a.app = Some(AppMatch {
+        protocols: vec![AppProtocol::Tls],
+        negate: true,
+    });
+    p.rules.push(a);
+    let mut b = rule("https", Direction::Ingress, Action::Accept);
+    b.services = vec![svc(proto::TCP, &[(443, 443)])];
+    p.rules.push(b);
+    let (syn, synack, ack, psh) = (0x02, 0x12, 0x10, 0x18);
+    let hello = [22u8, 3, 1, 0, 4, 1, 0, 0, 0];
+    let server_hello = [22u8, 3, 3, 0x10, 0, 2, 0, 0, 0];
+    let continuation = [0x30u8, 0x82, 0x04, 0x11, 0xa0, 0x03, 0x02, 0x01];
+    let frames = vec![
+        eth_ipv4(C, SRV, 6, &tcp(40010, 443, syn, &[])),
+        eth_ipv4(SRV, C, 6, &tcp(443, 40010, synack, &[])),
+        eth_ipv4(C, SRV, 6, &tcp(40010, 443, ack, &[])),
+        eth_ipv4(C, SRV, 6, &tcp(40010, 443, psh, &hello)),
+        eth_ipv4(SRV, C, 6, &tcp(443, 40010, psh, &server_hello)),
+        eth_ipv4(SRV, C, 6, &tcp(443, 40010, psh, &continuation)),
+        eth_ipv4(SRV, C, 6, &tcp(443, 40010, psh, &continuation)),
+        eth_ipv4(C, SRV, 6, &tcp(40010, 443, ack, &[])),
+    ];
+    for matcher in [MatcherKind::Fast, MatcherKind::Reference] {
+        let (r, _) = replay(&p, &frames, matcher);
+        assert_eq!(r.blocked, 0, "{r:#?}");
+        assert_eq!(r.allowed, 8);
+    }
+    // Without the server's recognised record first, the same bytes are not TLS: blocked.
+    let mut bad = frames.clone();
+    bad.remove(4);
+    for matcher in [MatcherKind::Fast, MatcherKind::Reference] {
+        let (r, _) = replay(&p, &bad, matcher);
+        assert!(r.blocked >= 1, "{r:#?}");
     }
 }

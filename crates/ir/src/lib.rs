@@ -551,7 +551,10 @@ pub const APP_INSPECT_MAX_PACKETS: u32 = 8;
 /// every payload-carrying packet of a connection (both directions, matched against the
 /// connection's original-direction addresses, ports and zones) among the connection's first
 /// [`APP_INSPECT_MAX_PACKETS`] packets, and ICMP echo requests. The packet's payload is labelled
-/// with at most one [`AppProtocol`] (or none: unrecognised). The rule's `app` matches when the
+/// with at most one [`AppProtocol`] (or none: unrecognised); an unrecognised payload inherits
+/// the label last recognised on the same connection in the same direction, because continuation
+/// segments (the rest of a certificate chain, an HTTP body) are not recognisable on their own
+/// (the classifier and the engine both do this). The rule's `app` matches when the
 /// label is in `protocols` (with `negate`: when it is not, including unrecognised). The first app
 /// rule whose fields all match decides: `drop`/`reject` drops this packet and every later packet
 /// of the connection; `accept` ends inspection of the connection (later packets are not
