@@ -116,7 +116,7 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
     assert!(out.status.success(), "{}", text(&out));
     let ruleset = String::from_utf8_lossy(&out.stdout).into_owned();
     for want in [
-        "synproxy mss 1460 wscale 7 timestamp sack-perm",
+        "synproxy mss 1460 wscale 7 sack-perm",
         "notrack",
         "update @ban_v4 { ip saddr timeout 60s }",
         "ip saddr != @never_ban_v4",

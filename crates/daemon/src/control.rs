@@ -5,17 +5,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::{Request, Shared};
+use crate::daemon::{Shared, RELOAD_TIMEOUT};
 use crate::DaemonError;
 
 /// Longest request line.
 const MAX_REQUEST_BYTES: u64 = 256;
-/// How long a reload may take before the client is told it timed out.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Bind the socket (replacing a stale one) and serve it on a thread.
 pub fn serve(path: &Path, shared: Arc<Shared>) -> Result<(), DaemonError> {
@@ -61,24 +58,13 @@ fn handle(stream: UnixStream, shared: &Shared) {
                 .clone();
             serde_json::json!({ "ok": true, "status": snap })
         }
-        "reload" => {
-            let (tx, rx) = channel();
-            let sent = shared
-                .requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Request::Reload(tx));
-            match sent
-                .ok()
-                .and_then(|()| rx.recv_timeout(RELOAD_TIMEOUT).ok())
-            {
-                Some(Ok(msg)) => serde_json::json!({ "ok": true, "message": msg }),
-                Some(Err(msg)) => serde_json::json!({ "ok": false, "error": msg }),
-                None => {
-                    serde_json::json!({ "ok": false, "error": "the daemon did not answer in time" })
-                }
+        "reload" => match shared.request_reload() {
+            Some(Ok(msg)) => serde_json::json!({ "ok": true, "message": msg }),
+            Some(Err(msg)) => serde_json::json!({ "ok": false, "error": msg }),
+            None => {
+                serde_json::json!({ "ok": false, "error": "the daemon did not answer in time" })
             }
-        }
+        },
         other => {
             serde_json::json!({ "ok": false, "error": format!("unknown request `{other}` (status, reload)") })
         }

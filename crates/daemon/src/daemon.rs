@@ -76,7 +76,23 @@ pub struct Shared {
     pub token: Option<String>,
 }
 
+/// How long a reload may take before a requester is told it timed out.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Shared {
+    /// Ask the main loop to reload and wait for its answer: `None` when it did not answer within
+    /// [`RELOAD_TIMEOUT`] (or is gone).
+    pub fn request_reload(&self) -> Option<Result<String, String>> {
+        let (tx, rx) = channel();
+        let sent = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Request::Reload(tx));
+        sent.ok()
+            .and_then(|()| rx.recv_timeout(RELOAD_TIMEOUT).ok())
+    }
+
     /// Kernel rule counters of the applied ruleset (`rampart status --json`); empty when the
     /// daemon does not apply or the table is missing.
     pub fn rule_counters(&self) -> Vec<RuleCounter> {

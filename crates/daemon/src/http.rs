@@ -5,11 +5,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::{unix_now_ns, Request, Shared};
+use crate::daemon::{unix_now_ns, Shared};
 use crate::metrics::{self, MetricsInput};
 use crate::store::{Query, Store};
 use crate::DaemonError;
@@ -295,37 +294,26 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
                 Err(err) => respond(&mut stream, 500, "text/plain", err.to_string().as_bytes()),
             }
         }
-        ("POST", "/api/reload") => {
-            let (tx, rx) = channel();
-            let sent = shared
-                .requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Request::Reload(tx));
-            match sent
-                .ok()
-                .and_then(|()| rx.recv_timeout(Duration::from_secs(120)).ok())
-            {
-                Some(Ok(msg)) => respond(
-                    &mut stream,
-                    200,
-                    "application/json",
-                    &json(&serde_json::json!({"ok": true, "message": msg})),
-                ),
-                Some(Err(msg)) => respond(
-                    &mut stream,
-                    409,
-                    "application/json",
-                    &json(&serde_json::json!({"ok": false, "error": msg})),
-                ),
-                None => respond(
-                    &mut stream,
-                    503,
-                    "text/plain",
-                    b"the daemon did not answer in time\n",
-                ),
-            }
-        }
+        ("POST", "/api/reload") => match shared.request_reload() {
+            Some(Ok(msg)) => respond(
+                &mut stream,
+                200,
+                "application/json",
+                &json(&serde_json::json!({"ok": true, "message": msg})),
+            ),
+            Some(Err(msg)) => respond(
+                &mut stream,
+                409,
+                "application/json",
+                &json(&serde_json::json!({"ok": false, "error": msg})),
+            ),
+            None => respond(
+                &mut stream,
+                503,
+                "text/plain",
+                b"the daemon did not answer in time\n",
+            ),
+        },
         (
             _,
             "/" | "/metrics" | "/api/status" | "/api/summary" | "/api/coverage" | "/api/events"
