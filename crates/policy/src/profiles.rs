@@ -243,6 +243,7 @@ const TOR: ServiceSpec = ServiceSpec::Named(&["tor"]);
 const TELNET: ServiceSpec = ServiceSpec::Named(&["telnet"]);
 const BITS: ServiceSpec = ServiceSpec::Named(&["bits"]);
 const HTTPS: ServiceSpec = ServiceSpec::Named(&["https"]);
+const HTTPS_AND_QUIC: ServiceSpec = ServiceSpec::Literal(&["tcp/443", "udp/443"]);
 const TUNNELS: ServiceSpec = ServiceSpec::Named(&["gre", "ipip", "ipv6-in-ipv4"]);
 const METADATA: &[&str] = &["169.254.169.254", "fd00:ec2::254"];
 const PROTECTED: ServiceSpec = ServiceSpec::Param("services");
@@ -347,6 +348,20 @@ pub const PROFILES: &[ProfileInfo] = &[
             part("allow.forward", Forward, true, Param("from"), Param("resolvers"), DNS_ALL, "routed clients to the resolvers"),
             part("deny.egress", Egress, false, Any, Any, DNS_ALL, "this host to any other resolver"),
             part("deny.forward", Forward, false, Param("from"), Any, DNS_ALL, "routed clients to any other resolver"),
+        ],
+    },
+    ProfileInfo {
+        name: "doh-endpoints",
+        after_by_default: false,
+        techniques: &["T1071.004", "T1572"],
+        description: "Forced DNS, the DNS-over-HTTPS part: HTTPS and QUIC to known DoH endpoints (typically a feed set of resolver addresses) denied, so clients cannot resolve around the designated resolvers and the DNS filter. Pair with `dns-resolvers`.",
+        parameters: &[
+            peers("endpoints", true, "the DoH endpoints (a set, typically fed from a DoH-server list)"),
+            peers("from", false, "routed clients the forward part applies to (default: any)"),
+        ],
+        parts: &[
+            part("deny.egress", Egress, false, Any, Param("endpoints"), HTTPS_AND_QUIC, "this host to a DoH endpoint"),
+            part("deny.forward", Forward, false, Param("from"), Param("endpoints"), HTTPS_AND_QUIC, "routed clients to a DoH endpoint"),
         ],
     },
     ProfileInfo {
