@@ -1,37 +1,7 @@
 //! Prometheus-style counters (lock-free atomics) and their text exposition.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-macro_rules! counters {
-    ($($field:ident => $help:literal),* $(,)?) => {
-        /// Counters of one server.
-        #[derive(Debug, Default)]
-        pub struct Metrics {
-            $(#[doc = $help] pub $field: AtomicU64,)*
-        }
-
-        impl Metrics {
-            /// Prometheus text exposition (all counters, `rampart_dns_` prefix).
-            pub fn render(&self) -> String {
-                let mut out = String::new();
-                $(
-                    let _ = writeln!(out, "# HELP rampart_dns_{} {}", stringify!($field), $help);
-                    let _ = writeln!(out, "# TYPE rampart_dns_{} counter", stringify!($field));
-                    let _ = writeln!(out, "rampart_dns_{} {}", stringify!($field), self.$field.load(Ordering::Relaxed));
-                )*
-                out
-            }
-
-            /// (name, value) pairs, for tests and JSON.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
-            }
-        }
-    };
-}
-
-counters! {
+rampart_events::prometheus_counters! {
+    prefix = "rampart_dns_",
     queries_udp => "Queries received over UDP.",
     queries_tcp => "Queries received over TCP.",
     malformed => "Messages that failed to parse (answered FORMERR when possible).",
@@ -48,13 +18,6 @@ counters! {
     log_dropped => "Query-log events dropped because the writer queue was full.",
     reloads => "Successful list reloads.",
     reload_failures => "Failed list reloads (old lists kept).",
-}
-
-impl Metrics {
-    /// Adds one to a counter.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

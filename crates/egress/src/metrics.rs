@@ -1,37 +1,7 @@
 //! Prometheus-text counters (lock-free atomics).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-macro_rules! counters {
-    ($($field:ident => $help:literal),* $(,)?) => {
-        /// Counters of one proxy.
-        #[derive(Debug, Default)]
-        pub struct Metrics {
-            $(#[doc = $help] pub $field: AtomicU64,)*
-        }
-
-        impl Metrics {
-            /// Prometheus text exposition (`rampart_egress_` prefix).
-            pub fn render(&self) -> String {
-                let mut out = String::new();
-                $(
-                    let _ = writeln!(out, "# HELP rampart_egress_{} {}", stringify!($field), $help);
-                    let _ = writeln!(out, "# TYPE rampart_egress_{} counter", stringify!($field));
-                    let _ = writeln!(out, "rampart_egress_{} {}", stringify!($field), self.$field.load(Ordering::Relaxed));
-                )*
-                out
-            }
-
-            /// (name, value) pairs.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
-            }
-        }
-    };
-}
-
-counters! {
+rampart_events::prometheus_counters! {
+    prefix = "rampart_egress_",
     connections => "Client connections accepted.",
     connections_refused => "Client connections closed at once because max_connections was reached.",
     requests_http => "Plain HTTP (absolute-form) requests decided.",
@@ -46,13 +16,6 @@ counters! {
     resolve_failures => "Lookups that failed or returned no address.",
     upstream_failures => "Upstream connects or exchanges that failed.",
     log_dropped => "Decision events dropped because the writer queue was full.",
-}
-
-impl Metrics {
-    /// Adds one.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

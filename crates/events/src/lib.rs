@@ -173,6 +173,55 @@ impl Sink for VecSink {
     }
 }
 
+/// Declares `pub struct Metrics` with one lock-free counter per field, plus `render` (Prometheus
+/// text exposition, every name prefixed with `$prefix`) and `snapshot` ((name, value) pairs).
+/// The components' counters share this one definition so their exposition format cannot drift.
+///
+/// ```
+/// rampart_events::prometheus_counters! {
+///     prefix = "rampart_demo_",
+///     allowed => "Requests allowed.",
+/// }
+/// let m = Metrics::default();
+/// m.allowed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// assert!(m.render().contains("rampart_demo_allowed 1\n"));
+/// ```
+#[macro_export]
+macro_rules! prometheus_counters {
+    (prefix = $prefix:literal, $($field:ident => $help:literal),* $(,)?) => {
+        /// Counters of one component (lock-free atomics).
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(#[doc = $help] pub $field: ::std::sync::atomic::AtomicU64,)*
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition of every counter.
+            pub fn render(&self) -> String {
+                use ::std::fmt::Write as _;
+                let mut out = String::new();
+                $(
+                    let name = concat!($prefix, stringify!($field));
+                    let _ = writeln!(out, "# HELP {name} {}", $help);
+                    let _ = writeln!(out, "# TYPE {name} counter");
+                    let _ = writeln!(out, "{name} {}", self.$field.load(::std::sync::atomic::Ordering::Relaxed));
+                )*
+                out
+            }
+
+            /// (name, value) pairs, for tests and JSON.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(::std::sync::atomic::Ordering::Relaxed)),)*]
+            }
+
+            /// Adds one to a counter.
+            pub fn inc(counter: &::std::sync::atomic::AtomicU64) {
+                counter.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
