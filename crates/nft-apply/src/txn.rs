@@ -164,6 +164,7 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
     }
     let id = format!("{}-{}", unix_now(), std::process::id());
     state.write_json("previous.queue.json", &old_queue)?;
+    state.write_json("previous.sysctls.json", &old_sysctls)?;
     state.write("previous.nft", &previous)?;
     state.claim("staged.nft", "applied.nft")?;
     state.write_json("applied.json", &req.map)?;
@@ -387,7 +388,7 @@ fn rollback_pending(nft: &Nft, state: &StateDir, id: &str) -> Result<(), ApplyEr
         .read_json::<Pending>("rolling.json")?
         .map(|p| p.table)
         .unwrap_or_else(|| "rampart".into());
-    let result = restore_previous(nft, state, &table);
+    let result = restore_previous(nft, state, &table).map(|_| ());
     let _ = std::fs::remove_file(state.file("rolling.json"));
     match &result {
         Ok(()) => state.log(&format!("rolled back {id}")),
@@ -396,7 +397,14 @@ fn rollback_pending(nft: &Nft, state: &StateDir, id: &str) -> Result<(), ApplyEr
     result
 }
 
-fn restore_previous(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyError> {
+/// Restore `previous.nft`, the previous queue rules and the sysctl values the apply replaced.
+/// Returns the sysctl values this replaced (the next `previous.sysctls.json`, so a second
+/// manual rollback sets them again).
+fn restore_previous(
+    nft: &Nft,
+    state: &StateDir,
+    table: &str,
+) -> Result<Vec<(String, String)>, ApplyError> {
     let prev_path = state.file("previous.nft");
     if state.read("previous.nft")?.is_none() {
         return Err(ApplyError::NoPrevious(state.root.display().to_string()));
@@ -405,7 +413,13 @@ fn restore_previous(nft: &Nft, state: &StateDir, table: &str) -> Result<(), Appl
     nft.apply_file(&prev_path)?;
     // A state dir from before queue rules existed has no file: the previous state had none.
     let prev_queue: Vec<QueueRule> = state.read_json("previous.queue.json")?.unwrap_or_default();
-    extras::replace_queue_rules(nft, &live_queue, &prev_queue)
+    extras::replace_queue_rules(nft, &live_queue, &prev_queue)?;
+    // Settings last: the restored table no longer needs the values the apply set. Absent file
+    // (a state dir from before settings were recorded): nothing to put back.
+    let prev_sysctls: Vec<(String, String)> = state
+        .read_json("previous.sysctls.json")?
+        .unwrap_or_default();
+    extras::set_sysctls(nft, &prev_sysctls)
 }
 
 /// `rampart confirm`: make the pending apply permanent. `id`: only if it is this one.
@@ -435,9 +449,10 @@ pub fn rollback(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyErr
     let current = snapshot(nft, state, table)?;
     let current_queue = extras::live_queue_rules(nft, table)?;
     let cancelled = state.claim("pending.json", "rolling.json")?;
-    restore_previous(nft, state, table)?;
+    let replaced_sysctls = restore_previous(nft, state, table)?;
     state.write("previous.nft", &current)?;
     state.write_json("previous.queue.json", &current_queue)?;
+    state.write_json("previous.sysctls.json", &replaced_sysctls)?;
     state.write("applied.nft", &prev)?;
     let _ = std::fs::remove_file(state.file("rolling.json"));
     let _ = std::fs::remove_file(state.file("snapshot.nft"));

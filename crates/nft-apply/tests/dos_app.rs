@@ -323,6 +323,62 @@ fn synproxy_is_refused_when_its_sysctls_cannot_be_set() {
     assert!(nft.list_table("rampart", true).unwrap().is_none());
 }
 
+#[test]
+fn sysctls_are_put_back_by_rollback_and_by_the_confirm_timeout() {
+    skip_unless_kernel!();
+    let p = pair("sy", "");
+    let nft = Nft::in_netns(&p.srv);
+    let loose = "net.netfilter.nf_conntrack_tcp_loose";
+    let host_loose = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_loose")
+        .unwrap_or_default();
+    p.lab.exec_ok(&p.srv, &format!("sysctl -qw {loose}=1"));
+    // Apply (SYN proxy needs loose=0), then roll back by hand: the old value returns; a
+    // second rollback (which re-applies the SYN proxy table) sets it again.
+    p.apply(&web_policy(true)).unwrap();
+    assert_eq!(p.sysctl(&p.srv, loose), "0");
+    let saved = p.state.read("previous.sysctls.json").unwrap().unwrap();
+    assert!(saved.contains(loose) && saved.contains("\"1\""), "{saved}");
+    txn::rollback(&nft, &p.state, "rampart").unwrap();
+    assert_eq!(p.sysctl(&p.srv, loose), "1");
+    assert!(nft.list_table("rampart", true).unwrap().is_none());
+    txn::rollback(&nft, &p.state, "rampart").unwrap();
+    assert_eq!(p.sysctl(&p.srv, loose), "0");
+    assert!(nft.list_table("rampart", true).unwrap().is_some());
+    txn::rollback(&nft, &p.state, "rampart").unwrap();
+    assert_eq!(p.sysctl(&p.srv, loose), "1");
+
+    // A confirm window that expires: the detached watcher puts the value back with the table.
+    let tool = env!("CARGO_BIN_EXE_rampart-nft-tool");
+    let f = p.lab.write(
+        "synproxy.nft",
+        &emit(&web_policy(true), &EmitOptions::default()).unwrap(),
+    );
+    let sd = p.lab.dir.join("state2");
+    p.lab.exec_ok(
+        &p.srv,
+        &format!(
+            "{tool} apply {} --state-dir {} --confirm-ms 800 --sysctl {loose}=0",
+            f.display(),
+            sd.display()
+        ),
+    );
+    assert_eq!(p.sysctl(&p.srv, loose), "0");
+    assert!(
+        wait_until(Duration::from_secs(10), || p.sysctl(&p.srv, loose) == "1"),
+        "the confirm timeout did not restore {loose}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || nft
+        .list_table("rampart", true)
+        .unwrap()
+        .is_none()));
+    // The host's own value was never touched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_loose")
+            .unwrap_or_default(),
+        host_loose
+    );
+}
+
 fn ban_policy() -> Policy {
     let mut web = rule("web", Action::Accept);
     web.services = vec![tcp(80)];

@@ -2,7 +2,7 @@
 //! operators without the full CLI. It takes *compiled* transactions, not policies.
 //!
 //! ```text
-//! rampart-nft-tool apply FILE --state-dir D [--table T] [--confirm-ms N] [--hold]
+//! rampart-nft-tool apply FILE --state-dir D [--table T] [--confirm-ms N] [--hold] [--sysctl NAME=VALUE]...
 //! rampart-nft-tool watch ID --state-dir D
 //! rampart-nft-tool confirm --state-dir D
 //! rampart-nft-tool rollback --state-dir D [--table T]
@@ -58,7 +58,15 @@ fn run(args: &[String]) -> Result<(), String> {
                     ],
                 }),
                 queue: Vec::new(),
-                sysctls: Vec::new(),
+                sysctls: args
+                    .windows(2)
+                    .filter(|w| w[0] == "--sysctl")
+                    .map(|w| {
+                        w[1].split_once('=')
+                            .map(|(n, v)| (n.to_string(), v.to_string()))
+                            .ok_or("--sysctl NAME=VALUE")
+                    })
+                    .collect::<Result<_, _>>()?,
             };
             let applied = txn::apply(&nft, &state, &req).map_err(|e| e.to_string())?;
             println!("applied {} watcher {:?}", applied.id, applied.watcher_pid);
