@@ -9,9 +9,12 @@
 #![deny(missing_docs)]
 
 pub mod extras;
+pub mod fastload;
 pub mod guard;
 pub mod json;
 pub mod nflog;
+pub mod nfnl;
+pub mod nlsock;
 pub mod runner;
 pub mod state;
 pub mod status;

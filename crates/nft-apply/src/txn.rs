@@ -125,21 +125,51 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
         )));
     }
     state.write("staged.nft", &req.text)?;
-    // Big transactions load faster as JSON (same table, verified; else the text is used).
-    let json = crate::json::to_json(
+    // Big transactions go to the kernel over netlink: nft parses only the table part, in a
+    // scratch namespace, where its replay is verified; that load is the check. Else JSON
+    // (verified the same way), else the text.
+    let fast = match crate::fastload::prepare(
         nft,
         &req.text,
         &req.table,
-        crate::json::JSON_MIN_ELEMENTS,
+        crate::fastload::NETLINK_MIN_ELEMENTS,
         &state.root,
-    )?;
-    match &json {
-        Some(j) => {
+    ) {
+        Ok(Ok(p)) => {
+            state.log(&format!(
+                "staged transaction loads over netlink ({} elements)",
+                p.source_elements
+            ));
+            Some(p)
+        }
+        Ok(Err(crate::fastload::Skipped::Small)) => None,
+        Ok(Err(crate::fastload::Skipped::Fallback(why))) => {
+            state.log(&format!("netlink load not used: {why}"));
+            None
+        }
+        Err(e) => {
+            state.log(&format!("netlink load not used: {e}"));
+            None
+        }
+    };
+    let json = match fast {
+        Some(_) => None,
+        None => crate::json::to_json(
+            nft,
+            &req.text,
+            &req.table,
+            crate::json::JSON_MIN_ELEMENTS,
+            &state.root,
+        )?,
+    };
+    match (&fast, &json) {
+        (Some(_), _) => {}
+        (None, Some(j)) => {
             state.write("staged.json", j)?;
             nft.check_json_file(&state.file("staged.json"))?;
             state.log("staged transaction loads as JSON");
         }
-        None => nft.check_file(&state.file("staged.nft"))?,
+        (None, None) => nft.check_file(&state.file("staged.nft"))?,
     }
     let previous = snapshot(nft, state, &req.table)?;
     let mut new_queue = req.queue.clone();
@@ -152,9 +182,19 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
         extras::restore_sysctls(nft, &old_sysctls);
         return Err(e);
     }
-    let loaded = match &json {
-        Some(_) => nft.apply_json_file(&state.file("staged.json")),
-        None => nft.apply_file(&state.file("staged.nft")),
+    let loaded = match (&fast, &json) {
+        (Some(p), _) => match crate::fastload::load(p, nft.netns.as_deref()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The kernel applied nothing; nft's own path gets the final word (and, if the
+                // transaction is really refused, reports it in nft's terms).
+                state.log(&format!("netlink load failed ({e}); loading with nft"));
+                nft.check_file(&state.file("staged.nft"))
+                    .and_then(|()| nft.apply_file(&state.file("staged.nft")))
+            }
+        },
+        (None, Some(_)) => nft.apply_json_file(&state.file("staged.json")),
+        (None, None) => nft.apply_file(&state.file("staged.nft")),
     };
     let _ = std::fs::remove_file(state.file("staged.json"));
     if let Err(e) = loaded {

@@ -696,7 +696,8 @@ fn json_transaction_loads_the_same_table_as_the_text() {
     let changes = txn::plan(&nft, &state, "rampart", &text, &elems).unwrap();
     assert!(changes.is_empty(), "{changes:#?}");
 
-    // `apply` takes the JSON path on its own above the threshold.
+    // `apply` takes the netlink path (preferred over JSON) on its own above the threshold,
+    // also for a table with application rules.
     p.sets[0].elements = (0..rampart_nft_apply::json::JSON_MIN_ELEMENTS as u32)
         .map(|i| {
             format!("2001:db8:{:x}:{:x}::1/128", i / 0x8000, (i % 0x8000) * 2)
@@ -715,7 +716,7 @@ fn json_transaction_loads_the_same_table_as_the_text() {
     };
     txn::apply(&nft, &state, &req).unwrap();
     let history = std::fs::read_to_string(lab.dir.join("state/history.log")).unwrap();
-    assert!(history.contains("loads as JSON"), "{history}");
+    assert!(history.contains("loads over netlink"), "{history}");
     let listed = lab.exec_ok(&a, "nft list set inet rampart set_big_v6_hosts");
     assert!(listed.contains("2001:db8:3:d3e::1"), "last element loaded");
 }

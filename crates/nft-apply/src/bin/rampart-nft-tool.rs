@@ -8,6 +8,7 @@
 //! rampart-nft-tool rollback --state-dir D [--table T]
 //! rampart-nft-tool log GROUP COUNT [TIMEOUT_MS]
 //! rampart-nft-tool to-json FILE [--table T] [--min-elements N]   # JSON form, as apply would load it
+//! rampart-nft-tool netlink-load FILE [--table T] [--min-elements N]   # load as apply's netlink path does
 //! ```
 //! `--hold` keeps the applying process alive after the apply (so a test can `kill -9` it).
 
@@ -107,6 +108,36 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
                 None => Err("stays text (below the threshold or no faithful JSON form)".into()),
             }
+        }
+        Some("netlink-load") => {
+            let file = args.get(1).ok_or("netlink-load FILE")?;
+            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+            let min = flag(args, "--min-elements")
+                .map(|v| v.parse::<usize>())
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or(rampart_nft_apply::fastload::NETLINK_MIN_ELEMENTS);
+            let t0 = std::time::Instant::now();
+            let prepared = rampart_nft_apply::fastload::prepare(
+                &nft,
+                &text,
+                &table,
+                min,
+                &std::env::temp_dir(),
+            )
+            .map_err(|e| e.to_string())?
+            .map_err(|s| format!("stays with nft: {s:?}"))?;
+            let t1 = std::time::Instant::now();
+            rampart_nft_apply::fastload::load(&prepared, None).map_err(|e| e.to_string())?;
+            let t2 = std::time::Instant::now();
+            eprintln!(
+                "netlink: {} elements as {} kernel elements; prepare {} ms, load {} ms",
+                prepared.source_elements,
+                prepared.element_count(),
+                (t1 - t0).as_millis(),
+                (t2 - t1).as_millis()
+            );
+            Ok(())
         }
         Some("log") => {
             let group: u16 = args

@@ -1,0 +1,248 @@
+//! Loading big transactions over netlink: nft parses only the table part (small), the kernel
+//! receives the set elements from Rampart directly, all in ONE batch, so the apply stays one
+//! atomic transaction (the old table is replaced by the new one with all its elements, or
+//! nothing changes).
+//!
+//! How: the transaction without its `add element` statements is loaded by nft into a scratch
+//! network namespace (a thread that `unshare`s its own), dumped back over netlink (tables,
+//! objects, chains, sets with their small element lists, rules) and turned into the messages
+//! that create those objects again ([`crate::nfnl::parse_dumped`]). That replay is verified
+//! in the same scratch namespace: loaded there over netlink, the table must list exactly as
+//! nft's own load did; otherwise (or when the scratch namespace holds anything but the one
+//! table) the caller keeps nft's JSON/text path. The big element lists are encoded by
+//! [`crate::nfnl::encode_elements`] (interval sets: start/end elements as nft sends them).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::json::split_elements;
+use crate::nfnl::{self, msg, Batch, Dumped, Element, SetInfo};
+use crate::nlsock::NlSocket;
+use crate::runner::{write_atomic, Nft};
+use crate::ApplyError;
+
+/// Why: below this many elements nft's own parser costs tens of milliseconds, less than the
+/// scratch namespace round trip this path needs.
+pub const NETLINK_MIN_ELEMENTS: usize = 100_000;
+
+/// A transaction ready to be sent as one netlink batch.
+#[derive(Debug)]
+pub struct Prepared {
+    table: String,
+    family: u8,
+    /// Table, objects, chains, sets and their small element lists, in creation order.
+    head: Vec<Dumped>,
+    /// Rules, in order.
+    rules: Vec<Dumped>,
+    /// Big sets' elements, encoded.
+    elements: Vec<(String, Vec<Element>)>,
+    /// Number of elements as written by the emitter.
+    pub source_elements: usize,
+}
+
+impl Prepared {
+    /// The batch: create-if-absent and delete the table (as the text transaction does), then
+    /// re-create it, its objects, chains, sets, elements and rules.
+    fn batch(&self, first_seq: u32, with_elements: bool) -> Batch {
+        let mut b = Batch::new(first_seq);
+        b.ensure_table(self.family, &self.table);
+        b.delete_table(self.family, &self.table);
+        for d in &self.head {
+            b.recreate(d);
+        }
+        if with_elements {
+            for (set, els) in &self.elements {
+                b.add_elements(self.family, &self.table, set, els);
+            }
+        }
+        for r in &self.rules {
+            b.recreate(r);
+        }
+        b
+    }
+
+    /// Messages in the full batch (for logs).
+    pub fn element_count(&self) -> usize {
+        self.elements.iter().map(|(_, e)| e.len()).sum()
+    }
+}
+
+fn send(sock: &mut NlSocket, p: &Prepared, with_elements: bool) -> Result<(), ApplyError> {
+    let first = sock.next_free_seq();
+    let b = p.batch(first, with_elements);
+    sock.consume_seq(b.len() as u32 + 2);
+    let (bytes, acked, what) = b.finish();
+    sock.transact(&bytes, acked, first, &what)
+}
+
+/// A dumped table: family, objects before the rules, rules.
+type DumpedTable = (u8, Vec<Dumped>, Vec<Dumped>);
+
+/// Dump everything of `table` from the socket's namespace; `None` when the namespace holds
+/// something this path does not replay (another table, a flowtable).
+fn dump_table(sock: &mut NlSocket, table: &str) -> Result<Option<DumpedTable>, ApplyError> {
+    let tables = sock.dump(msg::GETTABLE, table, None)?;
+    let [t] = tables.as_slice() else {
+        return Ok(None);
+    };
+    if t.table != table || t.family != nfnl::NFPROTO_INET {
+        return Ok(None);
+    }
+    if !sock.dump(msg::GETFLOWTABLE, table, None)?.is_empty() {
+        return Ok(None);
+    }
+    let mut head = vec![t.clone()];
+    head.extend(sock.dump(msg::GETOBJ, table, None)?);
+    head.extend(sock.dump(msg::GETCHAIN, table, None)?);
+    let sets = sock.dump(msg::GETSET, table, None)?;
+    let mut elems = Vec::new();
+    for s in &sets {
+        let info = SetInfo::from_dumped(s)
+            .ok_or_else(|| ApplyError::Netlink("dumped set without name or key".into()))?;
+        // Empty element lists (a dump of an empty set) are not sent back.
+        elems.extend(
+            sock.dump(msg::GETSETELEM, table, Some(&info.name))?
+                .into_iter()
+                .filter(nfnl::Dumped::has_elements),
+        );
+    }
+    head.extend(sets);
+    head.extend(elems);
+    let rules = sock.dump(msg::GETRULE, table, None)?;
+    if head
+        .iter()
+        .chain(&rules)
+        .any(|d| d.table != table || d.family != nfnl::NFPROTO_INET)
+    {
+        return Ok(None);
+    }
+    Ok(Some((nfnl::NFPROTO_INET, head, rules)))
+}
+
+/// Run `f` on a thread in a fresh, empty network namespace (gone when the thread ends and its
+/// sockets are closed). Programs it starts inherit that namespace.
+fn in_scratch_netns<T: Send>(
+    f: impl FnOnce() -> Result<T, ApplyError> + Send,
+) -> Result<T, ApplyError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare affects only the calling thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(ApplyError::Netlink(format!(
+                    "unshare(CLONE_NEWNET): {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| ApplyError::Netlink("scratch namespace thread panicked".into()))?
+    })
+}
+
+fn nft_out(program: &Path, args: &[&str]) -> Result<Option<String>, ApplyError> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| ApplyError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Why not prepared, for the log.
+#[derive(Debug)]
+pub enum Skipped {
+    /// Fewer elements than the threshold.
+    Small,
+    /// The reason this transaction keeps nft's path.
+    Fallback(String),
+}
+
+/// Prepare transaction `text` (table `table`) for a netlink load when it has at least
+/// `min_elements` elements in `add element` statements. `work`: a directory for a scratch file.
+pub fn prepare(
+    nft: &Nft,
+    text: &str,
+    table: &str,
+    min_elements: usize,
+    work: &Path,
+) -> Result<Result<Prepared, Skipped>, ApplyError> {
+    let (head_text, big) = split_elements(text, table);
+    let count: usize = big.iter().map(|(_, v)| v.len()).sum();
+    if count < min_elements {
+        return Ok(Err(Skipped::Small));
+    }
+    let path = work.join(format!("netlink-head-{}.nft", std::process::id()));
+    write_atomic(&path, &head_text)?;
+    let program = nft.program.clone();
+    let scratch = in_scratch_netns(|| {
+        let p = path.to_string_lossy().into_owned();
+        if nft_out(&program, &["-f", &p])?.is_none() {
+            return Ok(Err(Skipped::Fallback(
+                "the table part does not load in a scratch namespace".into(),
+            )));
+        }
+        let Some(by_nft) = nft_out(&program, &["list", "table", "inet", table])? else {
+            return Ok(Err(Skipped::Fallback(
+                "cannot list the scratch table".into(),
+            )));
+        };
+        let mut sock = NlSocket::open()?;
+        let Some((family, head, rules)) = dump_table(&mut sock, table)? else {
+            return Ok(Err(Skipped::Fallback(
+                "the transaction holds more than one inet table".into(),
+            )));
+        };
+        let p = Prepared {
+            table: table.to_string(),
+            family,
+            head,
+            rules,
+            elements: Vec::new(),
+            source_elements: count,
+        };
+        // The replay must rebuild exactly what nft built.
+        if let Err(e) = send(&mut sock, &p, false) {
+            return Ok(Err(Skipped::Fallback(format!(
+                "the kernel refused the replayed table part: {e}"
+            ))));
+        }
+        let again = nft_out(&program, &["list", "table", "inet", table])?;
+        if again.as_deref() != Some(by_nft.as_str()) {
+            return Ok(Err(Skipped::Fallback(
+                "the replayed table part lists differently".into(),
+            )));
+        }
+        Ok(Ok(p))
+    });
+    let _ = std::fs::remove_file(&path);
+    let mut p = match scratch? {
+        Ok(p) => p,
+        Err(s) => return Ok(Err(s)),
+    };
+    let sets: Vec<SetInfo> = p.head.iter().filter_map(SetInfo::from_dumped).collect();
+    for (name, elems) in &big {
+        let Some(info) = sets.iter().find(|s| s.name == *name) else {
+            return Ok(Err(Skipped::Fallback(format!(
+                "no set {name} in the table"
+            ))));
+        };
+        match nfnl::encode_elements(info, elems) {
+            Ok(e) => p.elements.push((name.to_string(), e)),
+            Err(e) => return Ok(Err(Skipped::Fallback(e.0))),
+        }
+    }
+    Ok(Ok(p))
+}
+
+/// Load a prepared transaction into network namespace `netns` (`None`: the caller's) as one
+/// batch. On error the kernel has applied nothing.
+pub fn load(p: &Prepared, netns: Option<&str>) -> Result<(), ApplyError> {
+    let mut sock = NlSocket::open_in(netns)?;
+    send(&mut sock, p, true)
+}
