@@ -748,6 +748,296 @@ fn daemon_applies_supervises_stores_reloads_without_gaps_and_serves_metrics_and_
     stop_upstream.store(true, Ordering::Relaxed);
 }
 
+fn proc_field(pid: u64, name: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|v| {
+            if name.starts_with("Cap") {
+                u64::from_str_radix(v, 16).unwrap()
+            } else {
+                v.parse().unwrap()
+            }
+        })
+        .collect()
+}
+
+fn component<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no component {name} in {status}"))
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The daemon owns the confirm window of its applies: `rampart confirm` and `rampart rollback`
+/// reach it over the control socket, an unconfirmed reload comes back by itself, and with the
+/// daemon gone the same commands act on its state directly. `rampart log` follows the daemon's
+/// events. Components run as their own user (nobody) with only their capabilities, ambient:
+/// the DNS forwarder still binds port 53. Reloads use SIGHUP for the components that reload in
+/// place (the DNS forwarder keeps its process).
+#[test]
+fn daemon_confirm_rollback_log_and_component_users() {
+    if rampart_lab::check_requirements().is_err() {
+        eprintln!("skipping: needs root, ip, nft, ping and nsenter");
+        return;
+    }
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("rampart-daemon-users-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut guard = Cleanup {
+        namespaces: vec![format!("rrunu-{id}")],
+        daemon: None,
+        dir: dir.clone(),
+    };
+    let gw = guard.namespaces[0].clone();
+    ok(Command::new("ip").args(["netns", "add", &gw]));
+    ok(Command::new("ip").args(["-n", &gw, "link", "set", "lo", "up"]));
+    let stop_upstream = Arc::new(AtomicBool::new(false));
+    upstream(&gw, stop_upstream.clone());
+
+    let policy = dir.join("policy.toml");
+    let policy_with = |extra: &str| {
+        format!(
+            "[defaults]\ningress = \"accept\"\negress = \"accept\"\nforward = \"drop\"\n\n[[rules]]\nname = \"discard-probe\"\ndirection = \"ingress\"\nservice = \"tcp/9\"\naction = \"drop\"\nlog = true\nmitigates = [\"T1095\"]\n{extra}"
+        )
+    };
+    let extra_rule = "\n[[rules]]\nname = \"unconfirmed\"\ndirection = \"ingress\"\nservice = \"tcp/1001\"\naction = \"drop\"\nmitigates = [\"T1095\"]\n";
+    std::fs::write(&policy, policy_with("")).unwrap();
+    std::fs::write(
+        dir.join("dns.toml"),
+        "listen = [\"127.0.0.1:53\"]\nupstreams = [{ addr = \"127.0.0.1:5300\" }]\n[cache]\nmax_entries = 0\n[query_log]\npath = \"dns.jsonl\"\nlog_allowed = true\n",
+    )
+    .unwrap();
+    let run_config = dir.join("run.toml");
+    std::fs::write(
+        &run_config,
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 6\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
+    )
+    .unwrap();
+    let config_arg = run_config.to_str().unwrap().to_string();
+    let daemon = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &gw,
+            env!("CARGO_BIN_EXE_rampart"),
+            "run",
+            "--config",
+        ])
+        .arg(&run_config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    guard.daemon = Some(daemon);
+    let mut stdout = BufReader::new(guard.daemon.as_mut().unwrap().stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ready\""), "{line}");
+
+    // The start applied with a confirm window; confirming goes to the daemon.
+    let pending = status(&run_config)["pending"].clone();
+    let first_id = pending["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{pending}"))
+        .to_string();
+    let confirmed = rampart(&["confirm", "--config", &config_arg]);
+    assert!(confirmed.status.success(), "{}", text_of(&confirmed));
+    assert!(
+        String::from_utf8_lossy(&confirmed.stdout).contains(&first_id),
+        "{}",
+        text_of(&confirmed)
+    );
+    assert!(status(&run_config)["pending"].is_null());
+    let again = rampart(&["confirm", "--config", &config_arg]);
+    assert!(
+        !again.status.success(),
+        "nothing is pending: {}",
+        text_of(&again)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no pending apply"),
+        "{}",
+        text_of(&again)
+    );
+
+    wait_for("components ready", Duration::from_secs(15), || {
+        status(&run_config)["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ready"] == true)
+    });
+
+    // Each component runs as nobody with only its capabilities, which are ambient so they
+    // survive the change of user; the forwarder answers on port 53.
+    let before = status(&run_config);
+    for (name, caps) in [("dns", 1u64 << 10), ("log", 1u64 << 12)] {
+        let pid = component(&before, name)["pid"].as_u64().unwrap();
+        assert_eq!(proc_field(pid, "Uid:"), [65534; 4], "{name}");
+        assert_eq!(proc_field(pid, "Gid:"), [65534; 4], "{name}");
+        assert_eq!(proc_field(pid, "Groups:"), Vec::<u64>::new(), "{name}");
+        for field in ["CapBnd:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            assert_eq!(proc_field(pid, field), [caps], "{name} {field}");
+        }
+    }
+    // The forwarder's query log was made writable for it.
+    let log_meta = std::fs::metadata(dir.join("dns.jsonl")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&log_meta), 65534);
+
+    // `rampart log` follows the daemon's events: a DNS query becomes a line on its output.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "log",
+            "--config",
+            &config_arg,
+            "--component",
+            "dns",
+            "--json",
+            "--count",
+            "1",
+            "--timeout-s",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let answered = in_netns(&gw, || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect("127.0.0.1:53").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        query(&socket, 7, "followed.example.test")
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answered,
+        "the forwarder running as nobody did not answer on :53"
+    );
+    let mut followed = String::new();
+    follower
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut followed)
+        .unwrap();
+    assert!(follower.wait().unwrap().success());
+    let event: serde_json::Value =
+        serde_json::from_str(followed.trim()).unwrap_or_else(|e| panic!("{e}: `{followed}`"));
+    assert_eq!(event["component"], "dns", "{event}");
+    assert!(followed.contains("followed.example.test"), "{followed}");
+
+    // A reload applies with a new window: SIGHUP for the forwarder (same process), and a
+    // rollback through the daemon puts the previous ruleset back.
+    std::fs::write(&policy, policy_with(extra_rule)).unwrap();
+    let reloaded = rampart(&["reload", "--config", &config_arg]);
+    assert!(reloaded.status.success(), "{}", text_of(&reloaded));
+    assert!(ruleset(&gw).contains("unconfirmed"));
+    let after = status(&run_config);
+    let dns = component(&after, "dns");
+    assert_eq!(dns["reload_in_place"], true);
+    assert_eq!(
+        dns["pid"],
+        component(&before, "dns")["pid"],
+        "dns was restarted"
+    );
+    assert_eq!(dns["starts"], 1);
+    let second_id = after["pending"]["id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, first_id);
+    let rolled = rampart(&["rollback", "--config", &config_arg]);
+    assert!(rolled.status.success(), "{}", text_of(&rolled));
+    assert!(
+        String::from_utf8_lossy(&rolled.stdout).contains(&second_id),
+        "{}",
+        text_of(&rolled)
+    );
+    let kernel = ruleset(&gw);
+    assert!(
+        !kernel.contains("unconfirmed") && kernel.contains("discard-probe"),
+        "{kernel}"
+    );
+    assert!(status(&run_config)["pending"].is_null());
+
+    // Unconfirmed, a reload comes back by itself at the deadline.
+    let reloaded = rampart(&["reload", "--config", &config_arg]);
+    assert!(reloaded.status.success(), "{}", text_of(&reloaded));
+    let third_id = status(&run_config)["pending"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ruleset(&gw).contains("unconfirmed"));
+    wait_for(
+        "the unconfirmed apply rolled back",
+        Duration::from_secs(20),
+        || status(&run_config)["pending"].is_null(),
+    );
+    let outcome = status(&run_config)["last_confirm"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        outcome.contains(&third_id)
+            && (outcome.contains("rolled back") || outcome.contains("not confirmed")),
+        "{outcome}"
+    );
+    let kernel = ruleset(&gw);
+    assert!(
+        !kernel.contains("unconfirmed") && kernel.contains("discard-probe"),
+        "{kernel}"
+    );
+    let events = rampart(&[
+        "events",
+        "--config",
+        &config_arg,
+        "--component",
+        "daemon",
+        "--json",
+    ]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    for expected in [
+        &format!("confirmed apply {first_id}"),
+        &second_id,
+        &third_id,
+    ] {
+        assert!(
+            events.contains(expected.as_str()),
+            "no {expected} in\n{events}"
+        );
+    }
+
+    // With the daemon gone, the same commands act on its state directly.
+    let mut daemon = guard.daemon.take().unwrap();
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let local = rampart(&["confirm", "--config", &config_arg]);
+    assert!(!local.status.success());
+    assert!(
+        String::from_utf8_lossy(&local.stderr).contains("no pending apply"),
+        "{}",
+        text_of(&local)
+    );
+    stop_upstream.store(true, Ordering::Relaxed);
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

@@ -98,12 +98,61 @@ impl ComponentKind {
         self == ComponentKind::Feeds
     }
 
-    /// Whether SIGHUP makes the component reload in place (others are restarted on reload).
+    /// Whether SIGHUP makes the component reload in place even when its ready line does not
+    /// say so (components that announce `"reload_in_place": true` in their first JSON line are
+    /// reloaded with SIGHUP whatever their kind; the others are restarted on reload).
     pub fn reloads_on_hangup(self) -> bool {
         matches!(
             self,
             ComponentKind::Dns | ComponentKind::Classify | ComponentKind::Egress
         )
+    }
+}
+
+/// A user or group: a name looked up in the system databases when the component starts, or a
+/// numeric id.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Account {
+    /// A numeric uid or gid.
+    Id(u32),
+    /// A name (`/etc/passwd`, `/etc/group` or NSS).
+    Name(String),
+}
+
+impl Account {
+    fn check(&self, key: &str, component: &str) -> Result<(), DaemonError> {
+        match self {
+            // (uid_t)-1 means "unchanged" to setresuid: never a real account.
+            Account::Id(u32::MAX) => Err(err(format!(
+                "component `{component}`: {key} 4294967295 is not a valid id"
+            ))),
+            Account::Id(_) => Ok(()),
+            Account::Name(name) => {
+                let valid = !name.is_empty()
+                    && name.len() <= 32
+                    && !name.starts_with('-')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+                if valid {
+                    Ok(())
+                } else {
+                    Err(err(format!(
+                        "component `{component}`: {key} `{name}`: 1-32 of letters, digits, '_', '-', '.'"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Account::Id(id) => write!(f, "{id}"),
+            Account::Name(name) => f.write_str(name),
+        }
     }
 }
 
@@ -118,6 +167,11 @@ pub struct ComponentConfig {
     pub config: Option<PathBuf>,
     /// For periodic jobs: seconds between successful runs.
     pub interval_s: Option<u32>,
+    /// Run as this user (default: the daemon's, root), keeping only the component's
+    /// capabilities.
+    pub user: Option<Account>,
+    /// Run with this group (default: the user's primary group).
+    pub group: Option<Account>,
 }
 
 /// The validated run configuration. Relative paths are resolved against the configuration
@@ -134,6 +188,9 @@ pub struct RunConfig {
     /// Apply the policy to the kernel (off: components only, e.g. on a host whose firewall is
     /// managed elsewhere).
     pub apply: bool,
+    /// Apply with a confirm window: each apply (at start and on reload) is rolled back after
+    /// this many seconds unless `rampart confirm` reaches the daemon first.
+    pub confirm_s: Option<u32>,
     /// All events, one JSON line each (EVE-style fields).
     pub events_jsonl: PathBuf,
     /// Most rows kept in the events database.
@@ -185,6 +242,7 @@ struct Raw {
     state_dir: Option<PathBuf>,
     table: Option<String>,
     apply: Option<bool>,
+    confirm_s: Option<u32>,
     events_jsonl: Option<PathBuf>,
     #[serde(default)]
     store: RawStore,
@@ -216,6 +274,8 @@ struct RawComponent {
     name: Option<String>,
     config: Option<PathBuf>,
     interval_s: Option<u32>,
+    user: Option<Account>,
+    group: Option<Account>,
 }
 
 fn err(msg: impl Into<String>) -> DaemonError {
@@ -319,13 +379,35 @@ impl Raw {
                 }
                 (false, None) => None,
             };
+            if let Some(user) = &raw.user {
+                user.check("user", &name)?;
+            }
+            match (&raw.user, &raw.group) {
+                (_, Some(group)) if raw.user.is_some() => group.check("group", &name)?,
+                (None, Some(_)) => return Err(err(format!(
+                    "component `{name}`: `group` needs `user` (the daemon's own group is root's)"
+                ))),
+                _ => {}
+            }
             components.push(ComponentConfig {
                 name,
                 kind: raw.kind,
                 config,
                 interval_s,
+                user: raw.user,
+                group: raw.group,
             });
         }
+        let apply = self.apply.unwrap_or(true);
+        let confirm_s = match self.confirm_s {
+            Some(_) if !apply => {
+                return Err(err(
+                    "confirm_s needs apply = true (there is nothing to confirm otherwise)",
+                ))
+            }
+            Some(s) if !(5..=3600).contains(&s) => return Err(err("confirm_s: 5 to 3600")),
+            other => other,
+        };
         Ok(RunConfig {
             policy: resolve(self.policy),
             events_jsonl: resolve(
@@ -334,7 +416,8 @@ impl Raw {
             ),
             state_dir,
             table,
-            apply: self.apply.unwrap_or(true),
+            apply,
+            confirm_s,
             store_max_rows: max_rows,
             store_max_age_days: max_age_days,
             http,
@@ -370,6 +453,23 @@ mod tests {
             config.component_events("dns"),
             Path::new("/etc/rampart/st/events/dns.jsonl")
         );
+    }
+
+    #[test]
+    fn users_are_names_or_ids_and_confirm_is_a_window() {
+        let config = RunConfig::from_toml(
+            "policy = \"p\"\nconfirm_s = 30\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\nuser = \"nobody\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = 65534\n",
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(config.confirm_s, Some(30));
+        assert_eq!(
+            config.components[0].user,
+            Some(Account::Name("nobody".into()))
+        );
+        assert_eq!(config.components[0].group, None);
+        assert_eq!(config.components[1].user, Some(Account::Id(65534)));
+        assert_eq!(config.components[1].group, Some(Account::Id(65534)));
     }
 
     fn error_of(text: &str) -> String {
@@ -409,6 +509,20 @@ mod tests {
                 .contains("applies to feeds")
         );
         assert!(error_of("policy = \"p\"\ncolour = 1\n").contains("unknown field"));
+        assert!(error_of("policy = \"p\"\napply = false\nconfirm_s = 30\n").contains("needs apply"));
+        assert!(error_of("policy = \"p\"\nconfirm_s = 1\n").contains("5 to 3600"));
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"log\"\ngroup = \"nogroup\"\n")
+                .contains("needs `user`")
+        );
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"log\"\nuser = \"-rf\"\n")
+                .contains("user `-rf`")
+        );
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"log\"\nuser = 4294967295\n")
+                .contains("not a valid id")
+        );
         assert!(error_of("state_dir = \"x\"\n").contains("missing field `policy`"));
     }
 }

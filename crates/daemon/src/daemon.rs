@@ -6,10 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rampart_nft_apply::runner::Nft;
+use rampart_nft_apply::state::{Pending, StateDir};
+use rampart_nft_apply::txn::{self, WatchOutcome};
 use serde_json::Value;
 
 use crate::metrics::RuleCounter;
@@ -31,11 +34,42 @@ pub fn unix_now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// A reply to a [`Request`]: what happened, or why nothing did.
+pub type Reply = Sender<Result<String, String>>;
+
 /// A request from the control socket or the HTTP API to the main loop.
 #[derive(Debug)]
 pub enum Request {
     /// Re-read and apply the policy, then reload the components; the reply says what happened.
-    Reload(Sender<Result<String, String>>),
+    Reload(Reply),
+    /// Keep the pending apply (only if its id is the given one), cancelling its rollback.
+    Confirm(Option<String>, Reply),
+    /// Restore the ruleset from before the last apply (cancelling a pending one).
+    Rollback(Reply),
+}
+
+/// Most clients following the events at once (`rampart log` on the control socket).
+pub const MAX_FOLLOWERS: usize = 16;
+/// Events queued for a follower that reads slower than they come; beyond this its events are
+/// dropped (and counted) rather than slowing the daemon.
+pub const FOLLOW_QUEUE: usize = 4096;
+
+/// A client following the events.
+#[derive(Debug)]
+pub struct Follower {
+    /// Only this component's events (the event's `component` field).
+    pub component: Option<String>,
+    /// Where the event lines go.
+    pub tx: SyncSender<String>,
+}
+
+/// An apply waiting for `rampart confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PendingApply {
+    /// The apply id (`rampart confirm ID`).
+    pub id: String,
+    /// When it is rolled back unless confirmed (unix milliseconds).
+    pub deadline_unix_ms: u64,
 }
 
 /// What the control socket and the HTTP API show.
@@ -57,6 +91,12 @@ pub struct Snapshot {
     pub last_reload: Option<String>,
     /// Events that could not be stored (store errors), kept in the JSON-lines file.
     pub store_errors: u64,
+    /// The apply awaiting `rampart confirm` (run configuration `confirm_s`).
+    pub pending: Option<PendingApply>,
+    /// What became of the last apply that needed confirmation.
+    pub last_confirm: Option<String>,
+    /// Events not delivered to slow followers.
+    pub follow_dropped: u64,
 }
 
 /// State shared by the main loop and the listeners.
@@ -74,6 +114,8 @@ pub struct Shared {
     pub requests: Mutex<Sender<Request>>,
     /// HTTP bearer token, when HTTP is enabled.
     pub token: Option<String>,
+    /// Clients following the events.
+    pub followers: Mutex<Vec<Follower>>,
 }
 
 /// How long a reload may take before a requester is told it timed out.
@@ -83,14 +125,39 @@ impl Shared {
     /// Ask the main loop to reload and wait for its answer: `None` when it did not answer within
     /// [`RELOAD_TIMEOUT`] (or is gone).
     pub fn request_reload(&self) -> Option<Result<String, String>> {
+        self.request(Request::Reload)
+    }
+
+    /// Send the main loop the request `make` builds around a reply channel and wait for the
+    /// answer: `None` when it did not answer within [`RELOAD_TIMEOUT`] (or is gone).
+    pub fn request(&self, make: impl FnOnce(Reply) -> Request) -> Option<Result<String, String>> {
         let (tx, rx) = channel();
         let sent = self
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Request::Reload(tx));
+            .send(make(tx));
         sent.ok()
             .and_then(|()| rx.recv_timeout(RELOAD_TIMEOUT).ok())
+    }
+
+    /// Start following the events (only `component`'s, when given): the returned receiver gets
+    /// each event as one JSON line. `None` when [`MAX_FOLLOWERS`] already follow.
+    pub fn follow(&self, component: Option<String>) -> Option<Receiver<String>> {
+        let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        followers.retain(|f| {
+            // A probe that is never delivered: a follower whose client left is found here.
+            !matches!(
+                f.tx.try_send(String::new()),
+                Err(TrySendError::Disconnected(_))
+            )
+        });
+        if followers.len() >= MAX_FOLLOWERS {
+            return None;
+        }
+        let (tx, rx) = sync_channel(FOLLOW_QUEUE);
+        followers.push(Follower { component, tx });
+        Some(rx)
     }
 
     /// Kernel rule counters of the applied ruleset (`rampart status --json`); empty when the
@@ -140,9 +207,13 @@ impl Shared {
     }
 }
 
-fn nft_state_dir(config: &RunConfig) -> PathBuf {
+/// Where the daemon's applies keep their state (`rampart apply --state-dir`).
+pub fn nft_state_dir(config: &RunConfig) -> PathBuf {
     config.state_dir.join("nft")
 }
+
+/// How the daemon's own confirm timer ended for one apply id.
+type WatchResult = (String, Result<WatchOutcome, String>);
 
 /// The running daemon.
 pub struct Daemon {
@@ -155,6 +226,8 @@ pub struct Daemon {
     store: Store,
     jsonl: std::fs::File,
     started: Instant,
+    watch_tx: Sender<WatchResult>,
+    watch_rx: Receiver<WatchResult>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -174,22 +247,35 @@ pub struct DaemonHandle {
     pub hangup: Arc<AtomicBool>,
 }
 
-fn make_private_dir(path: &Path) -> Result<(), DaemonError> {
+fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path).map_err(|e| DaemonError::io(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| DaemonError::io(path, e))
 }
 
-/// Apply `policy` with `rampart apply`; the kernel is unchanged when it fails.
+/// Make `path` readable and writable by root only, when it exists.
+fn make_private_file(path: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DaemonError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Apply `policy` with `rampart apply` (with the configured confirm window); the kernel is
+/// unchanged when it fails.
 fn apply(exe: &Path, config: &RunConfig) -> Result<String, DaemonError> {
-    let out = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("apply")
         .arg(&config.policy)
         .args(["--table", &config.table, "--state-dir"])
-        .arg(nft_state_dir(config))
-        .output()
-        .map_err(|e| DaemonError::io(exe, e))?;
+        .arg(nft_state_dir(config));
+    if let Some(window_s) = config.confirm_s {
+        command.arg("--confirm").arg(format!("{window_s}s"));
+    }
+    let out = command.output().map_err(|e| DaemonError::io(exe, e))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -232,14 +318,24 @@ impl Daemon {
         exe: PathBuf,
         token: Option<String>,
     ) -> Result<(Self, DaemonHandle), DaemonError> {
-        make_private_dir(&config.state_dir)?;
-        std::fs::create_dir_all(config.state_dir.join("events"))
-            .map_err(|e| DaemonError::io(&config.state_dir, e))?;
+        // Components running as their own users reach their events files in the state
+        // directory through it: then it (and events/) may be traversed, not listed, by others;
+        // everything else in it stays root's alone.
+        let traverse = config.components.iter().any(|c| c.user.is_some());
+        let dir_mode = if traverse { 0o711 } else { 0o700 };
+        make_dir(&config.state_dir, dir_mode)?;
+        make_dir(&config.state_dir.join("events"), dir_mode)?;
+        make_dir(&nft_state_dir(&config), 0o700)?;
         validate(&exe, &config.policy)?;
         if config.apply {
             apply(&exe, &config)?;
         }
         let store = Store::open(&config.store_path())?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = config.store_path().into_os_string();
+            path.push(suffix);
+            make_private_file(Path::new(&path))?;
+        }
         if let Some(dir) = config.events_jsonl.parent() {
             std::fs::create_dir_all(dir).map_err(|e| DaemonError::io(dir, e))?;
         }
@@ -248,6 +344,7 @@ impl Daemon {
             .append(true)
             .open(&config.events_jsonl)
             .map_err(|e| DaemonError::io(&config.events_jsonl, e))?;
+        make_private_file(&config.events_jsonl)?;
         let (events_tx, events_rx) = channel();
         let specs = supervisor::specs(&config);
         let tails = specs
@@ -271,12 +368,14 @@ impl Daemon {
             exe,
             requests: Mutex::new(requests_tx),
             token,
+            followers: Mutex::new(Vec::new()),
         });
         let handle = DaemonHandle {
             stop: Arc::new(AtomicBool::new(false)),
             hangup: Arc::new(AtomicBool::new(false)),
         };
-        let daemon = Self {
+        let (watch_tx, watch_rx) = channel();
+        let mut daemon = Self {
             shared,
             requests,
             events_tx,
@@ -286,9 +385,141 @@ impl Daemon {
             store,
             jsonl,
             started: Instant::now(),
+            watch_tx,
+            watch_rx,
         };
-        daemon.daemon_event("allow", "daemon started; policy applied".into());
+        let pending = daemon.track_pending();
+        daemon.daemon_event(
+            "allow",
+            match pending {
+                Some(p) => format!(
+                    "daemon started; policy applied as {}, rolled back unless `rampart confirm` by {} ms",
+                    p.id, p.deadline_unix_ms
+                ),
+                None => "daemon started; policy applied".into(),
+            },
+        );
         Ok((daemon, handle))
+    }
+
+    fn nft_state(&self) -> StateDir {
+        StateDir::new(nft_state_dir(&self.shared.config))
+    }
+
+    fn set_pending(&self, pending: Option<PendingApply>, outcome: Option<String>) {
+        let mut snap = self
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        snap.pending = pending;
+        if outcome.is_some() {
+            snap.last_confirm = outcome;
+        }
+    }
+
+    fn pending(&self) -> Option<PendingApply> {
+        self.shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .clone()
+    }
+
+    /// After an apply: note the apply awaiting confirmation, and time it. The daemon's timer is
+    /// the nft-apply watcher's loop on a thread of the daemon; the detached watcher
+    /// `rampart apply` starts is still there, so a daemon that dies does not leave an
+    /// unconfirmed ruleset in place. Whichever reaches the deadline first restores the previous
+    /// ruleset; the other finds nothing pending.
+    fn track_pending(&mut self) -> Option<PendingApply> {
+        self.shared.config.confirm_s?;
+        let pending = self
+            .nft_state()
+            .read_json::<Pending>("pending.json")
+            .ok()
+            .flatten()?;
+        let tracked = PendingApply {
+            id: pending.id.clone(),
+            deadline_unix_ms: u64::try_from(pending.deadline_unix_ms).unwrap_or(u64::MAX),
+        };
+        self.set_pending(Some(tracked.clone()), None);
+        let state = self.nft_state();
+        let tx = self.watch_tx.clone();
+        std::thread::spawn(move || {
+            let outcome =
+                txn::watch(&Nft::default(), &state, &pending.id).map_err(|e| e.to_string());
+            let _ = tx.send((pending.id, outcome));
+        });
+        Some(tracked)
+    }
+
+    /// The daemon's confirm timer ended: report what happened unless a request of ours already
+    /// settled it.
+    fn watch_ended(&mut self, id: String, outcome: Result<WatchOutcome, String>) {
+        if self.pending().is_none_or(|p| p.id != id) {
+            return;
+        }
+        let window_s = self.shared.config.confirm_s.unwrap_or_default();
+        let (verdict, message) = match outcome {
+            Ok(WatchOutcome::RolledBack) => (
+                "alert",
+                format!("apply {id} was not confirmed within {window_s} s: the previous ruleset is back"),
+            ),
+            Ok(WatchOutcome::Confirmed) => ("allow", format!("apply {id} confirmed")),
+            // The detached watcher or a standalone `rampart rollback` got there first.
+            Ok(WatchOutcome::Superseded) => (
+                "alert",
+                format!("apply {id} is no longer pending: rolled back outside the daemon"),
+            ),
+            Err(e) => ("alert", format!("the confirm timer of apply {id} failed: {e}")),
+        };
+        self.set_pending(None, Some(message.clone()));
+        self.daemon_event(verdict, message);
+    }
+
+    /// `rampart confirm` through the control socket.
+    pub fn confirm(&mut self, id: Option<&str>) -> Result<String, String> {
+        if !self.shared.config.apply {
+            return Err("this daemon does not apply the policy (apply = false)".into());
+        }
+        match txn::confirm(&self.nft_state(), id) {
+            Ok(confirmed) => {
+                let message = format!("confirmed apply {confirmed}; the rollback is cancelled");
+                self.set_pending(None, Some(message.clone()));
+                self.daemon_event("allow", message.clone());
+                Ok(message)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `rampart rollback` through the control socket: cancel a pending apply and restore the
+    /// ruleset from before the last apply. The components keep running as they are.
+    pub fn rollback(&mut self) -> Result<String, String> {
+        let config = &self.shared.config;
+        if !config.apply {
+            return Err("this daemon does not apply the policy (apply = false)".into());
+        }
+        let cancelled = self.pending();
+        match txn::rollback(&Nft::default(), &self.nft_state(), &config.table) {
+            Ok(()) => {
+                let message = match cancelled {
+                    Some(p) => format!(
+                        "rolled back table inet {} (cancelled pending apply {})",
+                        config.table, p.id
+                    ),
+                    None => format!(
+                        "rolled back table inet {} to the previous version",
+                        config.table
+                    ),
+                };
+                self.set_pending(None, Some(message.clone()));
+                self.daemon_event("alert", message.clone());
+                Ok(message)
+            }
+            Err(e) => Err(format!("rollback failed: {e}")),
+        }
     }
 
     /// State shared with listeners (control socket, HTTP).
@@ -308,7 +539,8 @@ impl Daemon {
 
     /// Re-read and apply the policy, then reload the components. A bad policy changes nothing.
     pub fn reload(&mut self) -> Result<String, String> {
-        let config = &self.shared.config;
+        let shared = self.shared.clone();
+        let config = &shared.config;
         let result = validate(&self.shared.exe, &config.policy).and_then(|()| {
             if config.apply {
                 apply(&self.shared.exe, config)
@@ -318,6 +550,7 @@ impl Daemon {
         });
         let outcome = match result {
             Ok(_) => {
+                let pending = self.track_pending();
                 self.supervisor.reload(Instant::now());
                 *self
                     .shared
@@ -325,7 +558,15 @@ impl Daemon {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) =
                     coverage(&self.shared.exe, &config.policy);
-                Ok(format!("reloaded {}", config.policy.display()))
+                Ok(match pending {
+                    Some(p) => format!(
+                        "reloaded {} as apply {}; it is rolled back unless `rampart confirm` within {} s",
+                        config.policy.display(),
+                        p.id,
+                        config.confirm_s.unwrap_or_default()
+                    ),
+                    None => format!("reloaded {}", config.policy.display()),
+                })
             }
             Err(err) => Err(format!("reload refused, nothing changed: {err}")),
         };
@@ -367,7 +608,16 @@ impl Daemon {
                     Request::Reload(reply) => {
                         let _ = reply.send(self.reload());
                     }
+                    Request::Confirm(id, reply) => {
+                        let _ = reply.send(self.confirm(id.as_deref()));
+                    }
+                    Request::Rollback(reply) => {
+                        let _ = reply.send(self.rollback());
+                    }
                 }
+            }
+            while let Ok((id, outcome)) = self.watch_rx.try_recv() {
+                self.watch_ended(id, outcome);
             }
             self.move_events();
             if now.duration_since(last_retention) >= RETENTION_EVERY {
@@ -407,6 +657,7 @@ impl Daemon {
             let _ = writeln!(self.jsonl, "{event}");
         }
         let _ = self.jsonl.flush();
+        self.publish(&batch);
         if self.store.insert(&batch, unix_now_ns()).is_err() {
             let mut snap = self
                 .shared
@@ -414,6 +665,46 @@ impl Daemon {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             snap.store_errors += batch.len() as u64;
+        }
+    }
+
+    /// Hand each event to the followers that want it; forget followers that left.
+    fn publish(&self, batch: &[Value]) {
+        let mut followers = self
+            .shared
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if followers.is_empty() {
+            return;
+        }
+        let mut dropped = 0u64;
+        for event in batch {
+            let line = event.to_string();
+            followers.retain(|f| {
+                if f.component
+                    .as_deref()
+                    .is_some_and(|c| event["component"].as_str() != Some(c))
+                {
+                    return true;
+                }
+                match f.tx.try_send(line.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        dropped += 1;
+                        true
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                }
+            });
+        }
+        drop(followers);
+        if dropped > 0 {
+            self.shared
+                .snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .follow_dropped += dropped;
         }
     }
 

@@ -5,11 +5,12 @@
 //! only `rampart apply` changes), reload (validate and apply the new policy first, then signal
 //! the components; a bad policy changes nothing), the events store (every component's events into
 //! JSON lines and an SQLite database with retention limits, queried by `rampart events`), the
-//! root-only control socket, and the loopback HTTP listener with Prometheus `/metrics`, a JSON
+//! root-only control socket (status, reload, confirm and rollback of the pending apply, event
+//! streaming), and the loopback HTTP listener with Prometheus `/metrics`, a JSON
 //! API and the dashboard. Pure parts: [`RunConfig`] validation, [`Backoff`], [`store::Query`]
 //! building and [`metrics::render`]. Non-goals: the components' own logic (each lives in its
-//! crate and runs as `rampart <component>`), and privilege separation beyond running each
-//! component as its own process.
+//! crate and runs as `rampart <component>`), and sandboxing beyond a process, a user and a
+//! capability set per component (no namespaces or seccomp filters of its own).
 
 #![deny(missing_docs)]
 
@@ -22,7 +23,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tail;
 
-pub use config::{ComponentConfig, ComponentKind, RunConfig};
+pub use config::{Account, ComponentConfig, ComponentKind, RunConfig};
 pub use daemon::{Daemon, DaemonHandle};
 pub use supervisor::Backoff;
 

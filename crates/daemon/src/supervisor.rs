@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::{ComponentKind, RunConfig};
+use crate::config::{Account, ComponentKind, RunConfig};
 
 /// Longest line read from a component's stdout; longer lines are dropped.
 const MAX_STDOUT_LINE_BYTES: usize = 64 * 1024;
@@ -78,6 +78,16 @@ pub struct Spec {
     /// Working directory: its configuration file's directory, so relative paths in a
     /// component's configuration mean the same to the component and to the daemon.
     pub cwd: Option<PathBuf>,
+    /// Run as this user (with `group`, or the user's primary group).
+    pub user: Option<Account>,
+    /// Run with this group.
+    pub group: Option<Account>,
+    /// Files the component appends to (its events file): created if absent and given to its
+    /// user when it runs as one.
+    pub writable_files: Vec<PathBuf>,
+    /// Directories it writes in (the feeds cache): created if absent and, with their direct
+    /// entries, given to its user when it runs as one.
+    pub writable_dirs: Vec<PathBuf>,
 }
 
 /// The command line of each configured component.
@@ -100,7 +110,10 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                     EventsFrom::Stdout
                 }
                 ComponentKind::Log => {
+                    // `--nflog`: read the kernel even though a daemon (this one) runs; without
+                    // it `rampart log` would follow this daemon's own events.
                     args.extend([
+                        "--nflog".into(),
                         "--json".into(),
                         "--policy".into(),
                         config.policy.clone().into(),
@@ -142,6 +155,15 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                 .as_deref()
                 .and_then(std::path::Path::parent)
                 .map(std::path::Path::to_path_buf);
+            let writable_files = match &events {
+                EventsFrom::File(path) => vec![path.clone()],
+                _ => Vec::new(),
+            };
+            let writable_dirs = if c.kind == ComponentKind::Feeds {
+                vec![config.state_dir.join("feeds")]
+            } else {
+                Vec::new()
+            };
             Spec {
                 name: c.name.clone(),
                 kind: c.kind,
@@ -149,6 +171,10 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                 events,
                 interval_s: c.interval_s,
                 cwd,
+                user: c.user.clone(),
+                group: c.group.clone(),
+                writable_files,
+                writable_dirs,
             }
         })
         .collect()
@@ -195,12 +221,21 @@ pub struct ComponentStatus {
     pub restart_in_ms: Option<u64>,
     /// Periodic jobs: when the last run succeeded (unix seconds).
     pub last_success_unix_s: Option<u64>,
+    /// A reload sends it SIGHUP (it announced `"reload_in_place": true`, or its kind always
+    /// reloads in place) rather than restarting it.
+    pub reload_in_place: bool,
+    /// The uid and gid it runs as, when not the daemon's.
+    pub uid: Option<u32>,
+    /// The gid it runs as, when not the daemon's.
+    pub gid: Option<u32>,
 }
 
 struct Slot {
     spec: Spec,
     child: Option<Child>,
     ready: Arc<AtomicBool>,
+    /// Set by the component's ready line (`"reload_in_place": true`); reset at each start.
+    announced_in_place: Arc<AtomicBool>,
     started_at: Option<Instant>,
     next_start: Option<Instant>,
     consecutive_failures: u32,
@@ -250,6 +285,7 @@ impl Supervisor {
                 spec,
                 child: None,
                 ready: Arc::new(AtomicBool::new(false)),
+                announced_in_place: Arc::new(AtomicBool::new(false)),
                 started_at: None,
                 next_start: Some(now),
                 consecutive_failures: 0,
@@ -307,13 +343,20 @@ impl Supervisor {
             }
             if slot.child.is_none() && slot.next_start.is_some_and(|t| t <= now) {
                 slot.next_start = None;
+                slot.ready.store(false, Ordering::Relaxed);
+                slot.announced_in_place.store(false, Ordering::Relaxed);
                 match start(
                     &self.exe,
                     &slot.spec,
-                    slot.ready.clone(),
+                    Readiness {
+                        ready: slot.ready.clone(),
+                        in_place: slot.announced_in_place.clone(),
+                    },
                     self.events.clone(),
                 ) {
-                    Ok(child) => {
+                    Ok((child, ids)) => {
+                        slot.status.uid = ids.map(|(uid, _)| uid);
+                        slot.status.gid = ids.map(|(_, gid)| gid);
                         slot.status.starts += 1;
                         slot.started_at = Some(now);
                         let _ = self.events.send(daemon_event(
@@ -357,6 +400,7 @@ impl Supervisor {
                         && (slot.ready.load(Ordering::Relaxed)
                             || !slot.spec.kind.prints_ready_line())
                 };
+                status.reload_in_place = slot.reloads_in_place();
                 status.restart_in_ms = slot
                     .next_start
                     .map(|t| t.saturating_duration_since(now).as_millis() as u64);
@@ -377,10 +421,13 @@ impl Supervisor {
                 }
                 continue;
             }
+            // SIGHUP only once it is ready: before that it may not handle the signal yet
+            // (SIGHUP's default action ends a process), and a restart costs nothing.
+            let in_place = slot.reloads_in_place() && slot.ready.load(Ordering::Relaxed);
             let Some(child) = slot.child.as_mut() else {
                 continue;
             };
-            if slot.spec.kind.reloads_on_hangup() {
+            if in_place {
                 // SAFETY: kill on a child we spawned and have not reaped.
                 unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
             } else {
@@ -402,6 +449,12 @@ impl Supervisor {
             slot.child = None;
             slot.next_start = None;
         }
+    }
+}
+
+impl Slot {
+    fn reloads_in_place(&self) -> bool {
+        self.announced_in_place.load(Ordering::Relaxed) || self.spec.kind.reloads_on_hangup()
     }
 }
 
@@ -454,30 +507,207 @@ fn capabilities_to_drop(keep: &[u32]) -> std::io::Result<Vec<u32>> {
         .collect())
 }
 
-fn start(
-    exe: &PathBuf,
-    spec: &Spec,
+/// What the stdout reader learns from a component's first JSON line.
+struct Readiness {
+    /// It printed its first JSON line.
     ready: Arc<AtomicBool>,
-    events: Sender<Value>,
-) -> std::io::Result<Child> {
-    if let EventsFrom::File(path) = &spec.events {
+    /// That line carried `"reload_in_place": true`.
+    in_place: Arc<AtomicBool>,
+}
+
+/// Look up `user` (and `group`, else the user's primary group) in the system databases.
+pub fn resolve_ids(user: &Account, group: Option<&Account>) -> std::io::Result<(u32, u32)> {
+    let not_found = |what: &str, name: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no {what} `{name}` in the system databases"),
+        )
+    };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let (uid, primary_gid) = match user {
+        Account::Id(uid) => {
+            // A numeric uid need not have a passwd entry; its group then defaults to the same
+            // number.
+            // SAFETY: getpwuid_r with a zeroed passwd, a buffer we own and its length.
+            let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = unsafe {
+                libc::getpwuid_r(*uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found)
+            };
+            let gid = if rc == 0 && !found.is_null() {
+                pwd.pw_gid
+            } else {
+                *uid
+            };
+            (*uid, gid)
+        }
+        Account::Name(name) => {
+            let c_name =
+                std::ffi::CString::new(name.as_str()).map_err(|_| not_found("user", name))?;
+            // SAFETY: as above, with a NUL-terminated name.
+            let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = unsafe {
+                libc::getpwnam_r(
+                    c_name.as_ptr(),
+                    &mut pwd,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                )
+            };
+            if rc != 0 || found.is_null() {
+                return Err(not_found("user", name));
+            }
+            (pwd.pw_uid, pwd.pw_gid)
+        }
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(Account::Id(gid)) => *gid,
+        Some(Account::Name(name)) => {
+            let c_name =
+                std::ffi::CString::new(name.as_str()).map_err(|_| not_found("group", name))?;
+            // SAFETY: getgrnam_r with a zeroed group, a buffer we own and its length.
+            let mut grp: libc::group = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = unsafe {
+                libc::getgrnam_r(
+                    c_name.as_ptr(),
+                    &mut grp,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                )
+            };
+            if rc != 0 || found.is_null() {
+                return Err(not_found("group", name));
+            }
+            grp.gr_gid
+        }
+    };
+    Ok((uid, gid))
+}
+
+/// Create what the component writes (events files, the feeds cache directory) and, when it
+/// runs as `ids`, give it to that user: the file itself, and a directory with its direct
+/// entries.
+fn prepare_writable(spec: &Spec, ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::chown;
+    for path in &spec.writable_files {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        if let Some((uid, gid)) = ids {
+            chown(path, Some(uid), Some(gid))?;
+        }
     }
+    for dir in &spec.writable_dirs {
+        std::fs::create_dir_all(dir)?;
+        if let Some((uid, gid)) = ids {
+            chown(dir, Some(uid), Some(gid))?;
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                chown(entry.path(), Some(uid), Some(gid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `capset(2)` header and data (version 3: two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The capability sets (low and high words) holding exactly `caps`.
+fn cap_words(caps: &[u32]) -> [CapData; 2] {
+    let mut data = [CapData::default(); 2];
+    for &cap in caps {
+        let word = &mut data[(cap / 32).min(1) as usize];
+        let bit = 1u32 << (cap % 32);
+        word.effective |= bit;
+        word.permitted |= bit;
+        word.inheritable |= bit;
+    }
+    data
+}
+
+fn start(
+    exe: &PathBuf,
+    spec: &Spec,
+    readiness: Readiness,
+    events: Sender<Value>,
+) -> std::io::Result<(Child, Option<(u32, u32)>)> {
+    let ids = match &spec.user {
+        Some(user) => Some(resolve_ids(user, spec.group.as_ref())?),
+        None => None,
+    };
+    prepare_writable(spec, ids)?;
     let mut command = Command::new(exe);
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
-    let drop = capabilities_to_drop(spec.kind.capabilities())?;
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-    // async-signal-safe, on data prepared before the fork.
+    let keep = spec.kind.capabilities().to_vec();
+    let drop = capabilities_to_drop(&keep)?;
+    let words = cap_words(&keep);
+    // SAFETY: the closure runs between fork and exec and only makes system calls (prctl,
+    // setgroups, setresgid, setresuid, capset), which are async-signal-safe, on data prepared
+    // before the fork; it allocates nothing.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            for &cap in &drop {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
+            let check = |rc: libc::c_long| {
+                if rc != 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
                 }
+            };
+            for &cap in &drop {
+                check(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0).into())?;
+            }
+            let Some((uid, gid)) = ids else {
+                return Ok(());
+            };
+            // Keep the permitted set across the uid change, then narrow every set to the
+            // component's capabilities and make them ambient: a non-root process keeps
+            // ambient capabilities across exec (no file capabilities needed), so a DNS
+            // forwarder running as nobody can still bind port 53.
+            check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into())?;
+            check(libc::setgroups(0, std::ptr::null()).into())?;
+            check(libc::setresgid(gid, gid, gid).into())?;
+            check(libc::setresuid(uid, uid, uid).into())?;
+            let header = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            check(libc::syscall(libc::SYS_capset, &header, words.as_ptr()))?;
+            for &cap in &keep {
+                check(
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                    .into(),
+                )?;
             }
             Ok(())
         });
@@ -492,10 +722,12 @@ fn start(
     let forward = spec.events == EventsFrom::Stdout;
     let prints_ready = spec.kind.prints_ready_line();
     let kind = spec.kind;
+    let Readiness { ready, in_place } = readiness;
     std::thread::spawn(move || {
         let Some(stdout) = stdout else { return };
         let mut reader = BufReader::new(stdout);
         let mut line = Vec::new();
+        let mut first = true;
         loop {
             line.clear();
             match reader
@@ -515,6 +747,14 @@ fn start(
             let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
+            if first {
+                first = false;
+                // The reload protocol: a component says in its first line whether SIGHUP
+                // reloads it in place.
+                if value.get("reload_in_place") == Some(&Value::Bool(true)) {
+                    in_place.store(true, Ordering::Relaxed);
+                }
+            }
             if prints_ready && !ready.load(Ordering::Relaxed) {
                 ready.store(true, Ordering::Relaxed);
                 if value.get("component").is_none() {
@@ -526,7 +766,7 @@ fn start(
             }
         }
     });
-    Ok(child)
+    Ok((child, ids))
 }
 
 #[cfg(test)]
@@ -573,7 +813,7 @@ mod tests {
         };
         assert_eq!(args(0), "dns --config /etc/r/d.toml");
         assert_eq!(specs[0].events, EventsFrom::None);
-        assert_eq!(args(1), "log --json --policy /etc/r/p.toml");
+        assert_eq!(args(1), "log --nflog --json --policy /etc/r/p.toml");
         assert_eq!(specs[1].events, EventsFrom::Stdout);
         assert_eq!(
             args(2),

@@ -1,6 +1,9 @@
 //! `rampart log`: read NFLOG (the group Rampart's `log` rules use) and print each logged packet
 //! with its policy rule, file:line and techniques; `--json` writes EVE-shaped `rampart_events`
-//! lines instead.
+//! lines instead. When a daemon runs (`--config`, or the default run configuration's daemon
+//! answers), it follows the daemon's events instead (every component's, from its control
+//! socket): the daemon's own NFLOG reader holds the group then. `--nflog` always reads the
+//! kernel (the daemon's NFLOG reader runs that way).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use rampart_ir::{RuleId, SourceLoc, TechniqueId};
 use rampart_nft_apply::nflog::{ifname, LoggedPacket, NflogSocket};
 use rampart_nft_apply::state::{RuleMap, StateDir};
 
+use crate::cmd::run::Target;
 use crate::Outcome;
 
 /// Arguments of `rampart log`.
@@ -30,9 +34,21 @@ pub(crate) struct Args {
     /// Map rules with this policy instead of the rule map saved at apply time.
     #[arg(long)]
     pub(crate) policy: Option<PathBuf>,
-    /// State directory (default `$RAMPART_STATE_DIR` or `/run/rampart`).
-    #[arg(long)]
+    /// State directory (default `$RAMPART_STATE_DIR` or `/run/rampart`); given, it means the
+    /// kernel's NFLOG even when a daemon runs.
+    #[arg(long, conflicts_with = "config")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Follow the events of the daemon of this run configuration (default: the daemon of
+    /// `$RAMPART_RUN_CONFIG` or `/etc/rampart/run.toml`, when it runs).
+    #[arg(long, conflicts_with = "nflog")]
+    pub(crate) config: Option<PathBuf>,
+    /// Read the kernel's NFLOG group even when a daemon runs.
+    #[arg(long)]
+    pub(crate) nflog: bool,
+    /// With a daemon: only this component's events (`nft` for kernel drops, `dns`, `egress`,
+    /// `daemon`, …).
+    #[arg(long)]
+    pub(crate) component: Option<String>,
 }
 
 fn rfc3339_now() -> String {
@@ -140,11 +156,105 @@ fn human(e: &Event) -> String {
     )
 }
 
+/// One line for a daemon event (any component's).
+fn human_value(e: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let flow = &e["flow"];
+    let endpoint = |ip: &str, port: &str| match (flow[ip].as_str(), flow[port].as_u64()) {
+        (Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(ip), None) => ip.to_string(),
+        _ => "-".into(),
+    };
+    let flow = if flow.is_object() {
+        format!(
+            " {} {} -> {}",
+            text(&flow["proto"]),
+            endpoint("src_ip", "src_port"),
+            endpoint("dest_ip", "dest_port")
+        )
+    } else {
+        String::new()
+    };
+    let rule = e["rule"]["name"]
+        .as_str()
+        .map(|r| format!(" [{r}]"))
+        .unwrap_or_default();
+    let techniques = e["techniques"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {} {}{flow}{rule} {}  {techniques}",
+        text(&e["timestamp"]),
+        text(&e["component"]),
+        text(&e["verdict"]),
+        text(&e["reason"])
+    )
+}
+
+/// Follow the daemon's events until `--count`/`--timeout-s` or interruption.
+fn follow_daemon(args: &Args, config: &rampart_daemon::RunConfig) -> anyhow::Result<Outcome> {
+    let mut events = rampart_daemon::control::follow_events(
+        &config.control_socket(),
+        args.component.as_deref(),
+    )?;
+    let deadline = args
+        .timeout_s
+        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    events.set_timeout(Some(Duration::from_millis(250)))?;
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0u64;
+    while args.count.is_none_or(|c| seen < c)
+        && deadline.is_none_or(|d| std::time::Instant::now() < d)
+    {
+        let event = match events.next_event() {
+            Ok(Some(event)) => event,
+            // The daemon stopped.
+            Ok(None) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        };
+        use std::io::Write;
+        if args.json {
+            writeln!(out, "{event}")?;
+        } else {
+            writeln!(out, "{}", human_value(&event))?;
+        }
+        out.flush()?;
+        seen += 1;
+    }
+    Ok(Outcome::Clean)
+}
+
 /// Runs until `--count`/`--timeout-s` or interruption.
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
+    let state_dir = if args.nflog {
+        args.state_dir.clone()
+    } else {
+        match crate::cmd::run::target(args.config.as_deref(), args.state_dir.as_deref())? {
+            Target::Daemon(config) => return follow_daemon(&args, &config),
+            Target::Local { state_dir, .. } => state_dir,
+        }
+    };
+    anyhow::ensure!(
+        args.component.is_none() || args.component.as_deref() == Some("nft"),
+        "--component selects a daemon's events; no daemon runs (NFLOG events are component `nft`)"
+    );
     let map = match &args.policy {
         Some(p) => Some(RuleMap::from_policy(&crate::load::policy(p)?, "rampart")),
-        None => StateDir::resolve(args.state_dir.as_deref()).read_json("applied.json")?,
+        None => StateDir::resolve(state_dir.as_deref()).read_json("applied.json")?,
     };
     let mut sock = NflogSocket::bind(args.group)?;
     sock.set_timeout(Some(Duration::from_millis(250)))?;

@@ -19,8 +19,12 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let config = crate::cmd::run::load_config(&args.config)?;
-    let request = if args.status { "status" } else { "reload" };
-    let reply = rampart_daemon::control::request(&config.control_socket(), request)?;
+    let request = if args.status {
+        rampart_daemon::control::ControlRequest::Status
+    } else {
+        rampart_daemon::control::ControlRequest::Reload
+    };
+    let reply = rampart_daemon::control::request(&config.control_socket(), &request)?;
     if reply["ok"].as_bool() == Some(true) {
         if args.status {
             println!("{}", serde_json::to_string_pretty(&reply["status"])?);

@@ -43,6 +43,72 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<rampart_daemon::RunConf
         .with_context(|| format!("{} is not valid", path.display()))
 }
 
+/// Where `rampart confirm`, `rollback` and `log` act.
+pub(crate) enum Target {
+    /// A running daemon: over its control socket.
+    Daemon(rampart_daemon::RunConfig),
+    /// Directly on a state directory (`None`: the default) and table (`None`: the default).
+    Local {
+        state_dir: Option<PathBuf>,
+        table: Option<String>,
+    },
+}
+
+/// The run configuration looked for when none is given: `$RAMPART_RUN_CONFIG`, else the
+/// packaged service's.
+fn default_run_config() -> PathBuf {
+    std::env::var_os("RAMPART_RUN_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/rampart/run.toml"))
+}
+
+/// Decide where a command acts. `--config` names a daemon: its control socket when it runs,
+/// else its state directory and table directly. An explicit `--state-dir` means the standalone
+/// state. With neither, a daemon of the default run configuration that answers gets the
+/// request; otherwise the standalone default (so nothing changes where no daemon runs).
+pub(crate) fn target(config: Option<&Path>, state_dir: Option<&Path>) -> anyhow::Result<Target> {
+    if let Some(path) = config {
+        let config = load_config(path)?;
+        if rampart_daemon::control::is_running(&config.control_socket()) {
+            return Ok(Target::Daemon(config));
+        }
+        return Ok(Target::Local {
+            state_dir: Some(rampart_daemon::daemon::nft_state_dir(&config)),
+            table: Some(config.table),
+        });
+    }
+    if state_dir.is_none() {
+        let path = default_run_config();
+        // An unreadable or invalid default configuration is not this command's business: it
+        // simply means no daemon to talk to.
+        if let Ok(config) = load_config(&path) {
+            if rampart_daemon::control::is_running(&config.control_socket()) {
+                return Ok(Target::Daemon(config));
+            }
+        }
+    }
+    Ok(Target::Local {
+        state_dir: state_dir.map(Path::to_path_buf),
+        table: None,
+    })
+}
+
+/// Send `request` to the daemon; its message on success, its error as the command's error.
+pub(crate) fn ask(
+    config: &rampart_daemon::RunConfig,
+    request: &rampart_daemon::control::ControlRequest,
+) -> anyhow::Result<String> {
+    let reply = rampart_daemon::control::request(&config.control_socket(), request)?;
+    match reply["ok"].as_bool() {
+        Some(true) => Ok(reply["message"].as_str().unwrap_or("done").to_string()),
+        _ => anyhow::bail!(
+            "the daemon refused: {}",
+            reply["error"].as_str().unwrap_or("no reason given")
+        ),
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let token = match &config.http {
