@@ -826,7 +826,7 @@ fn daemon_confirm_rollback_log_and_component_users() {
     let run_config = dir.join("run.toml");
     std::fs::write(
         &run_config,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 6\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 6\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\non_down = \"open\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
     )
     .unwrap();
     let config_arg = run_config.to_str().unwrap().to_string();
@@ -1022,6 +1022,88 @@ fn daemon_confirm_rollback_log_and_component_users() {
             "no {expected} in\n{events}"
         );
     }
+
+    // Fail-open DNS: while the forwarder is down (here: it cannot start, its configuration is
+    // broken), queries to it go to its upstream unfiltered; once it is back, they are filtered
+    // again. Fresh sockets each time: a UDP flow keeps its NAT mapping while conntrack does.
+    let down_table = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &gw,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "rampart_down",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ask = |ns: &str, name: &'static str| {
+        in_netns(ns, move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect("127.0.0.1:53").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(1000)))
+                .unwrap();
+            query(&socket, 9, name)
+        })
+        .join()
+        .unwrap()
+    };
+    assert!(!down_table().contains("dnat"), "{}", down_table());
+    let dns_config = std::fs::read_to_string(dir.join("dns.toml")).unwrap();
+    std::fs::write(dir.join("dns.toml"), "listen = \"broken\"\n").unwrap();
+    let dns_pid = component(&status(&run_config), "dns")["pid"]
+        .as_u64()
+        .unwrap();
+    // SAFETY: kill on a process of this test's daemon.
+    unsafe { libc::kill(dns_pid as i32, libc::SIGKILL) };
+    wait_for("dns failing open", Duration::from_secs(10), || {
+        let s = status(&run_config);
+        s["failing_open"] == serde_json::json!(["dns"]) && component(&s, "dns")["ready"] == false
+    });
+    assert!(
+        down_table().contains("ip daddr 127.0.0.1 udp dport 53 counter packets"),
+        "{}",
+        down_table()
+    );
+    assert!(
+        ask(&gw, "bypassed.example.test"),
+        "no answer while the forwarder is down and failing open"
+    );
+    std::fs::write(dir.join("dns.toml"), &dns_config).unwrap();
+    wait_for("dns back and filtering", Duration::from_secs(30), || {
+        let s = status(&run_config);
+        s["failing_open"] == serde_json::json!([]) && component(&s, "dns")["ready"] == true
+    });
+    assert!(!down_table().contains("dnat"), "{}", down_table());
+    assert!(ask(&gw, "filtered-again.example.test"));
+    wait_for("the filtered query logged", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("dns.jsonl"))
+            .unwrap_or_default()
+            .contains("filtered-again.example.test")
+    });
+    assert!(
+        !std::fs::read_to_string(dir.join("dns.jsonl"))
+            .unwrap()
+            .contains("bypassed.example.test"),
+        "the bypassed query went through the forwarder"
+    );
+    let events = rampart(&[
+        "events",
+        "--config",
+        &config_arg,
+        "--component",
+        "daemon",
+        "--json",
+    ]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("dns is down: failing open"), "{events}");
+    assert!(events.contains("dns is back"), "{events}");
 
     // With the daemon gone, the same commands act on its state directly.
     let mut daemon = guard.daemon.take().unwrap();

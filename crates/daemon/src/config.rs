@@ -156,6 +156,17 @@ impl std::fmt::Display for Account {
     }
 }
 
+/// What happens to the traffic a component handles while it is down (`on_down`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDown {
+    /// Nothing answers for it: its traffic fails until it is back.
+    #[default]
+    Closed,
+    /// Its traffic bypasses it, unfiltered (dns: queries go to its upstream).
+    Open,
+}
+
 /// One supervised component.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentConfig {
@@ -172,6 +183,8 @@ pub struct ComponentConfig {
     pub user: Option<Account>,
     /// Run with this group (default: the user's primary group).
     pub group: Option<Account>,
+    /// While it is down: fail closed (default) or open.
+    pub on_down: OnDown,
 }
 
 /// The validated run configuration. Relative paths are resolved against the configuration
@@ -276,6 +289,7 @@ struct RawComponent {
     interval_s: Option<u32>,
     user: Option<Account>,
     group: Option<Account>,
+    on_down: Option<OnDown>,
 }
 
 fn err(msg: impl Into<String>) -> DaemonError {
@@ -384,11 +398,29 @@ impl Raw {
             }
             match (&raw.user, &raw.group) {
                 (_, Some(group)) if raw.user.is_some() => group.check("group", &name)?,
-                (None, Some(_)) => return Err(err(format!(
+                (None, Some(_)) => {
+                    return Err(err(format!(
                     "component `{name}`: `group` needs `user` (the daemon's own group is root's)"
-                ))),
+                )))
+                }
                 _ => {}
             }
+            let on_down = match (raw.kind, raw.on_down) {
+                (_, None) => OnDown::Closed,
+                (ComponentKind::Dns, Some(choice)) => choice,
+                (ComponentKind::Egress, Some(OnDown::Closed)) => OnDown::Closed,
+                (ComponentKind::Egress, Some(OnDown::Open)) => {
+                    return Err(err(format!(
+                        "component `{name}`: egress cannot fail open: its clients speak the proxy protocol to it, and nothing at the packet level can answer that for it"
+                    )))
+                }
+                (kind, Some(_)) => {
+                    return Err(err(format!(
+                        "component `{name}`: on_down applies to dns and egress, not {}",
+                        kind.as_str()
+                    )))
+                }
+            };
             components.push(ComponentConfig {
                 name,
                 kind: raw.kind,
@@ -396,6 +428,7 @@ impl Raw {
                 interval_s,
                 user: raw.user,
                 group: raw.group,
+                on_down,
             });
         }
         let apply = self.apply.unwrap_or(true);
@@ -470,6 +503,13 @@ mod tests {
         assert_eq!(config.components[0].group, None);
         assert_eq!(config.components[1].user, Some(Account::Id(65534)));
         assert_eq!(config.components[1].group, Some(Account::Id(65534)));
+        assert_eq!(config.components[0].on_down, OnDown::Closed);
+        let open = RunConfig::from_toml(
+            "policy = \"p\"\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\non_down = \"open\"\n",
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(open.components[0].on_down, OnDown::Open);
     }
 
     fn error_of(text: &str) -> String {

@@ -15,6 +15,8 @@ use rampart_nft_apply::state::{Pending, StateDir};
 use rampart_nft_apply::txn::{self, WatchOutcome};
 use serde_json::Value;
 
+use crate::config::OnDown;
+use crate::failover::{self, FailOpen};
 use crate::metrics::RuleCounter;
 use crate::store::Store;
 use crate::supervisor::{self, Backoff, ComponentStatus, EventsFrom, Supervisor};
@@ -97,6 +99,8 @@ pub struct Snapshot {
     pub last_confirm: Option<String>,
     /// Events not delivered to slow followers.
     pub follow_dropped: u64,
+    /// Components down whose traffic bypasses them now (`on_down = "open"`).
+    pub failing_open: Vec<String>,
 }
 
 /// State shared by the main loop and the listeners.
@@ -228,6 +232,9 @@ pub struct Daemon {
     started: Instant,
     watch_tx: Sender<WatchResult>,
     watch_rx: Receiver<WatchResult>,
+    fail_open: Vec<FailOpen>,
+    /// The fail-open components whose redirects are loaded (`None`: the table is not loaded).
+    failing_open: Option<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -285,6 +292,46 @@ fn apply(exe: &Path, config: &RunConfig) -> Result<String, DaemonError> {
     }
 }
 
+/// The fail-open redirects of each `on_down = "open"` component, from its configuration.
+fn fail_open_routes(config: &RunConfig) -> Result<Vec<FailOpen>, DaemonError> {
+    config
+        .components
+        .iter()
+        .filter(|c| c.on_down == OnDown::Open)
+        .filter_map(|c| c.config.as_deref().map(|path| (c, path)))
+        .map(|(c, path)| {
+            let text = std::fs::read_to_string(path).map_err(|e| DaemonError::io(path, e))?;
+            Ok(FailOpen {
+                component: c.name.clone(),
+                redirects: failover::dns_redirects(&text, path)?,
+            })
+        })
+        .collect()
+}
+
+/// Load an nft transaction from `text` (`nft -f -`).
+fn nft_load(text: &str) -> Result<(), String> {
+    use std::process::Stdio;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
 /// Validate the policy without touching anything (`rampart check`: exit 0 or 1 = valid).
 fn validate(exe: &Path, policy: &Path) -> Result<(), DaemonError> {
     let out = Command::new(exe)
@@ -326,6 +373,7 @@ impl Daemon {
         make_dir(&config.state_dir, dir_mode)?;
         make_dir(&config.state_dir.join("events"), dir_mode)?;
         make_dir(&nft_state_dir(&config), 0o700)?;
+        let fail_open = fail_open_routes(&config)?;
         validate(&exe, &config.policy)?;
         if config.apply {
             apply(&exe, &config)?;
@@ -387,6 +435,8 @@ impl Daemon {
             started: Instant::now(),
             watch_tx,
             watch_rx,
+            fail_open,
+            failing_open: None,
         };
         let pending = daemon.track_pending();
         daemon.daemon_event(
@@ -550,6 +600,17 @@ impl Daemon {
         });
         let outcome = match result {
             Ok(_) => {
+                // The forwarder's configuration may name other addresses now.
+                match fail_open_routes(config) {
+                    Ok(routes) => {
+                        self.fail_open = routes;
+                        self.failing_open = None;
+                    }
+                    Err(e) => self.daemon_event(
+                        "alert",
+                        format!("fail-open redirects kept as they were: {e}"),
+                    ),
+                }
                 let pending = self.track_pending();
                 self.supervisor.reload(Instant::now());
                 *self
@@ -629,20 +690,89 @@ impl Daemon {
                     unix_now_ns(),
                 );
             }
+            let components = self.supervisor.status(now);
+            let down = components
+                .iter()
+                .filter(|c| !c.ready)
+                .map(|c| c.name.clone())
+                .collect();
+            self.update_fail_open(&down);
             {
                 let mut snap = self
                     .shared
                     .snapshot
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                snap.components = self.supervisor.status(now);
+                snap.components = components;
             }
             std::thread::sleep(TICK);
         }
         self.daemon_event("allow", "daemon stopping".into());
         self.supervisor.shutdown();
+        // Stopped components are down: fail-open ones keep failing open.
+        let all = self.fail_open.iter().map(|f| f.component.clone()).collect();
+        self.update_fail_open(&all);
         self.move_events();
         Ok(())
+    }
+
+    /// Load the fail-open redirects of the components in `down` (those that fail open) when
+    /// that set changed; each change is an event.
+    fn update_fail_open(&mut self, down: &std::collections::BTreeSet<String>) {
+        if self.fail_open.is_empty() {
+            return;
+        }
+        let wanted: std::collections::BTreeSet<String> = self
+            .fail_open
+            .iter()
+            .filter(|f| down.contains(&f.component))
+            .map(|f| f.component.clone())
+            .collect();
+        if self.failing_open.as_ref() == Some(&wanted) {
+            return;
+        }
+        let table = &self.shared.config.table;
+        let text = failover::ruleset(table, &self.fail_open, &wanted);
+        let previous = self.failing_open.take().unwrap_or_default();
+        match nft_load(&text) {
+            Ok(()) => {
+                for f in &self.fail_open {
+                    let targets = || {
+                        f.redirects
+                            .iter()
+                            .map(|r| format!("{} -> {}", r.listen, r.upstream))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    match (previous.contains(&f.component), wanted.contains(&f.component)) {
+                        (false, true) => self.daemon_event(
+                            "alert",
+                            format!(
+                                "{} is down: failing open, its queries go unfiltered to the upstream ({})",
+                                f.component,
+                                targets()
+                            ),
+                        ),
+                        (true, false) => self.daemon_event(
+                            "allow",
+                            format!("{} is back: its queries are filtered again", f.component),
+                        ),
+                        _ => {}
+                    }
+                }
+                self.shared
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .failing_open = wanted.iter().cloned().collect();
+            }
+            Err(e) => self.daemon_event(
+                "alert",
+                format!("could not load the fail-open redirects (failing closed): {e}"),
+            ),
+        }
+        // Also on failure: retried at the next change rather than every tick.
+        self.failing_open = Some(wanted);
     }
 
     fn move_events(&mut self) {

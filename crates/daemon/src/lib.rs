@@ -8,7 +8,9 @@
 //! root-only control socket (status, reload, confirm and rollback of the pending apply, event
 //! streaming), and the loopback HTTP listener with Prometheus `/metrics`, a JSON
 //! API and the dashboard. Pure parts: [`RunConfig`] validation, [`Backoff`], [`store::Query`]
-//! building and [`metrics::render`]. Non-goals: the components' own logic (each lives in its
+//! building, [`metrics::render`] and the fail-open redirects ([`failover`]: a DNS forwarder that
+//! is down can have its queries sent to its upstream, unfiltered, from a table of the daemon's
+//! own). Non-goals: the components' own logic (each lives in its
 //! crate and runs as `rampart <component>`), and sandboxing beyond a process, a user and a
 //! capability set per component (no namespaces or seccomp filters of its own).
 
@@ -17,13 +19,14 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod failover;
 pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod supervisor;
 pub mod tail;
 
-pub use config::{Account, ComponentConfig, ComponentKind, RunConfig};
+pub use config::{Account, ComponentConfig, ComponentKind, OnDown, RunConfig};
 pub use daemon::{Daemon, DaemonHandle};
 pub use supervisor::Backoff;
 
