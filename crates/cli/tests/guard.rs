@@ -1351,3 +1351,134 @@ fn dhcp_server_on_the_bridge_device_is_learned() {
     drop(procs);
     drop(topo);
 }
+
+/// Whether a datagram from the rogue (source port `sport`) reaches the client's `port`.
+fn datagram_reaches(rog: &str, cli: &str, sport: u16, port: u16) -> bool {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cli = cli.to_string();
+    let listener = std::thread::spawn(move || {
+        in_ns(&cli, move || {
+            let s = UdpSocket::bind(SocketAddrV4::new(CLI_IP, port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(800)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            s.recv_from(&mut buf).is_ok()
+        })
+    });
+    ready_rx.recv().unwrap();
+    in_ns(rog, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(ROG_IP, sport)).unwrap();
+        let _ = s.send_to(b"answer", SocketAddrV4::new(CLI_IP, port));
+    });
+    listener.join().unwrap()
+}
+
+const CLI_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+fn bridge_table(sw: &str) -> String {
+    ns_sh(sw, &["nft", "list", "table", "bridge", "rampart_guard"])
+}
+
+#[test]
+fn sighup_reloads_the_configuration_in_place_and_keeps_bindings() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let scratch = Scratch::new("rampart-guard-reload");
+    let dir = scratch.0.clone();
+    let topo = Topology::build("r");
+    let (sw, cli, rog) = (topo.ns("sw"), topo.ns("cli"), topo.ns("rog"));
+    ns_sh(
+        &cli,
+        &["ip", "addr", "add", &format!("{CLI_IP}/24"), "dev", "eth0"],
+    );
+    // A lease learned by an earlier run: the client's only way past DAI on p_cli.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let bindings = dir.join("bindings");
+    std::fs::write(
+        &bindings,
+        format!(
+            "# rampart-guard bindings v1\n{CLI_MAC} {CLI_IP} p_cli {}\n",
+            now_s + 3600
+        ),
+    )
+    .unwrap();
+    let config = dir.join("guard.toml");
+    let write_config = |block_llmnr: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                "bridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\nuntrusted_ports = [\"p_cli\", \"p_rog\"]\n\
+                 bindings_file = \"{}\"\nevents_file = \"{}\"\n\
+                 [[static_arp]]\nip = \"{ROG_IP}\"\nmac = \"{ROG_MAC}\"\nport = \"p_rog\"\n\
+                 [block]\nllmnr = {block_llmnr}\n",
+                bindings.display(),
+                dir.join("events.jsonl").display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(false);
+    let (mut guard, started) = Guard::start(&sw, &config);
+    assert_eq!(started["reload_in_place"], true, "{started}");
+    assert_eq!(started["bindings"], 1, "{started}");
+    let binding_element = format!("{CLI_MAC} . {CLI_IP}");
+    assert!(bridge_table(&sw).contains(&binding_element));
+    // Before: LLMNR answers cross the bridge, and the bound client resolves the server.
+    assert!(datagram_reaches(&rog, &cli, 5355, 40_000));
+    poke(&cli, GW);
+    assert!(neigh_mac(&cli, &GW.to_string()).contains(&SRV_MAC.to_string()));
+
+    // Reload with LLMNR blocked: same process, new table, the binding still in it.
+    write_config(true);
+    let pid = guard.child.id() as i32;
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let end = Instant::now() + Duration::from_secs(5);
+    while !bridge_table(&sw).contains("llmnr blocked") {
+        assert!(Instant::now() < end, "no reload: {}", bridge_table(&sw));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        guard.child.try_wait().unwrap().is_none(),
+        "the guard exited"
+    );
+    assert!(bridge_table(&sw).contains(&binding_element));
+    assert!(!datagram_reaches(&rog, &cli, 5355, 40_001));
+    // The client still passes DAI after the reload: its binding is enforced, not lost.
+    ns_sh(&cli, &["ip", "neigh", "flush", "dev", "eth0"]);
+    poke(&cli, GW);
+    let entry = neigh_mac(&cli, &GW.to_string());
+    assert!(entry.contains(&SRV_MAC.to_string()), "{entry}");
+
+    // A broken file changes nothing: the guard keeps running on the previous configuration.
+    std::fs::write(&config, "bridge = 1\n").unwrap();
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        guard.child.try_wait().unwrap().is_none(),
+        "the guard exited"
+    );
+    let table = bridge_table(&sw);
+    assert!(
+        table.contains("llmnr blocked") && table.contains(&binding_element),
+        "{table}"
+    );
+    assert!(!datagram_reaches(&rog, &cli, 5355, 40_002));
+    let stopped = guard.stop();
+    assert_eq!(stopped["reloads"], 1, "{stopped}");
+    assert_eq!(stopped["reloads_refused"], 1, "{stopped}");
+    // The binding survived the reloads into the file as well.
+    let saved = std::fs::read_to_string(&bindings).unwrap();
+    assert!(
+        saved.contains(&format!("{CLI_MAC} {CLI_IP} p_cli")),
+        "{saved}"
+    );
+    drop(topo);
+}

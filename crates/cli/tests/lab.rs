@@ -1,8 +1,9 @@
 //! The main job end to end, as CI runs it: `rampart lab` on the M1037 baseline example builds
 //! the range in network namespaces, loads the compiled ruleset into the gateway, plays every
 //! scenario with real traffic, and must print an all-green scoreboard that lists the techniques
-//! no scenario plays yet instead of hiding them. Needs root, `ip`, `nft`, `ping` and `nsenter`;
-//! skips with a printed reason otherwise.
+//! no scenario plays yet instead of hiding them; then it plays the L2 and jail scenarios
+//! without the guard and the jail and must see each of their attack cases fail. Needs root,
+//! `ip`, `nft`, `ping`, `nsenter` and `dnsmasq`; skips with a printed reason otherwise.
 
 use std::process::Command;
 
@@ -81,6 +82,108 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
             assert!(t <= 1_000, "{case}");
         }
     }
+    // Issue #11 with real frames and processes: rogue DHCP, ARP spoofing and name poisoning on
+    // the bridge (the L2 guard), a jailed program, and the metadata API for a non-root owner.
+    for id in [
+        "T1557.001",
+        "T1557.002",
+        "T1557.003",
+        "T1218",
+        "T1218.012",
+        "T1552.005",
+    ] {
+        let row = techniques.iter().find(|t| t["id"] == id).unwrap();
+        assert_eq!(row["status"], "proven", "{id}: {row}");
+    }
+    // Every detection an L2 case requires was reported by the guard, and its blocked attacks
+    // name a rule of the guard's bridge table.
+    let l2: Vec<&serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["detection"].is_object())
+        .collect();
+    assert_eq!(l2.len(), 3, "one detection per L2 attack");
+    for case in l2 {
+        assert_eq!(case["detection"]["seen"], true, "{case}");
+        assert!(
+            case["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["chain"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("bridge rampart_guard")),
+            "{case}"
+        );
+    }
+    // The metadata API: the non-root owner reaches it, another non-root uid does not.
+    let metadata = |needle: &str| {
+        cases
+            .iter()
+            .filter(|c| c["case"].as_str().unwrap().contains(needle))
+            .map(|c| c["observed"].as_str().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metadata("(uid 64500)"), ["allowed", "allowed"]);
+    assert_eq!(metadata("(uid 64501)"), ["blocked", "blocked"]);
+
+    // Each of those cases can fail: without the guard and the jail, the same attacks succeed
+    // or go undetected.
+    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .current_dir(&root)
+        .args([
+            "lab",
+            "--json",
+            "--without",
+            "guard",
+            "--without",
+            "jail",
+            "--only",
+            "dhcp-snooping",
+            "--only",
+            "arp-inspection",
+            "--only",
+            "name-poisoning",
+            "--only",
+            "program-egress",
+        ])
+        .output()
+        .expect("run rampart lab without the guard and the jail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let board: serde_json::Value = serde_json::from_slice(&output.stdout).expect("scoreboard JSON");
+    let failed: Vec<&str> = board["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["expected"] == "blocked")
+        .map(|c| {
+            let passed =
+                c["observed"] == "blocked" && c["detection"]["seen"].as_bool().unwrap_or(true);
+            assert!(!passed, "passes without its protection: {c}");
+            c["scenario"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "arp-inspection",
+            "dhcp-snooping",
+            "name-poisoning",
+            "program-egress",
+            "program-egress"
+        ],
+        "{stderr}"
+    );
+    // The attacks themselves got through where only the guard or the jail stops them.
+    let cases = board["cases"].as_array().unwrap();
+    for scenario in ["arp-inspection", "program-egress"] {
+        assert!(cases
+            .iter()
+            .filter(|c| c["scenario"] == scenario && c["expected"] == "blocked")
+            .all(|c| c["observed"] == "allowed"));
+    }
+
     let page = std::fs::read_to_string(&html).expect("HTML scoreboard written");
     let _ = std::fs::remove_file(&html);
     assert!(page.contains("Rampart lab scoreboard"));

@@ -147,6 +147,20 @@ impl Guard {
         }
     }
 
+    /// Switch to a new configuration in place (SIGHUP reload): the bindings, stations, pending
+    /// canary names and de-duplication state are kept; the rate limiters start afresh only
+    /// when their limits changed.
+    pub fn reconfigure(&mut self, cfg: Config) {
+        if cfg.rate_limit != self.cfg.rate_limit {
+            self.rate = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
+        }
+        if cfg.arp_rate_limit != self.cfg.arp_rate_limit {
+            self.arp_rate =
+                RateLimiter::new(cfg.arp_rate_limit.per_second, cfg.arp_rate_limit.burst);
+        }
+        self.cfg = cfg;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

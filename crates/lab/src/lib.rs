@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod flood;
+pub mod l2;
 pub mod netns;
 pub mod payload;
 pub mod scenario;
@@ -127,7 +128,30 @@ pub struct GatewaySetup {
     /// Ban sets as `family table set` (e.g. `inet rampart ban_v4`), flushed after every
     /// scenario that floods, so a banned lab host does not stay banned for the next one.
     pub ban_sets: Vec<String>,
+    /// The `rampart` binary: the lab runs its `guard` (L2 cases) and `jail` (cases whose client
+    /// is a jailed program). Without it those cases cannot be played.
+    pub rampart: Option<std::path::PathBuf>,
+    /// Play without the L2 guard (its cases are expected to fail: the proof they can).
+    pub skip_guard: bool,
+    /// Play without the jail (its cases are expected to fail: the proof they can).
+    pub skip_jail: bool,
 }
+
+/// What runs on the gateway while a scenario with L2 cases plays.
+struct L2Env {
+    segment: String,
+    gw_v4: std::net::Ipv4Addr,
+    gw_mac: rampart_guard::decode::Mac,
+    macs: Vec<(String, rampart_guard::decode::Mac)>,
+    events: std::path::PathBuf,
+    // Dropped (SIGTERM) when the scenario ends: the guard deletes its bridge table.
+    _guard: Option<l2::Service>,
+    _dnsmasq: Option<l2::Service>,
+}
+
+/// The cgroup root the lab's jail uses (the jail's default); policy rules name
+/// `rampart.jail/<program>`.
+pub const JAIL_CGROUP_ROOT: &str = "rampart.jail";
 
 /// How long a gateway daemon may take to say it is ready.
 const DAEMON_READY_MS: u64 = 10_000;
@@ -279,6 +303,12 @@ pub fn check_requirements() -> Result<(), LabError> {
         // The NFQUEUE rules for application-protocol rules (the baseline has them).
         ("iptables-nft", "iptables"),
         ("ip6tables-nft", "iptables"),
+        // The legitimate DHCP server of the L2 scenarios.
+        ("dnsmasq", "dnsmasq-base"),
+        // Process clients: another uid, a bounded run, the shell the jail holds.
+        ("setpriv", "util-linux"),
+        ("timeout", "coreutils"),
+        ("bash", "bash"),
     ] {
         let found = std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
@@ -300,6 +330,7 @@ impl LabRun<'_> {
         install_signal_handlers();
         // A crashed or killed earlier run may have left its range behind.
         netns::teardown_all()?;
+        let scratch = l2::Scratch::create()?;
         let mut namespaces = self.topology.build()?;
         if self.keep {
             namespaces.keep();
@@ -311,18 +342,22 @@ impl LabRun<'_> {
         let gw = Topology::gateway_ns();
         load_ruleset(&gw, self.ruleset)?;
         let _daemon = setup_gateway(&gw, &self.gateway)?;
+        let programs = self.jail_programs(&scratch.0)?;
+        let _jail = self.start_jail(&gw, &scratch.0, &programs)?;
         let mut results = Vec::new();
         for scenario in &self.scenarios {
             let floods = scenario.cases.iter().any(|c| c.flood.is_some());
             if floods {
                 flush_ban_sets(&gw, &self.gateway.ban_sets);
             }
+            let l2_env = self.start_l2(&gw, scenario, &scratch.0)?;
             for case in &scenario.cases {
                 for family in &case.families {
                     if INTERRUPTED.load(Ordering::SeqCst) {
                         return Err(LabError::Interrupted);
                     }
-                    let result = self.play_case(&gw, scenario, case, *family)?;
+                    let result =
+                        self.play_case(&gw, scenario, case, *family, l2_env.as_ref(), &programs)?;
                     if let Some(out) = self.progress.as_mut() {
                         let _ = writeln!(
                             out,
@@ -339,7 +374,9 @@ impl LabRun<'_> {
             if floods {
                 flush_ban_sets(&gw, &self.gateway.ban_sets);
             }
+            drop(l2_env);
         }
+        drop(_jail);
         drop(_daemon);
         drop(namespaces);
         Ok(Scoreboard::new(
@@ -349,13 +386,376 @@ impl LabRun<'_> {
         ))
     }
 
+    /// The jailed programs the cases run: a copy of the system shell per program name, at
+    /// `<scratch>/<name>`.
+    fn jail_programs(
+        &self,
+        scratch: &std::path::Path,
+    ) -> Result<BTreeMap<String, std::path::PathBuf>, LabError> {
+        let mut programs = BTreeMap::new();
+        let names = self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.cases)
+            .filter_map(|c| c.process.as_ref()?.program.clone());
+        for name in names {
+            if programs.contains_key(&name) {
+                continue;
+            }
+            let shell = find_program("bash")
+                .ok_or_else(|| LabError::Requirement("jailed-program cases need `bash`".into()))?;
+            let copy = scratch.join(&name);
+            std::fs::copy(&shell, &copy).map_err(|source| LabError::Spawn {
+                command: format!("cp {} {}", shell.display(), copy.display()),
+                source,
+            })?;
+            programs.insert(name, copy);
+        }
+        Ok(programs)
+    }
+
+    /// `rampart jail` for the run, holding every exec of the cases' programs until the process
+    /// is in `rampart.jail/<name>`.
+    fn start_jail(
+        &self,
+        gw: &str,
+        scratch: &std::path::Path,
+        programs: &BTreeMap<String, std::path::PathBuf>,
+    ) -> Result<Option<l2::Service>, LabError> {
+        if programs.is_empty() || self.gateway.skip_jail {
+            return Ok(None);
+        }
+        let rampart = self.rampart_binary("jailed-program cases")?;
+        let mut config = format!("cgroup_root = \"{JAIL_CGROUP_ROOT}\"\n");
+        for (name, path) in programs {
+            config.push_str(&format!(
+                "[[program]]\nname = \"{name}\"\npaths = [\"{}\"]\nmitigates = [\"T1218\", \"T1218.012\"]\n",
+                path.display()
+            ));
+        }
+        let file = scratch.join("jail.toml");
+        std::fs::write(&file, config).map_err(|source| LabError::Spawn {
+            command: format!("write {}", file.display()),
+            source,
+        })?;
+        let argv = vec![
+            rampart.display().to_string(),
+            "jail".into(),
+            "--config".into(),
+            file.display().to_string(),
+            "--events".into(),
+            scratch.join("jail.events.jsonl").display().to_string(),
+        ];
+        l2::Service::start("rampart jail", gw, &argv, None, false).map(Some)
+    }
+
+    fn rampart_binary(&self, what: &str) -> Result<&std::path::Path, LabError> {
+        self.gateway
+            .rampart
+            .as_deref()
+            .ok_or_else(|| LabError::Requirement(format!("{what} need the rampart binary")))
+    }
+
+    /// For a scenario with L2 cases: the guard on the segment's bridge (unless skipped) and
+    /// dnsmasq on the gateway when a DHCP case expects the gateway's offers.
+    fn start_l2(
+        &self,
+        gw: &str,
+        scenario: &Scenario,
+        scratch: &std::path::Path,
+    ) -> Result<Option<L2Env>, LabError> {
+        let Some(first) = scenario.cases.iter().find(|c| c.kind.is_l2()) else {
+            return Ok(None);
+        };
+        let host = if first.from == topology::GATEWAY {
+            &first.to
+        } else {
+            &first.from
+        };
+        let (segment, gw_v4) = l2::bridged_segment(&self.topology, host)?;
+        let mut macs = Vec::new();
+        for spec in &segment.hosts {
+            let h = self
+                .topology
+                .host(&spec.name, "")
+                .ok_or_else(|| LabError::Traffic {
+                    message: format!("unknown host {}", spec.name),
+                })?;
+            macs.push((spec.name.clone(), l2::mac_of(&h.ns, "eth0")?));
+        }
+        let gw_mac = l2::mac_of(gw, &segment.iface)?;
+        let dir = scratch.join(&scenario.id);
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Spawn {
+            command: format!("mkdir {}", dir.display()),
+            source,
+        })?;
+        let write = |name: &str, text: &str| {
+            let file = dir.join(name);
+            std::fs::write(&file, text).map_err(|source| LabError::Spawn {
+                command: format!("write {}", file.display()),
+                source,
+            })?;
+            Ok::<_, LabError>(file)
+        };
+        let needs_server = scenario
+            .cases
+            .iter()
+            .any(|c| c.kind == scenario::CaseKind::Dhcp && c.to == topology::GATEWAY);
+        let dnsmasq = match (needs_server, l2::dnsmasq_config(segment, &dir)) {
+            (true, Some(text)) => {
+                let conf = write("dnsmasq.conf", &text)?;
+                let program = find_program("dnsmasq").ok_or_else(|| {
+                    LabError::Requirement(
+                        "DHCP cases need `dnsmasq`: apt-get install dnsmasq-base".into(),
+                    )
+                })?;
+                let argv = vec![
+                    program.display().to_string(),
+                    "--keep-in-foreground".into(),
+                    format!("--conf-file={}", conf.display()),
+                ];
+                Some(l2::Service::start(
+                    "dnsmasq",
+                    gw,
+                    &argv,
+                    Some(&dir.join("dnsmasq.pid")),
+                    false,
+                )?)
+            }
+            _ => None,
+        };
+        let guard = if self.gateway.skip_guard {
+            None
+        } else {
+            let rampart = self.rampart_binary("L2 cases")?;
+            let conf = write("guard.toml", &l2::guard_config(segment, gw_v4, &macs, &dir))?;
+            let argv = vec![
+                rampart.display().to_string(),
+                "guard".into(),
+                "--config".into(),
+                conf.display().to_string(),
+            ];
+            Some(l2::Service::start("rampart guard", gw, &argv, None, true)?)
+        };
+        Ok(Some(L2Env {
+            segment: segment.name.clone(),
+            gw_v4,
+            gw_mac,
+            macs,
+            events: dir.join("guard.events.jsonl"),
+            _guard: guard,
+            _dnsmasq: dnsmasq,
+        }))
+    }
+
+    /// Play an L2 case; the observation and the guard's detection (when the case names one).
+    fn play_l2(
+        &self,
+        case: &scenario::Case,
+        env: &L2Env,
+    ) -> Result<
+        (
+            traffic::Observation,
+            Option<score::Detection>,
+            String,
+            String,
+        ),
+        LabError,
+    > {
+        use scenario::CaseKind;
+        use traffic::Observation;
+        let lookup = |name: &str| -> Result<
+            (
+                topology::Host,
+                rampart_guard::decode::Mac,
+                std::net::Ipv4Addr,
+            ),
+            LabError,
+        > {
+            let host =
+                self.topology
+                    .host(name, &env.segment)
+                    .ok_or_else(|| LabError::Scenario {
+                        file: case.name.clone(),
+                        message: format!("unknown host `{name}`"),
+                    })?;
+            if host.name != topology::GATEWAY && host.segment != env.segment {
+                return Err(LabError::Scenario {
+                    file: case.name.clone(),
+                    message: format!("`{name}` is not on segment {}", env.segment),
+                });
+            }
+            let mac = if name == topology::GATEWAY {
+                env.gw_mac
+            } else {
+                env.macs
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, m)| *m)
+                    .ok_or_else(|| LabError::Traffic {
+                        message: format!("no MAC for {name}"),
+                    })?
+            };
+            let v4 = match host.v4 {
+                Some(std::net::IpAddr::V4(a)) => a,
+                _ => env.gw_v4,
+            };
+            Ok((host, mac, v4))
+        };
+        let (from, from_mac, from_v4) = lookup(&case.from)?;
+        let (to, to_mac, to_v4) = lookup(&case.to)?;
+        let offset = l2::events_offset(&env.events);
+        let result = |allowed: bool, detail: String| Observation {
+            result: if allowed {
+                scenario::Expectation::Allowed
+            } else {
+                scenario::Expectation::Blocked
+            },
+            detail,
+        };
+        let detection_wait_ms = 1_000;
+        let observation = match case.kind {
+            CaseKind::Flow => {
+                return Err(LabError::Traffic {
+                    message: format!("case `{}` is a flow, not an L2 case", case.name),
+                })
+            }
+            CaseKind::Dhcp => {
+                let rogue =
+                    (case.to != topology::GATEWAY).then_some((to.ns.as_str(), to_mac, to_v4));
+                let attempt = |wait_ms: u64| {
+                    let xid = (std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos()))
+                        | 1;
+                    l2::dhcp_offers(&from.ns, from_mac, xid, rogue, wait_ms)
+                };
+                let mut servers = attempt(l2::OFFER_WAIT_MS)?;
+                if !servers.contains(&to_v4) && case.expect == scenario::Expectation::Allowed {
+                    servers = attempt(traffic::RETRY_WAIT_MS)?;
+                }
+                let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+                result(
+                    servers.contains(&to_v4),
+                    format!(
+                        "offers from [{}] reached {}; {} {}",
+                        list.join(", "),
+                        case.from,
+                        to_v4,
+                        if servers.contains(&to_v4) {
+                            "among them"
+                        } else {
+                            "not among them"
+                        }
+                    ),
+                )
+            }
+            CaseKind::ArpSpoof => {
+                let (victim, victim_mac, victim_v4) = (&to, to_mac, to_v4);
+                l2::poke(&victim.ns, env.gw_v4)?;
+                if case.from != topology::GATEWAY {
+                    l2::arp_spoof(&from.ns, from_mac, victim_mac, victim_v4, env.gw_v4)?;
+                }
+                let seen = l2::neighbour(&victim.ns, env.gw_v4)?;
+                // Leave the victim clean for later cases whatever happened.
+                let _ = netns::run_in(&victim.ns, "ip", &["neigh", "flush", "dev", "eth0"]);
+                let who = |m: Option<rampart_guard::decode::Mac>| match m {
+                    Some(m) if m == env.gw_mac => format!("{m} (the gateway's)"),
+                    Some(m) if m == from_mac => format!("{m} ({}'s)", case.from),
+                    Some(m) => m.to_string(),
+                    None => "no entry".into(),
+                };
+                result(
+                    seen == Some(from_mac),
+                    format!(
+                        "{}'s neighbour entry for {}: {}",
+                        case.to,
+                        env.gw_v4,
+                        who(seen)
+                    ),
+                )
+            }
+            CaseKind::NamePoison => {
+                let poisoner = l2::Poisoner::start(&to.ns, to_v4)?;
+                let answered = l2::llmnr_lookup(&from.ns, from_v4, "fileserv")?;
+                // Give the canary a round while the poisoner still answers.
+                let detected = case.detection.as_deref().map(|kind| {
+                    l2::wait_detection(&env.events, offset, kind, l2::DETECTION_WAIT_MS)
+                });
+                let answers = poisoner.stop()?;
+                let poisoned = answered.contains(&to_v4);
+                let obs =
+                    result(
+                        poisoned,
+                        format!(
+                        "{}'s LLMNR lookup answered by [{}]; the poisoner sent {answers} answers",
+                        case.from,
+                        answered.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                    );
+                let detection = case.detection.clone().map(|kind| score::Detection {
+                    seen: detected.flatten().is_some(),
+                    kind,
+                });
+                return Ok((
+                    obs,
+                    detection,
+                    format!("{} {from_v4}", case.from),
+                    format!("{} {to_v4}", case.to),
+                ));
+            }
+        };
+        let detection = case.detection.clone().map(|kind| {
+            let seen = l2::wait_detection(&env.events, offset, &kind, detection_wait_ms).is_some();
+            score::Detection { kind, seen }
+        });
+        Ok((
+            observation,
+            detection,
+            format!("{} {from_v4}", case.from),
+            format!("{} {to_v4}", case.to),
+        ))
+    }
+
     fn play_case(
         &self,
         gw: &str,
         scenario: &Scenario,
         case: &scenario::Case,
         family: FamilyName,
+        l2_env: Option<&L2Env>,
+        programs: &BTreeMap<String, std::path::PathBuf>,
     ) -> Result<CaseResult, LabError> {
+        if case.kind.is_l2() {
+            let env = l2_env.ok_or_else(|| LabError::Traffic {
+                message: "an L2 case without its environment".into(),
+            })?;
+            let before = counters(gw)?;
+            let (mut observation, detection, from, to) = self.play_l2(case, env)?;
+            let after = counters(gw)?;
+            if let Some(d) = &detection {
+                observation.detail.push_str(&if d.seen {
+                    format!("; the guard reported `{}`", d.kind)
+                } else {
+                    format!("; the guard did NOT report `{}`", d.kind)
+                });
+            }
+            return Ok(CaseResult {
+                scenario: scenario.id.clone(),
+                techniques: scenario.techniques.clone(),
+                case: case.name.clone(),
+                family,
+                from,
+                to,
+                traffic: kind_label(case.kind).into(),
+                expected: case.expect,
+                observed: observation.result,
+                detail: observation.detail,
+                evidence: moved_l2_evidence(&before, &after),
+                measure: None,
+                detection,
+            });
+        }
         let v6 = family == FamilyName::Ipv6;
         let unknown = |name: &str| LabError::Scenario {
             file: format!("{}.toml", scenario.id),
@@ -417,6 +817,36 @@ impl LabRun<'_> {
         if !knocks.is_empty() {
             traffic::knock(&knocks, &client_end, &server_end)?;
         }
+        let process = match (&case.process, traffic) {
+            (Some(p), Traffic::Tcp(port)) => {
+                let (program, label) = match &p.program {
+                    Some(name) => (
+                        programs
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| LabError::Traffic {
+                                message: format!("no jailed program `{name}`"),
+                            })?,
+                        name.clone(),
+                    ),
+                    None => (
+                        find_program("bash").ok_or_else(|| {
+                            LabError::Requirement("process cases need `bash`".into())
+                        })?,
+                        "bash".to_string(),
+                    ),
+                };
+                Some((
+                    traffic::ClientCommand {
+                        uid: p.uid,
+                        program,
+                        label,
+                    },
+                    port,
+                ))
+            }
+            _ => None,
+        };
         let mut measure = None;
         let mut observation = if let (Some(flood), Traffic::Tcp(port)) = (&case.flood, traffic) {
             let flooder = self
@@ -436,6 +866,14 @@ impl LabRun<'_> {
             )?;
             measure = Some(m);
             observation
+        } else if let Some((command, port)) = &process {
+            traffic::play_tcp_process(
+                *port,
+                command,
+                &client_end,
+                &server_end,
+                traffic::FIRST_WAIT_MS,
+            )?
         } else {
             traffic::play(exchange, &client_end, &server_end, traffic::FIRST_WAIT_MS)?
         };
@@ -443,25 +881,20 @@ impl LabRun<'_> {
             && case.expect == scenario::Expectation::Allowed
             && case.flood.is_none()
         {
-            observation =
-                traffic::play(exchange, &client_end, &server_end, traffic::RETRY_WAIT_MS)?;
+            observation = match &process {
+                Some((command, port)) => traffic::play_tcp_process(
+                    *port,
+                    command,
+                    &client_end,
+                    &server_end,
+                    traffic::RETRY_WAIT_MS,
+                )?,
+                None => traffic::play(exchange, &client_end, &server_end, traffic::RETRY_WAIT_MS)?,
+            };
             observation.detail.push_str(" (on a patient retry)");
         }
         let after = counters(gw)?;
-        let mut evidence: Vec<Evidence> = after
-            .iter()
-            .filter(|(key, (packets, _))| {
-                before.get(*key).map_or(*packets > 0, |(b, _)| packets > b)
-            })
-            .filter(|(_, (_, comment))| !comment.is_empty())
-            .map(|((chain, handle), (_, comment))| Evidence {
-                chain: chain.clone(),
-                handle: *handle,
-                comment: comment.clone(),
-            })
-            .collect();
-        evidence.sort_by_key(|e| e.handle);
-        let evidence = focus_evidence(evidence);
+        let evidence = moved_evidence(&before, &after);
         Ok(CaseResult {
             scenario: scenario.id.clone(),
             techniques: scenario.techniques.clone(),
@@ -475,6 +908,7 @@ impl LabRun<'_> {
             detail: observation.detail,
             evidence,
             measure,
+            detection: None,
         })
     }
 
@@ -621,6 +1055,63 @@ impl LabRun<'_> {
     }
 }
 
+fn kind_label(kind: scenario::CaseKind) -> &'static str {
+    match kind {
+        scenario::CaseKind::Flow => "flow",
+        scenario::CaseKind::Dhcp => "dhcp",
+        scenario::CaseKind::ArpSpoof => "arp",
+        scenario::CaseKind::NamePoison => "llmnr/nbt-ns/mdns",
+    }
+}
+
+/// A program on `PATH` (or in `/usr/sbin`).
+fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| {
+            let p = std::path::Path::new("/usr/sbin").join(name);
+            p.is_file().then_some(p)
+        })
+}
+
+/// For an L2 case: the guard's bridge rules that moved, when any did (the gateway's own rules
+/// move too, for the legitimate DHCP exchange or ARP, but explain nothing about the attack).
+fn moved_l2_evidence(before: &Counters, after: &Counters) -> Vec<Evidence> {
+    let all = moved(before, after);
+    if all.iter().any(|e| e.chain.starts_with("bridge ")) {
+        all.into_iter()
+            .filter(|e| e.chain.starts_with("bridge "))
+            .collect()
+    } else {
+        focus_evidence(all)
+    }
+}
+
+/// The commented rules whose counters moved between two readings, focused on what explains
+/// the verdict.
+fn moved_evidence(before: &Counters, after: &Counters) -> Vec<Evidence> {
+    focus_evidence(moved(before, after))
+}
+
+fn moved(before: &Counters, after: &Counters) -> Vec<Evidence> {
+    let mut evidence: Vec<Evidence> = after
+        .iter()
+        .filter(|(key, (packets, _))| before.get(*key).map_or(*packets > 0, |(b, _)| packets > b))
+        .filter(|(_, (_, comment))| !comment.is_empty())
+        .map(|((chain, handle), (_, comment))| Evidence {
+            chain: chain.clone(),
+            handle: *handle,
+            comment: comment.clone(),
+        })
+        .collect();
+    evidence.sort_by_key(|e| e.handle);
+    evidence
+}
+
 fn join_lab<T>(handle: std::thread::JoinHandle<Result<T, LabError>>) -> Result<T, LabError> {
     handle.join().map_err(|_| LabError::Traffic {
         message: "a flood thread panicked".into(),
@@ -644,9 +1135,10 @@ fn focus_evidence(moved: Vec<Evidence>) -> Vec<Evidence> {
         "rampart app:",
         "rampart auto-ban",
     ];
-    let (acting, rest): (Vec<Evidence>, Vec<Evidence>) = rest
-        .into_iter()
-        .partition(|e| ACTING.iter().any(|a| e.comment.starts_with(a)));
+    // The L2 guard's bridge table acts before any inet chain sees the frame.
+    let (acting, rest): (Vec<Evidence>, Vec<Evidence>) = rest.into_iter().partition(|e| {
+        ACTING.iter().any(|a| e.comment.starts_with(a)) || e.chain.starts_with("bridge ")
+    });
     if !acting.is_empty() {
         return acting;
     }

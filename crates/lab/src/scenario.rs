@@ -23,6 +23,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/admin-ingress.toml"),
     ),
     (
+        "arp-inspection.toml",
+        include_str!("../../../lab/scenarios/arp-inspection.toml"),
+    ),
+    (
         "anonymity.toml",
         include_str!("../../../lab/scenarios/anonymity.toml"),
     ),
@@ -33,6 +37,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "cloud-storage.toml",
         include_str!("../../../lab/scenarios/cloud-storage.toml"),
+    ),
+    (
+        "dhcp-snooping.toml",
+        include_str!("../../../lab/scenarios/dhcp-snooping.toml"),
     ),
     (
         "dns-resolvers.toml",
@@ -67,8 +75,16 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/mqtt.toml"),
     ),
     (
+        "name-poisoning.toml",
+        include_str!("../../../lab/scenarios/name-poisoning.toml"),
+    ),
+    (
         "port-knocking.toml",
         include_str!("../../../lab/scenarios/port-knocking.toml"),
+    ),
+    (
+        "program-egress.toml",
+        include_str!("../../../lab/scenarios/program-egress.toml"),
     ),
     (
         "protocols-on-odd-ports.toml",
@@ -127,7 +143,11 @@ pub struct Case {
     pub from: String,
     /// Server host (`gw` = the gateway itself).
     pub to: String,
-    /// `tcp/PORT`, `udp/PORT` or `icmp/echo`.
+    /// What is played (default `flow`: an exchange of `traffic`).
+    #[serde(default)]
+    pub kind: CaseKind,
+    /// `tcp/PORT`, `udp/PORT` or `icmp/echo` (flows only).
+    #[serde(default)]
     pub traffic: String,
     /// Expected result.
     pub expect: Expectation,
@@ -144,11 +164,61 @@ pub struct Case {
     /// a port-knocking sequence that must open nothing.
     #[serde(default)]
     pub knock: Vec<String>,
+    /// Run the client as its own process on the client host (tcp flows only): as a uid, and/or
+    /// as a program the per-program jail holds (its cgroup is what policy rules match).
+    #[serde(default)]
+    pub process: Option<ClientProcess>,
+    /// A detection the L2 guard must report while the case plays (`detail.kind` of a guard
+    /// event, e.g. `name_poisoner`); the case fails without it.
+    #[serde(default)]
+    pub detection: Option<String>,
     /// Play the case as a flood: a flooder sends SYNs to the server's port while the client
     /// runs many exchanges; the case is allowed when enough of them complete.
     #[serde(default)]
     pub flood: Option<Flood>,
 }
+
+/// What a case plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseKind {
+    /// An exchange of `traffic` between two hosts (the default).
+    #[default]
+    Flow,
+    /// `from` broadcasts a DHCPDISCOVER; allowed when an offer from `to` reaches it (`gw`: the
+    /// gateway's dnsmasq; a host: rogue offers for the client's transaction sent from there).
+    Dhcp,
+    /// `from` claims the gateway's IPv4 address towards `to` with forged ARP; allowed when
+    /// `to`'s neighbour entry for the gateway ends up with `from`'s MAC (`from = "gw"`: the
+    /// gateway's own ARP, allowed when the entry has the gateway's MAC).
+    ArpSpoof,
+    /// A poisoner on `to` answers every LLMNR/NBT-NS/mDNS query with its own address while
+    /// `from` asks LLMNR for a name; allowed when an answer reaches `from`.
+    NamePoison,
+}
+
+impl CaseKind {
+    /// Cases the L2 guard is started for.
+    pub fn is_l2(self) -> bool {
+        self != CaseKind::Flow
+    }
+}
+
+/// The client as its own process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientProcess {
+    /// Run as this uid (and gid); default root.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Run as this program of the jail (a copy of the shell the jail holds at exec and puts in
+    /// cgroup `rampart.jail/<program>`); default: the system shell.
+    #[serde(default)]
+    pub program: Option<String>,
+}
+
+/// Longest jail program name (the jail's own limit).
+pub const PROGRAM_NAME_MAX: usize = 64;
 
 /// A SYN flood played during a case.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -263,6 +333,50 @@ impl Scenario {
             }
         }
         for case in &scenario.cases {
+            if case.kind.is_l2() {
+                let problem = if !case.traffic.is_empty() {
+                    Some("an L2 case has no traffic")
+                } else if case.families != [FamilyName::Ipv4] {
+                    Some("an L2 case plays families = [\"ipv4\"]")
+                } else if case.process.is_some() || case.flood.is_some() || !case.knock.is_empty() {
+                    Some("an L2 case has no process, flood or knock")
+                } else if case.to == crate::topology::GATEWAY && case.kind != CaseKind::Dhcp {
+                    Some("only a dhcp case may name the gateway as `to`")
+                } else if case.from == crate::topology::GATEWAY && case.kind != CaseKind::ArpSpoof {
+                    Some("only an arp-spoof case may name the gateway as `from`")
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    return Err(bad(format!("case `{}`: {p}", case.name)));
+                }
+                continue;
+            }
+            if case.detection.is_some() {
+                return Err(bad(format!(
+                    "case `{}`: detection is for L2 cases (the guard runs for them)",
+                    case.name
+                )));
+            }
+            if let Some(p) = &case.process {
+                let name_ok = p.program.as_ref().is_none_or(|n| {
+                    !n.is_empty()
+                        && n.len() <= PROGRAM_NAME_MAX
+                        && n.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)
+                        })
+                });
+                if !matches!(Traffic::parse(&case.traffic), Some(Traffic::Tcp(_)))
+                    || case.payload != Payload::Plain
+                    || case.flood.is_some()
+                    || !name_ok
+                {
+                    return Err(bad(format!(
+                        "case `{}`: a process client plays plain tcp/PORT, and its program is [a-z0-9_-]{{1,{PROGRAM_NAME_MAX}}}",
+                        case.name
+                    )));
+                }
+            }
             if Traffic::parse(&case.traffic).is_none() {
                 return Err(bad(format!(
                     "case `{}`: traffic `{}` is not tcp/PORT, udp/PORT or icmp/echo",

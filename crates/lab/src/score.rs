@@ -48,12 +48,24 @@ pub struct CaseResult {
     /// Flood cases: what was measured (legitimate success ratio, flood rate, conntrack, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measure: Option<crate::flood::FloodMeasure>,
+    /// L2 cases: the detection the guard had to report, and whether it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection: Option<Detection>,
+}
+
+/// A detection a case requires from the L2 guard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Detection {
+    /// The event's `detail.kind`.
+    pub kind: String,
+    /// The guard reported it while the case played.
+    pub seen: bool,
 }
 
 impl CaseResult {
-    /// Observed as expected.
+    /// Observed as expected, and the required detection (if any) reported.
     pub fn passed(&self) -> bool {
-        self.expected == self.observed
+        self.expected == self.observed && self.detection.as_ref().is_none_or(|d| d.seen)
     }
 }
 
@@ -366,6 +378,7 @@ mod tests {
             detail: "connect timed out".into(),
             evidence: vec![],
             measure: None,
+            detection: None,
         }
     }
 

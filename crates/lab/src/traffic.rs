@@ -190,7 +190,38 @@ fn play_tcp(
     let client_addr = SocketAddr::new(client.addr, 0);
     let (request, reply) = (payload.request(true), payload.reply(true));
     let (server_request, server_reply) = (request.clone(), reply.clone());
-    let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
+    let serve = tcp_serve(server_addr, server_request, server_reply);
+    let ask = move || {
+        let socket = bound_socket(client_addr, true, false)?;
+        if let Err(e) = socket.connect_timeout(&server_addr.into(), Duration::from_millis(wait_ms))
+        {
+            return Ok(blocked(connect_detail(&e)));
+        }
+        let mut stream: std::net::TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(
+                REPLY_AFTER_CONNECT_MS.max(wait_ms),
+            )))
+            .map_err(io_err("read timeout"))?;
+        if stream.write_all(&request).is_err() {
+            return Ok(blocked("connection reset after connect".into()));
+        }
+        Ok(match read_exactly(&mut stream, reply.len()) {
+            Some(got) if got == reply => allowed("connected, request and reply exchanged"),
+            Some(got) if !got.is_empty() => blocked("connected but the reply was cut".into()),
+            _ => blocked("connected but no reply".into()),
+        })
+    };
+    exchange(&server.ns, &client.ns, serve, ask)
+}
+
+/// The TCP server side of an exchange: accept one connection, read the request, answer.
+fn tcp_serve(
+    server_addr: SocketAddr,
+    server_request: Vec<u8>,
+    server_reply: Vec<u8>,
+) -> impl FnOnce(mpsc::Sender<()>, Arc<AtomicBool>) -> Result<bool, LabError> + Send + 'static {
+    move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
         let socket = bound_socket(server_addr, true, true)?;
         socket.listen(4).map_err(io_err("tcp listen"))?;
         socket
@@ -221,26 +252,94 @@ fn play_tcp(
                 Err(e) => return Err(io_err("accept")(e)),
             }
         }
-    };
+    }
+}
+
+/// The client of a process flow: who runs it and which program it is.
+#[derive(Clone, Debug)]
+pub struct ClientCommand {
+    /// Run as this uid and gid (`setpriv`); None: as the lab (root).
+    pub uid: Option<u32>,
+    /// The shell the client runs as (`bash`, or a copy the jail holds).
+    pub program: std::path::PathBuf,
+    /// How the program is named in details.
+    pub label: String,
+}
+
+/// What the client process runs: connect with bash's `/dev/tcp`, send the request line, read
+/// the reply line. Exit 3: connect failed; 4: no reply.
+const CLIENT_SCRIPT: &str = r#"exec 3<>"/dev/tcp/$RLAB_ADDR/$RLAB_PORT" || exit 3
+printf '%s\n' "$RLAB_REQUEST" >&3
+IFS= read -r -t "$RLAB_WAIT_S" reply <&3 || exit 4
+printf '%s\n' "$reply""#;
+
+/// How long a client process may take to start (exec, the jail's verdict) besides its wait.
+const PROCESS_START_MS: u64 = 500;
+
+/// Play a plain TCP exchange whose client is its own process (`client` names the uid and the
+/// program), so socket-owner matches (uid, cgroup) see a real process.
+pub fn play_tcp_process(
+    port: u16,
+    command: &ClientCommand,
+    client: &Endpoint,
+    server: &Endpoint,
+    wait_ms: u64,
+) -> Result<Observation, LabError> {
+    let server_addr = SocketAddr::new(server.addr, port);
+    let payload = Payload::Plain;
+    let (request, reply) = (payload.request(true), payload.reply(true));
+    let serve = tcp_serve(server_addr, request.clone(), reply.clone());
+    let command = command.clone();
+    let request_line = String::from_utf8_lossy(&request).trim_end().to_string();
     let ask = move || {
-        let socket = bound_socket(client_addr, true, false)?;
-        if let Err(e) = socket.connect_timeout(&server_addr.into(), Duration::from_millis(wait_ms))
-        {
-            return Ok(blocked(connect_detail(&e)));
+        let wait_s = format!("{:.1}", wait_ms.max(REPLY_AFTER_CONNECT_MS) as f64 / 1000.0);
+        let limit_s = format!("{:.1}", (wait_ms + PROCESS_START_MS) as f64 / 1000.0);
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(uid) = command.uid {
+            argv.extend([
+                "setpriv".into(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
         }
-        let mut stream: std::net::TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(
-                REPLY_AFTER_CONNECT_MS.max(wait_ms),
-            )))
-            .map_err(io_err("read timeout"))?;
-        if stream.write_all(&request).is_err() {
-            return Ok(blocked("connection reset after connect".into()));
-        }
-        Ok(match read_exactly(&mut stream, reply.len()) {
-            Some(got) if got == reply => allowed("connected, request and reply exchanged"),
-            Some(got) if !got.is_empty() => blocked("connected but the reply was cut".into()),
-            _ => blocked("connected but no reply".into()),
+        argv.extend([
+            "timeout".into(),
+            limit_s,
+            command.program.display().to_string(),
+            "-c".into(),
+            CLIENT_SCRIPT.into(),
+        ]);
+        // Spawned from this thread, the child starts in the client's namespace.
+        let output = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("RLAB_ADDR", server_addr.ip().to_string())
+            .env("RLAB_PORT", port.to_string())
+            .env("RLAB_REQUEST", &request_line)
+            .env("RLAB_WAIT_S", wait_s)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io_err("client process"))?;
+        let who = match command.uid {
+            Some(uid) => format!("{} as uid {uid}", command.label),
+            None => format!("{} as root", command.label),
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Ok(match output.status.code() {
+            Some(0) if output.stdout == reply => {
+                allowed(&format!("{who}: connected, request and reply exchanged"))
+            }
+            Some(124) => blocked(format!("{who}: connect timed out")),
+            Some(3) if stderr.contains("refused") => {
+                blocked(format!("{who}: connection refused (reset)"))
+            }
+            Some(4) => blocked(format!("{who}: connected but no reply")),
+            Some(126) => blocked(format!("{who}: exec refused ({})", stderr.trim())),
+            code => blocked(format!(
+                "{who}: client exited {code:?}: {}",
+                stderr.lines().next().unwrap_or("")
+            )),
         })
     };
     exchange(&server.ns, &client.ns, serve, ask)

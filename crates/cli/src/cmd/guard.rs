@@ -1,7 +1,8 @@
 //! `rampart guard`: the L2 guard in the foreground (see docs/guard.md). It applies its bridge
 //! (and host) tables, prints one JSON line `{"event":"started",...}` once it enforces, appends
-//! events to the configured file, and on SIGINT/SIGTERM deletes its tables, saves the binding
-//! table and prints `{"event":"stopped",...}` with its counters.
+//! events to the configured file, on SIGHUP re-reads its configuration and switches to it in
+//! place (bindings kept; a bad file changes nothing), and on SIGINT/SIGTERM deletes its
+//! tables, saves the binding table and prints `{"event":"stopped",...}` with its counters.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +23,15 @@ pub(crate) struct Args {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only atomic stores: async-signal-safe.
+    if signal == libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -45,7 +51,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Clean);
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: installing a handler that only stores to an atomic; no SA_RESTART, so a
         // blocked poll(2) returns EINTR and the loop sees the flag.
         unsafe {
@@ -55,7 +61,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
-    let summary = rampart_guard::shell::run(config, &STOP, |started| {
+    let path = args.config.clone();
+    let load = move || -> Result<rampart_guard::Config, rampart_guard::GuardError> {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| rampart_guard::GuardError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        rampart_guard::Config::from_toml(&text)
+    };
+    let reload = rampart_guard::shell::Reload {
+        requested: &RELOAD,
+        load: &load,
+    };
+    let summary = rampart_guard::shell::run(config, &STOP, Some(reload), |started| {
         let mut line = serde_json::to_value(started).unwrap_or_default();
         line["event"] = "started".into();
         println!("{line}");

@@ -36,6 +36,10 @@ pub(crate) struct Args {
     /// Leave the range up afterwards for exploration (`rampart lab down` removes it).
     #[arg(long)]
     keep: bool,
+    /// Play without a component the lab normally runs (`guard`: the L2 guard; `jail`: the
+    /// per-program jail), to see the cases it proves fail (repeatable).
+    #[arg(long = "without", value_name = "COMPONENT", value_parser = ["guard", "jail"])]
+    without: Vec<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -58,7 +62,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let ruleset = rampart_nft::emit(&policy, &options)
         .with_context(|| format!("cannot compile {}", policy_path.display()))?;
-    let gateway = gateway_setup(&policy, &policy_path, &options)?;
+    let mut gateway = gateway_setup(&policy, &policy_path, &options)?;
+    gateway.rampart = Some(std::env::current_exe().context("cannot find the rampart binary")?);
+    gateway.skip_guard = args.without.iter().any(|c| c == "guard");
+    gateway.skip_jail = args.without.iter().any(|c| c == "jail");
     let mut scenarios = Scenario::builtin()?;
     for path in &args.scenarios {
         scenarios.extend(read_scenarios(path)?);
@@ -157,6 +164,7 @@ fn gateway_setup(
         iptables_table: app_queue::QUEUE_TABLE.to_string(),
         daemon,
         ban_sets,
+        ..rampart_lab::GatewaySetup::default()
     })
 }
 

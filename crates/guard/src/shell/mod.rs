@@ -120,92 +120,110 @@ fn random_u64s(n: usize) -> Vec<u64> {
         .collect()
 }
 
-/// The socket the canary sends from: bound to the configured source address and interface,
-/// multicast TTL 1 on that interface, broadcast allowed.
+/// The canary's sender: a packet socket on the canary interface that writes complete frames
+/// (Ethernet + IPv4 + UDP) from the configured source address. Why a packet socket and not a
+/// UDP socket: the host's own firewall is expected to drop LLMNR/NBT-NS/mDNS egress (the
+/// `legacy-name-resolution` profile does), which would silence a UDP-socket canary exactly
+/// where it is deployed; frames written to a packet socket bypass the IP output path. Answers
+/// are read by the port sockets before any filter, so a dropped answer is still seen.
 struct CanarySocket {
-    socket: UdpSocket,
+    fd: std::os::fd::OwnedFd,
+    ifindex: u32,
+    mac: crate::decode::Mac,
+    source: Ipv4Addr,
 }
 
 impl CanarySocket {
     fn open(source: Ipv4Addr, interface: &str) -> Result<Self, GuardError> {
+        use std::os::fd::FromRawFd;
         let what = |w: &str| format!("canary socket {w} ({source} on {interface})");
-        let socket =
-            UdpSocket::bind(SocketAddrV4::new(source, 0)).map_err(|source| GuardError::Socket {
-                what: what("bind"),
-                source,
+        // The source must be a local address: bind(2) says so (the probe socket is closed).
+        UdpSocket::bind(SocketAddrV4::new(source, 0)).map_err(|e| GuardError::Socket {
+            what: what("source address"),
+            source: e,
+        })?;
+        let ifindex = capture::ifindex(interface)?;
+        let mac_path = format!("/sys/class/net/{interface}/address");
+        let mac = std::fs::read_to_string(&mac_path)
+            .ok()
+            .and_then(|t| crate::decode::Mac::parse(t.trim()))
+            .ok_or_else(|| GuardError::Socket {
+                what: what("MAC address"),
+                source: std::io::Error::other(format!("cannot read {mac_path}")),
             })?;
-        let fd = socket.as_raw_fd();
-        let name = interface.as_bytes();
-        // SAFETY: `name` is valid for `name.len()` bytes; SO_BINDTODEVICE reads that many.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                name.as_ptr().cast(),
-                name.len() as u32,
+        // Protocol 0: the socket only sends, it never queues received frames.
+        // SAFETY: plain socket(2) call; the result is checked below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
             )
         };
-        if rc < 0 {
+        if raw < 0 {
             return Err(GuardError::Socket {
-                what: what("SO_BINDTODEVICE"),
+                what: what("packet socket"),
                 source: std::io::Error::last_os_error(),
             });
         }
-        let mreq = libc::ip_mreqn {
-            imr_multiaddr: libc::in_addr { s_addr: 0 },
-            imr_address: libc::in_addr {
-                s_addr: u32::from(source).to_be(),
-            },
-            imr_ifindex: capture::ifindex(interface)? as i32,
-        };
-        // SAFETY: `mreq` is a valid ip_mreqn and the length matches it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_MULTICAST_IF,
-                std::ptr::addr_of!(mreq).cast(),
-                std::mem::size_of::<libc::ip_mreqn>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(GuardError::Socket {
-                what: what("IP_MULTICAST_IF"),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let sock_err = |w: &'static str| {
-            move |source| GuardError::Socket {
-                what: w.to_string(),
-                source,
-            }
-        };
-        socket
-            .set_multicast_ttl_v4(1)
-            .map_err(sock_err("canary multicast ttl"))?;
-        socket
-            .set_broadcast(true)
-            .map_err(sock_err("canary broadcast"))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(sock_err("canary nonblocking"))?;
-        Ok(Self { socket })
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        Ok(Self {
+            fd,
+            ifindex,
+            mac,
+            source,
+        })
     }
 
-    fn send(&self, q: &Query) -> Result<(), GuardError> {
-        let dest = match q.protocol {
-            NameProtocol::Llmnr => SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 252), 5355),
-            NameProtocol::Mdns => SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 251), 5353),
-            NameProtocol::Nbns => SocketAddrV4::new(Ipv4Addr::BROADCAST, 137),
+    fn send(&self, q: &Query, sport: u16) -> Result<(), GuardError> {
+        use crate::decode::Mac;
+        let (dst_mac, dst, dport) = match q.protocol {
+            NameProtocol::Llmnr => (
+                Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfc]),
+                Ipv4Addr::new(224, 0, 0, 252),
+                5355,
+            ),
+            NameProtocol::Mdns => (
+                Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
+                Ipv4Addr::new(224, 0, 0, 251),
+                5353,
+            ),
+            NameProtocol::Nbns => (crate::craft::BROADCAST, Ipv4Addr::BROADCAST, 137),
         };
-        self.socket
-            .send_to(&q.payload, dest)
-            .map(|_| ())
-            .map_err(|source| GuardError::Socket {
-                what: format!("canary {} query to {dest}", q.protocol.name()),
-                source,
-            })
+        let frame = crate::craft::udp4_frame(
+            self.mac,
+            dst_mac,
+            self.source,
+            dst,
+            sport,
+            dport,
+            &q.payload,
+        );
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst_mac.0);
+        // SAFETY: `frame` and `addr` are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(GuardError::Socket {
+                what: format!("canary {} query to {dst}", q.protocol.name()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -218,6 +236,9 @@ pub struct Started {
     pub bindings: usize,
     /// nft tables owned (family and name).
     pub tables: Vec<String>,
+    /// SIGHUP re-reads the configuration and switches to it in place, bindings kept (the
+    /// daemon signals instead of restarting components that say so).
+    pub reload_in_place: bool,
 }
 
 /// Counters of a run.
@@ -231,6 +252,11 @@ pub struct Summary {
     pub binding_changes: u64,
     /// Canary queries sent.
     pub canary_queries: u64,
+    /// Reloads applied in place.
+    pub reloads: u64,
+    /// Reloads refused (bad configuration, missing port, nft refusal); the running
+    /// configuration stayed.
+    pub reloads_refused: u64,
     /// Longest `nft -f` set update (binding change → kernel), milliseconds.
     pub set_update_ms_max: u64,
     /// Packets counted by each commented rule of the guard's tables (all drops but the DAI
@@ -280,26 +306,188 @@ fn read_counters(family: &str, table: &str) -> std::collections::BTreeMap<String
 /// Removes the kernel state the guard created when dropped (also on error paths), so a failed
 /// start does not leave a half-configured bridge behind. A crash (SIGKILL) skips this by
 /// design: the table stays and keeps enforcing (docs/guard.md, failure semantics).
-struct KernelState<'a> {
-    cfg: &'a Config,
+struct KernelState {
+    cfg: Config,
     neighbour_pinned: bool,
 }
 
-impl Drop for KernelState<'_> {
-    fn drop(&mut self) {
-        let text = ruleset::teardown(self.cfg);
-        if !text.is_empty() {
-            if let Err(e) = nft_apply("teardown", &text) {
-                eprintln!("rampart guard: teardown failed: {e}");
-            }
-        }
+impl KernelState {
+    fn unpin(&mut self) {
         if let (true, Some(g)) = (self.neighbour_pinned, &self.cfg.gateway) {
             let _ = Command::new("ip")
                 .args(["neigh", "del", &g.ip.to_string(), "dev", &g.interface])
                 .stderr(Stdio::null())
                 .status();
         }
+        self.neighbour_pinned = false;
     }
+}
+
+impl Drop for KernelState {
+    fn drop(&mut self) {
+        let text = ruleset::teardown(&self.cfg);
+        if !text.is_empty() {
+            if let Err(e) = nft_apply("teardown", &text) {
+                eprintln!("rampart guard: teardown failed: {e}");
+            }
+        }
+        self.unpin();
+    }
+}
+
+/// Pin the gateway's neighbour entry (host role).
+fn pin_neighbour(g: &crate::config::Gateway) -> Result<(), GuardError> {
+    let status = Command::new("ip")
+        .args([
+            "neigh",
+            "replace",
+            &g.ip.to_string(),
+            "lladdr",
+            &g.mac.to_string(),
+            "nud",
+            "permanent",
+            "dev",
+            &g.interface,
+        ])
+        .status()
+        .map_err(|source| GuardError::Socket {
+            what: "ip neigh replace".into(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(GuardError::Nft {
+            action: format!("pin neighbour {} on {}", g.ip, g.interface),
+            stderr: format!("ip neigh replace exited with {status}"),
+        })
+    }
+}
+
+/// Reload in place (SIGHUP): `requested` is set by the signal handler, `load` re-reads and
+/// validates the configuration file.
+pub struct Reload<'a> {
+    /// Set when a reload is asked for; the loop clears it.
+    pub requested: &'a AtomicBool,
+    /// Re-read the configuration.
+    pub load: &'a dyn Fn() -> Result<Config, GuardError>,
+}
+
+/// The frame sources of one configuration: listed ports, unlisted bridge members, the bridge
+/// device's outgoing side, and the host interface.
+struct Sockets {
+    sockets: Vec<capture::PortSocket>,
+    bridge_ports: std::collections::BTreeSet<String>,
+    host_interface: Option<String>,
+}
+
+fn open_sockets(cfg: &Config) -> Result<Sockets, GuardError> {
+    // Listed ports first: a missing port fails before any kernel state changes.
+    let mut sockets = Vec::new();
+    for port in cfg.ports() {
+        sockets.push(capture::PortSocket::open(port)?);
+    }
+    // Bridge members the configuration does not list are untrusted in the kernel; read them
+    // too, or their clients' leases would never be learned and DAI would drop their ARP.
+    let mut bridge_ports: std::collections::BTreeSet<String> = cfg.ports().cloned().collect();
+    if let Some(bridge) = &cfg.bridge {
+        for port in bridge_members(bridge) {
+            if bridge_ports.insert(port.clone()) {
+                match capture::PortSocket::open(&port) {
+                    Ok(s) => sockets.push(s),
+                    Err(e) => eprintln!("rampart guard: unlisted port {port}: {e}"),
+                }
+            }
+        }
+        // The host's own frames into the bridge: a DHCP server running on the bridge device
+        // answers from here, never through a port's ingress.
+        sockets.push(capture::PortSocket::open_outgoing(bridge)?);
+    }
+    // Host role: the gateway's interface is read too (gateway spoof and station events),
+    // unless it is already a bridge port.
+    if let Some(g) = cfg
+        .gateway
+        .as_ref()
+        .filter(|g| !bridge_ports.contains(&g.interface))
+    {
+        sockets.push(capture::PortSocket::open(&g.interface)?);
+    }
+    Ok(Sockets {
+        sockets,
+        bridge_ports,
+        host_interface: cfg.gateway.as_ref().map(|g| g.interface.clone()),
+    })
+}
+
+fn open_events(cfg: &Config) -> Result<File, GuardError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.events_file)
+        .map_err(io(&cfg.events_file))
+}
+
+fn open_canary(cfg: &Config) -> Result<Option<CanarySocket>, GuardError> {
+    cfg.canary
+        .as_ref()
+        .map(|c| CanarySocket::open(c.source, &c.interface))
+        .transpose()
+}
+
+/// What a reload replaces once every part of the new configuration is ready.
+struct Reloaded {
+    cfg: Config,
+    sockets: Sockets,
+    events: File,
+    canary: Option<CanarySocket>,
+}
+
+/// Prepare and apply a new configuration: open its sockets, events file and canary first, then
+/// replace the tables in ONE nft transaction (old tables deleted, new ones created with every
+/// current binding as an element), so the kernel never has a moment without a table and no
+/// binding is lost. Any failure leaves the running configuration and tables as they were.
+fn reload_to(
+    new: Config,
+    kernel: &mut KernelState,
+    bindings: &BindingTable,
+    now_s: u64,
+) -> Result<Reloaded, GuardError> {
+    let sockets = open_sockets(&new)?;
+    let events = open_events(&new)?;
+    let canary = open_canary(&new)?;
+    let mut text = ruleset::teardown(&kernel.cfg);
+    if let Some(t) = ruleset::bridge_table(&new, bindings, now_s) {
+        text.push_str(&t);
+    }
+    if let Some(t) = ruleset::host_table(&new) {
+        text.push_str(&t);
+    }
+    nft_apply("reload tables", &text)?;
+    if kernel.cfg.gateway != new.gateway {
+        kernel.unpin();
+        if let Some(g) = &new.gateway {
+            pin_neighbour(g)?;
+            kernel.neighbour_pinned = true;
+        }
+    }
+    kernel.cfg = new.clone();
+    Ok(Reloaded {
+        cfg: new,
+        sockets,
+        events,
+        canary,
+    })
+}
+
+fn tables_of(cfg: &Config) -> Vec<String> {
+    let mut tables = Vec::new();
+    if cfg.bridge.is_some() {
+        tables.push(format!("bridge {}", cfg.table));
+    }
+    if cfg.gateway.is_some() {
+        tables.push(format!("arp {}_host", cfg.table));
+    }
+    tables
 }
 
 /// Why: a port added to the bridge is untrusted in the kernel at once; reading it within five
@@ -327,107 +515,47 @@ pub fn bridge_members(bridge: &str) -> Vec<String> {
 const POLL_MS: i32 = 200;
 
 /// Run the guard until `stop` is set. `started` is called once the tables are applied and
-/// the sockets open (the CLI prints it, tests wait for it).
+/// the sockets open (the CLI prints it, tests wait for it). With `reload`, a set flag makes
+/// the guard re-read its configuration and switch to it in place ([`Reload`]).
 pub fn run(
     cfg: Config,
     stop: &AtomicBool,
+    reload: Option<Reload<'_>>,
     started: impl FnOnce(&Started),
 ) -> Result<Summary, GuardError> {
     let now = now_ns();
     let table = load_bindings(&cfg.bindings_file, cfg.max_bindings, now / 1_000_000_000)?;
-    let events_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.events_file)
-        .map_err(io(&cfg.events_file))?;
-    let mut events_out = events_file;
-    // Sockets first: a missing port fails before any kernel state exists.
-    let mut sockets = Vec::new();
-    for port in cfg.ports() {
-        sockets.push(capture::PortSocket::open(port)?);
-    }
-    // Bridge members the configuration does not list are untrusted in the kernel; read them
-    // too, or their clients' leases would never be learned and DAI would drop their ARP.
-    let mut bridge_ports: std::collections::BTreeSet<String> = cfg.ports().cloned().collect();
-    if let Some(bridge) = &cfg.bridge {
-        for port in bridge_members(bridge) {
-            if bridge_ports.insert(port.clone()) {
-                match capture::PortSocket::open(&port) {
-                    Ok(s) => sockets.push(s),
-                    Err(e) => eprintln!("rampart guard: unlisted port {port}: {e}"),
-                }
-            }
-        }
-    }
-    // The host's own frames into the bridge: a DHCP server running on the bridge device
-    // answers from here, never through a port's ingress.
-    if let Some(bridge) = &cfg.bridge {
-        sockets.push(capture::PortSocket::open_outgoing(bridge)?);
-    }
-    // Host role: the gateway's interface is read too (gateway spoof and station events),
-    // unless it is already a bridge port.
-    if let Some(g) = cfg
-        .gateway
-        .as_ref()
-        .filter(|g| !bridge_ports.contains(&g.interface))
-    {
-        sockets.push(capture::PortSocket::open(&g.interface)?);
-    }
-    let host_interface = cfg.gateway.as_ref().map(|g| g.interface.clone());
-    let canary_socket = match &cfg.canary {
-        Some(c) => Some(CanarySocket::open(c.source, &c.interface)?),
-        None => None,
-    };
-    let mut tables = Vec::new();
+    let mut events_out = open_events(&cfg)?;
+    let mut socks = open_sockets(&cfg)?;
+    let mut canary_socket = open_canary(&cfg)?;
     // The bridge table is applied before the teardown guard exists: if nft refuses it, the
     // transaction left the kernel as it was (a crashed run's table keeps enforcing) and
     // nothing must be deleted.
     if let Some(text) = ruleset::bridge_table(&cfg, &table, now / 1_000_000_000) {
         nft_apply("apply bridge table", &text)?;
-        tables.push(format!("bridge {}", cfg.table));
     }
     let mut kernel = KernelState {
-        cfg: &cfg,
+        cfg: cfg.clone(),
         neighbour_pinned: false,
     };
     if let (Some(text), Some(g)) = (ruleset::host_table(&cfg), &cfg.gateway) {
         nft_apply("apply host table", &text)?;
-        tables.push(format!("arp {}_host", cfg.table));
-        let status = Command::new("ip")
-            .args([
-                "neigh",
-                "replace",
-                &g.ip.to_string(),
-                "lladdr",
-                &g.mac.to_string(),
-                "nud",
-                "permanent",
-                "dev",
-                &g.interface,
-            ])
-            .status()
-            .map_err(|source| GuardError::Socket {
-                what: "ip neigh replace".into(),
-                source,
-            })?;
-        if !status.success() {
-            return Err(GuardError::Nft {
-                action: format!("pin neighbour {} on {}", g.ip, g.interface),
-                stderr: format!("ip neigh replace exited with {status}"),
-            });
-        }
+        pin_neighbour(g)?;
         kernel.neighbour_pinned = true;
     }
     let restored = table.len();
+    let mut cfg = cfg;
     let mut guard = Guard::new(cfg.clone(), table);
     started(&Started {
-        ports: sockets
+        ports: socks
+            .sockets
             .iter()
             .filter(|s| !s.outgoing)
             .map(|s| s.port.clone())
             .collect(),
         bindings: restored,
-        tables,
+        tables: tables_of(&cfg),
+        reload_in_place: reload.is_some(),
     });
 
     let mut summary = Summary::default();
@@ -436,12 +564,46 @@ pub fn run(
     let mut next_canary_s = 0;
     let mut next_rescan_s = 0;
     while !stop.load(Ordering::Relaxed) {
-        let fds: Vec<i32> = sockets.iter().map(|s| s.raw_fd()).collect();
+        if let Some(r) = reload
+            .as_ref()
+            .filter(|r| r.requested.swap(false, Ordering::Relaxed))
+        {
+            let outcome = (r.load)().and_then(|new| {
+                reload_to(new, &mut kernel, guard.bindings(), now_ns() / 1_000_000_000)
+            });
+            match outcome {
+                Ok(done) => {
+                    if done.cfg.bindings_file != cfg.bindings_file {
+                        if let Err(e) = save_bindings(&done.cfg.bindings_file, guard.bindings()) {
+                            eprintln!("rampart guard: cannot save bindings: {e}");
+                        }
+                    }
+                    cfg = done.cfg;
+                    guard.reconfigure(cfg.clone());
+                    socks = done.sockets;
+                    events_out = done.events;
+                    canary_socket = done.canary;
+                    next_canary_s = 0;
+                    summary.reloads += 1;
+                    eprintln!(
+                        "rampart guard: configuration reloaded in place ({} bindings kept)",
+                        guard.bindings().len()
+                    );
+                }
+                Err(e) => {
+                    summary.reloads_refused += 1;
+                    eprintln!(
+                        "rampart guard: reload refused, the running configuration stays: {e}"
+                    );
+                }
+            }
+        }
+        let fds: Vec<i32> = socks.sockets.iter().map(|s| s.raw_fd()).collect();
         let ready = capture::poll_readable(&fds, POLL_MS)?;
         let mut batch = Output::default();
         let mut gone = Vec::new();
         for i in ready {
-            let socket = &sockets[i];
+            let socket = &socks.sockets[i];
             // Drain what is queued, bounded so one busy port cannot starve the loop.
             for _ in 0..256 {
                 let n = match socket.recv(&mut buf) {
@@ -456,8 +618,8 @@ pub fn run(
                 };
                 summary.frames += 1;
                 let out = if !socket.outgoing
-                    && host_interface.as_deref() == Some(socket.port.as_str())
-                    && !bridge_ports.contains(&socket.port)
+                    && socks.host_interface.as_deref() == Some(socket.port.as_str())
+                    && !socks.bridge_ports.contains(&socket.port)
                 {
                     guard.on_host_frame(&socket.port, &buf[..n], now_ns())
                 } else {
@@ -468,19 +630,19 @@ pub fn run(
             }
         }
         for i in gone.into_iter().rev() {
-            let s = sockets.remove(i);
-            bridge_ports.remove(&s.port);
+            let s = socks.sockets.remove(i);
+            socks.bridge_ports.remove(&s.port);
         }
         let now = now_ns();
         let now_s = now / 1_000_000_000;
         if let (Some(bridge), true) = (&cfg.bridge, now_s >= next_rescan_s) {
             next_rescan_s = now_s + PORT_RESCAN_S;
             for port in bridge_members(bridge) {
-                if !bridge_ports.contains(&port) {
+                if !socks.bridge_ports.contains(&port) {
                     if let Ok(s) = capture::PortSocket::open(&port) {
                         eprintln!("rampart guard: new bridge port {port}, reading it");
-                        bridge_ports.insert(port);
-                        sockets.push(s);
+                        socks.bridge_ports.insert(port);
+                        socks.sockets.push(s);
                     }
                 }
             }
@@ -494,9 +656,12 @@ pub fn run(
         if let (Some(sock), Some(c)) = (&canary_socket, &cfg.canary) {
             if now_s >= next_canary_s {
                 next_canary_s = now_s + c.interval_s;
-                let queries = guard.canary_round(&random_u64s(c.protocols.len()), now);
+                let random = random_u64s(c.protocols.len() + 1);
+                let queries = guard.canary_round(&random[..c.protocols.len()], now);
+                // An ephemeral source port per round, as a resolver would use.
+                let sport = 49_152 + (random[c.protocols.len()] % 16_384) as u16;
                 for q in &queries {
-                    match sock.send(q) {
+                    match sock.send(q, sport) {
                         Ok(()) => summary.canary_queries += 1,
                         Err(e) => eprintln!("rampart guard: {e}"),
                     }
