@@ -511,18 +511,42 @@ impl Daemon {
             return;
         }
         let window_s = self.shared.config.confirm_s.unwrap_or_default();
+        let state = self.nft_state();
+        let still_pending = || {
+            state
+                .read_json::<Pending>("pending.json")
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.id == id)
+        };
+        let confirmed = || {
+            state
+                .read_json::<Pending>("confirmed.json")
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.id == id)
+        };
         let (verdict, message) = match outcome {
             Ok(WatchOutcome::RolledBack) => (
                 "alert",
                 format!("apply {id} was not confirmed within {window_s} s: the previous ruleset is back"),
             ),
             Ok(WatchOutcome::Confirmed) => ("allow", format!("apply {id} confirmed")),
-            // The detached watcher or a standalone `rampart rollback` got there first.
-            Ok(WatchOutcome::Superseded) => (
+            // The timer lost a race (the detached watcher claimed the apply first) or failed:
+            // the state files say what became of the apply.
+            _ if confirmed() => ("allow", format!("apply {id} confirmed")),
+            Err(e) if still_pending() => {
+                // Still pending: the detached watcher keeps timing it.
+                self.daemon_event(
+                    "alert",
+                    format!("the daemon's confirm timer of apply {id} failed ({e}); the watcher `rampart apply` started still times it"),
+                );
+                return;
+            }
+            _ => (
                 "alert",
-                format!("apply {id} is no longer pending: rolled back outside the daemon"),
+                format!("apply {id} was not confirmed: rolled back outside the daemon (by the watcher `rampart apply` started, or a standalone rollback)"),
             ),
-            Err(e) => ("alert", format!("the confirm timer of apply {id} failed: {e}")),
         };
         self.set_pending(None, Some(message.clone()));
         self.daemon_event(verdict, message);

@@ -227,6 +227,8 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
                 reloads_ok: snap.reloads_ok,
                 reloads_failed: snap.reloads_failed,
                 uptime_s,
+                failing_open: &snap.failing_open,
+                apply_pending: snap.pending.is_some(),
             });
             respond(
                 &mut stream,

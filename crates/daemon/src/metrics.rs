@@ -33,6 +33,10 @@ pub struct MetricsInput<'a> {
     pub reloads_failed: u64,
     /// Seconds since the daemon started.
     pub uptime_s: u64,
+    /// Components down whose traffic bypasses them now (`on_down = "open"`).
+    pub failing_open: &'a [String],
+    /// An apply awaits `rampart confirm`.
+    pub apply_pending: bool,
 }
 
 /// Escape a label value (backslash, double quote, newline).
@@ -75,6 +79,16 @@ pub fn render(input: &MetricsInput<'_>) -> String {
             c.failures
         );
     }
+    let _ = writeln!(out, "# HELP rampart_component_failing_open Whether the component is down and its traffic bypasses it (on_down = \"open\").\n# TYPE rampart_component_failing_open gauge");
+    for c in input.components {
+        let _ = writeln!(
+            out,
+            "rampart_component_failing_open{{component=\"{}\"}} {}",
+            label(&c.name),
+            u8::from(input.failing_open.contains(&c.name))
+        );
+    }
+    let _ = writeln!(out, "# HELP rampart_apply_pending Whether an apply awaits rampart confirm (rolled back at its deadline otherwise).\n# TYPE rampart_apply_pending gauge\nrampart_apply_pending {}", u8::from(input.apply_pending));
     let _ = writeln!(out, "# HELP rampart_reloads_total Policy reloads by result.\n# TYPE rampart_reloads_total counter\nrampart_reloads_total{{result=\"ok\"}} {}\nrampart_reloads_total{{result=\"refused\"}} {}", input.reloads_ok, input.reloads_failed);
     if let Some(summary) = input.summary {
         let _ = writeln!(out, "# HELP rampart_events_stored Events in the store.\n# TYPE rampart_events_stored gauge\nrampart_events_stored {}", summary.rows);
@@ -152,11 +166,15 @@ mod tests {
             reloads_ok: 1,
             reloads_failed: 2,
             uptime_s: 9,
+            failing_open: &["dns".to_string()],
+            apply_pending: true,
         });
         for expected in [
             "rampart_component_up{component=\"dns\",kind=\"dns\"} 1",
             "rampart_component_failures_total{component=\"dns\"} 1",
             "rampart_reloads_total{result=\"refused\"} 2",
+            "rampart_component_failing_open{component=\"dns\"} 1",
+            "rampart_apply_pending 1",
             "rampart_events{component=\"nft\",verdict=\"block\"} 3",
             "rampart_technique_events{technique=\"T1071\"} 3",
             "rampart_rule_packets_total{rule=\"we\\\"ird\\\\name\",techniques=\"T1071,T1105\"} 7",
