@@ -826,7 +826,7 @@ fn daemon_confirm_rollback_log_and_component_users() {
     let run_config = dir.join("run.toml");
     std::fs::write(
         &run_config,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 6\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\non_down = \"open\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 10\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\non_down = \"open\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
     )
     .unwrap();
     let config_arg = run_config.to_str().unwrap().to_string();
@@ -917,19 +917,25 @@ fn daemon_confirm_rollback_log_and_component_users() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    let answered = in_netns(&gw, || {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.connect("127.0.0.1:53").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        query(&socket, 7, "followed.example.test")
-    })
-    .join()
-    .unwrap();
+    // Query until the follower has its event (it may connect after the first queries).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = 0;
+    while follower.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        let ok = in_netns(&gw, || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect("127.0.0.1:53").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(1000)))
+                .unwrap();
+            query(&socket, 7, "followed.example.test")
+        })
+        .join()
+        .unwrap();
+        answered += u32::from(ok);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert!(
-        answered,
+        answered > 0,
         "the forwarder running as nobody did not answer on :53"
     );
     let mut followed = String::new();
