@@ -807,6 +807,15 @@ fn daemon_confirm_rollback_log_and_component_users() {
     let gw = guard.namespaces[0].clone();
     ok(Command::new("ip").args(["netns", "add", &gw]));
     ok(Command::new("ip").args(["-n", &gw, "link", "set", "lo", "up"]));
+    // A bridge with one port for the L2 guard, which announces that it reloads in place.
+    ok(Command::new("ip").args(["-n", &gw, "link", "add", "br0", "type", "bridge"]));
+    ok(Command::new("ip").args([
+        "-n", &gw, "link", "add", "gp0", "type", "veth", "peer", "name", "gp0x",
+    ]));
+    ok(Command::new("ip").args(["-n", &gw, "link", "set", "gp0", "master", "br0"]));
+    for link in ["br0", "gp0", "gp0x"] {
+        ok(Command::new("ip").args(["-n", &gw, "link", "set", link, "up"]));
+    }
     let stop_upstream = Arc::new(AtomicBool::new(false));
     upstream(&gw, stop_upstream.clone());
 
@@ -823,10 +832,15 @@ fn daemon_confirm_rollback_log_and_component_users() {
         "listen = [\"127.0.0.1:53\"]\nupstreams = [{ addr = \"127.0.0.1:5300\" }]\n[cache]\nmax_entries = 0\n[query_log]\npath = \"dns.jsonl\"\nlog_allowed = true\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("guard.toml"),
+        "bridge = \"br0\"\nuntrusted_ports = [\"gp0\"]\nbindings_file = \"guard.bindings\"\nevents_file = \"guard.jsonl\"\n",
+    )
+    .unwrap();
     let run_config = dir.join("run.toml");
     std::fs::write(
         &run_config,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 10\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\non_down = \"open\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\nconfirm_s = 10\n[[component]]\nkind = \"guard\"\nconfig = \"guard.toml\"\n[[component]]\nkind = \"dns\"\nconfig = \"dns.toml\"\nuser = \"nobody\"\non_down = \"open\"\n[[component]]\nkind = \"log\"\nuser = 65534\ngroup = \"nogroup\"\n",
     )
     .unwrap();
     let config_arg = run_config.to_str().unwrap().to_string();
@@ -966,6 +980,15 @@ fn daemon_confirm_rollback_log_and_component_users() {
         "dns was restarted"
     );
     assert_eq!(dns["starts"], 1);
+    // The guard's kind is restarted unless it announces in-place reload, which it does.
+    let guard_now = component(&after, "guard");
+    assert_eq!(guard_now["reload_in_place"], true, "{guard_now}");
+    assert_eq!(
+        guard_now["pid"],
+        component(&before, "guard")["pid"],
+        "guard was restarted"
+    );
+    assert_eq!(guard_now["starts"], 1, "{guard_now}");
     let second_id = after["pending"]["id"].as_str().unwrap().to_string();
     assert_ne!(second_id, first_id);
     let rolled = rampart(&["rollback", "--config", &config_arg]);
