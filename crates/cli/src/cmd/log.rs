@@ -284,3 +284,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     Ok(Outcome::Clean)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_events_read_as_one_line_each() {
+        let drop = serde_json::json!({
+            "timestamp": "2026-11-28T02:00:00Z",
+            "component": "nft",
+            "verdict": "block",
+            "flow": {"proto": "TCP", "src_ip": "192.0.2.2", "src_port": 40000, "dest_ip": "192.0.2.1", "dest_port": 9},
+            "rule": {"name": "discard-probe"},
+            "reason": "rule discard-probe (ingress) drop",
+            "techniques": ["T1095"],
+        });
+        assert_eq!(
+            human_value(&drop),
+            "2026-11-28T02:00:00Z nft block TCP 192.0.2.2:40000 -> 192.0.2.1:9 [discard-probe] rule discard-probe (ingress) drop  T1095"
+        );
+        let daemon = serde_json::json!({
+            "timestamp": "2026-11-28T02:00:01Z",
+            "component": "daemon",
+            "verdict": "allow",
+            "reason": "confirmed apply 1-2",
+        });
+        assert_eq!(
+            human_value(&daemon),
+            "2026-11-28T02:00:01Z daemon allow confirmed apply 1-2  "
+        );
+    }
+}

@@ -54,13 +54,13 @@ pub(crate) enum Target {
     },
 }
 
-/// The run configuration looked for when none is given: `$RAMPART_RUN_CONFIG`, else the
-/// packaged service's.
-fn default_run_config() -> PathBuf {
-    std::env::var_os("RAMPART_RUN_CONFIG")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/rampart/run.toml"))
+/// The run configuration looked for when none is given: `$RAMPART_RUN_CONFIG` (`true`: set
+/// explicitly), else the packaged service's.
+fn default_run_config() -> (PathBuf, bool) {
+    match std::env::var_os("RAMPART_RUN_CONFIG").filter(|p| !p.is_empty()) {
+        Some(path) => (PathBuf::from(path), true),
+        None => (PathBuf::from("/etc/rampart/run.toml"), false),
+    }
 }
 
 /// Decide where a command acts. `--config` names a daemon: its control socket when it runs,
@@ -79,10 +79,15 @@ pub(crate) fn target(config: Option<&Path>, state_dir: Option<&Path>) -> anyhow:
         });
     }
     if state_dir.is_none() {
-        let path = default_run_config();
-        // An unreadable or invalid default configuration is not this command's business: it
-        // simply means no daemon to talk to.
-        if let Ok(config) = load_config(&path) {
+        let (path, explicit) = default_run_config();
+        // A missing, unreadable or invalid packaged configuration is not this command's
+        // business: it simply means no daemon to talk to. One named by the environment is.
+        let config = match load_config(&path) {
+            Ok(config) => Some(config),
+            Err(e) if explicit => return Err(e.context("RAMPART_RUN_CONFIG")),
+            Err(_) => None,
+        };
+        if let Some(config) = config {
             if rampart_daemon::control::is_running(&config.control_socket()) {
                 return Ok(Target::Daemon(config));
             }
