@@ -17,9 +17,9 @@
 //!   short headers), so a payload that could fit two definitions gets the stronger one.
 //!
 //! Per-packet, not per-stream: a TCP segment that starts in the middle of a TLS record or an
-//! HTTP body is unrecognised. The IR's inspection window ([`rampart_ir::APP_INSPECT_MAX_PACKETS`])
-//! and `accept` ending inspection are what keep later segments of a recognised connection from
-//! being judged.
+//! HTTP body is unrecognised. The IR's inspection budget ([`rampart_ir::APP_INSPECT_MAX_PACKETS`]),
+//! `accept` ending inspection and label inheritance are what keep later segments of a
+//! recognised connection from being judged on their own.
 
 use rampart_ir::{AppProtocol, ICMP_TUNNEL_PAYLOAD_MIN_BYTES};
 

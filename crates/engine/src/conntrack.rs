@@ -306,6 +306,9 @@ struct Entry {
     packets: u32,
     /// What application-protocol rules decided for it (nft: the conntrack mark).
     app: AppConnState,
+    /// Payload packets of it that application-protocol rules inspected (the inspection budget
+    /// used; the classifier counts the same).
+    app_inspected: u32,
     /// The last application protocol recognised in each direction (original, reply): an
     /// unrecognised payload inherits it (see the IR's `AppMatch`).
     app_labels: [Option<rampart_ir::AppProtocol>; 2],
@@ -333,6 +336,8 @@ pub struct Tracked {
     pub app: AppConnState,
     /// The last application protocol recognised in this packet's direction of its connection.
     pub app_label: Option<rampart_ir::AppProtocol>,
+    /// Payload packets of its connection application-protocol rules inspected before this one.
+    pub app_inspected: u32,
 }
 
 impl Tracked {
@@ -347,6 +352,7 @@ impl Tracked {
             packet_index: 0,
             app: AppConnState::Inspecting,
             app_label: None,
+            app_inspected: 0,
         }
     }
 }
@@ -457,6 +463,7 @@ impl Conntrack {
                 t.packet_index = e.packets;
                 t.app = e.app;
                 t.app_label = e.app_labels[usize::from(t.reply)];
+                t.app_inspected = e.app_inspected;
             }
         }
         t
@@ -467,6 +474,14 @@ impl Conntrack {
     pub fn set_app_label(&mut self, tuple: Tuple, reply: bool, label: rampart_ir::AppProtocol) {
         if let Some(e) = self.map.get_mut(&tuple) {
             e.app_labels[usize::from(reply)] = Some(label);
+        }
+    }
+
+    /// Count a payload packet of connection `tuple` that application-protocol rules inspected
+    /// (its inspection budget, [`rampart_ir::APP_INSPECT_MAX_PACKETS`]).
+    pub fn note_app_inspected(&mut self, tuple: Tuple) {
+        if let Some(e) = self.map.get_mut(&tuple) {
+            e.app_inspected = e.app_inspected.saturating_add(1);
         }
     }
 
@@ -528,6 +543,7 @@ impl Conntrack {
                                 packet_index: 0,
                                 app: AppConnState::Inspecting,
                                 app_label: None,
+                                app_inspected: 0,
                             }
                         }
                         Next::To(s) => {
@@ -555,6 +571,7 @@ impl Conntrack {
                                     packet_index: 0,
                                     app: AppConnState::Inspecting,
                                     app_label: None,
+                                    app_inspected: 0,
                                 };
                             }
                         }
@@ -597,6 +614,7 @@ impl Conntrack {
                             packet_index: 0,
                             app: AppConnState::Inspecting,
                             app_label: None,
+                            app_inspected: 0,
                         },
                         None => Tracked::invalid("ICMP error for an unknown connection", None),
                     };
@@ -641,6 +659,7 @@ impl Conntrack {
                 packet_index: 0,
                 app: AppConnState::Inspecting,
                 app_label: None,
+                app_inspected: 0,
             },
         }
     }
@@ -677,6 +696,7 @@ impl Conntrack {
             packet_index: 0,
             app: AppConnState::Inspecting,
             app_label: None,
+            app_inspected: 0,
         }
     }
 
@@ -693,6 +713,7 @@ impl Conntrack {
                     expires_ns: now_ns + timeout_s * S,
                     packets: 1,
                     app: AppConnState::Inspecting,
+                    app_inspected: 0,
                     app_labels: [None, None],
                 },
             )),
@@ -701,6 +722,7 @@ impl Conntrack {
             packet_index: 0,
             app: AppConnState::Inspecting,
             app_label: None,
+            app_inspected: 0,
         }
     }
 

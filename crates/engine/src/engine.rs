@@ -130,7 +130,8 @@ pub enum AppPayload<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "state", content = "rule", rename_all = "snake_case")]
 pub enum AppConnState {
-    /// Still inspected (within the first [`APP_INSPECT_MAX_PACKETS`] packets).
+    /// Undecided: its payload packets are inspected while its budget
+    /// ([`APP_INSPECT_MAX_PACKETS`] inspected payload packets) lasts.
     #[default]
     Inspecting,
     /// An accepting application-protocol rule ended inspection.
@@ -145,7 +146,10 @@ pub struct AppConn {
     /// The packet travels in the connection's reply direction (rules are matched against the
     /// original direction's addresses, ports, interfaces and hook).
     pub reply: bool,
-    /// 1-based index of this packet among the connection's packets, both directions.
+    /// This packet's 1-based position in the connection's inspection budget: one more than
+    /// the payload packets of the connection (both directions) application-protocol rules
+    /// inspected before it. A payload packet at a position beyond
+    /// [`APP_INSPECT_MAX_PACKETS`] is not inspected (the connection was released).
     pub packet_index: u32,
     /// Earlier decisions of application-protocol rules.
     pub state: AppConnState,

@@ -536,7 +536,7 @@ impl Simulator {
                 }
                 meta.app_conn = Some(AppConn {
                     reply: tracked.reply,
-                    packet_index: tracked.packet_index,
+                    packet_index: tracked.app_inspected.saturating_add(1),
                     state: tracked.app,
                     last_label: tracked.app_label,
                 });
@@ -554,6 +554,11 @@ impl Simulator {
                 if let (true, AppPayload::Bytes { l4, data }) = (inspecting, meta.payload) {
                     if let Some(label) = app::label(l4, data) {
                         self.ct.set_app_label(tuple, conn.reply, label);
+                    }
+                    // The inspection budget counts TCP/UDP payload packets (as the classifier
+                    // does); echo requests are always inspected and use none of it.
+                    if matches!(l4, app::L4::Tcp | app::L4::Udp) && !data.is_empty() {
+                        self.ct.note_app_inspected(tuple);
                     }
                 }
             }

@@ -540,8 +540,12 @@ impl AppProtocol {
 /// (Linux `ping` sends 56, Windows 32; tunnels fill the MTU).
 pub const ICMP_TUNNEL_PAYLOAD_MIN_BYTES: usize = 512;
 
-/// Packets per connection (both directions together) whose payload is inspected by
-/// application-protocol rules; later packets are not inspected.
+/// The inspection budget of a connection: how many of its payload-carrying TCP/UDP packets
+/// (both directions together, retransmissions included) application-protocol rules inspect
+/// before giving up on it. A connection still undecided after that many inspected packets is
+/// *released*: treated as accepted by the application step (inspection ends, nothing of it is
+/// inspected or dropped by application rules any more). Packets without payload (handshakes,
+/// pure ACKs) neither use the budget nor are inspected, so a silent connection costs nothing.
 pub const APP_INSPECT_MAX_PACKETS: u32 = 8;
 
 /// Protocol, not port: the rule matches on what a packet's payload *is*.
@@ -549,18 +553,26 @@ pub const APP_INSPECT_MAX_PACKETS: u32 = 8;
 /// Semantics: rules with `app` are not first-match rules for `new` packets. They form, per
 /// direction and in policy order, the prelude step "application-protocol rules", which sees
 /// every payload-carrying packet of a connection (both directions, matched against the
-/// connection's original-direction addresses, ports and zones) among the connection's first
-/// [`APP_INSPECT_MAX_PACKETS`] packets, and ICMP echo requests. The packet's payload is labelled
+/// connection's original-direction addresses, ports and zones) until the connection is
+/// decided, and every ICMP echo request. A connection is *decided* when an app rule matched
+/// one of its packets, or when it has used its inspection budget
+/// ([`APP_INSPECT_MAX_PACKETS`] inspected payload packets) without a match: it is then
+/// released as if accepted. The packet's payload is labelled
 /// with at most one [`AppProtocol`] (or none: unrecognised); an unrecognised payload inherits
 /// the label last recognised on the same connection in the same direction, because continuation
 /// segments (the rest of a certificate chain, an HTTP body) are not recognisable on their own
 /// (the classifier and the engine both do this). The rule's `app` matches when the
 /// label is in `protocols` (with `negate`: when it is not, including unrecognised). The first app
 /// rule whose fields all match decides: `drop`/`reject` drops this packet and every later packet
-/// of the connection; `accept` ends inspection of the connection (later packets are not
-/// inspected). No app rule matched: the packet continues to the conntrack step. In the kernel
-/// the packets are sent to userspace over NFQUEUE; when no classifier is listening, packets to be
-/// inspected are dropped unless [`Defaults::classifier_fail_open`].
+/// of the connection (whatever its payload, retransmissions included); `accept` ends inspection
+/// of the connection (later packets are not inspected). No app rule matched: the packet
+/// continues to the conntrack step. In the kernel the packets of an undecided connection are
+/// sent to userspace over NFQUEUE until the classifier has recorded its decision in the
+/// conntrack mark (the classifier answers packets queued in between from its own table, so a
+/// blocked connection's retransmission cannot slip through while the mark is being set); when
+/// no classifier is listening, packets to be inspected are dropped unless
+/// [`Defaults::classifier_fail_open`] (failing closed, a connection is then never decided and
+/// all its payload is dropped).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppMatch {
     /// Protocols; OR-ed.

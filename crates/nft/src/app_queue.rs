@@ -20,18 +20,20 @@
 //!    direction) gets `INSPECT_CT_MARK` in the conntrack mark; the connection is a candidate
 //!    from then on, in both directions and whichever hook its replies cross.
 //! 3. ICMP/ICMPv6 echo requests matching such a rule get `INSPECT_MARK` (every one of them).
-//! 4. Payload-carrying TCP/UDP packets of candidate connections among the connection's first
-//!    [`rampart_ir::APP_INSPECT_MAX_PACKETS`] packets (`ct packets`, both directions, needs
-//!    `net.netfilter.nf_conntrack_acct = 1`, which `rampart-nft-apply` sets) get `INSPECT_MARK`.
+//! 4. Payload-carrying TCP/UDP packets of candidate connections (conntrack mark still
+//!    `INSPECT_CT_MARK`: undecided) get `INSPECT_MARK`, however many there were before: the
+//!    ruleset does not count; the inspection budget
+//!    ([`rampart_ir::APP_INSPECT_MAX_PACKETS`] inspected payload packets) is the classifier's,
+//!    which then releases the connection with `ACCEPTED_CT_MARK`.
 //!
 //! The classifier decides which application rule applies from the queued packet and the
 //! conntrack original tuple; the ruleset only says "inspect". Notes for the classifier: a
 //! queued reply-direction packet carries the connection's addresses swapped; segments without
 //! payload (SYN, SYN-ACK, pure ACK, bare FIN) are never queued, so failing closed without a
-//! classifier drops the payload, not the handshake; and once a connection's first
-//! `APP_INSPECT_MAX_PACKETS` packets (both directions, retransmissions included) are used up,
-//! nothing of it is queued any more, so the classifier must decide within that window (or set
-//! `ACCEPTED_CT_MARK`/`BLOCKED_CT_MARK` itself).
+//! classifier drops the payload, not the handshake; and a connection is queued until the
+//! classifier sets `ACCEPTED_CT_MARK` or `BLOCKED_CT_MARK`, so it must set one of them for every
+//! connection it decides (including one it releases at the end of its budget), and must answer
+//! packets queued before the mark lands from its own table.
 //!
 //! Only the bits in [`MARK_MASK`] are Rampart's; the others are left to whoever else uses marks
 //! (Docker, WireGuard, policy routing).
@@ -104,9 +106,11 @@ pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
 
 /// Kernel settings a policy needs, as (sysctl name, value): the SYN proxy needs SYN cookies
 /// and strict TCP pickup (`nf_conntrack_tcp_loose = 0`, else conntrack adopts the cookie ACK
-/// as a mid-stream connection and the proxy never sees it); application-protocol rules need
-/// conntrack accounting (`ct packets`). Network-namespace local: `rampart-nft-apply` sets them
-/// only where it applies the table.
+/// as a mid-stream connection and the proxy never sees it); application-protocol rules ask for
+/// conntrack accounting (`nf_conntrack_acct = 1`: the ruleset no longer reads `ct packets`
+/// since the classifier owns the inspection budget, but the per-connection counters are what
+/// an operator reads with `conntrack -L` to see how long connections stayed queued).
+/// Network-namespace local: `rampart-nft-apply` sets them only where it applies the table.
 pub fn required_sysctls(policy: &Policy, opts: &EmitOptions) -> Vec<(String, String)> {
     let live =
         |r: &rampart_ir::Rule| !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t);

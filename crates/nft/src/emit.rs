@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use rampart_ir::{
     proto, Action, AddressSet, CtState, Date, Direction, Family, L4Match, Limit, Peer, Policy,
-    PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, APP_INSPECT_MAX_PACKETS,
-    ICMPV6_ESSENTIAL_TYPES, ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
+    PortRange, RateUnit, Rule, SetSource, Zone, ZoneId, ICMPV6_ESSENTIAL_TYPES,
+    ICMPV6_NEIGHBOUR_DISCOVERY_TYPES,
 };
 
 use crate::app_queue::{
@@ -1327,10 +1327,13 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        // Why no packet count: every payload packet of an undecided connection goes to the
+        // classifier until it sets ACCEPTED/BLOCKED in the conntrack mark (the inspection
+        // budget is the classifier's), so a blocked connection's retransmission arriving before
+        // the mark lands is still queued and dropped from the classifier's table.
         let _ = writeln!(
             out,
-            "\t\tct mark & 0x{MARK_MASK:08x} == 0x{INSPECT_CT_MARK:08x} ct packets < {} meta l4proto {{ tcp, udp }} @ih,0,8 >= 0 {set_pkt} comment \"rampart app: payload to inspect\"",
-            APP_INSPECT_MAX_PACKETS + 1
+            "\t\tct mark & 0x{MARK_MASK:08x} == 0x{INSPECT_CT_MARK:08x} meta l4proto {{ tcp, udp }} @ih,0,8 >= 0 {set_pkt} comment \"rampart app: payload to inspect\""
         );
         let _ = writeln!(out, "\t}}\n");
         Ok(out)
