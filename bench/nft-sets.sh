@@ -14,7 +14,13 @@
 #   rampart-json  what `rampart apply` loads for ≥ 100k elements: the same transaction turned
 #               into nft JSON (`rampart-nft-tool to-json`: scratch-namespace round trip,
 #               verified) and loaded with `nft -j -f`; the time includes the conversion
+#   rampart-netlink  what `rampart apply` loads for ≥ 100k elements since session 3: the same
+#               transaction, nft parses only the table part (scratch namespace, replay verified),
+#               the elements go to the kernel in the same NFNL batch over netlink
+#               (`rampart-nft-tool netlink-load`); the time includes the scratch round trip;
+#               the tool prints its split (prepare = nft + scratch, load = kernel batch)
 #   interval    the same entries in ONE interval set (what most tools do), one `nft -f`
+#   interval-netlink  that interval set loaded over netlink (start/end elements, one batch)
 #   per-elem    `nft add element` one entry per command: 20 commands into the loaded set,
 #               extrapolated to N (lower bound: per-command cost grows with the set)
 #   rules       one rule per address (10k only), one `nft -f`
@@ -50,25 +56,28 @@ s1=\$(awk '\$1=="Slab:"{print \$2}' /proc/meminfo); u1=\$(awk '\$1=="SUnreclaim:
 read wall rss user sys < "$WORK/time.out"
 t0=\$(date +%s.%N); nft -t list ruleset >/dev/null; t1=\$(date +%s.%N)
 awk -v l="$label" -v n="$n" -v w="\$wall" -v u="\$user" -v s="\$sys" -v r="\$rss" -v ds=\$((s1-s0)) -v du=\$((u1-u0)) -v dv=\$((v1-v0)) -v tl=\$(echo "\$t1 - \$t0" | bc) \
-  'BEGIN { printf "%-9s %8d  wall %6.2f s (user %5.2f sys %5.2f)  loader RSS %6.1f MB  kernel: slab %+7.1f MB, unreclaimable %+7.1f MB, vmalloc %+7.1f MB  terse list %.2f s\\n", l, n, w, u, s, r/1024, ds/1024, du/1024, dv/1024, tl }'
+  'BEGIN { printf "%-16s %8d  wall %6.2f s (user %5.2f sys %5.2f)  loader RSS %6.1f MB  kernel: slab %+7.1f MB, unreclaimable %+7.1f MB, vmalloc %+7.1f MB  terse list %.2f s\\n", l, n, w, u, s, r/1024, ds/1024, du/1024, dv/1024, tl }'
 EOF
   unshare -n sh "$WORK/run.sh"
 }
 
+echo "# $(uptime)"
 for n in $SIZES; do
   "$GEN" rampart "$n" "$FAMILY" > "$WORK/rampart.nft"
   "$GEN" elements "$n" "$FAMILY" > "$WORK/elements.txt"
   echo "# $n entries ($FAMILY): $(grep '^add element' "$WORK/rampart.nft" | awk -F'{' '{print $2}' | tr ',' '\n' | wc -l) elements after aggregation (+ inline ones)"
   measure rampart "$n" "nft -f $WORK/rampart.nft"
   measure rampart-json "$n" "$TOOL to-json $WORK/rampart.nft --min-elements 0 > $WORK/rampart.json && nft -j -f $WORK/rampart.json"
+  measure rampart-netlink "$n" "$TOOL netlink-load $WORK/rampart.nft --min-elements 0"
 
   {
     printf 'table inet bench {\n set s { type %s; flags interval; auto-merge; }\n}\n' "$ATYPE"
     split -l 4096 "$WORK/elements.txt" "$WORK/chunk."
-    for c in "$WORK"/chunk.*; do printf 'add element inet bench s { %s }\n' "$(paste -sd, "$c")"; done
+    for c in "$WORK"/chunk.*; do printf 'add element inet bench s { %s }\n' "$(paste -sd, "$c" | sed 's/,/, /g')"; done
     rm -f "$WORK"/chunk.*
   } > "$WORK/interval.nft"
   measure interval "$n" "nft -f $WORK/interval.nft"
+  measure interval-netlink "$n" "$TOOL netlink-load $WORK/interval.nft --table bench --min-elements 0"
 
   # Per-element commands into the already loaded interval set, 20 of them, extrapolated.
   cat > "$WORK/perelem.sh" <<EOF
@@ -95,3 +104,4 @@ EOF
     measure ipset "$n" "ipset restore < $WORK/ipset.txt"
   fi
 done
+echo "# $(uptime)"
