@@ -395,6 +395,21 @@ impl Raw {
             };
             if let Some(user) = &raw.user {
                 user.check("user", &name)?;
+                match raw.kind {
+                    // Moving processes between cgroups writes root-owned cgroup files.
+                    ComponentKind::Jail => {
+                        return Err(err(format!(
+                            "component `{name}`: jail moves processes between root-owned cgroups; it runs as root (capabilities only)"
+                        )))
+                    }
+                    // It rewrites its bindings file in place of its own choosing.
+                    ComponentKind::Guard => {
+                        return Err(err(format!(
+                            "component `{name}`: guard keeps its bindings file where its configuration says; it runs as root (capabilities only)"
+                        )))
+                    }
+                    _ => {}
+                }
             }
             match (&raw.user, &raw.group) {
                 (_, Some(group)) if raw.user.is_some() => group.check("group", &name)?,
