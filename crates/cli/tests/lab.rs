@@ -101,7 +101,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         .iter()
         .filter(|c| c["detection"].is_object())
         .collect();
-    assert_eq!(l2.len(), 3, "one detection per L2 attack");
+    assert_eq!(l2.len(), 4, "one detection per L2 attack (name poisoning over both families)");
     for case in l2 {
         assert_eq!(case["detection"]["seen"], true, "{case}");
         assert!(
@@ -169,6 +169,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         [
             "arp-inspection",
             "dhcp-snooping",
+            "name-poisoning",
             "name-poisoning",
             "program-egress",
             "program-egress"

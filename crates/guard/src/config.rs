@@ -72,6 +72,7 @@ struct RawGateway {
 #[serde(deny_unknown_fields)]
 struct RawCanary {
     source: Ipv4Addr,
+    source6: Option<std::net::Ipv6Addr>,
     interface: Option<String>,
     interval_s: Option<u64>,
     protocols: Option<Vec<NameProtocol>>,
@@ -138,6 +139,9 @@ pub struct Gateway {
 pub struct Canary {
     /// Local IPv4 address the queries are sent from (must be configured on `interface`).
     pub source: Ipv4Addr,
+    /// Local IPv6 address (link-local or global, on `interface`): when set, LLMNR and mDNS
+    /// are asked over IPv6 too (ff02::1:3 and ff02::fb), where Responder answers as well.
+    pub source6: Option<std::net::Ipv6Addr>,
     /// Interface to send on (default: the bridge).
     pub interface: String,
     /// Seconds between rounds.
@@ -335,8 +339,14 @@ impl Config {
                 });
                 protocols.sort();
                 protocols.dedup();
+                if let Some(a) = c.source6.filter(|a| a.is_multicast() || a.is_unspecified()) {
+                    return Err(GuardError::Config(format!(
+                        "canary.source6: {a} is not a unicast address"
+                    )));
+                }
                 Some(Canary {
                     source: c.source,
+                    source6: c.source6,
                     interface,
                     interval_s,
                     protocols,
@@ -405,6 +415,18 @@ untrusted_ports = ["p_cli"]
 bindings_file = "/tmp/b"
 events_file = "/tmp/e"
 "#;
+
+    #[test]
+    fn canary_source6_must_be_unicast() {
+        let base = "bridge = \"br0\"\nbindings_file = \"/tmp/b\"\nevents_file = \"/tmp/e\"\n[canary]\nsource = \"192.0.2.1\"\n";
+        let ok = Config::from_toml(&format!("{base}source6 = \"2001:db8::1\"\n")).unwrap();
+        assert_eq!(
+            ok.canary.unwrap().source6,
+            Some("2001:db8::1".parse().unwrap())
+        );
+        let err = Config::from_toml(&format!("{base}source6 = \"ff02::1\"\n")).unwrap_err();
+        assert!(err.to_string().contains("canary.source6"), "{err}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -146,13 +146,45 @@ pub fn router_advertisement(src_mac: Mac, src: Ipv6Addr) -> Vec<u8> {
 
 /// The ICMPv6 checksum (RFC 4443 §2.3: over the pseudo-header and the message).
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+    ipv6_checksum(src, dst, 58, message)
+}
+
+/// The checksum of an upper-layer `message` (next header `next`) over the IPv6 pseudo-header.
+fn ipv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, next: u8, message: &[u8]) -> u16 {
     let mut data = Vec::with_capacity(40 + message.len());
     data.extend_from_slice(&src.octets());
     data.extend_from_slice(&dst.octets());
     data.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    data.extend_from_slice(&[0, 0, 0, 58]);
+    data.extend_from_slice(&[0, 0, 0, next]);
     data.extend_from_slice(message);
     checksum(&data)
+}
+
+/// Ethernet + IPv6 + UDP around `payload`, hop limit 255 (link-local multicast), with the UDP
+/// checksum filled in (mandatory over IPv6: receivers drop a zero checksum).
+pub fn udp6_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let len = (8 + payload.len()).min(0xffff) as u16;
+    let mut udp = Vec::with_capacity(usize::from(len));
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let c = match ipv6_checksum(src, dst, 17, &udp) {
+        // RFC 768: a computed zero is sent as all ones.
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(src_mac, dst_mac, src, dst, 17, &udp)
 }
 
 /// An unsolicited neighbour advertisement (ICMPv6 136, override flag set) claiming `target`
@@ -176,3 +208,30 @@ pub fn neighbor_advertisement(
 
 /// The broadcast MAC.
 pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp6_checksum_verifies_over_the_pseudo_header() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:20::1".parse().unwrap(),
+            "ff02::1:3".parse().unwrap(),
+        );
+        let f = udp6_frame(
+            Mac([2, 0, 0, 0, 0, 1]),
+            Mac([0x33, 0x33, 0, 1, 0, 3]),
+            src,
+            dst,
+            50_000,
+            5355,
+            b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+        );
+        let udp = &f[14 + 40..];
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, udp.len());
+        assert_ne!(&udp[6..8], &[0, 0], "IPv6 needs a UDP checksum");
+        // Summing a message with its checksum in place gives 0 (the complement of 0xffff).
+        assert_eq!(ipv6_checksum(src, dst, 17, udp), 0);
+    }
+}

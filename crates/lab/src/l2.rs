@@ -6,7 +6,7 @@
 //! configuration and reads the guard's events for the case's detection.
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,9 @@ pub const LOOKUP_WAIT_MS: u64 = 600;
 /// How long to wait for the guard's detection event once the attack was played. Why: the
 /// canary asks every second; the poisoner runs until the event is seen or this passes.
 pub const DETECTION_WAIT_MS: u64 = 2_500;
+/// How long the guard takes at most to write the events of frames it has seen (its poll
+/// interval is 200 ms).
+pub const GUARD_SETTLE_MS: u64 = 300;
 /// The canary's interval in the lab (seconds).
 pub const CANARY_INTERVAL_S: u64 = 1;
 /// Largest guard events file the lab reads (bounded; the lab writes a few dozen events).
@@ -117,13 +120,19 @@ pub fn guard_config(
     format!(
         "bridge = \"{bridge}\"\nuntrusted_ports = [{ports}]\nbindings_file = \"{bindings}\"\n\
          events_file = \"{events}\"\nprotected_ipv6 = [{protected}]\n{statics}\
-         [canary]\nsource = \"{gw_v4}\"\ninterval_s = {CANARY_INTERVAL_S}\n\
+         [canary]\nsource = \"{gw_v4}\"\n{source6}interval_s = {CANARY_INTERVAL_S}\n\
          [block]\nllmnr = true\nnbns = true\nmdns = true\n",
         bridge = segment.iface,
         ports = ports.join(", "),
         bindings = dir.join("guard.bindings").display(),
         events = dir.join("guard.events.jsonl").display(),
         protected = protected.join(", "),
+        source6 = segment
+            .gateway
+            .iter()
+            .find(|n| n.addr().is_ipv6())
+            .map(|n| format!("source6 = \"{}\"\n", n.addr()))
+            .unwrap_or_default(),
     )
 }
 
@@ -170,13 +179,24 @@ pub fn events_offset(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// Wait until the guard reports `kind` after `offset`; the event's reason when it does.
-pub fn wait_detection(path: &Path, offset: u64, kind: &str, wait_ms: u64) -> Option<String> {
+/// Wait until the guard reports `kind` after `offset` (with `v6`: about an IPv6 address,
+/// `detail.ip`); the event's reason when it does.
+pub fn wait_detection(
+    path: &Path,
+    offset: u64,
+    kind: &str,
+    wait_ms: u64,
+    v6: bool,
+) -> Option<String> {
     let end = Instant::now() + Duration::from_millis(wait_ms);
     loop {
-        let found = events_since(path, offset)
-            .into_iter()
-            .find(|e| e["detail"]["kind"] == kind);
+        let found = events_since(path, offset).into_iter().find(|e| {
+            e["detail"]["kind"] == kind
+                && (!v6
+                    || e["detail"]["ip"]
+                        .as_str()
+                        .is_some_and(|ip| ip.contains(':')))
+        });
         if let Some(e) = found {
             return Some(e["reason"].as_str().unwrap_or(kind).to_string());
         }
@@ -429,8 +449,9 @@ pub struct Poisoner {
 }
 
 impl Poisoner {
-    /// Start answering; returns once the sockets listen.
-    pub fn start(ns: &str, me: Ipv4Addr) -> Result<Self, LabError> {
+    /// Start answering (over IPv6 too, from `me6`, when given); returns once the sockets
+    /// listen.
+    pub fn start(ns: &str, me: Ipv4Addr, me6: Option<Ipv6Addr>) -> Result<Self, LabError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -447,7 +468,33 @@ impl Poisoner {
             mdns.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 251), &me)
                 .map_err(io_err("join 224.0.0.251".into()))?;
             let nbns = bind(NameProtocol::Nbns.port())?;
-            let sockets = [(llmnr, 1u16), (mdns, 1), (nbns, 0x20)];
+            let mut sockets = vec![(llmnr, 1u16), (mdns, 1), (nbns, 0x20)];
+            if me6.is_some() {
+                // SAFETY: a valid NUL-terminated name.
+                let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+                for (port, group) in [
+                    (5355u16, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 3)),
+                    (5353, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfb)),
+                ] {
+                    let bind_err = io_err(format!("poisoner bind [::]:{port}"));
+                    // IPv6-only, or it would collide with the IPv4 socket on the port.
+                    let sock = socket2::Socket::new(
+                        socket2::Domain::IPV6,
+                        socket2::Type::DGRAM,
+                        Some(socket2::Protocol::UDP),
+                    )
+                    .and_then(|sock| {
+                        sock.set_only_v6(true)?;
+                        sock.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into())?;
+                        Ok(sock)
+                    })
+                    .map_err(bind_err)?;
+                    let s: UdpSocket = sock.into();
+                    s.join_multicast_v6(&group, index)
+                        .map_err(io_err(format!("join {group}")))?;
+                    sockets.push((s, 28));
+                }
+            }
             for (s, _) in &sockets {
                 s.set_read_timeout(Some(Duration::from_millis(20)))
                     .map_err(io_err("read timeout".into()))?;
@@ -460,7 +507,11 @@ impl Poisoner {
                     let Ok((n, from)) = s.recv_from(&mut buf) else {
                         continue;
                     };
-                    if let Some(a) = poison_answer(&buf[..n], *rtype, me) {
+                    let address = match (*rtype, me6) {
+                        (28, Some(a)) => a.octets().to_vec(),
+                        _ => me.octets().to_vec(),
+                    };
+                    if let Some(a) = poison_answer(&buf[..n], *rtype, &address) {
                         if s.send_to(&a, from).is_ok() {
                             answered += 1;
                         }
@@ -485,8 +536,9 @@ impl Poisoner {
 }
 
 /// The poisoner's answer to query `q`: the question echoed with one record of type `rtype`
-/// (A for LLMNR/mDNS, NB for NBT-NS) pointing at `me`; None for answers and short messages.
-fn poison_answer(q: &[u8], rtype: u16, me: Ipv4Addr) -> Option<Vec<u8>> {
+/// (A or AAAA for LLMNR/mDNS, NB for NBT-NS) pointing at `me` (4 or 16 bytes); None for
+/// answers and short messages.
+fn poison_answer(q: &[u8], rtype: u16, me: &[u8]) -> Option<Vec<u8>> {
     if q.len() < 12 || q[2] & 0x80 != 0 {
         return None;
     }
@@ -499,32 +551,40 @@ fn poison_answer(q: &[u8], rtype: u16, me: Ipv4Addr) -> Option<Vec<u8>> {
     if rtype == 0x20 {
         a.extend_from_slice(&[0, 6, 0, 0]); // NB flags, then the address
     } else {
-        a.extend_from_slice(&[0, 4]);
+        a.extend_from_slice(&(me.len() as u16).to_be_bytes());
     }
-    a.extend_from_slice(&me.octets());
+    a.extend_from_slice(me);
     Some(a)
 }
 
-/// A victim's LLMNR lookup of `name` from `ns` (address `me`): the addresses that answered.
-pub fn llmnr_lookup(ns: &str, me: Ipv4Addr, name: &str) -> Result<Vec<Ipv4Addr>, LabError> {
+/// A victim's LLMNR lookup of `name` from `ns` (address `me`: over IPv4 to 224.0.0.252, over
+/// IPv6 to ff02::1:3 on eth0): the addresses that answered.
+pub fn llmnr_lookup(ns: &str, me: IpAddr, name: &str) -> Result<Vec<IpAddr>, LabError> {
     let query = rampart_guard::canary::query(NameProtocol::Llmnr, name, 0x4c61);
     join(in_namespace(ns, move || {
-        let s = UdpSocket::bind(SocketAddrV4::new(me, 0)).map_err(io_err("bind".into()))?;
-        s.set_multicast_ttl_v4(1)
-            .map_err(io_err("multicast ttl".into()))?;
+        let s = UdpSocket::bind(SocketAddr::new(me, 0)).map_err(io_err("bind".into()))?;
+        let group: SocketAddr = match me {
+            IpAddr::V4(_) => {
+                s.set_multicast_ttl_v4(1)
+                    .map_err(io_err("multicast ttl".into()))?;
+                SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 252), 5355).into()
+            }
+            IpAddr::V6(_) => {
+                // SAFETY: a valid NUL-terminated name.
+                let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+                SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 3), 5355, 0, index).into()
+            }
+        };
         s.set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(io_err("read timeout".into()))?;
-        s.send_to(
-            &query,
-            SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 252), 5355),
-        )
-        .map_err(io_err("send LLMNR query".into()))?;
+        s.send_to(&query, group)
+            .map_err(io_err("send LLMNR query".into()))?;
         let mut seen = Vec::new();
         let end = Instant::now() + Duration::from_millis(LOOKUP_WAIT_MS);
         let mut buf = [0u8; 1500];
         while Instant::now() < end {
-            if let Ok((_, std::net::SocketAddr::V4(from))) = s.recv_from(&mut buf) {
-                seen.push(*from.ip());
+            if let Ok((_, from)) = s.recv_from(&mut buf) {
+                seen.push(from.ip());
             }
         }
         Ok(seen)
@@ -719,6 +779,10 @@ mod tests {
         assert!(cfg.trusted_ports.is_empty());
         assert_eq!(cfg.canary.as_ref().unwrap().interval_s, 1);
         assert_eq!(cfg.block.len(), 3);
+        assert_eq!(
+            cfg.canary.as_ref().unwrap().source6,
+            Some("2001:db8:20::1".parse().unwrap())
+        );
         assert!(bridged_segment(&topology, "public-web").is_err());
     }
 
@@ -736,10 +800,13 @@ mod tests {
     #[test]
     fn poisoner_answers_queries_only() {
         let q = rampart_guard::canary::query(NameProtocol::Llmnr, "wpad", 7);
-        let a = poison_answer(&q, 1, Ipv4Addr::new(192, 0, 2, 66)).unwrap();
+        let a = poison_answer(&q, 1, &[192, 0, 2, 66]).unwrap();
         assert!(a[2] & 0x80 != 0);
         assert_eq!(&a[a.len() - 4..], &[192, 0, 2, 66]);
-        assert!(poison_answer(&a, 1, Ipv4Addr::new(192, 0, 2, 66)).is_none());
-        assert!(poison_answer(&[0; 4], 1, Ipv4Addr::LOCALHOST).is_none());
+        assert!(poison_answer(&a, 1, &[192, 0, 2, 66]).is_none());
+        assert!(poison_answer(&[0; 4], 1, &[127, 0, 0, 1]).is_none());
+        let v6: Ipv6Addr = "2001:db8:20::66".parse().unwrap();
+        let a = poison_answer(&q, 28, &v6.octets()).unwrap();
+        assert_eq!(&a[a.len() - 18..a.len() - 16], &[0, 16]);
     }
 }

@@ -553,6 +553,7 @@ impl LabRun<'_> {
         &self,
         case: &scenario::Case,
         env: &L2Env,
+        v6: bool,
     ) -> Result<
         (
             traffic::Observation,
@@ -676,37 +677,56 @@ impl LabRun<'_> {
                 )
             }
             CaseKind::NamePoison => {
-                let poisoner = l2::Poisoner::start(&to.ns, to_v4)?;
-                let answered = l2::llmnr_lookup(&from.ns, from_v4, "fileserv")?;
-                // Give the canary a round while the poisoner still answers.
+                let addr = |h: &topology::Host| {
+                    h.addr(v6).ok_or_else(|| LabError::Traffic {
+                        message: format!("{} has no address of the family", h.name),
+                    })
+                };
+                let (from_ip, to_ip) = (addr(&from)?, addr(&to)?);
+                let to_v6 = match to.v6 {
+                    Some(std::net::IpAddr::V6(a)) => Some(a),
+                    _ => None,
+                };
+                let poisoner = l2::Poisoner::start(&to.ns, to_v4, to_v6)?;
+                let answered = l2::llmnr_lookup(&from.ns, from_ip, "fileserv")?;
+                // Give the canary a round while the poisoner still answers; over IPv6 the
+                // detection must come from an IPv6 answer.
                 let detected = case.detection.as_deref().map(|kind| {
-                    l2::wait_detection(&env.events, offset, kind, l2::DETECTION_WAIT_MS)
+                    l2::wait_detection(&env.events, offset, kind, l2::DETECTION_WAIT_MS, v6)
                 });
                 let answers = poisoner.stop()?;
-                let poisoned = answered.contains(&to_v4);
-                let obs =
-                    result(
-                        poisoned,
-                        format!(
+                // Let the guard write what this poisoner caused (it polls every 200 ms), so
+                // the next case's events start clean.
+                std::thread::sleep(std::time::Duration::from_millis(l2::GUARD_SETTLE_MS));
+                let poisoned = answered.contains(&to_ip);
+                let obs = result(
+                    poisoned,
+                    format!(
                         "{}'s LLMNR lookup answered by [{}]; the poisoner sent {answers} answers",
                         case.from,
-                        answered.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        answered
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
-                    );
+                );
+                // A detection counts only if this poisoner answered at all.
                 let detection = case.detection.clone().map(|kind| score::Detection {
-                    seen: detected.flatten().is_some(),
+                    seen: detected.flatten().is_some() && answers > 0,
                     kind,
                 });
                 return Ok((
                     obs,
                     detection,
-                    format!("{} {from_v4}", case.from),
-                    format!("{} {to_v4}", case.to),
+                    format!("{} {from_ip}", case.from),
+                    format!("{} {to_ip}", case.to),
                 ));
             }
         };
         let detection = case.detection.clone().map(|kind| {
-            let seen = l2::wait_detection(&env.events, offset, &kind, detection_wait_ms).is_some();
+            let seen =
+                l2::wait_detection(&env.events, offset, &kind, detection_wait_ms, false).is_some();
             score::Detection { kind, seen }
         });
         Ok((
@@ -731,7 +751,8 @@ impl LabRun<'_> {
                 message: "an L2 case without its environment".into(),
             })?;
             let before = counters(gw)?;
-            let (mut observation, detection, from, to) = self.play_l2(case, env)?;
+            let (mut observation, detection, from, to) =
+                self.play_l2(case, env, family == FamilyName::Ipv6)?;
             let after = counters(gw)?;
             if let Some(d) = &detection {
                 observation.detail.push_str(&if d.seen {

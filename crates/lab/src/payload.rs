@@ -47,6 +47,22 @@ pub const PAYLOAD_MAX_BYTES: usize = 256;
 const DNS_QUESTION: &[u8] = b"\x07example\x03com\x00\x00\x01\x00\x01";
 
 impl Payload {
+    /// Every payload, in declaration order (the lab's own list: a payload is what a case sends,
+    /// not a protocol label — `SmbMulti` and `Plain` have no `AppProtocol` of their own).
+    pub const ALL: [Payload; 11] = [
+        Payload::Plain,
+        Payload::Dns,
+        Payload::Tls,
+        Payload::Http,
+        Payload::Ssh,
+        Payload::Rdp,
+        Payload::Vnc,
+        Payload::Mqtt,
+        Payload::Smb1,
+        Payload::SmbMulti,
+        Payload::Smb2,
+    ];
+
     /// The client's first message; `tcp` selects DNS's 2-byte length prefix.
     pub fn request(self, tcp: bool) -> Vec<u8> {
         match self {
@@ -208,19 +224,7 @@ mod tests {
 
     #[test]
     fn every_payload_is_bounded_and_replies_differ_from_requests_where_the_protocol_does() {
-        for kind in [
-            Payload::Plain,
-            Payload::Dns,
-            Payload::Tls,
-            Payload::Http,
-            Payload::Ssh,
-            Payload::Rdp,
-            Payload::Vnc,
-            Payload::Mqtt,
-            Payload::Smb1,
-            Payload::SmbMulti,
-            Payload::Smb2,
-        ] {
+        for kind in Payload::ALL {
             for tcp in [false, true] {
                 assert!(kind.request(tcp).len() <= PAYLOAD_MAX_BYTES, "{kind:?}");
                 assert!(kind.reply(tcp).len() <= PAYLOAD_MAX_BYTES, "{kind:?}");

@@ -193,7 +193,8 @@ pub enum CaseKind {
     /// gateway's own ARP, allowed when the entry has the gateway's MAC).
     ArpSpoof,
     /// A poisoner on `to` answers every LLMNR/NBT-NS/mDNS query with its own address while
-    /// `from` asks LLMNR for a name; allowed when an answer reaches `from`.
+    /// `from` asks LLMNR for a name (over the case's family); allowed when an answer reaches
+    /// `from`.
     NamePoison,
 }
 
@@ -336,8 +337,8 @@ impl Scenario {
             if case.kind.is_l2() {
                 let problem = if !case.traffic.is_empty() {
                     Some("an L2 case has no traffic")
-                } else if case.families != [FamilyName::Ipv4] {
-                    Some("an L2 case plays families = [\"ipv4\"]")
+                } else if case.families != [FamilyName::Ipv4] && case.kind != CaseKind::NamePoison {
+                    Some("DHCP and ARP cases play families = [\"ipv4\"]")
                 } else if case.process.is_some() || case.flood.is_some() || !case.knock.is_empty() {
                     Some("an L2 case has no process, flood or knock")
                 } else if case.to == crate::topology::GATEWAY && case.kind != CaseKind::Dhcp {

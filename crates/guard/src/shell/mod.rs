@@ -7,7 +7,7 @@ pub mod capture;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -131,10 +131,15 @@ struct CanarySocket {
     ifindex: u32,
     mac: crate::decode::Mac,
     source: Ipv4Addr,
+    source6: Option<Ipv6Addr>,
 }
 
 impl CanarySocket {
-    fn open(source: Ipv4Addr, interface: &str) -> Result<Self, GuardError> {
+    fn open(
+        source: Ipv4Addr,
+        source6: Option<Ipv6Addr>,
+        interface: &str,
+    ) -> Result<Self, GuardError> {
         use std::os::fd::FromRawFd;
         let what = |w: &str| format!("canary socket {w} ({source} on {interface})");
         // The source must be a local address: bind(2) says so (the probe socket is closed).
@@ -173,6 +178,7 @@ impl CanarySocket {
             ifindex,
             mac,
             source,
+            source6,
         })
     }
 
@@ -200,6 +206,31 @@ impl CanarySocket {
             dport,
             &q.payload,
         );
+        let what = |to: String| format!("canary {} query to {to}", q.protocol.name());
+        self.send_frame(&frame, dst_mac, || what(dst.to_string()))?;
+        // Over IPv6 too when configured (NBT-NS has no IPv6 transport).
+        let group6 = match q.protocol {
+            NameProtocol::Llmnr => Some(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 3)),
+            NameProtocol::Mdns => Some(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfb)),
+            NameProtocol::Nbns => None,
+        };
+        if let (Some(src6), Some(dst6)) = (self.source6, group6) {
+            // 33:33 and the group's low 32 bits (RFC 2464).
+            let o = dst6.octets();
+            let mac6 = Mac([0x33, 0x33, o[12], o[13], o[14], o[15]]);
+            let frame =
+                crate::craft::udp6_frame(self.mac, mac6, src6, dst6, sport, dport, &q.payload);
+            self.send_frame(&frame, mac6, || what(dst6.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn send_frame(
+        &self,
+        frame: &[u8],
+        dst_mac: crate::decode::Mac,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), GuardError> {
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -219,7 +250,7 @@ impl CanarySocket {
         };
         if n < 0 {
             return Err(GuardError::Socket {
-                what: format!("canary {} query to {dst}", q.protocol.name()),
+                what: what(),
                 source: std::io::Error::last_os_error(),
             });
         }
@@ -430,7 +461,7 @@ fn open_events(cfg: &Config) -> Result<File, GuardError> {
 fn open_canary(cfg: &Config) -> Result<Option<CanarySocket>, GuardError> {
     cfg.canary
         .as_ref()
-        .map(|c| CanarySocket::open(c.source, &c.interface))
+        .map(|c| CanarySocket::open(c.source, c.source6, &c.interface))
         .transpose()
 }
 
