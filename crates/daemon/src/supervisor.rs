@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,12 @@ use crate::config::{Account, ComponentKind, RunConfig};
 
 /// Longest line read from a component's stdout; longer lines are dropped.
 const MAX_STDOUT_LINE_BYTES: usize = 64 * 1024;
+/// The ready line said nothing about `reload_in_place`.
+const ANNOUNCED_NOTHING: u8 = 0;
+/// The ready line said `"reload_in_place": true`.
+const ANNOUNCED_IN_PLACE: u8 = 1;
+/// The ready line said `"reload_in_place": false`.
+const ANNOUNCED_RESTART: u8 = 2;
 /// How long a stopping component gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -221,7 +227,8 @@ pub struct ComponentStatus {
     pub restart_in_ms: Option<u64>,
     /// Periodic jobs: when the last run succeeded (unix seconds).
     pub last_success_unix_s: Option<u64>,
-    /// A reload sends it SIGHUP (it announced `"reload_in_place": true`, or its kind always
+    /// A reload sends it SIGHUP (it announced `"reload_in_place": true`, or announced nothing
+    /// and its kind has always
     /// reloads in place) rather than restarting it.
     pub reload_in_place: bool,
     /// The uid and gid it runs as, when not the daemon's.
@@ -234,8 +241,9 @@ struct Slot {
     spec: Spec,
     child: Option<Child>,
     ready: Arc<AtomicBool>,
-    /// Set by the component's ready line (`"reload_in_place": true`); reset at each start.
-    announced_in_place: Arc<AtomicBool>,
+    /// What the component's ready line announced about `reload_in_place` (one of the
+    /// `ANNOUNCED_*` values); reset at each start.
+    announced_in_place: Arc<AtomicU8>,
     started_at: Option<Instant>,
     next_start: Option<Instant>,
     consecutive_failures: u32,
@@ -285,7 +293,7 @@ impl Supervisor {
                 spec,
                 child: None,
                 ready: Arc::new(AtomicBool::new(false)),
-                announced_in_place: Arc::new(AtomicBool::new(false)),
+                announced_in_place: Arc::new(AtomicU8::new(ANNOUNCED_NOTHING)),
                 started_at: None,
                 next_start: Some(now),
                 consecutive_failures: 0,
@@ -344,7 +352,8 @@ impl Supervisor {
             if slot.child.is_none() && slot.next_start.is_some_and(|t| t <= now) {
                 slot.next_start = None;
                 slot.ready.store(false, Ordering::Relaxed);
-                slot.announced_in_place.store(false, Ordering::Relaxed);
+                slot.announced_in_place
+                    .store(ANNOUNCED_NOTHING, Ordering::Relaxed);
                 match start(
                     &self.exe,
                     &slot.spec,
@@ -453,8 +462,14 @@ impl Supervisor {
 }
 
 impl Slot {
+    /// What the component announced decides; a component that announced nothing keeps its
+    /// kind's behaviour from before the protocol.
     fn reloads_in_place(&self) -> bool {
-        self.announced_in_place.load(Ordering::Relaxed) || self.spec.kind.reloads_on_hangup()
+        match self.announced_in_place.load(Ordering::Relaxed) {
+            ANNOUNCED_IN_PLACE => true,
+            ANNOUNCED_RESTART => false,
+            _ => self.spec.kind.reloads_on_hangup(),
+        }
     }
 }
 
@@ -511,8 +526,8 @@ fn capabilities_to_drop(keep: &[u32]) -> std::io::Result<Vec<u32>> {
 struct Readiness {
     /// It printed its first JSON line.
     ready: Arc<AtomicBool>,
-    /// That line carried `"reload_in_place": true`.
-    in_place: Arc<AtomicBool>,
+    /// What that line said about `reload_in_place`.
+    in_place: Arc<AtomicU8>,
 }
 
 /// Look up `user` (and `group`, else the user's primary group) in the system databases.
@@ -751,8 +766,14 @@ fn start(
                 first = false;
                 // The reload protocol: a component says in its first line whether SIGHUP
                 // reloads it in place.
-                if value.get("reload_in_place") == Some(&Value::Bool(true)) {
-                    in_place.store(true, Ordering::Relaxed);
+                match value.get("reload_in_place") {
+                    Some(Value::Bool(true)) => {
+                        in_place.store(ANNOUNCED_IN_PLACE, Ordering::Relaxed)
+                    }
+                    Some(Value::Bool(false)) => {
+                        in_place.store(ANNOUNCED_RESTART, Ordering::Relaxed)
+                    }
+                    _ => {}
                 }
             }
             if prints_ready && !ready.load(Ordering::Relaxed) {

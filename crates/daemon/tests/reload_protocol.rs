@@ -1,6 +1,6 @@
 //! The reload protocol: a component whose first JSON line carries `"reload_in_place": true` gets
-//! SIGHUP on reload and keeps its process; one that does not announce it (and whose kind is not
-//! known to reload in place) is restarted. The components here are small shell scripts standing
+//! SIGHUP on reload and keeps its process; one that says `false` is restarted; one that says
+//! nothing keeps its kind's behaviour from before the protocol (dns: SIGHUP, waf: restart). The components here are small shell scripts standing
 //! in for `rampart waf`, a kind the daemon otherwise restarts. Needs root (the supervisor drops
 //! capabilities from each component's bounding set, which takes CAP_SETPCAP).
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rampart_daemon::supervisor::{ComponentStatus, EventsFrom, Spec, Supervisor};
 use rampart_daemon::{Backoff, ComponentKind};
 
-fn script(name: &str, first_line: &str) -> Spec {
+fn script(name: &str, kind: ComponentKind, first_line: &str) -> Spec {
     // On SIGHUP the script prints an event, so the test sees the signal arrive; the short sleeps
     // let the trap run promptly.
     let body = format!(
@@ -19,7 +19,7 @@ fn script(name: &str, first_line: &str) -> Spec {
     );
     Spec {
         name: name.into(),
-        kind: ComponentKind::Waf,
+        kind,
         args: vec!["-c".into(), body.into()],
         events: EventsFrom::Stdout,
         interval_s: None,
@@ -62,11 +62,21 @@ fn announced_components_reload_in_place_and_the_others_restart() {
         vec![
             script(
                 "announces",
+                ComponentKind::Waf,
                 r#"{"event":"listening","reload_in_place":true}"#,
             ),
-            script("silent", r#"{"event":"listening"}"#),
+            script("silent", ComponentKind::Waf, r#"{"event":"listening"}"#),
             script(
                 "declines",
+                ComponentKind::Waf,
+                r#"{"event":"listening","reload_in_place":false}"#,
+            ),
+            // A kind that reloaded on SIGHUP before the protocol keeps doing so when it says
+            // nothing, and is restarted when it says it cannot.
+            script("legacy", ComponentKind::Dns, r#"{"event":"listening"}"#),
+            script(
+                "legacy-declines",
+                ComponentKind::Dns,
                 r#"{"event":"listening","reload_in_place":false}"#,
             ),
         ],
@@ -76,17 +86,19 @@ fn announced_components_reload_in_place_and_the_others_restart() {
     let before = wait_until(&mut supervisor, "all ready", |s| s.iter().all(|c| c.ready));
     assert_eq!(
         before.iter().map(|c| c.reload_in_place).collect::<Vec<_>>(),
-        [true, false, false]
+        [true, false, false, true, false]
     );
     supervisor.reload(Instant::now());
     let after = wait_until(&mut supervisor, "all ready again", |s| {
         s.iter().all(|c| c.ready)
     });
-    // The announcing component kept its process and was started once.
-    assert_eq!(after[0].pid, before[0].pid);
-    assert_eq!(after[0].starts, 1);
+    // The announcing component (and the legacy kind) kept its process and was started once.
+    for i in [0, 3] {
+        assert_eq!(after[i].pid, before[i].pid, "{}", after[i].name);
+        assert_eq!(after[i].starts, 1, "{}", after[i].name);
+    }
     // The others were restarted: a new process, a second start, no failure counted.
-    for i in [1, 2] {
+    for i in [1, 2, 4] {
         assert_ne!(after[i].pid, before[i].pid, "{}", after[i].name);
         assert_eq!(after[i].starts, 2, "{}", after[i].name);
         assert_eq!(after[i].failures, 0, "{}", after[i].name);
@@ -94,7 +106,7 @@ fn announced_components_reload_in_place_and_the_others_restart() {
     // The SIGHUP reached the announcing component (its trap printed an event).
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut hangups = Vec::new();
-    while Instant::now() < deadline && hangups.is_empty() {
+    while Instant::now() < deadline && hangups.len() < 2 {
         while let Ok(event) = rx.try_recv() {
             if event["event_type"] == "reloaded" {
                 hangups.push(event["reason"].as_str().unwrap_or_default().to_string());
@@ -103,6 +115,7 @@ fn announced_components_reload_in_place_and_the_others_restart() {
         supervisor.tick(Instant::now());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(hangups, ["announces"]);
+    hangups.sort();
+    assert_eq!(hangups, ["announces", "legacy"]);
     supervisor.shutdown();
 }
