@@ -392,6 +392,22 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_detection_fails_the_case() {
+        let mut c = case("T1557.001", Expectation::Blocked, Expectation::Blocked);
+        assert!(c.passed());
+        c.detection = Some(Detection {
+            kind: "name_poisoner".into(),
+            seen: false,
+        });
+        assert!(!c.passed(), "blocked but undetected is a failure");
+        c.detection = Some(Detection {
+            kind: "name_poisoner".into(),
+            seen: true,
+        });
+        assert!(c.passed());
+    }
+
+    #[test]
     fn techniques_are_scored_and_unplayed_ones_listed_as_open() {
         let board = Scoreboard::new(
             "p".into(),
