@@ -991,6 +991,15 @@ fn daemon_confirm_rollback_log_and_component_users() {
     assert_eq!(guard_now["starts"], 1, "{guard_now}");
     let second_id = after["pending"]["id"].as_str().unwrap().to_string();
     assert_ne!(second_id, first_id);
+    // While it is pending, another reload is refused and changes nothing.
+    let refused = rampart(&["reload", "--config", &config_arg]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text_of(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("pending"),
+        "{}",
+        text_of(&refused)
+    );
+    assert_eq!(status(&run_config)["pending"]["id"], second_id.as_str());
     let rolled = rampart(&["rollback", "--config", &config_arg]);
     assert!(rolled.status.success(), "{}", text_of(&rolled));
     assert!(
