@@ -1000,7 +1000,12 @@ fn daemon_confirm_rollback_log_and_component_users() {
         text_of(&refused)
     );
     assert_eq!(status(&run_config)["pending"]["id"], second_id.as_str());
-    let rolled = rampart(&["rollback", "--config", &config_arg]);
+    // Found through RAMPART_RUN_CONFIG, without --config.
+    let rolled = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("rollback")
+        .env("RAMPART_RUN_CONFIG", &run_config)
+        .output()
+        .unwrap();
     assert!(rolled.status.success(), "{}", text_of(&rolled));
     assert!(
         String::from_utf8_lossy(&rolled.stdout).contains(&second_id),
