@@ -383,15 +383,22 @@ pub fn dhcp_offers(
     Ok(servers)
 }
 
-/// Make `ns` resolve `ip` (a datagram to the discard port).
+/// How long `ns` may take to resolve an address (a round trip on a local bridge; seconds only
+/// on a machine under heavy load).
+const RESOLVE_WAIT_MS: u64 = 2_000;
+
+/// Make `ns` resolve `ip` (a datagram to the discard port) and wait until its neighbour entry
+/// has a link-layer address (or [`RESOLVE_WAIT_MS`] passed).
 pub fn poke(ns: &str, ip: Ipv4Addr) -> Result<(), LabError> {
     join(in_namespace(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0").map_err(io_err("bind".into()))?;
         let _ = s.send_to(b"x", SocketAddrV4::new(ip, 9));
         Ok(())
     }))?;
-    // Resolution is a round trip on a local bridge; leave it a moment to settle.
-    std::thread::sleep(Duration::from_millis(100));
+    let end = Instant::now() + Duration::from_millis(RESOLVE_WAIT_MS);
+    while neighbour(ns, ip)?.is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 
