@@ -527,6 +527,18 @@ mod tests {
         assert_eq!(open.components[0].on_down, OnDown::Open);
     }
 
+    #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../../packaging/etc/run.toml");
+        let config = RunConfig::from_toml(text, Path::new("/etc/rampart")).unwrap();
+        assert_eq!(config.confirm_s, Some(120));
+        assert_eq!(config.components.len(), 4);
+        assert_eq!(config.components[0].on_down, OnDown::Open);
+        assert!(config.components[..3]
+            .iter()
+            .all(|c| c.user == Some(Account::Name("nobody".into()))));
+    }
+
     fn error_of(text: &str) -> String {
         RunConfig::from_toml(text, Path::new("/x"))
             .unwrap_err()
