@@ -1,5 +1,6 @@
 //! `rampart-nft-apply` is the I/O shell around the pure `rampart-nft` emitter: it runs `nft`
-//! (check, atomic apply, terse listings), keeps the apply/confirm/rollback state machine in a
+//! (check, atomic apply, terse listings), loads big transactions as one nf_tables netlink batch
+//! (nft compiles the table part, Rampart sends the set elements: [`fastload`]), keeps the apply/confirm/rollback state machine in a
 //! state directory (`/run/rampart` by default), runs the detached rollback watcher, reads
 //! per-rule counters back for `rampart status`, reads NFLOG over netlink for `rampart log`, and
 //! guards against lockout with a small reference evaluator of the IR. Non-goals: deciding what
