@@ -111,3 +111,138 @@ fn check_reports_rule_errors_with_location() {
     assert!(err.contains("bad.conf:2: regex does not compile"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn write_config(dir: &std::path::Path, word: &str, up: std::net::SocketAddr) {
+    std::fs::write(
+        dir.join("rules.conf"),
+        format!("SecRule ARGS \"@contains {word}\" \"id:200,phase:2,deny,status:403,log\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("waf.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nrules = [\"{}\"]\n[[routes]]\nname = \"app\"\nupstreams = [\"{up}\"]\n",
+            dir.join("rules.conf").display()
+        ),
+    )
+    .unwrap();
+}
+
+fn status(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Wait for the next `reload` event on the child's stdout (request events interleave).
+fn next_reload(rx: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("reload event");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "reload" {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn sighup_reloads_in_place_without_failed_requests() {
+    let dir = std::env::temp_dir().join(format!("rampart-waf-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let up = stub_upstream();
+    write_config(&dir, "evilone", up);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["waf", "--config"])
+        .arg(dir.join("waf.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["reload_in_place"], true, "{first}");
+    let addr = first["addr"].as_str().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let hup = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    assert_eq!(status(&get(&addr, "/?q=evilone")), 403);
+    assert_eq!(status(&get(&addr, "/?q=eviltwo")), 200);
+
+    // Clients keep sending while the rules are swapped back and forth.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match status(&get(&addr, "/?q=harmless")) {
+                        200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for word in ["eviltwo", "evilone", "eviltwo"] {
+        write_config(&dir, word, up);
+        hup(child.id());
+        let ev = next_reload(&rx);
+        assert_eq!(ev["ok"], true, "{ev}");
+    }
+    assert_eq!(status(&get(&addr, "/?q=eviltwo")), 403);
+    assert_eq!(status(&get(&addr, "/?q=evilone")), 200);
+
+    // A broken rule file keeps the running rules.
+    std::fs::write(dir.join("rules.conf"), "SecRule ARGS \"@rx (\" \"id:1\"\n").unwrap();
+    hup(child.id());
+    let ev = next_reload(&rx);
+    assert_eq!(ev["ok"], false, "{ev}");
+    assert!(
+        ev["error"].as_str().unwrap().contains("rules.conf:1"),
+        "{ev}"
+    );
+    assert_eq!(status(&get(&addr, "/?q=eviltwo")), 403);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed across reloads ({ok} ok)"
+    );
+    let _ = child.kill();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = child.wait();
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(
+        error_lines[0].contains("keeping the running configuration"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! In-process cost of one transaction with CRS v4 at paranoia 1 (SecRuleEngine On): a small
 //! GET and a 10 KB urlencoded form POST, single thread. The proxy benchmark (wrk) is separate.
 //!
-//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N]`
+//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json]`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,11 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "/../../../shared/data/waf/crs"
     ));
     let mut secs = 3u64;
+    let mut only: Option<String> = None;
+    let mut iters: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--crs" => crs = args.next().ok_or("--crs DIR")?.into(),
             "--seconds" => secs = args.next().ok_or("--seconds N")?.parse()?,
+            "--iters" => iters = Some(args.next().ok_or("--iters N")?.parse()?),
+            "--only" => only = Some(args.next().ok_or("--only get|form|json")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -28,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files::add_files(&mut rs, &[crs.join("rules/*.conf")])?;
     rs.finish()?;
     let e = Engine::new(rs);
+    eprintln!("prefilter atoms: {}", e.prefilter_atoms());
     let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
     let headers = vec![
         h("Host", "localhost"),
@@ -64,10 +69,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     post.headers
         .push(h("Content-Length", &form.len().to_string()));
     post.body = form.into_bytes();
-    for (name, req) in [("small GET", &get), ("10 KB form POST", &post)] {
+    let mut json = get.clone();
+    json.method = "POST".into();
+    json.target = b"/api/items".to_vec();
+    json.headers.push(h("Content-Type", "application/json"));
+    let mut jbody = String::from("{\"items\":[");
+    let mut k = 0;
+    while jbody.len() < 10 * 1024 {
+        jbody.push_str(&format!(
+            "{{\"id\":{k},\"name\":\"item number {k}\",\"note\":\"some ordinary text\"}},"
+        ));
+        k += 1;
+    }
+    jbody.pop();
+    jbody.push_str("]}");
+    json.headers
+        .push(h("Content-Length", &jbody.len().to_string()));
+    json.body = jbody.into_bytes();
+    for (key, name, req) in [
+        ("get", "small GET", &get),
+        ("form", "10 KB form POST", &post),
+        ("json", "10 KB JSON POST", &json),
+    ] {
+        if only.as_deref().is_some_and(|o| o != key) {
+            continue;
+        }
         let start = Instant::now();
         let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(secs) {
+        while iters.map_or(start.elapsed() < Duration::from_secs(secs), |it| n < it) {
             let mut tx = e.transaction(req, &TxOptions::default());
             tx.process_request(req);
             assert!(

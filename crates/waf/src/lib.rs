@@ -11,6 +11,7 @@ pub mod files;
 pub mod ftw;
 pub mod injection;
 pub mod ops;
+pub mod prefilter;
 pub mod proxy;
 pub mod rules;
 pub mod seclang;

@@ -78,6 +78,8 @@ pub struct Operator {
     pub kind: OpKind,
     /// `@rx` compiled in Unicode mode (reported at load time).
     pub unicode_regex: bool,
+    /// `@pm`/`@pmFromFile` phrases (for the evaluator's prefilter).
+    pub phrases: Vec<String>,
 }
 
 /// Expands macros at evaluation time.
@@ -191,6 +193,7 @@ impl Operator {
         let lname = name.to_ascii_lowercase();
         let m = || MacroText::parse(&param);
         let mut unicode_regex = false;
+        let mut pm_phrases: Vec<String> = Vec::new();
         let kind = match lname.as_str() {
             "rx" => {
                 let (re, uni) =
@@ -203,7 +206,9 @@ impl Operator {
                 if phrases.is_empty() {
                     return Err(OpError::Other("@pm needs phrases".into()));
                 }
-                OpKind::Pm(pm_automaton(&phrases)?)
+                let ac = pm_automaton(&phrases)?;
+                pm_phrases = phrases;
+                OpKind::Pm(ac)
             }
             "pmfromfile" | "pmf" => {
                 let mut phrases = Vec::new();
@@ -216,7 +221,9 @@ impl Operator {
                 if phrases.is_empty() {
                     return Err(OpError::Other(format!("@{name}: no phrases in {param}")));
                 }
-                OpKind::Pm(pm_automaton(&phrases)?)
+                let ac = pm_automaton(&phrases)?;
+                pm_phrases = phrases;
+                OpKind::Pm(ac)
             }
             "beginswith" => OpKind::BeginsWith(m()),
             "endswith" => OpKind::EndsWith(m()),
@@ -282,6 +289,7 @@ impl Operator {
             name,
             kind,
             unicode_regex,
+            phrases: pm_phrases,
         })
     }
 
@@ -306,6 +314,8 @@ impl Operator {
         let num = |m: &MacroText| -> (i64, i64) { (to_int(value), to_int(&env.expand(m))) };
         match &self.kind {
             OpKind::Rx(re) => match captures {
+                // The lazy DFA answers "no match" far faster than the capture engine.
+                Some(_) if !re.is_match(value) => false,
                 Some(caps) => match re.captures(value) {
                     Some(c) => {
                         caps.clear();

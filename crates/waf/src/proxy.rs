@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -174,12 +174,28 @@ impl Config {
     }
 }
 
-struct State {
+/// A configuration and the engine built from it; requests hold the one that was current when
+/// they arrived, so a reload never changes the rules under an in-flight request.
+struct Live {
     config: Config,
     engine: Engine,
+}
+
+struct State {
+    live: RwLock<Arc<Live>>,
+    listen: SocketAddr,
     rr: AtomicUsize,
     seq: AtomicU64,
     events: Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl State {
+    fn current(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// A running proxy.
@@ -187,12 +203,51 @@ pub struct Handle {
     /// Bound address.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// Rules (chain starters) now loaded.
+    pub rules: usize,
+    /// Load-time warnings of the new rule set.
+    pub warnings: Vec<String>,
 }
 
 impl Handle {
     /// Stop accepting.
     pub fn shutdown(&self) {
         self.task.abort();
+    }
+
+    /// Swap in a new configuration and rule set for requests that arrive from now on, keeping
+    /// the listener (requests in flight finish with the rules they started with). On any
+    /// error the running configuration stays. The listen address cannot change in place.
+    /// Loading the rules is CPU work: call it off the request path (e.g. `spawn_blocking`).
+    pub fn reload(&self, config: Config) -> Result<Reloaded, ConfigError> {
+        if config.listen != self.state.listen
+            && !(config.listen.port() == 0 && config.listen.ip() == self.state.listen.ip())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "listen cannot change on reload ({} -> {}); restart instead",
+                self.state.listen, config.listen
+            )));
+        }
+        let rs = config.load_rules()?;
+        let out = Reloaded {
+            rules: rs.rule_count(),
+            warnings: rs.warnings.clone(),
+        };
+        let live = Arc::new(Live {
+            engine: Engine::new(rs),
+            config,
+        });
+        match self.state.live.write() {
+            Ok(mut g) => *g = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+        Ok(out)
     }
 }
 
@@ -209,21 +264,27 @@ pub async fn start(
         .local_addr()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let state = Arc::new(State {
-        config,
-        engine: Engine::new(rs),
+        live: RwLock::new(Arc::new(Live {
+            engine: Engine::new(rs),
+            config,
+        })),
+        listen: addr,
         rr: AtomicUsize::new(0),
         seq: AtomicU64::new(0),
         events: Mutex::new(events),
     });
+    let accept_state = state.clone();
     let task = tokio::spawn(async move {
+        let state = accept_state;
         loop {
             let Ok((stream, remote)) = listener.accept().await else {
                 continue;
             };
             let st = state.clone();
             tokio::spawn(async move {
-                let header_timeout = Duration::from_millis(st.config.limits.header_timeout_ms);
-                let max_headers = st.config.limits.max_headers;
+                let limits = st.current().config.limits.clone();
+                let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+                let max_headers = limits.max_headers;
                 let svc = service_fn(move |req| {
                     let st = st.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(st, req, remote).await) }
@@ -237,7 +298,7 @@ pub async fn start(
             });
         }
     });
-    Ok(Handle { addr, task })
+    Ok(Handle { addr, task, state })
 }
 
 fn simple(status: u16, body: &str) -> hyper::Response<Full<Bytes>> {
@@ -279,7 +340,8 @@ async fn handle(
     req: hyper::Request<Incoming>,
     remote: SocketAddr,
 ) -> hyper::Response<Full<Bytes>> {
-    let lim = &st.config.limits;
+    let live = st.current();
+    let lim = &live.config.limits;
     let (parts, body) = req.into_parts();
     let target = parts
         .uri
@@ -292,7 +354,7 @@ async fn handle(
         protocol: format!("{:?}", parts.version),
         remote_addr: remote.ip().to_string(),
         remote_port: remote.port(),
-        server_port: st.config.listen.port(),
+        server_port: st.listen.port(),
         ..Request::default()
     };
     let mut header_bytes = 0usize;
@@ -312,7 +374,7 @@ async fn handle(
         })
         .unwrap_or_default();
     let path = target.split('?').next().unwrap_or("/").to_string();
-    let route = pick_route(&st.config.routes, &host, &path).cloned();
+    let route = pick_route(&live.config.routes, &host, &path).cloned();
     let route_name = route.as_ref().map(|r| r.name.clone()).unwrap_or_default();
     let reject = |status: u16, reason: &str, wreq: &Request| {
         emit(
@@ -364,10 +426,10 @@ async fn handle(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     };
-    let mut tx = st.engine.transaction(&wreq, &opts);
+    let mut tx = live.engine.transaction(&wreq, &opts);
     tx.process_request(&wreq);
     let blocking = tx.engine_mode() == EngineMode::On;
-    let ssrf_hit = if st.config.ssrf_protection {
+    let ssrf_hit = if live.config.ssrf_protection {
         std::iter::once(wreq.target.as_slice())
             .chain(wreq.headers.iter().map(|(_, v)| v.as_slice()))
             .chain(std::iter::once(wreq.body.as_slice()))

@@ -574,6 +574,10 @@ pub struct Rule {
     pub actions: Actions,
     /// Next chain link.
     pub chained: Option<Box<Rule>>,
+    /// Interned id of the `t:` chain (set by [`crate::Engine::new`]; 0 = no transformation).
+    pub chain_id: u32,
+    /// Required-literal condition of an `@rx` operator (set by [`crate::Engine::new`]).
+    pub prefilter: Option<crate::prefilter::Filter>,
 }
 
 impl Rule {
@@ -1034,6 +1038,8 @@ impl RuleSet {
             op,
             actions: a,
             chained: None,
+            chain_id: 0,
+            prefilter: None,
         };
         if is_link {
             let Some(Item::Rule(head)) = self.items.last_mut() else {

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 
 /// One transformation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transform {
     /// `lowercase`
     Lowercase,
@@ -103,6 +103,37 @@ impl Transform {
             "escapeseqdecode" => Self::EscapeSeqDecode,
             _ => return None,
         })
+    }
+
+    /// Whether the transformation certainly leaves `input` unchanged (a cheap scan that saves
+    /// the allocation; `false` means "maybe changes").
+    pub fn is_noop(self, input: &[u8]) -> bool {
+        match self {
+            Self::Lowercase => !input.iter().any(u8::is_ascii_uppercase),
+            Self::Uppercase => !input.iter().any(u8::is_ascii_lowercase),
+            Self::UrlDecode | Self::UrlDecodeUni => !input.iter().any(|b| *b == b'%' || *b == b'+'),
+            Self::HtmlEntityDecode => !input.contains(&b'&'),
+            Self::JsDecode | Self::CssDecode => !input.contains(&b'\\'),
+            Self::RemoveNulls | Self::ReplaceNulls => !input.contains(&0),
+            Self::Utf8ToUnicode => input.is_ascii(),
+            Self::RemoveWhitespace => !input.iter().any(|b| is_space(*b) || *b == 0xa0),
+            Self::CompressWhitespace => {
+                !input
+                    .iter()
+                    .any(|b| (is_space(*b) && *b != b' ') || *b == 0xa0)
+                    && !input.windows(2).any(|w| w == b"  ")
+            }
+            _ => false,
+        }
+    }
+
+    /// Apply to `input`; `None` when the result equals the input.
+    pub fn apply_changed(self, input: &[u8]) -> Option<Vec<u8>> {
+        if self.is_noop(input) {
+            return None;
+        }
+        let out = self.apply(input);
+        (out != input).then_some(out)
     }
 
     /// Apply to `input`.
@@ -769,5 +800,48 @@ mod tests {
             hex_encode(&Transform::Sha1.apply(b"abc")),
             b"a9993e364706816aba3e25717850c26c9cd0d89d"
         );
+    }
+
+    #[test]
+    fn noop_scan_agrees_with_apply() {
+        // Deterministic byte strings over an alphabet rich in the bytes transformations act on.
+        let alphabet = b"aZ09 %+&#;\\/\t\n\x00\xa0\xc3\xa9'\"<>.-*";
+        let names = [
+            "lowercase",
+            "uppercase",
+            "urlDecode",
+            "urlDecodeUni",
+            "htmlEntityDecode",
+            "jsDecode",
+            "cssDecode",
+            "removeNulls",
+            "replaceNulls",
+            "utf8toUnicode",
+            "removeWhitespace",
+            "compressWhitespace",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..4000 {
+            let len = (seed % 12) as usize;
+            let mut v = Vec::new();
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                v.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            seed = seed.wrapping_add(0x9e37_79b9);
+            for n in names {
+                let t = Transform::parse(n).unwrap();
+                if t.is_noop(&v) {
+                    assert_eq!(t.apply(&v), v, "{n} changed {v:?}");
+                }
+                assert_eq!(
+                    t.apply_changed(&v).unwrap_or_else(|| v.clone()),
+                    t.apply(&v),
+                    "{n} on {v:?}"
+                );
+            }
+        }
     }
 }

@@ -83,8 +83,16 @@ enum Val {
         idx: usize,
         names: bool,
     },
+    /// A request/response scalar (`REQUEST_URI`, `REQUEST_BODY`, …), by name.
+    Scalar(&'static str),
     Owned(String, Vec<u8>),
 }
+
+/// Number of [`Src`] kinds (slot arithmetic of the transformation cache).
+const NSRC: usize = 9;
+
+/// Marks an empty slot in the per-chain transformation cache.
+const NO_STR: u32 = u32::MAX;
 
 /// Values of the request/response variables.
 #[derive(Debug, Default)]
@@ -104,6 +112,7 @@ struct Vars {
 
 /// A transaction.
 pub struct Transaction<'r> {
+    eng: &'r Engine,
     rs: &'r RuleSet,
     markers: &'r HashMap<String, usize>,
     engine: EngineMode,
@@ -127,10 +136,21 @@ pub struct Transaction<'r> {
     pub intervention: Option<Intervention>,
     allowed: bool,
     phase_done: u8,
-    /// Transformed values by (value hash, value length, transformation list address): CRS
-    /// applies the same chains to the same values in hundreds of rules.
-    tcache: HashMap<(u64, usize, usize, usize), Vec<u8>, MixHash>,
-    tcache_bytes: usize,
+    /// Transformed values, by string id: CRS applies the same chains to the same values in
+    /// hundreds of rules, so each (value, chain) is transformed once per transaction, each
+    /// chain prefix is shared, and a transformation that changes nothing adds no string.
+    strs: Vec<Vec<u8>>,
+    /// Prefilter atoms present in each string (computed on first need).
+    str_atoms: Vec<Option<crate::prefilter::Found>>,
+    strs_bytes: usize,
+    /// First string id by content hash.
+    str_ids: HashMap<u64, u32, MixHash>,
+    /// Per chain id: string id by collection slot (`(idx * 2 + names) * NSRC + src`).
+    pcache: Vec<Vec<u32>>,
+    /// (scalar name address, chain id) → string id; cleared whenever scalars may change.
+    scache: HashMap<(usize, u32), u32, MixHash>,
+    /// Reused buffer of the values a link inspects.
+    values_buf: Vec<Val>,
 }
 
 /// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
@@ -164,9 +184,9 @@ impl std::hash::Hasher for MixHasher {
     }
 }
 
-/// Upper bounds on cached transformed values per transaction (entries, bytes).
-const TCACHE_MAX_ENTRIES: usize = 1 << 16;
-const TCACHE_MAX_BYTES: usize = 16 << 20;
+/// Upper bound on the bytes of transformed values kept per transaction; past it the caches
+/// start over.
+const STRS_MAX_BYTES: usize = 32 << 20;
 
 fn fnv1a(v: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -183,18 +203,73 @@ pub struct Engine {
     /// Rules.
     pub rules: RuleSet,
     markers: HashMap<String, usize>,
+    /// Interned transformation chains: chain id → (parent chain id, last transformation);
+    /// id 0 is the empty chain.
+    chains: Vec<(u32, Option<Transform>)>,
+    /// Required-literal atoms of every `@rx` and their automaton.
+    prefilter: crate::prefilter::Prefilter,
 }
 
 impl Engine {
-    /// Wrap a loaded rule set.
-    pub fn new(rules: RuleSet) -> Self {
+    /// Wrap a loaded rule set: intern every link's transformation chain and compute each
+    /// `@rx`'s required-literal condition.
+    pub fn new(mut rules: RuleSet) -> Self {
         let markers = rules.marker_index();
-        Self { rules, markers }
+        let mut chains: Vec<(u32, Option<Transform>)> = vec![(0, None)];
+        let mut chain_ids: HashMap<(u32, Transform), u32> = HashMap::new();
+        let mut prefilter = crate::prefilter::Prefilter::new();
+        for item in &mut rules.items {
+            let Item::Rule(rule) = item else { continue };
+            let mut link: Option<&mut Rule> = Some(rule.as_mut());
+            while let Some(l) = link {
+                let mut id = 0u32;
+                for t in &l.actions.transforms {
+                    let next = chains.len() as u32;
+                    id = *chain_ids.entry((id, *t)).or_insert_with(|| {
+                        chains.push((id, Some(*t)));
+                        next
+                    });
+                }
+                l.chain_id = id;
+                l.prefilter = match &l.op {
+                    Some(op) if !op.unicode_regex => match &op.kind {
+                        crate::ops::OpKind::Rx(re) => prefilter.add_pattern(re.as_str()),
+                        crate::ops::OpKind::Pm(_) => prefilter.add_phrases(&op.phrases),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                link = l.chained.as_deref_mut();
+            }
+        }
+        if prefilter.build().is_err() {
+            // Without an automaton no condition can be tested: run every regex.
+            prefilter = crate::prefilter::Prefilter::new();
+            for item in &mut rules.items {
+                let Item::Rule(rule) = item else { continue };
+                let mut link: Option<&mut Rule> = Some(rule.as_mut());
+                while let Some(l) = link {
+                    l.prefilter = None;
+                    link = l.chained.as_deref_mut();
+                }
+            }
+        }
+        Self {
+            rules,
+            markers,
+            chains,
+            prefilter,
+        }
     }
 
     /// Start a transaction for `req`.
     pub fn transaction(&self, req: &Request, opts: &TxOptions) -> Transaction<'_> {
-        Transaction::new(&self.rules, &self.markers, req, opts)
+        Transaction::new(self, req, opts)
+    }
+
+    /// Number of distinct prefilter literals (for diagnostics).
+    pub fn prefilter_atoms(&self) -> usize {
+        self.prefilter.atom_count()
     }
 }
 
@@ -208,12 +283,9 @@ fn truncate(v: &[u8], max: usize) -> String {
 }
 
 impl<'r> Transaction<'r> {
-    fn new(
-        rs: &'r RuleSet,
-        markers: &'r HashMap<String, usize>,
-        req: &Request,
-        opts: &TxOptions,
-    ) -> Self {
+    fn new(eng: &'r Engine, req: &Request, opts: &TxOptions) -> Self {
+        let rs = &eng.rules;
+        let markers = &eng.markers;
         let mut vars = Vars::default();
         let target = req.target.clone();
         // Absolute-form targets: REQUEST_URI drops scheme and authority.
@@ -321,6 +393,7 @@ impl<'r> Transaction<'r> {
             _ => None,
         };
         let mut t = Self {
+            eng,
             rs,
             markers,
             engine: rs.engine,
@@ -342,8 +415,13 @@ impl<'r> Transaction<'r> {
             intervention: None,
             allowed: false,
             phase_done: 0,
-            tcache: HashMap::with_hasher(MixHash),
-            tcache_bytes: 0,
+            strs: Vec::new(),
+            str_atoms: Vec::new(),
+            strs_bytes: 0,
+            str_ids: HashMap::with_hasher(MixHash),
+            pcache: Vec::new(),
+            scache: HashMap::with_hasher(MixHash),
+            values_buf: Vec::new(),
         };
         t.stash_body(req);
         t
@@ -460,6 +538,7 @@ impl<'r> Transaction<'r> {
             format!("{} {}", resp.protocol, resp.status).into_bytes(),
         );
         self.vars.resp_headers = resp.headers.clone();
+        self.pcache.clear();
         let ct = resp
             .headers
             .iter()
@@ -525,6 +604,8 @@ impl<'r> Transaction<'r> {
             return;
         }
         self.phase_done = phase;
+        // Scalars are set between phases: their cached transformations start over.
+        self.scache.clear();
         if self.allowed && phase < 5 {
             return;
         }
@@ -801,9 +882,9 @@ impl<'r> Transaction<'r> {
             }
             "GEO" => {}
             scalar => {
-                if let Some(val) = v.scalars.get(scalar) {
+                if let Some((name, _)) = v.scalars.get_key_value(scalar) {
                     if !self.target_excluded(rule, scalar, "") {
-                        out.push(Val::Owned(scalar.to_string(), val.clone()));
+                        out.push(Val::Scalar(name));
                     }
                 }
             }
@@ -844,6 +925,7 @@ impl<'r> Transaction<'r> {
                 }
                 None => &[],
             },
+            Val::Scalar(n) => self.vars.scalars.get(n).map_or(&[], Vec::as_slice),
             Val::Owned(_, b) => b.as_slice(),
         }
     }
@@ -854,24 +936,114 @@ impl<'r> Transaction<'r> {
                 let k = self.pairs(*src).get(*idx).map_or("", |(k, _)| k.as_str());
                 format!("{coll}:{k}")
             }
+            Val::Scalar(n) => (*n).to_string(),
             Val::Owned(n, _) => n.clone(),
         }
     }
 
-    /// Cache key of a value's transformation: request collections are immutable while rules
-    /// run, so their position identifies them; other values are keyed by content.
-    fn tkey(&self, v: &Val, ts: &[Transform]) -> (u64, usize, usize, usize) {
-        match v {
+    /// Add a derived string; past the byte budget every cache starts over first.
+    fn push_str(&mut self, v: Vec<u8>) -> u32 {
+        // Equal contents share one id, so each distinct string is scanned once.
+        let h = fnv1a(&v);
+        if let Some(&id) = self.str_ids.get(&h) {
+            if self.strs.get(id as usize).is_some_and(|s| *s == v) {
+                return id;
+            }
+        }
+        if self.strs_bytes + v.len() > STRS_MAX_BYTES || self.strs.len() >= NO_STR as usize - 1 {
+            self.strs.clear();
+            self.str_atoms.clear();
+            self.str_ids.clear();
+            self.strs_bytes = 0;
+            self.pcache.clear();
+            self.scache.clear();
+        }
+        self.strs_bytes += v.len();
+        self.strs.push(v);
+        self.str_atoms.push(None);
+        let id = (self.strs.len() - 1) as u32;
+        self.str_ids.entry(h).or_insert(id);
+        id
+    }
+
+    /// The string id of value `v` after transformation chain `chain`, computed once per
+    /// transaction; `None` for values that are not cached (TX, MATCHED_VARS, …: they change
+    /// while rules run).
+    fn resolve(&mut self, v: &Val, chain: u32) -> Option<u32> {
+        let slot = match v {
             Val::Pair {
                 src, idx, names, ..
-            } => (
-                (*src as u64) << 1 | u64::from(*names),
-                *idx,
-                ts.as_ptr() as usize,
-                ts.len() | 1 << 40,
-            ),
-            Val::Owned(_, b) => (fnv1a(b), b.len(), ts.as_ptr() as usize, ts.len()),
+            } => Some((idx * 2 + usize::from(*names)) * NSRC + *src as usize),
+            Val::Scalar(_) => None,
+            Val::Owned(..) => return None,
+        };
+        let skey = match v {
+            Val::Scalar(n) => (n.as_ptr() as usize, chain),
+            _ => (0, 0),
+        };
+        let cached = match slot {
+            Some(sl) => self
+                .pcache
+                .get(chain as usize)
+                .and_then(|c| c.get(sl))
+                .copied()
+                .filter(|x| *x != NO_STR),
+            None => self.scache.get(&skey).copied(),
+        };
+        if let Some(id) = cached {
+            return Some(id);
         }
+        let id = if chain == 0 {
+            let raw = self.val_bytes(v).to_vec();
+            self.push_str(raw)
+        } else {
+            let (parent, t) = self.eng.chains.get(chain as usize).copied()?;
+            let p = self.resolve(v, parent)?;
+            let changed = match t {
+                Some(t) => t.apply_changed(&self.strs[p as usize]),
+                None => None,
+            };
+            match changed {
+                Some(out) => self.push_str(out),
+                None => p,
+            }
+        };
+        match slot {
+            Some(sl) => {
+                let c = chain as usize;
+                if self.pcache.len() <= c {
+                    self.pcache.resize_with(c + 1, Vec::new);
+                }
+                let row = &mut self.pcache[c];
+                if row.len() <= sl {
+                    row.resize(sl + 1, NO_STR);
+                }
+                row[sl] = id;
+            }
+            None => {
+                self.scache.insert(skey, id);
+            }
+        }
+        Some(id)
+    }
+
+    /// Whether `v`'s transformations are cached (request/response collections and scalars).
+    fn cacheable(&self, v: &Val) -> bool {
+        !matches!(v, Val::Owned(..))
+    }
+
+    /// Whether the link's required literals occur in string `id` (always true without a
+    /// prefilter).
+    fn prefilter_passes(&mut self, link: &Rule, id: u32) -> bool {
+        let Some(filter) = &link.prefilter else {
+            return true;
+        };
+        let i = id as usize;
+        if self.str_atoms[i].is_none() {
+            let found = self.eng.prefilter.scan(&self.strs[i]);
+            self.str_atoms[i] = Some(found);
+        }
+        self.str_atoms[i].as_ref().is_none_or(|f| filter.passes(f))
     }
 
     fn eval_link(&mut self, link: &'r Rule) -> bool {
@@ -881,7 +1053,8 @@ impl<'r> Transaction<'r> {
             return true;
         };
         let prev = std::mem::take(&mut self.matched_vars);
-        let mut values: Vec<Val> = Vec::new();
+        let mut values: Vec<Val> = std::mem::take(&mut self.values_buf);
+        values.clear();
         for t in link.targets.iter().filter(|t| !t.exclude) {
             self.gather(link, t, &prev, &mut values);
         }
@@ -891,13 +1064,41 @@ impl<'r> Transaction<'r> {
         let want_caps = link.actions.capture;
         for v in &values {
             // (matched value, captures) when the operator matched this value.
-            let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if transforms.is_empty() {
-                let cand = self.val_bytes(v);
-                let mut caps = Vec::new();
-                op.eval(cand, &*self, want_caps.then_some(&mut caps))
-                    .then(|| (cand.to_vec(), caps))
-            } else if link.actions.multi_match {
-                let cands = transformed(self.val_bytes(v), transforms, link.actions.multi_match);
+            let multi = link.actions.multi_match && !transforms.is_empty();
+            let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if multi && self.cacheable(v) {
+                // The original value and every intermediate value that changed: the distinct
+                // string ids along the chain, shortest prefix first.
+                let mut ids = Vec::new();
+                let mut c = link.chain_id;
+                loop {
+                    if let Some(id) = self.resolve(v, c) {
+                        if ids.last() != Some(&id) {
+                            ids.push(id);
+                        }
+                    }
+                    if c == 0 {
+                        break;
+                    }
+                    c = self.eng.chains.get(c as usize).map_or(0, |x| x.0);
+                }
+                let mut found = None;
+                for id in ids.into_iter().rev() {
+                    let raw = self.prefilter_passes(link, id);
+                    let cand: &[u8] = &self.strs[id as usize];
+                    let mut caps = Vec::new();
+                    let m = if raw {
+                        op.eval(cand, &*self, want_caps.then_some(&mut caps))
+                    } else {
+                        op.negated
+                    };
+                    if m {
+                        found = Some((cand.to_vec(), caps));
+                        break;
+                    }
+                }
+                found
+            } else if multi {
+                let cands = transformed(self.val_bytes(v), transforms, true);
                 let mut found = None;
                 for cand in cands {
                     let mut caps = Vec::new();
@@ -907,25 +1108,24 @@ impl<'r> Transaction<'r> {
                     }
                 }
                 found
-            } else {
-                let key = self.tkey(v, transforms);
-                if !self.tcache.contains_key(&key) {
-                    let t = transformed(self.val_bytes(v), transforms, false)
-                        .pop()
-                        .unwrap_or_default();
-                    if self.tcache.len() >= TCACHE_MAX_ENTRIES
-                        || self.tcache_bytes + t.len() > TCACHE_MAX_BYTES
-                    {
-                        self.tcache.clear();
-                        self.tcache_bytes = 0;
-                    }
-                    self.tcache_bytes += t.len();
-                    self.tcache.insert(key, t);
+            } else if let Some(id) = self.resolve(v, link.chain_id) {
+                if !self.prefilter_passes(link, id) {
+                    // The regex cannot match: the operator's raw result is false.
+                    op.negated
+                        .then(|| (self.strs[id as usize].clone(), Vec::new()))
+                } else {
+                    let cand: &[u8] = &self.strs[id as usize];
+                    let mut caps = Vec::new();
+                    op.eval(cand, &*self, want_caps.then_some(&mut caps))
+                        .then(|| (cand.to_vec(), caps))
                 }
-                let cand: &[u8] = self.tcache.get(&key).map_or(&[], Vec::as_slice);
+            } else {
+                let cand = transformed(self.val_bytes(v), transforms, false)
+                    .pop()
+                    .unwrap_or_default();
                 let mut caps = Vec::new();
-                op.eval(cand, &*self, want_caps.then_some(&mut caps))
-                    .then(|| (cand.to_vec(), caps))
+                op.eval(&cand, &*self, want_caps.then_some(&mut caps))
+                    .then_some((cand, caps))
             };
             let Some((cand, caps)) = hit else {
                 continue;
@@ -942,6 +1142,7 @@ impl<'r> Transaction<'r> {
             // Non-disruptive actions run once per matched value (ModSecurity v3).
             self.run_setvars(link);
         }
+        self.values_buf = values;
         if any {
             self.matched_vars = new_matched;
             self.run_ctls(link);
@@ -1013,6 +1214,7 @@ impl<'r> Transaction<'r> {
                     self.removed_targets_by_tag.push((tag.clone(), t.clone()))
                 }
                 Ctl::RequestBodyProcessor(p) => {
+                    self.scache.clear();
                     self.body_processor = Some(p.clone());
                     self.vars
                         .scalars

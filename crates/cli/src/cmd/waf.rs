@@ -1,7 +1,12 @@
 //! `rampart waf`: the WAF reverse proxy in the foreground. It loads the SecLang files the
 //! configuration names (CRS's crs-setup.conf and rules, own rules), prints one JSON line with
 //! the bound address, then one JSON event line per request on stdout, and stops on SIGINT or
-//! SIGTERM. `--check` loads and validates only (rule errors name file:line).
+//! SIGTERM. SIGHUP reloads the configuration file and its rules in place: new requests use the
+//! new rules, requests in flight finish with the old ones, the listener stays open, and a
+//! configuration that does not load keeps the running one (one `error:` line on stderr and a
+//! `reload` event with `"ok":false`). The ready line says `"reload_in_place":true` so a
+//! supervisor sends SIGHUP instead of restarting. `--check` loads and validates only (rule
+//! errors name file:line).
 
 use std::path::PathBuf;
 
@@ -45,15 +50,55 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         let handle = rampart_waf::proxy::start(config, Box::new(std::io::stdout())).await?;
         println!(
             "{}",
-            serde_json::json!({ "event": "listening", "addr": handle.addr })
+            serde_json::json!({ "event": "listening", "addr": handle.addr, "reload_in_place": true })
         );
+        let handle = std::sync::Arc::new(handle);
         let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = terminate.recv() => {},
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    let h = handle.clone();
+                    let path = args.config.clone();
+                    // Rule loading is CPU work: off the runtime thread that serves requests.
+                    let result = tokio::task::spawn_blocking(move || reload(&h, &path)).await;
+                    let line = match result {
+                        Ok(Ok(r)) => serde_json::json!({
+                            "event": "reload", "ok": true, "rules": r.rules, "warnings": r.warnings.len()
+                        }),
+                        Ok(Err(e)) => {
+                            let e = one_line(&e);
+                            eprintln!("error: reload of {} failed, keeping the running configuration: {e}", args.config.display());
+                            serde_json::json!({ "event": "reload", "ok": false, "error": e })
+                        }
+                        Err(e) => {
+                            eprintln!("error: reload of {} failed, keeping the running configuration: {e}", args.config.display());
+                            serde_json::json!({ "event": "reload", "ok": false, "error": e.to_string() })
+                        }
+                    };
+                    println!("{line}");
+                }
+            }
         }
         handle.shutdown();
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(Outcome::Clean)
+}
+
+fn reload(
+    handle: &rampart_waf::proxy::Handle,
+    path: &std::path::Path,
+) -> Result<rampart_waf::proxy::Reloaded, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config = rampart_waf::proxy::Config::from_toml(&text).map_err(|e| e.to_string())?;
+    handle.reload(config).map_err(|e| e.to_string())
+}
+
+/// Regex compiler messages span lines; a log line must not.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
