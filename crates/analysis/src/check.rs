@@ -411,7 +411,7 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
         out.push(f);
         return;
     }
-    synproxy_preempts_finding(an, id, rule, out);
+    synproxy_claimed_finding(an, id, rule, out);
     // Only the differing hits are reported for a live rule; their parts were kept.
     let differing: Vec<(RuleId, &Region)> = facts
         .hits
@@ -444,10 +444,12 @@ fn shadow_findings(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Fin
     }
 }
 
-/// A SYN proxy runs in the prelude (IR: `Synproxy`): a handshake it completes is `established`
-/// from then on and never reaches the rules, so an earlier rule that would drop part of the
-/// proxied rule's packets (a feed-set drop, a blocklist) is bypassed for that part.
-fn synproxy_preempts_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Finding>) {
+/// A SYN proxy acts at its rule's place (IR: `Synproxy`): a SYN that an earlier rule's static
+/// fields match is not proxied. An earlier drop or reject deciding part of the proxied traffic
+/// is what the policy says (a blocklist before the web site) and is not reported; an earlier
+/// *accepting* rule lets that part in without SYN-flood protection, and an earlier *limited*
+/// rule lets its overflow reach the proxy rule, which then accepts it unproxied.
+fn synproxy_claimed_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &mut Vec<Finding>) {
     if rule.synproxy.is_none() {
         return;
     }
@@ -457,7 +459,11 @@ fn synproxy_preempts_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &m
     let earlier: Vec<(RuleId, Region)> = policy
         .rules_in(rule.direction)
         .take_while(|(e, _)| *e != id)
-        .filter(|(e, r)| r.app.is_none() && r.action != rule.action && !limited(policy, *e))
+        .filter(|(e, r)| {
+            r.app.is_none()
+                && r.synproxy.is_none()
+                && (r.action == Action::Accept || limited(policy, *e))
+        })
         .filter_map(|(e, _)| {
             let part = region.intersect(m.region(e));
             (!part.is_empty()).then_some((e, part))
@@ -472,17 +478,19 @@ fn synproxy_preempts_finding(an: &Analysis<'_>, id: RuleId, rule: &Rule, out: &m
         .map(|(e, _)| format!("`{}`", policy.rule(*e).name))
         .collect();
     let mut f = finding(
-        "synproxy-preempts",
-        Severity::Error,
+        "synproxy-claimed",
+        Severity::Warning,
         Some((id, rule)),
         None,
         format!(
-            "its SYN proxy runs before the rules, so part of what earlier rule(s) {} would {} \
-             completes the handshake through the proxy and is accepted as established",
+            "earlier rule(s) {} match part of its SYNs first, so that part is not proxied \
+             (accepted without SYN-flood protection{})",
             names.join(", "),
-            earlier
-                .first()
-                .map_or("drop", |(e, _)| policy.rule(*e).action.as_str())
+            if earlier.iter().any(|(e, _)| limited(policy, *e)) {
+                ", or, over an earlier rule's limit, by this rule unproxied"
+            } else {
+                ""
+            }
         ),
         Detail::Overlaps {
             overlaps: earlier

@@ -245,7 +245,7 @@ resolvers = ["203.0.113.53", "2001:db8:10::53"]
 }
 
 #[test]
-fn a_syn_proxy_after_a_deny_is_reported_as_preempting_it() {
+fn a_syn_proxy_after_a_deny_is_fine_after_an_accept_it_is_claimed() {
     let p = load(&format!(
         r#"{ZONES}
 [sets.blocklist]
@@ -264,17 +264,34 @@ action = "accept"
 synproxy = true
 "#
     ));
+    // The proxy acts at its rule's place: the blocklist before it decides its sources' SYNs.
     let f = findings_of(&p, "web-in");
+    assert!(!f.iter().any(|f| f.starts_with("synproxy")), "{f:?}");
+    // An earlier accept for part of the same traffic takes those SYNs unproxied.
+    let q = load(&format!(
+        r#"{ZONES}
+[[rules]]
+name = "partner-https"
+direction = "forward"
+from = "198.51.100.0/24"
+to = "dmz"
+service = "tcp/443"
+action = "accept"
+
+[[rules]]
+name = "web-in"
+direction = "forward"
+from = "internet"
+to = "dmz"
+service = "tcp/443"
+action = "accept"
+synproxy = true
+"#
+    ));
+    let f = findings_of(&q, "web-in");
     assert!(
         f.iter()
-            .any(|f| f.starts_with("synproxy-preempts") && f.contains("known-bad/from.forward")),
+            .any(|f| f.starts_with("synproxy-claimed") && f.contains("partner-https")),
         "{f:?}"
     );
-    // Without the earlier deny there is nothing to pre-empt.
-    let q = load(&format!(
-        "{ZONES}\n[[rules]]\nname = \"web-in\"\ndirection = \"forward\"\nfrom = \"internet\"\nto = \"dmz\"\nservice = \"tcp/443\"\naction = \"accept\"\nsynproxy = true\n"
-    ));
-    assert!(!findings_of(&q, "web-in")
-        .iter()
-        .any(|f| f.starts_with("synproxy-preempts")));
 }

@@ -526,7 +526,9 @@ struct RuleRt {
     limit: Option<Limit>,
     conn_limit: Option<u32>,
     ban_timeout_s: Option<u32>,
-    /// SYN proxy and application-protocol rules act in the prelude, not in the rule scan.
+    /// Application-protocol rules act in the prelude, not in the rule scan. (A SYN-proxy rule
+    /// is also an ordinary accept rule of the scan: a tracked SYN that an earlier rule claimed
+    /// and let fall through reaches it there.)
     prelude_only: bool,
 }
 
@@ -621,6 +623,9 @@ pub struct Engine {
     cookies: Vec<Cookie>,
     /// Per direction: rules with `synproxy`, in policy order.
     synproxy_rules: [Vec<u32>; 3],
+    /// Per direction: the rules that can claim a bare SYN before a SYN proxy sees it (active,
+    /// not application-protocol rules), in policy order, up to the last `synproxy` rule.
+    syn_claimers: [Vec<u32>; 3],
     /// Per direction: rules with `app`, in policy order.
     app_rules: [Vec<u32>; 3],
 }
@@ -690,7 +695,7 @@ impl Engine {
                 limit: r.limit.clone(),
                 conn_limit: r.conn_limit,
                 ban_timeout_s: r.ban.as_ref().map(|b| b.timeout_s),
-                prelude_only: r.app.is_some() || r.synproxy.is_some(),
+                prelude_only: r.app.is_some(),
             })
             .collect();
         let by_dir = |want: fn(&rampart_ir::Rule) -> bool| {
@@ -707,6 +712,10 @@ impl Engine {
         // TCP accept rules only).
         let synproxy_rules = by_dir(|r| r.synproxy.is_some() && r.app.is_none());
         let app_rules = by_dir(|r| r.app.is_some());
+        let mut syn_claimers = by_dir(|r| r.app.is_none());
+        for (claimers, proxies) in syn_claimers.iter_mut().zip(&synproxy_rules) {
+            claimers.retain(|&i| proxies.last().is_some_and(|&last| i <= last));
+        }
         let cookies = if synproxy_rules.iter().any(|v| !v.is_empty()) {
             vec![Cookie::default(); SYNCOOKIE_SLOTS]
         } else {
@@ -732,6 +741,7 @@ impl Engine {
             bans: FastMap::default(),
             cookies,
             synproxy_rules,
+            syn_claimers,
             app_rules,
         }
     }
@@ -1022,6 +1032,26 @@ impl Engine {
         }
         if meta.direction == Direction::Egress {
             return None;
+        }
+        if flags == SYN {
+            // The proxy acts at its rule's place in rule order: a bare SYN is proxied only when
+            // the first rule whose static fields match it is a SYN-proxy rule. Otherwise it
+            // stays tracked and goes through the rules (an earlier drop drops it).
+            let d = dir_index(meta.direction);
+            let matches = |j: &u32| self.static_mismatch(*j as usize, meta).is_none();
+            if let Some(p) = self.synproxy_rules[d].iter().copied().find(matches) {
+                let first = self.syn_claimers[d].iter().copied().find(matches);
+                if let Some(j) = first.filter(|&j| j != p) {
+                    note(
+                        p,
+                        format!(
+                            "bare SYN claimed first by earlier rule {} (its static fields match): not proxied, decided by the rules",
+                            self.policy.rules[j as usize].name
+                        ),
+                    );
+                    return None;
+                }
+            }
         }
         for &i in &self.synproxy_rules[dir_index(meta.direction)] {
             if self.static_mismatch(i as usize, meta).is_some() {

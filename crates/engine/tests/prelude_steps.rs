@@ -192,6 +192,56 @@ fn synproxy_answers_syns_and_only_cookie_acks_open_connections() {
 }
 
 #[test]
+fn synproxy_acts_at_its_rule_place_in_rule_order() {
+    // known-bad drop, then a limited partner accept, then the proxied web rule.
+    let mut p = web_synproxy_policy();
+    let mut bad = rule("known-bad", Direction::Ingress, Action::Drop);
+    bad.from = vec![Peer::Net("198.51.100.66/32".parse().unwrap())];
+    let mut partner = rule("partner", Direction::Ingress, Action::Accept);
+    partner.from = vec![Peer::Net("192.0.2.128/25".parse().unwrap())];
+    partner.services = vec![svc(proto::TCP, &[(80, 80)])];
+    partner.limit = Some(rampart_ir::Limit {
+        rate: 1,
+        per_s: 1,
+        burst: 1,
+        unit: rampart_ir::RateUnit::Packets,
+        per_source: false,
+    });
+    p.rules.insert(0, partner);
+    p.rules.insert(0, bad);
+    let mut e = engines(&p);
+    // A blocklisted source is not proxied: its SYN is tracked and the earlier drop decides.
+    let blocked = tcp_meta("198.51.100.66", 40000, "203.0.113.7", 80, 0x02);
+    let d = both(&mut e, &blocked, 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Drop, Some(RuleId(0)), Reason::Rule)
+    );
+    let ex = e.1.explain_at(&blocked, 0);
+    assert_eq!(ex.steps[0].step, "syn proxy");
+    assert!(
+        ex.steps[0]
+            .detail
+            .contains("claimed first by earlier rule known-bad"),
+        "{}",
+        ex.steps[0].detail
+    );
+    // The partner's SYNs are the partner rule's; over its limit they reach the proxy rule,
+    // which accepts them as an ordinary rule, unproxied.
+    let partner_syn = tcp_meta("192.0.2.200", 40000, "203.0.113.7", 80, 0x02);
+    let d = both(&mut e, &partner_syn, 0);
+    assert_eq!((d.rule, d.reason), (Some(RuleId(1)), Reason::Rule));
+    let d = both(&mut e, &partner_syn, 0);
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Accept, Some(RuleId(2)), Reason::Rule)
+    );
+    // Everyone else is proxied.
+    let other = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 80, 0x02);
+    assert_eq!(both(&mut e, &other, 0).reason, Reason::SynproxyAnswered);
+}
+
+#[test]
 fn synproxy_limit_and_ban_apply_to_the_syns() {
     let mut p = web_synproxy_policy();
     p.rules[0].limit = Some(Limit {

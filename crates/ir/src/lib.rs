@@ -10,7 +10,8 @@
 //! * Prelude per direction, in this order: loopback accept ([`Defaults::allow_loopback`]);
 //!   essential ICMPv6 accept ([`Defaults::allow_icmpv6_essential`]; before the conntrack check
 //!   because conntrack does not track neighbour discovery and would call it invalid); banned
-//!   source drop (ingress and forward only; see [`Ban`]); SYN proxy (see [`Synproxy`]);
+//!   source drop (ingress and forward only; see [`Ban`]); SYN proxy (see [`Synproxy`]; it
+//!   acts only on SYNs whose first statically matching rule is a SYN-proxy rule);
 //!   application-protocol rules (see [`AppMatch`]); then, when [`Defaults::stateful`] is true,
 //!   conntrack state `invalid` → drop and `established` or `related` → accept. Only packets of
 //!   state `new` (or untracked) reach the rules.
@@ -413,17 +414,22 @@ pub struct Limit {
 /// handshake).
 ///
 /// Semantics: valid only on `accept` rules in `ingress` or `forward` whose services are all TCP
-/// with destination ports. For packets matching the rule's static fields (zones, peers, family,
-/// TCP destination ports) the prelude step "SYN proxy" runs before the conntrack check: a bare
-/// SYN is answered by the gateway itself and creates **no** conntrack entry (so a spoofed-source
-/// flood fills nothing); the client's ACK that completes a cookie handshake creates the
-/// connection (state `established` from then on); any other untracked or invalid packet to those
-/// ports is dropped. `limit`, `conn_limit` and `ban` of the rule apply to the SYNs it proxies.
-///
-/// Known limitation: because the proxy runs in the prelude, a source that an earlier rule of the
-/// direction drops (a blocklist, say) still completes the handshake through the proxy and is
-/// then accepted as established. `rampart check` reports such policies (`synproxy-preempts`).
-/// Placing the proxy at its rule's position in the rule order is the planned fix.
+/// with destination ports. The proxy takes effect at its rule's place in rule order: a bare SYN
+/// (no conntrack entry) is *proxied* when the first rule of the direction whose static fields
+/// match it is a SYN-proxy rule. Static fields here: zones, peers, family, services and
+/// conntrack states (the SYN is `new`); limits, connection caps and bans are not consulted, and
+/// application-protocol rules do not take part. The prelude step "SYN proxy" (before the
+/// conntrack check) answers a proxied SYN itself and creates **no** conntrack entry (so a
+/// spoofed-source flood fills nothing); the client's ACK that completes a cookie handshake
+/// creates the connection (state `established` from then on); any other untracked or invalid
+/// packet matching a SYN-proxy rule's static fields is dropped. `limit`, `conn_limit` and `ban`
+/// of the rule apply to the SYNs it proxies. A SYN that an earlier rule's static fields match
+/// is not proxied: it is tracked (`new`) and goes through the rules like any packet, so an
+/// earlier drop or reject decides it (a blocklist keeps working), and if it falls through (an
+/// earlier rule's limit refused it) and reaches the SYN-proxy rule, that rule matches it as an
+/// ordinary accept rule (its own limit, cap and ban applying), unproxied.
+/// `rampart check` reports earlier rules that claim part of a proxied rule's traffic
+/// (`synproxy-claimed`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Synproxy {
     /// MSS announced in the SYN-ACK (must match what the server would say; 1460 on Ethernet).

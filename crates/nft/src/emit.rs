@@ -1172,12 +1172,62 @@ impl<'a> Emitter<'a> {
     ) -> Result<(String, String), EmitError> {
         let mut base = String::new();
         let mut pre = String::new();
-        for (index, rule) in self.policy.rules.iter().enumerate() {
-            let Some(sp) = &rule.synproxy else { continue };
-            if rule.direction != dir || !self.is_live(rule) {
+        let local = match dir {
+            Direction::Ingress => "fib daddr type local",
+            _ => "fib daddr type != local",
+        };
+        let lo = if self.policy.defaults.allow_loopback {
+            "iif != \"lo\" "
+        } else {
+            ""
+        };
+        // Before routing there is no output interface: a destination zone's interfaces are
+        // matched on the route the kernel will pick.
+        let routed = |a: &Cond| {
+            let mut r = a.clone();
+            r.oif = a
+                .oif
+                .as_ref()
+                .map(|o| o.replacen("oifname", "fib daddr oifname", 1));
+            r.render(None)
+        };
+        let last_proxy = self
+            .policy
+            .rules
+            .iter()
+            .rposition(|r| r.synproxy.is_some() && r.direction == dir && self.is_live(r));
+        let Some(last_proxy) = last_proxy else {
+            return Ok((base, pre));
+        };
+        // Why: a rule whose TCP ports no proxy rule of the direction serves cannot claim a SYN
+        // a proxy would answer; leaving it out keeps the raw chain short on big policies.
+        let proxy_ports: Vec<PortRange> = self
+            .policy
+            .rules
+            .iter()
+            .filter(|r| r.synproxy.is_some() && r.direction == dir && self.is_live(r))
+            .flat_map(|r| r.services.iter().flat_map(|s| s.dst_ports.iter().copied()))
+            .collect();
+        for (index, rule) in self.policy.rules.iter().enumerate().take(last_proxy + 1) {
+            if rule.direction != dir || !self.is_live(rule) || rule.app.is_some() {
                 continue;
             }
             let comment = rule_comment(index, rule);
+            let Some(sp) = &rule.synproxy else {
+                // The proxy acts at its rule's place in rule order (IR `Synproxy`): a bare SYN
+                // whose static fields an earlier rule matches first stays tracked, so that rule
+                // (a blocklist drop, say) decides it in the filter chain as for any new packet.
+                if let Some(claim) = syn_claim(rule).filter(|c| ports_may_meet(c, &proxy_ports)) {
+                    for a in self.alternatives(&claim)? {
+                        let _ = writeln!(
+                            pre,
+                            "\t\t{lo}{local} {} {BARE_SYN} return comment \"{comment}: claims its SYNs first\"",
+                            routed(&a)
+                        );
+                    }
+                }
+                continue;
+            };
             let mut statik = rule.clone();
             statik.ct_states.clear();
             let alts = self.alternatives(&statik)?;
@@ -1204,27 +1254,11 @@ impl<'a> Emitter<'a> {
                 );
                 let _ = writeln!(extra, "\t}}\n");
             }
-            let local = match dir {
-                Direction::Ingress => "fib daddr type local",
-                _ => "fib daddr type != local",
-            };
-            let lo = if self.policy.defaults.allow_loopback {
-                "iif != \"lo\" "
-            } else {
-                ""
-            };
             for a in &alts {
-                // Before routing there is no output interface: a destination zone's interfaces
-                // are matched on the route the kernel will pick.
-                let mut routed = a.clone();
-                routed.oif = a
-                    .oif
-                    .as_ref()
-                    .map(|o| o.replacen("oifname", "fib daddr oifname", 1));
                 let _ = writeln!(
                     pre,
                     "\t\t{lo}{local} {} {BARE_SYN} counter notrack comment \"{comment}\"",
-                    routed.render(None)
+                    routed(a)
                 );
                 let m = a.render(Some("ct state invalid,untracked"));
                 if gated {
@@ -2050,6 +2084,42 @@ fn ports_text(v: &[PortRange]) -> String {
                 .join(", ")
         )
     }
+}
+
+/// Whether a SYN matching `claim` may have a destination port in `ports` (a service without
+/// destination ports matches any).
+fn ports_may_meet(claim: &Rule, ports: &[PortRange]) -> bool {
+    claim.services.is_empty()
+        || claim.services.iter().any(|s| {
+            s.dst_ports.is_empty()
+                || s.dst_ports
+                    .iter()
+                    .any(|a| ports.iter().any(|b| a.lo <= b.hi && b.lo <= a.hi))
+        })
+}
+
+/// The part of a non-proxy rule that can claim a bare TCP SYN in the raw-priority prelude (IR
+/// `Synproxy`): its static fields with its TCP (or any-protocol) services only and no conntrack
+/// states (a SYN without an entry is `new`; conntrack has not run yet at raw priority). `None`
+/// when the rule cannot match such a SYN (no TCP service, or states excluding `new`).
+fn syn_claim(rule: &Rule) -> Option<Rule> {
+    if !rule.ct_states.is_empty() && !rule.ct_states.contains(&CtState::New) {
+        return None;
+    }
+    let mut claim = rule.clone();
+    claim.ct_states.clear();
+    claim.limit = None;
+    claim.conn_limit = None;
+    claim.ban = None;
+    if !rule.services.is_empty() {
+        claim
+            .services
+            .retain(|s| s.protocol.is_none() || s.protocol == Some(proto::TCP));
+        if claim.services.is_empty() {
+            return None;
+        }
+    }
+    Some(claim)
 }
 
 #[cfg(test)]

@@ -368,6 +368,42 @@ fn cases() -> Vec<(&'static str, Policy, EmitOptions)> {
     p.rules = vec![web, fwd];
     v.push(("synproxy", p, o()));
 
+    // SYN proxy at its rule's place: earlier rules of the direction that can match a bare SYN
+    // (a drop from a network, a limited accept with TCP and UDP services) claim it first in the
+    // raw chain (`return`, so it stays tracked); an ICMP-only rule, a rule for established
+    // packets only and rules after the proxy rule are not listed there.
+    let mut p = policy(vec![]);
+    p.zones = vec![zone("dmz", &["dmz0"], &["198.51.100.0/24"])];
+    let mut bad = rule("known-bad", Direction::Forward, Action::Drop);
+    bad.from = vec![Peer::Net(net("203.0.113.0/24"))];
+    let mut ping = rule("ping", Direction::Forward, Action::Accept);
+    ping.services = vec![L4Match {
+        icmp_types: vec![8],
+        ..svc(proto::ICMP, &[])
+    }];
+    let mut est = rule("est-only", Direction::Forward, Action::Accept);
+    est.ct_states = vec![CtState::Established];
+    let mut lim = rule("partner-limited", Direction::Forward, Action::Accept);
+    lim.from = vec![Peer::Net(net("192.0.2.0/24"))];
+    lim.services = vec![
+        svc(proto::TCP, &[(443, 443)]),
+        svc(proto::UDP, &[(443, 443)]),
+    ];
+    lim.limit = Some(Limit {
+        rate: 5,
+        per_s: 1,
+        burst: 5,
+        unit: RateUnit::Packets,
+        per_source: false,
+    });
+    let mut web = rule("dmz-web", Direction::Forward, Action::Accept);
+    web.to = vec![Peer::Zone(ZoneId(0))];
+    web.services = vec![svc(proto::TCP, &[(443, 443)])];
+    web.synproxy = Some(Synproxy::default());
+    let after = rule("after", Direction::Forward, Action::Drop);
+    p.rules = vec![bad, ping, est, lim, web, after];
+    v.push(("synproxy_rule_order", p, o()));
+
     // Auto-ban: per-source limit and connection cap; never_ban exempts a v4 network.
     let mut p = policy(vec![]);
     p.defaults.never_ban = vec![net("192.0.2.0/28"), net("2001:db8:ff::/48")];
