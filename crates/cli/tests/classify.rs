@@ -28,7 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rampart_nft::app_queue::{
-    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_MARK, MARK_MASK, QUEUE_NUM,
+    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_MARK, MARK_MASK, QUEUE_NUM, REJECT_MARK,
+    REJECT_PRIORITY,
 };
 
 const CLI_IP: &str = "198.51.100.1";
@@ -151,7 +152,9 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 
 /// What the ruleset and nft-apply put in the kernel for application rules on ports 8080, 443,
 /// 445 (TCP), 53 (UDP) and ICMP echo, ingress: mark for inspection in both directions, drop
-/// connections the classifier blocked, skip those it released.
+/// connections the classifier blocked, skip those it released, reject (after the queue) the
+/// packets the classifier rejected. Replies are queued only when they carry payload, as the
+/// emitted ruleset does (else the reset a reject sends would be queued and dropped).
 fn install_marking(ns: &str) {
     let keep = !MARK_MASK;
     let ruleset = format!(
@@ -168,8 +171,18 @@ fn install_marking(ns: &str) {
     type filter hook output priority -10; policy accept;
     ct mark & {MARK_MASK:#010x} == {BLOCKED_CT_MARK:#010x} counter drop
     ct mark & {MARK_MASK:#010x} == {ACCEPTED_CT_MARK:#010x} counter return
-    ct direction reply meta l4proto tcp ct original proto-dst {{ 8080, 443, 445 }} meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+    ct direction reply meta l4proto tcp ct original proto-dst {{ 8080, 443, 445 }} @ih,0,8 >= 0 meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
     ct direction reply meta l4proto udp ct original proto-dst 53 meta mark set meta mark & {keep:#010x} | {INSPECT_MARK:#010x}
+  }}
+  chain rej_in {{
+    type filter hook input priority {REJECT_PRIORITY}; policy accept;
+    meta mark & {MARK_MASK:#010x} == {REJECT_MARK:#010x} meta l4proto tcp reject with tcp reset
+    meta mark & {MARK_MASK:#010x} == {REJECT_MARK:#010x} reject with icmpx admin-prohibited
+  }}
+  chain rej_out {{
+    type filter hook output priority {REJECT_PRIORITY}; policy accept;
+    meta mark & {MARK_MASK:#010x} == {REJECT_MARK:#010x} meta l4proto tcp reject with tcp reset
+    meta mark & {MARK_MASK:#010x} == {REJECT_MARK:#010x} reject with icmpx admin-prohibited
   }}
 }}
 "
@@ -536,7 +549,7 @@ name = "tls-only-on-443"
 direction = "ingress"
 service = "tcp/443"
 app_not = ["tls"]
-action = "drop"
+action = "reject"
 mitigates = ["T1572"]
 
 [[rules]]
@@ -608,8 +621,12 @@ fn protocol_cases(cli: &str, srv: &str, events_path: &Path) {
     // Port 443: a ClientHello passes (and the TLS answer comes back), HTTP does not.
     let tls = tcp_exchange(cli, 443, client_hello());
     assert_eq!(tls, Ok(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]));
+    // The rule rejects: the client gets a TCP reset at once (a drop would time out).
     let http443 = tcp_exchange(cli, 443, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(http443.is_err(), "HTTP on 443 got through: {http443:?}");
+    assert!(
+        http443.as_ref().is_err_and(|e| e.contains("reset")),
+        "HTTP on 443 was not reset: {http443:?}"
+    );
 
     // udp/53: a DNS query is answered; a tunnel's raw payload is not.
     let query = dns_query("www.example.com");

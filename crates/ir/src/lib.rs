@@ -569,8 +569,10 @@ pub const APP_INSPECT_MAX_PACKETS: u32 = 8;
 /// segments (the rest of a certificate chain, an HTTP body) are not recognisable on their own
 /// (the classifier and the engine both do this). The rule's `app` matches when the
 /// label is in `protocols` (with `negate`: when it is not, including unrecognised). The first app
-/// rule whose fields all match decides: `drop`/`reject` drops this packet and every later packet
-/// of the connection (whatever its payload, retransmissions included); `accept` ends inspection
+/// rule whose fields all match decides: `drop` drops this packet, `reject` rejects it (as a
+/// reject rule would: a TCP reset to its sender, else ICMP administratively prohibited), and
+/// both drop every later packet of the connection (whatever its payload, retransmissions
+/// included); `accept` ends inspection
 /// of the connection (later packets are not inspected). No app rule matched: the packet
 /// continues to the conntrack step. In the kernel the packets of an undecided connection are
 /// sent to userspace over NFQUEUE until the classifier has recorded its decision in the

@@ -100,6 +100,9 @@ pub enum Verdict {
     Accept,
     /// Drop it.
     Drop,
+    /// Reject it (an application rule with `action = "reject"`): the shell accepts it with
+    /// `REJECT_MARK` in the packet mark and the ruleset's `app_reject_<hook>` chain rejects it.
+    Reject,
 }
 
 /// Why a packet got its verdict.
@@ -379,7 +382,7 @@ impl<L: Labeller> Classifier<L> {
         self.counters.packets += 1;
         match d.verdict {
             Verdict::Accept => self.counters.accepted += 1,
-            Verdict::Drop => self.counters.dropped += 1,
+            Verdict::Drop | Verdict::Reject => self.counters.dropped += 1,
         }
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == d.outcome) {
             self.counters.by_outcome[i] += 1;
@@ -539,7 +542,13 @@ impl<L: Labeller> Classifier<L> {
                 conn.state = ConnState::Blocked;
                 conn.data.rule = Some(rule.id);
                 Decision {
-                    verdict: Verdict::Drop,
+                    // The packet that decided gets the rule's action; the connection's later
+                    // packets are dropped (IR `AppMatch`), by the table and the BLOCKED mark.
+                    verdict: if rule.action == Action::Reject {
+                        Verdict::Reject
+                    } else {
+                        Verdict::Drop
+                    },
                     ct_mark: Some(BLOCKED_CT_MARK),
                     outcome: Outcome::Blocked,
                     rule: Some(rule.id),
@@ -873,6 +882,26 @@ mod tests {
             orientation: Orientation::Reply { orig },
             data,
         }
+    }
+
+    #[test]
+    fn a_rejecting_rule_rejects_the_deciding_packet_and_drops_the_rest() {
+        let mut p = policy();
+        p.rules[1].action = Action::Reject;
+        let mut c = Classifier::new(&p, fake_label as Fake, Limits::default()).unwrap();
+        let banner = tcp(SERVER, CLIENT, 8080, 40000, b"SSH-2.0-OpenSSH_9.2\r\n");
+        let orig = tuple_of(&banner).unwrap().reversed();
+        let d = c.classify(&output_reply(&banner, orig), 1);
+        assert_eq!(
+            (d.verdict, d.outcome, d.ct_mark),
+            (Verdict::Reject, Outcome::Blocked, Some(BLOCKED_CT_MARK))
+        );
+        // The retransmission (or anything else of the connection) is dropped, not rejected.
+        let d2 = c.classify(&output_reply(&banner, orig), 2);
+        assert_eq!(
+            (d2.verdict, d2.outcome),
+            (Verdict::Drop, Outcome::AlreadyBlocked)
+        );
     }
 
     #[test]

@@ -221,6 +221,17 @@ pub fn verdict(queue: u16, packet_id: u32, verdict: NfVerdict) -> Vec<u8> {
         .finish()
 }
 
+/// An accept verdict for packet `packet_id` that also sets the packet's mark to `mark`
+/// (`NFQA_MARK`; the rest of the hook's chains see it).
+pub fn verdict_with_mark(queue: u16, packet_id: u32, mark: u32) -> Vec<u8> {
+    let mut hdr = (NfVerdict::Accept as u32).to_be_bytes().to_vec();
+    hdr.extend_from_slice(&packet_id.to_be_bytes());
+    Builder::new(queue_msg(NFQNL_MSG_VERDICT), NLM_F_REQUEST, 0, 0, queue)
+        .attr(NFQA_VERDICT_HDR, &hdr)
+        .attr(NFQA_MARK, &mark.to_be_bytes())
+        .finish()
+}
+
 fn tuple_attrs(b: &mut Builder, t: &Tuple) {
     b.begin(CTA_TUPLE_ORIG).begin(CTA_TUPLE_IP);
     match (t.src, t.dst) {
@@ -636,6 +647,19 @@ mod tests {
             (4210, 17, 1, 0x0010_0000, Some(3), &b"\x45abc"[..])
         );
         assert_eq!(msgs[2], Message::Ack { seq: 5, errno: 16 });
+    }
+
+    #[test]
+    fn verdict_with_mark_carries_the_mark() {
+        let v = verdict_with_mark(4210, 7, 0x0020_0001);
+        assert_eq!(
+            v.len(),
+            NLMSG_HDRLEN + NFGEN_HDRLEN + 2 * NLA_HDRLEN + 8 + 4
+        );
+        assert_eq!(&v[24..32], &[0, 0, 0, 1, 0, 0, 0, 7]);
+        assert_eq!(&v[32..34], &8u16.to_ne_bytes());
+        assert_eq!(&v[34..36], &NFQA_MARK.to_ne_bytes());
+        assert_eq!(&v[36..40], &0x0020_0001u32.to_be_bytes());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rampart_events::Sink;
-use rampart_nft::app_queue::MARK_MASK;
+use rampart_nft::app_queue::{MARK_MASK, REJECT_MARK};
 
 use crate::core::{tuple_of, Classifier, Hook, Labeller, Orientation, PacketIn, Verdict};
 use crate::flow::Tuple;
@@ -613,16 +613,15 @@ impl Runner {
             data: p.payload,
         };
         let d = classifier.classify(&pkt, now_ms);
-        let v = match d.verdict {
-            Verdict::Accept => NfVerdict::Accept,
-            Verdict::Drop => NfVerdict::Drop,
+        let msg = match d.verdict {
+            Verdict::Accept => netlink::verdict(p.queue, p.id, NfVerdict::Accept),
+            Verdict::Drop => netlink::verdict(p.queue, p.id, NfVerdict::Drop),
+            // Accepted towards the ruleset's app_reject chain, which rejects it.
+            Verdict::Reject => {
+                netlink::verdict_with_mark(p.queue, p.id, (p.mark & !MARK_MASK) | REJECT_MARK)
+            }
         };
-        if self
-            .queue
-            .sock
-            .send(&netlink::verdict(p.queue, p.id, v))
-            .is_err()
-        {
+        if self.queue.sock.send(&msg).is_err() {
             self.counters.verdict_errors += 1;
         }
         // Why after the verdict: an accepted first packet is confirmed into the conntrack table

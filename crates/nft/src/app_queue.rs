@@ -50,6 +50,15 @@ pub const INSPECT_MARK: u32 = 0x0010_0000;
 /// its first payload packets go to the classifier" (set by the ruleset, never by the
 /// classifier; the classifier overwrites it with one of the two below).
 pub const INSPECT_CT_MARK: u32 = 0x0010_0000;
+/// Packet mark the classifier puts (with an accept verdict) on the packet an application rule
+/// with `action = "reject"` blocked: the ruleset's `app_reject_<hook>` base chains (priority
+/// [`REJECT_PRIORITY`], after the queue rules) reject it as a reject rule would (TCP reset to
+/// its sender, else ICMP administratively prohibited). An accept verdict continues with the
+/// hook's later chains, which is why the reject sits after the queue (`NF_REPEAT` would only
+/// re-run the iptables chain that queued the packet).
+pub const REJECT_MARK: u32 = 0x0020_0000;
+/// Priority of the `app_reject_<hook>` chains: after the queue rules (iptables `security`, 150).
+pub const REJECT_PRIORITY: i32 = 200;
 /// Conntrack mark: "the classifier blocked this connection".
 pub const BLOCKED_CT_MARK: u32 = 0x0020_0000;
 /// Conntrack mark: "the classifier accepted this connection; stop inspecting it".

@@ -11,7 +11,8 @@ use rampart_ir::{
 };
 
 use crate::app_queue::{
-    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_CT_MARK, INSPECT_MARK, MARK_MASK,
+    ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_CT_MARK, INSPECT_MARK, MARK_MASK, REJECT_MARK,
+    REJECT_PRIORITY,
 };
 use crate::EmitError;
 
@@ -657,6 +658,16 @@ impl<'a> Emitter<'a> {
                 (Direction::Forward, "forward"),
             ] {
                 body.push_str(&self.app_chain(dir, hook)?);
+            }
+            if self.app_reject_used() {
+                for hook in ["input", "output", "forward"] {
+                    // The classifier accepts a packet a rejecting application rule blocked with
+                    // REJECT_MARK set; the reject happens here, after the queue rules.
+                    let _ = writeln!(
+                        body,
+                        "\tchain app_reject_{hook} {{\n\t\ttype filter hook {hook} priority {REJECT_PRIORITY}; policy accept;\n\t\tmeta mark & 0x{MARK_MASK:08x} == 0x{REJECT_MARK:08x} meta l4proto tcp counter reject with tcp reset comment \"rampart app: rejected by the classifier\"\n\t\tmeta mark & 0x{MARK_MASK:08x} == 0x{REJECT_MARK:08x} counter reject with icmpx admin-prohibited comment \"rampart app: rejected by the classifier\"\n\t}}\n"
+                    );
+                }
             }
         }
         let synproxy_ports = self.synproxy_ports();
@@ -1371,6 +1382,13 @@ impl<'a> Emitter<'a> {
         );
         let _ = writeln!(out, "\t}}\n");
         Ok(out)
+    }
+
+    fn app_reject_used(&self) -> bool {
+        self.policy
+            .rules
+            .iter()
+            .any(|r| r.app.is_some() && r.action == Action::Reject && self.is_live(r))
     }
 
     fn app_used(&self) -> bool {
