@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let c = CbClassifier::build(&rules)?;
         eprintln!("build {:.3} s\n{}", t.elapsed().as_secs_f64(), c.describe());
+        if let Some((d, dmax, scan)) = c.walk_stats(&trace) {
+            eprintln!("mean depth {d:.1}, max {dmax}, mean leaf entries scanned {scan:.2}");
+        }
         variants.push(("auto", c));
     }
     if which != "auto" {

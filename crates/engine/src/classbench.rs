@@ -321,16 +321,15 @@ impl CbClassifier {
     pub fn classify_batch(&self, headers: &[CbHeader], out: &mut [Option<u32>]) {
         const CHUNK: usize = 64;
         match &self.inner {
-            CbInner::Tree(_) | CbInner::Forest(_) => {
+            CbInner::Tree(t) => t.classify_with(headers.len(), |i| key(&headers[i]), out),
+            CbInner::Forest(_) => {
                 let mut keys = [[0u32; 5]; CHUNK];
                 for (hs, os) in headers.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
                     for (k, h) in keys.iter_mut().zip(hs) {
                         *k = key(h);
                     }
-                    match &self.inner {
-                        CbInner::Tree(t) => t.classify_batch(&keys[..hs.len()], os),
-                        CbInner::Forest(f) => f.classify_batch(&keys[..hs.len()], os),
-                        CbInner::Bits(_) => {}
+                    if let CbInner::Forest(f) = &self.inner {
+                        f.classify_batch(&keys[..hs.len()], os);
                     }
                 }
             }
@@ -345,6 +344,15 @@ impl CbClassifier {
                     c.first_match_batch(&keys[..hs.len() * 5], os);
                 }
             }
+        }
+    }
+
+    /// Walk statistics of a single tree over `headers` (mean depth, max depth, mean leaf
+    /// entries scanned); `None` for the other structures.
+    pub fn walk_stats(&self, headers: &[CbHeader]) -> Option<(f64, u32, f64)> {
+        match &self.inner {
+            CbInner::Tree(t) => Some(t.walk_stats(&headers.iter().map(key).collect::<Vec<_>>())),
+            _ => None,
         }
     }
 

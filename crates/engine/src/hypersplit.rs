@@ -52,27 +52,40 @@ const LANES: usize = 16;
 /// source, destination, source port, destination port, protocol.
 pub type Boxes = [(u32, u32); FIELDS];
 
+/// One leaf entry: a rule's box as `(low, span)` per field, in 32 bytes (two per cache line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C, align(32))]
+#[repr(C)]
 struct Packed {
-    lo: [u32; FIELDS],
-    span: [u32; 2],
-    /// Port and protocol spans, packed (sport, dport in u16s; proto in a u16).
-    small_span: [u16; 3],
+    addr_lo: [u32; 2],
+    addr_span: [u32; 2],
+    port_lo: [u16; 2],
+    port_span: [u16; 2],
+    proto_lo: u8,
+    proto_span: u8,
     _pad: u16,
+    /// Rule id; `NO_RULE` for the sentinel that ends every leaf.
     id: u32,
 }
 
+/// Id of the match-all sentinel ending each leaf.
+const NO_RULE: u32 = u32::MAX;
+
+/// Two leaf entries on one cache line: a leaf starts on a line, so its first two entries
+/// (all most lookups read) arrive with one miss and are tested without a branch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Line([Packed; 2]);
+
 impl Packed {
     fn new(b: &Boxes, id: u32) -> Self {
+        // Ranges were checked against the field domains (ports 16 bits, protocol 8).
         Self {
-            lo: [b[0].0, b[1].0, b[2].0, b[3].0, b[4].0],
-            span: [b[0].1 - b[0].0, b[1].1 - b[1].0],
-            small_span: [
-                (b[2].1 - b[2].0) as u16,
-                (b[3].1 - b[3].0) as u16,
-                (b[4].1 - b[4].0) as u16,
-            ],
+            addr_lo: [b[0].0, b[1].0],
+            addr_span: [b[0].1 - b[0].0, b[1].1 - b[1].0],
+            port_lo: [b[2].0 as u16, b[3].0 as u16],
+            port_span: [(b[2].1 - b[2].0) as u16, (b[3].1 - b[3].0) as u16],
+            proto_lo: b[4].0 as u8,
+            proto_span: (b[4].1 - b[4].0) as u8,
             _pad: 0,
             id,
         }
@@ -81,29 +94,31 @@ impl Packed {
     #[inline(always)]
     fn matches(&self, k: &[u32; 8]) -> bool {
         // Non-short-circuit `&`: five independent compares, no branches.
-        (k[0].wrapping_sub(self.lo[0]) <= self.span[0])
-            & (k[1].wrapping_sub(self.lo[1]) <= self.span[1])
-            & (k[2].wrapping_sub(self.lo[2]) <= u32::from(self.small_span[0]))
-            & (k[3].wrapping_sub(self.lo[3]) <= u32::from(self.small_span[1]))
-            & (k[4].wrapping_sub(self.lo[4]) <= u32::from(self.small_span[2]))
+        (k[0].wrapping_sub(self.addr_lo[0]) <= self.addr_span[0])
+            & (k[1].wrapping_sub(self.addr_lo[1]) <= self.addr_span[1])
+            & (k[2].wrapping_sub(u32::from(self.port_lo[0])) <= u32::from(self.port_span[0]))
+            & (k[3].wrapping_sub(u32::from(self.port_lo[1])) <= u32::from(self.port_span[1]))
+            & (k[4].wrapping_sub(u32::from(self.proto_lo)) <= u32::from(self.proto_span))
     }
 }
 
 /// A built tree. Immutable; lookups take `&self`.
 #[derive(Clone, Debug)]
 pub struct Tree {
-    /// `(value, dim << 29 | left child)`; a leaf: `(leaf start, ZERO_FIELD << 29 | self)`.
+    /// `(value, dim << 29 | left child)`; a leaf: `(first line, ZERO_FIELD << 29 | self)`.
+    /// Every child index is below `nodes.len()` (checked once after the build).
     nodes: Vec<(u32, u32)>,
-    leaves: Vec<Packed>,
+    lines: Vec<Line>,
     depth: u32,
 }
 
 struct Builder<'a> {
     rules: &'a [(Boxes, u32)],
     nodes: Vec<(u32, u32)>,
-    leaves: Vec<Packed>,
+    lines: Vec<Line>,
     depth: u32,
     over_budget: bool,
+    /// Leaf entries (two per line) and nodes allowed.
     budget: usize,
 }
 
@@ -115,6 +130,12 @@ const FULL: Boxes = [
     (0, 65535),
     (0, 255),
 ];
+
+/// A key widened to the lane layout: five fields, then the always-zero slots.
+#[inline(always)]
+fn lane(key: [u32; FIELDS]) -> [u32; 8] {
+    [key[0], key[1], key[2], key[3], key[4], 0, 0, 0]
+}
 
 impl Tree {
     /// Build from `(ranges, rule id)` in priority order (ids need not be distinct: a rule may
@@ -135,7 +156,7 @@ impl Tree {
         let mut b = Builder {
             rules,
             nodes: vec![(0, 0)],
-            leaves: Vec::new(),
+            lines: Vec::new(),
             depth: 0,
             over_budget: false,
             budget: MAX_LEAF_ENTRIES,
@@ -146,16 +167,35 @@ impl Tree {
         if b.over_budget {
             return None;
         }
-        Some(Self {
+        let t = Self {
             nodes: b.nodes,
-            leaves: b.leaves,
+            lines: b.lines,
             depth: b.depth,
-        })
+        };
+        // The lookups index nodes without bounds checks; this is what makes that sound.
+        t.links_in_bounds().then_some(t)
+    }
+
+    /// Every child index (and a leaf's self link and first line) is in bounds, and every leaf
+    /// ends with a sentinel before the lines run out.
+    fn links_in_bounds(&self) -> bool {
+        let n = self.nodes.len();
+        self.nodes.iter().enumerate().all(|(i, &(value, info))| {
+            let child = (info & CHILD_MASK) as usize;
+            if info >> 29 == ZERO_FIELD {
+                child == i && (value as usize) < self.lines.len()
+            } else {
+                (info >> 29) < FIELDS as u32 && child + 1 < n
+            }
+        }) && self
+            .lines
+            .last()
+            .is_some_and(|l| l.0[1].id == NO_RULE && l.0[1].matches(&[0; 8]))
     }
 
     /// Approximate heap bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.nodes.len() * 8 + self.leaves.len() * std::mem::size_of::<Packed>()
+        self.nodes.len() * 8 + self.lines.len() * std::mem::size_of::<Line>()
     }
 
     /// Nodes (internal and leaves).
@@ -169,46 +209,127 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn scan(&self, leaf: u32, k: &[u32; 8]) -> Option<u32> {
-        let mut i = leaf as usize;
+    fn node(&self, i: u32) -> (u32, u32) {
+        debug_assert!((i as usize) < self.nodes.len());
+        // SAFETY: lookups start at node 0 and only follow child links (or a leaf's self link),
+        // all of which `links_in_bounds` checked to be below `nodes.len()` when the tree was
+        // built; the tree is immutable afterwards.
+        unsafe { *self.nodes.get_unchecked(i as usize) }
+    }
+
+    /// One step of a walk from node `cur`: the child for key `k`, or `cur` at a leaf.
+    #[inline(always)]
+    fn step(&self, cur: u32, k: &[u32; 8]) -> u32 {
+        let (value, info) = self.node(cur);
+        (info & CHILD_MASK) + u32::from(k[(info >> 29) as usize] > value)
+    }
+
+    /// First matching rule of the leaf starting at `line`.
+    #[inline(always)]
+    fn scan(&self, line: u32, k: &[u32; 8]) -> Option<u32> {
+        let mut i = line as usize;
+        // The first two entries decide almost every lookup: test both, choose without a
+        // branch; the loop runs only when a leaf's third or later entry is needed.
+        let l = self.lines.get(i)?;
+        let (m0, m1) = (l.0[0].matches(k), l.0[1].matches(k));
+        if m0 | m1 {
+            let id = if m0 { l.0[0].id } else { l.0[1].id };
+            return (id != NO_RULE).then_some(id);
+        }
         loop {
-            let p = self.leaves.get(i)?;
-            if p.matches(k) {
-                return (p.id != u32::MAX).then_some(p.id);
-            }
             i += 1;
+            for p in &self.lines.get(i)?.0 {
+                if p.matches(k) {
+                    return (p.id != NO_RULE).then_some(p.id);
+                }
+            }
+        }
+    }
+
+    /// The leaf's first line for key `k`.
+    #[inline(always)]
+    fn find_leaf(&self, k: &[u32; 8]) -> u32 {
+        let mut cur = 0u32;
+        loop {
+            let next = self.step(cur, k);
+            if next == cur {
+                return self.node(cur).0;
+            }
+            cur = next;
         }
     }
 
     /// First matching rule id for one key `[src, dst, sport, dport, proto]`.
     pub fn classify(&self, key: [u32; FIELDS]) -> Option<u32> {
-        let k = [key[0], key[1], key[2], key[3], key[4], 0, 0, 0];
-        let mut cur = 0usize;
-        loop {
-            let (value, info) = self.nodes[cur];
-            let dim = (info >> 29) as usize;
-            if dim == ZERO_FIELD as usize {
-                return self.scan(value, &k);
+        let k = lane(key);
+        self.scan(self.find_leaf(&k), &k)
+    }
+
+    /// Walk statistics over `keys`: (mean depth, max depth, mean leaf entries scanned).
+    pub fn walk_stats(&self, keys: &[[u32; FIELDS]]) -> (f64, u32, f64) {
+        let (mut dsum, mut dmax, mut ssum) = (0u64, 0u32, 0u64);
+        for key in keys {
+            let k = lane(*key);
+            let mut cur = 0u32;
+            let mut d = 0u32;
+            loop {
+                let next = self.step(cur, &k);
+                if next == cur {
+                    break;
+                }
+                cur = next;
+                d += 1;
             }
-            cur = (info & CHILD_MASK) as usize + usize::from(k[dim] > value);
+            let first = self.node(cur).0 as usize * 2;
+            let entries = self.lines[first / 2..].iter().flat_map(|l| l.0.iter());
+            ssum += entries.take_while(|p| !p.matches(&k)).count() as u64 + 1;
+            dsum += u64::from(d);
+            dmax = dmax.max(d);
         }
+        let n = keys.len().max(1) as f64;
+        (dsum as f64 / n, dmax, ssum as f64 / n)
     }
 
     /// First matches for many keys; `out[i]` for `keys[i]`.
     pub fn classify_batch(&self, keys: &[[u32; FIELDS]], out: &mut [Option<u32>]) {
-        for (ks, os) in keys.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            let n = ks.len();
-            let mut k = [[0u32; 8]; LANES];
-            for (slot, key) in k.iter_mut().zip(ks) {
-                slot[..FIELDS].copy_from_slice(key);
+        self.classify_with(keys.len(), |i| keys[i], out);
+    }
+
+    /// First matches for `n` keys given by `key_of(i)`, written to `out[i]` (at most
+    /// `out.len()` of them).
+    ///
+    /// Groups of [`LANES`] keys walk the tree in lock step (leaves point to themselves, so a
+    /// lane that arrived early keeps still); a group's leaf lines are prefetched and scanned
+    /// only after the next group has walked, so leaf misses overlap with useful work.
+    #[inline]
+    pub fn classify_with(
+        &self,
+        n: usize,
+        key_of: impl Fn(usize) -> [u32; FIELDS],
+        out: &mut [Option<u32>],
+    ) {
+        let n = n.min(out.len());
+        // Two stages: the group being walked and the one whose leaves are being fetched.
+        let mut keys = [[[0u32; 8]; LANES]; 2];
+        let mut leaf = [[0u32; LANES]; 2];
+        let mut prev: Option<(usize, usize)> = None;
+        let mut s = 0usize;
+        let mut base = 0;
+        while base < n {
+            let m = LANES.min(n - base);
+            let (k_now, l_now) = (&mut keys[s], &mut leaf[s]);
+            for (j, k) in k_now.iter_mut().enumerate() {
+                *k = if j < m {
+                    lane(key_of(base + j))
+                } else {
+                    [0; 8]
+                };
             }
             let mut cur = [0u32; LANES];
-            // Lock-step walk; leaves point to themselves, so extra steps are harmless.
             loop {
                 let mut moved = 0u32;
                 for j in 0..LANES {
-                    let (value, info) = self.nodes[cur[j] as usize];
-                    let next = (info & CHILD_MASK) + u32::from(k[j][(info >> 29) as usize] > value);
+                    let next = self.step(cur[j], &k_now[j]);
                     moved |= next ^ cur[j];
                     cur[j] = next;
                 }
@@ -216,16 +337,25 @@ impl Tree {
                     break;
                 }
             }
-            // Leaves are found; fetch all their first lines before scanning any.
-            let mut start = [0u32; LANES];
-            for j in 0..n {
-                start[j] = self.nodes[cur[j] as usize].0;
-                if let Some(p) = self.leaves.get(start[j] as usize) {
-                    prefetch(p);
+            for j in 0..m {
+                l_now[j] = self.node(cur[j]).0;
+                if let Some(l) = self.lines.get(l_now[j] as usize) {
+                    prefetch(l);
                 }
             }
-            for j in 0..n {
-                os[j] = self.scan(start[j], &k[j]);
+            s ^= 1;
+            if let Some((pb, pm)) = prev {
+                for j in 0..pm {
+                    out[pb + j] = self.scan(leaf[s][j], &keys[s][j]);
+                }
+            }
+            prev = Some((base, m));
+            base += m;
+        }
+        if let Some((pb, pm)) = prev {
+            s ^= 1;
+            for j in 0..pm {
+                out[pb + j] = self.scan(leaf[s][j], &keys[s][j]);
             }
         }
     }
@@ -453,14 +583,24 @@ fn prefetch<T>(p: &T) {
 
 impl Builder<'_> {
     fn leaf(&mut self, at: usize, ids: &[u32]) {
-        let start = self.leaves.len() as u32;
-        for &i in ids {
+        let start = self.lines.len() as u32;
+        // Entries then the sentinel, padded with sentinels to whole lines.
+        let sentinel = Packed::new(&FULL, NO_RULE);
+        let mut entries = ids.iter().map(|&i| {
             let (b, id) = &self.rules[i as usize];
-            self.leaves.push(Packed::new(b, *id));
+            Packed::new(b, *id)
+        });
+        loop {
+            let a = entries.next();
+            let b = if a.is_some() { entries.next() } else { None };
+            self.lines
+                .push(Line([a.unwrap_or(sentinel), b.unwrap_or(sentinel)]));
+            if b.is_none() {
+                break;
+            }
         }
-        self.leaves.push(Packed::new(&FULL, u32::MAX));
         self.nodes[at] = (start, (ZERO_FIELD << 29) | at as u32);
-        if self.leaves.len() > self.budget {
+        if self.lines.len() * 2 > self.budget {
             self.over_budget = true;
         }
     }
