@@ -17,11 +17,12 @@ rampart_need_rust() {
 }
 
 # Debian package for each command the tests and the lab run.
-RAMPART_PACKAGES="nft:nftables ip:iproute2 iptables-nft:iptables ping:iputils-ping nc:netcat-openbsd socat:socat python3:python3 tcpdump:tcpdump dig:dnsutils nsenter:util-linux sha256sum:coreutils"
+RAMPART_PACKAGES="nft:nftables ip:iproute2 iptables-nft:iptables ping:iputils-ping nc:netcat-openbsd socat:socat python3:python3 tcpdump:tcpdump dig:dnsutils nsenter:util-linux setpriv:util-linux sha256sum:coreutils timeout:coreutils dnsmasq:dnsmasq-base"
+# (The lab runs dnsmasq as the corp bridge's legitimate DHCP server, hence dnsmasq above.)
 # Only the test suite needs these: the daemon's dashboard test drives headless Chromium, the
-# guard's tests run dnsmasq as the legitimate DHCP server, the SYN-proxy test floods with hping3,
+# SYN-proxy test floods with hping3,
 # the DNS filter's DoT test forwards to Unbound serving DoT, the egress tests use curl.
-RAMPART_TEST_PACKAGES="chromium:chromium dnsmasq:dnsmasq-base hping3:hping3 unbound:unbound curl:curl"
+RAMPART_TEST_PACKAGES="chromium:chromium hping3:hping3 unbound:unbound curl:curl"
 
 rampart_install_packages() {
     local missing="" pair cmd pkg
