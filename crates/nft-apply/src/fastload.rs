@@ -268,9 +268,221 @@ pub fn load(p: &Prepared, netns: Option<&str>) -> Result<(), ApplyError> {
     send(&mut sock, p, true)
 }
 
+/// Why: sets with more elements than this are left out of the snapshot's scratch check (their
+/// elements are replayed verbatim from the dump; the terse listings compared omit them anyway).
+const SNAPSHOT_CHECK_MAX_SET_ELEMENTS: usize = 4096;
+
+fn element_count(d: &Dumped) -> usize {
+    nfnl::attrs(&d.attrs)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.ty == 3) // NFTA_SET_ELEM_LIST_ELEMENTS
+                .and_then(|x| nfnl::attrs(x.value))
+                .map(|l| l.len())
+        })
+        .unwrap_or(0)
+}
+
+fn setelem_set(d: &Dumped) -> Option<String> {
+    let a = nfnl::attrs(&d.attrs)?;
+    let v = a.iter().find(|x| x.ty == 2)?.value; // NFTA_SET_ELEM_LIST_SET
+    let v = v.split(|b| *b == 0).next().unwrap_or(v);
+    std::str::from_utf8(v).ok().map(str::to_string)
+}
+
+/// The same objects in any order, set elements compared one by one (a hash set dumps its
+/// elements in the order of its randomly seeded buckets, so message boundaries differ).
+fn same_objects(a: &[Dumped], b: &[Dumped]) -> bool {
+    fn flat(v: &[Dumped]) -> Option<Vec<(u16, String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for d in v {
+            if d.ty != msg::NEWSETELEM {
+                out.push((d.ty, String::new(), d.attrs.clone()));
+                continue;
+            }
+            let set = setelem_set(d)?;
+            let top = nfnl::attrs(&d.attrs)?;
+            let list = top.iter().find(|x| x.ty == 3)?; // NFTA_SET_ELEM_LIST_ELEMENTS
+            for e in nfnl::attrs(list.value)? {
+                out.push((d.ty, set.clone(), e.value.to_vec()));
+            }
+        }
+        out.sort();
+        Some(out)
+    }
+    match (flat(a), flat(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The restore batch for the live table `table` in the runner's namespace, taken over netlink:
+/// the table's objects, chains, sets with all their elements and rules (counter values
+/// included), replayed as one batch that first deletes whatever table is there. Saves the
+/// text listing and its `nft -c` (tens of seconds for a million elements; the kernel's set
+/// dump itself stays). `None` when the table is absent, holds fewer than `min_elements` set
+/// elements (the text snapshot is cheap then), or its replay does not rebuild it: checked by
+/// loading the replay (without the elements of big sets) into a scratch namespace and
+/// comparing `nft -s -t list table` (stateless, terse) with the live table's.
+pub fn snapshot_live(
+    nft: &Nft,
+    table: &str,
+    min_elements: usize,
+) -> Result<Option<Vec<u8>>, ApplyError> {
+    let mut sock = NlSocket::open_in(nft.netns.as_deref())?;
+    let tables = sock.dump(msg::GETTABLE, table, None)?;
+    let Some(t) = tables
+        .iter()
+        .find(|t| t.table == table && t.family == nfnl::NFPROTO_INET)
+    else {
+        return Ok(None);
+    };
+    // A table owned by a socket (`flags owner`) cannot be re-created by another: text path.
+    if nfnl::table_flags(t).is_some_and(|f| f != 0) {
+        return Ok(None);
+    }
+    let ours = |v: Vec<Dumped>| -> Vec<Dumped> {
+        v.into_iter()
+            .filter(|d| d.table == table && d.family == nfnl::NFPROTO_INET)
+            .collect()
+    };
+    if !ours(sock.dump(msg::GETFLOWTABLE, table, None)?).is_empty() {
+        return Ok(None);
+    }
+    let mut head = vec![t.clone()];
+    head.extend(ours(sock.dump(msg::GETOBJ, table, None)?));
+    head.extend(ours(sock.dump(msg::GETCHAIN, table, None)?));
+    let sets = ours(sock.dump(msg::GETSET, table, None)?);
+    let mut elems = Vec::new();
+    for s in &sets {
+        let info = SetInfo::from_dumped(s)
+            .ok_or_else(|| ApplyError::Netlink("dumped set without name or key".into()))?;
+        elems.extend(
+            ours(sock.dump(msg::GETSETELEM, table, Some(&info.name))?)
+                .into_iter()
+                .filter(Dumped::has_elements),
+        );
+    }
+    let total: usize = elems.iter().map(element_count).sum();
+    if total < min_elements {
+        return Ok(None);
+    }
+    let rules = ours(sock.dump(msg::GETRULE, table, None)?);
+    let mut per_set: std::collections::HashMap<String, usize> = Default::default();
+    for e in &elems {
+        *per_set
+            .entry(setelem_set(e).unwrap_or_default())
+            .or_default() += element_count(e);
+    }
+    head.extend(sets);
+    let small: Vec<Dumped> = elems
+        .iter()
+        .filter(|e| {
+            per_set
+                .get(&setelem_set(e).unwrap_or_default())
+                .is_none_or(|n| *n <= SNAPSHOT_CHECK_MAX_SET_ELEMENTS)
+        })
+        .cloned()
+        .collect();
+    let check = Prepared {
+        table: table.to_string(),
+        family: nfnl::NFPROTO_INET,
+        head: head.iter().cloned().chain(small).collect(),
+        rules: rules.clone(),
+        elements: Vec::new(),
+        source_elements: 0,
+    };
+    // Replayed into a scratch namespace, the table part must dump back as the same objects
+    // (the attributes a creating message carries; big sets' elements left out).
+    let program_free_check = check.head.clone();
+    let check_rules = check.rules.clone();
+    let faithful = in_scratch_netns(|| {
+        let mut s = NlSocket::open()?;
+        if send(&mut s, &check, false).is_err() {
+            return Ok(false);
+        }
+        let Some((_, head, rules)) = dump_table(&mut s, table)? else {
+            return Ok(false);
+        };
+        Ok(same_objects(&head, &program_free_check) && rules == check_rules)
+    })?;
+    if !faithful {
+        return Ok(None);
+    }
+    let full = Prepared {
+        head: head.into_iter().chain(elems).collect(),
+        ..check
+    };
+    let (bytes, acked, _) = full.batch(1, false).finish();
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&acked.to_le_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(Some(out))
+}
+
+/// Load a batch saved by [`snapshot_live`] into `netns` (one transaction: all or nothing).
+pub fn restore_batch(saved: &[u8], netns: Option<&str>) -> Result<(), ApplyError> {
+    let bad = || ApplyError::CorruptState {
+        path: "previous.batch".into(),
+        reason: "not a saved netlink batch".into(),
+    };
+    let word = |at: usize| -> Result<u32, ApplyError> {
+        let b: [u8; 4] = saved
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        Ok(u32::from_le_bytes(b))
+    };
+    let (first, acked) = (word(0)?, word(4)?);
+    let bytes = &saved[8..];
+    let n = nfnl::messages(bytes).ok_or_else(bad)?.len();
+    let what: Vec<String> = (0..n).map(|i| format!("saved message {i}")).collect();
+    let mut sock = NlSocket::open_in(netns)?;
+    sock.transact(bytes, acked, first, &what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn elems(set: &str, keys: &[&[u8]]) -> Dumped {
+        // NFTA_SET_ELEM_LIST_SET, then LIST_ELEMENTS with one LIST_ELEM per key.
+        let mut a = Vec::new();
+        let name: Vec<u8> = set.bytes().chain([0]).collect();
+        let pad = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(4) * 4, 0);
+        a.extend(((4 + name.len()) as u16).to_ne_bytes());
+        a.extend(2u16.to_ne_bytes());
+        a.extend(&name);
+        pad(&mut a);
+        let mut list = Vec::new();
+        for k in keys {
+            list.extend(((4 + k.len()) as u16).to_ne_bytes());
+            list.extend((1u16 | 0x8000).to_ne_bytes());
+            list.extend(*k);
+            pad(&mut list);
+        }
+        a.extend(((4 + list.len()) as u16).to_ne_bytes());
+        a.extend((3u16 | 0x8000).to_ne_bytes());
+        a.extend(list);
+        Dumped {
+            ty: msg::NEWSETELEM,
+            family: nfnl::NFPROTO_INET,
+            table: "t".into(),
+            attrs: a,
+        }
+    }
+
+    #[test]
+    fn objects_compare_element_by_element_whatever_the_message_split() {
+        let x = [elems("s", &[&[1, 2, 3, 4], &[5, 6, 7, 8]])];
+        let y = [elems("s", &[&[5, 6, 7, 8]]), elems("s", &[&[1, 2, 3, 4]])];
+        assert!(same_objects(&x, &y));
+        let z = [elems("s", &[&[5, 6, 7, 9]]), elems("s", &[&[1, 2, 3, 4]])];
+        assert!(!same_objects(&x, &z));
+        let other_set = [elems("r", &[&[1, 2, 3, 4], &[5, 6, 7, 8]])];
+        assert!(!same_objects(&x, &other_set));
+    }
 
     #[test]
     fn expiry_is_ignored_and_nothing_else() {

@@ -275,7 +275,10 @@ pub fn parse_error(payload: &[u8]) -> Option<(i32, u32, Option<String>)> {
 /// A request: `GET*` dump of the table's objects of one kind (`table` filter where the kernel
 /// supports it), or of one set's elements.
 pub fn dump_request(ty: u16, seq: u32, table: &str, set: Option<&str>) -> Vec<u8> {
-    let mut m = MsgBuf::new(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, NFPROTO_INET);
+    // Tables of every family (NFPROTO_UNSPEC): callers must see any other table; the rest
+    // are inet objects.
+    let family = if ty == msg::GETTABLE { 0 } else { NFPROTO_INET };
+    let mut m = MsgBuf::new(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
     match (ty, set) {
         (msg::GETSETELEM, Some(s)) => {
             put_strz(&mut m.buf, NFTA_SET_ELEM_LIST_TABLE, table);
@@ -382,6 +385,14 @@ pub fn parse_dumped(m: &Message<'_>) -> Option<Dumped> {
         table,
         attrs: out,
     })
+}
+
+/// `NFTA_TABLE_FLAGS` of a dumped table.
+pub fn table_flags(d: &Dumped) -> Option<u32> {
+    if d.ty != msg::NEWTABLE {
+        return None;
+    }
+    attr_be32(&attrs(&d.attrs)?, 2)
 }
 
 impl Dumped {

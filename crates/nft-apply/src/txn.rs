@@ -49,24 +49,83 @@ pub fn restore_text(table: &str, listing: Option<&str>) -> String {
     out
 }
 
-/// Snapshot the live table as a restore transaction that `nft -c` accepts. When the listing
-/// cannot be reloaded (nft 1.0.6 prints `socket cgroupv2` as a number it cannot parse back),
-/// fall back to the last applied transaction.
-fn snapshot(nft: &Nft, state: &StateDir, table: &str) -> Result<String, ApplyError> {
+/// A saved way back to the live table.
+#[derive(Clone, Debug)]
+enum Previous {
+    /// An nft transaction (`previous.nft`).
+    Text(String),
+    /// A netlink batch (`previous.batch`, [`crate::fastload::snapshot_live`]): used for tables
+    /// with ≥ 100k elements, whose text listing and check cost tens of seconds.
+    Batch(Vec<u8>),
+}
+
+/// Snapshot the live table: a netlink batch for big tables (verified replay), else a restore
+/// transaction that `nft -c` accepts. When the listing cannot be reloaded (nft 1.0.6 prints
+/// `socket cgroupv2` as a number it cannot parse back), fall back to the last applied
+/// transaction.
+fn snapshot(nft: &Nft, state: &StateDir, table: &str) -> Result<Previous, ApplyError> {
+    match crate::fastload::snapshot_live(nft, table, crate::fastload::NETLINK_MIN_ELEMENTS) {
+        Ok(Some(batch)) => {
+            state.log(&format!(
+                "snapshot of the live table as a netlink batch ({} bytes)",
+                batch.len()
+            ));
+            return Ok(Previous::Batch(batch));
+        }
+        Ok(None) => {}
+        Err(e) => state.log(&format!("netlink snapshot not used: {e}")),
+    }
     let live = nft.list_table(table, false)?;
     let text = restore_text(table, live.as_deref());
     let path = state.file("snapshot.nft");
     state.write("snapshot.nft", &text)?;
     match nft.check_file(&path) {
-        Ok(()) => Ok(text),
+        Ok(()) => Ok(Previous::Text(text)),
         Err(e) => match state.read("applied.nft")? {
             Some(applied) => {
                 state.log(&format!("snapshot not reloadable ({e}); using applied.nft"));
-                Ok(applied)
+                Ok(Previous::Text(applied))
             }
             None => Err(ApplyError::Unrestorable(e.to_string())),
         },
     }
+}
+
+/// Save `p` as the way back (exactly one of `previous.nft` / `previous.batch` exists after).
+fn write_previous(state: &StateDir, p: &Previous) -> Result<(), ApplyError> {
+    match p {
+        Previous::Text(t) => {
+            state.write("previous.nft", t)?;
+            let _ = std::fs::remove_file(state.file("previous.batch"));
+        }
+        Previous::Batch(b) => {
+            let path = state.file("previous.batch");
+            let tmp = state.file("previous.batch.tmp");
+            std::fs::write(&tmp, b)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| ApplyError::State {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let _ = std::fs::remove_file(state.file("previous.nft"));
+        }
+    }
+    Ok(())
+}
+
+fn read_previous(state: &StateDir) -> Result<Option<Previous>, ApplyError> {
+    let path = state.file("previous.batch");
+    match std::fs::read(&path) {
+        Ok(b) => return Ok(Some(Previous::Batch(b))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ApplyError::State {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    }
+    Ok(state.read("previous.nft")?.map(Previous::Text))
 }
 
 /// What to apply.
@@ -205,7 +264,7 @@ pub fn apply(nft: &Nft, state: &StateDir, req: &ApplyRequest) -> Result<Applied,
     let id = format!("{}-{}", unix_now(), std::process::id());
     state.write_json("previous.queue.json", &old_queue)?;
     state.write_json("previous.sysctls.json", &old_sysctls)?;
-    state.write("previous.nft", &previous)?;
+    write_previous(state, &previous)?;
     state.claim("staged.nft", "applied.nft")?;
     state.write_json("applied.json", &req.map)?;
     let _ = std::fs::remove_file(state.file("snapshot.nft"));
@@ -445,12 +504,14 @@ fn restore_previous(
     state: &StateDir,
     table: &str,
 ) -> Result<Vec<(String, String)>, ApplyError> {
-    let prev_path = state.file("previous.nft");
-    if state.read("previous.nft")?.is_none() {
+    let Some(prev) = read_previous(state)? else {
         return Err(ApplyError::NoPrevious(state.root.display().to_string()));
-    }
+    };
     let live_queue = extras::live_queue_rules(nft, table)?;
-    nft.apply_file(&prev_path)?;
+    match &prev {
+        Previous::Text(_) => nft.apply_file(&state.file("previous.nft"))?,
+        Previous::Batch(b) => crate::fastload::restore_batch(b, nft.netns.as_deref())?,
+    }
     // A state dir from before queue rules existed has no file: the previous state had none.
     let prev_queue: Vec<QueueRule> = state.read_json("previous.queue.json")?.unwrap_or_default();
     extras::replace_queue_rules(nft, &live_queue, &prev_queue)?;
@@ -482,18 +543,26 @@ pub fn confirm(state: &StateDir, id: Option<&str>) -> Result<String, ApplyError>
 /// `rampart rollback`: cancel any pending apply and restore the previous table; the table it
 /// replaces becomes the new previous one.
 pub fn rollback(nft: &Nft, state: &StateDir, table: &str) -> Result<(), ApplyError> {
-    let prev = state
-        .read("previous.nft")?
+    let prev = read_previous(state)?
         .ok_or_else(|| ApplyError::NoPrevious(state.root.display().to_string()))?;
-    nft.check_file(&state.file("previous.nft"))?;
+    // A saved batch is checked by the kernel as it loads (all or nothing).
+    if let Previous::Text(_) = prev {
+        nft.check_file(&state.file("previous.nft"))?;
+    }
     let current = snapshot(nft, state, table)?;
     let current_queue = extras::live_queue_rules(nft, table)?;
     let cancelled = state.claim("pending.json", "rolling.json")?;
     let replaced_sysctls = restore_previous(nft, state, table)?;
-    state.write("previous.nft", &current)?;
+    write_previous(state, &current)?;
     state.write_json("previous.queue.json", &current_queue)?;
     state.write_json("previous.sysctls.json", &replaced_sysctls)?;
-    state.write("applied.nft", &prev)?;
+    match &prev {
+        Previous::Text(t) => state.write("applied.nft", t)?,
+        // No transaction text for what a batch restored: nothing stale may stand in for it.
+        Previous::Batch(_) => {
+            let _ = std::fs::remove_file(state.file("applied.nft"));
+        }
+    }
     let _ = std::fs::remove_file(state.file("rolling.json"));
     let _ = std::fs::remove_file(state.file("snapshot.nft"));
     state.log(if cancelled {

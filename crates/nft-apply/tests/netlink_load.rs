@@ -343,6 +343,12 @@ fn transactions_outside_the_path_stay_with_nft() {
         fastload::prepare(&Nft::default(), &two, "rampart", 0, &lab.dir).unwrap(),
         Err(Skipped::Fallback(_))
     ));
+    // A table of another family (the emitter writes netdev/bridge tables for some features).
+    let netdev = format!("{small}table netdev other {{\n\tchain c {{\n\t}}\n}}\n");
+    assert!(matches!(
+        fastload::prepare(&Nft::default(), &netdev, "rampart", 0, &lab.dir).unwrap(),
+        Err(Skipped::Fallback(_))
+    ));
     // An element nft would refuse for the set's type is not sent.
     let bad = small.replacen("198.51.100.130", "2001:db8::1", 1);
     assert!(matches!(
@@ -395,4 +401,60 @@ fn apply_loads_big_transactions_over_netlink_and_rolls_back_with_nft() {
     // Rollback (nft text) restores the small table exactly.
     txn::rollback(&nft, &state, "rampart").unwrap();
     assert_eq!(lab.exec_ok(&ns, "nft list table inet rampart"), before);
+    // That rollback saved the big table it replaced as a netlink batch (no 120k-element text
+    // listing); rolling back again restores it byte for byte, and once more the small one.
+    let log = std::fs::read_to_string(state.file("history.log")).unwrap_or_default();
+    assert!(
+        log.contains("snapshot of the live table as a netlink batch"),
+        "history:\n{log}"
+    );
+    assert!(state.file("previous.batch").exists());
+    assert!(!state.file("previous.nft").exists());
+    txn::rollback(&nft, &state, "rampart").unwrap();
+    assert_eq!(lab.exec_ok(&ns, "nft list table inet rampart"), live);
+    txn::rollback(&nft, &state, "rampart").unwrap();
+    assert_eq!(lab.exec_ok(&ns, "nft list table inet rampart"), before);
+}
+
+#[test]
+fn confirm_timeout_restores_a_big_table_from_its_netlink_snapshot() {
+    skip_unless_kernel!();
+    let mut lab = Lab::new("nc");
+    let ns = lab.ns("a");
+    let tool = env!("CARGO_BIN_EXE_rampart-nft-tool");
+    let mut big = policy();
+    big.sets[0].elements = IpNet::aggregate(
+        &(0..110_000u32)
+            .map(|i| {
+                let a = (0x2001_0db8_0008u128 << 80) | u128::from(i * 2 + 1);
+                IpNet::V6(Ipv6Net::new(a.into(), 128).unwrap())
+            })
+            .collect::<Vec<_>>(),
+    );
+    let big_f = lab.write("big.nft", &emit(&big, &EmitOptions::default()).unwrap());
+    let small_f = lab.write(
+        "small.nft",
+        &emit(&policy(), &EmitOptions::default()).unwrap(),
+    );
+    let sd = lab.dir.join("state");
+    let sd = sd.display();
+    lab.exec_ok(
+        &ns,
+        &format!("{tool} apply {} --state-dir {sd}", big_f.display()),
+    );
+    let before = lab.exec_ok(&ns, "nft list table inet rampart");
+    lab.exec_ok(
+        &ns,
+        &format!(
+            "{tool} apply {} --state-dir {sd} --confirm-ms 1500",
+            small_f.display()
+        ),
+    );
+    assert_ne!(lab.exec_ok(&ns, "nft list table inet rampart"), before);
+    assert!(
+        wait_until(std::time::Duration::from_secs(20), || lab
+            .exec_ok(&ns, "nft list table inet rampart")
+            == before),
+        "the big table did not come back"
+    );
 }
