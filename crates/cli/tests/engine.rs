@@ -26,14 +26,21 @@ fn conn_limit_refusal_bans_the_source() {
     let common = ["--iface-in", "wan0", "--iface-out", "dmz0"];
     let (ok, text) = explain(&[&[flow][..], &common, &["--src-conns", "63"]].concat());
     assert!(ok, "{text}");
-    assert!(text.contains("ACCEPT by rule"), "{text}");
+    // web-in is proxied: its conn_limit and ban gate the SYNs the proxy answers.
+    assert!(
+        text.contains("ACCEPT by SYN answered by the SYN proxy (rule #93 web-in"),
+        "{text}"
+    );
     let (ok, text) = explain(&[&[flow][..], &common, &["--src-conns", "64"]].concat());
     assert!(!ok, "{text}");
     assert!(
         text.contains("DROP by limit exceeded: source banned"),
         "{text}"
     );
-    assert!(text.contains("BAN -> drop (conn_limit)"), "{text}");
+    assert!(
+        text.contains("syn proxy: SYN refused by conn_limit: source banned"),
+        "{text}"
+    );
 }
 
 #[test]
