@@ -240,6 +240,78 @@ pub fn spawn_flood(
     })
 }
 
+/// Most connections a request flood keeps waiting for their handshake (Why: bounds the
+/// flooder's sockets once the gateway drops its SYNs).
+pub const REQUEST_FLOOD_PENDING_MAX: usize = 1_024;
+
+/// How long a request flood's connection may wait for its handshake before it is abandoned.
+const REQUEST_FLOOD_CONNECT_MS: u64 = 300;
+
+/// An application-layer flood from namespace `ns`: open TCP connections from `src` to
+/// `dst:port` at `rate_pps` (non-blocking, so a dropped handshake never slows the pace), send
+/// `request` on each as soon as it is established, and close it, until `stop` is set or
+/// `duration_ms` passes. Returns the connections opened; `requested` counts the requests
+/// that were sent on established connections.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_request_flood(
+    ns: &str,
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    request: Vec<u8>,
+    rate_pps: u32,
+    duration_ms: u32,
+    stop: Arc<AtomicBool>,
+    requested: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Result<u64, LabError>> {
+    in_namespace(ns, move || {
+        let domain = if dst.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let target: socket2::SockAddr = SocketAddr::new(dst, port).into();
+        let local: socket2::SockAddr = SocketAddr::new(src, 0).into();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(u64::from(duration_ms));
+        let patience = Duration::from_millis(REQUEST_FLOOD_CONNECT_MS);
+        let mut pending: std::collections::VecDeque<(Instant, Socket)> =
+            std::collections::VecDeque::new();
+        let mut opened: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let due = (now - start).as_micros() as u64 * u64::from(rate_pps) / 1_000_000;
+            while opened < due && pending.len() < REQUEST_FLOOD_PENDING_MAX {
+                let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+                    .map_err(io_err("tcp socket"))?;
+                socket.bind(&local).map_err(io_err("bind"))?;
+                socket
+                    .set_nonblocking(true)
+                    .map_err(io_err("nonblocking"))?;
+                // EINPROGRESS: the handshake completes (or not) while the pace goes on.
+                let _ = socket.connect(&target);
+                pending.push_back((now, socket));
+                opened += 1;
+            }
+            // A connecting socket's send fails with EAGAIN until the handshake completes; a
+            // refused or reset one fails otherwise and is dropped. Dropping closes it.
+            pending.retain(|(since, socket)| match socket.send(&request) {
+                Ok(_) => {
+                    requested.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => since.elapsed() < patience,
+                Err(_) => false,
+            });
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        Ok(opened)
+    })
+}
+
 /// A server in `server.ns` answering every connection on `port` with `payload`'s reply until
 /// `stop` is set.
 pub fn spawn_server(

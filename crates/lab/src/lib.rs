@@ -3,8 +3,10 @@
 //! documentation ranges), loads a compiled ruleset into the gateway (plus what the caller says
 //! the gateway needs: sysctls, the iptables-nft NFQUEUE rules and a daemon such as the protocol
 //! classifier), plays each scenario's attack and legitimate twin with real sockets — real
-//! protocol first payloads ([`payload`]), port-knocking sequences, and SYN floods with
-//! legitimate clients measured during them ([`flood`]) — reads which nftables rule counters
+//! protocol first payloads ([`payload`]), port-knocking sequences, datagrams from a chosen
+//! source port (reflected answers), and floods (raw SYNs, or complete connections each
+//! carrying a request) with legitimate clients measured during them ([`flood`]) — reads
+//! which nftables rule counters
 //! moved as evidence, and scores the policy per technique. This crate is a shell (it runs `ip`,
 //! `nft` and `iptables-nft` and opens sockets in namespaces); it does not compile policies —
 //! the caller hands it the ruleset text — and it never touches the host's own namespace,
@@ -829,6 +831,7 @@ impl LabRun<'_> {
             traffic,
             payload: case.payload,
             icmp_bytes: case.icmp_bytes,
+            client_port: case.from_port.unwrap_or(0),
         };
         let knocks: Vec<Traffic> = case
             .knock
@@ -970,15 +973,30 @@ impl LabRun<'_> {
         let (soft0, total0) = flood::cpu_times();
         let started = Instant::now();
         let stop_flood = Arc::new(AtomicBool::new(false));
-        let flooder = flood::spawn_flood(
-            flooder_ns,
-            server.addr,
-            port,
-            sources,
-            flood.rate_pps,
-            flood.duration_ms,
-            Arc::clone(&stop_flood),
-        );
+        let requested = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let flooder = if flood.requests {
+            flood::spawn_request_flood(
+                flooder_ns,
+                flooder_addr,
+                server.addr,
+                port,
+                payload.request(false),
+                flood.rate_pps,
+                flood.duration_ms,
+                Arc::clone(&stop_flood),
+                Arc::clone(&requested),
+            )
+        } else {
+            flood::spawn_flood(
+                flooder_ns,
+                server.addr,
+                port,
+                sources,
+                flood.rate_pps,
+                flood.duration_ms,
+                Arc::clone(&stop_flood),
+            )
+        };
         // Let the flood build up before the legitimate clients start.
         std::thread::sleep(Duration::from_millis(100));
         let legit = flood::spawn_legit(
@@ -1053,13 +1071,21 @@ impl LabRun<'_> {
             FloodSourceKind::Random => "random sources".to_string(),
             FloodSourceKind::Own => format!("{flooder_addr}"),
         };
+        let what = if flood.requests {
+            format!(
+                "a request flood of {} connections/s ({} requests sent on completed handshakes)",
+                measure.flood_pps,
+                requested.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        } else {
+            format!("a SYN flood of {} pps", measure.flood_pps)
+        };
         let mut detail = format!(
-            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed) during a SYN flood of {} pps from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
+            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed) during {what} from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
             flood.connections,
             ratio * 100.0,
             legit.connect_failed,
             legit.reply_failed,
-            measure.flood_pps,
         );
         if flood.ban_within_ms.is_some() {
             match banned_after_ms {

@@ -23,6 +23,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/admin-ingress.toml"),
     ),
     (
+        "application-flood.toml",
+        include_str!("../../../lab/scenarios/application-flood.toml"),
+    ),
+    (
         "arp-inspection.toml",
         include_str!("../../../lab/scenarios/arp-inspection.toml"),
     ),
@@ -37,6 +41,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "cloud-storage.toml",
         include_str!("../../../lab/scenarios/cloud-storage.toml"),
+    ),
+    (
+        "cloud-transfer.toml",
+        include_str!("../../../lab/scenarios/cloud-transfer.toml"),
     ),
     (
         "dhcp-snooping.toml",
@@ -94,6 +102,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "public-server-egress.toml",
         include_str!("../../../lab/scenarios/public-server-egress.toml"),
     ),
+    (
+        "reflection-amplification.toml",
+        include_str!("../../../lab/scenarios/reflection-amplification.toml"),
+    ),
     ("rdp.toml", include_str!("../../../lab/scenarios/rdp.toml")),
     (
         "segmentation.toml",
@@ -102,6 +114,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "smb-egress.toml",
         include_str!("../../../lab/scenarios/smb-egress.toml"),
+    ),
+    (
+        "socket-filters.toml",
+        include_str!("../../../lab/scenarios/socket-filters.toml"),
     ),
     (
         "snmp-management.toml",
@@ -172,6 +188,11 @@ pub struct Case {
     /// event, e.g. `name_poisoner`); the case fails without it.
     #[serde(default)]
     pub detection: Option<String>,
+    /// The client's source port (`udp/PORT` flows only; default: an ephemeral port): what
+    /// an amplifier's reflected answer comes from (53 for DNS, 123 for NTP, 11211 for
+    /// memcached), so a policy must judge it by state, not by the well-known source port.
+    #[serde(default)]
+    pub from_port: Option<u16>,
     /// Play the case as a flood: a flooder sends SYNs to the server's port while the client
     /// runs many exchanges; the case is allowed when enough of them complete.
     #[serde(default)]
@@ -241,6 +262,11 @@ pub struct Flood {
     /// With `own` sources: the flooding address must be in a ban set within this many ms.
     #[serde(default)]
     pub ban_within_ms: Option<u64>,
+    /// An application-layer flood instead of raw SYNs: the flooder completes TCP handshakes
+    /// from its own address and sends the case's request on every connection (needs
+    /// `sources = "own"`: a spoofed source cannot complete a handshake).
+    #[serde(default)]
+    pub requests: bool,
     /// Turn SYN cookies off in the server's namespace for the case (a server that cannot
     /// protect itself, like many appliances), restored afterwards.
     #[serde(default)]
@@ -402,6 +428,14 @@ impl Scenario {
                     case.name
                 )));
             }
+            if case.from_port.is_some_and(|p| p == 0)
+                || (case.from_port.is_some() && !matches!(traffic, Some(Traffic::Udp(_))))
+            {
+                return Err(bad(format!(
+                    "case `{}`: from_port is a non-zero source port of a udp/PORT flow",
+                    case.name
+                )));
+            }
             if case.knock.len() > KNOCKS_MAX
                 || case
                     .knock
@@ -424,6 +458,8 @@ impl Scenario {
                     Some(format!("connections is 1..={LEGIT_CONNECTIONS_MAX}"))
                 } else if !(0.0..=1.0).contains(&f.success_threshold) {
                     Some("success_threshold is 0..=1".into())
+                } else if f.requests && f.sources != FloodSourceKind::Own {
+                    Some("a request flood needs sources = \"own\"".into())
                 } else if f.ban_within_ms.is_some() && f.sources != FloodSourceKind::Own {
                     Some("ban_within_ms needs sources = \"own\"".into())
                 } else {
@@ -529,5 +565,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("tcp/x"), "{err}");
+        let err = Scenario::parse(
+            "x.toml",
+            "id='x'\ntechniques=[]\nsummary='s'\n[[case]]\nname='n'\nfrom='a'\nto='b'\ntraffic='tcp/1'\nfrom_port=53\nexpect='allowed'\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("from_port"), "{err}");
+        let ok = Scenario::parse(
+            "x.toml",
+            "id='x'\ntechniques=[]\nsummary='s'\n[[case]]\nname='n'\nfrom='a'\nto='b'\ntraffic='udp/40000'\nfrom_port=53\nexpect='blocked'\n",
+        )
+        .unwrap();
+        assert_eq!(ok.cases[0].from_port, Some(53));
     }
 }

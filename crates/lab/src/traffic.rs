@@ -67,6 +67,8 @@ pub struct Exchange {
     pub payload: Payload,
     /// ICMP echo payload bytes (`None`: ping's default).
     pub icmp_bytes: Option<u16>,
+    /// The client's UDP source port (0: ephemeral).
+    pub client_port: u16,
 }
 
 /// Play `exchange` from `client` to `server`, waiting `wait_ms` for the handshake, datagram
@@ -79,7 +81,14 @@ pub fn play(
 ) -> Result<Observation, LabError> {
     match exchange.traffic {
         Traffic::Tcp(port) => play_tcp(port, exchange.payload, client, server, wait_ms),
-        Traffic::Udp(port) => play_udp(port, exchange.payload, client, server, wait_ms),
+        Traffic::Udp(port) => play_udp(
+            port,
+            exchange.client_port,
+            exchange.payload,
+            client,
+            server,
+            wait_ms,
+        ),
         Traffic::IcmpEcho => play_icmp(client, server, exchange.icmp_bytes, wait_ms),
     }
 }
@@ -369,13 +378,14 @@ fn connect_detail(e: &std::io::Error) -> String {
 
 fn play_udp(
     port: u16,
+    client_port: u16,
     payload: Payload,
     client: &Endpoint,
     server: &Endpoint,
     wait_ms: u64,
 ) -> Result<Observation, LabError> {
     let server_addr = SocketAddr::new(server.addr, port);
-    let client_addr = SocketAddr::new(client.addr, 0);
+    let client_addr = SocketAddr::new(client.addr, client_port);
     let (request, reply) = (payload.request(false), payload.reply(false));
     let (server_request, server_reply) = (request.clone(), reply.clone());
     let serve = move |ready: mpsc::Sender<()>, stop: Arc<AtomicBool>| {
