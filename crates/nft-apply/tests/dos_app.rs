@@ -493,9 +493,9 @@ fn app_rules_without_classifier_fail_closed_or_open_and_queue_rules_follow_the_t
     };
 
     // Fail closed, no classifier: the handshake completes (SYNs carry no payload and are not
-    // queued), the server's greeting is marked, queued and dropped (its retransmissions too,
-    // until the connection's first APP_INSPECT_MAX_PACKETS packets are used up: later packets
-    // are not inspected, so a 0.3 s wait is what shows the drop); the UDP request is dropped;
+    // queued), the server's greeting is marked, queued and dropped (its retransmissions too:
+    // with no classifier to decide the connection, every payload packet of it keeps going to
+    // the queue, so a 0.3 s wait shows the drop); the UDP request is dropped;
     // ports without an application rule are not inspected.
     p.apply(&app_policy(false)).unwrap();
     assert_eq!(count("NFQUEUE"), 6);
