@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 
+use crate::v4index::V4Index;
+
 /// Most fields a classifier may have.
 pub const MAX_FIELDS: usize = 8;
 
@@ -31,11 +33,6 @@ pub enum FieldKind {
     /// 128-bit values (IPv6 addresses).
     V6,
 }
-
-/// A /16 bucket with more intervals than this gets a second-level index by the third octet.
-// Why: a binary search over 16 sorted u32s stays within one or two cache lines; beyond that the
-// 1 KiB block saves misses (ClassBench acl sets have /16s with thousands of endpoints).
-const DENSE_BUCKET: usize = 16;
 
 /// Largest direct-table domain.
 // Why: a port field with one "absent" value is 65,537 entries; 2^17 leaves room and keeps the
@@ -65,17 +62,7 @@ enum FieldIndex {
     Direct16 {
         class_of: Vec<u16>,
     },
-    V4 {
-        /// (interval start, class) pairs: the class sits in the cache line the search ends on.
-        entries: Vec<(u32, u32)>,
-        /// `idx16[h]`: index of the interval containing `h << 16`; one extra entry at the end.
-        idx16: Vec<u32>,
-        /// For /16 buckets with more than [`DENSE_BUCKET`] intervals: block number into
-        /// `idx24` (`u32::MAX`: none). Empty when no bucket is dense.
-        blk16: Vec<u32>,
-        /// 257-entry blocks: interval containing `h << 16 | k << 8`, then the bucket's end.
-        idx24: Vec<u32>,
-    },
+    V4(V4Index),
     V6 {
         bounds: Vec<u128>,
         class_of: Vec<u32>,
@@ -99,28 +86,7 @@ impl Field {
         match &self.index {
             FieldIndex::Direct { class_of } => class_of[value as usize] as usize,
             FieldIndex::Direct16 { class_of } => usize::from(class_of[value as usize]),
-            FieldIndex::V4 {
-                entries,
-                idx16,
-                blk16,
-                idx24,
-            } => {
-                let v = value as u32;
-                let h = (v >> 16) as usize;
-                let mut lo = idx16[h] as usize;
-                let mut hi = idx16[h + 1] as usize;
-                if hi - lo > DENSE_BUCKET {
-                    if let Some(&b) = blk16.get(h) {
-                        if b != u32::MAX {
-                            let base = b as usize * 257 + ((v >> 8) & 0xff) as usize;
-                            lo = idx24[base] as usize;
-                            hi = idx24[base + 1] as usize;
-                        }
-                    }
-                }
-                let k = entries[lo + 1..=hi].partition_point(|&(b, _)| b <= v);
-                entries[lo + k].1 as usize
-            }
+            FieldIndex::V4(x) => x.class(value as u32),
             FieldIndex::V6 { bounds, class_of } => {
                 let k = bounds.partition_point(|&b| b <= value);
                 class_of[k.saturating_sub(1)] as usize
@@ -222,12 +188,7 @@ impl Classifier {
                 let idx = match &f.index {
                     FieldIndex::Direct { class_of } => class_of.len() * 4,
                     FieldIndex::Direct16 { class_of } => class_of.len() * 2,
-                    FieldIndex::V4 {
-                        entries,
-                        idx16,
-                        blk16,
-                        idx24,
-                    } => entries.len() * 8 + (idx16.len() + blk16.len() + idx24.len()) * 4,
+                    FieldIndex::V4(x) => x.memory_bytes(),
                     FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
                 };
                 idx + f.bits.len() * 8
@@ -453,34 +414,14 @@ fn build_field(
         }
         FieldKind::V4 => {
             let b32: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
-            let mut idx16 = Vec::with_capacity(65537);
-            for h in 0u64..65536 {
-                let v = (h << 16) as u32;
-                idx16.push((b32.partition_point(|&b| b <= v) - 1) as u32);
-            }
-            idx16.push((b32.len() - 1) as u32);
-            // Second level for dense /16 buckets, by the third octet.
-            let mut blk16 = Vec::new();
-            let mut idx24 = Vec::new();
-            for h in 0..65536usize {
-                if (idx16[h + 1] - idx16[h]) as usize <= DENSE_BUCKET {
-                    continue;
-                }
-                if blk16.is_empty() {
-                    blk16 = vec![u32::MAX; 65536];
-                }
-                blk16[h] = (idx24.len() / 257) as u32;
-                for k in 0u32..256 {
-                    let v = ((h as u32) << 16) | (k << 8);
-                    idx24.push((b32.partition_point(|&b| b <= v) - 1) as u32);
-                }
-                idx24.push(idx16[h + 1]);
-            }
-            FieldIndex::V4 {
-                entries: b32.iter().copied().zip(classes).collect(),
-                idx16,
-                blk16,
-                idx24,
+            match V4Index::build(&b32, &classes) {
+                Some(x) => FieldIndex::V4(x),
+                // Unreachable for a V4 field (starts are distinct, the first 0); a binary
+                // search over the same intervals is always correct.
+                None => FieldIndex::V6 {
+                    bounds,
+                    class_of: classes,
+                },
             }
         }
         FieldKind::V6 => FieldIndex::V6 {
@@ -563,7 +504,7 @@ mod tests {
         rules.push(vec![vec![(base + 0xff, base + 0x1_0100)]]);
         rules.push(vec![vec![(base - 5, base + 3)]]);
         let c = Classifier::build(&kinds, &rules).unwrap();
-        assert!(matches!(&c.fields[0].index, FieldIndex::V4 { idx24, .. } if !idx24.is_empty()));
+        assert!(matches!(&c.fields[0].index, FieldIndex::V4(x) if x.has_second_level()));
         for v in (base - 10..base + 0x1_0300).step_by(3) {
             assert_eq!(c.first_match(&[v]), linear(&rules, &[v]), "{v:#x}");
         }

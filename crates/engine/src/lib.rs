@@ -21,6 +21,7 @@ pub mod lpm;
 pub mod pcap;
 pub mod simulate;
 pub mod sniff;
+mod v4index;
 
 /// Hash map with a fast, per-process seeded hasher (the engine's hot-path tables).
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
