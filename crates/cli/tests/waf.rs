@@ -246,3 +246,48 @@ fn sighup_reloads_in_place_without_failed_requests() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_reports_exclusions_that_cannot_act() {
+    let dir = std::env::temp_dir().join(format!("rampart-waf-excl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("r.conf"),
+        "SecRule ARGS \"@contains evil\" \"id:10,phase:2,deny,tag:'attack-x'\"\n",
+    )
+    .unwrap();
+    let base = format!(
+        "listen = \"127.0.0.1:0\"\nrules = [\"{}\"]\n[[routes]]\nname = \"app\"\nupstreams = [\"127.0.0.1:9\"]\n",
+        dir.join("r.conf").display()
+    );
+    let check = |extra: &str| {
+        std::fs::write(dir.join("waf.toml"), format!("{base}{extra}")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["waf", "--check", "--config"])
+            .arg(dir.join("waf.toml"))
+            .output()
+            .unwrap()
+    };
+    let ok =
+        check("[[exclusions]]\nroute = \"app\"\nrule_ids = [10]\ntargets = [\"ARGS:password\"]\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = check("[[exclusions]]\nroute = \"app\"\nrule_ids = [\"900-999\"]\n");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("waf.toml:6: rule id 900-999 matches no loaded rule"),
+        "{err}"
+    );
+    let bad = check("[[exclusions]]\nroute = \"api\"\nrule_ids = [10]\n");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("waf.toml:6: exclusion names route \"api\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,6 +80,67 @@ fn default_upstream_timeout() -> u64 {
     30_000
 }
 
+/// A rule id or an inclusive range (`942100`, `"942100-942199"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IdSpec {
+    /// One id.
+    Id(u64),
+    /// `"942100"` or `"942100-942199"`.
+    Text(String),
+}
+
+/// A per-route exclusion: the rules it selects (by id/range or tag) do not run on the route,
+/// or, with `targets`, do not inspect those targets there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    /// Route name; absent = every route.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Narrower path prefix inside the route.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Rule ids or ranges.
+    #[serde(default)]
+    pub rule_ids: Vec<IdSpec>,
+    /// Rule tags (`attack-sqli`, `paranoia-level/2`, …).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Targets to remove from the selected rules (`ARGS:password`); empty = remove the rules.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// An [`Exclusion`] parsed for the evaluator, with where it was written.
+#[derive(Debug, Clone)]
+pub struct CompiledExclusion {
+    /// `file:line` of the `[[exclusions]]` table.
+    pub at: String,
+    /// Route name, if restricted.
+    pub route: Option<String>,
+    /// Path prefix, if restricted.
+    pub path_prefix: Option<String>,
+    /// Selected ids.
+    pub ids: crate::rules::IdRanges,
+    /// Selected tags.
+    pub tags: Vec<String>,
+    /// Targets to remove (empty = remove the rules).
+    pub targets: Vec<crate::rules::Target>,
+    /// Target texts as written (for reports).
+    pub target_texts: Vec<String>,
+}
+
+impl CompiledExclusion {
+    fn applies(&self, route: &str, path: &str) -> bool {
+        self.route.as_deref().is_none_or(|r| r == route)
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+    }
+}
+
 /// `rampart waf` configuration (TOML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +166,12 @@ pub struct Config {
     pub limits: Limits,
     /// Routes, first match wins.
     pub routes: Vec<Route>,
+    /// Per-route rule and target exclusions.
+    #[serde(default)]
+    pub exclusions: Vec<toml::Spanned<Exclusion>>,
+    /// Exclusions checked against the routes (filled by [`Config::from_toml_named`]).
+    #[serde(skip)]
+    pub compiled_exclusions: Vec<CompiledExclusion>,
 }
 
 fn default_mode() -> String {
@@ -129,12 +196,140 @@ pub enum ConfigError {
     /// Rules did not load.
     #[error(transparent)]
     Rules(#[from] LoadError),
+    /// Exclusions that could never act (naming no route, no loaded rule, or a target no
+    /// selected rule inspects), one `file:line: …` each.
+    #[error("{}", .0.join("\n"))]
+    Exclusions(Vec<String>),
+}
+
+fn compile_exclusion(
+    ex: &Exclusion,
+    at: &str,
+    routes: &[Route],
+) -> Result<CompiledExclusion, String> {
+    if let Some(r) = &ex.route {
+        if !routes.iter().any(|x| &x.name == r) {
+            return Err(format!("exclusion names route \"{r}\", which no route has"));
+        }
+    }
+    if let Some(p) = &ex.path_prefix {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "exclusion path_prefix \"{p}\" does not start with /"
+            ));
+        }
+    }
+    if ex.rule_ids.is_empty() && ex.tags.is_empty() {
+        return Err("exclusion selects no rule (give rule_ids or tags)".into());
+    }
+    let mut ids = Vec::new();
+    for spec in &ex.rule_ids {
+        let text = match spec {
+            IdSpec::Id(n) => n.to_string(),
+            IdSpec::Text(t) => t.clone(),
+        };
+        ids.extend(crate::rules::parse_ranges(&text)?);
+    }
+    let mut targets = Vec::new();
+    for t in &ex.targets {
+        targets.push(crate::rules::parse_ctl_target(t).map_err(|e| format!("target {t}: {e}"))?);
+    }
+    Ok(CompiledExclusion {
+        at: at.to_string(),
+        route: ex.route.clone(),
+        path_prefix: ex.path_prefix.clone(),
+        ids,
+        tags: ex.tags.clone(),
+        targets,
+        target_texts: ex.targets.clone(),
+    })
+}
+
+/// Every collection a rule's chain inspects.
+fn inspected(rule: &crate::rules::Rule) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut link = Some(rule);
+    while let Some(l) = link {
+        out.extend(
+            l.targets
+                .iter()
+                .filter(|t| !t.exclude)
+                .map(|t| t.name.as_str()),
+        );
+        link = l.chained.as_deref();
+    }
+    out
+}
+
+/// The exclusions that can never act against a loaded rule set: an id range or tag that
+/// selects no loaded rule, or a target that none of the selected rules inspects.
+pub fn check_exclusions(exclusions: &[CompiledExclusion], rs: &RuleSet) -> Vec<String> {
+    let mut errors = Vec::new();
+    for ex in exclusions {
+        for (a, b) in &ex.ids {
+            if !rs.rules().any(|r| (*a..=*b).contains(&r.id())) {
+                let id = if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                };
+                errors.push(format!("{}: rule id {id} matches no loaded rule", ex.at));
+            }
+        }
+        for tag in &ex.tags {
+            if !rs.rules().any(|r| {
+                r.actions
+                    .tags
+                    .iter()
+                    .any(|t| crate::rules::tag_matches(tag, t))
+            }) {
+                errors.push(format!("{}: tag \"{tag}\" matches no loaded rule", ex.at));
+            }
+        }
+        for (t, text) in ex.targets.iter().zip(&ex.target_texts) {
+            let hit = rs.rules().any(|r| {
+                (crate::rules::in_ranges(&ex.ids, r.id())
+                    || r.actions
+                        .tags
+                        .iter()
+                        .any(|tg| ex.tags.iter().any(|sel| crate::rules::tag_matches(sel, tg))))
+                    && inspected(r).contains(&t.name.as_str())
+            });
+            if !hit {
+                errors.push(format!(
+                    "{}: target {text} is inspected by none of the selected rules",
+                    ex.at
+                ));
+            }
+        }
+    }
+    errors
 }
 
 impl Config {
     /// Parse TOML.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        Self::from_toml_named("waf.toml", text)
+    }
+
+    /// Parse TOML read from `source` (named in `file:line` reports).
+    pub fn from_toml_named(source: &str, text: &str) -> Result<Self, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let mut errors = Vec::new();
+        for ex in &c.exclusions {
+            let line = text[..ex.span().start.min(text.len())]
+                .matches('\n')
+                .count()
+                + 1;
+            let at = format!("{source}:{line}");
+            match compile_exclusion(ex.get_ref(), &at, &c.routes) {
+                Ok(ce) => c.compiled_exclusions.push(ce),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Exclusions(errors));
+        }
         if !(1..=4).contains(&c.paranoia_level) {
             return Err(ConfigError::Invalid("paranoia_level must be 1..=4".into()));
         }
@@ -170,6 +365,10 @@ impl Config {
         files::add_inline(&mut rs, "rampart-settings.conf", &settings, &dir)?;
         files::add_files(&mut rs, rest)?;
         rs.finish()?;
+        let errors = check_exclusions(&self.compiled_exclusions, &rs);
+        if !errors.is_empty() {
+            return Err(ConfigError::Exclusions(errors));
+        }
         Ok(rs)
     }
 }
@@ -427,6 +626,11 @@ async fn handle(
             .map_or(0, |d| d.as_millis() as u64),
     };
     let mut tx = live.engine.transaction(&wreq, &opts);
+    for ex in &live.config.compiled_exclusions {
+        if ex.applies(&route_name, &path) {
+            tx.exclude(&ex.ids, &ex.tags, &ex.targets);
+        }
+    }
     tx.process_request(&wreq);
     let blocking = tx.engine_mode() == EngineMode::On;
     let ssrf_hit = if live.config.ssrf_protection {
@@ -704,6 +908,83 @@ upstreams = ["127.0.0.1:9000"]
         assert_eq!(c.limits.max_body_bytes, 1 << 20);
         assert!(Config::from_toml(&ok.replace("listen", "lisen")).is_err());
         assert!(Config::from_toml(&format!("paranoia_level = 7\n{ok}")).is_err());
+    }
+
+    #[test]
+    fn exclusions_that_cannot_act_are_errors() {
+        let base = r#"listen = "127.0.0.1:0"
+rules = ["/x/r.conf"]
+[[routes]]
+name = "app"
+upstreams = ["127.0.0.1:9000"]
+"#;
+        let e = Config::from_toml_named(
+            "w.toml",
+            &format!("{base}[[exclusions]]\nroute = \"nope\"\nrule_ids = [1]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("w.toml:6: exclusion names route \"nope\""),
+            "{e}"
+        );
+        let c = Config::from_toml_named(
+            "w.toml",
+            &format!(
+                "{base}[[exclusions]]\nroute = \"app\"\nrule_ids = [\"10-19\"]\ntargets = [\"ARGS:password\"]\n\
+                 [[exclusions]]\nrule_ids = [99]\n\
+                 [[exclusions]]\ntags = [\"attack-none\"]\n\
+                 [[exclusions]]\nrule_ids = [10]\ntargets = [\"REQUEST_COOKIES:x\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut rs = RuleSet::new();
+        rs.add_text(
+            "r.conf",
+            "SecRule ARGS \"@contains evil\" \"id:10,phase:2,deny,tag:'attack-x'\"\n",
+            &|_: &str, _: &str| None,
+        )
+        .unwrap();
+        rs.finish().unwrap();
+        let errors = check_exclusions(&c.compiled_exclusions, &rs);
+        assert_eq!(
+            errors,
+            vec![
+                "w.toml:10: rule id 99 matches no loaded rule".to_string(),
+                "w.toml:12: tag \"attack-none\" matches no loaded rule".to_string(),
+                "w.toml:14: target REQUEST_COOKIES:x is inspected by none of the selected rules"
+                    .to_string(),
+            ]
+        );
+
+        // Enforcement: the target exclusion stops rule 10 on ARGS:password only.
+        let engine = Engine::new(rs);
+        let ex = &c.compiled_exclusions[0];
+        assert!(ex.applies("app", "/login"));
+        assert!(!ex.applies("other", "/login"));
+        let req = |q: &str| Request {
+            method: "GET".into(),
+            target: format!("/login?{q}").into_bytes(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("Host".into(), b"example.test".to_vec())],
+            ..Request::default()
+        };
+        let run = |r: &Request, exclude: bool| {
+            let mut tx = engine.transaction(r, &TxOptions::default());
+            if exclude {
+                tx.exclude(&ex.ids, &ex.tags, &ex.targets);
+            }
+            tx.process_request(r);
+            tx.intervention.is_some()
+        };
+        assert!(run(&req("password=evil"), false));
+        assert!(!run(&req("password=evil"), true));
+        assert!(run(&req("user=evil"), true));
+        // Without targets the rule does not run at all.
+        let mut tx = engine.transaction(&req("user=evil"), &TxOptions::default());
+        tx.exclude(&ex.ids, &[], &[]);
+        tx.process_request(&req("user=evil"));
+        assert!(tx.intervention.is_none());
     }
 
     #[test]

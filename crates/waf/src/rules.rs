@@ -374,7 +374,8 @@ fn severity_number(s: &str) -> Option<u8> {
     }
 }
 
-fn parse_ranges(s: &str) -> Result<IdRanges, String> {
+/// Parse `1 5-9,12` into inclusive id ranges.
+pub fn parse_ranges(s: &str) -> Result<IdRanges, String> {
     let mut out = Vec::new();
     for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
         let (a, b) = match part.split_once('-') {
@@ -402,7 +403,9 @@ pub fn in_ranges(ranges: &IdRanges, id: u64) -> bool {
     ranges.iter().any(|(a, b)| *a <= id && id <= *b)
 }
 
-fn parse_ctl_target(s: &str) -> Result<Target, String> {
+/// Parse one exclusion target (`ARGS:password`, `REQUEST_COOKIES:/^sess/`) as an excluding
+/// [`Target`].
+pub fn parse_ctl_target(s: &str) -> Result<Target, String> {
     let raws = seclang::split_targets(s)?;
     let [raw] = raws.as_slice() else {
         return Err(format!("expected one target in {s}"));

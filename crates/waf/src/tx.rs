@@ -580,6 +580,27 @@ impl<'r> Transaction<'r> {
         }
     }
 
+    /// Apply a configured exclusion before any phase runs: without targets the rules selected
+    /// by `ids` or `tags` do not run; with targets, those targets are removed from them (the
+    /// same effect as `ctl:ruleRemoveById`/`ruleRemoveByTag`/`ruleRemoveTarget*`).
+    pub fn exclude(&mut self, ids: &IdRanges, tags: &[String], targets: &[Target]) {
+        if targets.is_empty() {
+            if !ids.is_empty() {
+                self.removed_ids.push(ids.clone());
+            }
+            self.removed_tags.extend(tags.iter().cloned());
+            return;
+        }
+        for t in targets {
+            if !ids.is_empty() {
+                self.removed_targets_by_id.push((ids.clone(), t.clone()));
+            }
+            for tag in tags {
+                self.removed_targets_by_tag.push((tag.clone(), t.clone()));
+            }
+        }
+    }
+
     /// A TX variable's value.
     pub fn tx_var(&self, key: &str) -> Option<&[u8]> {
         self.tx.get(&key.to_ascii_lowercase()).map(Vec::as_slice)

@@ -1,7 +1,9 @@
 //! `rampart waf`: the WAF reverse proxy in the foreground. It loads the SecLang files the
 //! configuration names (CRS's crs-setup.conf and rules, own rules), prints one JSON line with
 //! the bound address, then one JSON event line per request on stdout, and stops on SIGINT or
-//! SIGTERM. SIGHUP reloads the configuration file and its rules in place: new requests use the
+//! SIGTERM. Exclusions that could never act (a route no route has, an id or tag no loaded rule
+//! carries, a target no selected rule inspects) are errors with `file:line`, for `--check`,
+//! start and reload alike. SIGHUP reloads the configuration file and its rules in place: new requests use the
 //! new rules, requests in flight finish with the old ones, the listener stays open, and a
 //! configuration that does not load keeps the running one (one `error:` line on stderr and a
 //! `reload` event with `"ok":false`). The ready line says `"reload_in_place":true` so a
@@ -29,8 +31,9 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config = rampart_waf::proxy::Config::from_toml(&text)
-        .with_context(|| format!("{} is not valid", args.config.display()))?;
+    let config =
+        rampart_waf::proxy::Config::from_toml_named(&args.config.display().to_string(), &text)
+            .with_context(|| format!("{} is not valid", args.config.display()))?;
     if args.check {
         let rs = config.load_rules()?;
         for w in &rs.warnings {
@@ -94,7 +97,8 @@ fn reload(
 ) -> Result<rampart_waf::proxy::Reloaded, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let config = rampart_waf::proxy::Config::from_toml(&text).map_err(|e| e.to_string())?;
+    let config = rampart_waf::proxy::Config::from_toml_named(&path.display().to_string(), &text)
+        .map_err(|e| e.to_string())?;
     handle.reload(config).map_err(|e| e.to_string())
 }
 
