@@ -69,6 +69,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         "T1205.002",
         "T1499.003",
         "T1537",
+        "T1499.004",
     ] {
         let row = techniques.iter().find(|t| t["id"] == id).unwrap();
         assert_eq!(row["status"], "proven", "{id}: {row}");
@@ -195,8 +196,9 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
 
     // The kernel-only scenarios can fail too: against the baseline without its forward
     // default-deny, its per-source caps and its untrusted-cloud rule, every attack of theirs
-    // gets through (reflected answers and magic packets arrive, the foreign cloud account
-    // takes the upload, the request flooder is never banned and comes back).
+    // gets through (reflected answers, magic packets and crash requests to unserved ports
+    // arrive, the foreign cloud account takes the upload, the request flooder is never banned
+    // and comes back).
     let variant = std::env::temp_dir().join(format!("rampart-lcv-{}", std::process::id()));
     std::fs::create_dir_all(&variant).unwrap();
     let example = root.join("examples/m1037-baseline");
@@ -248,6 +250,8 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
             "cloud-transfer",
             "--only",
             "application-flood",
+            "--only",
+            "service-exploitation",
         ])
         .output()
         .expect("run rampart lab against the weakened baseline");
@@ -255,17 +259,33 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let board: serde_json::Value = serde_json::from_slice(&output.stdout).expect("scoreboard JSON");
-    let attacks: Vec<&serde_json::Value> = board["cases"]
-        .as_array()
-        .unwrap()
+    let cases = board["cases"].as_array().unwrap();
+    // The request flooder is never banned (the flood case fails); its follow-up request right
+    // after an unbanned flood may find the server still busy, so only the flood case is judged.
+    let attacks: Vec<&serde_json::Value> = cases
         .iter()
-        .filter(|c| c["expected"] == "blocked")
+        .filter(|c| c["expected"] == "blocked" && c["scenario"] != "application-flood")
         .collect();
-    assert_eq!(attacks.len(), 12, "{stderr}");
+    assert_eq!(attacks.len(), 14, "{stderr}");
     for c in attacks {
         assert_eq!(
             c["observed"], "allowed",
             "passes without its protection: {c}"
+        );
+    }
+    let floods: Vec<&serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["scenario"] == "application-flood" && c["expected"] == "allowed")
+        .collect();
+    assert_eq!(floods.len(), 2, "{stderr}");
+    for c in floods {
+        assert_eq!(c["observed"], "blocked", "{c}");
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap()
+                .contains("flooder never banned"),
+            "{c}"
         );
     }
 

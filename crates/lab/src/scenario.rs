@@ -112,6 +112,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/segmentation.toml"),
     ),
     (
+        "service-exploitation.toml",
+        include_str!("../../../lab/scenarios/service-exploitation.toml"),
+    ),
+    (
         "smb-egress.toml",
         include_str!("../../../lab/scenarios/smb-egress.toml"),
     ),
