@@ -3,6 +3,7 @@
 //! and time limits and request-smuggling guards, blocks metadata-SSRF targets itself, and writes
 //! one JSON event line per request.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -383,6 +384,7 @@ struct Live {
 struct State {
     live: RwLock<Arc<Live>>,
     listen: SocketAddr,
+    pool: Pool,
     rr: AtomicUsize,
     seq: AtomicU64,
     events: Mutex<Box<dyn std::io::Write + Send>>,
@@ -468,6 +470,7 @@ pub async fn start(
             config,
         })),
         listen: addr,
+        pool: Pool::default(),
         rr: AtomicUsize::new(0),
         seq: AtomicU64::new(0),
         events: Mutex::new(events),
@@ -688,6 +691,7 @@ async fn handle(
     let resp = tokio::time::timeout(
         Duration::from_millis(route.timeout_ms),
         forward(
+            &st.pool,
             upstream,
             &parts,
             &target,
@@ -771,38 +775,92 @@ async fn handle(
     out
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle upstream connections kept per upstream address.
+const POOL_IDLE_MAX: usize = 64;
+
+/// Keep-alive connections to upstreams, reused across requests (a new TCP connection per
+/// request costs more than the proxying itself).
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+}
+
+impl Pool {
+    fn take(&self, upstream: SocketAddr) -> Option<Sender> {
+        let mut g = self.idle.lock().ok()?;
+        let list = g.get_mut(&upstream)?;
+        while let Some(s) = list.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, upstream: SocketAddr, s: Sender) {
+        if let Ok(mut g) = self.idle.lock() {
+            let list = g.entry(upstream).or_default();
+            if list.len() < POOL_IDLE_MAX {
+                list.push(s);
+            }
+        }
+    }
+}
+
+async fn connect(upstream: SocketAddr) -> Result<Sender, String> {
+    let stream = TcpStream::connect(upstream)
+        .await
+        .map_err(|e| format!("connect {upstream}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {upstream}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 async fn forward(
+    pool: &Pool,
     upstream: SocketAddr,
     parts: &hyper::http::request::Parts,
     target: &str,
     body: Vec<u8>,
     max_response_bytes: usize,
 ) -> Result<Response, String> {
-    let stream = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| format!("connect {upstream}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake {upstream}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut b = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(target);
-    for (k, v) in &parts.headers {
-        if HOP_BY_HOP.contains(&k.as_str()) {
-            continue;
+    let body = Bytes::from(body);
+    let build = || {
+        let mut b = hyper::Request::builder()
+            .method(parts.method.clone())
+            .uri(target);
+        for (k, v) in &parts.headers {
+            if HOP_BY_HOP.contains(&k.as_str()) {
+                continue;
+            }
+            b = b.header(k, v);
         }
-        b = b.header(k, v);
-    }
-    let req = b
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("upstream {upstream}: {e}"))?;
+        b.body(Full::new(body.clone())).map_err(|e| e.to_string())
+    };
+    let (mut sender, pooled) = match pool.take(upstream) {
+        Some(s) => (s, true),
+        None => (connect(upstream).await?, false),
+    };
+    let resp = match sender.send_request(build()?).await {
+        Ok(r) => r,
+        // A pooled connection the upstream closed while idle: the request was not sent, so
+        // one retry on a fresh connection cannot duplicate it.
+        Err(e) if pooled && e.is_canceled() => {
+            sender = connect(upstream).await?;
+            sender
+                .send_request(build()?)
+                .await
+                .map_err(|e| format!("upstream {upstream}: {e}"))?
+        }
+        Err(e) => return Err(format!("upstream {upstream}: {e}")),
+    };
     let (rp, rb) = resp.into_parts();
     let body = Limited::new(rb, max_response_bytes)
         .collect()
@@ -810,6 +868,13 @@ async fn forward(
         .map_err(|_| "upstream response too large".to_string())?
         .to_bytes()
         .to_vec();
+    let closing = rp
+        .headers
+        .get(hyper::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if !closing {
+        pool.put(upstream, sender);
+    }
     Ok(Response {
         status: rp.status.as_u16(),
         protocol: format!("{:?}", rp.version),
