@@ -134,6 +134,15 @@ pub fn feed_set_elements(
 /// The comment Rampart attaches to rule `index`'s verdict: `<name> <file>:<line> <T…,T…>`,
 /// sanitised (no quotes or control characters) and cut to nft's limit on a character boundary.
 pub fn rule_comment(index: usize, rule: &Rule) -> String {
+    rule_comment_within(index, rule, COMMENT_MAX_BYTES)
+}
+
+/// Why: the raw chain's SYN-claim lines append [`SYN_CLAIM_SUFFIX`] to a rule's comment, which
+/// must still fit nft's limit when the rule's own comment already fills it (long paths).
+const SYN_CLAIM_SUFFIX: &str = ": claims its SYNs first";
+
+/// [`rule_comment`] cut to `max_bytes` instead of nft's whole limit, so a suffix fits after it.
+fn rule_comment_within(index: usize, rule: &Rule, max_bytes: usize) -> String {
     let techniques: Vec<&str> = rule.mitigates.iter().map(|t| t.0.as_str()).collect();
     let mut tail = format!(" {}:{}", rule.loc.file, rule.loc.line);
     if !techniques.is_empty() {
@@ -144,7 +153,7 @@ pub fn rule_comment(index: usize, rule: &Rule) -> String {
     let tail = sanitize_comment(&tail);
     let head = sanitize_comment(&head);
     // Keep the location and techniques whole when the name is what makes it long.
-    let budget = COMMENT_MAX_BYTES.saturating_sub(tail.len());
+    let budget = max_bytes.saturating_sub(tail.len());
     let text = if head.len() <= budget {
         format!("{head}{tail}")
     } else if budget >= 12 {
@@ -152,7 +161,7 @@ pub fn rule_comment(index: usize, rule: &Rule) -> String {
     } else {
         format!("{head}{tail}")
     };
-    truncate_bytes(&text, COMMENT_MAX_BYTES).to_string()
+    truncate_bytes(&text, max_bytes).to_string()
 }
 
 fn sanitize_comment(s: &str) -> String {
@@ -1225,6 +1234,10 @@ impl<'a> Emitter<'a> {
             }
             let comment = rule_comment(index, rule);
             let Some(sp) = &rule.synproxy else {
+                let claim_comment = format!(
+                    "{}{SYN_CLAIM_SUFFIX}",
+                    rule_comment_within(index, rule, COMMENT_MAX_BYTES - SYN_CLAIM_SUFFIX.len())
+                );
                 // The proxy acts at its rule's place in rule order (IR `Synproxy`): a bare SYN
                 // whose static fields an earlier rule matches first stays tracked, so that rule
                 // (a blocklist drop, say) decides it in the filter chain as for any new packet.
@@ -1232,7 +1245,7 @@ impl<'a> Emitter<'a> {
                     for a in self.alternatives(&claim)? {
                         let _ = writeln!(
                             pre,
-                            "\t\t{lo}{local} {} {BARE_SYN} return comment \"{comment}: claims its SYNs first\"",
+                            "\t\t{lo}{local} {} {BARE_SYN} return comment \"{claim_comment}\"",
                             routed(&a)
                         );
                     }

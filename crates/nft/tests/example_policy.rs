@@ -122,3 +122,46 @@ fn m1037_baseline_compiles_to_the_golden_ruleset() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Comments carry the policy's path (`file:line`); loaded from a long absolute path every
+/// comment must still fit nft's 127-byte limit, or the kernel refuses the whole ruleset.
+#[test]
+fn comments_fit_nft_limit_when_the_policy_path_is_long() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/m1037-baseline");
+    if !src.join("policy.toml").exists() {
+        eprintln!("skipping: examples/m1037-baseline not present");
+        return;
+    }
+    let dir = std::env::temp_dir()
+        .join(format!(
+            "rampart-long-{}-{}",
+            std::process::id(),
+            "p".repeat(60)
+        ))
+        .join("a-variant-of-the-baseline-with-a-long-directory-name");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let loaded = rampart_policy::load_file(&dir.join("policy.toml"));
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    let loaded = loaded.unwrap_or_else(|e| panic!("{} diagnostics", e.diagnostics.len()));
+    let text = emit(&loaded.policy, &EmitOptions::default()).unwrap();
+    let mut comments = 0;
+    for line in text.lines() {
+        let mut rest = line;
+        while let Some(at) = rest.find("comment \"") {
+            let body = &rest[at + 9..];
+            let end = body.find('"').expect("unterminated comment");
+            assert!(end <= 127, "{end}-byte comment: {}", &body[..end]);
+            comments += 1;
+            rest = &body[end + 1..];
+        }
+    }
+    assert!(
+        text.contains(": claims its SYNs first\""),
+        "no SYN-claim line"
+    );
+    assert!(comments > 50, "only {comments} comments");
+}
