@@ -64,6 +64,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         "T1071.005",
         "T1021.005",
         "T1498.001",
+        "T1499.001",
         "T1499.002",
         "T1498.002",
         "T1205.002",

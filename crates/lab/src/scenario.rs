@@ -120,6 +120,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/smb-egress.toml"),
     ),
     (
+        "smb1.toml",
+        include_str!("../../../lab/scenarios/smb1.toml"),
+    ),
+    (
         "socket-filters.toml",
         include_str!("../../../lab/scenarios/socket-filters.toml"),
     ),
@@ -130,6 +134,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "stateful-ingress.toml",
         include_str!("../../../lab/scenarios/stateful-ingress.toml"),
+    ),
+    (
+        "syn-flood.toml",
+        include_str!("../../../lab/scenarios/syn-flood.toml"),
     ),
     (
         "tunnels-on-standard-ports.toml",
