@@ -663,6 +663,17 @@ fn cap_words(caps: &[u32]) -> [CapData; 2] {
     data
 }
 
+/// Signals whose disposition a component starts with reset to the default (see `start`'s pre-exec
+/// step): the ones Rampart's components and the supervisor use.
+const RESET_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 fn start(
     exe: &PathBuf,
     spec: &Spec,
@@ -681,9 +692,9 @@ fn start(
     let keep = spec.kind.capabilities().to_vec();
     let drop = capabilities_to_drop(&keep)?;
     let words = cap_words(&keep);
-    // SAFETY: the closure runs between fork and exec and only makes system calls (prctl,
-    // setgroups, setresgid, setresuid, capset), which are async-signal-safe, on data prepared
-    // before the fork; it allocates nothing.
+    // SAFETY: the closure runs between fork and exec and only makes system calls (signal,
+    // prctl, setgroups, setresgid, setresuid, capset), which are async-signal-safe, on data
+    // prepared before the fork; it allocates nothing.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
             let check = |rc: libc::c_long| {
@@ -693,6 +704,15 @@ fn start(
                     Ok(())
                 }
             };
+            // Why: an ignored signal stays ignored across exec, so a daemon started under
+            // `nohup` (SIGHUP ignored) would hand that on, and a component that keeps the
+            // disposition it inherits (a shell's `trap`, for one) would never see the reload
+            // signal. std already resets the signal mask and SIGPIPE; these are the rest.
+            for sig in RESET_SIGNALS {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             for &cap in &drop {
                 check(libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0).into())?;
             }
