@@ -5,10 +5,10 @@
 //! hand-built bytes; [`NflogSocket`] is the I/O half.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::ApplyError;
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -218,56 +218,17 @@ fn config_message(group: u16, seq: u32, attr_type: u16, payload: &[u8]) -> Vec<u
 /// A socket bound to one NFLOG group.
 #[derive(Debug)]
 pub struct NflogSocket {
-    fd: i32,
+    fd: OwnedFd,
     buf: Vec<u8>,
-}
-
-impl Drop for NflogSocket {
-    fn drop(&mut self) {
-        // SAFETY: fd is owned by this struct and closed exactly once.
-        unsafe {
-            libc::close(self.fd);
-        }
-    }
 }
 
 impl NflogSocket {
     /// Open a netlink socket in the current network namespace and bind it to `group`.
     pub fn bind(group: u16) -> Result<Self, ApplyError> {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(ApplyError::Netlink(format!(
-                "socket: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
         let s = NflogSocket {
-            fd,
+            fd: crate::nlsock::open_netfilter_socket()?,
             buf: vec![0u8; RECV_BUF],
         };
-        // SAFETY: a zeroed sockaddr_nl is valid; we set the family and pass its exact size.
-        let rc = unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            libc::bind(
-                fd,
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(ApplyError::Netlink(format!(
-                "bind: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
         s.request(config_message(
             group,
             1,
@@ -282,7 +243,7 @@ impl NflogSocket {
 
     fn request(&self, msg: Vec<u8>) -> Result<(), ApplyError> {
         // SAFETY: msg is a valid buffer of msg.len() bytes.
-        let n = unsafe { libc::send(self.fd, msg.as_ptr().cast(), msg.len(), 0) };
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if n < 0 {
             return Err(ApplyError::Netlink(format!(
                 "send: {}",
@@ -291,7 +252,7 @@ impl NflogSocket {
         }
         let mut ack = [0u8; 512];
         // SAFETY: ack is a valid writable buffer of its length.
-        let n = unsafe { libc::recv(self.fd, ack.as_mut_ptr().cast(), ack.len(), 0) };
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), ack.as_mut_ptr().cast(), ack.len(), 0) };
         if n < (NLMSG_HDRLEN + 4) as isize {
             return Err(ApplyError::Netlink(format!(
                 "no ack: {}",
@@ -332,7 +293,7 @@ impl NflogSocket {
         // SAFETY: tv is a valid timeval and its size is passed.
         let rc = unsafe {
             libc::setsockopt(
-                self.fd,
+                self.fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 &tv as *const libc::timeval as *const libc::c_void,
@@ -351,7 +312,14 @@ impl NflogSocket {
     /// Receive the next batch of logged packets; `Ok(empty)` on timeout.
     pub fn recv(&mut self) -> Result<Vec<LoggedPacket>, ApplyError> {
         // SAFETY: buf is a valid writable buffer of its length.
-        let n = unsafe { libc::recv(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if matches!(

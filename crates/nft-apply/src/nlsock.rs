@@ -44,36 +44,43 @@ fn setsockopt_int(fd: i32, level: libc::c_int, name: libc::c_int, value: libc::c
     }
 }
 
+/// A bound `NETLINK_NETFILTER` socket in the calling thread's network namespace (the kernel
+/// assigns the port id). The batch socket here and the NFLOG reader both start from it.
+pub(crate) fn open_netfilter_socket() -> Result<OwnedFd, ApplyError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            nfnl::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        return Err(os_err("socket"));
+    }
+    // SAFETY: raw is a fresh descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_nl is plain data; all-zero is a valid value (pid 0: kernel assigns).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: addr is a valid sockaddr_nl of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(os_err("bind"));
+    }
+    Ok(fd)
+}
+
 impl NlSocket {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, ApplyError> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                nfnl::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(os_err("socket"));
-        }
-        // SAFETY: raw is a fresh descriptor owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value (pid 0: kernel assigns).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: addr is a valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(os_err("bind"));
-        }
+        let fd = open_netfilter_socket()?;
         let f = fd.as_raw_fd();
         // Errors echo only the header, with the kernel's message text.
         setsockopt_int(f, SOL_NETLINK, NETLINK_CAP_ACK, 1);
