@@ -23,10 +23,23 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         .expect("run rampart lab");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // A failing run names its failed cases (and their full records) before anything else, so
+    // a log that keeps only the head and tail of the output still says what failed.
+    let failed_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("FAIL")).collect();
+    let failed_records: Vec<String> = serde_json::from_str::<serde_json::Value>(&stdout)
+        .ok()
+        .and_then(|board| board["cases"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["expected"] != c["observed"] || c["detection"]["seen"] == false)
+        .map(|c| c.to_string())
+        .collect();
     assert!(
         output.status.success(),
-        "rampart lab exited {:?}\nstderr:\n{stderr}",
-        output.status.code()
+        "rampart lab exited {:?}\nfailed cases:\n{}\n{}\nstderr:\n{stderr}",
+        output.status.code(),
+        failed_lines.join("\n"),
+        failed_records.join("\n")
     );
     let board: serde_json::Value = serde_json::from_str(&stdout).expect("scoreboard JSON");
     assert_eq!(board["failed"], 0, "{stderr}");
