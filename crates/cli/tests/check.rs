@@ -114,3 +114,83 @@ ban = "10m"
         .any(|r| r == "protocol-not-port/mqtt.forward"));
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn check_run_loads_every_component_configuration_and_names_the_broken_ones() {
+    let policy = write_policy("run", &format!("{ZONES}\n"));
+    let dir = policy.parent().unwrap().to_path_buf();
+    std::fs::write(
+        dir.join("r.conf"),
+        "SecRule ARGS \"@contains evil\" \"id:10,phase:2,deny,tag:'attack-x'\"\n",
+    )
+    .unwrap();
+    let waf = |exclusion_ids: &str| {
+        std::fs::write(
+            dir.join("waf.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\nrules = [\"r.conf\"]\n[[routes]]\nname = \"app\"\nupstreams = [\"127.0.0.1:9\"]\n[[exclusions]]\nroute = \"app\"\nrule_ids = [{exclusion_ids}]\n"
+            ),
+        )
+        .unwrap();
+    };
+    // The WAF resolves its rule files against its working directory; give it an absolute one.
+    let waf_abs = |exclusion_ids: &str| {
+        waf(exclusion_ids);
+        let text = std::fs::read_to_string(dir.join("waf.toml"))
+            .unwrap()
+            .replace(
+                "\"r.conf\"",
+                &format!("\"{}\"", dir.join("r.conf").display()),
+            );
+        std::fs::write(dir.join("waf.toml"), text).unwrap();
+    };
+    std::fs::write(
+        dir.join("run.toml"),
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\napply = false\n[[component]]\nkind = \"waf\"\nconfig = \"waf.toml\"\n[[component]]\nkind = \"log\"\n",
+    )
+    .unwrap();
+    let run_toml = dir.join("run.toml");
+    let run = run_toml.to_str().unwrap();
+
+    waf_abs("10");
+    let (code, out, err) = rampart(&["check", "--run", run, "--json"]);
+    assert!(code == Some(0) || code == Some(1), "{code:?} {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let components = report["components"].as_array().unwrap();
+    assert_eq!(components.len(), 2, "{report}");
+    assert_eq!(components[0]["kind"], "waf");
+    assert_eq!(components[0]["ok"], true, "{report}");
+    // The same count `rampart waf --check` gives for that configuration.
+    let (_, waf_out, _) = rampart(&[
+        "waf",
+        "--check",
+        "--config",
+        dir.join("waf.toml").to_str().unwrap(),
+    ]);
+    let waf_checked: serde_json::Value = serde_json::from_str(&waf_out).unwrap();
+    assert_eq!(
+        components[0]["summary"],
+        format!("ok, {} rules, 0 warnings", waf_checked["rules"]),
+        "{report}"
+    );
+    assert_eq!(components[1]["summary"], "reads the policy");
+
+    // An exclusion that selects no loaded rule: the deployment does not check, and the error
+    // names the WAF configuration's file and line.
+    waf_abs("\"900-999\"");
+    let (code, out, err) = rampart(&["check", "--run", run]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.contains("waf.toml:6: rule id 900-999 matches no loaded rule"),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 component configuration(s) do not load: waf"),
+        "{err}"
+    );
+
+    // A policy and --run together, or neither, is a usage error.
+    let (code, _, _) = rampart(&["check"]);
+    assert_eq!(code, Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
