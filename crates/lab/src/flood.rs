@@ -474,18 +474,14 @@ enum Attempt {
 fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Attempt {
     let request = payload.request(true);
     let reply = payload.reply(true);
-    let domain = if server.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let Ok(socket) = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) else {
+    // The port comes from `connect` (see `traffic::tcp_client_socket`): a 4-tuple reused
+    // while the gateway still tracks its predecessor hangs behind a SYN proxy.
+    let Ok(socket) = crate::traffic::tcp_client_socket(client) else {
         return Attempt::ConnectFailed;
     };
-    if socket.bind(&client.into()).is_err()
-        || socket
-            .connect_timeout(&server.into(), Duration::from_millis(LEGIT_WAIT_MS))
-            .is_err()
+    if socket
+        .connect_timeout(&server.into(), Duration::from_millis(LEGIT_WAIT_MS))
+        .is_err()
     {
         return Attempt::ConnectFailed;
     }

@@ -162,8 +162,13 @@ where
     observation
 }
 
-/// A socket bound to `addr` (address reuse on for servers, so consecutive cases can reuse a port).
+/// A socket bound to `addr` (address reuse on for servers, so consecutive cases can reuse a
+/// port). A TCP client socket bound to port 0 gets its port from `connect`, as a real client's
+/// does (see [`tcp_client_socket`]).
 fn bound_socket(addr: SocketAddr, tcp: bool, server: bool) -> Result<Socket, LabError> {
+    if tcp && !server {
+        return tcp_client_socket(addr);
+    }
     let (ty, protocol, what) = if tcp {
         (Type::STREAM, Protocol::TCP, "tcp socket")
     } else {
@@ -174,6 +179,42 @@ fn bound_socket(addr: SocketAddr, tcp: bool, server: bool) -> Result<Socket, Lab
         socket
             .set_reuse_address(true)
             .map_err(io_err("SO_REUSEADDR"))?;
+    }
+    socket.bind(&addr.into()).map_err(io_err("bind"))?;
+    Ok(socket)
+}
+
+/// A TCP client socket bound to `addr`'s address; with port 0 the port is left to `connect`
+/// (`IP_BIND_ADDRESS_NO_PORT`).
+///
+/// Why: `bind` to port 0 draws a random free port without knowing the destination, so two
+/// connections of one run to the same server can get the same 4-tuple. The gateway still holds
+/// the first one in conntrack (TIME_WAIT, two minutes); a SYN-proxied SYN is untracked, so the
+/// proxy's cookie SYN-ACK runs into that old entry, gets the old connection's sequence
+/// adjustment, and the client's ACK then fails the cookie check: the connection hangs with a
+/// zero window. `connect` picks ports per destination in sequence (as every real client's
+/// stack does), so a 4-tuple is not reused within thousands of connections.
+pub(crate) fn tcp_client_socket(addr: SocketAddr) -> Result<Socket, LabError> {
+    let socket = Socket::new(domain(addr.ip()), Type::STREAM, Some(Protocol::TCP))
+        .map_err(io_err("tcp socket"))?;
+    if addr.port() == 0 {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket, a pointer to a live c_int and its size. SOL_IP options apply
+        // to IPv6 TCP sockets too (the kernel passes them to the IPv4 handler).
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::addr_of!(on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io_err("IP_BIND_ADDRESS_NO_PORT")(
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
     socket.bind(&addr.into()).map_err(io_err("bind"))?;
     Ok(socket)
