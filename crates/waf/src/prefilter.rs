@@ -34,6 +34,28 @@ pub struct Found {
 }
 
 impl Found {
+    /// Hash of the atoms and bytes found: values with equal signatures pass the same filters
+    /// (the trigger bits follow from them), so a filter's verdict can be shared.
+    pub fn signature(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: u64| {
+            h = (h.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        };
+        for w in self.bytes {
+            mix(w);
+        }
+        mix(self.atoms.len() as u64);
+        for a in &self.atoms {
+            mix(u64::from(*a));
+        }
+        h
+    }
+
+    /// Whether the scan results are the same (signatures can collide).
+    pub fn same_as(&self, other: &Found) -> bool {
+        self.bytes == other.bytes && self.atoms == other.atoms
+    }
+
     fn has_byte(&self, b: u8) -> bool {
         self.bytes[usize::from(b >> 6)] & (1u64 << (b & 63)) != 0
     }

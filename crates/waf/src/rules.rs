@@ -579,6 +579,9 @@ pub struct Rule {
     pub chained: Option<Box<Rule>>,
     /// Interned id of the `t:` chain (set by [`crate::Engine::new`]; 0 = no transformation).
     pub chain_id: u32,
+    /// Interned id of the target list when its values can be cached per phase (set by
+    /// [`crate::Engine::new`]; `u32::MAX` = gathered anew each time: TX, MATCHED_VARS, counts, …).
+    pub target_group: u32,
     /// Required-literal condition of an `@rx` operator (set by [`crate::Engine::new`]).
     pub prefilter: Option<crate::prefilter::Filter>,
 }
@@ -1042,6 +1045,7 @@ impl RuleSet {
             actions: a,
             chained: None,
             chain_id: 0,
+            target_group: u32::MAX,
             prefilter: None,
         };
         if is_link {
@@ -1093,6 +1097,40 @@ pub fn tag_matches(selector: &str, tag: &str) -> bool {
     match Regex::new(selector) {
         Ok(re) => re.is_match(tag.as_bytes()),
         Err(_) => false,
+    }
+}
+
+/// A tag selector classified once (literal or regex), for selectors tested against many rules.
+#[derive(Debug, Clone)]
+pub struct TagSel {
+    text: String,
+    re: Option<Regex>,
+}
+
+impl TagSel {
+    /// Classify `selector`: a selector with regex metacharacters is also tried as a regex
+    /// (one that does not compile matches by equality only).
+    pub fn new(selector: &str) -> Self {
+        let re = if selector.contains([
+            '\\', '.', '+', '*', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$',
+        ]) {
+            Regex::new(selector).ok()
+        } else {
+            None
+        };
+        Self {
+            text: selector.to_string(),
+            re,
+        }
+    }
+
+    /// Whether `tag` is selected.
+    pub fn matches(&self, tag: &str) -> bool {
+        self.text == tag
+            || self
+                .re
+                .as_ref()
+                .is_some_and(|re| re.is_match(tag.as_bytes()))
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::body::{self, Request, Response};
 use crate::ops::Expand;
 use crate::rules::{
-    in_ranges, tag_matches, Ctl, Disruptive, EngineMode, IdRanges, Item, KeySel, MacroPart,
-    MacroText, Rule, RuleSet, SetVarOp, Target,
+    in_ranges, Ctl, Disruptive, EngineMode, IdRanges, Item, KeySel, MacroPart, MacroText, Rule,
+    RuleSet, SetVarOp, TagSel, Target,
 };
 use crate::transform::Transform;
 
@@ -76,6 +76,7 @@ enum Src {
 }
 
 /// One value a rule inspects: a reference into a collection, or an owned value.
+#[derive(Clone)]
 enum Val {
     Pair {
         coll: &'static str,
@@ -120,9 +121,9 @@ pub struct Transaction<'r> {
     body_processor: Option<String>,
     force_body_variable: bool,
     removed_ids: Vec<IdRanges>,
-    removed_tags: Vec<String>,
+    removed_tags: Vec<TagSel>,
     removed_targets_by_id: Vec<(IdRanges, Target)>,
-    removed_targets_by_tag: Vec<(String, Target)>,
+    removed_targets_by_tag: Vec<(TagSel, Target)>,
     active_exclusions: Vec<Target>,
     vars: Vars,
     tx: BTreeMap<String, Vec<u8>>,
@@ -141,8 +142,14 @@ pub struct Transaction<'r> {
     /// chain prefix is shared, and a transformation that changes nothing adds no string.
     strs: Vec<Vec<u8>>,
     /// Prefilter atoms present in each string (computed on first need).
-    str_atoms: Vec<Option<crate::prefilter::Found>>,
+    str_atoms: Vec<u32>,
+    /// Distinct scan results (many values share one: same atoms, same bytes) and, per scan
+    /// result, the verdict of each filter tested so far (2 bits: known, passes).
+    founds: Vec<(crate::prefilter::Found, Vec<u64>)>,
+    found_ids: HashMap<u64, u32, MixHash>,
     strs_bytes: usize,
+    /// Incremented each time the string caches start over.
+    strs_gen: u64,
     /// First string id by content hash.
     str_ids: HashMap<u64, u32, MixHash>,
     /// Per chain id: string id by collection slot (`(idx * 2 + names) * NSRC + src`).
@@ -151,7 +158,13 @@ pub struct Transaction<'r> {
     scache: HashMap<(usize, u32), u32, MixHash>,
     /// Reused buffer of the values a link inspects.
     values_buf: Vec<Val>,
+    /// (target group, chain id) → the group's values and their transformed string ids, for
+    /// the current phase; cleared with the other caches.
+    gcache: HashMap<(u32, u32), GroupVals, MixHash>,
 }
+
+/// Values of a target group with their transformed string ids.
+type GroupVals = std::sync::Arc<Vec<(Val, u32)>>;
 
 /// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
 #[derive(Default, Clone, Copy)]
@@ -208,6 +221,34 @@ pub struct Engine {
     chains: Vec<(u32, Option<Transform>)>,
     /// Required-literal atoms of every `@rx` and their automaton.
     prefilter: crate::prefilter::Prefilter,
+    /// Per target group ([`Rule::target_group`]): whether it inspects `XML` (whose values are
+    /// not cached, so the group is gathered anew when a request has an XML body).
+    group_has_xml: Vec<bool>,
+}
+
+/// Whether the values of target `t` depend only on the request/response (not on TX,
+/// MATCHED_*, RULE or counts), so a phase can gather them once for every rule with the same
+/// targets.
+fn target_cacheable(t: &Target) -> bool {
+    if t.exclude {
+        return true;
+    }
+    !t.count
+        && !matches!(
+            t.name.as_str(),
+            "MATCHED_VARS"
+                | "MATCHED_VARS_NAMES"
+                | "MATCHED_VAR"
+                | "MATCHED_VAR_NAME"
+                | "TX"
+                | "IP"
+                | "GLOBAL"
+                | "SESSION"
+                | "USER"
+                | "RESOURCE"
+                | "RULE"
+                | "GEO"
+        )
 }
 
 impl Engine {
@@ -218,6 +259,8 @@ impl Engine {
         let mut chains: Vec<(u32, Option<Transform>)> = vec![(0, None)];
         let mut chain_ids: HashMap<(u32, Transform), u32> = HashMap::new();
         let mut prefilter = crate::prefilter::Prefilter::new();
+        let mut group_ids: HashMap<String, u32> = HashMap::new();
+        let mut group_has_xml: Vec<bool> = Vec::new();
         for item in &mut rules.items {
             let Item::Rule(rule) = item else { continue };
             let mut link: Option<&mut Rule> = Some(rule.as_mut());
@@ -231,6 +274,17 @@ impl Engine {
                     });
                 }
                 l.chain_id = id;
+                l.target_group = if l.op.is_some() && l.targets.iter().all(target_cacheable) {
+                    let key = format!("{:?}", l.targets);
+                    let next = group_has_xml.len() as u32;
+                    let g = *group_ids.entry(key).or_insert(next);
+                    if g == next {
+                        group_has_xml.push(l.targets.iter().any(|t| !t.exclude && t.name == "XML"));
+                    }
+                    g
+                } else {
+                    u32::MAX
+                };
                 l.prefilter = match &l.op {
                     Some(op) if !op.unicode_regex => match &op.kind {
                         crate::ops::OpKind::Rx(re) => prefilter.add_pattern(re.as_str()),
@@ -259,6 +313,7 @@ impl Engine {
             markers,
             chains,
             prefilter,
+            group_has_xml,
         }
     }
 
@@ -417,11 +472,15 @@ impl<'r> Transaction<'r> {
             phase_done: 0,
             strs: Vec::new(),
             str_atoms: Vec::new(),
+            founds: Vec::new(),
+            found_ids: HashMap::with_hasher(MixHash),
             strs_bytes: 0,
+            strs_gen: 0,
             str_ids: HashMap::with_hasher(MixHash),
             pcache: Vec::new(),
             scache: HashMap::with_hasher(MixHash),
             values_buf: Vec::new(),
+            gcache: HashMap::with_hasher(MixHash),
         };
         t.stash_body(req);
         t
@@ -539,6 +598,7 @@ impl<'r> Transaction<'r> {
         );
         self.vars.resp_headers = resp.headers.clone();
         self.pcache.clear();
+        self.gcache.clear();
         let ct = resp
             .headers
             .iter()
@@ -588,7 +648,8 @@ impl<'r> Transaction<'r> {
             if !ids.is_empty() {
                 self.removed_ids.push(ids.clone());
             }
-            self.removed_tags.extend(tags.iter().cloned());
+            self.removed_tags
+                .extend(tags.iter().map(|t| TagSel::new(t)));
             return;
         }
         for t in targets {
@@ -596,7 +657,8 @@ impl<'r> Transaction<'r> {
                 self.removed_targets_by_id.push((ids.clone(), t.clone()));
             }
             for tag in tags {
-                self.removed_targets_by_tag.push((tag.clone(), t.clone()));
+                self.removed_targets_by_tag
+                    .push((TagSel::new(tag), t.clone()));
             }
         }
     }
@@ -617,7 +679,7 @@ impl<'r> Transaction<'r> {
             || self
                 .removed_tags
                 .iter()
-                .any(|sel| rule.actions.tags.iter().any(|t| tag_matches(sel, t)))
+                .any(|sel| rule.actions.tags.iter().any(|t| sel.matches(t)))
     }
 
     fn run_phase(&mut self, phase: u8) {
@@ -627,6 +689,7 @@ impl<'r> Transaction<'r> {
         self.phase_done = phase;
         // Scalars are set between phases: their cached transformations start over.
         self.scache.clear();
+        self.gcache.clear();
         if self.allowed && phase < 5 {
             return;
         }
@@ -762,7 +825,7 @@ impl<'r> Transaction<'r> {
             }
         }
         for (sel, t) in &self.removed_targets_by_tag {
-            if tags.iter().any(|tg| tag_matches(sel, tg)) {
+            if tags.iter().any(|tg| sel.matches(tg)) {
                 self.active_exclusions.push(t.clone());
             }
         }
@@ -856,6 +919,24 @@ impl<'r> Transaction<'r> {
                         "MATCHED_VAR_NAME".into(),
                         self.matched_var.0.as_bytes().to_vec(),
                     ));
+                }
+            }
+            "TX" if matches!(sel, Some(KeySel::Name(_))) => {
+                // One named key: a lookup instead of a walk over every TX variable (the
+                // paranoia-level gates of every CRS file read TX this way).
+                if let Some(KeySel::Name(n)) = sel {
+                    let lower;
+                    let key: &str = if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                        lower = n.to_ascii_lowercase();
+                        &lower
+                    } else {
+                        n
+                    };
+                    if let Some((k, val)) = self.tx.get_key_value(key) {
+                        if !self.target_excluded(rule, "TX", k) {
+                            out.push(Val::Owned(format!("TX:{k}"), val.clone()));
+                        }
+                    }
                 }
             }
             "TX" => {
@@ -973,15 +1054,19 @@ impl<'r> Transaction<'r> {
         }
         if self.strs_bytes + v.len() > STRS_MAX_BYTES || self.strs.len() >= NO_STR as usize - 1 {
             self.strs.clear();
+            self.strs_gen += 1;
             self.str_atoms.clear();
+            self.founds.clear();
+            self.found_ids.clear();
             self.str_ids.clear();
             self.strs_bytes = 0;
             self.pcache.clear();
             self.scache.clear();
+            self.gcache.clear();
         }
         self.strs_bytes += v.len();
         self.strs.push(v);
-        self.str_atoms.push(None);
+        self.str_atoms.push(NO_STR);
         let id = (self.strs.len() - 1) as u32;
         self.str_ids.entry(h).or_insert(id);
         id
@@ -1060,11 +1145,78 @@ impl<'r> Transaction<'r> {
             return true;
         };
         let i = id as usize;
-        if self.str_atoms[i].is_none() {
+        let mut fid = self.str_atoms.get(i).copied().unwrap_or(NO_STR);
+        if fid == NO_STR {
             let found = self.eng.prefilter.scan(&self.strs[i]);
-            self.str_atoms[i] = Some(found);
+            let sig = found.signature();
+            fid = match self.found_ids.get(&sig) {
+                Some(&f) if self.founds[f as usize].0.same_as(&found) => f,
+                _ => {
+                    let f = self.founds.len() as u32;
+                    self.founds.push((found, Vec::new()));
+                    self.found_ids.entry(sig).or_insert(f);
+                    f
+                }
+            };
+            self.str_atoms[i] = fid;
         }
-        self.str_atoms[i].as_ref().is_none_or(|f| filter.passes(f))
+        let (found, verdicts) = &mut self.founds[fid as usize];
+        let bit = filter.id as usize * 2;
+        let (w, b) = (bit / 64, bit % 64);
+        if let Some(v) = verdicts.get(w) {
+            if v & (1u64 << b) != 0 {
+                return v & (1u64 << (b + 1)) != 0;
+            }
+        }
+        let pass = filter.passes(found);
+        if verdicts.len() <= w {
+            verdicts.resize(w + 1, 0);
+        }
+        verdicts[w] |= (1u64 << b) | (u64::from(pass) << (b + 1));
+        pass
+    }
+
+    /// The values of `link`'s target group and their string ids after its transformation
+    /// chain, gathered once per phase; `None` when they must be gathered per rule.
+    fn group_values(&mut self, link: &Rule) -> Option<GroupVals> {
+        let g = link.target_group;
+        if g == u32::MAX
+            || !self.active_exclusions.is_empty()
+            || (self.vars.xml.is_some()
+                && self
+                    .eng
+                    .group_has_xml
+                    .get(g as usize)
+                    .copied()
+                    .unwrap_or(true))
+        {
+            return None;
+        }
+        let key = (g, link.chain_id);
+        if let Some(c) = self.gcache.get(&key) {
+            return Some(c.clone());
+        }
+        let mut values = Vec::new();
+        for t in link.targets.iter().filter(|t| !t.exclude) {
+            self.gather(link, t, &[], &mut values);
+        }
+        let mut out = Vec::with_capacity(values.len());
+        let gen_before = self.strs_gen;
+        for v in values {
+            if !self.cacheable(&v) {
+                return None;
+            }
+            let id = self.resolve(&v, link.chain_id)?;
+            out.push((v, id));
+        }
+        if self.strs_gen != gen_before {
+            // The string budget ran out while resolving and the caches started over: the
+            // ids gathered before that are stale.
+            return None;
+        }
+        let out = std::sync::Arc::new(out);
+        self.gcache.insert(key, out.clone());
+        Some(out)
     }
 
     fn eval_link(&mut self, link: &'r Rule) -> bool {
@@ -1076,16 +1228,24 @@ impl<'r> Transaction<'r> {
         let prev = std::mem::take(&mut self.matched_vars);
         let mut values: Vec<Val> = std::mem::take(&mut self.values_buf);
         values.clear();
-        for t in link.targets.iter().filter(|t| !t.exclude) {
-            self.gather(link, t, &prev, &mut values);
+        let transforms = &link.actions.transforms;
+        let multi = link.actions.multi_match && !transforms.is_empty();
+        let cached = if multi { None } else { self.group_values(link) };
+        if cached.is_none() {
+            for t in link.targets.iter().filter(|t| !t.exclude) {
+                self.gather(link, t, &prev, &mut values);
+            }
         }
         let mut any = false;
         let mut new_matched: Vec<(String, Vec<u8>)> = Vec::new();
-        let transforms = &link.actions.transforms;
         let want_caps = link.actions.capture;
-        for v in &values {
+        let count = cached.as_ref().map_or(values.len(), |c| c.len());
+        for i in 0..count {
+            let (v, known_id) = match &cached {
+                Some(c) => (&c[i].0, Some(c[i].1)),
+                None => (&values[i], None),
+            };
             // (matched value, captures) when the operator matched this value.
-            let multi = link.actions.multi_match && !transforms.is_empty();
             let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if multi && self.cacheable(v) {
                 // The original value and every intermediate value that changed: the distinct
                 // string ids along the chain, shortest prefix first.
@@ -1129,7 +1289,7 @@ impl<'r> Transaction<'r> {
                     }
                 }
                 found
-            } else if let Some(id) = self.resolve(v, link.chain_id) {
+            } else if let Some(id) = known_id.or_else(|| self.resolve(v, link.chain_id)) {
                 if !self.prefilter_passes(link, id) {
                     // The regex cannot match: the operator's raw result is false.
                     op.negated
@@ -1227,15 +1387,16 @@ impl<'r> Transaction<'r> {
             match c {
                 Ctl::RuleEngine(m) => self.engine = *m,
                 Ctl::RuleRemoveById(r) => self.removed_ids.push(r.clone()),
-                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(t.clone()),
+                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(TagSel::new(t)),
                 Ctl::RuleRemoveTargetById(r, t) => {
                     self.removed_targets_by_id.push((r.clone(), t.clone()))
                 }
-                Ctl::RuleRemoveTargetByTag(tag, t) => {
-                    self.removed_targets_by_tag.push((tag.clone(), t.clone()))
-                }
+                Ctl::RuleRemoveTargetByTag(tag, t) => self
+                    .removed_targets_by_tag
+                    .push((TagSel::new(tag), t.clone())),
                 Ctl::RequestBodyProcessor(p) => {
                     self.scache.clear();
+                    self.gcache.clear();
                     self.body_processor = Some(p.clone());
                     self.vars
                         .scalars
