@@ -21,19 +21,19 @@ pub struct MatchedRule {
     pub id: u64,
     /// Phase.
     pub phase: u8,
-    /// Expanded `msg`.
+    /// Expanded `msg` (empty when the rule does not log).
     pub msg: String,
-    /// Expanded `logdata` (truncated).
+    /// Expanded `logdata` (truncated; empty when the rule does not log).
     pub logdata: String,
     /// Severity number.
     pub severity: Option<u8>,
-    /// Tags.
+    /// Tags (empty when the rule does not log).
     pub tags: Vec<String>,
     /// Whether the rule logs (`log`/`nolog`).
     pub logged: bool,
-    /// Name of the last matched variable.
+    /// Name of the last matched variable (empty when the rule does not log).
     pub matched_var_name: String,
-    /// Value of the last matched variable (truncated).
+    /// Value of the last matched variable (truncated; empty when the rule does not log).
     pub matched_data: String,
 }
 
@@ -224,6 +224,8 @@ pub struct Engine {
     /// Per target group ([`Rule::target_group`]): whether it inspects `XML` (whose values are
     /// not cached, so the group is gathered anew when a request has an XML body).
     group_has_xml: Vec<bool>,
+    /// Item indices of the rules (chain starters) of each phase (index = phase), in load order.
+    phase_rules: Vec<Vec<u32>>,
 }
 
 /// Whether the values of target `t` depend only on the request/response (not on TX,
@@ -308,7 +310,16 @@ impl Engine {
                 }
             }
         }
+        let mut phase_rules: Vec<Vec<u32>> = vec![Vec::new(); 6];
+        for (i, item) in rules.items.iter().enumerate() {
+            if let Item::Rule(r) = item {
+                if let Some(list) = phase_rules.get_mut(usize::from(r.actions.phase)) {
+                    list.push(i as u32);
+                }
+            }
+        }
         Self {
+            phase_rules,
             rules,
             markers,
             chains,
@@ -694,29 +705,30 @@ impl<'r> Transaction<'r> {
             return;
         }
         let rs = self.rs;
-        let mut i = 0;
+        let eng = self.eng;
+        let Some(list) = eng.phase_rules.get(usize::from(phase)) else {
+            return;
+        };
+        let mut pos = 0;
         let mut skip = 0u32;
-        while i < rs.items.len() {
-            let Item::Rule(rule) = &rs.items[i] else {
-                i += 1;
+        while pos < list.len() {
+            let i = list[pos] as usize;
+            let Some(Item::Rule(rule)) = rs.items.get(i) else {
+                pos += 1;
                 continue;
             };
-            if rule.actions.phase != phase {
-                i += 1;
-                continue;
-            }
             if skip > 0 {
                 skip -= 1;
-                i += 1;
+                pos += 1;
                 continue;
             }
             if self.rule_removed(rule) {
-                i += 1;
+                pos += 1;
                 continue;
             }
             let matched = self.eval_chain(rule);
             if !matched {
-                i += 1;
+                pos += 1;
                 continue;
             }
             self.record(rule, phase);
@@ -750,7 +762,8 @@ impl<'r> Transaction<'r> {
             if let Some(marker) = &a.skip_after {
                 match self.markers.get(marker) {
                     Some(&idx) if idx > i => {
-                        i = idx + 1;
+                        // The first rule of this phase after the marker.
+                        pos = list.partition_point(|&r| (r as usize) <= idx);
                         continue;
                     }
                     // A marker behind us or missing: skip to the end of the phase.
@@ -758,7 +771,7 @@ impl<'r> Transaction<'r> {
                 }
             }
             skip = a.skip;
-            i += 1;
+            pos += 1;
         }
     }
 
@@ -770,6 +783,24 @@ impl<'r> Transaction<'r> {
             .as_ref()
             .map(|m| String::from_utf8_lossy(&self.expand(m)).into_owned())
             .unwrap_or_default();
+        let logged = a.log != Some(false);
+        if !logged {
+            // Nothing reads a `nolog` match beyond its id (events, the CRS harness and the
+            // corpus runner all keep logged matches only): skip logdata, tags and data.
+            self.current_rule.1 = msg;
+            self.matched.push(MatchedRule {
+                id: rule.id(),
+                phase,
+                msg: String::new(),
+                logdata: String::new(),
+                severity: a.severity,
+                tags: Vec::new(),
+                logged,
+                matched_var_name: String::new(),
+                matched_data: String::new(),
+            });
+            return;
+        }
         self.current_rule.1 = msg.clone();
         let logdata = a
             .logdata
@@ -783,7 +814,7 @@ impl<'r> Transaction<'r> {
             logdata,
             severity: a.severity,
             tags: a.tags.clone(),
-            logged: a.log != Some(false),
+            logged,
             matched_var_name: self.matched_var.0.clone(),
             matched_data: truncate(&self.matched_var.1, MATCHED_DATA_MAX_BYTES),
         });
@@ -1340,7 +1371,15 @@ impl<'r> Transaction<'r> {
 
     fn run_setvars(&mut self, link: &Rule) {
         for sv in &link.actions.setvars {
-            let key = String::from_utf8_lossy(&self.expand(&sv.key)).to_ascii_lowercase();
+            // A literal lower-case key (most CRS setvars) is used as written, without a copy.
+            let key: std::borrow::Cow<'_, str> = match sv.key.parts.as_slice() {
+                [MacroPart::Lit(l)] if !l.bytes().any(|b| b.is_ascii_uppercase()) => {
+                    std::borrow::Cow::Borrowed(l.as_str())
+                }
+                _ => std::borrow::Cow::Owned(
+                    String::from_utf8_lossy(&self.expand(&sv.key)).to_ascii_lowercase(),
+                ),
+            };
             let new_val = match &sv.op {
                 SetVarOp::Delete => None,
                 SetVarOp::Set(m) => Some(self.expand(m)),
@@ -1364,11 +1403,14 @@ impl<'r> Transaction<'r> {
                 self.persistent.entry(sv.collection.clone()).or_default()
             };
             match new_val {
-                Some(v) => {
-                    store.insert(key, v);
-                }
+                Some(v) => match store.get_mut(&*key) {
+                    Some(slot) => *slot = v,
+                    None => {
+                        store.insert(key.into_owned(), v);
+                    }
+                },
                 None => {
-                    store.remove(&key);
+                    store.remove(&*key);
                 }
             }
         }
