@@ -687,6 +687,7 @@ async fn handle(
         );
         return simple(404, "no route\n");
     };
+    tx.release_caches();
     let upstream = route.upstreams[st.rr.fetch_add(1, Ordering::Relaxed) % route.upstreams.len()];
     let resp = tokio::time::timeout(
         Duration::from_millis(route.timeout_ms),

@@ -594,6 +594,24 @@ impl<'r> Transaction<'r> {
             .insert("ARGS_COMBINED_SIZE", combined.to_string().into_bytes());
     }
 
+    /// Free the transformation caches of the request phases (transformed values, scan
+    /// results, gathered target groups). A proxy calls this before it waits for the upstream:
+    /// the response phases inspect other values, and a request in flight should hold no
+    /// more memory than its own data. Results do not change: the caches refill on demand.
+    pub fn release_caches(&mut self) {
+        self.strs = Vec::new();
+        self.str_atoms = Vec::new();
+        self.founds = Vec::new();
+        self.found_ids = HashMap::with_hasher(MixHash);
+        self.str_ids = HashMap::with_hasher(MixHash);
+        self.strs_bytes = 0;
+        self.strs_gen += 1;
+        self.pcache = Vec::new();
+        self.scache = HashMap::with_hasher(MixHash);
+        self.gcache = HashMap::with_hasher(MixHash);
+        self.values_buf = Vec::new();
+    }
+
     /// Run phases 3 and 4 on the response.
     pub fn process_response(&mut self, resp: &Response) {
         if self.intervention.is_some() {
