@@ -73,6 +73,18 @@ pub struct Filter {
     pub trigger_bytes: [u64; 4],
     /// Index in the [`Prefilter`]'s filter table.
     pub id: u32,
+    /// The condition is a disjunction of atoms and bytes, the trigger itself: a triggered
+    /// value passes without testing the condition again.
+    exact: bool,
+}
+
+/// Whether `c` holds exactly when one of its trigger atoms or bytes is present.
+fn trigger_is_exact(c: &Cond) -> bool {
+    match c {
+        Cond::Atom(_) | Cond::Byte(_) => true,
+        Cond::Or(v) => v.iter().all(trigger_is_exact),
+        Cond::Any | Cond::And(_) => false,
+    }
 }
 
 impl Filter {
@@ -89,6 +101,7 @@ impl Filter {
         trigger.sort_unstable();
         trigger.dedup();
         Self {
+            exact: trigger_is_exact(&cond),
             cond,
             trigger,
             trigger_bytes,
@@ -103,7 +116,7 @@ impl Filter {
             .triggered
             .get(i / 64)
             .is_some_and(|w| w & (1u64 << (i % 64)) != 0);
-        triggered && self.cond.holds(found)
+        triggered && (self.exact || self.cond.holds(found))
     }
 }
 
