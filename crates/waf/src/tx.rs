@@ -107,7 +107,7 @@ struct Vars {
     part_headers: Pairs,
     xml: Option<body::Xml>,
     resp_headers: Pairs,
-    scalars: HashMap<&'static str, Vec<u8>>,
+    scalars: HashMap<&'static str, Vec<u8>, MixHash>,
     env: Pairs,
 }
 
