@@ -95,6 +95,16 @@ impl Field {
     }
 }
 
+/// The two dependent loads of an IPv4 field lookup, prefetched separately (see
+/// [`Classifier::prefetch_v4`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchStage {
+    /// The `/16` index entry.
+    Index,
+    /// The intervals the index entry points at (reads the index entry).
+    Entries,
+}
+
 /// A built classifier. Immutable; lookups take `&self`.
 #[derive(Clone, Debug)]
 pub struct Classifier {
@@ -283,6 +293,33 @@ impl Classifier {
         None
     }
 
+    /// Prefetch hint for a later lookup whose field `field` has `value`: for an IPv4 field
+    /// the line of `stage` (issue [`PrefetchStage::Index`] some packets ahead and
+    /// [`PrefetchStage::Entries`] a few packets later), for a direct table its entry (at the
+    /// `Index` stage); nothing for IPv6 fields or out-of-range fields. Never changes a result.
+    #[inline]
+    pub fn prefetch_field(&self, field: usize, value: u128, stage: PrefetchStage) {
+        let Some(f) = self.fields.get(field) else {
+            return;
+        };
+        let value = value.min(f.max_value);
+        match (&f.index, stage) {
+            (FieldIndex::V4(x), PrefetchStage::Index) => x.prefetch_index(value as u32),
+            (FieldIndex::V4(x), PrefetchStage::Entries) => x.prefetch_entries(value as u32),
+            (FieldIndex::Direct16 { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            (FieldIndex::Direct { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The first rule matching `key` for which `accept` returns true. `accept` is called for
     /// matching rules in priority order until it accepts one.
     #[inline]
@@ -300,12 +337,17 @@ impl Classifier {
 
 #[inline(always)]
 fn prefetch(p: &u64) {
+    prefetch_any(p);
+}
+
+#[inline(always)]
+fn prefetch_any<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a hint: it never
         // faults or reads into program state, and `p` comes from a live reference anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const u64).cast::<i8>()) };
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

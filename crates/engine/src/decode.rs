@@ -427,6 +427,38 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<Packet<'_>, Anomaly> {
     Ok(pkt)
 }
 
+/// What [`peek_ipv4`] reads: source, destination, and the TCP/UDP ports if present.
+pub type PeekV4 = (Ipv4Addr, Ipv4Addr, Option<(u16, u16)>);
+
+/// The IPv4 source and destination (and TCP/UDP ports, when the header is there) of an
+/// Ethernet (at most one VLAN tag) or raw IPv4 frame, read without decoding or validating
+/// anything else: a hint for prefetching (batched replay), never a substitute for [`decode`].
+/// `None` for anything else or a short frame.
+#[inline]
+pub fn peek_ipv4(link: LinkType, data: &[u8]) -> Option<PeekV4> {
+    let off = match link {
+        LinkType::Ethernet => match be16(data, 12)? {
+            ETH_IPV4 => 14,
+            ETH_VLAN if be16(data, 16)? == ETH_IPV4 => 18,
+            _ => return None,
+        },
+        LinkType::Ipv4 | LinkType::Raw => 0,
+        _ => return None,
+    };
+    let vihl = *data.get(off)?;
+    if vihl >> 4 != 4 {
+        return None;
+    }
+    let src = ipv4_at(data, off + 12)?;
+    let dst = ipv4_at(data, off + 16)?;
+    let l4 = off + usize::from(vihl & 0x0f) * 4;
+    let ports = match data.get(off + 9) {
+        Some(&(6 | 17)) => be16(data, l4).zip(be16(data, l4 + 2)),
+        _ => None,
+    };
+    Some((src, dst, ports))
+}
+
 fn decode_arp(b: &[u8]) -> Result<Arp, Anomaly> {
     if b.len() < 28 {
         return Err(Anomaly::Truncated(Layer::Arp));
@@ -752,6 +784,31 @@ mod tests {
             (t.src, t.dst, t.flags, t.mss),
             (51515, 445, tcp_flags::SYN, Some(1460))
         );
+    }
+
+    #[test]
+    fn peek_reads_what_decode_reads_and_never_panics() {
+        let f = syn_frame();
+        let (src, dst, ports) = peek_ipv4(LinkType::Ethernet, &f).unwrap();
+        assert_eq!(
+            (src.to_string(), dst.to_string(), ports),
+            ("192.0.2.5".into(), "203.0.113.7".into(), Some((51515, 445)))
+        );
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x14]);
+        tagged.extend_from_slice(&f[12..]);
+        assert_eq!(
+            peek_ipv4(LinkType::Ethernet, &tagged),
+            Some((src, dst, ports))
+        );
+        assert_eq!(peek_ipv4(LinkType::Ipv4, &f[14..]), Some((src, dst, ports)));
+        // Every truncation: a hint or nothing, never a panic; no ports without the header.
+        for n in 0..f.len() {
+            let p = peek_ipv4(LinkType::Ethernet, &f[..n]);
+            assert_eq!(p.is_some(), n >= 34, "{n}");
+            assert_eq!(p.and_then(|p| p.2).is_some(), n >= 38, "{n}");
+        }
+        assert_eq!(peek_ipv4(LinkType::Sll, &f), None);
     }
 
     #[test]

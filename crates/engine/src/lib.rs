@@ -26,6 +26,7 @@ mod v4index;
 /// Hash map with a fast, per-process seeded hasher (the engine's hot-path tables).
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use classifier::PrefetchStage;
 pub use engine::{
     AppConn, AppConnState, AppPayload, AppStep, Decision, Engine, EngineOptions, Explanation,
     L4Meta, MatcherKind, Mismatch, OwnerInfo, PacketMeta, Reason, RuleCheck, Step,
