@@ -291,3 +291,100 @@ fn check_reports_exclusions_that_cannot_act() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// TLS termination with rustls: a self-signed certificate made with the `openssl` tool, and
+/// `curl -k` as the client (both are skipped with a reason when not installed).
+#[test]
+fn terminates_tls() {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+            || Command::new(tool)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+    };
+    if !have("openssl") || !have("curl") {
+        eprintln!("skipping: needs the openssl and curl tools");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rampart-waf-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gen = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=app.example.test",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let up = stub_upstream();
+    write_config(&dir, "evilword", up);
+    let mut toml = std::fs::read_to_string(dir.join("waf.toml")).unwrap();
+    toml = toml.replacen(
+        "[[routes]]",
+        &format!(
+            "[tls]\ncert_pem = \"{}\"\nkey_pem = \"{}\"\n[[routes]]",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+        1,
+    );
+    std::fs::write(dir.join("waf.toml"), toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["waf", "--config"])
+        .arg(dir.join("waf.toml"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["addr"].as_str().unwrap().to_string();
+    let curl = |q: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{scheme}",
+            ])
+            .arg(format!("https://{addr}/hello?q={q}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("fine"), "200 HTTPS");
+    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ev["decision"], "allow");
+    assert_eq!(curl("evilword"), "403 HTTPS");
+    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ev["decision"], "block");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = get(&addr, "/hello?q=fine");
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -142,6 +142,17 @@ impl CompiledExclusion {
     }
 }
 
+/// TLS termination: PEM files read at start (a reload keeps the running certificate; changing
+/// the files named here needs a restart, as `listen` does).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM, leaf first.
+    pub cert_pem: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: PathBuf,
+}
+
 /// `rampart waf` configuration (TOML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +173,9 @@ pub struct Config {
     /// Built-in metadata-SSRF protection.
     #[serde(default = "yes")]
     pub ssrf_protection: bool,
+    /// Serve HTTPS (HTTP/1.1 over TLS, rustls) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -384,6 +398,7 @@ struct Live {
 struct State {
     live: RwLock<Arc<Live>>,
     listen: SocketAddr,
+    tls_files: Option<TlsFiles>,
     pool: Pool,
     rr: AtomicUsize,
     seq: AtomicU64,
@@ -435,6 +450,11 @@ impl Handle {
                 self.state.listen, config.listen
             )));
         }
+        if config.tls != self.state.tls_files {
+            return Err(ConfigError::Invalid(
+                "tls cannot change on reload; restart instead".into(),
+            ));
+        }
         let rs = config.load_rules()?;
         let out = Reloaded {
             rules: rs.rule_count(),
@@ -458,6 +478,8 @@ pub async fn start(
     events: Box<dyn std::io::Write + Send>,
 ) -> Result<Handle, ConfigError> {
     let rs = config.load_rules()?;
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let tls_files = config.tls.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ConfigError::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -470,6 +492,7 @@ pub async fn start(
             config,
         })),
         listen: addr,
+        tls_files,
         pool: Pool::default(),
         rr: AtomicUsize::new(0),
         seq: AtomicU64::new(0),
@@ -483,24 +506,72 @@ pub async fn start(
                 continue;
             };
             let st = state.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let limits = st.current().config.limits.clone();
-                let header_timeout = Duration::from_millis(limits.header_timeout_ms);
-                let max_headers = limits.max_headers;
-                let svc = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(st, req, remote).await) }
-                });
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_headers(max_headers);
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                let header_timeout =
+                    Duration::from_millis(st.current().config.limits.header_timeout_ms);
+                match tls {
+                    None => serve(st, stream, remote).await,
+                    Some(acceptor) => {
+                        // The handshake counts against the request-head time limit.
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                        {
+                            serve(st, s, remote).await;
+                        }
+                    }
+                }
             });
         }
     });
     Ok(Handle { addr, task, state })
+}
+
+/// Serve one client connection (plain or TLS) with HTTP/1.1.
+async fn serve<S>(st: Arc<State>, stream: S, remote: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = st.current().config.limits.clone();
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let max_headers = limits.max_headers;
+    let svc = service_fn(move |req| {
+        let st = st.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(st, req, remote).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_headers(max_headers);
+    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+}
+
+/// The TLS acceptor for `files`: certificate chain and key from PEM, ALPN `http/1.1`.
+fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: String| {
+        ConfigError::Invalid(format!("tls: {}: {e}", what.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_pem)
+        .map_err(|e| bad(&files.cert_pem, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&files.cert_pem, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(&files.cert_pem, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_pem)
+        .map_err(|e| bad(&files.key_pem, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&files.cert_pem, e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 fn simple(status: u16, body: &str) -> hyper::Response<Full<Bytes>> {
