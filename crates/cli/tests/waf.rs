@@ -359,31 +359,76 @@ fn terminates_tls() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let addr = first["addr"].as_str().unwrap().to_string();
-    let curl = |q: &str| {
+    let curl = |version: &str, q: &str| {
         let out = Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "20",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{scheme}",
-            ])
+            .args(["-sk", version, "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{scheme} %{http_version}"])
             .arg(format!("https://{addr}/hello?q={q}"))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert_eq!(curl("fine"), "200 HTTPS");
-    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(ev["decision"], "allow");
-    assert_eq!(curl("evilword"), "403 HTTPS");
-    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(ev["decision"], "block");
+    for (version, shown) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        assert_eq!(curl(version, "fine"), format!("200 HTTPS {shown}"));
+        let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(ev["decision"], "allow");
+        assert_eq!(curl(version, "evilword"), format!("403 HTTPS {shown}"));
+        let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(ev["decision"], "block");
+    }
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = get(&addr, "/hello?q=fine");
     assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HTTP/2 without TLS (h2c, prior knowledge) next to HTTP/1.1 on the same port, with curl.
+#[test]
+fn serves_h2c_prior_knowledge() {
+    if !Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipping: needs the curl tool");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rampart-waf-h2c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let up = stub_upstream();
+    write_config(&dir, "evilword", up);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["waf", "--config"])
+        .arg(dir.join("waf.toml"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["addr"].as_str().unwrap().to_string();
+    let curl = |q: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", "--max-time", "20"])
+            .args(["-w", "\n%{http_code} %{http_version}"])
+            .arg(format!("http://{addr}/hello?q={q}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ok = curl("fine");
+    assert!(ok.ends_with("upstream\n\n200 2"), "{ok}");
+    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ev["decision"], "allow");
+    assert_eq!(ev["route"], "app");
+    let bad = curl("evilword");
+    assert!(bad.ends_with("403 2"), "{bad}");
+    let ev: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ev["decision"], "block");
+    // HTTP/1.1 still works on the same listener.
+    let h1 = get(&addr, "/hello?q=fine");
+    assert!(h1.starts_with("HTTP/1.1 200"), "{h1}");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,4 +1,5 @@
-//! `rampart waf`'s I/O shell: an HTTP/1.1 reverse proxy (hyper 1.x + tokio) that runs every
+//! `rampart waf`'s I/O shell: an HTTP/1.1 and HTTP/2 reverse proxy (hyper 1.x + tokio; h2c by
+//! prior knowledge, TLS termination with rustls, `h2` or `http/1.1` by ALPN) that runs every
 //! request through the engine, routes by host and path prefix to upstream pools, enforces size
 //! and time limits and request-smuggling guards, blocks metadata-SSRF targets itself, and writes
 //! one JSON event line per request.
@@ -13,9 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -527,23 +528,29 @@ pub async fn start(
     Ok(Handle { addr, task, state })
 }
 
-/// Serve one client connection (plain or TLS) with HTTP/1.1.
+/// Serve one client connection (plain or TLS): HTTP/1.1, or HTTP/2 when the client starts
+/// with the HTTP/2 preface (h2c prior knowledge, or `h2` chosen by ALPN over TLS).
 async fn serve<S>(st: Arc<State>, stream: S, remote: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = st.current().config.limits.clone();
     let header_timeout = Duration::from_millis(limits.header_timeout_ms);
-    let max_headers = limits.max_headers;
     let svc = service_fn(move |req| {
         let st = st.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(st, req, remote).await) }
     });
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
+        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_headers(max_headers);
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(128);
     let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
 }
 
@@ -570,7 +577,7 @@ fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ConfigError> 
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad(&files.cert_pem, e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -631,6 +638,16 @@ async fn handle(
         ..Request::default()
     };
     let mut header_bytes = 0usize;
+    // HTTP/2 carries the host in `:authority`: present it as the Host header, to the rules
+    // and to the upstream (HTTP/1.1), as an HTTP/1.1 request would have it.
+    let mut parts = parts;
+    if !parts.headers.contains_key(hyper::header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(hyper::header::HOST, v);
+            }
+        }
+    }
     for (k, v) in &parts.headers {
         header_bytes += k.as_str().len() + v.len();
         wreq.headers
