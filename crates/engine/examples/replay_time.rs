@@ -1,6 +1,8 @@
 //! CPU-time throughput of decode, decode + classify and full replay on the `simulate` bench's
 //! workload (a development aid for loaded machines; `cargo bench --bench simulate` is the
 //! benchmark): `cargo run --release -p rampart-engine --example replay_time [PASSES]`.
+//! With a capture file as second argument it replays that instead (same policy, one by one
+//! and batched): `... --example replay_time -- 20 /path/to/file.pcap`.
 
 use std::hint::black_box;
 
@@ -30,6 +32,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let policy = common::policy();
+    if let Some(path) = std::env::args().nth(2) {
+        capture(&policy, &path, passes);
+        return;
+    }
     let frames = common::frames();
     let n = (frames.len() * passes) as f64;
     let t = cpu_s();
@@ -169,5 +175,89 @@ fn main() {
         (ns(classify_pf_s) - ns(decode_s)) / ns(decode_s) * 100.0,
         ns(replay_b_s),
         n / replay_b_s / 1e6
+    );
+}
+
+fn sim_of(policy: &rampart_ir::Policy) -> Simulator {
+    Simulator::new(
+        Engine::new(policy),
+        SimConfig {
+            local: vec!["192.0.2.0/24".parse().unwrap()],
+            iif: Some("wan0".into()),
+            oif: Some("corp0".into()),
+            no_events: true,
+            ..SimConfig::default()
+        },
+    )
+}
+
+/// Replays a capture file (loaded into memory first) one by one and batched.
+fn capture(policy: &rampart_ir::Policy, path: &str, passes: usize) {
+    let bytes = std::fs::read(path).expect("read capture");
+    let mut r = rampart_engine::pcap::CaptureReader::new(&bytes[..]).expect("capture header");
+    let mut owned: Vec<(u64, u32, Vec<u8>, u32)> = Vec::new();
+    while let Ok(Some(rec)) = r.next_record() {
+        owned.push((rec.ts_ns, rec.linktype, rec.data.to_vec(), rec.orig_len));
+    }
+    let span = owned.last().map_or(0, |l| l.0) - owned.first().map_or(0, |f| f.0) + 1_000;
+    let n = (owned.len() * passes) as f64;
+    let recs = |pass: usize| -> Vec<Record<'_>> {
+        owned
+            .iter()
+            .map(|(ts, lt, d, ol)| Record {
+                // Later passes continue in time so flows age as in one long capture.
+                ts_ns: ts + pass as u64 * span,
+                linktype: *lt,
+                data: d,
+                orig_len: *ol,
+            })
+            .collect()
+    };
+    let t = cpu_s();
+    let mut ip = 0u64;
+    for _ in 0..passes {
+        for (_, lt, d, _) in &owned {
+            let link = LinkType::from_pcap(*lt).unwrap_or(LinkType::Ethernet);
+            if let Ok(p) = decode::decode(link, d) {
+                ip += u64::from(matches!(p.l3, L3::Ip(_)));
+            }
+        }
+    }
+    let decode_s = cpu_s() - t;
+    black_box(ip);
+    let mut sink = rampart_events::VecSink::default();
+    let mut sim = sim_of(policy);
+    let t = cpu_s();
+    for pass in 0..passes {
+        for rec in &recs(pass) {
+            sim.process(rec, &mut sink).unwrap();
+        }
+    }
+    let one_s = cpu_s() - t;
+    let mut sim_b = sim_of(policy);
+    let t = cpu_s();
+    for pass in 0..passes {
+        for chunk in recs(pass).chunks(256) {
+            sim_b.process_batch(chunk, &mut sink).unwrap();
+        }
+    }
+    let batch_s = cpu_s() - t;
+    let (a, b) = (sim.finish(), sim_b.finish());
+    assert_eq!(
+        (a.blocked, a.allowed),
+        (b.blocked, b.allowed),
+        "batching changed a verdict"
+    );
+    let ns = |s: f64| s * 1e9 / n;
+    println!(
+        "{path}: {} packets x {passes}, {} flows, {} blocked; decode {:.1} ns; replay {:.1} ns ({:.2} M/s); batched replay {:.1} ns ({:.2} M/s)",
+        owned.len(),
+        a.flows,
+        a.blocked,
+        ns(decode_s),
+        ns(one_s),
+        n / one_s / 1e6,
+        ns(batch_s),
+        n / batch_s / 1e6
     );
 }
