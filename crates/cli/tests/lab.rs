@@ -15,12 +15,17 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let html = std::env::temp_dir().join(format!("rampart-lab-{}.html", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rampart"))
         .current_dir(&root)
         .args(["lab", "--json", "--html"])
         .arg(&html)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run rampart lab");
+    // The run names its namespaces `rlab-<pid>-…`.
+    let run_prefix = format!("rlab-{}-", child.id());
+    let output = child.wait_with_output().expect("run rampart lab");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // A failing run names its failed cases (and their full records) before anything else, so
@@ -308,5 +313,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     assert!(page.contains("Rampart lab scoreboard"));
     // Nothing is left behind.
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&netns.stdout).contains("rlab-"));
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    assert!(!netns.contains(&run_prefix), "{netns}");
+    assert!(!netns.contains("rlab-"), "{netns}");
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::netns::{run_in, Namespaces, PREFIX};
+use crate::netns::{run_in, run_prefix, Namespaces};
 use crate::LabError;
 
 /// The topology shipped with Rampart.
@@ -110,7 +110,7 @@ impl Topology {
 
     /// Namespace of the gateway.
     pub fn gateway_ns() -> String {
-        format!("{PREFIX}gw")
+        format!("{}gw", run_prefix())
     }
 
     /// Every host with its namespace and addresses.
@@ -119,9 +119,9 @@ impl Topology {
         for segment in &self.segments {
             for spec in &segment.hosts {
                 let ns = if segment.bridge {
-                    format!("{PREFIX}{}", spec.name)
+                    format!("{}{}", run_prefix(), spec.name)
                 } else {
-                    format!("{PREFIX}{}", segment.name)
+                    format!("{}{}", run_prefix(), segment.name)
                 };
                 hosts.push(Host {
                     name: spec.name.clone(),
@@ -286,9 +286,9 @@ mod tests {
         let hosts = topology.hosts();
         assert!(hosts.iter().all(|h| h.v4.is_some() && h.v6.is_some()));
         let ws1 = topology.host("corp-ws1", "corp").unwrap();
-        assert_eq!(ws1.ns, "rlab-corp-ws1");
+        assert_eq!(ws1.ns, format!("rlab-{}-corp-ws1", std::process::id()));
         let web = topology.host("public-web", "corp").unwrap();
-        assert_eq!(web.ns, "rlab-internet");
+        assert_eq!(web.ns, format!("rlab-{}-internet", std::process::id()));
         let gw = topology.host("gw", "admin").unwrap();
         assert_eq!(gw.v4, Some("192.0.2.193".parse().unwrap()));
         assert_eq!(gw.v6, Some("2001:db8:40::1".parse().unwrap()));

@@ -82,6 +82,18 @@ fn range_plays_real_traffic_through_the_gateway() {
         eprintln!("skipping: {reason}");
         return;
     }
+    // Another run's range (its owner, pid 1, is alive) must survive this run; a crashed run's
+    // (its pid cannot exist) must be cleaned up by it.
+    let live_other = "rlab-1-rangetest";
+    let crashed = "rlab-4294967-rangetest";
+    let _other_ranges = NetnsGuard(vec![live_other, crashed]);
+    for name in [live_other, crashed] {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+    }
     let scenario = Scenario::parse("range-selftest.toml", SCENARIO).unwrap();
     let board = LabRun {
         topology: Topology::parse(DEFAULT_TOPOLOGY).unwrap(),
@@ -131,8 +143,28 @@ fn range_plays_real_traffic_through_the_gateway() {
         .args(["netns", "list"])
         .output()
         .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
     assert!(
-        !String::from_utf8_lossy(&left.stdout).contains("rlab-"),
-        "namespaces left behind"
+        !left.contains(rampart_lab::netns::run_prefix()),
+        "namespaces left behind: {left}"
     );
+    assert!(left.contains(live_other), "a live run's range was removed");
+    assert!(
+        !left.contains(crashed),
+        "a crashed run's range was left: {left}"
+    );
+}
+
+/// Namespaces a test created, removed when it ends (also on failure).
+struct NetnsGuard(Vec<&'static str>);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }

@@ -44,7 +44,7 @@ pub(crate) struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Action {
-    /// Remove a range left up by `--keep` or by a killed run.
+    /// Remove ranges left up by `--keep` or by a killed run (never a running lab's).
     Down,
 }
 
@@ -113,7 +113,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     if args.keep {
         eprintln!(
-            "rampart lab: the range is still up (namespaces rlab-*); `rampart lab down` removes it"
+            "rampart lab: the range is still up (namespaces {}*); `rampart lab down` removes it",
+            rampart_lab::netns::run_prefix()
         );
     }
     Ok(if board.all_passed() {
