@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::bindings6::{parse_duid_hex, Binding6, Bindings6};
 use crate::decode::Mac;
 use crate::GuardError;
 
@@ -56,6 +57,16 @@ pub enum Change {
     },
     /// A binding was removed (release, decline, NAK, expiry, eviction).
     Unbind(Binding),
+    /// An IPv6 address was bound or renewed (DHCPv6 REPLY); the old binding, if any, was for
+    /// the same address.
+    Bind6 {
+        /// The new binding.
+        new: Binding6,
+        /// The binding it replaces.
+        old: Option<Binding6>,
+    },
+    /// An IPv6 binding was removed (valid lifetime 0, release, decline, expiry, eviction).
+    Unbind6(Binding6),
 }
 
 /// The binding table plus the pending requests.
@@ -66,6 +77,8 @@ pub struct BindingTable {
     by_ip: BTreeMap<Ipv4Addr, Mac>,
     pending: BTreeMap<Mac, Pending>,
     max: usize,
+    // DHCPv6 bindings (own pending table, same bound).
+    v6: Bindings6,
 }
 
 impl BindingTable {
@@ -76,7 +89,18 @@ impl BindingTable {
             by_ip: BTreeMap::new(),
             pending: BTreeMap::new(),
             max: max.max(1),
+            v6: Bindings6::new(max),
         }
+    }
+
+    /// The DHCPv6 bindings.
+    pub fn v6(&self) -> &Bindings6 {
+        &self.v6
+    }
+
+    /// The DHCPv6 bindings, to learn into.
+    pub fn v6_mut(&mut self) -> &mut Bindings6 {
+        &mut self.v6
     }
 
     /// Number of bindings.
@@ -221,7 +245,7 @@ impl BindingTable {
         self.remove_mac(mac)
     }
 
-    /// Remove expired bindings and stale pending requests.
+    /// Remove expired bindings (IPv4 and IPv6) and stale pending requests.
     pub fn expire(&mut self, now_s: u64) -> Vec<Change> {
         self.pending
             .retain(|_, p| now_s.saturating_sub(p.seen_s) <= PENDING_TTL_S);
@@ -231,19 +255,39 @@ impl BindingTable {
             .filter(|b| b.expires_s <= now_s)
             .map(|b| b.mac)
             .collect();
-        gone.into_iter()
+        let mut changes: Vec<Change> = gone
+            .into_iter()
             .filter_map(|m| self.remove_mac(&m))
             .map(Change::Unbind)
-            .collect()
+            .collect();
+        changes.extend(self.v6.expire(now_s));
+        changes
     }
 
-    /// The persisted form: a header line, then one binding per line
-    /// `MAC IP PORT EXPIRES_UNIX_S`.
+    /// The persisted form: a header line, then one binding per line, IPv4 as
+    /// `MAC IP PORT EXPIRES_UNIX_S` and IPv6 as `MAC IPV6 PORT EXPIRES_UNIX_S DUID_HEX`. The
+    /// header says v1 while there are no IPv6 bindings, so an older guard still reads the file;
+    /// with IPv6 lines it says v2 (an older guard refuses it, naming line 1, rather than
+    /// dropping leases silently).
     pub fn to_text(&self) -> String {
-        let mut out = String::from(HEADER);
+        let mut out = String::from(if self.v6.is_empty() {
+            HEADER
+        } else {
+            HEADER_V2
+        });
         out.push('\n');
         for b in self.by_mac.values() {
             out.push_str(&format!("{} {} {} {}\n", b.mac, b.ip, b.port, b.expires_s));
+        }
+        for b in self.v6.iter() {
+            out.push_str(&format!(
+                "{} {} {} {} {}\n",
+                b.mac,
+                b.ip,
+                b.port,
+                b.expires_s,
+                crate::bindings6::duid_hex(&b.duid)
+            ));
         }
         out
     }
@@ -254,11 +298,11 @@ impl BindingTable {
         let mut table = Self::new(max);
         let mut lines = text.lines().enumerate();
         match lines.next() {
-            Some((_, h)) if h.trim() == HEADER => {}
+            Some((_, h)) if h.trim() == HEADER || h.trim() == HEADER_V2 => {}
             _ => {
                 return Err(GuardError::BindingsFile {
                     line: 1,
-                    reason: format!("expected header {HEADER:?}"),
+                    reason: format!("expected header {HEADER:?} or {HEADER_V2:?}"),
                 })
             }
         }
@@ -273,8 +317,35 @@ impl BindingTable {
                 reason: reason.to_string(),
             };
             let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            if let [mac, ip, port, expires, duid] = fields[..] {
+                let mac = Mac::parse(mac).ok_or_else(|| bad("bad MAC"))?;
+                let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| bad("bad IPv6 address"))?;
+                if port.is_empty() || port.len() > crate::config::MAX_IFNAME_LEN {
+                    return Err(bad("bad port name"));
+                }
+                let expires_s: u64 = expires.parse().map_err(|_| bad("bad expiry"))?;
+                let duid = parse_duid_hex(duid).ok_or_else(|| bad("bad DUID"))?;
+                if table.v6.len() >= max {
+                    return Err(bad("more IPv6 bindings than max_bindings"));
+                }
+                if expires_s > now_s {
+                    if table.v6.of_ip(ip, now_s).is_some() {
+                        return Err(bad("duplicate IPv6 address"));
+                    }
+                    table.v6.insert(Binding6 {
+                        mac,
+                        duid,
+                        ip,
+                        port: port.to_string(),
+                        expires_s,
+                    });
+                }
+                continue;
+            }
             let [mac, ip, port, expires] = fields[..] else {
-                return Err(bad("expected 4 fields: MAC IP PORT EXPIRES_UNIX_S"));
+                return Err(bad(
+                    "expected MAC IP PORT EXPIRES_UNIX_S (IPv4) or MAC IPV6 PORT EXPIRES_UNIX_S DUID_HEX",
+                ));
             };
             let mac = Mac::parse(mac).ok_or_else(|| bad("bad MAC"))?;
             let ip: Ipv4Addr = ip.parse().map_err(|_| bad("bad IPv4 address"))?;
@@ -308,8 +379,10 @@ impl BindingTable {
     }
 }
 
-/// First line of the persisted binding file.
+/// First line of the persisted binding file (IPv4 bindings only).
 pub const HEADER: &str = "# rampart-guard bindings v1";
+/// First line of the persisted binding file when it holds IPv6 bindings.
+pub const HEADER_V2: &str = "# rampart-guard bindings v2";
 
 #[cfg(test)]
 mod tests {
@@ -403,6 +476,41 @@ mod tests {
         t.ack(other, Ipv4Addr::new(192, 0, 2, 101), 9, Some(60), 2);
         assert!(t.of_ip(IP).is_none());
         assert!(t.expire(100).len() == 1 && t.of_ip(Ipv4Addr::new(192, 0, 2, 101)).is_none());
+    }
+
+    #[test]
+    fn ipv6_bindings_persist_under_a_v2_header() {
+        let mut t = BindingTable::new(8);
+        t.note_request(MAC, "p_cli", 7, 1000);
+        t.ack(MAC, IP, 7, Some(600), 1000);
+        assert!(t.to_text().starts_with(HEADER), "v1 while IPv4 only");
+        let duid = [0u8, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c];
+        t.v6_mut().note_request(&duid, MAC, "p_cli", 9, 1000);
+        let a = crate::decode::Dhcpv6Address {
+            addr: "2001:db8:1::100".parse().unwrap(),
+            preferred_s: 300,
+            valid_s: 600,
+        };
+        assert_eq!(t.v6_mut().reply(&duid, 9, &[a], 1000).len(), 1);
+        let text = t.to_text();
+        assert!(text.starts_with(HEADER_V2), "{text}");
+        assert!(
+            text.contains("02:00:00:00:00:0c 2001:db8:1::100 p_cli 1600 0003000102000000000c\n"),
+            "{text}"
+        );
+        let back = BindingTable::from_text(&text, 8, 1001).unwrap();
+        assert_eq!(
+            back.v6().iter().collect::<Vec<_>>(),
+            t.v6().iter().collect::<Vec<_>>()
+        );
+        assert_eq!(back.len(), 1);
+        assert!(BindingTable::from_text(&text, 8, 1600)
+            .unwrap()
+            .v6()
+            .is_empty());
+        let bad = format!("{HEADER_V2}\n02:00:00:00:00:0c 2001:db8:1::100 p_cli 1600 xyz\n");
+        let e = BindingTable::from_text(&bad, 8, 0).unwrap_err();
+        assert!(e.to_string().contains("DUID"), "{e}");
     }
 
     #[test]

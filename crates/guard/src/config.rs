@@ -37,6 +37,10 @@ struct RawConfig {
     gateway: Option<RawGateway>,
     #[serde(default)]
     protected_ipv6: Vec<std::net::Ipv6Addr>,
+    #[serde(default)]
+    static_nd: Vec<RawStaticNd>,
+    #[serde(default)]
+    trusted_router: Vec<RawRouter>,
     canary: Option<RawCanary>,
     #[serde(default)]
     block: RawBlock,
@@ -56,6 +60,21 @@ struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 struct RawStatic {
     ip: Ipv4Addr,
+    mac: String,
+    port: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStaticNd {
+    ip: std::net::Ipv6Addr,
+    mac: String,
+    port: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
     mac: String,
     port: Option<String>,
 }
@@ -123,6 +142,28 @@ pub struct StaticEntry {
     pub port: Option<String>,
 }
 
+/// A static IPv6 neighbour entry for ND inspection: `ip` may be claimed (NA target, DAD,
+/// ND source) only by `mac` (on `port` only, or on any port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticNd {
+    /// The IPv6 address (link-local allowed: this is how link-local addresses are inspected).
+    pub ip: std::net::Ipv6Addr,
+    /// The MAC that owns it.
+    pub mac: Mac,
+    /// Bridge port, when the entry is tied to one.
+    pub port: Option<String>,
+}
+
+/// A router whose advertisements are accepted on untrusted ports (RA guard by source MAC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedRouter {
+    /// Ethernet source of its RAs.
+    pub mac: Mac,
+    /// The port it must arrive on; without it the MAC is trusted on every port (a MAC is
+    /// easily forged, so prefer naming the port).
+    pub port: Option<String>,
+}
+
 /// Host mode: the gateway's IP↔MAC pin (arp-family table and a permanent neighbour entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gateway {
@@ -181,6 +222,10 @@ pub struct Config {
     /// addresses): neighbour advertisements for them, and packets from them, arriving on
     /// untrusted ports are dropped (ND spoofing guard).
     pub protected_ipv6: BTreeSet<std::net::Ipv6Addr>,
+    /// Static IPv6 neighbour entries for ND inspection.
+    pub static_nd: Vec<StaticNd>,
+    /// Routers whose RAs pass on untrusted ports (by MAC, optionally tied to a port).
+    pub trusted_routers: Vec<TrustedRouter>,
     /// Poisoner canary.
     pub canary: Option<Canary>,
     /// Name-service protocols kept off the segment.
@@ -307,6 +352,40 @@ impl Config {
                 port,
             });
         }
+        if bridge.is_none() && !(raw.static_nd.is_empty() && raw.trusted_router.is_empty()) {
+            return Err(GuardError::Config(
+                "static_nd/trusted_router need `bridge`".into(),
+            ));
+        }
+        let mut static_nd = Vec::new();
+        for s in &raw.static_nd {
+            if s.ip.is_unspecified() || s.ip.is_multicast() {
+                return Err(GuardError::Config(format!(
+                    "static_nd.ip: {} is not a unicast address",
+                    s.ip
+                )));
+            }
+            static_nd.push(StaticNd {
+                ip: s.ip,
+                mac: mac("static_nd.mac", &s.mac)?,
+                port: s
+                    .port
+                    .as_deref()
+                    .map(|p| ifname("static_nd.port", p))
+                    .transpose()?,
+            });
+        }
+        let mut trusted_routers = Vec::new();
+        for r in &raw.trusted_router {
+            trusted_routers.push(TrustedRouter {
+                mac: mac("trusted_router.mac", &r.mac)?,
+                port: r
+                    .port
+                    .as_deref()
+                    .map(|p| ifname("trusted_router.port", p))
+                    .transpose()?,
+            });
+        }
         let gateway = raw
             .gateway
             .map(|g| -> Result<Gateway, GuardError> {
@@ -386,6 +465,8 @@ impl Config {
             static_arp,
             gateway,
             protected_ipv6: raw.protected_ipv6.iter().copied().collect(),
+            static_nd,
+            trusted_routers,
             canary,
             block,
             table,
@@ -396,6 +477,16 @@ impl Config {
     /// ones this host sends into the bridge (e.g. its own DHCP server's replies).
     pub fn is_trusted(&self, port: &str) -> bool {
         self.trusted_ports.contains(port) || self.bridge.as_deref() == Some(port)
+    }
+
+    /// True when a router advertisement from `mac` on `port` is allowed: a trusted port, or a
+    /// `[[trusted_router]]` entry for the MAC (on that port, or port-less).
+    pub fn ra_allowed(&self, port: &str, mac: &Mac) -> bool {
+        self.is_trusted(port)
+            || self
+                .trusted_routers
+                .iter()
+                .any(|r| r.mac == *mac && r.port.as_deref().is_none_or(|p| p == port))
     }
 
     /// Every port the guard watches (trusted and untrusted).
@@ -449,6 +540,38 @@ events_file = "/tmp/e"
     fn port_both_trusted_and_untrusted_is_refused() {
         let text = MINIMAL.replace("[\"p_cli\"]", "[\"p_srv\"]");
         assert!(Config::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn static_nd_and_trusted_routers_are_parsed_and_checked() {
+        let text = format!(
+            "{MINIMAL}\n[[static_nd]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:01\"\nport = \"p_srv\"\n\
+             [[trusted_router]]\nmac = \"02:00:00:00:00:77\"\nport = \"p_cli\"\n\
+             [[trusted_router]]\nmac = \"02:00:00:00:00:78\"\n"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.static_nd.len(), 1);
+        let r77 = Mac([2, 0, 0, 0, 0, 0x77]);
+        let r78 = Mac([2, 0, 0, 0, 0, 0x78]);
+        assert!(c.ra_allowed("p_cli", &r77));
+        assert!(!c.ra_allowed("p_other", &r77), "tied to its port");
+        assert!(c.ra_allowed("p_other", &r78), "port-less");
+        assert!(!c.ra_allowed("p_cli", &Mac([2, 0, 0, 0, 0, 0x66])));
+        assert!(
+            c.ra_allowed("p_srv", &Mac([2, 0, 0, 0, 0, 0x66])),
+            "trusted port"
+        );
+        let bad =
+            format!("{MINIMAL}\n[[static_nd]]\nip = \"ff02::1\"\nmac = \"02:00:00:00:00:01\"\n");
+        assert!(Config::from_toml(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("static_nd.ip"));
+        let bad = format!("{MINIMAL}\n[[trusted_router]]\nmac = \"02:00:00:00:00:01\"\nvlan = 3\n");
+        assert!(Config::from_toml(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("vlan"));
     }
 
     #[test]

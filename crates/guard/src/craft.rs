@@ -1,5 +1,5 @@
-//! Frame builders for tests, the lab and fixtures: DHCP client and server messages, ARP, and
-//! the Ethernet/IPv4/UDP framing around them. Pure; checksums are computed (IPv4) or left zero
+//! Frame builders for tests, the lab and fixtures: DHCP and DHCPv6 client and server messages,
+//! ARP, neighbour discovery, and the Ethernet/IPv4/IPv6/UDP framing around them. Pure; checksums are computed (IPv4) or left zero
 //! (UDP over IPv4, which RFC 768 allows).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -204,6 +204,69 @@ pub fn neighbor_advertisement(
     let c = icmpv6_checksum(src, dst, &na);
     na[2..4].copy_from_slice(&c.to_be_bytes());
     ipv6_frame(src_mac, dst_mac, src, dst, 58, &na)
+}
+
+/// A neighbour solicitation (ICMPv6 135) for `target`, with a source link-layer address
+/// option when `slla` is given (RFC 4861 forbids it for DAD probes from `::`), valid checksum.
+pub fn neighbor_solicitation(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    slla: Option<Mac>,
+) -> Vec<u8> {
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&target.octets());
+    if let Some(m) = slla {
+        ns.extend_from_slice(&[1, 1]);
+        ns.extend_from_slice(&m.0);
+    }
+    let c = icmpv6_checksum(src, dst, &ns);
+    ns[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(src_mac, dst_mac, src, dst, 58, &ns)
+}
+
+/// A DUID-LL (type 3, hardware type 1) for `mac` (RFC 8415 §11.4).
+pub fn duid_ll(mac: Mac) -> Vec<u8> {
+    let mut d = vec![0, 3, 0, 1];
+    d.extend_from_slice(&mac.0);
+    d
+}
+
+/// A DHCPv6 message (RFC 8415 §8): type, 24-bit transaction id, then the options in order.
+pub fn dhcpv6(kind: u8, xid: u32, options: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let x = xid.to_be_bytes();
+    let mut p = vec![kind, x[1], x[2], x[3]];
+    for (code, value) in options {
+        let len = value.len().min(0xffff);
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&(len as u16).to_be_bytes());
+        p.extend_from_slice(&value[..len]);
+    }
+    p
+}
+
+/// The value of an IA_NA option (code 3): IAID, T1, T2, then one IAADDR (code 5) per
+/// `(address, preferred_s, valid_s)`.
+pub fn dhcpv6_ia_na(
+    iaid: u32,
+    t1_s: u32,
+    t2_s: u32,
+    addresses: &[(Ipv6Addr, u32, u32)],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&iaid.to_be_bytes());
+    v.extend_from_slice(&t1_s.to_be_bytes());
+    v.extend_from_slice(&t2_s.to_be_bytes());
+    for (addr, preferred_s, valid_s) in addresses {
+        v.extend_from_slice(&5u16.to_be_bytes());
+        v.extend_from_slice(&24u16.to_be_bytes());
+        v.extend_from_slice(&addr.octets());
+        v.extend_from_slice(&preferred_s.to_be_bytes());
+        v.extend_from_slice(&valid_s.to_be_bytes());
+    }
+    v
 }
 
 /// The broadcast MAC.

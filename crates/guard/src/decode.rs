@@ -496,6 +496,229 @@ pub fn dhcpv6_kind(payload: &[u8]) -> Option<u8> {
     payload.first().copied()
 }
 
+/// DHCPv6 message types (RFC 8415 §7.3) the guard acts on.
+pub mod dhcpv6_type {
+    /// SOLICIT (client).
+    pub const SOLICIT: u8 = 1;
+    /// ADVERTISE (server).
+    pub const ADVERTISE: u8 = 2;
+    /// REQUEST (client).
+    pub const REQUEST: u8 = 3;
+    /// CONFIRM (client).
+    pub const CONFIRM: u8 = 4;
+    /// RENEW (client).
+    pub const RENEW: u8 = 5;
+    /// REBIND (client).
+    pub const REBIND: u8 = 6;
+    /// REPLY (server): carries the leases.
+    pub const REPLY: u8 = 7;
+    /// RELEASE (client).
+    pub const RELEASE: u8 = 8;
+    /// DECLINE (client).
+    pub const DECLINE: u8 = 9;
+    /// RELAY-FORW (relay agent to server).
+    pub const RELAY_FORW: u8 = 12;
+    /// RELAY-REPL (server to relay agent).
+    pub const RELAY_REPL: u8 = 13;
+}
+
+/// Why: RFC 8415 §11.1 caps a DUID at 128 octets plus its 2-octet type.
+pub const MAX_DUID_LEN: usize = 130;
+/// Why: a REPLY carries client and server identifiers, a few IAs, a status and a handful of
+/// configuration options; 64 top-level options is beyond any real message and bounds the walk.
+pub const MAX_DHCPV6_OPTIONS: usize = 64;
+/// Why: addresses kept per message across all IA_NAs; servers hand out one or two per IA, and
+/// the cap bounds what one frame can make the guard bind.
+pub const MAX_DHCPV6_ADDRESSES: usize = 16;
+/// Why: options inside one IA_NA (IAADDRs, status); as bounded as the top level.
+pub const MAX_DHCPV6_IA_OPTIONS: usize = 32;
+
+/// One IAADDR (option 5) of an IA_NA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dhcpv6Address {
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// Preferred lifetime, seconds.
+    pub preferred_s: u32,
+    /// Valid lifetime, seconds (0: the address is no longer valid).
+    pub valid_s: u32,
+}
+
+/// The fields of a DHCPv6 message the guard uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dhcpv6 {
+    /// Message type ([`dhcpv6_type`]).
+    pub kind: u8,
+    /// 24-bit transaction id (0 for relay messages).
+    pub xid: u32,
+    /// Client Identifier (option 1): the client's DUID.
+    pub client_id: Option<Vec<u8>>,
+    /// Server Identifier (option 2): the server's DUID.
+    pub server_id: Option<Vec<u8>>,
+    /// Top-level Status Code (option 13), when present.
+    pub status: Option<u16>,
+    /// IAADDRs of IA_NAs whose own status (if any) is Success, and whose IAADDR status (if
+    /// any) is Success, at most [`MAX_DHCPV6_ADDRESSES`].
+    pub addresses: Vec<Dhcpv6Address>,
+}
+
+/// Why a DHCPv6 message could not be decoded (reported as an anomaly, never a panic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dhcpv6Malformed {
+    /// Shorter than the 4-byte header (34 for relay messages).
+    Short,
+    /// An option header or value runs past the end of its container.
+    Overrun {
+        /// The option code.
+        code: u16,
+    },
+    /// An option whose length is wrong for its code (IA_NA under 12, IAADDR under 24, a status
+    /// under 2, a DUID empty or over [`MAX_DUID_LEN`]).
+    BadLength {
+        /// The option code.
+        code: u16,
+    },
+    /// More options than [`MAX_DHCPV6_OPTIONS`] (or [`MAX_DHCPV6_IA_OPTIONS`] in one IA).
+    TooManyOptions,
+    /// The same identifier option twice.
+    Duplicate {
+        /// The option code.
+        code: u16,
+    },
+}
+
+impl std::fmt::Display for Dhcpv6Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Short => write!(f, "message shorter than its header"),
+            Self::Overrun { code } => write!(f, "option {code} runs past its container"),
+            Self::BadLength { code } => write!(f, "option {code} has an invalid length"),
+            Self::TooManyOptions => write!(f, "too many options"),
+            Self::Duplicate { code } => write!(f, "option {code} appears twice"),
+        }
+    }
+}
+
+/// Walk a DHCPv6 option list: `(code, value)` pairs, bounded by `max`; an option whose header or
+/// value runs past `data` is an error, as are leftover bytes shorter than a header.
+fn dhcpv6_options(data: &[u8], max: usize) -> Result<Vec<(u16, &[u8])>, Dhcpv6Malformed> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        if out.len() >= max {
+            return Err(Dhcpv6Malformed::TooManyOptions);
+        }
+        let code = be16(data, at).ok_or(Dhcpv6Malformed::Overrun { code: 0 })?;
+        let len = usize::from(be16(data, at + 2).ok_or(Dhcpv6Malformed::Overrun { code })?);
+        let value = data
+            .get(at + 4..at + 4 + len)
+            .ok_or(Dhcpv6Malformed::Overrun { code })?;
+        out.push((code, value));
+        at += 4 + len;
+    }
+    Ok(out)
+}
+
+/// DHCPv6 option codes used here (RFC 8415 §21).
+const OPT_CLIENTID: u16 = 1;
+const OPT_SERVERID: u16 = 2;
+const OPT_IA_NA: u16 = 3;
+const OPT_IAADDR: u16 = 5;
+const OPT_STATUS_CODE: u16 = 13;
+
+fn duid(code: u16, value: &[u8]) -> Result<Vec<u8>, Dhcpv6Malformed> {
+    if value.is_empty() || value.len() > MAX_DUID_LEN {
+        return Err(Dhcpv6Malformed::BadLength { code });
+    }
+    Ok(value.to_vec())
+}
+
+fn status(value: &[u8]) -> Result<u16, Dhcpv6Malformed> {
+    be16(value, 0).ok_or(Dhcpv6Malformed::BadLength {
+        code: OPT_STATUS_CODE,
+    })
+}
+
+/// Decode a DHCPv6 message (RFC 8415): header, client and server identifiers, status, and the
+/// addresses of its IA_NAs. Every length is checked against its container; anything that does
+/// not fit is [`Dhcpv6Malformed`]. Relay messages (RELAY-FORW, RELAY-REPL) are decoded to their
+/// type only: the guard learns from the REPLY the relay agent sends to the client.
+pub fn dhcpv6(payload: &[u8]) -> Result<Dhcpv6, Dhcpv6Malformed> {
+    let kind = *payload.first().ok_or(Dhcpv6Malformed::Short)?;
+    let mut msg = Dhcpv6 {
+        kind,
+        xid: 0,
+        client_id: None,
+        server_id: None,
+        status: None,
+        addresses: Vec::new(),
+    };
+    if kind == dhcpv6_type::RELAY_FORW || kind == dhcpv6_type::RELAY_REPL {
+        // hop-count, link-address, peer-address, then options.
+        return payload.get(..34).map(|_| msg).ok_or(Dhcpv6Malformed::Short);
+    }
+    let header = payload.get(..4).ok_or(Dhcpv6Malformed::Short)?;
+    msg.xid = u32::from_be_bytes([0, header[1], header[2], header[3]]);
+    for (code, value) in dhcpv6_options(payload.get(4..).unwrap_or_default(), MAX_DHCPV6_OPTIONS)? {
+        match code {
+            OPT_CLIENTID | OPT_SERVERID => {
+                let slot = if code == OPT_CLIENTID {
+                    &mut msg.client_id
+                } else {
+                    &mut msg.server_id
+                };
+                if slot.is_some() {
+                    return Err(Dhcpv6Malformed::Duplicate { code });
+                }
+                *slot = Some(duid(code, value)?);
+            }
+            OPT_STATUS_CODE => msg.status = Some(status(value)?),
+            OPT_IA_NA => {
+                // IAID, T1, T2, then IA_NA options.
+                let inner = value.get(12..).ok_or(Dhcpv6Malformed::BadLength { code })?;
+                let mut ia_ok = true;
+                let mut found = Vec::new();
+                for (icode, ivalue) in dhcpv6_options(inner, MAX_DHCPV6_IA_OPTIONS)? {
+                    match icode {
+                        OPT_STATUS_CODE => ia_ok &= status(ivalue)? == 0,
+                        OPT_IAADDR => {
+                            let bad = Dhcpv6Malformed::BadLength { code: icode };
+                            let addr = ipv6_at(ivalue, 0).ok_or(bad)?;
+                            let preferred_s = be32(ivalue, 16).ok_or(bad)?;
+                            let valid_s = be32(ivalue, 20).ok_or(bad)?;
+                            // IAADDR options (a status) follow the fixed part.
+                            let mut addr_ok = true;
+                            for (acode, avalue) in dhcpv6_options(
+                                ivalue.get(24..).unwrap_or_default(),
+                                MAX_DHCPV6_IA_OPTIONS,
+                            )? {
+                                if acode == OPT_STATUS_CODE {
+                                    addr_ok &= status(avalue)? == 0;
+                                }
+                            }
+                            if addr_ok {
+                                found.push(Dhcpv6Address {
+                                    addr,
+                                    preferred_s,
+                                    valid_s,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if ia_ok {
+                    let room = MAX_DHCPV6_ADDRESSES.saturating_sub(msg.addresses.len());
+                    msg.addresses.extend(found.into_iter().take(room));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(msg)
+}
+
 /// DHCPv6 message types sent by servers and relays towards clients (ADVERTISE 2, REPLY 7,
 /// RECONFIGURE 10, RELAY-REPL 13).
 pub fn dhcpv6_is_server_message(kind: u8) -> bool {
@@ -706,6 +929,89 @@ mod tests {
         assert_eq!(m.kind, DhcpKind::Ack);
         assert!(m.truncated);
         assert_eq!(m.lease_s, None);
+    }
+
+    /// A DHCPv6 REPLY as dnsmasq sends it: client id (DUID-LL), server id, one IA_NA with
+    /// one IAADDR (preferred 1800 s, valid 3600 s).
+    fn reply6() -> Vec<u8> {
+        let mut p = vec![7, 0xab, 0xcd, 0xef];
+        p.extend_from_slice(&[0, 1, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c]);
+        p.extend_from_slice(&[0, 2, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 0x01]);
+        let mut iaaddr = vec![0, 5, 0, 24];
+        iaaddr.extend_from_slice(&"2001:db8:1::100".parse::<Ipv6Addr>().unwrap().octets());
+        iaaddr.extend_from_slice(&1800u32.to_be_bytes());
+        iaaddr.extend_from_slice(&3600u32.to_be_bytes());
+        p.extend_from_slice(&[0, 3]);
+        p.extend_from_slice(&((12 + iaaddr.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x07, 0x08, 0, 0, 0x0b, 0x40]);
+        p.extend_from_slice(&iaaddr);
+        p
+    }
+
+    #[test]
+    fn dhcpv6_reply_fields() {
+        let m = dhcpv6(&reply6()).unwrap();
+        assert_eq!(m.kind, dhcpv6_type::REPLY);
+        assert_eq!(m.xid, 0xabcdef);
+        assert_eq!(
+            m.client_id.as_deref(),
+            Some(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c][..])
+        );
+        assert_eq!(m.server_id.as_ref().map(Vec::len), Some(10));
+        assert_eq!(
+            m.addresses,
+            vec![Dhcpv6Address {
+                addr: "2001:db8:1::100".parse().unwrap(),
+                preferred_s: 1800,
+                valid_s: 3600
+            }]
+        );
+    }
+
+    #[test]
+    fn dhcpv6_malformed_lengths_are_errors_not_panics() {
+        let good = reply6();
+        // Truncated anywhere inside an option: an overrun (or short header), never a panic.
+        for cut in 1..good.len() {
+            let r = dhcpv6(&good[..cut]);
+            if cut < 4 {
+                assert_eq!(r, Err(Dhcpv6Malformed::Short), "cut {cut}");
+            } else if cut > 4 && cut != 18 && cut != 32 {
+                assert!(r.is_err(), "cut {cut}: {r:?}");
+            }
+        }
+        // IA_NA shorter than its fixed 12 bytes.
+        let short_ia = [7, 0, 0, 1, 0, 3, 0, 4, 0, 0, 0, 1];
+        assert_eq!(
+            dhcpv6(&short_ia),
+            Err(Dhcpv6Malformed::BadLength { code: 3 })
+        );
+        // Empty DUID; duplicate client id.
+        assert_eq!(
+            dhcpv6(&[1, 0, 0, 1, 0, 1, 0, 0]),
+            Err(Dhcpv6Malformed::BadLength { code: 1 })
+        );
+        assert_eq!(
+            dhcpv6(&[1, 0, 0, 1, 0, 1, 0, 1, 9, 0, 1, 0, 1, 9]),
+            Err(Dhcpv6Malformed::Duplicate { code: 1 })
+        );
+        // More options than the bound.
+        let mut many = vec![1, 0, 0, 1];
+        for _ in 0..=MAX_DHCPV6_OPTIONS {
+            many.extend_from_slice(&[0, 99, 0, 0]);
+        }
+        assert_eq!(dhcpv6(&many), Err(Dhcpv6Malformed::TooManyOptions));
+    }
+
+    #[test]
+    fn dhcpv6_failed_status_hides_the_addresses() {
+        let mut p = reply6();
+        // Append a NoAddrsAvail (2) status inside the IA_NA: grow the IA_NA length by 6.
+        let ia_len_at = 4 + 14 + 14 + 2;
+        let len = u16::from_be_bytes([p[ia_len_at], p[ia_len_at + 1]]) + 6;
+        p[ia_len_at..ia_len_at + 2].copy_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[0, 13, 0, 2, 0, 2]);
+        assert!(dhcpv6(&p).unwrap().addresses.is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::bindings::{BindingTable, Change};
 use crate::canary::{Canary, Query};
 use crate::config::Config;
 use crate::decode::{self, DhcpKind, Ipv6Upper, Mac, NameProtocol};
-use crate::inspect::{self, DaiVerdict, Dedupe, RateLimiter, StationChange, Stations};
+use crate::inspect::{self, DaiVerdict, Dedupe, NdVerdict, RateLimiter, StationChange, Stations};
 
 /// What one input produced.
 #[derive(Debug, Default)]
@@ -33,9 +33,11 @@ pub struct Guard {
     bindings: BindingTable,
     stations: Stations,
     rate: RateLimiter,
+    rate6: RateLimiter,
     arp_rate: RateLimiter,
     canary: Canary,
     dedupe: Dedupe,
+    malformed_dhcpv6: u64,
 }
 
 struct Ev<'a> {
@@ -135,15 +137,19 @@ impl Guard {
     /// A guard over `cfg` starting from `bindings` (loaded from the persisted file).
     pub fn new(cfg: Config, bindings: BindingTable) -> Self {
         let rate = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
+        // The kernel keeps DHCPv6 client messages in their own per-port bucket (`@dhcp6_rate`).
+        let rate6 = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
         let arp_rate = RateLimiter::new(cfg.arp_rate_limit.per_second, cfg.arp_rate_limit.burst);
         Self {
             cfg,
             bindings,
             stations: Stations::default(),
             rate,
+            rate6,
             arp_rate,
             canary: Canary::default(),
             dedupe: Dedupe::default(),
+            malformed_dhcpv6: 0,
         }
     }
 
@@ -153,6 +159,7 @@ impl Guard {
     pub fn reconfigure(&mut self, cfg: Config) {
         if cfg.rate_limit != self.cfg.rate_limit {
             self.rate = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
+            self.rate6 = RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst);
         }
         if cfg.arp_rate_limit != self.cfg.arp_rate_limit {
             self.arp_rate =
@@ -169,6 +176,11 @@ impl Guard {
     /// The binding table.
     pub fn bindings(&self) -> &BindingTable {
         &self.bindings
+    }
+
+    /// DHCPv6 messages that failed to decode (each also an event, de-duplicated).
+    pub fn malformed_dhcpv6(&self) -> u64 {
+        self.malformed_dhcpv6
     }
 
     /// Expire bindings and pending requests.
@@ -192,7 +204,23 @@ impl Guard {
                         extra: vec![("ip", json!(b.ip.to_string()))],
                     },
                 )),
-                Change::Bind { .. } => None,
+                Change::Unbind6(b) => Some(event(
+                    now_ns,
+                    Ev {
+                        kind: "dhcpv6_binding_expired",
+                        verdict: Verdict::Allow,
+                        technique: "T1557.003",
+                        reason: format!("valid lifetime of {} for {} expired", b.ip, b.mac),
+                        port: &b.port,
+                        mac: Some(b.mac),
+                        flow: None,
+                        extra: vec![
+                            ("ip", json!(b.ip.to_string())),
+                            ("duid", json!(crate::bindings6::duid_hex(&b.duid))),
+                        ],
+                    },
+                )),
+                Change::Bind { .. } | Change::Bind6 { .. } => None,
             })
             .collect();
         Output { changes, events }
@@ -613,6 +641,31 @@ impl Guard {
         }
     }
 
+    fn binding6_event(&self, out: &mut Output, kind: &str, b: &crate::Binding6, now_ns: u64) {
+        let reason = if kind == "dhcpv6_binding_added" {
+            format!("{} leased to {} on {}", b.ip, b.mac, b.port)
+        } else {
+            format!("binding of {} to {} on {} removed", b.ip, b.mac, b.port)
+        };
+        out.events.push(event(
+            now_ns,
+            Ev {
+                kind,
+                verdict: Verdict::Allow,
+                technique: "T1557.003",
+                reason,
+                port: &b.port,
+                mac: Some(b.mac),
+                flow: None,
+                extra: vec![
+                    ("ip", json!(b.ip.to_string())),
+                    ("duid", json!(crate::bindings6::duid_hex(&b.duid))),
+                    ("expires_unix_s", json!(b.expires_s)),
+                ],
+            },
+        ));
+    }
+
     fn binding_event(&self, out: &mut Output, change: &Change, now_ns: u64) {
         let (kind, b, reason) = match change {
             Change::Bind { new, .. } => (
@@ -625,6 +678,12 @@ impl Guard {
                 b,
                 format!("binding of {} to {} on {} removed", b.ip, b.mac, b.port),
             ),
+            Change::Bind6 { new, .. } => {
+                return self.binding6_event(out, "dhcpv6_binding_added", new, now_ns)
+            }
+            Change::Unbind6(b) => {
+                return self.binding6_event(out, "dhcpv6_binding_removed", b, now_ns)
+            }
         };
         out.events.push(event(
             now_ns,
@@ -687,9 +746,63 @@ impl Guard {
                 return;
             }
         }
+        if let Ipv6Upper::Icmpv6 { kind, target, .. } = ip.upper {
+            let verdict = inspect::nd_inspect(
+                kind,
+                target,
+                ip.src,
+                eth_src,
+                port,
+                trusted,
+                self.bindings.v6(),
+                &self.cfg.static_nd,
+                now_ns / 1_000_000_000,
+            );
+            if let NdVerdict::Drop {
+                ip: claimed,
+                field,
+                bound_mac,
+                bound_port,
+            } = verdict
+            {
+                let nd_type = match kind {
+                    133 => "router_solicitation",
+                    135 => "neighbor_solicitation",
+                    _ => "neighbor_advertisement",
+                };
+                self.emit_once(out, now_ns, format!("nd6/{port}/{eth_src}/{claimed}"), || Ev {
+                    kind: "nd_inspection_drop",
+                    verdict: Verdict::Block,
+                    technique: "T1557",
+                    reason: format!(
+                        "{} dropped: {claimed} ({}) claimed by {eth_src} on {port} but bound to {bound_mac} on {bound_port}",
+                        nd_type.replace('_', " "),
+                        field.name()
+                    ),
+                    port,
+                    mac: Some(eth_src),
+                    flow: Some(Flow {
+                        src_ip: IpAddr::V6(ip.src),
+                        src_port: None,
+                        dest_ip: IpAddr::V6(ip.dst),
+                        dest_port: None,
+                        proto: "IPv6-ICMP".into(),
+                    }),
+                    extra: vec![
+                        ("ip", json!(claimed.to_string())),
+                        ("nd_type", json!(nd_type)),
+                        ("field", json!(field.name())),
+                        ("bound_mac", json!(bound_mac.to_string())),
+                        ("bound_port", json!(bound_port)),
+                    ],
+                });
+                return;
+            }
+        }
         match ip.upper {
             Ipv6Upper::Icmpv6 { kind, .. }
-                if kind == decode::ICMPV6_ROUTER_ADVERTISEMENT && !trusted =>
+                if kind == decode::ICMPV6_ROUTER_ADVERTISEMENT
+                    && !self.cfg.ra_allowed(port, &eth_src) =>
             {
                 self.emit_once(out, now_ns, format!("ra/{port}/{eth_src}"), || Ev {
                     kind: "rogue_router_advertisement",
@@ -728,6 +841,10 @@ impl Guard {
                         &udp,
                         now_ns,
                     );
+                } else if udp.src_port == 547 && trusted {
+                    self.on_dhcpv6_server(out, port, eth_src, &udp, now_ns);
+                } else if udp.src_port == 546 && udp.dst_port == 547 && !trusted {
+                    self.on_dhcpv6_client(out, port, eth_src, &udp, flow, now_ns);
                 } else if udp.src_port == 547 && !trusted {
                     let kind = decode::dhcpv6_kind(udp.payload).unwrap_or(0);
                     self.emit_once(
@@ -749,6 +866,148 @@ impl Guard {
                             extra: vec![("dhcpv6_type", json!(kind))],
                         },
                     );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Count and report a DHCPv6 message that does not decode.
+    fn dhcpv6_malformed(
+        &mut self,
+        out: &mut Output,
+        port: &str,
+        eth_src: Mac,
+        kind: u8,
+        why: decode::Dhcpv6Malformed,
+        now_ns: u64,
+    ) {
+        self.malformed_dhcpv6 += 1;
+        self.emit_once(out, now_ns, format!("dhcp6-bad/{port}/{eth_src}"), || Ev {
+            kind: "dhcpv6_malformed",
+            verdict: Verdict::Alert,
+            technique: "T1557.003",
+            reason: format!(
+                "malformed DHCPv6 message type {kind} from {eth_src} on {port}: {why}; not learned"
+            ),
+            port,
+            mac: Some(eth_src),
+            flow: None,
+            extra: vec![
+                ("dhcpv6_type", json!(kind)),
+                ("anomaly", json!(why.to_string())),
+            ],
+        });
+    }
+
+    /// A DHCPv6 message from a server on a trusted port: a REPLY completes pending requests.
+    fn on_dhcpv6_server(
+        &mut self,
+        out: &mut Output,
+        port: &str,
+        eth_src: Mac,
+        udp: &decode::Udp<'_>,
+        now_ns: u64,
+    ) {
+        if decode::dhcpv6_kind(udp.payload) != Some(decode::dhcpv6_type::REPLY) {
+            return;
+        }
+        let msg = match decode::dhcpv6(udp.payload) {
+            Ok(m) => m,
+            Err(why) => {
+                let kind = decode::dhcpv6_kind(udp.payload).unwrap_or(0);
+                self.dhcpv6_malformed(out, port, eth_src, kind, why, now_ns);
+                return;
+            }
+        };
+        let Some(duid) = &msg.client_id else { return };
+        let changes =
+            self.bindings
+                .v6_mut()
+                .reply(duid, msg.xid, &msg.addresses, now_ns / 1_000_000_000);
+        for c in &changes {
+            self.binding_event(out, c, now_ns);
+        }
+        out.changes.extend(changes);
+    }
+
+    /// A DHCPv6 client message from an untrusted port: after the kernel's per-port rate limit,
+    /// requests are noted (to be completed by the REPLY) and releases applied to the sender's
+    /// own bindings.
+    fn on_dhcpv6_client(
+        &mut self,
+        out: &mut Output,
+        port: &str,
+        eth_src: Mac,
+        udp: &decode::Udp<'_>,
+        flow: Option<Flow>,
+        now_ns: u64,
+    ) {
+        use decode::dhcpv6_type as t;
+        if !self.rate6.admit(port, now_ns / 1_000_000) {
+            let limit = self.cfg.rate_limit;
+            self.emit_once(out, now_ns, format!("dhcp6-rate/{port}"), || Ev {
+                kind: "dhcp_rate_exceeded",
+                verdict: Verdict::Block,
+                technique: "T1557.003",
+                reason: format!(
+                    "DHCPv6 client messages on {port} over {}/s (burst {}): dropped (starvation guard)",
+                    limit.per_second, limit.burst
+                ),
+                port,
+                mac: Some(eth_src),
+                flow,
+                extra: vec![],
+            });
+            return;
+        }
+        let msg = match decode::dhcpv6(udp.payload) {
+            Ok(m) => m,
+            Err(why) => {
+                let kind = decode::dhcpv6_kind(udp.payload).unwrap_or(0);
+                self.dhcpv6_malformed(out, port, eth_src, kind, why, now_ns);
+                return;
+            }
+        };
+        let Some(duid) = &msg.client_id else { return };
+        let now_s = now_ns / 1_000_000_000;
+        match msg.kind {
+            t::SOLICIT | t::REQUEST | t::CONFIRM | t::RENEW | t::REBIND => {
+                self.bindings
+                    .v6_mut()
+                    .note_request(duid, eth_src, port, msg.xid, now_s);
+            }
+            t::RELEASE | t::DECLINE => {
+                let (changes, foreign) =
+                    self.bindings
+                        .v6_mut()
+                        .release(duid, eth_src, port, &msg.addresses);
+                for c in &changes {
+                    self.binding_event(out, c, now_ns);
+                }
+                out.changes.extend(changes);
+                for f in foreign {
+                    let b = f.kept;
+                    self.emit_once(out, now_ns, format!("foreign-release6/{port}/{}", b.ip), || Ev {
+                        kind: "dhcpv6_release_foreign_port",
+                        verdict: Verdict::Alert,
+                        technique: "T1557.003",
+                        reason: format!(
+                            "DHCPv6 {} for {} from {eth_src} on {port}, but it is bound to {} on {}: binding kept",
+                            if msg.kind == t::RELEASE { "RELEASE" } else { "DECLINE" },
+                            b.ip,
+                            b.mac,
+                            b.port
+                        ),
+                        port,
+                        mac: Some(eth_src),
+                        flow: flow.clone(),
+                        extra: vec![
+                            ("ip", json!(b.ip.to_string())),
+                            ("bound_mac", json!(b.mac.to_string())),
+                            ("bound_port", json!(b.port)),
+                        ],
+                    });
                 }
             }
             _ => {}

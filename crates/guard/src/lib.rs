@@ -1,15 +1,17 @@
 //! The L2 guard: DHCP snooping (trusted/untrusted bridge ports, a persisted binding table learned
-//! from DHCPACKs, per-port rate limits, DHCPv6/RA guard), Dynamic ARP Inspection against the
-//! bindings and static entries, arpwatch-style flip-flop events, and an LLMNR/NBT-NS/mDNS poisoner
-//! canary. Frame decoding, the binding table, the inspection decisions, the canary and the nft
-//! text are pure (time and randomness are inputs); the [`shell`] owns the bridge-family nftables
-//! table it applies, the packet sockets it reads and the files it writes. Non-goals: per-program
-//! egress and the metadata API (other parts of the project), IPv6 ND inspection, VLAN-aware
+//! from DHCPACKs and DHCPv6 REPLYs, per-port rate limits), Dynamic ARP Inspection and its IPv6
+//! analogue ND inspection against the bindings and static entries, RA guard by port and by
+//! router MAC, arpwatch-style flip-flop events, and an LLMNR/NBT-NS/mDNS poisoner canary. Frame
+//! decoding, the binding tables, the inspection decisions, the canary and the nft text are pure
+//! (time and randomness are inputs); the [`shell`] owns the bridge-family nftables table it
+//! applies, the packet sockets it reads and the files it writes. Non-goals: per-program egress
+//! and the metadata API (other parts of the project), SLAAC address gleaning, VLAN-aware
 //! bindings (tagged frames on untrusted ports are dropped instead).
 
 #![deny(missing_docs)]
 
 pub mod bindings;
+pub mod bindings6;
 pub mod canary;
 pub mod config;
 pub mod craft;
@@ -20,6 +22,7 @@ pub mod ruleset;
 pub mod shell;
 
 pub use bindings::{Binding, BindingTable, Change};
+pub use bindings6::{Binding6, Bindings6};
 pub use config::Config;
 pub use engine::{Guard, Output};
 

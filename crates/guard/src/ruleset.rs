@@ -1,6 +1,6 @@
 //! The nftables text the guard owns, emitted by pure functions: the bridge-family table
 //! (`table bridge rampart_guard`) with the DHCP/RA guard, the per-port DHCP rate limit, the
-//! DAI chain and its sets; the arp-family host table pinning the gateway; set-element updates
+//! DAI chain and its sets, ND inspection and its sets; the arp-family host table pinning the gateway; set-element updates
 //! that mirror binding-table changes; and the teardown.
 //!
 //! Why prerouting at priority -200: it runs once per frame with the ingress port as `iifname`
@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::bindings::{Binding, BindingTable, Change};
+use crate::bindings6::Binding6;
 use crate::config::Config;
 use crate::decode::NameProtocol;
 
@@ -36,6 +37,39 @@ fn mac_element(b: &Binding, now_s: u64) -> Option<String> {
 fn owner_element(b: &Binding, now_s: u64) -> Option<String> {
     remaining(b, now_s)
         .map(|left| format!("\"{}\" . {} timeout {left}s", b.port, mac_number(&b.mac)))
+}
+
+/// An IPv6 address as the 128-bit number the raw-payload sets hold (nft 1.0.6 has no
+/// `icmpv6 taddr`, so the NA/NS target is matched as `@th,64,128`).
+fn addr_number(a: &std::net::Ipv6Addr) -> String {
+    format!("0x{:032x}", u128::from(*a))
+}
+
+fn remaining6(b: &Binding6, now_s: u64) -> Option<u64> {
+    b.expires_s.checked_sub(now_s).filter(|s| *s > 0)
+}
+
+/// The `nd6_owner` key of a binding: port . MAC . address.
+fn owner6_key(port: &str, mac: &crate::decode::Mac, ip: &std::net::Ipv6Addr) -> String {
+    format!("\"{port}\" . {mac} . {}", addr_number(ip))
+}
+
+fn static_nd_has_ip(cfg: &Config, ip: &std::net::Ipv6Addr) -> bool {
+    cfg.static_nd.iter().any(|e| e.ip == *ip)
+}
+
+fn static_nd_has_owner(cfg: &Config, b: &Binding6) -> bool {
+    cfg.static_nd
+        .iter()
+        .any(|e| e.ip == b.ip && e.mac == b.mac && e.port.as_deref() == Some(b.port.as_str()))
+}
+
+fn elements(v: &[String]) -> String {
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!("\n\t\telements = {{ {} }}", v.join(",\n\t\t\t     "))
+    }
 }
 
 fn binding_element(b: &Binding, now_s: u64) -> Option<String> {
@@ -152,6 +186,78 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         s,
         "\tset nd_targets {{\n\t\ttypeof @th,64,128{targets}\n\t}}"
     );
+    // ND inspection: every bound address (static entries permanent, DHCPv6 bindings with
+    // their remaining valid lifetime), its owners on a port, and port-less static owners.
+    let mut bound6: Vec<String> = Vec::new();
+    let mut seen6 = std::collections::BTreeSet::new();
+    for e in &cfg.static_nd {
+        if seen6.insert(e.ip) {
+            bound6.push(addr_number(&e.ip));
+        }
+    }
+    let mut owners6: Vec<String> = cfg
+        .static_nd
+        .iter()
+        .filter_map(|e| e.port.as_ref().map(|p| owner6_key(p, &e.mac, &e.ip)))
+        .collect();
+    for b in bindings.v6().iter() {
+        let Some(left) = remaining6(b, now_s) else {
+            continue;
+        };
+        if seen6.insert(b.ip) {
+            bound6.push(format!("{} timeout {left}s", addr_number(&b.ip)));
+        }
+        if !static_nd_has_owner(cfg, b) {
+            owners6.push(format!(
+                "{} timeout {left}s",
+                owner6_key(&b.port, &b.mac, &b.ip)
+            ));
+        }
+    }
+    let portless6: Vec<String> = cfg
+        .static_nd
+        .iter()
+        .filter(|e| e.port.is_none())
+        .map(|e| format!("{} . {}", e.mac, addr_number(&e.ip)))
+        .collect();
+    for (set, typ, flags, els) in [
+        ("nd6_bound", "@th,64,128", "\n\t\tflags timeout", bound6),
+        (
+            "nd6_owner",
+            "iifname . ether saddr . @th,64,128",
+            "\n\t\tflags timeout",
+            owners6,
+        ),
+        ("nd6_static", "ether saddr . @th,64,128", "", portless6),
+    ] {
+        let _ = writeln!(
+            s,
+            "\tset {set} {{\n\t\ttypeof {typ}{flags}{}\n\t}}",
+            elements(&els)
+        );
+    }
+    // RA guard by source MAC: routers allowed on untrusted ports (any port, or their own).
+    let ra_any: Vec<String> = cfg
+        .trusted_routers
+        .iter()
+        .filter(|r| r.port.is_none())
+        .map(|r| r.mac.to_string())
+        .collect();
+    let ra_port: Vec<String> = cfg
+        .trusted_routers
+        .iter()
+        .filter_map(|r| r.port.as_ref().map(|p| format!("\"{p}\" . {}", r.mac)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\tset ra_sources_any {{\n\t\ttype ether_addr{}\n\t}}",
+        elements(&ra_any)
+    );
+    let _ = writeln!(
+        s,
+        "\tset ra_sources {{\n\t\ttype ifname . ether_addr{}\n\t}}",
+        elements(&ra_port)
+    );
     for set in ["dhcp_rate", "dhcp6_rate", "arp_rate"] {
         let _ = writeln!(
             s,
@@ -168,11 +274,17 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         format!("{untrusted} ether type {{ 8021q, 8021ad }} counter drop comment \"tagged frame on an untrusted port\""),
         format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 udp sport 547 counter drop comment \"DHCPv6 server message on an untrusted port\""),
-        format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert counter drop comment \"router advertisement on an untrusted port\""),
+        format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert ether saddr != @ra_sources_any iifname . ether saddr != @ra_sources counter drop comment \"router advertisement on an untrusted port\""),
         // The NA target sits at ICMPv6 offset 8 (`@th,64,128`); a spoofed advertisement or
         // any packet sourced from a protected address is dropped.
         format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-advert @th,64,128 @nd_targets counter drop comment \"neighbour advertisement for a protected IPv6 address on an untrusted port\""),
         format!("{untrusted} ether type ip6 ip6 saddr @nd_protected counter drop comment \"protected IPv6 source on an untrusted port\""),
+        // ND inspection (the IPv6 analogue of DAI): an address in nd6_bound may be claimed only
+        // by one of its owners: as NA target, as DAD probe target (NS from ::), or as the
+        // source of RS/NS/NA (`@nh,64,128` is the IPv6 source as a number, to share the sets).
+        format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-advert @th,64,128 @nd6_bound iifname . ether saddr . @th,64,128 != @nd6_owner ether saddr . @th,64,128 != @nd6_static counter drop comment \"ND inspection: neighbour advertisement for an address bound elsewhere\""),
+        format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-solicit ip6 saddr :: @th,64,128 @nd6_bound iifname . ether saddr . @th,64,128 != @nd6_owner ether saddr . @th,64,128 != @nd6_static counter drop comment \"ND inspection: DAD probe for an address bound elsewhere\""),
+        format!("{untrusted} ether type ip6 icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} @nh,64,128 @nd6_bound iifname . ether saddr . @nh,64,128 != @nd6_owner ether saddr . @nh,64,128 != @nd6_static counter drop comment \"ND inspection: ND from an address bound elsewhere\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 @th,160,32 != 0 @th,288,48 @dhcp_bound iifname . @th,288,48 != @dhcp_owner counter drop comment \"DHCP release/renew for a MAC bound to another port\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 update @dhcp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCP client rate limit\"", rl.per_second, rl.burst),
         format!("{untrusted} ether type ip6 udp sport 546 udp dport 547 update @dhcp6_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCPv6 client rate limit\"", rl.per_second, rl.burst),
@@ -260,6 +372,32 @@ pub fn binding_updates(cfg: &Config, changes: &[Change], now_s: u64) -> Option<S
             }
         }
     };
+    // The ND inspection sets: replace or remove, leaving static entries' elements alone.
+    let nd6 = |s: &mut String, b: &Binding6, add: bool| {
+        let left = remaining6(b, now_s).filter(|_| add);
+        if !static_nd_has_ip(cfg, &b.ip) {
+            let k = addr_number(&b.ip);
+            let _ = writeln!(s, "add element bridge {t} nd6_bound {{ {k} }}");
+            let _ = writeln!(s, "delete element bridge {t} nd6_bound {{ {k} }}");
+            if let Some(left) = left {
+                let _ = writeln!(
+                    s,
+                    "add element bridge {t} nd6_bound {{ {k} timeout {left}s }}"
+                );
+            }
+        }
+        if !static_nd_has_owner(cfg, b) {
+            let k = owner6_key(&b.port, &b.mac, &b.ip);
+            let _ = writeln!(s, "add element bridge {t} nd6_owner {{ {k} }}");
+            let _ = writeln!(s, "delete element bridge {t} nd6_owner {{ {k} }}");
+            if let Some(left) = left {
+                let _ = writeln!(
+                    s,
+                    "add element bridge {t} nd6_owner {{ {k} timeout {left}s }}"
+                );
+            }
+        }
+    };
     for c in changes {
         match c {
             Change::Bind { new, old } => {
@@ -269,6 +407,15 @@ pub fn binding_updates(cfg: &Config, changes: &[Change], now_s: u64) -> Option<S
                 owner(&mut s, new, true);
             }
             Change::Unbind(b) => owner(&mut s, b, false),
+            Change::Bind6 { new, old } => {
+                // The old owner of the address goes first (its nd6_bound element is re-added
+                // with the new timeout right after).
+                if let Some(old) = old {
+                    nd6(&mut s, old, false);
+                }
+                nd6(&mut s, new, true);
+            }
+            Change::Unbind6(b) => nd6(&mut s, b, false),
         }
     }
     for c in changes {
@@ -295,6 +442,7 @@ pub fn binding_updates(cfg: &Config, changes: &[Change], now_s: u64) -> Option<S
                     let _ = writeln!(s, "add element bridge {t} dai_bindings {{ {el} }}");
                 }
             }
+            Change::Bind6 { .. } | Change::Unbind6(_) => {}
             Change::Unbind(b) => {
                 // A port-bound static entry with the same key must survive an unbind.
                 let is_static = cfg

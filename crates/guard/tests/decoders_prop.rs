@@ -8,7 +8,7 @@ use rampart_guard::{BindingTable, Config, Guard};
 
 fn guard() -> Guard {
     let cfg = Config::from_toml(
-        "bridge = \"br0\"\ntrusted_ports = [\"t\"]\nuntrusted_ports = [\"u\"]\nbindings_file = \"/x\"\nevents_file = \"/y\"\n[canary]\nsource = \"192.0.2.2\"\n",
+        "bridge = \"br0\"\ntrusted_ports = [\"t\"]\nuntrusted_ports = [\"u\"]\nbindings_file = \"/x\"\nevents_file = \"/y\"\n[[static_nd]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:01\"\n[canary]\nsource = \"192.0.2.2\"\n",
     )
     .unwrap();
     Guard::new(cfg, BindingTable::new(8))
@@ -65,6 +65,7 @@ proptest! {
         let _ = decode::ipv6(&bytes);
         let _ = decode::dhcp(&bytes);
         let _ = decode::dhcpv6_kind(&bytes);
+        let _ = decode::dhcpv6(&bytes);
         if let Some(e) = decode::ethernet(&bytes) {
             prop_assert!(e.vlan_count <= decode::MAX_VLAN_TAGS);
             prop_assert!(e.payload.len() <= bytes.len());
@@ -123,5 +124,36 @@ proptest! {
         }
         let _ = g.tick(now + 10_u64.pow(12));
         prop_assert!(g.bindings().len() <= 8);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary option lists after a valid header: the DHCPv6 decoder returns a message or a
+    /// named anomaly, never panics, and keeps its bounds.
+    #[test]
+    fn dhcpv6_decoder_is_bounded(kind in any::<u8>(), opts in prop::collection::vec((0u16..16, prop::collection::vec(any::<u8>(), 0..80), any::<bool>()), 0..24), tail in prop::collection::vec(any::<u8>(), 0..8)) {
+        let mut p = vec![kind, 1, 2, 3];
+        for (code, value, lie) in &opts {
+            p.extend_from_slice(&code.to_be_bytes());
+            // Sometimes a length that does not match the value (the decoder must catch it).
+            let len = if *lie { value.len() as u16 + 3 } else { value.len() as u16 };
+            p.extend_from_slice(&len.to_be_bytes());
+            p.extend_from_slice(value);
+        }
+        p.extend(tail);
+        if let Ok(m) = decode::dhcpv6(&p) {
+            prop_assert!(m.addresses.len() <= decode::MAX_DHCPV6_ADDRESSES);
+            for d in m.client_id.iter().chain(m.server_id.iter()) {
+                prop_assert!(!d.is_empty() && d.len() <= decode::MAX_DUID_LEN);
+            }
+        }
+    }
+
+    /// Fully arbitrary bytes too (no header assumptions).
+    #[test]
+    fn dhcpv6_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..1500)) {
+        let _ = decode::dhcpv6(&bytes);
     }
 }

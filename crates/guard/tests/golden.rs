@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use rampart_guard::decode::Mac;
-use rampart_guard::{ruleset, Binding, BindingTable, Change, Config};
+use rampart_guard::{ruleset, Binding, Binding6, BindingTable, Change, Config};
 
 const CONFIG: &str = r#"
 bridge = "br0"
@@ -31,6 +31,22 @@ port = "p_srv"
 [[static_arp]]
 ip = "192.0.2.9"
 mac = "02:00:00:00:00:09"
+
+[[static_nd]]
+ip = "fe80::1"
+mac = "02:00:00:00:00:01"
+port = "p_srv"
+
+[[static_nd]]
+ip = "2001:db8::9"
+mac = "02:00:00:00:00:09"
+
+[[trusted_router]]
+mac = "02:00:00:00:00:77"
+port = "p_cli"
+
+[[trusted_router]]
+mac = "02:00:00:00:00:78"
 
 [gateway]
 ip = "192.0.2.1"
@@ -57,6 +73,16 @@ fn golden(name: &str, actual: &str) {
     assert_eq!(expected, actual, "{name} differs from its golden file");
 }
 
+fn binding6() -> Binding6 {
+    Binding6 {
+        mac: Mac([2, 0, 0, 0, 0, 0x0c]),
+        duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c],
+        ip: "2001:db8:1::100".parse().unwrap(),
+        port: "p_cli".into(),
+        expires_s: NOW_S + 3600,
+    }
+}
+
 fn table() -> BindingTable {
     let mut t = BindingTable::new(16);
     t.insert(Binding {
@@ -65,6 +91,7 @@ fn table() -> BindingTable {
         port: "p_cli".into(),
         expires_s: NOW_S + 3600,
     });
+    t.v6_mut().insert(binding6());
     t
 }
 
@@ -122,6 +149,19 @@ fn binding_updates_golden() {
             old: Some(old),
         },
         Change::Unbind(new),
+        // An IPv6 renewal moving the address to another port, then its removal.
+        Change::Bind6 {
+            new: Binding6 {
+                port: "p_rog".into(),
+                expires_s: NOW_S + 60,
+                ..binding6()
+            },
+            old: Some(binding6()),
+        },
+        Change::Unbind6(Binding6 {
+            port: "p_rog".into(),
+            ..binding6()
+        }),
     ];
     let text = ruleset::binding_updates(&cfg, &changes, NOW_S).unwrap();
     golden("binding_updates.nft", &text);

@@ -265,6 +265,8 @@ pub struct Started {
     pub ports: Vec<String>,
     /// Bindings restored from the persisted file.
     pub bindings: usize,
+    /// IPv6 (DHCPv6) bindings restored from the persisted file.
+    pub bindings6: usize,
     /// nft tables owned (family and name).
     pub tables: Vec<String>,
     /// SIGHUP re-reads the configuration and switches to it in place, bindings kept (the
@@ -288,6 +290,9 @@ pub struct Summary {
     /// Reloads refused (bad configuration, missing port, nft refusal); the running
     /// configuration stayed.
     pub reloads_refused: u64,
+    /// DHCPv6 messages that did not decode (malformed options; each is also reported as a
+    /// `dhcpv6_malformed` event, de-duplicated).
+    pub dhcpv6_malformed: u64,
     /// Longest `nft -f` set update (binding change → kernel), milliseconds.
     pub set_update_ms_max: u64,
     /// Packets counted by each commented rule of the guard's tables (all drops but the DAI
@@ -575,6 +580,7 @@ pub fn run(
         kernel.neighbour_pinned = true;
     }
     let restored = table.len();
+    let restored6 = table.v6().len();
     let mut cfg = cfg;
     let mut guard = Guard::new(cfg.clone(), table);
     started(&Started {
@@ -585,6 +591,7 @@ pub fn run(
             .map(|s| s.port.clone())
             .collect(),
         bindings: restored,
+        bindings6: restored6,
         tables: tables_of(&cfg),
         reload_in_place: reload.is_some(),
     });
@@ -732,6 +739,7 @@ pub fn run(
         }
     }
     save_bindings(&cfg.bindings_file, guard.bindings())?;
+    summary.dhcpv6_malformed = guard.malformed_dhcpv6();
     if cfg.bridge.is_some() {
         summary
             .kernel_counters
