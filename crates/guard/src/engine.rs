@@ -770,7 +770,7 @@ impl Guard {
                     135 => "neighbor_solicitation",
                     _ => "neighbor_advertisement",
                 };
-                self.emit_once(out, now_ns, format!("nd6/{port}/{eth_src}/{claimed}"), || Ev {
+                self.emit_once(out, now_ns, format!("nd6/{port}/{eth_src}/{claimed}/{}", field.name()), || Ev {
                     kind: "nd_inspection_drop",
                     verdict: Verdict::Block,
                     technique: "T1557",
