@@ -6,27 +6,21 @@
 //! Why hand-written rather than the `nfq` crate: on this kernel `NFQA_CFG_F_CONNTRACK` is
 //! refused (`CONFIG_NETFILTER_NETLINK_GLUE_CT` is off), so the conntrack mark cannot ride on
 //! the verdict; it is set through ctnetlink instead, which `nfq` does not speak, and `nfq`
-//! asserts (panics) on short attributes.
+//! asserts (panics) on short attributes. The generic wire format (headers, attribute builder,
+//! bounded splitting, acknowledgements) is `rampart-netlink`'s; this module owns the two
+//! subsystems' message types, attribute numbers and meanings.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use rampart_netlink::wire::{
+    self, Attrs, Builder, DecodeError, EncodeError, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_REQUEST,
+};
+
 use crate::flow::{Tuple, L4};
 
-/// `NETLINK_NETFILTER` protocol number.
-pub const NETLINK_NETFILTER: i32 = 12;
+pub use rampart_netlink::NETLINK_NETFILTER;
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-const NFNETLINK_V0: u8 = 0;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 
@@ -96,84 +90,24 @@ pub enum NfVerdict {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ParseError {
-    /// A header or attribute claims more bytes than there are.
-    #[error("truncated netlink message")]
-    Truncated,
+    /// A header, attribute or value claims more bytes than there are.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// A queued packet without its packet header attribute.
     #[error("queued packet without NFQA_PACKET_HDR")]
     NoPacketHeader,
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Builds one netlink message with an nfgenmsg header and attributes.
-#[derive(Debug)]
-struct Builder {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
-}
-
-impl Builder {
-    fn new(msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Self {
-        let mut buf = Vec::with_capacity(128);
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf.extend_from_slice(&msg_type.to_ne_bytes());
-        buf.extend_from_slice(&flags.to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf.push(family);
-        buf.push(NFNETLINK_V0);
-        buf.extend_from_slice(&res_id.to_be_bytes());
-        Self {
-            buf,
-            nests: Vec::new(),
-        }
-    }
-
-    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Self {
-        let len = (NLA_HDRLEN + data.len()) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.buf.resize(align4(self.buf.len()), 0);
-        self
-    }
-
-    fn begin(&mut self, kind: u16) -> &mut Self {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        self
-    }
-
-    fn end(&mut self) -> &mut Self {
-        if let Some(start) = self.nests.pop() {
-            let len = (self.buf.len() - start) as u16;
-            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-        }
-        self
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        let len = self.buf.len() as u32;
-        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        std::mem::take(&mut self.buf)
-    }
-}
-
 fn queue_msg(msg: u16) -> u16 {
-    (NFNL_SUBSYS_QUEUE << 8) | msg
+    wire::nfnl_type(NFNL_SUBSYS_QUEUE, msg)
 }
 
 fn ct_msg(msg: u16) -> u16 {
-    (NFNL_SUBSYS_CTNETLINK << 8) | msg
+    wire::nfnl_type(NFNL_SUBSYS_CTNETLINK, msg)
 }
 
 /// Bind (`CMD_BIND`) or unbind (`CMD_UNBIND`) queue `queue`; acknowledged.
-pub fn config_cmd(queue: u16, cmd: u8, seq: u32) -> Vec<u8> {
+pub fn config_cmd(queue: u16, cmd: u8, seq: u32) -> Result<Vec<u8>, EncodeError> {
     Builder::new(
         queue_msg(NFQNL_MSG_CONFIG),
         NLM_F_REQUEST | NLM_F_ACK,
@@ -194,7 +128,7 @@ pub fn config_params(
     flags: u32,
     mask: u32,
     seq: u32,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, EncodeError> {
     let mut params = copy_range.to_be_bytes().to_vec();
     params.push(NFQNL_COPY_PACKET);
     Builder::new(
@@ -213,7 +147,7 @@ pub fn config_params(
 
 /// The verdict for packet `packet_id` of queue `queue` (not acknowledged: errors still come
 /// back as `NLMSG_ERROR`).
-pub fn verdict(queue: u16, packet_id: u32, verdict: NfVerdict) -> Vec<u8> {
+pub fn verdict(queue: u16, packet_id: u32, verdict: NfVerdict) -> Result<Vec<u8>, EncodeError> {
     let mut hdr = (verdict as u32).to_be_bytes().to_vec();
     hdr.extend_from_slice(&packet_id.to_be_bytes());
     Builder::new(queue_msg(NFQNL_MSG_VERDICT), NLM_F_REQUEST, 0, 0, queue)
@@ -223,7 +157,7 @@ pub fn verdict(queue: u16, packet_id: u32, verdict: NfVerdict) -> Vec<u8> {
 
 /// An accept verdict for packet `packet_id` that also sets the packet's mark to `mark`
 /// (`NFQA_MARK`; the rest of the hook's chains see it).
-pub fn verdict_with_mark(queue: u16, packet_id: u32, mark: u32) -> Vec<u8> {
+pub fn verdict_with_mark(queue: u16, packet_id: u32, mark: u32) -> Result<Vec<u8>, EncodeError> {
     let mut hdr = (NfVerdict::Accept as u32).to_be_bytes().to_vec();
     hdr.extend_from_slice(&packet_id.to_be_bytes());
     Builder::new(queue_msg(NFQNL_MSG_VERDICT), NLM_F_REQUEST, 0, 0, queue)
@@ -233,7 +167,7 @@ pub fn verdict_with_mark(queue: u16, packet_id: u32, mark: u32) -> Vec<u8> {
 }
 
 fn tuple_attrs(b: &mut Builder, t: &Tuple) {
-    b.begin(CTA_TUPLE_ORIG).begin(CTA_TUPLE_IP);
+    b.begin_nest(CTA_TUPLE_ORIG).begin_nest(CTA_TUPLE_IP);
     match (t.src, t.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             b.attr(CTA_IP_V4_SRC, &s.octets())
@@ -244,7 +178,7 @@ fn tuple_attrs(b: &mut Builder, t: &Tuple) {
                 .attr(CTA_IP_V6_DST, &v6(d).octets());
         }
     }
-    b.end().begin(CTA_TUPLE_PROTO);
+    b.end_nest().begin_nest(CTA_TUPLE_PROTO);
     b.attr(CTA_PROTO_NUM, &[t.protocol]);
     match t.l4 {
         L4::Ports { src, dst } => {
@@ -263,7 +197,7 @@ fn tuple_attrs(b: &mut Builder, t: &Tuple) {
                 .attr(CTA_PROTO_ICMPV6_CODE, &[0]);
         }
     }
-    b.end().end();
+    b.end_nest().end_nest();
 }
 
 fn v6(a: IpAddr) -> Ipv6Addr {
@@ -283,7 +217,7 @@ fn family(t: &Tuple) -> u8 {
 
 /// Look up the connection a packet with tuple `t` belongs to (either direction); the answer is
 /// a `CT_NEW` message carrying the original tuple, or an error (`ENOENT`: not confirmed yet).
-pub fn ct_get(t: &Tuple, seq: u32) -> Vec<u8> {
+pub fn ct_get(t: &Tuple, seq: u32) -> Result<Vec<u8>, EncodeError> {
     let mut b = Builder::new(
         ct_msg(IPCTNL_MSG_CT_GET),
         NLM_F_REQUEST | NLM_F_ACK,
@@ -297,7 +231,7 @@ pub fn ct_get(t: &Tuple, seq: u32) -> Vec<u8> {
 
 /// Set the bits `mask` of the mark of the existing connection `t` belongs to, to `mark`
 /// (other bits kept: the kernel computes `(old & !mask) ^ mark`); acknowledged.
-pub fn ct_set_mark(t: &Tuple, mark: u32, mask: u32, seq: u32) -> Vec<u8> {
+pub fn ct_set_mark(t: &Tuple, mark: u32, mask: u32, seq: u32) -> Result<Vec<u8>, EncodeError> {
     let mut b = Builder::new(
         ct_msg(IPCTNL_MSG_CT_NEW),
         NLM_F_REQUEST | NLM_F_ACK,
@@ -355,109 +289,42 @@ pub enum Message<'a> {
     Other,
 }
 
-fn ne16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes([*b.get(off)?, *b.get(off + 1)?]))
-}
-
-fn ne32(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off + 4)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn be16(b: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
-}
-
-fn be32(b: &[u8]) -> Option<u32> {
-    let s = b.get(0..4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-/// Iterates netlink attributes: `(type without flags, payload)`.
-struct Attrs<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = Result<(u16, &'a [u8]), ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.b.len() < NLA_HDRLEN {
-            return None;
-        }
-        let len = usize::from(ne16(self.b, 0)?);
-        let kind = ne16(self.b, 2)? & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > self.b.len() {
-            self.b = &[];
-            return Some(Err(ParseError::Truncated));
-        }
-        let payload = &self.b[NLA_HDRLEN..len];
-        self.b = self.b.get(align4(len)..).unwrap_or(&[]);
-        Some(Ok((kind, payload)))
-    }
-}
-
-fn attrs(b: &[u8]) -> Attrs<'_> {
-    Attrs { b }
-}
-
-/// Split a receive buffer into messages.
+/// Split a receive buffer into messages (bounded: see [`rampart_netlink::wire::messages`]).
 pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, ParseError>> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        if rest.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = ne32(rest, 0).map_or(0, |l| l as usize);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            rest = &[];
-            return Some(Err(ParseError::Truncated));
-        }
-        let msg = &rest[..len];
-        rest = rest.get(align4(len)..).unwrap_or(&[]);
-        Some(parse_message(msg))
-    })
+    wire::messages(buf).map(|m| parse_message(&m?))
 }
 
-fn parse_message(msg: &[u8]) -> Result<Message<'_>, ParseError> {
-    let kind = ne16(msg, 4).ok_or(ParseError::Truncated)?;
-    let seq = ne32(msg, 8).ok_or(ParseError::Truncated)?;
-    let body = &msg[NLMSG_HDRLEN..];
-    match kind {
+/// One received message, as the queue and conntrack subsystems mean it.
+pub fn parse_message<'a>(m: &wire::Msg<'a>) -> Result<Message<'a>, ParseError> {
+    match m.ty {
         NLMSG_ERROR => {
-            let err = body
-                .get(0..4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or(ParseError::Truncated)?;
-            // Why: the kernel copies the request's header after the errno; its seq is ours.
-            let req_seq = ne32(body, 4 + 8).unwrap_or(seq);
+            let ack = m.ack()?;
             Ok(Message::Ack {
-                seq: req_seq,
-                errno: err.saturating_abs(),
+                seq: ack.seq,
+                errno: ack.errno,
             })
         }
         NLMSG_DONE => Ok(Message::Other),
-        k if k == queue_msg(NFQNL_MSG_PACKET) => parse_packet(body).map(Message::Packet),
+        k if k == queue_msg(NFQNL_MSG_PACKET) => {
+            let (g, a) = m.nfgen()?;
+            parse_packet(g.res_id, a).map(Message::Packet)
+        }
         k if k == ct_msg(IPCTNL_MSG_CT_NEW) => {
-            let attrs_b = body.get(NFGEN_HDRLEN..).ok_or(ParseError::Truncated)?;
+            let (_, a) = m.nfgen()?;
             let mut orig = None;
-            for a in attrs(attrs_b) {
-                let (t, p) = a?;
-                if t == CTA_TUPLE_ORIG {
-                    orig = parse_tuple(p)?;
+            for a in a {
+                let a = a?;
+                if a.ty == CTA_TUPLE_ORIG {
+                    orig = parse_tuple(a.nested())?;
                 }
             }
-            Ok(Message::Conntrack { seq, orig })
+            Ok(Message::Conntrack { seq: m.seq, orig })
         }
         _ => Ok(Message::Other),
     }
 }
 
-fn parse_packet(body: &[u8]) -> Result<QueuedPacket<'_>, ParseError> {
-    let queue = body
-        .get(2..4)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .ok_or(ParseError::Truncated)?;
+fn parse_packet(queue: u16, attrs: Attrs<'_>) -> Result<QueuedPacket<'_>, ParseError> {
     let mut p = QueuedPacket {
         queue,
         id: 0,
@@ -469,19 +336,24 @@ fn parse_packet(body: &[u8]) -> Result<QueuedPacket<'_>, ParseError> {
         cap_len: None,
     };
     let mut have_hdr = false;
-    for a in attrs(body.get(NFGEN_HDRLEN..).ok_or(ParseError::Truncated)?) {
-        let (t, v) = a?;
-        match t {
+    for a in attrs {
+        let a = a?;
+        match a.ty {
             NFQA_PACKET_HDR => {
-                p.id = be32(v).ok_or(ParseError::Truncated)?;
-                p.hook = *v.get(6).ok_or(ParseError::Truncated)?;
+                // struct nfqnl_msg_packet_hdr: packet_id be32, hw_protocol be16, hook u8.
+                p.id = a.be32()?;
+                p.hook = *a.value.get(6).ok_or(DecodeError::Short {
+                    what: "NFQA_PACKET_HDR",
+                    need: 7,
+                    got: a.value.len(),
+                })?;
                 have_hdr = true;
             }
-            NFQA_MARK => p.mark = be32(v).ok_or(ParseError::Truncated)?,
-            NFQA_IFINDEX_INDEV => p.indev = be32(v),
-            NFQA_IFINDEX_OUTDEV => p.outdev = be32(v),
-            NFQA_PAYLOAD => p.payload = v,
-            NFQA_CAP_LEN => p.cap_len = be32(v),
+            NFQA_MARK => p.mark = a.be32()?,
+            NFQA_IFINDEX_INDEV => p.indev = a.be32().ok(),
+            NFQA_IFINDEX_OUTDEV => p.outdev = a.be32().ok(),
+            NFQA_PAYLOAD => p.payload = a.value,
+            NFQA_CAP_LEN => p.cap_len = a.be32().ok(),
             _ => {}
         }
     }
@@ -491,16 +363,17 @@ fn parse_packet(body: &[u8]) -> Result<QueuedPacket<'_>, ParseError> {
     Ok(p)
 }
 
-fn parse_tuple(b: &[u8]) -> Result<Option<Tuple>, ParseError> {
+fn parse_tuple(attrs: Attrs<'_>) -> Result<Option<Tuple>, ParseError> {
     let (mut src, mut dst, mut proto) = (None, None, None);
     let (mut sport, mut dport, mut id) = (None, None, None);
-    for a in attrs(b) {
-        let (t, v) = a?;
-        match t {
+    for a in attrs {
+        let a = a?;
+        match a.ty {
             CTA_TUPLE_IP => {
-                for a in attrs(v) {
-                    let (t, v) = a?;
-                    let addr = match (t, v.len()) {
+                for a in a.nested() {
+                    let a = a?;
+                    let v = a.value;
+                    let addr = match (a.ty, v.len()) {
                         (CTA_IP_V4_SRC | CTA_IP_V4_DST, 4) => {
                             Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3])))
                         }
@@ -511,7 +384,7 @@ fn parse_tuple(b: &[u8]) -> Result<Option<Tuple>, ParseError> {
                         }
                         _ => None,
                     };
-                    match t {
+                    match a.ty {
                         CTA_IP_V4_SRC | CTA_IP_V6_SRC => src = addr,
                         CTA_IP_V4_DST | CTA_IP_V6_DST => dst = addr,
                         _ => {}
@@ -519,13 +392,13 @@ fn parse_tuple(b: &[u8]) -> Result<Option<Tuple>, ParseError> {
                 }
             }
             CTA_TUPLE_PROTO => {
-                for a in attrs(v) {
-                    let (t, v) = a?;
-                    match t {
-                        CTA_PROTO_NUM => proto = v.first().copied(),
-                        CTA_PROTO_SRC_PORT => sport = be16(v),
-                        CTA_PROTO_DST_PORT => dport = be16(v),
-                        CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => id = be16(v),
+                for a in a.nested() {
+                    let a = a?;
+                    match a.ty {
+                        CTA_PROTO_NUM => proto = a.u8().ok(),
+                        CTA_PROTO_SRC_PORT => sport = a.be16().ok(),
+                        CTA_PROTO_DST_PORT => dport = a.be16().ok(),
+                        CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => id = a.be16().ok(),
                         _ => {}
                     }
                 }
@@ -552,6 +425,7 @@ fn parse_tuple(b: &[u8]) -> Result<Option<Tuple>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rampart_netlink::wire::{attrs, NFGEN_HDRLEN, NLA_HDRLEN, NLMSG_HDRLEN};
 
     fn tcp_tuple() -> Tuple {
         Tuple {
@@ -587,7 +461,7 @@ mod tests {
             ..tcp_tuple()
         };
         for t in [tcp_tuple(), v6, echo] {
-            let answer = as_ct_answer(&ct_get(&t, 7), 7);
+            let answer = as_ct_answer(&ct_get(&t, 7).unwrap(), 7);
             let msgs: Vec<_> = messages(&answer).collect();
             assert_eq!(
                 msgs,
@@ -601,12 +475,12 @@ mod tests {
 
     #[test]
     fn mark_request_carries_masked_mark() {
-        let m = ct_set_mark(&tcp_tuple(), 0x0020_0000, 0x00f0_0000, 9);
-        assert_eq!(ne32(&m, 0), Some(m.len() as u32));
+        let m = ct_set_mark(&tcp_tuple(), 0x0020_0000, 0x00f0_0000, 9).unwrap();
+        assert_eq!(&m[0..4], &(m.len() as u32).to_ne_bytes());
         let body = &m[NLMSG_HDRLEN + NFGEN_HDRLEN..];
         let got: Vec<(u16, Vec<u8>)> = attrs(body)
             .map(|a| a.unwrap())
-            .map(|(t, v)| (t, v.to_vec()))
+            .map(|a| (a.ty, a.value.to_vec()))
             .collect();
         assert!(got.contains(&(CTA_MARK, vec![0x00, 0x20, 0, 0])));
         assert!(got.contains(&(CTA_MARK_MASK, vec![0x00, 0xf0, 0, 0])));
@@ -622,6 +496,7 @@ mod tests {
             .attr(NFQA_IFINDEX_INDEV, &3u32.to_be_bytes())
             .attr(NFQA_PAYLOAD, payload)
             .finish()
+            .unwrap()
     }
 
     #[test]
@@ -635,7 +510,7 @@ mod tests {
         err.extend_from_slice(&0u32.to_ne_bytes());
         err.extend_from_slice(&0u32.to_ne_bytes());
         err.extend_from_slice(&(-16i32).to_ne_bytes());
-        err.extend_from_slice(&config_cmd(4210, CMD_BIND, 5)[..16]);
+        err.extend_from_slice(&config_cmd(4210, CMD_BIND, 5).unwrap()[..16]);
         buf.extend(err);
         let msgs: Vec<_> = messages(&buf).map(|m| m.unwrap()).collect();
         assert_eq!(msgs.len(), 3);
@@ -651,7 +526,7 @@ mod tests {
 
     #[test]
     fn verdict_with_mark_carries_the_mark() {
-        let v = verdict_with_mark(4210, 7, 0x0020_0001);
+        let v = verdict_with_mark(4210, 7, 0x0020_0001).unwrap();
         assert_eq!(
             v.len(),
             NLMSG_HDRLEN + NFGEN_HDRLEN + 2 * NLA_HDRLEN + 8 + 4
@@ -664,7 +539,7 @@ mod tests {
 
     #[test]
     fn verdict_layout() {
-        let v = verdict(4210, 0x0102_0304, NfVerdict::Drop);
+        let v = verdict(4210, 0x0102_0304, NfVerdict::Drop).unwrap();
         assert_eq!(v.len(), NLMSG_HDRLEN + NFGEN_HDRLEN + NLA_HDRLEN + 8);
         assert_eq!(&v[18..20], &4210u16.to_be_bytes());
         assert_eq!(&v[24..32], &[0, 0, 0, 0, 1, 2, 3, 4]);
@@ -687,7 +562,27 @@ mod tests {
         lying_attr[NLMSG_HDRLEN + NFGEN_HDRLEN..][..2].copy_from_slice(&0xffffu16.to_ne_bytes());
         assert_eq!(
             messages(&lying_attr).next(),
-            Some(Err(ParseError::Truncated))
+            Some(Err(ParseError::Decode(DecodeError::TruncatedAttribute {
+                claimed: 0xffff,
+                available: good.len() - NLMSG_HDRLEN - NFGEN_HDRLEN
+            })))
+        );
+        // A packet header too short for its hook byte, and a packet without one.
+        let short_hdr = Builder::new(queue_msg(NFQNL_MSG_PACKET), 0, 0, AF_INET, 1)
+            .attr(NFQA_PACKET_HDR, &[0, 0, 0, 1, 8, 0])
+            .finish()
+            .unwrap();
+        assert!(matches!(
+            messages(&short_hdr).next(),
+            Some(Err(ParseError::Decode(DecodeError::Short { .. })))
+        ));
+        let no_hdr = Builder::new(queue_msg(NFQNL_MSG_PACKET), 0, 0, AF_INET, 1)
+            .attr(NFQA_PAYLOAD, b"\x45")
+            .finish()
+            .unwrap();
+        assert_eq!(
+            messages(&no_hdr).next(),
+            Some(Err(ParseError::NoPacketHeader))
         );
     }
 

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rampart_netlink::{EncodeError, Socket};
 
 use rampart_events::Sink;
 use rampart_nft::app_queue::{MARK_MASK, REJECT_MARK};
@@ -66,181 +68,50 @@ impl QueueOptions {
     }
 }
 
-/// A netlink socket of the `NETLINK_NETFILTER` family.
-#[derive(Debug)]
-pub struct NlSocket {
-    fd: OwnedFd,
+/// A bound `NETLINK_NETFILTER` socket with a 1 s receive timeout and, when `rcvbuf_bytes` is
+/// not 0, that receive buffer.
+fn open_socket(rcvbuf_bytes: usize) -> io::Result<Socket> {
+    let sock = Socket::open(netlink::NETLINK_NETFILTER)?;
+    // Why: requests wait for their answer with a blocking recv; a kernel that never answers
+    // must not hang the loop.
+    sock.set_recv_timeout(Some(Duration::from_secs(1)))?;
+    if rcvbuf_bytes > 0 {
+        // Best effort: a smaller buffer only means earlier overflow (fail-open/closed per flag).
+        let _ = sock.set_recv_buffer(rcvbuf_bytes);
+    }
+    Ok(sock)
 }
 
-impl NlSocket {
-    /// Open and bind one.
-    pub fn open(rcvbuf_bytes: usize) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                netlink::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+/// Send a request and wait for its acknowledgement; `Ok(Some(orig))` hands back the conntrack
+/// answer that came before the ack. Packets arriving meanwhile are not expected on this socket
+/// (callers use one socket per role).
+fn request(
+    sock: &Socket,
+    msg: Result<Vec<u8>, EncodeError>,
+    seq: u32,
+    buf: &mut [u8],
+) -> io::Result<Option<Option<Tuple>>> {
+    let msg = msg.map_err(io::Error::other)?;
+    let mut answer = None;
+    sock.request(&msg, seq, buf, |m| {
+        let m = netlink::parse_message(m);
+        if let Ok(Message::Conntrack { orig, .. }) = m {
+            answer = Some(orig);
         }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_nl is plain data; zeroed is its "any" value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: addr is a valid sockaddr_nl of the given length.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sock = Self { fd };
-        // Why: requests wait for their answer with a blocking recv; a kernel that never answers
-        // must not hang the loop.
-        let timeout = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: timeout is a valid timeval living across the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if rcvbuf_bytes > 0 {
-            let size = rcvbuf_bytes.min(i32::MAX as usize) as libc::c_int;
-            // Why: FORCE (root) lifts the rmem_max cap; fall back to the capped option.
-            if sock
-                .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
-                .is_err()
-            {
-                let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, size);
-            }
-        }
-        Ok(sock)
-    }
+    })?;
+    Ok(answer)
+}
 
-    fn setsockopt(&self, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: value is a c_int living across the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Send one message to the kernel.
-    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: msg is a valid buffer of msg.len() bytes.
-        let rc = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Wait up to `timeout_ms` for data; `Ok(false)` on timeout or a signal.
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(e);
-        }
-        Ok(rc > 0)
-    }
-
-    /// Receive one datagram into `buf`; returns its length (0 when it would block).
-    pub fn recv(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
-        let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-        let rc = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(rc as usize)
-    }
-
-    /// Send a request and wait for its acknowledgement; `Ok(Some(msg))` hands back a
-    /// conntrack answer that came before the ack. Packets arriving meanwhile are not expected
-    /// on this socket (callers use one socket per role).
-    fn request(&self, msg: &[u8], seq: u32, buf: &mut [u8]) -> io::Result<Option<Option<Tuple>>> {
-        self.send(msg)?;
-        let mut answer = None;
-        // Why: a bounded number of datagrams; the kernel answers with at most two.
-        for _ in 0..16 {
-            let n = self.recv(buf, false)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer"));
-            }
-            for m in netlink::messages(&buf[..n]) {
-                match m {
-                    Ok(Message::Ack { seq: s, errno }) if s == seq => {
-                        if errno != 0 {
-                            return Err(io::Error::from_raw_os_error(errno));
-                        }
-                        return Ok(answer);
-                    }
-                    Ok(Message::Conntrack { seq: s, orig }) if s == seq => answer = Some(orig),
-                    _ => {}
-                }
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no netlink acknowledgement",
-        ))
-    }
+/// Send a message that needs no answer.
+fn send(sock: &Socket, msg: Result<Vec<u8>, EncodeError>) -> io::Result<()> {
+    sock.send(&msg.map_err(io::Error::other)?)?;
+    Ok(())
 }
 
 /// ctnetlink: orientation look-ups and conntrack marks.
 #[derive(Debug)]
 pub struct Conntrack {
-    sock: NlSocket,
+    sock: Socket,
     seq: u32,
     buf: Vec<u8>,
 }
@@ -258,7 +129,7 @@ impl Conntrack {
     /// Open a ctnetlink socket.
     pub fn open() -> io::Result<Self> {
         Ok(Self {
-            sock: NlSocket::open(0)?,
+            sock: open_socket(0)?,
             seq: 1,
             buf: vec![0; 16 * 1024],
         })
@@ -272,10 +143,7 @@ impl Conntrack {
     /// The connection a packet with tuple `t` belongs to.
     pub fn lookup(&mut self, t: &Tuple) -> io::Result<Lookup> {
         let seq = self.next_seq();
-        match self
-            .sock
-            .request(&netlink::ct_get(t, seq), seq, &mut self.buf)
-        {
+        match request(&self.sock, netlink::ct_get(t, seq), seq, &mut self.buf) {
             Ok(Some(Some(orig))) => Ok(Lookup::Found(orig)),
             Ok(_) => Ok(Lookup::Missing),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Lookup::Missing),
@@ -287,8 +155,9 @@ impl Conntrack {
     /// the table (an unconfirmed connection whose first packet was dropped).
     pub fn set_mark(&mut self, t: &Tuple, mark: u32) -> io::Result<bool> {
         let seq = self.next_seq();
-        match self.sock.request(
-            &netlink::ct_set_mark(t, mark, MARK_MASK, seq),
+        match request(
+            &self.sock,
+            netlink::ct_set_mark(t, mark, MARK_MASK, seq),
             seq,
             &mut self.buf,
         ) {
@@ -302,7 +171,7 @@ impl Conntrack {
 /// A bound NFQUEUE.
 #[derive(Debug)]
 pub struct Queue {
-    sock: NlSocket,
+    sock: Socket,
     options: QueueOptions,
 }
 
@@ -311,7 +180,7 @@ impl Queue {
     pub fn bind(options: QueueOptions) -> Result<Self, ShellError> {
         let io_err = |what| move |source| ShellError::Io { what, source };
         // Why: 8 MiB holds ~2000 full copies; bursts beyond that fail open or closed per flag.
-        let sock = NlSocket::open(8 << 20).map_err(io_err("cannot open a netlink socket"))?;
+        let sock = open_socket(8 << 20).map_err(io_err("cannot open a netlink socket"))?;
         let mut buf = vec![0u8; 8192];
         let refused = |what| {
             move |source| ShellError::Refused {
@@ -320,8 +189,9 @@ impl Queue {
                 source,
             }
         };
-        sock.request(
-            &netlink::config_cmd(options.queue, netlink::CMD_BIND, 1),
+        request(
+            &sock,
+            netlink::config_cmd(options.queue, netlink::CMD_BIND, 1),
             1,
             &mut buf,
         )
@@ -330,8 +200,9 @@ impl Queue {
         if options.fail_open {
             flags |= netlink::CFG_F_FAIL_OPEN;
         }
-        sock.request(
-            &netlink::config_params(
+        request(
+            &sock,
+            netlink::config_params(
                 options.queue,
                 options.copy_range,
                 options.max_len,
@@ -359,23 +230,25 @@ impl Queue {
         if fail_open {
             flags |= netlink::CFG_F_FAIL_OPEN;
         }
-        self.sock.send(&netlink::config_params(
-            self.options.queue,
-            self.options.copy_range,
-            self.options.max_len,
-            flags,
-            netlink::CFG_F_GSO | netlink::CFG_F_FAIL_OPEN,
-            4,
-        ))
+        send(
+            &self.sock,
+            netlink::config_params(
+                self.options.queue,
+                self.options.copy_range,
+                self.options.max_len,
+                flags,
+                netlink::CFG_F_GSO | netlink::CFG_F_FAIL_OPEN,
+                4,
+            ),
+        )
     }
 
     /// Unbind (the kernel does it too when the socket closes).
     pub fn unbind(&self) -> io::Result<()> {
-        self.sock.send(&netlink::config_cmd(
-            self.options.queue,
-            netlink::CMD_UNBIND,
-            3,
-        ))
+        send(
+            &self.sock,
+            netlink::config_cmd(self.options.queue, netlink::CMD_UNBIND, 3),
+        )
     }
 }
 
@@ -554,7 +427,7 @@ impl Runner {
             }
             // Why: try first, poll only when idle; under load every poll would be a wasted
             // syscall.
-            let n = match self.queue.sock.recv(&mut self.buf, true) {
+            let n = match self.queue.sock.recv(&mut self.buf, false) {
                 Ok(0) => {
                     if self.queue.sock.wait(200).is_err() {
                         self.counters.recv_errors += 1;
@@ -621,7 +494,7 @@ impl Runner {
                 netlink::verdict_with_mark(p.queue, p.id, (p.mark & !MARK_MASK) | REJECT_MARK)
             }
         };
-        if self.queue.sock.send(&msg).is_err() {
+        if send(&self.queue.sock, msg).is_err() {
             self.counters.verdict_errors += 1;
         }
         // Why after the verdict: an accepted first packet is confirmed into the conntrack table

@@ -71,7 +71,9 @@ fn send(sock: &mut NlSocket, p: &Prepared, with_elements: bool) -> Result<(), Ap
     let first = sock.next_free_seq();
     let b = p.batch(first, with_elements);
     sock.consume_seq(b.len() as u32 + 2);
-    let (bytes, acked, what) = b.finish();
+    let (bytes, acked, what) = b
+        .finish()
+        .map_err(|e| ApplyError::Netlink(format!("batch: {e}")))?;
     sock.transact(&bytes, acked, first, &what)
 }
 
@@ -413,7 +415,10 @@ pub fn snapshot_live(
         head: head.into_iter().chain(elems).collect(),
         ..check
     };
-    let (bytes, acked, _) = full.batch(1, false).finish();
+    let (bytes, acked, _) = full
+        .batch(1, false)
+        .finish()
+        .map_err(|e| ApplyError::Netlink(format!("batch: {e}")))?;
     let mut out = Vec::with_capacity(bytes.len() + 8);
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&acked.to_le_bytes());

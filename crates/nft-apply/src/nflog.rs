@@ -5,7 +5,9 @@
 //! hand-built bytes; [`NflogSocket`] is the I/O half.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+
+use rampart_netlink::wire::{self, Builder, EncodeError, NLM_F_ACK, NLM_F_REQUEST};
+use rampart_netlink::{Socket, SocketError};
 
 use crate::ApplyError;
 
@@ -16,16 +18,10 @@ const NFULA_CFG_CMD: u16 = 1;
 const NFULA_CFG_MODE: u16 = 2;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
-const NFULA_PACKET_HDR: u16 = 1;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_IFINDEX_OUTDEV: u16 = 5;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_HDRLEN: usize = 16;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 /// Why: enough for IPv6 + extension-free TCP/UDP headers; nothing more is parsed.
 pub const COPY_RANGE: u32 = 128;
 /// Why: one receive buffer; the kernel batches several log messages per datagram.
@@ -79,67 +75,41 @@ impl LoggedPacket {
     }
 }
 
-fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+/// Parse every NFLOG packet message in one netlink datagram. Malformed parts are skipped: a
+/// message or attribute whose length does not fit ends the walk, what came before is kept.
+pub fn parse_messages(buf: &[u8]) -> Vec<LoggedPacket> {
     let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > buf.len() {
-            break;
+    for m in wire::messages(buf).map_while(Result::ok) {
+        if m.ty != wire::nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET) {
+            continue;
         }
-        out.push((ty, &buf[4..len]));
-        let aligned = (len + 3) & !3;
-        if aligned >= buf.len() {
-            break;
-        }
-        buf = &buf[aligned..];
-    }
-    out
-}
-
-/// Parse every NFLOG packet message in one netlink datagram. Malformed parts are skipped.
-pub fn parse_messages(mut buf: &[u8]) -> Vec<LoggedPacket> {
-    let mut out = Vec::new();
-    while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            break;
-        }
-        let body = &buf[NLMSG_HDRLEN..len];
-        if ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET && body.len() >= 4 {
-            let family = body[0];
-            let mut p = LoggedPacket {
-                prefix: String::new(),
-                family,
-                iif: None,
-                oif: None,
-                headers: None,
-            };
-            for (aty, val) in attrs(&body[4..]) {
-                match aty {
-                    NFULA_PREFIX => {
-                        let end = val.iter().position(|&b| b == 0).unwrap_or(val.len());
-                        p.prefix = String::from_utf8_lossy(&val[..end]).into_owned();
-                    }
-                    NFULA_IFINDEX_INDEV if val.len() >= 4 => {
-                        p.iif = Some(u32::from_be_bytes([val[0], val[1], val[2], val[3]]));
-                    }
-                    NFULA_IFINDEX_OUTDEV if val.len() >= 4 => {
-                        p.oif = Some(u32::from_be_bytes([val[0], val[1], val[2], val[3]]));
-                    }
-                    NFULA_PAYLOAD => p.headers = parse_packet_headers(val),
-                    NFULA_PACKET_HDR => {}
-                    _ => {}
+        let Ok((g, attrs)) = m.nfgen() else {
+            continue;
+        };
+        let mut p = LoggedPacket {
+            prefix: String::new(),
+            family: g.family,
+            iif: None,
+            oif: None,
+            headers: None,
+        };
+        for a in attrs.map_while(Result::ok) {
+            match a.ty {
+                NFULA_PREFIX => {
+                    let end = a
+                        .value
+                        .iter()
+                        .position(|&b| b == 0)
+                        .unwrap_or(a.value.len());
+                    p.prefix = String::from_utf8_lossy(&a.value[..end]).into_owned();
                 }
+                NFULA_IFINDEX_INDEV => p.iif = a.be32().ok().or(p.iif),
+                NFULA_IFINDEX_OUTDEV => p.oif = a.be32().ok().or(p.oif),
+                NFULA_PAYLOAD => p.headers = parse_packet_headers(a.value),
+                _ => {}
             }
-            out.push(p);
         }
-        let aligned = (len + 3) & !3;
-        if aligned >= buf.len() {
-            break;
-        }
-        buf = &buf[aligned..];
+        out.push(p);
     }
     out
 }
@@ -195,146 +165,83 @@ pub fn parse_packet_headers(pkt: &[u8]) -> Option<Headers> {
     })
 }
 
-fn config_message(group: u16, seq: u32, attr_type: u16, payload: &[u8]) -> Vec<u8> {
-    let attr_len = 4 + payload.len();
-    let attr_aligned = (attr_len + 3) & !3;
-    let total = NLMSG_HDRLEN + 4 + attr_aligned;
-    let mut m = Vec::with_capacity(total);
-    m.extend_from_slice(&(total as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: family AF_UNSPEC, version 0, res_id = group (big endian).
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&group.to_be_bytes());
-    m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    m.extend_from_slice(&attr_type.to_ne_bytes());
-    m.extend_from_slice(payload);
-    m.resize(total, 0);
-    m
+fn config_message(
+    group: u16,
+    seq: u32,
+    attr_type: u16,
+    payload: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
+    // nfgenmsg: family AF_UNSPEC, version 0, res_id = group.
+    Builder::new(
+        wire::nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        0,
+        group,
+    )
+    .attr(attr_type, payload)
+    .finish()
 }
 
 /// A socket bound to one NFLOG group.
 #[derive(Debug)]
 pub struct NflogSocket {
-    fd: OwnedFd,
+    sock: Socket,
     buf: Vec<u8>,
 }
 
 impl NflogSocket {
     /// Open a netlink socket in the current network namespace and bind it to `group`.
     pub fn bind(group: u16) -> Result<Self, ApplyError> {
-        let s = NflogSocket {
-            fd: crate::nlsock::open_netfilter_socket()?,
+        let mut s = NflogSocket {
+            sock: Socket::open(rampart_netlink::NETLINK_NETFILTER)?,
             buf: vec![0u8; RECV_BUF],
         };
-        s.request(config_message(
-            group,
+        s.request(
+            config_message(group, 1, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]),
             1,
-            NFULA_CFG_CMD,
-            &[NFULNL_CFG_CMD_BIND],
-        ))?;
+        )?;
         let mut mode = COPY_RANGE.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-        s.request(config_message(group, 2, NFULA_CFG_MODE, &mode))?;
+        s.request(config_message(group, 2, NFULA_CFG_MODE, &mode), 2)?;
         Ok(s)
     }
 
-    fn request(&self, msg: Vec<u8>) -> Result<(), ApplyError> {
-        // SAFETY: msg is a valid buffer of msg.len() bytes.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(ApplyError::Netlink(format!(
-                "send: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let mut ack = [0u8; 512];
-        // SAFETY: ack is a valid writable buffer of its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), ack.as_mut_ptr().cast(), ack.len(), 0) };
-        if n < (NLMSG_HDRLEN + 4) as isize {
-            return Err(ApplyError::Netlink(format!(
-                "no ack: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let ty = u16::from_ne_bytes([ack[4], ack[5]]);
-        if ty == NLMSG_ERROR {
-            let code = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
-            if code != 0 {
+    fn request(&mut self, msg: Result<Vec<u8>, EncodeError>, seq: u32) -> Result<(), ApplyError> {
+        let msg = msg.map_err(|e| ApplyError::Netlink(format!("NFLOG config: {e}")))?;
+        match self.sock.request(&msg, seq, &mut self.buf, |_| {}) {
+            Ok(()) => Ok(()),
+            Err(SocketError::Refused { errno, .. }) => {
                 // The kernel allows one listener per group: EPERM/EBUSY mean it is taken.
-                let hint = if -code == libc::EPERM || -code == libc::EBUSY {
+                let hint = if errno == libc::EPERM || errno == libc::EBUSY {
                     " (the group already has a listener: another `rampart log`, ulogd, ...)"
                 } else {
                     ""
                 };
-                return Err(ApplyError::Netlink(format!(
+                Err(ApplyError::Netlink(format!(
                     "NFLOG config refused: {}{hint}",
-                    std::io::Error::from_raw_os_error(-code)
-                )));
+                    std::io::Error::from_raw_os_error(errno)
+                )))
             }
+            Err(e) => Err(ApplyError::Netlink(format!("NFLOG config: {e}"))),
         }
-        Ok(())
     }
 
     /// Set a receive timeout (None: block forever).
     pub fn set_timeout(&self, timeout: Option<std::time::Duration>) -> Result<(), ApplyError> {
-        let tv = match timeout {
-            Some(d) => libc::timeval {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_usec: d.subsec_micros() as libc::suseconds_t,
-            },
-            None => libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
-        };
-        // SAFETY: tv is a valid timeval and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(ApplyError::Netlink(format!(
-                "setsockopt: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
+        Ok(self.sock.set_recv_timeout(timeout)?)
     }
 
     /// Receive the next batch of logged packets; `Ok(empty)` on timeout.
     pub fn recv(&mut self) -> Result<Vec<LoggedPacket>, ApplyError> {
-        // SAFETY: buf is a valid writable buffer of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                self.buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                return Ok(Vec::new());
-            }
+        match self.sock.recv(&mut self.buf, true) {
+            Ok(n) => Ok(parse_messages(&self.buf[..n])),
             // ENOBUFS: the kernel dropped logs because we were slow; keep reading.
-            if e.raw_os_error() == Some(libc::ENOBUFS) {
-                return Ok(Vec::new());
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ETIMEDOUT)) => {
+                Ok(Vec::new())
             }
-            return Err(ApplyError::Netlink(format!("recv: {e}")));
+            Err(e) => Err(ApplyError::Netlink(e.to_string())),
         }
-        Ok(parse_messages(&self.buf[..n as usize]))
     }
 }
 
@@ -355,15 +262,6 @@ pub fn ifname(index: u32) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn attr(ty: u16, val: &[u8]) -> Vec<u8> {
-        let len = 4 + val.len();
-        let mut v = (len as u16).to_ne_bytes().to_vec();
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(val);
-        v.resize((len + 3) & !3, 0);
-        v
-    }
-
     /// A hand-built NFLOG message: IPv4 UDP 192.0.2.5:5000 → 198.51.100.7:5355, prefix
     /// `rampart:3:`, input interface 2.
     fn message() -> Vec<u8> {
@@ -374,10 +272,15 @@ mod tests {
         ip.extend_from_slice(&5355u16.to_be_bytes());
         ip.extend_from_slice(&[0, 8, 0, 0]);
         let mut body = vec![2, 0, 0, 1];
-        body.extend(attr(NFULA_PREFIX, b"rampart:3:\0"));
-        body.extend(attr(NFULA_IFINDEX_INDEV, &2u32.to_be_bytes()));
-        body.extend(attr(NFULA_PAYLOAD, &ip));
-        let total = NLMSG_HDRLEN + body.len();
+        body.extend(
+            Builder::attributes()
+                .attr(NFULA_PREFIX, b"rampart:3:\0")
+                .attr_be32(NFULA_IFINDEX_INDEV, 2)
+                .attr(NFULA_PAYLOAD, &ip)
+                .finish()
+                .unwrap(),
+        );
+        let total = wire::NLMSG_HDRLEN + body.len();
         let mut m = (total as u32).to_ne_bytes().to_vec();
         m.extend_from_slice(&(NFNL_SUBSYS_ULOG << 8).to_ne_bytes());
         m.extend_from_slice(&[0; 10]);
@@ -416,6 +319,6 @@ mod tests {
             let _ = parse_messages(&m[..cut]);
         }
         assert!(parse_packet_headers(&[0x60; 10]).is_none());
-        assert_eq!(config_message(5, 1, NFULA_CFG_CMD, &[1]).len(), 28);
+        assert_eq!(config_message(5, 1, NFULA_CFG_CMD, &[1]).unwrap().len(), 28);
     }
 }

@@ -11,27 +11,18 @@
 
 use std::net::IpAddr;
 
-/// `NETLINK_NETFILTER`.
-pub const NETLINK_NETFILTER: i32 = 12;
+use rampart_netlink::wire::{
+    self, Builder, EncodeError, NLA_F_NESTED, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST,
+};
+
+pub use rampart_netlink::wire::{Ack, Attr, NLMSG_DONE, NLMSG_ERROR};
+pub use rampart_netlink::NETLINK_NETFILTER;
+
 /// nf_tables' subsystem id.
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-/// `NLMSG_ERROR` (an error or an ack).
-pub const NLMSG_ERROR: u16 = 2;
-/// `NLMSG_DONE` (end of a dump).
-pub const NLMSG_DONE: u16 = 3;
-
-/// `NLM_F_REQUEST`.
-pub const NLM_F_REQUEST: u16 = 0x1;
-/// `NLM_F_ACK`.
-pub const NLM_F_ACK: u16 = 0x4;
-/// `NLM_F_DUMP` (`ROOT | MATCH`).
-pub const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// `NFPROTO_INET`.
 pub const NFPROTO_INET: u8 = 1;
@@ -96,124 +87,31 @@ const ELEM_UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
 /// elements; nft stays well below too.
 pub const MAX_ELEMENTS_BYTES_PER_MESSAGE: usize = 60_000;
 
-/// A netlink message under construction (header length fixed up by [`MsgBuf::finish`]).
-#[derive(Debug)]
-struct MsgBuf {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn put_header(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.push(family);
-    buf.push(0); // NFNETLINK_V0
-    buf.extend_from_slice(&res_id.to_be_bytes());
-    start
-}
-
-fn fix_len(buf: &mut [u8], start: usize) {
-    let len = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(buf.len() + align4(len) - len, 0);
-}
-
-fn put_strz(buf: &mut Vec<u8>, ty: u16, s: &str) {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    put_attr(buf, ty, &v);
-}
-
-fn begin_nest(buf: &mut Vec<u8>, ty: u16) -> usize {
-    let at = buf.len();
-    buf.extend_from_slice(&0u16.to_ne_bytes());
-    buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    at
-}
-
-fn end_nest(buf: &mut [u8], at: usize) {
-    let len = (buf.len() - at) as u16;
-    buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-}
-
-impl MsgBuf {
-    fn new(ty: u16, flags: u16, seq: u32, family: u8) -> Self {
-        let mut buf = Vec::new();
-        let start = put_header(
-            &mut buf,
-            (NFNL_SUBSYS_NFTABLES << 8) | ty,
-            flags,
-            seq,
-            family,
-            0,
-        );
-        Self { buf, start }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        fix_len(&mut self.buf, self.start);
-        self.buf
-    }
-}
-
-/// One attribute: type (flags masked off) and value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr<'a> {
-    /// Attribute type without `NLA_F_NESTED`/`NLA_F_NET_BYTEORDER`.
-    pub ty: u16,
-    /// The raw type field (flags kept), for copying the attribute as is.
-    pub raw_ty: u16,
-    /// Value.
-    pub value: &'a [u8],
+/// An nf_tables message of type `ty` (subsystem added) under construction.
+fn nft_msg(ty: u16, flags: u16, seq: u32, family: u8) -> Builder {
+    Builder::new(
+        wire::nfnl_type(NFNL_SUBSYS_NFTABLES, ty),
+        flags,
+        seq,
+        family,
+        0,
+    )
 }
 
 /// The attributes in `buf`; `None` when one is malformed (length out of bounds).
-pub fn attrs(mut buf: &[u8]) -> Option<Vec<Attr<'_>>> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-        let raw_ty = u16::from_ne_bytes([buf[2], buf[3]]);
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        out.push(Attr {
-            ty: raw_ty & NLA_TYPE_MASK,
-            raw_ty,
-            value: &buf[4..len],
-        });
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Some(out)
-}
-
-fn attr_value<'a>(list: &[Attr<'a>], ty: u16) -> Option<&'a [u8]> {
-    list.iter().find(|a| a.ty == ty).map(|a| a.value)
+pub fn attrs(buf: &[u8]) -> Option<Vec<Attr<'_>>> {
+    wire::attrs(buf).collect::<Result<_, _>>().ok()
 }
 
 fn attr_str(list: &[Attr<'_>], ty: u16) -> Option<String> {
-    let v = attr_value(list, ty)?;
-    let v = v.split(|b| *b == 0).next().unwrap_or(v);
-    std::str::from_utf8(v).ok().map(str::to_string)
+    list.iter()
+        .find(|a| a.ty == ty)
+        .and_then(|a| a.str())
+        .map(str::to_string)
 }
 
 fn attr_be32(list: &[Attr<'_>], ty: u16) -> Option<u32> {
-    let v: [u8; 4] = attr_value(list, ty)?.get(..4)?.try_into().ok()?;
-    Some(u32::from_be_bytes(v))
+    list.iter().find(|a| a.ty == ty)?.be32().ok()
 }
 
 /// One netlink message from a reply.
@@ -224,68 +122,73 @@ pub struct Message<'a> {
     pub ty: u16,
     /// The full `nlmsg_type`.
     pub raw_ty: u16,
+    /// `nlmsg_flags`.
+    pub flags: u16,
     /// Sequence number.
     pub seq: u32,
     /// Payload after the netlink header (for nf_tables: `nfgenmsg` then attributes).
     pub payload: &'a [u8],
 }
 
-/// Split a receive buffer into messages; `None` when a length is out of bounds.
-pub fn messages(mut buf: &[u8]) -> Option<Vec<Message<'_>>> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            return None;
+impl<'a> Message<'a> {
+    fn wire(&self) -> wire::Msg<'a> {
+        wire::Msg {
+            ty: self.raw_ty,
+            flags: self.flags,
+            seq: self.seq,
+            pid: 0,
+            payload: self.payload,
         }
-        let raw_ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let ty = if raw_ty >> 8 == NFNL_SUBSYS_NFTABLES {
-            raw_ty & 0xff
-        } else {
-            raw_ty
-        };
-        out.push(Message {
-            ty,
-            raw_ty,
-            seq,
-            payload: &buf[16..len],
-        });
-        buf = &buf[align4(len).min(buf.len())..];
     }
-    Some(out)
+
+    /// For an `NLMSG_ERROR`: the error (errno 0 = ack), the sequence number it answers, and
+    /// the kernel's extended-ack text when there is one; `None` when malformed.
+    pub fn ack(&self) -> Option<Ack> {
+        self.wire().ack().ok()
+    }
 }
 
-/// An `NLMSG_ERROR` payload (socket with `NETLINK_CAP_ACK`): the error (0 = ack) and the
-/// sequence number it answers, plus the kernel's extended-ack text when there is one.
-pub fn parse_error(payload: &[u8]) -> Option<(i32, u32, Option<String>)> {
-    let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
-    let orig = payload.get(4..20)?;
-    let seq = u32::from_ne_bytes(orig[8..12].try_into().ok()?);
-    // The socket sets NETLINK_CAP_ACK: only the original header is echoed, and the
-    // extended-ack attributes follow it.
-    let tlv_start = 20;
-    let text = payload
-        .get(tlv_start..)
-        .and_then(attrs)
-        .and_then(|a| attr_str(&a, 1)); // NLMSGERR_ATTR_MSG
-    Some((code, seq, text))
+/// Split a receive buffer into messages; `None` when a length is out of bounds.
+pub fn messages(buf: &[u8]) -> Option<Vec<Message<'_>>> {
+    wire::messages(buf)
+        .map(|m| {
+            m.map(|m| Message {
+                ty: if m.ty >> 8 == NFNL_SUBSYS_NFTABLES {
+                    m.ty & 0xff
+                } else {
+                    m.ty
+                },
+                raw_ty: m.ty,
+                flags: m.flags,
+                seq: m.seq,
+                payload: m.payload,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .ok()
 }
 
 /// A request: `GET*` dump of the table's objects of one kind (`table` filter where the kernel
 /// supports it), or of one set's elements.
-pub fn dump_request(ty: u16, seq: u32, table: &str, set: Option<&str>) -> Vec<u8> {
+pub fn dump_request(
+    ty: u16,
+    seq: u32,
+    table: &str,
+    set: Option<&str>,
+) -> Result<Vec<u8>, EncodeError> {
     // Tables of every family (NFPROTO_UNSPEC): callers must see any other table; the rest
     // are inet objects.
     let family = if ty == msg::GETTABLE { 0 } else { NFPROTO_INET };
-    let mut m = MsgBuf::new(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
+    let mut m = nft_msg(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
     match (ty, set) {
         (msg::GETSETELEM, Some(s)) => {
-            put_strz(&mut m.buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            put_strz(&mut m.buf, NFTA_SET_ELEM_LIST_SET, s);
+            m.attr_strz(NFTA_SET_ELEM_LIST_TABLE, table)
+                .attr_strz(NFTA_SET_ELEM_LIST_SET, s);
         }
         (msg::GETTABLE, _) => {}
-        _ => put_strz(&mut m.buf, 1, table), // NFTA_{CHAIN,RULE,SET,OBJ}_TABLE
+        _ => {
+            m.attr_strz(1, table); // NFTA_{CHAIN,RULE,SET,OBJ}_TABLE
+        }
     }
     m.finish()
 }
@@ -321,32 +224,23 @@ fn kept(ty: u16, attr: u16) -> bool {
     }
 }
 
-fn copy_attr(out: &mut Vec<u8>, a: &Attr<'_>) {
-    let len = 4 + a.value.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&a.raw_ty.to_ne_bytes());
-    out.extend_from_slice(a.value);
-    out.resize(out.len() + align4(len) - len, 0);
-}
-
 /// Elements of a dumped `NEWSETELEM`, without `NFTA_SET_ELEM_EXPIRATION` (the remaining time
 /// of a timed element; a new element starts from its timeout).
-fn filter_elements(value: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(value.len());
+fn filter_elements(out: &mut Builder, value: &[u8]) -> Option<()> {
     for e in attrs(value)? {
         if e.ty != NFTA_LIST_ELEM {
-            copy_attr(&mut out, &e);
+            e.encode_into(out);
             continue;
         }
-        let at = begin_nest(&mut out, NFTA_LIST_ELEM);
+        out.begin_nest(NFTA_LIST_ELEM);
         for f in attrs(e.value)? {
             if f.ty != NFTA_SET_ELEM_EXPIRATION {
-                copy_attr(&mut out, &f);
+                f.encode_into(out);
             }
         }
-        end_nest(&mut out, at);
+        out.end_nest();
     }
-    Some(out)
+    Some(())
 }
 
 /// A dumped nf_tables message as the object that creates it again; `None` when malformed.
@@ -363,7 +257,7 @@ pub fn parse_dumped(m: &Message<'_>) -> Option<Dumped> {
         _ => 1,
     };
     let table = attr_str(&list, table_attr)?;
-    let mut out = Vec::with_capacity(m.payload.len());
+    let mut out = Builder::attributes();
     for a in &list {
         // An empty nest (a set without size, a set element dump of an empty set) is what
         // the kernel reports for "nothing"; on input it is invalid.
@@ -371,19 +265,19 @@ pub fn parse_dumped(m: &Message<'_>) -> Option<Dumped> {
             continue;
         }
         if m.ty == msg::NEWSETELEM && a.ty == NFTA_SET_ELEM_LIST_ELEMENTS {
-            let inner = filter_elements(a.value)?;
-            let at = begin_nest(&mut out, NFTA_SET_ELEM_LIST_ELEMENTS);
-            out.extend_from_slice(&inner);
-            end_nest(&mut out, at);
+            out.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            filter_elements(&mut out, a.value)?;
+            out.end_nest();
         } else {
-            copy_attr(&mut out, a);
+            a.encode_into(&mut out);
         }
     }
     Some(Dumped {
         ty: m.ty,
         family,
         table,
-        attrs: out,
+        // Why it cannot fail: the output is a subset of attributes that fit before.
+        attrs: out.finish().ok()?,
     })
 }
 
@@ -400,7 +294,7 @@ impl Dumped {
     pub fn has_elements(&self) -> bool {
         self.ty != msg::NEWSETELEM
             || attrs(&self.attrs)
-                .and_then(|a| attr_value(&a, NFTA_SET_ELEM_LIST_ELEMENTS).map(|v| !v.is_empty()))
+                .and_then(|a| wire::find(&a, NFTA_SET_ELEM_LIST_ELEMENTS).map(|v| !v.is_empty()))
                 .unwrap_or(false)
     }
 }
@@ -426,7 +320,7 @@ impl SetInfo {
         }
         let list = attrs(&d.attrs)?;
         let mut auto_merge = false;
-        if let Some(mut u) = attr_value(&list, NFTA_SET_USERDATA) {
+        if let Some(mut u) = wire::find(&list, NFTA_SET_USERDATA) {
             // libnftnl TLVs: type u8, length u8, value.
             while u.len() >= 2 {
                 let (t, l) = (u[0], usize::from(u[1]));
@@ -589,18 +483,18 @@ pub fn encode_elements(set: &SetInfo, elements: &[&str]) -> Result<Vec<Element>,
     Ok(out)
 }
 
-fn put_element(buf: &mut Vec<u8>, e: &Element) {
-    let at = begin_nest(buf, NFTA_LIST_ELEM);
-    let k = begin_nest(buf, NFTA_SET_ELEM_KEY);
-    put_attr(buf, NFTA_DATA_VALUE, &e.key);
-    end_nest(buf, k);
+fn put_element(b: &mut Builder, e: &Element) {
+    b.begin_nest(NFTA_LIST_ELEM)
+        .begin_nest(NFTA_SET_ELEM_KEY)
+        .attr(NFTA_DATA_VALUE, &e.key)
+        .end_nest();
     if e.flags != 0 {
-        put_attr(buf, NFTA_SET_ELEM_FLAGS, &e.flags.to_be_bytes());
+        b.attr_be32(NFTA_SET_ELEM_FLAGS, e.flags);
     }
     if e.open {
-        put_attr(buf, NFTA_SET_ELEM_USERDATA, &ELEM_UDATA_INTERVAL_OPEN);
+        b.attr(NFTA_SET_ELEM_USERDATA, &ELEM_UDATA_INTERVAL_OPEN);
     }
-    end_nest(buf, at);
+    b.end_nest();
 }
 
 /// One batch (one kernel transaction) under construction.
@@ -613,34 +507,43 @@ pub struct Batch {
     pub what: Vec<String>,
     first_seq: u32,
     set_ids: u32,
+    /// The first message that could not be encoded ([`Batch::finish`] reports it).
+    error: Option<EncodeError>,
+}
+
+/// BATCH_BEGIN/END: their `nfgenmsg` `res_id` names the subsystem the batch is for.
+fn batch_marker(ty: u16, seq: u32) -> Builder {
+    Builder::new(ty, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES)
 }
 
 impl Batch {
     /// A batch whose messages are numbered from `first_seq` (BATCH_BEGIN takes it).
     pub fn new(first_seq: u32) -> Self {
-        let mut buf = Vec::new();
-        let start = put_header(
-            &mut buf,
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            first_seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        );
-        fix_len(&mut buf, start);
-        Self {
-            buf,
+        let mut b = Self {
+            buf: Vec::new(),
             seq: first_seq.wrapping_add(1),
             last_start: None,
             what: vec!["batch begin".into()],
             first_seq,
             set_ids: 0,
+            error: None,
+        };
+        b.append(batch_marker(NFNL_MSG_BATCH_BEGIN, first_seq).finish());
+        b
+    }
+
+    fn append(&mut self, m: Result<Vec<u8>, EncodeError>) {
+        match m {
+            Ok(bytes) => self.buf.extend_from_slice(&bytes),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
-    fn push(&mut self, m: MsgBuf, what: String) {
+    fn push(&mut self, mut m: Builder, what: String) {
         self.last_start = Some(self.buf.len());
-        self.buf.extend_from_slice(&m.finish());
+        self.append(m.finish());
         self.what.push(what);
         self.seq = self.seq.wrapping_add(1);
     }
@@ -648,20 +551,20 @@ impl Batch {
     /// `NEWTABLE name` without `NLM_F_EXCL`: creates the table when absent, so the following
     /// delete cannot fail (the text transaction's `table inet t {}`).
     pub fn ensure_table(&mut self, family: u8, name: &str) {
-        let mut m = MsgBuf::new(
+        let mut m = nft_msg(
             msg::NEWTABLE,
             NLM_F_REQUEST | NLM_F_CREATE,
             self.seq,
             family,
         );
-        put_strz(&mut m.buf, NFTA_TABLE_NAME, name);
+        m.attr_strz(NFTA_TABLE_NAME, name);
         self.push(m, format!("create table {name}"));
     }
 
     /// `DELTABLE name`.
     pub fn delete_table(&mut self, family: u8, name: &str) {
-        let mut m = MsgBuf::new(msg::DELTABLE, NLM_F_REQUEST, self.seq, family);
-        put_strz(&mut m.buf, NFTA_TABLE_NAME, name);
+        let mut m = nft_msg(msg::DELTABLE, NLM_F_REQUEST, self.seq, family);
+        m.attr_strz(NFTA_TABLE_NAME, name);
         self.push(m, format!("delete table {name}"));
     }
 
@@ -671,12 +574,12 @@ impl Batch {
         if d.ty == msg::NEWRULE {
             flags |= NLM_F_APPEND;
         }
-        let mut m = MsgBuf::new(d.ty, flags, self.seq, d.family);
-        m.buf.extend_from_slice(&d.attrs);
+        let mut m = nft_msg(d.ty, flags, self.seq, d.family);
+        m.raw(&d.attrs);
         if d.ty == msg::NEWSET {
             // The kernel requires a batch-local set id (rules here refer to sets by name).
             self.set_ids += 1;
-            put_attr(&mut m.buf, NFTA_SET_ID, &self.set_ids.to_be_bytes());
+            m.attr_be32(NFTA_SET_ID, self.set_ids);
         }
         let (kind, name_attr) = match d.ty {
             msg::NEWTABLE => ("table", 1),
@@ -696,22 +599,22 @@ impl Batch {
     pub fn add_elements(&mut self, family: u8, table: &str, set: &str, elements: &[Element]) {
         let mut rest = elements;
         while !rest.is_empty() {
-            let mut m = MsgBuf::new(
+            let mut m = nft_msg(
                 msg::NEWSETELEM,
                 NLM_F_REQUEST | NLM_F_CREATE,
                 self.seq,
                 family,
             );
-            put_strz(&mut m.buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            put_strz(&mut m.buf, NFTA_SET_ELEM_LIST_SET, set);
-            let at = begin_nest(&mut m.buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-            let body_start = m.buf.len();
+            m.attr_strz(NFTA_SET_ELEM_LIST_TABLE, table)
+                .attr_strz(NFTA_SET_ELEM_LIST_SET, set)
+                .begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let body_start = m.len();
             let mut n = 0;
-            while n < rest.len() && m.buf.len() - body_start < MAX_ELEMENTS_BYTES_PER_MESSAGE {
-                put_element(&mut m.buf, &rest[n]);
+            while n < rest.len() && m.len() - body_start < MAX_ELEMENTS_BYTES_PER_MESSAGE {
+                put_element(&mut m, &rest[n]);
                 n += 1;
             }
-            end_nest(&mut m.buf, at);
+            m.end_nest();
             self.push(m, format!("{n} elements of set {set}"));
             rest = &rest[n..];
         }
@@ -734,23 +637,23 @@ impl Batch {
 
     /// Close the batch: the last message asks for an ack (delivered only after the commit, so
     /// its arrival means every error of the batch has already been reported), then
-    /// BATCH_END. Returns the bytes and the sequence number whose ack ends the exchange.
-    pub fn finish(mut self) -> (Vec<u8>, u32, Vec<String>) {
+    /// BATCH_END. Returns the bytes and the sequence number whose ack ends the exchange, or
+    /// the first message that could not be encoded.
+    pub fn finish(mut self) -> Result<(Vec<u8>, u32, Vec<String>), EncodeError> {
         let acked = self.seq.wrapping_sub(1);
         if let Some(s) = self.last_start {
-            let f = u16::from_ne_bytes([self.buf[s + 6], self.buf[s + 7]]) | NLM_F_ACK;
-            self.buf[s + 6..s + 8].copy_from_slice(&f.to_ne_bytes());
+            // nlmsg_flags sit at bytes 6..8 of the header.
+            if let Some(f) = self.buf.get_mut(s + 6..s + 8) {
+                let flags = u16::from_ne_bytes([f[0], f[1]]) | NLM_F_ACK;
+                f.copy_from_slice(&flags.to_ne_bytes());
+            }
         }
-        let start = put_header(
-            &mut self.buf,
-            NFNL_MSG_BATCH_END,
-            NLM_F_REQUEST,
-            self.seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        );
-        fix_len(&mut self.buf, start);
-        (self.buf, acked, self.what)
+        let end = batch_marker(NFNL_MSG_BATCH_END, self.seq).finish();
+        self.append(end);
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.buf, acked, self.what)),
+        }
     }
 }
 
@@ -849,7 +752,7 @@ mod tests {
         let els = encode_elements(&s, &["192.0.2.0/24"]).unwrap();
         let mut b = Batch::new(100);
         b.add_elements(NFPROTO_INET, "t", "s", &els);
-        let (bytes, acked, what) = b.finish();
+        let (bytes, acked, what) = b.finish().unwrap();
         assert_eq!(acked, 101);
         assert_eq!(what, vec!["batch begin", "2 elements of set s"]);
         let mut want: Vec<u8> = Vec::new();
@@ -913,12 +816,12 @@ mod tests {
         let els = encode_elements(&s, &refs).unwrap();
         let mut b = Batch::new(1);
         b.add_elements(NFPROTO_INET, "t", "s", &els);
-        let (bytes, _, _) = b.finish();
+        let (bytes, _, _) = b.finish().unwrap();
         let msgs = messages(&bytes).unwrap();
         let mut total = 0;
         for m in &msgs[1..msgs.len() - 1] {
             let a = attrs(&m.payload[4..]).unwrap();
-            let list = attr_value(&a, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+            let list = wire::find(&a, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
             assert!(list.len() < 65_535);
             total += attrs(list).unwrap().len();
         }
@@ -929,14 +832,20 @@ mod tests {
     fn dumped_objects_lose_handles_positions_and_expirations() {
         // A dumped rule: TABLE "t", CHAIN "c", HANDLE, POSITION, USERDATA.
         let mut payload = vec![NFPROTO_INET, 0, 0, 0];
-        put_strz(&mut payload, NFTA_RULE_TABLE, "t");
-        put_strz(&mut payload, 2, "c");
-        put_attr(&mut payload, NFTA_RULE_HANDLE, &7u64.to_be_bytes());
-        put_attr(&mut payload, NFTA_RULE_POSITION, &6u64.to_be_bytes());
-        put_attr(&mut payload, 7, b"x");
+        payload.extend(
+            Builder::attributes()
+                .attr_strz(NFTA_RULE_TABLE, "t")
+                .attr_strz(2, "c")
+                .attr(NFTA_RULE_HANDLE, &7u64.to_be_bytes())
+                .attr(NFTA_RULE_POSITION, &6u64.to_be_bytes())
+                .attr(7, b"x")
+                .finish()
+                .unwrap(),
+        );
         let m = Message {
             ty: msg::NEWRULE,
             raw_ty: 0x0a06,
+            flags: 0,
             seq: 0,
             payload: &payload,
         };
@@ -945,26 +854,30 @@ mod tests {
         let kept: Vec<u16> = attrs(&d.attrs).unwrap().iter().map(|a| a.ty).collect();
         assert_eq!(kept, vec![1, 2, 7]);
         // A dumped element with an expiration keeps key and timeout only.
-        let mut el = Vec::new();
-        let at = begin_nest(&mut el, NFTA_LIST_ELEM);
-        put_attr(&mut el, NFTA_SET_ELEM_KEY, &[1, 2, 3, 4]);
-        put_attr(&mut el, 4, &60_000u64.to_be_bytes());
-        put_attr(&mut el, NFTA_SET_ELEM_EXPIRATION, &5u64.to_be_bytes());
-        end_nest(&mut el, at);
         let mut payload = vec![NFPROTO_INET, 0, 0, 0];
-        put_strz(&mut payload, NFTA_SET_ELEM_LIST_TABLE, "t");
-        let at = begin_nest(&mut payload, NFTA_SET_ELEM_LIST_ELEMENTS);
-        payload.extend(&el);
-        end_nest(&mut payload, at);
+        payload.extend(
+            Builder::attributes()
+                .attr_strz(NFTA_SET_ELEM_LIST_TABLE, "t")
+                .begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS)
+                .begin_nest(NFTA_LIST_ELEM)
+                .attr(NFTA_SET_ELEM_KEY, &[1, 2, 3, 4])
+                .attr(4, &60_000u64.to_be_bytes())
+                .attr(NFTA_SET_ELEM_EXPIRATION, &5u64.to_be_bytes())
+                .end_nest()
+                .end_nest()
+                .finish()
+                .unwrap(),
+        );
         let m = Message {
             ty: msg::NEWSETELEM,
             raw_ty: 0x0a0c,
+            flags: 0,
             seq: 0,
             payload: &payload,
         };
         let d = parse_dumped(&m).unwrap();
         let top = attrs(&d.attrs).unwrap();
-        let list = attr_value(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+        let list = wire::find(&top, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
         let e = attrs(list).unwrap();
         let inner: Vec<u16> = attrs(e[0].value).unwrap().iter().map(|a| a.ty).collect();
         assert_eq!(inner, vec![NFTA_SET_ELEM_KEY, 4]);
@@ -974,6 +887,7 @@ mod tests {
         let bad = Message {
             ty: msg::NEWRULE,
             raw_ty: 0,
+            flags: 0,
             seq: 0,
             payload: &[1],
         };
@@ -982,16 +896,17 @@ mod tests {
 
     #[test]
     fn set_info_reads_flags_key_length_and_auto_merge() {
-        let mut a = Vec::new();
-        put_strz(&mut a, NFTA_SET_TABLE, "t");
-        put_strz(&mut a, NFTA_SET_NAME, "zone_lan_v4");
-        put_attr(&mut a, NFTA_SET_FLAGS, &NFT_SET_INTERVAL.to_be_bytes());
-        put_attr(&mut a, NFTA_SET_KEY_LEN, &4u32.to_be_bytes());
-        put_attr(
-            &mut a,
-            NFTA_SET_USERDATA,
-            &[0, 4, 1, 0, 0, 0, UDATA_SET_MERGE_ELEMENTS, 4, 1, 0, 0, 0],
-        );
+        let a = Builder::attributes()
+            .attr_strz(NFTA_SET_TABLE, "t")
+            .attr_strz(NFTA_SET_NAME, "zone_lan_v4")
+            .attr_be32(NFTA_SET_FLAGS, NFT_SET_INTERVAL)
+            .attr_be32(NFTA_SET_KEY_LEN, 4)
+            .attr(
+                NFTA_SET_USERDATA,
+                &[0, 4, 1, 0, 0, 0, UDATA_SET_MERGE_ELEMENTS, 4, 1, 0, 0, 0],
+            )
+            .finish()
+            .unwrap();
         let d = Dumped {
             ty: msg::NEWSET,
             family: NFPROTO_INET,
@@ -1008,20 +923,5 @@ mod tests {
                 auto_merge: true
             }
         );
-    }
-
-    #[test]
-    fn errors_carry_code_sequence_and_text() {
-        let mut p = (-17i32).to_ne_bytes().to_vec();
-        let mut orig = vec![0u8; 16];
-        orig[..4].copy_from_slice(&16u32.to_ne_bytes());
-        orig[8..12].copy_from_slice(&42u32.to_ne_bytes());
-        p.extend(&orig);
-        put_strz(&mut p, 1, "File exists");
-        assert_eq!(
-            parse_error(&p),
-            Some((-17, 42, Some("File exists".to_string())))
-        );
-        assert_eq!(parse_error(&p[..10]), None);
     }
 }
