@@ -4,8 +4,11 @@
 //! `SecRuleEngine On`, anomaly threshold 5. Also reports the own @detectSQLi/@detectXSS
 //! operators directly on libinjection's data.
 //!
-//! `cargo run --release -p rampart-waf --example corpus -- [--data DIR] [--pl N]`
+//! `cargo run --release -p rampart-waf --example corpus -- [--data DIR] [--pl N] [--dump FILE]`
+//! (`--dump`: one line per request with every matched rule, to diff the engine's results
+//! before and after a change to evaluation)
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rampart_waf::{files, injection, Engine, Request, RuleSet, TxOptions};
@@ -63,8 +66,9 @@ fn target_safe(s: &[u8]) -> String {
     out
 }
 
-/// Whether the request is blocked, and the rules that scored.
-fn blocked(e: &Engine, query: &str) -> (bool, Vec<u64>) {
+/// Whether the request is blocked, and the rules that scored; with `dump`, one line with every
+/// matched rule (logged or not), its message, matched variable and data, and the decision.
+fn blocked(e: &Engine, query: &str, dump: Option<&mut dyn std::io::Write>) -> (bool, Vec<u64>) {
     let req = request(query);
     if let Err(why) = rampart_waf::body::front_check(&raw(&req)) {
         eprintln!("front end rejects {query}: {why}");
@@ -72,6 +76,22 @@ fn blocked(e: &Engine, query: &str) -> (bool, Vec<u64>) {
     }
     let mut tx = e.transaction(&req, &TxOptions::default());
     tx.process_request(&req);
+    if let Some(out) = dump {
+        let mut line = format!("{query}\t{:?}", tx.intervention.as_ref().map(|i| i.rule_id));
+        for m in &tx.matched {
+            line.push_str(&format!(
+                "\t{}|{}|{}|{}|{}|{:?}",
+                m.id, m.msg, m.logdata, m.matched_var_name, m.matched_data, m.tags
+            ));
+        }
+        line.push_str(&format!(
+            "\tscore={:?}",
+            tx.tx_var("blocking_inbound_anomaly_score")
+                .map(String::from_utf8_lossy)
+        ));
+        // A dump that cannot be written is reported once at the end by the caller's flush.
+        let _ = writeln!(out, "{line}");
+    }
     let ids = tx
         .matched
         .iter()
@@ -142,11 +162,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "/../../../shared/data/waf"
     ));
     let mut pl = 1u8;
+    let mut dump: Option<std::io::BufWriter<std::fs::File>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data" => data = args.next().ok_or("--data DIR")?.into(),
             "--pl" => pl = args.next().ok_or("--pl N")?.parse()?,
+            "--dump" => {
+                let f = std::fs::File::create(args.next().ok_or("--dump FILE")?)?;
+                dump = Some(std::io::BufWriter::new(f));
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -241,7 +266,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 format!("q={}", pct_encode(p))
             };
-            let (b, ids) = blocked(&e, &q);
+            let (b, ids) = blocked(&e, &q, dump.as_mut().map(|d| d as &mut dyn std::io::Write));
             if b {
                 hits += 1;
                 for id in ids {
@@ -261,6 +286,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * hits as f64 / payloads.len() as f64,
             t.elapsed().as_micros() as f64 / payloads.len() as f64
         );
+    }
+    if let Some(mut d) = dump {
+        d.flush()?;
     }
     // The operators alone on libinjection's data (inputs URL-decoded first, as CRS does).
     let dec = |l: &[u8]| rampart_waf::transform::url_decode(l, true);

@@ -1,7 +1,8 @@
 //! Run CRS's go-ftw regression suite directly through the engine and report the pass rate.
 //!
 //! `cargo run --release -p rampart-waf --example ftw -- [--crs DIR] [--overrides FILE]
-//!  [--failures FILE] [--filter TEXT]`
+//!  [--failures FILE] [--filter TEXT] [--dump FILE]` (`--dump`: every case's status and matched
+//!  rules, to diff the engine's results before and after a change to evaluation)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut overrides = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/ftw-overrides.yaml"));
     let mut failures_out: Option<PathBuf> = None;
     let mut filter = String::new();
+    let mut dump: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -39,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--overrides" => overrides = args.next().ok_or("--overrides FILE")?.into(),
             "--failures" => failures_out = Some(args.next().ok_or("--failures FILE")?.into()),
             "--filter" => filter = args.next().ok_or("--filter TEXT")?,
+            "--dump" => dump = Some(args.next().ok_or("--dump FILE")?.into()),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -67,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     yaml_files(&crs.join("tests/regression/tests"), &mut paths);
     let (mut total, mut passed, mut covered, mut fixed) = (0usize, 0usize, 0usize, 0usize);
     let mut fail_lines = Vec::new();
+    let mut dump_lines = Vec::new();
     let t1 = Instant::now();
     for p in &paths {
         if !filter.is_empty() && !p.to_string_lossy().contains(&filter) {
@@ -83,6 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for c in cases {
             total += 1;
             let r = ftw::run_case(&engine, &c);
+            if dump.is_some() {
+                dump_lines.push(format!("{}-{}\t{}", r.rule_id, r.test_id, r.trace));
+            }
             let o = ftw::overridden(&ovr, &r);
             if r.passed {
                 passed += 1;
@@ -122,6 +129,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(passed + covered),
         total - passed - covered
     );
+    if let Some(f) = dump {
+        std::fs::write(f, dump_lines.join("\n") + "\n")?;
+    }
     if let Some(f) = failures_out {
         std::fs::write(f, fail_lines.join("\n") + "\n")?;
     }

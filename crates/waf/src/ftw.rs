@@ -177,6 +177,9 @@ pub struct CaseResult {
     pub passed: bool,
     /// Why it failed (empty when passed).
     pub reason: String,
+    /// Per stage: the status and every matched rule (logged or not) with its log line, so two
+    /// engine versions can be compared case by case.
+    pub trace: String,
 }
 
 /// The albedo-style backend: `POST /reflect` with `{"status","headers","body","encodedBody"}`
@@ -249,6 +252,7 @@ fn log_escape(s: &str) -> String {
 /// Run one case through the engine, directly (no sockets).
 pub fn run_case(engine: &Engine, case: &Case) -> CaseResult {
     let mut failures = Vec::new();
+    let mut trace = String::new();
     for (si, stage) in case.stages.iter().enumerate() {
         if crate::body::front_check(&stage.raw).is_err() {
             // The front end answers 400 before any rule runs, as the reference servers do.
@@ -318,6 +322,12 @@ pub fn run_case(engine: &Engine, case: &Case) -> CaseResult {
             ));
         }
         let log = log_text(&tx.matched);
+        trace.push_str(&format!("stage {si}: status {status}; ids"));
+        for m in &tx.matched {
+            trace.push_str(&format!(" {}", m.id));
+        }
+        trace.push_str("; ");
+        trace.push_str(&log);
         if let Some(re) = &stage.expect.match_regex {
             if !regex::Regex::new(re).is_ok_and(|r| r.is_match(&log)) {
                 failures.push(format!("stage {si}: log does not match {re}"));
@@ -334,6 +344,7 @@ pub fn run_case(engine: &Engine, case: &Case) -> CaseResult {
         test_id: case.test_id,
         passed: failures.is_empty(),
         reason: failures.join("; "),
+        trace,
     }
 }
 
@@ -445,6 +456,7 @@ tests:
             test_id: 2,
             passed: false,
             reason: String::new(),
+            trace: String::new(),
         };
         assert!(overridden(&ovr, &r).is_some());
         assert!(parse_overrides("test_overrides:\n  - rule_id: 1\n").is_err());
