@@ -640,6 +640,17 @@ fn status(value: &[u8]) -> Result<u16, Dhcpv6Malformed> {
     })
 }
 
+/// The Ethernet address inside a DUID-LLT (type 1) or DUID-LL (type 3) with hardware type 1;
+/// `None` for other DUID types (DUID-EN, DUID-UUID) and other hardware types.
+pub fn duid_mac(duid: &[u8]) -> Option<Mac> {
+    let at = match (be16(duid, 0)?, be16(duid, 2)?) {
+        (1, 1) => 8,
+        (3, 1) => 4,
+        _ => return None,
+    };
+    (duid.len() == at + 6).then(|| mac_at(duid, at)).flatten()
+}
+
 /// Decode a DHCPv6 message (RFC 8415): header, client and server identifiers, status, and the
 /// addresses of its IA_NAs. Every length is checked against its container; anything that does
 /// not fit is [`Dhcpv6Malformed`]. Relay messages (RELAY-FORW, RELAY-REPL) are decoded to their
@@ -1001,6 +1012,23 @@ mod tests {
             many.extend_from_slice(&[0, 99, 0, 0]);
         }
         assert_eq!(dhcpv6(&many), Err(Dhcpv6Malformed::TooManyOptions));
+    }
+
+    #[test]
+    fn duid_mac_reads_ll_and_llt_only() {
+        let m = Mac([2, 0, 0, 0, 0, 0x0c]);
+        assert_eq!(duid_mac(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c]), Some(m));
+        assert_eq!(
+            duid_mac(&[0, 1, 0, 1, 9, 9, 9, 9, 2, 0, 0, 0, 0, 0x0c]),
+            Some(m)
+        );
+        assert_eq!(duid_mac(&[0, 2, 0, 0, 0, 9, 1, 2, 3]), None, "DUID-EN");
+        assert_eq!(
+            duid_mac(&[0, 3, 0, 6, 2, 0, 0, 0, 0, 0x0c]),
+            None,
+            "not Ethernet"
+        );
+        assert_eq!(duid_mac(&[0, 3, 0, 1, 2, 0]), None, "short");
     }
 
     #[test]

@@ -971,6 +971,29 @@ impl Guard {
         };
         let Some(duid) = &msg.client_id else { return };
         let now_s = now_ns / 1_000_000_000;
+        // A DUID naming another Ethernet address than the sender's is someone else's
+        // identity: the server would hand the sender that client's addresses, and learning
+        // them here would bind the victim's address to the attacker (the DHCPv6 form of chaddr
+        // spoofing). Not learned; reported.
+        if let Some(duid_mac) = decode::duid_mac(duid).filter(|m| *m != eth_src) {
+            self.emit_once(out, now_ns, format!("duid/{port}/{eth_src}"), || Ev {
+                kind: "dhcpv6_duid_mismatch",
+                verdict: Verdict::Alert,
+                technique: "T1557.003",
+                reason: format!(
+                    "DHCPv6 message type {} with the DUID of {duid_mac} sent by {eth_src} on {port}: not learned",
+                    msg.kind
+                ),
+                port,
+                mac: Some(eth_src),
+                flow: flow.clone(),
+                extra: vec![
+                    ("duid", json!(crate::bindings6::duid_hex(duid))),
+                    ("client_mac", json!(duid_mac.to_string())),
+                ],
+            });
+            return;
+        }
         match msg.kind {
             t::SOLICIT | t::REQUEST | t::CONFIRM | t::RENEW | t::REBIND => {
                 self.bindings

@@ -212,14 +212,33 @@ fn valid_lifetime_expires_on_tick_and_zero_lifetime_unbinds() {
 #[test]
 fn release_only_from_the_owner_port_removes_the_binding() {
     let mut g = learned();
+    // The client's DUID from the attacker's MAC: someone else's identity.
     let spoofed = client6(t::RELEASE, 9, ROG, &[(lease(), 0, 0)]);
     let out = g.on_frame("p_rog", &spoofed, T0 + SEC);
+    assert_eq!(kinds(&out), ["dhcpv6_duid_mismatch"]);
+    assert_eq!(g.bindings().v6().len(), 1);
+    // With the client's MAC forged as well, the port gives it away.
+    let forged = client6(t::RELEASE, 9, CLI, &[(lease(), 0, 0)]);
+    let out = g.on_frame("p_rog", &forged, T0 + SEC);
     assert_eq!(kinds(&out), ["dhcpv6_release_foreign_port"]);
+    assert_eq!(out.events[0].detail["bound_port"], "p_cli");
     assert_eq!(g.bindings().v6().len(), 1);
     let own = client6(t::RELEASE, 10, CLI, &[(lease(), 0, 0)]);
     let out = g.on_frame("p_cli", &own, T0 + 2 * SEC);
     assert_eq!(kinds(&out), ["dhcpv6_binding_removed"]);
     assert!(g.bindings().v6().is_empty());
+}
+
+#[test]
+fn a_request_with_another_clients_duid_is_reported_and_not_learned() {
+    let mut g = Guard::new(config(), BindingTable::new(16));
+    // The attacker replays the client's DUID-LL from its own MAC and port.
+    let out = g.on_frame("p_rog", &client6(t::REQUEST, XID, ROG, &[]), T0);
+    assert_eq!(kinds(&out), ["dhcpv6_duid_mismatch"]);
+    assert_eq!(out.events[0].detail["client_mac"], CLI.to_string());
+    // The server's REPLY to it binds nothing (no pending request was recorded).
+    let out = g.on_frame("p_srv", &reply6(XID, 3600), T0 + SEC / 10);
+    assert!(out.changes.is_empty(), "{:?}", kinds(&out));
 }
 
 #[test]
