@@ -1,9 +1,10 @@
 //! The main job end to end, as CI runs it: `rampart lab` on the M1037 baseline example builds
 //! the range in network namespaces, loads the compiled ruleset into the gateway, plays every
-//! scenario with real traffic, and must print an all-green scoreboard that lists the techniques
-//! no scenario plays yet instead of hiding them; then it plays the L2 and jail scenarios
-//! without the guard and the jail and must see each of their attack cases fail. Needs root,
-//! `ip`, `nft`, `ping`, `nsenter` and `dnsmasq`; skips with a printed reason otherwise.
+//! scenario with real traffic (HTTP through `rampart egress` and `rampart waf` too), and must
+//! print an all-green scoreboard that proves every M1037 technique; then it plays the L2 and
+//! jail scenarios without the guard and the jail and must see each of their attack cases fail.
+//! Needs root, `ip`, `nft`, `ping`, `nsenter` and `dnsmasq`; skips with a printed reason
+//! otherwise.
 
 use std::process::Command;
 
@@ -72,8 +73,9 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         .iter()
         .filter(|t| t["status"] == "proven")
         .count();
-    assert!(proven >= 35, "{proven} techniques proven");
     assert_eq!(open + proven, 50, "no technique failed");
+    // Every row of the seed is proven, T1197 (BITS jobs, through the egress proxy) last.
+    assert_eq!(proven, 50, "{open} techniques not yet addressed");
     // The DoS and protocol-not-port rows are proven by their own scenarios.
     for id in [
         "T1205.001",
@@ -104,6 +106,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         assert!(m["flood_pps"].as_u64().unwrap() >= 1_000, "{case}");
         if let Some(t) = m["banned_after_ms"].as_u64() {
             assert!(t <= 1_000, "{case}");
+            assert!(m["banned_sources"].as_u64().unwrap() >= 1, "{case}");
         }
     }
     // Issue #11 with real frames and processes: rogue DHCP, ARP spoofing and name poisoning on
@@ -123,7 +126,11 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     // name a rule of the guard's bridge table.
     let l2: Vec<&serde_json::Value> = cases
         .iter()
-        .filter(|c| c["detection"].is_object())
+        .filter(|c| {
+            c["detection"].is_object()
+                && ["dhcp-snooping", "arp-inspection", "name-poisoning"]
+                    .contains(&c["scenario"].as_str().unwrap())
+        })
         .collect();
     assert_eq!(
         l2.len(),
@@ -143,6 +150,55 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
                     .starts_with("bridge rampart_guard")),
             "{case}"
         );
+    }
+    // HTTP through the components: each attack was refused by the component itself (its event
+    // blocks with the scenario's technique and is the first evidence) and never reached the
+    // origin; each legitimate twin was served by the origin through the same component.
+    for (scenario, component, techniques) in [
+        ("bits-jobs", "rampart egress", &["T1197"][..]),
+        (
+            "web-exploitation",
+            "rampart waf",
+            &["T1190", "T1552.005"][..],
+        ),
+    ] {
+        let played: Vec<&serde_json::Value> =
+            cases.iter().filter(|c| c["scenario"] == scenario).collect();
+        assert!(played.len() >= 8, "{scenario}: {} cases", played.len());
+        for c in played {
+            let detail = c["detail"].as_str().unwrap();
+            assert_eq!(c["evidence"][0]["chain"], component, "{c}");
+            if c["expected"] == "blocked" {
+                let kind = c["detection"]["kind"].as_str().unwrap();
+                assert!(techniques.contains(&kind), "{c}");
+                assert_eq!(c["detection"]["seen"], true, "{c}");
+                assert!(detail.contains("the origin never saw the request"), "{c}");
+                assert!(detail.starts_with("HTTP 403 from rampart"), "{c}");
+            } else {
+                assert!(detail.starts_with("HTTP 200 from the origin"), "{c}");
+            }
+        }
+    }
+    // The random-source SYN flood is absorbed by the SYN proxy, not by bans: the gateway's
+    // conntrack stays near the legitimate connections (the flood is ~20,000 spoofed sources,
+    // each under the per-source cap) and the SYN proxy's rule is the evidence.
+    let syn_flood: Vec<&serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["scenario"] == "syn-flood" && c["measure"].is_object())
+        .collect();
+    assert_eq!(syn_flood.len(), 1);
+    for c in syn_flood {
+        assert!(
+            c["measure"]["conntrack_peak"].as_u64().unwrap() < 1_000,
+            "{c}"
+        );
+        assert_eq!(c["measure"]["banned_sources"], 0, "{c}");
+        assert!(c["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["chain"] == "inet rampart synproxy_notrack"
+                && e["comment"].as_str().unwrap().contains("web-in")));
     }
     // The metadata API: the non-root owner reaches it, another non-root uid does not.
     let metadata = |needle: &str| {

@@ -64,6 +64,10 @@ pub struct FloodMeasure {
     /// When the flooding source appeared in a ban set, milliseconds after the flood started
     /// (`None`: never, or not asked).
     pub banned_after_ms: Option<u64>,
+    /// Addresses in the gateway's ban sets when the flood ended: what auto-ban caught. A
+    /// random-source flood under the per-source caps bans nobody, so what kept the server
+    /// reachable was the SYN proxy.
+    pub banned_sources: u64,
 }
 
 /// Where flood packets claim to come from.

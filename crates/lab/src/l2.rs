@@ -623,6 +623,38 @@ impl Service {
         ready_file: Option<&Path>,
         own_sysfs: bool,
     ) -> Result<Self, LabError> {
+        Self::start_inner(name, ns, argv, ready_file, own_sysfs, None)
+    }
+
+    /// Like [`Service::start`] through `nsenter`, ready at its first stdout line; every later
+    /// stdout line (a component's JSON events) is appended to `stdout_log`.
+    pub fn start_logging(
+        name: &str,
+        ns: &str,
+        argv: &[String],
+        stdout_log: &Path,
+    ) -> Result<Self, LabError> {
+        Self::start_inner(name, ns, argv, None, false, Some(stdout_log))
+    }
+
+    fn start_inner(
+        name: &str,
+        ns: &str,
+        argv: &[String],
+        ready_file: Option<&Path>,
+        own_sysfs: bool,
+        stdout_log: Option<&Path>,
+    ) -> Result<Self, LabError> {
+        let mut log = match stdout_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(io_err(format!("open {}", path.display())))?,
+            ),
+            None => None,
+        };
         let mut command = if own_sysfs {
             let mut c = std::process::Command::new("ip");
             c.args(["netns", "exec", ns]);
@@ -645,7 +677,15 @@ impl Service {
             let Some(stdout) = stdout else { return };
             let mut lines = std::io::BufReader::new(stdout).lines();
             let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines {}
+            // Keep draining whatever comes (also after a bad line), so the service never blocks
+            // on a full pipe.
+            for line in lines {
+                if let (Ok(line), Some(file)) = (line, log.as_mut()) {
+                    use std::io::Write;
+                    // One write per line, so a reader never sees half a line.
+                    let _ = file.write_all(format!("{line}\n").as_bytes());
+                }
+            }
         });
         let tail = Arc::new(std::sync::Mutex::new(String::new()));
         if let Some(stderr) = stderr {

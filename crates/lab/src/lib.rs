@@ -14,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+pub mod component;
 pub mod flood;
 pub mod l2;
 pub mod netns;
@@ -137,6 +138,23 @@ pub struct GatewaySetup {
     pub skip_guard: bool,
     /// Play without the jail (its cases are expected to fail: the proof they can).
     pub skip_jail: bool,
+    /// Play the egress proxy's cases with every source in `open` mode (its policy off): the
+    /// proof they can fail.
+    pub skip_egress: bool,
+    /// Play the WAF's cases in DetectionOnly mode without its SSRF check: the proof they can
+    /// fail.
+    pub skip_waf: bool,
+}
+
+/// What runs while a scenario with `http` cases plays: the egress proxy and the lab's DNS, or
+/// the WAF; their event files.
+struct ComponentEnv {
+    egress_events: std::path::PathBuf,
+    waf_events: std::path::PathBuf,
+    // Dropped (SIGTERM) when the scenario ends.
+    _services: Vec<l2::Service>,
+    // The proxy host's own source address, restored after the services stop.
+    _route_source: Option<component::RouteSource>,
 }
 
 /// What runs on the gateway while a scenario with L2 cases plays.
@@ -263,6 +281,30 @@ fn setup_gateway(gw: &str, setup: &GatewaySetup) -> Result<Option<Daemon>, LabEr
         .transpose()
 }
 
+/// Elements in one ban set (`family table set`); 0 when it cannot be read.
+fn ban_set_size(gw: &str, set: &str) -> u64 {
+    let mut args = vec!["-j", "list", "set"];
+    args.extend(set.split_whitespace());
+    let Ok(output) = nft_in(gw).args(&args).output() else {
+        return 0;
+    };
+    count_set_elements(&output.stdout)
+}
+
+/// Elements of the set in `nft -j list set` output.
+fn count_set_elements(json: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| {
+            v["nftables"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find_map(|i| i["set"]["elem"].as_array().map(|e| e.len() as u64))
+            })
+        })
+        .unwrap_or(0)
+}
+
 fn flush_ban_sets(gw: &str, sets: &[String]) {
     for set in sets {
         let mut args = vec!["flush", "set"];
@@ -353,13 +395,17 @@ impl LabRun<'_> {
                 flush_ban_sets(&gw, &self.gateway.ban_sets);
             }
             let l2_env = self.start_l2(&gw, scenario, &scratch.0)?;
+            let components = self.start_components(scenario, &scratch.0)?;
             for case in &scenario.cases {
                 for family in &case.families {
                     if INTERRUPTED.load(Ordering::SeqCst) {
                         return Err(LabError::Interrupted);
                     }
-                    let result =
-                        self.play_case(&gw, scenario, case, *family, l2_env.as_ref(), &programs)?;
+                    let result = if case.kind == scenario::CaseKind::Http {
+                        self.play_http(&gw, scenario, case, *family, components.as_ref())?
+                    } else {
+                        self.play_case(&gw, scenario, case, *family, l2_env.as_ref(), &programs)?
+                    };
                     if let Some(out) = self.progress.as_mut() {
                         let _ = writeln!(
                             out,
@@ -377,6 +423,7 @@ impl LabRun<'_> {
                 flush_ban_sets(&gw, &self.gateway.ban_sets);
             }
             drop(l2_env);
+            drop(components);
         }
         drop(_jail);
         drop(_daemon);
@@ -449,6 +496,357 @@ impl LabRun<'_> {
             scratch.join("jail.events.jsonl").display().to_string(),
         ];
         l2::Service::start("rampart jail", gw, &argv, None, false).map(Some)
+    }
+
+    /// For a scenario with `http` cases: `rampart egress` on the egress-proxy host with the
+    /// lab's DNS (dnsmasq on the resolver host, answering the cases' names with their origins'
+    /// addresses), and/or `rampart waf` on the WAF cases' server host in front of the lab's
+    /// application.
+    fn start_components(
+        &self,
+        scenario: &Scenario,
+        scratch: &std::path::Path,
+    ) -> Result<Option<ComponentEnv>, LabError> {
+        use scenario::{CaseKind, Via};
+        let http: Vec<&scenario::Case> = scenario
+            .cases
+            .iter()
+            .filter(|c| c.kind == CaseKind::Http)
+            .collect();
+        if http.is_empty() {
+            return Ok(None);
+        }
+        let dir = scratch.join(&scenario.id);
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Spawn {
+            command: format!("mkdir {}", dir.display()),
+            source,
+        })?;
+        let write = |name: &str, text: &str| {
+            let file = dir.join(name);
+            std::fs::write(&file, text).map_err(|source| LabError::Spawn {
+                command: format!("write {}", file.display()),
+                source,
+            })?;
+            Ok::<_, LabError>(file)
+        };
+        let host = |name: &str| {
+            self.topology
+                .host(name, "")
+                .ok_or_else(|| LabError::Scenario {
+                    file: format!("{}.toml", scenario.id),
+                    message: format!("unknown host `{name}`"),
+                })
+        };
+        let mut env = ComponentEnv {
+            egress_events: dir.join("egress.events.jsonl"),
+            waf_events: dir.join("waf.events.jsonl"),
+            _services: Vec::new(),
+            _route_source: None,
+        };
+        let egress_cases: Vec<&&scenario::Case> =
+            http.iter().filter(|c| c.via == Some(Via::Egress)).collect();
+        if !egress_cases.is_empty() {
+            let rampart = self.rampart_binary("egress proxy cases")?.to_path_buf();
+            let proxy = host(component::EGRESS_HOST)?;
+            let resolver = host(component::RESOLVER_HOST)?;
+            let mut names: Vec<(String, topology::Host)> = Vec::new();
+            for case in &egress_cases {
+                if let Some(request) = &case.http {
+                    if !names.iter().any(|(n, _)| *n == request.host) {
+                        names.push((request.host.clone(), host(&case.to)?));
+                    }
+                }
+            }
+            let segment = self
+                .topology
+                .segments
+                .iter()
+                .find(|s| s.name == proxy.segment)
+                .ok_or_else(|| LabError::Traffic {
+                    message: format!("no segment {}", proxy.segment),
+                })?;
+            env._route_source = Some(component::RouteSource::set(&proxy, &segment.gateway)?);
+            let dnsmasq = find_program("dnsmasq").ok_or_else(|| {
+                LabError::Requirement(
+                    "egress proxy cases need `dnsmasq`: apt-get install dnsmasq-base".into(),
+                )
+            })?;
+            let conf = write("dns.conf", &component::dns_config(&resolver, &names, &dir))?;
+            env._services.push(l2::Service::start(
+                "the lab's DNS (dnsmasq)",
+                &resolver.ns,
+                &[
+                    dnsmasq.display().to_string(),
+                    "--keep-in-foreground".into(),
+                    format!("--conf-file={}", conf.display()),
+                ],
+                Some(&dir.join("dns.pid")),
+                false,
+            )?);
+            let conf = write(
+                "egress.toml",
+                &component::egress_config(
+                    &proxy,
+                    &resolver,
+                    &env.egress_events,
+                    self.gateway.skip_egress,
+                )?,
+            )?;
+            env._services.push(l2::Service::start(
+                "rampart egress",
+                &proxy.ns,
+                &[
+                    rampart.display().to_string(),
+                    "egress".into(),
+                    "--config".into(),
+                    conf.display().to_string(),
+                ],
+                None,
+                false,
+            )?);
+        }
+        let mut waf_servers: Vec<(String, u16)> = Vec::new();
+        for case in http.iter().filter(|c| c.via == Some(Via::Waf)) {
+            if let Some(Traffic::Tcp(port)) = Traffic::parse(&case.traffic) {
+                if !waf_servers.contains(&(case.to.clone(), port)) {
+                    waf_servers.push((case.to.clone(), port));
+                }
+            }
+        }
+        if waf_servers.len() > 1 {
+            return Err(LabError::Scenario {
+                file: format!("{}.toml", scenario.id),
+                message: "the WAF cases of one scenario name one server host and port".into(),
+            });
+        }
+        if let Some((server, port)) = waf_servers.first() {
+            let rampart = self.rampart_binary("WAF cases")?.to_path_buf();
+            let server = host(server)?;
+            let app = server.v4.or(server.v6).ok_or_else(|| LabError::Traffic {
+                message: format!("{} has no address", server.name),
+            })?;
+            let rules = write("waf-rules.conf", component::WAF_RULES)?;
+            let conf = write(
+                "waf.toml",
+                &component::waf_config(
+                    *port,
+                    &rules,
+                    std::net::SocketAddr::new(app, component::APP_PORT),
+                    self.gateway.skip_waf,
+                )?,
+            )?;
+            env._services.push(l2::Service::start_logging(
+                "rampart waf",
+                &server.ns,
+                &[
+                    rampart.display().to_string(),
+                    "waf".into(),
+                    "--config".into(),
+                    conf.display().to_string(),
+                ],
+                &env.waf_events,
+            )?);
+        }
+        Ok(Some(env))
+    }
+
+    /// Play an `http` case: the origin listens, the client sends the request through the
+    /// component, the component's event for it is read.
+    fn play_http(
+        &self,
+        gw: &str,
+        scenario: &Scenario,
+        case: &scenario::Case,
+        family: FamilyName,
+        env: Option<&ComponentEnv>,
+    ) -> Result<CaseResult, LabError> {
+        use scenario::Via;
+        let bad = |message: String| LabError::Scenario {
+            file: format!("{}.toml", scenario.id),
+            message: format!("case `{}`: {message}", case.name),
+        };
+        let (Some(env), Some(via), Some(request)) = (env, case.via, case.http.as_ref()) else {
+            return Err(bad("an http case without its components".into()));
+        };
+        let Some(Traffic::Tcp(port)) = Traffic::parse(&case.traffic) else {
+            return Err(bad("an http case plays tcp/PORT".into()));
+        };
+        let v6 = family == FamilyName::Ipv6;
+        let host = |name: &str| {
+            self.topology
+                .host(name, "")
+                .ok_or_else(|| bad(format!("unknown host `{name}`")))
+        };
+        let client = host(&case.from)?;
+        let origin = host(&case.to)?;
+        let client_addr = client.addr(v6).ok_or_else(|| {
+            bad(format!(
+                "{} has no {} address",
+                client.name,
+                family_label(family)
+            ))
+        })?;
+        // Where the client connects, where the origin listens, which events to read.
+        let (server, origin_addrs, events) = match via {
+            Via::Egress => {
+                let proxy = host(component::EGRESS_HOST)?;
+                let proxy_addr = proxy.addr(v6).ok_or_else(|| {
+                    bad(format!(
+                        "the egress proxy has no {} address",
+                        family_label(family)
+                    ))
+                })?;
+                let origin_addrs: Vec<std::net::SocketAddr> = [origin.v4, origin.v6]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| std::net::SocketAddr::new(a, port))
+                    .collect();
+                (
+                    std::net::SocketAddr::new(proxy_addr, component::EGRESS_PORT),
+                    origin_addrs,
+                    &env.egress_events,
+                )
+            }
+            Via::Waf => {
+                let server_addr = origin.addr(v6).ok_or_else(|| {
+                    bad(format!(
+                        "{} has no {} address",
+                        origin.name,
+                        family_label(family)
+                    ))
+                })?;
+                let app = origin
+                    .v4
+                    .or(origin.v6)
+                    .ok_or_else(|| bad("no address".into()))?;
+                (
+                    std::net::SocketAddr::new(server_addr, port),
+                    vec![std::net::SocketAddr::new(app, component::APP_PORT)],
+                    &env.waf_events,
+                )
+            }
+        };
+        let client_end = Endpoint {
+            ns: client.ns.clone(),
+            addr: client_addr,
+        };
+        let bytes = component::request_bytes(request, via, port);
+        let before = counters(gw)?;
+        let attempt = |connect_wait_ms: u64| -> Result<_, LabError> {
+            let offset = component::events_offset(events);
+            let stop = Arc::new(AtomicBool::new(false));
+            let origin_thread =
+                component::spawn_origin(&origin.ns, origin_addrs.clone(), Arc::clone(&stop))?;
+            let answer = component::ask(&client_end, server, bytes.clone(), connect_wait_ms);
+            stop.store(true, Ordering::Relaxed);
+            let served = join_lab(origin_thread)?;
+            let answer = answer?;
+            let decision =
+                component::wait_decision(events, offset, via, request, answer.local_port);
+            Ok((answer, served, decision))
+        };
+        let observe = |answer: &component::Answer, served: &[String]| {
+            let reached = !served.is_empty();
+            let answered = answer.status == Some(200) && answer.from_origin;
+            // An attack counts as blocked only if the origin never saw it; the legitimate
+            // request only if the origin's answer also came back.
+            let allowed = match case.expect {
+                scenario::Expectation::Blocked => reached || answered,
+                scenario::Expectation::Allowed => reached && answered,
+            };
+            if allowed {
+                scenario::Expectation::Allowed
+            } else {
+                scenario::Expectation::Blocked
+            }
+        };
+        // The component always accepts the connection (the policy opens its port), so a
+        // handshake that does not complete is never the verdict: wait as long as a retry would.
+        let (mut answer, mut served, mut decision) = attempt(traffic::RETRY_WAIT_MS)?;
+        let mut retried = false;
+        if case.expect == scenario::Expectation::Allowed && observe(&answer, &served) != case.expect
+        {
+            (answer, served, decision) = attempt(traffic::RETRY_WAIT_MS)?;
+            retried = true;
+        }
+        let observed = observe(&answer, &served);
+        let after = counters(gw)?;
+        let component_name = format!("rampart {}", via.label());
+        let mut detail = match (&answer.status, &answer.failure) {
+            (Some(status), _) => {
+                let by = if answer.from_origin {
+                    "the origin".to_string()
+                } else {
+                    component_name.clone()
+                };
+                match &answer.reason {
+                    Some(reason) => format!("HTTP {status} from {by} ({reason})"),
+                    None => format!("HTTP {status} from {by}"),
+                }
+            }
+            (None, Some(failure)) => failure.clone(),
+            (None, None) => "no answer".into(),
+        };
+        detail.push_str(if served.is_empty() {
+            "; the origin never saw the request"
+        } else {
+            "; the origin served the request"
+        });
+        match &decision {
+            Some(d) => {
+                detail.push_str(&format!(
+                    "; {component_name} event: {} {}",
+                    d.verdict, d.reason
+                ));
+                if !d.techniques.is_empty() {
+                    detail.push_str(&format!(" [{}]", d.techniques.join(",")));
+                }
+            }
+            None => detail.push_str(&format!("; no {component_name} event")),
+        }
+        if retried {
+            detail.push_str(" (on a patient retry)");
+        }
+        let detection = case.detection.clone().map(|kind| score::Detection {
+            seen: decision
+                .as_ref()
+                .is_some_and(|d| d.verdict == "block" && d.techniques.contains(&kind)),
+            kind,
+        });
+        if let Some(d) = &detection {
+            if !d.seen {
+                detail.push_str(&format!("; the event did NOT block with {}", d.kind));
+            }
+        }
+        let mut evidence: Vec<Evidence> = decision
+            .iter()
+            .map(|d| Evidence {
+                chain: component_name.clone(),
+                handle: 0,
+                comment: format!("{} {} {}", d.verdict, d.reason, d.techniques.join(","))
+                    .trim_end()
+                    .to_string(),
+            })
+            .collect();
+        evidence.extend(moved_evidence(&before, &after));
+        Ok(CaseResult {
+            scenario: scenario.id.clone(),
+            techniques: scenario.techniques.clone(),
+            case: case.name.clone(),
+            family,
+            from: format!("{} {}", case.from, client_addr),
+            to: match via {
+                Via::Egress => format!("{} via {} {server}", case.to, component::EGRESS_HOST),
+                Via::Waf => format!("{} {server}", case.to),
+            },
+            traffic: format!("{} {} via {}", case.traffic, request.method, via.label()),
+            expected: case.expect,
+            observed,
+            detail,
+            evidence,
+            measure: None,
+            detection,
+        })
     }
 
     fn rampart_binary(&self, what: &str) -> Result<&std::path::Path, LabError> {
@@ -618,9 +1016,9 @@ impl LabRun<'_> {
         };
         let detection_wait_ms = 1_000;
         let observation = match case.kind {
-            CaseKind::Flow => {
+            CaseKind::Flow | CaseKind::Http => {
                 return Err(LabError::Traffic {
-                    message: format!("case `{}` is a flow, not an L2 case", case.name),
+                    message: format!("case `{}` is not an L2 case", case.name),
                 })
             }
             CaseKind::Dhcp => {
@@ -1029,6 +1427,12 @@ impl LabRun<'_> {
         let legit_ok = join_lab(legit);
         stop_flood.store(true, std::sync::atomic::Ordering::Relaxed);
         let sent = join_lab(flooder);
+        let banned_sources: u64 = self
+            .gateway
+            .ban_sets
+            .iter()
+            .map(|set| ban_set_size(gw, set))
+            .sum();
         let flood_ms = started.elapsed().as_millis().max(1) as u64;
         let (soft1, total1) = flood::cpu_times();
         stop_sampler.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1062,6 +1466,7 @@ impl LabRun<'_> {
             conntrack_peak,
             softirq_pct,
             banned_after_ms,
+            banned_sources,
         };
         let ban_ok = match flood.ban_within_ms {
             None => true,
@@ -1087,6 +1492,9 @@ impl LabRun<'_> {
             legit.connect_failed,
             legit.reply_failed,
         );
+        if !self.gateway.ban_sets.is_empty() {
+            detail.push_str(&format!("; {banned_sources} sources banned"));
+        }
         if flood.ban_within_ms.is_some() {
             match banned_after_ms {
                 Some(t) => detail.push_str(&format!("; flooder banned after {t} ms")),
@@ -1108,6 +1516,7 @@ fn kind_label(kind: scenario::CaseKind) -> &'static str {
         scenario::CaseKind::Dhcp => "dhcp",
         scenario::CaseKind::ArpSpoof => "arp",
         scenario::CaseKind::NamePoison => "llmnr/nbt-ns/mdns",
+        scenario::CaseKind::Http => "http",
     }
 }
 
@@ -1358,6 +1767,18 @@ mod tests {
         ]);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].comment, "rampart default forward drop");
+    }
+
+    #[test]
+    fn ban_set_elements_are_counted() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"set": {"family": "inet", "name": "ban_v4", "table": "rampart", "type": "ipv4_addr",
+            "elem": [{"elem": {"val": "198.51.100.30", "timeout": 600, "expires": 599}},
+                     {"elem": {"val": "198.51.100.31", "timeout": 600, "expires": 598}}]}}]}"#;
+        assert_eq!(count_set_elements(json), 2);
+        let empty = br#"{"nftables": [{"set": {"family": "inet", "name": "ban_v4"}}]}"#;
+        assert_eq!(count_set_elements(empty), 0);
+        assert_eq!(count_set_elements(b"nonsense"), 0);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/anonymity.toml"),
     ),
     (
+        "bits-jobs.toml",
+        include_str!("../../../lab/scenarios/bits-jobs.toml"),
+    ),
+    (
         "cloud-metadata.toml",
         include_str!("../../../lab/scenarios/cloud-metadata.toml"),
     ),
@@ -144,6 +148,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../lab/scenarios/tunnels-on-standard-ports.toml"),
     ),
     ("vnc.toml", include_str!("../../../lab/scenarios/vnc.toml")),
+    (
+        "web-exploitation.toml",
+        include_str!("../../../lab/scenarios/web-exploitation.toml"),
+    ),
 ];
 
 /// One scenario file.
@@ -209,6 +217,122 @@ pub struct Case {
     /// runs many exchanges; the case is allowed when enough of them complete.
     #[serde(default)]
     pub flood: Option<Flood>,
+    /// `http` cases: the component the request goes through.
+    #[serde(default)]
+    pub via: Option<Via>,
+    /// `http` cases: the request the client sends.
+    #[serde(default)]
+    pub http: Option<HttpRequest>,
+}
+
+/// The Rampart component an `http` case's request goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `rampart egress` on the range's `egress-proxy` host (tcp/8080, the baseline's
+    /// `http-alt`): the client sends an absolute-form request to it; `to` is the origin that
+    /// serves the URL's name (the lab's DNS answers it with `to`'s addresses) on the case's
+    /// port.
+    Egress,
+    /// `rampart waf` on `to` at the case's port, in front of the lab's web application on
+    /// `to` (tcp/[`crate::component::APP_PORT`]): the client sends an origin-form request.
+    Waf,
+}
+
+impl Via {
+    /// Lower-case name (`egress`, `waf`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Via::Egress => "egress",
+            Via::Waf => "waf",
+        }
+    }
+}
+
+/// An HTTP/1.1 request, as the client puts it on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequest {
+    /// Method (`GET`, `HEAD`, `POST`, `BITS_POST`, ...); default `GET`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Host name of the URL (and the `Host` header).
+    pub host: String,
+    /// Path and query, already percent-encoded as sent (starts with `/`).
+    pub path: String,
+    /// Further header lines, `Name: value` (the lab adds `Host`, `Content-Length` and
+    /// `Connection: close`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Request body (sent with its `Content-Length`).
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// Longest method of an `http` case.
+pub const HTTP_METHOD_MAX: usize = 32;
+/// Longest path of an `http` case.
+pub const HTTP_PATH_MAX: usize = 2_048;
+/// Most extra header lines of an `http` case.
+pub const HTTP_HEADERS_MAX: usize = 16;
+/// Longest header line or body of an `http` case.
+pub const HTTP_FIELD_MAX: usize = 4_096;
+
+impl HttpRequest {
+    /// What is wrong with it, if anything: a token method, a DNS-style host, a printable
+    /// path starting with `/`, `Name: value` headers without CR/LF, bounded sizes.
+    pub fn problem(&self) -> Option<String> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        let printable = |s: &str| s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if self.method.len() > HTTP_METHOD_MAX || !token(&self.method) {
+            return Some(format!(
+                "method `{}` is not a token of at most {HTTP_METHOD_MAX} bytes",
+                self.method
+            ));
+        }
+        if self.host.is_empty()
+            || self.host.len() > 253
+            || !self
+                .host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        {
+            return Some(format!("host `{}` is not a lower-case DNS name", self.host));
+        }
+        if !self.path.starts_with('/')
+            || self.path.len() > HTTP_PATH_MAX
+            || !printable(&self.path)
+            || self.path.contains(' ')
+        {
+            return Some(format!(
+                "path `{}` is not a percent-encoded /path of at most {HTTP_PATH_MAX} bytes",
+                self.path
+            ));
+        }
+        if self.headers.len() > HTTP_HEADERS_MAX {
+            return Some(format!("at most {HTTP_HEADERS_MAX} headers"));
+        }
+        for h in &self.headers {
+            let ok = h.len() <= HTTP_FIELD_MAX
+                && printable(h)
+                && h.split_once(": ").is_some_and(|(name, _)| token(name));
+            if !ok {
+                return Some(format!("header `{h}` is not `Name: value`"));
+            }
+        }
+        if self.body.len() > HTTP_FIELD_MAX {
+            return Some(format!("the body is over {HTTP_FIELD_MAX} bytes"));
+        }
+        None
+    }
 }
 
 /// What a case plays.
@@ -225,6 +349,10 @@ pub enum CaseKind {
     /// `to`'s neighbour entry for the gateway ends up with `from`'s MAC (`from = "gw"`: the
     /// gateway's own ARP, allowed when the entry has the gateway's MAC).
     ArpSpoof,
+    /// `from` sends `http` through the component `via` names; allowed when the origin served
+    /// it and its answer reached the client. `detection` names a technique the component's
+    /// event for the request must carry.
+    Http,
     /// A poisoner on `to` answers every LLMNR/NBT-NS/mDNS query with its own address while
     /// `from` asks LLMNR for a name (over the case's family); allowed when an answer reaches
     /// `from`.
@@ -234,7 +362,7 @@ pub enum CaseKind {
 impl CaseKind {
     /// Cases the L2 guard is started for.
     pub fn is_l2(self) -> bool {
-        self != CaseKind::Flow
+        !matches!(self, CaseKind::Flow | CaseKind::Http)
     }
 }
 
@@ -377,8 +505,13 @@ impl Scenario {
                     Some("an L2 case has no traffic")
                 } else if case.families != [FamilyName::Ipv4] && case.kind != CaseKind::NamePoison {
                     Some("DHCP and ARP cases play families = [\"ipv4\"]")
-                } else if case.process.is_some() || case.flood.is_some() || !case.knock.is_empty() {
-                    Some("an L2 case has no process, flood or knock")
+                } else if case.process.is_some()
+                    || case.flood.is_some()
+                    || !case.knock.is_empty()
+                    || case.via.is_some()
+                    || case.http.is_some()
+                {
+                    Some("an L2 case has no process, flood, knock or http")
                 } else if case.to == crate::topology::GATEWAY && case.kind != CaseKind::Dhcp {
                     Some("only a dhcp case may name the gateway as `to`")
                 } else if case.from == crate::topology::GATEWAY && case.kind != CaseKind::ArpSpoof {
@@ -391,9 +524,48 @@ impl Scenario {
                 }
                 continue;
             }
+            if case.kind == CaseKind::Http {
+                let problem = match (&case.via, &case.http) {
+                    (None, _) | (_, None) => Some("an http case names `via` and `http`".into()),
+                    (_, Some(h)) => h.problem(),
+                };
+                let problem = problem.or_else(|| {
+                    if !matches!(Traffic::parse(&case.traffic), Some(Traffic::Tcp(_))) {
+                        Some("an http case plays tcp/PORT".into())
+                    } else if case.process.is_some()
+                        || case.flood.is_some()
+                        || !case.knock.is_empty()
+                        || case.payload != Payload::Plain
+                        || case.from == crate::topology::GATEWAY
+                        || case.to == crate::topology::GATEWAY
+                    {
+                        Some("an http case has no process, flood, knock or payload, and no gateway end".into())
+                    } else if case
+                        .detection
+                        .as_ref()
+                        .is_some_and(|t| rampart_attack::lookup(t).is_none())
+                    {
+                        Some("its detection is an M1037 technique the component's event carries".into())
+                    } else if case.detection.is_some() && case.expect == Expectation::Allowed {
+                        Some("a detection is for a case expected blocked".into())
+                    } else {
+                        None
+                    }
+                });
+                if let Some(p) = problem {
+                    return Err(bad(format!("case `{}`: {p}", case.name)));
+                }
+                continue;
+            }
+            if case.via.is_some() || case.http.is_some() {
+                return Err(bad(format!(
+                    "case `{}`: `via` and `http` are for kind = \"http\"",
+                    case.name
+                )));
+            }
             if case.detection.is_some() {
                 return Err(bad(format!(
-                    "case `{}`: detection is for L2 cases (the guard runs for them)",
+                    "case `{}`: detection is for L2 and http cases",
                     case.name
                 )));
             }

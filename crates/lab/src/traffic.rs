@@ -409,7 +409,7 @@ fn blocked(detail: String) -> Observation {
     }
 }
 
-fn connect_detail(e: &std::io::Error) -> String {
+pub(crate) fn connect_detail(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "connect timed out".into(),
         std::io::ErrorKind::ConnectionRefused => "connection refused (reset)".into(),
