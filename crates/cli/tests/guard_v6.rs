@@ -663,6 +663,20 @@ port = "p_rog"
     wait_event(&events_file, "nd_inspection_drop", 3000, |e| {
         e["detail"]["field"] == "source" && e["detail"]["nd_type"] == "neighbor_solicitation"
     });
+    // A DAD probe for the client's address from the attacker (it would make a client still
+    // doing DAD give the address up) is dropped too.
+    let dad = neighbor_solicitation(
+        ROG_MAC,
+        Mac([0x33, 0x33, 0xff, 0, 0, 0]),
+        Ipv6Addr::UNSPECIFIED,
+        "ff02::1:ff00:0".parse().unwrap(),
+        lease,
+        None,
+    );
+    in_ns(&rog, move || send_frames(&[dad], 0));
+    wait_event(&events_file, "nd_inspection_drop", 3000, |e| {
+        e["detail"]["field"] == "dad_target"
+    });
     // ND still works after the attack.
     let entry = resolve6(&srv, lease);
     assert!(
@@ -699,6 +713,7 @@ port = "p_rog"
     for rule in [
         "ND inspection: neighbour advertisement for an address bound elsewhere",
         "ND inspection: ND from an address bound elsewhere",
+        "ND inspection: DAD probe for an address bound elsewhere",
         "router advertisement on an untrusted port",
     ] {
         assert!(counted[rule].as_u64() > Some(0), "{rule}: {stopped}");
