@@ -10,7 +10,8 @@
 //! dropped, so the victim's neighbour entry keeps the client's MAC, with `nd_inspection_drop`
 //! events; legitimate ND (victim ↔ client, victim ↔ attacker's own address) keeps working;
 //! a malformed DHCPv6 message is a counted anomaly; an RA from the router MAC listed for
-//! `p_rog` reaches the client while the attacker's own RA does not; a restart restores the
+//! `p_rog` reaches the client while the attacker's own RA does not; with `ipv6_source_guard`,
+//! a datagram from the client's address sent by the attacker is dropped; a restart restores the
 //! IPv6 binding and keeps dropping the spoof. Finally, with the guard stopped, the same spoofs
 //! poison the victim (so the checks above can fail).
 //!
@@ -520,6 +521,35 @@ fn ras_reaching(cli: &str, rog: &str, mac: Mac) -> usize {
     counter.join().unwrap()
 }
 
+/// Whether a UDP datagram from `rog` with the (spoofed) IPv6 source `src` reaches a socket on
+/// the victim `srv`.
+fn spoofed_datagram_reaches(srv: &str, rog: &str, src: Ipv6Addr) -> bool {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let srv = srv.to_string();
+    let listener = std::thread::spawn(move || {
+        in_ns(&srv, move || {
+            let s = UdpSocket::bind("[::]:7777").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1000)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == b"spoofed")
+        })
+    });
+    ready_rx.recv().unwrap();
+    let frame = udp6_frame(
+        ROG_MAC,
+        SRV_MAC,
+        src,
+        SRV6.parse().unwrap(),
+        40_000,
+        7777,
+        b"spoofed",
+    );
+    in_ns(rog, move || send_frames(&[frame], 0));
+    listener.join().unwrap()
+}
+
 fn skip_reason() -> Option<String> {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
@@ -573,6 +603,7 @@ trusted_ports = ["p_srv"]
 untrusted_ports = ["p_rog", "p_cli"]
 bindings_file = "{}"
 events_file = "{}"
+ipv6_source_guard = true
 
 # A router on p_rog: its RAs pass there (and only there); the attacker's do not.
 [[trusted_router]]
@@ -677,6 +708,18 @@ port = "p_rog"
     wait_event(&events_file, "nd_inspection_drop", 3000, |e| {
         e["detail"]["field"] == "dad_target"
     });
+    // IPv6 source guard: a datagram from the client's address sent by the attacker is dropped;
+    // one from the attacker's own address arrives.
+    assert!(
+        !spoofed_datagram_reaches(&srv, &rog, lease),
+        "spoofed source passed"
+    );
+    assert!(
+        spoofed_datagram_reaches(&srv, &rog, rog6),
+        "attacker's own source"
+    );
+    let sg = wait_event(&events_file, "ipv6_source_guard_drop", 3000, |_| true);
+    assert_eq!(sg["detail"]["ip"], lease.to_string());
     // ND still works after the attack.
     let entry = resolve6(&srv, lease);
     assert!(
@@ -714,6 +757,7 @@ port = "p_rog"
         "ND inspection: neighbour advertisement for an address bound elsewhere",
         "ND inspection: ND from an address bound elsewhere",
         "ND inspection: DAD probe for an address bound elsewhere",
+        "IPv6 source guard: source bound elsewhere",
         "router advertisement on an untrusted port",
     ] {
         assert!(counted[rule].as_u64() > Some(0), "{rule}: {stopped}");
@@ -732,6 +776,10 @@ port = "p_rog"
     guard.stop();
 
     // 7. Without the guard the same spoofs poison the victim (so the checks above can fail).
+    assert!(
+        spoofed_datagram_reaches(&srv, &rog, lease),
+        "baseline: the spoofed source should arrive"
+    );
     resolve6(&srv, lease);
     let frames = spoof_frames(lease);
     let na = frames[0].clone();

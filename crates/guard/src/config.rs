@@ -41,6 +41,8 @@ struct RawConfig {
     static_nd: Vec<RawStaticNd>,
     #[serde(default)]
     trusted_router: Vec<RawRouter>,
+    #[serde(default)]
+    ipv6_source_guard: bool,
     canary: Option<RawCanary>,
     #[serde(default)]
     block: RawBlock,
@@ -226,6 +228,9 @@ pub struct Config {
     pub static_nd: Vec<StaticNd>,
     /// Routers whose RAs pass on untrusted ports (by MAC, optionally tied to a port).
     pub trusted_routers: Vec<TrustedRouter>,
+    /// IPv6 source guard: any IPv6 packet (not only ND) from an untrusted port whose source is
+    /// bound to another MAC or port is dropped. Off by default.
+    pub ipv6_source_guard: bool,
     /// Poisoner canary.
     pub canary: Option<Canary>,
     /// Name-service protocols kept off the segment.
@@ -352,9 +357,13 @@ impl Config {
                 port,
             });
         }
-        if bridge.is_none() && !(raw.static_nd.is_empty() && raw.trusted_router.is_empty()) {
+        if bridge.is_none()
+            && (!raw.static_nd.is_empty()
+                || !raw.trusted_router.is_empty()
+                || raw.ipv6_source_guard)
+        {
             return Err(GuardError::Config(
-                "static_nd/trusted_router need `bridge`".into(),
+                "static_nd/trusted_router/ipv6_source_guard need `bridge`".into(),
             ));
         }
         let mut static_nd = Vec::new();
@@ -467,6 +476,7 @@ impl Config {
             protected_ipv6: raw.protected_ipv6.iter().copied().collect(),
             static_nd,
             trusted_routers,
+            ipv6_source_guard: raw.ipv6_source_guard,
             canary,
             block,
             table,

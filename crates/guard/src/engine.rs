@@ -799,6 +799,49 @@ impl Guard {
                 return;
             }
         }
+        // The kernel drops rogue RAs and DHCPv6 server messages before the source guard.
+        let server_drop = match ip.upper {
+            Ipv6Upper::Icmpv6 { kind, .. } => {
+                kind == decode::ICMPV6_ROUTER_ADVERTISEMENT && !self.cfg.ra_allowed(port, &eth_src)
+            }
+            Ipv6Upper::Udp(udp) => udp.src_port == 547 && !trusted,
+            Ipv6Upper::Other(_) => false,
+        };
+        if self.cfg.ipv6_source_guard && !trusted && !server_drop && !ip.src.is_unspecified() {
+            if let Err((bound_mac, bound_port)) = inspect::nd_owner(
+                ip.src,
+                &eth_src,
+                port,
+                self.bindings.v6(),
+                &self.cfg.static_nd,
+                now_ns / 1_000_000_000,
+            ) {
+                let src = ip.src;
+                self.emit_once(out, now_ns, format!("src6/{port}/{eth_src}/{src}"), || Ev {
+                    kind: "ipv6_source_guard_drop",
+                    verdict: Verdict::Block,
+                    technique: "T1557",
+                    reason: format!(
+                        "IPv6 packet from {src} sent by {eth_src} on {port} dropped: {src} is bound to {bound_mac} on {bound_port}"
+                    ),
+                    port,
+                    mac: Some(eth_src),
+                    flow: Some(Flow {
+                        src_ip: IpAddr::V6(ip.src),
+                        src_port: None,
+                        dest_ip: IpAddr::V6(ip.dst),
+                        dest_port: None,
+                        proto: "IPv6".into(),
+                    }),
+                    extra: vec![
+                        ("ip", json!(src.to_string())),
+                        ("bound_mac", json!(bound_mac.to_string())),
+                        ("bound_port", json!(bound_port)),
+                    ],
+                });
+                return;
+            }
+        }
         match ip.upper {
             Ipv6Upper::Icmpv6 { kind, .. }
                 if kind == decode::ICMPV6_ROUTER_ADVERTISEMENT

@@ -154,7 +154,7 @@ const ND_NA: u8 = 136;
 /// `Err((owner MAC, owner port))` when `ip` is bound (static entry or live DHCPv6 binding)
 /// and (`mac`, `port`) is not one of its owners; `Ok` when unbound or owned. The kernel test:
 /// `nd6_bound` hit, `nd6_owner` (port-bound) miss, `nd6_static` (port-less) miss.
-fn nd_owner(
+pub fn nd_owner(
     ip: Ipv6Addr,
     mac: &Mac,
     port: &str,

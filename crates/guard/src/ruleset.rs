@@ -270,6 +270,11 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         s,
         "\tchain prerouting {{\n\t\ttype filter hook prerouting priority -200; policy accept;"
     );
+    let source_guard = if cfg.ipv6_source_guard {
+        format!("\n\t\t{untrusted} ether type ip6 @nh,64,128 @nd6_bound iifname . ether saddr . @nh,64,128 != @nd6_owner ether saddr . @nh,64,128 != @nd6_static counter drop comment \"IPv6 source guard: source bound elsewhere\"")
+    } else {
+        String::new()
+    };
     let rules = [
         format!("{untrusted} ether type {{ 8021q, 8021ad }} counter drop comment \"tagged frame on an untrusted port\""),
         format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
@@ -284,7 +289,7 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
         // source of RS/NS/NA (`@nh,64,128` is the IPv6 source as a number, to share the sets).
         format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-advert @th,64,128 @nd6_bound iifname . ether saddr . @th,64,128 != @nd6_owner ether saddr . @th,64,128 != @nd6_static counter drop comment \"ND inspection: neighbour advertisement for an address bound elsewhere\""),
         format!("{untrusted} ether type ip6 icmpv6 type nd-neighbor-solicit ip6 saddr :: @th,64,128 @nd6_bound iifname . ether saddr . @th,64,128 != @nd6_owner ether saddr . @th,64,128 != @nd6_static counter drop comment \"ND inspection: DAD probe for an address bound elsewhere\""),
-        format!("{untrusted} ether type ip6 icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} @nh,64,128 @nd6_bound iifname . ether saddr . @nh,64,128 != @nd6_owner ether saddr . @nh,64,128 != @nd6_static counter drop comment \"ND inspection: ND from an address bound elsewhere\""),
+        format!("{untrusted} ether type ip6 icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} @nh,64,128 @nd6_bound iifname . ether saddr . @nh,64,128 != @nd6_owner ether saddr . @nh,64,128 != @nd6_static counter drop comment \"ND inspection: ND from an address bound elsewhere\"{source_guard}"),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 @th,160,32 != 0 @th,288,48 @dhcp_bound iifname . @th,288,48 != @dhcp_owner counter drop comment \"DHCP release/renew for a MAC bound to another port\""),
         format!("{untrusted} ether type ip udp sport 68 udp dport 67 update @dhcp_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCP client rate limit\"", rl.per_second, rl.burst),
         format!("{untrusted} ether type ip6 udp sport 546 udp dport 547 update @dhcp6_rate {{ iifname limit rate over {}/second burst {} packets }} counter drop comment \"DHCPv6 client rate limit\"", rl.per_second, rl.burst),

@@ -296,3 +296,39 @@ fn dhcpv6_client_flood_trips_the_per_port_limit() {
     }
     assert_eq!(limited, 1, "one event per window");
 }
+
+#[test]
+fn ipv6_source_guard_drops_any_packet_from_a_bound_address_elsewhere_when_enabled() {
+    let udp_from = |mac: Mac, src: Ipv6Addr| {
+        udp6_frame(
+            mac,
+            SRV,
+            src,
+            "2001:db8:1::1".parse().unwrap(),
+            40_000,
+            9,
+            b"x",
+        )
+    };
+    // Off (the default): a spoofed UDP source is not the guard's business.
+    let mut g = learned();
+    assert!(g
+        .on_frame("p_rog", &udp_from(ROG, lease()), T0 + SEC)
+        .events
+        .is_empty());
+    // On: dropped with an event; the owner and unbound sources pass.
+    let mut cfg = config();
+    cfg.ipv6_source_guard = true;
+    g.reconfigure(cfg);
+    let out = g.on_frame("p_rog", &udp_from(ROG, lease()), T0 + SEC);
+    assert_eq!(kinds(&out), ["ipv6_source_guard_drop"]);
+    assert_eq!(out.events[0].detail["bound_port"], "p_cli");
+    assert!(g
+        .on_frame("p_cli", &udp_from(CLI, lease()), T0 + SEC)
+        .events
+        .is_empty());
+    assert!(g
+        .on_frame("p_rog", &udp_from(ROG, ll(0x66)), T0 + SEC)
+        .events
+        .is_empty());
+}

@@ -18,6 +18,7 @@ untrusted_ports = ["p_cli", "p_rog"]
 bindings_file = "/var/lib/rampart/guard.bindings"
 events_file = "/var/log/rampart/guard.jsonl"
 protected_ipv6 = ["fe80::1", "2001:db8::1"]
+ipv6_source_guard = true
 
 [rate_limit]
 dhcp_per_second = 5
