@@ -13,7 +13,8 @@
 //! passes. Each block is one event naming the rule, label and technique, the kernel drops the
 //! rest of the connection by its conntrack mark, SIGHUP reloads (a broken policy is refused and
 //! the old one kept), and with no classifier running the queue fails closed or open as the
-//! policy says.
+//! policy says. With `--queues 2` behind nft-apply's `--queue-balance` rules, connections to
+//! 16 server addresses land on both queues and everything above holds with one shared table.
 //!
 //! Needs root, `ip`, `nft`, `iptables-nft`, `ip6tables-nft` and `ping` (iputils-ping); skips with a printed
 //! reason otherwise.
@@ -1082,5 +1083,231 @@ fn kernel_app_verdicts_equal_simulate_on_the_capture() {
         allowed >= 10 && blocked >= 10,
         "{allowed} allowed, {blocked} blocked"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Extra server addresses for the multi-queue test: the kernel's `--queue-balance` hashes the
+/// address pair, so connections to 16 addresses spread over both queues (all on one: 2^-15).
+const SPREAD_HOSTS: [&str; 16] = [
+    "198.51.100.101",
+    "198.51.100.102",
+    "198.51.100.103",
+    "198.51.100.104",
+    "198.51.100.105",
+    "198.51.100.106",
+    "198.51.100.107",
+    "198.51.100.108",
+    "198.51.100.109",
+    "198.51.100.110",
+    "198.51.100.111",
+    "198.51.100.112",
+    "198.51.100.113",
+    "198.51.100.114",
+    "198.51.100.115",
+    "198.51.100.116",
+];
+
+fn udp_exchange_to(ns: &str, host: &'static str, send: Vec<u8>) -> Result<Vec<u8>, String> {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        s.send_to(&send, (host, 53)).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        Ok(buf[..n].to_vec())
+    })
+}
+
+/// The queue rules nft-apply installs for a policy, spread over `queues` queues, installed in
+/// `ns` by nft-apply itself (replacing `old`); returns what is live afterwards.
+fn install_balanced_rules(
+    ns: &str,
+    policy: &Path,
+    queues: u16,
+    old: &[rampart_nft::app_queue::QueueRule],
+) -> Vec<rampart_nft::app_queue::QueueRule> {
+    let ir = rampart_policy::load_file(policy).unwrap().policy;
+    let opts = rampart_nft::EmitOptions::default();
+    let rules = rampart_nft_apply::extras::balance_queue_rules(
+        &rampart_nft::app_queue::queue_rules(&ir, &opts),
+        queues,
+    )
+    .unwrap();
+    let nft = rampart_nft_apply::runner::Nft::in_netns(ns);
+    rampart_nft_apply::extras::replace_queue_rules(&nft, old, &rules).unwrap();
+    let live = rampart_nft_apply::extras::live_queue_rules(&nft, &opts.table).unwrap();
+    let mut want = rules.clone();
+    want.sort();
+    assert_eq!(live, want, "the live queue rules list back as written");
+    live
+}
+
+/// `rampart classify --queues 2` behind `--queue-balance 4210:4211`: one thread and socket pair
+/// per queue, one shared connection table. Connections to 16 addresses land on both queues;
+/// every verdict, block event, conntrack mark, reload and metrics dump is the same as with one
+/// queue; without a classifier the balanced rules fail closed, or open with `--queue-bypass`
+/// exactly when the policy fails open.
+#[test]
+fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = workdir("queues");
+    let topo = Topology::build("q");
+    let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
+    for host in SPREAD_HOSTS {
+        ns_sh(
+            &srv,
+            &["ip", "addr", "add", &format!("{host}/24"), "dev", "eth0"],
+        );
+    }
+    install_marking(&srv);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let live = install_balanced_rules(&srv, &policy, 2, &[]);
+    assert!(live
+        .iter()
+        .all(|r| r.spec.ends_with("--queue-balance 4210:4211")));
+    let _servers = start_servers(&srv);
+    let events_path = dir.join("events.jsonl");
+    let stderr_path = dir.join("stderr.txt");
+    let metrics_path = dir.join("metrics.prom");
+    let (classify, bound) = Classify::start(
+        &srv,
+        &policy,
+        &events_path,
+        &stderr_path,
+        &[
+            Path::new("--queues"),
+            Path::new("2"),
+            Path::new("--metrics"),
+            &metrics_path,
+        ],
+    );
+    assert_eq!(bound["queue"], QUEUE_NUM);
+    assert_eq!(bound["queues"], 2);
+    assert_eq!(bound["conntrack"], true);
+
+    const HTTP: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    for host in SPREAD_HOSTS {
+        let http = tcp_exchange_to(&cli, host, 8080, HTTP);
+        assert!(
+            http.as_ref().is_ok_and(|b| b.starts_with(b"HTTP/1.1 200")),
+            "{host}: {http:?}"
+        );
+        let query = dns_query("www.example.com");
+        let answer = udp_exchange_to(&cli, host, query.clone());
+        assert!(
+            answer.as_ref().is_ok_and(|a| a.len() == query.len()),
+            "{host}: {answer:?}"
+        );
+    }
+    for host in &SPREAD_HOSTS[..4] {
+        let ssh = tcp_exchange_to(&cli, host, 8080, b"");
+        assert!(ssh.is_err(), "{host}: SSH banner got through: {ssh:?}");
+        let junk = udp_exchange_to(&cli, host, b"\x00\x00not-a-dns-message".to_vec());
+        assert!(junk.is_err(), "{host}: non-DNS got through: {junk:?}");
+    }
+    // One event per blocked connection, whichever queue decided it.
+    wait_for("8 block events", 3000, || events(&events_path).len() >= 8);
+    let mut got: Vec<(String, String)> = events(&events_path)
+        .iter()
+        .map(|e| {
+            (
+                e["rule"]["name"].as_str().unwrap().to_string(),
+                e["dest_ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = SPREAD_HOSTS[..4]
+        .iter()
+        .flat_map(|h| {
+            [
+                ("dns-only-on-53".to_string(), h.to_string()),
+                ("no-ssh-on-8080".to_string(), h.to_string()),
+            ]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(blocked_drops(&srv) > 0, "no packet hit the blocked drop");
+    // SIGUSR1: the counters of both queue threads, added up.
+    classify.signal(libc::SIGUSR1);
+    wait_for("the metrics file", 3000, || {
+        std::fs::read_to_string(&metrics_path).is_ok_and(|m| {
+            m.contains("rampart_nfq_rule_decisions_total{rule=\"no-ssh-on-8080\"} 4\n")
+        })
+    });
+    // SIGHUP: the shared classifier takes the new policy for every queue.
+    std::fs::write(
+        &policy,
+        POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]"),
+    )
+    .unwrap();
+    classify.signal(libc::SIGHUP);
+    wait_for("the reload", 3000, || {
+        std::fs::read_to_string(&stderr_path)
+            .unwrap_or_default()
+            .contains("reloaded")
+    });
+    for host in SPREAD_HOSTS {
+        let ssh = tcp_exchange_to(&cli, host, 8080, b"");
+        assert!(
+            ssh.as_ref().is_ok_and(|b| b.starts_with(b"SSH-2.0-")),
+            "{host}: {ssh:?}"
+        );
+    }
+    let stopped = classify.stop();
+    let stats = &stopped["stats"];
+    assert!(stats["dropped"].as_u64().unwrap() >= 8, "{stats}");
+    // The 4 SSH connections are confirmed (the banner is a reply) and carry the blocked mark;
+    // the 4 non-DNS datagrams were the first of theirs, dropped before conntrack confirmed them.
+    assert!(stats["ct_marks_set"].as_u64().unwrap() >= 4, "{stats}");
+    assert_eq!(stats["ct_marks_missing"], 4, "{stats}");
+    assert_eq!(stats["malformed"], 0);
+    assert_eq!(stats["verdict_errors"], 0);
+    let per_queue = stopped["per_queue"].as_array().unwrap();
+    assert_eq!(per_queue.len(), 2, "{stopped}");
+    for (q, want) in per_queue.iter().zip([QUEUE_NUM, QUEUE_NUM + 1]) {
+        assert_eq!(q["queue"], want);
+        assert!(q["packets"].as_u64().unwrap() > 0, "queue idle: {stopped}");
+    }
+    let total: u64 = per_queue
+        .iter()
+        .map(|q| q["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, stats["packets"].as_u64().unwrap(), "{stopped}");
+
+    // No classifier: fail closed on every queue of the range ...
+    for host in &SPREAD_HOSTS[..4] {
+        assert!(
+            udp_exchange_to(&cli, host, dns_query("www.example.com")).is_err(),
+            "{host}: fail-closed balanced queue let traffic through"
+        );
+    }
+    // ... or open with `--queue-bypass`, which nft-apply adds only for a fail-open policy.
+    let open_policy = dir.join("open.toml");
+    std::fs::write(
+        &open_policy,
+        POLICY.replace(
+            "classifier_fail_open = false",
+            "classifier_fail_open = true",
+        ),
+    )
+    .unwrap();
+    let open = install_balanced_rules(&srv, &open_policy, 2, &live);
+    assert!(open
+        .iter()
+        .all(|r| r.spec.ends_with("--queue-balance 4210:4211 --queue-bypass")));
+    for host in SPREAD_HOSTS {
+        let answer = udp_exchange_to(&cli, host, dns_query("www.example.com"));
+        assert!(
+            answer.is_ok(),
+            "{host}: fail-open queue dropped: {answer:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

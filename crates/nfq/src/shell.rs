@@ -1,10 +1,14 @@
 //! The I/O shell: two netlink sockets (the queue, and ctnetlink for orientation look-ups and
 //! conntrack marks), interface names, and the receive → classify → verdict → mark loop. All
-//! decisions are the pure core's; this module only moves bytes.
+//! decisions are the pure core's; this module only moves bytes. Several queues (iptables
+//! `--queue-balance`) run one [`Runner`] each, on its own thread with its own sockets; they
+//! share one classifier (one connection table) behind a mutex, held only for the pure
+//! decision, never across a system call.
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rampart_netlink::{EncodeError, Socket};
@@ -255,6 +259,8 @@ impl Queue {
 /// Counters of the shell itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShellCounters {
+    /// Packets received from the queue.
+    pub packets: u64,
     /// Messages that did not parse.
     pub malformed: u64,
     /// Receive errors (ENOBUFS: the kernel could not deliver; those packets were dropped or,
@@ -274,6 +280,28 @@ pub struct ShellCounters {
     pub ct_mark_errors: u64,
     /// Events that could not be written.
     pub event_errors: u64,
+}
+
+impl ShellCounters {
+    /// Add `other` (another queue's counters) to these.
+    pub fn add(&mut self, other: &ShellCounters) {
+        self.packets += other.packets;
+        self.malformed += other.malformed;
+        self.recv_errors += other.recv_errors;
+        self.verdict_errors += other.verdict_errors;
+        self.ct_lookups += other.ct_lookups;
+        self.ct_lookup_errors += other.ct_lookup_errors;
+        self.ct_marks_set += other.ct_marks_set;
+        self.ct_marks_missing += other.ct_marks_missing;
+        self.ct_mark_errors += other.ct_mark_errors;
+        self.event_errors += other.event_errors;
+    }
+}
+
+/// The shared classifier, whichever thread held it last. Why not fail on poison: a panic
+/// elsewhere leaves the table consistent between whole calls, and the verdicts must go on.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Flags the caller's signal handling sets.
@@ -404,7 +432,7 @@ impl Runner {
     /// Receive, classify and verdict packets until `control` asks otherwise.
     pub fn run<L: Labeller>(
         &mut self,
-        classifier: &mut Classifier<L>,
+        classifier: &Mutex<Classifier<L>>,
         control: &Control,
         clock: &dyn Clock,
         events: &mut dyn Sink,
@@ -422,7 +450,7 @@ impl Runner {
             }
             let now_ms = clock.now_ms();
             if now_ms.saturating_sub(last_expire_ms) >= 1000 {
-                classifier.expire(now_ms);
+                lock(classifier).expire(now_ms);
                 last_expire_ms = now_ms;
             }
             // Why: try first, poll only when idle; under load every poll would be a wasted
@@ -457,7 +485,7 @@ impl Runner {
 
     fn handle<L: Labeller>(
         &mut self,
-        classifier: &mut Classifier<L>,
+        classifier: &Mutex<Classifier<L>>,
         p: &netlink::QueuedPacket<'_>,
         clock: &dyn Clock,
         events: &mut dyn Sink,
@@ -466,7 +494,8 @@ impl Runner {
         let tuple = tuple_of(p.payload);
         let mut orientation = Orientation::Unknown;
         if let (Some(t), Some(ct)) = (tuple, self.ct.as_mut()) {
-            if !classifier.knows(&t, now_ms) {
+            let known = lock(classifier).knows(&t, now_ms);
+            if !known {
                 self.counters.ct_lookups += 1;
                 match ct.lookup(&t) {
                     Ok(Lookup::Found(orig)) if orig == t => orientation = Orientation::Original,
@@ -485,7 +514,15 @@ impl Runner {
             orientation,
             data: p.payload,
         };
-        let d = classifier.classify(&pkt, now_ms);
+        self.counters.packets += 1;
+        // Why one lock for both: the event describes this decision under the policy that made
+        // it (a reload on another thread may replace the policy right after).
+        let (d, event) = {
+            let mut c = lock(classifier);
+            let d = c.classify(&pkt, now_ms);
+            let event = c.block_event(&d, clock.unix_ns());
+            (d, event)
+        };
         let msg = match d.verdict {
             Verdict::Accept => netlink::verdict(p.queue, p.id, NfVerdict::Accept),
             Verdict::Drop => netlink::verdict(p.queue, p.id, NfVerdict::Drop),
@@ -506,7 +543,7 @@ impl Runner {
                 Err(_) => self.counters.ct_mark_errors += 1,
             }
         }
-        if let Some(ev) = classifier.block_event(&d, clock.unix_ns()) {
+        if let Some(ev) = event {
             if events.emit(&ev).is_err() {
                 self.counters.event_errors += 1;
             }

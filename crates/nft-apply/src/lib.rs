@@ -83,6 +83,9 @@ pub enum ApplyError {
         /// What went wrong.
         reason: String,
     },
+    /// The NFQUEUE rules cannot be spread over the requested queues.
+    #[error("queue rules: {0}")]
+    Queue(String),
     /// A listing could not be parsed.
     #[error(transparent)]
     Plan(#[from] rampart_nft::plan::PlanError),

@@ -3,15 +3,21 @@
 //! JSON line once bound, decides each queued packet with the policy's application-protocol
 //! rules, writes one event per blocked connection, reloads the policy on SIGHUP (a bad policy
 //! keeps the running one and says why), writes Prometheus counters on SIGUSR1 (with
-//! `--metrics`), and on SIGINT/SIGTERM unbinds and prints a final stats line.
+//! `--metrics`), and on SIGINT/SIGTERM unbinds and prints a final stats line. With
+//! `--queues N` it binds N consecutive queues (the ruleset's `--queue-balance A:B`), one thread
+//! and socket pair per queue, all deciding with one shared classifier; this (main) thread only
+//! coordinates: signals, reloads, metrics.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rampart_nfq::metrics::{prometheus, stats_json, Snapshot};
-use rampart_nfq::shell::{Conntrack, Control, Queue, QueueOptions, Runner, Stopped, SystemClock};
+use rampart_nfq::shell::{
+    lock, Conntrack, Control, Queue, QueueOptions, Runner, ShellCounters, Stopped, SystemClock,
+};
 use rampart_nfq::{Classifier, EngineLabeller, Limits};
 
 use crate::Outcome;
@@ -25,6 +31,10 @@ pub(crate) struct Args {
     /// NFQUEUE number (the emitted ruleset's `app_queue::QUEUE_NUM` by default).
     #[arg(long, default_value_t = rampart_nft::app_queue::QUEUE_NUM)]
     queue: u16,
+    /// Bind this many consecutive queues from `--queue` (the queue rule's `--queue-balance
+    /// A:B`), one thread each; the kernel keeps every connection on one queue.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES)))]
+    queues: u16,
     /// Append one JSON event per blocked connection to this file.
     #[arg(long)]
     events: Option<PathBuf>,
@@ -85,123 +95,290 @@ fn write_metrics(path: &Path, text: &str) {
     }
 }
 
+/// Why: one thread and two sockets per queue; beyond the machine's cores more queues only
+/// add contention on the shared table.
+const MAX_QUEUES: u16 = 64;
+/// How often the coordinating thread looks at the signal flags.
+const COORDINATOR_TICK: Duration = Duration::from_millis(50);
+/// How long a metrics dump waits for every queue thread to hand over its counters.
+const DUMP_WAIT: Duration = Duration::from_secs(2);
+
+type SharedSink = Mutex<Box<dyn rampart_events::Sink + Send>>;
+
+/// Events from any queue thread, one at a time, into the one sink.
+struct LockedSink<'a>(&'a SharedSink);
+
+impl rampart_events::Sink for LockedSink<'_> {
+    fn emit(&mut self, event: &rampart_events::Event) -> Result<(), rampart_events::EventError> {
+        lock(self.0).emit(event)
+    }
+}
+
+/// What the coordinator and one queue thread share.
+#[derive(Default)]
+struct Worker {
+    /// Stop/reload/dump for this thread (set by the coordinator).
+    control: Control,
+    /// The thread's counters as of its last hand-over.
+    published: Mutex<ShellCounters>,
+    /// Hand-overs so far (a dump waits for it to move).
+    generation: AtomicU64,
+    /// A fatal problem (the thread stopped early).
+    failed: AtomicBool,
+}
+
+/// Marks a queue thread failed when it unwinds, so the coordinator stops the others (the
+/// panic then ends the process when the threads are joined).
+struct FailGuard<'a>(&'a AtomicBool);
+
+impl Drop for FailGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One queue's loop: run until stopped, apply reloads to its own queue, hand over counters on
+/// dumps and at the end.
+fn queue_thread(
+    mut runner: Runner,
+    classifier: &Mutex<Classifier<EngineLabeller>>,
+    worker: &Worker,
+    fail_open: &AtomicBool,
+    clock: &SystemClock,
+    sink: &SharedSink,
+) {
+    let _guard = FailGuard(&worker.failed);
+    let mut events = LockedSink(sink);
+    loop {
+        let stopped = runner.run(classifier, &worker.control, clock, &mut events);
+        match stopped {
+            Stopped::Stop => break,
+            Stopped::Dump => {}
+            Stopped::Reload => {
+                runner.forget_interfaces();
+                let want = fail_open.load(Ordering::Relaxed);
+                if want != runner.queue().options().fail_open {
+                    if let Err(err) = runner.queue_mut().set_fail_open(want) {
+                        eprintln!(
+                            "rampart classify: cannot change fail-open on queue {}: {err}",
+                            runner.queue().options().queue
+                        );
+                    }
+                }
+            }
+        }
+        *lock(&worker.published) = runner.counters.clone();
+        worker.generation.fetch_add(1, Ordering::Release);
+    }
+    if let Err(err) = runner.queue().unbind() {
+        eprintln!(
+            "rampart classify: unbinding queue {} failed ({err}); the socket close unbinds anyway",
+            runner.queue().options().queue
+        );
+    }
+    *lock(&worker.published) = runner.counters.clone();
+    worker.generation.fetch_add(1, Ordering::Release);
+}
+
+/// Ask every queue thread for its counters (waiting at most [`DUMP_WAIT`]) and add them up;
+/// also each queue's own.
+fn collect(workers: &[Worker], ask: bool) -> (ShellCounters, Vec<ShellCounters>) {
+    if ask {
+        let before: Vec<u64> = workers
+            .iter()
+            .map(|w| w.generation.load(Ordering::Acquire))
+            .collect();
+        for w in workers {
+            w.control.dump.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + DUMP_WAIT;
+        while Instant::now() < deadline
+            && workers.iter().zip(&before).any(|(w, b)| {
+                w.generation.load(Ordering::Acquire) == *b && !w.failed.load(Ordering::Relaxed)
+            })
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let per_queue: Vec<ShellCounters> =
+        workers.iter().map(|w| lock(&w.published).clone()).collect();
+    let mut total = ShellCounters::default();
+    for c in &per_queue {
+        total.add(c);
+    }
+    (total, per_queue)
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let policy = load(&args.policy)?;
     let limits = Limits {
         max_conns: args.max_conns,
         idle_timeout_ms: args.idle_timeout_s.saturating_mul(1000),
     };
-    let mut classifier = Classifier::new(&policy, EngineLabeller, limits)?;
+    let classifier = Classifier::new(&policy, EngineLabeller, limits)?;
     if classifier.app_rule_count() == 0 {
         eprintln!(
             "rampart classify: {} has no application-protocol rules; every queued packet will be let through",
             args.policy.display()
         );
     }
-    let mut events = match &args.events {
+    let app_rules = classifier.app_rule_count();
+    let classifier = Mutex::new(classifier);
+    let sink: SharedSink = Mutex::new(match &args.events {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            Some(rampart_events::JsonLinesSink::new(
+            Box::new(rampart_events::JsonLinesSink::new(
                 std::io::LineWriter::new(file),
             ))
         }
-        None => None,
-    };
-    let mut discard = rampart_events::JsonLinesSink::new(std::io::sink());
-    let fail_open = policy.defaults.classifier_fail_open;
-    let queue = Queue::bind(QueueOptions::new(args.queue, fail_open)).with_context(|| {
+        None => Box::new(rampart_events::JsonLinesSink::new(std::io::sink())),
+    });
+    let fail_open = AtomicBool::new(policy.defaults.classifier_fail_open);
+    let last = args.queue.checked_add(args.queues - 1).with_context(|| {
         format!(
-            "cannot bind NFQUEUE {} (run as root; is another classifier bound?)",
-            args.queue
+            "--queue {} --queues {} runs past queue 65535",
+            args.queue, args.queues
         )
     })?;
-    let ct = match Conntrack::open() {
-        Ok(ct) => Some(ct),
-        Err(err) => {
-            eprintln!("rampart classify: no ctnetlink ({err}); connections are tracked in userspace only and no conntrack marks are set");
-            None
-        }
-    };
-    let mut runner = Runner::new(queue, ct);
+    // Bind every queue before saying "bound": a queue that cannot be bound fails the start.
+    let mut runners = Vec::with_capacity(usize::from(args.queues));
+    let mut conntrack = true;
+    for q in args.queue..=last {
+        let queue = Queue::bind(QueueOptions::new(q, fail_open.load(Ordering::Relaxed)))
+            .with_context(|| {
+                format!("cannot bind NFQUEUE {q} (run as root; is another classifier bound?)")
+            })?;
+        let ct = match Conntrack::open() {
+            Ok(ct) => Some(ct),
+            Err(err) => {
+                if conntrack {
+                    eprintln!("rampart classify: no ctnetlink ({err}); connections are tracked in userspace only and no conntrack marks are set");
+                }
+                conntrack = false;
+                None
+            }
+        };
+        runners.push(Runner::new(queue, ct));
+    }
+    let conntrack = runners.iter().all(Runner::has_conntrack);
     let control = Arc::new(Control::default());
     spawn_signal_thread(Arc::clone(&control))?;
+    let workers: Vec<Worker> = runners.iter().map(|_| Worker::default()).collect();
+    let clock = SystemClock::default();
     println!(
         "{}",
         serde_json::json!({
             "event": "bound",
             "queue": args.queue,
-            "app_rules": classifier.app_rule_count(),
-            "fail_open": fail_open,
-            "conntrack": runner.has_conntrack(),
+            "queues": args.queues,
+            "app_rules": app_rules,
+            "fail_open": fail_open.load(Ordering::Relaxed),
+            "conntrack": conntrack,
         })
     );
-    let clock = SystemClock::default();
-    loop {
-        let sink: &mut dyn rampart_events::Sink = match events.as_mut() {
-            Some(s) => s,
-            None => &mut discard,
-        };
-        match runner.run(&mut classifier, &control, &clock, sink) {
-            Stopped::Stop => break,
-            Stopped::Dump => {
-                if let Some(path) = &args.metrics {
-                    let (core, shell) = (classifier.counters(), &runner.counters);
-                    let snap = Snapshot {
-                        core,
-                        shell,
-                        table: classifier.table_stats(),
-                        policy: classifier.policy(),
-                    };
-                    write_metrics(path, &prometheus(&snap));
-                }
-            }
-            Stopped::Reload => {
-                let reloaded = load(&args.policy).and_then(|p| {
-                    classifier
-                        .replace_policy(&p)
-                        .map(|()| p)
-                        .map_err(anyhow::Error::from)
+    std::thread::scope(|scope| {
+        for (runner, worker) in runners.into_iter().zip(&workers) {
+            let (classifier, fail_open, clock, sink) = (&classifier, &fail_open, &clock, &sink);
+            let name = format!("rampart-nfq-{}", runner.queue().options().queue);
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    queue_thread(runner, classifier, worker, fail_open, clock, sink)
                 });
-                match reloaded {
-                    Ok(p) => {
-                        runner.forget_interfaces();
-                        if p.defaults.classifier_fail_open != runner.queue().options().fail_open {
-                            if let Err(err) = runner.queue_mut().set_fail_open(p.defaults.classifier_fail_open) {
-                                eprintln!("rampart classify: cannot change fail-open on the queue: {err}");
-                            }
-                        }
-                        eprintln!(
-                            "rampart classify: reloaded {} ({} application-protocol rules)",
-                            args.policy.display(),
-                            classifier.app_rule_count()
-                        );
-                    }
-                    Err(err) => eprintln!(
-                        "rampart classify: reload refused, still classifying with the previous policy: {err:#}"
-                    ),
-                }
+            if let Err(err) = spawned {
+                worker.failed.store(true, Ordering::Relaxed);
+                control.stop.store(true, Ordering::Relaxed);
+                eprintln!("rampart classify: cannot start a queue thread: {err}");
             }
         }
-    }
-    if let Err(err) = runner.queue().unbind() {
-        eprintln!("rampart classify: unbind failed ({err}); the socket close unbinds anyway");
-    }
+        coordinate(&args, &control, &workers, &classifier, &fail_open);
+        for w in &workers {
+            w.control.stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let (shell, per_queue) = collect(&workers, false);
+    let c = lock(&classifier);
     let snap = Snapshot {
-        core: classifier.counters(),
-        shell: &runner.counters,
-        table: classifier.table_stats(),
-        policy: classifier.policy(),
+        core: c.counters(),
+        shell: &shell,
+        table: c.table_stats(),
+        policy: c.policy(),
     };
     if let Some(path) = &args.metrics {
         write_metrics(path, &prometheus(&snap));
     }
+    let per_queue: Vec<serde_json::Value> = per_queue
+        .iter()
+        .zip(args.queue..)
+        .map(|(s, q)| serde_json::json!({ "queue": q, "packets": s.packets }))
+        .collect();
     println!(
         "{}",
-        serde_json::json!({ "event": "stopped", "stats": stats_json(&snap) })
+        serde_json::json!({ "event": "stopped", "stats": stats_json(&snap), "per_queue": per_queue })
     );
     Ok(Outcome::Clean)
+}
+
+/// The main thread while the queue threads run: signals in, reloads and metrics out.
+fn coordinate(
+    args: &Args,
+    control: &Control,
+    workers: &[Worker],
+    classifier: &Mutex<Classifier<EngineLabeller>>,
+    fail_open: &AtomicBool,
+) {
+    loop {
+        if control.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if control.dump.swap(false, Ordering::Relaxed) {
+            if let Some(path) = &args.metrics {
+                let (shell, _) = collect(workers, true);
+                let c = lock(classifier);
+                let snap = Snapshot {
+                    core: c.counters(),
+                    shell: &shell,
+                    table: c.table_stats(),
+                    policy: c.policy(),
+                };
+                write_metrics(path, &prometheus(&snap));
+            }
+        }
+        if control.reload.swap(false, Ordering::Relaxed) {
+            let reloaded = load(&args.policy).and_then(|p| {
+                lock(classifier)
+                    .replace_policy(&p)
+                    .map(|()| p)
+                    .map_err(anyhow::Error::from)
+            });
+            match reloaded {
+                Ok(p) => {
+                    fail_open.store(p.defaults.classifier_fail_open, Ordering::Relaxed);
+                    // Each queue thread forgets its interface names and sets fail-open on its
+                    // own queue.
+                    for w in workers {
+                        w.control.reload.store(true, Ordering::Relaxed);
+                    }
+                    eprintln!(
+                        "rampart classify: reloaded {} ({} application-protocol rules)",
+                        args.policy.display(),
+                        lock(classifier).app_rule_count()
+                    );
+                }
+                Err(err) => eprintln!(
+                    "rampart classify: reload refused, still classifying with the previous policy: {err:#}"
+                ),
+            }
+        }
+        if workers.iter().any(|w| w.failed.load(Ordering::Relaxed)) {
+            return;
+        }
+        std::thread::sleep(COORDINATOR_TICK);
+    }
 }
