@@ -86,6 +86,20 @@ pub struct Operator {
 pub trait Expand {
     /// Expand `m` to bytes.
     fn expand(&self, m: &MacroText) -> Vec<u8>;
+
+    /// Expand `m`, appending to `out`.
+    fn expand_into(&self, m: &MacroText, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.expand(m));
+    }
+}
+
+/// `m` expanded; a text without macros (most operator parameters) is borrowed, not copied.
+fn expanded<'a>(m: &'a MacroText, env: &dyn Expand) -> std::borrow::Cow<'a, [u8]> {
+    match m.parts.as_slice() {
+        [] => std::borrow::Cow::Borrowed(&[]),
+        [crate::rules::MacroPart::Lit(l)] => std::borrow::Cow::Borrowed(l.as_bytes()),
+        _ => std::borrow::Cow::Owned(env.expand(m)),
+    }
 }
 
 /// Translate PCRE-isms the `regex` crate reads differently in byte mode: `\x{HH}` (≤ 0xFF)
@@ -311,7 +325,7 @@ impl Operator {
         env: &dyn Expand,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
-        let num = |m: &MacroText| -> (i64, i64) { (to_int(value), to_int(&env.expand(m))) };
+        let num = |m: &MacroText| -> (i64, i64) { (to_int(value), to_int(&expanded(m, env))) };
         match &self.kind {
             OpKind::Rx(re) => match captures {
                 // The lazy DFA answers "no match" far faster than the capture engine.
@@ -338,13 +352,13 @@ impl Operator {
                 }
                 None => false,
             },
-            OpKind::BeginsWith(m) => value.starts_with(&env.expand(m)),
-            OpKind::EndsWith(m) => value.ends_with(&env.expand(m)),
-            OpKind::Contains(m) => contains(value, &env.expand(m)),
-            OpKind::ContainsWord(m) => contains_word(value, &env.expand(m)),
-            OpKind::StrEq(m) => value == env.expand(m).as_slice(),
+            OpKind::BeginsWith(m) => value.starts_with(&expanded(m, env)),
+            OpKind::EndsWith(m) => value.ends_with(&expanded(m, env)),
+            OpKind::Contains(m) => contains(value, &expanded(m, env)),
+            OpKind::ContainsWord(m) => contains_word(value, &expanded(m, env)),
+            OpKind::StrEq(m) => value == &*expanded(m, env),
             OpKind::Within(m) => {
-                let hay = env.expand(m);
+                let hay = expanded(m, env);
                 value.is_empty() || contains(&hay, value)
             }
             OpKind::Eq(m) => {

@@ -410,6 +410,37 @@ fn pattern_cond(pattern: &str) -> Option<LCond> {
     }
 }
 
+/// A pattern's required-literal condition tested directly on one short string (a key regex of
+/// a target such as `TX:/^header_name_920450_/`), without an automaton: when it fails the
+/// regex cannot match, so the regex engine is not entered.
+#[derive(Debug, Clone)]
+pub struct LiteralCheck(LCond);
+
+impl LiteralCheck {
+    /// The check for a byte-mode pattern; `None` when the pattern requires no literal.
+    pub fn for_pattern(pattern: &str) -> Option<Self> {
+        pattern_cond(pattern).map(Self)
+    }
+
+    /// Whether a match in `hay` is possible (ASCII case-insensitive).
+    pub fn may_match(&self, hay: &[u8]) -> bool {
+        fn holds(c: &LCond, hay: &[u8]) -> bool {
+            match c {
+                LCond::Any => true,
+                LCond::Lit(l) => {
+                    l.is_empty()
+                        || hay
+                            .windows(l.len())
+                            .any(|w| w.eq_ignore_ascii_case(l.as_slice()))
+                }
+                LCond::And(v) => v.iter().all(|c| holds(c, hay)),
+                LCond::Or(v) => v.iter().any(|c| holds(c, hay)),
+            }
+        }
+        holds(&self.0, hay)
+    }
+}
+
 /// Every rule's literal atoms and the automaton that finds them.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
@@ -650,5 +681,48 @@ mod tests {
         pf.build().unwrap();
         assert!(!c.passes(&pf.scan(b"some ordinary text")));
         assert!(c.passes(&pf.scan(b"1 UNION  SeLeCt 2")));
+    }
+
+    #[test]
+    fn literal_check_of_key_regexes() {
+        // CRS's key regexes (compiled case-insensitively, as targets are): the check passes
+        // every key the regex matches and rejects keys without the literals.
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "^header_name_920450_",
+                &["header_name_920450_x-forwarded-for", "HEADER_NAME_920450_A"],
+                &["header_name_920451_a", "anomaly_score"],
+            ),
+            (
+                "MULTIPART_HEADERS_CONTENT_TYPES_*",
+                &[
+                    "multipart_headers_content_types",
+                    "x_Multipart_Headers_Content_Types__",
+                ],
+                &["multipart_headers", "paranoia_level"],
+            ),
+            (
+                "paramcounter_.*",
+                &["paramcounter_a", "PARAMCOUNTER_"],
+                &["param_counter"],
+            ),
+            ("[ab]c", &["Ac", "bc"], &["cc"]),
+        ];
+        for (p, yes, no) in cases {
+            let re = regex::bytes::RegexBuilder::new(p)
+                .case_insensitive(true)
+                .unicode(false)
+                .build()
+                .unwrap();
+            let c = LiteralCheck::for_pattern(p).unwrap();
+            for k in *yes {
+                assert!(re.is_match(k.as_bytes()), "{p} should match {k}");
+                assert!(c.may_match(k.as_bytes()), "{p}: check rejected {k}");
+            }
+            for k in *no {
+                assert!(!c.may_match(k.as_bytes()), "{p}: check passed {k}");
+            }
+        }
+        assert!(LiteralCheck::for_pattern(".*").is_none());
     }
 }

@@ -105,8 +105,8 @@ pub struct VarName(pub String);
 pub enum KeySel {
     /// Case-insensitive key equality.
     Name(String),
-    /// Key regex (`/…/`).
-    Regex(Regex),
+    /// Key regex (`/…/`), with its required-literal check (tested before the regex).
+    Regex(Regex, Option<crate::prefilter::LiteralCheck>),
     /// XPath for `XML:` (only `/*` and `//@*`-style forms are understood).
     XPath(String),
 }
@@ -117,12 +117,16 @@ impl KeySel {
             return Ok(Self::XPath(key.to_string()));
         }
         if key.len() >= 2 && key.starts_with('/') && key.ends_with('/') {
-            let re = RegexBuilder::new(&key[1..key.len() - 1])
+            let pattern = &key[1..key.len() - 1];
+            let re = RegexBuilder::new(pattern)
                 .case_insensitive(true)
                 .unicode(false)
                 .build()
                 .map_err(|e| format!("key regex {key}: {e}"))?;
-            return Ok(Self::Regex(re));
+            return Ok(Self::Regex(
+                re,
+                crate::prefilter::LiteralCheck::for_pattern(pattern),
+            ));
         }
         Ok(Self::Name(key.to_ascii_lowercase()))
     }
@@ -131,7 +135,10 @@ impl KeySel {
     pub fn matches(&self, key: &str) -> bool {
         match self {
             Self::Name(n) => n.eq_ignore_ascii_case(key),
-            Self::Regex(re) => re.is_match(key.as_bytes()),
+            Self::Regex(re, check) => {
+                check.as_ref().is_none_or(|c| c.may_match(key.as_bytes()))
+                    && re.is_match(key.as_bytes())
+            }
             Self::XPath(_) => true,
         }
     }

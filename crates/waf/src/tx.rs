@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::body::{self, Request, Response};
-use crate::ops::Expand;
+use crate::ops::{Expand, Operator};
 use crate::rules::{
     in_ranges, Ctl, Disruptive, EngineMode, IdRanges, Item, KeySel, MacroPart, MacroText, Rule,
     RuleSet, SetVarOp, TagSel, Target,
@@ -158,6 +158,8 @@ pub struct Transaction<'r> {
     scache: HashMap<(usize, u32), u32, MixHash>,
     /// Reused buffer of the values a link inspects.
     values_buf: Vec<Val>,
+    /// Reused buffer of setvar expansions.
+    scratch: Vec<u8>,
     /// (target group, chain id) → the group's values and their transformed string ids, for
     /// the current phase; cleared with the other caches.
     gcache: HashMap<(u32, u32), GroupVals, MixHash>,
@@ -491,6 +493,7 @@ impl<'r> Transaction<'r> {
             pcache: Vec::new(),
             scache: HashMap::with_hasher(MixHash),
             values_buf: Vec::new(),
+            scratch: Vec::new(),
             gcache: HashMap::with_hasher(MixHash),
         };
         t.stash_body(req);
@@ -796,16 +799,11 @@ impl<'r> Transaction<'r> {
     fn record(&mut self, rule: &Rule, phase: u8) {
         let a = &rule.actions;
         self.current_rule = (rule.id(), String::new());
-        let msg = a
-            .msg
-            .as_ref()
-            .map(|m| String::from_utf8_lossy(&self.expand(m)).into_owned())
-            .unwrap_or_default();
         let logged = a.log != Some(false);
         if !logged {
             // Nothing reads a `nolog` match beyond its id (events, the CRS harness and the
-            // corpus runner all keep logged matches only): skip logdata, tags and data.
-            self.current_rule.1 = msg;
+            // corpus runner all keep logged matches only): skip msg, logdata, tags and data.
+            // (`current_rule` is reset by the next chain before anything reads `RULE.msg`.)
             self.matched.push(MatchedRule {
                 id: rule.id(),
                 phase,
@@ -819,6 +817,11 @@ impl<'r> Transaction<'r> {
             });
             return;
         }
+        let msg = a
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m)).into_owned())
+            .unwrap_or_default();
         self.current_rule.1 = msg.clone();
         let logdata = a
             .logdata
@@ -1268,12 +1271,74 @@ impl<'r> Transaction<'r> {
         Some(out)
     }
 
+    /// A link that reads one named TX variable (or its count) with no transformation,
+    /// capture or multiMatch: the paranoia-level gates and setup checks CRS runs in every
+    /// phase. The operator runs on the stored value without copying it and a match is written
+    /// into the reused `MATCHED_VAR(S)` buffers; the result, the variables and the actions run
+    /// are those of the general path (no value: no match; one value). `None` when the link
+    /// has another shape.
+    fn eval_tx_link(&mut self, link: &'r Rule, op: &Operator) -> Option<bool> {
+        let [t] = link.targets.as_slice() else {
+            return None;
+        };
+        let a = &link.actions;
+        if t.exclude
+            || t.name != "TX"
+            || !a.transforms.is_empty()
+            || a.capture
+            || a.multi_match
+            || !self.active_exclusions.is_empty()
+        {
+            return None;
+        }
+        let Some(KeySel::Name(key)) = &t.key else {
+            return None;
+        };
+        if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let found = self.tx.get_key_value(key.as_str());
+        let value: &[u8] = match (t.count, found) {
+            (true, Some(_)) => b"1",
+            (true, None) => b"0",
+            (false, Some((_, v))) => v,
+            (false, None) => return Some(false),
+        };
+        if !op.eval(value, &*self, None) {
+            return Some(false);
+        }
+        let mv = &mut self.matched_var;
+        mv.0.clear();
+        match found {
+            Some((k, _)) if !t.count => {
+                mv.0.push_str("TX:");
+                mv.0.push_str(k);
+            }
+            _ => mv.0.push_str("&TX"),
+        }
+        mv.1.clear();
+        mv.1.extend_from_slice(value);
+        self.matched_vars.truncate(1);
+        if self.matched_vars.is_empty() {
+            self.matched_vars.push((String::new(), Vec::new()));
+        }
+        let entry = &mut self.matched_vars[0];
+        entry.0.clone_from(&self.matched_var.0);
+        entry.1.clone_from(&self.matched_var.1);
+        self.run_setvars(link);
+        self.run_ctls(link);
+        Some(true)
+    }
+
     fn eval_link(&mut self, link: &'r Rule) -> bool {
         let Some(op) = &link.op else {
             // SecAction: always matches.
             self.run_link_actions(link);
             return true;
         };
+        if let Some(matched) = self.eval_tx_link(link, op) {
+            return matched;
+        }
         let prev = std::mem::take(&mut self.matched_vars);
         let mut values: Vec<Val> = std::mem::take(&mut self.values_buf);
         values.clear();
@@ -1388,6 +1453,9 @@ impl<'r> Transaction<'r> {
     }
 
     fn run_setvars(&mut self, link: &Rule) {
+        // Values are expanded into one reused buffer and copied into the existing slot, so a
+        // setvar on a variable that exists allocates nothing.
+        let mut buf = std::mem::take(&mut self.scratch);
         for sv in &link.actions.setvars {
             // A literal lower-case key (most CRS setvars) is used as written, without a copy.
             let key: std::borrow::Cow<'_, str> = match sv.key.parts.as_slice() {
@@ -1398,11 +1466,16 @@ impl<'r> Transaction<'r> {
                     String::from_utf8_lossy(&self.expand(&sv.key)).to_ascii_lowercase(),
                 ),
             };
-            let new_val = match &sv.op {
-                SetVarOp::Delete => None,
-                SetVarOp::Set(m) => Some(self.expand(m)),
+            buf.clear();
+            let delete = match &sv.op {
+                SetVarOp::Delete => true,
+                SetVarOp::Set(m) => {
+                    self.expand_into(m, &mut buf);
+                    false
+                }
                 SetVarOp::Add(m) | SetVarOp::Sub(m) => {
-                    let delta = crate::ops::to_int(&self.expand(m));
+                    self.expand_into(m, &mut buf);
+                    let delta = crate::ops::to_int(&buf);
                     let cur = self
                         .coll_get(&sv.collection, &key)
                         .map(|v| crate::ops::to_int(v))
@@ -1412,7 +1485,9 @@ impl<'r> Transaction<'r> {
                     } else {
                         cur.saturating_sub(delta)
                     };
-                    Some(v.to_string().into_bytes())
+                    buf.clear();
+                    push_int(&mut buf, v);
+                    false
                 }
             };
             let store = if sv.collection == "TX" {
@@ -1420,18 +1495,21 @@ impl<'r> Transaction<'r> {
             } else {
                 self.persistent.entry(sv.collection.clone()).or_default()
             };
-            match new_val {
-                Some(v) => match store.get_mut(&*key) {
-                    Some(slot) => *slot = v,
-                    None => {
-                        store.insert(key.into_owned(), v);
+            if delete {
+                store.remove(&*key);
+            } else {
+                match store.get_mut(&*key) {
+                    Some(slot) => {
+                        slot.clear();
+                        slot.extend_from_slice(&buf);
                     }
-                },
-                None => {
-                    store.remove(&*key);
+                    None => {
+                        store.insert(key.into_owned(), buf.clone());
+                    }
                 }
             }
         }
+        self.scratch = buf;
     }
 
     fn coll_get(&self, coll: &str, key: &str) -> Option<&Vec<u8>> {
@@ -1469,26 +1547,26 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    fn lookup_macro(&self, name: &str, key: Option<&str>) -> Vec<u8> {
+    /// Append the value of macro `%{name.key}` to `out`.
+    fn lookup_macro_into(&self, name: &str, key: Option<&str>, out: &mut Vec<u8>) {
         match (name, key) {
-            ("TX", Some(k)) => self
-                .tx
-                .get(&k.to_ascii_lowercase())
-                .cloned()
-                .unwrap_or_default(),
-            ("MATCHED_VAR", None) => self.matched_var.1.clone(),
-            ("MATCHED_VAR_NAME", None) => self.matched_var.0.as_bytes().to_vec(),
-            ("RULE", Some(k)) => match k.to_ascii_lowercase().as_str() {
-                "id" => self.current_rule.0.to_string().into_bytes(),
-                "msg" => self.current_rule.1.clone().into_bytes(),
-                _ => Vec::new(),
+            ("TX", Some(k)) => {
+                if let Some(v) = self.tx.get(&*lower(k)) {
+                    out.extend_from_slice(v);
+                }
+            }
+            ("MATCHED_VAR", None) => out.extend_from_slice(&self.matched_var.1),
+            ("MATCHED_VAR_NAME", None) => out.extend_from_slice(self.matched_var.0.as_bytes()),
+            ("RULE", Some(k)) => match &*lower(k) {
+                "id" => push_uint(out, self.current_rule.0),
+                "msg" => out.extend_from_slice(self.current_rule.1.as_bytes()),
+                _ => {}
             },
-            (coll @ ("IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE"), Some(k)) => self
-                .persistent
-                .get(coll)
-                .and_then(|m| m.get(&k.to_ascii_lowercase()))
-                .cloned()
-                .unwrap_or_default(),
+            (coll @ ("IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE"), Some(k)) => {
+                if let Some(v) = self.persistent.get(coll).and_then(|m| m.get(&*lower(k))) {
+                    out.extend_from_slice(v);
+                }
+            }
             (coll, key) => {
                 let pairs: Option<&Pairs> = match coll {
                     "REQUEST_HEADERS" => Some(&self.vars.headers),
@@ -1498,11 +1576,11 @@ impl<'r> Transaction<'r> {
                     "RESPONSE_HEADERS" => Some(&self.vars.resp_headers),
                     _ => None,
                 };
-                match (pairs, key) {
+                let found = match (pairs, key) {
                     (Some(p), Some(k)) => p
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                        .map(|(_, v)| v.clone())
+                        .map(|(_, v)| v)
                         .or_else(|| {
                             (coll == "ARGS")
                                 .then(|| {
@@ -1510,30 +1588,67 @@ impl<'r> Transaction<'r> {
                                         .args_post
                                         .iter()
                                         .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                                        .map(|(_, v)| v.clone())
+                                        .map(|(_, v)| v)
                                 })
                                 .flatten()
-                        })
-                        .unwrap_or_default(),
-                    _ => self.vars.scalars.get(coll).cloned().unwrap_or_default(),
+                        }),
+                    _ => self.vars.scalars.get(coll),
+                };
+                if let Some(v) = found {
+                    out.extend_from_slice(v);
                 }
             }
         }
     }
 }
 
+/// `k` in ASCII lower case; keys are written in lower case almost always, so a copy is made
+/// only when needed.
+fn lower(k: &str) -> std::borrow::Cow<'_, str> {
+    if k.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(k.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(k)
+    }
+}
+
+/// Append the decimal form of `n` (what `n.to_string()` gives) without allocating.
+fn push_uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Append the decimal form of `v` (what `v.to_string()` gives) without allocating.
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_uint(out, v.unsigned_abs());
+}
+
 impl Expand for Transaction<'_> {
     fn expand(&self, m: &MacroText) -> Vec<u8> {
         let mut out = Vec::new();
+        self.expand_into(m, &mut out);
+        out
+    }
+
+    fn expand_into(&self, m: &MacroText, out: &mut Vec<u8>) {
         for p in &m.parts {
             match p {
                 MacroPart::Lit(s) => out.extend_from_slice(s.as_bytes()),
-                MacroPart::Var { name, key } => {
-                    out.extend_from_slice(&self.lookup_macro(name, key.as_deref()))
-                }
+                MacroPart::Var { name, key } => self.lookup_macro_into(name, key.as_deref(), out),
             }
         }
-        out
     }
 }
 
