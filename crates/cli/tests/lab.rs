@@ -364,6 +364,52 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         );
     }
 
+    // The HTTP cases can fail too: with the egress proxy's policy off (open mode) and the WAF
+    // in DetectionOnly without its SSRF check, every attack reaches the origin.
+    let help = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["lab", "--help"])
+        .output()
+        .expect("rampart lab --help");
+    if String::from_utf8_lossy(&help.stdout).contains("egress, waf") {
+        let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .current_dir(&root)
+            .args([
+                "lab",
+                "--json",
+                "--without",
+                "egress",
+                "--without",
+                "waf",
+                "--only",
+                "bits-jobs",
+                "--only",
+                "web-exploitation",
+            ])
+            .output()
+            .expect("run rampart lab without the egress proxy's policy and the WAF");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let board: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("scoreboard JSON");
+        let cases = board["cases"].as_array().unwrap();
+        let attacks: Vec<&serde_json::Value> = cases
+            .iter()
+            .filter(|c| c["expected"] == "blocked")
+            .collect();
+        assert_eq!(attacks.len(), 14, "{stderr}");
+        for c in attacks {
+            assert_eq!(
+                c["observed"], "allowed",
+                "passes without its protection: {c}"
+            );
+        }
+        for c in cases.iter().filter(|c| c["expected"] == "allowed") {
+            assert_eq!(c["observed"], "allowed", "{c}");
+        }
+    } else {
+        eprintln!("skipping the --without egress|waf check: this rampart lab has no such flag");
+    }
+
     let page = std::fs::read_to_string(&html).expect("HTML scoreboard written");
     let _ = std::fs::remove_file(&html);
     assert!(page.contains("Rampart lab scoreboard"));

@@ -762,4 +762,54 @@ mod tests {
         .unwrap();
         assert_eq!(ok.cases[0].from_port, Some(53));
     }
+
+    #[test]
+    fn http_cases_are_checked() {
+        let case = |extra: &str| {
+            Scenario::parse(
+                "x.toml",
+                &format!("id='x'\ntechniques=['T1197']\nsummary='s'\n[[case]]\nname='n'\nfrom='corp-ws1'\nto='public-web'\ntraffic='tcp/80'\nexpect='blocked'\n{extra}"),
+            )
+        };
+        let ok = case("kind='http'\nvia='egress'\ndetection='T1197'\nhttp={host='a.example', path='/x', method='BITS_POST', headers=['User-Agent: Microsoft BITS/7.8']}\n").unwrap();
+        let request = ok.cases[0].http.as_ref().unwrap();
+        assert_eq!(request.method, "BITS_POST");
+        assert_eq!(ok.cases[0].via, Some(Via::Egress));
+        for (extra, needle) in [
+            ("kind='http'\nhttp={host='a.example', path='/x'}\n", "via"),
+            (
+                "kind='http'\nvia='waf'\nhttp={host='A.example', path='/x'}\n",
+                "host",
+            ),
+            (
+                "kind='http'\nvia='waf'\nhttp={host='a.example', path='x'}\n",
+                "path",
+            ),
+            (
+                "kind='http'\nvia='waf'\nhttp={host='a.example', path='/x y'}\n",
+                "path",
+            ),
+            (
+                "kind='http'\nvia='waf'\nhttp={host='a.example', path='/', method='GET X'}\n",
+                "method",
+            ),
+            (
+                "kind='http'\nvia='waf'\nhttp={host='a.example', path='/', headers=['NoColon']}\n",
+                "header",
+            ),
+            (
+                "kind='http'\nvia='waf'\ndetection='T9999'\nhttp={host='a.example', path='/'}\n",
+                "technique",
+            ),
+            (
+                "kind='http'\nvia='waf'\npayload='tls'\nhttp={host='a.example', path='/'}\n",
+                "payload",
+            ),
+            ("via='waf'\n", "kind"),
+            ("detection='T1197'\n", "detection"),
+        ] {
+            let err = case(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
 }
