@@ -2,8 +2,14 @@
 # NFQUEUE classifier throughput vs the pure nft path, on the same flows, in two network
 # namespaces joined by a veth pair (created here, always removed).
 #
-#   bench/nfq.sh [SECONDS]      (root; needs ip, nft, iptables-nft, hping3; builds rampart --release,
-#                                or set RAMPART_BIN to a built binary)
+#   bench/nfq.sh [SECONDS] [QUEUES]   (root; needs ip, nft, iptables-nft, hping3; builds rampart
+#                                      --release, or set RAMPART_BIN to a built binary)
+#   SOURCES=8 bench/nfq.sh 5 1; SOURCES=8 bench/nfq.sh 5 2     (one queue vs two, same traffic)
+#
+# QUEUES (default 1): the classifier runs `--queues QUEUES` behind `--queue-balance
+# 4210:4210+QUEUES-1`. The kernel picks the queue by a hash of the address pair, so spreading
+# needs several: SOURCES (default 1) client addresses 198.51.100.11.., one hping3 each (the
+# same total traffic shape for every QUEUES; compare runs with the same SOURCES).
 #
 # Traffic: hping3 --flood from `cli` sends DNS queries (a real 33-byte query as payload) to
 # udp/53 on `srv`. Three runs of SECONDS (default 5) each:
@@ -23,6 +29,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
+QUEUES="${2:-1}"
+SOURCES="${SOURCES:-1}"
+[ "$QUEUES" -ge 1 ] && [ "$QUEUES" -le 64 ] || { echo "QUEUES: 1 to 64" >&2; exit 2; }
+[ "$SOURCES" -ge 1 ] && [ "$SOURCES" -le 32 ] || { echo "SOURCES: 1 to 32" >&2; exit 2; }
+if [ "$QUEUES" -gt 1 ]; then
+    QUEUE_TARGET="--queue-balance 4210:$((4210 + QUEUES - 1))"
+else
+    QUEUE_TARGET="--queue-num 4210"
+fi
 for tool in ip nft iptables-nft hping3; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
@@ -44,6 +59,13 @@ trap cleanup EXIT
 ip netns add "$A"; ip netns add "$B"
 ip link add eth0 netns "$A" type veth peer name eth0 netns "$B"
 ip -n "$A" addr add 198.51.100.1/24 dev eth0; ip -n "$B" addr add 198.51.100.2/24 dev eth0
+SRC_ADDRS=()
+if [ "$SOURCES" -gt 1 ]; then
+    for i in $(seq "$SOURCES"); do
+        SRC_ADDRS+=("198.51.100.$((10 + i))")
+        ip -n "$A" addr add "198.51.100.$((10 + i))/24" dev eth0
+    done
+fi
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; ip -n "$ns" link set eth0 up; done
 # Why: a static neighbour so the flood does not wait on ARP.
 MAC_B="$(ip -n "$B" -br link show eth0 | awk '{print $3}')"
@@ -92,7 +114,8 @@ table inet bench {
   $counting_chain
 }
 EOF
-    ip netns exec "$B" iptables-nft -A INPUT -m mark --mark 0x100000/0xf00000 -j NFQUEUE --queue-num 4210
+    # shellcheck disable=SC2086 # QUEUE_TARGET is two words
+    ip netns exec "$B" iptables-nft -A INPUT -m mark --mark 0x100000/0xf00000 -j NFQUEUE $QUEUE_TARGET
 }
 counted() {
     ip netns exec "$B" nft list chain inet bench count | sed -n 's/.*counter packets \([0-9]*\).*/\1/p'
@@ -107,16 +130,26 @@ run() { # name, extra hping3 args
     local tx0 si0 c0 tx1 si1 c1 cls0=0 cls1=0
     tx0="$(tx_packets)"; si0="$(softirq_ticks)"; c0="$(counted)"
     [ -n "$CLS_PID" ] && cls0="$(proc_ticks "$CLS_PID")"
-    timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 --flood -d 33 -E "$WORK/query.bin" "$@" 198.51.100.2 >/dev/null 2>&1 || true
+    if [ "${#SRC_ADDRS[@]}" -eq 0 ]; then
+        timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 --flood -d 33 -E "$WORK/query.bin" "$@" 198.51.100.2 >/dev/null 2>&1 || true
+    else
+        local pids=()
+        for src in "${SRC_ADDRS[@]}"; do
+            timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 --flood -d 33 -E "$WORK/query.bin" -a "$src" "$@" 198.51.100.2 >/dev/null 2>&1 &
+            pids+=("$!")
+        done
+        wait "${pids[@]}" || true
+    fi
     sleep 0.5
     tx1="$(tx_packets)"; si1="$(softirq_ticks)"; c1="$(counted)"
     [ -n "$CLS_PID" ] && cls1="$(proc_ticks "$CLS_PID")"
-    python3 - "$name" "$SECS" "$((tx1 - tx0))" "$((c1 - c0))" "$(( (si1 - si0) ))" "$((cls1 - cls0))" "$HZ" <<'EOF'
+    python3 - "$name" "$SECS" "$((tx1 - tx0))" "$((c1 - c0))" "$(( (si1 - si0) ))" "$((cls1 - cls0))" "$HZ" "$QUEUES" "$SOURCES" <<'EOF'
 import json, sys
-name, secs, sent, passed, si, cls, hz = sys.argv[1], float(sys.argv[2]), *map(int, sys.argv[3:])
+name, secs, sent, passed, si, cls, hz = sys.argv[1], float(sys.argv[2]), *map(int, sys.argv[3:8])
 mpk = max(passed, 1) / 1e6
 print(json.dumps({
-    "run": name, "seconds": secs, "sent": sent, "passed": passed,
+    "run": name, "queues": int(sys.argv[8]), "sources": int(sys.argv[9]),
+    "seconds": secs, "sent": sent, "passed": passed,
     "passed_pps": round(passed / secs), "sent_pps": round(sent / secs),
     "softirq_cpu_s_per_mpkt": round(si / hz / mpk, 3),
     "classifier_cpu_s_per_mpkt": round(cls / hz / mpk, 3),
@@ -128,7 +161,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 nft_path
 run nft
 nfq_path
-ip netns exec "$B" "$BIN" classify --policy "$WORK/policy.toml" > "$WORK/classify.out" 2> "$WORK/classify.err" &
+ip netns exec "$B" "$BIN" classify --policy "$WORK/policy.toml" --queues "$QUEUES" > "$WORK/classify.out" 2> "$WORK/classify.err" &
 CLS_PID=$!
 for _ in $(seq 50); do grep -q bound "$WORK/classify.out" 2>/dev/null && break; sleep 0.1; done
 grep -q bound "$WORK/classify.out" || { cat "$WORK/classify.err" >&2; exit 1; }

@@ -550,3 +550,56 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_counters_add_up_field_by_field() {
+        let one = ShellCounters {
+            packets: 1,
+            malformed: 2,
+            recv_errors: 3,
+            verdict_errors: 4,
+            ct_lookups: 5,
+            ct_lookup_errors: 6,
+            ct_marks_set: 7,
+            ct_marks_missing: 8,
+            ct_mark_errors: 9,
+            event_errors: 10,
+        };
+        let mut sum = ShellCounters::default();
+        sum.add(&one);
+        sum.add(&one);
+        assert_eq!(
+            sum,
+            ShellCounters {
+                packets: 2,
+                malformed: 4,
+                recv_errors: 6,
+                verdict_errors: 8,
+                ct_lookups: 10,
+                ct_lookup_errors: 12,
+                ct_marks_set: 14,
+                ct_marks_missing: 16,
+                ct_mark_errors: 18,
+                event_errors: 20,
+            }
+        );
+    }
+
+    #[test]
+    fn a_poisoned_classifier_lock_still_hands_out_the_value() {
+        let m = Mutex::new(5);
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _g = m.lock().unwrap();
+                panic!("poison it");
+            })
+            .join()
+        });
+        assert!(m.is_poisoned());
+        assert_eq!(*lock(&m), 5);
+    }
+}
