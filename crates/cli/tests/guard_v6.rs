@@ -10,7 +10,8 @@
 //! dropped, so the victim's neighbour entry keeps the client's MAC, with `nd_inspection_drop`
 //! events; legitimate ND (victim ↔ client, victim ↔ attacker's own address) keeps working;
 //! a malformed DHCPv6 message is a counted anomaly; an RA from the router MAC listed for
-//! `p_rog` reaches the client while the attacker's own RA does not; with `ipv6_source_guard`,
+//! `p_rog` reaches the client while the attacker's own RA does not; a SIGHUP reload keeps the
+//! IPv6 binding in the kernel; with `ipv6_source_guard`,
 //! a datagram from the client's address sent by the attacker is dropped; a restart restores the
 //! IPv6 binding and keeps dropping the spoof. Finally, with the guard stopped, the same spoofs
 //! poison the victim (so the checks above can fail).
@@ -421,7 +422,8 @@ fn neigh6(ns: &str, ip: Ipv6Addr) -> String {
     )
 }
 
-/// Forget `ns`'s neighbour entry for `ip`, then resolve it afresh.
+/// Forget `ns`'s neighbour entry for `ip`, then resolve it afresh: poke until the entry has a
+/// link-layer address (up to 3 s; a loaded machine answers ND slowly), and return it.
 fn resolve6(ns: &str, ip: Ipv6Addr) -> String {
     let _ = Command::new("ip")
         .args([
@@ -438,8 +440,14 @@ fn resolve6(ns: &str, ip: Ipv6Addr) -> String {
         ])
         .stderr(Stdio::null())
         .status();
-    poke6(ns, ip);
-    neigh6(ns, ip)
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        poke6(ns, ip);
+        let entry = neigh6(ns, ip);
+        if entry.contains("lladdr") || Instant::now() > end {
+            return entry;
+        }
+    }
 }
 
 /// The attacker's neighbour-cache poisoning of the victim (`SRV6`) for `lease`: an unsolicited
@@ -773,7 +781,26 @@ port = "p_rog"
         entry.contains(&CLI_MAC.to_string()),
         "after restart: {entry:?}"
     );
-    guard.stop();
+    // SIGHUP reloads in place (here, so the counters above were read before a reload resets
+    // them): the new table carries the IPv6 binding, and the spoof stays dropped.
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(guard.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(800));
+    let owners = ns_sh(
+        &sw,
+        &["nft", "list", "set", "bridge", "rampart_guard", "nd6_owner"],
+    );
+    assert!(
+        owners.contains(&CLI_MAC.to_string()),
+        "binding lost on reload: {owners}"
+    );
+    spoof(&rog, lease);
+    let entry = neigh6(&srv, lease);
+    assert!(
+        entry.contains(&CLI_MAC.to_string()),
+        "after reload: {entry:?}"
+    );
+    assert_eq!(guard.stop()["reloads"], 1);
 
     // 7. Without the guard the same spoofs poison the victim (so the checks above can fail).
     assert!(

@@ -182,6 +182,10 @@ fn attach_filter(fd: i32, port: &str) -> Result<(), GuardError> {
     Ok(())
 }
 
+/// `SIOCGSTAMPNS` (`asm-generic/sockios.h`, the `SIOCGSTAMPNS_OLD` number, which is the
+/// native-`timespec` variant): the receive time of the last frame read. Not exported by libc.
+const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+
 /// A packet socket receiving every frame that enters one port.
 #[derive(Debug)]
 pub struct PortSocket {
@@ -240,6 +244,14 @@ impl PortSocket {
         if rc < 0 {
             return Err(os(format!("bind packet socket to {port}")));
         }
+        // The first SIOCGSTAMPNS switches receive timestamps on for the socket (it reports
+        // "no frame yet", which is expected); from then on each frame read carries its time.
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec the ioctl writes into.
+        let _ = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
         Ok(Self {
             fd,
             port: port.to_string(),
@@ -250,6 +262,24 @@ impl PortSocket {
     /// The descriptor, for poll(2).
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// Kernel receive time of the frame last returned by [`PortSocket::recv`], nanoseconds
+    /// since the Unix epoch; 0 when the kernel has none.
+    pub fn last_rx_ns(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec the ioctl writes into.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
+        if rc < 0 {
+            return 0;
+        }
+        u64::try_from(ts.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
     }
 
     /// Receive one ingress frame into `buf`; `Ok(None)` when nothing is queued or the frame

@@ -640,6 +640,11 @@ pub fn run(
         let ready = capture::poll_readable(&fds, POLL_MS)?;
         let mut batch = Output::default();
         let mut gone = Vec::new();
+        // Why collect and sort: sockets are drained one after another, so a server's reply read
+        // on one port could be handled before the client's request that entered another port
+        // first (a DHCPv6 REPLY would then find no pending request). The kernel's receive time
+        // restores the order the frames had on the wire; frames without one keep socket order.
+        let mut frames: Vec<(u64, usize, Vec<u8>)> = Vec::new();
         for i in ready {
             let socket = &socks.sockets[i];
             // Drain what is queued, bounded so one busy port cannot starve the loop.
@@ -654,18 +659,23 @@ pub fn run(
                         break;
                     }
                 };
-                summary.frames += 1;
-                let out = if !socket.outgoing
-                    && socks.host_interface.as_deref() == Some(socket.port.as_str())
-                    && !socks.bridge_ports.contains(&socket.port)
-                {
-                    guard.on_host_frame(&socket.port, &buf[..n], now_ns())
-                } else {
-                    guard.on_frame(&socket.port, &buf[..n], now_ns())
-                };
-                batch.changes.extend(out.changes);
-                batch.events.extend(out.events);
+                frames.push((socket.last_rx_ns(), i, buf[..n].to_vec()));
             }
+        }
+        frames.sort_by_key(|f| f.0);
+        for (_, i, frame) in &frames {
+            let socket = &socks.sockets[*i];
+            summary.frames += 1;
+            let out = if !socket.outgoing
+                && socks.host_interface.as_deref() == Some(socket.port.as_str())
+                && !socks.bridge_ports.contains(&socket.port)
+            {
+                guard.on_host_frame(&socket.port, frame, now_ns())
+            } else {
+                guard.on_frame(&socket.port, frame, now_ns())
+            };
+            batch.changes.extend(out.changes);
+            batch.events.extend(out.events);
         }
         for i in gone.into_iter().rev() {
             let s = socks.sockets.remove(i);
