@@ -396,7 +396,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
             .iter()
             .filter(|c| c["expected"] == "blocked")
             .collect();
-        assert_eq!(attacks.len(), 14, "{stderr}");
+        assert_eq!(attacks.len(), 16, "{stderr}");
         for c in attacks {
             assert_eq!(
                 c["observed"], "allowed",

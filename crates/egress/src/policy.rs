@@ -401,6 +401,11 @@ const T_EXFIL_ALT: &str = "T1048";
 const T_CLOUD_ACCOUNT: &str = "T1537";
 const T_PROXY: &str = "T1090";
 const T_TUNNEL: &str = "T1572";
+const T_BITS: &str = "T1197";
+
+/// The method of BITS upload jobs (`Create-Session`, `Fragment`, `Close-Session` packets). Only
+/// BITS sends it, so a refused one is a BITS job whatever its user agent claims.
+pub const BITS_UPLOAD_METHOD: &str = "BITS_POST";
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     let t = text.trim();
@@ -684,7 +689,12 @@ impl Policy {
             }
         }
         if !f.connect && !s.allow_methods.iter().any(|m| m == f.method) {
-            return Some((Reason::MethodNotAllowed, ids(&[T_EXFIL_ALT, T_WEB])));
+            let techniques = if f.method == BITS_UPLOAD_METHOD {
+                ids(&[T_BITS, T_EXFIL_ALT])
+            } else {
+                ids(&[T_EXFIL_ALT, T_WEB])
+            };
+            return Some((Reason::MethodNotAllowed, techniques));
         }
         if let BodyLen::Length(n) = f.body {
             if n > s.max_upload_bytes {
@@ -969,7 +979,19 @@ mode = "open"
         assert_eq!(p.decide_request(1, &ok).action, Action::Allow);
         let mut dav = facts(&h, 443);
         dav.method = "PROPFIND";
-        assert_eq!(p.decide_request(1, &dav).reason, Reason::MethodNotAllowed);
+        let refused = p.decide_request(1, &dav);
+        assert_eq!(refused.reason, Reason::MethodNotAllowed);
+        assert_eq!(refused.techniques, ids(&["T1048", "T1071.001"]));
+        // A BITS upload is a BITS job even behind a browser's user agent, and even to a host
+        // the BITS rule allows (BITS downloads from update hosts; it never uploads to them).
+        for (host, ua) in [(&h, "Mozilla/5.0"), (&upd, "Microsoft BITS/7.8")] {
+            let mut bits_up = facts(host, 443);
+            bits_up.method = "BITS_POST";
+            bits_up.user_agent = Some(ua);
+            let refused = p.decide_request(1, &bits_up);
+            assert_eq!(refused.reason, Reason::MethodNotAllowed, "{ua}");
+            assert_eq!(refused.techniques, ids(&["T1197", "T1048"]), "{ua}");
+        }
         let mut connect = facts(&h, 443);
         connect.connect = true;
         connect.method = "CONNECT";
