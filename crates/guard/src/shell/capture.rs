@@ -282,42 +282,52 @@ impl PortSocket {
             .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
     }
 
-    /// Receive one ingress frame into `buf`; `Ok(None)` when nothing is queued or the frame
-    /// was an outgoing copy.
+    /// Receive one frame of this socket's direction into `buf`; `Ok(None)` when nothing more
+    /// is queued. Frames of the other direction (a port's outgoing copies) are skipped here
+    /// rather than reported as "nothing queued": stopping at one would leave the frames behind
+    /// it for the next poll round, after frames from other ports that arrived later (a REQUEST
+    /// queued behind the ADVERTISE's outgoing copy would then be handled after the REPLY).
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, GuardError> {
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        // SAFETY: `buf` and `from` are valid for writes of the given lengths.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-                std::ptr::addr_of_mut!(from).cast(),
-                &mut len,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock
-                || err.kind() == std::io::ErrorKind::Interrupted
-            {
-                return Ok(None);
+        for _ in 0..MAX_SKIPPED_COPIES {
+            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: `buf` and `from` are valid for writes of the given lengths.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                    std::ptr::addr_of_mut!(from).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::Interrupted
+                {
+                    return Ok(None);
+                }
+                return Err(GuardError::Socket {
+                    what: format!("receive on {}", self.port),
+                    source: err,
+                });
             }
-            return Err(GuardError::Socket {
-                what: format!("receive on {}", self.port),
-                source: err,
-            });
+            if (from.sll_pkttype == libc::PACKET_OUTGOING) != self.outgoing {
+                continue;
+            }
+            // MSG_TRUNC returns the real length; the buffer holds at most its own size.
+            return Ok(Some((n as usize).min(buf.len())));
         }
-        if (from.sll_pkttype == libc::PACKET_OUTGOING) != self.outgoing {
-            return Ok(None);
-        }
-        // MSG_TRUNC returns the real length; the buffer holds at most its own size.
-        Ok(Some((n as usize).min(buf.len())))
+        Ok(None)
     }
 }
+
+/// Why: bounds the frames of the other direction skipped in one [`PortSocket::recv`], so a
+/// port flooding outgoing copies cannot hold the loop; the rest is read next round.
+pub const MAX_SKIPPED_COPIES: usize = 1024;
 
 /// Wait until one of `fds` is readable or `timeout_ms` passes; the readable indices.
 pub fn poll_readable(fds: &[i32], timeout_ms: i32) -> Result<Vec<usize>, GuardError> {
