@@ -44,6 +44,43 @@ fn framed() -> impl Strategy<Value = Vec<u8>> {
             11, 0x81, 0x00,
         ],
     ];
+    // IPv6 UDP towards and from the DHCPv6 server port, and ICMPv6 NS/NA, with lengths opened
+    // up to 0xffff so the random tail is the DHCPv6 message / ND body (decoders bound by what
+    // was captured).
+    let mut prefixes = prefixes;
+    let open6 = |mut f: Vec<u8>, udp: bool| {
+        f[18..20].copy_from_slice(&[0xff, 0xff]);
+        if udp {
+            f[58..60].copy_from_slice(&[0xff, 0xff]);
+        }
+        f
+    };
+    let (a, b): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        ("fe80::c".parse().unwrap(), "ff02::1:2".parse().unwrap());
+    let m = rampart_guard::decode::Mac([2, 0, 0, 0, 0, 0x0c]);
+    prefixes.push(open6(
+        rampart_guard::craft::udp6_frame(m, m, a, b, 546, 547, &[]),
+        true,
+    ));
+    prefixes.push(open6(
+        rampart_guard::craft::udp6_frame(m, m, a, a, 547, 546, &[7]),
+        true,
+    ));
+    prefixes.push(open6(
+        rampart_guard::craft::ipv6_frame(m, m, a, b, 58, &[136, 0, 0, 0, 0x20, 0, 0, 0]),
+        false,
+    ));
+    prefixes.push(open6(
+        rampart_guard::craft::ipv6_frame(
+            m,
+            m,
+            std::net::Ipv6Addr::UNSPECIFIED,
+            b,
+            58,
+            &[135, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        false,
+    ));
     (
         prop::sample::select(prefixes),
         prop::collection::vec(any::<u8>(), 0..1600),
