@@ -10,7 +10,8 @@
 //! dropped, so the victim's neighbour entry keeps the client's MAC, with `nd_inspection_drop`
 //! events; legitimate ND (victim ↔ client, victim ↔ attacker's own address) keeps working;
 //! a malformed DHCPv6 message is a counted anomaly; an RA from the router MAC listed for
-//! `p_rog` reaches the client while the attacker's own RA does not; a SIGHUP reload keeps the
+//! `p_rog` reaches the client while the attacker's own RA does not, nor an RA fragmented so
+//! its ICMPv6 header is in the second fragment; a SIGHUP reload keeps the
 //! IPv6 binding in the kernel; with `ipv6_source_guard`,
 //! a datagram from the client's address sent by the attacker is dropped; a restart restores the
 //! IPv6 binding and keeps dropping the spoof. Finally, with the guard stopped, the same spoofs
@@ -26,8 +27,8 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rampart_guard::craft::{
-    dhcpv6, dhcpv6_ia_na, duid_ll, neighbor_advertisement, neighbor_solicitation,
-    router_advertisement, udp6_frame,
+    dhcpv6, dhcpv6_ia_na, duid_ll, fragmented_router_advertisement, neighbor_advertisement,
+    neighbor_solicitation, router_advertisement, udp6_frame,
 };
 use rampart_guard::decode::{self, dhcpv6_type, Mac};
 
@@ -475,6 +476,30 @@ fn spoof(rog: &str, lease: Ipv6Addr) {
 /// Router advertisements with Ethernet source `mac` that reach `eth0` of `cli` while `rog`
 /// sends three of them.
 fn ras_reaching(cli: &str, rog: &str, mac: Mac) -> usize {
+    let ra = router_advertisement(mac, "fe80::ff:fe00:77".parse().unwrap());
+    frames_reaching(cli, rog, vec![ra.clone(), ra.clone(), ra], move |eth| {
+        eth.src == mac
+            && decode::ipv6(eth.payload)
+                .is_some_and(|ip| matches!(ip.upper, decode::Ipv6Upper::Icmpv6 { kind: 134, .. }))
+    })
+}
+
+/// Fragments of the attacker's fragmented RA (ICMPv6 header only in the second fragment)
+/// that reach `eth0` of `cli` while `rog` sends them.
+fn ra_fragments_reaching(cli: &str, rog: &str) -> usize {
+    let [first, second] = fragmented_router_advertisement(ROG_MAC, ROG_LL.parse().unwrap(), 0x77);
+    frames_reaching(cli, rog, vec![first, second], |eth| {
+        eth.src == ROG_MAC && decode::ipv6_fragment_next(eth.payload) == Some(60)
+    })
+}
+
+/// Frames matching `pred` that reach `eth0` of `cli` while `rog` sends `frames`.
+fn frames_reaching(
+    cli: &str,
+    rog: &str,
+    frames: Vec<Vec<u8>>,
+    pred: impl Fn(&decode::Ethernet<'_>) -> bool + Send + 'static,
+) -> usize {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cli = cli.to_string();
     let counter = std::thread::spawn(move || {
@@ -507,15 +532,8 @@ fn ras_reaching(cli: &str, rog: &str, mac: Mac) -> usize {
                     if n <= 0 {
                         continue;
                     }
-                    let Some(eth) = decode::ethernet(&buf[..n as usize]) else {
-                        continue;
-                    };
-                    if let Some(ip) = decode::ipv6(eth.payload) {
-                        if eth.src == mac
-                            && matches!(ip.upper, decode::Ipv6Upper::Icmpv6 { kind: 134, .. })
-                        {
-                            seen += 1;
-                        }
+                    if decode::ethernet(&buf[..n as usize]).is_some_and(|eth| pred(&eth)) {
+                        seen += 1;
                     }
                 }
                 libc::close(fd);
@@ -524,8 +542,7 @@ fn ras_reaching(cli: &str, rog: &str, mac: Mac) -> usize {
         })
     });
     ready_rx.recv().unwrap();
-    let ra = router_advertisement(mac, "fe80::ff:fe00:77".parse().unwrap());
-    in_ns(rog, move || send_frames(&[ra.clone(), ra.clone(), ra], 50));
+    in_ns(rog, move || send_frames(&frames, 50));
     counter.join().unwrap()
 }
 
@@ -757,6 +774,10 @@ port = "p_rog"
     wait_event(&events_file, "rogue_router_advertisement", 3000, |e| {
         e["detail"]["mac"] == ROG_MAC.to_string()
     });
+    // An RA whose ICMPv6 header sits in the second fragment (RFC 7113 evasion): neither
+    // fragment reaches the client.
+    assert_eq!(ra_fragments_reaching(&cli, &rog), 0, "fragmented RA");
+    wait_event(&events_file, "fragmented_header_chain_drop", 3000, |_| true);
 
     let stopped = guard.stop();
     assert!(stopped["dhcpv6_malformed"].as_u64() >= Some(1), "{stopped}");
@@ -766,6 +787,7 @@ port = "p_rog"
         "ND inspection: ND from an address bound elsewhere",
         "ND inspection: DAD probe for an address bound elsewhere",
         "IPv6 source guard: source bound elsewhere",
+        "IPv6 fragment followed by an extension header on an untrusted port",
         "router advertisement on an untrusted port",
     ] {
         assert!(counted[rule].as_u64() > Some(0), "{rule}: {stopped}");
@@ -803,6 +825,11 @@ port = "p_rog"
     assert_eq!(guard.stop()["reloads"], 1);
 
     // 7. Without the guard the same spoofs poison the victim (so the checks above can fail).
+    assert_eq!(
+        ra_fragments_reaching(&cli, &rog),
+        2,
+        "baseline: both fragments of the evasive RA reach the client"
+    );
     assert!(
         spoofed_datagram_reaches(&srv, &rog, lease),
         "baseline: the spoofed source should arrive"

@@ -144,6 +144,30 @@ pub fn router_advertisement(src_mac: Mac, src: Ipv6Addr) -> Vec<u8> {
     )
 }
 
+/// A router advertisement from `src` (router lifetime 1800 s, valid checksum) split into two
+/// fragments so that the ICMPv6 header is only in the second one: the fragmentable part
+/// starts with a 16-byte destination options header and the first fragment carries only its
+/// first 8 bytes (the RFC 7113 RA guard evasion).
+pub fn fragmented_router_advertisement(src_mac: Mac, src: Ipv6Addr, id: u32) -> [Vec<u8>; 2] {
+    let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let dst_mac = Mac([0x33, 0x33, 0, 0, 0, 1]);
+    let mut ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    let c = icmpv6_checksum(src, dst, &ra);
+    ra[2..4].copy_from_slice(&c.to_be_bytes());
+    // Destination options: next ICMPv6, length 1 (16 bytes), PadN filling the rest.
+    let mut part = vec![58, 1, 1, 12];
+    part.extend_from_slice(&[0; 12]);
+    part.extend_from_slice(&ra);
+    let frag = |offset_units: u16, more: bool, data: &[u8]| {
+        let mut v = vec![60, 0];
+        v.extend_from_slice(&((offset_units << 3) | u16::from(more)).to_be_bytes());
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(data);
+        ipv6_frame(src_mac, dst_mac, src, dst, 44, &v)
+    };
+    [frag(0, true, &part[..8]), frag(1, false, &part[8..])]
+}
+
 /// The ICMPv6 checksum (RFC 4443 §2.3: over the pseudo-header and the message).
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
     ipv6_checksum(src, dst, 58, message)

@@ -344,6 +344,35 @@ pub fn ipv6(packet: &[u8]) -> Option<Ipv6<'_>> {
     })
 }
 
+/// The Next Header field of the packet's IPv6 fragment header (the first header of the
+/// fragmentable part), when the packet has one within [`MAX_IPV6_EXT_HEADERS`]; `None`
+/// otherwise. An extension header there (hop-by-hop 0, routing 43, fragment 44, destination
+/// options 60) is how an RA is pushed out of the first fragment (RFC 7113 evasion).
+pub fn ipv6_fragment_next(packet: &[u8]) -> Option<u8> {
+    if *packet.first()? >> 4 != 6 {
+        return None;
+    }
+    let mut next = *packet.get(6)?;
+    let mut body = packet.get(40..)?;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            0 | 43 | 60 => {
+                let len = (usize::from(*body.get(1)?) + 1) * 8;
+                next = *body.first()?;
+                body = body.get(len..)?;
+            }
+            44 => return body.first().copied(),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// True for the extension headers that must not follow a fragment header on an untrusted port.
+pub fn is_chained_extension(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 60)
+}
+
 /// ICMPv6 type of a neighbour advertisement.
 pub const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 
@@ -1040,6 +1069,20 @@ mod tests {
         p[ia_len_at..ia_len_at + 2].copy_from_slice(&len.to_be_bytes());
         p.extend_from_slice(&[0, 13, 0, 2, 0, 2]);
         assert!(dhcpv6(&p).unwrap().addresses.is_empty());
+    }
+
+    #[test]
+    fn fragment_next_header_is_found_behind_unfragmentable_headers() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 24, 0, 255];
+        p.extend_from_slice(&[0; 32]);
+        // Hop-by-hop (8 bytes) then fragment header whose next is destination options.
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[60, 0, 0, 1, 0, 0, 0, 7]);
+        assert_eq!(ipv6_fragment_next(&p), Some(60));
+        assert!(is_chained_extension(60));
+        p[40] = 58; // hop-by-hop → ICMPv6: no fragment header
+        assert_eq!(ipv6_fragment_next(&p), None);
+        assert_eq!(ipv6_fragment_next(&p[..45]), None);
     }
 
     #[test]

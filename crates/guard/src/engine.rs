@@ -324,6 +324,27 @@ impl Guard {
                 }
             }
             decode::ETHERTYPE_IPV6 => {
+                // The kernel drops a fragment whose fragmentable part starts with another
+                // extension header before any other IPv6 check: that is how an RA (or NA) is
+                // pushed out of the first fragment, past `icmpv6 type` matches (RFC 7113).
+                if let Some(next) = decode::ipv6_fragment_next(eth.payload)
+                    .filter(|n| !trusted && decode::is_chained_extension(*n))
+                {
+                    self.emit_once(&mut out, now_ns, format!("frag6/{port}/{}", eth.src), || Ev {
+                        kind: "fragmented_header_chain_drop",
+                        verdict: Verdict::Block,
+                        technique: "T1557",
+                        reason: format!(
+                            "IPv6 fragment with extension header {next} after the fragment header from {} on untrusted port {port} dropped (RA guard evasion)",
+                            eth.src
+                        ),
+                        port,
+                        mac: Some(eth.src),
+                        flow: None,
+                        extra: vec![("next_header", json!(next))],
+                    });
+                    return out;
+                }
                 if let Some(ip) = decode::ipv6(eth.payload) {
                     self.on_ipv6(&mut out, port, trusted, eth.src, &ip, now_ns);
                 }

@@ -277,6 +277,9 @@ pub fn bridge_table(cfg: &Config, bindings: &BindingTable, now_s: u64) -> Option
     };
     let rules = [
         format!("{untrusted} ether type {{ 8021q, 8021ad }} counter drop comment \"tagged frame on an untrusted port\""),
+        // A fragmentable part starting with an extension header can push the ICMPv6 header
+        // out of the first fragment, past `icmpv6 type` (RA guard evasion, RFC 7113).
+        format!("{untrusted} ether type ip6 frag nexthdr {{ 0, 43, 44, 60 }} counter drop comment \"IPv6 fragment followed by an extension header on an untrusted port\""),
         format!("{untrusted} ether type ip udp sport 67 counter drop comment \"DHCP server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 udp sport 547 counter drop comment \"DHCPv6 server message on an untrusted port\""),
         format!("{untrusted} ether type ip6 icmpv6 type nd-router-advert ether saddr != @ra_sources_any iifname . ether saddr != @ra_sources counter drop comment \"router advertisement on an untrusted port\""),

@@ -6,8 +6,8 @@
 use std::net::Ipv6Addr;
 
 use rampart_guard::craft::{
-    dhcpv6, dhcpv6_ia_na, duid_ll, neighbor_advertisement, neighbor_solicitation,
-    router_advertisement, udp6_frame,
+    dhcpv6, dhcpv6_ia_na, duid_ll, fragmented_router_advertisement, neighbor_advertisement,
+    neighbor_solicitation, router_advertisement, udp6_frame,
 };
 use rampart_guard::decode::{dhcpv6_type as t, Mac};
 use rampart_guard::{BindingTable, Change, Config, Guard};
@@ -331,4 +331,18 @@ fn ipv6_source_guard_drops_any_packet_from_a_bound_address_elsewhere_when_enable
         .on_frame("p_rog", &udp_from(ROG, ll(0x66)), T0 + SEC)
         .events
         .is_empty());
+}
+
+#[test]
+fn fragmented_ra_with_the_icmpv6_header_in_the_second_fragment_is_dropped() {
+    let mut g = Guard::new(config(), BindingTable::new(16));
+    let [first, second] = fragmented_router_advertisement(ROG, ll(0x66), 7);
+    let out = g.on_frame("p_rog", &first, T0);
+    assert_eq!(kinds(&out), ["fragmented_header_chain_drop"]);
+    assert_eq!(out.events[0].detail["next_header"], 60);
+    // The second fragment carries the same fragment header (next header 60): dropped too,
+    // one event per window.
+    assert!(g.on_frame("p_rog", &second, T0 + 1).events.is_empty());
+    // From a trusted port: not inspected.
+    assert!(g.on_frame("p_srv", &first, T0).events.is_empty());
 }
