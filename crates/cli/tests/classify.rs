@@ -513,6 +513,17 @@ impl Drop for Classify {
     }
 }
 
+/// Write `text` as the policy, SIGHUP, and wait until stderr says `marker`.
+fn reload(classify: &Classify, policy: &Path, text: &str, stderr: &Path, marker: &str) {
+    std::fs::write(policy, text).unwrap();
+    classify.signal(libc::SIGHUP);
+    wait_for(marker, 3000, || {
+        std::fs::read_to_string(stderr)
+            .unwrap_or_default()
+            .contains(marker)
+    });
+}
+
 fn events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -608,6 +619,19 @@ fn workdir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A work directory and the two namespaces with the marking table in `srv`; `None` (with the
+/// reason printed) when the test cannot run here.
+fn marked_topology(tag: &str, short: &str) -> Option<(PathBuf, Topology)> {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let dir = workdir(tag);
+    let topo = Topology::build(short);
+    install_marking(&topo.ns("srv"));
+    Some((dir, topo))
+}
+
 /// The five protocol-not-port cases against a running classifier in `srv`, and their events.
 fn protocol_cases(cli: &str, srv: &str, events_path: &Path) {
     // Port 8080: HTTP passes, an SSH banner (server speaks first) does not.
@@ -701,14 +725,10 @@ fn protocol_cases(cli: &str, srv: &str, events_path: &Path) {
 
 #[test]
 fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+    let Some((dir, topo)) = marked_topology("hand", "h") else {
         return;
-    }
-    let dir = workdir("hand");
-    let topo = Topology::build("h");
+    };
     let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
-    install_marking(&srv);
     install_queue_rules(&srv, false);
     let _servers = start_servers(&srv);
     let policy = dir.join("policy.toml");
@@ -738,29 +758,20 @@ fn classifier_filters_protocols_not_ports_over_a_real_nfqueue() {
         })
     });
     // SIGHUP with a broken policy: refused, the old policy keeps blocking.
-    std::fs::write(&policy, "[[rules]]\nname = 1\n").unwrap();
-    classify.signal(libc::SIGHUP);
-    wait_for("the reload refusal", 3000, || {
-        std::fs::read_to_string(&stderr_path)
-            .unwrap_or_default()
-            .contains("reload refused")
-    });
+    reload(
+        &classify,
+        &policy,
+        "[[rules]]\nname = 1\n",
+        &stderr_path,
+        "reload refused",
+    );
     assert!(
         tcp_exchange(&cli, 8080, b"").is_err(),
         "SSH on 8080 passed after a refused reload"
     );
     // SIGHUP with a policy that allows SSH on 8080: the banner now comes through.
-    std::fs::write(
-        &policy,
-        POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]"),
-    )
-    .unwrap();
-    classify.signal(libc::SIGHUP);
-    wait_for("the reload", 3000, || {
-        std::fs::read_to_string(&stderr_path)
-            .unwrap_or_default()
-            .contains("reloaded")
-    });
+    let allow_ssh = POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]");
+    reload(&classify, &policy, &allow_ssh, &stderr_path, "reloaded");
     let ssh = tcp_exchange(&cli, 8080, b"");
     assert!(
         ssh.as_ref().is_ok_and(|b| b.starts_with(b"SSH-2.0-")),
@@ -1150,12 +1161,9 @@ fn install_balanced_rules(
 /// exactly when the policy fails open.
 #[test]
 fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+    let Some((dir, topo)) = marked_topology("queues", "q") else {
         return;
-    }
-    let dir = workdir("queues");
-    let topo = Topology::build("q");
+    };
     let (cli, srv) = (topo.ns("cli"), topo.ns("srv"));
     for host in SPREAD_HOSTS {
         ns_sh(
@@ -1163,7 +1171,6 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
             &["ip", "addr", "add", &format!("{host}/24"), "dev", "eth0"],
         );
     }
-    install_marking(&srv);
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     let live = install_balanced_rules(&srv, &policy, 2, &[]);
@@ -1242,17 +1249,8 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
         })
     });
     // SIGHUP: the shared classifier takes the new policy for every queue.
-    std::fs::write(
-        &policy,
-        POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]"),
-    )
-    .unwrap();
-    classify.signal(libc::SIGHUP);
-    wait_for("the reload", 3000, || {
-        std::fs::read_to_string(&stderr_path)
-            .unwrap_or_default()
-            .contains("reloaded")
-    });
+    let allow_ssh = POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]");
+    reload(&classify, &policy, &allow_ssh, &stderr_path, "reloaded");
     for host in SPREAD_HOSTS {
         let ssh = tcp_exchange_to(&cli, host, 8080, b"");
         assert!(
