@@ -191,3 +191,21 @@ fn emitting_twice_is_identical() {
         ruleset::bridge_table(&cfg, &table(), NOW_S)
     );
 }
+
+/// The configuration reference in docs/guard.md is valid: its TOML block parses and yields a
+/// bridge table (so a documented key cannot drift out of the parser, or into the wrong table).
+#[test]
+fn documented_configuration_parses() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/guard.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    };
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("end of the toml block");
+    let cfg = Config::from_toml(&doc[start..start + len]).unwrap();
+    assert!(cfg.ipv6_source_guard || !cfg.static_nd.is_empty());
+    assert_eq!(cfg.static_nd.len(), 1);
+    assert_eq!(cfg.trusted_routers.len(), 1);
+    assert!(ruleset::bridge_table(&cfg, &BindingTable::new(4), NOW_S).is_some());
+}
