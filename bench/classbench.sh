@@ -37,13 +37,15 @@ if [ -z "$rampart" ]; then
 fi
 
 dpdk() { # rules trace alg verbose [extra]
-  dpdk-test-acl --no-huge -m 1024 --no-pci -l "${DPDK_LCORE:-0}" --force-max-simd-bitwidth=512 -- \
+  # lib.acl debug logging makes rte_acl print its runtime memory footprint and tries.
+  dpdk-test-acl --no-huge -m 1024 --no-pci -l "${DPDK_LCORE:-0}" --force-max-simd-bitwidth=512 \
+    --log-level=lib.acl:debug -- \
     --rulesf="$1" --tracef="$2" --tracenum="$headers" \
     --alg="$3" --verbose="$4" "${@:5}" 2>&1
 }
 
 status=0
-printf '%-9s %6s %-10s %9s %10s %10s %12s %-10s %7s %8s %8s %6s\n' set rules ours build_ms ours_Mlps ref_Mlps dpdk_Mlps dpdk_alg ratio mem_MiB mism_ref mism_dp
+printf '%-9s %6s %-10s %9s %10s %10s %12s %-10s %7s %8s %9s %10s %8s %6s\n' set rules ours build_ms ours_Mlps ref_Mlps dpdk_Mlps dpdk_alg ratio mem_MiB dpdk_MiB dpdk_tries mism_ref mism_dp
 for s in $sets; do
   rules="$data/$s"
   [ -f "$rules" ] || { echo "skipping $s: not found" >&2; continue; }
@@ -61,9 +63,13 @@ for s in $sets; do
   kind="$(sed -n 's/^structure: //p' <<<"$fast_out")"
   mism_ref="$(diff "$work/$s.ref" "$work/$s.fast" | grep -c '^<' || true)"
   # DPDK results (--verbose=2 prints one line per header; 4294967295 = no match).
-  dpdk "$rules" "$trace" scalar 2 --iter=1 \
-    | sed -n 's/^ipv4_5tuple: [0-9]*, category: 0, result: \([0-9]*\).*/\1/p' \
+  dpdk "$rules" "$trace" scalar 2 --iter=1 >"$work/$s.dpdk.log"
+  sed -n 's/^ipv4_5tuple: [0-9]*, category: 0, result: \([0-9]*\).*/\1/p' "$work/$s.dpdk.log" \
     | awk '{ print ($1 == 4294967295) ? -1 : $1 }' >"$work/$s.dpdk"
+  # "runtime memory footprint ... total: N bytes" (rte_acl_gen), one "trie K:" line per trie.
+  dpdk_mem="$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$work/$s.dpdk.log" | head -1)"
+  dpdk_mem="$(awk -v b="${dpdk_mem:-0}" 'BEGIN { printf (b > 0 ? "%.1f" : "n/a"), b / 1048576 }')"
+  dpdk_tries="$(grep -c 'trie [0-9]*: number of rules' "$work/$s.dpdk.log" || true)"
   mism_dp="$(diff "$work/$s.ref" "$work/$s.dpdk" | grep -c '^<' || true)"
   best=0; best_alg=none
   for alg in $algs; do
@@ -81,11 +87,12 @@ for s in $sets; do
     done
   fi
   ratio="$(awk -v a="$fast_rate" -v b="$best" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')"
-  printf '%-9s %6s %-10s %9.1f %10.2f %10.3f %12.2f %-10s %7s %8s %8s %6s\n' "$s" "$nrules" "$kind" \
+  printf '%-9s %6s %-10s %9.1f %10.2f %10.3f %12.2f %-10s %7s %8s %9s %10s %8s %6s\n' "$s" "$nrules" "$kind" \
     "$(awk -v b="$build_s" 'BEGIN { print b * 1000 }')" \
     "$(awk -v a="$fast_rate" 'BEGIN { print a / 1e6 }')" \
     "$(awk -v a="$ref_rate" 'BEGIN { print a / 1e6 }')" \
-    "$(awk -v a="$best" 'BEGIN { print a / 1e6 }')" "$best_alg" "$ratio" "$mem" "$mism_ref" "$mism_dp"
+    "$(awk -v a="$best" 'BEGIN { print a / 1e6 }')" "$best_alg" "$ratio" "$mem" "$dpdk_mem" "$dpdk_tries" \
+    "$mism_ref" "$mism_dp"
   if [ "$mism_ref" != 0 ] || [ "$mism_dp" != 0 ]; then status=1; fi
 done
 echo "headers per set: $headers (seed $seed), timing passes: $iter, best of $rounds rounds each side, single core" >&2
