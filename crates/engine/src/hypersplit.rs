@@ -38,7 +38,7 @@ pub const BUDGET_PER_RULE: usize = 100;
 // Why: CutSplit's observation: rules specific in an address field separate well on it, and
 // keeping them apart from address wildcards stops the wildcards being copied into every leaf.
 // The line is drawn at /12, not /16: ipc1_10k's /14 and /15 prefixes cut as well as /16s,
-// and counting them as wild put 600 of them with the real wildcards (a 12 MiB tree; with
+// and counting them as wild put 161 of them with the real wildcards (a 12 MiB tree; with
 // /12: 1.1 MiB, the forest 12.2 -> 1.9 MiB and ~20% faster; fw1_10k 2.6 -> 2.0 MiB).
 const SMALL_ADDR_SPAN: u32 = (1 << 20) - 1;
 /// Leaf entries one tree of a forest may use.
