@@ -4,7 +4,7 @@
 #
 #   bench/nfq.sh [SECONDS] [QUEUES]   (root; needs ip, nft, iptables-nft, hping3; builds rampart
 #                                      --release, or set RAMPART_BIN to a built binary)
-#   SOURCES=8 bench/nfq.sh 5 1; SOURCES=8 bench/nfq.sh 5 2     (one queue vs two, same traffic)
+#   SOURCES=8 INTERVAL_US=100 bench/nfq.sh 5 1; ... 5 2   (one queue vs two, same traffic)
 #
 # QUEUES (default 1): the classifier runs `--queues QUEUES` behind `--queue-balance
 # 4210:4210+QUEUES-1`. The kernel picks the queue by a hash of the address pair, so spreading
@@ -31,6 +31,10 @@ cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 QUEUES="${2:-1}"
 SOURCES="${SOURCES:-1}"
+# INTERVAL_US: each sender waits this long between packets instead of flooding (default: flood).
+# Why: SOURCES flooding senders on a small machine take the CPU the classifier threads need.
+INTERVAL_US="${INTERVAL_US:-}"
+if [ -n "$INTERVAL_US" ]; then RATE=(-i "u$INTERVAL_US"); else RATE=(--flood); fi
 [ "$QUEUES" -ge 1 ] && [ "$QUEUES" -le 64 ] || { echo "QUEUES: 1 to 64" >&2; exit 2; }
 [ "$SOURCES" -ge 1 ] && [ "$SOURCES" -le 32 ] || { echo "SOURCES: 1 to 32" >&2; exit 2; }
 if [ "$QUEUES" -gt 1 ]; then
@@ -131,11 +135,12 @@ run() { # name, extra hping3 args
     tx0="$(tx_packets)"; si0="$(softirq_ticks)"; c0="$(counted)"
     [ -n "$CLS_PID" ] && cls0="$(proc_ticks "$CLS_PID")"
     if [ "${#SRC_ADDRS[@]}" -eq 0 ]; then
-        timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 --flood -d 33 -E "$WORK/query.bin" "$@" 198.51.100.2 >/dev/null 2>&1 || true
+        timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 "${RATE[@]}" -d 33 -E "$WORK/query.bin" "$@" 198.51.100.2 >/dev/null 2>&1 || true
     else
         local pids=()
         for src in "${SRC_ADDRS[@]}"; do
-            timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 --flood -d 33 -E "$WORK/query.bin" -a "$src" "$@" 198.51.100.2 >/dev/null 2>&1 &
+            # Why a subshell: hping3 may abort on the SIGINT, which bash would report per job.
+            (timeout -s INT "$SECS" ip netns exec "$A" hping3 --udp -p 53 "${RATE[@]}" -d 33 -E "$WORK/query.bin" -a "$src" "$@" 198.51.100.2 >/dev/null 2>&1 || true) &
             pids+=("$!")
         done
         wait "${pids[@]}" || true
