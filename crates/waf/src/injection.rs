@@ -177,7 +177,84 @@ const DANGEROUS_FUNCS: &[&str] = &[
 ];
 
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.' || b >= 0x80
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.' || (b >= 0x80 && b != 0xa0)
+}
+
+/// `%uHHHH` at `i`: one character of text as `t:utf8toUnicode` writes it (942100 runs on
+/// every intermediate value), part of a word rather than a modulo operator.
+fn uni_escape(input: &[u8], i: usize) -> bool {
+    input.get(i) == Some(&b'%')
+        && matches!(input.get(i + 1), Some(b'u' | b'U'))
+        && input.len() >= i + 6
+        && input[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Words that end a number glued to them (`1e0UNION`, `1and`): SQL lexes a numeric literal
+/// and then a keyword, so `1e0UNION SELECT` is a UNION.
+const GLUED_KEYWORDS: &[&str] = &[
+    "union", "and", "or", "xor", "div", "mod", "select", "from", "where", "limit", "order",
+    "group", "having", "like", "rlike", "regexp", "is", "not", "into", "between",
+];
+
+/// End of a numeric literal starting at `i` (a digit): `0x…`/`0b…`, digits with an optional
+/// fraction, exponent and float suffix (`f`/`d`), or — when what follows is not a keyword
+/// glued to the number — the whole alphanumeric run (hex ids, versions, `1st`).
+fn number_end(input: &[u8], i: usize) -> usize {
+    let n = input.len();
+    let run_end = |mut j: usize| {
+        while j < n && (input[j].is_ascii_alphanumeric() || input[j] == b'.') {
+            j += 1;
+        }
+        j
+    };
+    let whole = run_end(i);
+    let mut j = i;
+    if input[i] == b'0' && i + 1 < n && matches!(input[i + 1], b'x' | b'X' | b'b' | b'B') {
+        return whole;
+    }
+    while j < n && input[j].is_ascii_digit() {
+        j += 1;
+    }
+    if j < n && input[j] == b'.' {
+        j += 1;
+        while j < n && input[j].is_ascii_digit() {
+            j += 1;
+        }
+    }
+    if j < n && matches!(input[j], b'e' | b'E') {
+        let mut k = j + 1;
+        if k < n && matches!(input[k], b'+' | b'-') {
+            k += 1;
+        }
+        if k < n && input[k].is_ascii_digit() {
+            while k < n && input[k].is_ascii_digit() {
+                k += 1;
+            }
+            j = k;
+        }
+    }
+    let glued = |from: usize| {
+        let mut e = from;
+        while e < n && input[e].is_ascii_alphabetic() {
+            e += 1;
+        }
+        e > from
+            && (e == n || !is_word(input[e]))
+            && GLUED_KEYWORDS.contains(
+                &String::from_utf8_lossy(&input[from..e])
+                    .to_ascii_lowercase()
+                    .as_str(),
+            )
+    };
+    if j < whole {
+        if glued(j) {
+            return j;
+        }
+        if matches!(input[j], b'f' | b'F' | b'd' | b'D') && glued(j + 1) {
+            return j + 1;
+        }
+    }
+    whole
 }
 
 struct Token {
@@ -207,7 +284,15 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
         if rest.starts_with(b"--") || c == b'#' {
             out.push(Token {
                 tok: Tok::Comment,
-                word: String::new(),
+                // `--` glued to text (`1---`, `ab--cd`) is not a MySQL comment; record it.
+                word: if c == b'#' {
+                    "#"
+                } else if rest.get(2).is_none_or(|b| b.is_ascii_whitespace()) {
+                    "--"
+                } else {
+                    "--+"
+                }
+                .into(),
             });
             while i < input.len() && input[i] != b'\n' {
                 i += 1;
@@ -225,7 +310,7 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
             }
             out.push(Token {
                 tok: Tok::Comment,
-                word: String::new(),
+                word: "/*".into(),
             });
             match input[i + 2..].windows(2).position(|w| w == b"*/") {
                 Some(p) => i = i + 2 + p + 2,
@@ -245,10 +330,14 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
                 } else {
                     Tok::Str { closed }
                 };
-                out.push(Token {
-                    tok,
-                    word: String::new(),
-                });
+                // A literal's word is its quote character, then for an unclosed one the
+                // start of its text (the context's first string keeps its text instead).
+                let mut word = char::from(c).to_string();
+                if !closed {
+                    let text = String::from_utf8_lossy(&input[i + 1..end.min(i + 17)]);
+                    word.push_str(text.trim());
+                }
+                out.push(Token { tok, word });
                 i = end;
             }
             b';' => {
@@ -298,7 +387,9 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
                 i += 2;
             }
             b'=' | b'<' | b'>' | b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'|' | b'&'
-            | b'~' | b':' => {
+            | b'~' | b':'
+                if !uni_escape(input, i) =>
+            {
                 let mut j = i + 1;
                 while j < input.len() && b"=<>!".contains(&input[j]) && j - i < 3 {
                     j += 1;
@@ -310,10 +401,7 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
                 i = j;
             }
             b'0'..=b'9' => {
-                let mut j = i;
-                while j < input.len() && (input[j].is_ascii_alphanumeric() || input[j] == b'.') {
-                    j += 1;
-                }
+                let j = number_end(input, i);
                 out.push(Token {
                     tok: Tok::Num,
                     word: String::new(),
@@ -331,10 +419,10 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
                 });
                 i = j;
             }
-            c if is_word(c) => {
+            c if is_word(c) || uni_escape(input, i) => {
                 let mut j = i;
-                while j < input.len() && is_word(input[j]) {
-                    j += 1;
+                while j < input.len() && (is_word(input[j]) || uni_escape(input, j)) {
+                    j += if input[j] == b'%' { 6 } else { 1 };
                 }
                 let word = String::from_utf8_lossy(&input[i..j]).to_ascii_lowercase();
                 let mut k = j;
@@ -354,16 +442,32 @@ fn tokenize(input: &[u8], quote: Option<u8>) -> Vec<Token> {
     out
 }
 
+/// SQL functions called without parentheses (`CURRENT_USER`, `UTC_DATE`).
+const NILADIC_FUNCS: &[&str] = &[
+    "current_user",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "utc_date",
+    "utc_time",
+    "utc_timestamp",
+    "session_user",
+    "system_user",
+];
+
 fn classify(word: &str, call: bool) -> Tok {
     if word == "union" {
         Tok::Union
-    } else if VERBS.contains(&word) && !call {
+    } else if word == "select" || (VERBS.contains(&word) && !call) {
+        // `SELECT(1)` is still a SELECT; `insert(…)`/`replace(…)` are also string functions.
         Tok::Verb
     } else if LOGIC.contains(&word) {
         Tok::Logic
     } else if OP_WORDS.contains(&word) {
         Tok::Op
-    } else if call {
+    } else if call || NILADIC_FUNCS.contains(&word) {
         Tok::Func
     } else if KEYWORDS.contains(&word) {
         Tok::Keyword
@@ -505,8 +609,302 @@ fn logic_tail(toks: &[Token], i: usize) -> bool {
     }
 }
 
+/// What [`scan_expr`] saw: a run of tokens that parses as one SQL expression.
+#[derive(Debug, Default)]
+struct Expr {
+    /// Index of the first token that is not part of the expression.
+    end: usize,
+    /// The expression ended on a complete operand (not after an operator).
+    complete: bool,
+    /// `AND`/`OR`/`XOR`/`&&`/`||`.
+    logic: usize,
+    /// Comparisons: `=`, `<`, `LIKE`, `IS`, `BETWEEN`, …
+    cmp: usize,
+    /// Operators only SQL (or code) uses between values: `^`, `|`, `&`, `<<`, `%`, `DIV`, `IN`, …
+    sql_op: usize,
+    /// Operands other than bare words: numbers, strings, variables, functions, NULL/TRUE/FALSE.
+    literal: usize,
+}
+
+const ARITH: &[&str] = &["+", "-", "*", "/"];
+
+/// Parse `toks[start..]` as an SQL expression — operands joined by binary operators, with
+/// unary prefixes, parentheses, calls and `IS [NOT] NULL` / `NOT LIKE` / `SOUNDS LIKE` forms —
+/// and stop at the first token that does not fit. `after_operand`: `toks[start-1]` was an
+/// operand already. Prose fails fast: two words in a row are not an expression.
+fn scan_expr(toks: &[Token], start: usize, after_operand: bool) -> Expr {
+    let mut e = Expr::default();
+    let mut want_operand = !after_operand;
+    let mut depth = 0usize;
+    let mut i = start;
+    let word = |i: usize| toks.get(i).map_or("", |t| t.word.as_str());
+    while i < toks.len() {
+        let t = &toks[i];
+        if want_operand {
+            match t.tok {
+                Tok::Num | Tok::Var => e.literal += 1,
+                Tok::Str { .. } => e.literal += 1,
+                Tok::Keyword
+                    if matches!(t.word.as_str(), "null" | "true" | "false" | "unknown") =>
+                {
+                    e.literal += 1
+                }
+                Tok::Bare if t.word == "binary" => {
+                    i += 1;
+                    continue;
+                }
+                // Keywords that are also common identifiers (`column`, `table`).
+                Tok::Bare | Tok::Keyword
+                    if t.tok == Tok::Bare
+                        || matches!(
+                            t.word.as_str(),
+                            "column" | "table" | "schema" | "database"
+                        ) => {}
+                Tok::Func => {
+                    e.literal += 1;
+                    if toks.get(i + 1).is_some_and(|x| x.tok == Tok::Open) {
+                        if toks.get(i + 2).is_some_and(|x| x.tok == Tok::Close) {
+                            i += 2;
+                        } else {
+                            depth += 1;
+                            i += 2;
+                            continue;
+                        }
+                    }
+                }
+                Tok::Open => {
+                    depth += 1;
+                    i += 1;
+                    continue;
+                }
+                Tok::Op if t.word.bytes().all(|b| b"-+!~".contains(&b)) => {
+                    i += 1;
+                    continue;
+                }
+                Tok::Logic if t.word == "not" => {
+                    i += 1;
+                    continue;
+                }
+                _ => break,
+            }
+            want_operand = false;
+            i += 1;
+            continue;
+        }
+        match t.tok {
+            Tok::Op => {
+                if is_cmp(t) {
+                    e.cmp += 1;
+                } else if !ARITH.contains(&t.word.as_str()) {
+                    e.sql_op += 1;
+                }
+                if t.word == "sounds" && word(i + 1) == "like" {
+                    i += 1;
+                }
+            }
+            Tok::Logic if t.word == "not" => {
+                // `NOT LIKE`, `NOT IN`, `NOT BETWEEN`, `NOT REGEXP`
+                let next = toks.get(i + 1);
+                if !next.is_some_and(|x| x.tok == Tok::Op || x.word == "between") {
+                    break;
+                }
+                e.cmp += 1;
+                i += 1;
+            }
+            Tok::Logic if matches!(t.word.as_str(), "div" | "mod") => e.sql_op += 1,
+            Tok::Logic => e.logic += 1,
+            Tok::Keyword if t.word == "is" => {
+                e.cmp += 1;
+                if word(i + 1) == "not" {
+                    i += 1;
+                }
+            }
+            Tok::Keyword if t.word == "between" => e.cmp += 1,
+            Tok::Close => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+                continue;
+            }
+            Tok::Comma if depth > 0 => {}
+            // Adjacent string literals concatenate (`'a' 'b'`).
+            Tok::Str { .. } if matches!(toks[i - 1].tok, Tok::Str { .. }) => {
+                e.literal += 1;
+                i += 1;
+                continue;
+            }
+            _ => break,
+        }
+        want_operand = true;
+        i += 1;
+    }
+    e.end = i;
+    e.complete = !want_operand;
+    e
+}
+
+/// A break-out that is a whole expression fitted between the application's `quote`s: it ends
+/// on the application's closing quote (an unclosed string of that quote) or a comment, e.g.
+/// `1' OR '1' XOR '0`, `aa' or column=+!1 #`, `A' DIV 'B`. `toks[start-1]` is an operand.
+fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
+    let e = scan_expr(toks, start, true);
+    let commented = toks.last().is_some_and(|t| t.tok == Tok::Comment);
+    if !e.complete || e.end <= start || e.end + usize::from(commented) != toks.len() {
+        return false;
+    }
+    let last = &toks[e.end - 1];
+    let fits_quote = matches!(last.tok, Tok::Str { closed: false })
+        && last.word.as_bytes().first() == Some(&quote);
+    if !(fits_quote || commented) {
+        return false;
+    }
+    if quote == b'"' {
+        // Double quotes are also inch marks (`16" or 18"`) and quoted search words
+        // (`SHABBY "AND WHITE"`): need logic, and text after the last quote unless commented.
+        let tail_empty = fits_quote && last.word.len() == 1;
+        return e.logic > 0 && (commented || !tail_empty);
+    }
+    // `'…' OP '…` with any operator; longer shapes need an operator prose does not use.
+    // (Not when the tail is a run of doubled quotes: `DK'*`.)
+    (e.end == start + 2
+        && toks[start].tok == Tok::Op
+        && !last
+            .word
+            .as_bytes()
+            .get(1..)
+            .unwrap_or_default()
+            .starts_with(&[quote]))
+        || e.logic + e.cmp + e.sql_op > 0
+}
+
+/// Shapes of a value used as written (numeric context, or carrying its own quotes).
+fn plain_shapes(toks: &[Token]) -> bool {
+    let n = toks.len();
+    let commented = toks.last().is_some_and(|t| t.tok == Tok::Comment);
+    let body = n - usize::from(commented);
+    let e = scan_expr(toks, 0, false);
+    if e.complete && e.end == body && body > 0 {
+        let first = &toks[0];
+        let last = &toks[body - 1];
+        // `'1' OR '1'='1`: the value brings both quotes of its own break-out.
+        if matches!(first.tok, Tok::Str { closed: true })
+            && matches!(last.tok, Tok::Str { closed: false })
+            && e.logic > 0
+        {
+            return true;
+        }
+        // `1--`, `1 * 1/*`, `@@version--`, `.1or-UTC_DATE--`: an expression ended by a
+        // comment that cuts off the rest of the application's query.
+        if commented
+            && matches!(toks[n - 1].word.as_str(), "--" | "/*")
+            && e.literal > 0
+            && last.tok != Tok::Bare
+        {
+            return true;
+        }
+        // `HOPE AND 8=3`, `1 || user_id is not null`: logic over a comparison of values.
+        if e.logic > 0 && e.cmp > 0 && e.literal >= 2 {
+            return true;
+        }
+    }
+    for i in 0..n {
+        let t = &toks[i];
+        let prev = i.checked_sub(1).map(|p| &toks[p]);
+        let value_before = prev.is_some_and(|p| {
+            matches!(
+                p.tok,
+                Tok::Num | Tok::Close | Tok::Var | Tok::Str { closed: true }
+            )
+        });
+        let word_at = |j: usize| toks.get(j).map_or("", |x| x.word.as_str());
+        match t.tok {
+            // `-1 union`, `-1 union/*`, `1/1/**/union(select …)`, `-6374 union 1,2,3--`
+            Tok::Union
+                if value_before
+                    && toks.get(i + 1).is_none_or(|x| {
+                        matches!(x.tok, Tok::Comment | Tok::Num | Tok::Open)
+                            || matches!(x.word.as_str(), "all" | "distinct")
+                    }) =>
+            {
+                return true;
+            }
+            // `1 order by 1`, `26544 group by 19--`, `1234.5) ORDER BY 1`
+            Tok::Keyword
+                if matches!(t.word.as_str(), "order" | "group")
+                    && word_at(i + 1) == "by"
+                    && prev.is_some_and(|p| matches!(p.tok, Tok::Num | Tok::Close))
+                    && toks.get(i + 2).is_some_and(|x| {
+                        x.tok == Tok::Num || (x.tok == Tok::Bare && toks.len() > i + 3)
+                    }) =>
+            {
+                return true;
+            }
+            // `limit 0,1--`
+            Tok::Keyword
+                if t.word == "limit"
+                    && i == 0
+                    && commented
+                    && toks.get(1).is_some_and(|x| x.tok == Tok::Num) =>
+            {
+                return true;
+            }
+            // `3 where prod.id=3/*`, `id having (1 or 1)`
+            Tok::Keyword if matches!(t.word.as_str(), "where" | "having") && i > 0 => {
+                let prev_ok = prev.is_some_and(|p| {
+                    matches!(p.tok, Tok::Num | Tok::Close | Tok::Bare)
+                        && (i == 1 || p.tok != Tok::Bare)
+                });
+                let x = scan_expr(toks, i + 1, false);
+                if prev_ok
+                    && x.complete
+                    && x.end + usize::from(commented) == n
+                    && x.logic + x.cmp > 0
+                    && x.literal > 0
+                {
+                    return true;
+                }
+            }
+            // `1 into outfile '…'`
+            Tok::Keyword
+                if t.word == "into" && matches!(word_at(i + 1), "outfile" | "dumpfile") =>
+            {
+                return true;
+            }
+            // `case when … then … end` opening the value
+            Tok::Keyword if t.word == "case" && i == 0 => {
+                let has = |w: &str| toks.iter().any(|x| x.word == w);
+                if has("when") && has("then") && has("end") {
+                    return true;
+                }
+            }
+            // `LENGTH(version())`: a fingerprinting call nested in another call.
+            Tok::Func
+                if toks.get(i + 1).is_some_and(|x| x.tok == Tok::Open)
+                    && toks.get(i + 2).is_some_and(is_dangerous_call)
+                    && toks.get(i + 3).is_some_and(|x| x.tok == Tok::Open) =>
+            {
+                return true;
+            }
+            // `1; if exists (`, `1;do (1=1)`
+            Tok::Semi
+                if i > 0
+                    && ((word_at(i + 1) == "if"
+                        && toks
+                            .get(i + 2)
+                            .is_some_and(|x| x.word == "exists" || x.tok == Tok::Open))
+                        || (word_at(i + 1) == "do"
+                            && toks.get(i + 2).is_some_and(|x| x.tok == Tok::Open))) =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The SQL-injection shapes, on one context's tokens.
-fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
+fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
+    let quoted = quote.is_some();
     let t: Vec<Tok> = toks.iter().map(|x| x.tok).collect();
     let n = t.len();
     if n == 0 {
@@ -534,7 +932,7 @@ fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
                     .get(j + 1)
                     .is_some_and(|x| x.tok == Tok::Verb && x.word == "select")
         };
-        return match next.tok {
+        let hit = match next.tok {
             Tok::Comma | Tok::Open => {
                 after_is_select(1)
                     || toks.get(2).is_some_and(|x| {
@@ -556,12 +954,13 @@ fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
             }),
             Tok::Verb => verb_shape(toks, 1),
             Tok::Comment => {
-                // `admin'--`; a measurement such as `7" #2` is not a break-out.
+                // `admin'--`, `1'--`; a measurement such as `7" #2` is not a break-out.
                 n == 2
-                    && !toks[0]
-                        .word
-                        .trim_end()
-                        .ends_with(|c: char| c.is_ascii_digit())
+                    && (next.word != "#"
+                        || !toks[0]
+                            .word
+                            .trim_end()
+                            .ends_with(|c: char| c.is_ascii_digit()))
             }
             Tok::Op if is_cmp(next) => toks.get(2).is_some_and(|x| {
                 matches!(x.tok, Tok::Str { .. } | Tok::Num | Tok::Var) || is_dangerous_call(x)
@@ -593,6 +992,10 @@ fn sqli_shape(toks: &[Token], quoted: bool) -> bool {
             Tok::Func => is_dangerous_call(next),
             _ => false,
         };
+        return hit || quote.is_some_and(|q| quoted_expression(toks, 1, q));
+    }
+    if plain_shapes(toks) {
+        return true;
     }
     for i in 0..n {
         let a = &toks[i];
@@ -670,15 +1073,18 @@ pub fn detect_sqli(input: &[u8]) -> Option<String> {
         }
         let raw = tokenize(input, quote);
         // Inline comments separate tokens (`/**/`); only a trailing comment is part of a shape.
-        let ends_in_comment = raw.last().is_some_and(|t| t.tok == Tok::Comment);
+        let trailing_comment = raw
+            .last()
+            .filter(|t| t.tok == Tok::Comment)
+            .map(|t| t.word.clone());
         let mut toks: Vec<Token> = raw.into_iter().filter(|t| t.tok != Tok::Comment).collect();
-        if ends_in_comment {
+        if let Some(word) = trailing_comment {
             toks.push(Token {
                 tok: Tok::Comment,
-                word: String::new(),
+                word,
             });
         }
-        if sqli_shape(&toks, quoted) {
+        if sqli_shape(&toks, quote) {
             return Some(toks.iter().take(8).map(|t| t.tok.ch()).collect());
         }
     }
@@ -1001,9 +1407,27 @@ mod tests {
             "x' AND extractvalue(1,concat(0x5c,user()))-- -",
             "1) or (1=1",
             "SELECT password FROM users",
+            // Numbers glued to keywords, comments ending an expression, ORDER BY probing.
+            "1e0UNION SELECT 2",
+            "-1 union/*",
+            "1 order by 1--",
+            "1--",
+            "@@version--",
+            "HOPE AND 8=3",
+            // Break-outs that fit the application's closing quote.
+            "A' DIV 'B",
+            "1' OR '1' XOR '0",
+            "aa' or column=+!1 #1",
+            "asd\" or @@version^\"0",
+            "'1' OR '1'='1",
+            "LENGTH(version())",
+            "(SELECT (1) FROM DUAL)",
+            "1 into outfile ('asd')",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
+        // A raw no-break space (Latin-1 0xA0) separates words.
+        assert!(detect_sqli(b"1\xa0UNION\xa0SELECT\xa02--").is_some());
         for s in [
             "O'Brien",
             "hello world",
@@ -1013,6 +1437,16 @@ mod tests {
             "rock and roll",
             "2024-01-01",
             "john@example.com",
+            // CCPA strings, tokens, quoted search words, inch marks, 942100's %u text.
+            "1---",
+            "y-551JDJFE2umM9oyJbi06pN6H4FCm2g--~A",
+            "1611-IioXXIG1ti8rspL2vbXFy--",
+            "SHABBY \"AND WHITE\"",
+            "necklace length 16\" or 18\"",
+            "'-\"8 TRACK PL",
+            "MISTERGLAS.DK'*'''''''''''",
+            "%u05ea%u05d5: '%u05de%u05d1%u05e8' | Sacara",
+            "I'm here and you're there",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_none(), "false positive {s}");
         }
