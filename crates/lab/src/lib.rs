@@ -5,12 +5,13 @@
 //! classifier), plays each scenario's attack and legitimate twin with real sockets — real
 //! protocol first payloads ([`payload`]), port-knocking sequences, datagrams from a chosen
 //! source port (reflected answers), and floods (raw SYNs, or complete connections each
-//! carrying a request) with legitimate clients measured during them ([`flood`]) — reads
-//! which nftables rule counters
-//! moved as evidence, and scores the policy per technique. This crate is a shell (it runs `ip`,
-//! `nft` and `iptables-nft` and opens sockets in namespaces); it does not compile policies —
-//! the caller hands it the ruleset text — and it never touches the host's own namespace,
-//! ruleset or sysctls.
+//! carrying a request) with legitimate clients measured during them ([`flood`]), and HTTP
+//! requests through the egress proxy and the WAF it runs for the scenario ([`component`]) —
+//! reads which nftables rule counters moved (and the component's decision event) as evidence,
+//! and scores the policy per technique. This crate is a shell (it runs `ip`, `nft`,
+//! `iptables-nft`, dnsmasq and the `rampart` binary's components and opens sockets in
+//! namespaces); it does not compile policies — the caller hands it the ruleset text — and it
+//! never touches the host's own namespace, ruleset or sysctls.
 
 #![deny(missing_docs)]
 
