@@ -44,7 +44,7 @@ pub const ORIGIN_HEADER: &str = "X-Rampart-Lab-Origin";
 const ANSWER_WAIT_MS: u64 = 3_000;
 /// How long the lab waits for a component's event about a request. Why: the egress proxy
 /// writes an allowed request's event after relaying the answer, through a writer thread.
-const EVENT_WAIT_MS: u64 = 2_000;
+pub const EVENT_WAIT_MS: u64 = 2_000;
 /// Largest answer (head and body) the client reads.
 const ANSWER_MAX_BYTES: usize = 64 * 1024;
 /// Largest request head the origin reads.
