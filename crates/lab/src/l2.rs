@@ -385,7 +385,7 @@ pub fn dhcp_offers(
 
 /// How long `ns` may take to resolve an address (a round trip on a local bridge; seconds only
 /// on a machine under heavy load).
-const RESOLVE_WAIT_MS: u64 = 2_000;
+pub const RESOLVE_WAIT_MS: u64 = 2_000;
 
 /// Make `ns` resolve `ip` (a datagram to the discard port) and wait until its neighbour entry
 /// has a link-layer address (or [`RESOLVE_WAIT_MS`] passed).
