@@ -457,6 +457,12 @@ const NILADIC_FUNCS: &[&str] = &[
     "system_user",
 ];
 
+/// Clause keywords stay keywords before a parenthesis (`having (1 or 1)`).
+const CLAUSE_WORDS: &[&str] = &[
+    "from", "where", "having", "on", "values", "into", "by", "when", "then", "else", "limit", "as",
+    "exists",
+];
+
 fn classify(word: &str, call: bool) -> Tok {
     if word == "union" {
         Tok::Union
@@ -467,7 +473,7 @@ fn classify(word: &str, call: bool) -> Tok {
         Tok::Logic
     } else if OP_WORDS.contains(&word) {
         Tok::Op
-    } else if call || NILADIC_FUNCS.contains(&word) {
+    } else if (call && !CLAUSE_WORDS.contains(&word)) || NILADIC_FUNCS.contains(&word) {
         Tok::Func
     } else if KEYWORDS.contains(&word) {
         Tok::Keyword
@@ -624,6 +630,8 @@ struct Expr {
     sql_op: usize,
     /// Operands other than bare words: numbers, strings, variables, functions, NULL/TRUE/FALSE.
     literal: usize,
+    /// Stopped at a parenthesised `SELECT` where an operand belonged.
+    subquery: bool,
 }
 
 const ARITH: &[&str] = &["+", "-", "*", "/"];
@@ -673,6 +681,13 @@ fn scan_expr(toks: &[Token], start: usize, after_operand: bool) -> Expr {
                     }
                 }
                 Tok::Open => {
+                    if toks
+                        .get(i + 1)
+                        .is_some_and(|x| x.tok == Tok::Verb && x.word == "select")
+                    {
+                        e.subquery = true;
+                        break;
+                    }
                     depth += 1;
                     i += 1;
                     continue;
@@ -713,6 +728,8 @@ fn scan_expr(toks: &[Token], start: usize, after_operand: bool) -> Expr {
             }
             Tok::Logic if matches!(t.word.as_str(), "div" | "mod") => e.sql_op += 1,
             Tok::Logic => e.logic += 1,
+            // `-1' /ID having 1< 1 and …`: a clause joining two conditions.
+            Tok::Keyword if matches!(t.word.as_str(), "having" | "where") => e.logic += 1,
             Tok::Keyword if t.word == "is" => {
                 e.cmp += 1;
                 if word(i + 1) == "not" {
@@ -747,6 +764,22 @@ fn scan_expr(toks: &[Token], start: usize, after_operand: bool) -> Expr {
 /// `1' OR '1' XOR '0`, `aa' or column=+!1 #`, `A' DIV 'B`. `toks[start-1]` is an operand.
 fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
     let e = scan_expr(toks, start, true);
+    // `+A' sounds like(select …`: the operator chain leads into a subquery.
+    if e.subquery && e.end > start {
+        return true;
+    }
+    // `'-(-1 or -1) and 1=0 union`, `test'-1/1/**/union(select table)`
+    if e.complete
+        && e.end > start
+        && toks.get(e.end).is_some_and(|t| t.tok == Tok::Union)
+        && (e.end + 1 == toks.len() || union_select(toks, e.end))
+    {
+        return true;
+    }
+    // `' OR UserID IS NOT 2`: the break-out's condition runs to the end of the value.
+    if e.complete && e.end == toks.len() && e.logic > 0 && e.cmp > 0 && e.literal > 0 {
+        return true;
+    }
     let commented = toks.last().is_some_and(|t| t.tok == Tok::Comment);
     if !e.complete || e.end <= start || e.end + usize::from(commented) != toks.len() {
         return false;
@@ -764,15 +797,20 @@ fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
         return e.logic > 0 && (commented || !tail_empty);
     }
     // `'…' OP '…` with any operator; longer shapes need an operator prose does not use.
-    // (Not when the tail is a run of doubled quotes: `DK'*`.)
-    (e.end == start + 2
-        && toks[start].tok == Tok::Op
-        && !last
-            .word
-            .as_bytes()
-            .get(1..)
-            .unwrap_or_default()
-            .starts_with(&[quote]))
+    // (Not when the tail is a run of doubled quotes: `DK'*`.) Arithmetic alone needs
+    // two operators and text after the closing quote: `1'*column-0-'0`.
+    let arith_chain = e.end >= start + 4
+        && last.word.len() > 1
+        && toks[start..e.end].iter().all(|t| t.tok != Tok::Bare);
+    arith_chain
+        || (e.end == start + 2
+            && toks[start].tok == Tok::Op
+            && !last
+                .word
+                .as_bytes()
+                .get(1..)
+                .unwrap_or_default()
+                .starts_with(&[quote]))
         || e.logic + e.cmp + e.sql_op > 0
 }
 
@@ -862,6 +900,15 @@ fn plain_shapes(toks: &[Token]) -> bool {
                 {
                     return true;
                 }
+            }
+            // `1) from users where …`: the rest of a query after closing a call.
+            Tok::Keyword
+                if t.word == "from"
+                    && prev.is_some_and(|p| p.tok == Tok::Close)
+                    && toks.get(i + 1).is_some_and(|x| x.tok == Tok::Bare)
+                    && matches!(word_at(i + 2), "where" | "limit" | "order" | "group") =>
+            {
+                return true;
             }
             // `1 into outfile '…'`
             Tok::Keyword
@@ -1212,6 +1259,19 @@ fn dangerous_url(v: &[u8]) -> bool {
         || cleaned.starts_with(b"mocha:")
 }
 
+fn script_scheme_name(v: &[u8]) -> bool {
+    let cleaned: Vec<u8> = v
+        .iter()
+        .copied()
+        .filter(|b| *b > 0x20 && *b != 0x7f)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    matches!(
+        cleaned.as_slice(),
+        b"javascript" | b"vbscript" | b"livescript"
+    )
+}
+
 /// Parse attributes from `i` until `>`; returns true on a dangerous attribute.
 fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
     let n = input.len();
@@ -1281,6 +1341,16 @@ fn attrs_dangerous(input: &[u8], mut i: usize, tag_is_bad: bool) -> bool {
         }
         let name_s = String::from_utf8_lossy(&name);
         if URL_ATTRS.contains(&name_s.as_ref()) && dangerous_url(value) {
+            return true;
+        }
+        // The value runs to the end of the input and is exactly a script scheme's name: the
+        // rest (`&colon;alert…`) was cut off by the query-string `&` it was written with.
+        if URL_ATTRS.contains(&name_s.as_ref()) && i >= n && script_scheme_name(value) {
+            return true;
+        }
+        // IE data binding (`datasrc`/`datafld` with `dataformatas=html`) renders fetched
+        // data as markup.
+        if has_value && matches!(name.as_slice(), b"datasrc" | b"dataformatas") {
             return true;
         }
         if name.is_empty() {
@@ -1423,6 +1493,14 @@ mod tests {
             "LENGTH(version())",
             "(SELECT (1) FROM DUAL)",
             "1 into outfile ('asd')",
+            "id having (1 or 1)",
+            "'-(-1 or -1) and 1=0 union",
+            "test'-1/1/**/union(select table)",
+            "' OR UserID IS NOT 2",
+            "1'*column-0-'0",
+            "+A' sounds like(select case(1=1)when'1'then'A'end) and '1",
+            "-1' /ID having 1< 1 and 1 like 1/'1 ",
+            "1) from users where username='ad1min')",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1461,6 +1539,10 @@ mod tests {
             "<a href=\"javascript:alert(1)\">x</a>",
             "<svg/onload=alert(1)>",
             "javascript:alert(1)",
+            // Cut off by a query-string `&`: `<a href="jAvAsCrIpT&colon;alert…`.
+            "<a href=\"jAvAsCrIpT",
+            "<a href=javascript",
+            "<div datafld=\"b\" dataformatas=\"html\" datasrc=\"#X\"></div>",
         ] {
             assert!(detect_xss(s.as_bytes()), "missed {s}");
         }
@@ -1470,6 +1552,8 @@ mod tests {
             "<b>bold</b>",
             "x=1&y=2",
             "onion rings",
+            "<a href=\"/javascript-guide\">",
+            "learn javascript",
         ] {
             assert!(!detect_xss(s.as_bytes()), "false positive {s}");
         }
