@@ -156,6 +156,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     // origin; each legitimate twin was served by the origin through the same component.
     for (scenario, component, techniques) in [
         ("bits-jobs", "rampart egress", &["T1197"][..]),
+        ("webdav-egress", "rampart egress", &["T1187"][..]),
         (
             "web-exploitation",
             "rampart waf",
@@ -165,13 +166,21 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         let played: Vec<&serde_json::Value> =
             cases.iter().filter(|c| c["scenario"] == scenario).collect();
         assert!(played.len() >= 8, "{scenario}: {} cases", played.len());
+        assert!(
+            played
+                .iter()
+                .any(|c| c["detection"]["seen"] == true && c["expected"] == "blocked"),
+            "{scenario}"
+        );
         for c in played {
             let detail = c["detail"].as_str().unwrap();
             assert_eq!(c["evidence"][0]["chain"], component, "{c}");
             if c["expected"] == "blocked" {
-                let kind = c["detection"]["kind"].as_str().unwrap();
-                assert!(techniques.contains(&kind), "{c}");
-                assert_eq!(c["detection"]["seen"], true, "{c}");
+                if c["detection"].is_object() {
+                    let kind = c["detection"]["kind"].as_str().unwrap();
+                    assert!(techniques.contains(&kind), "{c}");
+                    assert_eq!(c["detection"]["seen"], true, "{c}");
+                }
                 assert!(detail.contains("the origin never saw the request"), "{c}");
                 assert!(detail.starts_with("HTTP 403 from rampart"), "{c}");
             } else {
@@ -384,6 +393,8 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
                 "bits-jobs",
                 "--only",
                 "web-exploitation",
+                "--only",
+                "webdav-egress",
             ])
             .output()
             .expect("run rampart lab without the egress proxy's policy and the WAF");
@@ -396,7 +407,7 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
             .iter()
             .filter(|c| c["expected"] == "blocked")
             .collect();
-        assert_eq!(attacks.len(), 16, "{stderr}");
+        assert_eq!(attacks.len(), 22, "{stderr}");
         for c in attacks {
             assert_eq!(
                 c["observed"], "allowed",

@@ -149,6 +149,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("vnc.toml", include_str!("../../../lab/scenarios/vnc.toml")),
     (
+        "webdav-egress.toml",
+        include_str!("../../../lab/scenarios/webdav-egress.toml"),
+    ),
+    (
         "web-exploitation.toml",
         include_str!("../../../lab/scenarios/web-exploitation.toml"),
     ),
