@@ -814,6 +814,80 @@ fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
         || e.logic + e.cmp + e.sql_op > 0
 }
 
+/// A comparison starting at `toks[j]`: `[(|unary]* operand [arith operand]* [)]* CMP
+/// [(|unary]* operand`. Returns for each side 1 when it is a literal (not a bare word).
+fn comparison_after(toks: &[Token], j: usize) -> Option<(usize, usize)> {
+    let operand = |i: &mut usize| -> Option<usize> {
+        while toks.get(*i).is_some_and(|t| {
+            t.tok == Tok::Open
+                || (t.tok == Tok::Op && t.word.bytes().all(|b| b"-+!~".contains(&b)))
+                || t.word == "not"
+        }) {
+            *i += 1;
+        }
+        let t = toks.get(*i)?;
+        let lit = match t.tok {
+            Tok::Num | Tok::Str { .. } | Tok::Var | Tok::Func => 1,
+            Tok::Keyword if matches!(t.word.as_str(), "null" | "true" | "false") => 1,
+            Tok::Bare => 0,
+            _ => return None,
+        };
+        *i += 1;
+        if t.tok == Tok::Func && toks.get(*i).is_some_and(|x| x.tok == Tok::Open) {
+            // Skip the call's arguments.
+            let mut depth = 0usize;
+            while let Some(x) = toks.get(*i) {
+                *i += 1;
+                match x.tok {
+                    Tok::Open => depth += 1,
+                    Tok::Close => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        while toks.get(*i).is_some_and(|t| t.tok == Tok::Close) {
+            *i += 1;
+        }
+        Some(lit)
+    };
+    let mut i = j;
+    let mut left = operand(&mut i)?;
+    while toks
+        .get(i)
+        .is_some_and(|t| t.tok == Tok::Op && ARITH.contains(&t.word.as_str()))
+    {
+        i += 1;
+        left = left.max(operand(&mut i)?);
+    }
+    let c = toks.get(i)?;
+    if c.tok == Tok::Keyword && c.word == "is" {
+        // `column IS [NOT] NULL` tests a column: count its left side as a literal.
+        left = 1;
+        i += 1;
+        if toks.get(i).is_some_and(|t| t.word == "not") {
+            i += 1;
+        }
+    } else if c.word == "not" && toks.get(i + 1).is_some_and(|t| is_cmp(t) || t.word == "in") {
+        // `NOT LIKE`, `NOT BETWEEN`, `NOT IN`
+        i += 2;
+    } else if is_cmp(c) {
+        i += if c.word == "sounds" && toks.get(i + 1).is_some_and(|t| t.word == "like") {
+            2
+        } else {
+            1
+        };
+    } else {
+        return None;
+    }
+    let right = operand(&mut i)?;
+    Some((left, right))
+}
+
 /// Shapes of a value used as written (numeric context, or carrying its own quotes).
 fn plain_shapes(toks: &[Token]) -> bool {
     let n = toks.len();
@@ -840,7 +914,11 @@ fn plain_shapes(toks: &[Token]) -> bool {
             return true;
         }
         // `HOPE AND 8=3`, `1 || user_id is not null`: logic over a comparison of values.
-        if e.logic > 0 && e.cmp > 0 && e.literal >= 2 {
+        if e.logic > 0
+            && e.cmp > 0
+            && (0..body)
+                .any(|j| is_real_logic(&toks[j]) && comparison_after(toks, j + 1) == Some((1, 1)))
+        {
             return true;
         }
     }
@@ -1088,7 +1166,9 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
             && toks.get(i + 1).is_some_and(is_real_logic)
         {
             let rest = &toks[i + 2..];
-            let cmp = rest.iter().take(6).any(is_cmp);
+            // The comparison must be the condition right after the logic (`1 OR 1=1`), not
+            // one further on in unrelated text (`(and vicinity)||3113039&cd20=…`).
+            let cmp = comparison_after(toks, i + 2).is_some();
             let call = rest.first().is_some_and(is_dangerous_call);
             let paren = rest.first().is_some_and(|x| x.tok == Tok::Open);
             if (cmp
@@ -1501,6 +1581,9 @@ mod tests {
             "+A' sounds like(select case(1=1)when'1'then'A'end) and '1",
             "-1' /ID having 1< 1 and 1 like 1/'1 ",
             "1) from users where username='ad1min')",
+            "1 and 1 not between 0 and 1",
+            "1 AND 1 SOUNDS LIKE 1",
+            "1 AND 1 NOT LIKE 0",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1525,6 +1608,10 @@ mod tests {
             "MISTERGLAS.DK'*'''''''''''",
             "%u05ea%u05d5: '%u05de%u05d1%u05e8' | Sacara",
             "I'm here and you're there",
+            // Logic followed by a comparison only further on in unrelated text.
+            "London (and vicinity)||3113039&cd20=page",
+            "Passwords must be between 8 and 200 characters long.&field=signupUsername",
+            "627523cc-92e9-47f0-8747-a3beba6f38d4&&callback=bc_json606",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_none(), "false positive {s}");
         }
