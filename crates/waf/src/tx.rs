@@ -143,6 +143,10 @@ pub struct Transaction<'r> {
     strs: Vec<Vec<u8>>,
     /// Prefilter atoms present in each string (computed on first need).
     str_atoms: Vec<u32>,
+    /// Per string: the id of a string whose scan result it shares (`NO_STR`: none). The scan
+    /// is ASCII case-insensitive, so a string that only `lowercase`/`uppercase` made from
+    /// another is not scanned again.
+    scan_alias: Vec<u32>,
     /// Distinct scan results (many values share one: same atoms, same bytes) and, per scan
     /// result, the verdict of each filter tested so far (2 bits: known, passes).
     founds: Vec<(crate::prefilter::Found, Vec<u64>)>,
@@ -485,6 +489,7 @@ impl<'r> Transaction<'r> {
             phase_done: 0,
             strs: Vec::new(),
             str_atoms: Vec::new(),
+            scan_alias: Vec::new(),
             founds: Vec::new(),
             found_ids: HashMap::with_hasher(MixHash),
             strs_bytes: 0,
@@ -604,6 +609,7 @@ impl<'r> Transaction<'r> {
     pub fn release_caches(&mut self) {
         self.strs = Vec::new();
         self.str_atoms = Vec::new();
+        self.scan_alias = Vec::new();
         self.founds = Vec::new();
         self.found_ids = HashMap::with_hasher(MixHash);
         self.str_ids = HashMap::with_hasher(MixHash);
@@ -1108,6 +1114,7 @@ impl<'r> Transaction<'r> {
             self.strs.clear();
             self.strs_gen += 1;
             self.str_atoms.clear();
+            self.scan_alias.clear();
             self.founds.clear();
             self.found_ids.clear();
             self.str_ids.clear();
@@ -1119,6 +1126,7 @@ impl<'r> Transaction<'r> {
         self.strs_bytes += v.len();
         self.strs.push(v);
         self.str_atoms.push(NO_STR);
+        self.scan_alias.push(NO_STR);
         let id = (self.strs.len() - 1) as u32;
         self.str_ids.entry(h).or_insert(id);
         id
@@ -1162,7 +1170,19 @@ impl<'r> Transaction<'r> {
                 None => None,
             };
             match changed {
-                Some(out) => self.push_str(out),
+                Some(out) => {
+                    let gen_before = self.strs_gen;
+                    let fresh = self.strs.len();
+                    let id = self.push_str(out);
+                    if matches!(t, Some(Transform::Lowercase | Transform::Uppercase))
+                        && self.strs_gen == gen_before
+                        && id as usize == fresh
+                    {
+                        // A new string that differs from `p` only in ASCII case: same scan.
+                        self.scan_alias[fresh] = p;
+                    }
+                    id
+                }
                 None => p,
             }
         };
@@ -1196,22 +1216,7 @@ impl<'r> Transaction<'r> {
         let Some(filter) = &link.prefilter else {
             return true;
         };
-        let i = id as usize;
-        let mut fid = self.str_atoms.get(i).copied().unwrap_or(NO_STR);
-        if fid == NO_STR {
-            let found = self.eng.prefilter.scan(&self.strs[i]);
-            let sig = found.signature();
-            fid = match self.found_ids.get(&sig) {
-                Some(&f) if self.founds[f as usize].0.same_as(&found) => f,
-                _ => {
-                    let f = self.founds.len() as u32;
-                    self.founds.push((found, Vec::new()));
-                    self.found_ids.entry(sig).or_insert(f);
-                    f
-                }
-            };
-            self.str_atoms[i] = fid;
-        }
+        let fid = self.found_id(id);
         let (found, verdicts) = &mut self.founds[fid as usize];
         let bit = filter.id as usize * 2;
         let (w, b) = (bit / 64, bit % 64);
@@ -1226,6 +1231,35 @@ impl<'r> Transaction<'r> {
         }
         verdicts[w] |= (1u64 << b) | (u64::from(pass) << (b + 1));
         pass
+    }
+
+    /// The index in `founds` of string `id`'s scan result (scanning it on first need, or
+    /// taking the result of the string it is an ASCII-case variant of).
+    fn found_id(&mut self, id: u32) -> u32 {
+        let i = id as usize;
+        let mut fid = self.str_atoms.get(i).copied().unwrap_or(NO_STR);
+        if fid == NO_STR {
+            let alias = self.scan_alias.get(i).copied().unwrap_or(NO_STR);
+            if alias < id {
+                // Aliases point to older strings only, so this ends.
+                let f = self.found_id(alias);
+                self.str_atoms[i] = f;
+                return f;
+            }
+            let found = self.eng.prefilter.scan(&self.strs[i]);
+            let sig = found.signature();
+            fid = match self.found_ids.get(&sig) {
+                Some(&f) if self.founds[f as usize].0.same_as(&found) => f,
+                _ => {
+                    let f = self.founds.len() as u32;
+                    self.founds.push((found, Vec::new()));
+                    self.found_ids.entry(sig).or_insert(f);
+                    f
+                }
+            };
+            self.str_atoms[i] = fid;
+        }
+        fid
     }
 
     /// The values of `link`'s target group and their string ids after its transformation
