@@ -194,3 +194,124 @@ fn check_run_loads_every_component_configuration_and_names_the_broken_ones() {
     assert_eq!(code, Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_run_reads_the_waf_tls_certificate_and_key() {
+    let policy = write_policy("tls", &format!("{ZONES}\n"));
+    let dir = policy.parent().unwrap().to_path_buf();
+    std::fs::write(
+        dir.join("r.conf"),
+        "SecRule ARGS \"@contains evil\" \"id:10,phase:2,deny\"\n",
+    )
+    .unwrap();
+    let waf = |cert: &std::path::Path, key: &std::path::Path| {
+        std::fs::write(
+            dir.join("waf.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\nrules = [\"{}\"]\n[tls]\ncert_pem = \"{}\"\nkey_pem = \"{}\"\n[[routes]]\nname = \"app\"\nupstreams = [\"127.0.0.1:9\"]\n",
+                dir.join("r.conf").display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(
+        dir.join("run.toml"),
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\napply = false\n[[component]]\nkind = \"waf\"\nconfig = \"waf.toml\"\n",
+    )
+    .unwrap();
+    let run_toml = dir.join("run.toml");
+    let run = run_toml.to_str().unwrap();
+    let waf_check = || {
+        rampart(&[
+            "waf",
+            "--check",
+            "--config",
+            dir.join("waf.toml").to_str().unwrap(),
+        ])
+    };
+
+    // A certificate file that is not there: the deployment does not check, the error names it,
+    // and `rampart waf --check` refuses it too.
+    let missing = dir.join("missing-cert.pem");
+    waf(&missing, &dir.join("key.pem"));
+    let (code, out, err) = rampart(&["check", "--run", run]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.contains(&format!("tls: {}", missing.display())),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 component configuration(s) do not load: waf"),
+        "{err}"
+    );
+    let (code, out, err) = waf_check();
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        err.contains(&format!("tls: {}", missing.display())),
+        "{err}"
+    );
+
+    // A file that holds no PEM certificate.
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    waf(&junk, &junk);
+    let (code, out, _) = rampart(&["check", "--run", run]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "tls: {}: no certificate in the file",
+            junk.display()
+        )),
+        "{out}"
+    );
+
+    // With a real certificate: a key file without a key is named, and a good pair checks.
+    let have_openssl = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_openssl {
+        eprintln!("skipping the certificate cases: needs the openssl tool");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let gen = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=app.example.test",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    waf(&dir.join("cert.pem"), &junk);
+    let (code, out, _) = rampart(&["check", "--run", run]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("tls: {}", junk.display())), "{out}");
+    waf(&dir.join("cert.pem"), &dir.join("key.pem"));
+    let (code, out, err) = rampart(&["check", "--run", run, "--json"]);
+    assert!(code == Some(0) || code == Some(1), "{code:?} {out} {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["components"][0]["ok"], true, "{report}");
+    let (code, out, err) = waf_check();
+    assert_eq!(code, Some(0), "{out}{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

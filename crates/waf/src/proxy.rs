@@ -216,6 +216,15 @@ pub enum ConfigError {
     /// selected rule inspects), one `file:line: …` each.
     #[error("{}", .0.join("\n"))]
     Exclusions(Vec<String>),
+    /// A `[tls]` certificate or key file that does not read or parse (or a key that does not
+    /// go with the certificate); `path` names the file.
+    #[error("tls: {}: {reason}", .path.display())]
+    Tls {
+        /// The PEM file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn compile_exclusion(
@@ -358,6 +367,16 @@ impl Config {
             return Err(ConfigError::Invalid("mode is On or DetectionOnly".into()));
         }
         Ok(c)
+    }
+
+    /// Read and parse the `[tls]` certificate chain and key as serving would (PEM, at least
+    /// one certificate, a key rustls accepts for it), so a check fails on a file that would
+    /// stop the start; `Ok` without `[tls]`.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        match &self.tls {
+            Some(files) => load_tls(files).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Load the rule set the configuration names, with the mode and paranoia settings applied
@@ -558,8 +577,9 @@ where
 fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &std::path::Path, e: String| {
-        ConfigError::Invalid(format!("tls: {}: {e}", what.display()))
+    let bad = |what: &std::path::Path, e: String| ConfigError::Tls {
+        path: what.to_path_buf(),
+        reason: e,
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_pem)
         .map_err(|e| bad(&files.cert_pem, e.to_string()))?

@@ -162,6 +162,8 @@ fn load_component(kind: rampart_daemon::ComponentKind, path: &Path) -> anyhow::R
             let config =
                 rampart_waf::proxy::Config::from_toml_named(&path.display().to_string(), &text)
                     .with_context(invalid)?;
+            // The certificate and key are read as the WAF reads them when it starts.
+            config.check_tls().with_context(invalid)?;
             let rules = config.load_rules().with_context(invalid)?;
             format!(
                 "ok, {} rules, {} warnings",

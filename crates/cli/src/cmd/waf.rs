@@ -8,7 +8,8 @@
 //! configuration that does not load keeps the running one (one `error:` line on stderr and a
 //! `reload` event with `"ok":false`). The ready line says `"reload_in_place":true` so a
 //! supervisor sends SIGHUP instead of restarting. `--check` loads and validates only (rule
-//! errors name file:line).
+//! errors name file:line; the `[tls]` certificate and key are read and parsed, and an error
+//! names the file).
 
 use std::path::PathBuf;
 
@@ -35,6 +36,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         rampart_waf::proxy::Config::from_toml_named(&args.config.display().to_string(), &text)
             .with_context(|| format!("{} is not valid", args.config.display()))?;
     if args.check {
+        config.check_tls()?;
         let rs = config.load_rules()?;
         for w in &rs.warnings {
             eprintln!("warning: {w}");
