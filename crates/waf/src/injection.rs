@@ -963,6 +963,17 @@ fn plain_shapes(toks: &[Token]) -> bool {
             {
                 return true;
             }
+            // `19 version() LIMIT 1,1`: a call's result limited to one row.
+            Tok::Keyword
+                if t.word == "limit"
+                    && prev.is_some_and(|p| p.tok == Tok::Close)
+                    && toks.get(i + 1).is_some_and(|x| x.tok == Tok::Num)
+                    && toks.get(i + 2).is_some_and(|x| x.tok == Tok::Comma)
+                    && toks.get(i + 3).is_some_and(|x| x.tok == Tok::Num)
+                    && i + 4 + usize::from(commented) == n =>
+            {
+                return true;
+            }
             // `3 where prod.id=3/*`, `id having (1 or 1)`
             Tok::Keyword if matches!(t.word.as_str(), "where" | "having") && i > 0 => {
                 let prev_ok = prev.is_some_and(|p| {
@@ -1158,7 +1169,11 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
         {
             return true;
         }
-        if a.tok == Tok::Verb && (i == 0 || t[i - 1] != Tok::Bare) && verb_shape(toks, i) {
+        // After a word only when the statement is cut off by a SQL comment: `x select 1 -- `.
+        let cut = toks
+            .last()
+            .is_some_and(|x| x.tok == Tok::Comment && matches!(x.word.as_str(), "--" | "/*"));
+        if a.tok == Tok::Verb && (i == 0 || t[i - 1] != Tok::Bare || cut) && verb_shape(toks, i) {
             return true;
         }
         // Tautology after a value: 1 OR 1=1, 1) OR (1=1, @a AND sleep(1)
@@ -1584,6 +1599,8 @@ mod tests {
             "1 and 1 not between 0 and 1",
             "1 AND 1 SOUNDS LIKE 1",
             "1 AND 1 NOT LIKE 0",
+            "-123 inion select 1 -- ",
+            "19 version() LIMIT 1,1",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1608,6 +1625,7 @@ mod tests {
             "MISTERGLAS.DK'*'''''''''''",
             "%u05ea%u05d5: '%u05de%u05d1%u05e8' | Sacara",
             "I'm here and you're there",
+            "please select 1 item",
             // Logic followed by a comparison only further on in unrelated text.
             "London (and vicinity)||3113039&cd20=page",
             "Passwords must be between 8 and 200 characters long.&field=signupUsername",
