@@ -787,6 +787,13 @@ fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
     let last = &toks[e.end - 1];
     let fits_quote = matches!(last.tok, Tok::Str { closed: false })
         && last.word.as_bytes().first() == Some(&quote);
+    // `1' OR 1&"1`: logic, then a string of the other quote left open with text in it.
+    let other_quote = matches!(last.tok, Tok::Str { closed: false })
+        && last.word.as_bytes().first() != Some(&quote)
+        && last.word.len() > 1;
+    if other_quote && e.logic > 0 {
+        return true;
+    }
     if !(fits_quote || commented) {
         return false;
     }
@@ -1601,6 +1608,7 @@ mod tests {
             "1 AND 1 NOT LIKE 0",
             "-123 inion select 1 -- ",
             "19 version() LIMIT 1,1",
+            "1' OR 1&\"1",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }

@@ -4,7 +4,7 @@
 //! grouped by cause. Same request form as `examples/corpus.rs` (`GET /get?q=<payload>`).
 //!
 //! `cargo test --release -p rampart-waf --test corpus_diag -- --ignored --nocapture`
-//! (env `DIAG_SETS=sqli,xss,legit,fp` selects sets; default all four; `DIAG_FORM=peer` sends
+//! (env `DIAG_SETS=sqli,xss,legit,fp,patt-xss,patt-sqli` selects sets; default the first four; `DIAG_FORM=peer` sends
 //! every line percent-encoded into `q=`).
 
 use std::path::{Path, PathBuf};
@@ -143,6 +143,19 @@ fn print_misses_and_false_positives() {
             false,
         ),
         ("fp", lines(&li.join("false_positives.txt")), false, false),
+        // PayloadsAllTheThings lines are raw payloads: percent-encoded whole, as the runner does.
+        (
+            "patt-xss",
+            dir_lines(&data.join("payloadsallthethings/xss"), ""),
+            false,
+            true,
+        ),
+        (
+            "patt-sqli",
+            dir_lines(&data.join("payloadsallthethings/sqli"), ""),
+            false,
+            true,
+        ),
     ];
     for (key, payloads, whole, attack) in sets {
         if !want.split(',').any(|w| w == key) {
@@ -150,7 +163,7 @@ fn print_misses_and_false_positives() {
         }
         let mut n = 0;
         for p in &payloads {
-            let q = if peer_form {
+            let q = if peer_form || key.starts_with("patt-") {
                 format!("q={}", pct_encode(p))
             } else if whole {
                 target_safe(p)
