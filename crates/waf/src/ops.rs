@@ -423,7 +423,7 @@ pub fn to_int(v: &[u8]) -> i64 {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+    needle.is_empty() || memchr::memmem::find(hay, needle).is_some()
 }
 
 fn contains_word(hay: &[u8], needle: &[u8]) -> bool {

@@ -427,12 +427,13 @@ impl LiteralCheck {
         fn holds(c: &LCond, hay: &[u8]) -> bool {
             match c {
                 LCond::Any => true,
-                LCond::Lit(l) => {
-                    l.is_empty()
-                        || hay
-                            .windows(l.len())
-                            .any(|w| w.eq_ignore_ascii_case(l.as_slice()))
-                }
+                LCond::Lit(l) => match l.split_first() {
+                    None => true,
+                    // First byte first: most windows differ there.
+                    Some((first, _)) => hay.windows(l.len()).any(|w| {
+                        w[0].eq_ignore_ascii_case(first) && w.eq_ignore_ascii_case(l.as_slice())
+                    }),
+                },
                 LCond::And(v) => v.iter().all(|c| holds(c, hay)),
                 LCond::Or(v) => v.iter().any(|c| holds(c, hay)),
             }
