@@ -36,9 +36,15 @@ pub(crate) struct Args {
     /// Leave the range up afterwards for exploration (`rampart lab down` removes it).
     #[arg(long)]
     keep: bool,
-    /// Play without a component the lab normally runs (`guard`: the L2 guard; `jail`: the
-    /// per-program jail), to see the cases it proves fail (repeatable).
-    #[arg(long = "without", value_name = "COMPONENT", value_parser = ["guard", "jail"])]
+    /// Play without a component the lab normally runs, to see the cases it proves fail
+    /// (repeatable): `guard` (the L2 guard), `jail` (the per-program jail), `egress` (the egress
+    /// proxy with every source in open mode) or `waf` (the WAF in DetectionOnly without its SSRF
+    /// check).
+    #[arg(
+        long = "without",
+        value_name = "COMPONENT",
+        value_parser = ["guard", "jail", "egress", "waf"]
+    )]
     without: Vec<String>,
 }
 
@@ -66,6 +72,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     gateway.rampart = Some(std::env::current_exe().context("cannot find the rampart binary")?);
     gateway.skip_guard = args.without.iter().any(|c| c == "guard");
     gateway.skip_jail = args.without.iter().any(|c| c == "jail");
+    gateway.skip_egress = args.without.iter().any(|c| c == "egress");
+    gateway.skip_waf = args.without.iter().any(|c| c == "waf");
     let mut scenarios = Scenario::builtin()?;
     for path in &args.scenarios {
         scenarios.extend(read_scenarios(path)?);
