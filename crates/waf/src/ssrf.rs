@@ -138,6 +138,13 @@ pub fn classify_host(host: &str, url_context: bool) -> Option<&'static str> {
     if METADATA_NAMES.contains(&no_port) && (url_context || no_port.contains('.')) {
         return Some("cloud metadata host name");
     }
+    // The address itself (dotted, in any inet_aton form) before the embedded-name check, which
+    // would otherwise label a plain `169.254.169.254` as a wildcard-DNS name.
+    if no_port.contains('.') {
+        if let Some(hit) = parse_inet_aton(no_port).and_then(v4_hit) {
+            return Some(hit);
+        }
+    }
     if no_port.contains('.') && EMBEDDED.iter().any(|e| no_port.contains(e)) {
         return Some("wildcard-DNS name embedding 169.254.169.254");
     }
@@ -218,6 +225,18 @@ mod tests {
         ] {
             assert!(scan(v.as_bytes()).is_some(), "missed {v}");
         }
+    }
+
+    #[test]
+    fn the_address_is_labelled_as_the_address_and_names_as_names() {
+        let address = Some("169.254.169.254 (AWS/GCP/Azure/OpenStack metadata)");
+        assert_eq!(scan(b"http://169.254.169.254/latest/meta-data/"), address);
+        assert_eq!(scan(b"169.254.169.254"), address);
+        assert_eq!(classify_host("169.254.169.254:80", true), address);
+        assert_eq!(
+            scan(b"http://169.254.169.254.nip.io/"),
+            Some("wildcard-DNS name embedding 169.254.169.254")
+        );
     }
 
     #[test]
