@@ -19,11 +19,12 @@
 //! Needs root, `ip`, `nft`, `iptables-nft`, `ip6tables-nft` and `ping` (iputils-ping); skips with a printed
 //! reason otherwise.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,49 +33,12 @@ use rampart_nft::app_queue::{
     ACCEPTED_CT_MARK, BLOCKED_CT_MARK, INSPECT_MARK, MARK_MASK, QUEUE_NUM, REJECT_MARK,
     REJECT_PRIORITY,
 };
+use support::{in_ns, ns_sh, ns_sh_stdin, sh};
 
 const CLI_IP: &str = "198.51.100.1";
 const SRV_IP: &str = "198.51.100.2";
 const CLI_IP6: &str = "2001:db8:4210::1";
 const SRV_IP6: &str = "2001:db8:4210::2";
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ns_sh(ns: &str, args: &[&str]) -> String {
-    let mut full = vec!["netns", "exec", ns];
-    full.extend_from_slice(args);
-    String::from_utf8_lossy(&sh("ip", &full).stdout).into_owned()
-}
-
-fn ns_sh_stdin(ns: &str, args: &[&str], stdin: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}\n{stdin}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The two namespaces; deleted on drop (also when an assertion fails).
 struct Topology {
@@ -135,20 +99,6 @@ impl Drop for Topology {
                 .status();
         }
     }
-}
-
-/// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// What the ruleset and nft-apply put in the kernel for application rules on ports 8080, 443,
