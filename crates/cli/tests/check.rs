@@ -315,3 +315,41 @@ fn check_run_reads_the_waf_tls_certificate_and_key() {
     assert_eq!(code, Some(0), "{out}{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_run_requires_a_component_for_everything_the_policy_enables() {
+    // `waf = true` is line 13 of the file (ZONES, a blank line, `[components]`).
+    let policy = write_policy(
+        "enabled",
+        &format!("{ZONES}\n[components]\nwaf = true\nfeeds = true\n"),
+    );
+    let dir = policy.parent().unwrap().to_path_buf();
+    let run_toml = dir.join("run.toml");
+    let run = run_toml.to_str().unwrap();
+    let write_run = |extra: &str| {
+        std::fs::write(
+            &run_toml,
+            format!("policy = \"policy.toml\"\nstate_dir = \"state\"\napply = false\n{extra}[[component]]\nkind = \"feeds\"\n"),
+        )
+        .unwrap();
+    };
+
+    // The policy enables the WAF and nothing runs it: exit 2, naming it and where it is enabled.
+    write_run("");
+    let (code, out, err) = rampart(&["check", "--run", run]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let policy_str = policy.to_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "the policy enables `waf` ({policy_str}:13) but the run configuration runs no component for it"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("`feeds`"), "{err}");
+
+    // Declared to run elsewhere: the deployment checks.
+    write_run("elsewhere = [\"waf\"]\n");
+    let (code, out, err) = rampart(&["check", "--run", run]);
+    assert!(code == Some(0) || code == Some(1), "{code:?} {out}{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1194,3 +1194,35 @@ fn a_bad_policy_starts_nothing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_policy_enabling_a_component_nothing_runs_starts_nothing() {
+    let dir = std::env::temp_dir().join(format!("rampart-daemon-unrun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[zones.lan]\ninterfaces = [\"lan0\"]\n\n[components]\ndns_filter = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("run.toml"),
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\napply = false\n[[component]]\nkind = \"log\"\n",
+    )
+    .unwrap();
+    let out = rampart(&["run", "--config", dir.join("run.toml").to_str().unwrap()]);
+    let events = dir.join("state").join("events.jsonl");
+    let started = events.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the policy enables `dns_filter`")
+            && stderr.contains("policy.toml:5")
+            && stderr.contains("elsewhere"),
+        "{stderr}"
+    );
+    assert!(
+        !started,
+        "the daemon wrote events although it refused to start"
+    );
+}

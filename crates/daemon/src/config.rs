@@ -53,6 +53,21 @@ impl ComponentKind {
         }
     }
 
+    /// The policy's `[components]` entry this component serves (jail and log have none: the
+    /// jail is named by rules' owners, the log reader by rules' `log`).
+    pub fn serves(self) -> Option<rampart_ir::ComponentKind> {
+        use rampart_ir::ComponentKind as Policy;
+        match self {
+            ComponentKind::Dns => Some(Policy::DnsFilter),
+            ComponentKind::Egress => Some(Policy::EgressProxy),
+            ComponentKind::Waf => Some(Policy::Waf),
+            ComponentKind::Guard => Some(Policy::L2Guard),
+            ComponentKind::Classify => Some(Policy::ProtocolClassifier),
+            ComponentKind::Feeds => Some(Policy::Feeds),
+            ComponentKind::Jail | ComponentKind::Log => None,
+        }
+    }
+
     /// Whether the component reads its own configuration file (`config` key required).
     pub fn needs_config(self) -> bool {
         !matches!(
@@ -214,6 +229,9 @@ pub struct RunConfig {
     pub http: Option<HttpConfig>,
     /// Components, in start order.
     pub components: Vec<ComponentConfig>,
+    /// Components the policy enables that run outside this daemon (another host, another
+    /// service manager): named as in the policy's `[components]`.
+    pub elsewhere: BTreeSet<rampart_ir::ComponentKind>,
 }
 
 /// The admin HTTP listener.
@@ -241,6 +259,44 @@ impl RunConfig {
         self.state_dir.join("events").join(format!("{name}.jsonl"))
     }
 
+    /// The components `policy` enables that neither run here nor are declared `elsewhere`,
+    /// each with where the policy enables it. Why: coverage counts on them (a technique
+    /// "needs a component" until it runs), so a deployment that silently lacks one would claim
+    /// protection nothing provides.
+    pub fn unrun_components<'p>(
+        &self,
+        policy: &'p rampart_ir::Policy,
+    ) -> Vec<&'p rampart_ir::Component> {
+        policy
+            .components
+            .iter()
+            .filter(|c| {
+                !self.elsewhere.contains(&c.kind)
+                    && !self
+                        .components
+                        .iter()
+                        .any(|r| r.kind.serves() == Some(c.kind))
+            })
+            .collect()
+    }
+
+    /// [`RunConfig::unrun_components`] as an error naming each component, where the policy
+    /// enables it, and the two ways out.
+    pub fn check_components(&self, policy: &rampart_ir::Policy) -> Result<(), DaemonError> {
+        let unrun = self.unrun_components(policy);
+        if unrun.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = unrun
+            .iter()
+            .map(|c| format!("`{}` ({}:{})", c.kind.as_str(), c.loc.file, c.loc.line))
+            .collect();
+        Err(DaemonError::ComponentsNotRun(format!(
+            "the policy enables {} but the run configuration runs no component for it: add a [[component]] of that kind, or list it in `elsewhere` when it runs outside this daemon",
+            list.join(", ")
+        )))
+    }
+
     /// Parse and validate `text`, read from a file in `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, DaemonError> {
         let raw: Raw = toml::from_str(text).map_err(|e| DaemonError::Config(e.to_string()))?;
@@ -262,6 +318,8 @@ struct Raw {
     http: Option<RawHttp>,
     #[serde(default)]
     component: Vec<RawComponent>,
+    #[serde(default)]
+    elsewhere: Vec<rampart_ir::ComponentKind>,
 }
 
 #[derive(Deserialize, Default)]
@@ -446,6 +504,17 @@ impl Raw {
                 on_down,
             });
         }
+        let mut elsewhere = BTreeSet::new();
+        for kind in self.elsewhere {
+            if let Some(here) = components.iter().find(|c| c.kind.serves() == Some(kind)) {
+                return Err(err(format!(
+                    "elsewhere lists `{}`, but component `{}` runs it here",
+                    kind.as_str(),
+                    here.name
+                )));
+            }
+            elsewhere.insert(kind);
+        }
         let apply = self.apply.unwrap_or(true);
         let confirm_s = match self.confirm_s {
             Some(_) if !apply => {
@@ -470,6 +539,7 @@ impl Raw {
             store_max_age_days: max_age_days,
             http,
             components,
+            elsewhere,
         })
     }
 }
@@ -477,6 +547,77 @@ impl Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The policy crate's IR for a small policy enabling `components` (each on its own line of
+    /// the `[components]` table, which starts on line 5).
+    fn policy_enabling(components: &[&str]) -> rampart_ir::Policy {
+        let mut text = String::from(
+            "[zones.lan]\ninterfaces = [\"lan0\"]\nnetworks = [\"192.0.2.0/24\"]\n\n[components]\n",
+        );
+        for c in components {
+            text.push_str(&format!("{c} = true\n"));
+        }
+        rampart_policy::load_with("policy.toml", &mut |_| Ok(text.clone()))
+            .unwrap()
+            .policy
+    }
+
+    #[test]
+    fn every_component_the_policy_enables_must_run_here_or_elsewhere() {
+        let policy = policy_enabling(&["dns_filter", "waf", "protocol_classifier"]);
+        let dns_only = RunConfig::from_toml(
+            "policy = \"p\"\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\n[[component]]\nkind = \"log\"\n",
+            Path::new("/x"),
+        )
+        .unwrap();
+        let unrun: Vec<_> = dns_only
+            .unrun_components(&policy)
+            .iter()
+            .map(|c| (c.kind, c.loc.line))
+            .collect();
+        assert_eq!(
+            unrun,
+            [
+                (rampart_ir::ComponentKind::Waf, 7),
+                (rampart_ir::ComponentKind::ProtocolClassifier, 8)
+            ]
+        );
+        let e = dns_only.check_components(&policy).unwrap_err().to_string();
+        assert!(
+            e.contains("`waf` (policy.toml:7), `protocol_classifier` (policy.toml:8)"),
+            "{e}"
+        );
+        assert!(e.contains("elsewhere"), "{e}");
+
+        // Run here, or declared to run elsewhere: nothing is missing.
+        let complete = RunConfig::from_toml(
+            "policy = \"p\"\nelsewhere = [\"waf\"]\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\n[[component]]\nkind = \"classify\"\n",
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert!(complete.unrun_components(&policy).is_empty());
+        assert!(complete.check_components(&policy).is_ok());
+        // A policy that enables nothing needs nothing.
+        assert!(dns_only.check_components(&policy_enabling(&[])).is_ok());
+    }
+
+    #[test]
+    fn elsewhere_names_policy_components_not_run_here() {
+        let e = RunConfig::from_toml(
+            "policy = \"p\"\nelsewhere = [\"dns_filter\"]\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\n",
+            Path::new("/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("elsewhere lists `dns_filter`, but component `dns` runs it here"),
+            "{e}"
+        );
+        let e = RunConfig::from_toml("policy = \"p\"\nelsewhere = [\"dns\"]\n", Path::new("/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `dns`"), "{e}");
+    }
 
     #[test]
     fn resolves_paths_and_fills_defaults() {

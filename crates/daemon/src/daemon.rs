@@ -332,19 +332,25 @@ fn nft_load(text: &str) -> Result<(), String> {
     }
 }
 
-/// Validate the policy without touching anything (`rampart check`: exit 0 or 1 = valid).
-fn validate(exe: &Path, policy: &Path) -> Result<(), DaemonError> {
+/// Validate the policy without touching anything (`rampart check`: exit 0 or 1 = valid), and
+/// require a component for everything it enables ([`RunConfig::check_components`]).
+fn validate(exe: &Path, config: &RunConfig) -> Result<(), DaemonError> {
     let out = Command::new(exe)
         .arg("check")
-        .arg(policy)
+        .arg(&config.policy)
         .output()
         .map_err(|e| DaemonError::io(exe, e))?;
     match out.status.code() {
-        Some(0) | Some(1) => Ok(()),
-        _ => Err(DaemonError::Apply(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )),
+        Some(0) | Some(1) => {}
+        _ => {
+            return Err(DaemonError::Apply(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
     }
+    let loaded =
+        rampart_policy::load_file(&config.policy).map_err(|e| DaemonError::Apply(e.to_string()))?;
+    config.check_components(&loaded.policy)
 }
 
 fn coverage(exe: &Path, policy: &Path) -> Value {
@@ -374,7 +380,7 @@ impl Daemon {
         make_dir(&config.state_dir.join("events"), dir_mode)?;
         make_dir(&nft_state_dir(&config), 0o700)?;
         let fail_open = fail_open_routes(&config)?;
-        validate(&exe, &config.policy)?;
+        validate(&exe, &config)?;
         if config.apply {
             apply(&exe, &config)?;
         }
@@ -615,7 +621,7 @@ impl Daemon {
     pub fn reload(&mut self) -> Result<String, String> {
         let shared = self.shared.clone();
         let config = &shared.config;
-        let result = validate(&self.shared.exe, &config.policy).and_then(|()| {
+        let result = validate(&self.shared.exe, config).and_then(|()| {
             if config.apply {
                 apply(&self.shared.exe, config)
             } else {

@@ -58,6 +58,10 @@ pub enum DaemonError {
     /// Applying the policy failed; the kernel ruleset is unchanged.
     #[error("policy not applied, the running ruleset is unchanged: {0}")]
     Apply(String),
+    /// The policy enables a component the run configuration neither runs nor declares as
+    /// running elsewhere; nothing was started or applied.
+    #[error("{0}")]
+    ComponentsNotRun(String),
     /// A control request was malformed or refused.
     #[error("control: {0}")]
     Control(String),

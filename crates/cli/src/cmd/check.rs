@@ -16,8 +16,9 @@ use crate::Outcome;
 pub(crate) struct Args {
     /// Policy file.
     pub(crate) policy: Option<PathBuf>,
-    /// A run configuration (`rampart run --config`): check its policy and every component's
-    /// configuration.
+    /// A run configuration (`rampart run --config`): check its policy, every component's
+    /// configuration, and that every component the policy enables runs (or is listed in
+    /// `elsewhere`).
     #[arg(long, value_name = "RUN_TOML")]
     pub(crate) run: Option<PathBuf>,
     /// Print diagnostics and findings as JSON.
@@ -30,17 +31,18 @@ pub(crate) struct Args {
 /// `--run`, every component configuration is loaded too; any that does not load is an error
 /// (exit 2) after all of them were tried, each error naming its file.
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
-    let (policy_path, components) = match &args.run {
+    let (policy_path, components, run_config) = match &args.run {
         Some(run) => {
             let config = crate::cmd::run::load_config(run)?;
             let checked: Vec<ComponentCheck> =
                 config.components.iter().map(check_component).collect();
-            (config.policy.clone(), Some(checked))
+            (config.policy.clone(), Some(checked), Some(config))
         }
         None => (
             args.policy
                 .clone()
                 .context("a policy file or --run is required")?,
+            None,
             None,
         ),
     };
@@ -72,7 +74,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             }
         }
     }
+    // Every component the policy enables must run in the deployment (or be declared to run
+    // elsewhere): `rampart run` refuses to start or reload otherwise.
+    let unrun = run_config
+        .as_ref()
+        .map(|config| config.check_components(&loaded.policy));
     let broken: Vec<&ComponentCheck> = components.iter().filter(|c| c.result.is_err()).collect();
+    if let Some(Err(e)) = unrun {
+        if !broken.is_empty() {
+            eprintln!("{e}");
+        } else {
+            anyhow::bail!("{e}");
+        }
+    }
     if !broken.is_empty() {
         let names: Vec<&str> = broken.iter().map(|c| c.name.as_str()).collect();
         anyhow::bail!(
