@@ -84,6 +84,38 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// Namespaces `client_ns` and `server_ns` joined by a veth pair (CLIENT, SERVER).
+fn two_namespaces(client_ns: &str, server_ns: &str) {
+    for ns in [client_ns, server_ns] {
+        ok(Command::new("ip").args(["netns", "add", ns]));
+        ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+    }
+    ok(Command::new("ip").args([
+        "-n", client_ns, "link", "add", "c0", "type", "veth", "peer", "name", "s0", "netns",
+        server_ns,
+    ]));
+    ok(Command::new("ip").args([
+        "-n",
+        client_ns,
+        "addr",
+        "add",
+        &format!("{CLIENT}/24"),
+        "dev",
+        "c0",
+    ]));
+    ok(Command::new("ip").args([
+        "-n",
+        server_ns,
+        "addr",
+        "add",
+        &format!("{SERVER}/24"),
+        "dev",
+        "s0",
+    ]));
+    ok(Command::new("ip").args(["-n", client_ns, "link", "set", "c0", "up"]));
+    ok(Command::new("ip").args(["-n", server_ns, "link", "set", "s0", "up"]));
+}
+
 /// A server in namespace `ns` answering every connection with "ok\n".
 fn serve_in(ns: &str) {
     let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
@@ -144,35 +176,7 @@ fn jailed_program_is_denied_egress_while_the_same_binary_under_another_name_is_n
     };
     let (client_ns, server_ns) = (guard.namespaces[0].clone(), guard.namespaces[1].clone());
 
-    // Two namespaces joined by a veth pair.
-    for ns in [&client_ns, &server_ns] {
-        ok(Command::new("ip").args(["netns", "add", ns]));
-        ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
-    }
-    ok(Command::new("ip").args([
-        "-n", &client_ns, "link", "add", "c0", "type", "veth", "peer", "name", "s0", "netns",
-        &server_ns,
-    ]));
-    ok(Command::new("ip").args([
-        "-n",
-        &client_ns,
-        "addr",
-        "add",
-        &format!("{CLIENT}/24"),
-        "dev",
-        "c0",
-    ]));
-    ok(Command::new("ip").args([
-        "-n",
-        &server_ns,
-        "addr",
-        "add",
-        &format!("{SERVER}/24"),
-        "dev",
-        "s0",
-    ]));
-    ok(Command::new("ip").args(["-n", &client_ns, "link", "set", "c0", "up"]));
-    ok(Command::new("ip").args(["-n", &server_ns, "link", "set", "s0", "up"]));
+    two_namespaces(&client_ns, &server_ns);
     serve_in(&server_ns);
 
     // The programs: a jailed copy, its hard link, a control copy, and (on a tmpfs the jail
@@ -401,5 +405,181 @@ fn bad_configuration_is_refused_with_the_reason() {
     assert!(
         stderr.contains("jail.toml is not valid") && stderr.contains("not absolute"),
         "{stderr}"
+    );
+}
+
+/// The policy is the one source: `rampart jail --policy` jails the policy's `[[programs]]` and
+/// the same policy, compiled, rejects the egress of `owner = { program = [...] }` — the jailed
+/// copy is refused while a copy of the same binary under another path reaches the server.
+#[test]
+fn jail_driven_by_the_policy_blocks_the_program_its_rules_name() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("rampart-jailp-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = rampart_jail::cgroup2_mount().unwrap();
+    let root = format!("rampart-test-jailp-{id}");
+    let mut guard = Cleanup {
+        namespaces: vec![format!("rjpc-{id}"), format!("rjps-{id}")],
+        cgroup_root: Some(mount.join(&root)),
+        tmpfs: None,
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    let (client_ns, server_ns) = (guard.namespaces[0].clone(), guard.namespaces[1].clone());
+    two_namespaces(&client_ns, &server_ns);
+    serve_in(&server_ns);
+
+    let nc = std::fs::canonicalize(which("nc").unwrap()).unwrap();
+    let jailed = dir.join("verclsid-nc");
+    let control = dir.join("other-nc");
+    std::fs::copy(&nc, &jailed).unwrap();
+    std::fs::copy(&nc, &control).unwrap();
+
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+[defaults]
+ingress = "accept"
+egress = "accept"
+forward = "drop"
+
+[jail]
+cgroup_root = "{root}"
+
+[[programs]]
+name = "verclsid"
+paths = ["{}"]
+mitigates = ["T1218.012"]
+
+[[rules]]
+name = "verclsid-no-egress"
+direction = "egress"
+action = "reject"
+owner = {{ program = ["verclsid"] }}
+mitigates = ["T1218.012"]
+"#,
+            jailed.display()
+        ),
+    )
+    .unwrap();
+
+    let mut jail = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["jail", "--policy"])
+        .arg(&policy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(jail.stdout.take().unwrap());
+    let mut stderr = jail.stderr.take().unwrap();
+    guard.children.push(jail);
+    let ready = read_json_line(&mut stdout, Instant::now() + Duration::from_secs(10));
+    assert_eq!(ready["event"], "ready", "{ready}");
+    let cgroup = format!("{root}/verclsid");
+    assert_eq!(ready["programs"][0]["name"], "verclsid", "{ready}");
+    assert_eq!(ready["programs"][0]["cgroup"], cgroup.as_str(), "{ready}");
+
+    // The compiled ruleset names the same cgroup the jail created.
+    let compiled = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("compile")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let ruleset = dir.join("ruleset.nft");
+    std::fs::write(&ruleset, &compiled.stdout).unwrap();
+    assert!(
+        String::from_utf8_lossy(&compiled.stdout).contains(&cgroup),
+        "ruleset does not name {cgroup}"
+    );
+    ok(Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{client_ns}"))
+        .args(["nft", "-f"])
+        .arg(&ruleset));
+
+    assert_eq!(
+        connect_with(&client_ns, &control).trim(),
+        "ok",
+        "the same binary under another path must connect"
+    );
+    assert_eq!(
+        connect_with(&client_ns, &jailed).trim(),
+        "",
+        "the program the policy names connected"
+    );
+
+    let jail = guard.children.last_mut().unwrap();
+    // SAFETY: kill with a pid we spawned.
+    unsafe { libc::kill(jail.id() as i32, libc::SIGTERM) };
+    let stopped = read_json_line(&mut stdout, Instant::now() + Duration::from_secs(5));
+    assert_eq!(stopped["event"], "stopped", "{stopped}");
+    assert_eq!(stopped["stats"]["execs_jailed"], 1, "{stopped}");
+    let mut err = String::new();
+    let _ = stderr.read_to_string(&mut err);
+    assert!(jail.wait().unwrap().success(), "{err}");
+}
+
+#[test]
+fn jail_needs_exactly_one_source_and_a_policy_with_programs() {
+    let dir = std::env::temp_dir().join(format!("rampart-jail-src-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .arg("jail")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(dir.join("empty.toml"), "[defaults]\negress = \"accept\"\n").unwrap();
+    std::fs::write(
+        dir.join("typo.toml"),
+        "[[programs]]\nname = \"verclsid\"\npaths = [\"/usr/bin/verclsid\"]\n\n[[rules]]\nname = \"r\"\ndirection = \"egress\"\naction = \"reject\"\nowner = { program = [\"verclsd\"] }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jail.toml"),
+        "[[program]]\nname = \"x\"\npaths = [\"/bin/x\"]\n",
+    )
+    .unwrap();
+    let neither = run(&[]);
+    let both = run(&["--config", "jail.toml", "--policy", "empty.toml"]);
+    let no_programs = run(&["--policy", "empty.toml"]);
+    let typo = run(&["--policy", "typo.toml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(neither.0, Some(2), "{}", neither.1);
+    assert!(
+        neither.1.contains("--config") && neither.1.contains("--policy"),
+        "{}",
+        neither.1
+    );
+    assert_eq!(both.0, Some(2), "{}", both.1);
+    assert!(both.1.contains("cannot be used with"), "{}", both.1);
+    assert_eq!(no_programs.0, Some(2), "{}", no_programs.1);
+    assert!(
+        no_programs.1.contains("declares no [[programs]]"),
+        "{}",
+        no_programs.1
+    );
+    assert_eq!(typo.0, Some(2), "{}", typo.1);
+    assert!(
+        typo.1.contains("E0106") && typo.1.contains("did you mean `verclsid`?"),
+        "{}",
+        typo.1
     );
 }

@@ -98,6 +98,12 @@ pub struct Policy {
     pub components: Vec<Component>,
     /// Profiles that were expanded into rules, for reporting.
     pub profiles: Vec<ProfileUse>,
+    /// The exec jail (per-program egress) the policy configures: `None` when it names no
+    /// programs. Rules reach a program through its cgroup ([`Jail::cgroup_of`]) in
+    /// [`Owner::cgroups`], so no backend needs this; the jail itself and coverage do.
+    /// Left out of serialised output when `None` (older IR JSON stays byte-identical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<Jail>,
 }
 
 impl Policy {
@@ -856,6 +862,328 @@ pub struct ProfileUse {
     pub loc: SourceLoc,
 }
 
+/// Bounds and defaults of a [`Jail`]. A program name becomes a cgroup directory name and the
+/// jail holds one fanotify mark per path, so everything is bounded.
+pub mod jail_limits {
+    /// The parent cgroup of the per-program cgroups when the policy names none.
+    pub const DEFAULT_CGROUP_ROOT: &str = "rampart.jail";
+    /// Most programs one jail handles.
+    pub const MAX_PROGRAMS: usize = 256;
+    /// Most paths per program (hard links of one path count once anyway).
+    pub const MAX_PATHS_PER_PROGRAM: usize = 64;
+    /// Most SHA-256 digests per program.
+    pub const MAX_DIGESTS_PER_PROGRAM: usize = 64;
+    /// Most mounts watched for copies.
+    pub const MAX_WATCH_MOUNTS: usize = 16;
+    /// Longest program name in bytes (it becomes a cgroup directory name).
+    pub const MAX_NAME_BYTES: usize = 64;
+    /// Deepest cgroup root, in path components.
+    pub const MAX_ROOT_COMPONENTS: usize = 4;
+    /// Longest program path or watched mount, in bytes (Linux `PATH_MAX`).
+    pub const MAX_PATH_BYTES: usize = 4096;
+}
+
+/// A SHA-256 digest; serialised as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    /// Parse 64 hex digits (either case). `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({self})")
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Sha256::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("a SHA-256 digest is 64 hex digits"))
+    }
+}
+
+/// The exec jail a policy configures (ATT&CK T1218/T1218.012, per-program egress; the shell is
+/// crate `rampart-jail`). Each [`Program`] gets the cgroup `<cgroup_root>/<name>` below the
+/// cgroup v2 mount, every exec of it is moved there before it runs, and rules match that cgroup
+/// in [`Owner::cgroups`] (nft `socket cgroupv2`).
+///
+/// Invariants ([`Jail::check`] tests them; the policy front-end and the jail's own TOML both
+/// hold them): 1 to [`jail_limits::MAX_PROGRAMS`] programs with unique names of
+/// `[a-z0-9_-]{1,64}`; each with absolute paths and/or digests within the per-program bounds;
+/// `cgroup_root` a relative path of 1-4 components of letters, digits, `.`, `-`, `_`;
+/// absolute `watch_mounts`, which are given exactly when some program has a digest (digests
+/// without a watched mount would never see a copy, and a watched mount without digests could
+/// match nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jail {
+    /// Parent cgroup of the per-program cgroups, relative to the cgroup v2 mount.
+    pub cgroup_root: String,
+    /// Absolute mount points on which every exec is checked against the programs' digests.
+    pub watch_mounts: Vec<String>,
+    /// The programs, in declaration order.
+    pub programs: Vec<Program>,
+    /// Where the jail settings are declared (the first program when there is no `[jail]`).
+    pub loc: SourceLoc,
+}
+
+/// One jailed program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// Name; the cgroup is `<cgroup_root>/<name>`.
+    pub name: String,
+    /// Absolute executable paths (the jail watches each path's inode, so hard links are caught).
+    pub paths: Vec<String>,
+    /// Digests that identify copies of the program on [`Jail::watch_mounts`].
+    pub sha256: Vec<Sha256>,
+    /// Techniques jailing this program mitigates (for events and coverage).
+    pub mitigates: Vec<TechniqueId>,
+    /// Where the program is declared.
+    pub loc: SourceLoc,
+}
+
+/// Why a [`Jail`] breaks its invariants; the message names the key or program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JailInvalid {
+    /// No programs: a jail with nothing to jail is a mistake.
+    NoPrograms,
+    /// More than [`jail_limits::MAX_PROGRAMS`] programs.
+    TooManyPrograms,
+    /// Two programs share a name.
+    DuplicateProgram(String),
+    /// A program name that cannot be a cgroup directory name.
+    ProgramName(String),
+    /// A program with neither paths nor digests.
+    NothingIdentifies(String),
+    /// A program with more paths or digests than allowed (program, what).
+    TooMany(String, &'static str),
+    /// A program path that is not absolute (program, path).
+    RelativePath(String, String),
+    /// A technique id that is not shaped like one (program, id).
+    TechniqueId(String, String),
+    /// A bad `cgroup_root`.
+    CgroupRoot(String),
+    /// More than [`jail_limits::MAX_WATCH_MOUNTS`] watched mounts.
+    TooManyMounts,
+    /// A watched mount that is not absolute.
+    RelativeMount(String),
+    /// Watched mounts without any digest.
+    MountsWithoutDigests,
+    /// A digest without watched mounts (the program with it).
+    DigestsWithoutMounts(String),
+}
+
+impl fmt::Display for JailInvalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use jail_limits::*;
+        match self {
+            JailInvalid::NoPrograms => {
+                f.write_str("no programs: a jail with nothing to jail is a mistake")
+            }
+            JailInvalid::TooManyPrograms => write!(f, "at most {MAX_PROGRAMS} programs"),
+            JailInvalid::DuplicateProgram(n) => write!(f, "program `{n}` is declared twice"),
+            JailInvalid::ProgramName(n) => write!(
+                f,
+                "program name `{n}`: 1-{MAX_NAME_BYTES} characters of a-z, 0-9, '-', '_'"
+            ),
+            JailInvalid::NothingIdentifies(n) => {
+                write!(f, "program `{n}`: give paths, sha256 or both")
+            }
+            JailInvalid::TooMany(n, what) => {
+                let max = if *what == "paths" {
+                    MAX_PATHS_PER_PROGRAM
+                } else {
+                    MAX_DIGESTS_PER_PROGRAM
+                };
+                write!(f, "program `{n}`: at most {max} {what}")
+            }
+            JailInvalid::RelativePath(n, p) => {
+                write!(
+                    f,
+                    "program `{n}`: path `{p}` is not absolute (or longer than {MAX_PATH_BYTES} bytes)"
+                )
+            }
+            JailInvalid::TechniqueId(n, id) => write!(
+                f,
+                "program `{n}`: `{id}` is not an ATT&CK technique id (T1234 or T1234.001)"
+            ),
+            JailInvalid::CgroupRoot(r) => write!(
+                f,
+                "cgroup_root `{r}`: a relative path of 1-{MAX_ROOT_COMPONENTS} components of \
+                 letters, digits, '.', '-', '_'"
+            ),
+            JailInvalid::TooManyMounts => {
+                write!(f, "watch_mounts: at most {MAX_WATCH_MOUNTS} mounts")
+            }
+            JailInvalid::RelativeMount(m) => {
+                write!(f, "watch_mounts: `{m}` is not an absolute path")
+            }
+            JailInvalid::MountsWithoutDigests => f.write_str(
+                "watch_mounts is set but no program has sha256: nothing could match a copy",
+            ),
+            JailInvalid::DigestsWithoutMounts(n) => write!(
+                f,
+                "program `{n}` has sha256 but watch_mounts is empty: copies would never be seen"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JailInvalid {}
+
+impl Jail {
+    /// The cgroup of `program`, relative to the cgroup v2 mount: what rules put in
+    /// [`Owner::cgroups`] (nft resolves it below the mount nft sees, `unified/` on hybrid hosts).
+    pub fn cgroup_of(&self, program: &Program) -> String {
+        format!("{}/{}", self.cgroup_root, program.name)
+    }
+
+    /// The program named `name`.
+    pub fn program(&self, name: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// Every invariant of the type (see [`Jail`]); the first broken one.
+    pub fn check(&self) -> Result<(), JailInvalid> {
+        Jail::check_cgroup_root(&self.cgroup_root)?;
+        if self.watch_mounts.len() > jail_limits::MAX_WATCH_MOUNTS {
+            return Err(JailInvalid::TooManyMounts);
+        }
+        for mount in &self.watch_mounts {
+            if !Jail::is_absolute_path(mount) {
+                return Err(JailInvalid::RelativeMount(mount.clone()));
+            }
+        }
+        if self.programs.is_empty() {
+            return Err(JailInvalid::NoPrograms);
+        }
+        if self.programs.len() > jail_limits::MAX_PROGRAMS {
+            return Err(JailInvalid::TooManyPrograms);
+        }
+        for (i, program) in self.programs.iter().enumerate() {
+            program.check()?;
+            if self.programs[..i].iter().any(|p| p.name == program.name) {
+                return Err(JailInvalid::DuplicateProgram(program.name.clone()));
+            }
+        }
+        let with_digest = self.programs.iter().find(|p| !p.sha256.is_empty());
+        match (with_digest, self.watch_mounts.is_empty()) {
+            (None, false) => Err(JailInvalid::MountsWithoutDigests),
+            (Some(p), true) => Err(JailInvalid::DigestsWithoutMounts(p.name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `name` may name a program (and so a cgroup directory).
+    pub fn check_program_name(name: &str) -> Result<(), JailInvalid> {
+        let ok = !name.is_empty()
+            && name.len() <= jail_limits::MAX_NAME_BYTES
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(())
+        } else {
+            Err(JailInvalid::ProgramName(name.to_string()))
+        }
+    }
+
+    /// Whether `root` may be the jail's cgroup root.
+    pub fn check_cgroup_root(root: &str) -> Result<(), JailInvalid> {
+        let components: Vec<&str> = root.split('/').collect();
+        let valid = !root.is_empty()
+            && components.len() <= jail_limits::MAX_ROOT_COMPONENTS
+            && components.iter().all(|c| {
+                !c.is_empty()
+                    && *c != "."
+                    && *c != ".."
+                    && c.len() <= jail_limits::MAX_NAME_BYTES
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            });
+        if valid {
+            Ok(())
+        } else {
+            Err(JailInvalid::CgroupRoot(root.to_string()))
+        }
+    }
+
+    /// Whether `path` is an absolute path of at most [`jail_limits::MAX_PATH_BYTES`] bytes
+    /// without NUL (what a program path and a watched mount must be).
+    pub fn is_absolute_path(path: &str) -> bool {
+        path.starts_with('/') && path.len() <= jail_limits::MAX_PATH_BYTES && !path.contains('\0')
+    }
+
+    /// Whether `id` is shaped like an ATT&CK technique id (`T1234` or `T1234.001`); whether it
+    /// exists is the policy front-end's business (it knows the catalogue).
+    pub fn is_technique_id(id: &str) -> bool {
+        let Some(rest) = id.strip_prefix('T') else {
+            return false;
+        };
+        let (main, sub) = match rest.split_once('.') {
+            Some((main, sub)) => (main, Some(sub)),
+            None => (rest, None),
+        };
+        main.len() == 4
+            && main.bytes().all(|b| b.is_ascii_digit())
+            && sub.is_none_or(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+impl Program {
+    /// The invariants of one program (name, identities, bounds, technique id shapes).
+    pub fn check(&self) -> Result<(), JailInvalid> {
+        Jail::check_program_name(&self.name)?;
+        if self.paths.is_empty() && self.sha256.is_empty() {
+            return Err(JailInvalid::NothingIdentifies(self.name.clone()));
+        }
+        if self.paths.len() > jail_limits::MAX_PATHS_PER_PROGRAM {
+            return Err(JailInvalid::TooMany(self.name.clone(), "paths"));
+        }
+        if self.sha256.len() > jail_limits::MAX_DIGESTS_PER_PROGRAM {
+            return Err(JailInvalid::TooMany(self.name.clone(), "sha256 digests"));
+        }
+        if let Some(p) = self.paths.iter().find(|p| !Jail::is_absolute_path(p)) {
+            return Err(JailInvalid::RelativePath(self.name.clone(), p.clone()));
+        }
+        if let Some(id) = self.mitigates.iter().find(|t| !Jail::is_technique_id(&t.0)) {
+            return Err(JailInvalid::TechniqueId(self.name.clone(), id.0.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// Whether `addr` lies in `net` (family-aware; an IPv4 address never matches an IPv6 net).
 pub fn net_contains(net: &IpNet, addr: IpAddr) -> bool {
     net.contains(&addr)
@@ -911,6 +1239,89 @@ mod tests {
             assert_eq!(Date::from_unix_days(days).unix_days(), days);
         }
         assert_eq!(d(2000, 3, 1).unix_days() - d(2000, 2, 28).unix_days(), 2);
+    }
+
+    fn program(name: &str, paths: &[&str]) -> Program {
+        Program {
+            name: name.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            sha256: Vec::new(),
+            mitigates: vec![TechniqueId("T1218.012".into())],
+            loc: SourceLoc::default(),
+        }
+    }
+
+    fn jail(programs: Vec<Program>) -> Jail {
+        Jail {
+            cgroup_root: jail_limits::DEFAULT_CGROUP_ROOT.into(),
+            watch_mounts: Vec::new(),
+            programs,
+            loc: SourceLoc::default(),
+        }
+    }
+
+    #[test]
+    fn jail_invariants_name_what_is_wrong() {
+        let good = jail(vec![program("verclsid", &["/usr/bin/verclsid"])]);
+        assert_eq!(good.check(), Ok(()));
+        assert_eq!(good.cgroup_of(&good.programs[0]), "rampart.jail/verclsid");
+        let err = |j: Jail| j.check().unwrap_err().to_string();
+        assert!(err(jail(vec![])).contains("nothing to jail"));
+        assert!(err(jail(vec![program("Bad Name", &["/x"])])).contains("program name"));
+        assert!(err(jail(vec![program("a", &[])])).contains("give paths, sha256"));
+        assert!(err(jail(vec![program("a", &["rel/x"])])).contains("not absolute"));
+        assert!(
+            err(jail(vec![program("a", &["/x"]), program("a", &["/y"])]))
+                .contains("declared twice")
+        );
+        let mut bad_id = program("a", &["/x"]);
+        bad_id.mitigates = vec![TechniqueId("X1".into())];
+        assert!(err(jail(vec![bad_id])).contains("technique id"));
+        for root in ["", "/abs", "../x", "a/b/c/d/e", "a//b", "sp ace"] {
+            let mut j = good.clone();
+            j.cgroup_root = root.into();
+            assert!(err(j).contains("cgroup_root"), "{root:?}");
+        }
+        let mut digests = good.clone();
+        digests.programs[0].sha256 = vec![Sha256([7; 32])];
+        assert!(err(digests.clone()).contains("watch_mounts is empty"));
+        digests.watch_mounts = vec!["/".into()];
+        assert_eq!(digests.check(), Ok(()));
+        digests.watch_mounts = vec!["mnt".into()];
+        assert!(err(digests).contains("not an absolute path"));
+        let mut mounts = good.clone();
+        mounts.watch_mounts = vec!["/".into()];
+        assert!(err(mounts).contains("no program has sha256"));
+        let many = jail(
+            (0..=jail_limits::MAX_PROGRAMS)
+                .map(|i| program(&format!("p{i}"), &["/x"]))
+                .collect(),
+        );
+        assert!(err(many).contains("at most 256 programs"));
+    }
+
+    #[test]
+    fn sha256_parses_prints_and_serialises_as_hex() {
+        let hex = format!("{}{}", "00".repeat(31), "fF");
+        let digest = Sha256::from_hex(&hex).unwrap();
+        let mut bytes = [0u8; 32];
+        bytes[31] = 0xff;
+        assert_eq!(digest, Sha256(bytes));
+        assert_eq!(digest.to_string(), hex.to_lowercase());
+        assert_eq!(Sha256::from_hex("zz"), None);
+        assert_eq!(Sha256::from_hex(&"g".repeat(64)), None);
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json, format!("\"{}\"", hex.to_lowercase()));
+        assert_eq!(serde_json::from_str::<Sha256>(&json).unwrap(), digest);
+        assert!(serde_json::from_str::<Sha256>("\"ab\"").is_err());
+    }
+
+    #[test]
+    fn a_policy_without_jail_serialises_as_before() {
+        let json = serde_json::to_value(Policy::default()).unwrap();
+        assert!(json.get("jail").is_none());
+        let back: Policy = serde_json::from_value(json).unwrap();
+        assert_eq!(back, Policy::default());
     }
 
     #[test]

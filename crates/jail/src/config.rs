@@ -1,25 +1,19 @@
 //! The jail's configuration: which programs, which cgroups. Pure: parsing and validation only.
+//! It comes from the jail's own TOML ([`Config::from_toml`]) or from a policy's `[[programs]]`
+//! and `[jail]` ([`Config::from_policy`]); both are validated by one implementation, the IR's
+//! [`rampart_ir::Jail::check`], so a policy and a `jail.toml` accept exactly the same programs.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use rampart_ir::TechniqueId;
+use rampart_ir::{jail_limits, Sha256, SourceLoc, TechniqueId};
 use serde::Deserialize;
 
 use crate::JailError;
 
 /// Most programs one jail handles.
-pub const MAX_PROGRAMS: usize = 256;
+pub const MAX_PROGRAMS: usize = jail_limits::MAX_PROGRAMS;
 /// Most paths (hard links count once anyway) per program.
-pub const MAX_PATHS_PER_PROGRAM: usize = 64;
-/// Most SHA-256 digests per program.
-const MAX_DIGESTS_PER_PROGRAM: usize = 64;
-/// Most mounts watched for copies.
-const MAX_WATCH_MOUNTS: usize = 16;
-/// Longest program name (it becomes a cgroup directory name).
-const MAX_NAME_BYTES: usize = 64;
-/// Deepest cgroup root (in path components).
-const MAX_ROOT_COMPONENTS: usize = 4;
+pub const MAX_PATHS_PER_PROGRAM: usize = jail_limits::MAX_PATHS_PER_PROGRAM;
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +52,36 @@ impl Config {
     /// Parse and validate TOML. Unknown keys are errors; every error names the key or program.
     pub fn from_toml(text: &str) -> Result<Self, JailError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| JailError::Config(e.to_string()))?;
-        raw.validate()
+        Self::from_jail(&raw.into_ir()?)
+    }
+
+    /// The jail a loaded policy declares (its `[[programs]]` and `[jail]`).
+    pub fn from_policy(policy: &rampart_ir::Policy) -> Result<Self, JailError> {
+        match &policy.jail {
+            Some(jail) => Self::from_jail(jail),
+            None => Err(err(
+                "the policy declares no [[programs]]: a jail with nothing to jail is a mistake",
+            )),
+        }
+    }
+
+    /// Validate an IR jail ([`rampart_ir::Jail::check`]) and take it as the configuration.
+    pub fn from_jail(jail: &rampart_ir::Jail) -> Result<Self, JailError> {
+        jail.check().map_err(|e| JailError::Config(e.to_string()))?;
+        Ok(Config {
+            cgroup_root: jail.cgroup_root.clone(),
+            watch_mounts: jail.watch_mounts.iter().map(PathBuf::from).collect(),
+            programs: jail
+                .programs
+                .iter()
+                .map(|p| Program {
+                    name: p.name.clone(),
+                    paths: p.paths.iter().map(PathBuf::from).collect(),
+                    sha256: p.sha256.iter().map(|d| d.0).collect(),
+                    mitigates: p.mitigates.clone(),
+                })
+                .collect(),
+        })
     }
 }
 
@@ -67,7 +90,7 @@ impl Config {
 struct RawConfig {
     cgroup_root: Option<String>,
     #[serde(default)]
-    watch_mounts: Vec<PathBuf>,
+    watch_mounts: Vec<String>,
     #[serde(default)]
     program: Vec<RawProgram>,
 }
@@ -77,7 +100,7 @@ struct RawConfig {
 struct RawProgram {
     name: String,
     #[serde(default)]
-    paths: Vec<PathBuf>,
+    paths: Vec<String>,
     #[serde(default)]
     sha256: Vec<String>,
     #[serde(default)]
@@ -89,177 +112,54 @@ fn err(msg: impl Into<String>) -> JailError {
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, JailError> {
-        let cgroup_root = self.cgroup_root.unwrap_or_else(|| "rampart.jail".into());
-        validate_cgroup_root(&cgroup_root)?;
-        if self.watch_mounts.len() > MAX_WATCH_MOUNTS {
-            return Err(err(format!(
-                "watch_mounts: at most {MAX_WATCH_MOUNTS} mounts"
-            )));
-        }
-        for mount in &self.watch_mounts {
-            if !mount.is_absolute() {
-                return Err(err(format!(
-                    "watch_mounts: `{}` is not an absolute path",
-                    mount.display()
-                )));
-            }
-        }
-        if self.program.is_empty() {
-            return Err(err(
-                "no [[program]]: a jail with nothing to jail is a mistake",
-            ));
-        }
+    /// The IR form; only what the IR cannot represent (a digest that is not hex) is checked
+    /// here, the rest by [`rampart_ir::Jail::check`].
+    fn into_ir(self) -> Result<rampart_ir::Jail, JailError> {
+        // Why: bound the work before converting digests of an oversized list.
         if self.program.len() > MAX_PROGRAMS {
             return Err(err(format!("at most {MAX_PROGRAMS} programs")));
         }
-        let mut names = BTreeSet::new();
-        let mut programs = Vec::with_capacity(self.program.len());
-        for raw in self.program {
-            let program = raw.validate()?;
-            if !names.insert(program.name.clone()) {
-                return Err(err(format!("program `{}` is declared twice", program.name)));
-            }
-            programs.push(program);
-        }
-        let any_digest = programs.iter().any(|p| !p.sha256.is_empty());
-        if !self.watch_mounts.is_empty() && !any_digest {
-            return Err(err(
-                "watch_mounts is set but no program has sha256: nothing could match a copy",
-            ));
-        }
-        if any_digest && self.watch_mounts.is_empty() {
-            let named = programs
-                .iter()
-                .find(|p| !p.sha256.is_empty())
-                .map(|p| p.name.clone());
-            return Err(err(format!(
-                "program `{}` has sha256 but watch_mounts is empty: copies would never be seen",
-                named.unwrap_or_default()
-            )));
-        }
-        Ok(Config {
-            cgroup_root,
-            watch_mounts: self.watch_mounts,
-            programs,
-        })
-    }
-}
-
-impl RawProgram {
-    fn validate(self) -> Result<Program, JailError> {
-        let name = self.name;
-        if name.is_empty()
-            || name.len() > MAX_NAME_BYTES
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(err(format!(
-                "program name `{name}`: 1-{MAX_NAME_BYTES} characters of a-z, 0-9, '-', '_'"
-            )));
-        }
-        if self.paths.is_empty() && self.sha256.is_empty() {
-            return Err(err(format!("program `{name}`: give paths, sha256 or both")));
-        }
-        if self.paths.len() > MAX_PATHS_PER_PROGRAM {
-            return Err(err(format!(
-                "program `{name}`: at most {MAX_PATHS_PER_PROGRAM} paths"
-            )));
-        }
-        for path in &self.paths {
-            if !path.is_absolute() {
-                return Err(err(format!(
-                    "program `{name}`: path `{}` is not absolute",
-                    path.display()
-                )));
-            }
-        }
-        if self.sha256.len() > MAX_DIGESTS_PER_PROGRAM {
-            return Err(err(format!(
-                "program `{name}`: at most {MAX_DIGESTS_PER_PROGRAM} sha256 digests"
-            )));
-        }
-        let sha256 = self
-            .sha256
-            .iter()
-            .map(|hex| {
-                parse_sha256(hex).ok_or_else(|| {
-                    err(format!(
-                        "program `{name}`: sha256 `{hex}` is not 64 hex digits"
-                    ))
+        let programs = self
+            .program
+            .into_iter()
+            .map(|raw| {
+                if raw.sha256.len() > jail_limits::MAX_DIGESTS_PER_PROGRAM {
+                    return Err(err(format!(
+                        "program `{}`: at most {} sha256 digests",
+                        raw.name,
+                        jail_limits::MAX_DIGESTS_PER_PROGRAM
+                    )));
+                }
+                let sha256 = raw
+                    .sha256
+                    .iter()
+                    .map(|hex| {
+                        Sha256::from_hex(hex).ok_or_else(|| {
+                            err(format!(
+                                "program `{}`: sha256 `{hex}` is not 64 hex digits",
+                                raw.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rampart_ir::Program {
+                    name: raw.name,
+                    paths: raw.paths,
+                    sha256,
+                    mitigates: raw.mitigates.into_iter().map(TechniqueId).collect(),
+                    loc: SourceLoc::default(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mitigates = self
-            .mitigates
-            .into_iter()
-            .map(|id| {
-                if rampart_attack_like_id(&id) {
-                    Ok(TechniqueId(id))
-                } else {
-                    Err(err(format!(
-                        "program `{name}`: `{id}` is not an ATT&CK technique id (T1234 or T1234.001)"
-                    )))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Program {
-            name,
-            paths: self.paths,
-            sha256,
-            mitigates,
+        Ok(rampart_ir::Jail {
+            cgroup_root: self
+                .cgroup_root
+                .unwrap_or_else(|| jail_limits::DEFAULT_CGROUP_ROOT.into()),
+            watch_mounts: self.watch_mounts,
+            programs,
+            loc: SourceLoc::default(),
         })
     }
-}
-
-fn validate_cgroup_root(root: &str) -> Result<(), JailError> {
-    let components: Vec<&str> = root.split('/').collect();
-    let valid = !root.is_empty()
-        && components.len() <= MAX_ROOT_COMPONENTS
-        && components.iter().all(|c| {
-            !c.is_empty()
-                && *c != "."
-                && *c != ".."
-                && c.len() <= MAX_NAME_BYTES
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(err(format!(
-            "cgroup_root `{root}`: a relative path of 1-{MAX_ROOT_COMPONENTS} components of \
-             letters, digits, '.', '-', '_'"
-        )))
-    }
-}
-
-fn rampart_attack_like_id(id: &str) -> bool {
-    let Some(rest) = id.strip_prefix('T') else {
-        return false;
-    };
-    let (main, sub) = match rest.split_once('.') {
-        Some((main, sub)) => (main, Some(sub)),
-        None => (rest, None),
-    };
-    main.len() == 4
-        && main.bytes().all(|b| b.is_ascii_digit())
-        && sub.is_none_or(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -331,6 +231,56 @@ mitigates = ["T1218.012"]
             error_of("colour = 1\n[[program]]\nname = \"a\"\npaths = [\"/x\"]\n")
                 .contains("unknown field")
         );
+    }
+
+    #[test]
+    fn builds_the_same_config_from_a_policy_as_from_its_toml() {
+        let digest = "cd".repeat(32);
+        let policy_text = format!(
+            "[jail]\ncgroup_root = \"rampart.jail\"\nwatch_mounts = [\"/\"]\n\n\
+             [[programs]]\nname = \"verclsid\"\npaths = [\"/usr/local/bin/verclsid\"]\n\
+             sha256 = [\"{digest}\"]\nmitigates = [\"T1218.012\"]\n\n\
+             [[rules]]\nname = \"no-egress\"\ndirection = \"egress\"\naction = \"reject\"\n\
+             owner = {{ program = [\"verclsid\"] }}\n"
+        );
+        let mut read = |_: &str| Ok::<String, std::io::Error>(policy_text.clone());
+        let loaded =
+            rampart_policy::load_with("policy.toml", &mut read).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let from_policy = Config::from_policy(&loaded.policy).unwrap();
+        let from_toml = Config::from_toml(&format!(
+            "watch_mounts = [\"/\"]\n{}sha256 = [\"{digest}\"]\n",
+            GOOD.replace("cgroup_root = \"rampart.jail\"\n", "")
+        ))
+        .unwrap();
+        assert_eq!(from_policy, from_toml);
+        // The rule names exactly the cgroup the jail puts the program in.
+        let cgroup = from_policy.cgroup_of(&from_policy.programs[0]);
+        let owner = loaded.policy.rules[0].owner.as_ref().unwrap();
+        assert_eq!(owner.cgroups, vec![cgroup]);
+    }
+
+    #[test]
+    fn a_policy_without_programs_or_with_a_broken_jail_is_refused() {
+        let empty = rampart_ir::Policy::default();
+        assert!(Config::from_policy(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("declares no [[programs]]"));
+        // A hand-built IR is checked too, not trusted.
+        let policy = rampart_ir::Policy {
+            jail: Some(rampart_ir::Jail {
+                cgroup_root: "../escape".into(),
+                watch_mounts: Vec::new(),
+                programs: Vec::new(),
+                loc: SourceLoc::default(),
+            }),
+            ..rampart_ir::Policy::default()
+        };
+        assert!(Config::from_policy(&policy)
+            .unwrap_err()
+            .to_string()
+            .contains("cgroup_root"));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! `FAN_OPEN_EXEC_PERM`, moves the exec'ing process into the program's cgroup, and only then lets
 //! the exec proceed, so there is no window in which the program runs outside its cgroup. Identity
 //! is the file's inode (hard links are caught), and optionally its SHA-256 (copies anywhere on a
-//! watched mount are caught). Policy rules then name the cgroup in `owner.cgroups`. The
-//! configuration and the exec decision are pure ([`Config`], [`Identities`]); [`Jail`] is the
+//! watched mount are caught). Policy rules then name the cgroup in `owner.cgroups` (written
+//! `owner = { program = [...] }` when the policy declares the programs; [`Config::from_policy`]
+//! runs the jail from those declarations). The configuration and the exec decision are pure ([`Config`], [`Identities`]); [`Jail`] is the
 //! shell (fanotify, cgroupfs, `/proc`). Non-goals: per-destination allowlists (the policy's
 //! rules do that), and stopping root, who can always leave a cgroup.
 

@@ -41,6 +41,36 @@ pub struct File {
     pub profiles: Vec<ProfileDecl>,
     /// `[components]`.
     pub components: Option<ComponentsDecl>,
+    /// `[[programs]]`: programs the exec jail confines.
+    pub programs: Vec<ProgramDecl>,
+    /// `[jail]`: the exec jail's settings.
+    pub jail: Option<JailDecl>,
+}
+
+/// `[[programs]]`: one program the exec jail confines (per-program egress).
+#[derive(Clone, Debug)]
+pub struct ProgramDecl {
+    /// The `[[programs]]` header.
+    pub span: Span,
+    /// `name` (becomes the cgroup `<cgroup_root>/<name>`).
+    pub name: Option<S<String>>,
+    /// `paths = [...]`: absolute executable paths.
+    pub paths: Vec<S<String>>,
+    /// The key `sha256` and its digests (hex).
+    pub sha256: Option<(Span, Vec<S<String>>)>,
+    /// `mitigates = [...]`.
+    pub mitigates: Vec<S<String>>,
+}
+
+/// `[jail]`: settings of the exec jail.
+#[derive(Clone, Debug)]
+pub struct JailDecl {
+    /// The table.
+    pub span: Span,
+    /// `cgroup_root = "rampart.jail"`.
+    pub cgroup_root: Option<S<String>>,
+    /// The key `watch_mounts` and its mounts.
+    pub watch_mounts: Option<(Span, Vec<S<String>>)>,
 }
 
 /// `[defaults]`.
@@ -210,6 +240,8 @@ pub struct OwnerDecl {
     pub gid: Vec<S<i64>>,
     /// cgroup paths.
     pub cgroup: Vec<S<String>>,
+    /// Program names (`[[programs]]`), resolved to their jail cgroups.
+    pub program: Vec<S<String>>,
 }
 
 /// `limit = { rate = "10/minute", burst = 20, per_source = true }`.
@@ -428,6 +460,8 @@ const TOP_KEYS: &[&str] = &[
     "rules",
     "profiles",
     "components",
+    "programs",
+    "jail",
 ];
 
 /// Build the typed tree of one file from its generic tree.
@@ -503,8 +537,63 @@ pub(crate) fn file_from_node(root: &Node, diags: &mut Diags) -> File {
             file.components = Some(c);
         }
     }
+    if let Some(e) = f.take("programs") {
+        match &e.value.kind {
+            NodeKind::Array(items) => {
+                if items.len() > MAX_LIST_ITEMS {
+                    too_many(e, diags);
+                } else {
+                    for item in items {
+                        match &item.kind {
+                            NodeKind::Table(t) => file.programs.push(program(item.span, t, diags)),
+                            _ => type_error(item, "programs", "a table ([[programs]])", diags),
+                        }
+                    }
+                }
+            }
+            _ => type_error(
+                &e.value,
+                "programs",
+                "an array of tables ([[programs]])",
+                diags,
+            ),
+        }
+    }
+    if let Some(e) = f.take("jail") {
+        if let Some(t) = as_table(e, diags) {
+            let mut jf = Fields::new(t);
+            file.jail = Some(JailDecl {
+                span: e.value.span,
+                cgroup_root: opt_str(&mut jf, "cgroup_root", diags),
+                watch_mounts: jf
+                    .take("watch_mounts")
+                    .map(|w| (w.key_span, as_str_list(w, diags))),
+            });
+            jf.finish("[jail]", JAIL_KEYS, diags);
+        }
+    }
     f.finish("the policy file (top level)", TOP_KEYS, diags);
     file
+}
+
+/// Keys of `[jail]`.
+pub const JAIL_KEYS: &[&str] = &["cgroup_root", "watch_mounts"];
+/// Keys of a `[[programs]]` table.
+pub const PROGRAM_KEYS: &[&str] = &["name", "paths", "sha256", "mitigates"];
+
+fn program(span: Span, t: &[Entry], diags: &mut Diags) -> ProgramDecl {
+    let mut f = Fields::new(t);
+    let p = ProgramDecl {
+        span,
+        name: opt_str(&mut f, "name", diags),
+        paths: str_list(&mut f, "paths", diags),
+        sha256: f
+            .take("sha256")
+            .map(|e| (e.key_span, as_str_list(e, diags))),
+        mitigates: str_list(&mut f, "mitigates", diags),
+    };
+    f.finish("a program", PROGRAM_KEYS, diags);
+    p
 }
 
 /// The sub-tables of `[zones]`, `[sets]`, ...: (name, name span, entries).
@@ -661,7 +750,7 @@ pub const RULE_KEYS: &[&str] = &[
     "app",
     "app_not",
 ];
-const OWNER_KEYS: &[&str] = &["uid", "gid", "cgroup"];
+const OWNER_KEYS: &[&str] = &["uid", "gid", "cgroup", "program"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "per_source"];
 const SYNPROXY_KEYS: &[&str] = &["mss", "wscale", "timestamp", "sack_perm"];
 const BAN_KEYS: &[&str] = &["timeout"];
@@ -786,6 +875,7 @@ pub(crate) fn owner(e: &Entry, diags: &mut Diags) -> Option<OwnerDecl> {
             .map(|x| as_int_list(x, diags))
             .unwrap_or_default(),
         cgroup: str_list(&mut of, "cgroup", diags),
+        program: str_list(&mut of, "program", diags),
     };
     of.finish("owner", OWNER_KEYS, diags);
     Some(o)

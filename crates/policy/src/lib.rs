@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod limits;
 pub mod print;
 pub mod profiles;
+mod programs;
 pub mod resolve;
 pub mod services;
 mod source;

@@ -147,6 +147,26 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
             let _ = writeln!(out, "{} = true", c.kind.as_str());
         }
     }
+    if let Some(j) = &policy.jail {
+        let _ = writeln!(out, "\n[jail]");
+        let _ = writeln!(out, "cgroup_root = {}", q(&j.cgroup_root));
+        if !j.watch_mounts.is_empty() {
+            let _ = writeln!(out, "watch_mounts = {}", list(&j.watch_mounts, |m| q(m)));
+        }
+        for p in &j.programs {
+            let _ = writeln!(out, "\n[[programs]]");
+            let _ = writeln!(out, "name = {}", q(&p.name));
+            if !p.paths.is_empty() {
+                let _ = writeln!(out, "paths = {}", list(&p.paths, |x| q(x)));
+            }
+            if !p.sha256.is_empty() {
+                let _ = writeln!(out, "sha256 = {}", list(&p.sha256, |d| q(&d.to_string())));
+            }
+            if !p.mitigates.is_empty() {
+                let _ = writeln!(out, "mitigates = {}", list(&p.mitigates, |t| q(&t.0)));
+            }
+        }
+    }
     for z in &policy.zones {
         let _ = writeln!(out, "\n[zones.{}]", q(&z.name));
         if !z.interfaces.is_empty() {

@@ -856,7 +856,7 @@ pub(crate) fn expand(
             }
             ParamKind::Owner => {
                 if let Some(o) = ast::owner(e, diags) {
-                    owner = resolve::resolve_owner(&o, diags);
+                    owner = resolve::resolve_owner(&o, &ctx.programs, diags);
                 }
             }
             ParamKind::Rate => {

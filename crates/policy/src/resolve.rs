@@ -51,6 +51,8 @@ pub(crate) struct Ctx<'a> {
     zone_spans: Vec<Span>,
     /// Families each set's elements cover (feeds: both, as unknown at compile time).
     set_families: Vec<u8>,
+    /// Declared programs, for `owner.program`.
+    pub programs: crate::programs::Programs,
 }
 
 /// The resolved fields of a rule with their spans, for [`Ctx::check_rule`].
@@ -615,8 +617,12 @@ pub(crate) fn parse_rate(s: &S<String>, diags: &mut Diags) -> Option<(u64, u32, 
     Some((rate, per_s, unit))
 }
 
-/// Resolve an `owner` table.
-pub(crate) fn resolve_owner(o: &ast::OwnerDecl, diags: &mut Diags) -> Option<Owner> {
+/// Resolve an `owner` table; `program` names become their jail cgroups.
+pub(crate) fn resolve_owner(
+    o: &ast::OwnerDecl,
+    programs: &crate::programs::Programs,
+    diags: &mut Diags,
+) -> Option<Owner> {
     let mut owner = Owner::default();
     let mut ok = true;
     for (list, out, what) in [
@@ -662,14 +668,27 @@ pub(crate) fn resolve_owner(o: &ast::OwnerDecl, diags: &mut Diags) -> Option<Own
                         .hint("write e.g. `system.slice/nginx.service`"),
                 );
             }
-            None => owner.cgroups.push(p.clone()),
+            None => {
+                programs.check_literal_cgroup(c, diags);
+                owner.cgroups.push(p.clone());
+            }
+        }
+    }
+    for name in &o.program {
+        match programs.cgroup(name, diags) {
+            Some(cgroup) => {
+                if !owner.cgroups.contains(&cgroup) {
+                    owner.cgroups.push(cgroup);
+                }
+            }
+            None => ok = false,
         }
     }
     if owner.uids.is_empty() && owner.gids.is_empty() && owner.cgroups.is_empty() && ok {
         diags.push(
-            Report::error("E0145", "`owner` lists no uid, gid or cgroup")
+            Report::error("E0145", "`owner` lists no uid, gid, cgroup or program")
                 .label(o.span, "empty owner")
-                .hint("remove `owner`, or list at least one uid, gid or cgroup"),
+                .hint("remove `owner`, or list at least one uid, gid, cgroup or program"),
         );
         return None;
     }
@@ -904,6 +923,7 @@ pub(crate) fn resolve(
         services: HashMap::new(),
         zone_spans: Vec::new(),
         set_families: Vec::new(),
+        programs: crate::programs::Programs::default(),
     };
     let mut zone_net_spans: Vec<Vec<(IpNet, Span)>> = Vec::new();
     let decl_count: usize = files
@@ -1125,6 +1145,9 @@ pub(crate) fn resolve(
         }
     }
 
+    let (jail, programs) = crate::programs::resolve_jail(files, sources, diags);
+    ctx.programs = programs;
+
     // Rules: profiles placed before user rules, user rules in file order, profiles placed after.
     let mut before: Vec<Candidate> = Vec::new();
     let mut user: Vec<Candidate> = Vec::new();
@@ -1230,6 +1253,10 @@ pub(crate) fn resolve(
 
     defaults.never_ban = never_ban;
     classifier_warning(&rules, &app_spans, &components, &defaults, diags);
+    // Why: after an error a rule's owner may be missing, so "no rule names it" could be false.
+    if let (Some(jail), false) = (&jail, diags.has_errors()) {
+        crate::programs::unused_programs(jail, &ctx.programs, &rules, diags);
+    }
     Policy {
         zones: ctx.zones,
         sets: ctx.sets,
@@ -1237,6 +1264,7 @@ pub(crate) fn resolve(
         defaults,
         components,
         profiles,
+        jail,
     }
 }
 
@@ -1467,7 +1495,7 @@ fn resolve_rule(ctx: &Ctx<'_>, r: &ast::RuleDecl, diags: &mut Diags) -> Option<C
             );
             None
         } else {
-            resolve_owner(o, diags)
+            resolve_owner(o, &ctx.programs, diags)
         }
     });
     let limit = r.limit.as_ref().and_then(|l| {

@@ -1,5 +1,7 @@
-//! `rampart jail`: the exec jail for per-program egress in the foreground. It creates the
-//! programs' cgroups, moves running instances into them, prints one JSON line naming each
+//! `rampart jail`: the exec jail for per-program egress in the foreground. The programs come
+//! from the jail's own configuration (`--config`) or from a policy's `[[programs]]` and
+//! `[jail]` (`--policy`, the same file `rampart apply` loads, so rules and jail agree on the
+//! cgroups by construction). It creates the programs' cgroups, moves running instances into them, prints one JSON line naming each
 //! program's cgroup (what policy rules put in `owner.cgroup`), then holds every exec of a jailed
 //! program until the process is in its cgroup. Stops on SIGINT or SIGTERM and prints its
 //! counters as a final JSON line.
@@ -15,10 +17,14 @@ use crate::Outcome;
 
 /// Arguments of `rampart jail`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("programs").required(true).args(["config", "policy"])))]
 pub(crate) struct Args {
     /// Jail configuration (TOML; see docs/jail.md).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Policy whose `[[programs]]` and `[jail]` say what to jail (see docs/policy.md).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Append one JSON line per jailed or refused exec to this file.
     #[arg(long)]
     events: Option<PathBuf>,
@@ -31,10 +37,21 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config = rampart_jail::Config::from_toml(&text)
-        .with_context(|| format!("{} is not valid", args.config.display()))?;
+    let config = match (&args.config, &args.policy) {
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            rampart_jail::Config::from_toml(&text)
+                .with_context(|| format!("{} is not valid", path.display()))?
+        }
+        (None, Some(path)) => {
+            let policy = crate::load::policy(path)?;
+            rampart_jail::Config::from_policy(&policy)
+                .with_context(|| format!("{} cannot drive the jail", path.display()))?
+        }
+        // clap's group makes exactly one of them present; say so anyway rather than panic.
+        _ => anyhow::bail!("give exactly one of --config JAIL_TOML or --policy POLICY"),
+    };
     let events: Option<Box<dyn Write + Send>> = match &args.events {
         Some(path) => {
             let file = OpenOptions::new()
