@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod load;
+mod serve;
 
 /// What a subcommand concluded, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::Outcome;
 
@@ -37,24 +36,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             "{}",
             serde_json::json!({ "event": "listening", "udp": handle.udp_addrs, "tcp": handle.tcp_addrs, "metrics": handle.metrics_addr })
         );
-        let mut hangup = signal(SignalKind::hangup())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
-                _ = hangup.recv() => {
-                    let reloaded = match read_config(&args.config) {
-                        Ok(config) => handle.reload(&config).await.map_err(anyhow::Error::from),
-                        Err(err) => Err(err),
-                    };
-                    match reloaded {
-                        Ok(()) => eprintln!("rampart dns: reloaded {}", args.config.display()),
-                        Err(err) => eprintln!("rampart dns: reload refused, still serving the previous configuration: {err:#}"),
-                    }
-                }
+        let server = &handle;
+        let config_path = &args.config;
+        crate::serve::until_stopped(move || async move {
+            let reloaded = match read_config(config_path) {
+                Ok(config) => server.reload(&config).await.map_err(anyhow::Error::from),
+                Err(err) => Err(err),
+            };
+            match reloaded {
+                Ok(()) => eprintln!("rampart dns: reloaded {}", config_path.display()),
+                Err(err) => eprintln!(
+                    "rampart dns: reload refused, still serving the previous configuration: {err:#}"
+                ),
             }
-        }
+        })
+        .await?;
         handle.shutdown();
         Ok::<_, anyhow::Error>(())
     })?;

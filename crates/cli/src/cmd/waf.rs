@@ -14,7 +14,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::Outcome;
 
@@ -58,35 +57,31 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             serde_json::json!({ "event": "listening", "addr": handle.addr, "reload_in_place": true })
         );
         let handle = std::sync::Arc::new(handle);
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
-                _ = hangup.recv() => {
-                    let h = handle.clone();
-                    let path = args.config.clone();
-                    // Rule loading is CPU work: off the runtime thread that serves requests.
-                    let result = tokio::task::spawn_blocking(move || reload(&h, &path)).await;
-                    let line = match result {
-                        Ok(Ok(r)) => serde_json::json!({
-                            "event": "reload", "ok": true, "rules": r.rules, "warnings": r.warnings.len()
-                        }),
-                        Ok(Err(e)) => {
-                            let e = one_line(&e);
-                            eprintln!("error: reload of {} failed, keeping the running configuration: {e}", args.config.display());
-                            serde_json::json!({ "event": "reload", "ok": false, "error": e })
-                        }
-                        Err(e) => {
-                            eprintln!("error: reload of {} failed, keeping the running configuration: {e}", args.config.display());
-                            serde_json::json!({ "event": "reload", "ok": false, "error": e.to_string() })
-                        }
-                    };
-                    println!("{line}");
-                }
+        let config_path = &args.config;
+        crate::serve::until_stopped(|| {
+            let h = handle.clone();
+            let path = config_path.clone();
+            async move {
+                // Rule loading is CPU work: off the runtime thread that serves requests.
+                let result = tokio::task::spawn_blocking(move || reload(&h, &path)).await;
+                let line = match result {
+                    Ok(Ok(r)) => serde_json::json!({
+                        "event": "reload", "ok": true, "rules": r.rules, "warnings": r.warnings.len()
+                    }),
+                    Ok(Err(e)) => {
+                        let e = one_line(&e);
+                        eprintln!("error: reload of {} failed, keeping the running configuration: {e}", config_path.display());
+                        serde_json::json!({ "event": "reload", "ok": false, "error": e })
+                    }
+                    Err(e) => {
+                        eprintln!("error: reload of {} failed, keeping the running configuration: {e}", config_path.display());
+                        serde_json::json!({ "event": "reload", "ok": false, "error": e.to_string() })
+                    }
+                };
+                println!("{line}");
             }
-        }
+        })
+        .await?;
         handle.shutdown();
         Ok::<_, anyhow::Error>(())
     })?;
