@@ -22,15 +22,16 @@ else
 fi
 cargo build --release -q -p rampart-waf --example okserver
 TMP="$(mktemp -d /tmp/rampart-wafbench.XXXXXX)"
+# shellcheck source=bench/waf-peer.sh
+. bench/waf-peer.sh
 cleanup() {
   kill "${UP_PID:-}" "${WAF_PID:-}" 2>/dev/null || true
-  if [ -n "${NGX_PID:-}" ]; then kill "$NGX_PID" 2>/dev/null || true; fi
+  waf_peer_stop
   sleep 0.5
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-taskset -c 1 "$BIN/examples/okserver" 127.0.0.1:19000 >/dev/null &
-UP_PID=$!
+waf_upstream_start 19000 1
 
 cat >"$TMP/waf.toml" <<TOML
 listen = "127.0.0.1:18080"
@@ -44,50 +45,14 @@ TOML
 taskset -c 0 "${WAF[@]}" "$TMP/waf.toml" >/dev/null &
 WAF_PID=$!
 
-MODSEC_SO=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
-if command -v nginx >/dev/null && [ -f "$MODSEC_SO" ]; then
-  # ModSecurity as Debian configures it (/etc/nginx/modsecurity.conf: request and response
-  # body access, JSON/XML processors), blocking, audit log off, CRS v4 at its default PL1.
-  cat >"$TMP/modsec.conf" <<CONF
-Include /etc/nginx/modsecurity.conf
-SecRuleEngine On
-SecAuditEngine Off
-Include $CRS/crs-setup.conf.example
-Include $CRS/rules/*.conf
-CONF
-  mkdir -p "$TMP/logs"
-  cat >"$TMP/nginx.conf" <<CONF
-load_module $MODSEC_SO;
-user root;
-worker_processes 1;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_buffer_size 64k;
-  client_body_temp_path $TMP/body;
-  proxy_temp_path $TMP/proxy;
-  upstream up { server 127.0.0.1:19000; keepalive 32; }
-  server {
-    listen 127.0.0.1:18081;
-    modsecurity on;
-    modsecurity_rules_file $TMP/modsec.conf;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-  server {
-    listen 127.0.0.1:18082;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-  taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" &
-  NGX_PID=$!
+if waf_peer_available; then
+  # CRS v4 at its default PL1; one worker on CPU 0, a plain nginx (no WAF) on 18082.
+  waf_peer_start "$TMP" "$CRS" 18081 19000 workers=1 cpus=0 plain_port=18082
 else
   echo "nginx with libnginx-mod-http-modsecurity not installed: peer skipped"
 fi
-sleep 4
+waf_wait_port 18080 30
+sleep 1
 
 python3 - "$TMP" <<'PY'
 import json, sys
