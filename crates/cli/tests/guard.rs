@@ -343,11 +343,16 @@ struct Guard {
 
 impl Guard {
     fn start(ns: &str, config: &Path) -> (Guard, serde_json::Value) {
+        Guard::start_with(ns, &["--config".as_ref(), config.as_os_str()])
+    }
+
+    /// Start with these arguments after `rampart guard` (e.g. `--policy P --config C`).
+    fn start_with(ns: &str, args: &[&std::ffi::OsStr]) -> (Guard, serde_json::Value) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(env!("CARGO_BIN_EXE_rampart"))
-            .args(["guard", "--config"])
-            .arg(config)
+            .arg("guard")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -1176,17 +1181,34 @@ fn host_role_pins_the_gateway_neighbour_and_reports_the_spoof() {
     let victim_ip = Ipv4Addr::new(192, 0, 2, 10);
     ns_sh(&cli, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     let events_file = dir.join("events.jsonl");
+    // The gateway pin is policy (the policy's `[l2.gateway]`); the state files are runtime.
     let config = dir.join("guard.toml");
     std::fs::write(
         &config,
         format!(
-            "bindings_file = \"{}\"\nevents_file = \"{}\"\n[gateway]\nip = \"192.0.2.1\"\nmac = \"{SRV_MAC}\"\ninterface = \"eth0\"\n",
+            "bindings_file = \"{}\"\nevents_file = \"{}\"\n",
             dir.join("bindings").display(),
             events_file.display()
         ),
     )
     .unwrap();
-    let (guard, started) = Guard::start(&cli, &config);
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[components]\nl2_guard = true\n\n[l2.gateway]\nip = \"192.0.2.1\"\nmac = \"{SRV_MAC}\"\ninterface = \"eth0\"\n"
+        ),
+    )
+    .unwrap();
+    let (guard, started) = Guard::start_with(
+        &cli,
+        &[
+            "--policy".as_ref(),
+            policy.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
     assert_eq!(started["tables"][0], "arp rampart_guard_host", "{started}");
     assert!(
         neigh_mac(&cli, "192.0.2.1").contains("PERMANENT"),
@@ -1268,6 +1290,90 @@ fn bad_configuration_and_corrupt_bindings_are_errors_naming_the_place() {
         std::fs::read_to_string(&bindings).unwrap(),
         corrupt,
         "corrupt file must be kept"
+    );
+}
+
+/// Runs without root: `--policy` alone, with a runtime file, and with a key in both places.
+#[test]
+fn policy_l2_merges_with_the_runtime_file_and_a_key_in_both_is_refused() {
+    let scratch = Scratch::new("rampart-guard-policy");
+    let dir = scratch.0.clone();
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["guard", "--print-ruleset"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[l2]\nbridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\nuntrusted_ports = [\"p_cli\"]\n\n[l2.block]\nllmnr = true\n",
+    )
+    .unwrap();
+    let runtime = dir.join("runtime.toml");
+    let base = format!(
+        "bindings_file = \"{}\"\nevents_file = \"{}\"\n",
+        dir.join("bindings").display(),
+        dir.join("events").display()
+    );
+    std::fs::write(&runtime, &base).unwrap();
+    let (p, c) = (policy.as_os_str(), runtime.as_os_str());
+
+    let out = run(&["--policy".as_ref(), p, "--config".as_ref(), c]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let merged = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        merged.contains("p_srv") && merged.contains("5355"),
+        "{merged}"
+    );
+    // The same settings in one file give the same ruleset.
+    let whole = dir.join("whole.toml");
+    std::fs::write(
+        &whole,
+        format!("{base}bridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\nuntrusted_ports = [\"p_cli\"]\n[block]\nllmnr = true\n"),
+    )
+    .unwrap();
+    let out = run(&["--config".as_ref(), whole.as_os_str()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), merged);
+
+    // A policy key repeated in the runtime file: refused, naming the key and both files.
+    std::fs::write(&runtime, format!("{base}trusted_ports = [\"p_cli\"]\n")).unwrap();
+    let out = run(&["--policy".as_ref(), p, "--config".as_ref(), c]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`trusted_ports`")
+            && stderr.contains("policy.toml")
+            && stderr.contains("runtime.toml"),
+        "{stderr}"
+    );
+    // --policy alone lacks the state files; a policy without [l2] is refused; an invalid
+    // [l2] shows its diagnostics.
+    let out = run(&["--policy".as_ref(), p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bindings_file is required"),
+        "{out:?}"
+    );
+    std::fs::write(&policy, "[defaults]\negress = \"accept\"\n").unwrap();
+    let out = run(&["--policy".as_ref(), p, "--config".as_ref(), c]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no [l2]"),
+        "{out:?}"
+    );
+    std::fs::write(
+        &policy,
+        "[l2]\nbridge = \"br0\"\ntrusted_ports = [\"p1\"]\nuntrusted_ports = [\"p1\"]\n",
+    )
+    .unwrap();
+    let out = run(&["--policy".as_ref(), p, "--config".as_ref(), c]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("E0193") && stderr.contains("policy.toml:4:"),
+        "{stderr}"
     );
 }
 

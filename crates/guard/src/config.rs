@@ -1,5 +1,10 @@
 //! The guard's TOML configuration: parsed strictly (unknown keys are errors), then validated
-//! into [`Config`] with parsed addresses and bounded numbers.
+//! into [`Config`] with parsed addresses and bounded numbers. The policy-level part (port trust,
+//! static bindings, rate limits, blocked protocols) may instead come from a policy's `[l2]`
+//! ([`Config::from_policy`]): it is merged key by key with the runtime TOML, a key set in both
+//! is an error naming both places, and the merged result goes through the same validation. The
+//! value predicates (interface names, unicast MACs, rate bounds) are the IR's
+//! ([`rampart_ir::l2`]), which the policy front-end applies too.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -12,37 +17,31 @@ use crate::GuardError;
 
 /// Why: Linux interface names are at most 15 bytes (IFNAMSIZ 16 with the NUL); nft `ifname`
 /// set elements have the same size.
-pub const MAX_IFNAME_LEN: usize = 15;
+pub const MAX_IFNAME_LEN: usize = rampart_ir::l2::MAX_IFNAME_LEN;
 /// Why: Dell S6100 caps its snooping table at 4000 entries; a bridge with more leases than
 /// that is beyond what the guard is designed for, and the cap bounds memory and the nft set.
 pub const DEFAULT_MAX_BINDINGS: usize = 4096;
 /// Hard ceiling for `max_bindings`.
 pub const MAX_BINDINGS_LIMIT: usize = 65_536;
 
-#[derive(Debug, Deserialize)]
+/// Every key optional, so a key's presence is known for the merge with a policy's `[l2]`.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     bridge: Option<String>,
-    #[serde(default)]
-    trusted_ports: Vec<String>,
-    #[serde(default)]
-    untrusted_ports: Vec<String>,
-    bindings_file: PathBuf,
-    events_file: PathBuf,
+    trusted_ports: Option<Vec<String>>,
+    untrusted_ports: Option<Vec<String>>,
+    bindings_file: Option<PathBuf>,
+    events_file: Option<PathBuf>,
     max_bindings: Option<usize>,
     #[serde(default)]
     rate_limit: RawRateLimit,
-    #[serde(default)]
-    static_arp: Vec<RawStatic>,
+    static_arp: Option<Vec<RawStatic>>,
     gateway: Option<RawGateway>,
-    #[serde(default)]
-    protected_ipv6: Vec<std::net::Ipv6Addr>,
-    #[serde(default)]
-    static_nd: Vec<RawStaticNd>,
-    #[serde(default)]
-    trusted_router: Vec<RawRouter>,
-    #[serde(default)]
-    ipv6_source_guard: bool,
+    protected_ipv6: Option<Vec<std::net::Ipv6Addr>>,
+    static_nd: Option<Vec<RawStaticNd>>,
+    trusted_router: Option<Vec<RawRouter>>,
+    ipv6_source_guard: Option<bool>,
     canary: Option<RawCanary>,
     #[serde(default)]
     block: RawBlock,
@@ -102,12 +101,9 @@ struct RawCanary {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBlock {
-    #[serde(default)]
-    llmnr: bool,
-    #[serde(default)]
-    nbns: bool,
-    #[serde(default)]
-    mdns: bool,
+    llmnr: Option<bool>,
+    nbns: Option<bool>,
+    mdns: Option<bool>,
 }
 
 /// Per-port DHCP client-message rate limit (starvation guard).
@@ -240,12 +236,7 @@ pub struct Config {
 }
 
 fn ifname(field: &str, name: &str) -> Result<String, GuardError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_IFNAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
-    if ok {
+    if rampart_ir::l2::is_ifname(name) {
         Ok(name.to_string())
     } else {
         Err(GuardError::Config(format!(
@@ -255,15 +246,193 @@ fn ifname(field: &str, name: &str) -> Result<String, GuardError> {
 }
 
 fn mac(field: &str, text: &str) -> Result<Mac, GuardError> {
-    Mac::parse(text)
-        .filter(|m| !m.is_group() && *m != Mac::ZERO)
+    rampart_ir::l2::parse_unicast_mac(text)
+        .map(Mac)
         .ok_or_else(|| GuardError::Config(format!("{field}: {text:?} is not a unicast MAC")))
+}
+
+/// Where the two halves of a merged configuration come from, for error messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Sources<'a> {
+    /// The policy file as the user named it.
+    pub policy: &'a str,
+    /// The runtime configuration file, when one is given.
+    pub runtime: Option<&'a str>,
 }
 
 impl Config {
     /// Parse and validate TOML text.
     pub fn from_toml(text: &str) -> Result<Self, GuardError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| GuardError::Config(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// The policy's `[l2]` merged with the runtime TOML (`runtime_text`; `None`: no runtime
+    /// file, so `bindings_file` and `events_file` are missing and reported). A key set in both
+    /// is an error naming both places (all such keys in one message); then the merged whole is
+    /// validated exactly as [`Config::from_toml`] validates a file.
+    pub fn from_policy(
+        l2: &rampart_ir::L2Guard,
+        runtime_text: Option<&str>,
+        sources: Sources<'_>,
+    ) -> Result<Self, GuardError> {
+        let mut raw: RawConfig = match runtime_text {
+            Some(text) => toml::from_str(text).map_err(|e| GuardError::Config(e.to_string()))?,
+            None => RawConfig::default(),
+        };
+        merge(&mut raw, l2, sources)?;
+        raw.validate()
+    }
+}
+
+/// Move every key the policy sets into `raw`; a key already there is a conflict.
+fn merge(
+    raw: &mut RawConfig,
+    l2: &rampart_ir::L2Guard,
+    sources: Sources<'_>,
+) -> Result<(), GuardError> {
+    let mut both: Vec<&str> = Vec::new();
+    fn take<T>(key: &'static str, ours: &mut Option<T>, policy: Option<T>, both: &mut Vec<&str>) {
+        if let Some(value) = policy {
+            if ours.is_some() {
+                both.push(key);
+            } else {
+                *ours = Some(value);
+            }
+        }
+    }
+    take("bridge", &mut raw.bridge, l2.bridge.clone(), &mut both);
+    take(
+        "trusted_ports",
+        &mut raw.trusted_ports,
+        l2.trusted_ports.clone(),
+        &mut both,
+    );
+    take(
+        "untrusted_ports",
+        &mut raw.untrusted_ports,
+        l2.untrusted_ports.clone(),
+        &mut both,
+    );
+    take(
+        "protected_ipv6",
+        &mut raw.protected_ipv6,
+        l2.protected_ipv6.clone(),
+        &mut both,
+    );
+    take(
+        "ipv6_source_guard",
+        &mut raw.ipv6_source_guard,
+        l2.ipv6_source_guard,
+        &mut both,
+    );
+    let v4 = |s: &rampart_ir::L2Static| match s.ip {
+        std::net::IpAddr::V4(ip) => Ok(RawStatic {
+            ip,
+            mac: s.mac.clone(),
+            port: s.port.clone(),
+        }),
+        std::net::IpAddr::V6(ip) => Err(GuardError::Config(format!(
+            "policy [l2] static_arp: {ip} is not an IPv4 address"
+        ))),
+    };
+    let v6 = |s: &rampart_ir::L2Static| match s.ip {
+        std::net::IpAddr::V6(ip) => Ok(RawStaticNd {
+            ip,
+            mac: s.mac.clone(),
+            port: s.port.clone(),
+        }),
+        std::net::IpAddr::V4(ip) => Err(GuardError::Config(format!(
+            "policy [l2] static_nd: {ip} is not an IPv6 address"
+        ))),
+    };
+    let static_arp = l2
+        .static_arp
+        .as_ref()
+        .map(|v| v.iter().map(v4).collect::<Result<Vec<_>, _>>())
+        .transpose()?;
+    take("static_arp", &mut raw.static_arp, static_arp, &mut both);
+    let static_nd = l2
+        .static_nd
+        .as_ref()
+        .map(|v| v.iter().map(v6).collect::<Result<Vec<_>, _>>())
+        .transpose()?;
+    take("static_nd", &mut raw.static_nd, static_nd, &mut both);
+    let routers = l2.trusted_router.as_ref().map(|v| {
+        v.iter()
+            .map(|r| RawRouter {
+                mac: r.mac.clone(),
+                port: r.port.clone(),
+            })
+            .collect()
+    });
+    take(
+        "trusted_router",
+        &mut raw.trusted_router,
+        routers,
+        &mut both,
+    );
+    let gateway = l2.gateway.as_ref().map(|g| RawGateway {
+        ip: g.ip,
+        mac: g.mac.clone(),
+        interface: g.interface.clone(),
+    });
+    take("gateway", &mut raw.gateway, gateway, &mut both);
+    let r = &l2.rate_limit;
+    let rl = &mut raw.rate_limit;
+    take(
+        "rate_limit.dhcp_per_second",
+        &mut rl.dhcp_per_second,
+        r.dhcp_per_second,
+        &mut both,
+    );
+    take(
+        "rate_limit.dhcp_burst",
+        &mut rl.dhcp_burst,
+        r.dhcp_burst,
+        &mut both,
+    );
+    take(
+        "rate_limit.arp_per_second",
+        &mut rl.arp_per_second,
+        r.arp_per_second,
+        &mut both,
+    );
+    take(
+        "rate_limit.arp_burst",
+        &mut rl.arp_burst,
+        r.arp_burst,
+        &mut both,
+    );
+    let b = &l2.block;
+    take("block.llmnr", &mut raw.block.llmnr, b.llmnr, &mut both);
+    take("block.nbns", &mut raw.block.nbns, b.nbns, &mut both);
+    take("block.mdns", &mut raw.block.mdns, b.mdns, &mut both);
+    if both.is_empty() {
+        return Ok(());
+    }
+    Err(GuardError::Config(format!(
+        "{} set both in the policy's [l2] ({}, declared at {}) and in {}: give each key in one place (port trust belongs in the policy)",
+        both.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        sources.policy,
+        l2.loc,
+        sources.runtime.unwrap_or("the runtime configuration"),
+    )))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, GuardError> {
+        let raw = self;
+        let bindings_file = raw.bindings_file.ok_or_else(|| {
+            GuardError::Config(
+                "bindings_file is required (the guard's runtime configuration names it)".into(),
+            )
+        })?;
+        let events_file = raw.events_file.ok_or_else(|| {
+            GuardError::Config(
+                "events_file is required (the guard's runtime configuration names it)".into(),
+            )
+        })?;
         let bridge = raw
             .bridge
             .as_deref()
@@ -271,11 +440,13 @@ impl Config {
             .transpose()?;
         let trusted_ports = raw
             .trusted_ports
+            .unwrap_or_default()
             .iter()
             .map(|p| ifname("trusted_ports", p))
             .collect::<Result<BTreeSet<_>, _>>()?;
         let untrusted_ports = raw
             .untrusted_ports
+            .unwrap_or_default()
             .iter()
             .map(|p| ifname("untrusted_ports", p))
             .collect::<Result<BTreeSet<_>, _>>()?;
@@ -289,13 +460,16 @@ impl Config {
                 "nothing to guard: set `bridge` (switch role) or `[gateway]` (host role)".into(),
             ));
         }
-        if bridge.is_none() && !raw.protected_ipv6.is_empty() {
+        let protected_ipv6 = raw.protected_ipv6.unwrap_or_default();
+        let static_nd_raw = raw.static_nd.unwrap_or_default();
+        let trusted_router_raw = raw.trusted_router.unwrap_or_default();
+        let ipv6_source_guard = raw.ipv6_source_guard.unwrap_or(false);
+        if bridge.is_none() && !protected_ipv6.is_empty() {
             return Err(GuardError::Config("protected_ipv6 needs `bridge`".into()));
         }
-        if let Some(bad) = raw
-            .protected_ipv6
+        if let Some(bad) = protected_ipv6
             .iter()
-            .find(|a| a.is_unspecified() || a.is_multicast())
+            .find(|a| !rampart_ir::l2::is_unicast_v6(a))
         {
             return Err(GuardError::Config(format!(
                 "protected_ipv6: {bad} is not a unicast address"
@@ -322,7 +496,8 @@ impl Config {
                 .dhcp_burst
                 .unwrap_or(DEFAULT_RATE_LIMIT.burst),
         };
-        if !(1..=2048).contains(&rate_limit.per_second) || !(1..=4096).contains(&rate_limit.burst) {
+        let (per_second, burst) = (rampart_ir::l2::RATE_PER_SECOND, rampart_ir::l2::RATE_BURST);
+        if !per_second.contains(&rate_limit.per_second) || !burst.contains(&rate_limit.burst) {
             return Err(GuardError::Config(
                 "rate_limit: dhcp_per_second must be 1..=2048 and dhcp_burst 1..=4096".into(),
             ));
@@ -337,15 +512,15 @@ impl Config {
                 .arp_burst
                 .unwrap_or(DEFAULT_ARP_RATE_LIMIT.burst),
         };
-        if !(1..=2048).contains(&arp_rate_limit.per_second)
-            || !(1..=4096).contains(&arp_rate_limit.burst)
+        if !per_second.contains(&arp_rate_limit.per_second)
+            || !burst.contains(&arp_rate_limit.burst)
         {
             return Err(GuardError::Config(
                 "rate_limit: arp_per_second must be 1..=2048 and arp_burst 1..=4096".into(),
             ));
         }
         let mut static_arp = Vec::new();
-        for s in &raw.static_arp {
+        for s in raw.static_arp.iter().flatten() {
             let port = s
                 .port
                 .as_deref()
@@ -358,17 +533,15 @@ impl Config {
             });
         }
         if bridge.is_none()
-            && (!raw.static_nd.is_empty()
-                || !raw.trusted_router.is_empty()
-                || raw.ipv6_source_guard)
+            && (!static_nd_raw.is_empty() || !trusted_router_raw.is_empty() || ipv6_source_guard)
         {
             return Err(GuardError::Config(
                 "static_nd/trusted_router/ipv6_source_guard need `bridge`".into(),
             ));
         }
         let mut static_nd = Vec::new();
-        for s in &raw.static_nd {
-            if s.ip.is_unspecified() || s.ip.is_multicast() {
+        for s in &static_nd_raw {
+            if !rampart_ir::l2::is_unicast_v6(&s.ip) {
                 return Err(GuardError::Config(format!(
                     "static_nd.ip: {} is not a unicast address",
                     s.ip
@@ -385,7 +558,7 @@ impl Config {
             });
         }
         let mut trusted_routers = Vec::new();
-        for r in &raw.trusted_router {
+        for r in &trusted_router_raw {
             trusted_routers.push(TrustedRouter {
                 mac: mac("trusted_router.mac", &r.mac)?,
                 port: r
@@ -447,7 +620,7 @@ impl Config {
             (raw.block.nbns, NameProtocol::Nbns),
             (raw.block.mdns, NameProtocol::Mdns),
         ] {
-            if on {
+            if on == Some(true) {
                 block.insert(p);
             }
         }
@@ -466,23 +639,25 @@ impl Config {
             bridge,
             trusted_ports,
             untrusted_ports,
-            bindings_file: raw.bindings_file,
-            events_file: raw.events_file,
+            bindings_file,
+            events_file,
             max_bindings,
             rate_limit,
             arp_rate_limit,
             static_arp,
             gateway,
-            protected_ipv6: raw.protected_ipv6.iter().copied().collect(),
+            protected_ipv6: protected_ipv6.into_iter().collect(),
             static_nd,
             trusted_routers,
-            ipv6_source_guard: raw.ipv6_source_guard,
+            ipv6_source_guard,
             canary,
             block,
             table,
         })
     }
+}
 
+impl Config {
     /// True when `port` is trusted. The bridge device itself is: frames read there are the
     /// ones this host sends into the bridge (e.g. its own DHCP server's replies).
     pub fn is_trusted(&self, port: &str) -> bool {
@@ -582,6 +757,98 @@ events_file = "/tmp/e"
             .unwrap_err()
             .to_string()
             .contains("vlan"));
+    }
+
+    fn policy_l2() -> rampart_ir::L2Guard {
+        rampart_ir::L2Guard {
+            bridge: Some("br0".into()),
+            trusted_ports: Some(vec!["p_srv".into()]),
+            untrusted_ports: Some(vec!["p_cli".into()]),
+            static_arp: Some(vec![rampart_ir::L2Static {
+                ip: "192.0.2.1".parse().unwrap(),
+                mac: "02:00:00:00:00:01".into(),
+                port: Some("p_srv".into()),
+            }]),
+            rate_limit: rampart_ir::L2RateLimit {
+                dhcp_per_second: Some(5),
+                ..rampart_ir::L2RateLimit::default()
+            },
+            block: rampart_ir::L2Block {
+                llmnr: Some(true),
+                ..rampart_ir::L2Block::default()
+            },
+            loc: rampart_ir::SourceLoc {
+                file: "policy.toml".into(),
+                line: 4,
+                col: 1,
+            },
+            ..rampart_ir::L2Guard::default()
+        }
+    }
+
+    const SOURCES: Sources<'static> = Sources {
+        policy: "policy.toml",
+        runtime: Some("runtime.toml"),
+    };
+
+    #[test]
+    fn policy_l2_merged_with_runtime_equals_the_whole_file() {
+        let runtime = "bindings_file = \"/tmp/b\"\nevents_file = \"/tmp/e\"\ntable = \"t1\"\n[rate_limit]\narp_burst = 50\n";
+        let merged = Config::from_policy(&policy_l2(), Some(runtime), SOURCES).unwrap();
+        let whole = Config::from_toml(&format!(
+            "{MINIMAL}table = \"t1\"\n[rate_limit]\narp_burst = 50\ndhcp_per_second = 5\n\
+             [block]\nllmnr = true\n[[static_arp]]\nip = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\nport = \"p_srv\"\n"
+        ))
+        .unwrap();
+        assert_eq!(merged, whole);
+        assert!(merged.is_trusted("p_srv") && !merged.is_trusted("p_cli"));
+        assert_eq!(merged.rate_limit.per_second, 5);
+        assert_eq!(merged.arp_rate_limit.burst, 50);
+    }
+
+    #[test]
+    fn a_key_in_both_places_is_refused_naming_both() {
+        let runtime = format!("{MINIMAL}[rate_limit]\ndhcp_per_second = 9\n[block]\nmdns = true\n");
+        let e = Config::from_policy(&policy_l2(), Some(&runtime), SOURCES)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "`bridge`",
+            "`trusted_ports`",
+            "`untrusted_ports`",
+            "`rate_limit.dhcp_per_second`",
+            "policy.toml",
+            "policy.toml:4:1",
+            "runtime.toml",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(!e.contains("block.mdns"), "{e}");
+    }
+
+    #[test]
+    fn the_merge_is_validated_like_a_file() {
+        // No runtime file: the state files are missing.
+        let e = Config::from_policy(&policy_l2(), None, SOURCES)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bindings_file is required"), "{e}");
+        // Cross-key rules apply to the merged whole: ports without a bridge.
+        let mut no_bridge = policy_l2();
+        no_bridge.bridge = None;
+        let runtime = "bindings_file = \"/b\"\nevents_file = \"/e\"\n[gateway]\nip = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\ninterface = \"eth0\"\n";
+        let e = Config::from_policy(&no_bridge, Some(runtime), SOURCES)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need `bridge`"), "{e}");
+        // A hand-built IR is not trusted: an IPv6 static_arp entry is refused.
+        let mut bad = policy_l2();
+        bad.static_arp.as_mut().unwrap()[0].ip = "2001:db8::1".parse().unwrap();
+        let runtime = "bindings_file = \"/b\"\nevents_file = \"/e\"\n";
+        assert!(Config::from_policy(&bad, Some(runtime), SOURCES)
+            .unwrap_err()
+            .to_string()
+            .contains("not an IPv4 address"));
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub struct Policy {
     /// Left out of serialised output when `None` (older IR JSON stays byte-identical).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<Jail>,
+    /// The L2 guard's policy-level settings (`[l2]`: port trust, static bindings, rate limits,
+    /// blocked name protocols); `None` when the policy has no `[l2]`. Only the guard consumes
+    /// it. Left out of serialised output when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<L2Guard>,
 }
 
 impl Policy {
@@ -1184,6 +1189,151 @@ impl Program {
     }
 }
 
+/// The L2 guard's policy-level settings (ATT&CK T1557 and sub-techniques; the shell is crate
+/// `rampart-guard`): which bridge ports are trusted, which station bindings are static, rate
+/// limits and blocked name protocols. Runtime settings (state and event files, the nft table
+/// name, the canary) stay in the guard's own configuration, which is merged with this: every
+/// field is `None` when the policy does not set it, and a key set in both places is an error
+/// of the merge. Names and values here are already valid ([`l2`] holds the predicates the
+/// front-end and the guard share); cross-key rules that depend on the merge (a port list needs
+/// a bridge) are the guard's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Guard {
+    /// The bridge whose ports are guarded (switch role).
+    pub bridge: Option<String>,
+    /// Trusted bridge ports (DHCP servers, routers, uplinks): not inspected.
+    pub trusted_ports: Option<Vec<String>>,
+    /// Untrusted bridge ports the guard watches (every port not trusted is untrusted in the
+    /// kernel).
+    pub untrusted_ports: Option<Vec<String>>,
+    /// IPv6 addresses only trusted ports may claim (ND spoofing guard).
+    pub protected_ipv6: Option<Vec<std::net::Ipv6Addr>>,
+    /// Drop any IPv6 packet from an untrusted port whose source is bound elsewhere.
+    pub ipv6_source_guard: Option<bool>,
+    /// Static IPv4 bindings Dynamic ARP Inspection accepts.
+    pub static_arp: Option<Vec<L2Static>>,
+    /// Static IPv6 bindings ND inspection accepts.
+    pub static_nd: Option<Vec<L2Static>>,
+    /// Routers whose advertisements pass on untrusted ports.
+    pub trusted_router: Option<Vec<L2Router>>,
+    /// Host role: the gateway's pinned IPv4/MAC pair.
+    pub gateway: Option<L2Gateway>,
+    /// Per-port rate limits (each `None` when not set).
+    pub rate_limit: L2RateLimit,
+    /// Name-service protocols kept off the segment (each `None` when not set).
+    pub block: L2Block,
+    /// Where `[l2]` is declared.
+    pub loc: SourceLoc,
+}
+
+/// A static binding: `ip` belongs to `mac` (on `port` only, or on any port).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Static {
+    /// The address (IPv4 for ARP, IPv6 for ND).
+    pub ip: IpAddr,
+    /// Unicast MAC, lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Bridge port the binding is tied to.
+    pub port: Option<String>,
+}
+
+/// A router whose RAs are accepted on untrusted ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Router {
+    /// Unicast MAC, lower-case.
+    pub mac: String,
+    /// The port it must arrive on.
+    pub port: Option<String>,
+}
+
+/// The gateway pin of the host role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Gateway {
+    /// Gateway IPv4 address.
+    pub ip: std::net::Ipv4Addr,
+    /// Gateway MAC, lower-case.
+    pub mac: String,
+    /// Interface towards the gateway.
+    pub interface: String,
+}
+
+/// Per-untrusted-port rate limits, within [`l2::RATE_PER_SECOND`] and [`l2::RATE_BURST`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2RateLimit {
+    /// DHCP client messages per second.
+    pub dhcp_per_second: Option<u32>,
+    /// DHCP burst.
+    pub dhcp_burst: Option<u32>,
+    /// ARP packets per second.
+    pub arp_per_second: Option<u32>,
+    /// ARP burst.
+    pub arp_burst: Option<u32>,
+}
+
+/// Name-service protocols blocked on the bridge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Block {
+    /// LLMNR (UDP 5355).
+    pub llmnr: Option<bool>,
+    /// NetBIOS name and datagram service (UDP 137, 138).
+    pub nbns: Option<bool>,
+    /// mDNS (UDP 5353).
+    pub mdns: Option<bool>,
+}
+
+/// What an [`L2Guard`] value must be: the predicates the policy front-end (with spans) and the
+/// guard's configuration (after the merge) both apply.
+pub mod l2 {
+    /// Longest interface name (IFNAMSIZ 16 minus the NUL).
+    pub const MAX_IFNAME_LEN: usize = 15;
+    /// Most entries in one `[l2]` list (ports, static entries, routers, addresses).
+    pub const MAX_LIST: usize = 4096;
+    /// Allowed per-second rates.
+    pub const RATE_PER_SECOND: std::ops::RangeInclusive<u32> = 1..=2048;
+    /// Allowed bursts.
+    pub const RATE_BURST: std::ops::RangeInclusive<u32> = 1..=4096;
+
+    /// Whether `name` can be a Linux interface (bridge port) name the guard puts in nft text:
+    /// 1-15 of `[A-Za-z0-9_.@-]`.
+    pub fn is_ifname(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_IFNAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b))
+    }
+
+    /// Parse a MAC written `aa:bb:cc:dd:ee:ff` (either case, `-` accepted); `None` for anything
+    /// else and for group (multicast, broadcast) and all-zero addresses, which own no station.
+    pub fn parse_unicast_mac(text: &str) -> Option<[u8; 6]> {
+        let mut out = [0u8; 6];
+        let mut parts = text.split([':', '-']);
+        for byte in &mut out {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        let unicast = out[0] & 1 == 0 && out != [0; 6];
+        (parts.next().is_none() && unicast).then_some(out)
+    }
+
+    /// The canonical text of a MAC (lower-case, `:`-separated).
+    pub fn mac_text(mac: [u8; 6]) -> String {
+        let m = mac;
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+
+    /// Whether `ip` may be claimed by a station (not unspecified, not multicast).
+    pub fn is_unicast_v6(ip: &std::net::Ipv6Addr) -> bool {
+        !ip.is_unspecified() && !ip.is_multicast()
+    }
+}
+
 /// Whether `addr` lies in `net` (family-aware; an IPv4 address never matches an IPv6 net).
 pub fn net_contains(net: &IpNet, addr: IpAddr) -> bool {
     net.contains(&addr)
@@ -1322,6 +1472,35 @@ mod tests {
         assert!(json.get("jail").is_none());
         let back: Policy = serde_json::from_value(json).unwrap();
         assert_eq!(back, Policy::default());
+    }
+
+    #[test]
+    fn l2_predicates() {
+        assert!(l2::is_ifname("br0") && l2::is_ifname("veth.1@x"));
+        assert!(
+            !l2::is_ifname("") && !l2::is_ifname("br0; flush") && !l2::is_ifname(&"a".repeat(16))
+        );
+        assert_eq!(
+            l2::parse_unicast_mac("02:00:00:00:00:0A"),
+            Some([2, 0, 0, 0, 0, 10])
+        );
+        assert_eq!(
+            l2::parse_unicast_mac("02-00-00-00-00-0a"),
+            Some([2, 0, 0, 0, 0, 10])
+        );
+        for bad in [
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:01",
+            "2:0:0:0:0:1",
+        ] {
+            assert_eq!(l2::parse_unicast_mac(bad), None, "{bad}");
+        }
+        assert_eq!(l2::mac_text([2, 0, 0, 0, 0, 0xab]), "02:00:00:00:00:ab");
+        assert!(!l2::is_unicast_v6(&"ff02::1".parse().unwrap()));
+        assert!(l2::is_unicast_v6(&"fe80::1".parse().unwrap()));
     }
 
     #[test]

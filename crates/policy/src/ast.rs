@@ -45,6 +45,50 @@ pub struct File {
     pub programs: Vec<ProgramDecl>,
     /// `[jail]`: the exec jail's settings.
     pub jail: Option<JailDecl>,
+    /// `[l2]`: the L2 guard's policy-level settings.
+    pub l2: Option<L2Decl>,
+}
+
+/// `[l2]`: port trust, static bindings, rate limits and blocked name protocols of the L2 guard.
+#[derive(Clone, Debug)]
+pub struct L2Decl {
+    /// The table.
+    pub span: Span,
+    /// `bridge = "br0"`.
+    pub bridge: Option<S<String>>,
+    /// `trusted_ports = [...]` (key span, ports).
+    pub trusted_ports: Option<(Span, Vec<S<String>>)>,
+    /// `untrusted_ports = [...]`.
+    pub untrusted_ports: Option<(Span, Vec<S<String>>)>,
+    /// `protected_ipv6 = [...]`.
+    pub protected_ipv6: Option<(Span, Vec<S<String>>)>,
+    /// `ipv6_source_guard = bool`.
+    pub ipv6_source_guard: Option<bool>,
+    /// `[[l2.static_arp]]` entries.
+    pub static_arp: Option<Vec<L2EntryDecl>>,
+    /// `[[l2.static_nd]]` entries.
+    pub static_nd: Option<Vec<L2EntryDecl>>,
+    /// `[[l2.trusted_router]]` entries.
+    pub trusted_router: Option<Vec<L2EntryDecl>>,
+    /// `[l2.gateway]` (its `interface` is in `port`).
+    pub gateway: Option<L2EntryDecl>,
+    /// `[l2.rate_limit]`: (key, value) in document order.
+    pub rate_limit: Vec<(S<String>, S<i64>)>,
+    /// `[l2.block]`: (protocol key, on) in document order.
+    pub block: Vec<(S<String>, bool)>,
+}
+
+/// One `{ ip, mac, port }` entry of `[l2]` (`[l2.gateway]` has `interface` in `port`).
+#[derive(Clone, Debug)]
+pub struct L2EntryDecl {
+    /// The entry.
+    pub span: Span,
+    /// `ip`.
+    pub ip: Option<S<String>>,
+    /// `mac`.
+    pub mac: Option<S<String>>,
+    /// `port` (or the gateway's `interface`).
+    pub port: Option<S<String>>,
 }
 
 /// `[[programs]]`: one program the exec jail confines (per-program egress).
@@ -462,6 +506,7 @@ const TOP_KEYS: &[&str] = &[
     "components",
     "programs",
     "jail",
+    "l2",
 ];
 
 /// Build the typed tree of one file from its generic tree.
@@ -572,8 +617,148 @@ pub(crate) fn file_from_node(root: &Node, diags: &mut Diags) -> File {
             jf.finish("[jail]", JAIL_KEYS, diags);
         }
     }
+    if let Some(e) = f.take("l2") {
+        if let Some(t) = as_table(e, diags) {
+            file.l2 = Some(l2(e.value.span, t, diags));
+        }
+    }
     f.finish("the policy file (top level)", TOP_KEYS, diags);
     file
+}
+
+/// Keys of `[l2]`.
+pub const L2_KEYS: &[&str] = &[
+    "bridge",
+    "trusted_ports",
+    "untrusted_ports",
+    "protected_ipv6",
+    "ipv6_source_guard",
+    "static_arp",
+    "static_nd",
+    "trusted_router",
+    "gateway",
+    "rate_limit",
+    "block",
+];
+/// Keys of `[l2.rate_limit]`.
+pub const L2_RATE_KEYS: &[&str] = &[
+    "dhcp_per_second",
+    "dhcp_burst",
+    "arp_per_second",
+    "arp_burst",
+];
+/// Keys of `[l2.block]`.
+pub const L2_BLOCK_KEYS: &[&str] = &["llmnr", "nbns", "mdns"];
+
+fn l2(span: Span, t: &[Entry], diags: &mut Diags) -> L2Decl {
+    let mut f = Fields::new(t);
+    let keyed = |f: &mut Fields<'_>, key: &str, diags: &mut Diags| {
+        f.take(key).map(|e| (e.key_span, as_str_list(e, diags)))
+    };
+    let entries = |f: &mut Fields<'_>, key: &str, keys: &[&str], diags: &mut Diags| {
+        let e = f.take(key)?;
+        let NodeKind::Array(items) = &e.value.kind else {
+            type_error(
+                &e.value,
+                key,
+                &format!("an array of tables ([[l2.{key}]])"),
+                diags,
+            );
+            return None;
+        };
+        if items.len() > MAX_LIST_ITEMS {
+            too_many(e, diags);
+            return None;
+        }
+        let mut out = Vec::new();
+        for item in items {
+            match &item.kind {
+                NodeKind::Table(t) => out.push(l2_entry(item.span, t, key, keys, diags)),
+                _ => type_error(item, key, &format!("a table ([[l2.{key}]])"), diags),
+            }
+        }
+        Some(out)
+    };
+    let d = L2Decl {
+        span,
+        bridge: opt_str(&mut f, "bridge", diags),
+        trusted_ports: keyed(&mut f, "trusted_ports", diags),
+        untrusted_ports: keyed(&mut f, "untrusted_ports", diags),
+        protected_ipv6: keyed(&mut f, "protected_ipv6", diags),
+        ipv6_source_guard: opt_bool(&mut f, "ipv6_source_guard", diags),
+        static_arp: entries(&mut f, "static_arp", &["ip", "mac", "port"], diags),
+        static_nd: entries(&mut f, "static_nd", &["ip", "mac", "port"], diags),
+        trusted_router: entries(&mut f, "trusted_router", &["mac", "port"], diags),
+        gateway: f.take("gateway").and_then(|e| {
+            let t = as_table(e, diags)?;
+            Some(l2_entry(
+                e.key_span,
+                t,
+                "gateway",
+                &["ip", "mac", "interface"],
+                diags,
+            ))
+        }),
+        rate_limit: f
+            .take("rate_limit")
+            .and_then(|e| {
+                let t = as_table(e, diags)?;
+                let mut rf = Fields::new(t);
+                let mut out = Vec::new();
+                for entry in t {
+                    if !L2_RATE_KEYS.contains(&entry.key.as_str()) {
+                        continue;
+                    }
+                    if let Some(x) = rf.take(&entry.key).and_then(|x| as_int(x, diags)) {
+                        out.push((S::new(entry.key.clone(), entry.key_span), x));
+                    }
+                }
+                rf.finish("[l2.rate_limit]", L2_RATE_KEYS, diags);
+                Some(out)
+            })
+            .unwrap_or_default(),
+        block: f
+            .take("block")
+            .and_then(|e| {
+                let t = as_table(e, diags)?;
+                let mut bf = Fields::new(t);
+                let mut out = Vec::new();
+                for entry in t {
+                    if !L2_BLOCK_KEYS.contains(&entry.key.as_str()) {
+                        continue;
+                    }
+                    if let Some(b) = bf.take(&entry.key).and_then(|x| as_bool(x, diags)) {
+                        out.push((S::new(entry.key.clone(), entry.key_span), b));
+                    }
+                }
+                bf.finish("[l2.block]", L2_BLOCK_KEYS, diags);
+                Some(out)
+            })
+            .unwrap_or_default(),
+    };
+    f.finish("[l2]", L2_KEYS, diags);
+    d
+}
+
+fn l2_entry(span: Span, t: &[Entry], what: &str, keys: &[&str], diags: &mut Diags) -> L2EntryDecl {
+    let mut f = Fields::new(t);
+    let port_key = if keys.contains(&"interface") {
+        "interface"
+    } else {
+        "port"
+    };
+    let d = L2EntryDecl {
+        span,
+        ip: if keys.contains(&"ip") {
+            opt_str(&mut f, "ip", diags)
+        } else {
+            None
+        },
+        mac: opt_str(&mut f, "mac", diags),
+        port: opt_str(&mut f, port_key, diags),
+    };
+    f.finish(&format!("[l2.{what}]"), keys, diags);
+    d
 }
 
 /// Keys of `[jail]`.

@@ -8,7 +8,7 @@ use crate::{load_with, render_all, to_toml};
 
 /// The policy with everything the printer cannot carry cleared: source locations, service
 /// display names (and the duplicates that only they told apart), rule origins, profile uses,
-/// set file origins, jail and program locations, and the `/` of profile rule names ([`crate::print::flat_rule_name`]).
+/// set file origins, jail, program and `[l2]` locations, and the `/` of profile rule names ([`crate::print::flat_rule_name`]).
 pub fn normalize(policy: &Policy) -> Policy {
     let mut p = policy.clone();
     let blank = SourceLoc::default();
@@ -43,6 +43,9 @@ pub fn normalize(policy: &Policy) -> Policy {
         for program in &mut j.programs {
             program.loc = blank.clone();
         }
+    }
+    if let Some(l2) = &mut p.l2 {
+        l2.loc = blank.clone();
     }
     p.defaults.loc = blank;
     p.profiles.clear();

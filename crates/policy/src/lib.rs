@@ -13,6 +13,7 @@
 pub mod ast;
 mod diag;
 pub mod fuzzing;
+mod l2;
 pub mod limits;
 pub mod print;
 pub mod profiles;

@@ -34,6 +34,101 @@ pub enum PrintError {
     },
 }
 
+/// `[l2]` and its sub-tables, only the keys the policy sets.
+fn print_l2(out: &mut String, l2: &rampart_ir::L2Guard) {
+    let _ = writeln!(out, "\n[l2]");
+    if let Some(b) = &l2.bridge {
+        let _ = writeln!(out, "bridge = {}", q(b));
+    }
+    for (key, ports) in [
+        ("trusted_ports", &l2.trusted_ports),
+        ("untrusted_ports", &l2.untrusted_ports),
+    ] {
+        if let Some(p) = ports {
+            let _ = writeln!(out, "{key} = {}", list(p, |x| q(x)));
+        }
+    }
+    if let Some(a) = &l2.protected_ipv6 {
+        let _ = writeln!(out, "protected_ipv6 = {}", list(a, |x| q(&x.to_string())));
+    }
+    if let Some(on) = l2.ipv6_source_guard {
+        let _ = writeln!(out, "ipv6_source_guard = {on}");
+    }
+    // Why: an empty array of tables has no `[[...]]` form; an inline empty array keeps "set
+    // to nothing" (which overrides nothing in the guard's merge) distinct from "not set".
+    for (key, empty) in [
+        (
+            "static_arp",
+            l2.static_arp.as_ref().is_some_and(Vec::is_empty),
+        ),
+        (
+            "static_nd",
+            l2.static_nd.as_ref().is_some_and(Vec::is_empty),
+        ),
+        (
+            "trusted_router",
+            l2.trusted_router.as_ref().is_some_and(Vec::is_empty),
+        ),
+    ] {
+        if empty {
+            let _ = writeln!(out, "{key} = []");
+        }
+    }
+    let r = &l2.rate_limit;
+    let rates = [
+        ("dhcp_per_second", r.dhcp_per_second),
+        ("dhcp_burst", r.dhcp_burst),
+        ("arp_per_second", r.arp_per_second),
+        ("arp_burst", r.arp_burst),
+    ];
+    if rates.iter().any(|(_, v)| v.is_some()) {
+        let _ = writeln!(out, "\n[l2.rate_limit]");
+        for (key, v) in rates {
+            if let Some(v) = v {
+                let _ = writeln!(out, "{key} = {v}");
+            }
+        }
+    }
+    let b = &l2.block;
+    let blocks = [("llmnr", b.llmnr), ("nbns", b.nbns), ("mdns", b.mdns)];
+    if blocks.iter().any(|(_, v)| v.is_some()) {
+        let _ = writeln!(out, "\n[l2.block]");
+        for (key, v) in blocks {
+            if let Some(v) = v {
+                let _ = writeln!(out, "{key} = {v}");
+            }
+        }
+    }
+    if let Some(g) = &l2.gateway {
+        let _ = writeln!(out, "\n[l2.gateway]");
+        let _ = writeln!(
+            out,
+            "ip = {}\nmac = {}\ninterface = {}",
+            q(&g.ip.to_string()),
+            q(&g.mac),
+            q(&g.interface)
+        );
+    }
+    for (key, entries) in [("static_arp", &l2.static_arp), ("static_nd", &l2.static_nd)] {
+        for s in entries.iter().flatten() {
+            let _ = writeln!(out, "\n[[l2.{key}]]");
+            let _ = writeln!(out, "ip = {}\nmac = {}", q(&s.ip.to_string()), q(&s.mac));
+            if let Some(p) = &s.port {
+                let _ = writeln!(out, "port = {}", q(p));
+            }
+        }
+    }
+    if let Some(routers) = &l2.trusted_router {
+        for r in routers {
+            let _ = writeln!(out, "\n[[l2.trusted_router]]");
+            let _ = writeln!(out, "mac = {}", q(&r.mac));
+            if let Some(p) = &r.port {
+                let _ = writeln!(out, "port = {}", q(p));
+            }
+        }
+    }
+}
+
 /// The name a rule gets in flattened output: profile rules are named `profile/part`, and `/` is
 /// reserved for them, so it becomes `.` (`smb-egress.smb.egress`).
 pub fn flat_rule_name(name: &str) -> String {
@@ -166,6 +261,9 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
                 let _ = writeln!(out, "mitigates = {}", list(&p.mitigates, |t| q(&t.0)));
             }
         }
+    }
+    if let Some(l2) = &policy.l2 {
+        print_l2(&mut out, l2);
     }
     for z in &policy.zones {
         let _ = writeln!(out, "\n[zones.{}]", q(&z.name));

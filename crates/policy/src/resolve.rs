@@ -1146,6 +1146,7 @@ pub(crate) fn resolve(
     }
 
     let (jail, programs) = crate::programs::resolve_jail(files, sources, diags);
+    let l2 = crate::l2::resolve_l2(files, sources, diags);
     ctx.programs = programs;
 
     // Rules: profiles placed before user rules, user rules in file order, profiles placed after.
@@ -1265,6 +1266,7 @@ pub(crate) fn resolve(
         components,
         profiles,
         jail,
+        l2,
     }
 }
 
