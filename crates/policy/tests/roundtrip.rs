@@ -122,6 +122,7 @@ prop_compose! {
         limit in prop::option::of((1u64..1000, prop::sample::select(vec!["second", "minute", "hour", "day"]), 0u64..100, any::<bool>())),
         conn in prop::option::of(1u32..100),
         uid in prop::option::of(0u32..2000),
+        program in prop::option::of(prop::sample::select(vec!["verclsid", "agent"])),
         day in prop::option::of(1u8..=28),
         state in pick(&["new", "established", "related"]),
         extra in prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
@@ -138,7 +139,14 @@ prop_compose! {
             s += &format!("limit = {{ rate = \"{rate}/{per}\", burst = {burst}, per_source = {ps} }}\n");
         }
         if let (Some(c), false) = (conn, app) { s += &format!("conn_limit = {c}\n"); }
-        if let (Some(u), "egress", false) = (uid, dir, app) { s += &format!("owner = {{ uid = [{u}] }}\n"); }
+        match (uid, program, dir, app) {
+            (Some(u), None, "egress", false) => s += &format!("owner = {{ uid = [{u}] }}\n"),
+            (None, Some(p), "egress", false) => s += &format!("owner = {{ program = [\"{p}\"] }}\n"),
+            (Some(u), Some(p), "egress", false) => {
+                s += &format!("owner = {{ uid = [{u}], program = [\"{p}\"], cgroup = [\"system.slice/x.service\"] }}\n")
+            }
+            _ => {}
+        }
         match extra {
             1 => s += "synproxy = { mss = 1400, wscale = 5, timestamp = false, sack_perm = true }\n",
             2 => s += "ban = \"10m\"\n",
@@ -159,6 +167,8 @@ prop_compose! {
         egress in prop::sample::select(vec!["accept", "drop"]),
         never_ban in pick(NETS),
         fail_open in any::<bool>(),
+        jail in prop::option::of((prop::sample::select(vec!["rampart.jail", "r/j"]), any::<bool>())),
+        l2 in prop::option::of((pick(&["p1", "p2", "uplink"]), pick(&["p3", "p4"]), 1u32..3000, prop::option::of(any::<bool>()))),
     ) -> String {
         let mut s = format!("[defaults]\negress = \"{egress}\"\nclassifier_fail_open = {fail_open}\n");
         if !never_ban.is_empty() { s += &format!("never_ban = {}\n", qlist(&never_ban)); }
@@ -167,6 +177,20 @@ prop_compose! {
         }
         for (i, (el, ex)) in sets.iter().enumerate() {
             s += &format!("\n[sets.{}]\nelements = {}\nexcept = {}\n", SETS[i], qlist(el), qlist(ex));
+        }
+        // The programs owner matches may name; `r/j` and digests exercise the jail settings.
+        if let Some((root, digest)) = jail {
+            s += &format!("\n[jail]\ncgroup_root = \"{root}\"\n");
+            if digest { s += "watch_mounts = [\"/\"]\n"; }
+        }
+        s += "\n[[programs]]\nname = \"verclsid\"\npaths = [\"/usr/lib/legacy/verclsid\"]\n";
+        if jail.is_some_and(|(_, d)| d) { s += &format!("sha256 = [\"{}\"]\n", "0a".repeat(32)); }
+        s += "\n[[programs]]\nname = \"agent\"\npaths = [\"/usr/bin/agent\", \"/opt/agent\"]\nmitigates = [\"T1187\"]\n";
+        if let Some((trusted, untrusted, rate, block)) = l2 {
+            s += &format!("\n[l2]\nbridge = \"br0\"\ntrusted_ports = {}\nuntrusted_ports = {}\n", qlist(&trusted), qlist(&untrusted));
+            s += &format!("[l2.rate_limit]\ndhcp_per_second = {}\n", rate.min(2048));
+            if let Some(b) = block { s += &format!("[l2.block]\nllmnr = {b}\n"); }
+            s += "[[l2.static_arp]]\nip = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\n";
         }
         for (i, r) in rules.iter().enumerate() {
             s += &format!("\n[[rules]]\nname = \"r{i}\"\n{r}");
