@@ -1377,6 +1377,53 @@ fn policy_l2_merges_with_the_runtime_file_and_a_key_in_both_is_refused() {
     );
 }
 
+/// Runs without root: `rampart check --run` merges a `from_policy` guard's `[l2]` with its
+/// runtime file the way `rampart guard --policy` will, and reports a key set in both.
+#[test]
+fn check_run_merges_a_from_policy_guard() {
+    let scratch = Scratch::new("rampart-guard-run");
+    let dir = scratch.0.clone();
+    std::fs::write(
+        dir.join("run.toml"),
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n\n[[component]]\nkind = \"guard\"\nconfig = \"runtime.toml\"\nfrom_policy = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[components]\nl2_guard = true\n\n[l2]\nbridge = \"br0\"\ntrusted_ports = [\"p_srv\"]\n",
+    )
+    .unwrap();
+    let base = format!(
+        "bindings_file = \"{}\"\nevents_file = \"{}\"\n",
+        dir.join("bindings").display(),
+        dir.join("events").display()
+    );
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["check", "--run"])
+            .arg(dir.join("run.toml"))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(dir.join("runtime.toml"), &base).unwrap();
+    let good = check();
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert_ne!(good.status.code(), Some(2), "{good:?}");
+    assert!(stdout.contains("ok ([l2] from the policy)"), "{stdout}");
+    std::fs::write(
+        dir.join("runtime.toml"),
+        format!("{base}bridge = \"br1\"\n"),
+    )
+    .unwrap();
+    let bad = check();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("`bridge` set both") && stdout.contains("runtime.toml"),
+        "{stdout}"
+    );
+}
+
 /// The gateway role: dnsmasq runs on the bridge device itself, so its replies never enter a
 /// port. The guard reads the host's own frames into the bridge, learns the binding, and the
 /// client can then ARP through DAI.

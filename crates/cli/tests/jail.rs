@@ -583,3 +583,47 @@ fn jail_needs_exactly_one_source_and_a_policy_with_programs() {
         typo.1
     );
 }
+
+/// `rampart run` can start the jail from the run's policy (`from_policy = true`), and
+/// `rampart check --run` builds that configuration the way the jail will: it reports the
+/// policy's programs, and refuses a policy without any (exit 2, naming the component).
+#[test]
+fn check_run_builds_a_from_policy_jail_from_the_policy() {
+    let dir = std::env::temp_dir().join(format!("rampart-jail-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("run.toml"),
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n\n[[component]]\nkind = \"jail\"\nfrom_policy = true\n",
+    )
+    .unwrap();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["check", "--run"])
+            .arg(dir.join("run.toml"))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[[programs]]\nname = \"verclsid\"\npaths = [\"/usr/bin/verclsid\"]\n\n[[rules]]\nname = \"verclsid-no-egress\"\ndirection = \"egress\"\naction = \"reject\"\nowner = { program = [\"verclsid\"] }\n",
+    )
+    .unwrap();
+    let good = check();
+    std::fs::write(dir.join("policy.toml"), "[defaults]\negress = \"accept\"\n").unwrap();
+    let bad = check();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert_ne!(good.status.code(), Some(2), "{good:?}");
+    assert!(
+        stdout.contains("component jail (-): 1 program(s) from the policy"),
+        "{stdout}"
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("component jail (-): error:")
+            && stdout.contains("declares no [[programs]]"),
+        "{stdout}"
+    );
+}

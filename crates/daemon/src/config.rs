@@ -200,6 +200,10 @@ pub struct ComponentConfig {
     pub group: Option<Account>,
     /// While it is down: fail closed (default) or open.
     pub on_down: OnDown,
+    /// `jail` and `guard` only: take the policy-level settings from the run's policy
+    /// (`rampart jail --policy`: its `[[programs]]` and `[jail]`, no `config`; `rampart guard
+    /// --policy`: its `[l2]`, with `config` as the runtime part).
+    pub from_policy: bool,
 }
 
 /// The validated run configuration. Relative paths are resolved against the configuration
@@ -348,6 +352,8 @@ struct RawComponent {
     user: Option<Account>,
     group: Option<Account>,
     on_down: Option<OnDown>,
+    #[serde(default)]
+    from_policy: bool,
 }
 
 fn err(msg: impl Into<String>) -> DaemonError {
@@ -419,7 +425,24 @@ impl Raw {
                     "component `{name}` is declared twice (give one a `name`)"
                 )));
             }
-            let config = match (raw.kind.needs_config(), raw.config) {
+            match (raw.from_policy, raw.kind) {
+                (false, _) | (true, ComponentKind::Guard) => {}
+                (true, ComponentKind::Jail) if raw.config.is_some() => {
+                    return Err(err(format!(
+                        "component `{name}`: with from_policy the jail takes its programs from the policy; remove `config`"
+                    )))
+                }
+                (true, ComponentKind::Jail) => {}
+                (true, kind) => {
+                    return Err(err(format!(
+                        "component `{name}`: from_policy applies to jail and guard, not {}",
+                        kind.as_str()
+                    )))
+                }
+            }
+            let needs_config =
+                raw.kind.needs_config() && !(raw.from_policy && raw.kind == ComponentKind::Jail);
+            let config = match (needs_config, raw.config) {
                 (true, Some(path)) => Some(resolve(path)),
                 (true, None) => {
                     return Err(err(format!(
@@ -502,6 +525,7 @@ impl Raw {
                 user: raw.user,
                 group: raw.group,
                 on_down,
+                from_policy: raw.from_policy,
             });
         }
         let mut elsewhere = BTreeSet::new();
@@ -717,6 +741,18 @@ mod tests {
                 .contains("applies to feeds")
         );
         assert!(error_of("policy = \"p\"\ncolour = 1\n").contains("unknown field"));
+        assert!(error_of(
+            "policy = \"p\"\n[[component]]\nkind = \"dns\"\nconfig = \"d\"\nfrom_policy = true\n"
+        )
+        .contains("applies to jail and guard"));
+        assert!(error_of(
+            "policy = \"p\"\n[[component]]\nkind = \"jail\"\nconfig = \"j\"\nfrom_policy = true\n"
+        )
+        .contains("remove `config`"));
+        assert!(
+            error_of("policy = \"p\"\n[[component]]\nkind = \"guard\"\nfrom_policy = true\n")
+                .contains("needs `config`")
+        );
         assert!(error_of("policy = \"p\"\napply = false\nconfirm_s = 30\n").contains("needs apply"));
         assert!(error_of("policy = \"p\"\nconfirm_s = 1\n").contains("5 to 3600"));
         assert!(

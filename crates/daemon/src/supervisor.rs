@@ -132,6 +132,9 @@ pub fn specs(config: &RunConfig) -> Vec<Spec> {
                     EventsFrom::File(events_file)
                 }
                 _ => {
+                    if c.from_policy {
+                        args.extend(["--policy".into(), config.policy.clone().into()]);
+                    }
                     if let Some(path) = &c.config {
                         args.extend(["--config".into(), path.clone().into()]);
                     }
@@ -870,5 +873,31 @@ mod tests {
         );
         assert_eq!(specs[3].events, EventsFrom::Stdout);
         assert_eq!(specs[3].interval_s, Some(60));
+    }
+
+    #[test]
+    fn jail_and_guard_can_take_their_policy_settings_from_the_run_policy() {
+        let config = RunConfig::from_toml(
+            "policy = \"p.toml\"\nstate_dir = \"/s\"\n[[component]]\nkind = \"jail\"\nfrom_policy = true\n[[component]]\nkind = \"guard\"\nconfig = \"g.toml\"\nfrom_policy = true\n",
+            std::path::Path::new("/etc/r"),
+        )
+        .unwrap();
+        let specs = specs(&config);
+        let args = |i: usize| {
+            specs[i]
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            args(0),
+            "jail --policy /etc/r/p.toml --events /s/events/jail.jsonl"
+        );
+        assert_eq!(
+            args(1),
+            "guard --policy /etc/r/p.toml --config /etc/r/g.toml"
+        );
     }
 }

@@ -34,8 +34,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let (policy_path, components, run_config) = match &args.run {
         Some(run) => {
             let config = crate::cmd::run::load_config(run)?;
-            let checked: Vec<ComponentCheck> =
-                config.components.iter().map(check_component).collect();
+            let checked: Vec<ComponentCheck> = config
+                .components
+                .iter()
+                .map(|c| check_component(c, &config.policy))
+                .collect();
             (config.policy.clone(), Some(checked), Some(config))
         }
         None => (
@@ -131,13 +134,16 @@ impl ComponentCheck {
     }
 }
 
-fn check_component(component: &rampart_daemon::ComponentConfig) -> ComponentCheck {
+fn check_component(component: &rampart_daemon::ComponentConfig, policy: &Path) -> ComponentCheck {
     let kind = component.kind.as_str();
     let config = component
         .config
         .as_ref()
         .map_or_else(|| "-".to_string(), |p| p.display().to_string());
     let result = match &component.config {
+        _ if component.from_policy => {
+            load_from_policy(component, policy).map_err(|e| one_line(&format!("{e:#}")))
+        }
         None => Ok("reads the policy".to_string()),
         Some(path) => load_component(component.kind, path).map_err(|e| one_line(&format!("{e:#}"))),
     };
@@ -146,6 +152,50 @@ fn check_component(component: &rampart_daemon::ComponentConfig) -> ComponentChec
         kind,
         config,
         result,
+    }
+}
+
+/// `from_policy` components: build their configuration from the policy's `[[programs]]`
+/// (jail) or `[l2]` merged with the runtime file (guard), as `--policy` does at start.
+fn load_from_policy(
+    component: &rampart_daemon::ComponentConfig,
+    policy_path: &Path,
+) -> anyhow::Result<String> {
+    let policy = crate::load::policy_with_warnings(policy_path)?.policy;
+    let name = policy_path.display().to_string();
+    match component.kind {
+        rampart_daemon::ComponentKind::Jail => {
+            let config = rampart_jail::Config::from_policy(&policy)
+                .with_context(|| format!("{name} cannot drive the jail"))?;
+            Ok(format!(
+                "{} program(s) from the policy",
+                config.programs.len()
+            ))
+        }
+        _ => {
+            let l2 = policy
+                .l2
+                .as_ref()
+                .with_context(|| format!("{name} has no [l2]"))?;
+            let runtime = component.config.as_deref();
+            let text = runtime
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))
+                })
+                .transpose()?;
+            let runtime_name = runtime.map(|p| p.display().to_string());
+            rampart_guard::Config::from_policy(
+                l2,
+                text.as_deref(),
+                rampart_guard::config::Sources {
+                    policy: &name,
+                    runtime: runtime_name.as_deref(),
+                },
+            )
+            .with_context(|| format!("the guard configuration from {name} is not valid"))?;
+            Ok("ok ([l2] from the policy)".into())
+        }
     }
 }
 
