@@ -346,14 +346,14 @@ fn dedup_strings(items: &[S<String>]) -> Vec<String> {
 /// W0210: a declared program no rule's owner names (directly or through its cgroup): it is
 /// jailed, but nothing restricts its traffic.
 pub(crate) fn unused_programs(jail: &Jail, programs: &Programs, rules: &[Rule], diags: &mut Diags) {
+    // Why: one pass over the rules, not one per program (256 programs x 100,000 rules).
+    let named: std::collections::HashSet<&str> = rules
+        .iter()
+        .filter_map(|r| r.owner.as_ref())
+        .flat_map(|o| o.cgroups.iter().map(String::as_str))
+        .collect();
     for p in &jail.programs {
-        let cgroup = jail.cgroup_of(p);
-        let used = rules.iter().any(|r| {
-            r.owner
-                .as_ref()
-                .is_some_and(|o| o.cgroups.contains(&cgroup))
-        });
-        if used {
+        if named.contains(jail.cgroup_of(p).as_str()) {
             continue;
         }
         let Some((_, span)) = programs.names.iter().find(|(n, _)| *n == p.name) else {
