@@ -961,6 +961,28 @@ fn plain_shapes(toks: &[Token]) -> bool {
             {
                 return true;
             }
+            // `14/**/or(1)group by`: a condition joined by logic, then the clause cut off.
+            Tok::Keyword
+                if matches!(t.word.as_str(), "order" | "group")
+                    && word_at(i + 1) == "by"
+                    && prev.is_some_and(|p| p.tok == Tok::Close)
+                    && i + 2 + usize::from(commented) == n
+                    && toks[..i].iter().any(is_real_logic) =>
+            {
+                return true;
+            }
+            // `PHPX AND CHAR(124) USER …`: logic, then a character built from its code.
+            Tok::Logic
+                if is_real_logic(t)
+                    && toks.get(i + 1).is_some_and(|x| {
+                        x.tok == Tok::Func && matches!(x.word.as_str(), "char" | "chr")
+                    })
+                    && toks.get(i + 2).is_some_and(|x| x.tok == Tok::Open)
+                    && toks.get(i + 3).is_some_and(|x| x.tok == Tok::Num)
+                    && toks.get(i + 4).is_some_and(|x| x.tok == Tok::Close) =>
+            {
+                return true;
+            }
             // `limit 0,1--`
             Tok::Keyword
                 if t.word == "limit"
@@ -1170,6 +1192,7 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
                     | "extractvalue"
                     | "updatexml"
                     | "xp_cmdshell"
+                    | "randomblob"
                     | "dbms_pipe.receive_message"
                     | "utl_inaddr.get_host_address"
             )
@@ -1529,7 +1552,9 @@ fn xss_from(input: &[u8], start: usize) -> bool {
                 | "link"
                 | "portal"
         );
-        if strong_bad {
+        // XSLT and SVG elements by namespace prefix (`<xsl:template match="/">`): XSLT runs
+        // script through extension elements, SVG carries its own script and event model.
+        if strong_bad || tag.starts_with("xsl:") || tag.starts_with("svg:") {
             return true;
         }
         if attrs_dangerous(input, j, bad) {
@@ -1609,6 +1634,10 @@ mod tests {
             "-123 inion select 1 -- ",
             "19 version() LIMIT 1,1",
             "1' OR 1&\"1",
+            // A condition, then GROUP BY cut off; CHAR() after logic; SQLite's heavy query.
+            "14/**/or(1)group\tby",
+            "PHPX AND CHAR(124) USER CHAR(124)=0 AND XX=X",
+            "RANDOMBLOB(500000000/2)",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1633,6 +1662,10 @@ mod tests {
             "MISTERGLAS.DK'*'''''''''''",
             "%u05ea%u05d5: '%u05de%u05d1%u05e8' | Sacara",
             "I'm here and you're there",
+            "pages (1) group by topic",
+            "14 (1) group by",
+            "salt and char",
+            "randomblob",
             "please select 1 item",
             // Logic followed by a comparison only further on in unrelated text.
             "London (and vicinity)||3113039&cd20=page",
@@ -1656,6 +1689,9 @@ mod tests {
             "<a href=\"jAvAsCrIpT",
             "<a href=javascript",
             "<div datafld=\"b\" dataformatas=\"html\" datasrc=\"#X\"></div>",
+            // Namespaced XSLT / SVG elements.
+            "<xsl:template match=\"/\">",
+            "<svg:script>alert(1)</svg:script>",
         ] {
             assert!(detect_xss(s.as_bytes()), "missed {s}");
         }
@@ -1667,6 +1703,7 @@ mod tests {
             "onion rings",
             "<a href=\"/javascript-guide\">",
             "learn javascript",
+            "xsl:template",
         ] {
             assert!(!detect_xss(s.as_bytes()), "false positive {s}");
         }
