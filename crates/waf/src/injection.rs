@@ -115,7 +115,9 @@ const KEYWORDS: &[&str] = &[
     "show",
     "sleep",
 ];
-const LOGIC: &[&str] = &["and", "or", "xor", "not", "div", "mod"];
+/// `eqv` is MS Access's logical equivalence (`foo' Eqv StrComp(…)`); its `imp` is left out:
+/// "imp" is an everyday word in ad-tech query strings (impressions).
+const LOGIC: &[&str] = &["and", "or", "xor", "eqv", "not", "div", "mod"];
 const OP_WORDS: &[&str] = &["like", "rlike", "regexp", "sounds", "in"];
 /// Functions whose presence after a break-out is itself the attack (time, file, error based).
 const DANGEROUS_FUNCS: &[&str] = &[
@@ -1638,6 +1640,7 @@ mod tests {
             "14/**/or(1)group\tby",
             "PHPX AND CHAR(124) USER CHAR(124)=0 AND XX=X",
             "RANDOMBLOB(500000000/2)",
+            "foo' Eqv StrComp(username, 0x12+0x34+0xab+0xcd,0) Imp 'a",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
