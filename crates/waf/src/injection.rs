@@ -1121,16 +1121,25 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
             }),
             Tok::Verb => verb_shape(toks, 1),
             Tok::Comment => {
-                // `admin'--`, `1'--`; a measurement such as `7" #2` is not a break-out.
+                // `admin'--`, `1'--`; a measurement such as `7" #2` is not a break-out, nor a
+                // quoted phrase starting with a number sign (`"#2 MOM"`: nothing precedes the
+                // double quote, so no string of the application's is cut off).
                 n == 2
                     && (next.word != "#"
-                        || !toks[0]
+                        || !(toks[0]
                             .word
                             .trim_end()
-                            .ends_with(|c: char| c.is_ascii_digit()))
+                            .ends_with(|c: char| c.is_ascii_digit())
+                            || (quote == Some(b'"') && toks[0].word.is_empty())))
             }
+            // `' = '`, `x' > 0x1`; not a number followed by a string (`"<3"`, a quoted heart:
+            // `3 ""` is no SQL).
             Tok::Op if is_cmp(next) => toks.get(2).is_some_and(|x| {
-                matches!(x.tok, Tok::Str { .. } | Tok::Num | Tok::Var) || is_dangerous_call(x)
+                (matches!(x.tok, Tok::Str { .. } | Tok::Num | Tok::Var) || is_dangerous_call(x))
+                    && !(x.tok == Tok::Num
+                        && toks
+                            .get(3)
+                            .is_some_and(|y| matches!(y.tok, Tok::Str { .. })))
             }),
             Tok::Op => toks.get(2).is_some_and(is_dangerous_call) || after_is_select(2),
             Tok::Keyword => {
@@ -1674,6 +1683,9 @@ mod tests {
             "London (and vicinity)||3113039&cd20=page",
             "Passwords must be between 8 and 200 characters long.&field=signupUsername",
             "627523cc-92e9-47f0-8747-a3beba6f38d4&&callback=bc_json606",
+            // A quoted heart and a quoted phrase starting with a number sign.
+            "\"<3\"",
+            "\"#2 MOM\"",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_none(), "false positive {s}");
         }
