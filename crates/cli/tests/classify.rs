@@ -13,8 +13,9 @@
 //! passes. Each block is one event naming the rule, label and technique, the kernel drops the
 //! rest of the connection by its conntrack mark, SIGHUP reloads (a broken policy is refused and
 //! the old one kept), and with no classifier running the queue fails closed or open as the
-//! policy says. With `--queues 2` behind nft-apply's `--queue-balance` rules, connections to
-//! 16 server addresses land on both queues and everything above holds with one shared table.
+//! policy says. With a policy's `classifier_queues = 2` (queue rules balanced over two queues,
+//! the classifier binding both), connections to 16 server addresses land on both queues and
+//! everything above holds with one shared table.
 //!
 //! Needs root, `ip`, `nft`, `iptables-nft`, `ip6tables-nft` and `ping` (iputils-ping); skips with a printed
 //! reason otherwise.
@@ -1080,21 +1081,16 @@ fn udp_exchange_to(ns: &str, host: &'static str, send: Vec<u8>) -> Result<Vec<u8
     })
 }
 
-/// The queue rules nft-apply installs for a policy, spread over `queues` queues, installed in
-/// `ns` by nft-apply itself (replacing `old`); returns what is live afterwards.
-fn install_balanced_rules(
+/// The queue rules the emitter writes for a policy (spread over its `classifier_queues`),
+/// installed in `ns` by nft-apply itself (replacing `old`); returns what is live afterwards.
+fn install_emitted_queue_rules(
     ns: &str,
     policy: &Path,
-    queues: u16,
     old: &[rampart_nft::app_queue::QueueRule],
 ) -> Vec<rampart_nft::app_queue::QueueRule> {
     let ir = rampart_policy::load_file(policy).unwrap().policy;
     let opts = rampart_nft::EmitOptions::default();
-    let rules = rampart_nft_apply::extras::balance_queue_rules(
-        &rampart_nft::app_queue::queue_rules(&ir, &opts),
-        queues,
-    )
-    .unwrap();
+    let rules = rampart_nft::app_queue::queue_rules(&ir, &opts);
     let nft = rampart_nft_apply::runner::Nft::in_netns(ns);
     rampart_nft_apply::extras::replace_queue_rules(&nft, old, &rules).unwrap();
     let live = rampart_nft_apply::extras::live_queue_rules(&nft, &opts.table).unwrap();
@@ -1104,8 +1100,9 @@ fn install_balanced_rules(
     live
 }
 
-/// `rampart classify --queues 2` behind `--queue-balance 4210:4211`: one thread and socket pair
-/// per queue, one shared connection table. Connections to 16 addresses land on both queues;
+/// A policy with `classifier_queues = 2`: its queue rules balance over 4210:4211 and
+/// `rampart classify` (no `--queues`) binds both, one thread and socket pair per queue, one
+/// shared connection table. Connections to 16 addresses land on both queues;
 /// every verdict, block event, conntrack mark, reload and metrics dump is the same as with one
 /// queue; without a classifier the balanced rules fail closed, or open with `--queue-bypass`
 /// exactly when the policy fails open.
@@ -1121,9 +1118,13 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
             &["ip", "addr", "add", &format!("{host}/24"), "dev", "eth0"],
         );
     }
+    let two_queues = POLICY.replace(
+        "classifier_fail_open = false",
+        "classifier_fail_open = false\nclassifier_queues = 2",
+    );
     let policy = dir.join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let live = install_balanced_rules(&srv, &policy, 2, &[]);
+    std::fs::write(&policy, &two_queues).unwrap();
+    let live = install_emitted_queue_rules(&srv, &policy, &[]);
     assert!(live
         .iter()
         .all(|r| r.spec.ends_with("--queue-balance 4210:4211")));
@@ -1136,12 +1137,7 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
         &policy,
         &events_path,
         &stderr_path,
-        &[
-            Path::new("--queues"),
-            Path::new("2"),
-            Path::new("--metrics"),
-            &metrics_path,
-        ],
+        &[Path::new("--metrics"), &metrics_path],
     );
     assert_eq!(bound["queue"], QUEUE_NUM);
     assert_eq!(bound["queues"], 2);
@@ -1199,7 +1195,7 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
         })
     });
     // SIGHUP: the shared classifier takes the new policy for every queue.
-    let allow_ssh = POLICY.replace("app = [\"ssh\"]", "app = [\"rdp\"]");
+    let allow_ssh = two_queues.replace("app = [\"ssh\"]", "app = [\"rdp\"]");
     reload(&classify, &policy, &allow_ssh, &stderr_path, "reloaded");
     for host in SPREAD_HOSTS {
         let ssh = tcp_exchange_to(&cli, host, 8080, b"");
@@ -1240,13 +1236,13 @@ fn two_queues_share_one_table_and_keep_fail_closed_and_fail_open() {
     let open_policy = dir.join("open.toml");
     std::fs::write(
         &open_policy,
-        POLICY.replace(
+        two_queues.replace(
             "classifier_fail_open = false",
             "classifier_fail_open = true",
         ),
     )
     .unwrap();
-    let open = install_balanced_rules(&srv, &open_policy, 2, &live);
+    let open = install_emitted_queue_rules(&srv, &open_policy, &live);
     assert!(open
         .iter()
         .all(|r| r.spec.ends_with("--queue-balance 4210:4211 --queue-bypass")));

@@ -770,8 +770,26 @@ pub struct Defaults {
     /// When the NFQUEUE classifier is not running, let packets that application-protocol rules
     /// would inspect through (`true`) instead of dropping them (`false`, the default).
     pub classifier_fail_open: bool,
+    /// How many consecutive NFQUEUE queues application-protocol rules spread over (the queue
+    /// rules' `--queue-balance Q:Q+N-1`; 1 to [`MAX_CLASSIFIER_QUEUES`], default 1). The
+    /// classifier binds the same number, one thread each; the kernel keeps every connection on
+    /// one queue (a hash of the address pair and protocol, the same in both directions).
+    #[serde(default = "one_queue", skip_serializing_if = "is_one_queue")]
+    pub classifier_queues: u16,
     /// Where the defaults are declared (or the policy file when implicit).
     pub loc: SourceLoc,
+}
+
+/// Most queues the classifier spreads over. Why: one thread and two sockets per queue; past
+/// the machine's cores more queues only add contention.
+pub const MAX_CLASSIFIER_QUEUES: u16 = 64;
+
+fn one_queue() -> u16 {
+    1
+}
+
+fn is_one_queue(queues: &u16) -> bool {
+    *queues == 1
 }
 
 impl Defaults {
@@ -796,6 +814,7 @@ impl Default for Defaults {
             allow_icmpv6_essential: true,
             never_ban: Vec::new(),
             classifier_fail_open: false,
+            classifier_queues: 1,
             loc: SourceLoc::default(),
         }
     }

@@ -217,52 +217,6 @@ fn replace_family(
     Ok(true)
 }
 
-/// Why: the classifier runs one thread per queue; more queues than this only add contention.
-pub const MAX_QUEUES: u16 = 64;
-
-/// The queue rules for a classifier that binds `queues` consecutive queues (`rampart classify
-/// --queues N`): each `--queue-num Q` becomes `--queue-balance Q:Q+N-1`. The kernel picks the
-/// queue by a hash of the address pair and protocol, the same in both directions, so every
-/// packet of a connection reaches the same queue. `--queue-bypass` stays exactly where the
-/// policy's fail-open choice put it. One queue: the rules as they are (`--queue-balance Q:Q`
-/// is refused by iptables).
-pub fn balance_queue_rules(rules: &[QueueRule], queues: u16) -> Result<Vec<QueueRule>, ApplyError> {
-    if queues == 0 || queues > MAX_QUEUES {
-        return Err(ApplyError::Queue(format!(
-            "{queues} queues (1 to {MAX_QUEUES})"
-        )));
-    }
-    if queues == 1 {
-        return Ok(rules.to_vec());
-    }
-    rules
-        .iter()
-        .map(|r| {
-            let words: Vec<&str> = r.spec.split(' ').collect();
-            let at = words
-                .windows(2)
-                .position(|w| w[0] == "--queue-num")
-                .ok_or_else(|| ApplyError::Queue(format!("no --queue-num in `{}`", r.spec)))?;
-            let first: u16 = words[at + 1]
-                .parse()
-                .map_err(|_| ApplyError::Queue(format!("bad queue number in `{}`", r.spec)))?;
-            let last = first.checked_add(queues - 1).ok_or_else(|| {
-                ApplyError::Queue(format!("queues {first} + {queues} run past 65535"))
-            })?;
-            let range = format!("{first}:{last}");
-            let mut out: Vec<&str> = Vec::with_capacity(words.len());
-            out.extend_from_slice(&words[..at]);
-            out.push("--queue-balance");
-            out.push(&range);
-            out.extend_from_slice(&words[at + 2..]);
-            Ok(QueueRule {
-                v6: r.v6,
-                spec: out.join(" "),
-            })
-        })
-        .collect()
-}
-
 /// Replace Rampart's queue rules `old` (as listed by [`live_queue_rules`]) by `new`: one
 /// `iptables-nft-restore --noflush` transaction per family; if the second family fails, the
 /// first is put back, so a failure leaves the old rules.
@@ -300,43 +254,6 @@ mod tests {
             "*security\n-D INPUT -m mark --mark 0x100000/0xf00000 -j NFQUEUE --queue-num 4210\n\
              -A INPUT -m mark --mark 0x100000/0xf00000 -j NFQUEUE --queue-num 4210 --queue-bypass\nCOMMIT\n"
         );
-    }
-
-    #[test]
-    fn balanced_rules_spread_over_consecutive_queues_and_keep_the_bypass_choice() {
-        let closed = QueueRule {
-            v6: false,
-            spec: "-A INPUT -m mark --mark 0x100000/0xf00000 -m comment --comment rampart-nfq:t -j NFQUEUE --queue-num 4210".into(),
-        };
-        let open = QueueRule {
-            v6: true,
-            spec: format!("{} --queue-bypass", closed.spec),
-        };
-        let rules = [closed.clone(), open.clone()];
-        assert_eq!(balance_queue_rules(&rules, 1).unwrap(), rules.to_vec());
-        let two = balance_queue_rules(&rules, 2).unwrap();
-        // Exactly as `iptables -S` lists them back (checked on iptables-nft 1.8.9).
-        assert_eq!(
-            two[0].spec,
-            "-A INPUT -m mark --mark 0x100000/0xf00000 -m comment --comment rampart-nfq:t -j NFQUEUE --queue-balance 4210:4211"
-        );
-        assert_eq!(
-            two[1].spec,
-            "-A INPUT -m mark --mark 0x100000/0xf00000 -m comment --comment rampart-nfq:t -j NFQUEUE --queue-balance 4210:4211 --queue-bypass"
-        );
-        assert!(two[1].v6 && !two[0].v6);
-        assert!(balance_queue_rules(&rules, 0).is_err());
-        assert!(balance_queue_rules(&rules, MAX_QUEUES + 1).is_err());
-        let high = QueueRule {
-            v6: false,
-            spec: "-A INPUT -j NFQUEUE --queue-num 65535".into(),
-        };
-        assert!(balance_queue_rules(&[high], 2).is_err());
-        let none = QueueRule {
-            v6: false,
-            spec: "-A INPUT -j ACCEPT".into(),
-        };
-        assert!(balance_queue_rules(&[none], 2).is_err());
     }
 
     #[test]

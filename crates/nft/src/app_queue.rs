@@ -85,7 +85,9 @@ pub fn queue_comment(table: &str) -> String {
 
 /// The queue rules `policy` needs: none without (live) application-protocol rules; else one
 /// per family and hook (INPUT, FORWARD, OUTPUT: a connection's replies cross another hook than
-/// its first packet), with `--queue-bypass` when the policy fails open.
+/// its first packet), with `--queue-bypass` when the policy fails open. With
+/// `classifier_queues` N > 1 the target is `--queue-balance Q:Q+N-1` instead of
+/// `--queue-num Q` (iptables refuses a one-queue balance, so one queue keeps `--queue-num`).
 pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
     let live = policy.rules.iter().any(|r| {
         r.app.is_some() && !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t)
@@ -98,13 +100,20 @@ pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
     } else {
         ""
     };
+    let queues = policy.defaults.classifier_queues.max(1);
+    let target = if queues == 1 {
+        format!("--queue-num {QUEUE_NUM}")
+    } else {
+        // QUEUE_NUM + MAX_CLASSIFIER_QUEUES - 1 is far below 65535.
+        format!("--queue-balance {QUEUE_NUM}:{}", QUEUE_NUM + (queues - 1))
+    };
     let mut out = Vec::new();
     for v6 in [false, true] {
         for chain in ["INPUT", "FORWARD", "OUTPUT"] {
             out.push(QueueRule {
                 v6,
                 spec: format!(
-                    "-A {chain} -m mark --mark 0x{INSPECT_MARK:x}/0x{MARK_MASK:x} -m comment --comment {} -j NFQUEUE --queue-num {QUEUE_NUM}{bypass}",
+                    "-A {chain} -m mark --mark 0x{INSPECT_MARK:x}/0x{MARK_MASK:x} -m comment --comment {} -j NFQUEUE {target}{bypass}",
                     queue_comment(&opts.table)
                 ),
             });
@@ -190,5 +199,21 @@ mod tests {
             required_sysctls(&p, &opts),
             vec![("net.netfilter.nf_conntrack_acct".into(), "1".into())]
         );
+        // Several queues: every rule balances over the range, bypass kept where it was.
+        p.defaults.classifier_queues = 4;
+        let q = queue_rules(&p, &opts);
+        assert_eq!(q.len(), 6);
+        assert_eq!(
+            q[0].spec,
+            "-A INPUT -m mark --mark 0x100000/0xf00000 -m comment --comment rampart-nfq:rampart -j NFQUEUE --queue-balance 4210:4213 --queue-bypass"
+        );
+        assert!(q
+            .iter()
+            .all(|r| r.spec.contains(" --queue-balance 4210:4213 ")
+                && !r.spec.contains("--queue-num")));
+        p.defaults.classifier_fail_open = false;
+        assert!(queue_rules(&p, &opts)
+            .iter()
+            .all(|r| r.spec.ends_with(" --queue-balance 4210:4213")));
     }
 }

@@ -138,6 +138,8 @@ pub struct DefaultsDecl {
     pub never_ban: Option<(Span, Vec<S<String>>)>,
     /// `classifier_fail_open = false`.
     pub classifier_fail_open: Option<bool>,
+    /// `classifier_queues = 1`.
+    pub classifier_queues: Option<S<i64>>,
 }
 
 /// `[zones.NAME]`.
@@ -824,6 +826,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "allow_icmpv6_essential",
     "never_ban",
     "classifier_fail_open",
+    "classifier_queues",
 ];
 
 fn defaults(span: Span, t: &[Entry], diags: &mut Diags) -> DefaultsDecl {
@@ -840,6 +843,7 @@ fn defaults(span: Span, t: &[Entry], diags: &mut Diags) -> DefaultsDecl {
             .take("never_ban")
             .map(|e| (e.key_span, as_str_list(e, diags))),
         classifier_fail_open: opt_bool(&mut f, "classifier_fail_open", diags),
+        classifier_queues: f.take("classifier_queues").and_then(|e| as_int(e, diags)),
     };
     f.finish("[defaults]", DEFAULTS_KEYS, diags);
     d

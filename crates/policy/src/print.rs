@@ -236,6 +236,9 @@ pub fn to_toml(policy: &Policy) -> Result<String, PrintError> {
     if d.classifier_fail_open {
         let _ = writeln!(out, "classifier_fail_open = true");
     }
+    if d.classifier_queues != 1 {
+        let _ = writeln!(out, "classifier_queues = {}", d.classifier_queues);
+    }
     if !policy.components.is_empty() {
         let _ = writeln!(out, "\n[components]");
         for c in &policy.components {

@@ -845,6 +845,24 @@ fn resolve_defaults(
         if let Some(b) = decl.classifier_fail_open {
             d.classifier_fail_open = b;
         }
+        if let Some(n) = &decl.classifier_queues {
+            match u16::try_from(n.v) {
+                Ok(q) if (1..=rampart_ir::MAX_CLASSIFIER_QUEUES).contains(&q) => {
+                    d.classifier_queues = q
+                }
+                _ => diags.push(
+                    Report::error(
+                        "E0187",
+                        format!("classifier_queues `{}` is out of range", n.v),
+                    )
+                    .label(
+                        n.span,
+                        format!("expected 1..={}", rampart_ir::MAX_CLASSIFIER_QUEUES),
+                    )
+                    .hint("one queue per classifier thread; more than the machine's cores only add contention"),
+                ),
+            }
+        }
     }
     d
 }

@@ -4,8 +4,9 @@
 //! rules, writes one event per blocked connection, reloads the policy on SIGHUP (a bad policy
 //! keeps the running one and says why), writes Prometheus counters on SIGUSR1 (with
 //! `--metrics`), and on SIGINT/SIGTERM unbinds and prints a final stats line. With
-//! `--queues N` it binds N consecutive queues (the ruleset's `--queue-balance A:B`), one thread
-//! and socket pair per queue, all deciding with one shared classifier; this (main) thread only
+//! several queues (the policy's `classifier_queues`, which the ruleset spreads over with
+//! `--queue-balance A:B`, or `--queues N`) it binds N consecutive queues, one thread and socket
+//! pair per queue, all deciding with one shared classifier; this (main) thread only
 //! coordinates: signals, reloads, metrics.
 
 use std::path::{Path, PathBuf};
@@ -32,9 +33,10 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = rampart_nft::app_queue::QUEUE_NUM)]
     queue: u16,
     /// Bind this many consecutive queues from `--queue` (the queue rule's `--queue-balance
-    /// A:B`), one thread each; the kernel keeps every connection on one queue.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES)))]
-    queues: u16,
+    /// A:B`), one thread each; the kernel keeps every connection on one queue. Default: the
+    /// policy's `classifier_queues` (the count the compiled queue rules spread over).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(rampart_ir::MAX_CLASSIFIER_QUEUES)))]
+    queues: Option<u16>,
     /// Append one JSON event per blocked connection to this file.
     #[arg(long)]
     events: Option<PathBuf>,
@@ -95,9 +97,6 @@ fn write_metrics(path: &Path, text: &str) {
     }
 }
 
-/// Why: one thread and two sockets per queue; beyond the machine's cores more queues only
-/// add contention on the shared table.
-const MAX_QUEUES: u16 = 64;
 /// How often the coordinating thread looks at the signal flags.
 const COORDINATOR_TICK: Duration = Duration::from_millis(50);
 /// How long a metrics dump waits for every queue thread to hand over its counters.
@@ -213,6 +212,15 @@ fn collect(workers: &[Worker], ask: bool) -> (ShellCounters, Vec<ShellCounters>)
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let policy = load(&args.policy)?;
+    let queues = args.queues.unwrap_or(policy.defaults.classifier_queues);
+    if queues != policy.defaults.classifier_queues {
+        eprintln!(
+            "rampart classify: binding {queues} queues while {} spreads its queue rules over {}: packets on queues without a listener are {}",
+            args.policy.display(),
+            policy.defaults.classifier_queues,
+            if policy.defaults.classifier_fail_open { "let through uninspected" } else { "dropped" }
+        );
+    }
     let limits = Limits {
         max_conns: args.max_conns,
         idle_timeout_ms: args.idle_timeout_s.saturating_mul(1000),
@@ -240,14 +248,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         None => Box::new(rampart_events::JsonLinesSink::new(std::io::sink())),
     });
     let fail_open = AtomicBool::new(policy.defaults.classifier_fail_open);
-    let last = args.queue.checked_add(args.queues - 1).with_context(|| {
+    let last = args.queue.checked_add(queues - 1).with_context(|| {
         format!(
-            "--queue {} --queues {} runs past queue 65535",
-            args.queue, args.queues
+            "--queue {} with {queues} queues runs past queue 65535",
+            args.queue
         )
     })?;
     // Bind every queue before saying "bound": a queue that cannot be bound fails the start.
-    let mut runners = Vec::with_capacity(usize::from(args.queues));
+    let mut runners = Vec::with_capacity(usize::from(queues));
     let mut conntrack = true;
     for q in args.queue..=last {
         let queue = Queue::bind(QueueOptions::new(q, fail_open.load(Ordering::Relaxed)))
@@ -276,7 +284,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         serde_json::json!({
             "event": "bound",
             "queue": args.queue,
-            "queues": args.queues,
+            "queues": queues,
             "app_rules": app_rules,
             "fail_open": fail_open.load(Ordering::Relaxed),
             "conntrack": conntrack,
@@ -297,7 +305,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
                 eprintln!("rampart classify: cannot start a queue thread: {err}");
             }
         }
-        coordinate(&args, &control, &workers, &classifier, &fail_open);
+        coordinate(&args, queues, &control, &workers, &classifier, &fail_open);
         for w in &workers {
             w.control.stop.store(true, Ordering::Relaxed);
         }
@@ -328,6 +336,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
 /// The main thread while the queue threads run: signals in, reloads and metrics out.
 fn coordinate(
     args: &Args,
+    queues: u16,
     control: &Control,
     workers: &[Worker],
     classifier: &Mutex<Classifier<EngineLabeller>>,
@@ -360,6 +369,14 @@ fn coordinate(
             match reloaded {
                 Ok(p) => {
                     fail_open.store(p.defaults.classifier_fail_open, Ordering::Relaxed);
+                    if p.defaults.classifier_queues != queues {
+                        // Threads and sockets are bound at start; a reload cannot add or
+                        // remove them.
+                        eprintln!(
+                            "rampart classify: the policy now spreads over {} queues; {queues} stay bound until a restart",
+                            p.defaults.classifier_queues
+                        );
+                    }
                     // Each queue thread forgets its interface names and sets fail-open on its
                     // own queue.
                     for w in workers {
