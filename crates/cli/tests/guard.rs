@@ -13,15 +13,18 @@
 //!
 //! Needs root, `ip`, `nft` and `dnsmasq`; skips with a printed reason otherwise.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rampart_guard::craft::{arp_frame, dhcp, udp4_frame, BROADCAST};
 use rampart_guard::decode::{self, DhcpKind, Mac, ARP_REPLY};
+use support::{bind_to_device, in_ns, ns_sh, sh, Procs, Scratch};
 
 const SRV_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x01]);
 const BR_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x02]);
@@ -29,22 +32,6 @@ const CLI_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x0c]);
 const ROG_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x66]);
 const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const ROG_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ns_sh(ns: &str, args: &[&str]) -> String {
-    let mut full = vec!["netns", "exec", ns];
-    full.extend_from_slice(args);
-    String::from_utf8_lossy(&sh("ip", &full).stdout).into_owned()
-}
 
 /// The namespaces; deleted on drop (also when an assertion fails).
 struct Topology {
@@ -126,66 +113,6 @@ impl Drop for Topology {
                 .status();
         }
     }
-}
-
-/// A scratch directory, removed on drop (also when an assertion fails). Declared first in a
-/// test, so it outlives the processes writing into it.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Child processes killed on drop.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-fn bind_to_device(socket: &UdpSocket, dev: &str) {
-    // SAFETY: the name is valid for its length; SO_BINDTODEVICE reads that many bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            dev.as_ptr().cast(),
-            dev.len() as u32,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 /// Send raw frames out of `eth0` of the current namespace.
