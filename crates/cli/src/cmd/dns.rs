@@ -3,7 +3,7 @@
 //! configuration and lists on SIGHUP — a bad configuration keeps the running one and says why —
 //! and stops on SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -17,7 +17,7 @@ pub(crate) struct Args {
     config: PathBuf,
 }
 
-fn read_config(path: &PathBuf) -> anyhow::Result<rampart_dns::Config> {
+fn read_config(path: &Path) -> anyhow::Result<rampart_dns::Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     rampart_dns::Config::from_toml(&text)
@@ -36,20 +36,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             "{}",
             serde_json::json!({ "event": "listening", "udp": handle.udp_addrs, "tcp": handle.tcp_addrs, "metrics": handle.metrics_addr })
         );
-        let server = &handle;
-        let config_path = &args.config;
-        crate::serve::until_stopped(move || async move {
-            let reloaded = match read_config(config_path) {
-                Ok(config) => server.reload(&config).await.map_err(anyhow::Error::from),
-                Err(err) => Err(err),
-            };
-            match reloaded {
-                Ok(()) => eprintln!("rampart dns: reloaded {}", config_path.display()),
-                Err(err) => eprintln!(
-                    "rampart dns: reload refused, still serving the previous configuration: {err:#}"
-                ),
-            }
-        })
+        crate::serve::until_stopped_reloading(
+            "dns",
+            "configuration",
+            &args.config,
+            read_config,
+            async |config| handle.reload(config).await,
+        )
         .await?;
         handle.shutdown();
         Ok::<_, anyhow::Error>(())
