@@ -1036,8 +1036,42 @@ fn plain_shapes(toks: &[Token]) -> bool {
             {
                 return true;
             }
-            // `case when … then … end` opening the value
-            Tok::Keyword if t.word == "case" && i == 0 => {
+            // `1 ) ) as jdhz where 2021 = 2021`: closing the application's parentheses and
+            // aliasing the derived table, then a condition running to the end of the value.
+            Tok::Keyword
+                if t.word == "as"
+                    && prev.is_some_and(|p| p.tok == Tok::Close)
+                    && toks.get(i + 1).is_some_and(|x| x.tok == Tok::Bare)
+                    && matches!(word_at(i + 2), "where" | "having") =>
+            {
+                let x = scan_expr(toks, i + 3, false);
+                if x.complete && x.end + usize::from(commented) == n && x.cmp > 0 && x.literal > 1 {
+                    return true;
+                }
+            }
+            // `iif(9229=4158,1,1/0)`, `if(1=1,…`: a conditional on a comparison of literals
+            // opening the value (error- and boolean-based probes).
+            Tok::Func
+                if i == 0
+                    && matches!(t.word.as_str(), "iif" | "if")
+                    && toks.get(1).is_some_and(|x| x.tok == Tok::Open)
+                    && comparison_after(toks, 2) == Some((1, 1))
+                    && toks[2..].iter().any(|x| x.tok == Tok::Comma) =>
+            {
+                return true;
+            }
+            // `end and 'hizd' = 'hizd`, `end and ((("a" = "a`: closing a CASE of the
+            // application's, then a tautology on literals.
+            Tok::Keyword
+                if t.word == "end"
+                    && i == 0
+                    && toks.get(1).is_some_and(is_real_logic)
+                    && comparison_after(toks, 2) == Some((1, 1)) =>
+            {
+                return true;
+            }
+            // `case when … then … end` opening the value, also inside parentheses.
+            Tok::Keyword if t.word == "case" && toks[..i].iter().all(|x| x.tok == Tok::Open) => {
                 let has = |w: &str| toks.iter().any(|x| x.word == w);
                 if has("when") && has("then") && has("end") {
                     return true;
@@ -1141,6 +1175,17 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
                             .get(3)
                             .is_some_and(|y| matches!(y.tok, Tok::Str { .. })))
             }),
+            // `1' in boolean mode) and 3787=7750--`: breaking out of MySQL's full-text
+            // `AGAINST('…' IN BOOLEAN MODE)` and its parenthesis.
+            Tok::Op
+                if next.word == "in"
+                    && toks.get(2).is_some_and(|x| x.word == "boolean")
+                    && toks.get(3).is_some_and(|x| x.word == "mode")
+                    && toks.get(4).is_some_and(|x| x.tok == Tok::Close)
+                    && toks.len() > 5 =>
+            {
+                true
+            }
             Tok::Op => toks.get(2).is_some_and(is_dangerous_call) || after_is_select(2),
             Tok::Keyword => {
                 let w = next.word.as_str();
@@ -1650,6 +1695,14 @@ mod tests {
             "PHPX AND CHAR(124) USER CHAR(124)=0 AND XX=X",
             "RANDOMBLOB(500000000/2)",
             "foo' Eqv StrComp(username, 0x12+0x34+0xab+0xcd,0) Imp 'a",
+            // sqlmap boundaries: derived-table alias, IIF, CASE end, full-text mode.
+            "1  )   as jdhz where 2021  =  2021",
+            "1   )    )    as zoso where 3633  =  3633",
+            "iif  (  9229  =  4158,1,1/0  )  ",
+            "end and 'hizd'  =  'hizd",
+            "end and    (    (   \"dmgj\"  =  \"dmgj",
+            "1' in boolean mode) and 3787=7750--",
+            "(CaSE/**/wheN/**/2269=8610/**/thEn/**/''/**/ELSe/**/NUll/**/eNd)",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1678,6 +1731,10 @@ mod tests {
             "14 (1) group by",
             "salt and char",
             "randomblob",
+            "(see note 1) as shown where",
+            "if (you = me, call)",
+            "the end and all",
+            "in boolean mode",
             "please select 1 item",
             // Logic followed by a comparison only further on in unrelated text.
             "London (and vicinity)||3113039&cd20=page",
