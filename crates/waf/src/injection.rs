@@ -783,7 +783,12 @@ fn quoted_expression(toks: &[Token], start: usize, quote: u8) -> bool {
         return true;
     }
     let commented = toks.last().is_some_and(|t| t.tok == Tok::Comment);
-    if !e.complete || e.end <= start || e.end + usize::from(commented) != toks.len() {
+    // `x' and email is NULL; --`: the statement ended before the comment.
+    let semi = commented && toks.get(e.end).is_some_and(|t| t.tok == Tok::Semi);
+    if !e.complete
+        || e.end <= start
+        || e.end + usize::from(semi) + usize::from(commented) != toks.len()
+    {
         return false;
     }
     let last = &toks[e.end - 1];
@@ -895,6 +900,17 @@ fn comparison_after(toks: &[Token], j: usize) -> Option<(usize, usize)> {
     }
     let right = operand(&mut i)?;
     Some((left, right))
+}
+
+/// `toks[i]` begins the value: nothing before it but opening parentheses, optionally after
+/// a `name=` (a value that is itself a query-string pair, `p=end and …`).
+fn value_start(toks: &[Token], i: usize) -> bool {
+    let skip = if i >= 2 && toks[0].tok == Tok::Bare && toks[1].word == "=" {
+        2
+    } else {
+        0
+    };
+    i >= skip && toks[skip..i].iter().all(|x| x.tok == Tok::Open)
 }
 
 /// Shapes of a value used as written (numeric context, or carrying its own quotes).
@@ -1064,14 +1080,14 @@ fn plain_shapes(toks: &[Token]) -> bool {
             // application's, then a tautology on literals.
             Tok::Keyword
                 if t.word == "end"
-                    && i == 0
-                    && toks.get(1).is_some_and(is_real_logic)
-                    && comparison_after(toks, 2) == Some((1, 1)) =>
+                    && value_start(toks, i)
+                    && toks.get(i + 1).is_some_and(is_real_logic)
+                    && comparison_after(toks, i + 2) == Some((1, 1)) =>
             {
                 return true;
             }
             // `case when … then … end` opening the value, also inside parentheses.
-            Tok::Keyword if t.word == "case" && toks[..i].iter().all(|x| x.tok == Tok::Open) => {
+            Tok::Keyword if t.word == "case" && value_start(toks, i) => {
                 let has = |w: &str| toks.iter().any(|x| x.word == w);
                 if has("when") && has("then") && has("end") {
                     return true;
@@ -1703,6 +1719,8 @@ mod tests {
             "end and    (    (   \"dmgj\"  =  \"dmgj",
             "1' in boolean mode) and 3787=7750--",
             "(CaSE/**/wheN/**/2269=8610/**/thEn/**/''/**/ELSe/**/NUll/**/eNd)",
+            "p=end and 'hizd'  =  'hizd",
+            "x' and email is NULL; --",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1734,6 +1752,8 @@ mod tests {
             "(see note 1) as shown where",
             "if (you = me, call)",
             "the end and all",
+            "x=end and more",
+            "it's done and dusted; --",
             "in boolean mode",
             "please select 1 item",
             // Logic followed by a comparison only further on in unrelated text.
