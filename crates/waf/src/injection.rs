@@ -1229,7 +1229,8 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
             Tok::Func => is_dangerous_call(next),
             _ => false,
         };
-        return hit || quote.is_some_and(|q| quoted_expression(toks, 1, q));
+        // Backticks also mark code in prose (Markdown): only the clause shapes above.
+        return hit || quote.is_some_and(|q| q != b'`' && quoted_expression(toks, 1, q));
     }
     if plain_shapes(toks) {
         return true;
@@ -1311,7 +1312,14 @@ fn sqli_shape(toks: &[Token], quote: Option<u8>) -> bool {
 /// Detect SQL injection; returns the fingerprint of the context that matched.
 pub fn detect_sqli(input: &[u8]) -> Option<String> {
     let input = &input[..input.len().min(64 * 1024)];
-    for (quote, quoted) in [(None, false), (Some(b'\''), true), (Some(b'"'), true)] {
+    // A backtick-quoted identifier is a context too (`` `/**/where/**/1=1 ``, sqlmap's
+    // boundary for identifiers built from input).
+    for (quote, quoted) in [
+        (None, false),
+        (Some(b'\''), true),
+        (Some(b'"'), true),
+        (Some(b'`'), true),
+    ] {
         if quoted && !input.contains(&quote.unwrap_or(0)) {
             continue;
         }
@@ -1721,6 +1729,9 @@ mod tests {
             "(CaSE/**/wheN/**/2269=8610/**/thEn/**/''/**/ELSe/**/NUll/**/eNd)",
             "p=end and 'hizd'  =  'hizd",
             "x' and email is NULL; --",
+            // Backtick-quoted identifier break-outs.
+            "`/**/whERE/**/3698=3698/**/Or/**/6035=6035",
+            "-6391`/**/wheRE/**/8298=8298/**/ORdER/**/bY/**/1210#",
         ] {
             assert!(detect_sqli(s.as_bytes()).is_some(), "missed {s}");
         }
@@ -1753,6 +1764,10 @@ mod tests {
             "if (you = me, call)",
             "the end and all",
             "x=end and more",
+            // Markdown code spans.
+            "use `foo` where needed",
+            "`code` or text and `more code` = 1",
+            "run `ls -la` and then `cd /tmp`",
             "it's done and dusted; --",
             "in boolean mode",
             "please select 1 item",

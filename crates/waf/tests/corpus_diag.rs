@@ -4,8 +4,9 @@
 //! grouped by cause. Same request form as `examples/corpus.rs` (`GET /get?q=<payload>`).
 //!
 //! `cargo test --release -p rampart-waf --test corpus_diag -- --ignored --nocapture`
-//! (env `DIAG_SETS=sqli,xss,legit,fp,patt-xss,patt-sqli` selects sets; default the first four; `DIAG_FORM=peer` sends
-//! every line percent-encoded into `q=`).
+//! (env `DIAG_SETS=sqli,xss,legit,fp,patt-xss,patt-sqli,patt-cmdi,ml-mal` selects sets; default the first four; `DIAG_FORM=peer` sends
+//! every line percent-encoded into `q=`). `bench/waf-corpus.sh` lists where Rampart and
+//! nginx + ModSecurity disagree on the same requests.
 
 use std::path::{Path, PathBuf};
 
@@ -154,6 +155,18 @@ fn print_misses_and_false_positives() {
             "patt-sqli",
             dir_lines(&data.join("payloadsallthethings/sqli"), ""),
             false,
+            true,
+        ),
+        (
+            "patt-cmdi",
+            dir_lines(&data.join("payloadsallthethings/command-injection"), ""),
+            false,
+            true,
+        ),
+        (
+            "ml-mal",
+            json_strings(&data.join("modsec-learn/malicious_test.json")),
+            true,
             true,
         ),
     ];
