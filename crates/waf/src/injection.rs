@@ -1,8 +1,8 @@
 //! `@detectSQLi` and `@detectXSS`, written for this project (not a libinjection port).
 //!
-//! SQLi: the input is tokenized as SQL three times — as written, as if it continued a
-//! single-quoted string and as if it continued a double-quoted one (the contexts an injected
-//! value lands in) — into a fingerprint of token classes (`s` string, `n` number, `k` keyword,
+//! SQLi: the input is tokenized as SQL four times — as written, as if it continued a
+//! single-quoted string, a double-quoted one or a backtick-quoted identifier (the contexts an
+//! injected value lands in) — into a fingerprint of token classes (`s` string, `n` number, `k` keyword,
 //! `U` UNION, `E` statement verb, `f` function, `v` variable, `o` operator, `&` logic, `c`
 //! comment, `;`, `(`, `)`, `,`, `b` bare word). A fingerprint is SQLi when it contains a shape
 //! that only appears in injected SQL (a quote context broken out of and followed by SQL, UNION
