@@ -57,10 +57,11 @@ fn detection_and_false_positive_rates() {
     let fs = rate(&benign, |v| detect_sqli(v).is_some());
     let fx = rate(&benign, detect_xss);
     eprintln!("sqli {s:.3} xss {x:.3} benign-as-sqli {fs:.3} benign-as-xss {fx:.3}");
-    // Measured 2026-11-28: 0.995 / 0.987 / 0.026 / 0.000 (SQLi was 0.965 and XSS 0.985
-    // before the expression-shaped break-outs and cut-off URL attributes).
+    // Measured 2026-11-28: 0.995 / 0.989 / 0.020 / 0.000 (SQLi was 0.965 and XSS 0.985
+    // before the expression-shaped break-outs and cut-off URL attributes; benign-as-SQLi was
+    // 0.026 before the "<3" and "#2 MOM" shapes were dropped).
     assert!(s >= 0.99, "SQLi detection {s}");
     assert!(x >= 0.985, "XSS detection {x}");
-    assert!(fs <= 0.04, "SQLi false positives {fs}");
+    assert!(fs <= 0.025, "SQLi false positives {fs}");
     assert!(fx <= 0.01, "XSS false positives {fx}");
 }
