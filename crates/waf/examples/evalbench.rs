@@ -1,12 +1,17 @@
 //! In-process cost of one transaction with CRS v4 at paranoia 1 (SecRuleEngine On): a small
 //! GET and a 10 KB urlencoded form POST, single thread. The proxy benchmark (wrk) is separate.
 //!
-//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json]`
+//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json] [--iters N] [--no-fold]`
+//! (`--no-fold`: evaluate every rule in every transaction, the engine before constant folding)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rampart_waf::{files, Engine, Request, RuleSet, TxOptions};
+
+/// The allocator the `rampart` binary uses, so this measures what it ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut crs = PathBuf::from(concat!(
@@ -16,12 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut secs = 3u64;
     let mut only: Option<String> = None;
     let mut iters: Option<u64> = None;
+    let mut fold = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--crs" => crs = args.next().ok_or("--crs DIR")?.into(),
             "--seconds" => secs = args.next().ok_or("--seconds N")?.parse()?,
             "--iters" => iters = Some(args.next().ok_or("--iters N")?.parse()?),
+            "--no-fold" => fold = false,
             "--only" => only = Some(args.next().ok_or("--only get|form|json")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -31,8 +38,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files::add_inline(&mut rs, "bench.conf", "SecRuleEngine On\n", &crs)?;
     files::add_files(&mut rs, &[crs.join("rules/*.conf")])?;
     rs.finish()?;
-    let e = Engine::new(rs);
-    eprintln!("prefilter atoms: {}", e.prefilter_atoms());
+    let e = if fold {
+        Engine::new(rs)
+    } else {
+        Engine::new(rs).without_folding()
+    };
+    eprintln!(
+        "prefilter atoms: {}, folded rules: {}",
+        e.prefilter_atoms(),
+        e.folded_rules()
+    );
     let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
     let headers = vec![
         h("Host", "localhost"),

@@ -3,6 +3,10 @@
 //!
 //! `cargo run --release -p rampart-waf --example proxy -- waf.toml`
 
+/// The allocator the `rampart` binary uses, so this measures what it ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).ok_or("usage: proxy CONFIG")?;
     let text = std::fs::read_to_string(&path)?;

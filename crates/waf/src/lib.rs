@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod files;
+mod fold;
 pub mod ftw;
 pub mod injection;
 pub mod ops;

@@ -137,6 +137,9 @@ pub struct Transaction<'r> {
     pub intervention: Option<Intervention>,
     allowed: bool,
     phase_done: u8,
+    /// Whether recorded effects of folded rules may stand in for their evaluation: no
+    /// configured exclusion, and every phase so far ran in order.
+    folds_usable: bool,
     /// Transformed values, by string id: CRS applies the same chains to the same values in
     /// hundreds of rules, so each (value, chain) is transformed once per transaction, each
     /// chain prefix is shared, and a transformation that changes nothing adds no string.
@@ -232,6 +235,9 @@ pub struct Engine {
     group_has_xml: Vec<bool>,
     /// Item indices of the rules (chain starters) of each phase (index = phase), in load order.
     phase_rules: Vec<Vec<u32>>,
+    /// Per item: the recorded effect of a rule whose outcome is the same in every
+    /// transaction (`crate::fold`); empty when folding is off.
+    folds: Vec<Option<crate::fold::Fold>>,
 }
 
 /// Whether the values of target `t` depend only on the request/response (not on TX,
@@ -324,14 +330,68 @@ impl Engine {
                 }
             }
         }
-        Self {
+        let mut engine = Self {
             phase_rules,
             rules,
             markers,
             chains,
             prefilter,
             group_has_xml,
+            folds: Vec::new(),
+        };
+        engine.folds = engine.compute_folds();
+        engine
+    }
+
+    /// The same engine evaluating every rule in every transaction (no constant folding): the
+    /// reference the folded engine is checked against.
+    pub fn without_folding(mut self) -> Self {
+        self.folds.clear();
+        self
+    }
+
+    /// Number of rules whose evaluation is folded into a recorded effect.
+    pub fn folded_rules(&self) -> usize {
+        self.folds.iter().filter(|f| f.is_some()).count()
+    }
+
+    /// Walk the phases in order and evaluate, once, each rule that reads only TX keys known
+    /// to be the same in every transaction at its place (see `crate::fold`).
+    fn compute_folds(&self) -> Vec<Option<crate::fold::Fold>> {
+        /// A `MATCHED_VAR` name no rule can produce: tells whether an evaluation set it.
+        const UNSET: &str = "\u{0}unset";
+        let mut folds: Vec<Option<crate::fold::Fold>> = vec![None; self.rules.items.len()];
+        let mut known = crate::fold::KnownTx::start();
+        let req = Request::default();
+        let mut tx = Transaction::new(self, &req, &TxOptions::default());
+        for list in self.phase_rules.iter().skip(1) {
+            for &i in list {
+                let Some(Item::Rule(rule)) = self.rules.items.get(i as usize) else {
+                    continue;
+                };
+                let foldable = crate::fold::tx_reads(rule)
+                    .is_some_and(|reads| reads.iter().all(|k| known.is_known(k)));
+                if !foldable {
+                    known.apply_runtime(rule);
+                    continue;
+                }
+                tx.tx.clone_from(&known.values);
+                tx.matched_var = (UNSET.to_string(), Vec::new());
+                tx.matched_vars.clear();
+                let matched = tx.eval_chain(rule);
+                let fold = crate::fold::Fold {
+                    matched,
+                    writes: crate::fold::diff(&known.values, &tx.tx),
+                    matched_var: (tx.matched_var.0 != UNSET).then(|| tx.matched_var.clone()),
+                    matched_vars: tx.matched_vars.clone(),
+                };
+                known.apply_fold(rule, &fold);
+                if let Some(slot) = folds.get_mut(i as usize) {
+                    *slot = Some(fold);
+                }
+            }
         }
+        folds
     }
 
     /// Start a transaction for `req`.
@@ -487,6 +547,7 @@ impl<'r> Transaction<'r> {
             intervention: None,
             allowed: false,
             phase_done: 0,
+            folds_usable: true,
             strs: Vec::new(),
             str_atoms: Vec::new(),
             scan_alias: Vec::new(),
@@ -682,6 +743,8 @@ impl<'r> Transaction<'r> {
     /// by `ids` or `tags` do not run; with targets, those targets are removed from them (the
     /// same effect as `ctl:ruleRemoveById`/`ruleRemoveByTag`/`ruleRemoveTarget*`).
     pub fn exclude(&mut self, ids: &IdRanges, tags: &[String], targets: &[Target]) {
+        // Folding assumed every rule runs with every target.
+        self.folds_usable = false;
         if targets.is_empty() {
             if !ids.is_empty() {
                 self.removed_ids.push(ids.clone());
@@ -724,6 +787,11 @@ impl<'r> Transaction<'r> {
         if self.engine == EngineMode::Off || self.phase_done >= phase {
             return;
         }
+        if phase != self.phase_done + 1 {
+            // A phase did not run (a response was never seen, or an earlier phase stopped):
+            // the folded effects assumed it did.
+            self.folds_usable = false;
+        }
         self.phase_done = phase;
         // Scalars are set between phases: their cached transformations start over.
         self.scache.clear();
@@ -753,7 +821,15 @@ impl<'r> Transaction<'r> {
                 pos += 1;
                 continue;
             }
-            let matched = self.eval_chain(rule);
+            let fold = if self.folds_usable {
+                eng.folds.get(i).and_then(Option::as_ref)
+            } else {
+                None
+            };
+            let matched = match fold {
+                Some(f) => self.apply_fold(rule, f),
+                None => self.eval_chain(rule),
+            };
             if !matched {
                 pos += 1;
                 continue;
@@ -845,6 +921,49 @@ impl<'r> Transaction<'r> {
             matched_var_name: self.matched_var.0.clone(),
             matched_data: truncate(&self.matched_var.1, MATCHED_DATA_MAX_BYTES),
         });
+    }
+
+    /// Apply a folded chain's recorded effect, as `eval_chain` would have produced it.
+    fn apply_fold(&mut self, rule: &Rule, f: &crate::fold::Fold) -> bool {
+        self.current_rule.0 = rule.id();
+        self.current_rule.1.clear();
+        self.active_exclusions.clear();
+        for (k, v) in &f.writes {
+            match v {
+                Some(v) => match self.tx.get_mut(k) {
+                    Some(slot) => {
+                        slot.clear();
+                        slot.extend_from_slice(v);
+                    }
+                    None => {
+                        self.tx.insert(k.clone(), v.clone());
+                    }
+                },
+                None => {
+                    self.tx.remove(k);
+                }
+            }
+        }
+        if let Some((name, value)) = &f.matched_var {
+            self.matched_var.0.clone_from(name);
+            self.matched_var.1.clone_from(value);
+        }
+        if !rule.actions.ctls.is_empty() {
+            // A lone `SecAction` (see `crate::fold::tx_reads`): its ctls run after its
+            // setvars, as in `eval_link`.
+            self.run_ctls(rule);
+        }
+        self.matched_vars.truncate(f.matched_vars.len());
+        for (j, (name, value)) in f.matched_vars.iter().enumerate() {
+            match self.matched_vars.get_mut(j) {
+                Some(slot) => {
+                    slot.0.clone_from(name);
+                    slot.1.clone_from(value);
+                }
+                None => self.matched_vars.push((name.clone(), value.clone())),
+            }
+        }
+        f.matched
     }
 
     /// Evaluate a chain; true when every link matched.
@@ -1561,11 +1680,14 @@ impl<'r> Transaction<'r> {
                 Ctl::RuleRemoveById(r) => self.removed_ids.push(r.clone()),
                 Ctl::RuleRemoveByTag(t) => self.removed_tags.push(TagSel::new(t)),
                 Ctl::RuleRemoveTargetById(r, t) => {
+                    self.folds_usable &= !removes_tx(t);
                     self.removed_targets_by_id.push((r.clone(), t.clone()))
                 }
-                Ctl::RuleRemoveTargetByTag(tag, t) => self
-                    .removed_targets_by_tag
-                    .push((TagSel::new(tag), t.clone())),
+                Ctl::RuleRemoveTargetByTag(tag, t) => {
+                    self.folds_usable &= !removes_tx(t);
+                    self.removed_targets_by_tag
+                        .push((TagSel::new(tag), t.clone()))
+                }
                 Ctl::RequestBodyProcessor(p) => {
                     self.scache.clear();
                     self.gcache.clear();
@@ -1634,6 +1756,12 @@ impl<'r> Transaction<'r> {
             }
         }
     }
+}
+
+/// Whether removing target `t` may change what a folded rule reads: folded rules read only
+/// TX (CRS's own runtime removals name request variables, which leave folding on).
+fn removes_tx(t: &Target) -> bool {
+    t.name == "TX"
 }
 
 /// `k` in ASCII lower case; keys are written in lower case almost always, so a copy is made
@@ -1841,5 +1969,126 @@ SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:1,phase:1,pass,capture,t:lowercase,
         ));
         r.body = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.php\"\r\n\r\nx\r\n--b--\r\n".to_vec();
         assert_eq!(ids(&e, &r), vec![3]);
+    }
+
+    /// Everything a transaction produced that anything reads: the matched rules with their
+    /// messages and data, the intervention and the final TX collection.
+    fn outcome(e: &Engine, r: &Request, response: bool, exclude: Option<IdRanges>) -> String {
+        let mut tx = e.transaction(r, &TxOptions::default());
+        if let Some(ids) = exclude {
+            tx.exclude(&ids, &[], &[]);
+        }
+        tx.process_request(r);
+        if response {
+            tx.process_response(&Response {
+                status: 200,
+                protocol: "HTTP/1.1".into(),
+                headers: vec![("Content-Type".into(), b"text/plain".to_vec())],
+                body: b"ok".to_vec(),
+            });
+        }
+        tx.finish();
+        format!("{:?}\n{:?}\n{:?}", tx.matched, tx.intervention, tx.tx)
+    }
+
+    fn folded_ids(e: &Engine) -> Vec<u64> {
+        e.rules
+            .items
+            .iter()
+            .zip(&e.folds)
+            .filter_map(|(item, f)| match (item, f) {
+                (Item::Rule(r), Some(_)) => Some(r.id()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn constant_rules_are_folded_and_change_nothing() {
+        let text = r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.pl=1,setvar:tx.limit=5"
+SecRule &TX:pl "@eq 0" "id:2,phase:1,pass,nolog,setvar:tx.pl=4"
+SecRule TX:pl "@lt 2" "id:3,phase:1,pass,nolog,skipAfter:END-PL2"
+SecRule ARGS "@rx pl2" "id:4,phase:1,pass,setvar:tx.score=+1"
+SecMarker END-PL2
+SecRule ARGS "@rx (a)(t+)ack" "id:5,phase:2,pass,capture,msg:'attack %{MATCHED_VAR}',setvar:tx.score=+5,setvar:'tx.seen_%{tx.1}=1'"
+SecRule TX:seen_a "@eq 1" "id:6,phase:2,pass,log,msg:'seen'"
+SecRule TX:score "@ge %{tx.limit}" "id:7,phase:2,deny,status:403,msg:'score %{TX.score}'"
+SecRule TX:pl "@ge 1" "id:8,phase:2,pass,log,msg:'pl %{tx.pl}',setvar:tx.phase2=%{MATCHED_VAR}"
+SecRule REQUEST_FILENAME "@streq /off" "id:9,phase:2,pass,nolog,ctl:ruleRemoveTargetById=10;TX:pl"
+SecRule TX:pl "@eq 1" "id:10,phase:2,pass,log,msg:'pl still 1'"
+SecRule TX:phase2 "@eq 1" "id:11,phase:5,pass,log,msg:'logging'"
+"#;
+        let folded = engine(text);
+        // 1–3 read only constants; 8 and 10 read `pl`, which nothing but 1 writes. 6 reads a
+        // key whose name 5 builds from a capture, 7 a score, 11 what 8 wrote after a rule
+        // that may have skipped it: evaluated per request.
+        assert_eq!(folded_ids(&folded), vec![1, 2, 3, 8, 10]);
+        let reference = engine(text).without_folding();
+        assert_eq!(reference.folded_rules(), 0);
+        let requests = [
+            "/?x=attack",
+            "/?x=pl2&y=attttack",
+            "/off?x=attack",
+            "/?x=hello",
+        ];
+        for uri in requests {
+            for response in [false, true] {
+                for exclude in [None, Some(vec![(3, 3)]), Some(vec![(8, 8)])] {
+                    assert_eq!(
+                        outcome(&folded, &get(uri), response, exclude.clone()),
+                        outcome(&reference, &get(uri), response, exclude.clone()),
+                        "{uri} response {response} exclude {exclude:?}"
+                    );
+                }
+            }
+        }
+        // The target removal on /off reaches folded rule 10: evaluated, it no longer matches.
+        let (m, _) = evaluate(&folded, &get("/off"), None, &TxOptions::default());
+        assert!(m.iter().all(|m| m.id != 10), "{m:?}");
+        let (m, i) = evaluate(&folded, &get("/?x=attack"), None, &TxOptions::default());
+        assert_eq!(
+            m.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1, 3, 5, 6, 7]
+        );
+        assert_eq!(i.map(|i| i.rule_id), Some(7));
+    }
+
+    #[test]
+    fn a_phase_that_did_not_run_turns_folding_off() {
+        // Everything is constant, but phase 3 runs only when a response is seen: without
+        // one, the logging rule must not see what phase 3 would have set.
+        let text = r#"
+SecAction "id:20,phase:3,pass,nolog,setvar:tx.r=1"
+SecRule TX:r "@eq 1" "id:21,phase:5,pass,log,msg:'r'"
+"#;
+        let folded = engine(text);
+        assert_eq!(folded_ids(&folded), vec![20, 21]);
+        let reference = engine(text).without_folding();
+        for response in [false, true] {
+            let got = outcome(&folded, &get("/"), response, None);
+            assert_eq!(got, outcome(&reference, &get("/"), response, None));
+            assert_eq!(got.contains("id: 21"), response, "{got}");
+        }
+    }
+
+    #[test]
+    fn a_rule_a_ctl_may_remove_keeps_its_writes_unknown() {
+        // 30 runs in every transaction and removes 32: `a` stays 1, so 33 must be evaluated
+        // (or fold to "matched"), never folded from 32's write.
+        let text = r#"
+SecAction "id:30,phase:1,pass,nolog,ctl:ruleRemoveById=32,setvar:tx.a=1"
+SecAction "id:31,phase:1,pass,nolog,setvar:tx.b=1"
+SecAction "id:32,phase:1,pass,nolog,setvar:tx.a=2"
+SecRule TX:a "@eq 1" "id:33,phase:2,pass,log,msg:'a is 1'"
+SecRule TX:b "@eq 1" "id:34,phase:2,pass,log,msg:'b is 1'"
+"#;
+        let folded = engine(text);
+        assert_eq!(folded_ids(&folded), vec![30, 31, 32, 34]);
+        let reference = engine(text).without_folding();
+        let got = outcome(&folded, &get("/"), false, None);
+        assert_eq!(got, outcome(&reference, &get("/"), false, None));
+        assert!(got.contains("id: 33") && got.contains("id: 34"), "{got}");
     }
 }
