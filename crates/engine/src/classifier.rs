@@ -114,6 +114,22 @@ pub struct Classifier {
     stride: usize,
 }
 
+/// A key's class rows in every field ([`Classifier::rows`]): scanning them again with another
+/// filter costs no field lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows {
+    starts: [u32; MAX_FIELDS],
+    /// With at most [`CAND_WORDS`] rule words: the AND of every field's row (the candidate
+    /// rules), computed once; scans then only walk its set bits.
+    cand: Option<[u64; CAND_WORDS]>,
+}
+
+/// Rule words up to which [`Classifier::rows`] ANDs the rows eagerly.
+// Why: a policy's hook has tens to a few hundred alternatives (≤ 8 words): ANDing all words
+// costs fewer instructions than the summary walk, and a second scan (the SYN proxy step's
+// and the rules') reuses it.
+const CAND_WORDS: usize = 8;
+
 /// Errors building a classifier.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -324,14 +340,57 @@ impl Classifier {
     /// matching rules in priority order until it accepts one.
     #[inline]
     pub fn first_match_where(&self, key: &[u128], accept: impl FnMut(u32) -> bool) -> Option<u32> {
+        let rows = self.rows(key)?;
+        self.first_match_in(&rows, accept)
+    }
+
+    /// The per-field class rows of `key` (the field lookups of a match), for one or more
+    /// [`Classifier::first_match_in`] scans. `None` when there are no rules or `key` does not
+    /// have one value per field (no rule matches then).
+    #[inline]
+    pub fn rows(&self, key: &[u128]) -> Option<Rows> {
         if self.nrules == 0 || key.len() != self.fields.len() {
             return None;
         }
-        let mut starts = [0usize; MAX_FIELDS];
+        let mut starts = [0u32; MAX_FIELDS];
         for (i, field) in self.fields.iter().enumerate() {
-            starts[i] = field.class(key[i]) * self.stride;
+            // Class rows are < 2^32 words: a field has fewer classes than elementary
+            // intervals, and those fewer than 2^32 / stride in any buildable classifier.
+            starts[i] = (field.class(key[i]) * self.stride) as u32;
         }
-        self.scan(&starts, accept)
+        let nwords = self.stride - self.nsum;
+        let cand = (nwords <= CAND_WORDS).then(|| {
+            let mut cand = [!0u64; CAND_WORDS];
+            for (field, &st) in self.fields.iter().zip(&starts) {
+                let st = st as usize;
+                let row = &field.bits[st + self.nsum..st + self.stride];
+                for (c, &b) in cand.iter_mut().zip(row) {
+                    *c &= b;
+                }
+            }
+            cand
+        });
+        Some(Rows { starts, cand })
+    }
+
+    /// [`Classifier::first_match_where`] on rows looked up before (by this classifier).
+    #[inline]
+    pub fn first_match_in(&self, rows: &Rows, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
+        let Some(cand) = &rows.cand else {
+            return self.scan(&rows.starts.map(|s| s as usize), accept);
+        };
+        let nwords = self.stride - self.nsum;
+        for (w, &word) in cand.iter().enumerate().take(nwords) {
+            let mut word = word;
+            while word != 0 {
+                let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
+                word &= word - 1;
+                if accept(rule) {
+                    return Some(rule);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -549,6 +608,47 @@ mod tests {
         assert!(matches!(&c.fields[0].index, FieldIndex::V4(x) if x.has_second_level()));
         for v in (base - 10..base + 0x1_0300).step_by(3) {
             assert_eq!(c.first_match(&[v]), linear(&rules, &[v]), "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn eager_candidates_agree_at_the_word_limit() {
+        // 8 words of rules use the eager candidate AND, 9 the summary walk: both must find the
+        // same first match, also when `accept` skips rules, and for rows scanned twice.
+        let kinds = [FieldKind::Direct { size: 64 }, FieldKind::V4];
+        for n in [64 * CAND_WORDS - 1, 64 * CAND_WORDS, 64 * CAND_WORDS + 1] {
+            let rules: Vec<RuleIntervals> = (0..n as u128)
+                .map(|i| {
+                    vec![
+                        vec![(i % 61, i % 61 + i % 3)],
+                        vec![(i * 7919 % 1000, i * 7919 % 1000 + 50 + i % 200)],
+                    ]
+                })
+                .collect();
+            let c = Classifier::build(&kinds, &rules).unwrap();
+            let eager = n <= 64 * CAND_WORDS;
+            for v in 0..64u128 {
+                for a in (0..1300u128).step_by(7) {
+                    let key = [v, a];
+                    let want = linear(&rules, &key);
+                    assert_eq!(c.first_match(&key), want, "{n} {key:?}");
+                    let rows = c.rows(&key).unwrap();
+                    assert_eq!(rows.cand.is_some(), eager);
+                    assert_eq!(c.first_match_in(&rows, |_| true), want, "{n} {key:?}");
+                    // Skipping the first match finds the next one, in either layout.
+                    let next = rules
+                        .iter()
+                        .enumerate()
+                        .skip(want.map_or(n, |w| w as usize + 1))
+                        .find(|(_, r)| linear(std::slice::from_ref(r), &key).is_some())
+                        .map(|(i, _)| i as u32);
+                    assert_eq!(
+                        c.first_match_in(&rows, |r| Some(r) != want),
+                        next,
+                        "{n} {key:?}"
+                    );
+                }
+            }
         }
     }
 

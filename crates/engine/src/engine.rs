@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::app;
 
-use crate::classifier::{Classifier, FieldKind, PrefetchStage, RuleIntervals};
+use crate::classifier::{Classifier, FieldKind, PrefetchStage, Rows, RuleIntervals};
 use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
@@ -531,6 +531,8 @@ struct RuleRt {
     /// is also an ordinary accept rule of the scan: a tracked SYN that an earlier rule claimed
     /// and let fall through reaches it there.)
     prelude_only: bool,
+    /// A SYN-proxy rule (in `Engine::synproxy_rules` when active).
+    synproxy: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -545,6 +547,13 @@ struct Cookie {
 struct Effect {
     ban: Option<(IpAddr, u64, u32)>,
     cookie: Option<Cookie>,
+}
+
+/// A packet's classifier rows, looked up at most once per decision.
+#[derive(Debug)]
+enum RowCache {
+    Unset,
+    Set(Option<Rows>),
 }
 
 /// The rule scan's outcome.
@@ -615,7 +624,9 @@ pub struct Engine {
     rules: Vec<RuleRt>,
     /// `[direction][family]` with family 0 = IPv4, 1 = IPv6.
     compiled: [[Compiled; 2]; 3],
-    meters: Meters,
+    /// Rate-limit state; boxed so a classification moves a pointer, not two maps (`None`
+    /// only while a decision borrows it).
+    meters: Option<Box<Meters>>,
     sub_count: usize,
     never_ban: PrefixSet,
     /// Banned source → (ban ends at, banning rule).
@@ -697,6 +708,7 @@ impl Engine {
                 conn_limit: r.conn_limit,
                 ban_timeout_s: r.ban.as_ref().map(|b| b.timeout_s),
                 prelude_only: r.app.is_some(),
+                synproxy: r.synproxy.is_some() && r.app.is_none(),
             })
             .collect();
         let by_dir = |want: fn(&rampart_ir::Rule) -> bool| {
@@ -736,7 +748,7 @@ impl Engine {
             zones,
             rules,
             compiled,
-            meters: Meters::default(),
+            meters: Some(Box::default()),
             sub_count,
             never_ban: PrefixSet::new(&policy.defaults.never_ban, &[]),
             bans: FastMap::default(),
@@ -768,7 +780,7 @@ impl Engine {
 
     /// Forget all rate-limit state.
     pub fn reset_meters(&mut self) {
-        self.meters = Meters::default();
+        self.meters = Some(Box::default());
     }
 
     /// Whether any rule is an application-protocol rule (callers can skip building payload
@@ -859,9 +871,10 @@ impl Engine {
         meta: &PacketMeta<'_>,
         now_ns: u64,
     ) -> Decision {
-        let mut meters = std::mem::take(&mut self.meters);
-        let (decision, effect) = self.decide(kind, &mut meters, meta, now_ns, None);
-        self.meters = meters;
+        let mut meters = self.meters.take().unwrap_or_default();
+        let mut effect = Effect::default();
+        let decision = self.decide(kind, &mut meters, meta, now_ns, &mut effect, None);
+        self.meters = Some(meters);
         if let Some((src, until, rule)) = effect.ban {
             self.insert_ban(src, until, rule, now_ns);
         }
@@ -875,19 +888,23 @@ impl Engine {
     }
 
     /// The whole evaluation: prelude steps in the IR's order, then the rules, then the
-    /// default. Reads the ban set and cookies, returns what to add to them. With `trace`
-    /// (explain), records the prelude steps and every rule considered.
+    /// default. Reads the ban set and cookies, sets in `effect` what to add to them (it is
+    /// left alone otherwise). With `trace` (explain), records the prelude steps and every rule
+    /// considered.
     fn decide(
         &self,
         kind: MatcherKind,
         meters: &mut Meters,
         meta: &PacketMeta<'_>,
         now_ns: u64,
+        effect: &mut Effect,
         mut trace: Option<&mut Trace>,
-    ) -> (Decision, Effect) {
-        let none = Effect::default();
+    ) -> Decision {
+        // The fast matcher looks the packet's fields up once, for the SYN proxy step and the
+        // rule scan (`explain` traces the reference path).
+        let mut rows = (kind == MatcherKind::Fast && trace.is_none()).then_some(RowCache::Unset);
         if let Some(d) = self.prelude_static(meta) {
-            return (d, none);
+            return d;
         }
         if meta.direction != Direction::Egress && !self.bans.is_empty() {
             if let Some((until, rule)) = self.banned(meta.src, now_ns) {
@@ -904,15 +921,15 @@ impl Engine {
                         ),
                     );
                 }
-                return (
-                    Decision::new(Action::Drop, Some(rule), Reason::Banned),
-                    none,
-                );
+                return Decision::new(Action::Drop, Some(rule), Reason::Banned);
             }
         }
         if meta.protocol == rampart_ir::proto::TCP && !self.cookies.is_empty() {
-            if let Some(r) = self.synproxy_step(meters, meta, now_ns, trace.as_deref_mut()) {
-                return r;
+            if let Some(r) =
+                self.synproxy_step(meters, meta, now_ns, rows.as_mut(), trace.as_deref_mut())
+            {
+                *effect = r.1;
+                return r.0;
             }
         }
         let mut app_step = None;
@@ -932,7 +949,7 @@ impl Engine {
                     }
                     // The state comes from the caller: never index with an unknown rule.
                     let rule = ((rule.0 as usize) < self.policy.rules.len()).then_some(rule);
-                    return (Decision::new(Action::Drop, rule, Reason::AppBlocked), none);
+                    return Decision::new(Action::Drop, rule, Reason::AppBlocked);
                 }
                 AppConnState::Accepted(_) => {}
                 AppConnState::Inspecting => {
@@ -940,15 +957,12 @@ impl Engine {
                         self.app_step(meters, meta, conn, now_ns, trace.as_deref_mut())
                     {
                         if step.action != Action::Accept {
-                            return (
-                                Decision {
-                                    action: step.action,
-                                    rule: Some(step.rule),
-                                    reason: Reason::AppRule,
-                                    app: Some(step),
-                                },
-                                none,
-                            );
+                            return Decision {
+                                action: step.action,
+                                rule: Some(step.rule),
+                                reason: Reason::AppRule,
+                                app: Some(step),
+                            };
                         }
                         app_step = Some(step);
                     }
@@ -957,36 +971,33 @@ impl Engine {
         }
         if let Some(mut d) = self.prelude_conntrack(meta) {
             d.app = app_step;
-            return (d, none);
+            return d;
         }
         let hit = match kind {
             MatcherKind::Reference => self.reference_match(meters, meta, now_ns, trace),
-            MatcherKind::Fast => self.fast_match(meters, meta, now_ns),
+            MatcherKind::Fast => {
+                let mut own = RowCache::Unset;
+                self.fast_match(meters, meta, now_ns, rows.as_mut().unwrap_or(&mut own))
+            }
         };
-        let (mut d, effect) = match hit {
-            Hit::Rule(id) => (
-                Decision::new(
-                    self.policy.rules[id as usize].action,
-                    Some(RuleId(id)),
-                    Reason::Rule,
-                ),
-                none,
+        let mut d = match hit {
+            Hit::Rule(id) => Decision::new(
+                self.policy.rules[id as usize].action,
+                Some(RuleId(id)),
+                Reason::Rule,
             ),
-            Hit::Ban(id) => (
-                Decision::new(Action::Drop, Some(RuleId(id)), Reason::Ban),
-                self.ban_effect(id, meta.src, now_ns),
-            ),
-            Hit::None => (
-                Decision::new(
-                    self.policy.defaults.for_direction(meta.direction),
-                    None,
-                    Reason::Default,
-                ),
-                none,
+            Hit::Ban(id) => {
+                *effect = self.ban_effect(id, meta.src, now_ns);
+                Decision::new(Action::Drop, Some(RuleId(id)), Reason::Ban)
+            }
+            Hit::None => Decision::new(
+                self.policy.defaults.for_direction(meta.direction),
+                None,
+                Reason::Default,
             ),
         };
         d.app = app_step;
-        (d, effect)
+        d
     }
 
     fn rule_name(&self, rule: RuleId) -> &str {
@@ -1032,6 +1043,7 @@ impl Engine {
         meters: &mut Meters,
         meta: &PacketMeta<'_>,
         now_ns: u64,
+        rows: Option<&mut RowCache>,
         mut trace: Option<&mut Trace>,
     ) -> Option<(Decision, Effect)> {
         use tcp_flags::{ACK, FIN, RST, SYN};
@@ -1065,90 +1077,145 @@ impl Engine {
         if meta.direction == Direction::Egress {
             return None;
         }
-        if flags == SYN {
-            // The proxy acts at its rule's place in rule order: a bare SYN is proxied only when
-            // the first rule whose static fields match it is a SYN-proxy rule. Otherwise it
-            // stays tracked and goes through the rules (an earlier drop drops it).
-            let d = dir_index(meta.direction);
-            let matches = |j: &u32| self.static_mismatch(*j as usize, meta).is_none();
-            if let Some(p) = self.synproxy_rules[d].iter().copied().find(matches) {
-                let first = self.syn_claimers[d].iter().copied().find(matches);
-                if let Some(j) = first.filter(|&j| j != p) {
-                    note(
-                        p,
-                        format!(
-                            "bare SYN claimed first by earlier rule {} (its static fields match): not proxied, decided by the rules",
-                            self.policy.rules[j as usize].name
-                        ),
-                    );
-                    return None;
+        let i = match rows {
+            Some(cache) => self.fast_proxy_rule(meta, flags == SYN, cache)?,
+            None => {
+                let d = dir_index(meta.direction);
+                let matches = |j: &u32| self.static_mismatch(*j as usize, meta).is_none();
+                let p = self.synproxy_rules[d].iter().copied().find(matches)?;
+                if flags == SYN {
+                    // The proxy acts at its rule's place in rule order: a bare SYN is proxied
+                    // only when the first rule whose static fields match it is a SYN-proxy
+                    // rule. Otherwise it stays tracked and goes through the rules (an earlier
+                    // drop drops it).
+                    let first = self.syn_claimers[d].iter().copied().find(matches);
+                    if let Some(j) = first.filter(|&j| j != p) {
+                        note(
+                            p,
+                            format!(
+                                "bare SYN claimed first by earlier rule {} (its static fields match): not proxied, decided by the rules",
+                                self.policy.rules[j as usize].name
+                            ),
+                        );
+                        return None;
+                    }
                 }
+                p
             }
+        };
+        let rule = Some(RuleId(i));
+        let key = cookie_key(meta.src, meta.dst, sp, dp);
+        if flags == SYN {
+            return Some(
+                match dynamic(&self.rules[i as usize], i, meters, meta, now_ns) {
+                    None => {
+                        note(
+                            i,
+                            "bare SYN answered with a SYN cookie; no conntrack entry".into(),
+                        );
+                        (
+                            Decision::new(Action::Accept, rule, Reason::SynproxyAnswered),
+                            Effect {
+                                ban: None,
+                                cookie: Some(Cookie {
+                                    key,
+                                    answered_ns: now_ns,
+                                    rule: i,
+                                }),
+                            },
+                        )
+                    }
+                    Some(m) if self.bans_source(i, meta.src, now_ns) => {
+                        note(i, format!("SYN refused by {}: source banned", m.as_str()));
+                        (
+                            Decision::new(Action::Drop, rule, Reason::Ban),
+                            self.ban_effect(i, meta.src, now_ns),
+                        )
+                    }
+                    Some(m) => {
+                        note(i, format!("SYN refused by {}: dropped", m.as_str()));
+                        (
+                            Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
+                            Effect::default(),
+                        )
+                    }
+                },
+            );
         }
-        for &i in &self.synproxy_rules[dir_index(meta.direction)] {
-            if self.static_mismatch(i as usize, meta).is_some() {
-                continue;
-            }
-            let rule = Some(RuleId(i));
-            let key = cookie_key(meta.src, meta.dst, sp, dp);
-            if flags == SYN {
-                return Some(
-                    match dynamic(&self.rules[i as usize], i, meters, meta, now_ns) {
-                        None => {
-                            note(
-                                i,
-                                "bare SYN answered with a SYN cookie; no conntrack entry".into(),
-                            );
-                            (
-                                Decision::new(Action::Accept, rule, Reason::SynproxyAnswered),
-                                Effect {
-                                    ban: None,
-                                    cookie: Some(Cookie {
-                                        key,
-                                        answered_ns: now_ns,
-                                        rule: i,
-                                    }),
-                                },
-                            )
-                        }
-                        Some(m) if self.bans_source(i, meta.src, now_ns) => {
-                            note(i, format!("SYN refused by {}: source banned", m.as_str()));
-                            (
-                                Decision::new(Action::Drop, rule, Reason::Ban),
-                                self.ban_effect(i, meta.src, now_ns),
-                            )
-                        }
-                        Some(m) => {
-                            note(i, format!("SYN refused by {}: dropped", m.as_str()));
-                            (
-                                Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
-                                Effect::default(),
-                            )
-                        }
-                    },
-                );
-            }
-            if flags == ACK && self.cookie(key, now_ns).is_some() {
-                note(
-                    i,
-                    "ACK completes a cookie handshake: connection established".into(),
-                );
-                return Some((
-                    Decision::new(Action::Accept, rule, Reason::SynproxyEstablished),
-                    Effect::default(),
-                ));
-            }
+        if flags == ACK && self.cookie(key, now_ns).is_some() {
             note(
                 i,
-                "neither a bare SYN nor an ACK completing a cookie handshake, and no connection"
-                    .into(),
+                "ACK completes a cookie handshake: connection established".into(),
             );
             return Some((
-                Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
+                Decision::new(Action::Accept, rule, Reason::SynproxyEstablished),
                 Effect::default(),
             ));
         }
-        None
+        note(
+            i,
+            "neither a bare SYN nor an ACK completing a cookie handshake, and no connection".into(),
+        );
+        Some((
+            Decision::new(Action::Drop, rule, Reason::SynproxyDrop),
+            Effect::default(),
+        ))
+    }
+
+    /// The rule that acts in the SYN proxy step, from the fast matcher's rows: for a bare SYN
+    /// the first rule whose static fields match, when it is a SYN-proxy rule (the reference
+    /// path's "first claimer is the proxy rule": SYN-proxy rules are claimers, and no rule
+    /// after the last one can be the first match while a proxy rule matches); otherwise the
+    /// first SYN-proxy rule whose static fields match.
+    fn fast_proxy_rule(
+        &self,
+        meta: &PacketMeta<'_>,
+        syn: bool,
+        cache: &mut RowCache,
+    ) -> Option<u32> {
+        let (c, rows) = self.rows(meta, cache);
+        let s = c.classifier.first_match_in(rows?, |s| {
+            let sub = &c.subs[s as usize];
+            (syn || self.rules[sub.rule as usize].synproxy) && self.static_ok(sub, meta)
+        })?;
+        let rule = c.subs[s as usize].rule;
+        self.rules[rule as usize].synproxy.then_some(rule)
+    }
+
+    /// The compiled matcher for `meta`'s hook and family, and `meta`'s rows in it (looked up
+    /// once per packet).
+    #[inline]
+    fn rows<'c>(
+        &self,
+        meta: &PacketMeta<'_>,
+        cache: &'c mut RowCache,
+    ) -> (&Compiled, Option<&'c Rows>) {
+        let c = &self.compiled[dir_index(meta.direction)][usize::from(meta.is_v6())];
+        if let RowCache::Unset = cache {
+            *cache = RowCache::Set(c.classifier.rows(&meta.key()));
+        }
+        let rows = match cache {
+            RowCache::Set(r) => r.as_ref(),
+            RowCache::Unset => None,
+        };
+        (c, rows)
+    }
+
+    /// The checks of an alternative the classifier does not index, static part: interfaces,
+    /// conntrack state, owner.
+    #[inline]
+    fn static_ok(&self, sub: &Sub, meta: &PacketMeta<'_>) -> bool {
+        if let Some(p) = &sub.iif {
+            if !iface_ok(p, meta.iif) {
+                return false;
+            }
+        }
+        if let Some(p) = &sub.oif {
+            if !iface_ok(p, meta.oif) {
+                return false;
+            }
+        }
+        residual_static(&self.rules[sub.rule as usize], meta).is_none()
     }
 
     /// The application-protocol step for a connection still being inspected.
@@ -1280,35 +1347,29 @@ impl Engine {
         }
     }
 
-    fn fast_match(&self, meters: &mut Meters, meta: &PacketMeta<'_>, now_ns: u64) -> Hit {
-        let fam = usize::from(meta.is_v6());
-        let key = meta.key();
-        let c = &self.compiled[dir_index(meta.direction)][fam];
+    fn fast_match(
+        &self,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        now_ns: u64,
+        cache: &mut RowCache,
+    ) -> Hit {
+        let (c, rows) = self.rows(meta, cache);
+        let Some(rows) = rows else {
+            return Hit::None;
+        };
         // A rule whose dynamic checks failed fails as a whole; skip its other alternatives so
         // its bucket is asked once, exactly as the reference matcher asks it.
         let mut failed_rule = u32::MAX;
         let mut ban = false;
         let hit = c
             .classifier
-            .first_match_where(&key, |s| {
+            .first_match_in(rows, |s| {
                 let sub = &c.subs[s as usize];
-                if sub.rule == failed_rule {
+                if sub.rule == failed_rule || !self.static_ok(sub, meta) {
                     return false;
-                }
-                if let Some(p) = &sub.iif {
-                    if !iface_ok(p, meta.iif) {
-                        return false;
-                    }
-                }
-                if let Some(p) = &sub.oif {
-                    if !iface_ok(p, meta.oif) {
-                        return false;
-                    }
                 }
                 let rt = &self.rules[sub.rule as usize];
-                if residual_static(rt, meta).is_some() {
-                    return false;
-                }
                 if dynamic(rt, sub.rule, meters, meta, now_ns).is_some() {
                     if self.bans_source(sub.rule, meta.src, now_ns) {
                         ban = true;
@@ -1427,11 +1488,12 @@ impl Engine {
     /// fresh (full) buckets and do not consume tokens; nothing is banned or remembered.
     pub fn explain_at(&self, meta: &PacketMeta<'_>, now_ns: u64) -> Explanation {
         let mut trace = Trace::default();
-        let (decision, _) = self.decide(
+        let decision = self.decide(
             MatcherKind::Reference,
             &mut Meters::default(),
             meta,
             now_ns,
+            &mut Effect::default(),
             Some(&mut trace),
         );
         let techniques = decision
