@@ -76,8 +76,16 @@ struct Field {
     /// non-zero) then `nwords` rule words. Summary first so one cache line serves both the
     /// summary and the first rule words.
     bits: Vec<u64>,
+    /// With at most [`CAND_WORDS`] rule words: each class's rule words again, zero-padded to
+    /// one aligned line, so a lookup ANDs whole lines (empty otherwise).
+    lines: Vec<Line>,
     max_value: u128,
 }
+
+/// One class's rule words, zero-padded (see `Field::lines`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(align(64))]
+struct Line([u64; CAND_WORDS]);
 
 impl Field {
     #[inline]
@@ -116,12 +124,15 @@ pub struct Classifier {
 
 /// A key's class rows in every field ([`Classifier::rows`]): scanning them again with another
 /// filter costs no field lookup.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Rows {
+    /// Row offsets per field (when `width` is 0).
     starts: [u32; MAX_FIELDS],
     /// With at most [`CAND_WORDS`] rule words: the AND of every field's row (the candidate
-    /// rules), computed once; scans then only walk its set bits.
-    cand: Option<[u64; CAND_WORDS]>,
+    /// rules, zero past the last rule), computed once; scans then only walk its set bits.
+    cand: Line,
+    /// Words of `cand` in use (half or all of [`CAND_WORDS`]); 0: none, use `starts`.
+    width: usize,
 }
 
 /// Rule words up to which [`Classifier::rows`] ANDs the rows eagerly.
@@ -217,7 +228,7 @@ impl Classifier {
                     FieldIndex::V4(x) => x.memory_bytes(),
                     FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
                 };
-                idx + f.bits.len() * 8
+                idx + f.bits.len() * 8 + f.lines.len() * std::mem::size_of::<Line>()
             })
             .sum()
     }
@@ -349,38 +360,44 @@ impl Classifier {
     /// have one value per field (no rule matches then).
     #[inline]
     pub fn rows(&self, key: &[u128]) -> Option<Rows> {
+        let mut rows = Rows::default();
+        self.fill_rows(key, &mut rows).then_some(rows)
+    }
+
+    /// [`Classifier::rows`] into `rows`, in place; false (and `rows` unspecified) where that
+    /// gives `None`.
+    #[inline]
+    pub fn fill_rows(&self, key: &[u128], rows: &mut Rows) -> bool {
         if self.nrules == 0 || key.len() != self.fields.len() {
-            return None;
+            return false;
         }
-        let mut starts = [0u32; MAX_FIELDS];
+        let nwords = self.stride - self.nsum;
+        if nwords <= CAND_WORDS / 2 {
+            and_lines::<{ CAND_WORDS / 2 }>(&self.fields, key, &mut rows.cand);
+            rows.width = CAND_WORDS / 2;
+            return true;
+        }
+        if nwords <= CAND_WORDS {
+            and_lines::<CAND_WORDS>(&self.fields, key, &mut rows.cand);
+            rows.width = CAND_WORDS;
+            return true;
+        }
+        rows.width = 0;
         for (i, field) in self.fields.iter().enumerate() {
             // Class rows are < 2^32 words: a field has fewer classes than elementary
             // intervals, and those fewer than 2^32 / stride in any buildable classifier.
-            starts[i] = (field.class(key[i]) * self.stride) as u32;
+            rows.starts[i] = (field.class(key[i]) * self.stride) as u32;
         }
-        let nwords = self.stride - self.nsum;
-        let cand = (nwords <= CAND_WORDS).then(|| {
-            let mut cand = [!0u64; CAND_WORDS];
-            for (field, &st) in self.fields.iter().zip(&starts) {
-                let st = st as usize;
-                let row = &field.bits[st + self.nsum..st + self.stride];
-                for (c, &b) in cand.iter_mut().zip(row) {
-                    *c &= b;
-                }
-            }
-            cand
-        });
-        Some(Rows { starts, cand })
+        true
     }
 
     /// [`Classifier::first_match_where`] on rows looked up before (by this classifier).
     #[inline]
     pub fn first_match_in(&self, rows: &Rows, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
-        let Some(cand) = &rows.cand else {
+        if rows.width == 0 {
             return self.scan(&rows.starts.map(|s| s as usize), accept);
-        };
-        let nwords = self.stride - self.nsum;
-        for (w, &word) in cand.iter().enumerate().take(nwords) {
+        }
+        for (w, &word) in rows.cand.0.iter().enumerate().take(rows.width) {
             let mut word = word;
             while word != 0 {
                 let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
@@ -392,6 +409,21 @@ impl Classifier {
         }
         None
     }
+}
+
+/// ANDs the first `N` words of every field's class line for `key` into `cand` (the rest
+/// zeroed). `N` is half or all of [`CAND_WORDS`], so the loop has a fixed length.
+#[inline(always)]
+fn and_lines<const N: usize>(fields: &[Field], key: &[u128], cand: &mut Line) {
+    let mut acc = [!0u64; N];
+    for (field, &v) in fields.iter().zip(key) {
+        let line = &field.lines[field.class(v)];
+        for (a, &b) in acc.iter_mut().zip(&line.0[..N]) {
+            *a &= b;
+        }
+    }
+    cand.0 = [0; CAND_WORDS];
+    cand.0[..N].copy_from_slice(&acc);
 }
 
 #[inline(always)]
@@ -530,9 +562,21 @@ fn build_field(
             class_of: classes,
         },
     };
+    let lines = if nwords <= CAND_WORDS {
+        bits.chunks_exact(stride)
+            .map(|row| {
+                let mut line = Line([0; CAND_WORDS]);
+                line.0[..nwords].copy_from_slice(&row[nsum..]);
+                line
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Field {
         index,
         bits,
+        lines,
         max_value: max,
     }
 }
@@ -612,11 +656,14 @@ mod tests {
     }
 
     #[test]
-    fn eager_candidates_agree_at_the_word_limit() {
-        // 8 words of rules use the eager candidate AND, 9 the summary walk: both must find the
-        // same first match, also when `accept` skips rules, and for rows scanned twice.
+    fn eager_candidates_agree_at_the_word_limits() {
+        // Up to half of CAND_WORDS words of rules use the short candidate AND, up to
+        // CAND_WORDS the long one, beyond that the summary walk: all must find the same first
+        // match, also when `accept` skips rules, and for rows scanned twice.
         let kinds = [FieldKind::Direct { size: 64 }, FieldKind::V4];
-        for n in [64 * CAND_WORDS - 1, 64 * CAND_WORDS, 64 * CAND_WORDS + 1] {
+        let half = 64 * CAND_WORDS / 2;
+        let full = 64 * CAND_WORDS;
+        for n in [half - 1, half, half + 1, full - 1, full, full + 1] {
             let rules: Vec<RuleIntervals> = (0..n as u128)
                 .map(|i| {
                     vec![
@@ -626,16 +673,22 @@ mod tests {
                 })
                 .collect();
             let c = Classifier::build(&kinds, &rules).unwrap();
-            let eager = n <= 64 * CAND_WORDS;
+            let width = if n <= half {
+                CAND_WORDS / 2
+            } else if n <= full {
+                CAND_WORDS
+            } else {
+                0
+            };
             for v in 0..64u128 {
                 for a in (0..1300u128).step_by(7) {
                     let key = [v, a];
                     let want = linear(&rules, &key);
                     assert_eq!(c.first_match(&key), want, "{n} {key:?}");
                     let rows = c.rows(&key).unwrap();
-                    assert_eq!(rows.cand.is_some(), eager);
+                    assert_eq!(rows.width, width);
                     assert_eq!(c.first_match_in(&rows, |_| true), want, "{n} {key:?}");
-                    // Skipping the first match finds the next one, in either layout.
+                    // Skipping the first match finds the next one, in every layout.
                     let next = rules
                         .iter()
                         .enumerate()

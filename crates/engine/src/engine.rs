@@ -550,10 +550,11 @@ struct Effect {
 }
 
 /// A packet's classifier rows, looked up at most once per decision.
-#[derive(Debug)]
-enum RowCache {
-    Unset,
-    Set(Option<Rows>),
+#[derive(Debug, Default)]
+struct RowCache {
+    looked_up: bool,
+    found: bool,
+    rows: Rows,
 }
 
 /// The rule scan's outcome.
@@ -902,7 +903,8 @@ impl Engine {
     ) -> Decision {
         // The fast matcher looks the packet's fields up once, for the SYN proxy step and the
         // rule scan (`explain` traces the reference path).
-        let mut rows = (kind == MatcherKind::Fast && trace.is_none()).then_some(RowCache::Unset);
+        let mut rows = RowCache::default();
+        let fast_rows = kind == MatcherKind::Fast && trace.is_none();
         if let Some(d) = self.prelude_static(meta) {
             return d;
         }
@@ -925,9 +927,13 @@ impl Engine {
             }
         }
         if meta.protocol == rampart_ir::proto::TCP && !self.cookies.is_empty() {
-            if let Some(r) =
-                self.synproxy_step(meters, meta, now_ns, rows.as_mut(), trace.as_deref_mut())
-            {
+            if let Some(r) = self.synproxy_step(
+                meters,
+                meta,
+                now_ns,
+                fast_rows.then_some(&mut rows),
+                trace.as_deref_mut(),
+            ) {
                 *effect = r.1;
                 return r.0;
             }
@@ -975,10 +981,7 @@ impl Engine {
         }
         let hit = match kind {
             MatcherKind::Reference => self.reference_match(meters, meta, now_ns, trace),
-            MatcherKind::Fast => {
-                let mut own = RowCache::Unset;
-                self.fast_match(meters, meta, now_ns, rows.as_mut().unwrap_or(&mut own))
-            }
+            MatcherKind::Fast => self.fast_match(meters, meta, now_ns, &mut rows),
         };
         let mut d = match hit {
             Hit::Rule(id) => Decision::new(
@@ -1191,14 +1194,11 @@ impl Engine {
         cache: &'c mut RowCache,
     ) -> (&Compiled, Option<&'c Rows>) {
         let c = &self.compiled[dir_index(meta.direction)][usize::from(meta.is_v6())];
-        if let RowCache::Unset = cache {
-            *cache = RowCache::Set(c.classifier.rows(&meta.key()));
+        if !cache.looked_up {
+            cache.looked_up = true;
+            cache.found = c.classifier.fill_rows(&meta.key(), &mut cache.rows);
         }
-        let rows = match cache {
-            RowCache::Set(r) => r.as_ref(),
-            RowCache::Unset => None,
-        };
-        (c, rows)
+        (c, cache.found.then_some(&cache.rows))
     }
 
     /// The checks of an alternative the classifier does not index, static part: interfaces,
