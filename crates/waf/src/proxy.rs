@@ -1016,6 +1016,46 @@ fn techniques(matched: &[crate::tx::MatchedRule], ssrf: bool) -> Vec<&'static st
     t
 }
 
+/// One event line. Fields in alphabetical order: the line reads as the `serde_json::Value`
+/// map it replaced (sorted keys), without building that tree on every request.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    client: &'a str,
+    decision: &'a str,
+    event: &'static str,
+    matched: Vec<MatchedOut<'a>>,
+    messages: Vec<&'a str>,
+    method: &'a str,
+    reason: Option<&'a str>,
+    route: &'a str,
+    rule_ids: Vec<u64>,
+    scores: Scores,
+    ssrf_target: Option<&'static str>,
+    status: u16,
+    techniques: Vec<&'static str>,
+    uri: std::borrow::Cow<'a, str>,
+    x_crs_test: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Serialize)]
+struct MatchedOut<'a> {
+    data: &'a str,
+    id: u64,
+    severity: Option<u8>,
+    var: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Scores {
+    inbound: i64,
+    lfi: i64,
+    outbound: i64,
+    rce: i64,
+    rfi: i64,
+    sql_injection: i64,
+    xss: i64,
+}
+
 fn emit(
     st: &State,
     req: &Request,
@@ -1029,35 +1069,46 @@ fn emit(
             .unwrap_or(0)
     };
     let logged: Vec<&crate::tx::MatchedRule> = matched.iter().filter(|m| m.logged).collect();
-    let line = serde_json::json!({
-        "event": "waf",
-        "x_crs_test": req.header("x-crs-test").map(|v| String::from_utf8_lossy(v).into_owned()),
-        "client": req.remote_addr,
-        "method": req.method,
-        "uri": String::from_utf8_lossy(&req.target[..req.target.len().min(2048)]),
-        "route": ev.route,
-        "status": ev.status,
-        "decision": ev.decision,
-        "reason": ev.reason,
-        "rule_ids": logged.iter().map(|m| m.id).collect::<Vec<_>>(),
-        "messages": logged.iter().map(|m| m.msg.as_str()).collect::<Vec<_>>(),
-        "matched": logged.iter().map(|m| serde_json::json!({
-            "id": m.id, "var": m.matched_var_name, "data": m.matched_data, "severity": m.severity,
-        })).collect::<Vec<_>>(),
-        "scores": {
-            "inbound": score("blocking_inbound_anomaly_score"),
-            "outbound": score("blocking_outbound_anomaly_score"),
-            "sql_injection": score("sql_injection_score"),
-            "xss": score("xss_score"),
-            "rce": score("rce_score"),
-            "lfi": score("lfi_score"),
-            "rfi": score("rfi_score"),
+    let line = EventLine {
+        client: &req.remote_addr,
+        decision: ev.decision,
+        event: "waf",
+        matched: logged
+            .iter()
+            .map(|m| MatchedOut {
+                data: &m.matched_data,
+                id: m.id,
+                severity: m.severity,
+                var: &m.matched_var_name,
+            })
+            .collect(),
+        messages: logged.iter().map(|m| m.msg.as_str()).collect(),
+        method: &req.method,
+        reason: ev.reason.as_deref(),
+        route: &ev.route,
+        rule_ids: logged.iter().map(|m| m.id).collect(),
+        scores: Scores {
+            inbound: score("blocking_inbound_anomaly_score"),
+            lfi: score("lfi_score"),
+            outbound: score("blocking_outbound_anomaly_score"),
+            rce: score("rce_score"),
+            rfi: score("rfi_score"),
+            sql_injection: score("sql_injection_score"),
+            xss: score("xss_score"),
         },
-        "ssrf_target": ev.ssrf,
-        "techniques": techniques(matched, ev.ssrf.is_some()),
-    });
+        ssrf_target: ev.ssrf,
+        status: ev.status,
+        techniques: techniques(matched, ev.ssrf.is_some()),
+        uri: String::from_utf8_lossy(&req.target[..req.target.len().min(2048)]),
+        x_crs_test: req.header("x-crs-test").map(String::from_utf8_lossy),
+    };
+    let mut buf = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut buf, &line).is_err() {
+        return;
+    }
+    buf.push(b'\n');
     if let Ok(mut w) = st.events.lock() {
-        let _ = writeln!(w, "{line}");
+        let _ = w.write_all(&buf);
         let _ = w.flush();
     }
 }
@@ -1159,6 +1210,50 @@ upstreams = ["127.0.0.1:9000"]
         tx.exclude(&ex.ids, &[], &[]);
         tx.process_request(&req("user=evil"));
         assert!(tx.intervention.is_none());
+    }
+
+    #[test]
+    fn event_line_is_the_sorted_key_object_it_replaced() {
+        let line = EventLine {
+            client: "192.0.2.10",
+            decision: "block",
+            event: "waf",
+            matched: vec![MatchedOut {
+                data: "x\"y",
+                id: 942100,
+                severity: Some(2),
+                var: "ARGS:q",
+            }],
+            messages: vec!["SQL Injection"],
+            method: "GET",
+            reason: None,
+            route: "app",
+            rule_ids: vec![942100],
+            scores: Scores {
+                inbound: 5,
+                lfi: 0,
+                outbound: 0,
+                rce: 0,
+                rfi: 0,
+                sql_injection: 5,
+                xss: 0,
+            },
+            ssrf_target: Some("169.254.169.254"),
+            status: 403,
+            techniques: vec!["T1190"],
+            uri: "/?q=1".into(),
+            x_crs_test: Some("t1".into()),
+        };
+        let value = serde_json::json!({
+            "event": "waf", "x_crs_test": "t1", "client": "192.0.2.10", "method": "GET",
+            "uri": "/?q=1", "route": "app", "status": 403, "decision": "block", "reason": null,
+            "rule_ids": [942100], "messages": ["SQL Injection"],
+            "matched": [{"id": 942100, "var": "ARGS:q", "data": "x\"y", "severity": 2}],
+            "scores": {"inbound": 5, "outbound": 0, "sql_injection": 5, "xss": 0, "rce": 0,
+                       "lfi": 0, "rfi": 0},
+            "ssrf_target": "169.254.169.254", "techniques": ["T1190"],
+        });
+        assert_eq!(serde_json::to_string(&line).unwrap(), value.to_string());
     }
 
     #[test]

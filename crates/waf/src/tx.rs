@@ -1117,7 +1117,24 @@ impl<'r> Transaction<'r> {
                 }
             }
             "TX" => {
-                for (k, val) in &self.tx {
+                // TX keys are lower case and sorted: a key regex anchored on a literal prefix
+                // (`TX:/^header_name_920450_/`) can only match keys in that range.
+                let prefix = match sel {
+                    Some(KeySel::Regex(re, _)) => anchored_prefix(re.as_str()),
+                    _ => None,
+                };
+                let keys: Box<dyn Iterator<Item = (&String, &Vec<u8>)>> = match &prefix {
+                    Some(p) => Box::new(
+                        self.tx
+                            .range::<str, _>((
+                                std::ops::Bound::Included(p.as_str()),
+                                std::ops::Bound::Unbounded,
+                            ))
+                            .take_while(|(k, _)| k.starts_with(p.as_str())),
+                    ),
+                    None => Box::new(self.tx.iter()),
+                };
+                for (k, val) in keys {
                     if sel.is_some_and(|s| !s.matches(k)) {
                         continue;
                     }
@@ -1758,6 +1775,24 @@ impl<'r> Transaction<'r> {
     }
 }
 
+/// The lower-case literal every key matched by case-insensitive key regex `pattern` starts
+/// with, when the pattern is anchored (`^`) and has no alternation; `None` otherwise.
+fn anchored_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let mut p: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    if matches!(rest[p.len()..].chars().next(), Some('?' | '*' | '{')) {
+        // The last character is optional (or counted): not part of every match.
+        p.pop();
+    }
+    (!p.is_empty()).then(|| p.to_ascii_lowercase())
+}
+
 /// Whether removing target `t` may change what a folded rule reads: folded rules read only
 /// TX (CRS's own runtime removals name request variables, which leave folding on).
 fn removes_tx(t: &Target) -> bool {
@@ -2090,5 +2125,29 @@ SecRule TX:b "@eq 1" "id:34,phase:2,pass,log,msg:'b is 1'"
         let got = outcome(&folded, &get("/"), false, None);
         assert_eq!(got, outcome(&reference, &get("/"), false, None));
         assert!(got.contains("id: 33") && got.contains("id: 34"), "{got}");
+    }
+
+    #[test]
+    fn key_regex_prefixes() {
+        assert_eq!(
+            anchored_prefix("^header_name_920450_").as_deref(),
+            Some("header_name_920450_")
+        );
+        assert_eq!(anchored_prefix("^Ab-c.d").as_deref(), Some("ab-c"));
+        assert_eq!(anchored_prefix("^abc?").as_deref(), Some("ab"));
+        assert_eq!(anchored_prefix("^ab*").as_deref(), Some("a"));
+        assert_eq!(anchored_prefix("^a{0,2}"), None);
+        assert_eq!(anchored_prefix("^ab|cd"), None);
+        assert_eq!(anchored_prefix("ab"), None);
+        assert_eq!(anchored_prefix("^(?:ab)"), None);
+        // Same keys through the range as through the walk, upper-case pattern included.
+        let e = engine(
+            r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.h_a=1,setvar:tx.h_b=2,setvar:tx.ha=3,setvar:tx.g=4,setvar:tx.i=5"
+SecRule TX:/^H_/ "@rx ." "id:2,phase:1,pass,log,multiMatch,setvar:tx.n=+1"
+SecRule TX:n "@eq 2" "id:3,phase:1,pass,log"
+"#,
+        );
+        assert_eq!(ids(&e, &get("/")), vec![1, 2, 3]);
     }
 }
