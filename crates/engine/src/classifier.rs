@@ -62,6 +62,12 @@ enum FieldIndex {
     Direct16 {
         class_of: Vec<u16>,
     },
+    /// Direct table with 8-bit class ids (at most 256 classes, the usual case for ports).
+    // Why: a port table is read at random ports (65,537 entries): 64 KiB instead of 128 KiB
+    // leaves more of the L2 to the address indexes.
+    Direct8 {
+        class_of: Vec<u8>,
+    },
     V4(V4Index),
     V6 {
         bounds: Vec<u128>,
@@ -94,6 +100,7 @@ impl Field {
         match &self.index {
             FieldIndex::Direct { class_of } => class_of[value as usize] as usize,
             FieldIndex::Direct16 { class_of } => usize::from(class_of[value as usize]),
+            FieldIndex::Direct8 { class_of } => usize::from(class_of[value as usize]),
             FieldIndex::V4(x) => x.class(value as u32),
             FieldIndex::V6 { bounds, class_of } => {
                 let k = bounds.partition_point(|&b| b <= value);
@@ -225,6 +232,7 @@ impl Classifier {
                 let idx = match &f.index {
                     FieldIndex::Direct { class_of } => class_of.len() * 4,
                     FieldIndex::Direct16 { class_of } => class_of.len() * 2,
+                    FieldIndex::Direct8 { class_of } => class_of.len(),
                     FieldIndex::V4(x) => x.memory_bytes(),
                     FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
                 };
@@ -334,6 +342,11 @@ impl Classifier {
             (FieldIndex::V4(x), PrefetchStage::Index) => x.prefetch_index(value as u32),
             (FieldIndex::V4(x), PrefetchStage::Entries) => x.prefetch_entries(value as u32),
             (FieldIndex::Direct16 { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            (FieldIndex::Direct8 { class_of }, PrefetchStage::Index) => {
                 if let Some(c) = class_of.get(value as usize) {
                     prefetch_any(c);
                 }
@@ -537,7 +550,11 @@ fn build_field(
                     *slot = classes[k];
                 }
             }
-            if dedup.len() <= usize::from(u16::MAX) + 1 {
+            if dedup.len() <= usize::from(u8::MAX) + 1 {
+                FieldIndex::Direct8 {
+                    class_of: class_of.iter().map(|&c| c as u8).collect(),
+                }
+            } else if dedup.len() <= usize::from(u16::MAX) + 1 {
                 FieldIndex::Direct16 {
                     class_of: class_of.iter().map(|&c| c as u16).collect(),
                 }
@@ -620,6 +637,24 @@ mod tests {
                     let key = [a, p, z];
                     assert_eq!(c.first_match(&key), linear(&rules, &key), "{key:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn direct_tables_narrow_at_256_classes() {
+        // n one-value rules give n + 1 classes (the values no rule covers share one): 256
+        // classes fit the 8-bit table, 257 need the 16-bit one; both must answer alike.
+        for (n, eight) in [(255u128, true), (256, false)] {
+            let kinds = [FieldKind::Direct { size: 400 }];
+            let rules: Vec<RuleIntervals> = (0..n).map(|i| vec![vec![(i, i)]]).collect();
+            let c = Classifier::build(&kinds, &rules).unwrap();
+            assert_eq!(
+                matches!(c.fields[0].index, FieldIndex::Direct8 { .. }),
+                eight
+            );
+            for v in 0..410u128 {
+                assert_eq!(c.first_match(&[v]), linear(&rules, &[v]), "{n} {v}");
             }
         }
     }
