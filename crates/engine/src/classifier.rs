@@ -94,6 +94,32 @@ struct Field {
 struct Line([u64; CAND_WORDS]);
 
 impl Field {
+    /// See [`Classifier::prefetch_field`].
+    #[inline]
+    fn prefetch(&self, value: u128, stage: PrefetchStage) {
+        let value = value.min(self.max_value);
+        match (&self.index, stage) {
+            (FieldIndex::V4(x), PrefetchStage::Index) => x.prefetch_index(value as u32),
+            (FieldIndex::V4(x), PrefetchStage::Entries) => x.prefetch_entries(value as u32),
+            (FieldIndex::Direct16 { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            (FieldIndex::Direct8 { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            (FieldIndex::Direct { class_of }, PrefetchStage::Index) => {
+                if let Some(c) = class_of.get(value as usize) {
+                    prefetch_any(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
     #[inline]
     fn class(&self, value: u128) -> usize {
         let value = value.min(self.max_value);
@@ -148,6 +174,91 @@ pub struct Rows {
 // and the rules') reuses it.
 const CAND_WORDS: usize = 8;
 
+/// The elementary intervals of several interval lists over one field, each named by a class
+/// (an *atom*: the lists covering it are the same across it). Engines share one partition of
+/// the IPv4 source field between their hooks' classifiers, whose field then indexes atoms.
+#[derive(Clone, Debug)]
+pub(crate) struct Partition {
+    field: Field,
+    stride: usize,
+    nsum: usize,
+    nlists: usize,
+    nbounds: usize,
+}
+
+impl Partition {
+    /// Partition the domain of `kind` by `lists` (inclusive intervals, OR-ed per list).
+    pub(crate) fn build(kind: FieldKind, lists: &[Vec<(u128, u128)>]) -> Self {
+        let rules: Vec<RuleIntervals> = lists.iter().map(|l| vec![l.clone()]).collect();
+        let nwords = lists.len().div_ceil(64).max(1);
+        let nsum = nwords.div_ceil(64);
+        let (mut field, nbounds) = build_field(kind, 0, &rules, nwords, nsum);
+        field.lines = Vec::new();
+        Self {
+            field,
+            stride: nwords + nsum,
+            nsum,
+            nlists: lists.len(),
+            nbounds,
+        }
+    }
+
+    /// Number of atoms.
+    pub(crate) fn atoms(&self) -> usize {
+        self.field.bits.len() / self.stride
+    }
+
+    /// Number of elementary intervals (≥ atoms).
+    pub(crate) fn intervals(&self) -> usize {
+        self.nbounds
+    }
+
+    /// The atom containing `value`.
+    #[inline]
+    pub(crate) fn atom(&self, value: u128) -> usize {
+        self.field.class(value)
+    }
+
+    /// Per list, the atoms it covers, as intervals of atom numbers.
+    pub(crate) fn lists_as_atoms(&self) -> Vec<Vec<(u128, u128)>> {
+        let mut out = vec![Vec::new(); self.nlists];
+        for (a, row) in self.field.bits.chunks_exact(self.stride).enumerate() {
+            for (w, &word) in row[self.nsum..].iter().enumerate() {
+                let mut word = word;
+                while word != 0 {
+                    let j = w * 64 + word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    out[j].push((a as u128, a as u128));
+                }
+            }
+        }
+        out
+    }
+
+    /// See [`Classifier::prefetch_field`].
+    #[inline]
+    pub(crate) fn prefetch(&self, value: u128, stage: PrefetchStage) {
+        self.field.prefetch(value, stage);
+    }
+
+    /// Approximate heap bytes.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        field_bytes(&self.field)
+    }
+}
+
+/// Approximate heap bytes of a field.
+fn field_bytes(f: &Field) -> usize {
+    let idx = match &f.index {
+        FieldIndex::Direct { class_of } => class_of.len() * 4,
+        FieldIndex::Direct16 { class_of } => class_of.len() * 2,
+        FieldIndex::Direct8 { class_of } => class_of.len(),
+        FieldIndex::V4(x) => x.memory_bytes(),
+        FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
+    };
+    idx + f.bits.len() * 8 + f.lines.len() * std::mem::size_of::<Line>()
+}
+
 /// Errors building a classifier.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -199,7 +310,7 @@ impl Classifier {
         let fields = kinds
             .iter()
             .enumerate()
-            .map(|(f, &kind)| build_field(kind, f, rules, nwords, nsum))
+            .map(|(f, &kind)| build_field(kind, f, rules, nwords, nsum).0)
             .collect();
         Ok(Self {
             fields,
@@ -226,19 +337,7 @@ impl Classifier {
 
     /// Approximate heap bytes used by the lookup structures.
     pub fn memory_bytes(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|f| {
-                let idx = match &f.index {
-                    FieldIndex::Direct { class_of } => class_of.len() * 4,
-                    FieldIndex::Direct16 { class_of } => class_of.len() * 2,
-                    FieldIndex::Direct8 { class_of } => class_of.len(),
-                    FieldIndex::V4(x) => x.memory_bytes(),
-                    FieldIndex::V6 { bounds, class_of } => bounds.len() * 16 + class_of.len() * 4,
-                };
-                idx + f.bits.len() * 8 + f.lines.len() * std::mem::size_of::<Line>()
-            })
-            .sum()
+        self.fields.iter().map(field_bytes).sum()
     }
 
     /// The first rule matching `key` (one value per field), if any.
@@ -334,29 +433,8 @@ impl Classifier {
     /// `Index` stage); nothing for IPv6 fields or out-of-range fields. Never changes a result.
     #[inline]
     pub fn prefetch_field(&self, field: usize, value: u128, stage: PrefetchStage) {
-        let Some(f) = self.fields.get(field) else {
-            return;
-        };
-        let value = value.min(f.max_value);
-        match (&f.index, stage) {
-            (FieldIndex::V4(x), PrefetchStage::Index) => x.prefetch_index(value as u32),
-            (FieldIndex::V4(x), PrefetchStage::Entries) => x.prefetch_entries(value as u32),
-            (FieldIndex::Direct16 { class_of }, PrefetchStage::Index) => {
-                if let Some(c) = class_of.get(value as usize) {
-                    prefetch_any(c);
-                }
-            }
-            (FieldIndex::Direct8 { class_of }, PrefetchStage::Index) => {
-                if let Some(c) = class_of.get(value as usize) {
-                    prefetch_any(c);
-                }
-            }
-            (FieldIndex::Direct { class_of }, PrefetchStage::Index) => {
-                if let Some(c) = class_of.get(value as usize) {
-                    prefetch_any(c);
-                }
-            }
-            _ => {}
+        if let Some(f) = self.fields.get(field) {
+            f.prefetch(value, stage);
         }
     }
 
@@ -483,7 +561,7 @@ fn build_field(
     rules: &[RuleIntervals],
     nwords: usize,
     nsum: usize,
-) -> Field {
+) -> (Field, usize) {
     let max = kind.max_value();
     // Events: (position, rule, add?) — a rule enters its interval at `lo` and leaves at `hi+1`.
     let mut events: Vec<(u128, u32, bool)> = Vec::new();
@@ -541,6 +619,7 @@ fn build_field(
         start = events[i].0;
     }
     debug_assert_eq!(bits.len(), dedup.len() * stride);
+    let nbounds = bounds.len();
     let index = match kind {
         FieldKind::Direct { size } => {
             let mut class_of = vec![0u32; size as usize];
@@ -590,12 +669,15 @@ fn build_field(
     } else {
         Vec::new()
     };
-    Field {
-        index,
-        bits,
-        lines,
-        max_value: max,
-    }
+    (
+        Field {
+            index,
+            bits,
+            lines,
+            max_value: max,
+        },
+        nbounds,
+    )
 }
 
 #[cfg(test)]
@@ -739,6 +821,45 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn partition_atoms_cover_exactly_their_lists() {
+        // Lists over an IPv4 field with shared, nested and adjacent intervals (and an empty
+        // list): a value's atom must be among a list's atoms exactly when the list covers it.
+        let mut lists: Vec<Vec<(u128, u128)>> = vec![
+            vec![(10, 20), (40, 40)],
+            vec![(15, 15), (41, 41), (0xffff_0000, u128::from(u32::MAX))],
+            vec![],
+            vec![(0, u128::from(u32::MAX))],
+        ];
+        let mut x = 0x9e37_79b9u128;
+        for _ in 0..5000 {
+            x = (x * 6_364_136_223_846_793_005 + 1) % (1 << 32);
+            lists[(x % 3) as usize].push((x, x + (x >> 30)));
+        }
+        lists.push(lists[0].clone());
+        let p = Partition::build(FieldKind::V4, &lists);
+        assert!(p.intervals() > SMALL_PROBE && p.atoms() <= p.intervals());
+        let atoms = p.lists_as_atoms();
+        let mut probes: Vec<u128> = lists
+            .iter()
+            .flatten()
+            .flat_map(|&(lo, hi)| [lo.saturating_sub(1), lo, hi, hi + 1])
+            .filter(|&v| v <= u128::from(u32::MAX))
+            .collect();
+        probes.extend([0, 9, 21, 39, 42, u128::from(u32::MAX)]);
+        for v in probes {
+            let a = p.atom(v) as u128;
+            for (j, list) in lists.iter().enumerate() {
+                let covers = list.iter().any(|&(lo, hi)| lo <= v && v <= hi);
+                let has = atoms[j].iter().any(|&(lo, hi)| lo <= a && a <= hi);
+                assert_eq!(covers, has, "list {j} value {v:#x} atom {a}");
+            }
+        }
+    }
+
+    /// More intervals than a small field holds (the partition gets the full index).
+    const SMALL_PROBE: usize = 64;
 
     #[test]
     fn rejects_bad_shapes() {

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::app;
 
-use crate::classifier::{Classifier, FieldKind, PrefetchStage, Rows, RuleIntervals};
+use crate::classifier::{
+    Classifier, FieldKind, Partition, PrefetchStage, Rows, RuleIntervals, MAX_DIRECT_SIZE,
+};
 use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
@@ -629,6 +631,9 @@ pub struct Engine {
     rules: Vec<RuleRt>,
     /// `[direction][family]` with family 0 = IPv4, 1 = IPv6.
     compiled: [[Compiled; 2]; 3],
+    /// The IPv4 source addresses' atoms, when the hooks' IPv4 classifiers share them (their
+    /// first field is then the atom).
+    src_atoms: Option<Partition>,
     /// Rate-limit state; boxed so a classification moves a pointer, not two maps (`None`
     /// only while a decision borrows it).
     meters: Option<Box<Meters>>,
@@ -740,11 +745,18 @@ impl Engine {
             Vec::new()
         };
         let mut sub_count = 0;
+        let mut v4 = Direction::ALL.map(|dir| expand(policy, &sets, &rules, dir, false));
+        let src_atoms = share_src_v4(&mut v4);
+        let mut v4 = v4.map(Some);
         let compiled = Direction::ALL.map(|dir| {
+            let d = dir_index(dir);
             [false, true].map(|v6| {
-                let c = compile(policy, &sets, &rules, dir, v6);
-                sub_count += c.subs.len();
-                c
+                let e = match v4[d].take() {
+                    Some(e) if !v6 => e,
+                    _ => expand(policy, &sets, &rules, dir, true),
+                };
+                sub_count += e.0.len();
+                finish(e)
             })
         });
         Self {
@@ -753,6 +765,7 @@ impl Engine {
             zones,
             rules,
             compiled,
+            src_atoms,
             meters: Some(Box::default()),
             sub_count,
             never_ban: PrefixSet::new(&policy.defaults.never_ban, &[]),
@@ -780,7 +793,8 @@ impl Engine {
             .iter()
             .flatten()
             .map(|c| c.classifier.memory_bytes())
-            .sum()
+            .sum::<usize>()
+            + self.src_atoms.as_ref().map_or(0, Partition::memory_bytes)
     }
 
     /// Forget all rate-limit state.
@@ -856,7 +870,10 @@ impl Engine {
         let one = |d: Direction| {
             // Field order of `PacketMeta::key`.
             let c = &self.compiled[dir_index(d)][0].classifier;
-            c.prefetch_field(0, src, stage);
+            match &self.src_atoms {
+                Some(p) => p.prefetch(src, stage),
+                None => c.prefetch_field(0, src, stage),
+            }
             c.prefetch_field(1, dst, stage);
             if let Some((sp, dp)) = ports {
                 c.prefetch_field(3, u128::from(sp), stage);
@@ -1200,7 +1217,11 @@ impl Engine {
         let c = &self.compiled[dir_index(meta.direction)][usize::from(meta.is_v6())];
         if !cache.looked_up {
             cache.looked_up = true;
-            cache.found = c.classifier.fill_rows(&meta.key(), &mut cache.rows);
+            let mut key = meta.key();
+            if let (Some(p), IpAddr::V4(_)) = (&self.src_atoms, meta.src) {
+                key[0] = p.atom(key[0]) as u128;
+            }
+            cache.found = c.classifier.fill_rows(&key, &mut cache.rows);
         }
         (c, cache.found.then_some(&cache.rows))
     }
@@ -1816,13 +1837,63 @@ fn side_choices(policy: &Policy, sets: &[PrefixSet], peers: &[Peer], v6: bool) -
     out
 }
 
-fn compile(
+/// A hook's and family's alternatives before the classifier is built: subs, their interval
+/// lists per field, and the field kinds.
+type Expanded = (Vec<Sub>, Vec<RuleIntervals>, [FieldKind; 5]);
+
+/// Below this many elementary intervals a shared IPv4 source partition is searched directly
+/// (as the classifiers' own small fields are); from [`SHARE_FROM`] on it replaces per-hook
+/// indexes. In between each hook keeps its own field.
+const SHARE_SMALL: usize = 32;
+/// See [`SHARE_SMALL`].
+// Why: a blocklist set used in two hooks was indexed twice (2 × ~0.7 MB); one partition of
+// the source addresses into atoms serves every hook, whose classifier then maps an atom to its
+// class in a table of a few bytes. Mid-sized fields would trade a small search for an index.
+const SHARE_FROM: usize = 4096;
+
+/// Replace the IPv4 source field of every hook's alternatives by atoms of one shared
+/// partition, when that pays (see [`SHARE_SMALL`]); returns the partition.
+fn share_src_v4(v4: &mut [Expanded]) -> Option<Partition> {
+    let lists: Vec<Vec<(u128, u128)>> = v4
+        .iter()
+        .flat_map(|(_, intervals, _)| intervals.iter().map(|r| r[0].clone()))
+        .collect();
+    if lists.is_empty() {
+        return None;
+    }
+    let part = Partition::build(FieldKind::V4, &lists);
+    let n = part.intervals();
+    if (SHARE_SMALL < n && n < SHARE_FROM) || part.atoms() > MAX_DIRECT_SIZE as usize {
+        return None;
+    }
+    let mut atoms = part.lists_as_atoms().into_iter();
+    for (_, intervals, kinds) in v4.iter_mut() {
+        for r in intervals.iter_mut() {
+            r[0] = atoms.next().unwrap_or_default();
+        }
+        kinds[0] = FieldKind::Direct {
+            size: part.atoms() as u32,
+        };
+    }
+    Some(part)
+}
+
+fn finish((subs, intervals, kinds): Expanded) -> Compiled {
+    // Shapes and sizes are fixed by `expand` and `share_src_v4`, so building cannot fail;
+    // fall back to an empty classifier rather than panic if that ever changes.
+    let classifier = Classifier::build(&kinds, &intervals)
+        .or_else(|_| Classifier::build(&kinds, &[]))
+        .unwrap_or_else(|_| unreachable_empty());
+    Compiled { classifier, subs }
+}
+
+fn expand(
     policy: &Policy,
     sets: &[PrefixSet],
     rules: &[RuleRt],
     dir: Direction,
     v6: bool,
-) -> Compiled {
+) -> Expanded {
     let kinds = [
         if v6 { FieldKind::V6 } else { FieldKind::V4 },
         if v6 { FieldKind::V6 } else { FieldKind::V4 },
@@ -1911,12 +1982,7 @@ fn compile(
             }
         }
     }
-    // Shapes and sizes are fixed above, so building cannot fail; fall back to an empty
-    // classifier rather than panic if that ever changes.
-    let classifier = Classifier::build(&kinds, &intervals)
-        .or_else(|_| Classifier::build(&kinds, &[]))
-        .unwrap_or_else(|_| unreachable_empty());
-    Compiled { classifier, subs }
+    (subs, intervals, kinds)
 }
 
 #[cold]
@@ -1955,4 +2021,64 @@ pub struct Explanation {
     pub considered: Vec<RuleCheck>,
     /// Techniques of the deciding rule.
     pub techniques: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_ir::{AddressSet, IpNet, Ipv4Net, Rule, SetId, SetSource};
+
+    /// A policy whose ingress and forward rules drop sources in a set of `n` /32s.
+    fn set_policy(n: u32) -> Policy {
+        let mut p = Policy::default();
+        p.sets.push(AddressSet {
+            name: "s".into(),
+            elements: (0..n)
+                .map(|i| {
+                    let a =
+                        Ipv4Addr::from(0x0a00_0000 + i.wrapping_mul(2_654_435_761) % 0x00ff_ffff);
+                    IpNet::V4(Ipv4Net::new(a, 32).unwrap())
+                })
+                .collect(),
+            source: SetSource::Inline,
+            except: vec![],
+            loc: Default::default(),
+        });
+        for dir in [Direction::Ingress, Direction::Forward] {
+            let mut r = Rule::new("drop", dir, Action::Drop);
+            r.from = vec![Peer::Set(SetId(0))];
+            p.rules.push(r);
+        }
+        p
+    }
+
+    #[test]
+    fn hooks_share_the_source_partition_when_small_or_large() {
+        // Few intervals: shared (searched directly); a mid-sized field: each hook its own;
+        // thousands: shared. Either way fast and reference agree in and around the set.
+        for (n, shared) in [(5u32, true), (300, false), (5000, true)] {
+            let p = set_policy(n);
+            let mut e = Engine::new(&p);
+            assert_eq!(e.src_atoms.is_some(), shared, "{n} prefixes");
+            for i in 0..2 * n {
+                let a = 0x0a00_0000 + (i / 2).wrapping_mul(2_654_435_761) % 0x00ff_ffff + i % 2;
+                for dir in Direction::ALL {
+                    let m = PacketMeta::new(
+                        dir,
+                        IpAddr::V4(Ipv4Addr::from(a)),
+                        "192.0.2.1".parse().unwrap(),
+                        17,
+                        L4Meta::Ports { src: 1, dst: 2 },
+                    );
+                    let fast = e.classify_with(MatcherKind::Fast, &m, 0);
+                    assert_eq!(fast, e.classify_with(MatcherKind::Reference, &m, 0));
+                    assert_eq!(
+                        fast.reason == Reason::Rule,
+                        i % 2 == 0 && dir != Direction::Egress,
+                        "{n} {a:#x} {dir}"
+                    );
+                }
+            }
+        }
+    }
 }

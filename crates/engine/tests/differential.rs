@@ -435,3 +435,86 @@ fn policy_with_large_blocklist_set_agrees() {
         );
     }
 }
+
+#[test]
+fn large_set_shared_between_hooks_agrees() {
+    // A large set in ingress, egress and forward rules (source and destination), beside
+    // zone-like networks: the hooks' IPv4 classifiers then share one source partition into
+    // atoms. Fast and reference must agree on every hook, in and out of the set.
+    use rampart_ir::*;
+    let mut rng = SplitMix64::new(21);
+    let mut elements = Vec::new();
+    for i in 0..30_000u32 {
+        let a = std::net::Ipv4Addr::from(rng.next_u64() as u32 & 0x0fff_ffff | 0x1000_0000);
+        let len = if i % 10 == 0 { 24 } else { 32 };
+        elements.push(IpNet::V4(Ipv4Net::new(a, len).unwrap().trunc()));
+    }
+    let probes: Vec<std::net::Ipv4Addr> = elements
+        .iter()
+        .step_by(7)
+        .filter_map(|e| match e {
+            IpNet::V4(n) => Some(n.network()),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let mut p = Policy::default();
+    p.sets.push(AddressSet {
+        name: "blocklist".into(),
+        elements,
+        source: SetSource::Inline,
+        except: vec![],
+        loc: loc(1),
+    });
+    let net = |s: &str| Peer::Net(s.parse().unwrap());
+    for dir in Direction::ALL {
+        let mut r = rule("block", dir, Action::Drop);
+        r.from = vec![Peer::Set(SetId(0))];
+        p.rules.push(r);
+        let mut r = rule("inner", dir, Action::Accept);
+        r.from = vec![net("16.0.0.0/6"), net("192.0.2.0/24")];
+        r.to = vec![Peer::Set(SetId(0))];
+        p.rules.push(r);
+        let mut r = rule("web", dir, Action::Accept);
+        r.from = vec![net("17.0.0.0/8")];
+        r.services = vec![L4Match {
+            protocol: Some(6),
+            src_ports: vec![],
+            dst_ports: vec![PortRange { lo: 80, hi: 80 }],
+            icmp_types: vec![],
+            service: None,
+        }];
+        p.rules.push(r);
+    }
+    let e = Engine::new(&p);
+    let mut fast = e.clone();
+    let mut reference = e;
+    let addr = |rng: &mut SplitMix64| -> IpAddr {
+        match rng.range(0, 3) {
+            0 => IpAddr::V4(probes[rng.range(0, probes.len() as u64 - 1) as usize]),
+            1 => IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(probes[rng.range(0, probes.len() as u64 - 1) as usize]) + 1,
+            )),
+            _ => IpAddr::V4(std::net::Ipv4Addr::from(rng.next_u64() as u32)),
+        }
+    };
+    let mut dropped = 0;
+    for i in 0..30_000 {
+        let (src, dst) = (addr(&mut rng), addr(&mut rng));
+        let dir = *pick(&mut rng, &Direction::ALL);
+        let m = PacketMeta::new(
+            dir,
+            src,
+            dst,
+            6,
+            L4Meta::Ports {
+                src: 1000,
+                dst: *pick(&mut rng, &[80u16, 443]),
+            },
+        );
+        let a = fast.classify_with(MatcherKind::Fast, &m, 0);
+        let b = reference.classify_with(MatcherKind::Reference, &m, 0);
+        assert_eq!(a, b, "packet {i}: {m:?}");
+        dropped += usize::from(b.reason == Reason::Rule && b.action == Action::Drop);
+    }
+    assert!(dropped > 5_000, "only {dropped} packets hit the set");
+}
