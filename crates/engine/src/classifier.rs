@@ -120,6 +120,19 @@ impl Field {
         }
     }
 
+    /// [`Field::class`] of a 32-bit value.
+    #[inline(always)]
+    fn class32(&self, value: u32) -> usize {
+        let v = value as usize;
+        match &self.index {
+            FieldIndex::Direct8 { class_of } => usize::from(class_of[v.min(class_of.len() - 1)]),
+            FieldIndex::Direct16 { class_of } => usize::from(class_of[v.min(class_of.len() - 1)]),
+            FieldIndex::Direct { class_of } => class_of[v.min(class_of.len() - 1)] as usize,
+            FieldIndex::V4(x) => x.class(value),
+            FieldIndex::V6 { .. } => self.class(u128::from(value)),
+        }
+    }
+
     #[inline]
     fn class(&self, value: u128) -> usize {
         let value = value.min(self.max_value);
@@ -217,6 +230,12 @@ impl Partition {
     #[inline]
     pub(crate) fn atom(&self, value: u128) -> usize {
         self.field.class(value)
+    }
+
+    /// [`Partition::atom`] of a 32-bit value.
+    #[inline]
+    pub(crate) fn atom32(&self, value: u32) -> usize {
+        self.field.class32(value)
     }
 
     /// Per list, the atoms it covers, as intervals of atom numbers.
@@ -464,12 +483,12 @@ impl Classifier {
         }
         let nwords = self.stride - self.nsum;
         if nwords <= CAND_WORDS / 2 {
-            and_lines::<{ CAND_WORDS / 2 }>(&self.fields, key, &mut rows.cand);
+            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand, Field::class);
             rows.width = CAND_WORDS / 2;
             return true;
         }
         if nwords <= CAND_WORDS {
-            and_lines::<CAND_WORDS>(&self.fields, key, &mut rows.cand);
+            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand, Field::class);
             rows.width = CAND_WORDS;
             return true;
         }
@@ -480,6 +499,28 @@ impl Classifier {
             rows.starts[i] = (field.class(key[i]) * self.stride) as u32;
         }
         true
+    }
+
+    /// [`Classifier::fill_rows`] for a key whose values all fit 32 bits (an IPv4 packet's):
+    /// the same rows, with 32-bit arithmetic and the field lookups inlined.
+    #[inline]
+    pub fn fill_rows32(&self, key: &[u32], rows: &mut Rows) -> bool {
+        if self.nrules == 0 || key.len() != self.fields.len() {
+            return false;
+        }
+        let nwords = self.stride - self.nsum;
+        if nwords <= CAND_WORDS / 2 {
+            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand, Field::class32);
+            rows.width = CAND_WORDS / 2;
+            return true;
+        }
+        if nwords <= CAND_WORDS {
+            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand, Field::class32);
+            rows.width = CAND_WORDS;
+            return true;
+        }
+        let key: [u128; MAX_FIELDS] = std::array::from_fn(|i| key.get(i).map_or(0, |&v| v.into()));
+        self.fill_rows(&key[..self.fields.len()], rows)
     }
 
     /// [`Classifier::first_match_where`] on rows looked up before (by this classifier).
@@ -505,10 +546,15 @@ impl Classifier {
 /// ANDs the first `N` words of every field's class line for `key` into `cand` (the rest
 /// zeroed). `N` is half or all of [`CAND_WORDS`], so the loop has a fixed length.
 #[inline(always)]
-fn and_lines<const N: usize>(fields: &[Field], key: &[u128], cand: &mut Line) {
+fn and_lines<const N: usize, K: Copy>(
+    fields: &[Field],
+    key: &[K],
+    cand: &mut Line,
+    class: impl Fn(&Field, K) -> usize,
+) {
     let mut acc = [!0u64; N];
     for (field, &v) in fields.iter().zip(key) {
-        let line = &field.lines[field.class(v)];
+        let line = &field.lines[class(field, v)];
         for (a, &b) in acc.iter_mut().zip(&line.0[..N]) {
             *a &= b;
         }
@@ -805,6 +851,11 @@ mod tests {
                     let rows = c.rows(&key).unwrap();
                     assert_eq!(rows.width, width);
                     assert_eq!(c.first_match_in(&rows, |_| true), want, "{n} {key:?}");
+                    // The 32-bit key path gives the same rows.
+                    let mut rows32 = Rows::default();
+                    assert!(c.fill_rows32(&[v as u32, a as u32], &mut rows32));
+                    assert_eq!(rows32.width, width);
+                    assert_eq!(c.first_match_in(&rows32, |_| true), want, "{n} {key:?}");
                     // Skipping the first match finds the next one, in every layout.
                     let next = rules
                         .iter()

@@ -240,6 +240,27 @@ impl<'a> PacketMeta<'a> {
         self.src.is_ipv6()
     }
 
+    /// [`PacketMeta::key`] of an IPv4 packet, in 32 bits (`None` for IPv6).
+    fn key32(&self) -> Option<[u32; 5]> {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src, self.dst) else {
+            return None;
+        };
+        let (sp, dp, icmp) = match self.l4 {
+            L4Meta::Ports { src, dst } => (u32::from(src), u32::from(dst), NO_ICMP as u32),
+            L4Meta::Icmp { icmp_type, .. } => {
+                (NO_PORT as u32, NO_PORT as u32, u32::from(icmp_type))
+            }
+            L4Meta::None => (NO_PORT as u32, NO_PORT as u32, NO_ICMP as u32),
+        };
+        Some([
+            u32::from(src),
+            u32::from(dst),
+            u32::from(self.protocol) * ICMP_SPAN as u32 + icmp,
+            sp,
+            dp,
+        ])
+    }
+
     fn key(&self) -> [u128; 5] {
         let (sp, dp, icmp) = match self.l4 {
             L4Meta::Ports { src, dst } => (u128::from(src), u128::from(dst), NO_ICMP),
@@ -1208,7 +1229,7 @@ impl Engine {
 
     /// The compiled matcher for `meta`'s hook and family, and `meta`'s rows in it (looked up
     /// once per packet).
-    #[inline]
+    #[inline(always)]
     fn rows<'c>(
         &self,
         meta: &PacketMeta<'_>,
@@ -1217,18 +1238,29 @@ impl Engine {
         let c = &self.compiled[dir_index(meta.direction)][usize::from(meta.is_v6())];
         if !cache.looked_up {
             cache.looked_up = true;
-            let mut key = meta.key();
-            if let (Some(p), IpAddr::V4(_)) = (&self.src_atoms, meta.src) {
-                key[0] = p.atom(key[0]) as u128;
-            }
-            cache.found = c.classifier.fill_rows(&key, &mut cache.rows);
+            cache.found = match meta.key32() {
+                Some(mut key) => {
+                    if let Some(p) = &self.src_atoms {
+                        key[0] = p.atom32(key[0]) as u32;
+                    }
+                    c.classifier.fill_rows32(&key, &mut cache.rows)
+                }
+                None => {
+                    // IPv6, or (never from a decoder) mixed families.
+                    let mut key = meta.key();
+                    if let (Some(p), IpAddr::V4(_)) = (&self.src_atoms, meta.src) {
+                        key[0] = p.atom(key[0]) as u128;
+                    }
+                    c.classifier.fill_rows(&key, &mut cache.rows)
+                }
+            };
         }
         (c, cache.found.then_some(&cache.rows))
     }
 
     /// The checks of an alternative the classifier does not index, static part: interfaces,
     /// conntrack state, owner.
-    #[inline]
+    #[inline(always)]
     fn static_ok(&self, sub: &Sub, meta: &PacketMeta<'_>) -> bool {
         if let Some(p) = &sub.iif {
             if !iface_ok(p, meta.iif) {
@@ -1715,6 +1747,7 @@ fn service_mismatch(s: &L4Match, meta: &PacketMeta<'_>) -> Option<Mismatch> {
 }
 
 /// Checks the classifier does not index: conntrack state and owner.
+#[inline(always)]
 fn residual_static(rt: &RuleRt, meta: &PacketMeta<'_>) -> Option<Mismatch> {
     if !rt.ct_states.is_empty() && !rt.ct_states.contains(&meta.ct_state) {
         return Some(Mismatch::CtState);
