@@ -483,12 +483,12 @@ impl Classifier {
         }
         let nwords = self.stride - self.nsum;
         if nwords <= CAND_WORDS / 2 {
-            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand, Field::class);
+            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand);
             rows.width = CAND_WORDS / 2;
             return true;
         }
         if nwords <= CAND_WORDS {
-            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand, Field::class);
+            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand);
             rows.width = CAND_WORDS;
             return true;
         }
@@ -510,12 +510,12 @@ impl Classifier {
         }
         let nwords = self.stride - self.nsum;
         if nwords <= CAND_WORDS / 2 {
-            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand, Field::class32);
+            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand);
             rows.width = CAND_WORDS / 2;
             return true;
         }
         if nwords <= CAND_WORDS {
-            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand, Field::class32);
+            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand);
             rows.width = CAND_WORDS;
             return true;
         }
@@ -543,18 +543,32 @@ impl Classifier {
     }
 }
 
+/// A key value: 128 bits in general, 32 for an IPv4 packet's key.
+trait KeyValue: Copy {
+    fn class_in(self, field: &Field) -> usize;
+}
+
+impl KeyValue for u128 {
+    #[inline(always)]
+    fn class_in(self, field: &Field) -> usize {
+        field.class(self)
+    }
+}
+
+impl KeyValue for u32 {
+    #[inline(always)]
+    fn class_in(self, field: &Field) -> usize {
+        field.class32(self)
+    }
+}
+
 /// ANDs the first `N` words of every field's class line for `key` into `cand` (the rest
 /// zeroed). `N` is half or all of [`CAND_WORDS`], so the loop has a fixed length.
 #[inline(always)]
-fn and_lines<const N: usize, K: Copy>(
-    fields: &[Field],
-    key: &[K],
-    cand: &mut Line,
-    class: impl Fn(&Field, K) -> usize,
-) {
+fn and_lines<const N: usize, K: KeyValue>(fields: &[Field], key: &[K], cand: &mut Line) {
     let mut acc = [!0u64; N];
     for (field, &v) in fields.iter().zip(key) {
-        let line = &field.lines[class(field, v)];
+        let line = &field.lines[v.class_in(field)];
         for (a, &b) in acc.iter_mut().zip(&line.0[..N]) {
             *a &= b;
         }
