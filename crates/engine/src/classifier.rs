@@ -6,9 +6,11 @@
 //! (identical bitsets are stored once). A lookup finds the class of each field (a direct table
 //! for small domains, a 16-bit index plus a short binary search for IPv4, a binary search for
 //! IPv6), then ANDs the classes' one-bit-per-64-rules summaries to find candidate words, and
-//! ANDs only those words. The lowest set bit is the first matching rule.
+//! ANDs only those words. The lowest set bit is the first matching rule. With at most 512
+//! rules every class's words are also kept as one zero-padded 64-byte line, and a lookup ANDs
+//! whole lines instead ([`Classifier::rows`]; the rows can be scanned more than once).
 //!
-//! The same code serves compiled policies (six fields, residual checks per candidate) and
+//! The same code serves compiled policies (five fields, residual checks per candidate) and
 //! ClassBench rule sets (five fields). Rules are plain interval lists so the builder never
 //! needs to know where they came from.
 
