@@ -115,7 +115,6 @@ struct Vars {
 pub struct Transaction<'r> {
     eng: &'r Engine,
     rs: &'r RuleSet,
-    markers: &'r HashMap<String, usize>,
     engine: EngineMode,
     request_body_access: bool,
     body_processor: Option<String>,
@@ -224,7 +223,6 @@ fn fnv1a(v: &[u8]) -> u64 {
 pub struct Engine {
     /// Rules.
     pub rules: RuleSet,
-    markers: HashMap<String, usize>,
     /// Interned transformation chains: chain id → (parent chain id, last transformation);
     /// id 0 is the empty chain.
     chains: Vec<(u32, Option<Transform>)>,
@@ -235,6 +233,9 @@ pub struct Engine {
     group_has_xml: Vec<bool>,
     /// Item indices of the rules (chain starters) of each phase (index = phase), in load order.
     phase_rules: Vec<Vec<u32>>,
+    /// Per item: the item index of the marker its `skipAfter` names (`None`: no `skipAfter`,
+    /// or a marker that does not exist), resolved once instead of hashing the name per match.
+    skip_targets: Vec<Option<usize>>,
     /// Per item: the recorded effect of a rule whose outcome is the same in every
     /// transaction (`crate::fold`); empty when folding is off.
     folds: Vec<Option<crate::fold::Fold>>,
@@ -330,10 +331,22 @@ impl Engine {
                 }
             }
         }
+        let skip_targets = rules
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Rule(r) => r
+                    .actions
+                    .skip_after
+                    .as_ref()
+                    .and_then(|m| markers.get(m).copied()),
+                Item::Marker(_) => None,
+            })
+            .collect();
         let mut engine = Self {
+            skip_targets,
             phase_rules,
             rules,
-            markers,
             chains,
             prefilter,
             group_has_xml,
@@ -417,7 +430,6 @@ fn truncate(v: &[u8], max: usize) -> String {
 impl<'r> Transaction<'r> {
     fn new(eng: &'r Engine, req: &Request, opts: &TxOptions) -> Self {
         let rs = &eng.rules;
-        let markers = &eng.markers;
         let mut vars = Vars::default();
         let target = req.target.clone();
         // Absolute-form targets: REQUEST_URI drops scheme and authority.
@@ -527,7 +539,6 @@ impl<'r> Transaction<'r> {
         let mut t = Self {
             eng,
             rs,
-            markers,
             engine: rs.engine,
             request_body_access: rs.request_body_access,
             body_processor: processor,
@@ -862,9 +873,9 @@ impl<'r> Transaction<'r> {
                 }
                 _ => {}
             }
-            if let Some(marker) = &a.skip_after {
-                match self.markers.get(marker) {
-                    Some(&idx) if idx > i => {
+            if a.skip_after.is_some() {
+                match eng.skip_targets.get(i).copied().flatten() {
+                    Some(idx) if idx > i => {
                         // The first rule of this phase after the marker.
                         pos = list.partition_point(|&r| (r as usize) <= idx);
                         continue;
