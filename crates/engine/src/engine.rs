@@ -934,6 +934,7 @@ impl Engine {
     /// default. Reads the ban set and cookies, sets in `effect` what to add to them (it is
     /// left alone otherwise). With `trace` (explain), records the prelude steps and every rule
     /// considered.
+    #[inline(always)]
     fn decide(
         &self,
         kind: MatcherKind,
