@@ -137,7 +137,8 @@ pub struct Transaction<'r> {
     allowed: bool,
     phase_done: u8,
     /// Whether recorded effects of folded rules may stand in for their evaluation: no
-    /// configured exclusion, and every phase so far ran in order.
+    /// configured exclusion, no runtime removal of a TX target, and every phase so far ran
+    /// in order.
     folds_usable: bool,
     /// Transformed values, by string id: CRS applies the same chains to the same values in
     /// hundreds of rules, so each (value, chain) is transformed once per transaction, each
