@@ -19,7 +19,11 @@ const INDEX_MASK: u32 = STARTS_HERE - 1;
 // Why: a policy's destination field often has a handful of intervals; a random address then
 // costs one search in a line or two that stay in L1 instead of a miss in the index.
 const SMALL: usize = 32;
-/// Index entries (after one-address merging) from which the `/16` index is stored in 16 bits.
+/// Fields of at least this many intervals get the cache-saving layouts: one-address entries
+/// (`entries8`) and the 16-bit `/16` index.
+// Why: they pay where a lookup's misses dominate (a 100k-prefix blocklist looked up at random
+// addresses, one packet at a time); on smaller fields, looked up in batches (ClassBench's
+// bit-vector variant), their extra instructions cost 10–15% (acl1_1k, acl1_10k).
 const COMPACT_FROM: usize = 65_536;
 
 /// See the module doc.
@@ -39,8 +43,7 @@ pub(crate) struct V4Index {
     /// bit 15 (empty otherwise).
     // Why: the index is read at a random `/16` per lookup; 128 KiB (+ 4 KiB of bases) instead
     // of 256 KiB keeps more of it in the L2 beside the entries. Only for fields of
-    // [`COMPACT_FROM`] intervals or more: on smaller ones (ClassBench's bit-vector lookups,
-    // batched) the extra instructions cost more than the cache saves (acl1_10k −10%).
+    // [`COMPACT_FROM`] intervals or more.
     idx_off: Vec<u16>,
     /// Per 64 buckets: the first bucket's interval index.
     idx_base: Vec<u32>,
@@ -99,7 +102,8 @@ impl V4Index {
         let mut wide = Vec::new();
         let mut entries8 = Vec::new();
         let mut starts8 = Vec::new();
-        if classes.iter().all(|&c| c <= u32::from(u8::MAX)) {
+        let large = bounds.len() >= COMPACT_FROM;
+        if large && classes.iter().all(|&c| c <= u32::from(u8::MAX)) {
             let mut k = 0;
             while k < bounds.len() {
                 // Interval k is one address: its successor (starting right after it) joins it.
@@ -177,7 +181,7 @@ impl V4Index {
             .iter()
             .enumerate()
             .all(|(h, &i)| (i & INDEX_MASK) - base[h >> 6] < 0x8000);
-        if fits && x.entries.len().max(x.entries8.len()) >= COMPACT_FROM {
+        if fits && large {
             x.idx_off = x
                 .idx16
                 .iter()
@@ -374,6 +378,8 @@ mod tests {
         ]);
         bounds.extend([0x0008_0001, 0x0009_fffe, 0x0009_ffff, 0x000a_0000]);
         bounds.extend([0xffff_0000, 0xffff_fffe, 0xffff_ffff]);
+        // Enough intervals elsewhere for the large-field layouts (COMPACT_FROM).
+        bounds.extend((0..COMPACT_FROM as u32).map(|i| 0x0100_0000 + i * 977));
         bounds.sort_unstable();
         bounds.dedup();
         // 8-bit, 16-bit and wide classes: the three entry layouts.
@@ -382,7 +388,7 @@ mod tests {
                 .map(|i| match layout {
                     0 => i % 7,
                     1 => i * 7 % 1000,
-                    _ => i * 70_001 % 100_003,
+                    _ => (u64::from(i) * 70_001 % 100_003) as u32,
                 })
                 .collect();
             let x = V4Index::build(&bounds, &classes).unwrap();
