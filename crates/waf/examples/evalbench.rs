@@ -1,8 +1,10 @@
 //! In-process cost of one transaction with CRS v4 at paranoia 1 (SecRuleEngine On): a small
 //! GET and a 10 KB urlencoded form POST, single thread. The proxy benchmark (wrk) is separate.
 //!
-//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json] [--iters N] [--no-fold]`
-//! (`--no-fold`: evaluate every rule in every transaction, the engine before constant folding)
+//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json] [--iters N] [--no-fold] [--response]`
+//! (`--no-fold`: evaluate every rule in every transaction, the engine before constant folding;
+//! `--response`: also run the response phases on the `200 ok` that `bench/waf-proxy.sh`'s
+//! upstream sends)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut only: Option<String> = None;
     let mut iters: Option<u64> = None;
     let mut fold = true;
+    let mut response = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -29,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seconds" => secs = args.next().ok_or("--seconds N")?.parse()?,
             "--iters" => iters = Some(args.next().ok_or("--iters N")?.parse()?),
             "--no-fold" => fold = false,
+            "--response" => response = true,
             "--only" => only = Some(args.next().ok_or("--only get|form|json")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -109,11 +113,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if only.as_deref().is_some_and(|o| o != key) {
             continue;
         }
+        let ok_response = rampart_waf::body::Response {
+            status: 200,
+            protocol: "HTTP/1.1".into(),
+            headers: vec![
+                h("content-length", "3"),
+                h("date", "Sun, 29 Nov 2026 06:00:00 GMT"),
+            ],
+            body: b"ok\n".to_vec(),
+        };
         let start = Instant::now();
         let mut n = 0u64;
         while iters.map_or(start.elapsed() < Duration::from_secs(secs), |it| n < it) {
             let mut tx = e.transaction(req, &TxOptions::default());
             tx.process_request(req);
+            if response {
+                // What `bench/waf-proxy.sh`'s upstream answers (hyper adds the length and date).
+                tx.process_response(&ok_response);
+            }
             assert!(
                 tx.intervention.is_none(),
                 "{name} blocked: {:?}",
