@@ -6,6 +6,8 @@
 //! Needs root, `ip`, `nft`, `ping`, `nsenter` and `dnsmasq`; skips with a printed reason
 //! otherwise.
 
+mod support;
+
 use std::process::Command;
 
 #[test]
@@ -15,7 +17,10 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let html = std::env::temp_dir().join(format!("rampart-lab-{}.html", std::process::id()));
+    // Removed on drop, also when an assertion below fails (failed runs used to leave the
+    // scoreboard in /tmp).
+    let scratch = support::Scratch::new("rampart-lab-test");
+    let html = scratch.0.join("scoreboard.html");
     let child = Command::new(env!("CARGO_BIN_EXE_rampart"))
         .current_dir(&root)
         .args(["lab", "--json", "--html"])
@@ -416,7 +421,6 @@ fn lab_scoreboard_on_the_baseline_example_is_all_green() {
     }
 
     let page = std::fs::read_to_string(&html).expect("HTML scoreboard written");
-    let _ = std::fs::remove_file(&html);
     assert!(page.contains("Rampart lab scoreboard"));
     // Nothing is left behind.
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
