@@ -10,6 +10,7 @@
 #   Sets NGX_PID and waits until WAF_PORT answers.
 # waf_peer_stop                      → stops it (TERM to the master, waits for it)
 # waf_upstream_start PORT [CPUS]     → the okserver example as the upstream; sets UP_PID
+#   (UPSTREAM_CONTENT_TYPE, if set, is the Content-Type of its answers; unset: none)
 #   (needs "$CARGO_TARGET_DIR/release/examples/okserver" built)
 MODSEC_SO=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
 
@@ -28,7 +29,7 @@ waf_wait_port() { # port, seconds
 }
 
 waf_upstream_start() {
-  local cmd=("$CARGO_TARGET_DIR/release/examples/okserver" "127.0.0.1:$1")
+  local cmd=("$CARGO_TARGET_DIR/release/examples/okserver" "127.0.0.1:$1" ${UPSTREAM_CONTENT_TYPE:+"$UPSTREAM_CONTENT_TYPE"})
   if [ -n "${2:-}" ]; then cmd=(taskset -c "$2" "${cmd[@]}"); fi
   "${cmd[@]}" >/dev/null &
   UP_PID=$!
