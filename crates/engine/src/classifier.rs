@@ -483,15 +483,7 @@ impl Classifier {
         if self.nrules == 0 || key.len() != self.fields.len() {
             return false;
         }
-        let nwords = self.stride - self.nsum;
-        if nwords <= CAND_WORDS / 2 {
-            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand);
-            rows.width = CAND_WORDS / 2;
-            return true;
-        }
-        if nwords <= CAND_WORDS {
-            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand);
-            rows.width = CAND_WORDS;
+        if self.fill_lines(key, rows) {
             return true;
         }
         rows.width = 0;
@@ -510,15 +502,7 @@ impl Classifier {
         if self.nrules == 0 || key.len() != self.fields.len() {
             return false;
         }
-        let nwords = self.stride - self.nsum;
-        if nwords <= CAND_WORDS / 2 {
-            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand);
-            rows.width = CAND_WORDS / 2;
-            return true;
-        }
-        if nwords <= CAND_WORDS {
-            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand);
-            rows.width = CAND_WORDS;
+        if self.fill_lines(key, rows) {
             return true;
         }
         let key: [u128; MAX_FIELDS] = std::array::from_fn(|i| key.get(i).map_or(0, |&v| v.into()));
@@ -566,6 +550,26 @@ impl KeyValue for u32 {
 
 /// ANDs the first `N` words of every field's class line for `key` into `cand` (the rest
 /// zeroed). `N` is half or all of [`CAND_WORDS`], so the loop has a fixed length.
+impl Classifier {
+    /// The rows of a classifier with ≤ [`CAND_WORDS`] rule words, by ANDing the fields' whole
+    /// lines into `rows.cand`; false (nothing written) for a wider one.
+    #[inline(always)]
+    fn fill_lines<K: KeyValue>(&self, key: &[K], rows: &mut Rows) -> bool {
+        let nwords = self.stride - self.nsum;
+        if nwords <= CAND_WORDS / 2 {
+            and_lines::<{ CAND_WORDS / 2 }, _>(&self.fields, key, &mut rows.cand);
+            rows.width = CAND_WORDS / 2;
+            return true;
+        }
+        if nwords <= CAND_WORDS {
+            and_lines::<CAND_WORDS, _>(&self.fields, key, &mut rows.cand);
+            rows.width = CAND_WORDS;
+            return true;
+        }
+        false
+    }
+}
+
 #[inline(always)]
 fn and_lines<const N: usize, K: KeyValue>(fields: &[Field], key: &[K], cand: &mut Line) {
     let mut acc = [!0u64; N];

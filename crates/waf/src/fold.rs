@@ -158,7 +158,7 @@ impl KnownTx {
                 if sv.collection != "TX" {
                     continue;
                 }
-                match literal(&sv.key) {
+                match sv.key.literal() {
                     Some(k) => self.forget(&k.to_ascii_lowercase()),
                     None => self.forget_prefix(&literal_prefix(&sv.key).to_ascii_lowercase()),
                 }
@@ -187,18 +187,6 @@ fn may_leave_order(rule: &Rule) -> bool {
             a.disruptive,
             Some(Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect | Disruptive::Allow)
         )
-}
-
-/// The text of a macro-free `m`.
-fn literal(m: &MacroText) -> Option<String> {
-    let mut out = String::new();
-    for p in &m.parts {
-        match p {
-            MacroPart::Lit(l) => out.push_str(l),
-            MacroPart::Var { .. } => return None,
-        }
-    }
-    Some(out)
 }
 
 /// The literal text of `m` before its first macro.
@@ -286,7 +274,7 @@ pub(crate) fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
                 }
                 SetVarOp::Add(m) | SetVarOp::Sub(m) => {
                     // The current value is read too: the key must be literal to know which.
-                    let k = literal(&sv.key)?;
+                    let k = sv.key.literal()?;
                     reads.push(k.to_ascii_lowercase());
                     if !macro_reads(m, true, &mut reads) {
                         return None;
