@@ -436,12 +436,8 @@ impl Classifier {
                 for row in rows.iter().skip(2) {
                     word &= row[i];
                 }
-                while word != 0 {
-                    let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
-                    word &= word - 1;
-                    if accept(rule) {
-                        return Some(rule);
-                    }
+                if let Some(rule) = first_accepted(w, word, &mut accept) {
+                    return Some(rule);
                 }
             }
         }
@@ -516,13 +512,8 @@ impl Classifier {
             return self.scan(&rows.starts.map(|s| s as usize), accept);
         }
         for (w, &word) in rows.cand.0.iter().enumerate().take(rows.width) {
-            let mut word = word;
-            while word != 0 {
-                let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
-                word &= word - 1;
-                if accept(rule) {
-                    return Some(rule);
-                }
+            if let Some(rule) = first_accepted(w, word, &mut accept) {
+                return Some(rule);
             }
         }
         None
@@ -568,6 +559,19 @@ impl Classifier {
         }
         false
     }
+}
+
+/// The first rule, in order, among the set bits of candidate word `w` that `accept` takes.
+#[inline(always)]
+fn first_accepted(w: usize, mut word: u64, accept: &mut impl FnMut(u32) -> bool) -> Option<u32> {
+    while word != 0 {
+        let rule = (w * 64 + word.trailing_zeros() as usize) as u32;
+        word &= word - 1;
+        if accept(rule) {
+            return Some(rule);
+        }
+    }
+    None
 }
 
 #[inline(always)]

@@ -405,13 +405,7 @@ fn policy_with_large_blocklist_set_agrees() {
         elements.push(IpNet::V4(Ipv4Net::new(a, len).unwrap().trunc()));
     }
     let mut p = Policy::default();
-    p.sets.push(AddressSet {
-        name: "blocklist".into(),
-        elements,
-        source: SetSource::Inline,
-        except: vec![],
-        loc: loc(1),
-    });
+    p.sets.push(inline_set("blocklist", elements));
     let mut r = rule("block", Direction::Ingress, Action::Drop);
     r.from = vec![Peer::Set(SetId(0))];
     p.rules.push(r);
@@ -458,13 +452,7 @@ fn large_set_shared_between_hooks_agrees() {
         })
         .collect();
     let mut p = Policy::default();
-    p.sets.push(AddressSet {
-        name: "blocklist".into(),
-        elements,
-        source: SetSource::Inline,
-        except: vec![],
-        loc: loc(1),
-    });
+    p.sets.push(inline_set("blocklist", elements));
     let net = |s: &str| Peer::Net(s.parse().unwrap());
     for dir in Direction::ALL {
         let mut r = rule("block", dir, Action::Drop);

@@ -19,6 +19,17 @@ pub fn rule(name: &str, direction: Direction, action: Action) -> Rule {
     }
 }
 
+/// An inline address set named `name` (no exceptions), as a policy's `[[sets]]` entry.
+pub fn inline_set(name: &str, elements: Vec<IpNet>) -> AddressSet {
+    AddressSet {
+        name: name.into(),
+        elements,
+        source: SetSource::Inline,
+        except: vec![],
+        loc: loc(1),
+    }
+}
+
 pub fn svc(proto: u8, dports: &[(u16, u16)]) -> L4Match {
     L4Match {
         protocol: Some(proto),
