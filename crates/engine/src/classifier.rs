@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use crate::v4index::V4Index;
+use crate::v4index::{SlotIndex, V4Index};
 
 /// Most fields a classifier may have.
 pub const MAX_FIELDS: usize = 8;
@@ -195,6 +195,8 @@ const CAND_WORDS: usize = 8;
 #[derive(Clone, Debug)]
 pub(crate) struct Partition {
     field: Field,
+    /// The index of a large IPv4 partition (the field's own index is then unused).
+    slots: Option<SlotIndex>,
     stride: usize,
     nsum: usize,
     nlists: usize,
@@ -207,10 +209,11 @@ impl Partition {
         let rules: Vec<RuleIntervals> = lists.iter().map(|l| vec![l.clone()]).collect();
         let nwords = lists.len().div_ceil(64).max(1);
         let nsum = nwords.div_ceil(64);
-        let (mut field, nbounds) = build_field(kind, 0, &rules, nwords, nsum);
+        let (mut field, nbounds, slots) = build_field(kind, 0, &rules, nwords, nsum, true);
         field.lines = Vec::new();
         Self {
             field,
+            slots,
             stride: nwords + nsum,
             nsum,
             nlists: lists.len(),
@@ -231,13 +234,19 @@ impl Partition {
     /// The atom containing `value`.
     #[inline]
     pub(crate) fn atom(&self, value: u128) -> usize {
-        self.field.class(value)
+        match &self.slots {
+            Some(x) => x.class(value.min(u128::from(u32::MAX)) as u32),
+            None => self.field.class(value),
+        }
     }
 
     /// [`Partition::atom`] of a 32-bit value.
     #[inline]
     pub(crate) fn atom32(&self, value: u32) -> usize {
-        self.field.class32(value)
+        match &self.slots {
+            Some(x) => x.class(value),
+            None => self.field.class32(value),
+        }
     }
 
     /// Per list, the atoms it covers, as intervals of atom numbers.
@@ -259,12 +268,18 @@ impl Partition {
     /// See [`Classifier::prefetch_field`].
     #[inline]
     pub(crate) fn prefetch(&self, value: u128, stage: PrefetchStage) {
-        self.field.prefetch(value, stage);
+        match &self.slots {
+            Some(x) if stage == PrefetchStage::Index => {
+                x.prefetch(value.min(u128::from(u32::MAX)) as u32);
+            }
+            Some(_) => {}
+            None => self.field.prefetch(value, stage),
+        }
     }
 
     /// Approximate heap bytes.
     pub(crate) fn memory_bytes(&self) -> usize {
-        field_bytes(&self.field)
+        field_bytes(&self.field) + self.slots.as_ref().map_or(0, SlotIndex::memory_bytes)
     }
 }
 
@@ -331,7 +346,7 @@ impl Classifier {
         let fields = kinds
             .iter()
             .enumerate()
-            .map(|(f, &kind)| build_field(kind, f, rules, nwords, nsum).0)
+            .map(|(f, &kind)| build_field(kind, f, rules, nwords, nsum, false).0)
             .collect();
         Ok(Self {
             fields,
@@ -354,6 +369,52 @@ impl Classifier {
     /// Number of fields.
     pub fn field_count(&self) -> usize {
         self.fields.len()
+    }
+
+    /// Number of classes of field `f` (0 for a field it does not have).
+    pub(crate) fn class_count(&self, f: usize) -> usize {
+        self.fields.get(f).map_or(0, |x| x.bits.len() / self.stride)
+    }
+
+    /// Rule words of class `c` of field `f`: bit `r` set when rule `r` covers the class.
+    pub(crate) fn class_words(&self, f: usize, c: usize) -> &[u64] {
+        &self.fields[f].bits[c * self.stride + self.nsum..(c + 1) * self.stride]
+    }
+
+    /// Field `f`'s class table when it is a direct table of 8-bit classes.
+    pub(crate) fn table8(&self, f: usize) -> Option<&[u8]> {
+        match &self.fields.get(f)?.index {
+            FieldIndex::Direct8 { class_of } => Some(class_of),
+            _ => None,
+        }
+    }
+
+    /// Field `f`'s `(start, class)` intervals when it is a small IPv4 field.
+    pub(crate) fn small_v4(&self, f: usize) -> Option<&[(u32, u32)]> {
+        match &self.fields.get(f)?.index {
+            FieldIndex::V4(x) => x.small_intervals(),
+            _ => None,
+        }
+    }
+
+    /// Rule words per class ([`Classifier::class_words`]'s length).
+    pub(crate) fn rule_words(&self) -> usize {
+        self.stride - self.nsum
+    }
+
+    /// The class of every field for a 32-bit key (an IPv4 packet's), as
+    /// [`Classifier::fill_rows32`] looks them up; `None` unless `N` is the field count.
+    #[inline(always)]
+    pub(crate) fn classes32<const N: usize>(&self, key: &[u32; N]) -> Option<[usize; N]> {
+        let fields: &[Field; N] = self.fields.as_slice().try_into().ok()?;
+        Some(std::array::from_fn(|i| fields[i].class32(key[i])))
+    }
+
+    /// [`Classifier::classes32`] for a 128-bit key.
+    #[inline]
+    pub(crate) fn classes<const N: usize>(&self, key: &[u128; N]) -> Option<[usize; N]> {
+        let fields: &[Field; N] = self.fields.as_slice().try_into().ok()?;
+        Some(std::array::from_fn(|i| fields[i].class(key[i])))
     }
 
     /// Approximate heap bytes used by the lookup structures.
@@ -625,13 +686,22 @@ fn normalise(list: &[(u128, u128)], max: u128) -> Vec<(u128, u128)> {
     out
 }
 
+/// Partitions of at least this many intervals are indexed by [`SlotIndex`].
+// Why: its 512 KiB of slots pay for a large field looked up at random addresses (a blocklist
+// in replay); a smaller field's `V4Index` is smaller and stays in cache.
+const SLOTS_FROM: usize = 65_536;
+
+/// Build field `f` of `rules`; with `want_slots`, an IPv4 field of at least [`SLOTS_FROM`]
+/// intervals is indexed by a [`SlotIndex`] instead (returned; the field's own index is then
+/// a placeholder that must not be used).
 fn build_field(
     kind: FieldKind,
     f: usize,
     rules: &[RuleIntervals],
     nwords: usize,
     nsum: usize,
-) -> (Field, usize) {
+    want_slots: bool,
+) -> (Field, usize, Option<SlotIndex>) {
     let max = kind.max_value();
     // Events: (position, rule, add?) — a rule enters its interval at `lo` and leaves at `hi+1`.
     let mut events: Vec<(u128, u32, bool)> = Vec::new();
@@ -690,7 +760,15 @@ fn build_field(
     }
     debug_assert_eq!(bits.len(), dedup.len() * stride);
     let nbounds = bounds.len();
+    let slots = (want_slots && kind == FieldKind::V4 && nbounds >= SLOTS_FROM)
+        .then(|| {
+            let b32: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
+            SlotIndex::build(&b32, &classes)
+        })
+        .flatten();
     let index = match kind {
+        // The slots answer every lookup; keep no second index.
+        FieldKind::V4 if slots.is_some() => FieldIndex::Direct8 { class_of: vec![0] },
         FieldKind::Direct { size } => {
             let mut class_of = vec![0u32; size as usize];
             for (k, &b) in bounds.iter().enumerate() {
@@ -747,6 +825,7 @@ fn build_field(
             max_value: max,
         },
         nbounds,
+        slots,
     )
 }
 

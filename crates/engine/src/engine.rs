@@ -15,6 +15,7 @@ use crate::app;
 use crate::classifier::{
     Classifier, FieldKind, Partition, PrefetchStage, Rows, RuleIntervals, MAX_DIRECT_SIZE,
 };
+use crate::cross::{ct_index, Fields32, HookTables, SubChecks, CT_ALL};
 use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
@@ -43,6 +44,16 @@ pub const SYNCOOKIE_VALID_NS: u64 = 120_000_000_000;
 // to tell a completing ACK from a forged one, so it uses a fixed-size table (2 MiB) where a
 // colliding newer SYN overwrites an older one: constant memory under a spoofed flood.
 pub const SYNCOOKIE_SLOTS: usize = 1 << 16;
+/// Default byte budget of the fast matcher's cross-product tables (all hooks and families);
+/// a hook whose tables would not fit keeps the bit-vector scan.
+// Why: a policy's hooks need a few KiB to a few hundred KiB; the budget bounds memory and
+// build time for policies whose field classes multiply out (thousands of distinct sets).
+pub const CROSS_TABLE_BYTES: usize = 4 << 20;
+/// Interface names remembered with their class (per engine); later new names are classed on
+/// every packet.
+// Why: a gateway has a handful of interfaces; a capture replay sees the same few names on
+// every packet, so comparing against a short list beats matching every pattern.
+const IFACE_CACHE: usize = 64;
 
 /// The transport part of a packet as the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -486,6 +497,114 @@ struct Compiled {
     subs: Vec<Sub>,
 }
 
+/// A final cross-product set's answer (see [`crate::cross`]).
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    /// The decision when no flag sends the packet to the bit-vector path.
+    decision: Decision,
+    /// [`CELL_SLOW`], [`CELL_SYN_FIRST`], [`CELL_SYN_ANY`].
+    flags: u8,
+}
+
+/// The rule scan's answer depends on the packet's owner or on limits (or their ban).
+const CELL_SLOW: u8 = 1;
+/// A bare SYN's first static match may be a SYN-proxy rule (the proxy step acts).
+const CELL_SYN_FIRST: u8 = 2;
+/// Some SYN-proxy alternative matches statically (the proxy step acts on non-SYN segments).
+const CELL_SYN_ANY: u8 = 4;
+
+/// The fast matcher's cross-product tables and the interface classes they index.
+#[derive(Clone, Debug)]
+struct Cross {
+    /// `[direction][family]`, `None` where the budget did not allow them.
+    hooks: [[Option<HookTables<Cell>>; 2]; 3],
+    /// Per direction: the IPv4 field lookups specialised for these tables, where the
+    /// classifier's layouts allow them.
+    fields32: [Option<Fields32>; 3],
+    /// Distinct interface patterns of all alternatives (at most 64).
+    patterns: Vec<IfPattern>,
+    /// Interface class `k`'s pattern mask; class 0 is "no interface" (`None`).
+    masks: Vec<Option<u64>>,
+    /// Interface names seen, with their class.
+    cache: Vec<(Box<str>, u8)>,
+}
+
+impl Cross {
+    /// The interface class of `name`; `None` when its mask is not a class (cannot happen:
+    /// every name's mask is one of `masks`, see `iface_masks`).
+    #[inline(always)]
+    fn iface_class(&mut self, name: Option<&str>) -> Option<usize> {
+        let Some(name) = name else {
+            return Some(0);
+        };
+        if self.patterns.is_empty() {
+            // No alternative names an interface: every class answers alike.
+            return Some(0);
+        }
+        if let Some((_, k)) = self.cache.iter().find(|(n, _)| **n == *name) {
+            return Some(usize::from(*k));
+        }
+        self.classify_name(name)
+    }
+
+    #[cold]
+    fn classify_name(&mut self, name: &str) -> Option<usize> {
+        let mask = pattern_mask(&self.patterns, name);
+        let k = self.masks.iter().position(|&m| m == Some(mask))?;
+        if self.cache.len() < IFACE_CACHE {
+            self.cache.push((name.into(), k as u8));
+        }
+        Some(k)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.hooks
+            .iter()
+            .flatten()
+            .flatten()
+            .map(HookTables::memory_bytes)
+            .sum::<usize>()
+            + self
+                .fields32
+                .iter()
+                .flatten()
+                .map(Fields32::memory_bytes)
+                .sum::<usize>()
+    }
+}
+
+/// Bit `i` set when `patterns[i]` matches `name`.
+fn pattern_mask(patterns: &[IfPattern], name: &str) -> u64 {
+    patterns
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.matches(name))
+        .fold(0, |m, (i, _)| m | 1 << i)
+}
+
+/// Every pattern mask an interface name can have, plus "no interface" (`None`) first. A name
+/// equal to an exact pattern has that pattern's name's mask; any other name matches exactly
+/// the prefix patterns that are prefixes of the longest one it matches (they are prefixes of
+/// one string), i.e. the mask of that prefix's prefix patterns; or none.
+fn iface_masks(patterns: &[IfPattern]) -> Vec<Option<u64>> {
+    let mut masks: Vec<u64> = vec![0];
+    for p in patterns {
+        masks.push(match p {
+            IfPattern::Exact(e) => pattern_mask(patterns, e),
+            IfPattern::Prefix(pre) => patterns
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| matches!(q, IfPattern::Prefix(q) if pre.starts_with(q.as_str())))
+                .fold(0, |m, (i, _)| m | 1 << i),
+        });
+    }
+    masks.sort_unstable();
+    masks.dedup();
+    std::iter::once(None)
+        .chain(masks.into_iter().map(Some))
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens_scaled: u128,
@@ -671,6 +790,9 @@ pub struct Engine {
     syn_claimers: [Vec<u32>; 3],
     /// Per direction: rules with `app`, in policy order.
     app_rules: [Vec<u32>; 3],
+    /// The fast matcher's cross-product tables (`None`: none built, e.g. > 64 interface
+    /// patterns).
+    cross: Option<Box<Cross>>,
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -710,6 +832,13 @@ impl Engine {
 
     /// Compile `policy`.
     pub fn with_options(policy: &Policy, options: EngineOptions) -> Self {
+        Self::with_table_budget(policy, options, CROSS_TABLE_BYTES)
+    }
+
+    /// Compile `policy`, giving the fast matcher's cross-product tables at most `bytes`
+    /// ([`CROSS_TABLE_BYTES`] by default; hooks that do not fit keep the bit-vector scan,
+    /// with identical decisions). For tests and tuning.
+    pub fn with_table_budget(policy: &Policy, options: EngineOptions, bytes: usize) -> Self {
         let sets: Vec<PrefixSet> = policy
             .sets
             .iter()
@@ -780,6 +909,7 @@ impl Engine {
                 finish(e)
             })
         });
+        let cross = build_cross(policy, &rules, &compiled, bytes);
         Self {
             policy: policy.clone(),
             sets,
@@ -795,6 +925,7 @@ impl Engine {
             synproxy_rules,
             syn_claimers,
             app_rules,
+            cross,
         }
     }
 
@@ -816,6 +947,14 @@ impl Engine {
             .map(|c| c.classifier.memory_bytes())
             .sum::<usize>()
             + self.src_atoms.as_ref().map_or(0, Partition::memory_bytes)
+            + self.cross.as_ref().map_or(0, |c| c.memory_bytes())
+    }
+
+    /// Hooks × families (of 6) that have cross-product tables. For tests.
+    pub fn table_hooks(&self) -> usize {
+        self.cross
+            .as_ref()
+            .map_or(0, |c| c.hooks.iter().flatten().flatten().count())
     }
 
     /// Forget all rate-limit state.
@@ -914,6 +1053,11 @@ impl Engine {
         meta: &PacketMeta<'_>,
         now_ns: u64,
     ) -> Decision {
+        if kind == MatcherKind::Fast {
+            if let Some(d) = self.classify_by_tables(meta, now_ns) {
+                return d;
+            }
+        }
         let mut meters = self.meters.take().unwrap_or_default();
         let mut effect = Effect::default();
         let decision = self.decide(kind, &mut meters, meta, now_ns, &mut effect, None);
@@ -928,6 +1072,87 @@ impl Engine {
             }
         }
         decision
+    }
+
+    /// The fast matcher's decision from the cross-product tables, or `None` when the packet
+    /// needs the full evaluation (application-protocol connection, banned source, a SYN proxy
+    /// or limit or owner that could act, no tables for its hook). Reads no mutable state but
+    /// the interface-name cache and changes none: a `Some` is exactly what `decide` returns,
+    /// with no effect. Public for the differential tests.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn classify_by_tables(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<Decision> {
+        if meta.app_conn.is_some() {
+            return None;
+        }
+        let (ii, oi) = {
+            let cross = self.cross.as_deref_mut()?;
+            (cross.iface_class(meta.iif)?, cross.iface_class(meta.oif)?)
+        };
+        if let Some(d) = self.prelude_static(meta) {
+            return Some(d);
+        }
+        if meta.direction != Direction::Egress
+            && !self.bans.is_empty()
+            && self.banned(meta.src, now_ns).is_some()
+        {
+            return None;
+        }
+        let stateful = self.policy.defaults.stateful;
+        if stateful && matches!(meta.ct_state, CtState::Established | CtState::Related) {
+            // An entry exists, so the SYN proxy step passes; no application step (above).
+            return self.prelude_conntrack(meta);
+        }
+        let d = dir_index(meta.direction);
+        let ct = ct_index(meta.ct_state);
+        let cross = self.cross.as_deref()?;
+        let cell = match meta.key32() {
+            Some(mut key) => {
+                if let Some(p) = &self.src_atoms {
+                    key[0] = p.atom32(key[0]) as u32;
+                }
+                let hook = cross.hooks[d][0].as_ref()?;
+                let k = match &cross.fields32[d] {
+                    Some(f) => f.classes(&key),
+                    None => self.compiled[d][0].classifier.classes32(&key)?,
+                };
+                hook.cell(k, ii, oi, ct)?
+            }
+            None if meta.src.is_ipv6() && meta.dst.is_ipv6() => {
+                let k = self.compiled[d][1].classifier.classes(&meta.key())?;
+                cross.hooks[d][1].as_ref()?.cell(k, ii, oi, ct)?
+            }
+            None => return None,
+        };
+        if meta.protocol == rampart_ir::proto::TCP
+            && !self.cookies.is_empty()
+            && !meta.ct_entry
+            && matches!(meta.l4, L4Meta::Ports { .. })
+        {
+            // The SYN proxy step (no entry: not established/related, see above).
+            use tcp_flags::{ACK, FIN, RST, SYN};
+            let flags = meta.tcp_flags & (SYN | ACK | RST | FIN);
+            if flags == SYN | ACK {
+                return None;
+            }
+            if meta.direction != Direction::Egress {
+                let acts = if flags == SYN {
+                    CELL_SYN_FIRST
+                } else {
+                    CELL_SYN_ANY
+                };
+                if cell.flags & acts != 0 {
+                    return None;
+                }
+            }
+        }
+        if stateful && meta.ct_state == CtState::Invalid {
+            return self.prelude_conntrack(meta);
+        }
+        if cell.flags & CELL_SLOW != 0 {
+            return None;
+        }
+        Some(cell.decision)
     }
 
     /// The whole evaluation: prelude steps in the IR's order, then the rules, then the
@@ -1910,6 +2135,123 @@ fn share_src_v4(v4: &mut [Expanded]) -> Option<Partition> {
         };
     }
     Some(part)
+}
+
+/// The cross-product tables of every hook and family within `bytes` (see [`crate::cross`]).
+fn build_cross(
+    policy: &Policy,
+    rules: &[RuleRt],
+    compiled: &[[Compiled; 2]; 3],
+    bytes: usize,
+) -> Option<Box<Cross>> {
+    let mut patterns: Vec<IfPattern> = Vec::new();
+    for sub in compiled.iter().flatten().flat_map(|c| &c.subs) {
+        for p in sub.iif.iter().chain(&sub.oif).flatten() {
+            if !patterns.contains(p) {
+                patterns.push(p.clone());
+            }
+        }
+    }
+    if patterns.len() > 64 {
+        return None;
+    }
+    let masks = iface_masks(&patterns);
+    let mut left = bytes;
+    let hooks = Direction::ALL.map(|dir| {
+        let d = dir_index(dir);
+        [0, 1].map(|fam| {
+            let c = &compiled[d][fam];
+            let checks: Vec<SubChecks> = c
+                .subs
+                .iter()
+                .map(|sub| {
+                    let mask = |p: &Option<Vec<IfPattern>>| {
+                        p.as_ref().map(|list| {
+                            list.iter()
+                                .filter_map(|x| patterns.iter().position(|y| y == x))
+                                .fold(0u64, |m, i| m | 1 << i)
+                        })
+                    };
+                    let rt = &rules[sub.rule as usize];
+                    SubChecks {
+                        iif: mask(&sub.iif),
+                        oif: mask(&sub.oif),
+                        ct: CT_ALL
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, s)| rt.ct_states.is_empty() || rt.ct_states.contains(s))
+                            .fold(0u8, |m, (i, _)| m | 1 << i),
+                    }
+                })
+                .collect();
+            let default = Decision::new(policy.defaults.for_direction(dir), None, Reason::Default);
+            HookTables::build(&c.classifier, &checks, &masks, &mut left, |set| {
+                cell_of(policy, rules, &c.subs, set, default)
+            })
+        })
+    });
+    let fields32 = Direction::ALL.map(|dir| {
+        let d = dir_index(dir);
+        hooks[d][0].as_ref()?;
+        Fields32::new(&compiled[d][0].classifier)
+    });
+    Some(Box::new(Cross {
+        hooks,
+        fields32,
+        patterns,
+        masks,
+        cache: Vec::new(),
+    }))
+}
+
+/// The answer for a final set of alternatives (bit `s`: alternative `s` passes every static
+/// check but the owner), as the fast path of `decide` would reach it.
+fn cell_of(
+    policy: &Policy,
+    rules: &[RuleRt],
+    subs: &[Sub],
+    set: &[u64],
+    default: Decision,
+) -> Cell {
+    let mut flags = 0;
+    let mut decision = default;
+    let members = set.iter().enumerate().flat_map(|(w, &word)| {
+        (0..64)
+            .filter(move |b| word >> b & 1 != 0)
+            .map(move |b| w * 64 + b)
+    });
+    let mut decided = false;
+    for s in members {
+        let Some(sub) = subs.get(s) else { break };
+        let rt = &rules[sub.rule as usize];
+        if rt.synproxy {
+            flags |= CELL_SYN_ANY;
+        }
+        if decided {
+            continue;
+        }
+        if rt.owner.is_some() {
+            // Matches or not by the packet's owner: the scan may stop here or go on.
+            flags |= CELL_SLOW;
+            if rt.synproxy {
+                flags |= CELL_SYN_FIRST;
+            }
+            continue;
+        }
+        if rt.synproxy {
+            flags |= CELL_SYN_FIRST;
+        }
+        if rt.limit.is_some() || rt.conn_limit.is_some() {
+            flags |= CELL_SLOW;
+        }
+        decision = Decision::new(
+            policy.rules[sub.rule as usize].action,
+            Some(RuleId(sub.rule)),
+            Reason::Rule,
+        );
+        decided = true;
+    }
+    Cell { decision, flags }
 }
 
 fn finish((subs, intervals, kinds): Expanded) -> Compiled {

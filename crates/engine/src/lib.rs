@@ -13,6 +13,7 @@ pub mod app;
 pub mod classbench;
 pub mod classifier;
 pub mod conntrack;
+mod cross;
 pub mod decode;
 pub mod engine;
 pub mod explain;
