@@ -397,6 +397,20 @@ impl Classifier {
         }
     }
 
+    /// Field `f`'s `(start, class)` intervals when it is an IPv6 field of at most `max`.
+    pub(crate) fn small_v6(&self, f: usize, max: usize) -> Option<Vec<(u128, u32)>> {
+        match &self.fields.get(f)?.index {
+            FieldIndex::V6 { bounds, class_of } if bounds.len() <= max => Some(
+                bounds
+                    .iter()
+                    .copied()
+                    .zip(class_of.iter().copied())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Rule words per class ([`Classifier::class_words`]'s length).
     pub(crate) fn rule_words(&self) -> usize {
         self.stride - self.nsum

@@ -324,3 +324,91 @@ impl Fields32 {
         self.src.len() + self.proto.len() + self.sport.len() + self.dport.len()
     }
 }
+
+/// A sorted list of at most [`DST_SLOTS`] interval starts (the first 0) searched in a fixed
+/// number of steps; padding starts are the largest value, with the last interval's class.
+#[derive(Clone, Debug)]
+struct Search<T> {
+    starts: [T; DST_SLOTS],
+    classes: [u8; DST_SLOTS],
+}
+
+impl<T: Copy + Ord + Default> Search<T> {
+    fn new(intervals: &[(T, u32)], max: T) -> Option<Self> {
+        if intervals.is_empty() || intervals.len() > DST_SLOTS || intervals[0].0 != T::default() {
+            return None;
+        }
+        let last = u8::try_from(intervals[intervals.len() - 1].1).ok()?;
+        let mut s = Self {
+            starts: [max; DST_SLOTS],
+            classes: [last; DST_SLOTS],
+        };
+        for (i, &(start, class)) in intervals.iter().enumerate() {
+            s.starts[i] = start;
+            s.classes[i] = u8::try_from(class).ok()?;
+        }
+        Some(s)
+    }
+
+    /// The class of the last start <= `v`.
+    #[inline(always)]
+    fn class(&self, v: T) -> usize {
+        let mut i = 0;
+        let mut step = DST_SLOTS / 2;
+        while step > 0 {
+            if self.starts[i + step] <= v {
+                i += step;
+            }
+            step /= 2;
+        }
+        usize::from(self.classes[i])
+    }
+}
+
+/// [`Fields32`] for IPv6 keys: both addresses through [`Search`] (fields of at most
+/// [`DST_SLOTS`] intervals), the rest through the direct tables.
+// Why: the generic lookup (binary searches on 128-bit bounds behind an enum dispatch, the
+// key built out of line) cost ~450 instructions per IPv6 packet.
+#[derive(Clone, Debug)]
+pub(crate) struct Fields128 {
+    src: Search<u128>,
+    dst: Search<u128>,
+    proto: Vec<u8>,
+    sport: Vec<u8>,
+    dport: Vec<u8>,
+}
+
+impl Fields128 {
+    /// The specialised lookups of `c`, if its layouts allow them.
+    pub(crate) fn new(c: &Classifier) -> Option<Self> {
+        if c.field_count() != 5 {
+            return None;
+        }
+        Some(Self {
+            src: Search::new(&c.small_v6(0, DST_SLOTS)?, u128::MAX)?,
+            dst: Search::new(&c.small_v6(1, DST_SLOTS)?, u128::MAX)?,
+            proto: c.table8(2)?.to_vec(),
+            sport: c.table8(3)?.to_vec(),
+            dport: c.table8(4)?.to_vec(),
+        })
+    }
+
+    /// The classes of an IPv6 packet's addresses and of its other key fields (`rest`:
+    /// protocol×ICMP, sport, dport).
+    #[inline(always)]
+    pub(crate) fn classes(&self, src: u128, dst: u128, rest: [u32; 3]) -> [usize; 5] {
+        let direct = |t: &[u8], v: u32| usize::from(t[(v as usize).min(t.len() - 1)]);
+        [
+            self.src.class(src),
+            self.dst.class(dst),
+            direct(&self.proto, rest[0]),
+            direct(&self.sport, rest[1]),
+            direct(&self.dport, rest[2]),
+        ]
+    }
+
+    /// Heap bytes.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.proto.len() + self.sport.len() + self.dport.len()
+    }
+}

@@ -15,7 +15,7 @@ use crate::app;
 use crate::classifier::{
     Classifier, FieldKind, Partition, PrefetchStage, Rows, RuleIntervals, MAX_DIRECT_SIZE,
 };
-use crate::cross::{ct_index, Fields32, HookTables, SubChecks, CT_ALL};
+use crate::cross::{ct_index, Fields128, Fields32, HookTables, SubChecks, CT_ALL};
 use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
@@ -521,12 +521,43 @@ struct Cross {
     /// Per direction: the IPv4 field lookups specialised for these tables, where the
     /// classifier's layouts allow them.
     fields32: [Option<Fields32>; 3],
+    /// Per direction: the same for IPv6.
+    fields128: [Option<Fields128>; 3],
     /// Distinct interface patterns of all alternatives (at most 64).
     patterns: Vec<IfPattern>,
     /// Interface class `k`'s pattern mask; class 0 is "no interface" (`None`).
     masks: Vec<Option<u64>>,
-    /// Interface names seen, with their class.
-    cache: Vec<(Box<str>, u8)>,
+    /// Interface names seen (of at most 16 bytes), by [`name_key`], with their class.
+    cache: Vec<(NameKey, u8)>,
+}
+
+/// An interface name of at most 16 bytes in three words: its length and two (possibly
+/// overlapping) loads that together cover every byte, so equal keys mean equal names.
+// Why: names compared through `bcmp` cost ~35 instructions a packet (two names); two loads
+// and three compares per cached name cost a few.
+type NameKey = (usize, u64, u64);
+
+/// See [`NameKey`]; `None` for names longer than 16 bytes.
+#[inline(always)]
+fn name_key(name: &str) -> Option<NameKey> {
+    let b = name.as_bytes();
+    let n = b.len();
+    let word = |s: &[u8]| -> u64 {
+        match s.len() {
+            8 => u64::from_le_bytes(s.try_into().unwrap_or([0; 8])),
+            4 => u64::from(u32::from_le_bytes(s.try_into().unwrap_or([0; 4]))),
+            _ => s
+                .iter()
+                .enumerate()
+                .fold(0, |k, (i, &x)| k | u64::from(x) << (8 * i)),
+        }
+    };
+    match n {
+        0..=3 => Some((n, word(b), 0)),
+        4..=7 => Some((n, word(&b[..4]), word(&b[n - 4..]))),
+        8..=16 => Some((n, word(&b[..8]), word(&b[n - 8..]))),
+        _ => None,
+    }
 }
 
 impl Cross {
@@ -541,18 +572,23 @@ impl Cross {
             // No alternative names an interface: every class answers alike.
             return Some(0);
         }
-        if let Some((_, k)) = self.cache.iter().find(|(n, _)| **n == *name) {
-            return Some(usize::from(*k));
+        let key = name_key(name);
+        if let Some(key) = key {
+            if let Some((_, k)) = self.cache.iter().find(|(n, _)| *n == key) {
+                return Some(usize::from(*k));
+            }
         }
-        self.classify_name(name)
+        self.classify_name(name, key)
     }
 
     #[cold]
-    fn classify_name(&mut self, name: &str) -> Option<usize> {
+    fn classify_name(&mut self, name: &str, key: Option<NameKey>) -> Option<usize> {
         let mask = pattern_mask(&self.patterns, name);
         let k = self.masks.iter().position(|&m| m == Some(mask))?;
-        if self.cache.len() < IFACE_CACHE {
-            self.cache.push((name.into(), k as u8));
+        if let Some(key) = key {
+            if self.cache.len() < IFACE_CACHE {
+                self.cache.push((key, k as u8));
+            }
         }
         Some(k)
     }
@@ -569,6 +605,12 @@ impl Cross {
                 .iter()
                 .flatten()
                 .map(Fields32::memory_bytes)
+                .sum::<usize>()
+            + self
+                .fields128
+                .iter()
+                .flatten()
+                .map(Fields128::memory_bytes)
                 .sum::<usize>()
     }
 }
@@ -1118,11 +1160,29 @@ impl Engine {
                 };
                 hook.cell(k, ii, oi, ct)?
             }
-            None if meta.src.is_ipv6() && meta.dst.is_ipv6() => {
-                let k = self.compiled[d][1].classifier.classes(&meta.key())?;
-                cross.hooks[d][1].as_ref()?.cell(k, ii, oi, ct)?
+            None => {
+                let (IpAddr::V6(src), IpAddr::V6(dst)) = (meta.src, meta.dst) else {
+                    return None;
+                };
+                let hook = cross.hooks[d][1].as_ref()?;
+                let k = match &cross.fields128[d] {
+                    Some(f) => {
+                        let (sp, dp, icmp) = match meta.l4 {
+                            L4Meta::Ports { src, dst } => {
+                                (u32::from(src), u32::from(dst), NO_ICMP as u32)
+                            }
+                            L4Meta::Icmp { icmp_type, .. } => {
+                                (NO_PORT as u32, NO_PORT as u32, u32::from(icmp_type))
+                            }
+                            L4Meta::None => (NO_PORT as u32, NO_PORT as u32, NO_ICMP as u32),
+                        };
+                        let proto = u32::from(meta.protocol) * ICMP_SPAN as u32 + icmp;
+                        f.classes(u128::from(src), u128::from(dst), [proto, sp, dp])
+                    }
+                    None => self.compiled[d][1].classifier.classes(&meta.key())?,
+                };
+                hook.cell(k, ii, oi, ct)?
             }
-            None => return None,
         };
         if meta.protocol == rampart_ir::proto::TCP
             && !self.cookies.is_empty()
@@ -2195,9 +2255,15 @@ fn build_cross(
         hooks[d][0].as_ref()?;
         Fields32::new(&compiled[d][0].classifier)
     });
+    let fields128 = Direction::ALL.map(|dir| {
+        let d = dir_index(dir);
+        hooks[d][1].as_ref()?;
+        Fields128::new(&compiled[d][1].classifier)
+    });
     Some(Box::new(Cross {
         hooks,
         fields32,
+        fields128,
         patterns,
         masks,
         cache: Vec::new(),
