@@ -41,7 +41,21 @@ fn random_meta<'a>(rng: &mut SplitMix64, owner: &'a OwnerInfo, names: &[String])
     let v6 = rng.range(0, 3) == 0;
     let addr = |rng: &mut SplitMix64| -> IpAddr {
         if v6 {
-            pick(rng, &V6_ADDRS).parse().unwrap()
+            // The networks' first addresses and the ones right after their ends too (the
+            // branch-free searches' edges).
+            const EDGES: [&str; 6] = [
+                "2001:db8::",
+                "2001:db8::80",
+                "2001:db8::100",
+                "2001:db8:1::",
+                "2001:db9::",
+                "::",
+            ];
+            if rng.range(0, 2) == 0 {
+                pick(rng, &EDGES).parse().unwrap()
+            } else {
+                pick(rng, &V6_ADDRS).parse().unwrap()
+            }
         } else if rng.range(0, 5) == 0 {
             IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32))
         } else {
@@ -411,4 +425,72 @@ fn tables_equal_reference_on_the_benchmark_workload() {
         seen[0] > 20_000 && seen[1] > 100,
         "tables answered / declined: {seen:?}"
     );
+}
+
+#[test]
+fn interface_classes_of_nested_patterns() {
+    // Nested wildcards (b*, br*, br-*) and exact names inside them (br-lan, bridge-guest01):
+    // a name's class is the set of patterns it matches, which the tables must know for every
+    // name (no decline), and names sharing a length and a prefix (br-lan / br-lax,
+    // bridge-guest01 / bridge-guest02) must not be confused by the interface cache.
+    let pats = ["b*", "br*", "br-*", "br-lan", "eth0", "bridge-guest01"];
+    let mut p = Policy::default();
+    for (i, pat) in pats.iter().enumerate() {
+        p.zones.push(zone(&format!("z{i}"), &[pat], &[]));
+    }
+    // Most specific first: the first rule whose zone matches decides, with its own action.
+    let order = [5usize, 3, 2, 1, 0, 4];
+    for (k, &z) in order.iter().enumerate() {
+        let action = [Action::Drop, Action::Reject, Action::Accept][k % 3];
+        let mut r = rule(&format!("from-{}", pats[z]), Direction::Forward, action);
+        r.from = vec![Peer::Zone(rampart_ir::ZoneId(z as u32))];
+        p.rules.push(r);
+        let mut r = rule(&format!("to-{}", pats[z]), Direction::Forward, action);
+        r.to = vec![Peer::Zone(rampart_ir::ZoneId(z as u32))];
+        r.services = vec![svc(17, &[(53, 53)])];
+        p.rules.insert(0, r);
+    }
+    let mut fast = Engine::new(&p);
+    assert_eq!(fast.table_hooks(), 6);
+    let mut reference = fast.clone();
+    let names = [
+        "br-lan",
+        "br-lax",
+        "br-lan",
+        "br-",
+        "br",
+        "b",
+        "bz",
+        "bridge",
+        "bridge-guest01",
+        "bridge-guest02",
+        "bridge-guest01",
+        "eth0",
+        "eth0x",
+        "eth",
+        "x",
+        "",
+        "br-lan-guest-0001",
+        "br-lan-guest-0002",
+        "a-very-long-interface-name",
+    ];
+    for iif in names.iter().map(|n| Some(*n)).chain([None]) {
+        for oif in names.iter().map(|n| Some(*n)).chain([None]) {
+            for dport in [53u16, 80] {
+                let mut m = PacketMeta::new(
+                    Direction::Forward,
+                    "192.0.2.1".parse().unwrap(),
+                    "192.0.2.2".parse().unwrap(),
+                    17,
+                    L4Meta::Ports { src: 1, dst: dport },
+                );
+                m.iif = iif;
+                m.oif = oif;
+                let t = fast.classify_by_tables(&m, 0);
+                let b = reference.classify_with(MatcherKind::Reference, &m, 0);
+                assert_eq!(t, Some(b), "{iif:?} {oif:?} {dport}");
+                assert_eq!(fast.classify_with(MatcherKind::Fast, &m, 0), b);
+            }
+        }
+    }
 }
