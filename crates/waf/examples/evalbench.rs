@@ -1,10 +1,11 @@
 //! In-process cost of one transaction with CRS v4 at paranoia 1 (SecRuleEngine On): a small
 //! GET and a 10 KB urlencoded form POST, single thread. The proxy benchmark (wrk) is separate.
 //!
-//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json] [--iters N] [--no-fold] [--response]`
+//! `cargo run --release -p rampart-waf --example evalbench -- [--crs DIR] [--seconds N] [--only get|form|json] [--iters N] [--no-fold] [--response] [--wrk]`
 //! (`--no-fold`: evaluate every rule in every transaction, the engine before constant folding;
 //! `--response`: also run the response phases on the `200 ok` that `bench/waf-proxy.sh`'s
-//! upstream sends)
+//! upstream sends; `--wrk`: the requests carry only the `Host` header, as wrk sends them in
+//! `bench/waf-proxy.sh`, instead of a browser's headers)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut iters: Option<u64> = None;
     let mut fold = true;
     let mut response = false;
+    let mut wrk = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -33,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--iters" => iters = Some(args.next().ok_or("--iters N")?.parse()?),
             "--no-fold" => fold = false,
             "--response" => response = true,
+            "--wrk" => wrk = true,
             "--only" => only = Some(args.next().ok_or("--only get|form|json")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -53,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         e.folded_rules()
     );
     let h = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
-    let headers = vec![
+    let browser = vec![
         h("Host", "localhost"),
         h(
             "User-Agent",
@@ -66,6 +69,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         h("Accept-Language", "en-US,en;q=0.5"),
         h("Accept-Encoding", "gzip, deflate"),
     ];
+    let headers = if wrk {
+        vec![h("Host", "127.0.0.1:18080")]
+    } else {
+        browser
+    };
     let get = Request {
         method: "GET".into(),
         target: b"/index.html?page=2&sort=asc".to_vec(),
@@ -128,6 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut tx = e.transaction(req, &TxOptions::default());
             tx.process_request(req);
             if response {
+                // As the proxy does before it waits for the upstream.
+                tx.release_caches();
                 // What `bench/waf-proxy.sh`'s upstream answers (hyper adds the length and date).
                 tx.process_response(&ok_response);
             }

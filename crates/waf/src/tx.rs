@@ -170,10 +170,17 @@ pub struct Transaction<'r> {
     /// (target group, chain id) → the group's values and their transformed string ids, for
     /// the current phase; cleared with the other caches.
     gcache: HashMap<(u32, u32), GroupVals, MixHash>,
+    /// The values and string ids of every cached group, back to back: `gcache` holds ranges
+    /// into it (one buffer per transaction instead of two vectors and a shared pointer per
+    /// group).
+    gvals: Vec<(Val, u32)>,
+    /// Reused buffer of the values a group gathers before they are resolved.
+    gather_buf: Vec<Val>,
 }
 
 /// Values of a target group with their transformed string ids.
-type GroupVals = std::sync::Arc<Vec<(Val, u32)>>;
+/// A cached group's range in `Transaction::gvals`: start and length.
+type GroupVals = (u32, u32);
 
 /// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
 #[derive(Default, Clone, Copy)]
@@ -209,6 +216,102 @@ impl std::hash::Hasher for MixHasher {
 /// Upper bound on the bytes of transformed values kept per transaction; past it the caches
 /// start over.
 const STRS_MAX_BYTES: usize = 32 << 20;
+
+/// Cache sets a thread keeps for its next transactions. A proxy worker evaluates one
+/// transaction at a time (the request phases of one, then the response phases of another), so
+/// two sets let every transaction start with allocated tables.
+const CACHE_POOL_SETS: usize = 2;
+
+/// Largest cache set (by capacity, approximately) a thread keeps; the caches of a large
+/// request are freed as before.
+const CACHE_POOL_SET_MAX_BYTES: usize = 1 << 20;
+
+/// A transaction's transformation caches, moved out so that their allocations (vectors,
+/// hash tables grown to their working size) serve the thread's next transaction instead of
+/// being freed and grown again; a CRS transaction fills about a dozen of them.
+#[derive(Default)]
+struct Caches {
+    strs: Vec<Vec<u8>>,
+    str_atoms: Vec<u32>,
+    scan_alias: Vec<u32>,
+    founds: Vec<(crate::prefilter::Found, Vec<u64>)>,
+    found_ids: HashMap<u64, u32, MixHash>,
+    str_ids: HashMap<u64, u32, MixHash>,
+    pcache: Vec<Vec<u32>>,
+    scache: HashMap<(usize, u32), u32, MixHash>,
+    gcache: HashMap<(u32, u32), GroupVals, MixHash>,
+    gvals: Vec<(Val, u32)>,
+    gather_buf: Vec<Val>,
+    values_buf: Vec<Val>,
+}
+
+impl Caches {
+    /// Empty every cache, keeping its allocation. Empty `pcache` rows read as "not cached",
+    /// like missing ones.
+    fn clear(&mut self) {
+        self.strs.clear();
+        self.str_atoms.clear();
+        self.scan_alias.clear();
+        self.founds.clear();
+        self.found_ids.clear();
+        self.str_ids.clear();
+        for row in &mut self.pcache {
+            row.clear();
+        }
+        self.scache.clear();
+        self.gcache.clear();
+        self.gvals.clear();
+        self.gather_buf.clear();
+        self.values_buf.clear();
+    }
+
+    /// Approximate bytes held (capacities).
+    fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let map_entry = 24;
+        self.strs.capacity() * size_of::<Vec<u8>>()
+            + (self.str_atoms.capacity() + self.scan_alias.capacity()) * 4
+            + self.founds.capacity() * size_of::<(crate::prefilter::Found, Vec<u64>)>()
+            + (self.found_ids.capacity()
+                + self.str_ids.capacity()
+                + self.scache.capacity()
+                + self.gcache.capacity())
+                * map_entry
+            + self.pcache.capacity() * size_of::<Vec<u32>>()
+            + self.pcache.iter().map(|r| r.capacity() * 4).sum::<usize>()
+            + self.gvals.capacity() * size_of::<(Val, u32)>()
+            + (self.gather_buf.capacity() + self.values_buf.capacity()) * size_of::<Val>()
+    }
+}
+
+thread_local! {
+    static CACHE_POOL: std::cell::RefCell<Vec<Caches>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keep `c`'s allocations for the thread's next transaction (bounded in count and size).
+fn recycle_caches(mut c: Caches) {
+    c.clear();
+    if c.capacity_bytes() > CACHE_POOL_SET_MAX_BYTES {
+        return;
+    }
+    // `try_with`: during thread teardown the pool may be gone; the caches are then freed.
+    let _ = CACHE_POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.len() < CACHE_POOL_SETS {
+                p.push(c);
+            }
+        }
+    });
+}
+
+/// A cleared cache set from the thread's pool, or a new one.
+fn pooled_caches() -> Caches {
+    CACHE_POOL
+        .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
 
 fn fnv1a(v: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -428,6 +531,12 @@ fn truncate(v: &[u8], max: usize) -> String {
     String::from_utf8_lossy(&v[..v.len().min(max)]).into_owned()
 }
 
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        recycle_caches(self.take_caches());
+    }
+}
+
 impl<'r> Transaction<'r> {
     fn new(eng: &'r Engine, req: &Request, opts: &TxOptions) -> Self {
         let rs = &eng.rules;
@@ -573,7 +682,10 @@ impl<'r> Transaction<'r> {
             values_buf: Vec::new(),
             scratch: Vec::new(),
             gcache: HashMap::with_hasher(MixHash),
+            gvals: Vec::new(),
+            gather_buf: Vec::new(),
         };
+        t.install_caches(pooled_caches());
         t.stash_body(req);
         t
     }
@@ -680,24 +792,56 @@ impl<'r> Transaction<'r> {
     /// the response phases inspect other values, and a request in flight should hold no
     /// more memory than its own data. Results do not change: the caches refill on demand.
     pub fn release_caches(&mut self) {
-        self.strs = Vec::new();
-        self.str_atoms = Vec::new();
-        self.scan_alias = Vec::new();
-        self.founds = Vec::new();
-        self.found_ids = HashMap::with_hasher(MixHash);
-        self.str_ids = HashMap::with_hasher(MixHash);
+        // The allocations go to this thread's pool (bounded), where the next transaction
+        // evaluated here takes them.
+        recycle_caches(self.take_caches());
         self.strs_bytes = 0;
         self.strs_gen += 1;
-        self.pcache = Vec::new();
-        self.scache = HashMap::with_hasher(MixHash);
-        self.gcache = HashMap::with_hasher(MixHash);
-        self.values_buf = Vec::new();
+    }
+
+    /// Move the caches out, leaving empty ones (no allocation) behind.
+    fn take_caches(&mut self) -> Caches {
+        use std::mem::take;
+        Caches {
+            strs: take(&mut self.strs),
+            str_atoms: take(&mut self.str_atoms),
+            scan_alias: take(&mut self.scan_alias),
+            founds: take(&mut self.founds),
+            found_ids: take(&mut self.found_ids),
+            str_ids: take(&mut self.str_ids),
+            pcache: take(&mut self.pcache),
+            scache: take(&mut self.scache),
+            gcache: take(&mut self.gcache),
+            gvals: take(&mut self.gvals),
+            gather_buf: take(&mut self.gather_buf),
+            values_buf: take(&mut self.values_buf),
+        }
+    }
+
+    /// Use `c` (empty) as the caches.
+    fn install_caches(&mut self, c: Caches) {
+        self.strs = c.strs;
+        self.str_atoms = c.str_atoms;
+        self.scan_alias = c.scan_alias;
+        self.founds = c.founds;
+        self.found_ids = c.found_ids;
+        self.str_ids = c.str_ids;
+        self.pcache = c.pcache;
+        self.scache = c.scache;
+        self.gcache = c.gcache;
+        self.gvals = c.gvals;
+        self.gather_buf = c.gather_buf;
+        self.values_buf = c.values_buf;
     }
 
     /// Run phases 3 and 4 on the response.
     pub fn process_response(&mut self, resp: &Response) {
         if self.intervention.is_some() {
             return;
+        }
+        if self.strs.capacity() == 0 {
+            // The caches were released while the upstream answered: take a pooled set.
+            self.install_caches(pooled_caches());
         }
         let s = &mut self.vars.scalars;
         s.insert("RESPONSE_STATUS", resp.status.to_string().into_bytes());
@@ -709,7 +853,7 @@ impl<'r> Transaction<'r> {
         );
         self.vars.resp_headers = resp.headers.clone();
         self.pcache.clear();
-        self.gcache.clear();
+        self.clear_groups();
         let ct = resp
             .headers
             .iter()
@@ -807,7 +951,7 @@ impl<'r> Transaction<'r> {
         self.phase_done = phase;
         // Scalars are set between phases: their cached transformations start over.
         self.scache.clear();
-        self.gcache.clear();
+        self.clear_groups();
         if self.allowed && phase < 5 {
             return;
         }
@@ -1269,7 +1413,7 @@ impl<'r> Transaction<'r> {
             self.strs_bytes = 0;
             self.pcache.clear();
             self.scache.clear();
-            self.gcache.clear();
+            self.clear_groups();
         }
         self.strs_bytes += v.len();
         self.strs.push(v);
@@ -1354,6 +1498,11 @@ impl<'r> Transaction<'r> {
     }
 
     /// Whether `v`'s transformations are cached (request/response collections and scalars).
+    fn clear_groups(&mut self) {
+        self.gcache.clear();
+        self.gvals.clear();
+    }
+
     fn cacheable(&self, v: &Val) -> bool {
         !matches!(v, Val::Owned(..))
     }
@@ -1427,30 +1576,42 @@ impl<'r> Transaction<'r> {
             return None;
         }
         let key = (g, link.chain_id);
-        if let Some(c) = self.gcache.get(&key) {
-            return Some(c.clone());
+        if let Some(&c) = self.gcache.get(&key) {
+            return Some(c);
         }
-        let mut values = Vec::new();
+        let mut values = std::mem::take(&mut self.gather_buf);
+        values.clear();
         for t in link.targets.iter().filter(|t| !t.exclude) {
             self.gather(link, t, &[], &mut values);
         }
-        let mut out = Vec::with_capacity(values.len());
         let gen_before = self.strs_gen;
-        for v in values {
+        let start = self.gvals.len();
+        let mut complete = true;
+        for v in values.drain(..) {
             if !self.cacheable(&v) {
-                return None;
+                complete = false;
+                break;
             }
-            let id = self.resolve(&v, link.chain_id)?;
-            out.push((v, id));
+            let Some(id) = self.resolve(&v, link.chain_id) else {
+                complete = false;
+                break;
+            };
+            self.gvals.push((v, id));
         }
+        self.gather_buf = values;
         if self.strs_gen != gen_before {
             // The string budget ran out while resolving and the caches started over: the
-            // ids gathered before that are stale.
+            // ids gathered before that are stale, and no cached range refers to `gvals`.
+            self.gvals.clear();
             return None;
         }
-        let out = std::sync::Arc::new(out);
-        self.gcache.insert(key, out.clone());
-        Some(out)
+        if !complete {
+            self.gvals.truncate(start);
+            return None;
+        }
+        let range = (start as u32, (self.gvals.len() - start) as u32);
+        self.gcache.insert(key, range);
+        Some(range)
     }
 
     /// A link that reads one named TX variable (or its count) with no transformation,
@@ -1512,6 +1673,8 @@ impl<'r> Transaction<'r> {
         Some(true)
     }
 
+    // The value loop indexes `values` or the cached group in `gvals`, whichever holds them.
+    #[allow(clippy::needless_range_loop)]
     fn eval_link(&mut self, link: &'r Rule) -> bool {
         let Some(op) = &link.op else {
             // SecAction: always matches.
@@ -1527,6 +1690,9 @@ impl<'r> Transaction<'r> {
         let transforms = &link.actions.transforms;
         let multi = link.actions.multi_match && !transforms.is_empty();
         let cached = if multi { None } else { self.group_values(link) };
+        // A cached group's values stay in `gvals` through this loop: only resolving a value
+        // that is not cached or a `ctl` (after the loop) can start the caches over.
+        let gen_at_start = self.strs_gen;
         if cached.is_none() {
             for t in link.targets.iter().filter(|t| !t.exclude) {
                 self.gather(link, t, &prev, &mut values);
@@ -1535,20 +1701,19 @@ impl<'r> Transaction<'r> {
         let mut any = false;
         let mut new_matched: Vec<(String, Vec<u8>)> = Vec::new();
         let want_caps = link.actions.capture;
-        let count = cached.as_ref().map_or(values.len(), |c| c.len());
+        let count = cached.map_or(values.len(), |(_, len)| len as usize);
         for i in 0..count {
-            let (v, known_id) = match &cached {
-                Some(c) => (&c[i].0, Some(c[i].1)),
-                None => (&values[i], None),
-            };
+            // The value is borrowed by index where it is used, so that a cached group is not
+            // copied out of `gvals`; `values` is empty when the group is cached.
+            let known_id = cached.map(|(start, _)| self.gvals[start as usize + i].1);
             // (matched value, captures) when the operator matched this value.
-            let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if multi && self.cacheable(v) {
+            let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if multi && self.cacheable(&values[i]) {
                 // The original value and every intermediate value that changed: the distinct
                 // string ids along the chain, shortest prefix first.
                 let mut ids = Vec::new();
                 let mut c = link.chain_id;
                 loop {
-                    if let Some(id) = self.resolve(v, c) {
+                    if let Some(id) = self.resolve(&values[i], c) {
                         if ids.last() != Some(&id) {
                             ids.push(id);
                         }
@@ -1575,7 +1740,7 @@ impl<'r> Transaction<'r> {
                 }
                 found
             } else if multi {
-                let cands = transformed(self.val_bytes(v), transforms, true);
+                let cands = transformed(self.val_bytes(&values[i]), transforms, true);
                 let mut found = None;
                 for cand in cands {
                     let mut caps = Vec::new();
@@ -1585,7 +1750,7 @@ impl<'r> Transaction<'r> {
                     }
                 }
                 found
-            } else if let Some(id) = known_id.or_else(|| self.resolve(v, link.chain_id)) {
+            } else if let Some(id) = known_id.or_else(|| self.resolve(&values[i], link.chain_id)) {
                 if !self.prefilter_passes(link, id) {
                     // The regex cannot match: the operator's raw result is false.
                     op.negated
@@ -1597,7 +1762,7 @@ impl<'r> Transaction<'r> {
                         .then(|| (cand.to_vec(), caps))
                 }
             } else {
-                let cand = transformed(self.val_bytes(v), transforms, false)
+                let cand = transformed(self.val_bytes(&values[i]), transforms, false)
                     .pop()
                     .unwrap_or_default();
                 let mut caps = Vec::new();
@@ -1613,7 +1778,13 @@ impl<'r> Transaction<'r> {
                     self.tx.insert(i.to_string(), c);
                 }
             }
-            let name = self.val_name(v);
+            let name = match cached {
+                Some((start, _)) => {
+                    debug_assert_eq!(self.strs_gen, gen_at_start, "cached group values moved");
+                    self.val_name(&self.gvals[start as usize + i].0)
+                }
+                None => self.val_name(&values[i]),
+            };
             new_matched.push((name.clone(), cand.clone()));
             self.matched_var = (name, cand);
             // Non-disruptive actions run once per matched value (ModSecurity v3).
@@ -1719,7 +1890,7 @@ impl<'r> Transaction<'r> {
                 }
                 Ctl::RequestBodyProcessor(p) => {
                     self.scache.clear();
-                    self.gcache.clear();
+                    self.clear_groups();
                     self.body_processor = Some(p.clone());
                     self.vars
                         .scalars
@@ -1897,7 +2068,7 @@ pub fn evaluate(
         tx.process_response(r);
     }
     tx.finish();
-    (tx.matched, tx.intervention)
+    (std::mem::take(&mut tx.matched), tx.intervention.take())
 }
 
 #[cfg(test)]
@@ -1928,6 +2099,118 @@ mod tests {
             .iter()
             .map(|m| m.id)
             .collect()
+    }
+
+    /// Caches recycled from earlier transactions on the thread (the pool) must not change a
+    /// result: a request evaluated after others, and after its caches were released between
+    /// the request and response phases, matches what it matches on a fresh thread.
+    #[test]
+    fn pooled_caches_change_no_result() {
+        let e = engine(
+            r#"
+SecRuleEngine On
+SecResponseBodyAccess On
+SecRule ARGS|REQUEST_HEADERS "@rx (?i)<script" "id:1,phase:2,pass,t:none,t:urlDecodeUni,t:lowercase"
+SecRule ARGS_NAMES "@rx ^evil" "id:2,phase:2,pass,t:lowercase"
+SecRule REQUEST_URI "@contains admin" "id:3,phase:1,pass,t:none,t:lowercase"
+SecRule RESPONSE_BODY "@contains secret" "id:4,phase:4,pass,t:none,t:lowercase"
+"#,
+        );
+        let resp = Response {
+            status: 200,
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("content-type".into(), b"text/html".to_vec())],
+            body: b"the SECRET".to_vec(),
+        };
+        // (target, extra headers): the cases differ in how many values they have, so the
+        // string ids a stale cache entry would name differ from case to case.
+        let run = |(uri, extra): (&str, usize), release: bool| {
+            let mut r = get(uri);
+            for i in 0..extra {
+                r.headers.push((
+                    format!("X-Extra-{i}"),
+                    format!("v{i} <Script>").into_bytes(),
+                ));
+            }
+            let mut tx = e.transaction(&r, &TxOptions::default());
+            tx.process_request(&r);
+            if release {
+                tx.release_caches();
+            }
+            tx.process_response(&resp);
+            tx.finish();
+            tx.matched.iter().map(|m| m.id).collect::<Vec<_>>()
+        };
+        let cases = [
+            ("/admin?a=%3Cscript%3E&evilname=1", 0),
+            ("/x?b=hello", 0),
+            ("/ADMIN?", 3),
+            ("/y?q=<SCRIPT>&evil=2&z=3", 5),
+            ("/z?k=plain", 1),
+        ];
+        // Fresh thread: no pooled caches.
+        let fresh: Vec<Vec<u64>> = std::thread::scope(|sc| {
+            cases
+                .iter()
+                .map(|c| sc.spawn(|| run(*c, false)).join().unwrap())
+                .collect()
+        });
+        assert_eq!(fresh[0], vec![3, 1, 2, 4]);
+        assert_eq!(fresh[1], vec![4]);
+        assert_eq!(fresh[4], vec![1, 4]);
+        // Same thread, pooled caches, in both orders, with and without the release.
+        for release in [false, true] {
+            for c in cases.iter().chain(cases.iter().rev()) {
+                let i = cases.iter().position(|x| x == c).unwrap();
+                assert_eq!(run(*c, release), fresh[i], "{c:?} release={release}");
+            }
+        }
+    }
+
+    /// A set taken from the pool holds nothing of the transaction that returned it (string
+    /// ids, scan verdicts and chain ids mean nothing to another engine), only allocations;
+    /// and a set past the size bound is not kept.
+    #[test]
+    fn recycled_caches_are_empty() {
+        std::thread::spawn(|| {
+            let e = engine(
+                r#"
+SecRule ARGS "@rx (?i)<script" "id:1,phase:2,pass,t:none,t:lowercase"
+SecRule REQUEST_HEADERS "@contains x" "id:2,phase:1,pass,t:none,t:urlDecode"
+SecRule REQUEST_URI "@contains y" "id:3,phase:2,pass,t:none,t:lowercase"
+"#,
+            );
+            let r = get("/?a=%3Cscript%3E&b=2");
+            let mut tx = e.transaction(&r, &TxOptions::default());
+            tx.process_request(&r);
+            let c = tx.take_caches();
+            assert!(!c.strs.is_empty() && !c.str_ids.is_empty() && !c.pcache.is_empty());
+            assert!(!c.founds.is_empty() && !c.gcache.is_empty() && !c.gvals.is_empty());
+            assert!(!c.scache.is_empty());
+            recycle_caches(c);
+            let p = pooled_caches();
+            assert!(p.strs.capacity() > 0, "the allocation is kept");
+            assert!(p.strs.is_empty() && p.str_atoms.is_empty() && p.scan_alias.is_empty());
+            assert!(p.founds.is_empty() && p.found_ids.is_empty() && p.str_ids.is_empty());
+            assert!(p.pcache.iter().all(Vec::is_empty) && p.scache.is_empty());
+            assert!(p.gcache.is_empty() && p.gvals.is_empty());
+            assert!(p.gather_buf.is_empty() && p.values_buf.is_empty());
+            // Over the bound: freed, not pooled.
+            let mut big = Caches::default();
+            big.strs
+                .reserve(CACHE_POOL_SET_MAX_BYTES / std::mem::size_of::<Vec<u8>>() + 1);
+            recycle_caches(big);
+            assert_eq!(pooled_caches().strs.capacity(), 0);
+            // At most CACHE_POOL_SETS sets.
+            for _ in 0..CACHE_POOL_SETS + 2 {
+                let mut c = Caches::default();
+                c.strs.reserve(1);
+                recycle_caches(c);
+            }
+            assert_eq!(CACHE_POOL.with(|p| p.borrow().len()), CACHE_POOL_SETS);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
