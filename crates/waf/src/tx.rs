@@ -123,7 +123,13 @@ pub struct Transaction<'r> {
     removed_tags: Vec<TagSel>,
     removed_targets_by_id: Vec<(IdRanges, Target)>,
     removed_targets_by_tag: Vec<(TagSel, Target)>,
-    active_exclusions: Vec<Target>,
+    /// The runtime target exclusions that apply to the current chain: indices into
+    /// `removed_targets_by_id`, then (offset by `EXCLUSION_TAG_BASE`) `removed_targets_by_tag`.
+    active_exclusions: Vec<u32>,
+    /// The same set as a bit map (bit i: `removed_targets_by_id[i]`, bit 32 + j:
+    /// `removed_targets_by_tag[j]`), part of a target group's cache key: chains with the same
+    /// exclusions share gathered values. `EXCLUSIONS_UNCACHED` when an index is past 31.
+    exclusion_mask: u64,
     vars: Vars,
     tx: BTreeMap<String, Vec<u8>>,
     persistent: HashMap<String, BTreeMap<String, Vec<u8>>>,
@@ -167,9 +173,9 @@ pub struct Transaction<'r> {
     values_buf: Vec<Val>,
     /// Reused buffer of setvar expansions.
     scratch: Vec<u8>,
-    /// (target group, chain id) → the group's values and their transformed string ids, for
+    /// (target group, chain id, exclusion mask) → the group's values and their transformed string ids, for
     /// the current phase; cleared with the other caches.
-    gcache: HashMap<(u32, u32), GroupVals, MixHash>,
+    gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
     /// The values and string ids of every cached group, back to back: `gcache` holds ranges
     /// into it (one buffer per transaction instead of two vectors and a shared pointer per
     /// group).
@@ -213,6 +219,22 @@ impl std::hash::Hasher for MixHasher {
     }
 }
 
+/// `Transaction::active_exclusions` entries at or past this are `removed_targets_by_tag`
+/// indices.
+const EXCLUSION_TAG_BASE: u32 = 1 << 31;
+
+/// `Transaction::exclusion_mask` of a set that has no bit map (an index past 31).
+const EXCLUSIONS_UNCACHED: u64 = u64::MAX;
+
+/// Bit `base + i` of an exclusion mask, or every bit (uncacheable) when `i` is past 31.
+fn exclusion_bit(i: usize, base: u32) -> u64 {
+    if i < 32 {
+        1u64 << (base as usize + i)
+    } else {
+        EXCLUSIONS_UNCACHED
+    }
+}
+
 /// Upper bound on the bytes of transformed values kept per transaction; past it the caches
 /// start over.
 const STRS_MAX_BYTES: usize = 32 << 20;
@@ -239,7 +261,7 @@ struct Caches {
     str_ids: HashMap<u64, u32, MixHash>,
     pcache: Vec<Vec<u32>>,
     scache: HashMap<(usize, u32), u32, MixHash>,
-    gcache: HashMap<(u32, u32), GroupVals, MixHash>,
+    gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
     gvals: Vec<(Val, u32)>,
     gather_buf: Vec<Val>,
     values_buf: Vec<Val>,
@@ -658,6 +680,7 @@ impl<'r> Transaction<'r> {
             removed_targets_by_id: Vec::new(),
             removed_targets_by_tag: Vec::new(),
             active_exclusions: Vec::new(),
+            exclusion_mask: 0,
             vars,
             tx: BTreeMap::new(),
             persistent: HashMap::new(),
@@ -1084,6 +1107,7 @@ impl<'r> Transaction<'r> {
         self.current_rule.0 = rule.id();
         self.current_rule.1.clear();
         self.active_exclusions.clear();
+        self.exclusion_mask = 0;
         for (k, v) in &f.writes {
             match v {
                 Some(v) => match self.tx.get_mut(k) {
@@ -1145,22 +1169,36 @@ impl<'r> Transaction<'r> {
         rule.targets
             .iter()
             .any(|t| t.exclude && t.excludes(coll, key))
-            || self.active_exclusions.iter().any(|t| t.excludes(coll, key))
+            || self
+                .active_exclusions
+                .iter()
+                .any(|&e| self.exclusion_target(e).excludes(coll, key))
     }
 
     /// The runtime target exclusions (`ctl:ruleRemoveTarget*`) that apply to this chain,
     /// resolved once per rule instead of once per value.
     fn resolve_exclusions(&mut self, starter_id: u64, tags: &[String]) {
         self.active_exclusions.clear();
-        for (r, t) in &self.removed_targets_by_id {
+        self.exclusion_mask = 0;
+        for (i, (r, _)) in self.removed_targets_by_id.iter().enumerate() {
             if in_ranges(r, starter_id) {
-                self.active_exclusions.push(t.clone());
+                self.active_exclusions.push(i as u32);
+                self.exclusion_mask |= exclusion_bit(i, 0);
             }
         }
-        for (sel, t) in &self.removed_targets_by_tag {
+        for (j, (sel, _)) in self.removed_targets_by_tag.iter().enumerate() {
             if tags.iter().any(|tg| sel.matches(tg)) {
-                self.active_exclusions.push(t.clone());
+                self.active_exclusions.push(EXCLUSION_TAG_BASE + j as u32);
+                self.exclusion_mask |= exclusion_bit(j, 32);
             }
+        }
+    }
+
+    /// The target an active exclusion removes.
+    fn exclusion_target(&self, e: u32) -> &Target {
+        match e.checked_sub(EXCLUSION_TAG_BASE) {
+            Some(j) => &self.removed_targets_by_tag[j as usize].1,
+            None => &self.removed_targets_by_id[e as usize].1,
         }
     }
 
@@ -1564,7 +1602,7 @@ impl<'r> Transaction<'r> {
     fn group_values(&mut self, link: &Rule) -> Option<GroupVals> {
         let g = link.target_group;
         if g == u32::MAX
-            || !self.active_exclusions.is_empty()
+            || self.exclusion_mask == EXCLUSIONS_UNCACHED
             || (self.vars.xml.is_some()
                 && self
                     .eng
@@ -1575,7 +1613,9 @@ impl<'r> Transaction<'r> {
         {
             return None;
         }
-        let key = (g, link.chain_id);
+        // The exclusions in force are part of the key: chains that share targets and
+        // exclusions (CRS's xss-perf-disable rules after 941010) share the gathered values.
+        let key = (g, link.chain_id, self.exclusion_mask);
         if let Some(&c) = self.gcache.get(&key) {
             return Some(c);
         }
@@ -2211,6 +2251,25 @@ SecRule REQUEST_URI "@contains y" "id:3,phase:2,pass,t:none,t:lowercase"
         })
         .join()
         .unwrap();
+    }
+
+    /// Chains with the same targets share gathered values only when the same runtime
+    /// exclusions apply to them.
+    #[test]
+    fn group_cache_keys_on_the_exclusions_in_force() {
+        let e = engine(
+            r#"
+SecRule REQUEST_FILENAME "@rx ." "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=perf;ARGS:a,ctl:ruleRemoveTargetById=13;ARGS:b"
+SecRule ARGS "@contains bad" "id:10,phase:2,pass,tag:'perf'"
+SecRule ARGS "@contains bad" "id:11,phase:2,pass"
+SecRule ARGS "@contains bad" "id:12,phase:2,pass,tag:'perf'"
+SecRule ARGS "@contains bad" "id:13,phase:2,pass"
+SecRule ARGS "@contains bad" "id:14,phase:2,pass,tag:'perf'"
+"#,
+        );
+        assert_eq!(ids(&e, &get("/?a=bad")), vec![1, 11, 13]);
+        assert_eq!(ids(&e, &get("/?b=bad")), vec![1, 10, 11, 12, 14]);
+        assert_eq!(ids(&e, &get("/?a=bad&b=bad")), vec![1, 10, 11, 12, 13, 14]);
     }
 
     #[test]
