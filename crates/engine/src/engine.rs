@@ -1117,15 +1117,21 @@ impl Engine {
     }
 
     /// The fast matcher's decision from the cross-product tables, or `None` when the packet
-    /// needs the full evaluation (application-protocol connection, banned source, a SYN proxy
+    /// needs the full evaluation (an application-protocol step that acts, banned source, a SYN proxy
     /// or limit or owner that could act, no tables for its hook). Reads no mutable state but
     /// the interface-name cache and changes none: a `Some` is exactly what `decide` returns,
     /// with no effect. Public for the differential tests.
     #[doc(hidden)]
     #[inline(always)]
     pub fn classify_by_tables(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<Decision> {
-        if meta.app_conn.is_some() {
-            return None;
+        if let Some(conn) = meta.app_conn {
+            // The application step must not act: a connection accepted earlier, or one whose
+            // packet it does not inspect.
+            match conn.state {
+                AppConnState::Accepted(_) => {}
+                AppConnState::Inspecting if !self.app_inspects(meta, conn) => {}
+                _ => return None,
+            }
         }
         let (ii, oi) = {
             let cross = self.cross.as_deref_mut()?;
@@ -1561,15 +1567,12 @@ impl Engine {
         residual_static(&self.rules[sub.rule as usize], meta).is_none()
     }
 
-    /// The application-protocol step for a connection still being inspected.
-    fn app_step(
-        &self,
-        meters: &mut Meters,
-        meta: &PacketMeta<'_>,
-        conn: AppConn,
-        now_ns: u64,
-        mut trace: Option<&mut Trace>,
-    ) -> Option<AppStep> {
+    /// Whether the application-protocol step inspects `meta` of a connection still being
+    /// inspected: an ICMP echo request, or a TCP/UDP payload within the inspection budget,
+    /// with application rules in the connection's original direction. (The step decides
+    /// nothing otherwise.)
+    #[inline(always)]
+    fn app_inspects(&self, meta: &PacketMeta<'_>, conn: AppConn) -> bool {
         let echo_request = match (meta.protocol, meta.l4) {
             (rampart_ir::proto::ICMP, L4Meta::Icmp { icmp_type: 8, .. }) => !meta.is_v6(),
             (rampart_ir::proto::ICMPV6, L4Meta::Icmp { icmp_type: 128, .. }) => meta.is_v6(),
@@ -1584,7 +1587,24 @@ impl Engine {
         };
         let inspected =
             echo_request || (has_payload && conn.packet_index <= APP_INSPECT_MAX_PACKETS);
-        if !inspected {
+        let orig_direction = match (conn.reply, meta.direction) {
+            (true, Direction::Ingress) => Direction::Egress,
+            (true, Direction::Egress) => Direction::Ingress,
+            (_, d) => d,
+        };
+        inspected && !self.app_rules[dir_index(orig_direction)].is_empty()
+    }
+
+    /// The application-protocol step for a connection still being inspected.
+    fn app_step(
+        &self,
+        meters: &mut Meters,
+        meta: &PacketMeta<'_>,
+        conn: AppConn,
+        now_ns: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> Option<AppStep> {
+        if !self.app_inspects(meta, conn) {
             return None;
         }
         let orig = if conn.reply {
@@ -1593,9 +1613,6 @@ impl Engine {
             *meta
         };
         let rules = &self.app_rules[dir_index(orig.direction)];
-        if rules.is_empty() {
-            return None;
-        }
         let own = match meta.payload {
             AppPayload::Bytes { l4, data } => app::label(l4, data),
             AppPayload::Label(l) => l,

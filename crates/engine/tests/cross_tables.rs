@@ -10,8 +10,11 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 
 use rampart_engine::classbench::SplitMix64;
-use rampart_engine::{Engine, EngineOptions, L4Meta, MatcherKind, OwnerInfo, PacketMeta, Reason};
-use rampart_ir::{Action, CtState, Date, Direction, Peer, Policy, SetId};
+use rampart_engine::{
+    AppConn, AppConnState, AppPayload, Engine, EngineOptions, L4Meta, MatcherKind, OwnerInfo,
+    PacketMeta, Reason,
+};
+use rampart_ir::{Action, AppProtocol, CtState, Date, Direction, Peer, Policy, RuleId, SetId};
 use support::*;
 
 /// Interface names: the policies' patterns are eth0, eth1, br*, wg0; names that equal a
@@ -109,6 +112,25 @@ fn random_meta<'a>(rng: &mut SplitMix64, owner: &'a OwnerInfo, names: &[String])
     }
     m.tcp_flags = *pick(rng, &[0x02u8, 0x02, 0x10, 0x10, 0x12, 0x04, 0x18, 0x11, 0]);
     m.ct_entry = rng.range(0, 3) == 0;
+    if rng.range(0, 2) == 0 {
+        // A connection view: the tables answer when the application step cannot act
+        // (accepted earlier, nothing to inspect, no application rules in its direction).
+        m.payload = match rng.range(0, 3) {
+            0 => AppPayload::None,
+            1 => AppPayload::Label(Some(*pick(rng, &AppProtocol::ALL))),
+            _ => AppPayload::Label(None),
+        };
+        m.app_conn = Some(AppConn {
+            reply: rng.range(0, 2) == 0,
+            packet_index: rng.range(1, 10) as u32,
+            state: match rng.range(0, 5) {
+                0 => AppConnState::Accepted(RuleId(0)),
+                1 => AppConnState::Blocked(RuleId(0)),
+                _ => AppConnState::Inspecting,
+            },
+            last_label: None,
+        });
+    }
     m
 }
 
