@@ -180,6 +180,11 @@ pub struct Transaction<'r> {
     /// into it (one buffer per transaction instead of two vectors and a shared pointer per
     /// group).
     gvals: Vec<(Val, u32)>,
+    /// (target group, exclusion mask) → the group's gathered values (before any
+    /// transformation) as a range of `gathered_vals`: rules with the same targets and other
+    /// `t:` chains gather once per phase.
+    gathered: HashMap<(u32, u64), GroupVals, MixHash>,
+    gathered_vals: Vec<Val>,
     /// Reused buffer of the values a group gathers before they are resolved.
     gather_buf: Vec<Val>,
 }
@@ -263,6 +268,8 @@ struct Caches {
     scache: HashMap<(usize, u32), u32, MixHash>,
     gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
     gvals: Vec<(Val, u32)>,
+    gathered: HashMap<(u32, u64), GroupVals, MixHash>,
+    gathered_vals: Vec<Val>,
     gather_buf: Vec<Val>,
     values_buf: Vec<Val>,
 }
@@ -283,6 +290,8 @@ impl Caches {
         self.scache.clear();
         self.gcache.clear();
         self.gvals.clear();
+        self.gathered.clear();
+        self.gathered_vals.clear();
         self.gather_buf.clear();
         self.values_buf.clear();
     }
@@ -297,12 +306,16 @@ impl Caches {
             + (self.found_ids.capacity()
                 + self.str_ids.capacity()
                 + self.scache.capacity()
-                + self.gcache.capacity())
+                + self.gcache.capacity()
+                + self.gathered.capacity())
                 * map_entry
             + self.pcache.capacity() * size_of::<Vec<u32>>()
             + self.pcache.iter().map(|r| r.capacity() * 4).sum::<usize>()
             + self.gvals.capacity() * size_of::<(Val, u32)>()
-            + (self.gather_buf.capacity() + self.values_buf.capacity()) * size_of::<Val>()
+            + (self.gathered_vals.capacity()
+                + self.gather_buf.capacity()
+                + self.values_buf.capacity())
+                * size_of::<Val>()
     }
 }
 
@@ -706,6 +719,8 @@ impl<'r> Transaction<'r> {
             scratch: Vec::new(),
             gcache: HashMap::with_hasher(MixHash),
             gvals: Vec::new(),
+            gathered: HashMap::with_hasher(MixHash),
+            gathered_vals: Vec::new(),
             gather_buf: Vec::new(),
         };
         t.install_caches(pooled_caches());
@@ -836,6 +851,8 @@ impl<'r> Transaction<'r> {
             scache: take(&mut self.scache),
             gcache: take(&mut self.gcache),
             gvals: take(&mut self.gvals),
+            gathered: take(&mut self.gathered),
+            gathered_vals: take(&mut self.gathered_vals),
             gather_buf: take(&mut self.gather_buf),
             values_buf: take(&mut self.values_buf),
         }
@@ -853,6 +870,8 @@ impl<'r> Transaction<'r> {
         self.scache = c.scache;
         self.gcache = c.gcache;
         self.gvals = c.gvals;
+        self.gathered = c.gathered;
+        self.gathered_vals = c.gathered_vals;
         self.gather_buf = c.gather_buf;
         self.values_buf = c.values_buf;
     }
@@ -1539,6 +1558,8 @@ impl<'r> Transaction<'r> {
     fn clear_groups(&mut self) {
         self.gcache.clear();
         self.gvals.clear();
+        self.gathered.clear();
+        self.gathered_vals.clear();
     }
 
     fn cacheable(&self, v: &Val) -> bool {
@@ -1619,26 +1640,44 @@ impl<'r> Transaction<'r> {
         if let Some(&c) = self.gcache.get(&key) {
             return Some(c);
         }
-        let mut values = std::mem::take(&mut self.gather_buf);
-        values.clear();
-        for t in link.targets.iter().filter(|t| !t.exclude) {
-            self.gather(link, t, &[], &mut values);
-        }
+        // Gathering depends on the targets and exclusions only, not on the `t:` chain.
+        let gkey = (g, self.exclusion_mask);
+        let (gstart, glen) = match self.gathered.get(&gkey) {
+            Some(&r) => r,
+            None => {
+                let mut values = std::mem::take(&mut self.gather_buf);
+                values.clear();
+                for t in link.targets.iter().filter(|t| !t.exclude) {
+                    self.gather(link, t, &[], &mut values);
+                }
+                if !values.iter().all(|v| self.cacheable(v)) {
+                    self.gather_buf = values;
+                    return None;
+                }
+                let start = self.gathered_vals.len();
+                self.gathered_vals.append(&mut values);
+                self.gather_buf = values;
+                let r = (start as u32, (self.gathered_vals.len() - start) as u32);
+                self.gathered.insert(gkey, r);
+                r
+            }
+        };
         let gen_before = self.strs_gen;
         let start = self.gvals.len();
         let mut complete = true;
-        for v in values.drain(..) {
-            if !self.cacheable(&v) {
-                complete = false;
-                break;
-            }
+        for i in gstart as usize..(gstart + glen) as usize {
+            let v = self.gathered_vals[i].clone();
             let Some(id) = self.resolve(&v, link.chain_id) else {
                 complete = false;
                 break;
             };
+            if self.strs_gen != gen_before {
+                // `resolve` started the caches over (`gathered_vals` is empty now).
+                complete = false;
+                break;
+            }
             self.gvals.push((v, id));
         }
-        self.gather_buf = values;
         if self.strs_gen != gen_before {
             // The string budget ran out while resolving and the caches started over: the
             // ids gathered before that are stale, and no cached range refers to `gvals`.
