@@ -591,6 +591,9 @@ pub struct Rule {
     pub target_group: u32,
     /// Required-literal condition of an `@rx` operator (set by [`crate::Engine::new`]).
     pub prefilter: Option<crate::prefilter::Filter>,
+    /// Ids of `actions.tags` in the engine's tag table (set by [`crate::Engine::new`]), so
+    /// that a tag selector is one bit test per tag.
+    pub tag_ids: Vec<u32>,
 }
 
 impl Rule {
@@ -1054,6 +1057,7 @@ impl RuleSet {
             chain_id: 0,
             target_group: u32::MAX,
             prefilter: None,
+            tag_ids: Vec::new(),
         };
         if is_link {
             let Some(Item::Rule(head)) = self.items.last_mut() else {

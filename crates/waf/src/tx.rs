@@ -120,9 +120,9 @@ pub struct Transaction<'r> {
     body_processor: Option<String>,
     force_body_variable: bool,
     removed_ids: Vec<IdRanges>,
-    removed_tags: Vec<TagSel>,
+    removed_tags: Vec<TagBits>,
     removed_targets_by_id: Vec<(IdRanges, Target)>,
-    removed_targets_by_tag: Vec<(TagSel, Target)>,
+    removed_targets_by_tag: Vec<(TagBits, Target)>,
     /// The runtime target exclusions that apply to the current chain: indices into
     /// `removed_targets_by_id`, then (offset by `EXCLUSION_TAG_BASE`) `removed_targets_by_tag`.
     active_exclusions: Vec<u32>,
@@ -378,6 +378,22 @@ pub struct Engine {
     /// Per item: the recorded effect of a rule whose outcome is the same in every
     /// transaction (`crate::fold`); empty when folding is off.
     folds: Vec<Option<crate::fold::Fold>>,
+    /// Every distinct tag of the loaded rules → its id ([`Rule::tag_ids`]).
+    tag_table: HashMap<String, u32>,
+    /// The tag bit map of every selector a rule's `ctl:ruleRemove*ByTag` names, computed at
+    /// load instead of per request.
+    ctl_tag_sels: HashMap<String, TagBits>,
+}
+
+/// Which of the engine's tags a tag selector picks: bit `id` for each tag id it matches.
+type TagBits = std::sync::Arc<[u64]>;
+
+/// Whether a rule with tag ids `ids` has a tag `bits` selects.
+fn has_selected_tag(bits: &[u64], ids: &[u32]) -> bool {
+    ids.iter().any(|&t| {
+        bits.get(t as usize / 64)
+            .is_some_and(|w| w & (1u64 << (t % 64)) != 0)
+    })
 }
 
 /// Whether the values of target `t` depend only on the request/response (not on TX,
@@ -415,6 +431,7 @@ impl Engine {
         let mut prefilter = crate::prefilter::Prefilter::new();
         let mut group_ids: HashMap<String, u32> = HashMap::new();
         let mut group_has_xml: Vec<bool> = Vec::new();
+        let mut tag_table: HashMap<String, u32> = HashMap::new();
         for item in &mut rules.items {
             let Item::Rule(rule) = item else { continue };
             let mut link: Option<&mut Rule> = Some(rule.as_mut());
@@ -428,6 +445,15 @@ impl Engine {
                     });
                 }
                 l.chain_id = id;
+                l.tag_ids = l
+                    .actions
+                    .tags
+                    .iter()
+                    .map(|t| {
+                        let next = tag_table.len() as u32;
+                        *tag_table.entry(t.clone()).or_insert(next)
+                    })
+                    .collect();
                 l.target_group = if l.op.is_some() && l.targets.iter().all(target_cacheable) {
                     let key = format!("{:?}", l.targets);
                     let next = group_has_xml.len() as u32;
@@ -490,7 +516,29 @@ impl Engine {
             prefilter,
             group_has_xml,
             folds: Vec::new(),
+            tag_table,
+            ctl_tag_sels: HashMap::new(),
         };
+        let mut sels: Vec<String> = Vec::new();
+        for item in &engine.rules.items {
+            let Item::Rule(rule) = item else { continue };
+            let mut link: Option<&Rule> = Some(rule);
+            while let Some(l) = link {
+                for c in &l.actions.ctls {
+                    match c {
+                        Ctl::RuleRemoveByTag(t) | Ctl::RuleRemoveTargetByTag(t, _) => {
+                            sels.push(t.clone())
+                        }
+                        _ => {}
+                    }
+                }
+                link = l.chained.as_deref();
+            }
+        }
+        for sel in sels {
+            let bits = engine.compute_tag_bits(&sel);
+            engine.ctl_tag_sels.insert(sel, bits);
+        }
         engine.folds = engine.compute_folds();
         engine
     }
@@ -549,6 +597,25 @@ impl Engine {
     /// Start a transaction for `req`.
     pub fn transaction(&self, req: &Request, opts: &TxOptions) -> Transaction<'_> {
         Transaction::new(self, req, opts)
+    }
+
+    /// The tags tag selector `selector` picks (literal or regex, as [`TagSel`]).
+    fn tag_bits(&self, selector: &str) -> TagBits {
+        match self.ctl_tag_sels.get(selector) {
+            Some(b) => b.clone(),
+            None => self.compute_tag_bits(selector),
+        }
+    }
+
+    fn compute_tag_bits(&self, selector: &str) -> TagBits {
+        let sel = TagSel::new(selector);
+        let mut bits = vec![0u64; self.tag_table.len().div_ceil(64)];
+        for (tag, &id) in &self.tag_table {
+            if sel.matches(tag) {
+                bits[id as usize / 64] |= 1u64 << (id % 64);
+            }
+        }
+        bits.into()
     }
 
     /// Number of distinct prefilter literals (for diagnostics).
@@ -947,8 +1014,10 @@ impl<'r> Transaction<'r> {
             if !ids.is_empty() {
                 self.removed_ids.push(ids.clone());
             }
-            self.removed_tags
-                .extend(tags.iter().map(|t| TagSel::new(t)));
+            for t in tags {
+                let bits = self.eng.tag_bits(t);
+                self.removed_tags.push(bits);
+            }
             return;
         }
         for t in targets {
@@ -956,8 +1025,8 @@ impl<'r> Transaction<'r> {
                 self.removed_targets_by_id.push((ids.clone(), t.clone()));
             }
             for tag in tags {
-                self.removed_targets_by_tag
-                    .push((TagSel::new(tag), t.clone()));
+                let bits = self.eng.tag_bits(tag);
+                self.removed_targets_by_tag.push((bits, t.clone()));
             }
         }
     }
@@ -978,7 +1047,7 @@ impl<'r> Transaction<'r> {
             || self
                 .removed_tags
                 .iter()
-                .any(|sel| rule.actions.tags.iter().any(|t| sel.matches(t)))
+                .any(|bits| has_selected_tag(bits, &rule.tag_ids))
     }
 
     fn run_phase(&mut self, phase: u8) {
@@ -1170,8 +1239,7 @@ impl<'r> Transaction<'r> {
         self.current_rule = (rule.id(), String::new());
         self.matched_vars.clear();
         let starter_id = rule.id();
-        let starter_tags = &rule.actions.tags;
-        self.resolve_exclusions(starter_id, starter_tags);
+        self.resolve_exclusions(starter_id, &rule.tag_ids);
         let mut link: &'r Rule = rule;
         loop {
             if !self.eval_link(link) {
@@ -1196,7 +1264,7 @@ impl<'r> Transaction<'r> {
 
     /// The runtime target exclusions (`ctl:ruleRemoveTarget*`) that apply to this chain,
     /// resolved once per rule instead of once per value.
-    fn resolve_exclusions(&mut self, starter_id: u64, tags: &[String]) {
+    fn resolve_exclusions(&mut self, starter_id: u64, tag_ids: &[u32]) {
         self.active_exclusions.clear();
         self.exclusion_mask = 0;
         for (i, (r, _)) in self.removed_targets_by_id.iter().enumerate() {
@@ -1205,8 +1273,8 @@ impl<'r> Transaction<'r> {
                 self.exclusion_mask |= exclusion_bit(i, 0);
             }
         }
-        for (j, (sel, _)) in self.removed_targets_by_tag.iter().enumerate() {
-            if tags.iter().any(|tg| sel.matches(tg)) {
+        for (j, (bits, _)) in self.removed_targets_by_tag.iter().enumerate() {
+            if has_selected_tag(bits, tag_ids) {
                 self.active_exclusions.push(EXCLUSION_TAG_BASE + j as u32);
                 self.exclusion_mask |= exclusion_bit(j, 32);
             }
@@ -1957,15 +2025,18 @@ impl<'r> Transaction<'r> {
             match c {
                 Ctl::RuleEngine(m) => self.engine = *m,
                 Ctl::RuleRemoveById(r) => self.removed_ids.push(r.clone()),
-                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(TagSel::new(t)),
+                Ctl::RuleRemoveByTag(t) => {
+                    let bits = self.eng.tag_bits(t);
+                    self.removed_tags.push(bits)
+                }
                 Ctl::RuleRemoveTargetById(r, t) => {
                     self.folds_usable &= !removes_tx(t);
                     self.removed_targets_by_id.push((r.clone(), t.clone()))
                 }
                 Ctl::RuleRemoveTargetByTag(tag, t) => {
                     self.folds_usable &= !removes_tx(t);
-                    self.removed_targets_by_tag
-                        .push((TagSel::new(tag), t.clone()))
+                    let bits = self.eng.tag_bits(tag);
+                    self.removed_targets_by_tag.push((bits, t.clone()))
                 }
                 Ctl::RequestBodyProcessor(p) => {
                     self.scache.clear();
@@ -2309,6 +2380,33 @@ SecRule ARGS "@contains bad" "id:14,phase:2,pass,tag:'perf'"
         assert_eq!(ids(&e, &get("/?a=bad")), vec![1, 11, 13]);
         assert_eq!(ids(&e, &get("/?b=bad")), vec![1, 10, 11, 12, 14]);
         assert_eq!(ids(&e, &get("/?a=bad&b=bad")), vec![1, 10, 11, 12, 13, 14]);
+    }
+
+    /// Tag selectors (literal and regex, from a `ctl` and from a configured exclusion) pick
+    /// the rules whose tags they match, through the engine's tag table.
+    #[test]
+    fn tag_selectors_pick_rules_by_tag() {
+        let e = engine(
+            r#"
+SecRule ARGS:go "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveByTag=attack-sqli"
+SecRule ARGS:go "@streq 2" "id:2,phase:1,pass,nolog,ctl:ruleRemoveByTag=^paranoia-level/[23]$"
+SecRule ARGS:go "@streq 3" "id:3,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=attack-.*;ARGS:a"
+SecRule ARGS "@contains x" "id:10,phase:2,pass,tag:'attack-sqli',tag:'paranoia-level/1'"
+SecRule ARGS "@contains x" "id:11,phase:2,pass,tag:'attack-xss',tag:'paranoia-level/2'"
+SecRule ARGS "@contains x" "id:12,phase:2,pass,tag:'paranoia-level/3'"
+SecRule ARGS "@contains x" "id:13,phase:2,pass,tag:'paranoia-level/23'"
+"#,
+        );
+        assert_eq!(ids(&e, &get("/?go=1&a=x")), vec![1, 11, 12, 13]);
+        assert_eq!(ids(&e, &get("/?go=2&a=x")), vec![2, 10, 13]);
+        assert_eq!(ids(&e, &get("/?go=3&a=x")), vec![3, 12, 13]);
+        // A configured exclusion's selector is not among the ctl selectors computed at load.
+        let r = get("/?a=x");
+        let mut tx = e.transaction(&r, &TxOptions::default());
+        tx.exclude(&IdRanges::default(), &["attack-xss".to_string()], &[]);
+        tx.process_request(&r);
+        let got: Vec<u64> = tx.matched.iter().map(|m| m.id).collect();
+        assert_eq!(got, vec![10, 12, 13]);
     }
 
     #[test]
