@@ -1117,10 +1117,10 @@ impl Engine {
     }
 
     /// The fast matcher's decision from the cross-product tables, or `None` when the packet
-    /// needs the full evaluation (an application-protocol step that acts, banned source, a SYN proxy
-    /// or limit or owner that could act, no tables for its hook). Reads no mutable state but
-    /// the interface-name cache and changes none: a `Some` is exactly what `decide` returns,
-    /// with no effect. Public for the differential tests.
+    /// needs the full evaluation (an application-protocol step that acts, a banned source, a
+    /// SYN proxy or limit or owner that could act, no tables for its hook). Reads no mutable
+    /// state but the interface-name cache and changes none: a `Some` is exactly what `decide`
+    /// returns, with no effect. Public for the differential tests.
     #[doc(hidden)]
     #[inline(always)]
     pub fn classify_by_tables(&mut self, meta: &PacketMeta<'_>, now_ns: u64) -> Option<Decision> {
