@@ -76,6 +76,133 @@ pub struct Filter {
     /// The condition is a disjunction of atoms and bytes, the trigger itself: a triggered
     /// value passes without testing the condition again.
     exact: bool,
+    /// `cond` in the form [`Filter::passes`] evaluates.
+    eval: EvalCond,
+}
+
+/// A [`Cond`] prepared for evaluation: the atoms and bytes of each disjunction gathered into
+/// a sorted list and a bit map, so that a disjunction of hundreds of literals (a `@pm` list, a
+/// regex alternation) costs a walk of the few atoms a value contains rather than a search per
+/// literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EvalCond {
+    Any,
+    Atom(u32),
+    /// Every byte of the bit map occurs (a conjunction of bytes: CRS's evasion-tolerant
+    /// patterns such as `b[\\'"]*u[\\'"]*s…` require letters, not a literal).
+    AllBytes([u64; 4]),
+    And(Vec<EvalCond>),
+    AnyOf {
+        /// Sorted.
+        atoms: Vec<u32>,
+        bytes: [u64; 4],
+        /// Disjuncts that are conjunctions of bytes.
+        all_bytes: Vec<[u64; 4]>,
+        /// The other disjuncts.
+        rest: Vec<EvalCond>,
+    },
+}
+
+impl EvalCond {
+    fn new(c: &Cond) -> Self {
+        match c {
+            Cond::Any => Self::Any,
+            Cond::Atom(a) => Self::Atom(*a),
+            Cond::Byte(b) => Self::AllBytes(byte_bit(*b)),
+            Cond::And(v) => {
+                let mut mask = [0u64; 4];
+                let mut rest = Vec::new();
+                for d in v.iter().map(Self::new) {
+                    match d {
+                        Self::AllBytes(m) => or_into(&mut mask, &m),
+                        Self::Any => {}
+                        other => rest.push(other),
+                    }
+                }
+                if mask != [0; 4] {
+                    // The byte test first: the cheapest to fail.
+                    rest.insert(0, Self::AllBytes(mask));
+                }
+                match rest.len() {
+                    0 => Self::Any,
+                    1 => rest.pop().unwrap_or(Self::Any),
+                    _ => Self::And(rest),
+                }
+            }
+            Cond::Or(v) => {
+                let mut atoms = Vec::new();
+                let mut bytes = [0u64; 4];
+                let mut all_bytes = Vec::new();
+                let mut rest = Vec::new();
+                for d in v.iter().map(Self::new) {
+                    match d {
+                        Self::Any => return Self::Any,
+                        Self::Atom(a) => atoms.push(a),
+                        Self::AllBytes(m) if m.iter().map(|w| w.count_ones()).sum::<u32>() == 1 => {
+                            or_into(&mut bytes, &m)
+                        }
+                        Self::AllBytes(m) => all_bytes.push(m),
+                        other => rest.push(other),
+                    }
+                }
+                atoms.sort_unstable();
+                atoms.dedup();
+                Self::AnyOf {
+                    atoms,
+                    bytes,
+                    all_bytes,
+                    rest,
+                }
+            }
+        }
+    }
+
+    /// Same result as [`Cond::holds`] on the condition this was made from.
+    fn holds(&self, found: &Found) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Atom(a) => found.atoms.binary_search(a).is_ok(),
+            Self::AllBytes(m) => has_all(&found.bytes, m),
+            Self::And(v) => v.iter().all(|c| c.holds(found)),
+            Self::AnyOf {
+                atoms,
+                bytes,
+                all_bytes,
+                rest,
+            } => {
+                bytes.iter().zip(&found.bytes).any(|(a, b)| a & b != 0)
+                    || all_bytes.iter().any(|m| has_all(&found.bytes, m))
+                    || sorted_intersect(atoms, &found.atoms)
+                    || rest.iter().any(|c| c.holds(found))
+            }
+        }
+    }
+}
+
+fn byte_bit(b: u8) -> [u64; 4] {
+    let mut m = [0u64; 4];
+    m[usize::from(b >> 6)] = 1u64 << (b & 63);
+    m
+}
+
+fn or_into(a: &mut [u64; 4], b: &[u64; 4]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x |= y;
+    }
+}
+
+/// Whether every byte of `mask` is in `present`.
+fn has_all(present: &[u64; 4], mask: &[u64; 4]) -> bool {
+    present.iter().zip(mask).all(|(p, m)| p & m == *m)
+}
+
+/// Whether two sorted lists share an element: the shorter one is searched in the longer.
+fn sorted_intersect(a: &[u32], b: &[u32]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.is_empty() {
+        return false;
+    }
+    short.iter().any(|x| long.binary_search(x).is_ok())
 }
 
 /// Whether `c` holds exactly when one of its trigger atoms or bytes is present.
@@ -102,6 +229,7 @@ impl Filter {
         trigger.dedup();
         Self {
             exact: trigger_is_exact(&cond),
+            eval: EvalCond::new(&cond),
             cond,
             trigger,
             trigger_bytes,
@@ -116,7 +244,7 @@ impl Filter {
             .triggered
             .get(i / 64)
             .is_some_and(|w| w & (1u64 << (i % 64)) != 0);
-        triggered && (self.exact || self.cond.holds(found))
+        triggered && (self.exact || self.eval.holds(found))
     }
 }
 
@@ -618,6 +746,52 @@ mod tests {
 
     fn l(s: &str) -> LCond {
         LCond::Lit(s.as_bytes().to_vec())
+    }
+
+    /// `EvalCond` (byte conjunctions as bit maps, disjunctions as sorted atom lists) gives
+    /// the verdict of `Cond::holds` on random conditions and scan results.
+    #[test]
+    fn eval_cond_agrees_with_cond() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        fn random_cond(next: &mut dyn FnMut(u64) -> u64, depth: u32) -> Cond {
+            match if depth == 0 { next(3) } else { next(6) } {
+                0 => Cond::Atom(next(12) as u32),
+                1 => Cond::Byte(b'a' + next(8) as u8),
+                2 => Cond::Any,
+                k => {
+                    let v = (0..next(5)).map(|_| random_cond(next, depth - 1)).collect();
+                    if k == 3 {
+                        Cond::Or(v)
+                    } else {
+                        Cond::And(v)
+                    }
+                }
+            }
+        }
+        for _ in 0..3000 {
+            let c = random_cond(&mut next, 4);
+            let e = EvalCond::new(&c);
+            for _ in 0..20 {
+                let mut f = Found::default();
+                for a in 0..12u32 {
+                    if next(3) == 0 {
+                        f.atoms.push(a);
+                    }
+                }
+                for b in 0..8u8 {
+                    if next(2) == 0 {
+                        or_into(&mut f.bytes, &byte_bit(b'a' + b));
+                    }
+                }
+                assert_eq!(e.holds(&f), c.holds(&f), "{c:?} on {f:?}");
+            }
+        }
     }
 
     #[test]
