@@ -176,10 +176,11 @@ pub struct Transaction<'r> {
     /// (target group, chain id, exclusion mask) → the group's values and their transformed string ids, for
     /// the current phase; cleared with the other caches.
     gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
-    /// The values and string ids of every cached group, back to back: `gcache` holds ranges
-    /// into it (one buffer per transaction instead of two vectors and a shared pointer per
-    /// group).
-    gvals: Vec<(Val, u32)>,
+    /// Every cached group's values (as indices into `gathered_vals`) and string ids, back to
+    /// back: `gcache` holds ranges into it (one buffer per transaction instead of two vectors
+    /// and a shared pointer per group; 8 bytes an entry, as a form's groups reach 10^4–10^5
+    /// entries).
+    gvals: Vec<(u32, u32)>,
     /// (target group, exclusion mask) → the group's gathered values (before any
     /// transformation) as a range of `gathered_vals`: rules with the same targets and other
     /// `t:` chains gather once per phase.
@@ -267,7 +268,7 @@ struct Caches {
     pcache: Vec<Vec<u32>>,
     scache: HashMap<(usize, u32), u32, MixHash>,
     gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
-    gvals: Vec<(Val, u32)>,
+    gvals: Vec<(u32, u32)>,
     gathered: HashMap<(u32, u64), GroupVals, MixHash>,
     gathered_vals: Vec<Val>,
     gather_buf: Vec<Val>,
@@ -311,7 +312,7 @@ impl Caches {
                 * map_entry
             + self.pcache.capacity() * size_of::<Vec<u32>>()
             + self.pcache.iter().map(|r| r.capacity() * 4).sum::<usize>()
-            + self.gvals.capacity() * size_of::<(Val, u32)>()
+            + self.gvals.capacity() * size_of::<(u32, u32)>()
             + (self.gathered_vals.capacity()
                 + self.gather_buf.capacity()
                 + self.values_buf.capacity())
@@ -1744,7 +1745,7 @@ impl<'r> Transaction<'r> {
                 complete = false;
                 break;
             }
-            self.gvals.push((v, id));
+            self.gvals.push((i as u32, id));
         }
         if self.strs_gen != gen_before {
             // The string budget ran out while resolving and the caches started over: the
@@ -1928,7 +1929,8 @@ impl<'r> Transaction<'r> {
             let name = match cached {
                 Some((start, _)) => {
                     debug_assert_eq!(self.strs_gen, gen_at_start, "cached group values moved");
-                    self.val_name(&self.gvals[start as usize + i].0)
+                    let gi = self.gvals[start as usize + i].0 as usize;
+                    self.val_name(&self.gathered_vals[gi])
                 }
                 None => self.val_name(&values[i]),
             };
