@@ -146,52 +146,16 @@ pub struct Transaction<'r> {
     /// configured exclusion, no runtime removal of a TX target, and every phase so far ran
     /// in order.
     folds_usable: bool,
-    /// Transformed values, by string id: CRS applies the same chains to the same values in
-    /// hundreds of rules, so each (value, chain) is transformed once per transaction, each
-    /// chain prefix is shared, and a transformation that changes nothing adds no string.
-    strs: Vec<Vec<u8>>,
-    /// Prefilter atoms present in each string (computed on first need).
-    str_atoms: Vec<u32>,
-    /// Per string: the id of a string whose scan result it shares (`NO_STR`: none). The scan
-    /// is ASCII case-insensitive, so a string that only `lowercase`/`uppercase` made from
-    /// another is not scanned again.
-    scan_alias: Vec<u32>,
-    /// Distinct scan results (many values share one: same atoms, same bytes) and, per scan
-    /// result, the verdict of each filter tested so far (2 bits: known, passes).
-    founds: Vec<(crate::prefilter::Found, Vec<u64>)>,
-    found_ids: HashMap<u64, u32, MixHash>,
     strs_bytes: usize,
     /// Incremented each time the string caches start over.
     strs_gen: u64,
-    /// First string id by content hash.
-    str_ids: HashMap<u64, u32, MixHash>,
-    /// Per chain id: string id by collection slot (`(idx * 2 + names) * NSRC + src`).
-    pcache: Vec<Vec<u32>>,
-    /// (scalar name address, chain id) → string id; cleared whenever scalars may change.
-    scache: HashMap<(usize, u32), u32, MixHash>,
-    /// Reused buffer of the values a link inspects.
-    values_buf: Vec<Val>,
     /// Reused buffer of setvar expansions.
     scratch: Vec<u8>,
-    /// (target group, chain id, exclusion mask) → the group's values and their transformed string ids, for
-    /// the current phase; cleared with the other caches.
-    gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
-    /// Every cached group's values (as indices into `gathered_vals`) and string ids, back to
-    /// back: `gcache` holds ranges into it (one buffer per transaction instead of two vectors
-    /// and a shared pointer per group; 8 bytes an entry, as a form's groups reach 10^4–10^5
-    /// entries).
-    gvals: Vec<(u32, u32)>,
-    /// (target group, exclusion mask) → the group's gathered values (before any
-    /// transformation) as a range of `gathered_vals`: rules with the same targets and other
-    /// `t:` chains gather once per phase.
-    gathered: HashMap<(u32, u64), GroupVals, MixHash>,
-    gathered_vals: Vec<Val>,
-    /// Reused buffer of the values a group gathers before they are resolved.
-    gather_buf: Vec<Val>,
+    /// Transformation caches (taken from and returned to the thread's pool).
+    caches: Caches,
 }
 
-/// Values of a target group with their transformed string ids.
-/// A cached group's range in `Transaction::gvals`: start and length.
+/// A cached group's range in `Caches::gvals` (or `Caches::gathered_vals`): start and length.
 type GroupVals = (u32, u32);
 
 /// The cache key already carries an FNV hash of the value: mix the words instead of SipHash.
@@ -259,19 +223,41 @@ const CACHE_POOL_SET_MAX_BYTES: usize = 1 << 20;
 /// being freed and grown again; a CRS transaction fills about a dozen of them.
 #[derive(Default)]
 struct Caches {
+    /// Transformed values, by string id: CRS applies the same chains to the same values in
+    /// hundreds of rules, so each (value, chain) is transformed once per transaction, each
+    /// chain prefix is shared, and a transformation that changes nothing adds no string.
     strs: Vec<Vec<u8>>,
+    /// Prefilter atoms present in each string (computed on first need).
     str_atoms: Vec<u32>,
+    /// Per string: the id of a string whose scan result it shares (`NO_STR`: none). The scan
+    /// is ASCII case-insensitive, so a string that only `lowercase`/`uppercase` made from
+    /// another is not scanned again.
     scan_alias: Vec<u32>,
+    /// Distinct scan results (many values share one: same atoms, same bytes) and, per scan
+    /// result, the verdict of each filter tested so far (2 bits: known, passes).
     founds: Vec<(crate::prefilter::Found, Vec<u64>)>,
     found_ids: HashMap<u64, u32, MixHash>,
+    /// First string id by content hash.
     str_ids: HashMap<u64, u32, MixHash>,
+    /// Per chain id: string id by collection slot (`(idx * 2 + names) * NSRC + src`).
     pcache: Vec<Vec<u32>>,
+    /// (scalar name address, chain id) → string id; cleared whenever scalars may change.
     scache: HashMap<(usize, u32), u32, MixHash>,
+    /// (target group, chain id, exclusion mask) → the group's values and their transformed
+    /// string ids as a range of `gvals`, for the current phase.
     gcache: HashMap<(u32, u32, u64), GroupVals, MixHash>,
+    /// Every cached group's values (as indices into `gathered_vals`) and string ids, back to
+    /// back (one buffer per transaction instead of two vectors and a shared pointer per
+    /// group; 8 bytes an entry, as a form's groups reach 10^4–10^5 entries).
     gvals: Vec<(u32, u32)>,
+    /// (target group, exclusion mask) → the group's gathered values (before any
+    /// transformation) as a range of `gathered_vals`: rules with the same targets and other
+    /// `t:` chains gather once per phase.
     gathered: HashMap<(u32, u64), GroupVals, MixHash>,
     gathered_vals: Vec<Val>,
+    /// Reused buffer of the values a group gathers before they are resolved.
     gather_buf: Vec<Val>,
+    /// Reused buffer of the values a link inspects.
     values_buf: Vec<Val>,
 }
 
@@ -289,12 +275,17 @@ impl Caches {
             row.clear();
         }
         self.scache.clear();
+        self.clear_groups();
+        self.gather_buf.clear();
+        self.values_buf.clear();
+    }
+
+    /// Empty the target-group caches (values gathered and resolved for the current phase).
+    fn clear_groups(&mut self) {
         self.gcache.clear();
         self.gvals.clear();
         self.gathered.clear();
         self.gathered_vals.clear();
-        self.gather_buf.clear();
-        self.values_buf.clear();
     }
 
     /// Approximate bytes held (capacities).
@@ -536,6 +527,8 @@ impl Engine {
                 link = l.chained.as_deref();
             }
         }
+        sels.sort_unstable();
+        sels.dedup();
         for sel in sels {
             let bits = engine.compute_tag_bits(&sel);
             engine.ctl_tag_sels.insert(sel, bits);
@@ -636,7 +629,7 @@ fn truncate(v: &[u8], max: usize) -> String {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        recycle_caches(self.take_caches());
+        recycle_caches(std::mem::take(&mut self.caches));
     }
 }
 
@@ -773,25 +766,11 @@ impl<'r> Transaction<'r> {
             allowed: false,
             phase_done: 0,
             folds_usable: true,
-            strs: Vec::new(),
-            str_atoms: Vec::new(),
-            scan_alias: Vec::new(),
-            founds: Vec::new(),
-            found_ids: HashMap::with_hasher(MixHash),
             strs_bytes: 0,
             strs_gen: 0,
-            str_ids: HashMap::with_hasher(MixHash),
-            pcache: Vec::new(),
-            scache: HashMap::with_hasher(MixHash),
-            values_buf: Vec::new(),
             scratch: Vec::new(),
-            gcache: HashMap::with_hasher(MixHash),
-            gvals: Vec::new(),
-            gathered: HashMap::with_hasher(MixHash),
-            gathered_vals: Vec::new(),
-            gather_buf: Vec::new(),
+            caches: pooled_caches(),
         };
-        t.install_caches(pooled_caches());
         t.stash_body(req);
         t
     }
@@ -900,48 +879,9 @@ impl<'r> Transaction<'r> {
     pub fn release_caches(&mut self) {
         // The allocations go to this thread's pool (bounded), where the next transaction
         // evaluated here takes them.
-        recycle_caches(self.take_caches());
+        recycle_caches(std::mem::take(&mut self.caches));
         self.strs_bytes = 0;
         self.strs_gen += 1;
-    }
-
-    /// Move the caches out, leaving empty ones (no allocation) behind.
-    fn take_caches(&mut self) -> Caches {
-        use std::mem::take;
-        Caches {
-            strs: take(&mut self.strs),
-            str_atoms: take(&mut self.str_atoms),
-            scan_alias: take(&mut self.scan_alias),
-            founds: take(&mut self.founds),
-            found_ids: take(&mut self.found_ids),
-            str_ids: take(&mut self.str_ids),
-            pcache: take(&mut self.pcache),
-            scache: take(&mut self.scache),
-            gcache: take(&mut self.gcache),
-            gvals: take(&mut self.gvals),
-            gathered: take(&mut self.gathered),
-            gathered_vals: take(&mut self.gathered_vals),
-            gather_buf: take(&mut self.gather_buf),
-            values_buf: take(&mut self.values_buf),
-        }
-    }
-
-    /// Use `c` (empty) as the caches.
-    fn install_caches(&mut self, c: Caches) {
-        self.strs = c.strs;
-        self.str_atoms = c.str_atoms;
-        self.scan_alias = c.scan_alias;
-        self.founds = c.founds;
-        self.found_ids = c.found_ids;
-        self.str_ids = c.str_ids;
-        self.pcache = c.pcache;
-        self.scache = c.scache;
-        self.gcache = c.gcache;
-        self.gvals = c.gvals;
-        self.gathered = c.gathered;
-        self.gathered_vals = c.gathered_vals;
-        self.gather_buf = c.gather_buf;
-        self.values_buf = c.values_buf;
     }
 
     /// Run phases 3 and 4 on the response.
@@ -949,9 +889,9 @@ impl<'r> Transaction<'r> {
         if self.intervention.is_some() {
             return;
         }
-        if self.strs.capacity() == 0 {
+        if self.caches.strs.capacity() == 0 {
             // The caches were released while the upstream answered: take a pooled set.
-            self.install_caches(pooled_caches());
+            self.caches = pooled_caches();
         }
         let s = &mut self.vars.scalars;
         s.insert("RESPONSE_STATUS", resp.status.to_string().into_bytes());
@@ -962,8 +902,8 @@ impl<'r> Transaction<'r> {
             format!("{} {}", resp.protocol, resp.status).into_bytes(),
         );
         self.vars.resp_headers = resp.headers.clone();
-        self.pcache.clear();
-        self.clear_groups();
+        self.caches.pcache.clear();
+        self.caches.clear_groups();
         let ct = resp
             .headers
             .iter()
@@ -1062,8 +1002,8 @@ impl<'r> Transaction<'r> {
         }
         self.phase_done = phase;
         // Scalars are set between phases: their cached transformations start over.
-        self.scache.clear();
-        self.clear_groups();
+        self.caches.scache.clear();
+        self.caches.clear_groups();
         if self.allowed && phase < 5 {
             return;
         }
@@ -1523,30 +1463,25 @@ impl<'r> Transaction<'r> {
     fn push_str(&mut self, v: Vec<u8>) -> u32 {
         // Equal contents share one id, so each distinct string is scanned once.
         let h = fnv1a(&v);
-        if let Some(&id) = self.str_ids.get(&h) {
-            if self.strs.get(id as usize).is_some_and(|s| *s == v) {
+        if let Some(&id) = self.caches.str_ids.get(&h) {
+            if self.caches.strs.get(id as usize).is_some_and(|s| *s == v) {
                 return id;
             }
         }
-        if self.strs_bytes + v.len() > STRS_MAX_BYTES || self.strs.len() >= NO_STR as usize - 1 {
-            self.strs.clear();
+        if self.strs_bytes + v.len() > STRS_MAX_BYTES
+            || self.caches.strs.len() >= NO_STR as usize - 1
+        {
+            // The scratch buffers it also empties are taken out while in use.
+            self.caches.clear();
             self.strs_gen += 1;
-            self.str_atoms.clear();
-            self.scan_alias.clear();
-            self.founds.clear();
-            self.found_ids.clear();
-            self.str_ids.clear();
             self.strs_bytes = 0;
-            self.pcache.clear();
-            self.scache.clear();
-            self.clear_groups();
         }
         self.strs_bytes += v.len();
-        self.strs.push(v);
-        self.str_atoms.push(NO_STR);
-        self.scan_alias.push(NO_STR);
-        let id = (self.strs.len() - 1) as u32;
-        self.str_ids.entry(h).or_insert(id);
+        self.caches.strs.push(v);
+        self.caches.str_atoms.push(NO_STR);
+        self.caches.scan_alias.push(NO_STR);
+        let id = (self.caches.strs.len() - 1) as u32;
+        self.caches.str_ids.entry(h).or_insert(id);
         id
     }
 
@@ -1567,12 +1502,13 @@ impl<'r> Transaction<'r> {
         };
         let cached = match slot {
             Some(sl) => self
+                .caches
                 .pcache
                 .get(chain as usize)
                 .and_then(|c| c.get(sl))
                 .copied()
                 .filter(|x| *x != NO_STR),
-            None => self.scache.get(&skey).copied(),
+            None => self.caches.scache.get(&skey).copied(),
         };
         if let Some(id) = cached {
             return Some(id);
@@ -1584,20 +1520,20 @@ impl<'r> Transaction<'r> {
             let (parent, t) = self.eng.chains.get(chain as usize).copied()?;
             let p = self.resolve(v, parent)?;
             let changed = match t {
-                Some(t) => t.apply_changed(&self.strs[p as usize]),
+                Some(t) => t.apply_changed(&self.caches.strs[p as usize]),
                 None => None,
             };
             match changed {
                 Some(out) => {
                     let gen_before = self.strs_gen;
-                    let fresh = self.strs.len();
+                    let fresh = self.caches.strs.len();
                     let id = self.push_str(out);
                     if matches!(t, Some(Transform::Lowercase | Transform::Uppercase))
                         && self.strs_gen == gen_before
                         && id as usize == fresh
                     {
                         // A new string that differs from `p` only in ASCII case: same scan.
-                        self.scan_alias[fresh] = p;
+                        self.caches.scan_alias[fresh] = p;
                     }
                     id
                 }
@@ -1607,30 +1543,23 @@ impl<'r> Transaction<'r> {
         match slot {
             Some(sl) => {
                 let c = chain as usize;
-                if self.pcache.len() <= c {
-                    self.pcache.resize_with(c + 1, Vec::new);
+                if self.caches.pcache.len() <= c {
+                    self.caches.pcache.resize_with(c + 1, Vec::new);
                 }
-                let row = &mut self.pcache[c];
+                let row = &mut self.caches.pcache[c];
                 if row.len() <= sl {
                     row.resize(sl + 1, NO_STR);
                 }
                 row[sl] = id;
             }
             None => {
-                self.scache.insert(skey, id);
+                self.caches.scache.insert(skey, id);
             }
         }
         Some(id)
     }
 
     /// Whether `v`'s transformations are cached (request/response collections and scalars).
-    fn clear_groups(&mut self) {
-        self.gcache.clear();
-        self.gvals.clear();
-        self.gathered.clear();
-        self.gathered_vals.clear();
-    }
-
     fn cacheable(&self, v: &Val) -> bool {
         !matches!(v, Val::Owned(..))
     }
@@ -1642,7 +1571,7 @@ impl<'r> Transaction<'r> {
             return true;
         };
         let fid = self.found_id(id);
-        let (found, verdicts) = &mut self.founds[fid as usize];
+        let (found, verdicts) = &mut self.caches.founds[fid as usize];
         let bit = filter.id as usize * 2;
         let (w, b) = (bit / 64, bit % 64);
         if let Some(v) = verdicts.get(w) {
@@ -1662,27 +1591,27 @@ impl<'r> Transaction<'r> {
     /// taking the result of the string it is an ASCII-case variant of).
     fn found_id(&mut self, id: u32) -> u32 {
         let i = id as usize;
-        let mut fid = self.str_atoms.get(i).copied().unwrap_or(NO_STR);
+        let mut fid = self.caches.str_atoms.get(i).copied().unwrap_or(NO_STR);
         if fid == NO_STR {
-            let alias = self.scan_alias.get(i).copied().unwrap_or(NO_STR);
+            let alias = self.caches.scan_alias.get(i).copied().unwrap_or(NO_STR);
             if alias < id {
                 // Aliases point to older strings only, so this ends.
                 let f = self.found_id(alias);
-                self.str_atoms[i] = f;
+                self.caches.str_atoms[i] = f;
                 return f;
             }
-            let found = self.eng.prefilter.scan(&self.strs[i]);
+            let found = self.eng.prefilter.scan(&self.caches.strs[i]);
             let sig = found.signature();
-            fid = match self.found_ids.get(&sig) {
-                Some(&f) if self.founds[f as usize].0.same_as(&found) => f,
+            fid = match self.caches.found_ids.get(&sig) {
+                Some(&f) if self.caches.founds[f as usize].0.same_as(&found) => f,
                 _ => {
-                    let f = self.founds.len() as u32;
-                    self.founds.push((found, Vec::new()));
-                    self.found_ids.entry(sig).or_insert(f);
+                    let f = self.caches.founds.len() as u32;
+                    self.caches.founds.push((found, Vec::new()));
+                    self.caches.found_ids.entry(sig).or_insert(f);
                     f
                 }
             };
-            self.str_atoms[i] = fid;
+            self.caches.str_atoms[i] = fid;
         }
         fid
     }
@@ -1706,36 +1635,39 @@ impl<'r> Transaction<'r> {
         // The exclusions in force are part of the key: chains that share targets and
         // exclusions (CRS's xss-perf-disable rules after 941010) share the gathered values.
         let key = (g, link.chain_id, self.exclusion_mask);
-        if let Some(&c) = self.gcache.get(&key) {
+        if let Some(&c) = self.caches.gcache.get(&key) {
             return Some(c);
         }
         // Gathering depends on the targets and exclusions only, not on the `t:` chain.
         let gkey = (g, self.exclusion_mask);
-        let (gstart, glen) = match self.gathered.get(&gkey) {
+        let (gstart, glen) = match self.caches.gathered.get(&gkey) {
             Some(&r) => r,
             None => {
-                let mut values = std::mem::take(&mut self.gather_buf);
+                let mut values = std::mem::take(&mut self.caches.gather_buf);
                 values.clear();
                 for t in link.targets.iter().filter(|t| !t.exclude) {
                     self.gather(link, t, &[], &mut values);
                 }
                 if !values.iter().all(|v| self.cacheable(v)) {
-                    self.gather_buf = values;
+                    self.caches.gather_buf = values;
                     return None;
                 }
-                let start = self.gathered_vals.len();
-                self.gathered_vals.append(&mut values);
-                self.gather_buf = values;
-                let r = (start as u32, (self.gathered_vals.len() - start) as u32);
-                self.gathered.insert(gkey, r);
+                let start = self.caches.gathered_vals.len();
+                self.caches.gathered_vals.append(&mut values);
+                self.caches.gather_buf = values;
+                let r = (
+                    start as u32,
+                    (self.caches.gathered_vals.len() - start) as u32,
+                );
+                self.caches.gathered.insert(gkey, r);
                 r
             }
         };
         let gen_before = self.strs_gen;
-        let start = self.gvals.len();
+        let start = self.caches.gvals.len();
         let mut complete = true;
         for i in gstart as usize..(gstart + glen) as usize {
-            let v = self.gathered_vals[i].clone();
+            let v = self.caches.gathered_vals[i].clone();
             let Some(id) = self.resolve(&v, link.chain_id) else {
                 complete = false;
                 break;
@@ -1745,20 +1677,20 @@ impl<'r> Transaction<'r> {
                 complete = false;
                 break;
             }
-            self.gvals.push((i as u32, id));
+            self.caches.gvals.push((i as u32, id));
         }
         if self.strs_gen != gen_before {
             // The string budget ran out while resolving and the caches started over: the
             // ids gathered before that are stale, and no cached range refers to `gvals`.
-            self.gvals.clear();
+            self.caches.gvals.clear();
             return None;
         }
         if !complete {
-            self.gvals.truncate(start);
+            self.caches.gvals.truncate(start);
             return None;
         }
-        let range = (start as u32, (self.gvals.len() - start) as u32);
-        self.gcache.insert(key, range);
+        let range = (start as u32, (self.caches.gvals.len() - start) as u32);
+        self.caches.gcache.insert(key, range);
         Some(range)
     }
 
@@ -1833,7 +1765,7 @@ impl<'r> Transaction<'r> {
             return matched;
         }
         let prev = std::mem::take(&mut self.matched_vars);
-        let mut values: Vec<Val> = std::mem::take(&mut self.values_buf);
+        let mut values: Vec<Val> = std::mem::take(&mut self.caches.values_buf);
         values.clear();
         let transforms = &link.actions.transforms;
         let multi = link.actions.multi_match && !transforms.is_empty();
@@ -1853,7 +1785,7 @@ impl<'r> Transaction<'r> {
         for i in 0..count {
             // The value is borrowed by index where it is used, so that a cached group is not
             // copied out of `gvals`; `values` is empty when the group is cached.
-            let known_id = cached.map(|(start, _)| self.gvals[start as usize + i].1);
+            let known_id = cached.map(|(start, _)| self.caches.gvals[start as usize + i].1);
             // (matched value, captures) when the operator matched this value.
             let hit: Option<(Vec<u8>, Vec<Vec<u8>>)> = if multi && self.cacheable(&values[i]) {
                 // The original value and every intermediate value that changed: the distinct
@@ -1874,7 +1806,7 @@ impl<'r> Transaction<'r> {
                 let mut found = None;
                 for id in ids.into_iter().rev() {
                     let raw = self.prefilter_passes(link, id);
-                    let cand: &[u8] = &self.strs[id as usize];
+                    let cand: &[u8] = &self.caches.strs[id as usize];
                     let mut caps = Vec::new();
                     let m = if raw {
                         op.eval(cand, &*self, want_caps.then_some(&mut caps))
@@ -1902,9 +1834,9 @@ impl<'r> Transaction<'r> {
                 if !self.prefilter_passes(link, id) {
                     // The regex cannot match: the operator's raw result is false.
                     op.negated
-                        .then(|| (self.strs[id as usize].clone(), Vec::new()))
+                        .then(|| (self.caches.strs[id as usize].clone(), Vec::new()))
                 } else {
-                    let cand: &[u8] = &self.strs[id as usize];
+                    let cand: &[u8] = &self.caches.strs[id as usize];
                     let mut caps = Vec::new();
                     op.eval(cand, &*self, want_caps.then_some(&mut caps))
                         .then(|| (cand.to_vec(), caps))
@@ -1929,8 +1861,8 @@ impl<'r> Transaction<'r> {
             let name = match cached {
                 Some((start, _)) => {
                     debug_assert_eq!(self.strs_gen, gen_at_start, "cached group values moved");
-                    let gi = self.gvals[start as usize + i].0 as usize;
-                    self.val_name(&self.gathered_vals[gi])
+                    let gi = self.caches.gvals[start as usize + i].0 as usize;
+                    self.val_name(&self.caches.gathered_vals[gi])
                 }
                 None => self.val_name(&values[i]),
             };
@@ -1939,7 +1871,7 @@ impl<'r> Transaction<'r> {
             // Non-disruptive actions run once per matched value (ModSecurity v3).
             self.run_setvars(link);
         }
-        self.values_buf = values;
+        self.caches.values_buf = values;
         if any {
             self.matched_vars = new_matched;
             self.run_ctls(link);
@@ -2041,8 +1973,8 @@ impl<'r> Transaction<'r> {
                     self.removed_targets_by_tag.push((bits, t.clone()))
                 }
                 Ctl::RequestBodyProcessor(p) => {
-                    self.scache.clear();
-                    self.clear_groups();
+                    self.caches.scache.clear();
+                    self.caches.clear_groups();
                     self.body_processor = Some(p.clone());
                     self.vars
                         .scalars
@@ -2335,7 +2267,7 @@ SecRule REQUEST_URI "@contains y" "id:3,phase:2,pass,t:none,t:lowercase"
             let r = get("/?a=%3Cscript%3E&b=2");
             let mut tx = e.transaction(&r, &TxOptions::default());
             tx.process_request(&r);
-            let c = tx.take_caches();
+            let c = std::mem::take(&mut tx.caches);
             assert!(!c.strs.is_empty() && !c.str_ids.is_empty() && !c.pcache.is_empty());
             assert!(!c.founds.is_empty() && !c.gcache.is_empty() && !c.gvals.is_empty());
             assert!(!c.scache.is_empty());
