@@ -80,10 +80,11 @@ pub struct Filter {
     eval: EvalCond,
 }
 
-/// A [`Cond`] prepared for evaluation: the atoms and bytes of each disjunction gathered into
-/// a sorted list and a bit map, so that a disjunction of hundreds of literals (a `@pm` list, a
-/// regex alternation) costs a walk of the few atoms a value contains rather than a search per
-/// literal.
+/// A [`Cond`] prepared for evaluation, for the conditions that are not their own trigger
+/// (`Filter::exact`): each conjunction's bytes become one bit-map test and each disjunction's
+/// atoms a sorted list (searched from the side with fewer atoms) and its bytes bit maps. CRS's
+/// evasion-tolerant command lists make such trees of hundreds of byte conjunctions, evaluated
+/// once per distinct scan result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EvalCond {
     Any,
@@ -199,9 +200,6 @@ fn has_all(present: &[u64; 4], mask: &[u64; 4]) -> bool {
 /// Whether two sorted lists share an element: the shorter one is searched in the longer.
 fn sorted_intersect(a: &[u32], b: &[u32]) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    if short.is_empty() {
-        return false;
-    }
     short.iter().any(|x| long.binary_search(x).is_ok())
 }
 
@@ -724,7 +722,8 @@ impl Prefilter {
 }
 
 impl Cond {
-    /// Whether the condition holds for a value with scan result `found`.
+    /// Whether the condition holds for a value with scan result `found`: the reference that
+    /// `Filter::passes`'s prepared form (`EvalCond`) is tested against.
     pub fn holds(&self, found: &Found) -> bool {
         match self {
             Cond::Any => true,
