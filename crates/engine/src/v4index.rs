@@ -524,15 +524,7 @@ fn inline_slot_shared(runs: &[(u32, u32, u32)]) -> Option<u64> {
 fn inline_slot(runs: &[(u32, u32, u32)]) -> Option<u64> {
     // Exceptions are single addresses or aligned 256-address blocks; every other run must
     // share one class (the base).
-    let mut base = None;
-    for r in runs.iter().filter(|r| !is_exc(r)) {
-        match base {
-            None => base = Some(r.2),
-            Some(b) if b != r.2 => return None,
-            Some(_) => {}
-        }
-    }
-    let base = base.unwrap_or(runs[0].2);
+    let base = base_class(runs)?;
     if base > 0xff {
         return None;
     }
