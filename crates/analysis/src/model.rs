@@ -51,13 +51,7 @@ pub struct Model<'p> {
 }
 
 fn ct_atom(s: CtState) -> u128 {
-    match s {
-        CtState::New => 0,
-        CtState::Established => 1,
-        CtState::Related => 2,
-        CtState::Invalid => 3,
-        CtState::Untracked => 4,
-    }
+    s.index() as u128
 }
 
 const CT_NAMES: [&str; 5] = ["new", "established", "related", "invalid", "untracked"];

@@ -25,29 +25,8 @@ use rampart_ir::CtState;
 
 use crate::classifier::Classifier;
 
-/// Conntrack states, the third context dimension.
-pub(crate) const CT_STATES: usize = 5;
-
-/// Index of a conntrack state in the context dimension.
-#[inline(always)]
-pub(crate) fn ct_index(s: CtState) -> usize {
-    match s {
-        CtState::New => 0,
-        CtState::Established => 1,
-        CtState::Related => 2,
-        CtState::Invalid => 3,
-        CtState::Untracked => 4,
-    }
-}
-
-/// All conntrack states, in [`ct_index`] order.
-pub(crate) const CT_ALL: [CtState; CT_STATES] = [
-    CtState::New,
-    CtState::Established,
-    CtState::Related,
-    CtState::Invalid,
-    CtState::Untracked,
-];
+/// Conntrack states, the third context dimension (indexed by [`CtState::index`]).
+pub(crate) const CT_STATES: usize = CtState::ALL.len();
 
 /// The static checks of one alternative that the classifier does not index.
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +36,7 @@ pub(crate) struct SubChecks {
     pub(crate) iif: Option<u64>,
     /// Output interface, likewise.
     pub(crate) oif: Option<u64>,
-    /// Bit `ct_index(s)` set when the alternative's rule accepts conntrack state `s`.
+    /// Bit `s.index()` set when the alternative's rule accepts conntrack state `s`.
     pub(crate) ct: u8,
 }
 

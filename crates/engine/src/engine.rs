@@ -15,7 +15,7 @@ use crate::app;
 use crate::classifier::{
     Classifier, FieldKind, Partition, PrefetchStage, Rows, RuleIntervals, MAX_DIRECT_SIZE,
 };
-use crate::cross::{ct_index, Fields128, Fields32, HookTables, SubChecks, CT_ALL};
+use crate::cross::{Fields128, Fields32, HookTables, SubChecks};
 use crate::decode::tcp_flags;
 use crate::lpm::PrefixSet;
 
@@ -1152,7 +1152,7 @@ impl Engine {
             return self.prelude_conntrack(meta);
         }
         let d = dir_index(meta.direction);
-        let ct = ct_index(meta.ct_state);
+        let ct = meta.ct_state.index();
         let cross = self.cross.as_deref()?;
         let cell = match meta.key32() {
             Some(mut key) => {
@@ -2253,7 +2253,7 @@ fn build_cross(
                     SubChecks {
                         iif: mask(&sub.iif),
                         oif: mask(&sub.oif),
-                        ct: CT_ALL
+                        ct: CtState::ALL
                             .iter()
                             .enumerate()
                             .filter(|(_, s)| rt.ct_states.is_empty() || rt.ct_states.contains(s))

@@ -356,6 +356,23 @@ pub enum CtState {
     Untracked,
 }
 
+impl CtState {
+    /// Every state, in [`CtState::index`] order.
+    pub const ALL: [CtState; 5] = [
+        CtState::New,
+        CtState::Established,
+        CtState::Related,
+        CtState::Invalid,
+        CtState::Untracked,
+    ];
+
+    /// Dense position of the state (in [`CtState::ALL`]), for tables keyed by state.
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What a rule does with a matching packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
