@@ -119,6 +119,139 @@ pub(crate) struct HookTables<C> {
     ce: Vec<u16>,
     fb: Vec<u16>,
     cells: Vec<C>,
+    /// The IPv4 path's phases with the source last, when field 0 is a direct table of source
+    /// atoms (see [`SrcLast`]).
+    src_last: Option<SrcLast>,
+}
+
+/// The same final sets reached in another order, for IPv4 keys whose source is an atom of
+/// the shared partition: `(protocol×ICMP, dport, sport) → b` in one table, `(e, dst class) →
+/// et`, `(et, b) → y` (none depends on the source), then `(y, source atom) → x`. Every stride
+/// is a power of two, so an index is shifts and ors.
+// Why: the lookup is bound by its longest chain of dependent reads, not by its instruction
+// count: the source's lookup (a random /16 slot of a large blocklist index, then its decode)
+// is the longest part, so it goes last with only two reads after it (`x`, then the cell);
+// the ports' two phases become one read, and shifts replace multiplications (one cycle for
+// three) at every step.
+#[derive(Clone, Debug)]
+struct SrcLast {
+    /// `[(protocol×ICMP class << sh_dport | dport class) << sh_sport | sport class] → b`.
+    ports: Vec<u16>,
+    sh_dport: u32,
+    sh_sport: u32,
+    /// `[e << sh_dst | dst class] → et`.
+    et: Vec<u16>,
+    sh_dst: u32,
+    /// `[et << sh_b | b] → y`.
+    etb: Vec<u16>,
+    sh_b: u32,
+    /// `[y << sh_atom | source atom] → x`.
+    x: Vec<u16>,
+    sh_atom: u32,
+    /// Source atoms (the source's direct table's length: atoms past it have the last one's
+    /// class, as the direct lookup clamps).
+    atoms: usize,
+}
+
+/// Bits of a power-of-two stride of at least `n` entries.
+fn stride_bits(n: usize) -> u32 {
+    n.max(1).next_power_of_two().trailing_zeros()
+}
+
+/// `table[row << bits | col]` → `cell(row, col)` for `rows` × `cols`; `None` past the budget.
+fn strided(
+    rows: usize,
+    cols: usize,
+    budget: &mut Budget,
+    mut cell: impl FnMut(usize, usize) -> Option<u16>,
+) -> Option<(Vec<u16>, u32)> {
+    let bits = stride_bits(cols);
+    let len = rows.checked_mul(1 << bits)?;
+    budget.take(len.checked_mul(2)?)?;
+    let mut table = vec![0u16; len];
+    for r in 0..rows {
+        for c in 0..cols {
+            table[r << bits | c] = cell(r, c)?;
+        }
+    }
+    Some((table, bits))
+}
+
+impl SrcLast {
+    /// `atom_class[a]`: source atom `a`'s class in `fields[0]`; `pd`/`pds` and `n`: the
+    /// hook's port phases and field class counts; `x_sets`: the final sets (every source ×
+    /// destination × context × `b` intersection is one of them).
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        atom_class: &[u8],
+        fields: &[Sets; 5],
+        (pd, pds, n): (&[u16], &[u16], [usize; 5]),
+        e_sets: &Sets,
+        b_sets: &Sets,
+        x_sets: &Sets,
+        budget: &mut Budget,
+    ) -> Option<Self> {
+        let atoms = atom_class.len();
+        if atoms == 0
+            || atom_class
+                .iter()
+                .any(|&k| usize::from(k) >= fields[0].len())
+        {
+            return None;
+        }
+        // b of (protocol×ICMP, dport, sport): pds[pd[p * n4 + d] * n3 + s].
+        let (p_d, sh_sport) = strided(n[2] * n[4], n[3], budget, |pdc, sc| {
+            let a = usize::from(*pd.get(pdc)?);
+            pds.get(a * n[3] + sc).copied()
+        })?;
+        // Re-stride the (protocol, dport) rows: row p << sh_dport | d.
+        let sh_dport = stride_bits(n[4]);
+        let rows = n[2] << sh_dport;
+        budget.take(rows.checked_mul(2 << sh_sport)?)?;
+        let mut ports = vec![0u16; rows << sh_sport];
+        for pc in 0..n[2] {
+            for dc in 0..n[4] {
+                let from = (pc * n[4] + dc) << sh_sport;
+                let to = (pc << sh_dport | dc) << sh_sport;
+                ports[to..to + n[3]].copy_from_slice(p_d.get(from..from + n[3])?);
+            }
+        }
+        let (et_ids, et_sets) = combine(e_sets, &fields[1], budget)?;
+        let (et, sh_dst) = strided(e_sets.len(), fields[1].len(), budget, |e, t| {
+            et_ids.get(e * fields[1].len() + t).copied()
+        })?;
+        let (etb_ids, y_sets) = combine(&et_sets, b_sets, budget)?;
+        let (etb, sh_b) = strided(et_sets.len(), b_sets.len(), budget, |et, b| {
+            etb_ids.get(et * b_sets.len() + b).copied()
+        })?;
+        let x_of: HashMap<&[u64], u16> = (0..x_sets.len())
+            .map(|x| Some((x_sets.get(x), u16::try_from(x).ok()?)))
+            .collect::<Option<_>>()?;
+        let mut and = vec![0u64; y_sets.words];
+        let (x, sh_atom) = strided(y_sets.len(), atoms, budget, |y, a| {
+            let k = usize::from(atom_class[a]);
+            for ((o, &p), &q) in and.iter_mut().zip(y_sets.get(y)).zip(fields[0].get(k)) {
+                *o = p & q;
+            }
+            x_of.get(and.as_slice()).copied()
+        })?;
+        Some(Self {
+            ports,
+            sh_dport,
+            sh_sport,
+            et,
+            sh_dst,
+            etb,
+            sh_b,
+            x,
+            sh_atom,
+            atoms,
+        })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        (self.ports.len() + self.et.len() + self.etb.len() + self.x.len()) * 2
+    }
 }
 
 impl<C> HookTables<C> {
@@ -186,6 +319,21 @@ impl<C> HookTables<C> {
         let (fb, x_sets) = combine(&f_sets, &b_sets, &mut budget)?;
         budget.take(x_sets.len() * std::mem::size_of::<C>())?;
         let cells = (0..x_sets.len()).map(|x| cell(x_sets.get(x))).collect();
+        // Optional: without room for them the generic phases answer.
+        let mut src_budget = Budget { left: budget.left };
+        let src_last = c.table8(0).and_then(|atom_class| {
+            let made = SrcLast::build(
+                atom_class,
+                &fields,
+                (&pd, &pds, n),
+                &e_sets,
+                &b_sets,
+                &x_sets,
+                &mut src_budget,
+            )?;
+            budget.left = src_budget.left;
+            Some(made)
+        });
         *max_bytes = budget.left;
         Some(Self {
             n,
@@ -199,6 +347,7 @@ impl<C> HookTables<C> {
             ce,
             fb,
             cells,
+            src_last,
         })
     }
 
@@ -221,6 +370,7 @@ impl<C> HookTables<C> {
         (self.pd.len() + self.pds.len() + self.sd.len() + self.ctx.len()) * 2
             + (self.ce.len() + self.fb.len()) * 2
             + self.cells.len() * std::mem::size_of::<C>()
+            + self.src_last.as_ref().map_or(0, SrcLast::memory_bytes)
     }
 }
 
@@ -228,17 +378,17 @@ impl<C> HookTables<C> {
 /// IPv4 field).
 const DST_SLOTS: usize = 32;
 
-/// An IPv4 key's five field classes for the cross path, specialised: the source (an atom of
-/// the shared partition), protocol×ICMP and both ports through 8-bit direct tables, the
-/// destination through a branch-free search of at most [`DST_SLOTS`] interval starts. Built
-/// only when the hook's classifier has exactly those layouts (otherwise the generic lookup
-/// answers).
+/// An IPv4 key's field lookups for a hook's [`SrcLast`] path, specialised: protocol×ICMP and
+/// both ports through 8-bit direct tables, the destination through a branch-free search of at
+/// most [`DST_SLOTS`] interval starts (the source is already an atom). Built only when the
+/// hook's classifier has exactly those layouts and its tables have the source-last phases
+/// (otherwise the generic lookup answers).
 // Why: the generic per-field dispatch (an enum match, clamping, an out-of-line search) cost
 // ~190 instructions a packet, more than the cross-product lookups themselves.
 #[derive(Clone, Debug)]
 pub(crate) struct Fields32 {
-    src: Vec<u8>,
-    dst_starts: [u32; DST_SLOTS],
+    /// Interval starts, each `^ 1 << 31` as `i32`.
+    dst_biased: [i32; DST_SLOTS],
     dst_classes: [u8; DST_SLOTS],
     proto: Vec<u8>,
     sport: Vec<u8>,
@@ -246,13 +396,18 @@ pub(crate) struct Fields32 {
 }
 
 impl Fields32 {
-    /// The specialised lookups of `c`, if its layouts allow them.
-    pub(crate) fn new(c: &Classifier) -> Option<Self> {
+    /// The specialised lookups of `c` for `hook` (built from `c`), if the layouts allow them.
+    pub(crate) fn new<C>(c: &Classifier, hook: &HookTables<C>) -> Option<Self> {
         if c.field_count() != 5 {
             return None;
         }
+        hook.src_last.as_ref()?;
+        let n1 = hook.n[1];
         let small = c.small_v4(1)?;
         if small.is_empty() || small.len() > DST_SLOTS || small[0].0 != 0 {
+            return None;
+        }
+        if small.iter().any(|&(_, class)| class as usize >= n1) {
             return None;
         }
         let mut dst_starts = [u32::MAX; DST_SLOTS];
@@ -264,8 +419,7 @@ impl Fields32 {
             dst_classes[i] = u8::try_from(class).ok()?;
         }
         Some(Self {
-            src: c.table8(0)?.to_vec(),
-            dst_starts,
+            dst_biased: dst_starts.map(|start| (start ^ 1 << 31) as i32),
             dst_classes,
             proto: c.table8(2)?.to_vec(),
             sport: c.table8(3)?.to_vec(),
@@ -273,34 +427,54 @@ impl Fields32 {
         })
     }
 
-    /// The classes of `key` (source atom, destination, protocol×ICMP, sport, dport), as the
-    /// classifier's own lookup finds them.
+    /// The destination's class: the number of interval starts at or below `v`, less one (the
+    /// first is 0; padding starts are `u32::MAX` with the last interval's class, so a `v` of
+    /// `u32::MAX` counting them answers alike).
+    // Why a count, not a binary search: the compares are independent (they vectorise), where
+    // five dependent search steps sat on the lookup's longest chain.
     #[inline(always)]
-    pub(crate) fn classes(&self, key: &[u32; 5]) -> [usize; 5] {
-        let direct = |t: &[u8], v: u32| usize::from(t[(v as usize).min(t.len() - 1)]);
-        // The last start <= v (the first is 0); padding starts are u32::MAX, whose class is
-        // the last interval's, so a v of u32::MAX landing on them answers alike.
-        let v = key[1];
-        let mut i = 0;
-        let mut step = DST_SLOTS / 2;
-        while step > 0 {
-            if self.dst_starts[i + step] <= v {
-                i += step;
-            }
-            step /= 2;
-        }
-        [
-            direct(&self.src, key[0]),
-            usize::from(self.dst_classes[i]),
-            direct(&self.proto, key[2]),
-            direct(&self.sport, key[3]),
-            direct(&self.dport, key[4]),
-        ]
+    fn dst_class(&self, v: u32) -> usize {
+        // Signed compares of biased values are the unsigned ones (SSE2 compares signed).
+        let v = (v ^ 1 << 31) as i32;
+        let above = self
+            .dst_biased
+            .iter()
+            .fold(0u32, |n, &start| n + u32::from(start > v));
+        usize::from(self.dst_classes[(DST_SLOTS - 1).saturating_sub(above as usize)])
     }
 
     /// Heap bytes.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.src.len() + self.proto.len() + self.sport.len() + self.dport.len()
+        self.proto.len() + self.sport.len() + self.dport.len()
+    }
+}
+
+impl<C> HookTables<C> {
+    /// [`HookTables::cell`] of an IPv4 key (source atom, destination, protocol×ICMP, sport,
+    /// dport) through `fields` (built for these tables).
+    #[inline(always)]
+    pub(crate) fn cell32(
+        &self,
+        fields: &Fields32,
+        key: &[u32; 5],
+        ii: usize,
+        oi: usize,
+        ct: usize,
+    ) -> Option<&C> {
+        let direct = |t: &[u8], v: u32| usize::from(t[(v as usize).min(t.len() - 1)]);
+        let last = self.src_last.as_ref()?;
+        // Everything but the source first: it overlaps the source's lookup.
+        let e = usize::from(*self.ctx.get((ii * self.ni + oi) * CT_STATES + ct)?);
+        let et = usize::from(*last.et.get(e << last.sh_dst | fields.dst_class(key[1]))?);
+        let ports = (direct(&fields.proto, key[2]) << last.sh_dport
+            | direct(&fields.dport, key[4]))
+            << last.sh_sport
+            | direct(&fields.sport, key[3]);
+        let b = usize::from(*last.ports.get(ports)?);
+        let y = usize::from(*last.etb.get(et << last.sh_b | b)?);
+        let atom = (key[0] as usize).min(last.atoms - 1);
+        let x = usize::from(*last.x.get(y << last.sh_atom | atom)?);
+        self.cells.get(x)
     }
 }
 

@@ -529,6 +529,9 @@ struct Cross {
     masks: Vec<Option<u64>>,
     /// Interface names seen (of at most 16 bytes), by [`name_key`], with their class.
     cache: Vec<(NameKey, u8)>,
+    /// The last name seen as input (0) and as output (1) interface, by [`name_key`]
+    /// ([`NO_KEY`] before the first), with its class and whether it is `lo`.
+    last_names: [(NameKey, u8, u8); 2],
 }
 
 /// An interface name of at most 16 bytes in three words: its length and two (possibly
@@ -536,6 +539,22 @@ struct Cross {
 // Why: names compared through `bcmp` cost ~35 instructions a packet (two names); two loads
 // and three compares per cached name cost a few.
 type NameKey = (usize, u64, u64);
+
+/// A [`NameKey`] no name has (none is longer than 16 bytes): the memo before the first name.
+const NO_KEY: NameKey = (usize::MAX, 0, 0);
+
+/// A packet's interface classes and whether each interface is the loopback `lo`.
+#[derive(Clone, Copy, Debug)]
+struct IfacePair {
+    iif: usize,
+    oif: usize,
+    /// Bit 0: the input interface is `lo`; bit 1: the output interface is.
+    lo: u8,
+}
+
+/// Per [`dir_index`], the [`IfacePair::lo`] bit the loopback prelude tests: ingress the
+/// input interface, egress the output interface, forward none (see `prelude_static`).
+const LOOPBACK_BIT: [u8; 3] = [1, 2, 0];
 
 /// See [`NameKey`]; `None` for names longer than 16 bytes.
 #[inline(always)]
@@ -579,6 +598,52 @@ impl Cross {
             }
         }
         self.classify_name(name, key)
+    }
+
+    /// The classes of a packet's interfaces, each from a memo of the last name seen there.
+    // Why: a capture replay or a gateway's hook sees the same name at each place on run after
+    // run of packets; one key comparison replaces a cache scan and the loopback name test.
+    #[inline(always)]
+    fn iface_pair(&mut self, iif: Option<&str>, oif: Option<&str>) -> Option<IfacePair> {
+        let (iif, lo_in) = self.iface_memo(iif, 0)?;
+        let (oif, lo_out) = self.iface_memo(oif, 1)?;
+        Some(IfacePair {
+            iif,
+            oif,
+            lo: lo_in | lo_out << 1,
+        })
+    }
+
+    /// One interface's class and whether it is `lo`, through memo `at` (0 input, 1 output).
+    // Why no branch on whether the packet has the interface: a hook can see packets with and
+    // without it in random order (this engine's ingress and forward share the memo of the
+    // output interface), and a mispredicted branch costs more than the whole memo test. No
+    // interface reads a 4-byte placeholder (the usual names' `name_key` arm) and the answers
+    // are combined arithmetically; only a real miss branches.
+    #[inline(always)]
+    fn iface_memo(&mut self, name: Option<&str>, at: usize) -> Option<(usize, u8)> {
+        let none = name.is_none();
+        let key = name_key(name.unwrap_or("none"));
+        let (memo, class, lo) = self.last_names[at];
+        let differs = key.map_or(1, |k| {
+            (k.0 ^ memo.0) as u64 | (k.1 ^ memo.1) | (k.2 ^ memo.2)
+        });
+        if u64::from(!none) & u64::from(differs != 0) != 0 {
+            return self.iface_memo_miss(name, at);
+        }
+        // All ones when there is an interface.
+        let some = u8::from(!none).wrapping_neg();
+        Some((usize::from(class & some), lo & some))
+    }
+
+    #[cold]
+    fn iface_memo_miss(&mut self, name: Option<&str>, at: usize) -> Option<(usize, u8)> {
+        let class = self.iface_class(name)?;
+        let lo = u8::from(name == Some("lo"));
+        if let Some(key) = name.and_then(name_key) {
+            self.last_names[at] = (key, u8::try_from(class).ok()?, lo);
+        }
+        Some((class, lo))
     }
 
     #[cold]
@@ -1133,12 +1198,18 @@ impl Engine {
                 _ => return None,
             }
         }
-        let (ii, oi) = {
-            let cross = self.cross.as_deref_mut()?;
-            (cross.iface_class(meta.iif)?, cross.iface_class(meta.oif)?)
-        };
-        if let Some(d) = self.prelude_static(meta) {
-            return Some(d);
+        let pair = self.cross.as_deref_mut()?.iface_pair(meta.iif, meta.oif)?;
+        let (ii, oi) = (pair.iif, pair.oif);
+        let d = dir_index(meta.direction);
+        // `prelude_static`, with the loopback test from the memo.
+        let defaults = &self.policy.defaults;
+        if defaults.allow_loopback && pair.lo & LOOPBACK_BIT[d] != 0 {
+            return Some(Decision::prelude(Action::Accept, Reason::Loopback));
+        }
+        if defaults.allow_icmpv6_essential && meta.is_v6() {
+            if let Some(d) = self.prelude_static(meta) {
+                return Some(d);
+            }
         }
         if meta.direction != Direction::Egress
             && !self.bans.is_empty()
@@ -1151,7 +1222,6 @@ impl Engine {
             // An entry exists, so the SYN proxy step passes; no application step (above).
             return self.prelude_conntrack(meta);
         }
-        let d = dir_index(meta.direction);
         let ct = meta.ct_state.index();
         let cross = self.cross.as_deref()?;
         let cell = match meta.key32() {
@@ -1160,11 +1230,12 @@ impl Engine {
                     key[0] = p.atom32(key[0]) as u32;
                 }
                 let hook = cross.hooks[d][0].as_ref()?;
-                let k = match &cross.fields32[d] {
-                    Some(f) => f.classes(&key),
-                    None => self.compiled[d][0].classifier.classes32(&key)?,
-                };
-                hook.cell(k, ii, oi, ct)?
+                match &cross.fields32[d] {
+                    Some(f) => hook.cell32(f, &key, ii, oi, ct)?,
+                    None => {
+                        hook.cell(self.compiled[d][0].classifier.classes32(&key)?, ii, oi, ct)?
+                    }
+                }
             }
             None => {
                 let (IpAddr::V6(src), IpAddr::V6(dst)) = (meta.src, meta.dst) else {
@@ -1190,32 +1261,32 @@ impl Engine {
                 hook.cell(k, ii, oi, ct)?
             }
         };
-        if meta.protocol == rampart_ir::proto::TCP
-            && !self.cookies.is_empty()
-            && !meta.ct_entry
-            && matches!(meta.l4, L4Meta::Ports { .. })
-        {
-            // The SYN proxy step (no entry: not established/related, see above).
-            use tcp_flags::{ACK, FIN, RST, SYN};
-            let flags = meta.tcp_flags & (SYN | ACK | RST | FIN);
-            if flags == SYN | ACK {
+        // The SYN proxy step (no entry: not established/related, see above), the invalid
+        // state and the flags, tested together: one rarely taken branch instead of several
+        // that follow the traffic mix. 0/1 integers and products, not `&&` or `if`, which
+        // the compiler turns into branches (the protocol's would mispredict on every other
+        // packet of a TCP/UDP mix).
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let proxied = u8::from(meta.protocol == rampart_ir::proto::TCP)
+            & u8::from(!self.cookies.is_empty())
+            & u8::from(!meta.ct_entry)
+            & u8::from(matches!(meta.l4, L4Meta::Ports { .. }));
+        let flags = meta.tcp_flags & (SYN | ACK | RST | FIN);
+        // CELL_SYN_FIRST for a bare SYN, CELL_SYN_ANY otherwise.
+        let acts = CELL_SYN_ANY - (CELL_SYN_ANY - CELL_SYN_FIRST) * u8::from(flags == SYN);
+        let proxy_acts = proxied & u8::from(meta.direction != Direction::Egress);
+        let syn_ack = proxied & u8::from(flags == SYN | ACK);
+        let invalid = u8::from(stateful) & u8::from(meta.ct_state == CtState::Invalid);
+        let exceptional =
+            (cell.flags & (CELL_SLOW | (acts * proxy_acts))) | (syn_ack << 4) | (invalid << 5);
+        if exceptional != 0 {
+            // In `decide`'s order: the proxy step, then the conntrack prelude, then the rules.
+            if syn_ack != 0 || cell.flags & (acts * proxy_acts) != 0 {
                 return None;
             }
-            if meta.direction != Direction::Egress {
-                let acts = if flags == SYN {
-                    CELL_SYN_FIRST
-                } else {
-                    CELL_SYN_ANY
-                };
-                if cell.flags & acts != 0 {
-                    return None;
-                }
+            if invalid != 0 {
+                return self.prelude_conntrack(meta);
             }
-        }
-        if stateful && meta.ct_state == CtState::Invalid {
-            return self.prelude_conntrack(meta);
-        }
-        if cell.flags & CELL_SLOW != 0 {
             return None;
         }
         Some(cell.decision)
@@ -2269,8 +2340,7 @@ fn build_cross(
     });
     let fields32 = Direction::ALL.map(|dir| {
         let d = dir_index(dir);
-        hooks[d][0].as_ref()?;
-        Fields32::new(&compiled[d][0].classifier)
+        Fields32::new(&compiled[d][0].classifier, hooks[d][0].as_ref()?)
     });
     let fields128 = Direction::ALL.map(|dir| {
         let d = dir_index(dir);
@@ -2284,6 +2354,7 @@ fn build_cross(
         patterns,
         masks,
         cache: Vec::new(),
+        last_names: [(NO_KEY, 0, 0); 2],
     }))
 }
 
