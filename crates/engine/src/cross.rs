@@ -387,8 +387,7 @@ const DST_SLOTS: usize = 32;
 // ~190 instructions a packet, more than the cross-product lookups themselves.
 #[derive(Clone, Debug)]
 pub(crate) struct Fields32 {
-    /// Interval starts, each `^ 1 << 31` as `i32`.
-    dst_biased: [i32; DST_SLOTS],
+    dst_starts: [u32; DST_SLOTS],
     dst_classes: [u8; DST_SLOTS],
     proto: Vec<u8>,
     sport: Vec<u8>,
@@ -419,7 +418,7 @@ impl Fields32 {
             dst_classes[i] = u8::try_from(class).ok()?;
         }
         Some(Self {
-            dst_biased: dst_starts.map(|start| (start ^ 1 << 31) as i32),
+            dst_starts,
             dst_classes,
             proto: c.table8(2)?.to_vec(),
             sport: c.table8(3)?.to_vec(),
@@ -427,20 +426,20 @@ impl Fields32 {
         })
     }
 
-    /// The destination's class: the number of interval starts at or below `v`, less one (the
-    /// first is 0; padding starts are `u32::MAX` with the last interval's class, so a `v` of
-    /// `u32::MAX` counting them answers alike).
-    // Why a count, not a binary search: the compares are independent (they vectorise), where
-    // five dependent search steps sat on the lookup's longest chain.
+    /// The destination's class: the last interval start at or below `v` (the first is 0;
+    /// padding starts are `u32::MAX` with the last interval's class, so a `v` of `u32::MAX`
+    /// landing on them answers alike), in fixed steps whose compares become conditional moves.
     #[inline(always)]
     fn dst_class(&self, v: u32) -> usize {
-        // Signed compares of biased values are the unsigned ones (SSE2 compares signed).
-        let v = (v ^ 1 << 31) as i32;
-        let above = self
-            .dst_biased
-            .iter()
-            .fold(0u32, |n, &start| n + u32::from(start > v));
-        usize::from(self.dst_classes[(DST_SLOTS - 1).saturating_sub(above as usize)])
+        let mut i = 0;
+        let mut step = DST_SLOTS / 2;
+        while step > 0 {
+            if self.dst_starts[i + step] <= v {
+                i += step;
+            }
+            step /= 2;
+        }
+        usize::from(self.dst_classes[i])
     }
 
     /// Heap bytes.
