@@ -417,12 +417,18 @@ impl Fields32 {
             dst_starts[i] = start;
             dst_classes[i] = u8::try_from(class).ok()?;
         }
+        // `cell32` packs the classes into strided indexes: one out of range would read another
+        // row instead of failing, so every table's classes are checked here.
+        let table = |f: usize| -> Option<Vec<u8>> {
+            let t = c.table8(f)?;
+            (!t.is_empty() && t.iter().all(|&k| usize::from(k) < hook.n[f])).then(|| t.to_vec())
+        };
         Some(Self {
             dst_starts,
             dst_classes,
-            proto: c.table8(2)?.to_vec(),
-            sport: c.table8(3)?.to_vec(),
-            dport: c.table8(4)?.to_vec(),
+            proto: table(2)?,
+            sport: table(3)?,
+            dport: table(4)?,
         })
     }
 
