@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use rampart_ir::CtState;
 
 use crate::classifier::Classifier;
+use crate::v4index::last_at_or_below;
 
 /// Conntrack states, the third context dimension (indexed by [`CtState::index`]).
 pub(crate) const CT_STATES: usize = CtState::ALL.len();
@@ -387,8 +388,7 @@ const DST_SLOTS: usize = 32;
 // ~190 instructions a packet, more than the cross-product lookups themselves.
 #[derive(Clone, Debug)]
 pub(crate) struct Fields32 {
-    dst_starts: [u32; DST_SLOTS],
-    dst_classes: [u8; DST_SLOTS],
+    dst: Search<u32>,
     proto: Vec<u8>,
     sport: Vec<u8>,
     dport: Vec<u8>,
@@ -409,14 +409,6 @@ impl Fields32 {
         if small.iter().any(|&(_, class)| class as usize >= n1) {
             return None;
         }
-        let mut dst_starts = [u32::MAX; DST_SLOTS];
-        let mut dst_classes = [0u8; DST_SLOTS];
-        let last = u8::try_from(small[small.len() - 1].1).ok()?;
-        dst_classes.fill(last);
-        for (i, &(start, class)) in small.iter().enumerate() {
-            dst_starts[i] = start;
-            dst_classes[i] = u8::try_from(class).ok()?;
-        }
         // `cell32` packs the classes into strided indexes: one out of range would read another
         // row instead of failing, so every table's classes are checked here.
         let table = |f: usize| -> Option<Vec<u8>> {
@@ -424,28 +416,11 @@ impl Fields32 {
             (!t.is_empty() && t.iter().all(|&k| usize::from(k) < hook.n[f])).then(|| t.to_vec())
         };
         Some(Self {
-            dst_starts,
-            dst_classes,
+            dst: Search::new(small, u32::MAX)?,
             proto: table(2)?,
             sport: table(3)?,
             dport: table(4)?,
         })
-    }
-
-    /// The destination's class: the last interval start at or below `v` (the first is 0;
-    /// padding starts are `u32::MAX` with the last interval's class, so a `v` of `u32::MAX`
-    /// landing on them answers alike), in fixed steps whose compares become conditional moves.
-    #[inline(always)]
-    fn dst_class(&self, v: u32) -> usize {
-        let mut i = 0;
-        let mut step = DST_SLOTS / 2;
-        while step > 0 {
-            if self.dst_starts[i + step] <= v {
-                i += step;
-            }
-            step /= 2;
-        }
-        usize::from(self.dst_classes[i])
     }
 
     /// Heap bytes.
@@ -470,7 +445,7 @@ impl<C> HookTables<C> {
         let last = self.src_last.as_ref()?;
         // Everything but the source first: it overlaps the source's lookup.
         let e = usize::from(*self.ctx.get((ii * self.ni + oi) * CT_STATES + ct)?);
-        let et = usize::from(*last.et.get(e << last.sh_dst | fields.dst_class(key[1]))?);
+        let et = usize::from(*last.et.get(e << last.sh_dst | fields.dst.class(key[1]))?);
         let ports = (direct(&fields.proto, key[2]) << last.sh_dport
             | direct(&fields.dport, key[4]))
             << last.sh_sport
@@ -511,15 +486,7 @@ impl<T: Copy + Ord + Default> Search<T> {
     /// The class of the last start <= `v`.
     #[inline(always)]
     fn class(&self, v: T) -> usize {
-        let mut i = 0;
-        let mut step = DST_SLOTS / 2;
-        while step > 0 {
-            if self.starts[i + step] <= v {
-                i += step;
-            }
-            step /= 2;
-        }
-        usize::from(self.classes[i])
+        usize::from(self.classes[last_at_or_below(&self.starts, v)])
     }
 }
 

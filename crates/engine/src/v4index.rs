@@ -374,20 +374,30 @@ struct Group {
 }
 
 impl Group {
-    /// The class of the last run starting at or below `low`: a search of fixed steps whose
-    /// compares become conditional moves.
+    /// The class of the last run starting at or below `low`.
     #[inline(always)]
     fn class(&self, low: u16) -> u16 {
-        let mut i = 0;
-        let mut step = GROUP_RUNS / 2;
-        while step > 0 {
-            if self.starts[i + step] <= low {
-                i += step;
-            }
-            step /= 2;
-        }
-        self.classes[i]
+        self.classes[last_at_or_below(&self.starts, low)]
     }
+}
+
+/// The index of the last of `starts` at or below `v`, in log2(N) steps whose compares become
+/// conditional moves (no data-dependent branch). `starts` is sorted, its first entry at or
+/// below every `v`, and `N` a power of two (padding: the largest value).
+#[inline(always)]
+pub(crate) fn last_at_or_below<T: Copy + PartialOrd, const N: usize>(
+    starts: &[T; N],
+    v: T,
+) -> usize {
+    let mut i = 0;
+    let mut step = N / 2;
+    while step > 0 {
+        if starts[i + step] <= v {
+            i += step;
+        }
+        step /= 2;
+    }
+    i
 }
 
 /// Runs a [`Group`] holds (a power of two).
