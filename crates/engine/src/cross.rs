@@ -402,10 +402,9 @@ impl Fields32 {
         }
         hook.src_last.as_ref()?;
         let n1 = hook.n[1];
+        // `Search::new` refuses an empty list, more than `DST_SLOTS` intervals or a first start
+        // above 0.
         let small = c.small_v4(1)?;
-        if small.is_empty() || small.len() > DST_SLOTS || small[0].0 != 0 {
-            return None;
-        }
         if small.iter().any(|&(_, class)| class as usize >= n1) {
             return None;
         }
