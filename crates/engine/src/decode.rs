@@ -362,18 +362,37 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<Packet<'_>, Anomaly> {
         vlan_count: 0,
         l3: L3::Other { ethertype: 0 },
     };
-    let (ethertype, rest) = match link {
+    let (ethertype, rest) = link_split(link, data, &mut pkt.vlans, &mut pkt.vlan_count)?;
+    pkt.l3 = match ethertype {
+        ETH_IPV4 => L3::Ip(decode_ipv4(rest)?),
+        ETH_IPV6 => L3::Ip(decode_ipv6(rest)?),
+        ETH_ARP => L3::Arp(decode_arp(rest)?),
+        other => L3::Other { ethertype: other },
+    };
+    Ok(pkt)
+}
+
+/// The link layer of `data`: the ethertype (or its equivalent) and the bytes after the link
+/// header, with VLAN tags stored in `vlans` (`count` of them).
+#[inline(always)]
+fn link_split<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    vlans: &mut [u16; MAX_VLAN_TAGS],
+    count: &mut u8,
+) -> Result<(u16, &'a [u8]), Anomaly> {
+    Ok(match link {
         LinkType::Ethernet => {
             let mut et = be16(data, 12).ok_or(Anomaly::Truncated(Layer::Link))?;
             let mut off = 14;
             while matches!(et, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD) {
-                if usize::from(pkt.vlan_count) == MAX_VLAN_TAGS {
+                if usize::from(*count) == MAX_VLAN_TAGS {
                     return Err(Anomaly::TooManyVlanTags);
                 }
                 let tci = be16(data, off).ok_or(Anomaly::Truncated(Layer::Vlan))?;
                 et = be16(data, off + 2).ok_or(Anomaly::Truncated(Layer::Vlan))?;
-                pkt.vlans[usize::from(pkt.vlan_count)] = tci & 0x0fff;
-                pkt.vlan_count += 1;
+                vlans[usize::from(*count)] = tci & 0x0fff;
+                *count += 1;
                 off += 4;
             }
             (et, &data[off..])
@@ -417,14 +436,111 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<Packet<'_>, Anomaly> {
             };
             (et, &data[4..])
         }
-    };
-    pkt.l3 = match ethertype {
-        ETH_IPV4 => L3::Ip(decode_ipv4(rest)?),
-        ETH_IPV6 => L3::Ip(decode_ipv6(rest)?),
-        ETH_ARP => L3::Arp(decode_arp(rest)?),
-        other => L3::Other { ethertype: other },
-    };
-    Ok(pkt)
+    })
+}
+
+/// What IP reassembly needs of one fragment (see [`fragment_view`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentView<'a> {
+    /// Source.
+    pub src: IpAddr,
+    /// Destination.
+    pub dst: IpAddr,
+    /// IPv4: the header's protocol; IPv6: the fragment header's next header.
+    pub protocol: u8,
+    /// Identification (16 bits for IPv4, 32 for IPv6).
+    pub id: u32,
+    /// Offset of this fragment's data in the datagram, bytes.
+    pub offset: u32,
+    /// More fragments follow.
+    pub more: bool,
+    /// Bytes of data this fragment carries per its IP header.
+    pub data_len: u32,
+    /// The captured part of that data (shorter when the capture cut the packet).
+    pub data: &'a [u8],
+    /// What comes before the data: the IPv4 header with its options, or the IPv6 header and
+    /// the extension headers before the fragment header.
+    pub header: &'a [u8],
+    /// IPv6: where in `header` the next-header byte naming the fragment header is.
+    pub next_header_at: Option<usize>,
+}
+
+/// The fragment fields of a frame, or `None` when it is not an IP fragment (or its IP
+/// header is malformed: [`decode`] reports that). Parses the link and IP headers only, so it
+/// also works on a first fragment too short for its transport header.
+pub fn fragment_view(link: LinkType, data: &[u8]) -> Option<FragmentView<'_>> {
+    let (mut vlans, mut count) = ([0; MAX_VLAN_TAGS], 0);
+    let (ethertype, b) = link_split(link, data, &mut vlans, &mut count).ok()?;
+    match ethertype {
+        ETH_IPV4 => {
+            if b.len() < 20 || b[0] >> 4 != 4 {
+                return None;
+            }
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let total = usize::from(be16(b, 2)?);
+            if ihl < 20 || ihl > b.len() || total < ihl {
+                return None;
+            }
+            let field = be16(b, 6)?;
+            let (offset, more) = (u32::from(field & 0x1fff) * 8, field & 0x2000 != 0);
+            if offset == 0 && !more {
+                return None;
+            }
+            Some(FragmentView {
+                src: IpAddr::V4(ipv4_at(b, 12)?),
+                dst: IpAddr::V4(ipv4_at(b, 16)?),
+                protocol: b[9],
+                id: u32::from(be16(b, 4)?),
+                offset,
+                more,
+                data_len: (total - ihl) as u32,
+                data: &b[ihl..total.min(b.len())],
+                header: &b[..ihl],
+                next_header_at: None,
+            })
+        }
+        ETH_IPV6 => {
+            if b.len() < 40 || b[0] >> 4 != 6 {
+                return None;
+            }
+            let end_declared = 40 + usize::from(be16(b, 4)?);
+            let end = end_declared.min(b.len());
+            let (mut next, mut next_at, mut off) = (b[6], 6, 40);
+            for _ in 0..MAX_EXT_HEADERS {
+                let len = match next {
+                    0 | 43 | 60 | 135 | 139 | 140 => (usize::from(*b.get(off + 1)?) + 1) * 8,
+                    51 => (usize::from(*b.get(off + 1)?) + 2) * 4,
+                    44 => {
+                        let field = be16(b, off + 2)?;
+                        if off + 8 > end {
+                            return None;
+                        }
+                        return Some(FragmentView {
+                            src: IpAddr::V6(ipv6_at(b, 8)?),
+                            dst: IpAddr::V6(ipv6_at(b, 24)?),
+                            protocol: b[off],
+                            id: be32(b, off + 4)?,
+                            offset: u32::from(field >> 3) * 8,
+                            more: field & 1 != 0,
+                            data_len: (end_declared - off - 8) as u32,
+                            data: &b[off + 8..end],
+                            header: &b[..off],
+                            next_header_at: Some(next_at),
+                        });
+                    }
+                    _ => return None,
+                };
+                if off + len > end {
+                    return None;
+                }
+                next = b[off];
+                next_at = off;
+                off += len;
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// What [`peek_ipv4`] reads: source, destination, and the TCP/UDP ports if present.

@@ -313,9 +313,12 @@ pub enum Reason {
     Loopback,
     /// Essential ICMPv6 accepted by `allow_icmpv6_essential`.
     Icmpv6Essential,
-    /// A non-first IP fragment whose first fragment was never seen (the kernel's defragmenter
-    /// would hold it until it times out).
-    OrphanFragment,
+    /// A fragment IP reassembly dropped: it overlaps its datagram's data, its lengths
+    /// disagree, the datagram outgrows 64 KiB or reassembly memory is full.
+    Reassembly,
+    /// A fragment of a datagram that never completed (the kernel drops it when its 30 s
+    /// reassembly timer runs out; at the end of a capture, still incomplete).
+    ReassemblyTimeout,
     /// The source is in the ban set (`rule`: the rule that banned it).
     Banned,
     /// The rule's `limit` or `conn_limit` refused the packet and its `ban` banned the source.
@@ -345,7 +348,8 @@ impl Reason {
             Reason::CtRelated => "conntrack state related",
             Reason::Loopback => "loopback",
             Reason::Icmpv6Essential => "essential ICMPv6",
-            Reason::OrphanFragment => "fragment without its first fragment",
+            Reason::Reassembly => "fragment dropped by IP reassembly",
+            Reason::ReassemblyTimeout => "fragment of a datagram that never completed",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",
             Reason::SynproxyAnswered => "SYN answered by the SYN proxy",

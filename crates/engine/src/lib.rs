@@ -20,6 +20,7 @@ pub mod explain;
 pub mod hypersplit;
 pub mod lpm;
 pub mod pcap;
+pub mod reasm;
 pub mod simulate;
 pub mod sniff;
 mod v4index;

@@ -19,6 +19,7 @@ use crate::engine::{
     PacketMeta, Reason,
 };
 use crate::pcap::Record;
+use crate::reasm::{Outcome, QueueKey, Reassembler};
 use crate::sniff;
 use crate::FastMap;
 
@@ -26,12 +27,12 @@ use crate::FastMap;
 // Why: ~150 bytes per flow keeps the table near 150 MiB at worst; a spoofed SYN flood beyond
 // that resets the table (counted) instead of growing without bound.
 pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
-/// Fragmented datagrams remembered.
+/// First fragments remembered without reassembly (to count orphan fragments).
 // Why: the kernel's ipfrag_high_thresh (4 MiB) holds a few thousand datagrams; 65,536 ids is
 // generous and bounded.
 pub const MAX_FRAG_DATAGRAMS: usize = 65_536;
-/// How long a datagram's first-fragment verdict is remembered (Linux `ipfrag_time`, 30 s).
-pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
+/// How long a first fragment is remembered without reassembly (Linux `ipfrag_time`, 30 s).
+pub const FRAG_TIMEOUT_NS: u64 = crate::reasm::TIMEOUT_NS;
 /// Flow samples kept for the report (all flows still go to the events sink).
 pub const MAX_FLOW_SAMPLES: usize = 10_000;
 /// Anomaly events emitted per anomaly kind (all are counted).
@@ -66,6 +67,10 @@ pub struct SimConfig {
     pub max_flows: usize,
     /// Skip building events (when nobody reads them); counters are unaffected.
     pub no_events: bool,
+    /// Reassemble IP fragments before judging them, as the kernel does once conntrack is in
+    /// use (`None`: when the policy uses conntrack, [`rampart_ir::Policy::uses_conntrack`]).
+    /// Set it when another table on the host loads conntrack anyway.
+    pub reassemble: Option<bool>,
 }
 
 /// Per-rule totals.
@@ -180,6 +185,10 @@ pub struct Report {
     pub flow_samples: Vec<FlowVerdict>,
     /// First and last packet time, ns.
     pub time_span_ns: Option<(u64, u64)>,
+    /// Datagrams reassembled from fragments (and judged once each).
+    pub reassembled: u64,
+    /// Fragments dropped by reassembly (overlaps, bad lengths, oversize, memory, incomplete).
+    pub fragments_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -215,7 +224,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 16] = [
+const REASONS: [Reason; 17] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -223,7 +232,8 @@ const REASONS: [Reason; 16] = [
     Reason::CtRelated,
     Reason::Loopback,
     Reason::Icmpv6Essential,
-    Reason::OrphanFragment,
+    Reason::Reassembly,
+    Reason::ReassemblyTimeout,
     Reason::Banned,
     Reason::Ban,
     Reason::SynproxyAnswered,
@@ -257,7 +267,11 @@ pub struct Simulator {
     cfg: SimConfig,
     flows: FastMap<FlowKey, FlowState>,
     max_flows: usize,
-    frags: FastMap<(IpAddr, IpAddr, u8, u32), (Decision, u64)>,
+    /// Without reassembly: first fragments seen, until when (for the orphan anomaly).
+    first_frags: FastMap<(IpAddr, IpAddr, u8, u32), u64>,
+    /// Whether fragments are reassembled before judging (see [`SimConfig::reassemble`]).
+    reassemble: bool,
+    reasm: Reassembler<FragToken>,
     last_ts: u64,
     report: Report,
     anomaly_events: HashMap<String, u64>,
@@ -266,6 +280,25 @@ pub struct Simulator {
 
 /// Errors from the events sink.
 pub type SinkError = rampart_events::EventError;
+
+/// What [`Simulator::judge`] found: the hook, the TCP/UDP ports and the decision.
+type Judged = (Direction, Option<(u16, u16)>, Decision);
+
+/// What the replay keeps of a fragment held for reassembly, to account for it later.
+#[derive(Clone, Copy, Debug)]
+struct FragToken {
+    ts: u64,
+    protocol: u8,
+}
+
+/// Events nobody reads ([`Simulator::finish`] after the capture's sink is gone).
+struct Discard;
+
+impl Sink for Discard {
+    fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
 
 fn rfc3339(ts_ns: u64) -> String {
     rampart_events::rfc3339_utc(ts_ns)
@@ -285,6 +318,9 @@ impl Simulator {
             cfg.max_flows
         };
         let has_app_rules = engine.has_app_rules();
+        let reassemble = cfg
+            .reassemble
+            .unwrap_or_else(|| engine.policy().uses_conntrack());
         Self {
             rule_counters: vec![RuleCounter::default(); engine.policy().rules.len()],
             by_direction: [0; 3],
@@ -294,7 +330,9 @@ impl Simulator {
             cfg,
             flows: FastMap::default(),
             max_flows,
-            frags: FastMap::default(),
+            first_frags: FastMap::default(),
+            reassemble,
+            reasm: Reassembler::default(),
             last_ts: 0,
             report: Report::default(),
             anomaly_events: HashMap::new(),
@@ -307,8 +345,27 @@ impl Simulator {
         &self.report
     }
 
+    /// End of the capture: the datagrams still being reassembled can no longer complete, so
+    /// their fragments are accounted as dropped (the kernel holds them until its 30 s timer
+    /// and none passes). [`Simulator::finish`] does this too, without events.
+    pub fn end_of_capture(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let ts = self.last_ts;
+        for (key, tokens) in self.reasm.drain() {
+            self.fragments_dropped(
+                key,
+                "fragment_incomplete",
+                Reason::ReassemblyTimeout,
+                tokens,
+                ts,
+                sink,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Finish and return the report.
     pub fn finish(mut self) -> Report {
+        let _ = self.end_of_capture(&mut Discard);
         self.report.conntrack = self.ct.stats();
         let r = &mut self.report;
         for (i, n) in self.by_direction.iter().enumerate() {
@@ -401,7 +458,16 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
-        let name = a.name();
+        self.anomaly_named(a.name(), flow, ts, sink)
+    }
+
+    fn anomaly_named(
+        &mut self,
+        name: String,
+        flow: Option<Flow>,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
         *self.report.anomalies.entry(name.clone()).or_insert(0) += 1;
         let n = self.anomaly_events.entry(name.clone()).or_insert(0);
         *n += 1;
@@ -481,12 +547,51 @@ impl Simulator {
             Some((_, last)) => *last = ts,
             None => self.report.time_span_ns = Some((ts, ts)),
         }
+        if !self.reasm.is_empty() {
+            for (key, tokens) in self.reasm.expire(ts) {
+                self.fragments_dropped(
+                    key,
+                    "fragment_timeout",
+                    Reason::ReassemblyTimeout,
+                    tokens,
+                    ts,
+                    sink,
+                )?;
+            }
+        }
         let Some(link) = LinkType::from_pcap(rec.linktype) else {
             return self.anomaly(Anomaly::UnsupportedLinkType, None, ts, sink);
         };
         let pkt = match decode::decode(link, rec.data) {
             Ok(p) => p,
-            Err(a) => return self.anomaly(a, None, ts, sink),
+            Err(a) => {
+                // A first fragment too short for its own transport header (RFC 1858's tiny
+                // fragment): reassembly completes it, and without reassembly the rules see it
+                // without ports, as nft's transport expressions do.
+                if let Some(f) = decode::fragment_view(link, rec.data) {
+                    if self.reassemble {
+                        return self.fragment(&f, ts, sink);
+                    }
+                    let ip = decode::Ip {
+                        src: f.src,
+                        dst: f.dst,
+                        protocol: f.protocol,
+                        ttl: 0,
+                        len: f.header.len() as u32 + f.data_len,
+                        frag: Some(Frag {
+                            id: f.id,
+                            offset: f.offset,
+                            more: f.more,
+                        }),
+                        has_options: false,
+                        ext_headers: 0,
+                        l4: Transport::Fragment,
+                    };
+                    let (dir, ports, d) = self.judge(&ip, ts, sink)?;
+                    return self.account(dir, &ip, ports, d, ts, sink);
+                }
+                return self.anomaly(a, None, ts, sink);
+            }
         };
         let ip = match pkt.l3 {
             L3::Ip(ip) => ip,
@@ -499,16 +604,126 @@ impl Simulator {
                 return Ok(());
             }
         };
+        if self.reassemble && ip.frag.is_some() {
+            if let Some(f) = decode::fragment_view(link, rec.data) {
+                return self.fragment(&f, ts, sink);
+            }
+        }
+        let (dir, ports, decision) = self.judge(&ip, ts, sink)?;
+        self.account(dir, &ip, ports, decision, ts, sink)
+    }
+
+    /// One fragment into reassembly; a completed datagram is judged once and each of its
+    /// fragments accounted with that verdict, dropped ones as blocked.
+    fn fragment(
+        &mut self,
+        f: &decode::FragmentView<'_>,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let token = FragToken {
+            ts,
+            protocol: f.protocol,
+        };
+        match self.reasm.fragment(f, token, ts) {
+            Outcome::Queued => Ok(()),
+            Outcome::Dropped { cause, tokens } => {
+                let key = QueueKey::of(f);
+                self.fragments_dropped(key, cause.name(), Reason::Reassembly, tokens, ts, sink)
+            }
+            Outcome::Complete { datagram, tokens } => {
+                let decoded = if f.src.is_ipv4() {
+                    decode::decode_ipv4(&datagram)
+                } else {
+                    decode::decode_ipv6(&datagram)
+                };
+                let ip = match decoded {
+                    Ok(ip) => ip,
+                    Err(a) => {
+                        // The whole datagram is malformed (a transport header cut by its own
+                        // lengths): counted, and its fragments never pass.
+                        self.anomaly(a, None, ts, sink)?;
+                        let key = QueueKey::of(f);
+                        return self.fragments_dropped(
+                            key,
+                            "fragment_reassembled_malformed",
+                            Reason::Reassembly,
+                            tokens,
+                            ts,
+                            sink,
+                        );
+                    }
+                };
+                self.report.reassembled += 1;
+                let (dir, ports, decision) = self.judge(&ip, ts, sink)?;
+                for t in tokens {
+                    self.account(dir, &ip, ports, decision, t.ts, sink)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Account dropped fragments (`tokens`) of datagram `key` as blocked, with one anomaly.
+    #[allow(clippy::too_many_arguments)]
+    fn fragments_dropped(
+        &mut self,
+        key: QueueKey,
+        anomaly: &str,
+        reason: Reason,
+        tokens: Vec<FragToken>,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let Some(protocol) = tokens.first().map(|t| t.protocol) else {
+            return Ok(());
+        };
+        let ip = decode::Ip {
+            src: key.src,
+            dst: key.dst,
+            protocol,
+            ttl: 0,
+            len: 0,
+            frag: None,
+            has_options: false,
+            ext_headers: 0,
+            l4: Transport::Fragment,
+        };
+        let flow = Flow {
+            src_ip: ip.src,
+            src_port: None,
+            dest_ip: ip.dst,
+            dest_port: None,
+            proto: event_proto(protocol),
+        };
+        self.anomaly_named(anomaly.to_owned(), Some(flow), ts, sink)?;
+        self.report.fragments_dropped += tokens.len() as u64;
         let dir = self.direction(ip.src, ip.dst);
-        let (l4, ports, payload, udp) = match &ip.l4 {
+        let decision = Decision::prelude(Action::Drop, reason);
+        for t in tokens {
+            self.account(dir, &ip, None, decision, t.ts, sink)?;
+        }
+        Ok(())
+    }
+
+    /// The verdict for one IP packet (a whole datagram when reassembling): conntrack, then the
+    /// engine. Returns the hook, the TCP/UDP ports and the decision.
+    #[inline(always)]
+    fn judge(
+        &mut self,
+        ip: &decode::Ip<'_>,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<Judged, SinkError> {
+        let ip = *ip;
+        let dir = self.direction(ip.src, ip.dst);
+        let (l4, ports) = match &ip.l4 {
             Transport::Tcp(t) => (
                 L4Meta::Ports {
                     src: t.src,
                     dst: t.dst,
                 },
                 Some((t.src, t.dst)),
-                t.payload,
-                false,
             ),
             Transport::Udp(u) => (
                 L4Meta::Ports {
@@ -516,8 +731,6 @@ impl Simulator {
                     dst: u.dst,
                 },
                 Some((u.src, u.dst)),
-                u.payload,
-                true,
             ),
             Transport::Icmp(i) => (
                 L4Meta::Icmp {
@@ -525,10 +738,8 @@ impl Simulator {
                     code: i.code,
                 },
                 None,
-                &[][..],
-                false,
             ),
-            Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None, &[][..], false),
+            Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None),
         };
         let flow = || Flow {
             src_ip: ip.src,
@@ -537,28 +748,26 @@ impl Simulator {
             dest_port: ports.map(|p| p.1),
             proto: event_proto(ip.protocol),
         };
-        let frag_key = ip.frag.map(|f: Frag| (ip.src, ip.dst, ip.protocol, f.id));
         let decision = if matches!(ip.l4, Transport::Fragment) {
-            let known = frag_key
-                .and_then(|k| self.frags.get(&k).copied())
-                .filter(|(_, exp)| *exp > ts);
-            match known {
-                Some((d, _)) => d,
-                None => {
+            // Without reassembly (with it, fragments never get here) a fragment without a
+            // whole transport header is judged alone, without ports: nft's transport
+            // expressions do not match it, and no conntrack entry covers it.
+            let key = ip.frag.map(|f| (ip.src, ip.dst, ip.protocol, f.id));
+            if let (Some(k), Some(f)) = (key, ip.frag) {
+                let seen = self.first_frags.get(&k).is_some_and(|exp| *exp > ts);
+                if f.offset == 0 {
+                    self.remember_first_fragment(k, ts);
+                } else if !seen {
                     self.anomaly(Anomaly::OrphanFragment, Some(flow()), ts, sink)?;
-                    if self.engine.policy().defaults.stateful {
-                        Decision::prelude(Action::Drop, Reason::OrphanFragment)
-                    } else {
-                        let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
-                        let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
-                        meta.iif = iif;
-                        meta.oif = oif;
-                        meta.ct_state = CtState::Untracked;
-                        meta.len = ip.len;
-                        self.engine.classify_with(self.cfg.matcher, &meta, ts)
-                    }
                 }
             }
+            let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
+            let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
+            meta.iif = iif;
+            meta.oif = oif;
+            meta.ct_state = CtState::Untracked;
+            meta.len = ip.len;
+            self.engine.classify_with(self.cfg.matcher, &meta, ts)
         } else {
             let tracked = self.ct.track(&ip, ts);
             if let Some(r) = tracked.invalid_reason {
@@ -619,32 +828,44 @@ impl Simulator {
             }
             d
         };
-        if let (Some(k), Some(f)) = (frag_key, ip.frag) {
+        if let Some(f) = ip.frag {
             if f.offset == 0 {
-                if self.frags.len() >= MAX_FRAG_DATAGRAMS {
-                    self.frags.retain(|_, (_, exp)| *exp > ts);
-                }
-                if self.frags.len() < MAX_FRAG_DATAGRAMS {
-                    self.frags.insert(k, (decision, ts + FRAG_TIMEOUT_NS));
-                }
+                self.remember_first_fragment((ip.src, ip.dst, ip.protocol, f.id), ts);
             }
         }
-        self.account(dir, &ip, ports, &flow, decision, ts, payload, udp, sink)
+        Ok((dir, ports, decision))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    fn remember_first_fragment(&mut self, key: (IpAddr, IpAddr, u8, u32), ts: u64) {
+        if self.first_frags.len() >= MAX_FRAG_DATAGRAMS {
+            self.first_frags.retain(|_, exp| *exp > ts);
+        }
+        if self.first_frags.len() < MAX_FRAG_DATAGRAMS {
+            self.first_frags.insert(key, ts + FRAG_TIMEOUT_NS);
+        }
+    }
+
     fn account(
         &mut self,
         dir: Direction,
         ip: &decode::Ip<'_>,
         ports: Option<(u16, u16)>,
-        flow: &dyn Fn() -> Flow,
         decision: Decision,
         ts: u64,
-        payload: &[u8],
-        udp: bool,
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
+        let (payload, udp) = match &ip.l4 {
+            Transport::Tcp(t) => (t.payload, false),
+            Transport::Udp(u) => (u.payload, true),
+            _ => (&[][..], false),
+        };
+        let flow = || Flow {
+            src_ip: ip.src,
+            src_port: ports.map(|p| p.0),
+            dest_ip: ip.dst,
+            dest_port: ports.map(|p| p.1),
+            proto: event_proto(ip.protocol),
+        };
         let allowed = decision.action == Action::Accept;
         let r = &mut self.report;
         r.classified += 1;

@@ -98,7 +98,8 @@ fn frames() -> Vec<Vec<u8>> {
         ipv4(C, S, 1, 10, 0, &[8, 0, 0, 0, 0, 7, 0, 1]),
         // 5. Truncated IPv4 header: anomaly.
         eth(0x0800, &[0x45, 0, 0, 40, 0, 0]),
-        // 6. A fragmented DNS datagram (first fragment carries the ports) + an orphan fragment.
+        // 6. A fragmented DNS datagram (reassembled: the policy is stateful, so conntrack
+        //    defragments) + a last fragment whose datagram never completes.
         ipv4(C, R, 17, 0x77, 0x2000, &big_udp[..24]),
         ipv4(C, R, 17, 0x77, 3, &big_udp[24..]),
         ipv4(C, R, 17, 0x99, 3, &[0; 16]),
@@ -149,7 +150,8 @@ fn replay_reports_rules_techniques_flows_and_anomalies() {
     assert_eq!(r.packets, 16);
     assert_eq!(r.arp, 1);
     assert_eq!(r.anomalies.get("truncated_ipv4"), Some(&1));
-    assert_eq!(r.anomalies.get("orphan_fragment"), Some(&1));
+    assert_eq!(r.anomalies.get("fragment_incomplete"), Some(&1));
+    assert_eq!((r.reassembled, r.fragments_dropped), (1, 1));
     assert_eq!(r.classified, 14);
     let smb = &r.rules[&0];
     assert_eq!(
@@ -157,18 +159,20 @@ fn replay_reports_rules_techniques_flows_and_anomalies() {
         (2, 1, "policy.toml:12:1")
     );
     assert_eq!(r.rules[&1].packets, 1, "only the SYN reaches the web rule");
-    // The query, the first fragment, and the second fragment which inherits its datagram's
-    // verdict (and so its rule).
+    // The query, and both fragments of the datagram reassembled and judged once.
     assert_eq!(r.rules[&2].packets, 3);
     assert_eq!(r.techniques["T1187"].packets_blocked, 2);
     assert_eq!(r.techniques["T1187"].flows_blocked, 1);
     assert_eq!(r.by_reason["conntrack state established"], 5);
     assert_eq!(r.by_reason["conntrack state invalid"], 1);
     assert_eq!(r.by_reason["default policy"], 1);
-    assert_eq!(r.by_reason["fragment without its first fragment"], 1);
+    assert_eq!(
+        r.by_reason["fragment of a datagram that never completed"],
+        1
+    );
     // HTTP 5, DNS query + answer 2, both fragments of the DNS datagram 2.
     assert_eq!(r.allowed, 5 + 2 + 2);
-    // SMB 2, ICMP echo 1, orphan fragment 1, SYN+FIN 1.
+    // SMB 2, ICMP echo 1, the incomplete datagram's fragment 1, SYN+FIN 1.
     assert_eq!(r.blocked, 2 + 1 + 1 + 1);
     assert_eq!(r.apps.get("http"), Some(&1));
     // The fragmented datagram carries filler, not DNS: only the query flow is recognised.

@@ -112,6 +112,22 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether the compiled ruleset uses connection tracking: the stateful prelude, a rule
+    /// with connection states, a connection limit, a SYN proxy or an application match (each
+    /// compiles to a `ct` expression). With conntrack in use the kernel reassembles IP
+    /// fragments before any rule sees them (`nf_defrag_ipv4`/`nf_defrag_ipv6`), so rules judge
+    /// whole datagrams; without it each fragment is judged alone, and only the first carries
+    /// ports. Expired rules count too (the emitter keeps them unless told the date).
+    pub fn uses_conntrack(&self) -> bool {
+        self.defaults.stateful
+            || self.rules.iter().any(|r| {
+                !r.ct_states.is_empty()
+                    || r.conn_limit.is_some()
+                    || r.synproxy.is_some()
+                    || r.app.is_some()
+            })
+    }
+
     /// The zone with this id.
     pub fn zone(&self, id: ZoneId) -> &Zone {
         &self.zones[id.0 as usize]

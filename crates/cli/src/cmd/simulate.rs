@@ -39,6 +39,11 @@ pub(crate) struct Args {
     /// NET=IFACE (repeatable): packets from NET arrive on IFACE, packets to NET leave by it.
     #[arg(long, value_parser = parse_iface_map)]
     pub(crate) iface_map: Vec<(IpNet, String)>,
+    /// Reassemble IP fragments before judging them: `auto` when the policy uses conntrack
+    /// (the kernel's nf_defrag then does), `on` when another table on the host loads
+    /// conntrack anyway, `off` to judge every fragment alone.
+    #[arg(long, value_enum, default_value_t = Reassemble::Auto)]
+    pub(crate) reassemble: Reassemble,
     /// Use the linear reference matcher.
     #[arg(long)]
     pub(crate) reference: bool,
@@ -51,6 +56,17 @@ pub(crate) struct Args {
     /// Flows listed in the terminal summary.
     #[arg(long, default_value_t = 20)]
     pub(crate) top: usize,
+}
+
+/// `--reassemble`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reassemble {
+    /// When the policy uses conntrack.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 fn parse_iface_map(s: &str) -> Result<(IpNet, String), String> {
@@ -96,6 +112,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             MatcherKind::Fast
         },
         no_events: args.events.is_none(),
+        reassemble: match args.reassemble {
+            Reassemble::Auto => None,
+            Reassemble::On => Some(true),
+            Reassemble::Off => Some(false),
+        },
         ..SimConfig::default()
     };
     let file = std::fs::File::open(&args.pcap)
@@ -185,6 +206,13 @@ fn render(args: &Args, r: &Report, pcapng: bool, truncated: bool, elapsed_s: f64
     let _ = writeln!(s, "reasons:    {}", join(&r.by_reason));
     if r.bans > 0 {
         let _ = writeln!(s, "bans:       {} sources banned", r.bans);
+    }
+    if r.reassembled + r.fragments_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "fragments:  {} datagrams reassembled, {} fragments dropped by reassembly",
+            r.reassembled, r.fragments_dropped
+        );
     }
     if !r.ct_invalid.is_empty() {
         let _ = writeln!(s, "ct invalid: {}", join(&r.ct_invalid));
@@ -329,5 +357,6 @@ fn replay<R: std::io::Read>(
     if shown_progress && tty {
         eprintln!();
     }
+    sim.end_of_capture(sink)?;
     Ok(truncated)
 }
