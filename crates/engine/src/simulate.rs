@@ -572,23 +572,8 @@ impl Simulator {
                     if self.reassemble {
                         return self.fragment(&f, ts, sink);
                     }
-                    let ip = decode::Ip {
-                        src: f.src,
-                        dst: f.dst,
-                        protocol: f.protocol,
-                        ttl: 0,
-                        len: f.header.len() as u32 + f.data_len,
-                        frag: Some(Frag {
-                            id: f.id,
-                            offset: f.offset,
-                            more: f.more,
-                        }),
-                        has_options: false,
-                        ext_headers: 0,
-                        l4: Transport::Fragment,
-                    };
-                    let (dir, ports, d) = self.judge(&ip, ts, sink)?;
-                    return self.account(dir, &ip, ports, d, ts, sink);
+                    self.remember_first_fragment((f.src, f.dst, f.protocol, f.id), ts);
+                    return self.lone_fragment(&f, CtState::Untracked, ts, sink);
                 }
                 return self.anomaly(a, None, ts, sink);
             }
@@ -621,6 +606,23 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
+        if f.offset == 0
+            && f.next_header_at.is_some()
+            && f.data.len() < upper_header_len(f.protocol)
+        {
+            // RFC 8200 4.5: an IPv6 first fragment without its whole upper-layer header is
+            // not reassembled (nf_ct_frag6_gather lets it through alone); conntrack cannot
+            // parse it, so it is invalid, and the rest of its datagram never completes.
+            let flow = Flow {
+                src_ip: f.src,
+                src_port: None,
+                dest_ip: f.dst,
+                dest_port: None,
+                proto: event_proto(f.protocol),
+            };
+            self.anomaly_named("fragment_truncated_first".into(), Some(flow), ts, sink)?;
+            return self.lone_fragment(f, CtState::Invalid, ts, sink);
+        }
         let token = FragToken {
             ts,
             protocol: f.protocol,
@@ -662,6 +664,49 @@ impl Simulator {
                 Ok(())
             }
         }
+    }
+
+    /// A first fragment judged on its own, in connection state `ct_state`: the rules see the
+    /// ports when it holds their 4 bytes (nft's transport expressions load just the bytes
+    /// they compare), nothing past them.
+    fn lone_fragment(
+        &mut self,
+        f: &decode::FragmentView<'_>,
+        ct_state: CtState,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let ports = match (f.protocol, f.data) {
+            (6 | 17, [a, b, c, d, ..]) => {
+                Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])))
+            }
+            _ => None,
+        };
+        let ip = decode::Ip {
+            src: f.src,
+            dst: f.dst,
+            protocol: f.protocol,
+            ttl: 0,
+            len: f.header.len() as u32 + f.data_len,
+            frag: Some(Frag {
+                id: f.id,
+                offset: f.offset,
+                more: f.more,
+            }),
+            has_options: false,
+            ext_headers: 0,
+            l4: Transport::Fragment,
+        };
+        let dir = self.direction(ip.src, ip.dst);
+        let l4 = ports.map_or(L4Meta::None, |(src, dst)| L4Meta::Ports { src, dst });
+        let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
+        let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
+        meta.iif = iif;
+        meta.oif = oif;
+        meta.ct_state = ct_state;
+        meta.len = ip.len;
+        let decision = self.engine.classify_with(self.cfg.matcher, &meta, ts);
+        self.account(dir, &ip, ports, decision, ts, sink)
     }
 
     /// Account dropped fragments (`tokens`) of datagram `key` as blocked, with one anomaly.
@@ -1027,6 +1072,16 @@ impl Simulator {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Bytes of the upper-layer header an IPv6 first fragment must hold to be reassembled
+/// (`ipv6_frag_thdr_truncated`: TCP 20, UDP 8, ICMPv6 8, anything else 1).
+fn upper_header_len(protocol: u8) -> usize {
+    match protocol {
+        6 => 20,
+        17 | 58 => 8,
+        _ => 1,
     }
 }
 

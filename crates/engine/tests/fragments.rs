@@ -155,11 +155,18 @@ fn a_tiny_first_fragment_hides_nothing_from_reassembly() {
     assert_eq!((r.allowed, r.blocked), (2, 0));
     assert_eq!(r.rules[&1].packets, 2);
     assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
-    // Alone, the first fragment is judged without ports (nft's transport expressions fail
-    // on a header it does not hold whole), so neither fragment matches the SSH rule.
+    // Alone, the first fragment still shows its ports (nft loads only the bytes it compares),
+    // so it matches the SSH rule; the second has none and falls to the default.
     let r = replay(&policy(false), None, &frames);
+    assert_eq!((r.allowed, r.blocked), (1, 1));
+    assert_eq!(r.rules[&1].packets, 1);
+    // IPv6 (RFC 8200 4.5): a first fragment without the whole TCP header is not reassembled;
+    // conntrack finds it invalid and the rest never completes (what the kernel test shows).
+    let frames = at(vec![v6(6, 2, &d, 0, 8, true), v6(6, 2, &d, 8, 20, false)]);
+    let r = replay(&policy(true), None, &frames);
     assert_eq!((r.allowed, r.blocked), (0, 2));
-    assert!(r.rules.is_empty());
+    assert_eq!(r.anomalies.get("fragment_truncated_first"), Some(&1));
+    assert_eq!(r.by_reason["conntrack state invalid"], 1);
 }
 
 #[test]

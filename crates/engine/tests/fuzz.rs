@@ -177,7 +177,7 @@ type FragSpec = (u8, bool, u16, u16, bool, u8, u8);
 fn fragment_bytes(spec: FragSpec) -> Vec<u8> {
     let (id, v6, offset8, len8, more, extra, _) = spec;
     let data = vec![id; usize::from(len8) * 8 + usize::from(extra % 8)];
-    let offset = u16::from(offset8 % 8192) * 8;
+    let offset = (offset8 % 8192) * 8;
     let mut b = if v6 {
         let mut h = vec![0x60, 0, 0, 0];
         h.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
