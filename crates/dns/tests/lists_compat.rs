@@ -119,7 +119,8 @@ enum Difference {
     /// Hosts housekeeping names (`ip6-allnodes`, `ip6-localnet`, ...) and IP-address tokens on
     /// hosts lines: the stand-in blocked them as names; feeds skips them.
     HostsHousekeeping,
-    /// An IP literal after `*.` or `=`: the stand-in took it as a name; feeds rejects it.
+    /// An IP literal after `*.` or `=`, or inside `||…^`: the stand-in took it as a name;
+    /// feeds rejects it.
     IpLiteralName,
 }
 
@@ -139,9 +140,16 @@ fn classify(line: &str) -> Option<Difference> {
             return Some(Difference::HostsHousekeeping);
         }
     }
+    // Adblock `||name^` (the stand-in trimmed spaces inside it).
+    let adblock = body
+        .trim()
+        .strip_prefix("||")
+        .and_then(|r| r.strip_suffix('^'))
+        .map(str::trim);
     let rest = first
         .strip_prefix("*.")
         .or_else(|| first.strip_prefix('='))
+        .or(adblock)
         .unwrap_or("");
     if rest
         .trim_end_matches('.')
@@ -251,6 +259,7 @@ fn hand_picked_lines_match_the_stand_in() {
         "0.0.0.0 ip6-allnodes",
         "*.192.0.2.1",
         "=192.0.2.1",
+        "||192.0.2.1^",
         "1.2.3.4",
         "xn--bcher-kva.example",
         "a\tb",
@@ -263,7 +272,7 @@ fn hand_picked_lines_match_the_stand_in() {
         BTreeMap::from([
             (Difference::Idna, 1),
             (Difference::HostsHousekeeping, 1),
-            (Difference::IpLiteralName, 2)
+            (Difference::IpLiteralName, 3)
         ]),
         "exactly the listed differences"
     );
