@@ -439,6 +439,16 @@ fn link_split<'a>(
     })
 }
 
+/// The IPv4 or IPv6 packet a frame carries (the bytes after its link header and VLAN tags),
+/// or `None` for other frames.
+pub fn ip_packet(link: LinkType, data: &[u8]) -> Option<&[u8]> {
+    let (mut vlans, mut count) = ([0; MAX_VLAN_TAGS], 0);
+    match link_split(link, data, &mut vlans, &mut count).ok()? {
+        (ETH_IPV4 | ETH_IPV6, rest) => Some(rest),
+        _ => None,
+    }
+}
+
 /// What IP reassembly needs of one fragment (see [`fragment_view`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragmentView<'a> {

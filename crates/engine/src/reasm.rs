@@ -64,7 +64,8 @@ pub enum DropCause {
     /// A fragment repeats data already queued: only it is dropped.
     Duplicate,
     /// The lengths disagree (a second last fragment, data past the last fragment's end, an
-    /// empty fragment, IPv6 data not a multiple of 8 before the end).
+    /// empty fragment, IPv6 data not a multiple of 8 before the end: see
+    /// [`Outcome::Unaligned`]).
     BadLength,
     /// The datagram would exceed 65,535 bytes.
     Oversize,
@@ -101,6 +102,14 @@ pub enum Outcome<T> {
         datagram: Vec<u8>,
         /// Every fragment's token, this one last.
         tokens: Vec<T>,
+    },
+    /// IPv6 data before the end not a multiple of 8: the datagram queued so far is dropped
+    /// and this fragment goes on alone, unreassembled.
+    Unaligned {
+        /// The queued fragments' tokens (dropped).
+        dropped: Vec<T>,
+        /// This fragment's token (judged alone).
+        token: T,
     },
     /// Fragments dropped: this one alone (duplicate, some length errors, memory) or with the
     /// whole datagram queued so far.
@@ -273,10 +282,12 @@ impl<T> Reassembler<T> {
         } else {
             if end & 7 != 0 {
                 if v6 {
-                    error = Some(true);
-                } else {
-                    end &= !7;
+                    // `nf_ct_frag6_queue` kills the queue and returns -EPROTO, on which
+                    // `nf_ct_frag6_gather` lets this fragment go on unreassembled.
+                    let dropped = self.remove(&key).map(|q| q.tokens).unwrap_or_default();
+                    return Outcome::Unaligned { dropped, token };
                 }
+                end &= !7;
             }
             if error.is_none() && end > q.len {
                 if q.last_in {
@@ -666,11 +677,12 @@ mod tests {
         );
         assert_eq!(
             feed(&mut r, &v6(6, &data, 0, 20, true), 1, 0),
-            Outcome::Dropped {
-                cause: DropCause::BadLength,
-                tokens: vec![0, 1]
+            Outcome::Unaligned {
+                dropped: vec![0],
+                token: 1
             }
         );
+        assert!(r.is_empty() && r.held_bytes() == 0);
     }
 
     #[test]
@@ -782,6 +794,7 @@ mod tests {
                 Outcome::Complete { tokens, .. } | Outcome::Dropped { tokens, .. } => {
                     tokens.clone()
                 }
+                Outcome::Unaligned { dropped, token } => [&dropped[..], &[*token]].concat(),
                 Outcome::Queued => vec![],
             }
         }

@@ -629,6 +629,23 @@ impl Simulator {
         };
         match self.reasm.fragment(f, token, ts) {
             Outcome::Queued => Ok(()),
+            Outcome::Unaligned { dropped, .. } => {
+                let key = QueueKey::of(f);
+                self.fragments_dropped(
+                    key,
+                    "fragment_bad_length",
+                    Reason::Reassembly,
+                    dropped,
+                    ts,
+                    sink,
+                )?;
+                let ct = if f.offset == 0 {
+                    CtState::Invalid
+                } else {
+                    CtState::New
+                };
+                self.lone_fragment(f, ct, ts, sink)
+            }
             Outcome::Dropped { cause, tokens } => {
                 let key = QueueKey::of(f);
                 self.fragments_dropped(key, cause.name(), Reason::Reassembly, tokens, ts, sink)
@@ -642,18 +659,28 @@ impl Simulator {
                 let ip = match decoded {
                     Ok(ip) => ip,
                     Err(a) => {
-                        // The whole datagram is malformed (a transport header cut by its own
-                        // lengths): counted, and its fragments never pass.
+                        // The datagram does not decode (nested fragment headers, a transport
+                        // header cut by its own lengths): counted, then judged without ports
+                        // and as conntrack-invalid (conntrack cannot parse it either).
                         self.anomaly(a, None, ts, sink)?;
-                        let key = QueueKey::of(f);
-                        return self.fragments_dropped(
-                            key,
-                            "fragment_reassembled_malformed",
-                            Reason::Reassembly,
-                            tokens,
-                            ts,
-                            sink,
-                        );
+                        let ip = decode::Ip {
+                            src: f.src,
+                            dst: f.dst,
+                            protocol: f.protocol,
+                            ttl: 0,
+                            len: datagram.len() as u32,
+                            frag: None,
+                            has_options: false,
+                            ext_headers: 0,
+                            l4: Transport::Fragment,
+                        };
+                        let dir = self.direction(ip.src, ip.dst);
+                        let decision =
+                            self.classify_alone(&ip, dir, L4Meta::None, CtState::Invalid, ts);
+                        for t in tokens {
+                            self.account(dir, &ip, None, decision, t.ts, sink)?;
+                        }
+                        return Ok(());
                     }
                 };
                 self.report.reassembled += 1;
@@ -666,9 +693,9 @@ impl Simulator {
         }
     }
 
-    /// A first fragment judged on its own, in connection state `ct_state`: the rules see the
-    /// ports when it holds their 4 bytes (nft's transport expressions load just the bytes
-    /// they compare), nothing past them.
+    /// A fragment judged on its own, in connection state `ct_state`: the rules see a first
+    /// fragment's ports when it holds their 4 bytes (nft's transport expressions load just the
+    /// bytes they compare), nothing past them, and no ports of a later fragment.
     fn lone_fragment(
         &mut self,
         f: &decode::FragmentView<'_>,
@@ -676,8 +703,8 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
-        let ports = match (f.protocol, f.data) {
-            (6 | 17, [a, b, c, d, ..]) => {
+        let ports = match (f.offset, f.protocol, f.data) {
+            (0, 6 | 17, [a, b, c, d, ..]) => {
                 Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])))
             }
             _ => None,
@@ -699,14 +726,26 @@ impl Simulator {
         };
         let dir = self.direction(ip.src, ip.dst);
         let l4 = ports.map_or(L4Meta::None, |(src, dst)| L4Meta::Ports { src, dst });
+        let decision = self.classify_alone(&ip, dir, l4, ct_state, ts);
+        self.account(dir, &ip, ports, decision, ts, sink)
+    }
+
+    /// The engine's decision for a packet that conntrack does not track as usual.
+    fn classify_alone(
+        &mut self,
+        ip: &decode::Ip<'_>,
+        dir: Direction,
+        l4: L4Meta,
+        ct_state: CtState,
+        ts: u64,
+    ) -> Decision {
         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
         let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
         meta.iif = iif;
         meta.oif = oif;
         meta.ct_state = ct_state;
         meta.len = ip.len;
-        let decision = self.engine.classify_with(self.cfg.matcher, &meta, ts);
-        self.account(dir, &ip, ports, decision, ts, sink)
+        self.engine.classify_with(self.cfg.matcher, &meta, ts)
     }
 
     /// Account dropped fragments (`tokens`) of datagram `key` as blocked, with one anomaly.

@@ -231,6 +231,11 @@ proptest! {
             match r.fragment(&f, i, now_ns) {
                 Outcome::Queued => {}
                 Outcome::Dropped { tokens, .. } => tokens.iter().for_each(|&t| back[t] += 1),
+                Outcome::Unaligned { dropped, token } => {
+                    prop_assert!(spec.1, "only IPv6 passes unaligned data on");
+                    dropped.iter().for_each(|&t| back[t] += 1);
+                    back[token] += 1;
+                }
                 Outcome::Complete { datagram, tokens } => {
                     tokens.iter().for_each(|&t| back[t] += 1);
                     let ip = if spec.1 {

@@ -509,3 +509,209 @@ fn kernel_fragment_handling_equals_engine_predictions() {
         "{delivered} delivered, {not_delivered} not"
     );
 }
+
+/// A policy that accepts everything but uses conntrack (one rule with a connection state), so
+/// the router reassembles and only reassembly decides what passes.
+fn defrag_only_policy() -> Policy {
+    let mut p = Policy::default();
+    p.defaults.stateful = false;
+    p.defaults.forward = Action::Accept;
+    let mut r = Rule::new("ct-in-use", Direction::Forward, Action::Accept);
+    r.ct_states = vec![CtState::Untracked];
+    p.rules = vec![r];
+    p
+}
+
+/// The fragments of real captures (Suricata's defrag and malformed-IPv6-fragment regressions,
+/// a DNS amplification capture), readdressed so that each original datagram gets its own
+/// client source and the server as destination: per datagram, it reaches the server through
+/// the reassembling router exactly when `simulate` allows some fragment of it.
+#[test]
+fn kernel_reassembly_of_real_fragment_captures_equals_engine() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/pcaps");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} not present (CI has it)", dir.display());
+        return;
+    }
+    let mut files: Vec<std::path::PathBuf> = ["suricata-verify", "stopddos"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(dir.join(d)).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.contains("frag") && name.ends_with(".pcap")
+        })
+        .collect();
+    // Suricata's small regression captures first; the amplification capture fills what is
+    // left of the IPv4 sources.
+    files.sort_by_key(|p| (p.to_string_lossy().contains("stopddos"), p.clone()));
+    // Why: a /24 of sources for IPv4 datagrams on each side of 192.0.2.0/24 and
+    // 203.0.113.0/24, and a bounded send (2 ms a frame).
+    const MAX_V4_SOURCES: usize = 480;
+    const MAX_FRAMES: usize = 3_000;
+    let mut sources: HashMap<(IpAddr, IpAddr, u8, u32), (IpAddr, String)> = HashMap::new();
+    let (mut v4_sources, mut v6_sources) = (0usize, 0usize);
+    let mut frames_out = Vec::new();
+    for path in &files {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(mut reader) = CaptureReader::new(&bytes[..]) else {
+            continue;
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        while let Ok(Some(rec)) = reader.next_record() {
+            if frames_out.len() == MAX_FRAMES {
+                break;
+            }
+            let Some(link) = rampart_engine::decode::LinkType::from_pcap(rec.linktype) else {
+                continue;
+            };
+            let Some(f) = rampart_engine::decode::fragment_view(link, rec.data) else {
+                continue;
+            };
+            let Some(ip) = rampart_engine::decode::ip_packet(link, rec.data) else {
+                continue;
+            };
+            let v6 = f.next_header_at.is_some();
+            let key = (f.src, f.dst, f.protocol, f.id);
+            if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(key) {
+                let src: IpAddr = if v6 {
+                    v6_sources += 1;
+                    format!("2001:db8:1::1:{:x}", v6_sources).parse().unwrap()
+                } else {
+                    if v4_sources == MAX_V4_SOURCES {
+                        continue;
+                    }
+                    v4_sources += 1;
+                    let (net, host) = if v4_sources <= 240 {
+                        ("192.0.2", v4_sources + 10)
+                    } else {
+                        ("203.0.113", v4_sources - 240 + 10)
+                    };
+                    format!("{net}.{host}").parse().unwrap()
+                };
+                slot.insert((src, format!("{name}: {} -> {} id {}", f.src, f.dst, f.id)));
+            }
+            let (src, _) = &sources[&key];
+            // The packet as its IP header sizes it; a capture cut short is not sent.
+            let mut pkt = ip.to_vec();
+            let len = if v6 {
+                40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]))
+            } else {
+                usize::from(u16::from_be_bytes([pkt[2], pkt[3]]))
+            };
+            if pkt.len() < len {
+                continue;
+            }
+            pkt.truncate(len);
+            let mut frame = ROUTER_MAC.to_vec();
+            frame.extend_from_slice(&CLIENT_MAC);
+            match src {
+                IpAddr::V4(s) => {
+                    pkt[12..16].copy_from_slice(&s.octets());
+                    pkt[16..20].copy_from_slice(&SERVER_V4);
+                    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+                    pkt[10..12].copy_from_slice(&[0, 0]);
+                    let sum = checksum(&pkt[..ihl]);
+                    pkt[10..12].copy_from_slice(&sum.to_be_bytes());
+                    frame.extend_from_slice(&[0x08, 0x00]);
+                }
+                IpAddr::V6(s) => {
+                    pkt[8..24].copy_from_slice(&s.octets());
+                    pkt[24..40].copy_from_slice(&SERVER_V6.parse::<Ipv6Addr>().unwrap().octets());
+                    frame.extend_from_slice(&[0x86, 0xdd]);
+                }
+            }
+            frame.extend_from_slice(&pkt);
+            frames_out.push(frame);
+        }
+    }
+    assert!(
+        frames_out.len() > 500 && v4_sources > 50 && v6_sources > 20,
+        "{} frames, {v4_sources} IPv4 and {v6_sources} IPv6 datagrams",
+        frames_out.len()
+    );
+    // The engine: one replay of every frame, 2 ms apart as sent; a datagram is allowed when
+    // some flow event from its source says so (flow events come at a flow's first packet and
+    // at every change of verdict).
+    let p = defrag_only_policy();
+    assert!(p.uses_conntrack());
+    let mut pcap = Vec::new();
+    write_pcap_header(&mut pcap, 1).unwrap();
+    for (i, f) in frames_out.iter().enumerate() {
+        write_pcap_record(
+            &mut pcap,
+            1_764_273_600_000_000_000 + i as u64 * 2_000_000,
+            f,
+        )
+        .unwrap();
+    }
+    let cfg = SimConfig {
+        direction: Some(Direction::Forward),
+        iif: Some("lan0".into()),
+        oif: Some("dmz0".into()),
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(Engine::new(&p), cfg);
+    let mut sink = rampart_events::VecSink::default();
+    let mut reader = CaptureReader::new(&pcap[..]).unwrap();
+    while let Some(rec) = reader.next_record().unwrap() {
+        sim.process(&rec, &mut sink).unwrap();
+    }
+    sim.end_of_capture(&mut sink).unwrap();
+    let report = sim.finish();
+    let allowed: std::collections::HashSet<IpAddr> = sink
+        .events
+        .iter()
+        .filter(|e| e.event_type == "flow" && e.verdict == rampart_events::Verdict::Allow)
+        .filter_map(|e| e.flow.as_ref().map(|f| f.src_ip))
+        .collect();
+    // The kernel.
+    let mut n = setup();
+    let text = emit(&p, &EmitOptions::default()).expect("emit");
+    let f = n.lab.write("ruleset.nft", &text);
+    Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
+    let arrived = observe(&mut n, &frames_out);
+    let mut failures = Vec::new();
+    let (mut delivered, mut refused) = (0, 0);
+    for (src, what) in sources.values() {
+        let kernel = arrived.contains_key(src);
+        let engine = allowed.contains(src);
+        if kernel {
+            delivered += 1;
+        } else {
+            refused += 1;
+        }
+        if kernel != engine {
+            failures.push(format!(
+                "{what} (sent as {src}): kernel {kernel}, engine {engine}"
+            ));
+        }
+    }
+    failures.sort();
+    eprintln!(
+        "{} captures, {} frames, {} datagrams: {delivered} delivered, {refused} not; engine: {} reassembled, {} fragments dropped, anomalies {:?}",
+        files.len(),
+        frames_out.len(),
+        sources.len(),
+        report.reassembled,
+        report.fragments_dropped,
+        report.anomalies
+    );
+    assert!(
+        failures.is_empty(),
+        "kernel and engine disagree on {} datagrams:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        delivered >= 50 && refused >= 10,
+        "{delivered} delivered, {refused} not"
+    );
+}
