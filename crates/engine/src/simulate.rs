@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::app;
 use crate::classifier::PrefetchStage;
 use crate::conntrack::{Conntrack, CtStats};
-use crate::decode::{self, Anomaly, Frag, LinkType, Transport, L3};
+use crate::decode::{self, Anomaly, Frag, Layer, LinkType, Transport, L3};
 use crate::engine::{
     proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
     PacketMeta, Reason,
@@ -639,12 +639,9 @@ impl Simulator {
                     ts,
                     sink,
                 )?;
-                let ct = if f.offset == 0 {
-                    CtState::Invalid
-                } else {
-                    CtState::New
-                };
-                self.lone_fragment(f, ct, ts, sink)
+                // Conntrack cannot use it either way (a first fragment's transport header
+                // disagrees with what it carries; a later one has none), so it is invalid.
+                self.lone_fragment(f, CtState::Invalid, ts, sink)
             }
             Outcome::Dropped { cause, tokens } => {
                 let key = QueueKey::of(f);
@@ -659,10 +656,18 @@ impl Simulator {
                 let ip = match decoded {
                     Ok(ip) => ip,
                     Err(a) => {
-                        // The datagram does not decode (nested fragment headers, a transport
-                        // header cut by its own lengths): counted, then judged without ports
-                        // and as conntrack-invalid (conntrack cannot parse it either).
+                        // The datagram does not decode: counted, then judged without ports.
+                        // A transport header cut by its own lengths is conntrack-invalid; an
+                        // IPv6 header chain the decoder gives up on (nested fragment headers)
+                        // is tracked by conntrack's generic tracker, so new.
                         self.anomaly(a, None, ts, sink)?;
+                        let ct = match a {
+                            Anomaly::Truncated(Layer::Tcp | Layer::Udp | Layer::Icmp)
+                            | Anomaly::BadTcpHeaderLength
+                            | Anomaly::BadUdpLength
+                            | Anomaly::InvalidTcpFlags => CtState::Invalid,
+                            _ => CtState::New,
+                        };
                         let ip = decode::Ip {
                             src: f.src,
                             dst: f.dst,
@@ -675,8 +680,7 @@ impl Simulator {
                             l4: Transport::Fragment,
                         };
                         let dir = self.direction(ip.src, ip.dst);
-                        let decision =
-                            self.classify_alone(&ip, dir, L4Meta::None, CtState::Invalid, ts);
+                        let decision = self.classify_alone(&ip, dir, L4Meta::None, ct, ts);
                         for t in tokens {
                             self.account(dir, &ip, None, decision, t.ts, sink)?;
                         }
