@@ -316,6 +316,35 @@ pub fn spawn_request_flood(
     })
 }
 
+/// What a flood case's server did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerCounts {
+    /// Connections answered with the reply.
+    pub served: u64,
+    /// `accept` calls that failed with a connection's own network error (retried).
+    pub transient_errors: u64,
+}
+
+/// The errors accept(2) says to treat like EAGAIN on TCP: a pending connection's network
+/// error (and an aborted or interrupted accept).
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
 /// A server in `server.ns` answering every connection on `port` with `payload`'s reply until
 /// `stop` is set.
 pub fn spawn_server(
@@ -323,7 +352,7 @@ pub fn spawn_server(
     port: u16,
     payload: Payload,
     stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<Result<u64, LabError>>, LabError> {
+) -> Result<std::thread::JoinHandle<Result<ServerCounts, LabError>>, LabError> {
     let addr = SocketAddr::new(server.addr, port);
     let (ready_tx, ready_rx) = mpsc::channel();
     let handle = in_namespace(&server.ns, move || {
@@ -350,6 +379,7 @@ pub fn spawn_server(
         let request = Arc::new(payload.request(true));
         let reply = Arc::new(payload.reply(true));
         let served = Arc::new(AtomicU64::new(0));
+        let mut transient_errors = 0u64;
         let mut handlers = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             match socket.accept() {
@@ -377,14 +407,22 @@ pub fn spawn_server(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
+                // accept(2): Linux passes a pending connection's network error on as
+                // accept's own; retry as for EAGAIN (the one connection is lost, the server
+                // is not).
+                Err(e) if is_transient_accept_error(&e) => {
+                    transient_errors += 1;
+                }
                 Err(e) => return Err(io_err("accept")(e)),
             }
         }
         for h in handlers {
             let _ = h.join();
         }
-        let served = served.load(Ordering::Relaxed);
-        Ok(served)
+        Ok(ServerCounts {
+            served: served.load(Ordering::Relaxed),
+            transient_errors,
+        })
     });
     match ready_rx.recv_timeout(Duration::from_secs(3)) {
         Ok(()) => Ok(handle),

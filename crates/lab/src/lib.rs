@@ -1439,7 +1439,9 @@ impl LabRun<'_> {
         stop_sampler.store(true, std::sync::atomic::Ordering::Relaxed);
         stop_server.store(true, std::sync::atomic::Ordering::Relaxed);
         let conntrack_peak = join_lab(sampler).unwrap_or(0);
-        let _ = join_lab(server_thread);
+        // Its error is returned after the cleanup below: a server that stopped answering
+        // must fail the case as an error, not pass for lost replies.
+        let server_counts = join_lab(server_thread);
         if syncookies_off {
             netns::run_in(&server.ns, "sysctl", &["-qw", "net.ipv4.tcp_syncookies=1"])?;
         }
@@ -1449,6 +1451,7 @@ impl LabRun<'_> {
                 let _ = netns::run_in(gw, "ip", &[family, "route", "del", "blackhole", route]);
             }
         }
+        let server_counts = server_counts?;
         let legit = legit_ok?;
         let legit_ok = legit.ok;
         let sent = sent?;
@@ -1493,6 +1496,13 @@ impl LabRun<'_> {
             legit.connect_failed,
             legit.reply_failed,
         );
+        detail.push_str(&format!("; the server answered {}", server_counts.served));
+        if server_counts.transient_errors > 0 {
+            detail.push_str(&format!(
+                " (accept retried after {} connection errors)",
+                server_counts.transient_errors
+            ));
+        }
         if !self.gateway.ban_sets.is_empty() {
             detail.push_str(&format!("; {banned_sources} sources banned"));
         }
