@@ -606,9 +606,7 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
-        if f.offset == 0
-            && f.next_header_at.is_some()
-            && f.data.len() < upper_header_len(f.protocol)
+        if f.offset == 0 && f.next_header_at.is_some() && upper_header_truncated(f.protocol, f.data)
         {
             // RFC 8200 4.5: an IPv6 first fragment without its whole upper-layer header is
             // not reassembled (nf_ct_frag6_gather lets it through alone); conntrack cannot
@@ -1118,14 +1116,44 @@ impl Simulator {
     }
 }
 
-/// Bytes of the upper-layer header an IPv6 first fragment must hold to be reassembled
-/// (`ipv6_frag_thdr_truncated`: TCP 20, UDP 8, ICMPv6 8, anything else 1).
-fn upper_header_len(protocol: u8) -> usize {
-    match protocol {
+/// Whether an IPv6 first fragment's `data` (after its fragment header, whose next header is
+/// `next`) misses part of its upper-layer header: `ipv6_frag_thdr_truncated`, which skips the
+/// extension headers the kernel knows (`ipv6_skip_exthdr`: hop-by-hop, routing, fragment,
+/// authentication, destination options) and needs TCP 20 bytes, UDP and ICMPv6 8, anything
+/// else 1. An extension header it cannot read, "no next header" or a later fragment header
+/// mean "not truncated", as in the kernel.
+fn upper_header_truncated(mut next: u8, data: &[u8]) -> bool {
+    let mut off = 0usize;
+    // Each step moves at least 8 bytes into `data`, so this ends.
+    while matches!(next, 0 | 43 | 44 | 51 | 60) {
+        let (Some(&nh), Some(&len)) = (data.get(off), data.get(off + 1)) else {
+            return false;
+        };
+        let step = match next {
+            44 => {
+                let Some(field) = data.get(off + 2..off + 4) else {
+                    return false;
+                };
+                if u16::from_be_bytes([field[0], field[1]]) & !7 != 0 {
+                    return false;
+                }
+                8
+            }
+            51 => (usize::from(len) + 2) * 4,
+            _ => (usize::from(len) + 1) * 8,
+        };
+        next = nh;
+        off += step;
+    }
+    if next == 59 {
+        return false;
+    }
+    let need = match next {
         6 => 20,
         17 | 58 => 8,
         _ => 1,
-    }
+    };
+    off + need > data.len()
 }
 
 fn ifaces(
@@ -1192,6 +1220,31 @@ fn describe_app(name: &str, detail: &serde_json::Map<String, serde_json::Value>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upper_header_truncation_skips_extension_headers_as_the_kernel_does() {
+        let tcp = [0u8; 20];
+        assert!(!upper_header_truncated(6, &tcp));
+        assert!(upper_header_truncated(6, &tcp[..19]));
+        assert!(upper_header_truncated(17, &tcp[..7]));
+        assert!(!upper_header_truncated(17, &tcp[..8]));
+        // A destination-options header (8 bytes, next TCP) after the fragment header.
+        let mut dst = vec![6, 0, 0, 0, 0, 0, 0, 0];
+        dst.extend_from_slice(&tcp[..12]);
+        assert!(upper_header_truncated(60, &dst));
+        dst.extend_from_slice(&tcp[12..]);
+        assert!(!upper_header_truncated(60, &dst));
+        // An extension header the data cannot hold the start of, "no next header", a nested
+        // later fragment: not truncated (the kernel's skip fails or stops).
+        assert!(!upper_header_truncated(60, &[6]));
+        assert!(!upper_header_truncated(59, &[]));
+        assert!(!upper_header_truncated(44, &[6, 0, 0, 8, 0, 0, 0, 1]));
+        // A nested first fragment header is skipped like any other.
+        assert!(upper_header_truncated(44, &[6, 0, 0, 0, 0, 0, 0, 1, 0, 0]));
+        // Protocols without a known header need one byte.
+        assert!(upper_header_truncated(47, &[]));
+        assert!(!upper_header_truncated(47, &[0]));
+    }
 
     #[test]
     fn rfc3339_formats_epoch_times() {
