@@ -26,6 +26,13 @@ pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 /// How long a datagram may take to complete (Linux `ipfrag_time`, 30 s), from its first
 /// fragment's arrival.
 pub const TIMEOUT_NS: u64 = 30_000_000_000;
+/// An IPv4 queue restarts (its fragments dropped) when its source's fragment count moved by
+/// more than this since the queue's previous fragment, i.e. when at least this many of the
+/// source's other fragments came in between (Linux `ipfrag_max_dist`, 64).
+pub const MAX_DIST: u32 = 64;
+/// IPv4 sources whose fragment count is kept for [`MAX_DIST`] (the kernel's inet_peer
+/// entries); past this the counts start over.
+pub const MAX_PEERS: usize = 65_536;
 /// Largest IPv4 datagram / IPv6 payload (64 KiB − 1).
 const MAX_LEN: u32 = 65_535;
 
@@ -73,6 +80,9 @@ pub enum DropCause {
     Timeout,
     /// Reassembly memory ([`MAX_HELD_BYTES`] / [`MAX_QUEUES`]) is full.
     MemoryFull,
+    /// An IPv4 queue restarted: [`MAX_DIST`] or more fragments from its source arrived
+    /// between two of its own (`ip_frag_too_far`); what it held is dropped.
+    TooFar,
 }
 
 impl DropCause {
@@ -85,6 +95,7 @@ impl DropCause {
             DropCause::Oversize => "fragment_oversize",
             DropCause::Timeout => "fragment_timeout",
             DropCause::MemoryFull => "fragment_memory_full",
+            DropCause::TooFar => "fragment_too_far",
         }
     }
 }
@@ -126,6 +137,8 @@ pub enum Outcome<T> {
 struct Queue<T> {
     /// The timer's generation in `deadlines`.
     generation: u64,
+    /// IPv4: its source's fragment count at this queue's last fragment.
+    rid: u32,
     /// Runs of contiguous data, sorted, as `inet_frag_queue_insert` keeps them: a fragment
     /// that starts where the last run ends extends it, any other starts its own.
     runs: Vec<(u32, u32)>,
@@ -153,6 +166,10 @@ pub struct Reassembler<T> {
     deadlines: VecDeque<(u64, QueueKey, u64)>,
     held_bytes: usize,
     next_generation: u64,
+    /// IPv4 fragments seen per source (`inet_peer.rid`).
+    peers: FastMap<IpAddr, u32>,
+    /// Queues restarted by [`MAX_DIST`] since the last [`Reassembler::take_restarted`].
+    restarted: Vec<(QueueKey, Vec<T>)>,
 }
 
 impl<T> Default for Reassembler<T> {
@@ -162,6 +179,8 @@ impl<T> Default for Reassembler<T> {
             deadlines: VecDeque::new(),
             held_bytes: 0,
             next_generation: 0,
+            peers: FastMap::default(),
+            restarted: Vec::new(),
         }
     }
 }
@@ -175,6 +194,12 @@ impl<T> Reassembler<T> {
     /// Data bytes held.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// The fragments dropped because their queue restarted ([`DropCause::TooFar`]) since the
+    /// last call (call after each [`Reassembler::fragment`]).
+    pub fn take_restarted(&mut self) -> Vec<(QueueKey, Vec<T>)> {
+        std::mem::take(&mut self.restarted)
     }
 
     /// Datagrams whose timer ran out by `now_ns`, with their tokens (call before
@@ -214,6 +239,41 @@ impl<T> Reassembler<T> {
         Some(q)
     }
 
+    /// `ip_frag_too_far`: count the fragment for its source; when the count moved by more
+    /// than [`MAX_DIST`] since this queue's last fragment, restart the queue
+    /// (`ip_frag_reinit`: its fragments dropped, its timer started again).
+    fn too_far(&mut self, key: &QueueKey, now_ns: u64) {
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&key.src) {
+            self.peers.clear();
+        }
+        let count = self.peers.entry(key.src).or_insert(0);
+        *count = count.wrapping_add(1);
+        let end = *count;
+        let Some(q) = self.queues.get_mut(key) else {
+            return;
+        };
+        let start = std::mem::replace(&mut q.rid, end);
+        if q.pieces.is_empty() || end.wrapping_sub(start) <= MAX_DIST {
+            return;
+        }
+        let held: usize = q.pieces.iter().map(|(_, d)| d.len()).sum();
+        let tokens = std::mem::take(&mut q.tokens);
+        q.runs.clear();
+        q.pieces.clear();
+        q.received = 0;
+        q.len = 0;
+        q.first_in = false;
+        q.last_in = false;
+        q.first_header.clear();
+        q.next_header_at = None;
+        q.generation = self.next_generation;
+        self.next_generation += 1;
+        self.deadlines
+            .push_back((now_ns.saturating_add(TIMEOUT_NS), *key, q.generation));
+        self.held_bytes -= held;
+        self.restarted.push((*key, tokens));
+    }
+
     fn kill(&mut self, key: &QueueKey, cause: DropCause, token: T) -> Outcome<T> {
         let mut tokens = self.remove(key).map(|q| q.tokens).unwrap_or_default();
         tokens.push(token);
@@ -247,6 +307,7 @@ impl<T> Reassembler<T> {
                 key,
                 Queue {
                     generation,
+                    rid: 0,
                     runs: Vec::new(),
                     pieces: Vec::new(),
                     received: 0,
@@ -264,6 +325,9 @@ impl<T> Reassembler<T> {
                 cause: DropCause::MemoryFull,
                 tokens: vec![token],
             };
+        }
+        if !v6 {
+            self.too_far(&key, now_ns);
         }
         let Some(q) = self.queues.get_mut(&key) else {
             unreachable!("inserted above")
@@ -760,6 +824,73 @@ mod tests {
             [(11, vec![3])]
         );
         assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn an_ipv4_queue_restarts_after_64_other_fragments_from_its_source() {
+        let data = udp(40);
+        let mut r = Reassembler::default();
+        assert_eq!(
+            feed(&mut r, &v4(100, &data, 0, 16, true), 0, 0),
+            Outcome::Queued
+        );
+        // 63 fragments of other datagrams from the same source: still within the distance.
+        for i in 0..63u16 {
+            let o = feed(
+                &mut r,
+                &v4(200 + i, &data, 32, 8, false),
+                1 + usize::from(i),
+                0,
+            );
+            assert_eq!(o, Outcome::Queued);
+        }
+        assert_eq!(
+            feed(&mut r, &v4(100, &data, 16, 16, true), 65, 0),
+            Outcome::Queued
+        );
+        assert!(r.take_restarted().is_empty());
+        // 64 more: the next fragment of datagram 100 finds its queue too far behind.
+        for i in 0..64u16 {
+            let o = feed(
+                &mut r,
+                &v4(300 + i, &data, 32, 8, false),
+                66 + usize::from(i),
+                0,
+            );
+            assert_eq!(o, Outcome::Queued);
+        }
+        assert_eq!(
+            feed(&mut r, &v4(100, &data, 32, 8, false), 131, 0),
+            Outcome::Queued
+        );
+        let restarted = r.take_restarted();
+        assert_eq!(restarted.len(), 1);
+        assert_eq!(
+            (restarted[0].0.id, restarted[0].1.clone()),
+            (100, vec![0, 65])
+        );
+        // The restarted queue completes from fresh fragments.
+        assert_eq!(
+            feed(&mut r, &v4(100, &data, 16, 16, true), 132, 0),
+            Outcome::Queued
+        );
+        let (_, tokens) = complete(feed(&mut r, &v4(100, &data, 0, 16, true), 133, 0));
+        assert_eq!(tokens, [131, 132, 133]);
+        // IPv6 has no such distance.
+        let mut r = Reassembler::default();
+        assert_eq!(
+            feed(&mut r, &v6(100, &data, 0, 16, true), 0, 0),
+            Outcome::Queued
+        );
+        for i in 0..200u32 {
+            assert_eq!(
+                feed(&mut r, &v6(200 + i, &data, 32, 8, false), 1, 0),
+                Outcome::Queued
+            );
+        }
+        let (_, tokens) = complete(feed(&mut r, &v6(100, &data, 16, 24, false), 2, 0));
+        assert_eq!(tokens, [0, 2]);
+        assert!(r.take_restarted().is_empty());
     }
 
     #[test]

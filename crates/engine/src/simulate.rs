@@ -625,7 +625,18 @@ impl Simulator {
             ts,
             protocol: f.protocol,
         };
-        match self.reasm.fragment(f, token, ts) {
+        let outcome = self.reasm.fragment(f, token, ts);
+        for (key, tokens) in self.reasm.take_restarted() {
+            self.fragments_dropped(
+                key,
+                "fragment_too_far",
+                Reason::Reassembly,
+                tokens,
+                ts,
+                sink,
+            )?;
+        }
+        match outcome {
             Outcome::Queued => Ok(()),
             Outcome::Unaligned { dropped, .. } => {
                 let key = QueueKey::of(f);

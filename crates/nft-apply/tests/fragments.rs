@@ -735,3 +735,65 @@ fn engine_allowed_sources(
         .collect();
     (allowed, sim.finish())
 }
+
+/// `ipfrag_max_dist`: an IPv4 datagram whose first fragment is followed by 63 fragments of
+/// other datagrams from the same source still completes; with 64 in between its queue
+/// restarts and it never completes. IPv6 keeps no such distance. Kernel and engine agree on
+/// each (the fillers are lone last fragments, which never complete).
+#[test]
+fn kernel_restarts_ipv4_queues_too_far_behind_as_the_engine_does() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let d = udp(40100, 5353, 64);
+    let datagram = Case {
+        name: "datagram",
+        protocol: 17,
+        pieces: vec![
+            piece(&d, 0, 24, true),
+            piece(&d, 24, 24, true),
+            piece(&d, 48, 16, false),
+        ],
+    };
+    let filler = Case {
+        name: "filler",
+        protocol: 17,
+        pieces: vec![piece(&udp(40200, 5353, 64), 48, 16, false)],
+    };
+    let mut frames_out = Vec::new();
+    let mut expect = Vec::new();
+    for (src, between, delivered) in [
+        ("192.0.2.60", 63u16, true),
+        ("192.0.2.61", 64, false),
+        ("2001:db8:1::60", 200, true),
+    ] {
+        let src: IpAddr = src.parse().unwrap();
+        let own = frames(&datagram, src, 0x5000);
+        frames_out.push(own[0].clone());
+        for k in 0..between {
+            frames_out.extend(frames(&filler, src, 0x6000 + k));
+        }
+        frames_out.extend(own[1..].iter().cloned());
+        expect.push((src, between, delivered));
+    }
+    let p = policy(true);
+    let (allowed, report) = engine_allowed_sources(&p, &frames_out);
+    let mut n = setup();
+    let text = emit(&p, &EmitOptions::default()).expect("emit");
+    let f = n.lab.write("ruleset.nft", &text);
+    Nft::in_netns(&n.rtr).apply_file(&f).expect("apply");
+    let arrived = observe(&mut n, &frames_out);
+    for (src, between, delivered) in expect {
+        let kernel = arrived.contains_key(&src);
+        let engine = allowed.contains(&src);
+        eprintln!("{src}, {between} fragments in between: kernel {kernel}, engine {engine}");
+        assert_eq!(kernel, delivered, "{src}: the kernel");
+        assert_eq!(
+            engine, delivered,
+            "{src}: the engine ({:?})",
+            report.anomalies
+        );
+    }
+    assert_eq!(report.anomalies.get("fragment_too_far"), Some(&1));
+}
