@@ -566,8 +566,9 @@ impl Simulator {
             Ok(p) => p,
             Err(a) => {
                 // A first fragment too short for its own transport header (RFC 1858's tiny
-                // fragment): reassembly completes it, and without reassembly the rules see it
-                // without ports, as nft's transport expressions do.
+                // fragment): reassembly completes it; without reassembly the rules see what it
+                // holds (its ports, if their 4 bytes are there), as nft's transport
+                // expressions do.
                 if let Some(f) = decode::fragment_view(link, rec.data) {
                     if self.reassemble {
                         return self.fragment(&f, ts, sink);
@@ -762,7 +763,6 @@ impl Simulator {
     }
 
     /// Account dropped fragments (`tokens`) of datagram `key` as blocked, with one anomaly.
-    #[allow(clippy::too_many_arguments)]
     fn fragments_dropped(
         &mut self,
         key: QueueKey,
