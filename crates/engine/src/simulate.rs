@@ -612,13 +612,7 @@ impl Simulator {
             // RFC 8200 4.5: an IPv6 first fragment without its whole upper-layer header is
             // not reassembled (nf_ct_frag6_gather lets it through alone); conntrack cannot
             // parse it, so it is invalid, and the rest of its datagram never completes.
-            let flow = Flow {
-                src_ip: f.src,
-                src_port: None,
-                dest_ip: f.dst,
-                dest_port: None,
-                proto: event_proto(f.protocol),
-            };
+            let flow = event_flow(f.src, f.dst, f.protocol, None);
             self.anomaly_named("fragment_truncated_first".into(), Some(flow), ts, sink)?;
             return self.lone_fragment(f, CtState::Invalid, ts, sink);
         }
@@ -786,13 +780,7 @@ impl Simulator {
             ext_headers: 0,
             l4: Transport::Fragment,
         };
-        let flow = Flow {
-            src_ip: ip.src,
-            src_port: None,
-            dest_ip: ip.dst,
-            dest_port: None,
-            proto: event_proto(protocol),
-        };
+        let flow = event_flow(ip.src, ip.dst, protocol, None);
         self.anomaly_named(anomaly.to_owned(), Some(flow), ts, sink)?;
         self.report.fragments_dropped += tokens.len() as u64;
         let dir = self.direction(ip.src, ip.dst);
@@ -838,13 +826,7 @@ impl Simulator {
             ),
             Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None),
         };
-        let flow = || Flow {
-            src_ip: ip.src,
-            src_port: ports.map(|p| p.0),
-            dest_ip: ip.dst,
-            dest_port: ports.map(|p| p.1),
-            proto: event_proto(ip.protocol),
-        };
+        let flow = || event_flow(ip.src, ip.dst, ip.protocol, ports);
         let decision = if matches!(ip.l4, Transport::Fragment) {
             // Without reassembly (with it, fragments never get here) a fragment without a
             // whole transport header is judged alone, without ports: nft's transport
@@ -956,13 +938,7 @@ impl Simulator {
             Transport::Udp(u) => (u.payload, true),
             _ => (&[][..], false),
         };
-        let flow = || Flow {
-            src_ip: ip.src,
-            src_port: ports.map(|p| p.0),
-            dest_ip: ip.dst,
-            dest_port: ports.map(|p| p.1),
-            proto: event_proto(ip.protocol),
-        };
+        let flow = || event_flow(ip.src, ip.dst, ip.protocol, ports);
         let allowed = decision.action == Action::Accept;
         let r = &mut self.report;
         r.classified += 1;
@@ -1186,6 +1162,17 @@ fn ifaces(
         Direction::Ingress => (iif, None),
         Direction::Egress => (None, oif),
         Direction::Forward => (iif, oif),
+    }
+}
+
+/// The flow an event names.
+fn event_flow(src: IpAddr, dst: IpAddr, protocol: u8, ports: Option<(u16, u16)>) -> Flow {
+    Flow {
+        src_ip: src,
+        src_port: ports.map(|p| p.0),
+        dest_ip: dst,
+        dest_port: ports.map(|p| p.1),
+        proto: event_proto(protocol),
     }
 }
 

@@ -323,30 +323,7 @@ fn policy(stateful: bool) -> Policy {
 }
 
 fn engine_report(p: &Policy, frames: &[Vec<u8>]) -> Report {
-    let mut pcap = Vec::new();
-    write_pcap_header(&mut pcap, 1).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        write_pcap_record(
-            &mut pcap,
-            1_764_273_600_000_000_000 + i as u64 * 2_000_000,
-            f,
-        )
-        .unwrap();
-    }
-    let cfg = SimConfig {
-        direction: Some(Direction::Forward),
-        iif: Some("lan0".into()),
-        oif: Some("dmz0".into()),
-        ..SimConfig::default()
-    };
-    let mut sim = Simulator::new(Engine::new(p), cfg);
-    let mut sink = rampart_events::VecSink::default();
-    let mut r = CaptureReader::new(&pcap[..]).unwrap();
-    while let Some(rec) = r.next_record().unwrap() {
-        sim.process(&rec, &mut sink).unwrap();
-    }
-    sim.end_of_capture(&mut sink).unwrap();
-    sim.finish()
+    engine_allowed_sources(p, frames).1
 }
 
 struct Net {

@@ -37,6 +37,16 @@ fn tcp(port: u16) -> L4Match {
     }
 }
 
+fn per_source_limit() -> Limit {
+    Limit {
+        rate: 10,
+        per_s: 1,
+        burst: 0,
+        unit: RateUnit::Packets,
+        per_source: true,
+    }
+}
+
 #[test]
 fn uses_conntrack_matches_the_emitted_ct_expressions() {
     type Variant = (&'static str, bool, fn(&mut Rule));
@@ -57,24 +67,10 @@ fn uses_conntrack_matches_the_emitted_ct_expressions() {
             });
             r.action = Action::Drop;
         }),
-        ("rate limit", false, |r| {
-            r.limit = Some(Limit {
-                rate: 10,
-                per_s: 1,
-                burst: 0,
-                unit: RateUnit::Packets,
-                per_source: true,
-            })
-        }),
+        ("rate limit", false, |r| r.limit = Some(per_source_limit())),
         ("logged", false, |r| r.log = true),
         ("ban", false, |r| {
-            r.limit = Some(Limit {
-                rate: 10,
-                per_s: 1,
-                burst: 0,
-                unit: RateUnit::Packets,
-                per_source: true,
-            });
+            r.limit = Some(per_source_limit());
             r.ban = Some(Ban { timeout_s: 60 });
         }),
         ("drop", false, |r| r.action = Action::Drop),
