@@ -28,37 +28,6 @@ const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xf0, 0x01];
 const SERVER_V4: [u8; 4] = [198, 51, 100, 2];
 const SERVER_V6: &str = "2001:db8:2::2";
 
-/// Prints `ready`, then on SIGTERM one line per IP packet that reached the server:
-/// `SRC OFFSET` (the fragment offset, 0 for whole packets).
-const CAPTURE_PY: &str = r#"
-import socket, sys, signal, ipaddress, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-s.bind(("eth0", 0)); s.settimeout(0.2)
-seen = []
-stop = [False]
-signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__(0, True))
-print("ready", flush=True)
-end = time.time() + float(sys.argv[1])
-while not stop[0] and time.time() < end:
-    try:
-        f, addr = s.recvfrom(4096)
-    except socket.timeout:
-        continue
-    if addr[2] == socket.PACKET_OUTGOING:
-        continue
-    et = int.from_bytes(f[12:14], "big"); p = f[14:]
-    if et == 0x0800:
-        seen.append("%s %d" % (ipaddress.ip_address(p[12:16]), (int.from_bytes(p[6:8], "big") & 0x1fff) * 8))
-    elif et == 0x86dd:
-        off = 0
-        if p[6] == 44:
-            off = int.from_bytes(p[42:44], "big") & 0xfff8
-        seen.append("%s %d" % (ipaddress.ip_address(p[8:24]), off))
-for line in seen:
-    print(line)
-sys.stdout.flush()
-"#;
-
 /// Sends each line's hex frame on eth0, 2 ms apart.
 const SEND_PY: &str = r#"
 import socket, sys, time
@@ -400,13 +369,8 @@ fn observe(n: &mut Net, frames: &[Vec<u8>]) -> HashMap<IpAddr, Vec<u32>> {
     must(&format!("kill -TERM {pid}"));
     let mut arrived: HashMap<IpAddr, Vec<u32>> = HashMap::new();
     for l in reader.lines() {
-        let l = l.unwrap();
-        let mut w = l.split_whitespace();
-        let (Some(src), Some(off)) = (w.next(), w.next()) else {
-            continue;
-        };
-        if let (Ok(src), Ok(off)) = (src.parse(), off.parse()) {
-            arrived.entry(src).or_default().push(off);
+        if let Some(c) = parse_captured(&l.unwrap()) {
+            arrived.entry(c.src).or_default().push(c.frag_offset);
         }
     }
     let _ = n.lab.children[idx].wait();

@@ -137,6 +137,88 @@ impl Drop for Lab {
     }
 }
 
+/// Captures every frame arriving on eth0: prints `ready`, then, on SIGTERM or after `argv[1]`
+/// seconds, the first 96 bytes of each frame in hex, one line per frame ([`parse_captured`]
+/// reads them).
+pub const CAPTURE_PY: &str = r#"
+import socket, sys, signal, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("eth0", 0)); s.settimeout(0.2)
+seen = []
+stop = [False]
+signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__(0, True))
+print("ready", flush=True)
+end = time.time() + float(sys.argv[1])
+while not stop[0] and time.time() < end:
+    try:
+        f, addr = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if addr[2] != socket.PACKET_OUTGOING:
+        seen.append(f[:96].hex())
+for line in seen:
+    print(line)
+sys.stdout.flush()
+"#;
+
+/// An IP packet [`CAPTURE_PY`] saw.
+pub struct Captured {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    /// IPv4 protocol, or the IPv6 header's next header (extension headers are not walked).
+    pub proto: u8,
+    /// The captured bytes after the IPv4 header / the fixed IPv6 header.
+    pub l4: Vec<u8>,
+    /// Fragment offset in bytes (0 for whole packets and first fragments).
+    pub frag_offset: u32,
+}
+
+/// One line of [`CAPTURE_PY`]'s output, if it is an IPv4 or IPv6 frame.
+pub fn parse_captured(line: &str) -> Option<Captured> {
+    let line = line.trim();
+    let f: Vec<u8> = (0..line.len() / 2)
+        .map(|i| u8::from_str_radix(line.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let p = f.get(14..)?;
+    match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0800 => {
+            let ihl = usize::from(p.first()? & 15) * 4;
+            let a = |o: usize| -> Option<std::net::IpAddr> {
+                let b: [u8; 4] = p.get(o..o + 4)?.try_into().ok()?;
+                Some(b.into())
+            };
+            Some(Captured {
+                src: a(12)?,
+                dst: a(16)?,
+                proto: *p.get(9)?,
+                l4: p.get(ihl..)?.to_vec(),
+                frag_offset: u32::from(u16::from_be_bytes([*p.get(6)?, *p.get(7)?]) & 0x1fff) * 8,
+            })
+        }
+        0x86dd => {
+            let a = |o: usize| -> Option<std::net::IpAddr> {
+                let b: [u8; 16] = p.get(o..o + 16)?.try_into().ok()?;
+                Some(b.into())
+            };
+            let proto = *p.get(6)?;
+            let l4 = p.get(40..)?.to_vec();
+            let frag_offset = if proto == 44 {
+                u32::from(u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]) & 0xfff8)
+            } else {
+                0
+            };
+            Some(Captured {
+                src: a(8)?,
+                dst: a(24)?,
+                proto,
+                l4,
+                frag_offset,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// A Python echo server: TCP and UDP on the given ports, every address.
 pub const SERVER_PY: &str = r#"
 import socket, sys, threading
