@@ -319,6 +319,8 @@ pub fn spawn_request_flood(
 /// What a flood case's server did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerCounts {
+    /// Connections accepted.
+    pub accepted: u64,
     /// Connections answered with the reply.
     pub served: u64,
     /// `accept` calls that failed with a connection's own network error (retried).
@@ -380,10 +382,12 @@ pub fn spawn_server(
         let reply = Arc::new(payload.reply(true));
         let served = Arc::new(AtomicU64::new(0));
         let mut transient_errors = 0u64;
+        let mut accepted = 0u64;
         let mut handlers = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             match socket.accept() {
                 Ok((conn, _)) => {
+                    accepted += 1;
                     // One thread per connection, so a client whose request is slow (a lost
                     // segment being retransmitted) never holds up the others.
                     let (request, reply, served) = (
@@ -420,6 +424,7 @@ pub fn spawn_server(
             let _ = h.join();
         }
         Ok(ServerCounts {
+            accepted,
             served: served.load(Ordering::Relaxed),
             transient_errors,
         })
@@ -458,6 +463,9 @@ pub struct LegitCounts {
     pub connect_failed: u32,
     /// Connected, but the reply did not arrive (or arrived cut).
     pub reply_failed: u32,
+    /// Of `reply_failed`, those whose connection was reset or refused (the rest timed out or
+    /// were cut).
+    pub reply_reset: u32,
 }
 
 /// `count` exchanges from `client` to `server:port`, started evenly over `spread_ms`, each on
@@ -494,7 +502,10 @@ pub fn spawn_legit(
             match a.join() {
                 Ok(Ok(Attempt::Ok)) => counts.ok += 1,
                 Ok(Ok(Attempt::ConnectFailed)) => counts.connect_failed += 1,
-                Ok(Ok(Attempt::ReplyFailed)) => counts.reply_failed += 1,
+                Ok(Ok(Attempt::ReplyFailed { reset })) => {
+                    counts.reply_failed += 1;
+                    counts.reply_reset += u32::from(reset);
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(LabError::Traffic {
@@ -510,7 +521,10 @@ pub fn spawn_legit(
 enum Attempt {
     Ok,
     ConnectFailed,
-    ReplyFailed,
+    ReplyFailed {
+        /// The connection was reset (or refused) rather than left waiting.
+        reset: bool,
+    },
 }
 
 fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Attempt {
@@ -529,13 +543,39 @@ fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Att
     }
     let mut stream: std::net::TcpStream = socket.into();
     let _ = stream.set_read_timeout(Some(Duration::from_millis(LEGIT_WAIT_MS)));
-    if stream.write_all(&request).is_ok()
-        && read_exactly(&mut stream, reply.len()).as_deref() == Some(&reply[..])
-    {
+    if let Err(e) = stream.write_all(&request) {
+        return Attempt::ReplyFailed {
+            reset: is_reset(&e),
+        };
+    }
+    let mut got = vec![0u8; reply.len()];
+    let mut filled = 0;
+    while filled < got.len() {
+        match stream.read(&mut got[filled..]) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) => {
+                return Attempt::ReplyFailed {
+                    reset: is_reset(&e),
+                }
+            }
+        }
+    }
+    if got[..filled] == reply[..] {
         Attempt::Ok
     } else {
-        Attempt::ReplyFailed
+        Attempt::ReplyFailed { reset: false }
     }
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Largest `nf_conntrack_count` of namespace `ns` sampled every 50 ms until `stop`.
@@ -557,6 +597,145 @@ pub fn spawn_conntrack_sampler(
         }
         Ok(peak.load(Ordering::Relaxed))
     })
+}
+
+/// Kernel counters that say where a flood case's legitimate connections were lost, read in
+/// one namespace: the TCP MIB (`Tcp*`, `TcpExt*` from `netstat`/`snmp`) and the SYN proxy's
+/// per-CPU statistics summed (`synproxy_*`). Read before and after a flood; the case's detail
+/// names the ones that moved when it fails.
+pub type NetCounters = std::collections::BTreeMap<String, u64>;
+
+/// The SYN proxy and TCP counters that locate a lost connection, in the order a failed case's
+/// detail prints them.
+pub const LOSS_COUNTERS: [&str; 15] = [
+    "synproxy_syn_received",
+    "synproxy_cookie_valid",
+    "synproxy_cookie_invalid",
+    "synproxy_cookie_retrans",
+    "synproxy_conn_reopened",
+    "TcpExtListenOverflows",
+    "TcpExtListenDrops",
+    "TcpExtTCPReqQFullDrop",
+    "TcpExtTCPAbortOnData",
+    "TcpExtTCPAbortOnTimeout",
+    "TcpOutRsts",
+    "TcpAttemptFails",
+    "TcpEstabResets",
+    "TcpRetransSegs",
+    "TcpExtTCPTimeouts",
+];
+
+/// Read [`NetCounters`] inside namespace `ns`.
+pub fn read_net_counters(ns: &str) -> std::thread::JoinHandle<Result<NetCounters, LabError>> {
+    in_namespace(ns, || {
+        // `/proc/thread-self/net` follows this thread's network namespace (`/proc/self/net`
+        // follows the process's first thread, which never left the host's).
+        let mut counters = NetCounters::new();
+        for file in ["netstat", "snmp"] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+                parse_mib_pairs(&text, &mut counters);
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/stat/synproxy") {
+            parse_synproxy_stats(&text, &mut counters);
+        }
+        Ok(counters)
+    })
+}
+
+/// `/proc/net/netstat` and `/proc/net/snmp` come as line pairs: `Prefix: names…` then
+/// `Prefix: values…`. Keys are the prefix and the name joined (`TcpExtListenDrops`).
+fn parse_mib_pairs(text: &str, out: &mut NetCounters) {
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((prefix, names)), Some((_, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            // Negative values (`MaxConn -1`) are limits, not counters.
+            if let Ok(v) = value.parse::<u64>() {
+                out.insert(format!("{prefix}{name}"), v);
+            }
+        }
+    }
+}
+
+/// `/proc/net/stat/synproxy`: a header line, then one line of hexadecimal counters per CPU.
+fn parse_synproxy_stats(text: &str, out: &mut NetCounters) {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return;
+    };
+    let names: Vec<&str> = header.split_whitespace().collect();
+    for line in lines {
+        for (name, value) in names.iter().zip(line.split_whitespace()) {
+            if let Ok(v) = u64::from_str_radix(value, 16) {
+                *out.entry(format!("synproxy_{name}")).or_insert(0) += v;
+            }
+        }
+    }
+}
+
+/// The [`LOSS_COUNTERS`] that moved from `before` to `after`, as `name +delta` items.
+pub fn moved_counters(before: &NetCounters, after: &NetCounters) -> Vec<String> {
+    LOSS_COUNTERS
+        .iter()
+        .filter_map(|name| {
+            let delta = after
+                .get(*name)?
+                .saturating_sub(before.get(*name).copied().unwrap_or(0));
+            (delta > 0).then(|| format!("{name} +{delta}"))
+        })
+        .collect()
+}
+
+/// The gateway's tracked TCP connections to `server:port`, counted by TCP state
+/// (`/proc/net/nf_conntrack`, inside namespace `ns`), as `STATE n` items.
+pub fn conntrack_states_to(
+    ns: &str,
+    server: SocketAddr,
+) -> std::thread::JoinHandle<Result<Vec<String>, LabError>> {
+    in_namespace(ns, move || {
+        let text =
+            std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").unwrap_or_default();
+        Ok(count_conntrack_states(&text, server))
+    })
+}
+
+fn count_conntrack_states(text: &str, server: SocketAddr) -> Vec<String> {
+    // The kernel prints addresses fully expanded: IPv6 as eight 4-digit groups.
+    let addr = match server.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => a
+            .segments()
+            .iter()
+            .map(|g| format!("{g:04x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    };
+    let dst = format!("dst={addr}");
+    let dport = format!("dport={}", server.port());
+    let mut states = std::collections::BTreeMap::<String, u64>::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `ipv6 10 tcp 6 TIMEOUT STATE src=… dst=… sport=… dport=…`: the first tuple is the
+        // original direction.
+        if fields.get(2) != Some(&"tcp") {
+            continue;
+        }
+        let original: Vec<&str> = fields.iter().skip(6).take(4).copied().collect();
+        if original.contains(&dst.as_str()) && original.contains(&dport.as_str()) {
+            if let Some(state) = fields.get(5) {
+                *states.entry((*state).to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    states
+        .into_iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect()
 }
 
 /// (softirq, total) jiffies of the whole machine from `/proc/stat`.
@@ -609,6 +788,42 @@ mod tests {
         pseudo = sum16(&d.octets(), pseudo);
         pseudo += 20 + 6;
         assert!(verifies(&p[40..], pseudo));
+    }
+
+    #[test]
+    fn mib_pairs_and_synproxy_stats_parse() {
+        let mut c = NetCounters::new();
+        parse_mib_pairs(
+            "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 3 4\nTcp: RtoAlgorithm MaxConn OutRsts\nTcp: 1 -1 7\n",
+            &mut c,
+        );
+        assert_eq!(c.get("TcpExtListenOverflows"), Some(&3));
+        assert_eq!(c.get("TcpOutRsts"), Some(&7));
+        assert_eq!(c.get("TcpMaxConn"), None, "a limit, not a counter");
+        parse_synproxy_stats(
+            "entries\t\tsyn_received\tcookie_invalid\tcookie_valid\n00000000\t0000000a\t00000001\t00000002\n00000000\t00000010\t00000000\t00000003\n",
+            &mut c,
+        );
+        assert_eq!(c.get("synproxy_syn_received"), Some(&26));
+        assert_eq!(c.get("synproxy_cookie_valid"), Some(&5));
+        let before = c.clone();
+        c.insert("TcpExtListenDrops".into(), 9);
+        assert_eq!(moved_counters(&before, &c), ["TcpExtListenDrops +5"]);
+    }
+
+    #[test]
+    fn conntrack_states_count_the_original_direction() {
+        let text = "\
+ipv6     10 tcp      6 117 TIME_WAIT src=2001:0db8:0030:0000:0000:0000:0000:0010 dst=2001:0db8:0010:0000:0000:0000:0000:0010 sport=40000 dport=443 src=2001:0db8:0010:0000:0000:0000:0000:0010 dst=2001:0db8:0030:0000:0000:0000:0000:0010 sport=443 dport=40000 [ASSURED] mark=0 zone=0 use=2
+ipv6     10 tcp      6 3 SYN_SENT src=2001:0db8:0030:0000:0000:0000:0000:0010 dst=2001:0db8:0010:0000:0000:0000:0000:0010 sport=40002 dport=443 src=2001:0db8:0010:0000:0000:0000:0000:0010 dst=2001:0db8:0030:0000:0000:0000:0000:0010 sport=443 dport=40002 mark=0 zone=0 use=2
+ipv6     10 tcp      6 117 TIME_WAIT src=2001:0db8:0010:0000:0000:0000:0000:0010 dst=2001:0db8:0030:0000:0000:0000:0000:0010 sport=50000 dport=443 src=2001:0db8:0030:0000:0000:0000:0000:0010 dst=2001:0db8:0010:0000:0000:0000:0000:0010 sport=443 dport=50000 mark=0 zone=0 use=2
+ipv4     2 udp      17 29 src=192.0.2.1 dst=192.0.2.2 sport=1 dport=443 src=192.0.2.2 dst=192.0.2.1 sport=443 dport=1 mark=0 zone=0 use=2
+";
+        let server: SocketAddr = "[2001:db8:10::10]:443".parse().unwrap();
+        assert_eq!(
+            count_conntrack_states(text, server),
+            ["SYN_SENT 1", "TIME_WAIT 1"]
+        );
     }
 
     #[test]

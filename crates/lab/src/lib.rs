@@ -1369,6 +1369,13 @@ impl LabRun<'_> {
                 netns::run_in(gw, "ip", &[family, "route", "replace", "blackhole", route])?;
             }
         }
+        // What explains a failure: kernel counters on the gateway and the server, and the
+        // gateway's connections to the server left by earlier cases.
+        let server_socket = std::net::SocketAddr::new(server.addr, port);
+        let tracked_before = join_lab(flood::conntrack_states_to(gw, server_socket))?;
+        let gw_counters0 = join_lab(flood::read_net_counters(gw))?;
+        let server_counters0 = join_lab(flood::read_net_counters(&server.ns))?;
+        let client_counters0 = join_lab(flood::read_net_counters(&client.ns))?;
         let (soft0, total0) = flood::cpu_times();
         let started = Instant::now();
         let stop_flood = Arc::new(AtomicBool::new(false));
@@ -1439,6 +1446,10 @@ impl LabRun<'_> {
         stop_sampler.store(true, std::sync::atomic::Ordering::Relaxed);
         stop_server.store(true, std::sync::atomic::Ordering::Relaxed);
         let conntrack_peak = join_lab(sampler).unwrap_or(0);
+        let gw_counters1 = join_lab(flood::read_net_counters(gw));
+        let server_counters1 = join_lab(flood::read_net_counters(&server.ns));
+        let client_counters1 = join_lab(flood::read_net_counters(&client.ns));
+        let tracked_after = join_lab(flood::conntrack_states_to(gw, server_socket));
         // Its error is returned after the cleanup below: a server that stopped answering
         // must fail the case as an error, not pass for lost replies.
         let server_counts = join_lab(server_thread);
@@ -1490,13 +1501,17 @@ impl LabRun<'_> {
             format!("a SYN flood of {} pps", measure.flood_pps)
         };
         let mut detail = format!(
-            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed) during {what} from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
+            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed, {} of them reset) during {what} from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
             flood.connections,
             ratio * 100.0,
             legit.connect_failed,
             legit.reply_failed,
+            legit.reply_reset,
         );
-        detail.push_str(&format!("; the server answered {}", server_counts.served));
+        detail.push_str(&format!(
+            "; the server accepted {} and answered {}",
+            server_counts.accepted, server_counts.served
+        ));
         if server_counts.transient_errors > 0 {
             detail.push_str(&format!(
                 " (accept retried after {} connection errors)",
@@ -1511,6 +1526,25 @@ impl LabRun<'_> {
                 Some(t) => detail.push_str(&format!("; flooder banned after {t} ms")),
                 None => detail.push_str("; flooder never banned"),
             }
+        }
+        if ratio < flood.success_threshold {
+            let mut moved = flood::moved_counters(&gw_counters0, &gw_counters1?);
+            moved.extend(
+                flood::moved_counters(&server_counters0, &server_counters1?)
+                    .into_iter()
+                    .map(|c| format!("server {c}")),
+            );
+            moved.extend(
+                flood::moved_counters(&client_counters0, &client_counters1?)
+                    .into_iter()
+                    .map(|c| format!("client {c}")),
+            );
+            detail.push_str(&format!(
+                "; counters moved: {}; gateway connections to {server_socket} by state, before: {}, after: {}",
+                or_none(&moved),
+                or_none(&tracked_before),
+                or_none(&tracked_after?),
+            ));
         }
         let result = if ratio >= flood.success_threshold && ban_ok {
             scenario::Expectation::Allowed
@@ -1577,6 +1611,15 @@ fn moved(before: &Counters, after: &Counters) -> Vec<Evidence> {
         .collect();
     evidence.sort_by_key(|e| e.handle);
     evidence
+}
+
+/// `items` joined by commas, or `none`.
+fn or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn join_lab<T>(handle: std::thread::JoinHandle<Result<T, LabError>>) -> Result<T, LabError> {
