@@ -59,6 +59,9 @@ pub struct FloodMeasure {
     pub success_ratio: f64,
     /// Largest conntrack table size seen on the gateway during the flood.
     pub conntrack_peak: u64,
+    /// SYNs the gateway's SYN proxy answered with a cookie during the flood (its
+    /// `syn_received` counter): the flood's and the legitimate clients'.
+    pub proxied_syns: u64,
     /// Share of all CPU time spent in softirq during the flood, in percent (whole machine).
     pub softirq_pct: f64,
     /// When the flooding source appeared in a ban set, milliseconds after the flood started
@@ -148,6 +151,154 @@ fn tcp_syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> [u8; 2
     t
 }
 
+/// An IPv6 SYN as a NIC with checksum offload hands it over: Ethernet header, IPv6 header and
+/// TCP header whose checksum field holds only the pseudo-header sum, preceded by the
+/// `virtio_net_hdr` that tells a `PACKET_VNET_HDR` packet socket the checksum is partial
+/// (`VIRTIO_NET_HDR_F_NEEDS_CSUM` from the TCP header, field at offset 16).
+pub fn syn_frame_v6(
+    link: &FloodLink,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+) -> Vec<u8> {
+    const ETH_LEN: u16 = 14;
+    const IPV6_LEN: u16 = 40;
+    let mut f = Vec::with_capacity(VNET_HDR_LEN + 74);
+    f.push(VIRTIO_NET_HDR_F_NEEDS_CSUM);
+    f.push(0); // gso_type: none
+    f.extend_from_slice(&0u16.to_le_bytes()); // hdr_len
+    f.extend_from_slice(&0u16.to_le_bytes()); // gso_size
+    f.extend_from_slice(&(ETH_LEN + IPV6_LEN).to_le_bytes()); // csum_start
+    f.extend_from_slice(&16u16.to_le_bytes()); // csum_offset
+    f.extend_from_slice(&link.next_hop_mac);
+    f.extend_from_slice(&link.own_mac);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let mut packet = syn_packet(IpAddr::V6(src), IpAddr::V6(dst), sport, dport, seq);
+    // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not its complement.
+    let mut pseudo = sum16(&src.octets(), 0);
+    pseudo = sum16(&dst.octets(), pseudo);
+    pseudo += 20 + 6;
+    let partial = !fold(pseudo);
+    packet[40 + 16..40 + 18].copy_from_slice(&partial.to_be_bytes());
+    f.extend_from_slice(&packet);
+    f
+}
+
+/// Length of `struct virtio_net_hdr`.
+const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+
+/// The link a flood leaves by: the flooder's interface and the next hop's MAC address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloodLink {
+    /// Interface index in the flooder's namespace.
+    pub ifindex: i32,
+    /// The interface's own MAC address.
+    pub own_mac: [u8; 6],
+    /// The next hop's MAC address (the gateway's, or the destination's when on-link).
+    pub next_hop_mac: [u8; 6],
+}
+
+fn ip_json(ns: &str, args: &[&str]) -> Result<serde_json::Value, LabError> {
+    let out = crate::netns::run_in(ns, "ip", args)?;
+    serde_json::from_slice(&out.stdout).map_err(|e| LabError::Traffic {
+        message: format!("`ip {}` in {ns} printed no JSON: {e}", args.join(" ")),
+    })
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// The link namespace `ns` reaches `dst` by (`ip route get`, then the neighbour table; an
+/// unresolved next hop is resolved with one ping).
+pub fn flood_link(ns: &str, dst: IpAddr) -> Result<FloodLink, LabError> {
+    let family = if dst.is_ipv6() { "-6" } else { "-4" };
+    let dst_text = dst.to_string();
+    let route = ip_json(ns, &["-j", family, "route", "get", &dst_text])?;
+    let route = &route[0];
+    let missing = |what: &str| LabError::Traffic {
+        message: format!("no {what} toward {dst} in {ns}"),
+    };
+    let dev = route["dev"]
+        .as_str()
+        .ok_or_else(|| missing("route"))?
+        .to_string();
+    let next_hop = route["gateway"].as_str().unwrap_or(&dst_text).to_string();
+    let link = ip_json(ns, &["-j", "link", "show", "dev", &dev])?;
+    let ifindex = link[0]["ifindex"]
+        .as_i64()
+        .and_then(|i| i32::try_from(i).ok())
+        .ok_or_else(|| missing("interface index"))?;
+    let own_mac = link[0]["address"]
+        .as_str()
+        .and_then(parse_mac)
+        .ok_or_else(|| missing("interface address"))?;
+    let lookup = || -> Result<Option<[u8; 6]>, LabError> {
+        let neigh = ip_json(ns, &["-j", family, "neigh", "show", &next_hop, "dev", &dev])?;
+        Ok(neigh[0]["lladdr"].as_str().and_then(parse_mac))
+    };
+    let next_hop_mac = match lookup()? {
+        Some(mac) => mac,
+        None => {
+            // Any answer or none: the solicitation alone fills the neighbour entry.
+            let _ = crate::netns::run_in(ns, "ping", &["-c", "1", "-W", "1", &next_hop]);
+            lookup()?.ok_or_else(|| missing("neighbour entry for the next hop"))?
+        }
+    };
+    Ok(FloodLink {
+        ifindex,
+        own_mac,
+        next_hop_mac,
+    })
+}
+
+/// A packet socket on `link` that sends whole frames behind a `virtio_net_hdr`.
+fn vnet_packet_socket(link: &FloodLink) -> Result<Socket, LabError> {
+    // Protocol 0: this socket only sends (it receives nothing).
+    let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+        .map_err(io_err("packet socket"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("PACKET_VNET_HDR")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_ifindex = link.ifindex;
+    // SAFETY: a valid socket, a pointer to a live sockaddr_ll and its size.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            std::ptr::addr_of!(addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("bind packet socket")(std::io::Error::last_os_error()));
+    }
+    Ok(socket)
+}
+
 /// A whole SYN packet (IP header included) from `src` to `dst`.
 pub fn syn_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> Vec<u8> {
     let tcp = tcp_syn(src, dst, sport, dport, seq);
@@ -191,15 +342,28 @@ pub fn spawn_flood(
     duration_ms: u32,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Result<u64, LabError>> {
+    // IPv6 SYNs leave as frames with a partial checksum, as a NIC with checksum offload
+    // delivers them. Why: the kernel's nft `synproxy` verifies a SYN whose checksum is not
+    // yet known (CHECKSUM_NONE, which is what a raw socket's packet is over veth) with the
+    // IPv4 pseudo-header (`nf_ip_checksum`) also for IPv6, so it silently drops every such
+    // IPv6 SYN before proxying it; the flood would never reach the proxy it is meant to load.
+    let link = match dst {
+        IpAddr::V6(_) => Some(flood_link(ns, dst)),
+        IpAddr::V4(_) => None,
+    };
     in_namespace(ns, move || {
+        let link = link.transpose()?;
         let domain = if dst.is_ipv6() {
             Domain::IPV6
         } else {
             Domain::IPV4
         };
-        // IPPROTO_RAW: the packet carries its own IP header (spoofed sources).
-        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
-            .map_err(io_err("raw socket"))?;
+        let socket = match &link {
+            Some(link) => vnet_packet_socket(link)?,
+            // IPPROTO_RAW: the packet carries its own IP header (spoofed sources).
+            None => Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+                .map_err(io_err("raw socket"))?,
+        };
         let target: socket2::SockAddr = SocketAddr::new(dst, 0).into();
         let mut rng = Rng::seeded();
         let start = Instant::now();
@@ -230,9 +394,17 @@ pub fn spawn_flood(
                     },
                 };
                 let sport = 1024 + (r >> 32) as u16 % 60_000;
-                let packet = syn_packet(src, dst, sport, port, (r >> 16) as u32);
+                let seq = (r >> 16) as u32;
+                let sent_ok = match (&link, src, dst) {
+                    (Some(link), IpAddr::V6(s), IpAddr::V6(d)) => socket
+                        .send(&syn_frame_v6(link, s, d, sport, port, seq))
+                        .is_ok(),
+                    _ => socket
+                        .send_to(&syn_packet(src, dst, sport, port, seq), &target)
+                        .is_ok(),
+                };
                 // A full socket buffer under flood is expected: count only what left.
-                if socket.send_to(&packet, &target).is_ok() {
+                if sent_ok {
                     sent += 1;
                 } else {
                     break;
@@ -455,7 +627,7 @@ pub fn read_exactly(stream: &mut std::net::TcpStream, n: usize) -> Option<Vec<u8
 }
 
 /// Outcome of the legitimate exchanges of a flood case.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LegitCounts {
     /// Completed (connect, request, reply).
     pub ok: u32,
@@ -466,6 +638,8 @@ pub struct LegitCounts {
     /// Of `reply_failed`, those whose connection was reset or refused (the rest timed out or
     /// were cut).
     pub reply_reset: u32,
+    /// The client ports of the connections whose reply failed.
+    pub reply_failed_ports: Vec<u16>,
 }
 
 /// `count` exchanges from `client` to `server:port`, started evenly over `spread_ms`, each on
@@ -502,9 +676,10 @@ pub fn spawn_legit(
             match a.join() {
                 Ok(Ok(Attempt::Ok)) => counts.ok += 1,
                 Ok(Ok(Attempt::ConnectFailed)) => counts.connect_failed += 1,
-                Ok(Ok(Attempt::ReplyFailed { reset })) => {
+                Ok(Ok(Attempt::ReplyFailed { reset, port })) => {
                     counts.reply_failed += 1;
                     counts.reply_reset += u32::from(reset);
+                    counts.reply_failed_ports.push(port);
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
@@ -524,6 +699,8 @@ enum Attempt {
     ReplyFailed {
         /// The connection was reset (or refused) rather than left waiting.
         reset: bool,
+        /// The client's port.
+        port: u16,
     },
 }
 
@@ -541,11 +718,17 @@ fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Att
     {
         return Attempt::ConnectFailed;
     }
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port());
     let mut stream: std::net::TcpStream = socket.into();
     let _ = stream.set_read_timeout(Some(Duration::from_millis(LEGIT_WAIT_MS)));
     if let Err(e) = stream.write_all(&request) {
         return Attempt::ReplyFailed {
             reset: is_reset(&e),
+            port,
         };
     }
     let mut got = vec![0u8; reply.len()];
@@ -557,6 +740,7 @@ fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Att
             Err(e) => {
                 return Attempt::ReplyFailed {
                     reset: is_reset(&e),
+                    port,
                 }
             }
         }
@@ -564,7 +748,7 @@ fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Att
     if got[..filled] == reply[..] {
         Attempt::Ok
     } else {
-        Attempt::ReplyFailed { reset: false }
+        Attempt::ReplyFailed { reset: false, port }
     }
 }
 
@@ -678,33 +862,61 @@ fn parse_synproxy_stats(text: &str, out: &mut NetCounters) {
     }
 }
 
+/// How much counter `name` grew from `before` to `after` (0 when absent).
+pub fn counter_delta(before: &NetCounters, after: &NetCounters, name: &str) -> u64 {
+    after
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get(name).copied().unwrap_or(0))
+}
+
 /// The [`LOSS_COUNTERS`] that moved from `before` to `after`, as `name +delta` items.
 pub fn moved_counters(before: &NetCounters, after: &NetCounters) -> Vec<String> {
     LOSS_COUNTERS
         .iter()
         .filter_map(|name| {
-            let delta = after
-                .get(*name)?
-                .saturating_sub(before.get(*name).copied().unwrap_or(0));
+            let delta = counter_delta(before, after, name);
             (delta > 0).then(|| format!("{name} +{delta}"))
         })
         .collect()
 }
 
-/// The gateway's tracked TCP connections to `server:port`, counted by TCP state
-/// (`/proc/net/nf_conntrack`, inside namespace `ns`), as `STATE n` items.
-pub fn conntrack_states_to(
+/// One tracked TCP connection to a server: its TCP state and the client's port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedConn {
+    /// Conntrack's TCP state name (`TIME_WAIT`, …).
+    pub state: String,
+    /// The original direction's source port.
+    pub client_port: u16,
+}
+
+/// The gateway's tracked TCP connections to `server:port` (`/proc/net/nf_conntrack`, inside
+/// namespace `ns`).
+pub fn tracked_conns_to(
     ns: &str,
     server: SocketAddr,
-) -> std::thread::JoinHandle<Result<Vec<String>, LabError>> {
+) -> std::thread::JoinHandle<Result<Vec<TrackedConn>, LabError>> {
     in_namespace(ns, move || {
         let text =
             std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").unwrap_or_default();
-        Ok(count_conntrack_states(&text, server))
+        Ok(parse_tracked_conns(&text, server))
     })
 }
 
-fn count_conntrack_states(text: &str, server: SocketAddr) -> Vec<String> {
+/// `conns` counted by state, as `STATE n` items.
+pub fn count_states(conns: &[TrackedConn]) -> Vec<String> {
+    let mut states = std::collections::BTreeMap::<&str, u64>::new();
+    for c in conns {
+        *states.entry(c.state.as_str()).or_insert(0) += 1;
+    }
+    states
+        .into_iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect()
+}
+
+fn parse_tracked_conns(text: &str, server: SocketAddr) -> Vec<TrackedConn> {
     // The kernel prints addresses fully expanded: IPv6 as eight 4-digit groups.
     let addr = match server.ip() {
         IpAddr::V4(a) => a.to_string(),
@@ -717,7 +929,7 @@ fn count_conntrack_states(text: &str, server: SocketAddr) -> Vec<String> {
     };
     let dst = format!("dst={addr}");
     let dport = format!("dport={}", server.port());
-    let mut states = std::collections::BTreeMap::<String, u64>::new();
+    let mut conns = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // `ipv6 10 tcp 6 TIMEOUT STATE src=… dst=… sport=… dport=…`: the first tuple is the
@@ -727,15 +939,18 @@ fn count_conntrack_states(text: &str, server: SocketAddr) -> Vec<String> {
         }
         let original: Vec<&str> = fields.iter().skip(6).take(4).copied().collect();
         if original.contains(&dst.as_str()) && original.contains(&dport.as_str()) {
-            if let Some(state) = fields.get(5) {
-                *states.entry((*state).to_string()).or_insert(0) += 1;
+            let client_port = original
+                .iter()
+                .find_map(|f| f.strip_prefix("sport=")?.parse().ok());
+            if let (Some(state), Some(client_port)) = (fields.get(5), client_port) {
+                conns.push(TrackedConn {
+                    state: (*state).to_string(),
+                    client_port,
+                });
             }
         }
     }
-    states
-        .into_iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect()
+    conns
 }
 
 /// (softirq, total) jiffies of the whole machine from `/proc/stat`.
@@ -820,10 +1035,57 @@ ipv6     10 tcp      6 117 TIME_WAIT src=2001:0db8:0010:0000:0000:0000:0000:0010
 ipv4     2 udp      17 29 src=192.0.2.1 dst=192.0.2.2 sport=1 dport=443 src=192.0.2.2 dst=192.0.2.1 sport=443 dport=1 mark=0 zone=0 use=2
 ";
         let server: SocketAddr = "[2001:db8:10::10]:443".parse().unwrap();
-        assert_eq!(
-            count_conntrack_states(text, server),
-            ["SYN_SENT 1", "TIME_WAIT 1"]
+        let conns = parse_tracked_conns(text, server);
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns[0].client_port, 40000);
+        assert_eq!(count_states(&conns), ["SYN_SENT 1", "TIME_WAIT 1"]);
+    }
+
+    #[test]
+    fn ipv6_frames_carry_a_partial_checksum_behind_a_vnet_header() {
+        let link = FloodLink {
+            ifindex: 2,
+            own_mac: [2, 0, 0, 0, 0, 1],
+            next_hop_mac: [2, 0, 0, 0, 0, 2],
+        };
+        let (s, d): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:f000::1".parse().unwrap(),
+            "2001:db8:10::10".parse().unwrap(),
         );
+        let f = syn_frame_v6(&link, s, d, 40_000, 443, 7);
+        assert_eq!(f.len(), VNET_HDR_LEN + 14 + 40 + 20);
+        assert_eq!(f[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert_eq!(
+            u16::from_le_bytes([f[6], f[7]]),
+            54,
+            "csum_start: the TCP header"
+        );
+        assert_eq!(
+            u16::from_le_bytes([f[8], f[9]]),
+            16,
+            "csum_offset: its checksum"
+        );
+        let eth = &f[VNET_HDR_LEN..];
+        assert_eq!(&eth[..6], &link.next_hop_mac);
+        assert_eq!(&eth[6..12], &link.own_mac);
+        assert_eq!(&eth[12..14], &[0x86, 0xdd]);
+        // Completing the checksum as the device would (sum over the segment with the
+        // partial value in place) gives the full checksum `syn_packet` computes.
+        let tcp = &eth[14 + 40..];
+        let completed = fold(sum16(tcp, 0));
+        let full = syn_packet(IpAddr::V6(s), IpAddr::V6(d), 40_000, 443, 7);
+        assert_eq!(completed.to_be_bytes(), [full[56], full[57]]);
+        assert_eq!(&tcp[..16], &full[40..56]);
+    }
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(
+            parse_mac("e6:16:67:8e:84:53"),
+            Some([0xe6, 0x16, 0x67, 0x8e, 0x84, 0x53])
+        );
+        assert_eq!(parse_mac("e6:16:67"), None);
+        assert_eq!(parse_mac("zz:16:67:8e:84:53"), None);
     }
 
     #[test]

@@ -1372,7 +1372,7 @@ impl LabRun<'_> {
         // What explains a failure: kernel counters on the gateway and the server, and the
         // gateway's connections to the server left by earlier cases.
         let server_socket = std::net::SocketAddr::new(server.addr, port);
-        let tracked_before = join_lab(flood::conntrack_states_to(gw, server_socket))?;
+        let tracked_before = join_lab(flood::tracked_conns_to(gw, server_socket))?;
         let gw_counters0 = join_lab(flood::read_net_counters(gw))?;
         let server_counters0 = join_lab(flood::read_net_counters(&server.ns))?;
         let client_counters0 = join_lab(flood::read_net_counters(&client.ns))?;
@@ -1446,10 +1446,10 @@ impl LabRun<'_> {
         stop_sampler.store(true, std::sync::atomic::Ordering::Relaxed);
         stop_server.store(true, std::sync::atomic::Ordering::Relaxed);
         let conntrack_peak = join_lab(sampler).unwrap_or(0);
-        let gw_counters1 = join_lab(flood::read_net_counters(gw));
+        let gw_counters1 = join_lab(flood::read_net_counters(gw))?;
         let server_counters1 = join_lab(flood::read_net_counters(&server.ns));
         let client_counters1 = join_lab(flood::read_net_counters(&client.ns));
-        let tracked_after = join_lab(flood::conntrack_states_to(gw, server_socket));
+        let tracked_after = join_lab(flood::tracked_conns_to(gw, server_socket));
         // Its error is returned after the cleanup below: a server that stopped answering
         // must fail the case as an error, not pass for lost replies.
         let server_counts = join_lab(server_thread);
@@ -1479,6 +1479,11 @@ impl LabRun<'_> {
             legit_ok,
             success_ratio: ratio,
             conntrack_peak,
+            proxied_syns: flood::counter_delta(
+                &gw_counters0,
+                &gw_counters1,
+                "synproxy_syn_received",
+            ),
             softirq_pct,
             banned_after_ms,
             banned_sources,
@@ -1501,12 +1506,13 @@ impl LabRun<'_> {
             format!("a SYN flood of {} pps", measure.flood_pps)
         };
         let mut detail = format!(
-            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed, {} of them reset) during {what} from {source}; gateway conntrack peak {conntrack_peak}; softirq {softirq_pct:.0}%",
+            "{legit_ok}/{} legitimate exchanges ({:.1}%; {} handshakes and {} replies failed, {} of them reset) during {what} from {source}; gateway conntrack peak {conntrack_peak}; SYN proxy answered {} SYNs; softirq {softirq_pct:.0}%",
             flood.connections,
             ratio * 100.0,
             legit.connect_failed,
             legit.reply_failed,
             legit.reply_reset,
+            measure.proxied_syns,
         );
         detail.push_str(&format!(
             "; the server accepted {} and answered {}",
@@ -1528,7 +1534,7 @@ impl LabRun<'_> {
             }
         }
         if ratio < flood.success_threshold {
-            let mut moved = flood::moved_counters(&gw_counters0, &gw_counters1?);
+            let mut moved = flood::moved_counters(&gw_counters0, &gw_counters1);
             moved.extend(
                 flood::moved_counters(&server_counters0, &server_counters1?)
                     .into_iter()
@@ -1539,11 +1545,22 @@ impl LabRun<'_> {
                     .into_iter()
                     .map(|c| format!("client {c}")),
             );
+            // Failed connections whose 4-tuple the gateway still tracked from an earlier one.
+            let reused: Vec<String> = legit
+                .reply_failed_ports
+                .iter()
+                .filter_map(|port| {
+                    let c = tracked_before.iter().find(|c| c.client_port == *port)?;
+                    Some(format!("{port} ({})", c.state))
+                })
+                .collect();
             detail.push_str(&format!(
-                "; counters moved: {}; gateway connections to {server_socket} by state, before: {}, after: {}",
+                "; counters moved: {}; gateway connections to {server_socket} by state, before: {}, after: {}; failed client ports {:?}, of them tracked before: {}",
                 or_none(&moved),
-                or_none(&tracked_before),
-                or_none(&tracked_after?),
+                or_none(&flood::count_states(&tracked_before)),
+                or_none(&flood::count_states(&tracked_after?)),
+                legit.reply_failed_ports,
+                or_none(&reused),
             ));
         }
         let result = if ratio >= flood.success_threshold && ban_ok {
