@@ -29,8 +29,9 @@ const NO_ICMP: u128 = 256;
 // ICMPv6 services); one 65,792-entry table costs one lookup and one AND instead of two.
 const ICMP_SPAN: u128 = NO_ICMP + 1;
 /// Per-source meters keep at most this many sources per rule.
-// Why: nft dynamic sets default to 65,535 elements; beyond that an add fails and the rule does
-// not match, which is what we do too.
+// Why: the emitter sizes the rule's nft meter set so. When it is full, the kernel's `limit rate
+// over` check of a new source fails to add it and so does not match: the source is not
+// limited (nor banned) and gets the rule's verdict. We do the same (see `dynamic`).
 pub const MAX_METER_ENTRIES: usize = 65_536;
 /// The ban set holds at most this many sources.
 // Why: the nft dynamic set behind it has a bounded size too; when it is full an add fails and
@@ -2172,7 +2173,9 @@ fn dynamic(
                 });
             }
             if !map.contains_key(&meta.src) && map.len() >= MAX_METER_ENTRIES {
-                false
+                // No room to track the source: not limited (a spoofed flood that fills the
+                // meter must not lock out, or get banned, every new source).
+                true
             } else {
                 map.entry(meta.src)
                     .or_insert_with(|| Bucket::full(limit, now_ns))

@@ -32,4 +32,5 @@ pub use classifier::PrefetchStage;
 pub use engine::{
     AppConn, AppConnState, AppPayload, AppStep, Decision, Engine, EngineOptions, Explanation,
     L4Meta, MatcherKind, Mismatch, OwnerInfo, PacketMeta, Reason, RuleCheck, Step,
+    MAX_METER_ENTRIES,
 };

@@ -262,6 +262,49 @@ fn synproxy_limit_and_ban_apply_to_the_syns() {
     assert_eq!(both(&mut e, &syn, S_NS).reason, Reason::Banned);
 }
 
+/// A spoofed flood that fills a rule's per-source meter (65,536 sources, the size of the nft
+/// set behind it) must not lock out or ban the next new source: the kernel's `limit rate over`
+/// check cannot add it to the full set and so does not refuse it. Sources already tracked are
+/// still limited, and banned when over.
+#[test]
+fn a_full_meter_neither_refuses_nor_bans_a_new_source() {
+    use rampart_engine::MAX_METER_ENTRIES;
+    let mut p = web_synproxy_policy();
+    p.rules[0].limit = Some(Limit {
+        rate: 1,
+        per_s: 1,
+        burst: 1,
+        unit: RateUnit::Packets,
+        per_source: true,
+    });
+    p.rules[0].ban = Some(Ban { timeout_s: 60 });
+    let mut ssh = ssh_ban_policy();
+    ssh.rules[0].limit.as_mut().unwrap().rate = 1;
+    ssh.rules[0].limit.as_mut().unwrap().burst = 1;
+    for (policy, port, admitted) in [(p, 80, Reason::SynproxyAnswered), (ssh, 22, Reason::Rule)] {
+        let mut e = engines(&policy);
+        let meta = |a: u32| {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000 + a).to_string();
+            let mut m = tcp_meta(&src, 40000, "203.0.113.7", port, 0x02);
+            m.direction = policy.rules[0].direction;
+            m
+        };
+        // Fill the meter; every bucket is spent and none refills (time stands still).
+        for a in 0..MAX_METER_ENTRIES as u32 {
+            assert_eq!(both(&mut e, &meta(a), 0).reason, admitted, "source {a}");
+        }
+        // A tracked source over the rate is still refused and banned.
+        assert_eq!(both(&mut e, &meta(7), 0).reason, Reason::Ban);
+        // A new source: no room to track it, so it is neither refused nor banned.
+        let fresh = meta(MAX_METER_ENTRIES as u32 + 1);
+        for _ in 0..3 {
+            assert_eq!(both(&mut e, &fresh, 0).reason, admitted);
+        }
+        assert_eq!(e.0.banned(fresh.src, 0), None);
+        assert_eq!(e.1.banned(fresh.src, 0), None);
+    }
+}
+
 fn app_policy() -> Policy {
     let mut p = Policy::default();
     // Forward: non-DNS on udp/53 is dropped, DNS is allowed by the port rule.

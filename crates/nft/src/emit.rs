@@ -658,6 +658,18 @@ impl<'a> Emitter<'a> {
                 body,
                 "\tchain synproxy_notrack {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{notrack}\t}}\n"
             );
+            // The proxy's cookie SYN-ACK leaves through the output hook with no conntrack
+            // entry and no socket. Left to conntrack, it is looked up by its tuple: when the
+            // client reuses the 4-tuple of an earlier proxied connection still tracked in
+            // TIME_WAIT, it is attached to that stale entry, whose sequence adjustment then
+            // rewrites the cookie, and the client's ACK fails the cookie check (the connection
+            // hangs). Untrack it before conntrack runs. A local server's own SYN-ACK has a
+            // socket (`meta skuid` matches) and stays tracked.
+            let ports = ports_text(&self.synproxy_ports());
+            let _ = writeln!(
+                body,
+                "\tchain synproxy_notrack_out {{\n\t\ttype filter hook output priority raw; policy accept;\n\t\ttcp sport {ports} tcp flags & (fin | syn | rst | ack) == syn | ack meta skuid >= 0 return comment \"a local socket's own SYN-ACK\"\n\t\ttcp sport {ports} tcp flags & (fin | syn | rst | ack) == syn | ack counter notrack comment \"rampart synproxy: the cookie SYN-ACK\"\n\t}}\n"
+            );
         }
         let app = self.app_used();
         if app {
@@ -928,16 +940,29 @@ impl<'a> Emitter<'a> {
             let _ = writeln!(chain, "\t\t{}", join_nonempty(&[&m, &entry]));
         }
         if !gate.is_empty() {
+            // Each check matches a source that is over the cap or the rate. Refused: ban the
+            // source and drop (never-ban sources, and every source of a rule without a ban,
+            // fall through to later rules, as for any limited rule). A source the per-source
+            // sets cannot hold (full) matches no check and gets the rule's verdict unlimited:
+            // a spoofed flood that fills them must not lock out, or ban, new sources.
+            let bans = self.ban_lines(index, rule);
+            let refused = if bans.is_empty() {
+                "return".to_string()
+            } else {
+                format!("goto rule_{index}_refused")
+            };
             let _ = writeln!(extra, "\tchain rule_{index} {{");
             for g in &gate {
-                let _ = writeln!(extra, "\t\t{g} goto {verdict_chain}");
+                let _ = writeln!(extra, "\t\t{g} {refused}");
             }
-            // Refused by the limit or the connection cap: ban the source and drop (never-ban
-            // sources fall through to later rules, as for any limited rule).
-            for b in self.ban_lines(index, rule) {
-                let _ = writeln!(extra, "\t\t{b}");
+            let _ = writeln!(extra, "\t\tgoto {verdict_chain}\n\t}}\n");
+            if !bans.is_empty() {
+                let _ = writeln!(extra, "\tchain rule_{index}_refused {{");
+                for b in &bans {
+                    let _ = writeln!(extra, "\t\t{b}");
+                }
+                let _ = writeln!(extra, "\t}}\n");
             }
-            let _ = writeln!(extra, "\t}}\n");
         }
         let _ = writeln!(extra, "\tchain {verdict_chain} {{");
         if rule.log {
@@ -984,9 +1009,12 @@ impl<'a> Emitter<'a> {
         Ok(lines)
     }
 
-    /// The gate statements and the stateful objects they use (declared once, by the rule's
-    /// own gate; the SYN proxy step of the same rule reuses the statements, so both share one
-    /// bucket and one connection counter per source).
+    /// The refusal checks of a rule with a limit or a connection cap, in evaluation order (the
+    /// cap, then the rate), and the stateful objects they use (declared once, by the rule's own
+    /// chain; the SYN proxy step of the same rule reuses the checks, so both share one bucket
+    /// and one connection counter per source). Each check is one statement that matches a
+    /// packet over the cap or the limit (`ct count over`, `limit rate over`): a per-source set
+    /// that is full fails its statement, so an untracked source matches no check.
     fn gate_parts(&self, index: usize, rule: &Rule) -> Result<(Vec<String>, String), EmitError> {
         let mut objects = String::new();
         let objects = &mut objects;
@@ -1001,7 +1029,7 @@ impl<'a> Emitter<'a> {
                 meter_stmt = Some((spec, meter_timeout_s(limit)));
             } else {
                 let name = format!("limit_{index}");
-                let _ = writeln!(objects, "\tlimit {name} {{\n\t\trate {spec}\n\t}}\n");
+                let _ = writeln!(objects, "\tlimit {name} {{\n\t\trate over {spec}\n\t}}\n");
                 shared_limit = Some(format!("limit name \"{name}\""));
             }
         }
@@ -1014,7 +1042,8 @@ impl<'a> Emitter<'a> {
         if !per_family {
             return Ok((shared_limit.into_iter().collect(), objects.clone()));
         }
-        let mut out = Vec::new();
+        let mut caps = Vec::new();
+        let mut meters = Vec::new();
         for fam in [Fam::V4, Fam::V6] {
             let key = format!("{} saddr", fam.addr_kw());
             let ty = if fam == Fam::V6 {
@@ -1022,7 +1051,6 @@ impl<'a> Emitter<'a> {
             } else {
                 "ipv4_addr"
             };
-            let mut parts = Vec::new();
             if let Some(n) = rule.conn_limit {
                 let set = format!("connlimit_{index}_{}", fam.suffix());
                 let _ = writeln!(
@@ -1030,7 +1058,7 @@ impl<'a> Emitter<'a> {
                     "\tset {set} {{\n\t\ttype {ty}\n\t\tsize {}\n\t\tflags dynamic\n\t}}\n",
                     self.opts.meter_size
                 );
-                parts.push(format!("add @{set} {{ {key} ct count {n} }}"));
+                caps.push(format!("add @{set} {{ {key} ct count over {n} }}"));
             }
             if let Some((spec, timeout_s)) = &meter_stmt {
                 let set = format!("meter_{index}_{}", fam.suffix());
@@ -1039,13 +1067,12 @@ impl<'a> Emitter<'a> {
                     "\tset {set} {{\n\t\ttype {ty}\n\t\tsize {}\n\t\tflags dynamic,timeout\n\t\ttimeout {timeout_s}s\n\t}}\n",
                     self.opts.meter_size
                 );
-                parts.push(format!("update @{set} {{ {key} limit rate {spec} }}"));
+                meters.push(format!("update @{set} {{ {key} limit rate over {spec} }}"));
             }
-            if let Some(l) = &shared_limit {
-                parts.push(l.clone());
-            }
-            out.push(parts.join(" "));
         }
+        let mut out = caps;
+        out.extend(meters);
+        out.extend(shared_limit);
         Ok((out, objects.clone()))
     }
 
@@ -1265,10 +1292,16 @@ impl<'a> Emitter<'a> {
             let (gate, _) = self.gate_parts(index, rule)?;
             let gated = !gate.is_empty();
             if gated {
+                // A SYN over the cap or the rate is refused (and its source banned); any other,
+                // also one whose source the full per-source sets cannot hold, is proxied: the
+                // cookies need no state, and a spoofed flood that fills the sets must not lock
+                // out new clients.
                 let _ = writeln!(extra, "\tchain synproxy_{index} {{");
                 for g in &gate {
-                    let _ = writeln!(extra, "\t\t{g} {stmt} comment \"{comment}\"");
+                    let _ = writeln!(extra, "\t\t{g} goto synproxy_{index}_refused");
                 }
+                let _ = writeln!(extra, "\t\t{stmt} comment \"{comment}\"\n\t}}\n");
+                let _ = writeln!(extra, "\tchain synproxy_{index}_refused {{");
                 for b in self.ban_lines(index, rule) {
                     let _ = writeln!(extra, "\t\t{b}");
                 }
