@@ -242,20 +242,7 @@ impl Server {
         let mut udp_addrs = Vec::new();
         let mut tcp_addrs = Vec::new();
         for addr in &cfg.listen {
-            let udp = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| DnsError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-            let bound = udp.local_addr()?;
-            // Same port for TCP (port 0 resolved by the UDP bind).
-            let tcp = TcpListener::bind(bound)
-                .await
-                .map_err(|source| DnsError::Bind {
-                    addr: bound,
-                    source,
-                })?;
+            let (udp, tcp, bound) = bind_udp_and_tcp(*addr).await?;
             udp_addrs.push(bound);
             tcp_addrs.push(tcp.local_addr()?);
             let udp = Arc::new(udp);
@@ -450,6 +437,42 @@ async fn upstream_reader(sh: Arc<Shared>, idx: usize, sock: Arc<UdpSocket>) {
             .and_then(|mut p| p.remove(&id));
         if let Some(tx) = tx {
             let _ = tx.send(buf[..n].to_vec());
+        }
+    }
+}
+
+/// Tries at binding a listen address whose port is 0 (the port the UDP socket gets may already
+/// be taken for TCP, by any connection's ephemeral port).
+const LISTEN_PORT_ATTEMPTS: u32 = 16;
+
+/// UDP and TCP sockets on the same address and port. With port 0, the port the UDP bind picks
+/// is tried for TCP, and on `AddrInUse` the pair is tried again with a new port (a fixed port
+/// fails at once).
+async fn bind_udp_and_tcp(
+    addr: SocketAddr,
+) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind { addr, source })?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < LISTEN_PORT_ATTEMPTS =>
+            {
+                continue
+            }
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    addr: bound,
+                    source,
+                })
+            }
         }
     }
 }

@@ -106,9 +106,19 @@ async fn start_stub() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, count)
 }
 
+/// A free TCP port for Unbound, below the ephemeral range (32768 and up): a port taken from
+/// inside it (bind to port 0, close, hand it over) can be taken by any connection's source port
+/// before Unbound binds it, which made these tests fail now and then. Each call in this process
+/// starts from a different candidate, so concurrent tests do not pick the same one.
 fn free_port() -> u16 {
-    let l = StdTcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    const FIRST: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    let seed = u64::from(std::process::id()) * 7_919 + CALLS.fetch_add(1, Ordering::SeqCst) * 1_000;
+    (0..SPAN)
+        .map(|i| (FIRST + (seed + i) % SPAN) as u16)
+        .find(|p| StdTcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 20000-31999")
 }
 
 /// Starts Unbound serving DoT on 127.0.0.1:`port`, forwarding everything to `stub`.
