@@ -241,16 +241,20 @@ fn synproxy_acts_at_its_rule_place_in_rule_order() {
     assert_eq!(both(&mut e, &other, 0).reason, Reason::SynproxyAnswered);
 }
 
-#[test]
-fn synproxy_limit_and_ban_apply_to_the_syns() {
-    let mut p = web_synproxy_policy();
-    p.rules[0].limit = Some(Limit {
+fn one_packet_a_second_per_source() -> Limit {
+    Limit {
         rate: 1,
         per_s: 1,
         burst: 1,
         unit: RateUnit::Packets,
         per_source: true,
-    });
+    }
+}
+
+#[test]
+fn synproxy_limit_and_ban_apply_to_the_syns() {
+    let mut p = web_synproxy_policy();
+    p.rules[0].limit = Some(one_packet_a_second_per_source());
     let mut e = engines(&p);
     let syn = tcp_meta("192.0.2.5", 40000, "203.0.113.7", 80, 0x02);
     assert_eq!(both(&mut e, &syn, 0).reason, Reason::SynproxyAnswered);
@@ -270,17 +274,10 @@ fn synproxy_limit_and_ban_apply_to_the_syns() {
 fn a_full_meter_neither_refuses_nor_bans_a_new_source() {
     use rampart_engine::MAX_METER_ENTRIES;
     let mut p = web_synproxy_policy();
-    p.rules[0].limit = Some(Limit {
-        rate: 1,
-        per_s: 1,
-        burst: 1,
-        unit: RateUnit::Packets,
-        per_source: true,
-    });
+    p.rules[0].limit = Some(one_packet_a_second_per_source());
     p.rules[0].ban = Some(Ban { timeout_s: 60 });
     let mut ssh = ssh_ban_policy();
-    ssh.rules[0].limit.as_mut().unwrap().rate = 1;
-    ssh.rules[0].limit.as_mut().unwrap().burst = 1;
+    ssh.rules[0].limit = Some(one_packet_a_second_per_source());
     for (policy, port, admitted) in [(p, 80, Reason::SynproxyAnswered), (ssh, 22, Reason::Rule)] {
         let mut e = engines(&policy);
         let meta = |a: u32| {
