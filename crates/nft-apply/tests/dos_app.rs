@@ -453,8 +453,9 @@ fn single_source_flood_is_banned_within_a_second_never_ban_is_not_and_bans_expir
 const RECONN_PY: &str = r#"
 import socket, sys, time
 src, dst, port, sport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+fam = socket.AF_INET6 if ":" in src else socket.AF_INET
 for i in range(n):
-    s = socket.socket(); s.settimeout(2.0)
+    s = socket.socket(fam); s.settimeout(2.0)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((src, sport))
     try:
         s.connect((dst, port)); got = s.recv(2)
@@ -476,23 +477,26 @@ for i in range(n):
 fn synproxy_serves_a_client_that_reuses_a_tuple_in_time_wait() {
     skip_unless_kernel!();
     let p = pair("tw", "tcp:80");
+    p.lab
+        .exec_ok(&p.cli, "ip addr add 2001:db8::2/64 dev eth0 nodad");
+    p.lab
+        .exec_ok(&p.srv, "ip addr add 2001:db8::1/64 dev eth0 nodad");
     p.apply(&web_policy(true)).unwrap();
     let script = p.lab.write("reconn.py", RECONN_PY);
-    let out = p.lab.exec_ok(
-        &p.cli,
-        &format!(
-            "python3 {} 192.0.2.2 192.0.2.1 80 40123 3",
-            script.display()
-        ),
-    );
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines,
-        ["ok", "ok", "ok"],
-        "{}\n{}",
-        p.lab.exec_ok(&p.srv, "cat /proc/net/stat/synproxy"),
-        p.lab.exec_ok(&p.srv, "cat /proc/net/nf_conntrack")
-    );
+    for (client, server) in [("192.0.2.2", "192.0.2.1"), ("2001:db8::2", "2001:db8::1")] {
+        let out = p.lab.exec_ok(
+            &p.cli,
+            &format!("python3 {} {client} {server} 80 40123 3", script.display()),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            ["ok", "ok", "ok"],
+            "{client}\n{}\n{}",
+            p.lab.exec_ok(&p.srv, "cat /proc/net/stat/synproxy"),
+            p.lab.exec_ok(&p.srv, "cat /proc/net/nf_conntrack")
+        );
+    }
 }
 
 /// A per-source meter with no room left (here 2 sources, in production 65,536) neither refuses
