@@ -92,9 +92,10 @@ impl Default for EmitOptions {
 /// direction (`input`, `output`, `forward`; priority `filter`; policy = the default) holding
 /// the stateful prelude, loopback and ICMPv6 essentials, then the rules in IR order. A rule that
 /// needs more than one nft rule (several peer/service/family alternatives), a limit, logging or
-/// a protocol-dependent reject gets its own chains `rule_N` (the limit gate, entered with
-/// `jump` so a miss falls through) and `rule_N_verdict` (rate-limited NFLOG rule, then the
-/// counted verdict), so counters, limits and logs exist once per policy rule.
+/// a protocol-dependent reject gets its own chains `rule_N` (the "over the cap" checks, entered
+/// with `jump` so a refusal falls through; `rule_N_refused` bans), and `rule_N_verdict`
+/// (rate-limited NFLOG rule, then the counted verdict), so counters, limits and logs exist once
+/// per policy rule.
 pub fn emit(policy: &Policy, opts: &EmitOptions) -> Result<String, EmitError> {
     Emitter::new(policy, opts)?.run()
 }
@@ -914,11 +915,11 @@ impl<'a> Emitter<'a> {
             return Ok(());
         }
         let ct = ct_states(&rule.ct_states);
-        let gate = self.gate(index, rule, objects)?;
+        let over = self.over_checks(index, rule, objects)?;
         let reject_kinds: Vec<L4Kind> = alts.iter().map(|a| a.l4_kind).collect();
         let simple_reject =
             rule.action != Action::Reject || reject_kinds.iter().all(|k| *k != L4Kind::Unknown);
-        if alts.len() == 1 && gate.is_empty() && !rule.log && simple_reject {
+        if alts.len() == 1 && over.is_empty() && !rule.log && simple_reject {
             let a = &alts[0];
             let m = a.render(ct.as_deref());
             let verdict = verdict_text(rule.action, a.l4_kind);
@@ -930,7 +931,7 @@ impl<'a> Emitter<'a> {
             return Ok(());
         }
         let verdict_chain = format!("rule_{index}_verdict");
-        let entry = if gate.is_empty() {
+        let entry = if over.is_empty() {
             format!("goto {verdict_chain}")
         } else {
             format!("jump rule_{index}")
@@ -939,7 +940,7 @@ impl<'a> Emitter<'a> {
             let m = a.render(ct.as_deref());
             let _ = writeln!(chain, "\t\t{}", join_nonempty(&[&m, &entry]));
         }
-        if !gate.is_empty() {
+        if !over.is_empty() {
             // Each check matches a source that is over the cap or the rate. Refused: ban the
             // source and drop (never-ban sources, and every source of a rule without a ban,
             // fall through to later rules, as for any limited rule). A source the per-source
@@ -952,7 +953,7 @@ impl<'a> Emitter<'a> {
                 format!("goto rule_{index}_refused")
             };
             let _ = writeln!(extra, "\tchain rule_{index} {{");
-            for g in &gate {
+            for g in &over {
                 let _ = writeln!(extra, "\t\t{g} {refused}");
             }
             let _ = writeln!(extra, "\t\tgoto {verdict_chain}\n\t}}\n");
@@ -996,15 +997,15 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
-    /// Statements of the gate chain (limits and connection caps), one nft rule each; a packet
-    /// passing any goes to the verdict. Empty when the rule has neither.
-    fn gate(
+    /// The rule's "over the cap" checks (limits and connection caps), one nft rule each; a
+    /// packet matching any is refused. Empty when the rule has neither.
+    fn over_checks(
         &self,
         index: usize,
         rule: &Rule,
         objects: &mut String,
     ) -> Result<Vec<String>, EmitError> {
-        let (lines, objs) = self.gate_parts(index, rule)?;
+        let (lines, objs) = self.over_check_parts(index, rule)?;
         objects.push_str(&objs);
         Ok(lines)
     }
@@ -1015,7 +1016,11 @@ impl<'a> Emitter<'a> {
     /// and one connection counter per source). Each check is one statement that matches a
     /// packet over the cap or the limit (`ct count over`, `limit rate over`): a per-source set
     /// that is full fails its statement, so an untracked source matches no check.
-    fn gate_parts(&self, index: usize, rule: &Rule) -> Result<(Vec<String>, String), EmitError> {
+    fn over_check_parts(
+        &self,
+        index: usize,
+        rule: &Rule,
+    ) -> Result<(Vec<String>, String), EmitError> {
         let mut objects = String::new();
         let objects = &mut objects;
         if rule.limit.is_none() && rule.conn_limit.is_none() {
@@ -1211,7 +1216,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// The SYN proxy step of `dir`'s base chain, the raw-priority notrack rules for it, and its
-    /// gate chains. Returns (base-chain lines, prerouting lines).
+    /// `synproxy_N` chains. Returns (base-chain lines, prerouting lines).
     fn synproxy_step(
         &self,
         dir: Direction,
@@ -1289,15 +1294,15 @@ impl<'a> Emitter<'a> {
             if sp.sack_perm {
                 stmt.push_str(" sack-perm");
             }
-            let (gate, _) = self.gate_parts(index, rule)?;
-            let gated = !gate.is_empty();
+            let (over, _) = self.over_check_parts(index, rule)?;
+            let gated = !over.is_empty();
             if gated {
                 // A SYN over the cap or the rate is refused (and its source banned); any other,
                 // also one whose source the full per-source sets cannot hold, is proxied: the
                 // cookies need no state, and a spoofed flood that fills the sets must not lock
                 // out new clients.
                 let _ = writeln!(extra, "\tchain synproxy_{index} {{");
-                for g in &gate {
+                for g in &over {
                     let _ = writeln!(extra, "\t\t{g} goto synproxy_{index}_refused");
                 }
                 let _ = writeln!(extra, "\t\t{stmt} comment \"{comment}\"\n\t}}\n");
