@@ -176,6 +176,13 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
         "{}",
         text(&out)
     );
+    // The table proxies SYNs, so the status shows the namespace's SYN proxy counters (none
+    // yet: no traffic).
+    assert!(
+        text(&out).contains("SYN proxy: 0 SYNs answered, 0 cookies valid, 0 invalid"),
+        "{}",
+        text(&out)
+    );
 
     // Rollback to the state before the apply: no table, no queue rules.
     let out = rampart(Some(&ns.0), &["rollback", "--state-dir", &state]);

@@ -820,8 +820,20 @@ pub fn read_net_counters(ns: &str) -> std::thread::JoinHandle<Result<NetCounters
                 parse_mib_pairs(&text, &mut counters);
             }
         }
-        if let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/stat/synproxy") {
-            parse_synproxy_stats(&text, &mut counters);
+        let synproxy = std::fs::read_to_string("/proc/thread-self/net/stat/synproxy").ok();
+        if let Some(sp) = synproxy
+            .as_deref()
+            .and_then(rampart_nft_apply::status::parse_synproxy_stats)
+        {
+            for (name, value) in [
+                ("synproxy_syn_received", sp.syn_received),
+                ("synproxy_cookie_valid", sp.cookie_valid),
+                ("synproxy_cookie_invalid", sp.cookie_invalid),
+                ("synproxy_cookie_retrans", sp.cookie_retrans),
+                ("synproxy_conn_reopened", sp.conn_reopened),
+            ] {
+                counters.insert(name.to_string(), value);
+            }
         }
         Ok(counters)
     })
@@ -841,22 +853,6 @@ fn parse_mib_pairs(text: &str, out: &mut NetCounters) {
             // Negative values (`MaxConn -1`) are limits, not counters.
             if let Ok(v) = value.parse::<u64>() {
                 out.insert(format!("{prefix}{name}"), v);
-            }
-        }
-    }
-}
-
-/// `/proc/net/stat/synproxy`: a header line, then one line of hexadecimal counters per CPU.
-fn parse_synproxy_stats(text: &str, out: &mut NetCounters) {
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else {
-        return;
-    };
-    let names: Vec<&str> = header.split_whitespace().collect();
-    for line in lines {
-        for (name, value) in names.iter().zip(line.split_whitespace()) {
-            if let Ok(v) = u64::from_str_radix(value, 16) {
-                *out.entry(format!("synproxy_{name}")).or_insert(0) += v;
             }
         }
     }
@@ -1006,7 +1002,7 @@ mod tests {
     }
 
     #[test]
-    fn mib_pairs_and_synproxy_stats_parse() {
+    fn mib_pairs_parse_and_moved_counters_name_the_deltas() {
         let mut c = NetCounters::new();
         parse_mib_pairs(
             "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 3 4\nTcp: RtoAlgorithm MaxConn OutRsts\nTcp: 1 -1 7\n",
@@ -1015,12 +1011,6 @@ mod tests {
         assert_eq!(c.get("TcpExtListenOverflows"), Some(&3));
         assert_eq!(c.get("TcpOutRsts"), Some(&7));
         assert_eq!(c.get("TcpMaxConn"), None, "a limit, not a counter");
-        parse_synproxy_stats(
-            "entries\t\tsyn_received\tcookie_invalid\tcookie_valid\n00000000\t0000000a\t00000001\t00000002\n00000000\t00000010\t00000000\t00000003\n",
-            &mut c,
-        );
-        assert_eq!(c.get("synproxy_syn_received"), Some(&26));
-        assert_eq!(c.get("synproxy_cookie_valid"), Some(&5));
         let before = c.clone();
         c.insert("TcpExtListenDrops".into(), 9);
         assert_eq!(moved_counters(&before, &c), ["TcpExtListenDrops +5"]);

@@ -109,6 +109,50 @@ pub fn counters(listing: &str, map: Option<&RuleMap>) -> Vec<CounterRow> {
     out
 }
 
+/// The kernel's SYN proxy counters of one network namespace (`/proc/net/stat/synproxy`, summed
+/// over CPUs). `cookie_invalid` rising while clients complain is the sign of handshakes the
+/// proxy cannot finish (a forged ACK, or a cookie rewritten on the way, docs/nft.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SynproxyStats {
+    /// SYNs answered with a cookie.
+    pub syn_received: u64,
+    /// ACKs whose cookie did not verify (dropped).
+    pub cookie_invalid: u64,
+    /// ACKs whose cookie verified (the proxy then opened the server side).
+    pub cookie_valid: u64,
+    /// SYNs to a server sent again on a client's retransmitted ACK.
+    pub cookie_retrans: u64,
+    /// Connections reopened from a closed entry.
+    pub conn_reopened: u64,
+}
+
+/// Where the kernel keeps [`SynproxyStats`] for the reading process's network namespace.
+pub const SYNPROXY_STATS_PATH: &str = "/proc/net/stat/synproxy";
+
+/// Parse `/proc/net/stat/synproxy`: a header line of names, then one line of hexadecimal
+/// counters per CPU (summed). `None` when the header names none of the counters.
+pub fn parse_synproxy_stats(text: &str) -> Option<SynproxyStats> {
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let mut stats = SynproxyStats::default();
+    let mut known = false;
+    for line in lines {
+        for (name, value) in names.iter().zip(line.split_whitespace()) {
+            let field = match *name {
+                "syn_received" => &mut stats.syn_received,
+                "cookie_invalid" => &mut stats.cookie_invalid,
+                "cookie_valid" => &mut stats.cookie_valid,
+                "cookie_retrans" => &mut stats.cookie_retrans,
+                "conn_reopened" => &mut stats.conn_reopened,
+                _ => continue,
+            };
+            known = true;
+            *field = field.saturating_add(u64::from_str_radix(value, 16).unwrap_or(0));
+        }
+    }
+    known.then_some(stats)
+}
+
 fn counter_values(line: &str) -> Option<(u64, u64)> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let i = words
@@ -130,6 +174,23 @@ mod tests {
     use crate::state::RuleInfo;
 
     const LISTING: &str = "table inet rampart {\n\tchain rule_3_verdict {\n\t\tcounter packets 7 bytes 420 drop comment \"#3 llmnr-block policy.toml:9 T1557.001\"\n\t}\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tct state invalid counter packets 1 bytes 40 drop comment \"rampart prelude: invalid\"\n\t\ttcp dport 22 counter packets 2 bytes 120 accept comment \"#0 ssh p.toml:4 T1021\"\n\t}\n}\n";
+
+    #[test]
+    fn synproxy_stats_sum_the_cpus() {
+        let text = "entries\t\tsyn_received\tcookie_invalid\tcookie_valid\tcookie_retrans\tconn_reopened\n00000000\t00000027\t00000001\t00000026\t00000000\t00000000\n00000000\t0000003d\t00000000\t0000003d\t00000002\t00000001\n";
+        assert_eq!(
+            parse_synproxy_stats(text),
+            Some(SynproxyStats {
+                syn_received: 100,
+                cookie_invalid: 1,
+                cookie_valid: 99,
+                cookie_retrans: 2,
+                conn_reopened: 1,
+            })
+        );
+        assert_eq!(parse_synproxy_stats(""), None);
+        assert_eq!(parse_synproxy_stats("entries\n00000000\n"), None);
+    }
 
     #[test]
     fn maps_counters_to_rules() {

@@ -497,6 +497,14 @@ fn synproxy_serves_a_client_that_reuses_a_tuple_in_time_wait() {
             p.lab.exec_ok(&p.srv, "cat /proc/net/nf_conntrack")
         );
     }
+    // Every handshake's cookie verified; none was rewritten on the way.
+    let stats = p.lab.exec_ok(&p.srv, "cat /proc/net/stat/synproxy");
+    let stats = rampart_nft_apply::status::parse_synproxy_stats(&stats).expect("synproxy stats");
+    assert!(
+        stats.syn_received >= 6 && stats.cookie_valid >= 6,
+        "{stats:?}"
+    );
+    assert_eq!(stats.cookie_invalid, 0, "{stats:?}");
 }
 
 /// A per-source meter with no room left (here 2 sources, in production 65,536) neither refuses

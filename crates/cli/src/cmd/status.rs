@@ -34,12 +34,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let rows = rampart_nft_apply::status::counters(&listing, map.as_ref());
     let banned = rampart_nft_apply::status::banned(&Nft::default(), &args.table, &listing)?;
+    // Only a table that proxies SYNs has these counters to show (they are per namespace).
+    let synproxy = if listing.contains("synproxy") {
+        std::fs::read_to_string(rampart_nft_apply::status::SYNPROXY_STATS_PATH)
+            .ok()
+            .as_deref()
+            .and_then(rampart_nft_apply::status::parse_synproxy_stats)
+    } else {
+        None
+    };
     if args.json {
         let bans: serde_json::Map<String, serde_json::Value> = banned
             .iter()
             .map(|(set, n)| (set.clone(), (*n).into()))
             .collect();
-        let out = serde_json::json!({ "table": args.table, "pending": pending, "rules": rows, "banned": bans });
+        let out = serde_json::json!({ "table": args.table, "pending": pending, "rules": rows, "banned": bans, "synproxy": synproxy });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         if let Some(p) = &pending {
@@ -65,6 +74,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         for (set, n) in &banned {
             println!("banned sources ({set}): {n}");
+        }
+        if let Some(sp) = &synproxy {
+            println!(
+                "SYN proxy: {} SYNs answered, {} cookies valid, {} invalid, {} server SYNs resent, {} reopened",
+                sp.syn_received, sp.cookie_valid, sp.cookie_invalid, sp.cookie_retrans, sp.conn_reopened
+            );
         }
     }
     Ok(if pending.is_some() {
