@@ -21,8 +21,9 @@ RAMPART_PACKAGES="nft:nftables ip:iproute2 iptables-nft:iptables ping:iputils-pi
 # (The lab runs dnsmasq as the corp bridge's legitimate DHCP server, hence dnsmasq above.)
 # Only the test suite needs these: the daemon's dashboard test drives headless Chromium, the
 # SYN-proxy test floods with hping3,
-# the DNS filter's DoT test forwards to Unbound serving DoT, the egress tests use curl.
-RAMPART_TEST_PACKAGES="chromium:chromium hping3:hping3 unbound:unbound curl:curl"
+# the DNS filter's DoT test forwards to Unbound serving DoT, the egress tests use curl, and the
+# apply test turns an interface's receive offloads off with ethtool.
+RAMPART_TEST_PACKAGES="chromium:chromium hping3:hping3 unbound:unbound curl:curl ethtool:ethtool"
 
 rampart_install_packages() {
     local missing="" pair cmd pkg

@@ -147,8 +147,31 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
         .unwrap()
         .success());
     let state = dir.join("state").display().to_string();
+    // An interface that hands IPv6 SYNs over with unverified checksums draws a warning.
+    let ip_in_ns = |args: &[&str]| {
+        let mut full = vec!["-n", ns.0.as_str()];
+        full.extend_from_slice(args);
+        assert!(Command::new("ip").args(&full).status().unwrap().success());
+    };
+    ip_in_ns(&["link", "add", "rxa", "type", "veth", "peer", "name", "rxb"]);
+    let ethtool = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.0, "ethtool", "-K", "rxa", "rx", "off", "gro", "off",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
     let out = rampart(Some(&ns.0), &["apply", &policy, "--state-dir", &state]);
     assert!(out.status.success(), "{}", text(&out));
+    if ethtool {
+        assert!(
+            text(&out).contains("warning: rxa: receive checksum offload and GRO are both off"),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("warning: rxb:"), "{}", text(&out));
+    } else {
+        eprintln!("skipping the offload warning check: ethtool is not installed");
+    }
     let sh = |cmd: &str| {
         let o = Command::new("ip")
             .args(["netns", "exec", &ns.0, "sh", "-c", cmd])

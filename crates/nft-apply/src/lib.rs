@@ -16,6 +16,7 @@ pub mod json;
 pub mod nflog;
 pub mod nfnl;
 pub mod nlsock;
+pub mod offload;
 pub mod runner;
 pub mod state;
 pub mod status;
