@@ -5,6 +5,8 @@
 //! the sysctls and the NFQUEUE rules must appear — and go again on rollback. Needs root, ip,
 //! nft and iptables-nft; skips with a printed reason otherwise.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -108,8 +110,9 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
         eprintln!("skipping: {reason}");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("rampart-cli-nft-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed on drop, also when an assertion below fails.
+    let scratch = support::Scratch::new("rampart-cli-nft");
+    let dir = scratch.0.clone();
     let policy = write(&dir, "policy.toml", POLICY);
 
     let out = rampart(None, &["compile", &policy, "--check"]);
@@ -217,5 +220,4 @@ fn compile_check_apply_status_and_rollback_with_synproxy_ban_and_app_rules() {
         0
     );
     assert!(sh("nft list tables").is_empty() || !sh("nft list tables").contains("rampart"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
