@@ -132,23 +132,19 @@ fn tcp_syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> [u8; 2
     t[12] = 5 << 4;
     t[13] = 0x02; // SYN
     t[14..16].copy_from_slice(&64_240u16.to_be_bytes());
-    let mut acc = 0u32;
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            acc = sum16(&s.octets(), acc);
-            acc = sum16(&d.octets(), acc);
-            acc += 6 + 20;
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            acc = sum16(&s.octets(), acc);
-            acc = sum16(&d.octets(), acc);
-            acc += 20 + 6;
-        }
-        _ => {}
-    }
-    let csum = fold(sum16(&t, acc));
+    let csum = fold(sum16(&t, tcp_pseudo_header_sum(src, dst)));
     t[16..18].copy_from_slice(&csum.to_be_bytes());
     t
+}
+
+/// The one's-complement sum (unfolded) of the pseudo-header of a 20-byte TCP segment from
+/// `src` to `dst`: both addresses, the protocol and the length (0 for mixed families).
+fn tcp_pseudo_header_sum(src: IpAddr, dst: IpAddr) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 6 + 20,
+        (IpAddr::V6(s), IpAddr::V6(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 20 + 6,
+        _ => 0,
+    }
 }
 
 /// An IPv6 SYN as a NIC with checksum offload hands it over: Ethernet header, IPv6 header and
@@ -177,10 +173,7 @@ pub fn syn_frame_v6(
     f.extend_from_slice(&0x86ddu16.to_be_bytes());
     let mut packet = syn_packet(IpAddr::V6(src), IpAddr::V6(dst), sport, dport, seq);
     // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not its complement.
-    let mut pseudo = sum16(&src.octets(), 0);
-    pseudo = sum16(&dst.octets(), pseudo);
-    pseudo += 20 + 6;
-    let partial = !fold(pseudo);
+    let partial = !fold(tcp_pseudo_header_sum(IpAddr::V6(src), IpAddr::V6(dst)));
     packet[40 + 16..40 + 18].copy_from_slice(&partial.to_be_bytes());
     f.extend_from_slice(&packet);
     f
@@ -332,7 +325,15 @@ fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> LabError {
 }
 
 /// Send SYNs to `dst:port` from namespace `ns` at `rate_pps` until `stop` is set or
-/// `duration_ms` passes; returns the number sent.
+/// `duration_ms` passes; returns the number sent. IPv6 floods need `link` ([`flood_link`],
+/// resolved by the caller before it starts timing: resolving a next hop can take a second).
+///
+/// IPv6 SYNs leave as frames with a partial checksum, as a NIC with checksum offload delivers
+/// them. Why: the kernel's nft `synproxy` verifies a SYN whose checksum is not yet known
+/// (CHECKSUM_NONE, which is what a raw socket's packet is over veth) with the IPv4
+/// pseudo-header (`nf_ip_checksum`) also for IPv6, so it silently drops every such IPv6 SYN
+/// before proxying it; the flood would never reach the proxy it is meant to load.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_flood(
     ns: &str,
     dst: IpAddr,
@@ -341,18 +342,14 @@ pub fn spawn_flood(
     rate_pps: u32,
     duration_ms: u32,
     stop: Arc<AtomicBool>,
+    link: Option<FloodLink>,
 ) -> std::thread::JoinHandle<Result<u64, LabError>> {
-    // IPv6 SYNs leave as frames with a partial checksum, as a NIC with checksum offload
-    // delivers them. Why: the kernel's nft `synproxy` verifies a SYN whose checksum is not
-    // yet known (CHECKSUM_NONE, which is what a raw socket's packet is over veth) with the
-    // IPv4 pseudo-header (`nf_ip_checksum`) also for IPv6, so it silently drops every such
-    // IPv6 SYN before proxying it; the flood would never reach the proxy it is meant to load.
-    let link = match dst {
-        IpAddr::V6(_) => Some(flood_link(ns, dst)),
-        IpAddr::V4(_) => None,
-    };
     in_namespace(ns, move || {
-        let link = link.transpose()?;
+        if dst.is_ipv6() && link.is_none() {
+            return Err(LabError::Traffic {
+                message: format!("an IPv6 flood to {dst} needs its link resolved first"),
+            });
+        }
         let domain = if dst.is_ipv6() {
             Domain::IPV6
         } else {

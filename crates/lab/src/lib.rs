@@ -1376,6 +1376,13 @@ impl LabRun<'_> {
         let gw_counters0 = join_lab(flood::read_net_counters(gw))?;
         let server_counters0 = join_lab(flood::read_net_counters(&server.ns))?;
         let client_counters0 = join_lab(flood::read_net_counters(&client.ns))?;
+        // Before the clock starts: resolving the flooder's next hop may take a second.
+        let link = match server.addr {
+            std::net::IpAddr::V6(_) if !flood.requests => {
+                Some(flood::flood_link(flooder_ns, server.addr)?)
+            }
+            _ => None,
+        };
         let (soft0, total0) = flood::cpu_times();
         let started = Instant::now();
         let stop_flood = Arc::new(AtomicBool::new(false));
@@ -1401,6 +1408,7 @@ impl LabRun<'_> {
                 flood.rate_pps,
                 flood.duration_ms,
                 Arc::clone(&stop_flood),
+                link,
             )
         };
         // Let the flood build up before the legitimate clients start.
