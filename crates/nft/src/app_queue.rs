@@ -122,6 +122,19 @@ pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
     out
 }
 
+/// Whether a rule is emitted (not expired as of `opts.today`).
+fn live(opts: &EmitOptions, r: &rampart_ir::Rule) -> bool {
+    !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t)
+}
+
+/// Whether the emitted ruleset proxies SYNs (a SYN proxy rule that is not expired).
+pub fn proxies_syns(policy: &Policy, opts: &EmitOptions) -> bool {
+    policy
+        .rules
+        .iter()
+        .any(|r| r.synproxy.is_some() && live(opts, r))
+}
+
 /// Kernel settings a policy needs, as (sysctl name, value): the SYN proxy needs SYN cookies
 /// and strict TCP pickup (`nf_conntrack_tcp_loose = 0`, else conntrack adopts the cookie ACK
 /// as a mid-stream connection and the proxy never sees it); application-protocol rules ask for
@@ -130,17 +143,19 @@ pub fn queue_rules(policy: &Policy, opts: &EmitOptions) -> Vec<QueueRule> {
 /// an operator reads with `conntrack -L` to see how long connections stayed queued).
 /// Network-namespace local: `rampart-nft-apply` sets them only where it applies the table.
 pub fn required_sysctls(policy: &Policy, opts: &EmitOptions) -> Vec<(String, String)> {
-    let live =
-        |r: &rampart_ir::Rule| !matches!((opts.today, r.expires), (Some(t), Some(e)) if e < t);
     let mut out = Vec::new();
-    if policy.rules.iter().any(|r| r.synproxy.is_some() && live(r)) {
+    if proxies_syns(policy, opts) {
         out.push(("net.ipv4.tcp_syncookies".to_string(), "1".to_string()));
         out.push((
             "net.netfilter.nf_conntrack_tcp_loose".to_string(),
             "0".to_string(),
         ));
     }
-    if policy.rules.iter().any(|r| r.app.is_some() && live(r)) {
+    if policy
+        .rules
+        .iter()
+        .any(|r| r.app.is_some() && live(opts, r))
+    {
         out.push((
             "net.netfilter.nf_conntrack_acct".to_string(),
             "1".to_string(),

@@ -205,7 +205,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         sysctls: rampart_nft::app_queue::required_sysctls(&policy, &opts),
     };
     let applied = txn::apply(&Nft::default(), &state, &req)?;
-    if policy.rules.iter().any(|r| r.synproxy.is_some()) {
+    if rampart_nft::app_queue::proxies_syns(&policy, &opts) {
         for ifname in rampart_nft_apply::offload::ipv6_synproxy_blind_interfaces() {
             eprintln!(
                 "rampart: warning: {ifname}: receive checksum offload and GRO are both off, so the kernel's SYN proxy drops every IPv6 SYN arriving there unanswered (docs/nft.md); turn either on (`ethtool -K {ifname} rx on` or `gro on`)"
