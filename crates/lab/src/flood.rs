@@ -611,16 +611,27 @@ pub fn spawn_server(
 
 /// Read `n` bytes (or what arrived before the timeout).
 pub fn read_exactly(stream: &mut std::net::TcpStream, n: usize) -> Option<Vec<u8>> {
+    Some(read_up_to(stream, n).0)
+}
+
+/// Read `n` bytes (at most [`PAYLOAD_MAX_BYTES`]), or what arrived before the end of the stream
+/// or an error, which is returned beside them.
+fn read_up_to(stream: &mut std::net::TcpStream, n: usize) -> (Vec<u8>, Option<std::io::Error>) {
     let mut buf = vec![0u8; n.min(PAYLOAD_MAX_BYTES)];
     let mut got = 0;
+    let mut error = None;
     while got < buf.len() {
         match stream.read(&mut buf[got..]) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(k) => got += k,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
         }
     }
     buf.truncate(got);
-    Some(buf)
+    (buf, error)
 }
 
 /// Outcome of the legitimate exchanges of a flood case.
@@ -728,24 +739,12 @@ fn one_exchange(client: SocketAddr, server: SocketAddr, payload: Payload) -> Att
             port,
         };
     }
-    let mut got = vec![0u8; reply.len()];
-    let mut filled = 0;
-    while filled < got.len() {
-        match stream.read(&mut got[filled..]) {
-            Ok(0) => break,
-            Ok(k) => filled += k,
-            Err(e) => {
-                return Attempt::ReplyFailed {
-                    reset: is_reset(&e),
-                    port,
-                }
-            }
-        }
-    }
-    if got[..filled] == reply[..] {
-        Attempt::Ok
-    } else {
-        Attempt::ReplyFailed { reset: false, port }
+    match read_up_to(&mut stream, reply.len()) {
+        (got, None) if got == reply => Attempt::Ok,
+        (_, error) => Attempt::ReplyFailed {
+            reset: error.as_ref().is_some_and(is_reset),
+            port,
+        },
     }
 }
 
