@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use rampart_ir::CtState;
 
 use crate::decode::{tcp_flags, Ip, Transport};
-use crate::engine::AppConnState;
+use crate::engine::{AppConnState, RuleConns, MAX_METER_ENTRIES};
 
 /// Default table size.
 // Why: nf_conntrack_max is 262,144 on a typical 8+ GiB machine.
@@ -314,6 +314,13 @@ struct Entry {
     app_labels: [Option<rampart_ir::AppProtocol>; 2],
 }
 
+impl Entry {
+    /// TCP `TIME_WAIT` or `CLOSE`: the kernel's connection limits no longer count it.
+    fn closed(&self) -> bool {
+        matches!(self.tcp, Some(TcpState::TimeWait) | Some(TcpState::Close))
+    }
+}
+
 /// The tracker's view of one packet, to be passed back to [`Conntrack::confirm`].
 #[derive(Clone, Copy, Debug)]
 pub struct Tracked {
@@ -374,9 +381,28 @@ pub struct CtStats {
 #[derive(Clone, Debug)]
 pub struct Conntrack {
     map: FastMap<Tuple, Entry>,
-    per_src: FastMap<IpAddr, u32>,
+    limits: ConnLimitSets,
     max_entries: usize,
     stats: CtStats,
+}
+
+/// What the kernel's connection-limit sets hold (`add @connlimit_N { saddr ct count over C }`,
+/// one set per `conn_limit` rule and family, keyed by the packet's source): each statement a
+/// packet reaches adds its connection to the source's list; the kernel drops a listed
+/// connection once conntrack no longer holds it or it is closed (TCP `TIME_WAIT`/`CLOSE`), and
+/// a source whose list is empty leaves the set (its garbage collection, within a second).
+/// Here the counts change at once: the kernel's lists settle when the next connection is
+/// added and by that collection, so a source that closes more than 8 counted connections
+/// between two new ones may briefly be counted high there.
+#[derive(Clone, Debug, Default)]
+struct ConnLimitSets {
+    /// Per counted connection: each (rule, source) whose list holds it.
+    by_conn: FastMap<Tuple, Vec<(u32, IpAddr)>>,
+    /// Per (source, rule): its counted connections (absent: the set does not hold it).
+    by_src: FastMap<(IpAddr, u32), u32>,
+    /// Per (rule, IPv6): the sources its set holds (at most [`MAX_METER_ENTRIES`], the
+    /// emitted sets' size).
+    sources: FastMap<(u32, bool), usize>,
 }
 
 impl Default for Conntrack {
@@ -390,7 +416,7 @@ impl Conntrack {
     pub fn new(max_entries: usize) -> Self {
         Self {
             map: FastMap::default(),
-            per_src: FastMap::default(),
+            limits: ConnLimitSets::default(),
             max_entries: max_entries.max(1),
             stats: CtStats::default(),
         }
@@ -411,19 +437,84 @@ impl Conntrack {
         self.stats
     }
 
-    /// Connections currently tracked with `src` as originator.
-    pub fn src_conns(&self, src: IpAddr) -> u32 {
-        self.per_src.get(&src).copied().unwrap_or(0)
+    /// How rule `rule`'s connection-limit set sees source `src` (the packet's source) for a
+    /// packet of connection `tuple` (`None`: a packet without one).
+    pub fn rule_conns(&self, src: IpAddr, tuple: Option<Tuple>, rule: u32) -> RuleConns {
+        let l = &self.limits;
+        let held = l.by_src.get(&(src, rule)).copied().unwrap_or(0);
+        if held == 0 {
+            let sources = l.sources.get(&(rule, src.is_ipv6())).copied().unwrap_or(0);
+            return RuleConns {
+                rule,
+                others: 0,
+                untrackable: sources >= MAX_METER_ENTRIES,
+            };
+        }
+        let own = tuple
+            .and_then(|t| l.by_conn.get(&t))
+            .is_some_and(|c| c.contains(&(rule, src)));
+        RuleConns {
+            rule,
+            others: held - u32::from(own),
+            untrackable: false,
+        }
+    }
+
+    /// Count connection `tuple` under source `src` in the sets of `rules`, the `conn_limit`
+    /// rules whose statement its accepted packet reached
+    /// ([`crate::Engine::conn_limit_rules_reached`]). A connection the table does not hold
+    /// (not confirmed, or the table was full) or that is closed is not counted, as the
+    /// kernel drops it from the list; one already counted is not counted twice.
+    pub fn count_conn_limits(&mut self, tuple: Tuple, src: IpAddr, rules: &[u32]) {
+        if rules.is_empty() || self.map.get(&tuple).is_none_or(Entry::closed) {
+            return;
+        }
+        let l = &mut self.limits;
+        for &rule in rules {
+            if l.by_conn
+                .get(&tuple)
+                .is_some_and(|c| c.contains(&(rule, src)))
+            {
+                continue;
+            }
+            let held = l.by_src.entry((src, rule)).or_insert(0);
+            if *held == 0 {
+                let sources = l.sources.entry((rule, src.is_ipv6())).or_insert(0);
+                if *sources >= MAX_METER_ENTRIES {
+                    // The set is full: the kernel's `add` fails and counts nothing.
+                    l.by_src.remove(&(src, rule));
+                    continue;
+                }
+                *sources += 1;
+            }
+            *held += 1;
+            l.by_conn.entry(tuple).or_default().push((rule, src));
+        }
+    }
+
+    /// Take connection `tuple` out of every connection-limit set that counts it.
+    fn uncount(&mut self, tuple: &Tuple) {
+        let l = &mut self.limits;
+        let Some(counted) = l.by_conn.remove(tuple) else {
+            return;
+        };
+        for (rule, src) in counted {
+            let Some(held) = l.by_src.get_mut(&(src, rule)) else {
+                continue;
+            };
+            *held -= 1;
+            if *held == 0 {
+                l.by_src.remove(&(src, rule));
+                if let Some(n) = l.sources.get_mut(&(rule, src.is_ipv6())) {
+                    *n -= 1;
+                }
+            }
+        }
     }
 
     fn remove(&mut self, key: &Tuple) {
-        if self.map.remove(key).is_some() {
-            if let Some(c) = self.per_src.get_mut(&key.src) {
-                *c -= 1;
-                if *c == 0 {
-                    self.per_src.remove(&key.src);
-                }
-            }
+        if self.map.remove(key).is_some() && !self.limits.by_conn.is_empty() {
+            self.uncount(key);
         }
     }
 
@@ -454,6 +545,14 @@ impl Conntrack {
     /// propose a new one.
     pub fn track(&mut self, ip: &Ip<'_>, now_ns: u64) -> Tracked {
         let mut t = self.track_state(ip, now_ns);
+        if !self.limits.by_conn.is_empty() {
+            // A connection that just closed no longer counts against any `conn_limit`.
+            if let Some(k) = t.tuple {
+                if self.map.get(&k).is_some_and(Entry::closed) {
+                    self.uncount(&k);
+                }
+            }
+        }
         if t.pending.is_some() {
             t.packet_index = 1;
         } else if matches!(t.state, CtState::New | CtState::Established) {
@@ -738,7 +837,6 @@ impl Conntrack {
             // One hash: insert unless present.
             if let std::collections::hash_map::Entry::Vacant(v) = self.map.entry(key) {
                 v.insert(entry);
-                *self.per_src.entry(key.src).or_insert(0) += 1;
                 self.stats.inserted += 1;
             }
             return;
@@ -766,7 +864,6 @@ impl Conntrack {
             }
         }
         self.map.insert(key, entry);
-        *self.per_src.entry(key.src).or_insert(0) += 1;
         self.stats.inserted += 1;
     }
 
@@ -831,6 +928,107 @@ mod tests {
     const A: &str = "192.0.2.5";
     const B: &str = "203.0.113.7";
 
+    fn conns(ct: &Conntrack, src: &str, rule: u32) -> u32 {
+        ct.rule_conns(src.parse().unwrap(), None, rule).others
+    }
+
+    #[test]
+    fn conn_limit_sets_count_accepted_connections_per_rule_until_they_end() {
+        let mut ct = Conntrack::default();
+        let a: IpAddr = A.parse().unwrap();
+        let syn = ct.track(&tcp(A, 1000, B, 80, SYN), 0);
+        let t = syn.tuple.unwrap();
+        ct.count_conn_limits(t, a, &[7]);
+        assert_eq!(
+            conns(&ct, A, 7),
+            0,
+            "an unconfirmed connection is not counted"
+        );
+        ct.confirm(&syn, true);
+        ct.count_conn_limits(t, a, &[7, 9]);
+        ct.count_conn_limits(t, a, &[7]);
+        assert_eq!(conns(&ct, A, 7), 1, "counted once per rule");
+        assert_eq!(conns(&ct, A, 9), 1);
+        assert_eq!(
+            conns(&ct, A, 8),
+            0,
+            "a rule it did not reach does not count it"
+        );
+        assert_eq!(
+            ct.rule_conns(a, Some(t), 7).others,
+            0,
+            "its own packets see the others"
+        );
+        // The reply direction's source (the server) has an element of its own.
+        let b: IpAddr = B.parse().unwrap();
+        ct.count_conn_limits(t, b, &[7]);
+        assert_eq!((conns(&ct, B, 7), conns(&ct, A, 7)), (1, 1));
+        // Gone from the table: gone from every set.
+        ct.expire(timeouts::TCP_SYN_SENT * S + 1);
+        assert!(ct.is_empty());
+        assert_eq!(
+            (conns(&ct, A, 7), conns(&ct, A, 9), conns(&ct, B, 7)),
+            (0, 0, 0)
+        );
+        assert!(ct.limits.by_conn.is_empty() && ct.limits.by_src.is_empty());
+        assert!(ct.limits.sources.values().all(|&n| n == 0));
+
+        // Closed (TIME_WAIT): no longer counted, though conntrack keeps it for 120 s.
+        let syn = ct.track(&tcp(A, 1001, B, 80, SYN), 0);
+        ct.confirm(&syn, true);
+        ct.count_conn_limits(syn.tuple.unwrap(), a, &[7]);
+        ct.track(&tcp(B, 80, A, 1001, SYN | ACK), 1);
+        ct.track(&tcp(A, 1001, B, 80, ACK), 2);
+        ct.track(&tcp(A, 1001, B, 80, FIN | ACK), 3);
+        assert_eq!(conns(&ct, A, 7), 1, "FIN_WAIT still counts");
+        ct.track(&tcp(B, 80, A, 1001, FIN | ACK), 4);
+        ct.track(&tcp(A, 1001, B, 80, ACK), 5);
+        assert_eq!(ct.len(), 1);
+        assert_eq!(conns(&ct, A, 7), 0, "TIME_WAIT does not count");
+        ct.count_conn_limits(syn.tuple.unwrap(), a, &[7]);
+        assert_eq!(
+            conns(&ct, A, 7),
+            0,
+            "nor can a closed connection be counted again"
+        );
+    }
+
+    #[test]
+    fn a_full_conn_limit_set_takes_no_new_source_until_one_leaves() {
+        let mut ct = Conntrack::new(MAX_METER_ENTRIES + 8);
+        let src = |i: usize| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        let mut tuples = Vec::new();
+        for i in 0..=MAX_METER_ENTRIES {
+            let syn = ct.track(&tcp(&src(i), 1000, B, 80, SYN), 0);
+            ct.confirm(&syn, true);
+            let t = syn.tuple.unwrap();
+            ct.count_conn_limits(t, t.src, &[3]);
+            tuples.push(t);
+        }
+        let last = src(MAX_METER_ENTRIES);
+        let view = ct.rule_conns(last.parse().unwrap(), None, 3);
+        assert_eq!(
+            (view.others, view.untrackable),
+            (0, true),
+            "not counted: set full"
+        );
+        assert!(!ct.rule_conns(src(0).parse().unwrap(), None, 3).untrackable);
+        assert_eq!(conns(&ct, &src(0), 3), 1);
+        assert!(
+            !ct.rule_conns(last.parse().unwrap(), None, 4).untrackable,
+            "another rule's set has room"
+        );
+        let v6 = ct.rule_conns("2001:db8::1".parse().unwrap(), None, 3);
+        assert!(!v6.untrackable, "the IPv6 set is another set");
+        // One source leaves: the next new source is counted.
+        ct.remove(&tuples[0]);
+        assert!(!ct.rule_conns(last.parse().unwrap(), None, 3).untrackable);
+        let t = tuples[MAX_METER_ENTRIES];
+        ct.count_conn_limits(t, t.src, &[3]);
+        assert_eq!(conns(&ct, &last, 3), 1);
+        assert!(ct.rule_conns(src(0).parse().unwrap(), None, 3).untrackable);
+    }
+
     #[test]
     fn tcp_handshake_and_teardown() {
         let mut ct = Conntrack::default();
@@ -845,7 +1043,7 @@ mod tests {
         assert_eq!(ack.state, CtState::Established);
         let fin = ct.track(&tcp(A, 1000, B, 80, FIN | ACK), 4);
         assert_eq!(fin.state, CtState::Established);
-        assert_eq!(ct.src_conns(A.parse().unwrap()), 1);
+        assert_eq!(ct.len(), 1);
     }
 
     #[test]

@@ -112,9 +112,13 @@ pub struct PacketMeta<'a> {
     pub len: u32,
     /// Socket owner, when known.
     pub owner: Option<&'a OwnerInfo>,
-    /// Connections the tracker currently holds with this source as originator (for
-    /// `conn_limit`).
+    /// The source's connections every `conn_limit` rule counts when `rule_conns` is `None`
+    /// (`explain --src-conns`; connections other than this packet's own).
     pub src_conns: u32,
+    /// Per `conn_limit` rule, how its kernel set counts the source (a replay's conntrack
+    /// fills it in, see [`RuleConns`]); a rule it does not list counts none. `None`: every
+    /// such rule counts `src_conns`.
+    pub rule_conns: Option<&'a [RuleConns]>,
     /// TCP flags ([`tcp_flags`]; 0 for other protocols). The SYN proxy step tells a bare SYN
     /// and a handshake-completing ACK from other segments by them.
     pub tcp_flags: u8,
@@ -126,6 +130,34 @@ pub struct PacketMeta<'a> {
     /// The packet's connection as application-protocol rules see it; `None` when there is
     /// none (invalid or untracked packets, or a caller without a tracker): not inspected.
     pub app_conn: Option<AppConn>,
+}
+
+/// How one `conn_limit` rule's kernel set (`add @connlimit_N_v4 { ip saddr ct count over C }`)
+/// sees a packet's source. The kernel counts, per rule, the connections whose packets reached
+/// that statement and were accepted, while they live and are not closed (TCP `TIME_WAIT` or
+/// `CLOSE`); connections the source opened through other rules do not count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleConns {
+    /// The rule.
+    pub rule: u32,
+    /// The source's counted connections other than this packet's own.
+    pub others: u32,
+    /// The rule's set for the packet's family is full and does not hold the source: the
+    /// kernel cannot add it, so the cap neither refuses nor counts the connection.
+    pub untrackable: bool,
+}
+
+impl PacketMeta<'_> {
+    /// The source's connections rule `rule`'s cap counts, and whether it cannot count them.
+    fn conns_for(&self, rule: u32) -> (u32, bool) {
+        match self.rule_conns {
+            None => (self.src_conns, false),
+            Some(list) => list
+                .iter()
+                .find(|c| c.rule == rule)
+                .map_or((0, false), |c| (c.others, c.untrackable)),
+        }
+    }
 }
 
 /// A packet's payload for application-protocol rules.
@@ -217,6 +249,7 @@ impl<'a> PacketMeta<'a> {
             len: 64,
             owner: None,
             src_conns: 0,
+            rule_conns: None,
             // A new TCP flow's first packet is its SYN.
             tcp_flags: if protocol == rampart_ir::proto::TCP {
                 tcp_flags::SYN
@@ -902,6 +935,8 @@ pub struct Engine {
     syn_claimers: [Vec<u32>; 3],
     /// Per direction: rules with `app`, in policy order.
     app_rules: [Vec<u32>; 3],
+    /// Per direction: active rules with `conn_limit`, in policy order.
+    conn_limit_rules: [Vec<u32>; 3],
     /// The fast matcher's cross-product tables (`None`: none built, e.g. > 64 interface
     /// patterns).
     cross: Option<Box<Cross>>,
@@ -997,6 +1032,7 @@ impl Engine {
         // TCP accept rules only).
         let synproxy_rules = by_dir(|r| r.synproxy.is_some() && r.app.is_none());
         let app_rules = by_dir(|r| r.app.is_some());
+        let conn_limit_rules = by_dir(|r| r.conn_limit.is_some() && r.app.is_none());
         let mut syn_claimers = by_dir(|r| r.app.is_none());
         for (claimers, proxies) in syn_claimers.iter_mut().zip(&synproxy_rules) {
             claimers.retain(|&i| proxies.last().is_some_and(|&last| i <= last));
@@ -1037,7 +1073,35 @@ impl Engine {
             synproxy_rules,
             syn_claimers,
             app_rules,
+            conn_limit_rules,
             cross,
+        }
+    }
+
+    /// The active `conn_limit` rules of hook `direction`, in policy order (the ones a replay
+    /// fills [`PacketMeta::rule_conns`] for).
+    pub fn conn_limit_rules(&self, direction: Direction) -> &[u32] {
+        &self.conn_limit_rules[dir_index(direction)]
+    }
+
+    /// The `conn_limit` rules whose `add @connlimit_N` statement a packet reached when the rule
+    /// scan decided it at rule `upto` (`None`: it went through every rule, to the default
+    /// policy), in policy order, into `out`. Each such statement adds the packet's connection
+    /// to its rule's set, even when it was over the cap and a later rule accepted it.
+    pub fn conn_limit_rules_reached(
+        &self,
+        meta: &PacketMeta<'_>,
+        upto: Option<RuleId>,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        for &r in self.conn_limit_rules(meta.direction) {
+            if upto.is_some_and(|u| r > u.0) {
+                break;
+            }
+            if self.static_mismatch(r as usize, meta).is_none() {
+                out.push(r);
+            }
         }
     }
 
@@ -2046,7 +2110,7 @@ impl Engine {
             Mismatch::Owner => "socket owner unknown or different".into(),
             Mismatch::ConnLimit => format!(
                 "source has {} connections (limit {})",
-                meta.src_conns,
+                meta.conns_for(i as u32).0,
                 rule.conn_limit.unwrap_or(0)
             ),
             Mismatch::Limit => "rate limit exhausted".into(),
@@ -2153,7 +2217,10 @@ fn dynamic(
     now_ns: u64,
 ) -> Option<Mismatch> {
     if let Some(cap) = rt.conn_limit {
-        if meta.src_conns >= cap {
+        // A source its full set cannot hold is not limited (the kernel's `add` fails and the
+        // "over" check does not match).
+        let (others, untrackable) = meta.conns_for(rule);
+        if !untrackable && others >= cap {
             return Some(Mismatch::ConnLimit);
         }
     }

@@ -31,6 +31,6 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub use classifier::PrefetchStage;
 pub use engine::{
     AppConn, AppConnState, AppPayload, AppStep, Decision, Engine, EngineOptions, Explanation,
-    L4Meta, MatcherKind, Mismatch, OwnerInfo, PacketMeta, Reason, RuleCheck, Step,
+    L4Meta, MatcherKind, Mismatch, OwnerInfo, PacketMeta, Reason, RuleCheck, RuleConns, Step,
     MAX_METER_ENTRIES,
 };

@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::app;
 use crate::classifier::PrefetchStage;
-use crate::conntrack::{Conntrack, CtStats};
+use crate::conntrack::{Conntrack, CtStats, Tuple};
 use crate::decode::{self, Anomaly, Frag, Layer, LinkType, Transport, L3};
 use crate::engine::{
     proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
-    PacketMeta, Reason,
+    PacketMeta, Reason, RuleConns,
 };
 use crate::pcap::Record;
 use crate::reasm::{Outcome, QueueKey, Reassembler};
@@ -276,6 +276,10 @@ pub struct Simulator {
     report: Report,
     anomaly_events: HashMap<String, u64>,
     has_app_rules: bool,
+    /// Scratch: the packet's view of each `conn_limit` rule's set ([`PacketMeta::rule_conns`]).
+    rule_conns: Vec<RuleConns>,
+    /// Scratch: the `conn_limit` rules an accepted packet reached.
+    conn_limits_reached: Vec<u32>,
 }
 
 /// Errors from the events sink.
@@ -337,6 +341,8 @@ impl Simulator {
             report: Report::default(),
             anomaly_events: HashMap::new(),
             has_app_rules,
+            rule_conns: Vec::new(),
+            conn_limits_reached: Vec::new(),
         }
     }
 
@@ -859,7 +865,15 @@ impl Simulator {
             meta.ct_state = tracked.state;
             meta.ct_entry = tracked.has_entry;
             meta.len = ip.len;
-            meta.src_conns = self.ct.src_conns(ip.src);
+            let conn_limited = !self.engine.conn_limit_rules(dir).is_empty();
+            if conn_limited {
+                self.rule_conns.clear();
+                for &rule in self.engine.conn_limit_rules(dir) {
+                    let view = self.ct.rule_conns(ip.src, tracked.tuple, rule);
+                    self.rule_conns.push(view);
+                }
+                meta.rule_conns = Some(&self.rule_conns);
+            }
             if let Transport::Tcp(t) = &ip.l4 {
                 meta.tcp_flags = t.flags;
             }
@@ -880,6 +894,18 @@ impl Simulator {
                 Reason::SynproxyAnswered | Reason::SynproxyReply => {}
                 Reason::SynproxyEstablished => self.ct.confirm_established(&tracked),
                 _ => self.ct.confirm(&tracked, d.action == Action::Accept),
+            }
+            if conn_limited && d.action == Action::Accept {
+                if let Some(tuple) = tracked.tuple {
+                    count_conn_limits(
+                        &self.engine,
+                        &mut self.ct,
+                        &mut self.conn_limits_reached,
+                        &meta,
+                        d,
+                        tuple,
+                    );
+                }
             }
             if let (Some(conn), Some(tuple)) = (meta.app_conn, tracked.tuple) {
                 let inspecting = conn.state == AppConnState::Inspecting
@@ -1163,6 +1189,32 @@ fn ifaces(
         Direction::Egress => (None, oif),
         Direction::Forward => (iif, oif),
     }
+}
+
+/// Count an accepted packet's connection in the sets of the `conn_limit` rules whose statement
+/// it reached (the kernel adds it to each; see [`RuleConns`]).
+fn count_conn_limits(
+    engine: &Engine,
+    ct: &mut Conntrack,
+    reached: &mut Vec<u32>,
+    meta: &PacketMeta<'_>,
+    d: Decision,
+    tuple: Tuple,
+) {
+    match d.reason {
+        Reason::Rule => engine.conn_limit_rules_reached(meta, d.rule, reached),
+        Reason::Default => engine.conn_limit_rules_reached(meta, None, reached),
+        // The proxied SYN reached its rule's statement (earlier rules whose static fields match
+        // a bare SYN claim it, so it reached no other) and the connection exists from the
+        // completing ACK on.
+        Reason::SynproxyEstablished => {
+            reached.clear();
+            let limited = engine.conn_limit_rules(meta.direction);
+            reached.extend(d.rule.map(|r| r.0).filter(|r| limited.contains(r)));
+        }
+        _ => return,
+    }
+    ct.count_conn_limits(tuple, meta.src, reached);
 }
 
 /// The flow an event names.

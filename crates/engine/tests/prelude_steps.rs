@@ -702,3 +702,67 @@ fn continuation_segments_keep_the_protocol_last_recognised_in_their_direction() 
         assert!(r.blocked >= 1, "{r:#?}");
     }
 }
+
+/// The verdict of each flow from `C`'s source port, in the order the flows began.
+fn flow_verdicts(sink: &VecSink) -> Vec<(u16, bool)> {
+    sink.events
+        .iter()
+        .filter(|e| e.event_type == "flow")
+        .filter_map(|e| {
+            let f = e.flow.as_ref()?;
+            let allowed = e.verdict == rampart_events::Verdict::Allow;
+            (f.src_ip == IpAddr::from(C)).then_some((f.src_port?, allowed))
+        })
+        .collect()
+}
+
+#[test]
+fn replay_counts_connections_per_conn_limit_rule_as_the_kernel_does() {
+    // The kernel's `add @connlimit_N { ip saddr ct count over C }` counts, per rule, the
+    // connections whose packets reached that statement, and stops counting one once it is
+    // closed (TIME_WAIT): connections to 7200 do not count against 7100's cap, and a closed
+    // one frees its place (checked against the kernel by nft-apply's conn_limit test).
+    let mut p = Policy::default();
+    let mut other = rule("other", Direction::Ingress, Action::Accept);
+    other.services = vec![svc(proto::TCP, &[(7200, 7200)])];
+    let mut cap = rule("cap", Direction::Ingress, Action::Accept);
+    cap.services = vec![svc(proto::TCP, &[(7100, 7100)])];
+    cap.conn_limit = Some(2);
+    p.rules = vec![other, cap];
+    let (syn, synack, ack, fin) = (0x02, 0x12, 0x10, 0x11);
+    let open = |sp: u16, dp: u16| {
+        vec![
+            eth_ipv4(C, SRV, 6, &tcp(sp, dp, syn, &[])),
+            eth_ipv4(SRV, C, 6, &tcp(dp, sp, synack, &[])),
+            eth_ipv4(C, SRV, 6, &tcp(sp, dp, ack, &[])),
+        ]
+    };
+    let mut frames = Vec::new();
+    frames.extend(open(40000, 7200));
+    frames.extend(open(40001, 7200));
+    frames.extend(open(41000, 7100)); // 0 counted before it: accepted
+    frames.extend(open(41001, 7100)); // 1: accepted
+    frames.push(eth_ipv4(C, SRV, 6, &tcp(41002, 7100, syn, &[]))); // 2: refused
+                                                                   // 41000 closes: client FIN, server FIN, client ACK → TIME_WAIT.
+    frames.push(eth_ipv4(C, SRV, 6, &tcp(41000, 7100, fin, &[])));
+    frames.push(eth_ipv4(SRV, C, 6, &tcp(7100, 41000, fin, &[])));
+    frames.push(eth_ipv4(C, SRV, 6, &tcp(41000, 7100, ack, &[])));
+    frames.extend(open(41003, 7100)); // 41001 alone is counted: accepted
+    frames.push(eth_ipv4(C, SRV, 6, &tcp(41004, 7100, syn, &[]))); // 41001, 41003: refused
+    for matcher in [MatcherKind::Fast, MatcherKind::Reference] {
+        let (r, sink) = replay(&p, &frames, matcher);
+        assert_eq!(
+            flow_verdicts(&sink),
+            vec![
+                (40000, true),
+                (40001, true),
+                (41000, true),
+                (41001, true),
+                (41002, false),
+                (41003, true),
+                (41004, false),
+            ],
+            "{matcher:?}: {r:#?}"
+        );
+    }
+}

@@ -620,6 +620,141 @@ fn nflog_reader_attributes_logged_drops() {
     );
 }
 
+/// What a `conn_limit` counts, kernel against engine: the router's kernel counts, per rule, the
+/// connections that went through that rule's `add @connlimit_N` statement and are not closed.
+/// Two held connections through another rule and one closed connection (TIME_WAIT) through
+/// the capped rule leave a cap of 2 with room for two more. The router's traffic is captured
+/// and replayed through the engine, which must predict the kernel's verdict for each
+/// connection.
+#[test]
+fn conn_limit_counts_what_the_kernel_counts_and_the_engine_agrees() {
+    skip_unless_kernel!();
+    if sh("command -v tcpdump").stdout.is_empty() {
+        eprintln!("skipping: tcpdump not installed");
+        return;
+    }
+    let mut t = topo("cl", "tcp:7100 tcp:7150 tcp:7201");
+    let lan = vec![Peer::Zone(ZoneId(0))];
+    let mut p = router_policy();
+    let mut other = rule("other", Direction::Forward, Action::Accept);
+    other.from = lan.clone();
+    other.services = vec![tcp(7150)];
+    // 7100 holds its connections open; 7201 closes each at once (SERVER_PY).
+    let mut cap = rule("cap", Direction::Forward, Action::Accept);
+    cap.from = lan;
+    cap.services = vec![tcp(7100), tcp(7201)];
+    cap.conn_limit = Some(2);
+    p.rules.extend([other, cap]);
+    t.apply(&t.rtr, &emit(&p, &EmitOptions::default()).unwrap());
+    // Resolve every neighbour first: a first SYN waiting for neighbour discovery could miss
+    // the client's 0.7 s connect timeout.
+    for server in ["198.51.100.2", "2001:db8:2::2"] {
+        assert!(
+            wait_until(Duration::from_secs(3), || t.ping(&t.cli, server)),
+            "{server} unreachable"
+        );
+    }
+
+    let pcap = t.lab.dir.join("lan0.pcap");
+    let rtr = t.rtr.clone();
+    let dump = t.lab.spawn(
+        &rtr,
+        &format!("tcpdump -i lan0 -U -s 256 -w {} tcp", pcap.display()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::metadata(&pcap)
+            .is_ok_and(|m| m.len() > 0)),
+        "tcpdump did not start"
+    );
+    let hold = t.lab.write("hold.py", HOLD_PY);
+    let cli = t.cli.clone();
+    let mut kernel = Vec::new();
+    for server in ["198.51.100.2", "2001:db8:2::2"] {
+        let held = |t: &mut Topo, port: u16, n: usize| -> Vec<String> {
+            let idx = t.lab.spawn(
+                &cli,
+                &format!("python3 {} {server} {port} {n}", hold.display()),
+            );
+            let mut reader = BufReader::new(t.lab.children[idx].stdout.take().unwrap());
+            (0..n)
+                .map(|_| {
+                    let mut l = String::new();
+                    reader.read_line(&mut l).unwrap();
+                    l.trim().to_string()
+                })
+                .collect()
+        };
+        let through_other = held(&mut t, 7150, 2);
+        let closed = t.probe(&t.cli, "tcp", server, 7201);
+        // Let the close handshake finish (the connection reaches TIME_WAIT).
+        std::thread::sleep(Duration::from_millis(300));
+        let capped = held(&mut t, 7100, 3);
+        kernel.push((server, through_other, closed, capped));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = t.lab.children[dump].id();
+    sh(&format!("kill -TERM {pid}"));
+    let _ = t.lab.children[dump].wait();
+    for (server, through_other, closed, capped) in &kernel {
+        assert_eq!(through_other, &["ok", "ok"], "{server}: other rule");
+        assert_eq!(closed, "ok", "{server}: closed connection");
+        assert_eq!(
+            capped,
+            &["ok", "ok", "timeout"],
+            "{server}: the cap counts neither the other rule's connections nor the closed one"
+        );
+    }
+
+    // The engine's replay of the router's capture: each connection's verdict, per server
+    // port in the order the connections began, must be the kernel's.
+    let cfg = rampart_engine::simulate::SimConfig {
+        local: [
+            "192.0.2.1/32",
+            "198.51.100.1/32",
+            "2001:db8:1::1/128",
+            "2001:db8:2::1/128",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect(),
+        iface_by_net: [
+            ("192.0.2.0/24", "lan0"),
+            ("2001:db8:1::/64", "lan0"),
+            ("198.51.100.0/24", "dmz0"),
+            ("2001:db8:2::/64", "dmz0"),
+        ]
+        .iter()
+        .map(|(n, i)| (n.parse().unwrap(), i.to_string()))
+        .collect(),
+        ..Default::default()
+    };
+    let mut sim = rampart_engine::simulate::Simulator::new(rampart_engine::Engine::new(&p), cfg);
+    let mut sink = rampart_events::VecSink::default();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let mut reader = rampart_engine::pcap::CaptureReader::new(&bytes[..]).unwrap();
+    while let Some(rec) = reader.next_record().unwrap() {
+        sim.process(&rec, &mut sink).unwrap();
+    }
+    for (server, through_other, closed, capped) in &kernel {
+        let server: std::net::IpAddr = server.parse().unwrap();
+        let engine = |port: u16| -> Vec<&str> {
+            sink.events
+                .iter()
+                .filter(|e| e.event_type == "flow")
+                .filter_map(|e| e.flow.as_ref().map(|f| (f, e)))
+                .filter(|(f, _)| f.dest_ip == server && f.dest_port == Some(port))
+                .map(|(_, e)| match e.verdict {
+                    rampart_events::Verdict::Allow => "ok",
+                    _ => "timeout",
+                })
+                .collect()
+        };
+        assert_eq!(engine(7150), *through_other, "{server}: other rule");
+        assert_eq!(engine(7201), vec![closed.as_str()], "{server}: closed");
+        assert_eq!(engine(7100), *capped, "{server}: capped, engine vs kernel");
+    }
+}
+
 #[test]
 fn limits_conn_caps_and_meters_in_the_kernel() {
     skip_unless_kernel!();
