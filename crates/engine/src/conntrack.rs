@@ -42,8 +42,10 @@ pub mod timeouts {
     pub const TCP_LAST_ACK: u64 = 30;
     /// TCP time wait.
     pub const TCP_TIME_WAIT: u64 = 120;
-    /// TCP close.
+    /// TCP close (also any connection after a RST).
     pub const TCP_CLOSE: u64 = 10;
+    /// TCP established before any reply (a mid-stream pickup), `tcp_timeout_unacknowledged`.
+    pub const TCP_UNACK: u64 = 300;
     /// UDP before a reply.
     pub const UDP: u64 = 30;
     /// UDP after a reply (`udp_timeout_stream`).
@@ -287,12 +289,15 @@ pub struct Tuple {
 
 impl Tuple {
     fn reversed(self) -> Self {
+        // An ICMP query's "ports" are (identifier, 0) in both directions: the kernel's tuple
+        // keeps the identifier on both sides, so a reply finds its request.
+        let icmp = matches!(self.proto, 1 | 58);
         Self {
             src: self.dst,
             dst: self.src,
             proto: self.proto,
-            sport: self.dport,
-            dport: self.sport,
+            sport: if icmp { self.sport } else { self.dport },
+            dport: if icmp { self.dport } else { self.sport },
         }
     }
 }
@@ -655,10 +660,29 @@ impl Conntrack {
                                 self.remove(&key);
                             } else {
                                 let state = Self::established_or_new(&entry, reply);
-                                if let Some(e) = self.map.get_mut(&key) {
+                                let rst = tcp.flags & tcp_flags::RST != 0;
+                                if rst && !entry.seen_reply {
+                                    // "If only reply is a RST, we can consider ourselves not
+                                    // to have an established connection": the kernel deletes
+                                    // the entry at once (the RST itself passes).
+                                    self.remove(&key);
+                                } else if let Some(e) = self.map.get_mut(&key) {
+                                    let timeout_s = if rst {
+                                        timeouts::TCP_CLOSE
+                                    } else if !e.seen_reply && s == Established {
+                                        // A mid-stream pickup nobody answered yet.
+                                        tcp_timeout(s).min(timeouts::TCP_UNACK)
+                                    } else {
+                                        tcp_timeout(s)
+                                    };
+                                    // A retransmitted SYN does not renew its entry's timeout.
+                                    let syn_again =
+                                        idx == 0 && e.tcp == Some(SynSent) && !e.seen_reply;
                                     e.tcp = Some(s);
                                     e.seen_reply |= reply;
-                                    e.expires_ns = now_ns + tcp_timeout(s) * S;
+                                    if !syn_again {
+                                        e.expires_ns = now_ns + timeout_s * S;
+                                    }
                                 }
                                 return Tracked {
                                     state,
@@ -677,6 +701,12 @@ impl Conntrack {
                     }
                 }
                 match TCP[0][idx][0] {
+                    // A connection picked up mid-stream (loose ACK) starts with the
+                    // unacknowledged timeout until a reply comes.
+                    Next::To(Established) => {
+                        let timeout_s = tcp_timeout(Established).min(timeouts::TCP_UNACK);
+                        self.propose(tuple, Some(Established), timeout_s, now_ns)
+                    }
                     Next::To(s) => self.propose(tuple, Some(s), tcp_timeout(s), now_ns),
                     _ => Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
                 }
@@ -927,6 +957,101 @@ mod tests {
 
     const A: &str = "192.0.2.5";
     const B: &str = "203.0.113.7";
+
+    fn icmp(src: &str, dst: &str, icmp_type: u8, id: u16) -> Ip<'static> {
+        let v6 = src.contains(':');
+        let mut p = ip(
+            src,
+            dst,
+            Transport::Icmp(crate::decode::Icmp {
+                v6,
+                icmp_type,
+                code: 0,
+                id: Some(id),
+                inner: None,
+                rest: &[],
+            }),
+        );
+        p.protocol = if v6 { 58 } else { 1 };
+        p
+    }
+
+    #[test]
+    fn a_rst_before_any_reply_deletes_the_connection() {
+        // Refused: the server's RST is the only reply. It passes, and the entry is gone, so
+        // what follows from the server cannot start a connection (nf_conntrack_tcp: "If only
+        // reply is a RST ... delete the conntrack immediately").
+        let mut ct = Conntrack::default();
+        let syn = ct.track(&tcp(A, 1000, B, 80, SYN), 0);
+        ct.confirm(&syn, true);
+        let rst = ct.track(&tcp(B, 80, A, 1000, RST | ACK), 1);
+        assert_eq!((rst.state, rst.reply), (CtState::Established, true));
+        assert!(ct.is_empty());
+        assert_eq!(
+            ct.track(&tcp(B, 80, A, 1000, FIN | ACK), 2).state,
+            CtState::Invalid
+        );
+        // The client aborting before any reply: the same.
+        let syn = ct.track(&tcp(A, 1001, B, 80, SYN), 3);
+        ct.confirm(&syn, true);
+        assert_eq!(ct.track(&tcp(A, 1001, B, 80, RST), 4).state, CtState::New);
+        assert!(ct.is_empty());
+        // After a reply, a RST closes the connection and keeps it 10 s.
+        let syn = ct.track(&tcp(A, 1002, B, 80, SYN), 5);
+        ct.confirm(&syn, true);
+        ct.track(&tcp(B, 80, A, 1002, SYN | ACK), 6);
+        let rst = ct.track(&tcp(A, 1002, B, 80, RST), 7);
+        assert_eq!(rst.state, CtState::Established);
+        assert_eq!(ct.len(), 1);
+        ct.expire(7 + timeouts::TCP_CLOSE * S - 1);
+        assert_eq!(ct.len(), 1);
+        ct.expire(7 + timeouts::TCP_CLOSE * S);
+        assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn unanswered_connections_keep_short_timeouts() {
+        // A mid-stream pickup (loose ACK) lives 300 s until a reply, not 5 days.
+        let mut ct = Conntrack::default();
+        let ack = ct.track(&tcp(A, 2000, B, 80, ACK), 0);
+        ct.confirm(&ack, true);
+        ct.track(&tcp(A, 2000, B, 80, ACK), 10 * S);
+        ct.expire(10 * S + timeouts::TCP_UNACK * S);
+        assert!(ct.is_empty(), "unanswered pickup expires after 300 s");
+        let ack = ct.track(&tcp(A, 2001, B, 80, ACK), 0);
+        ct.confirm(&ack, true);
+        ct.track(&tcp(B, 80, A, 2001, ACK), S);
+        ct.track(&tcp(A, 2001, B, 80, ACK), 2 * S);
+        ct.expire(2 * S + timeouts::TCP_UNACK * S);
+        assert_eq!(ct.len(), 1, "answered: the established timeout");
+        // A retransmitted SYN does not renew the SYN_SENT timeout.
+        let mut ct = Conntrack::default();
+        let syn = ct.track(&tcp(A, 3000, B, 80, SYN), 0);
+        ct.confirm(&syn, true);
+        ct.track(&tcp(A, 3000, B, 80, SYN), 100 * S);
+        ct.expire(timeouts::TCP_SYN_SENT * S);
+        assert!(ct.is_empty(), "expires 120 s after the first SYN");
+    }
+
+    #[test]
+    fn echo_replies_belong_to_their_requests() {
+        for (a, b, req, rep) in [(A, B, 8, 0), ("2001:db8::5", "2001:db8:1::7", 128, 129)] {
+            let mut ct = Conntrack::default();
+            let request = ct.track(&icmp(a, b, req, 7), 0);
+            assert_eq!(request.state, CtState::New);
+            ct.confirm(&request, true);
+            let reply = ct.track(&icmp(b, a, rep, 7), 1);
+            assert_eq!(
+                (reply.state, reply.reply),
+                (CtState::Established, true),
+                "{a}"
+            );
+            let again = ct.track(&icmp(a, b, req, 7), 2);
+            assert_eq!(again.state, CtState::Established, "{a}: next request");
+            let other = ct.track(&icmp(b, a, rep, 8), 3);
+            assert_eq!(other.state, CtState::Invalid, "{a}: another identifier");
+        }
+    }
 
     fn conns(ct: &Conntrack, src: &str, rule: u32) -> u32 {
         ct.rule_conns(src.parse().unwrap(), None, rule).others

@@ -1,0 +1,802 @@
+//! Kernel against engine on real traffic (root; needs ../shared/data/pcaps, skipped with a
+//! printed reason without it). Each capture's IP packets are sent, in capture order, through a
+//! router namespace running a compiled stateful ruleset: a packet enters from the side of its
+//! source (the first packet of a capture puts its source on the LAN side and its destination on
+//! the DMZ side, and every address keeps its side). The packets the router forwards are
+//! collected on both sides. The engine replays exactly the frames that were sent, stamped with
+//! the times they were sent, and must give the kernel's verdict for each packet: conntrack
+//! states (new, established, invalid) on real TCP, UDP and ICMP, the stateful prelude, the
+//! rules and the default policy.
+//!
+//! The frames are normalised so that only the ruleset and conntrack decide: TTL/hop limit 64,
+//! checksums recomputed, no link-layer tags, no IPv4 options or IPv6 extension headers, no
+//! addresses a router never forwards (multicast, link-local, loopback, unspecified, reserved),
+//! no truncated packets. Captures with fragments are left to the fragments test; captures whose
+//! addresses cannot be split into two sides are skipped (counted in the summary). Each capture
+//! starts from an empty conntrack table in both the kernel and the engine.
+//!
+//! The router runs with `nf_conntrack_tcp_be_liberal=1`: the engine does not track TCP
+//! sequence windows (docs/engine.md). With the kernel's default (0), ~1 % of these packets
+//! (out-of-window segments of captures with gaps) are invalid to the kernel and not to the
+//! engine.
+
+#![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
+
+mod support;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rampart_engine::pcap::{CaptureReader, Record};
+use rampart_engine::simulate::{SimConfig, Simulator};
+use rampart_engine::Engine;
+use rampart_ir::*;
+use rampart_nft::{emit, EmitOptions};
+use rampart_nft_apply::runner::Nft;
+use support::*;
+
+/// Why: a bound on the run (about 30 s for all of ../shared/data/pcaps today: ~29,000 packets
+/// from ~600 captures, sent 20 µs apart).
+const MAX_PACKETS_TOTAL: usize = 60_000;
+/// Why: one long capture must not use up the budget for the others.
+const MAX_PACKETS_PER_CAPTURE: usize = 1_500;
+/// Why: the routers' forwarding is synchronous on veth; this gap only keeps the observers'
+/// socket buffers from filling.
+const SEND_GAP: Duration = Duration::from_micros(20);
+/// The links' MTU: captures taken with receive offloads hold packets bigger than 1,500 bytes.
+/// Bigger packets than this are not sent.
+const MTU: usize = 9_000;
+
+fn pcaps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/pcaps")
+}
+
+/// Every capture file under `dir`, sorted.
+fn capture_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The network-layer bytes of a record, by link type (Ethernet with up to two VLAN tags,
+/// Linux cooked v1/v2, raw IP).
+fn l3_of(linktype: u32, data: &[u8]) -> Option<&[u8]> {
+    let (mut proto, mut rest) = match linktype {
+        1 => (
+            u16::from_be_bytes([*data.get(12)?, *data.get(13)?]),
+            data.get(14..)?,
+        ),
+        113 => (
+            u16::from_be_bytes([*data.get(14)?, *data.get(15)?]),
+            data.get(16..)?,
+        ),
+        276 => (
+            u16::from_be_bytes([*data.first()?, *data.get(1)?]),
+            data.get(20..)?,
+        ),
+        12 | 14 | 101 | 228 | 229 => return Some(data),
+        _ => return None,
+    };
+    for _ in 0..2 {
+        if proto == 0x8100 || proto == 0x88a8 {
+            proto = u16::from_be_bytes([*rest.get(2)?, *rest.get(3)?]);
+            rest = rest.get(4..)?;
+        }
+    }
+    matches!(proto, 0x0800 | 0x86dd).then_some(rest)
+}
+
+/// An address a router never forwards to or from.
+fn unroutable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            o[0] == 0
+                || o[0] == 127
+                || o[0] >= 224
+                || (o[0] == 169 && o[1] == 254)
+                || v.is_broadcast()
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            v.is_unspecified()
+                || v.is_loopback()
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xff00) == 0xff00
+                || v.to_ipv4_mapped().is_some()
+                || (s[0..5] == [0, 0, 0, 0, 0] && s[5] == 0)
+        }
+    }
+}
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Where the checksum field sits in a transport header, if we recompute it.
+fn checksum_at(proto: u8, l4: &[u8]) -> Option<usize> {
+    match proto {
+        6 => {
+            let off = usize::from(*l4.get(12)? >> 4) * 4;
+            (off >= 20 && off <= l4.len()).then_some(16)
+        }
+        17 => {
+            let len = usize::from(u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]));
+            (len >= 8 && len == l4.len()).then_some(6)
+        }
+        1 | 58 => (l4.len() >= 8).then_some(2),
+        _ => None,
+    }
+}
+
+enum Normalised {
+    Packet(Vec<u8>),
+    /// Not sent (and not replayed).
+    Skip,
+    /// The capture holds fragments: leave it to the fragments test.
+    Fragment,
+}
+
+/// The packet as it is sent: TTL/hop limit 64, checksums recomputed (see the module doc).
+fn normalise(l3: &[u8]) -> Normalised {
+    use Normalised::*;
+    let Some(&first) = l3.first() else {
+        return Skip;
+    };
+    if l3.len() > MTU {
+        return Skip;
+    }
+    match first >> 4 {
+        4 => {
+            if first & 15 != 5 || l3.len() < 20 {
+                return Skip;
+            }
+            let total = usize::from(u16::from_be_bytes([l3[2], l3[3]]));
+            if total < 20 || total > l3.len() {
+                return Skip;
+            }
+            if u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0 {
+                return Fragment;
+            }
+            let mut p = l3[..total].to_vec();
+            let src = IpAddr::from(<[u8; 4]>::try_from(&p[12..16]).unwrap());
+            let dst = IpAddr::from(<[u8; 4]>::try_from(&p[16..20]).unwrap());
+            if unroutable(src) || unroutable(dst) || src == dst {
+                return Skip;
+            }
+            let proto = p[9];
+            p[8] = 64;
+            if let Some(at) = checksum_at(proto, &p[20..]) {
+                p[20 + at..22 + at].fill(0);
+                let pseudo = if proto == 1 {
+                    0
+                } else {
+                    sum16(&p[12..20], u32::from(proto) + (total as u32 - 20))
+                };
+                let mut c = fold(sum16(&p[20..], pseudo));
+                if proto == 17 && c == 0 {
+                    c = 0xffff;
+                }
+                p[20 + at..22 + at].copy_from_slice(&c.to_be_bytes());
+            } else if matches!(proto, 1 | 6 | 17) {
+                return Skip;
+            }
+            p[10..12].fill(0);
+            let c = fold(sum16(&p[..20], 0));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            Packet(p)
+        }
+        6 => {
+            if l3.len() < 40 {
+                return Skip;
+            }
+            let total = 40 + usize::from(u16::from_be_bytes([l3[4], l3[5]]));
+            if total > l3.len() {
+                return Skip;
+            }
+            let mut p = l3[..total].to_vec();
+            let src = IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap());
+            let dst = IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap());
+            if unroutable(src) || unroutable(dst) || src == dst {
+                return Skip;
+            }
+            let next = p[6];
+            match next {
+                44 => return Fragment,
+                0 | 43 | 60 | 51 | 135 | 139 | 140 => return Skip,
+                _ => {}
+            }
+            p[7] = 64;
+            if let Some(at) = checksum_at(next, &p[40..]) {
+                p[40 + at..42 + at].fill(0);
+                let len = (total - 40) as u32;
+                let pseudo = sum16(&p[8..40], u32::from(next) + len);
+                let mut c = fold(sum16(&p[40..], pseudo));
+                if next == 17 && c == 0 {
+                    c = 0xffff;
+                }
+                p[40 + at..42 + at].copy_from_slice(&c.to_be_bytes());
+            } else if matches!(next, 6 | 17 | 58) {
+                return Skip;
+            }
+            Packet(p)
+        }
+        _ => Skip,
+    }
+}
+
+fn addrs(p: &[u8]) -> (IpAddr, IpAddr) {
+    if p[0] >> 4 == 4 {
+        (
+            IpAddr::from(<[u8; 4]>::try_from(&p[12..16]).unwrap()),
+            IpAddr::from(<[u8; 4]>::try_from(&p[16..20]).unwrap()),
+        )
+    } else {
+        (
+            IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap()),
+            IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap()),
+        )
+    }
+}
+
+/// A packet's identity across the router: its bytes with the TTL / hop limit and the IPv4
+/// header checksum (which forwarding changes) zeroed.
+fn key(l3: &[u8]) -> u64 {
+    let mut p = l3.to_vec();
+    if p[0] >> 4 == 4 {
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+        p.truncate(total);
+        p[8] = 0;
+        p[10..12].fill(0);
+    } else {
+        let total = (40 + usize::from(u16::from_be_bytes([p[4], p[5]]))).min(p.len());
+        p.truncate(total);
+        p[7] = 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
+/// One capture prepared for sending: each packet with the side it enters from (false: LAN).
+struct Prepared {
+    name: String,
+    packets: Vec<(bool, Vec<u8>)>,
+    sides: HashMap<IpAddr, bool>,
+}
+
+enum Prep {
+    Ok(Prepared),
+    Fragments,
+    NoSides,
+    Empty,
+    Unreadable,
+}
+
+fn prepare(path: &Path, budget: usize) -> Prep {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Prep::Unreadable;
+    };
+    let Ok(mut reader) = CaptureReader::new(&bytes[..]) else {
+        return Prep::Unreadable;
+    };
+    let mut sides: HashMap<IpAddr, bool> = HashMap::new();
+    let mut packets = Vec::new();
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) => break,
+        };
+        if packets.len() >= budget.min(MAX_PACKETS_PER_CAPTURE) {
+            break;
+        }
+        let Some(l3) = l3_of(rec.linktype, rec.data) else {
+            continue;
+        };
+        let p = match normalise(l3) {
+            Normalised::Packet(p) => p,
+            Normalised::Skip => continue,
+            Normalised::Fragment => return Prep::Fragments,
+        };
+        let (s, d) = addrs(&p);
+        let side = match (sides.get(&s).copied(), sides.get(&d).copied()) {
+            (None, None) => {
+                sides.insert(s, false);
+                sides.insert(d, true);
+                false
+            }
+            (Some(x), None) => {
+                sides.insert(d, !x);
+                x
+            }
+            (None, Some(y)) => {
+                sides.insert(s, !y);
+                !y
+            }
+            (Some(x), Some(y)) if x != y => x,
+            _ => return Prep::NoSides,
+        };
+        packets.push((side, p));
+    }
+    if packets.is_empty() {
+        return Prep::Empty;
+    }
+    Prep::Ok(Prepared {
+        name: path
+            .strip_prefix(pcaps_dir())
+            .unwrap_or(path)
+            .display()
+            .to_string(),
+        packets,
+        sides,
+    })
+}
+
+// ---- Raw sockets inside the namespaces ----
+
+/// Runs `f` on a thread that has entered network namespace `ns` (a thread's namespace is its
+/// own; sockets it opens stay in that namespace whichever thread uses them later).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a valid namespace file descriptor that lives
+        // until the call returns.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A packet socket bound to `iface` in the calling thread's namespace, with a large receive
+/// buffer and a 50 ms receive timeout.
+fn packet_socket(iface: &str) -> (OwnedFd, i32) {
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+    assert!(ifindex > 0, "no interface {iface}");
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket creation; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a new socket this function owns from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a valid sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(sll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "bind {iface}: {}", std::io::Error::last_os_error());
+    let buf: i32 = 64 << 20;
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
+    // SAFETY: option values of the sizes given, valid for the calls.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::addr_of!(buf).cast(),
+            4,
+        );
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    (fd, ifindex)
+}
+
+fn mac_of(lab: &Lab, ns: &str, iface: &str) -> [u8; 6] {
+    let s = lab.exec_ok(ns, &format!("cat /sys/class/net/{iface}/address"));
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+/// Collects the keys of IP frames arriving on a packet socket until `stop`.
+fn observe(fd: Arc<OwnedFd>, stop: Arc<AtomicBool>, seen: Arc<Mutex<HashMap<u64, u32>>>) {
+    let mut buf = vec![0u8; 65_600];
+    loop {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: buf and from are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                std::ptr::addr_of_mut!(from).cast(),
+                &mut from_len,
+            )
+        };
+        if n < 0 {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            continue;
+        }
+        let frame = &buf[..n as usize];
+        if from.sll_pkttype == libc::PACKET_OUTGOING || frame.len() < 14 + 20 {
+            continue;
+        }
+        if !matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86dd) {
+            continue;
+        }
+        *seen.lock().unwrap().entry(key(&frame[14..])).or_insert(0) += 1;
+    }
+}
+
+fn send(fd: &OwnedFd, frame: &[u8]) {
+    // SAFETY: frame is valid for its length; the socket is bound to its interface.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    assert_eq!(
+        n,
+        frame.len() as isize,
+        "send: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A ctnetlink socket in the calling thread's namespace.
+fn ctnetlink_socket() -> OwnedFd {
+    // SAFETY: plain socket creation; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER) };
+    assert!(
+        fd >= 0,
+        "netlink socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a new socket this function owns from here on.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Removes every conntrack entry of the socket's namespace (ctnetlink `IPCTNL_MSG_CT_DELETE`
+/// without attributes, any family), so each capture starts from an empty table as the engine
+/// does.
+fn flush_conntrack(fd: &OwnedFd, seq: u32) {
+    let mut msg = Vec::with_capacity(20);
+    msg.extend_from_slice(&20u32.to_ne_bytes());
+    msg.extend_from_slice(&((1u16 << 8) | 2).to_ne_bytes()); // CTNETLINK, CT_DELETE
+    msg.extend_from_slice(&(0x1u16 | 0x4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version 0, res_id 0
+    send(fd, &msg);
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    assert!(n >= 20, "ctnetlink: no answer");
+    let err = i32::from_ne_bytes(buf[16..20].try_into().unwrap());
+    assert_eq!(err, 0, "conntrack flush failed: {err}");
+}
+
+fn policy() -> Policy {
+    let zone = |name: &str, iface: &str| Zone {
+        name: name.into(),
+        interfaces: vec![iface.into()],
+        networks: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        trusted: true,
+        public_facing: false,
+        description: None,
+        loc: SourceLoc::default(),
+    };
+    let mut p = Policy::default();
+    p.zones = vec![zone("lan", "lan0"), zone("dmz", "dmz0")];
+    let lan = vec![Peer::Zone(ZoneId(0))];
+    let dmz = vec![Peer::Zone(ZoneId(1))];
+    let tcp = |ports: &[u16]| L4Match {
+        protocol: Some(proto::TCP),
+        src_ports: vec![],
+        dst_ports: ports.iter().map(|&p| PortRange::single(p)).collect(),
+        icmp_types: vec![],
+        service: None,
+    };
+    let mut smb = Rule::new("smb-out", Direction::Forward, Action::Reject);
+    smb.from = lan.clone();
+    smb.to = dmz.clone();
+    smb.services = vec![tcp(&[139, 445])];
+    let mut out = Rule::new("lan-out", Direction::Forward, Action::Accept);
+    out.from = lan;
+    out.to = dmz.clone();
+    let mut web_in = Rule::new("dmz-web-in", Direction::Forward, Action::Accept);
+    web_in.from = dmz;
+    web_in.services = vec![tcp(&[80, 443])];
+    for r in [&mut smb, &mut out, &mut web_in] {
+        r.mitigates = vec![TechniqueId("T1190".into())];
+    }
+    p.rules = vec![smb, out, web_in];
+    p
+}
+
+#[test]
+fn real_captures_get_the_kernels_verdict_packet_for_packet() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let dir = pcaps_dir();
+    if !dir.is_dir() {
+        eprintln!("skipping: {} is absent (CI has it)", dir.display());
+        return;
+    }
+    let mut lab = Lab::new("rc");
+    let lan = lab.ns("l");
+    let rtr = lab.ns("r");
+    let dmz = lab.ns("d");
+    lab.veth(&lan, "eth0", &rtr, "lan0");
+    lab.veth(&dmz, "eth0", &rtr, "dmz0");
+    for ns in [&lan, &dmz] {
+        lab.exec_ok(ns, "sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1");
+        lab.exec_ok(ns, &format!("ip link set eth0 mtu {MTU}"));
+    }
+    for iface in ["lan0", "dmz0"] {
+        lab.exec_ok(&rtr, &format!("ip link set {iface} mtu {MTU}"));
+    }
+    let (lan_mac, dmz_mac) = (mac_of(&lab, &lan, "eth0"), mac_of(&lab, &dmz, "eth0"));
+    let (rtr_lan_mac, rtr_dmz_mac) = (mac_of(&lab, &rtr, "lan0"), mac_of(&lab, &rtr, "dmz0"));
+    let fmt = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    // Whatever arrives on one side leaves by the other, through a fixed next hop.
+    for c in [
+        "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1".to_string(),
+        // The engine does not track TCP windows: it models `be_liberal` (see docs/engine.md).
+        "sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=1".into(),
+        "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.lan0.rp_filter=0 net.ipv4.conf.dmz0.rp_filter=0".into(),
+        "ip rule add iif lan0 lookup 100 pref 100".into(),
+        "ip rule add iif dmz0 lookup 200 pref 101".into(),
+        "ip -6 rule add iif lan0 lookup 100 pref 100".into(),
+        "ip -6 rule add iif dmz0 lookup 200 pref 101".into(),
+        "ip route add default via 198.18.0.2 dev dmz0 onlink table 100".into(),
+        "ip route add default via 198.18.0.1 dev lan0 onlink table 200".into(),
+        format!("ip neigh replace 198.18.0.2 lladdr {} dev dmz0 nud permanent", fmt(dmz_mac)),
+        format!("ip neigh replace 198.18.0.1 lladdr {} dev lan0 nud permanent", fmt(lan_mac)),
+        "ip -6 route add default via fe80::2 dev dmz0 table 100".into(),
+        "ip -6 route add default via fe80::1 dev lan0 table 200".into(),
+        format!("ip -6 neigh replace fe80::2 lladdr {} dev dmz0 nud permanent", fmt(dmz_mac)),
+        format!("ip -6 neigh replace fe80::1 lladdr {} dev lan0 nud permanent", fmt(lan_mac)),
+    ] {
+        lab.exec_ok(&rtr, &c);
+    }
+    let p = policy();
+    let ruleset = lab.write("ruleset.nft", &emit(&p, &EmitOptions::default()).unwrap());
+    Nft::in_netns(&rtr).apply_file(&ruleset).expect("apply");
+    let ct_fd = in_netns(&rtr, ctnetlink_socket);
+    let (lan_fd, _) = in_netns(&lan, || packet_socket("eth0"));
+    let (dmz_fd, _) = in_netns(&dmz, || packet_socket("eth0"));
+    let (lan_fd, dmz_fd) = (Arc::new(lan_fd), Arc::new(dmz_fd));
+    // Both sides are observed for the whole run; each capture takes what arrived for it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let observers: Vec<_> = [&lan_fd, &dmz_fd]
+        .into_iter()
+        .map(|fd| {
+            let (fd, stop, seen) = (fd.clone(), stop.clone(), seen.clone());
+            std::thread::spawn(move || observe(fd, stop, seen))
+        })
+        .collect();
+
+    let mut summary = HashMap::<&str, usize>::new();
+    let mut mismatches = Vec::new();
+    let mut budget = MAX_PACKETS_TOTAL;
+    let (mut compared, mut kernel_forwarded, mut captures) = (0usize, 0usize, 0usize);
+    let started = Instant::now();
+    for path in capture_files(&dir) {
+        if budget == 0 {
+            break;
+        }
+        let prepared = match prepare(&path, budget) {
+            Prep::Ok(p) => p,
+            Prep::Fragments => {
+                *summary
+                    .entry("fragments (left to the fragments test)")
+                    .or_insert(0) += 1;
+                continue;
+            }
+            Prep::NoSides => {
+                *summary
+                    .entry("addresses not split into two sides")
+                    .or_insert(0) += 1;
+                continue;
+            }
+            Prep::Empty => {
+                *summary.entry("no routable IP packets").or_insert(0) += 1;
+                continue;
+            }
+            Prep::Unreadable => {
+                *summary.entry("unreadable").or_insert(0) += 1;
+                continue;
+            }
+        };
+        budget -= prepared.packets.len();
+        captures += 1;
+        flush_conntrack(&ct_fd, captures as u32);
+        seen.lock().unwrap().clear();
+        let t0 = Instant::now();
+        let mut sent = Vec::with_capacity(prepared.packets.len());
+        for (dmz_side, l3) in &prepared.packets {
+            let (fd, dst, src) = if *dmz_side {
+                (&dmz_fd, rtr_dmz_mac, dmz_mac)
+            } else {
+                (&lan_fd, rtr_lan_mac, lan_mac)
+            };
+            let mut frame = Vec::with_capacity(14 + l3.len());
+            frame.extend_from_slice(&dst);
+            frame.extend_from_slice(&src);
+            frame.extend_from_slice(if l3[0] >> 4 == 4 {
+                &[0x08, 0x00]
+            } else {
+                &[0x86, 0xdd]
+            });
+            frame.extend_from_slice(l3);
+            let at = t0.elapsed();
+            send(fd, &frame);
+            sent.push((at, frame));
+            std::thread::sleep(SEND_GAP);
+        }
+        // Forwarding over veth is done when send returns; this covers the observers' reads.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut forwarded = std::mem::take(&mut *seen.lock().unwrap());
+
+        // Replay what was sent through the engine.
+        let mut iface_by_net = Vec::new();
+        for (a, dmz_side) in &prepared.sides {
+            let net: IpNet = match a {
+                IpAddr::V4(v) => format!("{v}/32").parse().unwrap(),
+                IpAddr::V6(v) => format!("{v}/128").parse().unwrap(),
+            };
+            iface_by_net.push((net, if *dmz_side { "dmz0" } else { "lan0" }.to_string()));
+        }
+        let cfg = SimConfig {
+            direction: Some(Direction::Forward),
+            iface_by_net,
+            reassemble: Some(true),
+            no_events: true,
+            ..SimConfig::default()
+        };
+        let mut sim = Simulator::new(Engine::new(&p), cfg);
+        let mut sink = rampart_events::VecSink::default();
+        let base_ns = 1_764_000_000_000_000_000u64;
+        for (i, (at, frame)) in sent.iter().enumerate() {
+            let before = sim.report().allowed;
+            let rec = Record {
+                ts_ns: base_ns + at.as_nanos() as u64,
+                linktype: 1,
+                data: frame,
+                orig_len: frame.len() as u32,
+            };
+            sim.process(&rec, &mut sink).unwrap();
+            let engine_allows = sim.report().allowed > before;
+            let k = key(&frame[14..]);
+            let kernel_allows = match forwarded.get_mut(&k) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            compared += 1;
+            kernel_forwarded += usize::from(kernel_allows);
+            if engine_allows != kernel_allows {
+                let l3 = &frame[14..];
+                let (s, d) = addrs(l3);
+                let (proto, l4) = if l3[0] >> 4 == 4 {
+                    (l3[9], &l3[20..])
+                } else {
+                    (l3[6], &l3[40..])
+                };
+                let detail = match proto {
+                    6 => format!(
+                        "tcp {}:{} -> {}:{} flags {:#04x}",
+                        s,
+                        u16::from_be_bytes([l4[0], l4[1]]),
+                        d,
+                        u16::from_be_bytes([l4[2], l4[3]]),
+                        l4[13]
+                    ),
+                    17 => format!(
+                        "udp {}:{} -> {}:{}",
+                        s,
+                        u16::from_be_bytes([l4[0], l4[1]]),
+                        d,
+                        u16::from_be_bytes([l4[2], l4[3]])
+                    ),
+                    1 | 58 => format!("icmp {s} -> {d} type {} code {}", l4[0], l4[1]),
+                    p => format!("proto {p} {s} -> {d}"),
+                };
+                mismatches.push(format!(
+                    "{} packet {i}: {detail}: kernel {}, engine {}",
+                    prepared.name,
+                    if kernel_allows {
+                        "forwarded"
+                    } else {
+                        "dropped"
+                    },
+                    if engine_allows { "allows" } else { "blocks" },
+                ));
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for o in observers {
+        o.join().unwrap();
+    }
+    eprintln!(
+        "{captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel) in {:.1} s; skipped captures: {summary:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        compared >= 1_000,
+        "too few packets compared ({compared}): the captures did not load"
+    );
+    assert!(
+        kernel_forwarded >= compared / 10 && kernel_forwarded < compared,
+        "the kernel forwarded {kernel_forwarded} of {compared}: the topology or the ruleset is broken"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} packets differ between kernel and engine:\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
