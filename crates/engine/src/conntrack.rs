@@ -1,12 +1,12 @@
 //! A connection tracker modelled on Linux nf_conntrack: the TCP state machine with its
-//! invalid-transition and invalid-flag detection, UDP and ICMP pseudo-connections, ICMP errors
-//! as `related`, the kernel's default timeouts, and a bounded table.
+//! invalid-transition and invalid-flag detection and its sequence-window check
+//! (`tcp_window`), UDP and ICMP pseudo-connections, ICMP errors as `related`, the kernel's
+//! default timeouts, a bounded table, and what the kernel's `conn_limit` sets count.
 //!
 //! Like the kernel, an existing entry is updated by every packet before filtering, while a new
 //! entry is only kept ("confirmed") when the first packet is accepted: call
 //! [`Conntrack::track`] before classification and [`Conntrack::confirm`] after. Not modelled:
-//! TCP window/sequence tracking (`nf_conntrack_tcp_be_liberal=1` behaviour), helpers (FTP data
-//! is never `related`), zones and NAT.
+//! helpers (FTP data is never `related`), zones and NAT.
 
 use crate::FastMap;
 use std::net::IpAddr;
@@ -15,6 +15,7 @@ use rampart_ir::CtState;
 
 use crate::decode::{tcp_flags, Ip, Transport};
 use crate::engine::{AppConnState, RuleConns, MAX_METER_ENTRIES};
+use crate::tcp_window::{self, side_flags, Phase, Segment, Verdict};
 
 /// Default table size.
 // Why: nf_conntrack_max is 262,144 on a typical 8+ GiB machine.
@@ -25,6 +26,9 @@ pub const DEFAULT_MAX_ENTRIES: usize = 262_144;
 const EVICTION_SCAN: usize = 64;
 
 const S: u64 = 1_000_000_000;
+/// Identical segments in a row after which a connection gets the retransmission timeout
+/// (`nf_conntrack_tcp_max_retrans`).
+const MAX_RETRANS: u8 = 3;
 
 /// nf_conntrack's default timeouts, in seconds.
 pub mod timeouts {
@@ -46,6 +50,8 @@ pub mod timeouts {
     pub const TCP_CLOSE: u64 = 10;
     /// TCP established before any reply (a mid-stream pickup), `tcp_timeout_unacknowledged`.
     pub const TCP_UNACK: u64 = 300;
+    /// TCP after [`super::MAX_RETRANS`] identical segments (`tcp_timeout_max_retrans`).
+    pub const TCP_RETRANS: u64 = 300;
     /// UDP before a reply.
     pub const UDP: u64 = 30;
     /// UDP after a reply (`udp_timeout_stream`).
@@ -317,6 +323,10 @@ struct Entry {
     /// The last application protocol recognised in each direction (original, reply): an
     /// unrecognised payload inherits it (see the IR's `AppMatch`).
     app_labels: [Option<rampart_ir::AppProtocol>; 2],
+    /// TCP sequence windows (unused for other protocols).
+    window: tcp_window::Window,
+    /// The kernel's ASSURED bit: a TCP connection whose handshake completed.
+    assured: bool,
 }
 
 impl Entry {
@@ -387,6 +397,8 @@ pub struct CtStats {
 pub struct Conntrack {
     map: FastMap<Tuple, Entry>,
     limits: ConnLimitSets,
+    /// `nf_conntrack_tcp_be_liberal`: out-of-window TCP segments are not invalid.
+    be_liberal: bool,
     max_entries: usize,
     stats: CtStats,
 }
@@ -422,9 +434,16 @@ impl Conntrack {
         Self {
             map: FastMap::default(),
             limits: ConnLimitSets::default(),
+            be_liberal: false,
             max_entries: max_entries.max(1),
             stats: CtStats::default(),
         }
+    }
+
+    /// `nf_conntrack_tcp_be_liberal`: with it, TCP segments outside the sequence window are
+    /// not invalid (the kernel's default is off, as here).
+    pub fn set_tcp_be_liberal(&mut self, on: bool) {
+        self.be_liberal = on;
     }
 
     /// Connections tracked now.
@@ -626,90 +645,7 @@ impl Conntrack {
                 if !tcp_flags_valid(tcp.flags) {
                     return Tracked::invalid("invalid TCP flag combination", Some(tuple));
                 }
-                let idx = packet_index(tcp.flags);
-                if let Some((key, reply)) = self.find(tuple, now_ns) {
-                    let Some(entry) = self.map.get(&key).copied() else {
-                        return Tracked::invalid("conntrack entry vanished", Some(key));
-                    };
-                    let next = TCP[usize::from(reply)][idx][state_index(entry.tcp)];
-                    match next {
-                        Next::Invalid => {
-                            return Tracked::invalid("invalid TCP state transition", Some(key))
-                        }
-                        Next::Ignore => {
-                            return Tracked {
-                                state: Self::established_or_new(&entry, reply),
-                                reply,
-                                tuple: Some(key),
-                                pending: None,
-                                invalid_reason: None,
-                                has_entry: false,
-                                packet_index: 0,
-                                app: AppConnState::Inspecting,
-                                app_label: None,
-                                app_inspected: 0,
-                            }
-                        }
-                        Next::To(s) => {
-                            // A new SYN on a closed connection reopens it: the old entry goes
-                            // and the packet starts a new connection (kernel: -NF_REPEAT).
-                            if !reply
-                                && idx == 0
-                                && matches!(entry.tcp, Some(TimeWait) | Some(Close))
-                            {
-                                self.remove(&key);
-                            } else {
-                                let state = Self::established_or_new(&entry, reply);
-                                let rst = tcp.flags & tcp_flags::RST != 0;
-                                if rst && !entry.seen_reply {
-                                    // "If only reply is a RST, we can consider ourselves not
-                                    // to have an established connection": the kernel deletes
-                                    // the entry at once (the RST itself passes).
-                                    self.remove(&key);
-                                } else if let Some(e) = self.map.get_mut(&key) {
-                                    let timeout_s = if rst {
-                                        timeouts::TCP_CLOSE
-                                    } else if !e.seen_reply && s == Established {
-                                        // A mid-stream pickup nobody answered yet.
-                                        tcp_timeout(s).min(timeouts::TCP_UNACK)
-                                    } else {
-                                        tcp_timeout(s)
-                                    };
-                                    // A retransmitted SYN does not renew its entry's timeout.
-                                    let syn_again =
-                                        idx == 0 && e.tcp == Some(SynSent) && !e.seen_reply;
-                                    e.tcp = Some(s);
-                                    e.seen_reply |= reply;
-                                    if !syn_again {
-                                        e.expires_ns = now_ns + timeout_s * S;
-                                    }
-                                }
-                                return Tracked {
-                                    state,
-                                    reply,
-                                    tuple: Some(key),
-                                    pending: None,
-                                    invalid_reason: None,
-                                    has_entry: false,
-                                    packet_index: 0,
-                                    app: AppConnState::Inspecting,
-                                    app_label: None,
-                                    app_inspected: 0,
-                                };
-                            }
-                        }
-                    }
-                }
-                match TCP[0][idx][0] {
-                    // A connection picked up mid-stream (loose ACK) starts with the
-                    // unacknowledged timeout until a reply comes.
-                    Next::To(Established) => {
-                        let timeout_s = tcp_timeout(Established).min(timeouts::TCP_UNACK);
-                        self.propose(tuple, Some(Established), timeout_s, now_ns)
-                    }
-                    Next::To(s) => self.propose(tuple, Some(s), tcp_timeout(s), now_ns),
-                    _ => Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
-                }
+                self.track_tcp(tuple, tcp, now_ns)
             }
             Transport::Udp(udp) => {
                 let tuple = base(udp.src, udp.dst);
@@ -793,6 +729,328 @@ impl Conntrack {
         }
     }
 
+    /// A TCP segment of connection `tuple` (its own orientation): the kernel's state table,
+    /// its special cases, and the sequence-window check (`tcp_window`).
+    fn track_tcp(&mut self, tuple: Tuple, tcp: &crate::decode::Tcp<'_>, now_ns: u64) -> Tracked {
+        let seg = Segment::of(tcp);
+        let index = packet_index(tcp.flags);
+        let passed = |state, reply, key| Tracked {
+            state,
+            reply,
+            tuple: Some(key),
+            pending: None,
+            invalid_reason: None,
+            has_entry: false,
+            packet_index: 0,
+            app: AppConnState::Inspecting,
+            app_label: None,
+            app_inspected: 0,
+        };
+        let Some((key, reply)) = self.find(tuple, now_ns) else {
+            return self.open_tcp(tuple, &seg, index, now_ns);
+        };
+        let Some(mut e) = self.map.get(&key).copied() else {
+            return Tracked::invalid("conntrack entry vanished", Some(key));
+        };
+        let dir = usize::from(reply);
+        let stored = e.tcp;
+        let mut old = stored;
+        let shown = Self::established_or_new(&e, reply);
+        let w = &mut e.window;
+        let mut next = TCP[dir][index][state_index(old)];
+        if next == Next::To(SynSent) && matches!(old, Some(TimeWait) | Some(Close)) {
+            let closing = (w.sides[0].flags | w.sides[1].flags) & side_flags::CLOSE_INIT != 0;
+            if closing || (usize::from(w.last_dir) == dir && w.last_index == 4) {
+                // A SYN reopening a closed or aborted connection: the old entry goes and the
+                // packet starts a new one (kernel: -NF_REPEAT).
+                self.remove(&key);
+                return self.open_tcp(tuple, &seg, index, now_ns);
+            }
+            next = Next::Ignore;
+        }
+        let mut skip_window = false;
+        match next {
+            Next::Ignore => {
+                let resync = index == 1
+                    && w.last_index == 0
+                    && usize::from(w.last_dir) != dir
+                    && seg.ack == w.last_end;
+                if resync {
+                    // This SYN-ACK answers a SYN we ignored: client and server are in sync
+                    // and we were not; take the SYN's annotated values.
+                    old = Some(SynSent);
+                    next = Next::To(SynRecv);
+                    let ld = usize::from(w.last_dir);
+                    w.sides[ld].end = w.last_end;
+                    w.sides[ld].max_end = w.last_end;
+                    w.sides[ld].max_win = u32::from(w.last_win).max(1);
+                    w.sides[ld].scale = w.last_wscale;
+                    w.last_flags &= !side_flags::EXP_CHALLENGE_ACK;
+                    w.sides[ld].flags = w.last_flags;
+                    let keep = w.sides[dir].flags & side_flags::BE_LIBERAL;
+                    w.sides[dir] = tcp_window::Side {
+                        flags: keep,
+                        ..Default::default()
+                    };
+                } else {
+                    w.last_index = index as u8;
+                    w.last_dir = dir as u8;
+                    w.last_seq = seg.seq;
+                    w.last_end = seg.end;
+                    w.last_win = seg.window;
+                    if index == 0 && dir == 0 {
+                        // Note the SYN's options, for a SYN-ACK that may answer it.
+                        let mut side = tcp_window::Side::default();
+                        tcp_window::take_options(&mut side, &seg);
+                        w.last_flags =
+                            side.flags & (side_flags::WINDOW_SCALE | side_flags::SACK_PERM);
+                        w.last_wscale = side.scale;
+                        if old == Some(LastAck) {
+                            w.last_flags |= side_flags::EXP_CHALLENGE_ACK;
+                        }
+                    }
+                    if old == Some(SynSent) && index == 3 && dir == 1 {
+                        // Possibly a challenge ACK answering the SYN.
+                        w.last_ack = seg.ack;
+                    }
+                    // A passed reply counts as seen, as for every accepted packet.
+                    e.seen_reply |= reply;
+                    self.map.insert(key, e);
+                    return passed(shown, reply, key);
+                }
+            }
+            Next::Invalid => {
+                return Tracked::invalid("invalid TCP state transition", Some(key));
+            }
+            Next::To(TimeWait)
+                if old == Some(LastAck)
+                    && index == 3
+                    && usize::from(w.last_dir) != dir
+                    && w.last_index == 0
+                    && w.last_flags & side_flags::EXP_CHALLENGE_ACK != 0 =>
+            {
+                // An RFC 5961 challenge ACK, not the last ACK of the close.
+                w.last_flags &= !side_flags::EXP_CHALLENGE_ACK;
+                e.seen_reply |= reply;
+                self.map.insert(key, e);
+                return passed(shown, reply, key);
+            }
+            Next::To(SynSent2) => w.last_flags |= side_flags::SIMULTANEOUS_OPEN,
+            Next::To(SynRecv)
+                if dir == 1 && index == 3 && w.last_flags & side_flags::SIMULTANEOUS_OPEN != 0 =>
+            {
+                next = Next::To(Established);
+            }
+            Next::To(Close) if index == 4 => {
+                if matches!(
+                    stored,
+                    Some(FinWait) | Some(LastAck) | Some(TimeWait) | Some(Close) | Some(CloseWait)
+                ) {
+                    // Closing: the tuple may be reused already; no validation.
+                    skip_window = true;
+                } else {
+                    let established = stored == Some(Established) && e.assured;
+                    let peer_max_ack = w.sides[1 - dir].max_ack;
+                    let mut checked = false;
+                    if w.sides[1 - dir].flags & side_flags::MAXACK_SET != 0 && w.last_index != 0 {
+                        checked = true;
+                        if seg.seq == 0 && !established {
+                            // Likely answering a SYN let through: to the window check.
+                        } else if tcp_window::before(seg.seq, peer_max_ack) {
+                            return Tracked::invalid("TCP RST before the peer's ACK", Some(key));
+                        } else if !established
+                            || seg.seq == peer_max_ack
+                            || (w.last_index == 3
+                                && usize::from(w.last_dir) == dir
+                                && seg.seq == w.last_end)
+                        {
+                            // An exact RST, or the end of a segment train.
+                        } else {
+                            // Not exact: keep the state for a possible challenge ACK.
+                            next = Next::To(stored.unwrap_or(Close));
+                            checked = false;
+                        }
+                    }
+                    if !checked {
+                        let answers_ignored = ((e.seen_reply && w.last_index == 0)
+                            || (!e.assured && w.last_index == 3))
+                            && seg.ack == w.last_end;
+                        let answers_challenge = old == Some(SynSent)
+                            && w.last_index == 3
+                            && w.last_dir == 1
+                            && seg.seq == w.last_ack;
+                        // RST to a SYN or ACK let through while out of sync: no window check.
+                        skip_window = answers_ignored || answers_challenge;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let Next::To(new) = next else {
+            return Tracked::invalid("invalid TCP state transition", Some(key));
+        };
+        if !skip_window {
+            let phase = match stored {
+                Some(SynSent) => Phase::SynSent,
+                Some(SynRecv) => Phase::SynRecv,
+                _ => Phase::Other,
+            };
+            match tcp_window::check(w, dir, index as u8, &seg, phase, self.be_liberal) {
+                Verdict::Accept => {}
+                Verdict::Ignore => {
+                    e.seen_reply |= reply;
+                    self.map.insert(key, e);
+                    return passed(shown, reply, key);
+                }
+                Verdict::Invalid(why) => {
+                    Self::invalid_fin_or_rst(&mut e, dir, index, now_ns);
+                    self.map.insert(key, e);
+                    return Tracked::invalid(why, Some(key));
+                }
+            }
+        }
+        self.settle_tcp(key, e, reply, index, old, new, now_ns);
+        passed(shown, reply, key)
+    }
+
+    /// After an accepted segment: the new state, its timeout (shortened while data is
+    /// unacknowledged, after retransmissions, a zero window or a RST), and the kernel's
+    /// "a RST before any reply deletes the connection".
+    #[allow(clippy::too_many_arguments)] // Why: the state change's inputs, each used once.
+    fn settle_tcp(
+        &mut self,
+        key: Tuple,
+        mut e: Entry,
+        reply: bool,
+        index: usize,
+        old: Option<TcpState>,
+        new: TcpState,
+        now_ns: u64,
+    ) {
+        let dir = usize::from(reply);
+        let w = &mut e.window;
+        w.last_index = index as u8;
+        w.last_dir = dir as u8;
+        e.tcp = Some(new);
+        if old != Some(new) && new == FinWait {
+            w.sides[dir].flags |= side_flags::CLOSE_INIT;
+        }
+        let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
+        let normal = tcp_timeout(new);
+        let mut timeout_s = if w.retrans >= MAX_RETRANS && normal > timeouts::TCP_RETRANS {
+            timeouts::TCP_RETRANS
+        } else if index == 4 {
+            timeouts::TCP_CLOSE
+        } else if unacked && normal > timeouts::TCP_UNACK {
+            timeouts::TCP_UNACK
+        } else if w.last_win == 0 && normal > timeouts::TCP_RETRANS {
+            timeouts::TCP_RETRANS
+        } else {
+            normal
+        };
+        if !e.seen_reply {
+            if index == 4 {
+                // "If only reply is a RST ... delete the conntrack immediately" (the RST
+                // itself passes).
+                self.remove(&key);
+                return;
+            }
+            if reply {
+                e.seen_reply = true;
+            }
+            if index == 0 && old == Some(SynSent) {
+                // A retransmitted SYN does not renew the timeout.
+                self.map.insert(key, e);
+                return;
+            }
+            if new == Established {
+                // Picked up mid-stream and not answered yet.
+                timeout_s = timeout_s.min(timeouts::TCP_UNACK);
+            }
+        } else if !e.assured
+            && matches!(old, Some(SynRecv) | Some(Established))
+            && new == Established
+        {
+            e.assured = true;
+        }
+        e.expires_ns = now_ns + timeout_s * S;
+        self.map.insert(key, e);
+    }
+
+    /// An out-of-window FIN or RST answering the peer's FIN or RST on an assured connection
+    /// shortens its timeout to 300 s (so dead connections do not stay 5 days).
+    fn invalid_fin_or_rst(e: &mut Entry, dir: usize, index: usize, now_ns: u64) {
+        if !e.assured || !matches!(index, 2 | 4) {
+            return;
+        }
+        let w = &mut e.window;
+        if usize::from(w.last_dir) != dir && matches!(w.last_index, 2 | 4) {
+            let left_ns = e.expires_ns.saturating_sub(now_ns);
+            if left_ns > timeouts::TCP_UNACK * S {
+                e.expires_ns = now_ns + timeouts::TCP_UNACK * S;
+            }
+        } else {
+            w.last_index = index as u8;
+            w.last_dir = dir as u8;
+        }
+    }
+
+    /// The first segment of a connection: a SYN opens one, a segment picked up mid-stream
+    /// (ACK) too, with liberal windows; anything else is invalid.
+    fn open_tcp(&mut self, tuple: Tuple, seg: &Segment, index: usize, now_ns: u64) -> Tracked {
+        let pickup = match TCP[0][index][0] {
+            Next::To(SynSent) => false,
+            Next::To(Established) => true,
+            _ => return Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
+        };
+        let mut e = Entry {
+            tcp: None,
+            seen_reply: false,
+            expires_ns: 0,
+            packets: 1,
+            app: AppConnState::Inspecting,
+            app_inspected: 0,
+            app_labels: [None, None],
+            window: tcp_window::open(seg, pickup),
+            assured: false,
+        };
+        let new = if pickup { Established } else { SynSent };
+        let v = tcp_window::check(
+            &mut e.window,
+            0,
+            index as u8,
+            seg,
+            Phase::Other,
+            self.be_liberal,
+        );
+        if v != Verdict::Accept {
+            return Tracked::invalid("TCP first segment out of window", Some(tuple));
+        }
+        // As `settle_tcp` for a first packet (no reply yet, never a RST here).
+        e.window.last_index = index as u8;
+        e.window.last_dir = 0;
+        e.tcp = Some(new);
+        let w = &e.window;
+        let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
+        let normal = tcp_timeout(new);
+        let mut timeout_s = if unacked && normal > timeouts::TCP_UNACK {
+            timeouts::TCP_UNACK
+        } else if w.last_win == 0 && normal > timeouts::TCP_RETRANS {
+            timeouts::TCP_RETRANS
+        } else {
+            normal
+        };
+        if new == Established {
+            timeout_s = timeout_s.min(timeouts::TCP_UNACK);
+        }
+        e.expires_ns = now_ns + timeout_s * S;
+        let mut t = self.propose(tuple, Some(new), timeout_s, now_ns);
+        if let Some((_, pending)) = t.pending.as_mut() {
+            *pending = e;
+        }
+        t
+    }
+
     fn simple(&mut self, tuple: Tuple, unreplied_s: u64, replied_s: u64, now_ns: u64) -> Tracked {
         match self.find(tuple, now_ns) {
             Some((key, reply)) => {
@@ -844,6 +1102,8 @@ impl Conntrack {
                     app: AppConnState::Inspecting,
                     app_inspected: 0,
                     app_labels: [None, None],
+                    window: tcp_window::Window::default(),
+                    assured: false,
                 },
             )),
             invalid_reason: None,
@@ -950,6 +1210,10 @@ mod tests {
                 mss: None,
                 wscale: None,
                 sack_permitted: false,
+                has_options: false,
+                sack_edges: [0; crate::decode::MAX_SACK_BLOCKS],
+                sack_blocks: 0,
+                data_len: 0,
                 payload: &[],
             }),
         )
@@ -1018,12 +1282,26 @@ mod tests {
         ct.track(&tcp(A, 2000, B, 80, ACK), 10 * S);
         ct.expire(10 * S + timeouts::TCP_UNACK * S);
         assert!(ct.is_empty(), "unanswered pickup expires after 300 s");
-        let ack = ct.track(&tcp(A, 2001, B, 80, ACK), 0);
-        ct.confirm(&ack, true);
-        ct.track(&tcp(B, 80, A, 2001, ACK), S);
-        ct.track(&tcp(A, 2001, B, 80, ACK), 2 * S);
+        let open = |ct: &mut Conntrack, port: u16, window: u16| {
+            let with = |mut p: Ip<'static>| {
+                if let Transport::Tcp(t) = &mut p.l4 {
+                    t.window = window;
+                }
+                p
+            };
+            let ack = ct.track(&with(tcp(A, port, B, 80, ACK)), 0);
+            ct.confirm(&ack, true);
+            ct.track(&with(tcp(B, 80, A, port, ACK)), S);
+            ct.track(&with(tcp(A, port, B, 80, ACK)), 2 * S);
+        };
+        open(&mut ct, 2001, 65_535);
         ct.expire(2 * S + timeouts::TCP_UNACK * S);
         assert_eq!(ct.len(), 1, "answered: the established timeout");
+        // The same with a zero window: the retransmission timeout (300 s), as the kernel.
+        let mut ct = Conntrack::default();
+        open(&mut ct, 2002, 0);
+        ct.expire(2 * S + timeouts::TCP_RETRANS * S);
+        assert!(ct.is_empty(), "zero window: 300 s");
         // A retransmitted SYN does not renew the SYN_SENT timeout.
         let mut ct = Conntrack::default();
         let syn = ct.track(&tcp(A, 3000, B, 80, SYN), 0);
@@ -1031,6 +1309,92 @@ mod tests {
         ct.track(&tcp(A, 3000, B, 80, SYN), 100 * S);
         ct.expire(timeouts::TCP_SYN_SENT * S);
         assert!(ct.is_empty(), "expires 120 s after the first SYN");
+    }
+
+    /// A TCP segment with real sequence numbers: `len` data bytes, window 65,535.
+    #[allow(clippy::too_many_arguments)] // Why: a segment's header fields, each named.
+    fn segment(
+        src: &str,
+        sp: u16,
+        dst: &str,
+        dp: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        len: u32,
+    ) -> Ip<'static> {
+        let mut p = tcp(src, sp, dst, dp, flags);
+        if let Transport::Tcp(t) = &mut p.l4 {
+            t.seq = seq;
+            t.ack = ack;
+            t.window = 65_535;
+            t.data_len = len;
+        }
+        p
+    }
+
+    #[test]
+    fn segments_outside_the_window_are_invalid_unless_liberal() {
+        for liberal in [false, true] {
+            let mut ct = Conntrack::default();
+            ct.set_tcp_be_liberal(liberal);
+            let syn = ct.track(&segment(A, 1000, B, 80, SYN, 100, 0, 0), 0);
+            ct.confirm(&syn, true);
+            let synack = ct.track(&segment(B, 80, A, 1000, SYN | ACK, 9000, 101, 0), 1);
+            assert_eq!(synack.state, CtState::Established);
+            let ack = ct.track(&segment(A, 1000, B, 80, ACK, 101, 9001, 0), 2);
+            assert_eq!(ack.state, CtState::Established);
+            let data = ct.track(&segment(A, 1000, B, 80, ACK, 101, 9001, 1_000), 3);
+            assert_eq!(data.state, CtState::Established, "in window");
+            // Far beyond what the server's window allows (a gap in the capture, or a blind
+            // injection).
+            let ahead = ct.track(&segment(A, 1000, B, 80, ACK, 5_000_000, 9001, 100), 4);
+            // Acknowledging data the client never sent.
+            let bogus_ack = ct.track(&segment(B, 80, A, 1000, ACK, 9001, 900_000, 0), 5);
+            if liberal {
+                assert_eq!(ahead.state, CtState::Established);
+                assert_eq!(bogus_ack.state, CtState::Established);
+            } else {
+                assert_eq!(
+                    (ahead.state, ahead.invalid_reason),
+                    (
+                        CtState::Invalid,
+                        Some("TCP sequence over the receiver's window")
+                    )
+                );
+                assert_eq!(
+                    (bogus_ack.state, bogus_ack.invalid_reason),
+                    (CtState::Invalid, Some("TCP ACK of data not seen yet"))
+                );
+            }
+            // The connection itself goes on.
+            let reply = ct.track(&segment(B, 80, A, 1000, ACK, 9001, 1101, 500), 6);
+            assert_eq!(reply.state, CtState::Established, "liberal={liberal}");
+        }
+    }
+
+    #[test]
+    fn a_syn_ack_answering_an_ignored_syn_resynchronises() {
+        // Conntrack holds an established connection; client and server start over on the
+        // same ports. The new SYN is ignored (passes, no state change); the SYN-ACK that
+        // acknowledges it puts conntrack back in sync (SYN_RECV), and the handshake goes on.
+        let mut ct = Conntrack::default();
+        let syn = ct.track(&segment(A, 1000, B, 80, SYN, 100, 0, 0), 0);
+        ct.confirm(&syn, true);
+        ct.track(&segment(B, 80, A, 1000, SYN | ACK, 9000, 101, 0), 1);
+        ct.track(&segment(A, 1000, B, 80, ACK, 101, 9001, 0), 2);
+        let again = ct.track(&segment(A, 1000, B, 80, SYN, 777_000, 0, 0), 3);
+        assert_eq!(again.state, CtState::Established, "ignored: passes");
+        let synack = ct.track(&segment(B, 80, A, 1000, SYN | ACK, 50_000, 777_001, 0), 4);
+        assert_eq!(synack.state, CtState::Established);
+        let ack = ct.track(&segment(A, 1000, B, 80, ACK, 777_001, 50_001, 0), 5);
+        assert_eq!(ack.state, CtState::Established);
+        let data = ct.track(&segment(A, 1000, B, 80, ACK, 777_001, 50_001, 300), 6);
+        assert_eq!(
+            data.state,
+            CtState::Established,
+            "the new numbers are in window"
+        );
     }
 
     #[test]

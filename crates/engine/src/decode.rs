@@ -272,9 +272,21 @@ pub struct Tcp<'a> {
     pub wscale: Option<u8>,
     /// SACK permitted option.
     pub sack_permitted: bool,
+    /// The header carries options (data offset over 5 words).
+    pub has_options: bool,
+    /// Right edges of the first SACK option's blocks (at most [`MAX_SACK_BLOCKS`]).
+    pub sack_edges: [u32; MAX_SACK_BLOCKS],
+    /// How many of `sack_edges` are valid.
+    pub sack_blocks: u8,
+    /// Data bytes per the IP header's length (the payload slice holds fewer when the capture
+    /// was cut short): conntrack's sequence space.
+    pub data_len: u32,
     /// Payload.
     pub payload: &'a [u8],
 }
+
+/// SACK blocks an option holds at most (40 option bytes: 2 + 4 × 8).
+pub const MAX_SACK_BLOCKS: usize = 4;
 
 /// A UDP datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -638,7 +650,7 @@ pub fn decode_ipv4(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
     let l4 = if offset != 0 {
         Transport::Fragment
     } else {
-        decode_transport(protocol, &b[ihl..end], false)?
+        decode_transport(protocol, &b[ihl..end], total - ihl, false)?
     };
     Ok(Ip {
         src,
@@ -736,7 +748,8 @@ pub fn decode_ipv6(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
             _ => break,
         }
     }
-    let l4 = decode_transport(next, &b[off.min(end)..end], true)?;
+    let declared = (40 + payload_len).saturating_sub(off);
+    let l4 = decode_transport(next, &b[off.min(end)..end], declared, true)?;
     Ok(Ip {
         src,
         dst,
@@ -750,9 +763,15 @@ pub fn decode_ipv6(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
     })
 }
 
-fn decode_transport(protocol: u8, b: &[u8], v6: bool) -> Result<Transport<'_>, Anomaly> {
+/// `declared`: the transport layer's length per the IP header (`b` may be shorter).
+fn decode_transport(
+    protocol: u8,
+    b: &[u8],
+    declared: usize,
+    v6: bool,
+) -> Result<Transport<'_>, Anomaly> {
     match protocol {
-        6 => decode_tcp(b).map(Transport::Tcp),
+        6 => decode_tcp(b, declared).map(Transport::Tcp),
         17 => {
             if b.len() < 8 {
                 return Err(Anomaly::Truncated(Layer::Udp));
@@ -775,7 +794,7 @@ fn decode_transport(protocol: u8, b: &[u8], v6: bool) -> Result<Transport<'_>, A
     }
 }
 
-fn decode_tcp(b: &[u8]) -> Result<Tcp<'_>, Anomaly> {
+fn decode_tcp(b: &[u8], declared: usize) -> Result<Tcp<'_>, Anomaly> {
     if b.len() < 20 {
         return Err(Anomaly::Truncated(Layer::Tcp));
     }
@@ -793,6 +812,10 @@ fn decode_tcp(b: &[u8]) -> Result<Tcp<'_>, Anomaly> {
         mss: None,
         wscale: None,
         sack_permitted: false,
+        has_options: doff > 20,
+        sack_edges: [0; MAX_SACK_BLOCKS],
+        sack_blocks: 0,
+        data_len: u32::try_from(declared.max(b.len()) - doff).unwrap_or(u32::MAX),
         payload: &b[doff..],
     };
     // Options: bounded by the header length; malformed options end the walk (as Linux does).
@@ -812,6 +835,15 @@ fn decode_tcp(b: &[u8]) -> Result<Tcp<'_>, Anomaly> {
                     (2, 4) => tcp.mss = be16(opts, i + 2),
                     (3, 3) => tcp.wscale = Some(opts[i + 2]),
                     (4, 2) => tcp.sack_permitted = true,
+                    // SACK: 2 + 8 per block; only the first SACK option counts (as Linux).
+                    (5, l) if tcp.sack_blocks == 0 && l >= 10 && (l - 2) % 8 == 0 => {
+                        for (k, block) in opts[i + 2..i + l].chunks_exact(8).enumerate() {
+                            if k < MAX_SACK_BLOCKS {
+                                tcp.sack_edges[k] = be32(block, 4).unwrap_or(0);
+                                tcp.sack_blocks = k as u8 + 1;
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 i += len;
@@ -990,7 +1022,7 @@ mod tests {
         let inner = &f[14..14 + 28];
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(inner);
-        let t = decode_transport(1, &icmp, false).unwrap();
+        let t = decode_transport(1, &icmp, icmp.len(), false).unwrap();
         let Transport::Icmp(i) = t else { panic!() };
         assert!(i.is_error());
         let inner = i.inner.unwrap();

@@ -23,6 +23,7 @@ pub mod pcap;
 pub mod reasm;
 pub mod simulate;
 pub mod sniff;
+mod tcp_window;
 mod v4index;
 
 /// Hash map with a fast, per-process seeded hasher (the engine's hot-path tables).

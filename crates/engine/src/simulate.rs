@@ -71,6 +71,9 @@ pub struct SimConfig {
     /// use (`None`: when the policy uses conntrack, [`rampart_ir::Policy::uses_conntrack`]).
     /// Set it when another table on the host loads conntrack anyway.
     pub reassemble: Option<bool>,
+    /// The gateway runs with `nf_conntrack_tcp_be_liberal=1`: TCP segments outside the
+    /// sequence window are not invalid (off by default, as in the kernel).
+    pub tcp_be_liberal: bool,
 }
 
 /// Per-rule totals.
@@ -311,11 +314,12 @@ fn rfc3339(ts_ns: u64) -> String {
 impl Simulator {
     /// A replay of `engine`'s policy.
     pub fn new(engine: Engine, cfg: SimConfig) -> Self {
-        let ct = if cfg.conntrack_max == 0 {
+        let mut ct = if cfg.conntrack_max == 0 {
             Conntrack::default()
         } else {
             Conntrack::new(cfg.conntrack_max)
         };
+        ct.set_tcp_be_liberal(cfg.tcp_be_liberal);
         let max_flows = if cfg.max_flows == 0 {
             DEFAULT_MAX_FLOWS
         } else {

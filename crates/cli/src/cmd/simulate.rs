@@ -44,6 +44,10 @@ pub(crate) struct Args {
     /// conntrack anyway, `off` to judge every fragment alone.
     #[arg(long, value_enum, default_value_t = Reassemble::Auto)]
     pub(crate) reassemble: Reassemble,
+    /// The gateway runs with `net.netfilter.nf_conntrack_tcp_be_liberal=1`: TCP segments
+    /// outside the sequence window are not invalid (by default they are, as in the kernel).
+    #[arg(long)]
+    pub(crate) tcp_be_liberal: bool,
     /// Use the linear reference matcher.
     #[arg(long)]
     pub(crate) reference: bool,
@@ -117,6 +121,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             Reassemble::On => Some(true),
             Reassemble::Off => Some(false),
         },
+        tcp_be_liberal: args.tcp_be_liberal,
         ..SimConfig::default()
     };
     let file = std::fs::File::open(&args.pcap)
