@@ -886,7 +886,21 @@ fn quoted(q: &[u8], v6: bool) -> Option<IcmpInner> {
     let (src, dst, protocol, l4): (IpAddr, IpAddr, u8, &[u8]) = if v6 {
         let src = ipv6_at(q, 8)?;
         let dst = ipv6_at(q, 24)?;
-        (src.into(), dst.into(), *q.get(6)?, q.get(40..)?)
+        // The quoted upper layer lies behind the extension headers, as conntrack's
+        // `ipv6_skip_exthdr` finds it: hop-by-hop, routing, destination options, AH, and a
+        // first fragment's header (a later fragment quotes no upper-layer header).
+        let (mut next, mut off) = (*q.get(6)?, 40usize);
+        for _ in 0..MAX_EXT_HEADERS {
+            let len = match next {
+                0 | 43 | 60 => (usize::from(*q.get(off + 1)?) + 1) * 8,
+                51 => (usize::from(*q.get(off + 1)?) + 2) * 4,
+                44 if be16(q, off + 2)? & 0xfff8 == 0 => 8,
+                _ => break,
+            };
+            next = *q.get(off)?;
+            off += len;
+        }
+        (src.into(), dst.into(), next, q.get(off..)?)
     } else {
         if *q.first()? >> 4 != 4 {
             return None;
@@ -1027,6 +1041,32 @@ mod tests {
         assert!(i.is_error());
         let inner = i.inner.unwrap();
         assert_eq!((inner.protocol, inner.ports), (6, Some((51515, 445))));
+    }
+
+    #[test]
+    fn icmpv6_errors_quote_the_upper_layer_behind_extension_headers() {
+        // A quoted IPv6 packet: destination options (8 bytes), then a fragment header, then
+        // UDP 5353 -> 53. A first fragment quotes its ports; a later one quotes none.
+        let quote = |frag_offset: u16| {
+            let mut q = vec![0x60, 0, 0, 0, 0, 32, 60, 64];
+            q.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+            q.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+            q.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+            q.extend_from_slice(&[17, 0]);
+            q.extend_from_slice(&(frag_offset | 1).to_be_bytes());
+            q.extend_from_slice(&[0, 0, 0, 9]);
+            q.extend_from_slice(&[0x14, 0xe9, 0, 53, 0, 16, 0, 0]);
+            let mut icmp = vec![1, 4, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&q);
+            let Transport::Icmp(i) = decode_transport(58, &icmp, icmp.len(), true).unwrap() else {
+                panic!()
+            };
+            i.inner.unwrap()
+        };
+        let first = quote(0);
+        assert_eq!((first.protocol, first.ports), (17, Some((5353, 53))));
+        let later = quote(8);
+        assert_eq!((later.protocol, later.ports), (44, None));
     }
 
     #[test]
