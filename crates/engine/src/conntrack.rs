@@ -241,6 +241,25 @@ fn tcp_timeout(s: TcpState) -> u64 {
     }
 }
 
+/// The timeout of a connection entering `new` on an accepted segment of class `index`: 300 s
+/// after three identical segments in a row, 10 s after a RST, 300 s while data is
+/// unacknowledged or the last window was zero, else the state's own (these only shorten it).
+fn tcp_timeout_after(w: &tcp_window::Window, index: usize, new: TcpState) -> u64 {
+    let normal = tcp_timeout(new);
+    let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
+    if w.retrans >= MAX_RETRANS && normal > timeouts::TCP_RETRANS {
+        timeouts::TCP_RETRANS
+    } else if index == 4 {
+        timeouts::TCP_CLOSE
+    } else if unacked && normal > timeouts::TCP_UNACK {
+        timeouts::TCP_UNACK
+    } else if w.last_win == 0 && normal > timeouts::TCP_RETRANS {
+        timeouts::TCP_RETRANS
+    } else {
+        normal
+    }
+}
+
 /// Whether nf_conntrack's `tcp_error` accepts this flag combination (PSH ignored).
 pub fn tcp_flags_valid(flags: u8) -> bool {
     use tcp_flags::*;
@@ -363,18 +382,26 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    fn invalid(reason: &'static str, tuple: Option<Tuple>) -> Self {
+    /// A packet in `state` of connection `tuple` (if any), proposing nothing.
+    fn seen(state: CtState, reply: bool, tuple: Option<Tuple>) -> Self {
         Self {
-            state: CtState::Invalid,
-            reply: false,
+            state,
+            reply,
             tuple,
             pending: None,
-            invalid_reason: Some(reason),
+            invalid_reason: None,
             has_entry: false,
             packet_index: 0,
             app: AppConnState::Inspecting,
             app_label: None,
             app_inspected: 0,
+        }
+    }
+
+    fn invalid(reason: &'static str, tuple: Option<Tuple>) -> Self {
+        Self {
+            invalid_reason: Some(reason),
+            ..Self::seen(CtState::Invalid, false, tuple)
         }
     }
 }
@@ -669,18 +696,7 @@ impl Conntrack {
                         },
                     };
                     return match self.find(t, now_ns) {
-                        Some((key, _)) => Tracked {
-                            state: CtState::Related,
-                            reply: false,
-                            tuple: Some(key),
-                            pending: None,
-                            invalid_reason: None,
-                            has_entry: false,
-                            packet_index: 0,
-                            app: AppConnState::Inspecting,
-                            app_label: None,
-                            app_inspected: 0,
-                        },
+                        Some((key, _)) => Tracked::seen(CtState::Related, false, Some(key)),
                         None => Tracked::invalid("ICMP error for an unknown connection", None),
                     };
                 }
@@ -714,18 +730,7 @@ impl Conntrack {
                 let tuple = base(0, 0);
                 self.simple(tuple, timeouts::GENERIC, timeouts::GENERIC, now_ns)
             }
-            Transport::Fragment => Tracked {
-                state: CtState::Untracked,
-                reply: false,
-                tuple: None,
-                pending: None,
-                invalid_reason: None,
-                has_entry: false,
-                packet_index: 0,
-                app: AppConnState::Inspecting,
-                app_label: None,
-                app_inspected: 0,
-            },
+            Transport::Fragment => Tracked::seen(CtState::Untracked, false, None),
         }
     }
 
@@ -734,18 +739,7 @@ impl Conntrack {
     fn track_tcp(&mut self, tuple: Tuple, tcp: &crate::decode::Tcp<'_>, now_ns: u64) -> Tracked {
         let seg = Segment::of(tcp);
         let index = packet_index(tcp.flags);
-        let passed = |state, reply, key| Tracked {
-            state,
-            reply,
-            tuple: Some(key),
-            pending: None,
-            invalid_reason: None,
-            has_entry: false,
-            packet_index: 0,
-            app: AppConnState::Inspecting,
-            app_label: None,
-            app_inspected: 0,
-        };
+        let passed = |state, reply, key| Tracked::seen(state, reply, Some(key));
         let Some((key, reply)) = self.find(tuple, now_ns) else {
             return self.open_tcp(tuple, &seg, index, now_ns);
         };
@@ -935,19 +929,7 @@ impl Conntrack {
         if old != Some(new) && new == FinWait {
             w.sides[dir].flags |= side_flags::CLOSE_INIT;
         }
-        let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
-        let normal = tcp_timeout(new);
-        let mut timeout_s = if w.retrans >= MAX_RETRANS && normal > timeouts::TCP_RETRANS {
-            timeouts::TCP_RETRANS
-        } else if index == 4 {
-            timeouts::TCP_CLOSE
-        } else if unacked && normal > timeouts::TCP_UNACK {
-            timeouts::TCP_UNACK
-        } else if w.last_win == 0 && normal > timeouts::TCP_RETRANS {
-            timeouts::TCP_RETRANS
-        } else {
-            normal
-        };
+        let mut timeout_s = tcp_timeout_after(w, index, new);
         if !e.seen_reply {
             if index == 4 {
                 // "If only reply is a RST ... delete the conntrack immediately" (the RST
@@ -1030,16 +1012,7 @@ impl Conntrack {
         e.window.last_index = index as u8;
         e.window.last_dir = 0;
         e.tcp = Some(new);
-        let w = &e.window;
-        let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
-        let normal = tcp_timeout(new);
-        let mut timeout_s = if unacked && normal > timeouts::TCP_UNACK {
-            timeouts::TCP_UNACK
-        } else if w.last_win == 0 && normal > timeouts::TCP_RETRANS {
-            timeouts::TCP_RETRANS
-        } else {
-            normal
-        };
+        let mut timeout_s = tcp_timeout_after(&e.window, index, new);
         if new == Established {
             timeout_s = timeout_s.min(timeouts::TCP_UNACK);
         }
@@ -1073,18 +1046,7 @@ impl Conntrack {
             e.seen_reply |= reply;
             e.expires_ns = now_ns + timeout_s * S;
         }
-        Tracked {
-            state,
-            reply,
-            tuple: Some(key),
-            pending: None,
-            invalid_reason: None,
-            has_entry: false,
-            packet_index: 0,
-            app: AppConnState::Inspecting,
-            app_label: None,
-            app_inspected: 0,
-        }
+        Tracked::seen(state, reply, Some(key))
     }
 
     fn propose(&self, tuple: Tuple, tcp: Option<TcpState>, timeout_s: u64, now_ns: u64) -> Tracked {

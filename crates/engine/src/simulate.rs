@@ -870,7 +870,11 @@ impl Simulator {
             meta.ct_entry = tracked.has_entry;
             meta.len = ip.len;
             let conn_limited = !self.engine.conn_limit_rules(dir).is_empty();
-            if conn_limited {
+            // Under the stateful prelude an established or related packet never reaches a
+            // rule's cap: no view needed.
+            let answered_before_rules = self.engine.policy().defaults.stateful
+                && matches!(tracked.state, CtState::Established | CtState::Related);
+            if conn_limited && !answered_before_rules {
                 self.rule_conns.clear();
                 for &rule in self.engine.conn_limit_rules(dir) {
                     let view = self.ct.rule_conns(ip.src, tracked.tuple, rule);

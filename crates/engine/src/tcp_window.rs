@@ -223,33 +223,29 @@ pub(crate) fn check(
     phase: Phase,
     liberal: bool,
 ) -> Verdict {
-    let mut sender = w.sides[dir];
-    let mut receiver = w.sides[1 - dir];
-    let v = check_sides(
+    // The two directions are worked on as copies and written back on every outcome (the
+    // kernel keeps what it learned even from a segment it calls invalid).
+    let (mut sender, mut receiver) = (w.sides[dir], w.sides[1 - dir]);
+    let verdict = check_sides(
         w,
-        &mut sender,
-        &mut receiver,
+        (&mut sender, &mut receiver),
         dir,
         index,
         seg,
-        phase,
-        liberal,
+        (phase, liberal),
     );
     w.sides[dir] = sender;
     w.sides[1 - dir] = receiver;
-    v
+    verdict
 }
 
-#[allow(clippy::too_many_arguments)] // Why: one step of one algorithm; a struct would only rename them.
 fn check_sides(
     w: &mut Window,
-    s: &mut Side,
-    r: &mut Side,
+    (s, r): (&mut Side, &mut Side),
     dir: usize,
     index: u8,
     seg: &Segment,
-    phase: Phase,
-    liberal: bool,
+    (phase, liberal): (Phase, bool),
 ) -> Verdict {
     let mut seq = seg.seq;
     let mut ack = seg.ack;
