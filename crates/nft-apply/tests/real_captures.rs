@@ -162,6 +162,21 @@ fn checksum_at(proto: u8, l4: &[u8]) -> Option<usize> {
     }
 }
 
+/// Recomputes the checksum of transport layer `l4` (all of it) of protocol `proto`, with the
+/// pseudo-header of `addrs` (source and destination; none for ICMPv4). Returns where the
+/// checksum sits, or `None` when this test sets none for that protocol or header.
+fn set_checksum(l4: &mut [u8], proto: u8, addrs: Option<&[u8]>) -> Option<usize> {
+    let at = checksum_at(proto, l4)?;
+    l4[at..at + 2].fill(0);
+    let pseudo = addrs.map_or(0, |a| sum16(a, u32::from(proto) + l4.len() as u32));
+    let mut c = fold(sum16(l4, pseudo));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Some(at)
+}
+
 enum Normalised {
     Packet(Vec<u8>),
     /// Not sent (and not replayed).
@@ -201,19 +216,9 @@ fn normalise(l3: &[u8]) -> Normalised {
                 set_ipv4_header_checksum(&mut p);
                 return Fragment(p);
             }
-            if let Some(at) = checksum_at(proto, &p[20..]) {
-                p[20 + at..22 + at].fill(0);
-                let pseudo = if proto == 1 {
-                    0
-                } else {
-                    sum16(&p[12..20], u32::from(proto) + (total as u32 - 20))
-                };
-                let mut c = fold(sum16(&p[20..], pseudo));
-                if proto == 17 && c == 0 {
-                    c = 0xffff;
-                }
-                p[20 + at..22 + at].copy_from_slice(&c.to_be_bytes());
-            } else if matches!(proto, 1 | 6 | 17) {
+            let (header, l4) = p.split_at_mut(20);
+            let addrs = (proto != 1).then_some(&header[12..20]);
+            if set_checksum(l4, proto, addrs).is_none() && matches!(proto, 1 | 6 | 17) {
                 return Skip;
             }
             set_ipv4_header_checksum(&mut p);
@@ -240,16 +245,9 @@ fn normalise(l3: &[u8]) -> Normalised {
                 44 | 0 | 43 | 60 | 51 | 135 | 139 | 140 => return Skip,
                 _ => {}
             }
-            if let Some(at) = checksum_at(next, &p[40..]) {
-                p[40 + at..42 + at].fill(0);
-                let len = (total - 40) as u32;
-                let pseudo = sum16(&p[8..40], u32::from(next) + len);
-                let mut c = fold(sum16(&p[40..], pseudo));
-                if next == 17 && c == 0 {
-                    c = 0xffff;
-                }
-                p[40 + at..42 + at].copy_from_slice(&c.to_be_bytes());
-            } else if matches!(next, 6 | 17 | 58) {
+            let (header, l4) = p.split_at_mut(40);
+            if set_checksum(l4, next, Some(&header[8..40])).is_none() && matches!(next, 6 | 17 | 58)
+            {
                 return Skip;
             }
             Packet(p)
@@ -353,25 +351,20 @@ fn fix_datagram_checksums(packets: &mut [(bool, Vec<u8>)]) {
         }
         let first = &packets[indexes[0]].1;
         let v = frag_view(first).unwrap();
-        let Some(at) = checksum_at(v.protocol, &data) else {
+        let addrs = match (first[0] >> 4 == 4, v.protocol) {
+            (true, 1) => None,
+            (true, _) => Some(&first[12..20]),
+            (false, _) => Some(&first[8..40]),
+        };
+        let Some(at) = set_checksum(&mut data, v.protocol, addrs) else {
             continue;
         };
-        data[at..at + 2].fill(0);
-        let v4 = first[0] >> 4 == 4;
-        let pseudo = match (v4, v.protocol) {
-            (true, 1) => 0,
-            (true, _) => sum16(&first[12..20], u32::from(v.protocol) + data.len() as u32),
-            (false, _) => sum16(&first[8..40], u32::from(v.protocol) + data.len() as u32),
-        };
-        let mut c = fold(sum16(&data, pseudo));
-        if v.protocol == 17 && c == 0 {
-            c = 0xffff;
-        }
+        let c = [data[at], data[at + 1]];
         for &i in indexes {
             let p = &mut packets[i].1;
             let v = frag_view(p).unwrap();
             if v.offset == 0 && p.len() >= v.data_at + at + 2 {
-                p[v.data_at + at..v.data_at + at + 2].copy_from_slice(&c.to_be_bytes());
+                p[v.data_at + at..v.data_at + at + 2].copy_from_slice(&c);
             }
         }
     }
@@ -669,6 +662,38 @@ fn observe(fd: Arc<OwnedFd>, stop: Arc<AtomicBool>, seen: Arc<Mutex<HashMap<u64,
     }
 }
 
+/// Bytes waiting in a socket's receive queue (the next packet's length; 0 when empty).
+fn queued(fd: &OwnedFd) -> i32 {
+    let mut n: i32 = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n
+}
+
+/// Waits (at most `limit`) until both sockets' queues are empty and the observers' count has
+/// stood still for 10 ms: everything forwarded so far is in `seen`.
+fn drained(fds: &[&Arc<OwnedFd>], seen: &Mutex<HashMap<u64, u32>>, limit: Duration) -> bool {
+    let total = || {
+        seen.lock()
+            .unwrap()
+            .values()
+            .map(|&n| u64::from(n))
+            .sum::<u64>()
+    };
+    let end = Instant::now() + limit;
+    let mut last = total();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = total();
+        if now == last && fds.iter().all(|fd| queued(fd) == 0) {
+            return true;
+        }
+        last = now;
+    }
+    false
+}
+
 fn send(fd: &OwnedFd, frame: &[u8]) {
     // SAFETY: frame is valid for its length; the socket is bound to its interface.
     let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
@@ -890,8 +915,13 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 sent.push((at, frame));
                 std::thread::sleep(SEND_GAP);
             }
-            // Forwarding over veth is done when send returns; this covers the observers' reads.
-            std::thread::sleep(Duration::from_millis(20));
+            // Forwarding over veth is done when send returns; wait until the observers have
+            // read everything it queued for them.
+            assert!(
+                drained(&[&lan_fd, &dmz_fd], &seen, Duration::from_secs(10)),
+                "{}: the observers did not drain their sockets in 10 s",
+                prepared.name
+            );
             let mut forwarded = std::mem::take(&mut *seen.lock().unwrap());
 
             // Replay what was sent through the engine.
