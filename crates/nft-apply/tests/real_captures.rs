@@ -43,7 +43,7 @@ use rampart_nft::{emit, EmitOptions};
 use rampart_nft_apply::runner::Nft;
 use support::*;
 
-/// Why: a bound on each of the two runs (about 55 s each for all of ../shared/data/pcaps
+/// Why: a bound on each of the two runs (about 40–50 s each for all of ../shared/data/pcaps
 /// today: ~84,000 packets from ~630 captures, sent 20 µs apart).
 const MAX_PACKETS_TOTAL: usize = 200_000;
 /// Why: one capture must not use up the budget for the others (today only the spoofed SYN-flood
