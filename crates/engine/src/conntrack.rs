@@ -1344,196 +1344,111 @@ mod tests {
         // check only ignores pass too, as in the kernel; sequence comparisons that do not wrap
         // fail this test at once.)
         use crate::classbench::SplitMix64;
+
+        /// One conversation between A:40000 and B:80, direction 0 = A's segments.
+        struct Talk {
+            ct: Conntrack,
+            rng: SplitMix64,
+            seed: u64,
+            scales: [Option<u8>; 2],
+            /// The window (bytes) each direction last advertised.
+            window: [u32; 2],
+            now_ns: u64,
+        }
+
+        impl Talk {
+            fn send(&mut self, d: usize, flags: u8, seq: u32, ack: u32, len: u32) {
+                let ends = [(A, 40_000u16), (B, 80u16)];
+                let scaled = self.scales.iter().all(Option::is_some);
+                let syn = flags & SYN != 0;
+                // A window of 1 KiB up to what the scale allows.
+                let shift = if scaled && !syn {
+                    self.scales[d].unwrap_or(0)
+                } else {
+                    0
+                };
+                let field = self.rng.range(1_024 >> shift.min(10), 65_535) as u16;
+                self.window[d] = u32::from(field) << shift;
+                let (src, dst) = (ends[d], ends[1 - d]);
+                let mut p = segment(src.0, src.1, dst.0, dst.1, flags, seq, ack, len);
+                if let Transport::Tcp(tcp) = &mut p.l4 {
+                    tcp.window = field;
+                    if syn {
+                        tcp.has_options = true;
+                        tcp.wscale = self.scales[d];
+                        tcp.sack_permitted = true;
+                    }
+                }
+                self.now_ns += 1_000_000;
+                let tracked = self.ct.track(&p, self.now_ns);
+                assert_ne!(
+                    tracked.state,
+                    CtState::Invalid,
+                    "seed {}: {:?} from {} seq {seq} ack {ack} len {len}",
+                    self.seed,
+                    tracked.invalid_reason,
+                    src.0
+                );
+                self.ct.confirm(&tracked, true);
+            }
+        }
+
         for seed in 0..300u64 {
             let mut rng = SplitMix64::new(seed);
-            let mut ct = Conntrack::default();
-            let isn = |rng: &mut SplitMix64| {
+            let mut isn = || {
                 if rng.range(0, 2) == 0 {
                     u32::MAX - rng.range(0, 3_000) as u32
                 } else {
                     rng.next_u64() as u32
                 }
             };
+            // next[d]: the next sequence number direction d sends.
+            let mut next = [isn(), isn()];
             let offer =
                 |rng: &mut SplitMix64| (rng.range(0, 2) > 0).then(|| rng.range(0, 14) as u8);
-            let (a_scale, b_scale) = (offer(&mut rng), offer(&mut rng));
-            let scaled = a_scale.is_some() && b_scale.is_some();
-            let scale = [a_scale.unwrap_or(0), b_scale.unwrap_or(0)];
-            let ends = [(A, 40_000u16), (B, 80u16)];
-            // next[d]: next sequence number direction d sends; window[d]: the window (bytes)
-            // direction d last advertised; acked[d]: what d last acknowledged.
-            let mut next = [isn(&mut rng), isn(&mut rng)];
-            let mut window = [0u32; 2];
-            let mut t = 0u64;
-            let mut send = |ct: &mut Conntrack,
-                            rng: &mut SplitMix64,
-                            d: usize,
-                            flags: u8,
-                            seq: u32,
-                            ack: u32,
-                            len: u32,
-                            window: &mut [u32; 2],
-                            handshake: bool| {
-                // Advertise a window of 1 KiB to 1 MiB (as the scale allows).
-                let shift = if scaled && !handshake { scale[d] } else { 0 };
-                let field = rng.range(1_024 >> shift.min(10), 65_535) as u16;
-                window[d] = u32::from(field) << shift;
-                let mut p = segment(
-                    ends[d].0,
-                    ends[d].1,
-                    ends[1 - d].0,
-                    ends[1 - d].1,
-                    flags,
-                    seq,
-                    ack,
-                    len,
-                );
-                if let Transport::Tcp(tcp) = &mut p.l4 {
-                    tcp.window = field;
-                    if flags & SYN != 0 {
-                        tcp.has_options = true;
-                        tcp.wscale = [a_scale, b_scale][d];
-                        tcp.sack_permitted = true;
-                    }
-                }
-                t += 1_000_000;
-                let tracked = ct.track(&p, t);
-                assert_ne!(
-                    tracked.state,
-                    CtState::Invalid,
-                    "seed {seed}: {:?} from {} seq {seq} ack {ack} len {len}",
-                    tracked.invalid_reason,
-                    ends[d].0
-                );
-                ct.confirm(&tracked, true);
+            let scales = [offer(&mut rng), offer(&mut rng)];
+            let mut talk = Talk {
+                ct: Conntrack::default(),
+                rng,
+                seed,
+                scales,
+                window: [0; 2],
+                now_ns: 0,
             };
-            send(&mut ct, &mut rng, 0, SYN, next[0], 0, 0, &mut window, true);
+            talk.send(0, SYN, next[0], 0, 0);
             next[0] = next[0].wrapping_add(1);
-            send(
-                &mut ct,
-                &mut rng,
-                1,
-                SYN | ACK,
-                next[1],
-                next[0],
-                0,
-                &mut window,
-                true,
-            );
+            talk.send(1, SYN | ACK, next[1], next[0], 0);
             next[1] = next[1].wrapping_add(1);
-            send(
-                &mut ct,
-                &mut rng,
-                0,
-                ACK,
-                next[0],
-                next[1],
-                0,
-                &mut window,
-                false,
-            );
+            talk.send(0, ACK, next[0], next[1], 0);
             let mut last = [(next[0], 0u32), (next[1], 0u32)];
-            for _ in 0..rng.range(10, 60) {
-                let d = rng.range(0, 1) as usize;
+            for _ in 0..talk.rng.range(10, 60) {
+                let d = talk.rng.range(0, 1) as usize;
                 let ack = next[1 - d];
-                if rng.range(0, 9) == 0 {
+                if talk.rng.range(0, 9) == 0 {
                     // Retransmit the last segment this side sent.
                     let (seq, len) = last[d];
-                    send(
-                        &mut ct,
-                        &mut rng,
-                        d,
-                        ACK | PSH,
-                        seq,
-                        ack,
-                        len,
-                        &mut window,
-                        false,
-                    );
+                    talk.send(d, ACK | PSH, seq, ack, len);
                     continue;
                 }
                 // A burst of up to 40 segments, filling up to the window the peer last
                 // advertised (its scale applied), before the peer acknowledges them all.
-                let mut room = window[1 - d];
-                for _ in 0..rng.range(1, 40) {
-                    let len = rng.range(0, u64::from(room.min(1_460))) as u32;
-                    let seq = next[d];
-                    send(
-                        &mut ct,
-                        &mut rng,
-                        d,
-                        ACK | PSH,
-                        seq,
-                        ack,
-                        len,
-                        &mut window,
-                        false,
-                    );
-                    last[d] = (seq, len);
+                let mut room = talk.window[1 - d];
+                for _ in 0..talk.rng.range(1, 40) {
+                    let len = talk.rng.range(0, u64::from(room.min(1_460))) as u32;
+                    talk.send(d, ACK | PSH, next[d], ack, len);
+                    last[d] = (next[d], len);
                     next[d] = next[d].wrapping_add(len);
                     room -= len;
                 }
-                // The peer acknowledges them.
-                let peer_ack = next[d];
-                send(
-                    &mut ct,
-                    &mut rng,
-                    1 - d,
-                    ACK,
-                    next[1 - d],
-                    peer_ack,
-                    0,
-                    &mut window,
-                    false,
-                );
+                talk.send(1 - d, ACK, next[1 - d], next[d], 0);
             }
             // Close: A's FIN, B's ACK and FIN, A's ACK.
-            send(
-                &mut ct,
-                &mut rng,
-                0,
-                FIN | ACK,
-                next[0],
-                next[1],
-                0,
-                &mut window,
-                false,
-            );
+            talk.send(0, FIN | ACK, next[0], next[1], 0);
             next[0] = next[0].wrapping_add(1);
-            send(
-                &mut ct,
-                &mut rng,
-                1,
-                ACK,
-                next[1],
-                next[0],
-                0,
-                &mut window,
-                false,
-            );
-            send(
-                &mut ct,
-                &mut rng,
-                1,
-                FIN | ACK,
-                next[1],
-                next[0],
-                0,
-                &mut window,
-                false,
-            );
+            talk.send(1, ACK, next[1], next[0], 0);
+            talk.send(1, FIN | ACK, next[1], next[0], 0);
             next[1] = next[1].wrapping_add(1);
-            send(
-                &mut ct,
-                &mut rng,
-                0,
-                ACK,
-                next[0],
-                next[1],
-                0,
-                &mut window,
-                false,
-            );
+            talk.send(0, ACK, next[0], next[1], 0);
             let key = Tuple {
                 src: A.parse().unwrap(),
                 dst: B.parse().unwrap(),
@@ -1541,7 +1456,7 @@ mod tests {
                 sport: 40_000,
                 dport: 80,
             };
-            assert_eq!(ct.map[&key].tcp, Some(TimeWait), "seed {seed}");
+            assert_eq!(talk.ct.map[&key].tcp, Some(TimeWait), "seed {seed}");
         }
     }
 
