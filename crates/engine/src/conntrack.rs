@@ -15,7 +15,7 @@ use rampart_ir::CtState;
 
 use crate::decode::{tcp_flags, Ip, Transport};
 use crate::engine::{AppConnState, RuleConns, MAX_METER_ENTRIES};
-use crate::tcp_window::{self, side_flags, Phase, Segment, Verdict};
+use crate::tcp_window::{self, class, side_flags, Phase, Segment, Verdict};
 
 /// Default table size.
 // Why: nf_conntrack_max is 262,144 on a typical 8+ GiB machine.
@@ -244,12 +244,12 @@ fn tcp_timeout(s: TcpState) -> u64 {
 /// The timeout of a connection entering `new` on an accepted segment of class `index`: 300 s
 /// after three identical segments in a row, 10 s after a RST, 300 s while data is
 /// unacknowledged or the last window was zero, else the state's own (these only shorten it).
-fn tcp_timeout_after(w: &tcp_window::Window, index: usize, new: TcpState) -> u64 {
+fn tcp_timeout_after(w: &tcp_window::Window, index: u8, new: TcpState) -> u64 {
     let normal = tcp_timeout(new);
     let unacked = (w.sides[0].flags | w.sides[1].flags) & side_flags::DATA_UNACKNOWLEDGED != 0;
     if w.retrans >= MAX_RETRANS && normal > timeouts::TCP_RETRANS {
         timeouts::TCP_RETRANS
-    } else if index == 4 {
+    } else if index == class::RST {
         timeouts::TCP_CLOSE
     } else if unacked && normal > timeouts::TCP_UNACK {
         timeouts::TCP_UNACK
@@ -278,22 +278,23 @@ pub fn tcp_flags_valid(flags: u8) -> bool {
     )
 }
 
-fn packet_index(flags: u8) -> usize {
+/// The segment's [`class`] (the row of `TCP` it takes).
+fn packet_index(flags: u8) -> u8 {
     use tcp_flags::*;
     if flags & RST != 0 {
-        4
+        class::RST
     } else if flags & SYN != 0 {
         if flags & ACK != 0 {
-            1
+            class::SYNACK
         } else {
-            0
+            class::SYN
         }
     } else if flags & FIN != 0 {
-        2
+        class::FIN
     } else if flags & ACK != 0 {
-        3
+        class::ACK
     } else {
-        5
+        class::NONE
     }
 }
 
@@ -751,10 +752,10 @@ impl Conntrack {
         let mut old = stored;
         let shown = Self::established_or_new(&e, reply);
         let w = &mut e.window;
-        let mut next = TCP[dir][index][state_index(old)];
+        let mut next = TCP[dir][usize::from(index)][state_index(old)];
         if next == Next::To(SynSent) && matches!(old, Some(TimeWait) | Some(Close)) {
             let closing = (w.sides[0].flags | w.sides[1].flags) & side_flags::CLOSE_INIT != 0;
-            if closing || (usize::from(w.last_dir) == dir && w.last_index == 4) {
+            if closing || (usize::from(w.last_dir) == dir && w.last_index == class::RST) {
                 // A SYN reopening a closed or aborted connection: the old entry goes and the
                 // packet starts a new one (kernel: -NF_REPEAT).
                 self.remove(&key);
@@ -765,8 +766,8 @@ impl Conntrack {
         let mut skip_window = false;
         match next {
             Next::Ignore => {
-                let resync = index == 1
-                    && w.last_index == 0
+                let resync = index == class::SYNACK
+                    && w.last_index == class::SYN
                     && usize::from(w.last_dir) != dir
                     && seg.ack == w.last_end;
                 if resync {
@@ -787,12 +788,12 @@ impl Conntrack {
                         ..Default::default()
                     };
                 } else {
-                    w.last_index = index as u8;
+                    w.last_index = index;
                     w.last_dir = dir as u8;
                     w.last_seq = seg.seq;
                     w.last_end = seg.end;
                     w.last_win = seg.window;
-                    if index == 0 && dir == 0 {
+                    if index == class::SYN && dir == 0 {
                         // Note the SYN's options, for a SYN-ACK that may answer it.
                         let mut side = tcp_window::Side::default();
                         tcp_window::take_options(&mut side, &seg);
@@ -803,7 +804,7 @@ impl Conntrack {
                             w.last_flags |= side_flags::EXP_CHALLENGE_ACK;
                         }
                     }
-                    if old == Some(SynSent) && index == 3 && dir == 1 {
+                    if old == Some(SynSent) && index == class::ACK && dir == 1 {
                         // Possibly a challenge ACK answering the SYN.
                         w.last_ack = seg.ack;
                     }
@@ -818,9 +819,9 @@ impl Conntrack {
             }
             Next::To(TimeWait)
                 if old == Some(LastAck)
-                    && index == 3
+                    && index == class::ACK
                     && usize::from(w.last_dir) != dir
-                    && w.last_index == 0
+                    && w.last_index == class::SYN
                     && w.last_flags & side_flags::EXP_CHALLENGE_ACK != 0 =>
             {
                 // An RFC 5961 challenge ACK, not the last ACK of the close.
@@ -831,11 +832,13 @@ impl Conntrack {
             }
             Next::To(SynSent2) => w.last_flags |= side_flags::SIMULTANEOUS_OPEN,
             Next::To(SynRecv)
-                if dir == 1 && index == 3 && w.last_flags & side_flags::SIMULTANEOUS_OPEN != 0 =>
+                if dir == 1
+                    && index == class::ACK
+                    && w.last_flags & side_flags::SIMULTANEOUS_OPEN != 0 =>
             {
                 next = Next::To(Established);
             }
-            Next::To(Close) if index == 4 => {
+            Next::To(Close) if index == class::RST => {
                 if matches!(
                     stored,
                     Some(FinWait) | Some(LastAck) | Some(TimeWait) | Some(Close) | Some(CloseWait)
@@ -846,7 +849,9 @@ impl Conntrack {
                     let established = stored == Some(Established) && e.assured;
                     let peer_max_ack = w.sides[1 - dir].max_ack;
                     let mut checked = false;
-                    if w.sides[1 - dir].flags & side_flags::MAXACK_SET != 0 && w.last_index != 0 {
+                    if w.sides[1 - dir].flags & side_flags::MAXACK_SET != 0
+                        && w.last_index != class::SYN
+                    {
                         checked = true;
                         if seg.seq == 0 && !established {
                             // Likely answering a SYN let through: to the window check.
@@ -854,7 +859,7 @@ impl Conntrack {
                             return Tracked::invalid("TCP RST before the peer's ACK", Some(key));
                         } else if !established
                             || seg.seq == peer_max_ack
-                            || (w.last_index == 3
+                            || (w.last_index == class::ACK
                                 && usize::from(w.last_dir) == dir
                                 && seg.seq == w.last_end)
                         {
@@ -866,11 +871,11 @@ impl Conntrack {
                         }
                     }
                     if !checked {
-                        let answers_ignored = ((e.seen_reply && w.last_index == 0)
-                            || (!e.assured && w.last_index == 3))
+                        let answers_ignored = ((e.seen_reply && w.last_index == class::SYN)
+                            || (!e.assured && w.last_index == class::ACK))
                             && seg.ack == w.last_end;
                         let answers_challenge = old == Some(SynSent)
-                            && w.last_index == 3
+                            && w.last_index == class::ACK
                             && w.last_dir == 1
                             && seg.seq == w.last_ack;
                         // RST to a SYN or ACK let through while out of sync: no window check.
@@ -889,7 +894,7 @@ impl Conntrack {
                 Some(SynRecv) => Phase::SynRecv,
                 _ => Phase::Other,
             };
-            match tcp_window::check(w, dir, index as u8, &seg, phase, self.be_liberal) {
+            match tcp_window::check(w, dir, index, &seg, phase, self.be_liberal) {
                 Verdict::Accept => {}
                 Verdict::Ignore => {
                     e.seen_reply |= reply;
@@ -916,14 +921,14 @@ impl Conntrack {
         key: Tuple,
         mut e: Entry,
         reply: bool,
-        index: usize,
+        index: u8,
         old: Option<TcpState>,
         new: TcpState,
         now_ns: u64,
     ) {
         let dir = usize::from(reply);
         let w = &mut e.window;
-        w.last_index = index as u8;
+        w.last_index = index;
         w.last_dir = dir as u8;
         e.tcp = Some(new);
         if old != Some(new) && new == FinWait {
@@ -931,7 +936,7 @@ impl Conntrack {
         }
         let mut timeout_s = tcp_timeout_after(w, index, new);
         if !e.seen_reply {
-            if index == 4 {
+            if index == class::RST {
                 // "If only reply is a RST ... delete the conntrack immediately" (the RST
                 // itself passes).
                 self.remove(&key);
@@ -940,7 +945,7 @@ impl Conntrack {
             if reply {
                 e.seen_reply = true;
             }
-            if index == 0 && old == Some(SynSent) {
+            if index == class::SYN && old == Some(SynSent) {
                 // A retransmitted SYN does not renew the timeout.
                 self.map.insert(key, e);
                 return;
@@ -961,26 +966,26 @@ impl Conntrack {
 
     /// An out-of-window FIN or RST answering the peer's FIN or RST on an assured connection
     /// shortens its timeout to 300 s (so dead connections do not stay 5 days).
-    fn invalid_fin_or_rst(e: &mut Entry, dir: usize, index: usize, now_ns: u64) {
-        if !e.assured || !matches!(index, 2 | 4) {
+    fn invalid_fin_or_rst(e: &mut Entry, dir: usize, index: u8, now_ns: u64) {
+        if !e.assured || !matches!(index, class::FIN | class::RST) {
             return;
         }
         let w = &mut e.window;
-        if usize::from(w.last_dir) != dir && matches!(w.last_index, 2 | 4) {
+        if usize::from(w.last_dir) != dir && matches!(w.last_index, class::FIN | class::RST) {
             let left_ns = e.expires_ns.saturating_sub(now_ns);
             if left_ns > timeouts::TCP_UNACK * S {
                 e.expires_ns = now_ns + timeouts::TCP_UNACK * S;
             }
         } else {
-            w.last_index = index as u8;
+            w.last_index = index;
             w.last_dir = dir as u8;
         }
     }
 
     /// The first segment of a connection: a SYN opens one, a segment picked up mid-stream
     /// (ACK) too, with liberal windows; anything else is invalid.
-    fn open_tcp(&mut self, tuple: Tuple, seg: &Segment, index: usize, now_ns: u64) -> Tracked {
-        let pickup = match TCP[0][index][0] {
+    fn open_tcp(&mut self, tuple: Tuple, seg: &Segment, index: u8, now_ns: u64) -> Tracked {
+        let pickup = match TCP[0][usize::from(index)][0] {
             Next::To(SynSent) => false,
             Next::To(Established) => true,
             _ => return Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
@@ -997,19 +1002,12 @@ impl Conntrack {
             assured: false,
         };
         let new = if pickup { Established } else { SynSent };
-        let v = tcp_window::check(
-            &mut e.window,
-            0,
-            index as u8,
-            seg,
-            Phase::Other,
-            self.be_liberal,
-        );
+        let v = tcp_window::check(&mut e.window, 0, index, seg, Phase::Other, self.be_liberal);
         if v != Verdict::Accept {
             return Tracked::invalid("TCP first segment out of window", Some(tuple));
         }
         // As `settle_tcp` for a first packet (no reply yet, never a RST here).
-        e.window.last_index = index as u8;
+        e.window.last_index = index;
         e.window.last_dir = 0;
         e.tcp = Some(new);
         let mut timeout_s = tcp_timeout_after(&e.window, index, new);

@@ -31,6 +31,22 @@ pub(crate) mod side_flags {
 }
 use side_flags::*;
 
+/// Segment classes, the rows of conntrack's state table (the kernel's `tcp_bit_set`).
+pub(crate) mod class {
+    /// SYN without ACK.
+    pub const SYN: u8 = 0;
+    /// SYN with ACK.
+    pub const SYNACK: u8 = 1;
+    /// FIN (no SYN, no RST).
+    pub const FIN: u8 = 2;
+    /// ACK only.
+    pub const ACK: u8 = 3;
+    /// RST.
+    pub const RST: u8 = 4;
+    /// None of them.
+    pub const NONE: u8 = 5;
+}
+
 /// The ACK window below the peer's end that is still acceptable, at least 66,000 bytes.
 const MAX_ACK_WINDOW_MIN: u32 = 66_000;
 /// Largest window scale (RFC 7323).
@@ -181,7 +197,7 @@ pub(crate) fn open(seg: &Segment, pickup: bool) -> Window {
         s.max_end = seg.end;
         take_options(s, seg);
     }
-    w.last_index = 5;
+    w.last_index = class::NONE;
     w
 }
 
@@ -212,8 +228,8 @@ pub(crate) enum Phase {
     Other,
 }
 
-/// The window check of segment `seg` sent in direction `dir` (1: reply) of class `index`
-/// (0 SYN, 1 SYN-ACK, 2 FIN, 3 ACK, 4 RST, 5 none), the connection's stored state being in
+/// The window check of segment `seg` sent in direction `dir` (1: reply) of [`class`]
+/// `index`, the connection's stored state being in
 /// `phase`; updates `w` as the kernel does. `liberal`: `nf_conntrack_tcp_be_liberal`.
 pub(crate) fn check(
     w: &mut Window,
@@ -353,7 +369,7 @@ fn check_sides(
     if ack == r.end {
         r.flags &= !DATA_UNACKNOWLEDGED;
     }
-    if index == 3 {
+    if index == class::ACK {
         let same = usize::from(w.last_dir) == dir
             && w.last_seq == seq
             && w.last_ack == ack
