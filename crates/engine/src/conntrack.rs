@@ -399,6 +399,12 @@ impl Tracked {
         }
     }
 
+    /// A packet whose transport checksum is wrong: invalid, with no connection (the kernel
+    /// looks no further, so nothing in the table changes).
+    pub fn bad_checksum() -> Self {
+        Self::invalid("bad checksum", None)
+    }
+
     fn invalid(reason: &'static str, tuple: Option<Tuple>) -> Self {
         Self {
             invalid_reason: Some(reason),

@@ -356,7 +356,7 @@ fn ipv6_at(b: &[u8], off: usize) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(s))
 }
 
-fn ipv4_at(b: &[u8], off: usize) -> Option<Ipv4Addr> {
+pub(crate) fn ipv4_at(b: &[u8], off: usize) -> Option<Ipv4Addr> {
     be32(b, off).map(Ipv4Addr::from)
 }
 
@@ -459,6 +459,112 @@ pub fn ip_packet(link: LinkType, data: &[u8]) -> Option<&[u8]> {
         (ETH_IPV4 | ETH_IPV6, rest) => Some(rest),
         _ => None,
     }
+}
+
+/// What an IP packet's checksums say, checked as Linux's receive path checks them (see
+/// [`check_checksums`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checksums {
+    /// The IPv4 header checksum is wrong: `ip_rcv` drops the packet before any netfilter hook.
+    pub bad_ipv4_header: bool,
+    /// The transport checksum (TCP, UDP unless its checksum is 0, ICMP, ICMPv6) is wrong:
+    /// conntrack calls the packet invalid in prerouting (`nf_conntrack_checksum`, on by
+    /// default).
+    pub bad_transport: bool,
+}
+
+/// The checksums of IPv4 or IPv6 packet `b` (the bytes from its IP header on). Only what can
+/// be checked is: a header or a transport layer the capture cut short, a fragment's transport
+/// layer (checked on the reassembled datagram instead) and other protocols are not bad.
+///
+/// As the kernel sums them (`nf_ip_checksum`, `nf_ip6_checksum`): over the whole IP payload
+/// after the header chain (bytes past the IP length, such as Ethernet padding, excluded), with
+/// the pseudo-header's length being that payload's for TCP, UDP and ICMPv6; ICMP over IPv4
+/// has no pseudo-header.
+pub fn check_checksums(b: &[u8]) -> Checksums {
+    let mut out = Checksums::default();
+    match b.first().map(|v| v >> 4) {
+        Some(4) => {
+            if b.len() < 20 {
+                return out;
+            }
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let total = usize::from(be16(b, 2).unwrap_or(0));
+            if ihl < 20 || ihl > total || total > b.len() {
+                return out;
+            }
+            out.bad_ipv4_header = fold_sum(ones_sum(&b[..ihl], 0)) != 0xffff;
+            let fragment = be16(b, 6).unwrap_or(0) & 0x3fff != 0;
+            if !fragment {
+                let pseudo = ones_sum(&b[12..20], u32::from(b[9]) + (total - ihl) as u32);
+                out.bad_transport = transport_bad(b[9], &b[ihl..total], pseudo, false);
+            }
+        }
+        Some(6) => {
+            if b.len() < 40 {
+                return out;
+            }
+            let end = 40 + usize::from(be16(b, 4).unwrap_or(0));
+            if end > b.len() {
+                return out;
+            }
+            let Ok(chain) = ipv6_chain(b, end) else {
+                return out;
+            };
+            // An atomic fragment (offset 0, no more) is not reassembled: it is checked alone.
+            if chain.frag.is_some_and(|f| f.offset != 0 || f.more) || chain.off > end {
+                return out;
+            }
+            let len = (end - chain.off) as u32;
+            let pseudo = ones_sum(
+                &b[8..40],
+                u32::from(chain.next) + (len >> 16) + (len & 0xffff),
+            );
+            out.bad_transport = transport_bad(chain.next, &b[chain.off..end], pseudo, true);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Whether transport layer `l4` of protocol `protocol` fails its checksum; `pseudo` is the
+/// pseudo-header's sum (unused by ICMP over IPv4).
+fn transport_bad(protocol: u8, l4: &[u8], pseudo: u32, v6: bool) -> bool {
+    match protocol {
+        6 if l4.len() >= 20 => fold_sum(ones_sum(l4, pseudo)) != 0xffff,
+        // A zero UDP checksum means "none" to conntrack, in IPv6 too (`udp_error`).
+        17 if l4.len() >= 8 && be16(l4, 6) != Some(0) => fold_sum(ones_sum(l4, pseudo)) != 0xffff,
+        1 if !v6 && !l4.is_empty() => fold_sum(ones_sum(l4, 0)) != 0xffff,
+        58 if v6 && !l4.is_empty() => fold_sum(ones_sum(l4, pseudo)) != 0xffff,
+        _ => false,
+    }
+}
+
+/// The 16-bit big-endian words of `data` (an odd last byte padded with zero) summed into
+/// `acc` without folding.
+// Why u64 inside: 64 KiB of words cannot overflow it, and the caller's u32 accumulators stay
+// small (a pseudo-header and one packet).
+fn ones_sum(data: &[u8], acc: u32) -> u32 {
+    let mut sum = u64::from(acc);
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff_ffff {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    sum as u32
+}
+
+/// A ones'-complement sum folded to 16 bits (0xffff for data whose checksum is right).
+fn fold_sum(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// What IP reassembly needs of one fragment (see [`fragment_view`]).
@@ -677,6 +783,56 @@ pub fn decode_ipv6(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
     let end = (40 + payload_len).min(b.len());
     let src = IpAddr::V6(ipv6_at(b, 8).ok_or(Anomaly::Truncated(Layer::Ipv6))?);
     let dst = IpAddr::V6(ipv6_at(b, 24).ok_or(Anomaly::Truncated(Layer::Ipv6))?);
+    let Ipv6Chain {
+        next,
+        off,
+        frag,
+        count,
+    } = ipv6_chain(b, end)?;
+    if frag.is_some_and(|f| f.offset != 0) {
+        return Ok(Ip {
+            src,
+            dst,
+            protocol: next,
+            ttl: b[7],
+            len: (40 + payload_len) as u32,
+            frag,
+            has_options: false,
+            ext_headers: count,
+            l4: Transport::Fragment,
+        });
+    }
+    let declared = (40 + payload_len).saturating_sub(off);
+    let l4 = decode_transport(next, &b[off.min(end)..end], declared, true)?;
+    Ok(Ip {
+        src,
+        dst,
+        protocol: next,
+        ttl: b[7],
+        len: (40 + payload_len) as u32,
+        frag,
+        has_options: false,
+        ext_headers: count,
+        l4,
+    })
+}
+
+/// An IPv6 header chain walked to its upper layer (or to a non-first fragment's data).
+struct Ipv6Chain {
+    /// The upper-layer protocol (a non-first fragment: its fragment header's next header).
+    next: u8,
+    /// Where the upper layer (or the fragment's data) starts.
+    off: usize,
+    /// The fragment header's fields, if there is one.
+    frag: Option<Frag>,
+    /// Extension headers walked.
+    count: u8,
+}
+
+/// Walks the extension headers of IPv6 packet `b` (whose payload ends at `end`), at most
+/// [`MAX_EXT_HEADERS`] of them, stopping at the upper layer or after the fragment header of
+/// a non-first fragment.
+fn ipv6_chain(b: &[u8], end: usize) -> Result<Ipv6Chain, Anomaly> {
     let mut next = b[6];
     let mut off = 40;
     let mut frag = None;
@@ -732,34 +888,17 @@ pub fn decode_ipv6(b: &[u8]) -> Result<Ip<'_>, Anomaly> {
                 off += 8;
                 count += 1;
                 if offset != 0 {
-                    return Ok(Ip {
-                        src,
-                        dst,
-                        protocol: next,
-                        ttl: b[7],
-                        len: (40 + payload_len) as u32,
-                        frag,
-                        has_options: false,
-                        ext_headers: count,
-                        l4: Transport::Fragment,
-                    });
+                    break;
                 }
             }
             _ => break,
         }
     }
-    let declared = (40 + payload_len).saturating_sub(off);
-    let l4 = decode_transport(next, &b[off.min(end)..end], declared, true)?;
-    Ok(Ip {
-        src,
-        dst,
-        protocol: next,
-        ttl: b[7],
-        len: (40 + payload_len) as u32,
+    Ok(Ipv6Chain {
+        next,
+        off,
         frag,
-        has_options: false,
-        ext_headers: count,
-        l4,
+        count,
     })
 }
 
@@ -943,6 +1082,125 @@ mod tests {
         f.extend_from_slice(&[2, 4, 0x05, 0xb4]);
         assert_eq!(f.len() - ip_start, 44);
         f
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Packets with right checksums, computed by a separate implementation (192.0.2.5 ->
+    /// 203.0.113.7, 2001:db8::1 -> 2001:db8::2; odd payload lengths, so the last byte is
+    /// padded); where the upper layer starts, and where its checksum sits in it.
+    const RIGHT: [(&str, &str, usize, usize); 6] = [
+        ("IPv4 TCP", "4500002b1234400040062a8cc0000205cb0071079c40005000000064000000005002ffff507b0000616263", 20, 16),
+        ("IPv4 UDP", "450000211234400040112a8bc0000205cb00710714e90035000da8d668656c6c6f", 20, 6),
+        ("IPv4 ICMP", "4500001f1234400040012a9dc0000205cb0071070800057e0007000178797a", 20, 2),
+        ("IPv6 UDP behind destination options", "6000000000153c4020010db800000000000000000000000120010db8000000000000000000000002110001040000000014e90035000d4b6f68656c6c6f", 48, 6),
+        ("IPv6 ICMPv6", "60000000000b3a4020010db800000000000000000000000120010db8000000000000000000000002800031c30007000178797a", 40, 2),
+        ("IPv6 TCP", "600000000017064020010db800000000000000000000000120010db80000000000000000000000029c40005000000064000000005002fffff3130000616263", 40, 16),
+    ];
+
+    #[test]
+    fn right_checksums_pass_and_any_flipped_bit_fails() {
+        for (name, h, upper, at) in RIGHT {
+            let p = hex(h);
+            assert_eq!(check_checksums(&p), Checksums::default(), "{name}");
+            // Ethernet padding past the IP length is not summed.
+            let mut padded = p.clone();
+            padded.extend_from_slice(&[0xaa; 6]);
+            assert_eq!(
+                check_checksums(&padded),
+                Checksums::default(),
+                "{name} padded"
+            );
+            let v4 = p[0] >> 4 == 4;
+            let icmp4 = v4 && p[9] == 1;
+            for byte in 0..p.len() {
+                for bit in 0..8 {
+                    let mut q = p.clone();
+                    q[byte] ^= 1 << bit;
+                    let got = check_checksums(&q);
+                    let what = format!("{name}: byte {byte} bit {bit}: {got:?}");
+                    // IPv4: every header field but version, length and protocol (which
+                    // change what is parsed) is under the header checksum.
+                    if v4 && (4..20).contains(&byte) && byte != 9 {
+                        assert!(got.bad_ipv4_header, "{what}");
+                    }
+                    // The addresses are in the pseudo-header (not ICMP over IPv4's).
+                    let address = if v4 {
+                        (12..20).contains(&byte)
+                    } else {
+                        (8..40).contains(&byte)
+                    };
+                    if (address && !icmp4) || byte >= upper {
+                        assert!(got.bad_transport, "{what}");
+                    }
+                    // Fields no checksum covers: IPv6's flow label and hop limit, and the
+                    // option bytes of an extension header.
+                    let uncovered =
+                        !v4 && ((1..4).contains(&byte) || byte == 7 || (42..upper).contains(&byte));
+                    if uncovered {
+                        assert_eq!(got, Checksums::default(), "{what}");
+                    }
+                }
+            }
+            // The checksum field itself names where it sits.
+            let mut q = p.clone();
+            q[upper + at] ^= 0x01;
+            assert!(check_checksums(&q).bad_transport, "{name}: checksum field");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_checked_is_not_bad() {
+        let udp4 = hex(RIGHT[1].1);
+        // A zero UDP checksum is "none", over IPv4 and IPv6 alike (conntrack's udp_error).
+        let mut none = udp4.clone();
+        none[26..28].copy_from_slice(&[0, 0]);
+        none[30] ^= 0xff;
+        assert_eq!(check_checksums(&none), Checksums::default());
+        let mut none6 = hex(RIGHT[3].1);
+        none6[54..56].copy_from_slice(&[0, 0]);
+        assert_eq!(check_checksums(&none6), Checksums::default());
+        // A capture cut short: neither checked.
+        let tcp4 = hex(RIGHT[0].1);
+        assert_eq!(
+            check_checksums(&tcp4[..tcp4.len() - 1]),
+            Checksums::default()
+        );
+        assert_eq!(check_checksums(&tcp4[..15]), Checksums::default());
+        // An IPv4 fragment's transport layer waits for its datagram; its header is checked.
+        let mut frag = tcp4.clone();
+        frag[6] |= 0x20; // more fragments
+        let c = check_checksums(&frag);
+        assert!(c.bad_ipv4_header && !c.bad_transport);
+        // An IPv6 first fragment is not checked alone; an atomic fragment (offset 0, no
+        // more) is.
+        let tcp6 = hex(RIGHT[5].1);
+        let with_frag = |more: u8, corrupt: bool| {
+            let mut p = tcp6[..40].to_vec();
+            p[6] = 44;
+            p[4..6].copy_from_slice(&((tcp6.len() - 40 + 8) as u16).to_be_bytes());
+            p.extend_from_slice(&[6, 0, 0, more, 0, 0, 0, 9]);
+            p.extend_from_slice(&tcp6[40..]);
+            if corrupt {
+                let last = p.len() - 1;
+                p[last] ^= 0x40;
+            }
+            p
+        };
+        assert!(!check_checksums(&with_frag(1, true)).bad_transport);
+        assert!(!check_checksums(&with_frag(0, false)).bad_transport);
+        assert!(check_checksums(&with_frag(0, true)).bad_transport);
+        // Other protocols carry no checksum conntrack checks.
+        let mut gre = tcp4.clone();
+        gre[9] = 47;
+        gre[35] ^= 0xff;
+        let c = check_checksums(&gre);
+        assert!(c.bad_ipv4_header && !c.bad_transport);
     }
 
     #[test]

@@ -353,6 +353,9 @@ pub enum Reason {
     /// A fragment of a datagram that never completed (the kernel drops it when its 30 s
     /// reassembly timer runs out; at the end of a capture, still incomplete).
     ReassemblyTimeout,
+    /// The IPv4 header checksum is wrong: the IP stack drops the packet before the ruleset
+    /// (replay with checksum verification only).
+    BadIpChecksum,
     /// The source is in the ban set (`rule`: the rule that banned it).
     Banned,
     /// The rule's `limit` or `conn_limit` refused the packet and its `ban` banned the source.
@@ -384,6 +387,7 @@ impl Reason {
             Reason::Icmpv6Essential => "essential ICMPv6",
             Reason::Reassembly => "fragment dropped by IP reassembly",
             Reason::ReassemblyTimeout => "fragment of a datagram that never completed",
+            Reason::BadIpChecksum => "IPv4 header checksum wrong: dropped by the IP stack",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",
             Reason::SynproxyAnswered => "SYN answered by the SYN proxy",

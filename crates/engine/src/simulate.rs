@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::app;
 use crate::classifier::PrefetchStage;
-use crate::conntrack::{Conntrack, CtStats, Tuple};
+use crate::conntrack::{Conntrack, CtStats, Tracked, Tuple};
 use crate::decode::{self, Anomaly, Frag, Layer, LinkType, Transport, L3};
 use crate::engine::{
     proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
@@ -74,6 +74,12 @@ pub struct SimConfig {
     /// The gateway runs with `nf_conntrack_tcp_be_liberal=1`: TCP segments outside the
     /// sequence window are not invalid (off by default, as in the kernel).
     pub tcp_be_liberal: bool,
+    /// Check checksums as the gateway's receive path does (`nf_conntrack_checksum=1`, the
+    /// kernel's default, on traffic from the wire): an IPv4 header checksum that is wrong
+    /// drops the packet before the ruleset, a wrong TCP, UDP, ICMP or ICMPv6 checksum makes
+    /// it conntrack-invalid. Ingress and forward only (the kernel trusts its own output). Off
+    /// by default: captures taken on a sending host carry checksums its NIC fills in later.
+    pub verify_checksums: bool,
 }
 
 /// Per-rule totals.
@@ -227,7 +233,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 17] = [
+const REASONS: [Reason; 18] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -237,6 +243,7 @@ const REASONS: [Reason; 17] = [
     Reason::Icmpv6Essential,
     Reason::Reassembly,
     Reason::ReassemblyTimeout,
+    Reason::BadIpChecksum,
     Reason::Banned,
     Reason::Ban,
     Reason::SynproxyAnswered,
@@ -247,8 +254,28 @@ const REASONS: [Reason; 17] = [
     Reason::AppBlocked,
 ];
 
+/// `r`'s place in [`REASONS`] (a match, so a new reason cannot be left out).
 fn reason_index(r: Reason) -> usize {
-    REASONS.iter().position(|x| *x == r).unwrap_or(0)
+    match r {
+        Reason::Rule => 0,
+        Reason::Default => 1,
+        Reason::CtInvalid => 2,
+        Reason::CtEstablished => 3,
+        Reason::CtRelated => 4,
+        Reason::Loopback => 5,
+        Reason::Icmpv6Essential => 6,
+        Reason::Reassembly => 7,
+        Reason::ReassemblyTimeout => 8,
+        Reason::BadIpChecksum => 9,
+        Reason::Banned => 10,
+        Reason::Ban => 11,
+        Reason::SynproxyAnswered => 12,
+        Reason::SynproxyReply => 13,
+        Reason::SynproxyEstablished => 14,
+        Reason::SynproxyDrop => 15,
+        Reason::AppRule => 16,
+        Reason::AppBlocked => 17,
+    }
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -572,6 +599,16 @@ impl Simulator {
         let Some(link) = LinkType::from_pcap(rec.linktype) else {
             return self.anomaly(Anomaly::UnsupportedLinkType, None, ts, sink);
         };
+        let mut bad_transport = false;
+        if self.cfg.verify_checksums {
+            if let Some(l3) = decode::ip_packet(link, rec.data) {
+                let sums = decode::check_checksums(l3);
+                if sums.bad_ipv4_header && self.header_checksum_drop(l3, ts, sink)? {
+                    return Ok(());
+                }
+                bad_transport = sums.bad_transport;
+            }
+        }
         let pkt = match decode::decode(link, rec.data) {
             Ok(p) => p,
             Err(a) => {
@@ -605,8 +642,43 @@ impl Simulator {
                 return self.fragment(&f, ts, sink);
             }
         }
-        let (dir, ports, decision) = self.judge(&ip, ts, sink)?;
+        let (dir, ports, decision) = self.judge(&ip, bad_transport, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
+    }
+
+    /// An IPv4 packet `l3` whose header checksum is wrong: on ingress and forward the kernel
+    /// drops it before any hook (`ip_rcv`), so it is counted (anomaly
+    /// `bad_ipv4_header_checksum`) and accounted as dropped; `false` on egress.
+    fn header_checksum_drop(
+        &mut self,
+        l3: &[u8],
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<bool, SinkError> {
+        let (Some(src), Some(dst)) = (decode::ipv4_at(l3, 12), decode::ipv4_at(l3, 16)) else {
+            return Ok(false);
+        };
+        let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
+        let dir = self.direction(src, dst);
+        if dir == Direction::Egress {
+            return Ok(false);
+        }
+        let ip = decode::Ip {
+            src,
+            dst,
+            protocol: l3[9],
+            ttl: l3[8],
+            len: u32::from(u16::from_be_bytes([l3[2], l3[3]])),
+            frag: None,
+            has_options: l3[0] & 0x0f > 5,
+            ext_headers: 0,
+            l4: Transport::Fragment,
+        };
+        let flow = event_flow(src, dst, ip.protocol, None);
+        self.anomaly_named("bad_ipv4_header_checksum".into(), Some(flow), ts, sink)?;
+        let decision = Decision::prelude(Action::Drop, Reason::BadIpChecksum);
+        self.account(dir, &ip, None, decision, ts, sink)?;
+        Ok(true)
     }
 
     /// One fragment into reassembly; a completed datagram is judged once and each of its
@@ -702,7 +774,10 @@ impl Simulator {
                     }
                 };
                 self.report.reassembled += 1;
-                let (dir, ports, decision) = self.judge(&ip, ts, sink)?;
+                // Conntrack checks the reassembled datagram's transport checksum.
+                let bad_transport =
+                    self.cfg.verify_checksums && decode::check_checksums(&datagram).bad_transport;
+                let (dir, ports, decision) = self.judge(&ip, bad_transport, ts, sink)?;
                 for t in tokens {
                     self.account(dir, &ip, ports, decision, t.ts, sink)?;
                 }
@@ -807,6 +882,7 @@ impl Simulator {
     fn judge(
         &mut self,
         ip: &decode::Ip<'_>,
+        bad_transport: bool,
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Judged, SinkError> {
@@ -858,7 +934,18 @@ impl Simulator {
             meta.len = ip.len;
             self.engine.classify_with(self.cfg.matcher, &meta, ts)
         } else {
-            let tracked = self.ct.track(&ip, ts);
+            // A wrong transport checksum makes the packet invalid before conntrack looks at
+            // its connection, in prerouting only (`tcp_error`, `udp_error`, `icmp_error`).
+            let tracked = if bad_transport
+                && dir != Direction::Egress
+                && matches!(
+                    ip.l4,
+                    Transport::Tcp(_) | Transport::Udp(_) | Transport::Icmp(_)
+                ) {
+                Tracked::bad_checksum()
+            } else {
+                self.ct.track(&ip, ts)
+            };
             if let Some(r) = tracked.invalid_reason {
                 *self.report.ct_invalid.entry(r.to_owned()).or_insert(0) += 1;
             }
@@ -1278,6 +1365,13 @@ fn describe_app(name: &str, detail: &serde_json::Map<String, serde_json::Value>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        for (i, r) in REASONS.iter().enumerate() {
+            assert_eq!(reason_index(*r), i, "{r:?}");
+        }
+    }
 
     #[test]
     fn upper_header_truncation_skips_extension_headers_as_the_kernel_does() {

@@ -29,12 +29,17 @@ fn exercise(bytes: &[u8]) {
                 if let Outcome::Complete { datagram, .. } = reasm.fragment(&f, token, 0) {
                     let _ = decode::decode_ipv4(&datagram);
                     let _ = decode::decode_ipv6(&datagram);
+                    let _ = decode::check_checksums(&datagram);
                 }
             }
         }
     }
     let _ = reasm.drain();
+    let _ = decode::check_checksums(bytes);
     for link in LINKS {
+        if let Some(l3) = decode::ip_packet(link, bytes) {
+            let _ = decode::check_checksums(l3);
+        }
         if let Ok(p) = decode::decode(link, bytes) {
             if let L3::Ip(ip) = p.l3 {
                 let mut ct = rampart_engine::conntrack::Conntrack::new(16);

@@ -385,3 +385,181 @@ fn batched_replay_equals_one_by_one() {
         }
     }
 }
+
+/// Sets a test frame's IPv4 header checksum and its TCP, UDP or ICMP checksum (the helpers
+/// above leave them 0); a fragment's transport checksum is left alone.
+fn checksummed(mut f: Vec<u8>) -> Vec<u8> {
+    let sum = |data: &[u8], mut acc: u32| {
+        for w in data.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    };
+    let ip = 14;
+    f[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+    let h = sum(&f[ip..ip + 20], 0);
+    f[ip + 10..ip + 12].copy_from_slice(&h.to_be_bytes());
+    if f[ip + 6] & 0x3f != 0 || f[ip + 7] != 0 {
+        return f;
+    }
+    let proto = f[ip + 9];
+    let l4 = ip + 20;
+    let at = l4
+        + match proto {
+            6 => 16,
+            17 => 6,
+            _ => 2,
+        };
+    f[at..at + 2].copy_from_slice(&[0, 0]);
+    let pseudo = if proto == 1 {
+        0
+    } else {
+        let mut p = u32::from(proto) + (f.len() - l4) as u32;
+        for w in f[ip + 12..ip + 20].chunks(2) {
+            p += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        p
+    };
+    let c = sum(&f[l4..], pseudo);
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A frame with right checksums but for its transport checksum (off by one).
+fn bad_transport(f: Vec<u8>) -> Vec<u8> {
+    let mut f = checksummed(f);
+    let at = 14
+        + 20
+        + if f[14 + 9] == 6 {
+            16
+        } else if f[14 + 9] == 17 {
+            6
+        } else {
+            2
+        };
+    f[at + 1] ^= 1;
+    f
+}
+
+/// A frame with right checksums but for its IPv4 header checksum.
+fn bad_header(f: Vec<u8>) -> Vec<u8> {
+    let mut f = checksummed(f);
+    f[14 + 11] ^= 1;
+    f
+}
+
+fn tcp_seq(sp: u16, dp: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut b = tcp(sp, dp, flags, &[]);
+    b[4..8].copy_from_slice(&seq.to_be_bytes());
+    b[8..12].copy_from_slice(&ack.to_be_bytes());
+    b
+}
+
+/// `--verify-checksums`: on forward traffic a wrong IPv4 header checksum drops the packet
+/// before the ruleset and a wrong transport checksum makes it conntrack-invalid, so it
+/// neither opens nor moves a connection (the kernel's `ip_rcv` and `nf_conntrack_checksum`);
+/// a zero UDP checksum is none. Off, checksums are not looked at; on egress, never.
+#[test]
+fn checksums_are_verified_as_the_receive_path_does() {
+    let (syn, synack, ack) = (0x02, 0x12, 0x10);
+    let big_udp = checksummed(ipv4(C, R, 17, 0x55, 0, &udp(5454, 53, &[0x55; 40])));
+    // The datagram's transport checksum wrong, then cut into two fragments whose headers
+    // are right.
+    let mut datagram = big_udp[14..].to_vec();
+    datagram[20 + 7] ^= 1;
+    let frag = |flags: u16, data: &[u8]| checksummed(ipv4(C, R, 17, 0x55, flags, data));
+    let frames = vec![
+        // 1-2. A SYN with a wrong TCP checksum, then its retransmission with a right one.
+        bad_transport(ipv4(C, S, 6, 1, 0, &tcp_seq(40000, 80, syn, 100, 0))),
+        checksummed(ipv4(C, S, 6, 2, 0, &tcp_seq(40000, 80, syn, 100, 0))),
+        // 3-4. The SYN-ACK, first with a wrong checksum.
+        bad_transport(ipv4(S, C, 6, 3, 0, &tcp_seq(80, 40000, synack, 500, 101))),
+        checksummed(ipv4(S, C, 6, 4, 0, &tcp_seq(80, 40000, synack, 500, 101))),
+        // 5-6. The ACK, first with a wrong IPv4 header checksum.
+        bad_header(ipv4(C, S, 6, 5, 0, &tcp_seq(40000, 80, ack, 101, 501))),
+        checksummed(ipv4(C, S, 6, 6, 0, &tcp_seq(40000, 80, ack, 101, 501))),
+        // 7. DNS with no UDP checksum (0), then 8. another query with a wrong one.
+        {
+            let mut f = checksummed(ipv4(C, R, 17, 7, 0, &udp(5353, 53, b"query")));
+            f[14 + 26..14 + 28].copy_from_slice(&[0, 0]);
+            f
+        },
+        bad_transport(ipv4(C, R, 17, 8, 0, &udp(5354, 53, b"query"))),
+        // 9. An echo request with a wrong ICMP checksum.
+        bad_transport(ipv4(C, S, 1, 9, 0, &[8, 0, 0, 0, 0, 7, 0, 1])),
+        // 10-11. The fragmented datagram.
+        frag(0x2000, &datagram[20..44]),
+        frag(3, &datagram[44..]),
+    ];
+    let run = |verify: bool, local: Vec<ipnet::IpNet>| {
+        let mut f = Vec::new();
+        write_pcap_header(&mut f, 1).unwrap();
+        for (i, fr) in frames.iter().enumerate() {
+            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+        }
+        let mut r = CaptureReader::new(&f[..]).unwrap();
+        let cfg = SimConfig {
+            verify_checksums: verify,
+            local,
+            ..cfg()
+        };
+        let mut sim = Simulator::new(Engine::new(&policy()), cfg);
+        let mut sink = VecSink::default();
+        while let Some(rec) = r.next_record().unwrap() {
+            sim.process(&rec, &mut sink).unwrap();
+        }
+        sim.finish()
+    };
+    let header_drop = "IPv4 header checksum wrong: dropped by the IP stack";
+
+    let on = run(true, vec![]);
+    // Invalid: the bad SYN, the bad SYN-ACK, the bad DNS query, the bad echo request and
+    // the datagram (both its fragments).
+    assert_eq!(
+        on.ct_invalid.get("bad checksum"),
+        Some(&5),
+        "{:?}",
+        on.ct_invalid
+    );
+    assert_eq!(
+        on.by_reason.get("conntrack state invalid"),
+        Some(&6),
+        "{:?}",
+        on.by_reason
+    );
+    assert_eq!(on.by_reason.get(header_drop), Some(&1));
+    assert_eq!(on.anomalies.get("bad_ipv4_header_checksum"), Some(&1));
+    // The right SYN opens the connection (rule), its SYN-ACK and ACK are established; the
+    // query without a checksum is allowed by its rule.
+    assert_eq!(on.by_reason.get("conntrack state established"), Some(&2));
+    assert_eq!(
+        on.rules[&1].packets, 1,
+        "only the right SYN reaches the web rule"
+    );
+    assert_eq!(
+        on.rules[&2].packets, 1,
+        "only the query without a checksum reaches DNS"
+    );
+    assert_eq!((on.allowed, on.blocked), (4, 7));
+
+    // Off: the checksums are not looked at.
+    let off = run(false, vec![]);
+    assert_eq!(off.ct_invalid.get("bad checksum"), None);
+    assert_eq!(off.by_reason.get(header_drop), None);
+    assert_eq!(off.anomalies.get("bad_ipv4_header_checksum"), None);
+    // Both SYNs reach the web rule; both queries and the datagram the DNS rule; the echo
+    // request the default.
+    assert_eq!(off.rules[&1].packets, 2);
+    assert_eq!(off.rules[&2].packets, 4);
+    assert_eq!((off.allowed, off.blocked), (10, 1));
+
+    // Egress (the client's network is local): the kernel trusts its own output.
+    let egress = run(true, vec![net("192.0.2.0/24")]);
+    assert_eq!(egress.by_reason.get(header_drop), None);
+    let bad_replies = egress.ct_invalid.get("bad checksum").copied();
+    // Only the bad SYN-ACK comes in (from the server, to a local address: ingress).
+    assert_eq!(bad_replies, Some(1), "{:?}", egress.ct_invalid);
+}

@@ -20,7 +20,11 @@
 //!
 //! The router runs with the kernel's default `nf_conntrack_tcp_be_liberal=0` (out-of-window
 //! TCP segments are invalid: ~300 of these packets, in captures with gaps and crafted
-//! evasions), then with 1 against the engine's `tcp_be_liberal`.
+//! evasions), then with 1 against the engine's `tcp_be_liberal`. A third pass sends the
+//! captures' own transport checksums (and keeps a wrong IPv4 header checksum wrong), against
+//! the engine's `verify_checksums`: ~3,000 of these packets carry a wrong one, mostly from
+//! captures taken on a sending host whose NIC fills checksums in after the capture; the kernel
+//! drops a wrong header before any hook and calls a wrong transport checksum invalid.
 
 #![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
 
@@ -186,8 +190,19 @@ enum Normalised {
     Fragment(Vec<u8>),
 }
 
-/// The packet as it is sent: TTL/hop limit 64, checksums recomputed (see the module doc).
-fn normalise(l3: &[u8]) -> Normalised {
+/// What the test does with a packet's checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sums {
+    /// Recomputed, so that only the ruleset and conntrack decide.
+    Recomputed,
+    /// As captured (most wrong ones are a sending host's offload, filled in after the capture)
+    /// against the engine's `verify_checksums`. The IPv4 header's is recomputed for the new TTL
+    /// and made wrong again if it was.
+    AsCaptured,
+}
+
+/// The packet as it is sent: TTL/hop limit 64, checksums per `sums` (see the module doc).
+fn normalise(l3: &[u8], sums: Sums) -> Normalised {
     use Normalised::*;
     let Some(&first) = l3.first() else {
         return Skip;
@@ -211,17 +226,28 @@ fn normalise(l3: &[u8]) -> Normalised {
                 return Skip;
             }
             let proto = p[9];
+            let header_was_wrong = fold(sum16(&p[..20], 0)) != 0;
             p[8] = 64;
+            let set_header = |p: &mut Vec<u8>| {
+                set_ipv4_header_checksum(p);
+                if sums == Sums::AsCaptured && header_was_wrong {
+                    p[11] ^= 1;
+                }
+            };
             if u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0 {
-                set_ipv4_header_checksum(&mut p);
+                set_header(&mut p);
                 return Fragment(p);
             }
             let (header, l4) = p.split_at_mut(20);
             let addrs = (proto != 1).then_some(&header[12..20]);
-            if set_checksum(l4, proto, addrs).is_none() && matches!(proto, 1 | 6 | 17) {
+            let settable = match sums {
+                Sums::Recomputed => set_checksum(l4, proto, addrs),
+                Sums::AsCaptured => checksum_at(proto, l4),
+            };
+            if settable.is_none() && matches!(proto, 1 | 6 | 17) {
                 return Skip;
             }
-            set_ipv4_header_checksum(&mut p);
+            set_header(&mut p);
             Packet(p)
         }
         6 => {
@@ -246,8 +272,11 @@ fn normalise(l3: &[u8]) -> Normalised {
                 _ => {}
             }
             let (header, l4) = p.split_at_mut(40);
-            if set_checksum(l4, next, Some(&header[8..40])).is_none() && matches!(next, 6 | 17 | 58)
-            {
+            let settable = match sums {
+                Sums::Recomputed => set_checksum(l4, next, Some(&header[8..40])),
+                Sums::AsCaptured => checksum_at(next, l4),
+            };
+            if settable.is_none() && matches!(next, 6 | 17 | 58) {
                 return Skip;
             }
             Packet(p)
@@ -473,7 +502,7 @@ enum Prep {
     Unreadable,
 }
 
-fn prepare(path: &Path, budget: usize) -> Prep {
+fn prepare(path: &Path, budget: usize, sums: Sums) -> Prep {
     let Ok(bytes) = std::fs::read(path) else {
         return Prep::Unreadable;
     };
@@ -494,7 +523,7 @@ fn prepare(path: &Path, budget: usize) -> Prep {
         let Some(l3) = l3_of(rec.linktype, rec.data) else {
             continue;
         };
-        let p = match normalise(l3) {
+        let p = match normalise(l3, sums) {
             Normalised::Packet(p) => p,
             Normalised::Skip => continue,
             Normalised::Fragment(p) => {
@@ -529,7 +558,9 @@ fn prepare(path: &Path, budget: usize) -> Prep {
     if packets.is_empty() {
         return Prep::Empty;
     }
-    fix_datagram_checksums(&mut packets);
+    if sums == Sums::Recomputed {
+        fix_datagram_checksums(&mut packets);
+    }
     Prep::Ok(Prepared {
         name: path
             .strip_prefix(pcaps_dir())
@@ -849,24 +880,33 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
 
     let mut mismatches = Vec::new();
     let mut totals = Vec::new();
-    // The kernel's default, then `be_liberal` (the engine's `tcp_be_liberal`).
-    for liberal in [false, true] {
+    // The kernel's default, then `be_liberal` (the engine's `tcp_be_liberal`), then the
+    // default with the captures' own checksums, which the router checks (`veth` hands on
+    // what the packet sockets send unverified, as a NIC hands on what it could not verify).
+    for (liberal, sums) in [
+        (false, Sums::Recomputed),
+        (true, Sums::Recomputed),
+        (false, Sums::AsCaptured),
+    ] {
+        let mode = format!("be_liberal={} checksums {sums:?}", u8::from(liberal));
         lab.exec_ok(
             &rtr,
             &format!(
-                "sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal={}",
+                "sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal={} net.netfilter.nf_conntrack_checksum=1",
                 u8::from(liberal)
             ),
         );
         let mut summary = HashMap::<&str, usize>::new();
         let mut budget = MAX_PACKETS_TOTAL;
         let (mut compared, mut kernel_forwarded, mut captures) = (0usize, 0usize, 0usize);
+        // Packets the engine found a wrong checksum in (none unless it verifies them).
+        let mut bad_sums = 0u64;
         let started = Instant::now();
         for path in capture_files(&dir) {
             if budget == 0 {
                 break;
             }
-            let prepared = match prepare(&path, budget) {
+            let prepared = match prepare(&path, budget, sums) {
                 Prep::Ok(p) => p,
                 Prep::NestedFragments => {
                     *summary
@@ -939,6 +979,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 reassemble: Some(true),
                 no_events: true,
                 tcp_be_liberal: liberal,
+                verify_checksums: sums == Sums::AsCaptured,
                 ..SimConfig::default()
             };
             let mut sim = Simulator::new(Engine::new(&p), cfg);
@@ -986,13 +1027,19 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 let kernel_allows = k.is_some_and(|k| forwarded.get(&k).is_some_and(|n| *n > 0));
                 verdicts.push((i, engine_allows, kernel_allows));
             }
+            let report = sim.report();
+            bad_sums += report.ct_invalid.get("bad checksum").copied().unwrap_or(0)
+                + report
+                    .anomalies
+                    .get("bad_ipv4_header_checksum")
+                    .copied()
+                    .unwrap_or(0);
             for (i, engine_allows, kernel_allows) in verdicts {
                 compared += 1;
                 kernel_forwarded += usize::from(kernel_allows);
                 if engine_allows != kernel_allows {
                     mismatches.push(format!(
-                        "be_liberal={} {} packet {i}: {}: kernel {}, engine {}",
-                        u8::from(liberal),
+                        "{mode} {} packet {i}: {}: kernel {}, engine {}",
                         prepared.name,
                         describe(&sent[i].1[14..]),
                         if kernel_allows {
@@ -1006,24 +1053,30 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
         }
         eprintln!(
-        "be_liberal={}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel) in {:.1} s; skipped captures: {summary:?}",
-        u8::from(liberal),
+        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum) in {:.1} s; skipped captures: {summary:?}",
         started.elapsed().as_secs_f64()
     );
-        totals.push((liberal, compared, kernel_forwarded));
+        if sums == Sums::AsCaptured {
+            // Else this pass would show nothing the others do not.
+            assert!(
+                bad_sums >= 1_000,
+                "{mode}: only {bad_sums} packets with a wrong checksum: the captures changed"
+            );
+        }
+        totals.push((mode, compared, kernel_forwarded));
     }
     stop.store(true, Ordering::SeqCst);
     for o in observers {
         o.join().unwrap();
     }
-    for (liberal, compared, kernel_forwarded) in &totals {
+    for (mode, compared, kernel_forwarded) in &totals {
         assert!(
             *compared >= 1_000,
-            "be_liberal={liberal}: too few packets compared ({compared}): the captures did not load"
+            "{mode}: too few packets compared ({compared}): the captures did not load"
         );
         assert!(
             *kernel_forwarded >= compared / 10 && kernel_forwarded < compared,
-            "be_liberal={liberal}: the kernel forwarded {kernel_forwarded} of {compared}: the topology or the ruleset is broken"
+            "{mode}: the kernel forwarded {kernel_forwarded} of {compared}: the topology or the ruleset is broken"
         );
     }
     let compared: usize = totals.iter().map(|t| t.1).sum();

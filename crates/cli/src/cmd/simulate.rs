@@ -48,6 +48,12 @@ pub(crate) struct Args {
     /// outside the sequence window are not invalid (by default they are, as in the kernel).
     #[arg(long)]
     pub(crate) tcp_be_liberal: bool,
+    /// Check checksums as the gateway's receive path does, for captures taken on the wire
+    /// (a mirror port, a tap): a wrong IPv4 header checksum is dropped before the ruleset, a
+    /// wrong TCP/UDP/ICMP checksum is conntrack-invalid. Leave it off for captures taken on a
+    /// sending host, whose checksums its NIC fills in after the capture.
+    #[arg(long)]
+    pub(crate) verify_checksums: bool,
     /// Use the linear reference matcher.
     #[arg(long)]
     pub(crate) reference: bool,
@@ -122,6 +128,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             Reassemble::Off => Some(false),
         },
         tcp_be_liberal: args.tcp_be_liberal,
+        verify_checksums: args.verify_checksums,
         ..SimConfig::default()
     };
     let file = std::fs::File::open(&args.pcap)
