@@ -356,6 +356,9 @@ pub enum Reason {
     /// The IPv4 header checksum is wrong: the IP stack drops the packet before the ruleset
     /// (replay with checksum verification only).
     BadIpChecksum,
+    /// A forwarded packet's TTL or hop limit is at most 1: the IP stack drops it (answering
+    /// time exceeded) before the forward hook.
+    TtlExceeded,
     /// The source is in the ban set (`rule`: the rule that banned it).
     Banned,
     /// The rule's `limit` or `conn_limit` refused the packet and its `ban` banned the source.
@@ -388,6 +391,7 @@ impl Reason {
             Reason::Reassembly => "fragment dropped by IP reassembly",
             Reason::ReassemblyTimeout => "fragment of a datagram that never completed",
             Reason::BadIpChecksum => "IPv4 header checksum wrong: dropped by the IP stack",
+            Reason::TtlExceeded => "TTL exceeded: dropped by the IP stack before the forward hook",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",
             Reason::SynproxyAnswered => "SYN answered by the SYN proxy",

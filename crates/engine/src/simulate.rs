@@ -233,7 +233,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 18] = [
+const REASONS: [Reason; 19] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -244,6 +244,7 @@ const REASONS: [Reason; 18] = [
     Reason::Reassembly,
     Reason::ReassemblyTimeout,
     Reason::BadIpChecksum,
+    Reason::TtlExceeded,
     Reason::Banned,
     Reason::Ban,
     Reason::SynproxyAnswered,
@@ -267,14 +268,31 @@ fn reason_index(r: Reason) -> usize {
         Reason::Reassembly => 7,
         Reason::ReassemblyTimeout => 8,
         Reason::BadIpChecksum => 9,
-        Reason::Banned => 10,
-        Reason::Ban => 11,
-        Reason::SynproxyAnswered => 12,
-        Reason::SynproxyReply => 13,
-        Reason::SynproxyEstablished => 14,
-        Reason::SynproxyDrop => 15,
-        Reason::AppRule => 16,
-        Reason::AppBlocked => 17,
+        Reason::TtlExceeded => 10,
+        Reason::Banned => 11,
+        Reason::Ban => 12,
+        Reason::SynproxyAnswered => 13,
+        Reason::SynproxyReply => 14,
+        Reason::SynproxyEstablished => 15,
+        Reason::SynproxyDrop => 16,
+        Reason::AppRule => 17,
+        Reason::AppBlocked => 18,
+    }
+}
+
+/// A forwarded packet whose TTL or hop limit is at most 1: `ip_forward` / `ip6_forward` drop
+/// it (and answer time exceeded) before the forward hook, so no rule sees it.
+fn ttl_exceeded(dir: Direction, ttl: u8) -> Option<Decision> {
+    (dir == Direction::Forward && ttl <= 1)
+        .then(|| Decision::prelude(Action::Drop, Reason::TtlExceeded))
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of the IP header `header` starts with (0 if too short).
+fn header_ttl(header: &[u8]) -> u8 {
+    match header.first().map(|v| v >> 4) {
+        Some(4) => header.get(8).copied().unwrap_or(0),
+        Some(6) => header.get(7).copied().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -758,7 +776,7 @@ impl Simulator {
                             src: f.src,
                             dst: f.dst,
                             protocol: f.protocol,
-                            ttl: 0,
+                            ttl: header_ttl(&datagram),
                             len: datagram.len() as u32,
                             frag: None,
                             has_options: false,
@@ -806,7 +824,7 @@ impl Simulator {
             src: f.src,
             dst: f.dst,
             protocol: f.protocol,
-            ttl: 0,
+            ttl: header_ttl(f.header),
             len: f.header.len() as u32 + f.data_len,
             frag: Some(Frag {
                 id: f.id,
@@ -832,6 +850,9 @@ impl Simulator {
         ct_state: CtState,
         ts: u64,
     ) -> Decision {
+        if let Some(d) = ttl_exceeded(dir, ip.ttl) {
+            return d;
+        }
         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
         let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
         meta.iif = iif;
@@ -888,6 +909,15 @@ impl Simulator {
     ) -> Result<Judged, SinkError> {
         let ip = *ip;
         let dir = self.direction(ip.src, ip.dst);
+        if let Some(d) = ttl_exceeded(dir, ip.ttl) {
+            // Conntrack saw it in prerouting, but the entry it proposed is never confirmed.
+            let ports = match ip.l4 {
+                Transport::Tcp(t) => Some((t.src, t.dst)),
+                Transport::Udp(u) => Some((u.src, u.dst)),
+                _ => None,
+            };
+            return Ok((dir, ports, d));
+        }
         let (l4, ports) = match &ip.l4 {
             Transport::Tcp(t) => (
                 L4Meta::Ports {

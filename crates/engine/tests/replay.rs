@@ -563,3 +563,68 @@ fn checksums_are_verified_as_the_receive_path_does() {
     // Only the bad SYN-ACK comes in (from the server, to a local address: ingress).
     assert_eq!(bad_replies, Some(1), "{:?}", egress.ct_invalid);
 }
+
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    f[14 + 8] = ttl;
+    f
+}
+
+/// A forwarded packet whose TTL is at most 1 never reaches the forward hook (`ip_forward`
+/// drops it and answers time exceeded), so it opens no connection; a reassembled datagram
+/// has its first fragment's TTL, as the kernel's reassembly keeps that header. Ingress
+/// (local delivery) does not look at the TTL.
+#[test]
+fn forwarded_packets_with_ttl_at_most_1_never_reach_the_rules() {
+    let (syn, synack) = (0x02, 0x12);
+    let big = udp(5454, 53, &[0x55; 40]);
+    let frames = vec![
+        // 1-2. A SYN with TTL 1, then its SYN-ACK: no connection, so invalid.
+        with_ttl(ipv4(C, S, 6, 1, 0, &tcp_seq(40000, 80, syn, 100, 0)), 1),
+        ipv4(S, C, 6, 2, 0, &tcp_seq(80, 40000, synack, 500, 101)),
+        // 3-4. With TTL 2 it opens the connection.
+        with_ttl(ipv4(C, S, 6, 3, 0, &tcp_seq(40000, 80, syn, 100, 0)), 2),
+        ipv4(S, C, 6, 4, 0, &tcp_seq(80, 40000, synack, 500, 101)),
+        // 5. DNS with TTL 0.
+        with_ttl(ipv4(C, R, 17, 5, 0, &udp(5353, 53, b"query")), 0),
+        // 6-7. A datagram whose first fragment has TTL 1 (its last 64): dropped whole.
+        with_ttl(ipv4(C, R, 17, 0x61, 0x2000, &big[..24]), 1),
+        ipv4(C, R, 17, 0x61, 3, &big[24..]),
+        // 8-9. One whose last fragment has TTL 1 (its first 64): allowed whole.
+        ipv4(C, R, 17, 0x62, 0x2000, &big[..24]),
+        with_ttl(ipv4(C, R, 17, 0x62, 3, &big[24..]), 1),
+    ];
+    let run = |frames: &[Vec<u8>], local: Vec<ipnet::IpNet>| {
+        let mut f = Vec::new();
+        write_pcap_header(&mut f, 1).unwrap();
+        for (i, fr) in frames.iter().enumerate() {
+            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+        }
+        let mut r = CaptureReader::new(&f[..]).unwrap();
+        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
+        let mut sink = VecSink::default();
+        while let Some(rec) = r.next_record().unwrap() {
+            sim.process(&rec, &mut sink).unwrap();
+        }
+        sim.finish()
+    };
+    let ttl = "TTL exceeded: dropped by the IP stack before the forward hook";
+    let r = run(&frames, vec![]);
+    // The SYN, the DNS query and the first datagram's two fragments.
+    assert_eq!(r.by_reason.get(ttl), Some(&4), "{:?}", r.by_reason);
+    assert_eq!(r.by_reason.get("conntrack state invalid"), Some(&1));
+    assert_eq!(r.by_reason.get("conntrack state established"), Some(&1));
+    assert_eq!(
+        r.rules[&1].packets, 1,
+        "only the SYN with TTL 2 reaches the web rule"
+    );
+    assert_eq!(
+        r.rules[&2].packets, 2,
+        "only the second datagram reaches DNS"
+    );
+    assert_eq!((r.allowed, r.blocked), (4, 5));
+
+    // Delivered locally (the server's address is this host's), TTL 1 is no reason to drop.
+    let ingress = run(&frames[..1], vec![net("203.0.113.7/32")]);
+    assert_eq!(ingress.by_reason.get(ttl), None, "{:?}", ingress.by_reason);
+    assert_eq!(ingress.packets, 1);
+}

@@ -21,10 +21,12 @@
 //! The router runs with the kernel's default `nf_conntrack_tcp_be_liberal=0` (out-of-window
 //! TCP segments are invalid: ~300 of these packets, in captures with gaps and crafted
 //! evasions), then with 1 against the engine's `tcp_be_liberal`. A third pass sends the
-//! captures' own transport checksums (and keeps a wrong IPv4 header checksum wrong), against
-//! the engine's `verify_checksums`: ~3,000 of these packets carry a wrong one, mostly from
-//! captures taken on a sending host whose NIC fills checksums in after the capture; the kernel
-//! drops a wrong header before any hook and calls a wrong transport checksum invalid.
+//! captures' own IP headers and checksums, against the engine's `verify_checksums`: ~3,000 of
+//! these packets carry a wrong checksum, mostly from captures taken on a sending host whose NIC
+//! fills checksums in after the capture (the kernel drops a wrong header before any hook and
+//! calls a wrong transport checksum invalid). A capture the test builds joins the corpus for
+//! what it lacks: forwarded packets with a TTL or hop limit of at most 1, which the kernel
+//! drops before the forward hook ([`crafted_ttl_capture`]).
 
 #![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
 
@@ -82,6 +84,111 @@ fn capture_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out.sort();
+    out
+}
+
+/// A capture of what the corpus lacks (its few packets with a TTL of 0 or 1 also have a
+/// wrong header checksum, or are multicast): forwarded packets whose TTL or hop limit is at
+/// most 1, which the kernel drops before the forward hook (so they open no connection), and
+/// datagrams whose first or last fragment has TTL 1 (reassembly keeps the first's header).
+/// Checksums right; Ethernet frames.
+fn crafted_ttl_capture() -> Vec<u8> {
+    let (c4, s4) = ([192u8, 0, 2, 5], [203u8, 0, 113, 7]);
+    let c6: [u8; 16] = "2001:db8:1::5"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let s6: [u8; 16] = "2001:db8:2::7"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let tcp = |sport: u16, dport: u16, flags: u8, seq: u32, ack: u32| {
+        let mut t = Vec::new();
+        t.extend_from_slice(&sport.to_be_bytes());
+        t.extend_from_slice(&dport.to_be_bytes());
+        t.extend_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&ack.to_be_bytes());
+        t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t
+    };
+    let udp = |sport: u16, dport: u16, data: &[u8]| {
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(data);
+        u
+    };
+    let v4 = |src: [u8; 4], dst: [u8; 4], proto: u8, ttl: u8, id: u16, frag: u16, l4: &[u8]| {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&frag.to_be_bytes());
+        p.extend_from_slice(&[ttl, proto, 0, 0]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        let mut l4 = l4.to_vec();
+        if frag == 0 {
+            let addrs = p[12..20].to_vec();
+            set_checksum(&mut l4, proto, Some(&addrs));
+        }
+        p.extend_from_slice(&l4);
+        set_ipv4_header_checksum(&mut p);
+        p
+    };
+    let v6 = |src: [u8; 16], dst: [u8; 16], hop_limit: u8, l4: &[u8]| {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[6, hop_limit]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        let mut l4 = l4.to_vec();
+        let addrs = p[8..40].to_vec();
+        set_checksum(&mut l4, 6, Some(&addrs));
+        p.extend_from_slice(&l4);
+        p
+    };
+    // A UDP datagram to port 53 with its checksum over all of it, cut in two fragments.
+    let datagram = {
+        let mut u = udp(5454, 53, &[0x55; 40]);
+        let addrs: Vec<u8> = c4.iter().chain(&s4).copied().collect();
+        set_checksum(&mut u, 17, Some(&addrs));
+        u
+    };
+    let (syn, synack) = (0x02, 0x12);
+    let packets = [
+        // A SYN with TTL 1 and its SYN-ACK (no connection: invalid); with TTL 2 it opens one.
+        v4(c4, s4, 6, 1, 1, 0, &tcp(40000, 80, syn, 100, 0)),
+        v4(s4, c4, 6, 64, 2, 0, &tcp(80, 40000, synack, 500, 101)),
+        v4(c4, s4, 6, 2, 3, 0, &tcp(40000, 80, syn, 100, 0)),
+        v4(s4, c4, 6, 64, 4, 0, &tcp(80, 40000, synack, 500, 101)),
+        // UDP with TTL 0.
+        v4(c4, s4, 17, 0, 5, 0, &udp(5353, 53, b"query")),
+        // Fragments: the first with TTL 1 (dropped whole), then the last with TTL 1 (passes).
+        v4(c4, s4, 17, 1, 0x61, 0x2000, &datagram[..24]),
+        v4(c4, s4, 17, 64, 0x61, 3, &datagram[24..]),
+        v4(c4, s4, 17, 64, 0x62, 0x2000, &datagram[..24]),
+        v4(c4, s4, 17, 1, 0x62, 3, &datagram[24..]),
+        // IPv6: hop limit 1, then 2 (another source port: IPv6 has no identification to
+        // tell a packet from its copy on the other side, so copies must differ).
+        v6(c6, s6, 1, &tcp(40001, 443, syn, 7, 0)),
+        v6(s6, c6, 64, &tcp(443, 40001, synack, 900, 8)),
+        v6(c6, s6, 2, &tcp(40002, 443, syn, 7, 0)),
+        v6(s6, c6, 64, &tcp(443, 40002, synack, 900, 8)),
+    ];
+    let mut out = Vec::new();
+    rampart_engine::pcap::write_pcap_header(&mut out, 1).unwrap();
+    for (i, p) in packets.iter().enumerate() {
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        frame.extend_from_slice(if p[0] >> 4 == 4 {
+            &[8, 0]
+        } else {
+            &[0x86, 0xdd]
+        });
+        frame.extend_from_slice(p);
+        rampart_engine::pcap::write_pcap_record(&mut out, i as u64 * 1_000_000, &frame).unwrap();
+    }
     out
 }
 
@@ -190,18 +297,18 @@ enum Normalised {
     Fragment(Vec<u8>),
 }
 
-/// What the test does with a packet's checksums.
+/// What the test does with a packet's TTL and checksums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sums {
-    /// Recomputed, so that only the ruleset and conntrack decide.
+    /// TTL/hop limit 64 and checksums recomputed, so that only the ruleset and conntrack
+    /// decide.
     Recomputed,
-    /// As captured (most wrong ones are a sending host's offload, filled in after the capture)
-    /// against the engine's `verify_checksums`. The IPv4 header's is recomputed for the new TTL
-    /// and made wrong again if it was.
+    /// As captured, against the engine's `verify_checksums` (most wrong checksums are a sending
+    /// host's offload, filled in after the capture) and its TTL check on forwarding.
     AsCaptured,
 }
 
-/// The packet as it is sent: TTL/hop limit 64, checksums per `sums` (see the module doc).
+/// The packet as it is sent: TTL/hop limit and checksums per `sums` (see the module doc).
 fn normalise(l3: &[u8], sums: Sums) -> Normalised {
     use Normalised::*;
     let Some(&first) = l3.first() else {
@@ -226,12 +333,10 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
                 return Skip;
             }
             let proto = p[9];
-            let header_was_wrong = fold(sum16(&p[..20], 0)) != 0;
-            p[8] = 64;
             let set_header = |p: &mut Vec<u8>| {
-                set_ipv4_header_checksum(p);
-                if sums == Sums::AsCaptured && header_was_wrong {
-                    p[11] ^= 1;
+                if sums == Sums::Recomputed {
+                    p[8] = 64;
+                    set_ipv4_header_checksum(p);
                 }
             };
             if u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0 {
@@ -265,7 +370,9 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
                 return Skip;
             }
             let next = p[6];
-            p[7] = 64;
+            if sums == Sums::Recomputed {
+                p[7] = 64;
+            }
             match next {
                 44 if p.len() >= 48 => return Fragment(p),
                 44 | 0 | 43 | 60 | 51 | 135 | 139 | 140 => return Skip,
@@ -860,6 +967,8 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
     ] {
         lab.exec_ok(&rtr, &c);
     }
+    let crafted = lab.write("crafted-ttl.pcap", "");
+    std::fs::write(&crafted, crafted_ttl_capture()).unwrap();
     let p = policy();
     let ruleset = lab.write("ruleset.nft", &emit(&p, &EmitOptions::default()).unwrap());
     Nft::in_netns(&rtr).apply_file(&ruleset).expect("apply");
@@ -901,8 +1010,10 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
         let (mut compared, mut kernel_forwarded, mut captures) = (0usize, 0usize, 0usize);
         // Packets the engine found a wrong checksum in (none unless it verifies them).
         let mut bad_sums = 0u64;
+        // Packets the engine found a TTL of at most 1 in (none unless sent as captured).
+        let mut ttl_drops = 0u64;
         let started = Instant::now();
-        for path in capture_files(&dir) {
+        for path in capture_files(&dir).into_iter().chain([crafted.clone()]) {
             if budget == 0 {
                 break;
             }
@@ -1027,7 +1138,13 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 let kernel_allows = k.is_some_and(|k| forwarded.get(&k).is_some_and(|n| *n > 0));
                 verdicts.push((i, engine_allows, kernel_allows));
             }
-            let report = sim.report();
+            // Per-reason counts are totalled at the end.
+            let report = sim.finish();
+            ttl_drops += report
+                .by_reason
+                .get("TTL exceeded: dropped by the IP stack before the forward hook")
+                .copied()
+                .unwrap_or(0);
             bad_sums += report.ct_invalid.get("bad checksum").copied().unwrap_or(0)
                 + report
                     .anomalies
@@ -1053,7 +1170,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
         }
         eprintln!(
-        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum) in {:.1} s; skipped captures: {summary:?}",
+        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1) in {:.1} s; skipped captures: {summary:?}",
         started.elapsed().as_secs_f64()
     );
         if sums == Sums::AsCaptured {
@@ -1061,6 +1178,12 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             assert!(
                 bad_sums >= 1_000,
                 "{mode}: only {bad_sums} packets with a wrong checksum: the captures changed"
+            );
+            // The crafted capture's: a SYN over each family, a UDP packet, a datagram's two
+            // fragments.
+            assert!(
+                ttl_drops >= 5,
+                "{mode}: only {ttl_drops} packets dropped for their TTL"
             );
         }
         totals.push((mode, compared, kernel_forwarded));
