@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::app;
 use crate::classifier::PrefetchStage;
 use crate::conntrack::{Conntrack, CtStats, Tracked, Tuple};
-use crate::decode::{self, Anomaly, Frag, Layer, LinkType, Transport, L3};
+use crate::decode::{self, Anomaly, Frag, Ipv4Options, Layer, LinkType, Transport, L3};
 use crate::engine::{
     proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
     PacketMeta, Reason, RuleConns,
@@ -233,7 +233,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 19] = [
+const REASONS: [Reason; 20] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -244,6 +244,7 @@ const REASONS: [Reason; 19] = [
     Reason::Reassembly,
     Reason::ReassemblyTimeout,
     Reason::BadIpChecksum,
+    Reason::IpOptions,
     Reason::TtlExceeded,
     Reason::Banned,
     Reason::Ban,
@@ -268,15 +269,34 @@ fn reason_index(r: Reason) -> usize {
         Reason::Reassembly => 7,
         Reason::ReassemblyTimeout => 8,
         Reason::BadIpChecksum => 9,
-        Reason::TtlExceeded => 10,
-        Reason::Banned => 11,
-        Reason::Ban => 12,
-        Reason::SynproxyAnswered => 13,
-        Reason::SynproxyReply => 14,
-        Reason::SynproxyEstablished => 15,
-        Reason::SynproxyDrop => 16,
-        Reason::AppRule => 17,
-        Reason::AppBlocked => 18,
+        Reason::IpOptions => 10,
+        Reason::TtlExceeded => 11,
+        Reason::Banned => 12,
+        Reason::Ban => 13,
+        Reason::SynproxyAnswered => 14,
+        Reason::SynproxyReply => 15,
+        Reason::SynproxyEstablished => 16,
+        Reason::SynproxyDrop => 17,
+        Reason::AppRule => 18,
+        Reason::AppBlocked => 19,
+    }
+}
+
+/// What the receive path found in a packet before the ruleset sees it.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    /// A wrong transport checksum (only looked for with `verify_checksums`).
+    bad_transport: bool,
+    /// Its IPv4 options.
+    options: Ipv4Options,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Self {
+            bad_transport: false,
+            options: Ipv4Options::Accepted,
+        }
     }
 }
 
@@ -617,14 +637,14 @@ impl Simulator {
         let Some(link) = LinkType::from_pcap(rec.linktype) else {
             return self.anomaly(Anomaly::UnsupportedLinkType, None, ts, sink);
         };
-        let mut bad_transport = false;
+        let mut rx = Received::default();
         if self.cfg.verify_checksums {
             if let Some(l3) = decode::ip_packet(link, rec.data) {
                 let sums = decode::check_checksums(l3);
                 if sums.bad_ipv4_header && self.header_checksum_drop(l3, ts, sink)? {
                     return Ok(());
                 }
-                bad_transport = sums.bad_transport;
+                rx.bad_transport = sums.bad_transport;
             }
         }
         let pkt = match decode::decode(link, rec.data) {
@@ -660,7 +680,11 @@ impl Simulator {
                 return self.fragment(&f, ts, sink);
             }
         }
-        let (dir, ports, decision) = self.judge(&ip, bad_transport, ts, sink)?;
+        if ip.has_options {
+            rx.options = decode::ip_packet(link, rec.data)
+                .map_or(Ipv4Options::Accepted, decode::ipv4_options);
+        }
+        let (dir, ports, decision) = self.judge(&ip, rx, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
     }
 
@@ -784,7 +808,9 @@ impl Simulator {
                             l4: Transport::Fragment,
                         };
                         let dir = self.direction(ip.src, ip.dst);
-                        let decision = self.classify_alone(&ip, dir, L4Meta::None, ct, ts);
+                        let options = decode::ipv4_options(&datagram);
+                        let decision =
+                            self.classify_alone(&ip, dir, L4Meta::None, ct, options, ts, sink)?;
                         for t in tokens {
                             self.account(dir, &ip, None, decision, t.ts, sink)?;
                         }
@@ -792,10 +818,14 @@ impl Simulator {
                     }
                 };
                 self.report.reassembled += 1;
-                // Conntrack checks the reassembled datagram's transport checksum.
-                let bad_transport =
-                    self.cfg.verify_checksums && decode::check_checksums(&datagram).bad_transport;
-                let (dir, ports, decision) = self.judge(&ip, bad_transport, ts, sink)?;
+                // Conntrack checks the reassembled datagram's transport checksum, and the
+                // receive path its options (the first fragment's header).
+                let rx = Received {
+                    bad_transport: self.cfg.verify_checksums
+                        && decode::check_checksums(&datagram).bad_transport,
+                    options: decode::ipv4_options(&datagram),
+                };
+                let (dir, ports, decision) = self.judge(&ip, rx, ts, sink)?;
                 for t in tokens {
                     self.account(dir, &ip, ports, decision, t.ts, sink)?;
                 }
@@ -837,21 +867,45 @@ impl Simulator {
         };
         let dir = self.direction(ip.src, ip.dst);
         let l4 = ports.map_or(L4Meta::None, |(src, dst)| L4Meta::Ports { src, dst });
-        let decision = self.classify_alone(&ip, dir, l4, ct_state, ts);
+        let options = decode::ipv4_options(f.header);
+        let decision = self.classify_alone(&ip, dir, l4, ct_state, options, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
     }
 
+    /// What the IP stack drops after prerouting and before the input or forward hook's
+    /// rules: IPv4 options `ip_rcv_options` rejects (on ingress and forward, counted as the
+    /// anomaly they name), then a forwarded packet's TTL of at most 1.
+    fn stack_drop(
+        &mut self,
+        dir: Direction,
+        ttl: u8,
+        options: Ipv4Options,
+        flow: Flow,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Decision>, SinkError> {
+        if dir != Direction::Egress && options != Ipv4Options::Accepted {
+            self.anomaly_named(options.name().into(), Some(flow), ts, sink)?;
+            return Ok(Some(Decision::prelude(Action::Drop, Reason::IpOptions)));
+        }
+        Ok(ttl_exceeded(dir, ttl))
+    }
+
     /// The engine's decision for a packet that conntrack does not track as usual.
+    #[allow(clippy::too_many_arguments)] // Why: the packet, its hook and what the stack found.
     fn classify_alone(
         &mut self,
         ip: &decode::Ip<'_>,
         dir: Direction,
         l4: L4Meta,
         ct_state: CtState,
+        options: Ipv4Options,
         ts: u64,
-    ) -> Decision {
-        if let Some(d) = ttl_exceeded(dir, ip.ttl) {
-            return d;
+        sink: &mut dyn Sink,
+    ) -> Result<Decision, SinkError> {
+        let flow = event_flow(ip.src, ip.dst, ip.protocol, None);
+        if let Some(d) = self.stack_drop(dir, ip.ttl, options, flow, ts, sink)? {
+            return Ok(d);
         }
         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
         let mut meta = PacketMeta::new(dir, ip.src, ip.dst, ip.protocol, l4);
@@ -859,7 +913,7 @@ impl Simulator {
         meta.oif = oif;
         meta.ct_state = ct_state;
         meta.len = ip.len;
-        self.engine.classify_with(self.cfg.matcher, &meta, ts)
+        Ok(self.engine.classify_with(self.cfg.matcher, &meta, ts))
     }
 
     /// Account dropped fragments (`tokens`) of datagram `key` as blocked, with one anomaly.
@@ -903,20 +957,22 @@ impl Simulator {
     fn judge(
         &mut self,
         ip: &decode::Ip<'_>,
-        bad_transport: bool,
+        rx: Received,
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Judged, SinkError> {
         let ip = *ip;
         let dir = self.direction(ip.src, ip.dst);
-        if let Some(d) = ttl_exceeded(dir, ip.ttl) {
+        let bad_transport = rx.bad_transport;
+        let transport_ports = match ip.l4 {
+            Transport::Tcp(t) => Some((t.src, t.dst)),
+            Transport::Udp(u) => Some((u.src, u.dst)),
+            _ => None,
+        };
+        let flow = event_flow(ip.src, ip.dst, ip.protocol, transport_ports);
+        if let Some(d) = self.stack_drop(dir, ip.ttl, rx.options, flow, ts, sink)? {
             // Conntrack saw it in prerouting, but the entry it proposed is never confirmed.
-            let ports = match ip.l4 {
-                Transport::Tcp(t) => Some((t.src, t.dst)),
-                Transport::Udp(u) => Some((u.src, u.dst)),
-                _ => None,
-            };
-            return Ok((dir, ports, d));
+            return Ok((dir, transport_ports, d));
         }
         let (l4, ports) = match &ip.l4 {
             Transport::Tcp(t) => (

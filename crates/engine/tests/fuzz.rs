@@ -30,15 +30,18 @@ fn exercise(bytes: &[u8]) {
                     let _ = decode::decode_ipv4(&datagram);
                     let _ = decode::decode_ipv6(&datagram);
                     let _ = decode::check_checksums(&datagram);
+                    let _ = decode::ipv4_options(&datagram);
                 }
             }
         }
     }
     let _ = reasm.drain();
     let _ = decode::check_checksums(bytes);
+    let _ = decode::ipv4_options(bytes);
     for link in LINKS {
         if let Some(l3) = decode::ip_packet(link, bytes) {
             let _ = decode::check_checksums(l3);
+            let _ = decode::ipv4_options(l3);
         }
         if let Ok(p) = decode::decode(link, bytes) {
             if let L3::Ip(ip) = p.l3 {

@@ -628,3 +628,104 @@ fn forwarded_packets_with_ttl_at_most_1_never_reach_the_rules() {
     assert_eq!(ingress.by_reason.get(ttl), None, "{:?}", ingress.by_reason);
     assert_eq!(ingress.packets, 1);
 }
+
+/// `frame` (from [`ipv4`]) with IPv4 options `options` (a multiple of 4 bytes) in its header.
+fn with_options(frame: Vec<u8>, options: &[u8]) -> Vec<u8> {
+    let mut f = frame;
+    let ip = 14;
+    f[ip] = 0x45 + (options.len() / 4) as u8;
+    let total = u16::from_be_bytes([f[ip + 2], f[ip + 3]]) + options.len() as u16;
+    f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+    f.splice(ip + 20..ip + 20, options.iter().copied());
+    f
+}
+
+/// IPv4 options the receive path rejects (`ip_rcv_options`: malformed, source routing, a
+/// CIPSO label) drop the packet after prerouting, on ingress and forward: it opens no
+/// connection; accepted options change nothing. A reassembled datagram is judged by its first
+/// fragment's options. Egress (the host's own output) is not checked.
+#[test]
+fn ipv4_options_the_stack_rejects_drop_the_packet_before_the_rules() {
+    let (syn, synack) = (0x02, 0x12);
+    let lsrr = [131, 7, 4, 203, 0, 113, 7, 0];
+    let big = udp(5454, 53, &[0x55; 40]);
+    let frames = vec![
+        // 1-2. A loose-source-routed SYN, then its SYN-ACK: no connection, so invalid.
+        with_options(ipv4(C, S, 6, 1, 0, &tcp_seq(40000, 80, syn, 100, 0)), &lsrr),
+        ipv4(S, C, 6, 2, 0, &tcp_seq(80, 40000, synack, 500, 101)),
+        // 3. Record route: accepted, the rules decide (the web rule).
+        with_options(
+            ipv4(C, S, 6, 3, 0, &tcp_seq(40001, 80, syn, 100, 0)),
+            &[7, 7, 4, 0, 0, 0, 0, 0],
+        ),
+        // 4. A malformed option and 5. a CIPSO label on DNS queries.
+        with_options(
+            ipv4(C, R, 17, 4, 0, &udp(5353, 53, b"query")),
+            &[7, 1, 0, 0],
+        ),
+        with_options(
+            ipv4(C, R, 17, 5, 0, &udp(5354, 53, b"query")),
+            &[134, 8, 0, 0, 0, 1, 0, 0],
+        ),
+        // 6-7. A datagram whose first fragment is source-routed: dropped whole.
+        with_options(ipv4(C, R, 17, 0x63, 0x2000, &big[..24]), &lsrr),
+        ipv4(C, R, 17, 0x63, 3, &big[24..]),
+        // 8-9. One whose last fragment carries a malformed option: the first's header is the
+        //      datagram's, so it passes.
+        ipv4(C, R, 17, 0x64, 0x2000, &big[..24]),
+        with_options(ipv4(C, R, 17, 0x64, 3, &big[24..]), &[7, 1, 0, 0]),
+    ];
+    let run = |frames: &[Vec<u8>], local: Vec<ipnet::IpNet>| {
+        let mut f = Vec::new();
+        write_pcap_header(&mut f, 1).unwrap();
+        for (i, fr) in frames.iter().enumerate() {
+            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+        }
+        let mut r = CaptureReader::new(&f[..]).unwrap();
+        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
+        let mut sink = VecSink::default();
+        while let Some(rec) = r.next_record().unwrap() {
+            sim.process(&rec, &mut sink).unwrap();
+        }
+        sim.finish()
+    };
+    let rejected = "IPv4 options rejected: dropped by the IP stack";
+    let r = run(&frames, vec![]);
+    // The SYN, the two queries and the first datagram's two fragments.
+    assert_eq!(r.by_reason.get(rejected), Some(&5), "{:?}", r.by_reason);
+    assert_eq!(
+        r.anomalies.get("ipv4_source_route"),
+        Some(&2),
+        "{:?}",
+        r.anomalies
+    );
+    assert_eq!(r.anomalies.get("ipv4_options_malformed"), Some(&1));
+    assert_eq!(r.anomalies.get("ipv4_cipso_option"), Some(&1));
+    assert_eq!(r.by_reason.get("conntrack state invalid"), Some(&1));
+    assert_eq!(
+        r.rules[&1].packets, 1,
+        "the record-route SYN reaches the web rule"
+    );
+    assert_eq!(
+        r.rules[&2].packets, 2,
+        "only the second datagram reaches DNS"
+    );
+    assert_eq!((r.allowed, r.blocked), (3, 6));
+
+    // Delivered locally (the server's address is this host's), the same SYN is dropped too;
+    // sent by this host (the client's network is local), it is not checked.
+    let ingress = run(&frames[..1], vec![net("203.0.113.7/32")]);
+    assert_eq!(
+        ingress.by_reason.get(rejected),
+        Some(&1),
+        "{:?}",
+        ingress.by_reason
+    );
+    let egress = run(&frames[..1], vec![net("192.0.2.0/24")]);
+    assert_eq!(
+        egress.by_reason.get(rejected),
+        None,
+        "{:?}",
+        egress.by_reason
+    );
+}

@@ -9,9 +9,10 @@
 //! rules and the default policy.
 //!
 //! The frames are normalised so that only the ruleset and conntrack decide: TTL/hop limit 64,
-//! checksums recomputed, no link-layer tags, no IPv4 options or IPv6 extension headers, no
-//! addresses a router never forwards (multicast, link-local, loopback, unspecified, reserved),
-//! no truncated packets. A fragmented datagram's transport checksum is computed over the data
+//! checksums recomputed, no link-layer tags, no IPv6 extension headers, no addresses a router
+//! never forwards (multicast, link-local, loopback, unspecified, reserved), no truncated
+//! packets (the corpus's packets with IPv4 options or extension headers all have such
+//! addresses). A fragmented datagram's transport checksum is computed over the data
 //! the kernel reassembles, and it is compared as a whole (forwarded or not), since the kernel
 //! sends it on in fragments of its own. Captures whose addresses cannot be split into two sides,
 //! and those with nested IPv6 fragment headers (the kernel strips the outer one), are skipped
@@ -25,8 +26,9 @@
 //! these packets carry a wrong checksum, mostly from captures taken on a sending host whose NIC
 //! fills checksums in after the capture (the kernel drops a wrong header before any hook and
 //! calls a wrong transport checksum invalid). A capture the test builds joins the corpus for
-//! what it lacks: forwarded packets with a TTL or hop limit of at most 1, which the kernel
-//! drops before the forward hook ([`crafted_ttl_capture`]).
+//! what it lacks ([`crafted_capture`]): forwarded packets with a TTL or hop limit of at most
+//! 1, which the kernel drops before the forward hook, and IPv4 options, some of which the
+//! receive path rejects.
 
 #![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
 
@@ -88,11 +90,13 @@ fn capture_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A capture of what the corpus lacks (its few packets with a TTL of 0 or 1 also have a
-/// wrong header checksum, or are multicast): forwarded packets whose TTL or hop limit is at
-/// most 1, which the kernel drops before the forward hook (so they open no connection), and
-/// datagrams whose first or last fragment has TTL 1 (reassembly keeps the first's header).
-/// Checksums right; Ethernet frames.
-fn crafted_ttl_capture() -> Vec<u8> {
+/// wrong header checksum, and its packets with IPv4 options are all multicast): forwarded
+/// packets whose TTL or hop limit is at most 1, which the kernel drops before the forward hook
+/// (so they open no connection), datagrams whose first or last fragment has TTL 1
+/// (reassembly keeps the first's header), and IPv4 options the receive path accepts (record
+/// route, router alert, an unknown type, no-ops) or rejects (source routes, bad lengths and
+/// pointers, a timestamp overflow, CIPSO). Checksums right; Ethernet frames.
+fn crafted_capture() -> Vec<u8> {
     let (c4, s4) = ([192u8, 0, 2, 5], [203u8, 0, 113, 7]);
     let c6: [u8; 16] = "2001:db8:1::5"
         .parse::<std::net::Ipv6Addr>()
@@ -156,6 +160,16 @@ fn crafted_ttl_capture() -> Vec<u8> {
         set_checksum(&mut u, 17, Some(&addrs));
         u
     };
+    // A DNS query from the client with IPv4 options `options` (a multiple of 4 bytes).
+    let with_options = |options: &[u8], id: u16| {
+        let mut p = v4(c4, s4, 17, 64, id, 0, &udp(5000 + id, 53, b"query"));
+        p[0] = 0x45 + (options.len() / 4) as u8;
+        let total = (p.len() + options.len()) as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.splice(20..20, options.iter().copied());
+        set_ipv4_header_checksum_of(&mut p, 20 + options.len());
+        p
+    };
     let (syn, synack) = (0x02, 0x12);
     let packets = [
         // A SYN with TTL 1 and its SYN-ACK (no connection: invalid); with TTL 2 it opens one.
@@ -170,6 +184,18 @@ fn crafted_ttl_capture() -> Vec<u8> {
         v4(c4, s4, 17, 64, 0x61, 3, &datagram[24..]),
         v4(c4, s4, 17, 64, 0x62, 0x2000, &datagram[..24]),
         v4(c4, s4, 17, 1, 0x62, 3, &datagram[24..]),
+        // IPv4 options, each on a DNS query of its own (identification 0x70 on).
+        with_options(&[7, 7, 4, 0, 0, 0, 0, 0], 0x70),
+        with_options(&[131, 7, 4, 203, 0, 113, 7, 0], 0x71),
+        with_options(&[137, 7, 4, 203, 0, 113, 7, 0], 0x72),
+        with_options(&[7, 1, 0, 0], 0x73),
+        with_options(&[68, 40, 5, 0], 0x74),
+        with_options(&[148, 4, 0, 0], 0x75),
+        with_options(&[0x9e, 4, 0, 0], 0x76),
+        with_options(&[134, 8, 0, 0, 0, 1, 0, 0], 0x77),
+        with_options(&[68, 8, 9, 0xf0, 0, 0, 0, 0], 0x78),
+        with_options(&[1, 1, 1, 0], 0x79),
+        with_options(&[7, 7, 3, 0, 0, 0, 0, 0], 0x7a),
         // IPv6: hop limit 1, then 2 (another source port: IPv6 has no identification to
         // tell a packet from its copy on the other side, so copies must differ).
         v6(c6, s6, 1, &tcp(40001, 443, syn, 7, 0)),
@@ -319,11 +345,12 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
     }
     match first >> 4 {
         4 => {
-            if first & 15 != 5 || l3.len() < 20 {
+            let ihl = usize::from(first & 15) * 4;
+            if ihl < 20 || l3.len() < ihl {
                 return Skip;
             }
             let total = usize::from(u16::from_be_bytes([l3[2], l3[3]]));
-            if total < 20 || total > l3.len() {
+            if total < ihl || total > l3.len() {
                 return Skip;
             }
             let mut p = l3[..total].to_vec();
@@ -336,14 +363,14 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
             let set_header = |p: &mut Vec<u8>| {
                 if sums == Sums::Recomputed {
                     p[8] = 64;
-                    set_ipv4_header_checksum(p);
+                    set_ipv4_header_checksum_of(p, ihl);
                 }
             };
             if u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0 {
                 set_header(&mut p);
                 return Fragment(p);
             }
-            let (header, l4) = p.split_at_mut(20);
+            let (header, l4) = p.split_at_mut(ihl);
             let addrs = (proto != 1).then_some(&header[12..20]);
             let settable = match sums {
                 Sums::Recomputed => set_checksum(l4, proto, addrs),
@@ -393,8 +420,13 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
 }
 
 fn set_ipv4_header_checksum(p: &mut [u8]) {
+    set_ipv4_header_checksum_of(p, 20);
+}
+
+/// Sets the checksum of the IPv4 header `p` starts with, `len` bytes long (options included).
+fn set_ipv4_header_checksum_of(p: &mut [u8], len: usize) {
     p[10..12].fill(0);
-    let c = fold(sum16(&p[..20], 0));
+    let c = fold(sum16(&p[..len], 0));
     p[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -420,7 +452,7 @@ fn frag_view(p: &[u8]) -> Option<FragView> {
             offset: usize::from(field & 0x1fff) * 8,
             more: field & 0x2000 != 0,
             protocol: p[9],
-            data_at: 20,
+            data_at: usize::from(p[0] & 15) * 4,
         })
     } else {
         if p[6] != 44 || p.len() < 48 {
@@ -519,7 +551,7 @@ fn describe(l3: &[u8]) -> String {
         );
     }
     let (proto, l4) = if l3[0] >> 4 == 4 {
-        (l3[9], &l3[20..])
+        (l3[9], &l3[usize::from(l3[0] & 15) * 4..])
     } else {
         (l3[6], &l3[40..])
     };
@@ -561,8 +593,8 @@ fn addrs(p: &[u8]) -> (IpAddr, IpAddr) {
     }
 }
 
-/// A packet's identity across the router: its bytes with the TTL / hop limit and the IPv4
-/// header checksum (which forwarding changes) zeroed. A fragment's is its datagram's: the
+/// A packet's identity across the router: its bytes with the TTL / hop limit, the IPv4
+/// header checksum and IPv4 options (which forwarding changes) zeroed. A fragment's is its datagram's: the
 /// kernel reassembles and fragments again, maybe at other boundaries; an IPv4 datagram keeps
 /// its identification, an IPv6 one gets a new one, so it is known by its first fragment's
 /// start ([`v6_start_key`]).
@@ -585,6 +617,9 @@ fn key(l3: &[u8]) -> u64 {
         p.truncate(total);
         p[8] = 0;
         p[10..12].fill(0);
+        // Options: a router writes its address into a record-route or timestamp option.
+        let ihl = (usize::from(p[0] & 15) * 4).min(p.len());
+        p[20.min(ihl)..ihl].fill(0);
     } else {
         let total = (40 + usize::from(u16::from_be_bytes([p[4], p[5]]))).min(p.len());
         p.truncate(total);
@@ -967,8 +1002,8 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
     ] {
         lab.exec_ok(&rtr, &c);
     }
-    let crafted = lab.write("crafted-ttl.pcap", "");
-    std::fs::write(&crafted, crafted_ttl_capture()).unwrap();
+    let crafted = lab.write("crafted.pcap", "");
+    std::fs::write(&crafted, crafted_capture()).unwrap();
     let p = policy();
     let ruleset = lab.write("ruleset.nft", &emit(&p, &EmitOptions::default()).unwrap());
     Nft::in_netns(&rtr).apply_file(&ruleset).expect("apply");
@@ -1012,6 +1047,8 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
         let mut bad_sums = 0u64;
         // Packets the engine found a TTL of at most 1 in (none unless sent as captured).
         let mut ttl_drops = 0u64;
+        // Packets the engine found IPv4 options the stack rejects in.
+        let mut option_drops = 0u64;
         let started = Instant::now();
         for path in capture_files(&dir).into_iter().chain([crafted.clone()]) {
             if budget == 0 {
@@ -1140,6 +1177,11 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
             // Per-reason counts are totalled at the end.
             let report = sim.finish();
+            option_drops += report
+                .by_reason
+                .get("IPv4 options rejected: dropped by the IP stack")
+                .copied()
+                .unwrap_or(0);
             ttl_drops += report
                 .by_reason
                 .get("TTL exceeded: dropped by the IP stack before the forward hook")
@@ -1170,9 +1212,14 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
         }
         eprintln!(
-        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1) in {:.1} s; skipped captures: {summary:?}",
+        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1, {option_drops} with rejected IPv4 options) in {:.1} s; skipped captures: {summary:?}",
         started.elapsed().as_secs_f64()
     );
+        // The crafted capture's seven.
+        assert!(
+            option_drops >= 7,
+            "{mode}: only {option_drops} packets dropped for their IPv4 options"
+        );
         if sums == Sums::AsCaptured {
             // Else this pass would show nothing the others do not.
             assert!(
