@@ -877,18 +877,19 @@ impl Simulator {
     /// anomaly they name), then a forwarded packet's TTL of at most 1.
     fn stack_drop(
         &mut self,
+        ip: &decode::Ip<'_>,
+        ports: Option<(u16, u16)>,
         dir: Direction,
-        ttl: u8,
         options: Ipv4Options,
-        flow: Flow,
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Option<Decision>, SinkError> {
         if dir != Direction::Egress && options != Ipv4Options::Accepted {
+            let flow = event_flow(ip.src, ip.dst, ip.protocol, ports);
             self.anomaly_named(options.name().into(), Some(flow), ts, sink)?;
             return Ok(Some(Decision::prelude(Action::Drop, Reason::IpOptions)));
         }
-        Ok(ttl_exceeded(dir, ttl))
+        Ok(ttl_exceeded(dir, ip.ttl))
     }
 
     /// The engine's decision for a packet that conntrack does not track as usual.
@@ -903,8 +904,7 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Decision, SinkError> {
-        let flow = event_flow(ip.src, ip.dst, ip.protocol, None);
-        if let Some(d) = self.stack_drop(dir, ip.ttl, options, flow, ts, sink)? {
+        if let Some(d) = self.stack_drop(ip, None, dir, options, ts, sink)? {
             return Ok(d);
         }
         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
@@ -964,16 +964,6 @@ impl Simulator {
         let ip = *ip;
         let dir = self.direction(ip.src, ip.dst);
         let bad_transport = rx.bad_transport;
-        let transport_ports = match ip.l4 {
-            Transport::Tcp(t) => Some((t.src, t.dst)),
-            Transport::Udp(u) => Some((u.src, u.dst)),
-            _ => None,
-        };
-        let flow = event_flow(ip.src, ip.dst, ip.protocol, transport_ports);
-        if let Some(d) = self.stack_drop(dir, ip.ttl, rx.options, flow, ts, sink)? {
-            // Conntrack saw it in prerouting, but the entry it proposed is never confirmed.
-            return Ok((dir, transport_ports, d));
-        }
         let (l4, ports) = match &ip.l4 {
             Transport::Tcp(t) => (
                 L4Meta::Ports {
@@ -998,6 +988,10 @@ impl Simulator {
             ),
             Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None),
         };
+        if let Some(d) = self.stack_drop(&ip, ports, dir, rx.options, ts, sink)? {
+            // Conntrack saw it in prerouting, but the entry it proposed is never confirmed.
+            return Ok((dir, ports, d));
+        }
         let flow = || event_flow(ip.src, ip.dst, ip.protocol, ports);
         let decision = if matches!(ip.l4, Transport::Fragment) {
             // Without reassembly (with it, fragments never get here) a fragment without a
