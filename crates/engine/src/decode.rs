@@ -351,7 +351,7 @@ fn be32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn ipv6_at(b: &[u8], off: usize) -> Option<Ipv6Addr> {
+pub(crate) fn ipv6_at(b: &[u8], off: usize) -> Option<Ipv6Addr> {
     let s: [u8; 16] = b.get(off..off + 16)?.try_into().ok()?;
     Some(Ipv6Addr::from(s))
 }
@@ -567,38 +567,135 @@ fn fold_sum(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// What Linux's receive path makes of an IPv4 header's options (`ip_rcv_options`, after
-/// prerouting, for packets it delivers or forwards; see [`ipv4_options`]).
+/// What Linux's receive path makes of a packet's IP options: IPv4 header options
+/// (`ip_rcv_options`, after prerouting, for packets it delivers or forwards; see
+/// [`ipv4_options`]) or IPv6 hop-by-hop options (`ipv6_parse_hopopts`, before prerouting; see
+/// [`ipv6_hop_by_hop`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ipv4Options {
-    /// None, or options it accepts (record route, timestamps, router alert, unknown types).
+pub enum IpOptions {
+    /// None, or options it accepts (record route, timestamps, router alert, padding, unknown
+    /// types it may skip).
     Accepted,
-    /// Options `ip_options_compile` rejects: a bad length or pointer, a repeated option, a
-    /// timestamp overflow count of 15. The packet is dropped (parameter problem).
+    /// Options it rejects as malformed: a bad length or pointer, a repeated option, an IPv4
+    /// timestamp overflow count of 15, more than 7 bytes of IPv6 padding or padding that is
+    /// not zero, more than 8 IPv6 options. The packet is dropped (parameter problem).
     Malformed,
-    /// Loose or strict source routing: dropped while `accept_source_route` is off, as it is
-    /// by default (`net.ipv4.conf.all.accept_source_route=0`).
+    /// IPv4 loose or strict source routing: dropped while `accept_source_route` is off, as it
+    /// is by default (`net.ipv4.conf.all.accept_source_route=0`).
     SourceRoute,
-    /// A CIPSO security label: dropped unless a CIPSO DOI is configured (none is by default).
-    Cipso,
+    /// A security label (IPv4 CIPSO, IPv6 CALIPSO): dropped unless its DOI is configured (none
+    /// is by default).
+    SecurityLabel,
+    /// An IPv6 option of a type the stack does not know whose two high bits say "discard"
+    /// (01, 10 or 11).
+    UnknownOption,
 }
 
-impl Ipv4Options {
-    /// Stable snake_case name for counters and events.
-    pub fn name(self) -> &'static str {
-        match self {
-            Ipv4Options::Accepted => "ipv4_options_accepted",
-            Ipv4Options::Malformed => "ipv4_options_malformed",
-            Ipv4Options::SourceRoute => "ipv4_source_route",
-            Ipv4Options::Cipso => "ipv4_cipso_option",
+impl IpOptions {
+    /// Stable snake_case name for counters and events, per family.
+    pub fn name(self, v6: bool) -> &'static str {
+        match (self, v6) {
+            (IpOptions::Accepted, false) => "ipv4_options_accepted",
+            (IpOptions::Accepted, true) => "ipv6_hop_by_hop_accepted",
+            (IpOptions::Malformed, false) => "ipv4_options_malformed",
+            (IpOptions::Malformed, true) => "ipv6_hop_by_hop_malformed",
+            (IpOptions::SourceRoute, _) => "ipv4_source_route",
+            (IpOptions::SecurityLabel, false) => "ipv4_cipso_option",
+            (IpOptions::SecurityLabel, true) => "ipv6_calipso_option",
+            (IpOptions::UnknownOption, _) => "ipv6_unknown_option",
         }
     }
 }
 
+/// IPv6 hop-by-hop option types the receive path knows.
+mod hbh {
+    pub const PAD1: u8 = 0;
+    pub const PADN: u8 = 1;
+    pub const ROUTER_ALERT: u8 = 5;
+    pub const CALIPSO: u8 = 7;
+    pub const IOAM: u8 = 0x31;
+    pub const JUMBO: u8 = 0xc2;
+}
+
+/// Non-padding hop-by-hop options the receive path takes (`net.ipv6.max_hbh_opts_number`,
+/// default 8).
+pub const MAX_HOP_BY_HOP_OPTIONS: usize = 8;
+
+/// The hop-by-hop options of IPv6 packet `b` (from its first byte), walked as the receive
+/// path's `ip6_parse_tlv` does for the first extension header. Anything else (no hop-by-hop
+/// header, a header the capture cut) is accepted: nothing to check.
+pub fn ipv6_hop_by_hop(b: &[u8]) -> IpOptions {
+    use IpOptions::*;
+    if b.len() < 48 || b[0] >> 4 != 6 || b[6] != 0 {
+        return Accepted;
+    }
+    let end = 40 + (usize::from(b[41]) + 1) * 8;
+    if b.len() < end {
+        return Accepted;
+    }
+    // Offsets from the IPv6 header's start: alignment rules are stated in them.
+    let (mut off, mut padding, mut options) = (42usize, 0usize, 0usize);
+    while off < end {
+        let left = end - off;
+        if b[off] == hbh::PAD1 {
+            padding += 1;
+            if padding > 7 {
+                return Malformed;
+            }
+            off += 1;
+            continue;
+        }
+        if left < 2 {
+            return Malformed;
+        }
+        let len = usize::from(b[off + 1]) + 2;
+        if len > left {
+            return Malformed;
+        }
+        let option = &b[off..off + len];
+        if option[0] == hbh::PADN {
+            padding += len;
+            if padding > 7 || option[2..].iter().any(|&x| x != 0) {
+                return Malformed;
+            }
+        } else {
+            options += 1;
+            if options > MAX_HOP_BY_HOP_OPTIONS {
+                return Malformed;
+            }
+            match option[0] {
+                hbh::ROUTER_ALERT if len != 4 => return Malformed,
+                hbh::ROUTER_ALERT => {}
+                // In-situ OAM, off unless enabled on the interface: ignored if aligned.
+                hbh::IOAM if off % 4 != 0 => return Malformed,
+                hbh::IOAM => {}
+                hbh::JUMBO => {
+                    let payload_len = u16::from_be_bytes([b[4], b[5]]);
+                    let jumbo_len = option
+                        .get(2..6)
+                        .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                    let fits = (b.len() - 40) as u64 >= u64::from(jumbo_len);
+                    if len != 6 || off % 4 != 2 || jumbo_len <= 65_535 || payload_len != 0 || !fits
+                    {
+                        return Malformed;
+                    }
+                }
+                hbh::CALIPSO => return SecurityLabel,
+                // Unknown: the two high bits say skip (00) or discard (anything else).
+                t if t >> 6 != 0 => return UnknownOption,
+                _ => {}
+            }
+            padding = 0;
+        }
+        off += len;
+    }
+    Accepted
+}
+
 /// The options of IPv4 header `header` (from its first byte; at least its IHL's bytes, else
 /// nothing is checked), walked as the receive path's `__ip_options_compile` does.
-pub fn ipv4_options(header: &[u8]) -> Ipv4Options {
-    use Ipv4Options::*;
+pub fn ipv4_options(header: &[u8]) -> IpOptions {
+    use IpOptions::*;
     let ihl = usize::from(header.first().map_or(0, |v| v & 0x0f)) * 4;
     if ihl <= 20 || header.len() < ihl {
         return Accepted;
@@ -661,7 +758,7 @@ pub fn ipv4_options(header: &[u8]) -> Ipv4Options {
             }
             // Router alert.
             148 if len < 4 => return Malformed,
-            134 => return Cipso,
+            134 => return SecurityLabel,
             _ => {}
         }
         at += len;
@@ -1262,7 +1359,7 @@ mod tests {
 
     #[test]
     fn ipv4_options_as_the_receive_path_judges_them() {
-        use Ipv4Options::*;
+        use IpOptions::*;
         let header = |options: &[u8]| {
             let mut h = vec![
                 0x45 + (options.len() / 4) as u8,
@@ -1283,7 +1380,7 @@ mod tests {
             h
         };
         // The cases the kernel test sends through a router (crafted capture), and more.
-        let cases: [(&[u8], Ipv4Options, &str); 21] = [
+        let cases: [(&[u8], IpOptions, &str); 21] = [
             (&[7, 7, 4, 0, 0, 0, 0, 0], Accepted, "record route"),
             (
                 &[131, 7, 4, 203, 0, 113, 7, 0],
@@ -1299,7 +1396,7 @@ mod tests {
             (&[68, 40, 5, 0], Malformed, "length past the header"),
             (&[148, 4, 0, 0], Accepted, "router alert"),
             (&[0x9e, 4, 0, 0], Accepted, "unknown type"),
-            (&[134, 8, 0, 0, 0, 1, 0, 0], Cipso, "CIPSO"),
+            (&[134, 8, 0, 0, 0, 1, 0, 0], SecurityLabel, "CIPSO"),
             (
                 &[68, 8, 9, 0xf0, 0, 0, 0, 0],
                 Malformed,
@@ -1357,6 +1454,105 @@ mod tests {
         assert_eq!(ipv4_options(&header(&[])), Accepted);
         let cut = header(&[131, 7, 4, 203, 0, 113, 7, 0]);
         assert_eq!(ipv4_options(&cut[..24]), Accepted);
+    }
+
+    #[test]
+    fn ipv6_hop_by_hop_options_as_the_receive_path_judges_them() {
+        use IpOptions::*;
+        // An IPv6 header (payload length as given), then a hop-by-hop header with `options`
+        // (a multiple of 8 minus 2 bytes), then 8 bytes of UDP.
+        let packet = |options: &[u8], payload_len: u16| {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&payload_len.to_be_bytes());
+            p.extend_from_slice(&[0, 64]);
+            p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+            p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+            p.extend_from_slice(&[17, ((options.len() + 2) / 8 - 1) as u8]);
+            p.extend_from_slice(options);
+            p.extend_from_slice(&[0x17, 0x71, 0, 53, 0, 8, 0, 0]);
+            p
+        };
+        let nine: Vec<u8> = [0x1e, 0]
+            .repeat(9)
+            .into_iter()
+            .chain([1, 2, 0, 0])
+            .collect();
+        let eight: Vec<u8> = [0x1e, 0]
+            .repeat(8)
+            .into_iter()
+            .chain([1, 4, 0, 0, 0, 0])
+            .collect();
+        // The kernel test's cases (crafted capture), in its order, and more.
+        let cases: [(&[u8], IpOptions, &str); 20] = [
+            (&[1, 4, 0, 0, 0, 0], Accepted, "6 bytes of padding"),
+            (&[0x1e, 4, 0, 0, 0, 0], Accepted, "unknown, skip"),
+            (&[0x5e, 4, 0, 0, 0, 0], UnknownOption, "unknown, discard"),
+            (
+                &[0x9e, 4, 0, 0, 0, 0],
+                UnknownOption,
+                "unknown, discard and tell",
+            ),
+            (
+                &[0xde, 4, 0, 0, 0, 0],
+                UnknownOption,
+                "unknown, discard and tell unicast",
+            ),
+            (&[1, 4, 0, 0, 1, 0], Malformed, "padding that is not zero"),
+            (&[0; 6], Accepted, "six Pad1"),
+            (&[0; 14], Malformed, "eight Pad1 in a row"),
+            (&[5, 2, 0, 0, 1, 0], Accepted, "router alert"),
+            (&[5, 3, 0, 0, 0, 0], Malformed, "router alert of length 3"),
+            (&[0x1e, 10, 0, 0, 0, 0], Malformed, "option past the header"),
+            (
+                &[7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 0, 0],
+                SecurityLabel,
+                "CALIPSO",
+            ),
+            (&nine, Malformed, "nine options"),
+            (&eight, Accepted, "eight options"),
+            (&[0x31, 4, 0, 0, 0, 0], Malformed, "IOAM not 4-aligned"),
+            (&[1, 0, 0x31, 2, 0, 0], Accepted, "IOAM aligned (ignored)"),
+            (
+                &[0xc2, 4, 0, 1, 0, 0],
+                Malformed,
+                "jumbo with a payload length",
+            ),
+            (
+                &[1, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                Malformed,
+                "8 bytes of PadN",
+            ),
+            (
+                &[0x1e, 0, 1, 0, 0, 0],
+                Accepted,
+                "padding counted afresh after an option",
+            ),
+            (
+                &[0x1e, 0, 0, 0, 0, 0x5e],
+                Malformed,
+                "an option with no room for its length",
+            ),
+        ];
+        for (options, want, what) in cases {
+            let p = packet(options, (options.len() + 2 + 8) as u16);
+            assert_eq!(ipv6_hop_by_hop(&p), want, "{what}");
+        }
+        // A real jumbogram: payload length 0, the jumbo length above 65,535 and all there.
+        let mut jumbo = packet(&[0xc2, 4, 0, 1, 0, 8], 0);
+        jumbo.resize(40 + 65_544, 0);
+        assert_eq!(ipv6_hop_by_hop(&jumbo), Accepted);
+        jumbo.truncate(40 + 65_543);
+        assert_eq!(
+            ipv6_hop_by_hop(&jumbo),
+            Malformed,
+            "jumbogram longer than the packet"
+        );
+        // No hop-by-hop header, or one the capture cut: nothing to reject.
+        let mut other = packet(&[0x5e, 4, 0, 0, 0, 0], 16);
+        other[6] = 60;
+        assert_eq!(ipv6_hop_by_hop(&other), Accepted);
+        let cut = packet(&[0x5e, 4, 0, 0, 0, 0], 16);
+        assert_eq!(ipv6_hop_by_hop(&cut[..44]), Accepted);
     }
 
     #[test]

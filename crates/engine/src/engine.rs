@@ -356,8 +356,9 @@ pub enum Reason {
     /// The IPv4 header checksum is wrong: the IP stack drops the packet before the ruleset
     /// (replay with checksum verification only).
     BadIpChecksum,
-    /// IPv4 options the IP stack rejects (malformed, source routing, a CIPSO label): dropped
-    /// after prerouting, before the input or forward hook.
+    /// IP options the IP stack rejects: IPv4 options (malformed, source routing, a CIPSO
+    /// label), dropped after prerouting, or IPv6 hop-by-hop options (malformed, a CALIPSO
+    /// label, an unknown option marked "discard"), dropped before it.
     IpOptions,
     /// A forwarded packet's TTL or hop limit is at most 1: the IP stack drops it (answering
     /// time exceeded) before the forward hook.
@@ -394,7 +395,7 @@ impl Reason {
             Reason::Reassembly => "fragment dropped by IP reassembly",
             Reason::ReassemblyTimeout => "fragment of a datagram that never completed",
             Reason::BadIpChecksum => "IPv4 header checksum wrong: dropped by the IP stack",
-            Reason::IpOptions => "IPv4 options rejected: dropped by the IP stack",
+            Reason::IpOptions => "IP options rejected: dropped by the IP stack",
             Reason::TtlExceeded => "TTL exceeded: dropped by the IP stack before the forward hook",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::app;
 use crate::classifier::PrefetchStage;
 use crate::conntrack::{Conntrack, CtStats, Tracked, Tuple};
-use crate::decode::{self, Anomaly, Frag, Ipv4Options, Layer, LinkType, Transport, L3};
+use crate::decode::{self, Anomaly, Frag, IpOptions, Layer, LinkType, Transport, L3};
 use crate::engine::{
     proto_name, AppConn, AppConnState, AppPayload, Decision, Engine, L4Meta, MatcherKind,
     PacketMeta, Reason, RuleConns,
@@ -288,14 +288,14 @@ struct Received {
     /// A wrong transport checksum (only looked for with `verify_checksums`).
     bad_transport: bool,
     /// Its IPv4 options.
-    options: Ipv4Options,
+    options: IpOptions,
 }
 
 impl Default for Received {
     fn default() -> Self {
         Self {
             bad_transport: false,
-            options: Ipv4Options::Accepted,
+            options: IpOptions::Accepted,
         }
     }
 }
@@ -641,7 +641,15 @@ impl Simulator {
         if self.cfg.verify_checksums {
             if let Some(l3) = decode::ip_packet(link, rec.data) {
                 let sums = decode::check_checksums(l3);
-                if sums.bad_ipv4_header && self.header_checksum_drop(l3, ts, sink)? {
+                if sums.bad_ipv4_header
+                    && self.early_drop(
+                        l3,
+                        "bad_ipv4_header_checksum",
+                        Reason::BadIpChecksum,
+                        ts,
+                        sink,
+                    )?
+                {
                     return Ok(());
                 }
                 rx.bad_transport = sums.bad_transport;
@@ -655,6 +663,9 @@ impl Simulator {
                 // holds (its ports, if their 4 bytes are there), as nft's transport
                 // expressions do.
                 if let Some(f) = decode::fragment_view(link, rec.data) {
+                    if self.hop_by_hop_drop(f.header, ts, sink)? {
+                        return Ok(());
+                    }
                     if self.reassemble {
                         return self.fragment(&f, ts, sink);
                     }
@@ -675,50 +686,90 @@ impl Simulator {
                 return Ok(());
             }
         };
+        if ip.ext_headers > 0 {
+            if let Some(l3) = decode::ip_packet(link, rec.data) {
+                if self.hop_by_hop_drop(l3, ts, sink)? {
+                    return Ok(());
+                }
+            }
+        }
         if self.reassemble && ip.frag.is_some() {
             if let Some(f) = decode::fragment_view(link, rec.data) {
                 return self.fragment(&f, ts, sink);
             }
         }
         if ip.has_options {
-            rx.options = decode::ip_packet(link, rec.data)
-                .map_or(Ipv4Options::Accepted, decode::ipv4_options);
+            rx.options =
+                decode::ip_packet(link, rec.data).map_or(IpOptions::Accepted, decode::ipv4_options);
         }
         let (dir, ports, decision) = self.judge(&ip, rx, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
     }
 
-    /// An IPv4 packet `l3` whose header checksum is wrong: on ingress and forward the kernel
-    /// drops it before any hook (`ip_rcv`), so it is counted (anomaly
-    /// `bad_ipv4_header_checksum`) and accounted as dropped; `false` on egress.
-    fn header_checksum_drop(
+    /// IPv6 packet `l3`'s hop-by-hop options, if the receive path rejects them: it drops the
+    /// packet before prerouting ([`Simulator::early_drop`]); `true` when it did.
+    fn hop_by_hop_drop(
         &mut self,
         l3: &[u8],
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<bool, SinkError> {
-        let (Some(src), Some(dst)) = (decode::ipv4_at(l3, 12), decode::ipv4_at(l3, 16)) else {
-            return Ok(false);
+        match decode::ipv6_hop_by_hop(l3) {
+            IpOptions::Accepted => Ok(false),
+            rejected => self.early_drop(l3, rejected.name(true), Reason::IpOptions, ts, sink),
+        }
+    }
+
+    /// A packet `l3` (IPv4 or IPv6) the kernel drops on ingress and forward before any hook
+    /// (`ip_rcv` / `ip6_rcv_core`), so before conntrack and reassembly: counted as anomaly
+    /// `anomaly` and accounted as dropped for `reason`. `false` (nothing done) on egress, or
+    /// when `l3` is too short for its addresses.
+    fn early_drop(
+        &mut self,
+        l3: &[u8],
+        anomaly: &str,
+        reason: Reason,
+        ts: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<bool, SinkError> {
+        let ip = if l3.first().is_some_and(|v| v >> 4 == 6) {
+            let (Some(src), Some(dst)) = (decode::ipv6_at(l3, 8), decode::ipv6_at(l3, 24)) else {
+                return Ok(false);
+            };
+            decode::Ip {
+                src: IpAddr::V6(src),
+                dst: IpAddr::V6(dst),
+                protocol: l3[6],
+                ttl: l3[7],
+                len: 40 + u32::from(u16::from_be_bytes([l3[4], l3[5]])),
+                frag: None,
+                has_options: false,
+                ext_headers: 0,
+                l4: Transport::Fragment,
+            }
+        } else {
+            let (Some(src), Some(dst)) = (decode::ipv4_at(l3, 12), decode::ipv4_at(l3, 16)) else {
+                return Ok(false);
+            };
+            decode::Ip {
+                src: IpAddr::V4(src),
+                dst: IpAddr::V4(dst),
+                protocol: l3[9],
+                ttl: l3[8],
+                len: u32::from(u16::from_be_bytes([l3[2], l3[3]])),
+                frag: None,
+                has_options: l3[0] & 0x0f > 5,
+                ext_headers: 0,
+                l4: Transport::Fragment,
+            }
         };
-        let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
-        let dir = self.direction(src, dst);
+        let dir = self.direction(ip.src, ip.dst);
         if dir == Direction::Egress {
             return Ok(false);
         }
-        let ip = decode::Ip {
-            src,
-            dst,
-            protocol: l3[9],
-            ttl: l3[8],
-            len: u32::from(u16::from_be_bytes([l3[2], l3[3]])),
-            frag: None,
-            has_options: l3[0] & 0x0f > 5,
-            ext_headers: 0,
-            l4: Transport::Fragment,
-        };
-        let flow = event_flow(src, dst, ip.protocol, None);
-        self.anomaly_named("bad_ipv4_header_checksum".into(), Some(flow), ts, sink)?;
-        let decision = Decision::prelude(Action::Drop, Reason::BadIpChecksum);
+        let flow = event_flow(ip.src, ip.dst, ip.protocol, None);
+        self.anomaly_named(anomaly.into(), Some(flow), ts, sink)?;
+        let decision = Decision::prelude(Action::Drop, reason);
         self.account(dir, &ip, None, decision, ts, sink)?;
         Ok(true)
     }
@@ -880,13 +931,13 @@ impl Simulator {
         ip: &decode::Ip<'_>,
         ports: Option<(u16, u16)>,
         dir: Direction,
-        options: Ipv4Options,
+        options: IpOptions,
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Option<Decision>, SinkError> {
-        if dir != Direction::Egress && options != Ipv4Options::Accepted {
+        if dir != Direction::Egress && options != IpOptions::Accepted {
             let flow = event_flow(ip.src, ip.dst, ip.protocol, ports);
-            self.anomaly_named(options.name().into(), Some(flow), ts, sink)?;
+            self.anomaly_named(options.name(false).into(), Some(flow), ts, sink)?;
             return Ok(Some(Decision::prelude(Action::Drop, Reason::IpOptions)));
         }
         Ok(ttl_exceeded(dir, ip.ttl))
@@ -900,7 +951,7 @@ impl Simulator {
         dir: Direction,
         l4: L4Meta,
         ct_state: CtState,
-        options: Ipv4Options,
+        options: IpOptions,
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Decision, SinkError> {

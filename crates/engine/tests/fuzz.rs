@@ -38,10 +38,12 @@ fn exercise(bytes: &[u8]) {
     let _ = reasm.drain();
     let _ = decode::check_checksums(bytes);
     let _ = decode::ipv4_options(bytes);
+    let _ = decode::ipv6_hop_by_hop(bytes);
     for link in LINKS {
         if let Some(l3) = decode::ip_packet(link, bytes) {
             let _ = decode::check_checksums(l3);
             let _ = decode::ipv4_options(l3);
+            let _ = decode::ipv6_hop_by_hop(l3);
         }
         if let Ok(p) = decode::decode(link, bytes) {
             if let L3::Ip(ip) = p.l3 {

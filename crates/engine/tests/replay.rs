@@ -689,7 +689,7 @@ fn ipv4_options_the_stack_rejects_drop_the_packet_before_the_rules() {
         }
         sim.finish()
     };
-    let rejected = "IPv4 options rejected: dropped by the IP stack";
+    let rejected = "IP options rejected: dropped by the IP stack";
     let r = run(&frames, vec![]);
     // The SYN, the two queries and the first datagram's two fragments.
     assert_eq!(r.by_reason.get(rejected), Some(&5), "{:?}", r.by_reason);
@@ -722,6 +722,98 @@ fn ipv4_options_the_stack_rejects_drop_the_packet_before_the_rules() {
         ingress.by_reason
     );
     let egress = run(&frames[..1], vec![net("192.0.2.0/24")]);
+    assert_eq!(
+        egress.by_reason.get(rejected),
+        None,
+        "{:?}",
+        egress.by_reason
+    );
+}
+
+/// An Ethernet frame: IPv6 from 2001:db8:1::5 to 2001:db8:2::7 with a hop-by-hop header
+/// carrying `options` (a multiple of 8 minus 2 bytes), then `l4` (protocol `proto`).
+fn ipv6_hop_by_hop(options: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&((options.len() + 2 + l4.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 64]);
+    p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+    p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    p.extend_from_slice(&[proto, ((options.len() + 2) / 8 - 1) as u8]);
+    p.extend_from_slice(options);
+    p.extend_from_slice(l4);
+    eth(0x86dd, &p)
+}
+
+/// IPv6 hop-by-hop options the receive path rejects drop the packet before prerouting (so
+/// before conntrack and reassembly) on ingress and forward; accepted ones change nothing.
+#[test]
+fn ipv6_hop_by_hop_options_the_stack_rejects_drop_the_packet() {
+    let query = |sport| udp(sport, 53, b"query");
+    let frames = [
+        // An unknown option marked "discard", then padding only, then a CALIPSO label.
+        ipv6_hop_by_hop(&[0x5e, 4, 0, 0, 0, 0], 17, &query(6001)),
+        ipv6_hop_by_hop(&[1, 4, 0, 0, 0, 0], 17, &query(6002)),
+        ipv6_hop_by_hop(
+            &[7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 0, 0],
+            17,
+            &query(6003),
+        ),
+        // A first fragment whose hop-by-hop header is malformed (padding that is not zero),
+        // then its last fragment: the first never reaches reassembly, so neither passes.
+        ipv6_hop_by_hop(
+            &[1, 4, 0, 0, 1, 0],
+            44,
+            &[17, 0, 0, 1, 0, 0, 0, 0x33]
+                .into_iter()
+                .chain(udp(6004, 53, &[0x55; 16])[..16].iter().copied())
+                .collect::<Vec<u8>>(),
+        ),
+        ipv6_hop_by_hop(
+            &[1, 4, 0, 0, 0, 0],
+            44,
+            &[17, 0, 0, 16, 0, 0, 0, 0x33]
+                .into_iter()
+                .chain(udp(6004, 53, &[0x55; 16])[16..].iter().copied())
+                .collect::<Vec<u8>>(),
+        ),
+    ];
+    let run = |local: Vec<ipnet::IpNet>| {
+        let mut f = Vec::new();
+        write_pcap_header(&mut f, 1).unwrap();
+        for (i, fr) in frames.iter().enumerate() {
+            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+        }
+        let mut r = CaptureReader::new(&f[..]).unwrap();
+        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
+        let mut sink = VecSink::default();
+        while let Some(rec) = r.next_record().unwrap() {
+            sim.process(&rec, &mut sink).unwrap();
+        }
+        sim.finish()
+    };
+    let rejected = "IP options rejected: dropped by the IP stack";
+    let r = run(vec![]);
+    assert_eq!(r.by_reason.get(rejected), Some(&3), "{:?}", r.by_reason);
+    assert_eq!(
+        r.anomalies.get("ipv6_unknown_option"),
+        Some(&1),
+        "{:?}",
+        r.anomalies
+    );
+    assert_eq!(r.anomalies.get("ipv6_calipso_option"), Some(&1));
+    assert_eq!(r.anomalies.get("ipv6_hop_by_hop_malformed"), Some(&1));
+    // The last fragment waits for a first fragment that never comes.
+    assert_eq!(
+        r.anomalies.get("fragment_incomplete"),
+        Some(&1),
+        "{:?}",
+        r.anomalies
+    );
+    assert_eq!(r.rules[&2].packets, 1, "only the padded query reaches DNS");
+    assert_eq!((r.allowed, r.blocked), (1, 4));
+
+    // Sent by this host (the source's network is local): not checked.
+    let egress = run(vec![net("2001:db8:1::/48")]);
     assert_eq!(
         egress.by_reason.get(rejected),
         None,

@@ -9,10 +9,10 @@
 //! rules and the default policy.
 //!
 //! The frames are normalised so that only the ruleset and conntrack decide: TTL/hop limit 64,
-//! checksums recomputed, no link-layer tags, no IPv6 extension headers, no addresses a router
-//! never forwards (multicast, link-local, loopback, unspecified, reserved), no truncated
-//! packets (the corpus's packets with IPv4 options or extension headers all have such
-//! addresses). A fragmented datagram's transport checksum is computed over the data
+//! checksums recomputed, no link-layer tags, no IPv6 extension headers but a hop-by-hop one,
+//! no addresses a router never forwards (multicast, link-local, loopback, unspecified,
+//! reserved), no truncated packets (the corpus's packets with IPv4 options or extension
+//! headers other than fragment headers all have such addresses). A fragmented datagram's transport checksum is computed over the data
 //! the kernel reassembles, and it is compared as a whole (forwarded or not), since the kernel
 //! sends it on in fragments of its own. Captures whose addresses cannot be split into two sides,
 //! and those with nested IPv6 fragment headers (the kernel strips the outer one), are skipped
@@ -27,8 +27,8 @@
 //! fills checksums in after the capture (the kernel drops a wrong header before any hook and
 //! calls a wrong transport checksum invalid). A capture the test builds joins the corpus for
 //! what it lacks ([`crafted_capture`]): forwarded packets with a TTL or hop limit of at most
-//! 1, which the kernel drops before the forward hook, and IPv4 options, some of which the
-//! receive path rejects.
+//! 1, which the kernel drops before the forward hook, and IPv4 options and IPv6 hop-by-hop
+//! options, some of which the receive path rejects.
 
 #![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
 
@@ -90,12 +90,15 @@ fn capture_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A capture of what the corpus lacks (its few packets with a TTL of 0 or 1 also have a
-/// wrong header checksum, and its packets with IPv4 options are all multicast): forwarded
-/// packets whose TTL or hop limit is at most 1, which the kernel drops before the forward hook
-/// (so they open no connection), datagrams whose first or last fragment has TTL 1
-/// (reassembly keeps the first's header), and IPv4 options the receive path accepts (record
-/// route, router alert, an unknown type, no-ops) or rejects (source routes, bad lengths and
-/// pointers, a timestamp overflow, CIPSO). Checksums right; Ethernet frames.
+/// wrong header checksum, and its packets with IPv4 options or IPv6 hop-by-hop headers are all
+/// multicast or link-local): forwarded packets whose TTL or hop limit is at most 1, which the
+/// kernel drops before the forward hook (so they open no connection), datagrams whose first or
+/// last fragment has TTL 1 (reassembly keeps the first's header), IPv4 options the receive
+/// path accepts (record route, router alert, an unknown type, no-ops) or rejects (source
+/// routes, bad lengths and pointers, a timestamp overflow, CIPSO), and IPv6 hop-by-hop options
+/// it accepts (padding, router alert, unknown "skip" types, aligned IOAM) or rejects (too much
+/// or non-zero padding, bad lengths, nine options, unaligned IOAM, jumbo, CALIPSO, unknown
+/// "discard" types). Checksums right; Ethernet frames.
 fn crafted_capture() -> Vec<u8> {
     let (c4, s4) = ([192u8, 0, 2, 5], [203u8, 0, 113, 7]);
     let c6: [u8; 16] = "2001:db8:1::5"
@@ -170,6 +173,23 @@ fn crafted_capture() -> Vec<u8> {
         set_ipv4_header_checksum_of(&mut p, 20 + options.len());
         p
     };
+    // A DNS query over IPv6 with hop-by-hop options `options` (the header's bytes after its
+    // next-header and length bytes: a multiple of 8 minus 2).
+    let with_hop_by_hop = |options: &[u8], sport: u16| {
+        let mut hbh = vec![17, ((options.len() + 2) / 8 - 1) as u8];
+        hbh.extend_from_slice(options);
+        let mut l4 = udp(sport, 53, b"query");
+        let addrs: Vec<u8> = c6.iter().chain(&s6).copied().collect();
+        set_checksum(&mut l4, 17, Some(&addrs));
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&((hbh.len() + l4.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 64]);
+        p.extend_from_slice(&c6);
+        p.extend_from_slice(&s6);
+        p.extend_from_slice(&hbh);
+        p.extend_from_slice(&l4);
+        p
+    };
     let (syn, synack) = (0x02, 0x12);
     let packets = [
         // A SYN with TTL 1 and its SYN-ACK (no connection: invalid); with TTL 2 it opens one.
@@ -196,6 +216,36 @@ fn crafted_capture() -> Vec<u8> {
         with_options(&[68, 8, 9, 0xf0, 0, 0, 0, 0], 0x78),
         with_options(&[1, 1, 1, 0], 0x79),
         with_options(&[7, 7, 3, 0, 0, 0, 0, 0], 0x7a),
+        // IPv6 hop-by-hop options, each on a DNS query from a source port of its own.
+        with_hop_by_hop(&[1, 4, 0, 0, 0, 0], 6001),
+        with_hop_by_hop(&[0x1e, 4, 0, 0, 0, 0], 6002),
+        with_hop_by_hop(&[0x5e, 4, 0, 0, 0, 0], 6003),
+        with_hop_by_hop(&[0x9e, 4, 0, 0, 0, 0], 6004),
+        with_hop_by_hop(&[0xde, 4, 0, 0, 0, 0], 6005),
+        with_hop_by_hop(&[1, 4, 0, 0, 1, 0], 6006),
+        with_hop_by_hop(&[0; 6], 6007),
+        with_hop_by_hop(&[0; 14], 6008),
+        with_hop_by_hop(&[5, 2, 0, 0, 1, 0], 6009),
+        with_hop_by_hop(&[5, 3, 0, 0, 0, 0], 6010),
+        with_hop_by_hop(&[0x1e, 10, 0, 0, 0, 0], 6011),
+        with_hop_by_hop(&[7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 0, 0], 6012),
+        with_hop_by_hop(
+            &[
+                0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 1,
+                2, 0, 0,
+            ],
+            6013,
+        ),
+        with_hop_by_hop(
+            &[
+                0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 0x1e, 0, 1, 4, 0, 0,
+                0, 0,
+            ],
+            6014,
+        ),
+        with_hop_by_hop(&[0x31, 4, 0, 0, 0, 0], 6015),
+        with_hop_by_hop(&[1, 0, 0x31, 2, 0, 0], 6016),
+        with_hop_by_hop(&[0xc2, 4, 0, 1, 0, 0], 6017),
         // IPv6: hop limit 1, then 2 (another source port: IPv6 has no identification to
         // tell a packet from its copy on the other side, so copies must differ).
         v6(c6, s6, 1, &tcp(40001, 443, syn, 7, 0)),
@@ -396,16 +446,21 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
             if unroutable(src) || unroutable(dst) || src == dst {
                 return Skip;
             }
-            let next = p[6];
             if sums == Sums::Recomputed {
                 p[7] = 64;
             }
+            // One hop-by-hop header may come first (the receive path checks its options).
+            let (next, upper) = match p[6] {
+                0 if p.len() >= 48 => (p[40], 40 + (usize::from(p[41]) + 1) * 8),
+                other => (other, 40),
+            };
             match next {
-                44 if p.len() >= 48 => return Fragment(p),
+                44 if p[6] != 0 && p.len() >= 48 => return Fragment(p),
                 44 | 0 | 43 | 60 | 51 | 135 | 139 | 140 => return Skip,
+                _ if upper > p.len() => return Skip,
                 _ => {}
             }
-            let (header, l4) = p.split_at_mut(40);
+            let (header, l4) = p.split_at_mut(upper);
             let settable = match sums {
                 Sums::Recomputed => set_checksum(l4, next, Some(&header[8..40])),
                 Sums::AsCaptured => checksum_at(next, l4),
@@ -552,6 +607,8 @@ fn describe(l3: &[u8]) -> String {
     }
     let (proto, l4) = if l3[0] >> 4 == 4 {
         (l3[9], &l3[usize::from(l3[0] & 15) * 4..])
+    } else if l3[6] == 0 {
+        (l3[40], &l3[40 + (usize::from(l3[41]) + 1) * 8..])
     } else {
         (l3[6], &l3[40..])
     };
@@ -1047,7 +1104,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
         let mut bad_sums = 0u64;
         // Packets the engine found a TTL of at most 1 in (none unless sent as captured).
         let mut ttl_drops = 0u64;
-        // Packets the engine found IPv4 options the stack rejects in.
+        // Packets the engine found IP options the stack rejects in.
         let mut option_drops = 0u64;
         let started = Instant::now();
         for path in capture_files(&dir).into_iter().chain([crafted.clone()]) {
@@ -1179,7 +1236,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             let report = sim.finish();
             option_drops += report
                 .by_reason
-                .get("IPv4 options rejected: dropped by the IP stack")
+                .get("IP options rejected: dropped by the IP stack")
                 .copied()
                 .unwrap_or(0);
             ttl_drops += report
@@ -1212,13 +1269,13 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
         }
         eprintln!(
-        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1, {option_drops} with rejected IPv4 options) in {:.1} s; skipped captures: {summary:?}",
+        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1, {option_drops} with rejected IP options) in {:.1} s; skipped captures: {summary:?}",
         started.elapsed().as_secs_f64()
     );
-        // The crafted capture's seven.
+        // The crafted capture's seven IPv4 and eleven IPv6 cases.
         assert!(
-            option_drops >= 7,
-            "{mode}: only {option_drops} packets dropped for their IPv4 options"
+            option_drops >= 18,
+            "{mode}: only {option_drops} packets dropped for their IP options"
         );
         if sums == Sums::AsCaptured {
             // Else this pass would show nothing the others do not.
