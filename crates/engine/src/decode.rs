@@ -571,10 +571,11 @@ fn fold_sum(mut sum: u32) -> u16 {
 /// (`ip_rcv_options`, after prerouting, for packets it delivers or forwards; see
 /// [`ipv4_options`]) or IPv6 hop-by-hop options (`ipv6_parse_hopopts`, before prerouting; see
 /// [`ipv6_hop_by_hop`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IpOptions {
     /// None, or options it accepts (record route, timestamps, router alert, padding, unknown
     /// types it may skip).
+    #[default]
     Accepted,
     /// Options it rejects as malformed: a bad length or pointer, a repeated option, an IPv4
     /// timestamp overflow count of 15, more than 7 bytes of IPv6 padding or padding that is

@@ -283,7 +283,7 @@ fn reason_index(r: Reason) -> usize {
 }
 
 /// What the receive path found in a packet before the ruleset sees it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Received {
     /// A wrong transport checksum (only looked for with `verify_checksums`).
     bad_transport: bool,
@@ -291,20 +291,27 @@ struct Received {
     options: IpOptions,
 }
 
-impl Default for Received {
-    fn default() -> Self {
-        Self {
-            bad_transport: false,
-            options: IpOptions::Accepted,
-        }
-    }
-}
-
 /// A forwarded packet whose TTL or hop limit is at most 1: `ip_forward` / `ip6_forward` drop
 /// it (and answer time exceeded) before the forward hook, so no rule sees it.
 fn ttl_exceeded(dir: Direction, ttl: u8) -> Option<Decision> {
     (dir == Direction::Forward && ttl <= 1)
         .then(|| Decision::prelude(Action::Drop, Reason::TtlExceeded))
+}
+
+/// A packet's IP fields without a transport layer replay looks at: one the stack drops, a
+/// fragment judged alone, a datagram that does not decode.
+fn bare_ip(src: IpAddr, dst: IpAddr, protocol: u8, ttl: u8, len: u32) -> decode::Ip<'static> {
+    decode::Ip {
+        src,
+        dst,
+        protocol,
+        ttl,
+        len,
+        frag: None,
+        has_options: false,
+        ext_headers: 0,
+        l4: Transport::Fragment,
+    }
 }
 
 /// The TTL (IPv4) or hop limit (IPv6) of the IP header `header` starts with (0 if too short).
@@ -736,32 +743,14 @@ impl Simulator {
             let (Some(src), Some(dst)) = (decode::ipv6_at(l3, 8), decode::ipv6_at(l3, 24)) else {
                 return Ok(false);
             };
-            decode::Ip {
-                src: IpAddr::V6(src),
-                dst: IpAddr::V6(dst),
-                protocol: l3[6],
-                ttl: l3[7],
-                len: 40 + u32::from(u16::from_be_bytes([l3[4], l3[5]])),
-                frag: None,
-                has_options: false,
-                ext_headers: 0,
-                l4: Transport::Fragment,
-            }
+            let len = 40 + u32::from(u16::from_be_bytes([l3[4], l3[5]]));
+            bare_ip(IpAddr::V6(src), IpAddr::V6(dst), l3[6], l3[7], len)
         } else {
             let (Some(src), Some(dst)) = (decode::ipv4_at(l3, 12), decode::ipv4_at(l3, 16)) else {
                 return Ok(false);
             };
-            decode::Ip {
-                src: IpAddr::V4(src),
-                dst: IpAddr::V4(dst),
-                protocol: l3[9],
-                ttl: l3[8],
-                len: u32::from(u16::from_be_bytes([l3[2], l3[3]])),
-                frag: None,
-                has_options: l3[0] & 0x0f > 5,
-                ext_headers: 0,
-                l4: Transport::Fragment,
-            }
+            let len = u32::from(u16::from_be_bytes([l3[2], l3[3]]));
+            bare_ip(IpAddr::V4(src), IpAddr::V4(dst), l3[9], l3[8], len)
         };
         let dir = self.direction(ip.src, ip.dst);
         if dir == Direction::Egress {
@@ -847,17 +836,9 @@ impl Simulator {
                             | Anomaly::InvalidTcpFlags => CtState::Invalid,
                             _ => CtState::New,
                         };
-                        let ip = decode::Ip {
-                            src: f.src,
-                            dst: f.dst,
-                            protocol: f.protocol,
-                            ttl: header_ttl(&datagram),
-                            len: datagram.len() as u32,
-                            frag: None,
-                            has_options: false,
-                            ext_headers: 0,
-                            l4: Transport::Fragment,
-                        };
+                        let ttl = header_ttl(&datagram);
+                        let len = datagram.len() as u32;
+                        let ip = bare_ip(f.src, f.dst, f.protocol, ttl, len);
                         let dir = self.direction(ip.src, ip.dst);
                         let options = decode::ipv4_options(&datagram);
                         let decision =
@@ -901,20 +882,14 @@ impl Simulator {
             }
             _ => None,
         };
+        let len = f.header.len() as u32 + f.data_len;
         let ip = decode::Ip {
-            src: f.src,
-            dst: f.dst,
-            protocol: f.protocol,
-            ttl: header_ttl(f.header),
-            len: f.header.len() as u32 + f.data_len,
             frag: Some(Frag {
                 id: f.id,
                 offset: f.offset,
                 more: f.more,
             }),
-            has_options: false,
-            ext_headers: 0,
-            l4: Transport::Fragment,
+            ..bare_ip(f.src, f.dst, f.protocol, header_ttl(f.header), len)
         };
         let dir = self.direction(ip.src, ip.dst);
         let l4 = ports.map_or(L4Meta::None, |(src, dst)| L4Meta::Ports { src, dst });
@@ -955,7 +930,11 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Decision, SinkError> {
-        if let Some(d) = self.stack_drop(ip, None, dir, options, ts, sink)? {
+        let ports = match l4 {
+            L4Meta::Ports { src, dst } => Some((src, dst)),
+            _ => None,
+        };
+        if let Some(d) = self.stack_drop(ip, ports, dir, options, ts, sink)? {
             return Ok(d);
         }
         let (iif, oif) = ifaces(&self.cfg, dir, ip.src, ip.dst);
@@ -980,17 +959,7 @@ impl Simulator {
         let Some(protocol) = tokens.first().map(|t| t.protocol) else {
             return Ok(());
         };
-        let ip = decode::Ip {
-            src: key.src,
-            dst: key.dst,
-            protocol,
-            ttl: 0,
-            len: 0,
-            frag: None,
-            has_options: false,
-            ext_headers: 0,
-            l4: Transport::Fragment,
-        };
+        let ip = bare_ip(key.src, key.dst, protocol, 0, 0);
         let flow = event_flow(ip.src, ip.dst, protocol, None);
         self.anomaly_named(anomaly.to_owned(), Some(flow), ts, sink)?;
         self.report.fragments_dropped += tokens.len() as u64;
@@ -1014,7 +983,6 @@ impl Simulator {
     ) -> Result<Judged, SinkError> {
         let ip = *ip;
         let dir = self.direction(ip.src, ip.dst);
-        let bad_transport = rx.bad_transport;
         let (l4, ports) = match &ip.l4 {
             Transport::Tcp(t) => (
                 L4Meta::Ports {
@@ -1067,7 +1035,7 @@ impl Simulator {
         } else {
             // A wrong transport checksum makes the packet invalid before conntrack looks at
             // its connection, in prerouting only (`tcp_error`, `udp_error`, `icmp_error`).
-            let tracked = if bad_transport
+            let tracked = if rx.bad_transport
                 && dir != Direction::Egress
                 && matches!(
                     ip.l4,

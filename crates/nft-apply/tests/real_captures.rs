@@ -375,17 +375,17 @@ enum Normalised {
 
 /// What the test does with a packet's TTL and checksums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sums {
+enum Headers {
     /// TTL/hop limit 64 and checksums recomputed, so that only the ruleset and conntrack
     /// decide.
-    Recomputed,
+    Normalised,
     /// As captured, against the engine's `verify_checksums` (most wrong checksums are a sending
     /// host's offload, filled in after the capture) and its TTL check on forwarding.
     AsCaptured,
 }
 
-/// The packet as it is sent: TTL/hop limit and checksums per `sums` (see the module doc).
-fn normalise(l3: &[u8], sums: Sums) -> Normalised {
+/// The packet as it is sent: TTL/hop limit and checksums per `headers` (see the module doc).
+fn normalise(l3: &[u8], headers: Headers) -> Normalised {
     use Normalised::*;
     let Some(&first) = l3.first() else {
         return Skip;
@@ -411,7 +411,7 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
             }
             let proto = p[9];
             let set_header = |p: &mut Vec<u8>| {
-                if sums == Sums::Recomputed {
+                if headers == Headers::Normalised {
                     p[8] = 64;
                     set_ipv4_header_checksum_of(p, ihl);
                 }
@@ -422,9 +422,9 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
             }
             let (header, l4) = p.split_at_mut(ihl);
             let addrs = (proto != 1).then_some(&header[12..20]);
-            let settable = match sums {
-                Sums::Recomputed => set_checksum(l4, proto, addrs),
-                Sums::AsCaptured => checksum_at(proto, l4),
+            let settable = match headers {
+                Headers::Normalised => set_checksum(l4, proto, addrs),
+                Headers::AsCaptured => checksum_at(proto, l4),
             };
             if settable.is_none() && matches!(proto, 1 | 6 | 17) {
                 return Skip;
@@ -446,7 +446,7 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
             if unroutable(src) || unroutable(dst) || src == dst {
                 return Skip;
             }
-            if sums == Sums::Recomputed {
+            if headers == Headers::Normalised {
                 p[7] = 64;
             }
             // One hop-by-hop header may come first (the receive path checks its options).
@@ -461,9 +461,9 @@ fn normalise(l3: &[u8], sums: Sums) -> Normalised {
                 _ => {}
             }
             let (header, l4) = p.split_at_mut(upper);
-            let settable = match sums {
-                Sums::Recomputed => set_checksum(l4, next, Some(&header[8..40])),
-                Sums::AsCaptured => checksum_at(next, l4),
+            let settable = match headers {
+                Headers::Normalised => set_checksum(l4, next, Some(&header[8..40])),
+                Headers::AsCaptured => checksum_at(next, l4),
             };
             if settable.is_none() && matches!(next, 6 | 17 | 58) {
                 return Skip;
@@ -701,7 +701,7 @@ enum Prep {
     Unreadable,
 }
 
-fn prepare(path: &Path, budget: usize, sums: Sums) -> Prep {
+fn prepare(path: &Path, budget: usize, headers: Headers) -> Prep {
     let Ok(bytes) = std::fs::read(path) else {
         return Prep::Unreadable;
     };
@@ -722,7 +722,7 @@ fn prepare(path: &Path, budget: usize, sums: Sums) -> Prep {
         let Some(l3) = l3_of(rec.linktype, rec.data) else {
             continue;
         };
-        let p = match normalise(l3, sums) {
+        let p = match normalise(l3, headers) {
             Normalised::Packet(p) => p,
             Normalised::Skip => continue,
             Normalised::Fragment(p) => {
@@ -757,7 +757,7 @@ fn prepare(path: &Path, budget: usize, sums: Sums) -> Prep {
     if packets.is_empty() {
         return Prep::Empty;
     }
-    if sums == Sums::Recomputed {
+    if headers == Headers::Normalised {
         fix_datagram_checksums(&mut packets);
     }
     Prep::Ok(Prepared {
@@ -1084,12 +1084,12 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
     // The kernel's default, then `be_liberal` (the engine's `tcp_be_liberal`), then the
     // default with the captures' own checksums, which the router checks (`veth` hands on
     // what the packet sockets send unverified, as a NIC hands on what it could not verify).
-    for (liberal, sums) in [
-        (false, Sums::Recomputed),
-        (true, Sums::Recomputed),
-        (false, Sums::AsCaptured),
+    for (liberal, headers) in [
+        (false, Headers::Normalised),
+        (true, Headers::Normalised),
+        (false, Headers::AsCaptured),
     ] {
-        let mode = format!("be_liberal={} checksums {sums:?}", u8::from(liberal));
+        let mode = format!("be_liberal={} headers {headers:?}", u8::from(liberal));
         lab.exec_ok(
             &rtr,
             &format!(
@@ -1111,7 +1111,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             if budget == 0 {
                 break;
             }
-            let prepared = match prepare(&path, budget, sums) {
+            let prepared = match prepare(&path, budget, headers) {
                 Prep::Ok(p) => p,
                 Prep::NestedFragments => {
                     *summary
@@ -1184,7 +1184,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 reassemble: Some(true),
                 no_events: true,
                 tcp_be_liberal: liberal,
-                verify_checksums: sums == Sums::AsCaptured,
+                verify_checksums: headers == Headers::AsCaptured,
                 ..SimConfig::default()
             };
             let mut sim = Simulator::new(Engine::new(&p), cfg);
@@ -1277,7 +1277,7 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             option_drops >= 18,
             "{mode}: only {option_drops} packets dropped for their IP options"
         );
-        if sums == Sums::AsCaptured {
+        if headers == Headers::AsCaptured {
             // Else this pass would show nothing the others do not.
             assert!(
                 bad_sums >= 1_000,
