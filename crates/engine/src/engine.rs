@@ -360,6 +360,9 @@ pub enum Reason {
     /// label), dropped after prerouting, or IPv6 hop-by-hop options (malformed, a CALIPSO
     /// label, an unknown option marked "discard"), dropped before it.
     IpOptions,
+    /// Routing does not pass the packet on: it comes from a group (multicast or broadcast)
+    /// address, or is forwarded to one (there is no multicast routing).
+    NotRouted,
     /// A forwarded packet's TTL or hop limit is at most 1: the IP stack drops it (answering
     /// time exceeded) before the forward hook.
     TtlExceeded,
@@ -396,6 +399,9 @@ impl Reason {
             Reason::ReassemblyTimeout => "fragment of a datagram that never completed",
             Reason::BadIpChecksum => "IPv4 header checksum wrong: dropped by the IP stack",
             Reason::IpOptions => "IP options rejected: dropped by the IP stack",
+            Reason::NotRouted => {
+                "not routed: from or forwarded to a multicast or broadcast address"
+            }
             Reason::TtlExceeded => "TTL exceeded: dropped by the IP stack before the forward hook",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",

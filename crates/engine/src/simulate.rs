@@ -233,7 +233,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 20] = [
+const REASONS: [Reason; 21] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -244,6 +244,7 @@ const REASONS: [Reason; 20] = [
     Reason::Reassembly,
     Reason::ReassemblyTimeout,
     Reason::BadIpChecksum,
+    Reason::NotRouted,
     Reason::IpOptions,
     Reason::TtlExceeded,
     Reason::Banned,
@@ -269,16 +270,17 @@ fn reason_index(r: Reason) -> usize {
         Reason::Reassembly => 7,
         Reason::ReassemblyTimeout => 8,
         Reason::BadIpChecksum => 9,
-        Reason::IpOptions => 10,
-        Reason::TtlExceeded => 11,
-        Reason::Banned => 12,
-        Reason::Ban => 13,
-        Reason::SynproxyAnswered => 14,
-        Reason::SynproxyReply => 15,
-        Reason::SynproxyEstablished => 16,
-        Reason::SynproxyDrop => 17,
-        Reason::AppRule => 18,
-        Reason::AppBlocked => 19,
+        Reason::NotRouted => 10,
+        Reason::IpOptions => 11,
+        Reason::TtlExceeded => 12,
+        Reason::Banned => 13,
+        Reason::Ban => 14,
+        Reason::SynproxyAnswered => 15,
+        Reason::SynproxyReply => 16,
+        Reason::SynproxyEstablished => 17,
+        Reason::SynproxyDrop => 18,
+        Reason::AppRule => 19,
+        Reason::AppBlocked => 20,
     }
 }
 
@@ -289,6 +291,32 @@ struct Received {
     bad_transport: bool,
     /// Its IPv4 options.
     options: IpOptions,
+}
+
+/// A destination every host receives for itself and never forwards: the limited broadcast
+/// (`ip_route_input_slow`'s `brd_input`) and the all-nodes groups every interface joins
+/// (224.0.0.1, ff02::1).
+fn always_received(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(v) => v.is_broadcast() || v == std::net::Ipv4Addr::new(224, 0, 0, 1),
+        IpAddr::V6(v) => v.segments() == [0xff02, 0, 0, 0, 0, 0, 0, 1],
+    }
+}
+
+/// A group address: IPv4 multicast or the limited broadcast, IPv6 multicast.
+fn is_group(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_multicast() || v.is_broadcast(),
+        IpAddr::V6(v) => v.is_multicast(),
+    }
+}
+
+/// What routing drops before the input or forward hook, whatever the host's routes: a packet
+/// from a group address (a martian source, `ip_route_input_slow`; IPv6's `ip6_rcv_core`), and
+/// a forwarded one to a group address (no multicast routing: the host receives a group
+/// packet for itself, as ingress, or not at all).
+fn not_routed(src: IpAddr, dst: IpAddr, dir: Direction) -> bool {
+    dir != Direction::Egress && (is_group(src) || (dir == Direction::Forward && is_group(dst)))
 }
 
 /// A forwarded packet whose TTL or hop limit is at most 1: `ip_forward` / `ip6_forward` drop
@@ -577,6 +605,8 @@ impl Simulator {
             Direction::Ingress
         } else if self.cfg.local.iter().any(|n| n.contains(&src)) {
             Direction::Egress
+        } else if always_received(dst) {
+            Direction::Ingress
         } else {
             Direction::Forward
         }
@@ -899,8 +929,9 @@ impl Simulator {
     }
 
     /// What the IP stack drops after prerouting and before the input or forward hook's
-    /// rules: IPv4 options `ip_rcv_options` rejects (on ingress and forward, counted as the
-    /// anomaly they name), then a forwarded packet's TTL of at most 1.
+    /// rules: what routing does not route ([`not_routed`]), IPv4 options `ip_rcv_options`
+    /// rejects (on ingress and forward, counted as the anomaly they name), then a forwarded
+    /// packet's TTL of at most 1.
     fn stack_drop(
         &mut self,
         ip: &decode::Ip<'_>,
@@ -910,6 +941,9 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Option<Decision>, SinkError> {
+        if not_routed(ip.src, ip.dst, dir) {
+            return Ok(Some(Decision::prelude(Action::Drop, Reason::NotRouted)));
+        }
         if dir != Direction::Egress && options != IpOptions::Accepted {
             let flow = event_flow(ip.src, ip.dst, ip.protocol, ports);
             self.anomaly_named(options.name(false).into(), Some(flow), ts, sink)?;

@@ -821,3 +821,105 @@ fn ipv6_hop_by_hop_options_the_stack_rejects_drop_the_packet() {
         egress.by_reason
     );
 }
+
+/// Group (multicast or broadcast) addresses are not routed: a packet from one is dropped (a
+/// martian source), a forwarded one to one is dropped (no multicast routing); the limited
+/// broadcast and the all-nodes groups are received by the host itself (ingress), whatever
+/// `--local` says. The host's own output to a group is egress as usual.
+#[test]
+fn group_addresses_are_received_or_dropped_never_forwarded() {
+    let mdns = [224, 0, 0, 251];
+    let v6 = |dst: [u8; 16]| {
+        let l4 = udp(5353, 5353, b"query");
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 255]);
+        p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&l4);
+        eth(0x86dd, &p)
+    };
+    let ff02 = |last: u8| {
+        let mut a = [0u8; 16];
+        a[0] = 0xff;
+        a[1] = 0x02;
+        a[15] = last;
+        a
+    };
+    let frames = [
+        // To a group nobody said the host joined: forwarded, so dropped.
+        ipv4(C, mdns, 17, 1, 0, &udp(5353, 5353, b"query")),
+        v6(ff02(0xfb)),
+        // From a group address: a martian source.
+        ipv4([224, 0, 0, 5], S, 17, 2, 0, &udp(5000, 53, b"query")),
+        // The limited broadcast (a DHCP discover) and the all-nodes groups: the host's own.
+        ipv4([0, 0, 0, 0], [255; 4], 17, 3, 0, &udp(68, 67, b"discover")),
+        ipv4(C, [224, 0, 0, 1], 2, 4, 0, &[0x11, 0, 0, 0, 0, 0, 0, 0]),
+        v6(ff02(1)),
+    ];
+    let run = |local: Vec<ipnet::IpNet>, direction: Option<Direction>| {
+        let mut f = Vec::new();
+        write_pcap_header(&mut f, 1).unwrap();
+        for (i, fr) in frames.iter().enumerate() {
+            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+        }
+        let mut r = CaptureReader::new(&f[..]).unwrap();
+        let cfg = SimConfig {
+            local,
+            direction,
+            ..cfg()
+        };
+        let mut sim = Simulator::new(Engine::new(&policy()), cfg);
+        let mut sink = VecSink::default();
+        while let Some(rec) = r.next_record().unwrap() {
+            sim.process(&rec, &mut sink).unwrap();
+        }
+        sim.finish()
+    };
+    let not_routed = "not routed: from or forwarded to a multicast or broadcast address";
+    let r = run(vec![], None);
+    assert_eq!(r.by_reason.get(not_routed), Some(&3), "{:?}", r.by_reason);
+    assert_eq!(
+        r.by_direction.get("ingress"),
+        Some(&3),
+        "{:?}",
+        r.by_direction
+    );
+    assert_eq!(
+        r.by_direction.get("forward"),
+        Some(&3),
+        "{:?}",
+        r.by_direction
+    );
+
+    // With the mDNS group's address local (the host joined it), its packet is received.
+    let joined = run(vec![net("224.0.0.251/32")], None);
+    assert_eq!(
+        joined.by_reason.get(not_routed),
+        Some(&2),
+        "{:?}",
+        joined.by_reason
+    );
+    // Sent by the host (its network is local): egress, not dropped but for the martian.
+    let own = run(vec![net("192.0.2.0/24"), net("2001:db8:1::/48")], None);
+    assert_eq!(
+        own.by_reason.get(not_routed),
+        Some(&1),
+        "{:?}",
+        own.by_reason
+    );
+    assert_eq!(
+        own.by_direction.get("egress"),
+        Some(&4),
+        "{:?}",
+        own.by_direction
+    );
+    // Every packet taken as forwarded: none of them is routed.
+    let forced = run(vec![], Some(Direction::Forward));
+    assert_eq!(
+        forced.by_reason.get(not_routed),
+        Some(&6),
+        "{:?}",
+        forced.by_reason
+    );
+}

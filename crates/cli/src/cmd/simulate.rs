@@ -27,7 +27,8 @@ pub(crate) struct Args {
     #[arg(long, value_parser = crate::cmd::explain::parse_direction)]
     pub(crate) direction: Option<Direction>,
     /// This host's addresses or networks (repeatable): to one = ingress, from one = egress,
-    /// otherwise forward.
+    /// otherwise forward; to the limited broadcast or an all-nodes group = ingress. Add the
+    /// multicast groups the host joined (a packet forwarded to a group is dropped).
     #[arg(long, value_delimiter = ',')]
     pub(crate) local: Vec<IpNet>,
     /// Input interface of every packet.
