@@ -8,12 +8,13 @@
 //! states (new, established, invalid) on real TCP, UDP and ICMP, the stateful prelude, the
 //! rules and the default policy.
 //!
-//! The frames are normalised so that only the ruleset and conntrack decide: TTL/hop limit 64,
-//! checksums recomputed, no link-layer tags, no IPv6 extension headers but a hop-by-hop one,
-//! no addresses a router never forwards (multicast, link-local, loopback, unspecified,
-//! reserved), no truncated packets (the corpus's packets with IPv4 options or extension
-//! headers other than fragment headers all have such addresses). A fragmented datagram's transport checksum is computed over the data
-//! the kernel reassembles, and it is compared as a whole (forwarded or not), since the kernel
+//! The frames are normalised so that only the ruleset, conntrack and routing decide: TTL/hop
+//! limit 64, checksums recomputed, no link-layer tags, no IPv6 extension headers but a
+//! hop-by-hop one, no addresses whose fate depends on the router's own addresses and routes
+//! (link-local, loopback, unspecified, reserved), no truncated packets. Packets from or to
+//! group addresses (multicast, the limited broadcast) are sent, with a rule accepting group
+//! destinations: only routing keeps them back. A fragmented datagram's transport checksum is
+//! computed over the data the kernel reassembles, and it is compared as a whole (forwarded or not), since the kernel
 //! sends it on in fragments of its own. Captures whose addresses cannot be split into two sides,
 //! and those with nested IPv6 fragment headers (the kernel strips the outer one), are skipped
 //! (counted in the summary). Each capture starts from an empty conntrack table in both the
