@@ -386,6 +386,22 @@ fn batched_replay_equals_one_by_one() {
     }
 }
 
+/// Replays `frames` (Ethernet, 1 ms apart) under the test policy and `cfg`; the report.
+fn replay_frames(frames: &[Vec<u8>], cfg: SimConfig) -> Report {
+    let mut f = Vec::new();
+    write_pcap_header(&mut f, 1).unwrap();
+    for (i, fr) in frames.iter().enumerate() {
+        write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
+    }
+    let mut r = CaptureReader::new(&f[..]).unwrap();
+    let mut sim = Simulator::new(Engine::new(&policy()), cfg);
+    let mut sink = VecSink::default();
+    while let Some(rec) = r.next_record().unwrap() {
+        sim.process(&rec, &mut sink).unwrap();
+    }
+    sim.finish()
+}
+
 /// Sets a test frame's IPv4 header checksum and its TCP, UDP or ICMP checksum (the helpers
 /// above leave them 0); a fragment's transport checksum is left alone.
 fn checksummed(mut f: Vec<u8>) -> Vec<u8> {
@@ -495,23 +511,14 @@ fn checksums_are_verified_as_the_receive_path_does() {
         frag(3, &datagram[44..]),
     ];
     let run = |verify: bool, local: Vec<ipnet::IpNet>| {
-        let mut f = Vec::new();
-        write_pcap_header(&mut f, 1).unwrap();
-        for (i, fr) in frames.iter().enumerate() {
-            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
-        }
-        let mut r = CaptureReader::new(&f[..]).unwrap();
-        let cfg = SimConfig {
-            verify_checksums: verify,
-            local,
-            ..cfg()
-        };
-        let mut sim = Simulator::new(Engine::new(&policy()), cfg);
-        let mut sink = VecSink::default();
-        while let Some(rec) = r.next_record().unwrap() {
-            sim.process(&rec, &mut sink).unwrap();
-        }
-        sim.finish()
+        replay_frames(
+            &frames,
+            SimConfig {
+                verify_checksums: verify,
+                local,
+                ..cfg()
+            },
+        )
     };
     let header_drop = "IPv4 header checksum wrong: dropped by the IP stack";
 
@@ -594,18 +601,7 @@ fn forwarded_packets_with_ttl_at_most_1_never_reach_the_rules() {
         with_ttl(ipv4(C, R, 17, 0x62, 3, &big[24..]), 1),
     ];
     let run = |frames: &[Vec<u8>], local: Vec<ipnet::IpNet>| {
-        let mut f = Vec::new();
-        write_pcap_header(&mut f, 1).unwrap();
-        for (i, fr) in frames.iter().enumerate() {
-            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
-        }
-        let mut r = CaptureReader::new(&f[..]).unwrap();
-        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
-        let mut sink = VecSink::default();
-        while let Some(rec) = r.next_record().unwrap() {
-            sim.process(&rec, &mut sink).unwrap();
-        }
-        sim.finish()
+        replay_frames(frames, SimConfig { local, ..cfg() })
     };
     let ttl = "TTL exceeded: dropped by the IP stack before the forward hook";
     let r = run(&frames, vec![]);
@@ -676,18 +672,7 @@ fn ipv4_options_the_stack_rejects_drop_the_packet_before_the_rules() {
         with_options(ipv4(C, R, 17, 0x64, 3, &big[24..]), &[7, 1, 0, 0]),
     ];
     let run = |frames: &[Vec<u8>], local: Vec<ipnet::IpNet>| {
-        let mut f = Vec::new();
-        write_pcap_header(&mut f, 1).unwrap();
-        for (i, fr) in frames.iter().enumerate() {
-            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
-        }
-        let mut r = CaptureReader::new(&f[..]).unwrap();
-        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
-        let mut sink = VecSink::default();
-        while let Some(rec) = r.next_record().unwrap() {
-            sim.process(&rec, &mut sink).unwrap();
-        }
-        sim.finish()
+        replay_frames(frames, SimConfig { local, ..cfg() })
     };
     let rejected = "IP options rejected: dropped by the IP stack";
     let r = run(&frames, vec![]);
@@ -777,20 +762,7 @@ fn ipv6_hop_by_hop_options_the_stack_rejects_drop_the_packet() {
                 .collect::<Vec<u8>>(),
         ),
     ];
-    let run = |local: Vec<ipnet::IpNet>| {
-        let mut f = Vec::new();
-        write_pcap_header(&mut f, 1).unwrap();
-        for (i, fr) in frames.iter().enumerate() {
-            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
-        }
-        let mut r = CaptureReader::new(&f[..]).unwrap();
-        let mut sim = Simulator::new(Engine::new(&policy()), SimConfig { local, ..cfg() });
-        let mut sink = VecSink::default();
-        while let Some(rec) = r.next_record().unwrap() {
-            sim.process(&rec, &mut sink).unwrap();
-        }
-        sim.finish()
-    };
+    let run = |local: Vec<ipnet::IpNet>| replay_frames(&frames, SimConfig { local, ..cfg() });
     let rejected = "IP options rejected: dropped by the IP stack";
     let r = run(vec![]);
     assert_eq!(r.by_reason.get(rejected), Some(&3), "{:?}", r.by_reason);
@@ -858,23 +830,14 @@ fn group_addresses_are_received_or_dropped_never_forwarded() {
         v6(ff02(1)),
     ];
     let run = |local: Vec<ipnet::IpNet>, direction: Option<Direction>| {
-        let mut f = Vec::new();
-        write_pcap_header(&mut f, 1).unwrap();
-        for (i, fr) in frames.iter().enumerate() {
-            write_pcap_record(&mut f, i as u64 * 1_000_000, fr).unwrap();
-        }
-        let mut r = CaptureReader::new(&f[..]).unwrap();
-        let cfg = SimConfig {
-            local,
-            direction,
-            ..cfg()
-        };
-        let mut sim = Simulator::new(Engine::new(&policy()), cfg);
-        let mut sink = VecSink::default();
-        while let Some(rec) = r.next_record().unwrap() {
-            sim.process(&rec, &mut sink).unwrap();
-        }
-        sim.finish()
+        replay_frames(
+            &frames,
+            SimConfig {
+                local,
+                direction,
+                ..cfg()
+            },
+        )
     };
     let not_routed = "not routed: from or forwarded to a multicast or broadcast address";
     let r = run(vec![], None);
