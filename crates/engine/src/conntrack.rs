@@ -328,6 +328,119 @@ impl Tuple {
     }
 }
 
+impl Tuple {
+    /// The key a connection whose original tuple is `self` is stored under in [`Table`], and
+    /// whether that key is the reverse of `self`: the lesser of the two orientations, so that
+    /// a packet in either direction computes the same key.
+    fn canonical(self) -> (Self, bool) {
+        let r = self.reversed();
+        let order = |t: &Self| (t.src, t.sport, t.dst, t.dport);
+        if order(&r) < order(&self) {
+            (r, true)
+        } else {
+            (self, false)
+        }
+    }
+}
+
+/// The connections, each under one key whatever the direction of a packet looking for it.
+/// The kernel hashes both tuples of a connection; a map keyed by the original tuple alone would
+/// need a second probe for every packet it does not hold in that orientation (every new flow
+/// and every reply), and on a table of 100k connections a probe is a cache miss. Here each
+/// connection is stored under [`Tuple::canonical`] with its orientation beside it: one probe.
+/// The accessors take a connection's *original* tuple and see an entry only in that
+/// orientation, as a map keyed by original tuples would; [`Table::find_either`] is the
+/// lookup in both.
+#[derive(Clone, Debug, Default)]
+struct Table {
+    map: FastMap<Tuple, Slot>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    entry: Entry,
+    /// The key is the connection's reply tuple (its original tuple reversed).
+    reversed: bool,
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The entry of the connection whose original tuple is `original`.
+    fn get(&self, original: &Tuple) -> Option<&Entry> {
+        let (key, reversed) = original.canonical();
+        self.map
+            .get(&key)
+            .filter(|s| s.reversed == reversed)
+            .map(|s| &s.entry)
+    }
+
+    fn get_mut(&mut self, original: &Tuple) -> Option<&mut Entry> {
+        let (key, reversed) = original.canonical();
+        self.map
+            .get_mut(&key)
+            .filter(|s| s.reversed == reversed)
+            .map(|s| &mut s.entry)
+    }
+
+    fn contains_key(&self, original: &Tuple) -> bool {
+        self.get(original).is_some()
+    }
+
+    /// Store the connection whose original tuple is `original` (replacing its entry).
+    fn insert(&mut self, original: Tuple, entry: Entry) {
+        let (key, reversed) = original.canonical();
+        let old = self.map.insert(key, Slot { entry, reversed });
+        debug_assert!(
+            old.is_none_or(|s| s.reversed == reversed),
+            "a connection replaced its own reverse"
+        );
+    }
+
+    /// Store a new connection unless one holds `original` in either orientation; whether it
+    /// was stored. One hash.
+    fn insert_new(&mut self, original: Tuple, entry: Entry) -> bool {
+        let (key, reversed) = original.canonical();
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Slot { entry, reversed });
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        }
+    }
+
+    fn remove(&mut self, original: &Tuple) -> Option<Entry> {
+        let (key, reversed) = original.canonical();
+        if self.map.get(&key)?.reversed != reversed {
+            return None;
+        }
+        self.map.remove(&key).map(|s| s.entry)
+    }
+
+    /// The connection a packet with tuple `t` belongs to in either direction: its original
+    /// tuple, whether `t` is its reply direction, and its entry.
+    fn find_either(&self, t: Tuple) -> Option<(Tuple, bool, &Entry)> {
+        let (key, reversed) = t.canonical();
+        let s = self.map.get(&key)?;
+        let original = if s.reversed { key.reversed() } else { key };
+        Some((original, s.reversed != reversed, &s.entry))
+    }
+
+    /// Every connection with its original tuple.
+    fn iter(&self) -> impl Iterator<Item = (Tuple, &Entry)> {
+        self.map
+            .iter()
+            .map(|(k, s)| (if s.reversed { k.reversed() } else { *k }, &s.entry))
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     tcp: Option<TcpState>,
@@ -429,7 +542,7 @@ pub struct CtStats {
 /// The connection table.
 #[derive(Clone, Debug)]
 pub struct Conntrack {
-    map: FastMap<Tuple, Entry>,
+    map: Table,
     limits: ConnLimitSets,
     /// `nf_conntrack_tcp_be_liberal`: out-of-window TCP segments are not invalid.
     be_liberal: bool,
@@ -466,7 +579,7 @@ impl Conntrack {
     /// A table holding at most `max_entries` connections.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            map: FastMap::default(),
+            map: Table::default(),
             limits: ConnLimitSets::default(),
             be_liberal: false,
             max_entries: max_entries.max(1),
@@ -578,17 +691,13 @@ impl Conntrack {
 
     /// Find the live entry for `t` in either direction, dropping it if expired.
     fn find(&mut self, t: Tuple, now_ns: u64) -> Option<(Tuple, bool)> {
-        for (key, reply) in [(t, false), (t.reversed(), true)] {
-            if let Some(e) = self.map.get(&key) {
-                if e.expires_ns <= now_ns {
-                    self.remove(&key);
-                    self.stats.expired += 1;
-                } else {
-                    return Some((key, reply));
-                }
-            }
+        let (key, reply, e) = self.map.find_either(t)?;
+        if e.expires_ns <= now_ns {
+            self.remove(&key);
+            self.stats.expired += 1;
+            return None;
         }
-        None
+        Some((key, reply))
     }
 
     fn established_or_new(e: &Entry, reply: bool) -> CtState {
@@ -1091,8 +1200,7 @@ impl Conntrack {
         }
         if self.map.len() < self.max_entries {
             // One hash: insert unless present.
-            if let std::collections::hash_map::Entry::Vacant(v) = self.map.entry(key) {
-                v.insert(entry);
+            if self.map.insert_new(key, entry) {
                 self.stats.inserted += 1;
             }
             return;
@@ -1107,7 +1215,7 @@ impl Conntrack {
                 .iter()
                 .take(EVICTION_SCAN)
                 .find(|(_, e)| !e.seen_reply)
-                .map(|(k, _)| *k);
+                .map(|(k, _)| k);
             match victim {
                 Some(v) => {
                     self.remove(&v);
@@ -1129,7 +1237,7 @@ impl Conntrack {
             .map
             .iter()
             .filter(|(_, e)| e.expires_ns <= now_ns)
-            .map(|(k, _)| *k)
+            .map(|(k, _)| k)
             .collect();
         for k in dead {
             self.remove(&k);
@@ -1460,7 +1568,11 @@ mod tests {
                 sport: 40_000,
                 dport: 80,
             };
-            assert_eq!(talk.ct.map[&key].tcp, Some(TimeWait), "seed {seed}");
+            assert_eq!(
+                talk.ct.map.get(&key).unwrap().tcp,
+                Some(TimeWait),
+                "seed {seed}"
+            );
         }
     }
 
@@ -1690,5 +1802,143 @@ mod tests {
         }
         assert_eq!(ct.len(), 4);
         assert_eq!(ct.stats().evicted, 6);
+    }
+
+    fn entry(expires_ns: u64) -> Entry {
+        Entry {
+            tcp: None,
+            seen_reply: false,
+            expires_ns,
+            packets: 1,
+            app: AppConnState::Inspecting,
+            app_inspected: 0,
+            app_labels: [None, None],
+            window: tcp_window::Window::default(),
+            assured: false,
+        }
+    }
+
+    /// Tuples that exercise the canonical order: both families, ICMP (whose reverse keeps its
+    /// identifier), equal addresses with different ports, and a tuple that is its own reverse.
+    fn tuples() -> Vec<Tuple> {
+        let t = |src: &str, sport, dst: &str, dport, proto| Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            sport,
+            dport,
+        };
+        vec![
+            t(A, 40000, B, 443, 6),
+            t(B, 443, A, 40000, 6),
+            t(A, 53, B, 53, 17),
+            t(A, 7, B, 0, 1),
+            t(B, 7, A, 0, 1),
+            t(A, 1000, A, 2000, 17),
+            t(A, 2000, A, 1000, 17),
+            t(A, 5000, A, 5000, 17),
+            t("2001:db8::1", 80, "2001:db8::2", 1024, 6),
+            t("2001:db8::2", 1024, "2001:db8::1", 80, 6),
+            t("2001:db8::1", 9, "2001:db8::2", 0, 58),
+        ]
+    }
+
+    #[test]
+    fn one_key_finds_a_connection_from_either_direction() {
+        for original in tuples() {
+            let mut table = Table::default();
+            table.insert(original, entry(7));
+            let reverse = original.reversed();
+            assert_eq!(table.len(), 1);
+            let found = |table: &Table, t| {
+                table
+                    .find_either(t)
+                    .map(|(o, reply, e)| (o, reply, e.expires_ns))
+            };
+            assert_eq!(
+                found(&table, original),
+                Some((original, false, 7)),
+                "{original:?}"
+            );
+            let own_reverse = reverse == original;
+            assert_eq!(
+                found(&table, reverse),
+                Some((original, !own_reverse, 7)),
+                "{original:?}"
+            );
+            assert!(table.get(&original).is_some());
+            // The accessors see the connection only under its original tuple.
+            assert_eq!(table.get(&reverse).is_some(), own_reverse, "{original:?}");
+            assert!(!table.insert_new(reverse, entry(9)), "{original:?}");
+            assert_eq!(table.iter().map(|(t, _)| t).collect::<Vec<_>>(), [original]);
+            if !own_reverse {
+                assert!(table.remove(&reverse).is_none(), "{original:?}");
+            }
+            assert_eq!(table.remove(&original).map(|e| e.expires_ns), Some(7));
+            assert!(
+                table.is_empty()
+                    && found(&table, original).is_none()
+                    && found(&table, reverse).is_none()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The table against a map keyed by original tuples, looked up in both orientations
+        /// (what it replaces), under random inserts, removals and lookups.
+        #[test]
+        fn table_agrees_with_a_map_of_original_tuples(
+            ops in proptest::collection::vec((0u8..4, 0usize..11, proptest::bool::ANY), 1..60)
+        ) {
+            let universe = tuples();
+            let mut table = Table::default();
+            let mut model: FastMap<Tuple, Entry> = FastMap::default();
+            for (n, (op, i, flip)) in ops.into_iter().enumerate() {
+                let t = if flip { universe[i].reversed() } else { universe[i] };
+                let model_find = |m: &FastMap<Tuple, Entry>| {
+                    [(t, false), (t.reversed(), true)]
+                        .into_iter()
+                        .find_map(|(k, reply)| m.get(&k).map(|e| (k, reply, e.expires_ns)))
+                };
+                match op {
+                    0 => {
+                        // New connections are only stored when neither orientation is held.
+                        let free = !model.contains_key(&t) && !model.contains_key(&t.reversed());
+                        proptest::prop_assert_eq!(table.insert_new(t, entry(n as u64)), free);
+                        if free {
+                            model.insert(t, entry(n as u64));
+                        }
+                    }
+                    1 => proptest::prop_assert_eq!(
+                        table.remove(&t).map(|e| e.expires_ns),
+                        model.remove(&t).map(|e| e.expires_ns)
+                    ),
+                    2 => {
+                        if model.contains_key(&t) {
+                            table.insert(t, entry(1000 + n as u64));
+                            model.insert(t, entry(1000 + n as u64));
+                        }
+                    }
+                    _ => proptest::prop_assert_eq!(
+                        table
+                            .find_either(t)
+                            .map(|(o, reply, e)| (o, reply, e.expires_ns)),
+                        model_find(&model)
+                    ),
+                }
+                proptest::prop_assert_eq!(table.len(), model.len());
+                proptest::prop_assert_eq!(
+                    table.get(&t).map(|e| e.expires_ns),
+                    model.get(&t).map(|e| e.expires_ns)
+                );
+                let mut listed: Vec<(Tuple, u64)> =
+                    table.iter().map(|(t, e)| (t, e.expires_ns)).collect();
+                let mut expected: Vec<(Tuple, u64)> =
+                    model.iter().map(|(t, e)| (*t, e.expires_ns)).collect();
+                listed.sort_by_key(|(t, _)| (t.src, t.sport, t.dst, t.dport, t.proto));
+                expected.sort_by_key(|(t, _)| (t.src, t.sport, t.dst, t.dport, t.proto));
+                proptest::prop_assert_eq!(listed, expected);
+            }
+        }
     }
 }
