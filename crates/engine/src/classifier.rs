@@ -668,7 +668,7 @@ fn prefetch(p: &u64) {
 }
 
 #[inline(always)]
-fn prefetch_any<T>(p: &T) {
+pub(crate) fn prefetch_any<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

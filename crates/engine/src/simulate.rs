@@ -218,11 +218,149 @@ impl FlowKey {
     }
 }
 
+/// A flow's record: 8 bytes, so that the IPv4 table's slots are 24.
 #[derive(Clone, Copy, Debug)]
 struct FlowState {
     action: Action,
-    sample: Option<u32>,
     sniffed: bool,
+    /// Index of its sample in the report's flow samples, [`NO_SAMPLE`] for none.
+    sample: u32,
+}
+
+const NO_SAMPLE: u32 = u32::MAX;
+
+/// The replay's flow records, both directions of a flow under one key. IPv4 flows, almost all
+/// of a typical capture, are keyed by 16 bytes (24-byte slots) rather than by a 42-byte key of
+/// `IpAddr`s (56-byte slots). On a capture with a new flow per packet the table is looked up
+/// once a packet at a random place, a cache miss: [`Flows::prefetch`] asks for the slot as
+/// soon as the packet is decoded, so that the miss overlaps conntrack and classification
+/// instead of stalling the accounting after them.
+#[derive(Debug, Default)]
+struct Flows {
+    v4: FlowTable<[u64; 2]>,
+    v6: FlowTable<FlowKey>,
+}
+
+/// One family's flow records: a SwissTable (hashbrown's) keyed by `K`.
+#[derive(Debug)]
+struct FlowTable<K> {
+    table: hashbrown::HashTable<(K, FlowState)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<K> Default for FlowTable<K> {
+    fn default() -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> FlowTable<K> {
+    fn hash(&self, key: &K) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    fn contains_key(&self, key: &K) -> bool {
+        self.table.find(self.hash(key), |(k, _)| k == key).is_some()
+    }
+
+    /// Start loading the slot `key` would be found in. The probe compares no key (that read
+    /// is the miss to hide): it takes the first slot whose 7-bit tag matches, `key`'s own
+    /// unless another key with the same tag comes first (a wasted hint, never a wrong
+    /// answer). A key with no matching tag is new, and its insertion reads no slot.
+    fn prefetch(&self, key: &K) {
+        if let Some(slot) = self.table.find(self.hash(key), |_| true) {
+            crate::classifier::prefetch_any(slot);
+        }
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        key: K,
+        new: impl FnOnce() -> FlowState,
+    ) -> (&mut FlowState, bool) {
+        let hasher = &self.hasher;
+        let rehash = |(k, _): &(K, FlowState)| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(k)
+        };
+        let hash = {
+            use std::hash::BuildHasher;
+            hasher.hash_one(key)
+        };
+        match self.table.entry(hash, |(k, _)| *k == key, rehash) {
+            hashbrown::hash_table::Entry::Occupied(slot) => (&mut slot.into_mut().1, false),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                (&mut slot.insert((key, new())).into_mut().1, true)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnyFlowKey {
+    V4([u64; 2]),
+    V6(FlowKey),
+}
+
+impl AnyFlowKey {
+    fn new(src: IpAddr, sp: u16, dst: IpAddr, dp: u16, proto: u8) -> Self {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let (s, d) = (u32::from(s), u32::from(d));
+                let ((a, ap), (b, bp)) = if (s, sp) <= (d, dp) {
+                    ((s, sp), (d, dp))
+                } else {
+                    ((d, dp), (s, sp))
+                };
+                Self::V4([
+                    u64::from(a) << 32 | u64::from(ap) << 16 | u64::from(bp),
+                    u64::from(b) << 8 | u64::from(proto),
+                ])
+            }
+            _ => Self::V6(FlowKey::new(src, sp, dst, dp, proto)),
+        }
+    }
+}
+
+impl Flows {
+    fn len(&self) -> usize {
+        self.v4.table.len() + self.v6.table.len()
+    }
+
+    fn clear(&mut self) {
+        self.v4.table.clear();
+        self.v6.table.clear();
+    }
+
+    fn contains_key(&self, key: &AnyFlowKey) -> bool {
+        match key {
+            AnyFlowKey::V4(k) => self.v4.contains_key(k),
+            AnyFlowKey::V6(k) => self.v6.contains_key(k),
+        }
+    }
+
+    fn prefetch(&self, key: &AnyFlowKey) {
+        match key {
+            AnyFlowKey::V4(k) => self.v4.prefetch(k),
+            AnyFlowKey::V6(k) => self.v6.prefetch(k),
+        }
+    }
+
+    /// The record of flow `key`, made by `new` if there is none; whether it was made.
+    fn get_or_insert_with(
+        &mut self,
+        key: AnyFlowKey,
+        new: impl FnOnce() -> FlowState,
+    ) -> (&mut FlowState, bool) {
+        match key {
+            AnyFlowKey::V4(k) => self.v4.get_or_insert_with(k, new),
+            AnyFlowKey::V6(k) => self.v6.get_or_insert_with(k, new),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -368,7 +506,7 @@ pub struct Simulator {
     engine: Engine,
     ct: Conntrack,
     cfg: SimConfig,
-    flows: FastMap<FlowKey, FlowState>,
+    flows: Flows,
     max_flows: usize,
     /// Without reassembly: first fragments seen, until when (for the orphan anomaly).
     first_frags: FastMap<(IpAddr, IpAddr, u8, u32), u64>,
@@ -436,7 +574,7 @@ impl Simulator {
             engine,
             ct,
             cfg,
-            flows: FastMap::default(),
+            flows: Flows::default(),
             max_flows,
             first_frags: FastMap::default(),
             reassemble,
@@ -739,6 +877,14 @@ impl Simulator {
             rx.options =
                 decode::ip_packet(link, rec.data).map_or(IpOptions::Accepted, decode::ipv4_options);
         }
+        // The flow's record is read last (`account`); start loading it now.
+        let (sp, dp) = match &ip.l4 {
+            Transport::Tcp(t) => (t.src, t.dst),
+            Transport::Udp(u) => (u.src, u.dst),
+            _ => (0, 0),
+        };
+        self.flows
+            .prefetch(&AnyFlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol));
         let (dir, ports, decision) = self.judge(&ip, rx, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
     }
@@ -1217,75 +1363,67 @@ impl Simulator {
         }
         // Flow accounting.
         let (sp, dp) = ports.unwrap_or((0, 0));
-        let key = FlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol);
+        let key = AnyFlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol);
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             self.flows.clear();
             r.flow_table_resets += 1;
         }
-        let emit;
-        let sniff_now;
-        let st = match self.flows.entry(key) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                r.flows += 1;
-                if allowed {
-                    r.flows_allowed += 1;
-                } else {
-                    r.flows_blocked += 1;
+        let rule_counters = &mut self.rule_counters;
+        let (st, new) = self.flows.get_or_insert_with(key, || {
+            r.flows += 1;
+            if allowed {
+                r.flows_allowed += 1;
+            } else {
+                r.flows_blocked += 1;
+            }
+            if let Some(c) = decision
+                .rule
+                .and_then(|id| rule_counters.get_mut(id.0 as usize))
+            {
+                c.flows += 1;
+                if !allowed {
+                    c.flows_blocked += 1;
                 }
-                if let Some(c) = decision
-                    .rule
-                    .and_then(|id| self.rule_counters.get_mut(id.0 as usize))
-                {
-                    c.flows += 1;
-                    if !allowed {
-                        c.flows_blocked += 1;
-                    }
-                }
-                let sample = if r.flow_samples.len() < MAX_FLOW_SAMPLES {
-                    r.flow_samples.push(FlowVerdict {
-                        first_ts_ns: ts,
-                        src: ip.src,
-                        src_port: ports.map(|p| p.0),
-                        dst: ip.dst,
-                        dst_port: ports.map(|p| p.1),
-                        proto: proto_name(ip.protocol),
-                        direction: dir,
-                        action: decision.action,
-                        reason: decision.reason,
-                        rule: rule.map(|(_, r)| r.name.clone()),
-                        loc: rule.map(|(_, r)| r.loc.to_string()),
-                        techniques: rule
-                            .map(|(_, r)| r.mitigates.iter().map(|t| t.0.clone()).collect())
-                            .unwrap_or_default(),
-                        app: None,
-                        packets: 0,
-                        blocked: 0,
-                    });
-                    Some((r.flow_samples.len() - 1) as u32)
-                } else {
-                    None
-                };
-                sniff_now = !payload.is_empty();
-                let st = FlowState {
+            }
+            let sample = if r.flow_samples.len() < MAX_FLOW_SAMPLES {
+                r.flow_samples.push(FlowVerdict {
+                    first_ts_ns: ts,
+                    src: ip.src,
+                    src_port: ports.map(|p| p.0),
+                    dst: ip.dst,
+                    dst_port: ports.map(|p| p.1),
+                    proto: proto_name(ip.protocol),
+                    direction: dir,
                     action: decision.action,
-                    sample,
-                    sniffed: sniff_now,
-                };
-                slot.insert(st);
-                emit = true;
-                st
+                    reason: decision.reason,
+                    rule: rule.map(|(_, r)| r.name.clone()),
+                    loc: rule.map(|(_, r)| r.loc.to_string()),
+                    techniques: rule
+                        .map(|(_, r)| r.mitigates.iter().map(|t| t.0.clone()).collect())
+                        .unwrap_or_default(),
+                    app: None,
+                    packets: 0,
+                    blocked: 0,
+                });
+                (r.flow_samples.len() - 1) as u32
+            } else {
+                NO_SAMPLE
+            };
+            FlowState {
+                action: decision.action,
+                sample,
+                sniffed: false,
             }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let st = slot.get_mut();
-                emit = st.action != decision.action;
-                st.action = decision.action;
-                sniff_now = !st.sniffed && !payload.is_empty();
-                st.sniffed |= sniff_now;
-                *st
-            }
-        };
-        if let Some(idx) = st.sample {
-            if let Some(s) = r.flow_samples.get_mut(idx as usize) {
+        });
+        // A new flow is reported (an event) and sniffed at its first payload; a known one when
+        // its verdict changes.
+        let emit = new || st.action != decision.action;
+        st.action = decision.action;
+        let sniff_now = !st.sniffed && !payload.is_empty();
+        st.sniffed |= sniff_now;
+        let st = *st;
+        if st.sample != NO_SAMPLE {
+            if let Some(s) = r.flow_samples.get_mut(st.sample as usize) {
                 s.packets += 1;
                 if !allowed {
                     s.blocked += 1;
@@ -1297,8 +1435,8 @@ impl Simulator {
                 let name = info.name().to_owned();
                 *r.apps.entry(name.clone()).or_insert(0) += 1;
                 let app_detail = app_fields(&info);
-                if let Some(idx) = st.sample {
-                    if let Some(s) = r.flow_samples.get_mut(idx as usize) {
+                if st.sample != NO_SAMPLE {
+                    if let Some(s) = r.flow_samples.get_mut(st.sample as usize) {
                         s.app = Some(describe_app(&name, &app_detail));
                     }
                 }
@@ -1498,6 +1636,72 @@ fn describe_app(name: &str, detail: &serde_json::Map<String, serde_json::Value>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint() -> impl proptest::strategy::Strategy<Value = (IpAddr, u16)> {
+        use proptest::prelude::*;
+        // Few addresses and ports, so that equal ones and swapped pairs come up often.
+        let v4 = (0u32..4).prop_map(|i| IpAddr::from([192, 0, 2, i as u8]));
+        let v6 = (0u16..3).prop_map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i]));
+        (prop_oneof![3 => v4, 1 => v6], 0u16..3)
+    }
+
+    proptest::proptest! {
+        /// The packed IPv4 flow key names a flow exactly as the `IpAddr` key it stands for:
+        /// both directions alike, any other difference apart.
+        #[test]
+        fn flow_keys_identify_flows_in_both_directions(
+            a in endpoint(), b in endpoint(), c in endpoint(), d in endpoint(),
+            p in 0u8..3, q in 0u8..3,
+        ) {
+            let key = |(s, sp): (IpAddr, u16), (d, dp): (IpAddr, u16), proto| {
+                AnyFlowKey::new(s, sp, d, dp, proto)
+            };
+            proptest::prop_assert_eq!(key(a, b, p), key(b, a, p));
+            let same = FlowKey::new(a.0, a.1, b.0, b.1, p) == FlowKey::new(c.0, c.1, d.0, d.1, q);
+            proptest::prop_assert_eq!(key(a, b, p) == key(c, d, q), same);
+        }
+    }
+
+    #[test]
+    fn flow_records_are_found_again_and_prefetching_changes_nothing() {
+        let mut flows = Flows::default();
+        let state = |sample| FlowState {
+            action: Action::Accept,
+            sniffed: false,
+            sample,
+        };
+        let keys: Vec<AnyFlowKey> = (0..2_000u32)
+            .map(|i| {
+                let src = IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+                let dst: IpAddr = if i % 3 == 0 {
+                    IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 1, i as u16])
+                } else {
+                    IpAddr::from([198, 51, 100, 7])
+                };
+                let src = if dst.is_ipv6() {
+                    IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 2, i as u16])
+                } else {
+                    src
+                };
+                AnyFlowKey::new(src, 1024 + i as u16, dst, 443, 6)
+            })
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            flows.prefetch(k);
+            assert!(!flows.contains_key(k));
+            let (st, new) = flows.get_or_insert_with(*k, || state(i as u32));
+            assert!(new && st.sample == i as u32);
+        }
+        assert_eq!(flows.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            flows.prefetch(k);
+            let (st, new) = flows.get_or_insert_with(*k, || state(u32::MAX - 1));
+            assert!(!new && st.sample == i as u32, "flow {i}");
+        }
+        flows.clear();
+        assert_eq!(flows.len(), 0);
+        assert!(keys.iter().all(|k| !flows.contains_key(k)));
+    }
 
     #[test]
     fn every_reason_has_its_own_counter() {

@@ -886,3 +886,63 @@ fn group_addresses_are_received_or_dropped_never_forwarded() {
         forced.by_reason
     );
 }
+
+/// An Ethernet frame: UDP over IPv6 from 2001:db8:`src.0`::`src.1` to
+/// 2001:db8:`dst.0`::`dst.1`.
+fn ipv6_udp(src: (u8, u8), sp: u16, dst: (u8, u8), dp: u16) -> Vec<u8> {
+    let l4 = udp(sp, dp, &[]);
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    p.extend_from_slice(&[
+        0x20, 1, 0x0d, 0xb8, 0, src.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src.1,
+    ]);
+    p.extend_from_slice(&[
+        0x20, 1, 0x0d, 0xb8, 0, dst.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, dst.1,
+    ]);
+    p.extend_from_slice(&l4);
+    eth(0x86dd, &p)
+}
+
+/// The flow table holds at most `max_flows` records, both directions of a flow in one, over
+/// both families; a new flow finding it full empties it (counted), and a flow seen before the
+/// reset is counted again when it comes back (memory stays bounded whatever the capture).
+#[test]
+fn a_full_flow_table_is_emptied_and_counted() {
+    let v4 = |i: u16, reply: bool| match reply {
+        false => ipv4(C, R, 17, i, 0, &udp(1000 + i, 53, &[])),
+        true => ipv4(R, C, 17, i, 0, &udp(53, 1000 + i, &[])),
+    };
+    let (client, server) = ((1, 5), (2, 53));
+    let v6 = |i: u16, reply: bool| match reply {
+        false => ipv6_udp(client, 2000 + i, server, 53),
+        true => ipv6_udp(server, 53, client, 2000 + i),
+    };
+    // 40 IPv4 and 10 IPv6 flows, each with its reply: 50 records, the table's size.
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for i in 0..40 {
+        frames.push(v4(i, false));
+        frames.push(v4(i, true));
+    }
+    for i in 0..10 {
+        frames.push(v6(i, false));
+        frames.push(v6(i, true));
+    }
+    let cfg = || SimConfig {
+        max_flows: 50,
+        ..cfg()
+    };
+    let full = replay_frames(&frames, cfg());
+    assert_eq!((full.flows, full.flow_table_resets), (50, 0));
+    assert_eq!(full.classified, 100);
+    // One more flow empties the table; the first flow then comes back as a new one, and a
+    // reply of a flow still held counts nothing.
+    frames.push(v4(40, false));
+    frames.push(v4(0, true));
+    frames.push(v4(0, false));
+    let after = replay_frames(&frames, cfg());
+    assert_eq!((after.flows, after.flow_table_resets), (52, 1));
+    // Without the bound nothing is emptied.
+    let unbounded = replay_frames(&frames, SimConfig::default());
+    assert_eq!((unbounded.flows, unbounded.flow_table_resets), (51, 0));
+}
