@@ -2,7 +2,8 @@
 //! workload (a development aid for loaded machines; `cargo bench --bench simulate` is the
 //! benchmark): `cargo run --release -p rampart-engine --example replay_time [PASSES]`.
 //! With a capture file as second argument it replays that instead (same policy, one by one
-//! and batched): `... --example replay_time -- 20 /path/to/file.pcap`.
+//! and batched): `... --example replay_time -- 20 /path/to/file.pcap`. With `REPLAY_ONLY=1` it times
+//! only the full replay of the workload (for A/B runs of replay changes).
 
 use std::hint::black_box;
 
@@ -38,6 +39,13 @@ fn main() {
     }
     let frames = common::frames();
     let n = (frames.len() * passes) as f64;
+    if std::env::var_os("REPLAY_ONLY").is_some() {
+        // Only the full replay, for A/B runs of replay changes (shorter and steadier).
+        let mut sim = sim_of(&policy);
+        let s = replay(&mut sim, &frames, passes);
+        println!("replay {:.1} ns ({:.2} M/s)", s * 1e9 / n, n / s / 1e6);
+        return;
+    }
     let t = cpu_s();
     let mut ip_count = 0u64;
     for _ in 0..passes {
@@ -95,42 +103,10 @@ fn main() {
     }
     let classify_pf_s = cpu_s() - t;
     assert_eq!(blocked, blocked_pf, "prefetch hints changed a decision");
-    let mut sim = Simulator::new(
-        Engine::new(&policy),
-        SimConfig {
-            local: vec!["192.0.2.0/24".parse().unwrap()],
-            iif: Some("wan0".into()),
-            oif: Some("corp0".into()),
-            no_events: true,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim = sim_of(&policy);
+    let replay_s = replay(&mut sim, &frames, passes);
     let mut sink = rampart_events::VecSink::default();
-    let mut ts = 0u64;
-    let t = cpu_s();
-    for _ in 0..passes {
-        for f in &frames {
-            ts += 1000;
-            let rec = Record {
-                ts_ns: ts,
-                linktype: 1,
-                data: f,
-                orig_len: f.len() as u32,
-            };
-            sim.process(&rec, &mut sink).unwrap();
-        }
-    }
-    let replay_s = cpu_s() - t;
-    let mut sim_b = Simulator::new(
-        Engine::new(&policy),
-        SimConfig {
-            local: vec!["192.0.2.0/24".parse().unwrap()],
-            iif: Some("wan0".into()),
-            oif: Some("corp0".into()),
-            no_events: true,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim_b = sim_of(&policy);
     let mut ts = 0u64;
     let t = cpu_s();
     for _ in 0..passes {
@@ -176,6 +152,26 @@ fn main() {
         ns(replay_b_s),
         n / replay_b_s / 1e6
     );
+}
+
+/// CPU seconds of `passes` replays of `frames` through `sim`, one packet a microsecond.
+fn replay(sim: &mut Simulator, frames: &[Vec<u8>], passes: usize) -> f64 {
+    let mut sink = rampart_events::VecSink::default();
+    let mut ts = 0u64;
+    let t = cpu_s();
+    for _ in 0..passes {
+        for f in frames {
+            ts += 1000;
+            let rec = Record {
+                ts_ns: ts,
+                linktype: 1,
+                data: f,
+                orig_len: f.len() as u32,
+            };
+            sim.process(&rec, &mut sink).unwrap();
+        }
+    }
+    cpu_s() - t
 }
 
 fn sim_of(policy: &rampart_ir::Policy) -> Simulator {
