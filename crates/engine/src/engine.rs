@@ -1784,10 +1784,18 @@ impl Engine {
             let Some(m) = &self.policy.rules[i as usize].app else {
                 continue;
             };
-            let mismatch = self
-                .static_mismatch(i as usize, &orig)
-                .or_else(|| (!app_matches(m, label)).then_some(Mismatch::App))
-                .or_else(|| dynamic(&self.rules[i as usize], i, meters, &orig, now_ns));
+            let app_mismatch = || (!app_matches(m, label)).then_some(Mismatch::App);
+            let mismatch = if trace.is_some() {
+                // A trace names the first field that differs, in rule order.
+                self.static_mismatch(i as usize, &orig)
+                    .or_else(app_mismatch)
+            } else {
+                // Only whether it matches counts: the label (one comparison) before the
+                // static fields (a walk over the rule's addresses and services). Both are
+                // pure; `dynamic`, which takes tokens, stays last either way.
+                app_mismatch().or_else(|| self.static_mismatch(i as usize, &orig))
+            }
+            .or_else(|| dynamic(&self.rules[i as usize], i, meters, &orig, now_ns));
             if let Some(t) = trace.as_deref_mut() {
                 let detail = match mismatch {
                     None => format!(
