@@ -363,6 +363,13 @@ pub enum Reason {
     /// Routing does not pass the packet on: it comes from a group (multicast or broadcast)
     /// address, or is forwarded to one (there is no multicast routing).
     NotRouted,
+    /// An address no packet from the wire may carry: the IP stack drops it, whatever the
+    /// host's routes, before the input or forward hook (IPv6: before prerouting). A loopback
+    /// address (127.0.0.0/8, ::1) on a packet not between two of them, the IPv4 unspecified
+    /// address as source (but to the limited broadcast or to 0.0.0.0) or destination, an IPv6
+    /// multicast destination of interface-local or reserved scope, and on forward an IPv6
+    /// unspecified or link-local source.
+    Martian,
     /// A forwarded packet's TTL or hop limit is at most 1: the IP stack drops it (answering
     /// time exceeded) before the forward hook.
     TtlExceeded,
@@ -402,6 +409,7 @@ impl Reason {
             Reason::NotRouted => {
                 "not routed: from or forwarded to a multicast or broadcast address"
             }
+            Reason::Martian => "martian address: dropped by the IP stack",
             Reason::TtlExceeded => "TTL exceeded: dropped by the IP stack before the forward hook",
             Reason::Banned => "source banned",
             Reason::Ban => "limit exceeded: source banned",

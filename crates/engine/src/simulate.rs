@@ -371,7 +371,7 @@ struct RuleCounter {
     flows_blocked: u64,
 }
 
-const REASONS: [Reason; 21] = [
+const REASONS: [Reason; 22] = [
     Reason::Rule,
     Reason::Default,
     Reason::CtInvalid,
@@ -383,6 +383,7 @@ const REASONS: [Reason; 21] = [
     Reason::ReassemblyTimeout,
     Reason::BadIpChecksum,
     Reason::NotRouted,
+    Reason::Martian,
     Reason::IpOptions,
     Reason::TtlExceeded,
     Reason::Banned,
@@ -409,16 +410,17 @@ fn reason_index(r: Reason) -> usize {
         Reason::ReassemblyTimeout => 8,
         Reason::BadIpChecksum => 9,
         Reason::NotRouted => 10,
-        Reason::IpOptions => 11,
-        Reason::TtlExceeded => 12,
-        Reason::Banned => 13,
-        Reason::Ban => 14,
-        Reason::SynproxyAnswered => 15,
-        Reason::SynproxyReply => 16,
-        Reason::SynproxyEstablished => 17,
-        Reason::SynproxyDrop => 18,
-        Reason::AppRule => 19,
-        Reason::AppBlocked => 20,
+        Reason::Martian => 11,
+        Reason::IpOptions => 12,
+        Reason::TtlExceeded => 13,
+        Reason::Banned => 14,
+        Reason::Ban => 15,
+        Reason::SynproxyAnswered => 16,
+        Reason::SynproxyReply => 17,
+        Reason::SynproxyEstablished => 18,
+        Reason::SynproxyDrop => 19,
+        Reason::AppRule => 20,
+        Reason::AppBlocked => 21,
     }
 }
 
@@ -430,6 +432,8 @@ struct Received {
     /// Its IPv4 options.
     options: IpOptions,
 }
+
+const UNSPECIFIED_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// A destination every host receives for itself and never forwards: the limited broadcast
 /// (`ip_route_input_slow`'s `brd_input`) and the all-nodes groups every interface joins
@@ -455,6 +459,38 @@ fn is_group(a: IpAddr) -> bool {
 /// packet for itself, as ingress, or not at all).
 fn not_routed(src: IpAddr, dst: IpAddr, dir: Direction) -> bool {
     dir != Direction::Egress && (is_group(src) || (dir == Direction::Forward && is_group(dst)))
+}
+
+/// An address the IP stack drops whatever the host's routes ([`Reason::Martian`]), as kernel
+/// 6.18 does with its default sysctls (`route_localnet=0`; checked in the real-capture
+/// test): a loopback address on a packet that is not between two of them (such a packet came
+/// from the wire: `ip_route_input_slow`'s martians, `ip6_rcv_core`), IPv4's 0.0.0.0 as source
+/// unless to a group (the limited broadcast, or a local group the host joined, which
+/// `ip_mc_validate_source` accepts; forwarded, it is not routed anyway) or to 0.0.0.0 (the
+/// host receives both), or as destination; an IPv6 multicast destination of interface-local or reserved scope
+/// (`ip6_rcv_core`); on forward, an IPv6 unspecified or link-local source (`ip6_forward`).
+/// Not martian here, as the kernel routes them: the rest of 0.0.0.0/8, 240.0.0.0/4,
+/// 169.254.0.0/16, IPv4-mapped and -compatible IPv6. A link-local IPv6 destination is judged
+/// by the rules: its fate depends on the host's on-link routes and neighbours.
+fn martian(src: IpAddr, dst: IpAddr, dir: Direction) -> bool {
+    if dir == Direction::Egress {
+        return false;
+    }
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            s.is_loopback() != d.is_loopback()
+                || (s.is_unspecified() && !d.is_unspecified() && !is_group(dst))
+                || (d.is_unspecified() && !s.is_unspecified())
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let scope = d.segments()[0] & 0x000f;
+            let link_local = s.segments()[0] & 0xffc0 == 0xfe80;
+            s.is_loopback() != d.is_loopback()
+                || (d.is_multicast() && scope <= 1)
+                || (dir == Direction::Forward && (s.is_unspecified() || link_local))
+        }
+        _ => false,
+    }
 }
 
 /// A forwarded packet whose TTL or hop limit is at most 1: `ip_forward` / `ip6_forward` drop
@@ -743,7 +779,8 @@ impl Simulator {
             Direction::Ingress
         } else if self.cfg.local.iter().any(|n| n.contains(&src)) {
             Direction::Egress
-        } else if always_received(dst) {
+        } else if always_received(dst) || (src, dst) == (UNSPECIFIED_V4, UNSPECIFIED_V4) {
+            // From and to 0.0.0.0: `ip_route_input_slow` takes it as a broadcast.
             Direction::Ingress
         } else {
             Direction::Forward
@@ -1075,7 +1112,9 @@ impl Simulator {
     }
 
     /// What the IP stack drops after prerouting and before the input or forward hook's
-    /// rules: what routing does not route ([`not_routed`]), IPv4 options `ip_rcv_options`
+    /// rules: martian addresses ([`martian`]; IPv6 drops its own before prerouting, which
+    /// changes nothing here: the packet never reaches a rule or conntrack's confirmation), what
+    /// routing does not route ([`not_routed`]), IPv4 options `ip_rcv_options`
     /// rejects (on ingress and forward, counted as the anomaly they name), then a forwarded
     /// packet's TTL of at most 1.
     fn stack_drop(
@@ -1087,6 +1126,9 @@ impl Simulator {
         ts: u64,
         sink: &mut dyn Sink,
     ) -> Result<Option<Decision>, SinkError> {
+        if martian(ip.src, ip.dst, dir) {
+            return Ok(Some(Decision::prelude(Action::Drop, Reason::Martian)));
+        }
         if not_routed(ip.src, ip.dst, dir) {
             return Ok(Some(Decision::prelude(Action::Drop, Reason::NotRouted)));
         }

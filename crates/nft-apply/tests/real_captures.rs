@@ -10,10 +10,15 @@
 //!
 //! The frames are normalised so that only the ruleset, conntrack and routing decide: TTL/hop
 //! limit 64, checksums recomputed, no link-layer tags, no IPv6 extension headers but a
-//! hop-by-hop one, no addresses whose fate depends on the router's own addresses and routes
-//! (link-local, loopback, unspecified, reserved), no truncated packets. Packets from or to
-//! group addresses (multicast, the limited broadcast) are sent, with a rule accepting group
-//! destinations: only routing keeps them back. A fragmented datagram's transport checksum is
+//! hop-by-hop one, no truncated packets, none between two loopback addresses (a capture taken
+//! on `lo`). Other addresses are sent, since the router's default routes forward whatever the
+//! IP stack does not drop: group addresses (multicast, the limited broadcast), with a rule
+//! accepting group destinations so that only routing keeps them back; martian addresses
+//! (loopback from the wire, 0.0.0.0, IPv6 unspecified and link-local sources, multicast of
+//! interface-local or reserved scope), which the stack drops; and the rest of the special
+//! ranges (0.0.0.0/8, 240.0.0.0/4, IPv4 link-local, IPv4-mapped IPv6, ...), which it routes.
+//! Not sent: packets to IPv6 link-local addresses, whose fate depends on the router's on-link
+//! routes and neighbours. A fragmented datagram's transport checksum is
 //! computed over the data the kernel reassembles, and it is compared as a whole (forwarded or not), since the kernel
 //! sends it on in fragments of its own. Captures whose addresses cannot be split into two sides,
 //! and those with nested IPv6 fragment headers (the kernel strips the outer one), are skipped
@@ -28,8 +33,8 @@
 //! fills checksums in after the capture (the kernel drops a wrong header before any hook and
 //! calls a wrong transport checksum invalid). A capture the test builds joins the corpus for
 //! what it lacks ([`crafted_capture`]): forwarded packets with a TTL or hop limit of at most
-//! 1, which the kernel drops before the forward hook, and IPv4 options and IPv6 hop-by-hop
-//! options, some of which the receive path rejects.
+//! 1, which the kernel drops before the forward hook, IPv4 options and IPv6 hop-by-hop
+//! options, some of which the receive path rejects, and the special addresses one by one.
 
 #![allow(clippy::field_reassign_with_default)] // Why: policies are built field by field.
 
@@ -99,7 +104,8 @@ fn capture_files(dir: &Path) -> Vec<PathBuf> {
 /// routes, bad lengths and pointers, a timestamp overflow, CIPSO), and IPv6 hop-by-hop options
 /// it accepts (padding, router alert, unknown "skip" types, aligned IOAM) or rejects (too much
 /// or non-zero padding, bad lengths, nine options, unaligned IOAM, jumbo, CALIPSO, unknown
-/// "discard" types). Checksums right; Ethernet frames.
+/// "discard" types), and a DNS query to or from each kind of special address (martians the
+/// stack drops, special ranges it routes). Checksums right; Ethernet frames.
 fn crafted_capture() -> Vec<u8> {
     let (c4, s4) = ([192u8, 0, 2, 5], [203u8, 0, 113, 7]);
     let c6: [u8; 16] = "2001:db8:1::5"
@@ -191,8 +197,61 @@ fn crafted_capture() -> Vec<u8> {
         p.extend_from_slice(&l4);
         p
     };
+    // A DNS query between any two addresses, IPv4 (identification `id`) or IPv6 (source
+    // port `id`), for the special addresses below.
+    let query4 =
+        |src: [u8; 4], dst: [u8; 4], id: u16| v4(src, dst, 17, 64, id, 0, &udp(5000, 53, b"query"));
+    let query6 = |src: &str, dst: &str, id: u16| {
+        let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+            (src.parse().unwrap(), dst.parse().unwrap());
+        let mut l4 = udp(id, 53, b"query");
+        let addrs: Vec<u8> = src.octets().iter().chain(&dst.octets()).copied().collect();
+        set_checksum(&mut l4, 17, Some(&addrs));
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&l4);
+        p
+    };
+    let (c, s) = ("2001:db8:1::5", "2001:db8:2::7");
     let (syn, synack) = (0x02, 0x12);
     let packets = [
+        // Martian addresses, which the stack drops: loopback from the wire, 0.0.0.0, IPv6
+        // unspecified and link-local sources, interface-local and reserved-scope multicast.
+        query4([127, 0, 0, 1], s4, 0x90),
+        query4(c4, [127, 0, 0, 2], 0x91),
+        query4([127, 1, 2, 3], s4, 0x92),
+        query4(c4, [127, 1, 2, 4], 0x93),
+        query4([0, 0, 0, 0], s4, 0x94),
+        query4(c4, [0, 0, 0, 0], 0x95),
+        query6("::1", s, 7000),
+        query6(c, "::1", 7001),
+        query6("::", s, 7002),
+        query6("fe80::5", s, 7003),
+        query6(c, "ff01::1", 7004),
+        query6(c, "ff00::1", 7005),
+        // Special ranges the stack routes like any other.
+        query4([0, 1, 2, 3], s4, 0xa0),
+        query4(c4, [0, 1, 2, 4], 0xa1),
+        query4([240, 0, 0, 1], s4, 0xa2),
+        query4(c4, [240, 0, 0, 2], 0xa3),
+        query4([255, 255, 255, 254], s4, 0xa4),
+        query4(c4, [255, 255, 255, 253], 0xa5),
+        query4([169, 254, 1, 1], s4, 0xa6),
+        query4(c4, [169, 254, 1, 2], 0xa7),
+        query4([192, 0, 2, 0], s4, 0xa8),
+        query4(c4, [203, 0, 113, 255], 0xa9),
+        query6(c, "::", 7010),
+        query6("::ffff:192.0.2.5", s, 7011),
+        query6(c, "::ffff:203.0.113.7", 7012),
+        query6("::192.0.2.5", s, 7013),
+        query6(c, "::203.0.113.7", 7014),
+        query6("fec0::5", s, 7016),
+        query6(c, "fec0::7", 7017),
+        query6("::2", s, 7018),
+        query6(c, "::3", 7019),
         // A SYN with TTL 1 and its SYN-ACK (no connection: invalid); with TTL 2 it opens one.
         v4(c4, s4, 6, 1, 1, 0, &tcp(40000, 80, syn, 100, 0)),
         v4(s4, c4, 6, 64, 2, 0, &tcp(80, 40000, synack, 500, 101)),
@@ -297,23 +356,18 @@ fn l3_of(linktype: u32, data: &[u8]) -> Option<&[u8]> {
     matches!(proto, 0x0800 | 0x86dd).then_some(rest)
 }
 
-/// An address whose fate at the router depends on its own addresses and routes, which replay
-/// does not model: unspecified, loopback, link-local, reserved, IPv4-mapped.
-fn unroutable(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            o[0] == 0 || o[0] == 127 || o[0] >= 240 || (o[0] == 169 && o[1] == 254)
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments();
-            v.is_unspecified()
-                || v.is_loopback()
-                || (s[0] & 0xffc0) == 0xfe80
-                || v.to_ipv4_mapped().is_some()
-                || (s[0..5] == [0, 0, 0, 0, 0] && s[5] == 0)
-        }
-    }
+/// Whether a packet between `src` and `dst` gives neither address a side: routing drops it
+/// or keeps it for the router whichever side it comes from (a group, loopback or IPv6
+/// link-local address, an unspecified source, IPv4's 0.0.0.0 as destination), so such an
+/// address may appear on both sides without splitting a capture's hosts wrongly. The packet
+/// takes the side of the other address.
+fn sideless(src: IpAddr, dst: IpAddr) -> bool {
+    let special = |a: IpAddr| group(a) || a.is_loopback() || link_local_v6(a);
+    special(src) || special(dst) || src.is_unspecified() || dst == IpAddr::from([0u8; 4])
+}
+
+fn link_local_v6(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// A group address: IPv4 multicast or the limited broadcast, IPv6 multicast. The router
@@ -325,14 +379,14 @@ fn group(a: IpAddr) -> bool {
     }
 }
 
-/// Whether a packet between `src` and `dst` is left out: an address whose fate depends on
-/// the router's own addresses and routes, which replay does not model. A DHCP client's
-/// 0.0.0.0 to the limited broadcast is sent (the host receives it for itself).
+/// Whether a packet between `src` and `dst` is left out: one to its own source; one between
+/// two loopback addresses (a capture taken on `lo`: replay takes it as the host's own
+/// traffic, while sent through the router's wire it would be a martian); one to an IPv6
+/// link-local address, whose fate depends on the router's on-link routes and neighbours
+/// (here it goes back out of the interface it came in by and finds no neighbour), which replay
+/// does not model.
 fn unsent(src: IpAddr, dst: IpAddr) -> bool {
-    let dhcp_client = src == IpAddr::from([0, 0, 0, 0]) && dst == IpAddr::from([255; 4]);
-    src == dst
-        || (!dhcp_client && !group(src) && unroutable(src))
-        || (!group(dst) && unroutable(dst))
+    src == dst || (src.is_loopback() && dst.is_loopback()) || link_local_v6(dst)
 }
 
 fn sum16(data: &[u8], mut acc: u32) -> u32 {
@@ -751,9 +805,8 @@ fn prepare(path: &Path, budget: usize, headers: Headers) -> Prep {
             }
         };
         let (s, d) = addrs(&p);
-        if group(s) || group(d) {
-            // Neither forwarded nor replayed past routing: its side does not matter, and it
-            // gives no address one (that could split a capture's hosts wrongly).
+        if sideless(s, d) {
+            // Its side comes from the other address (see `sideless`).
             let side = match (sides.get(&s), sides.get(&d)) {
                 (Some(x), _) => *x,
                 (None, Some(y)) => !*y,
@@ -1033,10 +1086,19 @@ fn policy() -> Policy {
         .iter()
         .map(|n| Peer::Net(n.parse().unwrap()))
         .collect();
-    for r in [&mut smb, &mut out, &mut web_in, &mut groups] {
+    // DNS accepted between any addresses on any interfaces, so that only the IP stack keeps
+    // the crafted capture's queries to and from special addresses back (and replay must say
+    // so: without its martian model it lets them through).
+    let mut dns = Rule::new("dns-anywhere", Direction::Forward, Action::Accept);
+    dns.services = vec![L4Match {
+        protocol: Some(proto::UDP),
+        dst_ports: vec![PortRange::single(53)],
+        ..tcp(&[])
+    }];
+    for r in [&mut smb, &mut out, &mut web_in, &mut groups, &mut dns] {
         r.mitigates = vec![TechniqueId("T1190".into())];
     }
-    p.rules = vec![smb, out, web_in, groups];
+    p.rules = vec![smb, out, web_in, groups, dns];
     p
 }
 
@@ -1140,6 +1202,8 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
         let mut ttl_drops = 0u64;
         // Packets from or to group addresses the engine did not route.
         let mut not_routed = 0u64;
+        // Packets with martian addresses the engine dropped.
+        let mut martians = 0u64;
         // Packets the engine found IP options the stack rejects in.
         let mut option_drops = 0u64;
         let started = Instant::now();
@@ -1275,6 +1339,11 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
                 .get("not routed: from or forwarded to a multicast or broadcast address")
                 .copied()
                 .unwrap_or(0);
+            martians += report
+                .by_reason
+                .get("martian address: dropped by the IP stack")
+                .copied()
+                .unwrap_or(0);
             option_drops += report
                 .by_reason
                 .get("IP options rejected: dropped by the IP stack")
@@ -1310,13 +1379,18 @@ fn real_captures_get_the_kernels_verdict_packet_for_packet() {
             }
         }
         eprintln!(
-        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1, {option_drops} with rejected IP options, {not_routed} not routed) in {:.1} s; skipped captures: {summary:?}",
+        "{mode}: {captures} captures, {compared} packets compared ({kernel_forwarded} forwarded by the kernel, {bad_sums} with a wrong checksum, {ttl_drops} with TTL <= 1, {option_drops} with rejected IP options, {not_routed} not routed, {martians} martian) in {:.1} s; skipped captures: {summary:?}",
         started.elapsed().as_secs_f64()
     );
         // The corpus's DHCP discovers alone are ~10,000.
         assert!(
             not_routed >= 10_000,
             "{mode}: only {not_routed} packets from or to group addresses"
+        );
+        // The crafted capture's twelve martians.
+        assert!(
+            martians >= 12,
+            "{mode}: only {martians} packets dropped for martian addresses"
         );
         // The crafted capture's seven IPv4 and eleven IPv6 cases.
         assert!(
