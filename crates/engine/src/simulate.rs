@@ -282,15 +282,10 @@ impl<K: std::hash::Hash + Eq + Copy> FlowTable<K> {
         key: K,
         new: impl FnOnce() -> FlowState,
     ) -> (&mut FlowState, bool) {
+        use std::hash::BuildHasher;
+        let hash = self.hash(&key);
         let hasher = &self.hasher;
-        let rehash = |(k, _): &(K, FlowState)| {
-            use std::hash::BuildHasher;
-            hasher.hash_one(k)
-        };
-        let hash = {
-            use std::hash::BuildHasher;
-            hasher.hash_one(key)
-        };
+        let rehash = |(k, _): &(K, FlowState)| hasher.hash_one(k);
         match self.table.entry(hash, |(k, _)| *k == key, rehash) {
             hashbrown::hash_table::Entry::Occupied(slot) => (&mut slot.into_mut().1, false),
             hashbrown::hash_table::Entry::Vacant(slot) => {

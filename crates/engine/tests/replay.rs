@@ -887,19 +887,16 @@ fn group_addresses_are_received_or_dropped_never_forwarded() {
     );
 }
 
-/// An Ethernet frame: UDP over IPv6 from 2001:db8:`src.0`::`src.1` to
-/// 2001:db8:`dst.0`::`dst.1`.
-fn ipv6_udp(src: (u8, u8), sp: u16, dst: (u8, u8), dp: u16) -> Vec<u8> {
-    let l4 = udp(sp, dp, &[]);
+/// An Ethernet frame: a UDP datagram carrying "query" over IPv6.
+fn ipv6_udp(src: &str, sp: u16, dst: &str, dp: u16) -> Vec<u8> {
+    let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let l4 = udp(sp, dp, b"query");
     let mut p = vec![0x60, 0, 0, 0];
     p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
     p.extend_from_slice(&[17, 64]);
-    p.extend_from_slice(&[
-        0x20, 1, 0x0d, 0xb8, 0, src.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src.1,
-    ]);
-    p.extend_from_slice(&[
-        0x20, 1, 0x0d, 0xb8, 0, dst.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, dst.1,
-    ]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
     p.extend_from_slice(&l4);
     eth(0x86dd, &p)
 }
@@ -913,7 +910,7 @@ fn a_full_flow_table_is_emptied_and_counted() {
         false => ipv4(C, R, 17, i, 0, &udp(1000 + i, 53, &[])),
         true => ipv4(R, C, 17, i, 0, &udp(53, 1000 + i, &[])),
     };
-    let (client, server) = ((1, 5), (2, 53));
+    let (client, server) = ("2001:db8:1::5", "2001:db8:2::53");
     let v6 = |i: u16, reply: bool| match reply {
         false => ipv6_udp(client, 2000 + i, server, 53),
         true => ipv6_udp(server, 53, client, 2000 + i),
@@ -954,16 +951,7 @@ fn query4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
 
 /// A DNS query over IPv6.
 fn query6(src: &str, dst: &str) -> Vec<u8> {
-    let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
-        (src.parse().unwrap(), dst.parse().unwrap());
-    let l4 = udp(5000, 53, b"query");
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[17, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&l4);
-    eth(0x86dd, &p)
+    ipv6_udp(src, 5000, dst, 53)
 }
 
 /// Martian addresses: the stack drops what no packet from the wire may carry, whatever the

@@ -151,15 +151,15 @@ fn crafted_capture() -> Vec<u8> {
         set_ipv4_header_checksum(&mut p);
         p
     };
-    let v6 = |src: [u8; 16], dst: [u8; 16], hop_limit: u8, l4: &[u8]| {
+    let v6 = |src: [u8; 16], dst: [u8; 16], proto: u8, hop_limit: u8, l4: &[u8]| {
         let mut p = vec![0x60, 0, 0, 0];
         p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        p.extend_from_slice(&[6, hop_limit]);
+        p.extend_from_slice(&[proto, hop_limit]);
         p.extend_from_slice(&src);
         p.extend_from_slice(&dst);
         let mut l4 = l4.to_vec();
         let addrs = p[8..40].to_vec();
-        set_checksum(&mut l4, 6, Some(&addrs));
+        set_checksum(&mut l4, proto, Some(&addrs));
         p.extend_from_slice(&l4);
         p
     };
@@ -202,18 +202,8 @@ fn crafted_capture() -> Vec<u8> {
     let query4 =
         |src: [u8; 4], dst: [u8; 4], id: u16| v4(src, dst, 17, 64, id, 0, &udp(5000, 53, b"query"));
     let query6 = |src: &str, dst: &str, id: u16| {
-        let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
-            (src.parse().unwrap(), dst.parse().unwrap());
-        let mut l4 = udp(id, 53, b"query");
-        let addrs: Vec<u8> = src.octets().iter().chain(&dst.octets()).copied().collect();
-        set_checksum(&mut l4, 17, Some(&addrs));
-        let mut p = vec![0x60, 0, 0, 0];
-        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        p.extend_from_slice(&[17, 64]);
-        p.extend_from_slice(&src.octets());
-        p.extend_from_slice(&dst.octets());
-        p.extend_from_slice(&l4);
-        p
+        let ip = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        v6(ip(src), ip(dst), 17, 64, &udp(id, 53, b"query"))
     };
     let (c, s) = ("2001:db8:1::5", "2001:db8:2::7");
     let (syn, synack) = (0x02, 0x12);
@@ -308,10 +298,10 @@ fn crafted_capture() -> Vec<u8> {
         with_hop_by_hop(&[0xc2, 4, 0, 1, 0, 0], 6017),
         // IPv6: hop limit 1, then 2 (another source port: IPv6 has no identification to
         // tell a packet from its copy on the other side, so copies must differ).
-        v6(c6, s6, 1, &tcp(40001, 443, syn, 7, 0)),
-        v6(s6, c6, 64, &tcp(443, 40001, synack, 900, 8)),
-        v6(c6, s6, 2, &tcp(40002, 443, syn, 7, 0)),
-        v6(s6, c6, 64, &tcp(443, 40002, synack, 900, 8)),
+        v6(c6, s6, 6, 1, &tcp(40001, 443, syn, 7, 0)),
+        v6(s6, c6, 6, 64, &tcp(443, 40001, synack, 900, 8)),
+        v6(c6, s6, 6, 2, &tcp(40002, 443, syn, 7, 0)),
+        v6(s6, c6, 6, 64, &tcp(443, 40002, synack, 900, 8)),
     ];
     let mut out = Vec::new();
     rampart_engine::pcap::write_pcap_header(&mut out, 1).unwrap();
