@@ -463,6 +463,22 @@ struct Entry {
 }
 
 impl Entry {
+    /// A new connection's entry: its first packet counted, no reply seen, its application
+    /// protocol still being inspected.
+    fn new(tcp: Option<TcpState>, window: tcp_window::Window, expires_ns: u64) -> Self {
+        Self {
+            tcp,
+            seen_reply: false,
+            expires_ns,
+            packets: 1,
+            app: AppConnState::Inspecting,
+            app_inspected: 0,
+            app_labels: [None, None],
+            window,
+            assured: false,
+        }
+    }
+
     /// TCP `TIME_WAIT` or `CLOSE`: the kernel's connection limits no longer count it.
     fn closed(&self) -> bool {
         matches!(self.tcp, Some(TcpState::TimeWait) | Some(TcpState::Close))
@@ -1105,17 +1121,7 @@ impl Conntrack {
             Next::To(Established) => true,
             _ => return Tracked::invalid("TCP packet cannot start a connection", Some(tuple)),
         };
-        let mut e = Entry {
-            tcp: None,
-            seen_reply: false,
-            expires_ns: 0,
-            packets: 1,
-            app: AppConnState::Inspecting,
-            app_inspected: 0,
-            app_labels: [None, None],
-            window: tcp_window::open(seg, pickup),
-            assured: false,
-        };
+        let mut e = Entry::new(None, tcp_window::open(seg, pickup), 0);
         let new = if pickup { Established } else { SynSent };
         let v = tcp_window::check(&mut e.window, 0, index, seg, Phase::Other, self.be_liberal);
         if v != Verdict::Accept {
@@ -1169,17 +1175,7 @@ impl Conntrack {
             tuple: Some(tuple),
             pending: Some((
                 tuple,
-                Entry {
-                    tcp,
-                    seen_reply: false,
-                    expires_ns: now_ns + timeout_s * S,
-                    packets: 1,
-                    app: AppConnState::Inspecting,
-                    app_inspected: 0,
-                    app_labels: [None, None],
-                    window: tcp_window::Window::default(),
-                    assured: false,
-                },
+                Entry::new(tcp, tcp_window::Window::default(), now_ns + timeout_s * S),
             )),
             invalid_reason: None,
             has_entry: false,
@@ -1805,17 +1801,7 @@ mod tests {
     }
 
     fn entry(expires_ns: u64) -> Entry {
-        Entry {
-            tcp: None,
-            seen_reply: false,
-            expires_ns,
-            packets: 1,
-            app: AppConnState::Inspecting,
-            app_inspected: 0,
-            app_labels: [None, None],
-            window: tcp_window::Window::default(),
-            assured: false,
-        }
+        Entry::new(None, tcp_window::Window::default(), expires_ns)
     }
 
     /// Tuples that exercise the canonical order: both families, ICMP (whose reverse keeps its
