@@ -9,7 +9,6 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rampart_engine::decode::{self, LinkType, L3};
 use rampart_engine::pcap::Record;
-use rampart_engine::simulate::{SimConfig, Simulator};
 use rampart_engine::{Engine, MatcherKind};
 use rampart_ir::Action;
 
@@ -54,45 +53,17 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let mut sim = Simulator::new(
-        Engine::new(&policy),
-        SimConfig {
-            local: vec!["192.0.2.0/24".parse().unwrap()],
-            iif: Some("wan0".into()),
-            oif: Some("corp0".into()),
-            no_events: true,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim = common::simulator(&policy);
     let mut ts = 0u64;
     g.bench_function("replay (decode+conntrack+classify+accounting)", |b| {
         b.iter(|| {
-            let mut sink = NullSink;
-            for f in &frames {
-                ts += 1000;
-                let rec = Record {
-                    ts_ns: ts,
-                    linktype: 1,
-                    data: f,
-                    orig_len: f.len() as u32,
-                };
-                sim.process(&rec, &mut sink).unwrap();
-            }
+            common::replay_pass(&mut sim, &frames, &mut ts, &mut NullSink);
             black_box(sim.report().blocked)
         })
     });
     // Added workload: the same replay through `process_batch` (prefetch hints for the packets
     // 8 and 4 places ahead); the one-by-one replay above stays the reference figure.
-    let mut sim_b = Simulator::new(
-        Engine::new(&policy),
-        SimConfig {
-            local: vec!["192.0.2.0/24".parse().unwrap()],
-            iif: Some("wan0".into()),
-            oif: Some("corp0".into()),
-            no_events: true,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim_b = common::simulator(&policy);
     let mut ts_b = 0u64;
     g.bench_function("replay batched (process_batch, prefetch hints)", |b| {
         b.iter(|| {

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use rampart_engine::decode::{self, LinkType, L3};
 use rampart_engine::pcap::Record;
-use rampart_engine::simulate::{SimConfig, Simulator};
+use rampart_engine::simulate::Simulator;
 use rampart_engine::{Engine, MatcherKind, PrefetchStage};
 use rampart_ir::Action;
 use rampart_ir::Direction;
@@ -41,7 +41,7 @@ fn main() {
     let n = (frames.len() * passes) as f64;
     if std::env::var_os("REPLAY_ONLY").is_some() {
         // Only the full replay, for A/B runs of replay changes (shorter and steadier).
-        let mut sim = sim_of(&policy);
+        let mut sim = common::simulator(&policy);
         let s = replay(&mut sim, &frames, passes);
         println!("replay {:.1} ns ({:.2} M/s)", s * 1e9 / n, n / s / 1e6);
         return;
@@ -103,10 +103,10 @@ fn main() {
     }
     let classify_pf_s = cpu_s() - t;
     assert_eq!(blocked, blocked_pf, "prefetch hints changed a decision");
-    let mut sim = sim_of(&policy);
+    let mut sim = common::simulator(&policy);
     let replay_s = replay(&mut sim, &frames, passes);
     let mut sink = rampart_events::VecSink::default();
-    let mut sim_b = sim_of(&policy);
+    let mut sim_b = common::simulator(&policy);
     let mut ts = 0u64;
     let t = cpu_s();
     for _ in 0..passes {
@@ -160,31 +160,9 @@ fn replay(sim: &mut Simulator, frames: &[Vec<u8>], passes: usize) -> f64 {
     let mut ts = 0u64;
     let t = cpu_s();
     for _ in 0..passes {
-        for f in frames {
-            ts += 1000;
-            let rec = Record {
-                ts_ns: ts,
-                linktype: 1,
-                data: f,
-                orig_len: f.len() as u32,
-            };
-            sim.process(&rec, &mut sink).unwrap();
-        }
+        common::replay_pass(sim, frames, &mut ts, &mut sink);
     }
     cpu_s() - t
-}
-
-fn sim_of(policy: &rampart_ir::Policy) -> Simulator {
-    Simulator::new(
-        Engine::new(policy),
-        SimConfig {
-            local: vec!["192.0.2.0/24".parse().unwrap()],
-            iif: Some("wan0".into()),
-            oif: Some("corp0".into()),
-            no_events: true,
-            ..SimConfig::default()
-        },
-    )
 }
 
 /// Replays a capture file (loaded into memory first) one by one and batched.
@@ -222,7 +200,7 @@ fn capture(policy: &rampart_ir::Policy, path: &str, passes: usize) {
     let decode_s = cpu_s() - t;
     black_box(ip);
     let mut sink = rampart_events::VecSink::default();
-    let mut sim = sim_of(policy);
+    let mut sim = common::simulator(policy);
     let t = cpu_s();
     for pass in 0..passes {
         for rec in &recs(pass) {
@@ -230,7 +208,7 @@ fn capture(policy: &rampart_ir::Policy, path: &str, passes: usize) {
         }
     }
     let one_s = cpu_s() - t;
-    let mut sim_b = sim_of(policy);
+    let mut sim_b = common::simulator(policy);
     let t = cpu_s();
     for pass in 0..passes {
         for chunk in recs(pass).chunks(256) {

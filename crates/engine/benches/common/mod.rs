@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rampart_engine::classbench::SplitMix64;
 use rampart_engine::decode::{self, Transport};
-use rampart_engine::{L4Meta, PacketMeta};
+use rampart_engine::pcap::Record;
+use rampart_engine::simulate::{SimConfig, Simulator};
+use rampart_engine::{Engine, L4Meta, PacketMeta};
 use rampart_ir::{Action, AddressSet, Direction, IpNet, Ipv4Net, Peer, SetId, SetSource};
 
 pub const PACKETS: usize = 100_000;
@@ -148,4 +150,38 @@ pub fn meta_of<'a>(ip: &decode::Ip<'a>) -> PacketMeta<'static> {
     };
     m.len = ip.len;
     m
+}
+
+/// The replay of this workload: a gateway between the internet (`wan0`) and the LAN
+/// (`corp0`, 192.0.2.0/24 local), no events.
+pub fn simulator(policy: &rampart_ir::Policy) -> Simulator {
+    Simulator::new(
+        Engine::new(policy),
+        SimConfig {
+            local: vec!["192.0.2.0/24".parse().unwrap()],
+            iif: Some("wan0".into()),
+            oif: Some("corp0".into()),
+            no_events: true,
+            ..SimConfig::default()
+        },
+    )
+}
+
+/// One pass of `frames` through `sim`, one frame a microsecond after `*ts_ns` (advanced).
+pub fn replay_pass(
+    sim: &mut Simulator,
+    frames: &[Vec<u8>],
+    ts_ns: &mut u64,
+    sink: &mut dyn rampart_events::Sink,
+) {
+    for f in frames {
+        *ts_ns += 1000;
+        let rec = Record {
+            ts_ns: *ts_ns,
+            linktype: 1,
+            data: f,
+            orig_len: f.len() as u32,
+        };
+        sim.process(&rec, sink).unwrap();
+    }
 }
