@@ -462,8 +462,9 @@ fn not_routed(src: IpAddr, dst: IpAddr, dir: Direction) -> bool {
 /// from the wire: `ip_route_input_slow`'s martians, `ip6_rcv_core`), IPv4's 0.0.0.0 as source
 /// unless to a group (the limited broadcast, or a local group the host joined, which
 /// `ip_mc_validate_source` accepts; forwarded, it is not routed anyway) or to 0.0.0.0 (the
-/// host receives both), or as destination; an IPv6 multicast destination of interface-local or reserved scope
-/// (`ip6_rcv_core`); on forward, an IPv6 unspecified or link-local source (`ip6_forward`).
+/// host receives both), or as destination; an IPv6 multicast destination of interface-local
+/// or reserved scope (`ip6_rcv_core`); on forward, an IPv6 unspecified or link-local source
+/// (`ip6_forward`).
 /// Not martian here, as the kernel routes them: the rest of 0.0.0.0/8, 240.0.0.0/4,
 /// 169.254.0.0/16, IPv4-mapped and -compatible IPv6. A link-local IPv6 destination is judged
 /// by the rules: its fate depends on the host's on-link routes and neighbours.
@@ -479,10 +480,9 @@ fn martian(src: IpAddr, dst: IpAddr, dir: Direction) -> bool {
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let scope = d.segments()[0] & 0x000f;
-            let link_local = s.segments()[0] & 0xffc0 == 0xfe80;
             s.is_loopback() != d.is_loopback()
                 || (d.is_multicast() && scope <= 1)
-                || (dir == Direction::Forward && (s.is_unspecified() || link_local))
+                || (dir == Direction::Forward && (s.is_unspecified() || s.is_unicast_link_local()))
         }
         _ => false,
     }
@@ -909,14 +909,6 @@ impl Simulator {
             rx.options =
                 decode::ip_packet(link, rec.data).map_or(IpOptions::Accepted, decode::ipv4_options);
         }
-        // The flow's record is read last (`account`); start loading it now.
-        let (sp, dp) = match &ip.l4 {
-            Transport::Tcp(t) => (t.src, t.dst),
-            Transport::Udp(u) => (u.src, u.dst),
-            _ => (0, 0),
-        };
-        self.flows
-            .prefetch(&AnyFlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol));
         let (dir, ports, decision) = self.judge(&ip, rx, ts, sink)?;
         self.account(dir, &ip, ports, decision, ts, sink)
     }
@@ -1224,6 +1216,10 @@ impl Simulator {
             ),
             Transport::Fragment | Transport::Other { .. } => (L4Meta::None, None),
         };
+        // Every judged packet is accounted (`account`, last): start loading its flow's record.
+        let (sp, dp) = ports.unwrap_or((0, 0));
+        self.flows
+            .prefetch(&AnyFlowKey::new(ip.src, sp, ip.dst, dp, ip.protocol));
         if let Some(d) = self.stack_drop(&ip, ports, dir, rx.options, ts, sink)? {
             // Conntrack saw it in prerouting, but the entry it proposed is never confirmed.
             return Ok((dir, ports, d));

@@ -357,7 +357,7 @@ fn sideless(src: IpAddr, dst: IpAddr) -> bool {
 }
 
 fn link_local_v6(a: IpAddr) -> bool {
-    matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
+    matches!(a, IpAddr::V6(v) if v.is_unicast_link_local())
 }
 
 /// A group address: IPv4 multicast or the limited broadcast, IPv6 multicast. The router
